@@ -1,0 +1,451 @@
+"""The rule nodes of the segment DSL: pydantic models of the JSON contract.
+
+A rule is a JSON object with exactly one discriminating key (``and``, ``or``,
+``not``, ``everyone``, ``performed``, ``aggregate``, ``first_performed``,
+``last_performed``, ``attribute``, ``in_segment``, ``sample``).  The models are
+frozen; ``&``, ``|`` and ``~`` combine them into new rules.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta
+from typing import Annotated, Any, ClassVar, Literal, Union
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    SerializerFunctionWrapHandler,
+    Tag,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
+
+from shopcrm.timeline import parse_duration, to_utc_naive
+
+__all__ = [
+    "Aggregate",
+    "Ago",
+    "AgeRange",
+    "And",
+    "Attribute",
+    "Between",
+    "Comparison",
+    "Everyone",
+    "FirstPerformed",
+    "Follow",
+    "InSegment",
+    "Last",
+    "LastPerformed",
+    "NODE_KEYS",
+    "Not",
+    "Or",
+    "Performed",
+    "Rule",
+    "Sample",
+    "SampleSpec",
+    "Window",
+]
+
+_IDENTIFIER = re.compile(r"^[^\W\d]\w*$")
+
+
+def _check_duration(value: str) -> str:
+    parse_duration(value)
+    return value
+
+
+def _check_field(value: str) -> str:
+    parts = value.split(".")
+    if len(parts) > 2 or not all(_IDENTIFIER.match(p) for p in parts) or (
+        len(parts) == 2 and parts[0] != "properties"
+    ):
+        raise ValueError(
+            f"{value!r} is not a field name; use a column name of letters, digits and "
+            "underscores that does not start with a digit (e.g. 'category'), or "
+            "'properties.<key>' for a key of the JSON properties column"
+        )
+    return value
+
+
+def _check_event(value: str) -> str:
+    if not value or not value.strip():
+        raise ValueError("an event name must be a non-empty string, e.g. 'order_completed'")
+    return value
+
+
+Duration = Annotated[str, AfterValidator(_check_duration)]
+FieldName = Annotated[str, AfterValidator(_check_field)]
+EventName = Annotated[str, AfterValidator(_check_event)]
+Scalar = Union[bool, int, float, str]  # noqa: UP007 (pydantic smart-mode order)
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", populate_by_name=True, serialize_by_alias=True
+    )
+
+
+class AgeRange(_Frozen):
+    """A range of ages (``now - ts``): ``{"gte": "1d", "lt": "7d"}``."""
+
+    gte: Duration | None = None
+    gt: Duration | None = None
+    lte: Duration | None = None
+    lt: Duration | None = None
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> AgeRange:
+        if all(v is None for v in (self.gte, self.gt, self.lte, self.lt)):
+            raise ValueError(
+                "an age range needs at least one of gte, gt, lte, lt, e.g. {'gte': '1d', 'lt': '7d'}"
+            )
+        return self
+
+    def ages(self) -> dict[str, timedelta]:
+        """The given bounds as timedeltas, keyed by operator."""
+        out: dict[str, timedelta] = {}
+        for op in ("gte", "gt", "lte", "lt"):
+            value = getattr(self, op)
+            if value is not None:
+                out[op] = parse_duration(value)
+        return out
+
+
+class Last(_Frozen):
+    """``{"last": D}``: exactly ``{"ago": {"lt": D}}``."""
+
+    last: Duration
+
+
+class Ago(_Frozen):
+    """``{"ago": RANGE}``."""
+
+    ago: AgeRange
+
+
+class Between(_Frozen):
+    """``{"between": [a, b]}``: absolute ``a <= ts < b`` (and still ``ts < now``)."""
+
+    between: tuple[datetime, datetime]
+
+    @field_validator("between", mode="before")
+    @classmethod
+    def _parse(cls, value: Any) -> Any:
+        if isinstance(value, list | tuple) and len(value) == 2:
+            try:
+                return tuple(to_utc_naive(v) if isinstance(v, str | datetime) else v for v in value)
+            except ValueError as exc:
+                raise ValueError(
+                    f"{list(value)!r} is not a pair of ISO 8601 datetimes; "
+                    "use e.g. ['2026-01-01T00:00:00', '2026-02-01T00:00:00']"
+                ) from exc
+        return value
+
+    @field_validator("between")
+    @classmethod
+    def _ordered(cls, value: tuple[datetime, datetime]) -> tuple[datetime, datetime]:
+        value = (to_utc_naive(value[0]), to_utc_naive(value[1]))
+        if value[0] > value[1]:
+            raise ValueError(f"between starts after it ends: {value[0]} > {value[1]}")
+        return value
+
+
+def _window_tag(value: Any) -> str | None:
+    return _tag_of(value, ("last", "ago", "between"))
+
+
+Window = Annotated[
+    Union[Annotated[Last, Tag("last")], Annotated[Ago, Tag("ago")], Annotated[Between, Tag("between")]],  # noqa: UP007
+    Discriminator(
+        _window_tag,
+        custom_error_type="window",
+        custom_error_message="a window is one of {'last': '30d'}, {'ago': {'gte': '1d', 'lt': '7d'}} "
+        "or {'between': [ISO_DATETIME, ISO_DATETIME]}",
+    ),
+]
+
+OPERATORS = (
+    "eq", "ne", "lt", "lte", "gt", "gte", "between", "in", "not_in",
+    "contains", "starts_with", "is_null", "ago",
+)
+COUNT_OPERATORS = ("eq", "ne", "lt", "lte", "gt", "gte", "between", "in", "not_in")
+
+
+class _Operators(_Frozen):
+    """The operator fields shared by comparisons, attributes and aggregates."""
+
+    eq: Scalar | None = None
+    ne: Scalar | None = None
+    lt: Scalar | None = None
+    lte: Scalar | None = None
+    gt: Scalar | None = None
+    gte: Scalar | None = None
+    between: tuple[Scalar, Scalar] | None = None
+    in_: tuple[Scalar, ...] | None = Field(default=None, alias="in", min_length=1)
+    not_in: tuple[Scalar, ...] | None = Field(default=None, min_length=1)
+    contains: str | None = None
+    starts_with: str | None = None
+    is_null: bool | None = None
+    ago: AgeRange | None = None
+
+    def operators(self) -> dict[str, Any]:
+        """The operators that are set, keyed by their JSON name (``in``, not ``in_``)."""
+        out: dict[str, Any] = {}
+        for name in OPERATORS:
+            value = getattr(self, "in_" if name == "in" else name)
+            if value is not None:
+                out[name] = value
+        return out
+
+    def _require_operator(self, what: str) -> None:
+        if not self.operators():
+            raise ValueError(
+                f"{what} needs at least one operator: one of {', '.join(OPERATORS)}"
+            )
+
+
+class Comparison(_Operators):
+    """An operator object: ``{"gte": 50000}``, ``{"in": ["shoes", "bags"]}``."""
+
+    @model_validator(mode="after")
+    def _needs_operator(self) -> Comparison:
+        self._require_operator("a comparison")
+        return self
+
+
+def _count_only(ops: _Operators, what: str) -> None:
+    for name, value in ops.operators().items():
+        if name not in COUNT_OPERATORS:
+            raise ValueError(
+                f"{name!r} cannot compare {what}; use one of {', '.join(COUNT_OPERATORS)}"
+            )
+        values = value if isinstance(value, tuple) else (value,)
+        for v in values:
+            if isinstance(v, bool) or not isinstance(v, int | float):
+                raise ValueError(f"{what} is compared with numbers, not {v!r}")
+
+
+Filter = dict[FieldName, Annotated[Union[Scalar, Comparison], Field(union_mode="left_to_right")]]  # noqa: UP007
+
+
+class _RuleOps:
+    """``&``, ``|`` and ``~`` on every rule node and builder."""
+
+    def __and__(self, other: Any) -> And:
+        from shopcrm.dsl._builder import as_rule
+
+        left, right = as_rule(self), as_rule(other)
+        parts = [*(left.and_ if isinstance(left, And) else [left])]
+        parts += right.and_ if isinstance(right, And) else [right]
+        return And(and_=parts)
+
+    def __or__(self, other: Any) -> Or:
+        from shopcrm.dsl._builder import as_rule
+
+        left, right = as_rule(self), as_rule(other)
+        parts = [*(left.or_ if isinstance(left, Or) else [left])]
+        parts += right.or_ if isinstance(right, Or) else [right]
+        return Or(or_=parts)
+
+    def __invert__(self) -> Rule:
+        from shopcrm.dsl._builder import as_rule
+
+        inner = as_rule(self)
+        return inner.not_ if isinstance(inner, Not) else Not(not_=inner)
+
+
+class _Node(_Frozen, _RuleOps):
+    KEY: ClassVar[str] = ""
+
+    @model_serializer(mode="wrap")
+    def _key_first(self, handler: SerializerFunctionWrapHandler) -> Any:
+        data = handler(self)
+        if isinstance(data, dict) and self.KEY in data:
+            return {self.KEY: data[self.KEY], **{k: v for k, v in data.items() if k != self.KEY}}
+        return data
+
+    def to_json(self) -> str:
+        """The rule as compact JSON."""
+        return self.model_dump_json(by_alias=True, exclude_none=True)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The rule as plain JSON-able data."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+class And(_Node):
+    """All of the rules hold."""
+
+    KEY: ClassVar[str] = "and"
+    and_: list[Rule] = Field(alias="and", min_length=1)
+
+
+class Or(_Node):
+    """Any of the rules holds."""
+
+    KEY: ClassVar[str] = "or"
+    or_: list[Rule] = Field(alias="or", min_length=1)
+
+
+class Not(_Node):
+    """The complement within all customers."""
+
+    KEY: ClassVar[str] = "not"
+    not_: Rule = Field(alias="not")
+
+
+class Everyone(_Node):
+    """Every customer."""
+
+    KEY: ClassVar[str] = "everyone"
+    everyone: Literal[True] = True
+
+
+class Follow(_Frozen):
+    """The event that cancels a ``performed`` event when it follows it."""
+
+    performed: EventName
+    where: Filter | None = None
+    within: Duration | None = None
+
+
+class Performed(_Node):
+    """The count of matching events inside the window satisfies ``times`` (default ``{"gte": 1}``)."""
+
+    KEY: ClassVar[str] = "performed"
+    performed: EventName
+    where: Filter | None = None
+    within: Window | None = None
+    times: Comparison | None = None
+    not_followed_by: Follow | None = None
+
+    @field_validator("times")
+    @classmethod
+    def _numeric_times(cls, value: Comparison | None) -> Comparison | None:
+        if value is not None:
+            _count_only(value, "times (a count)")
+        return value
+
+
+class Aggregate(_Node, _Operators):
+    """``sum``/``avg``/``min``/``max``/``count_distinct`` of a field over matching events, compared."""
+
+    KEY: ClassVar[str] = "aggregate"
+    aggregate: Literal["sum", "avg", "min", "max", "count_distinct"]
+    of: FieldName
+    performed: EventName
+    where: Filter | None = None
+    within: Window | None = None
+
+    @model_validator(mode="after")
+    def _numeric(self) -> Aggregate:
+        self._require_operator("an aggregate")
+        _count_only(self, f"{self.aggregate} of {self.of!r}")
+        return self
+
+
+class FirstPerformed(_Node):
+    """The customer's first matching event lies in the range of ages."""
+
+    KEY: ClassVar[str] = "first_performed"
+    first_performed: EventName
+    where: Filter | None = None
+    ago: AgeRange
+
+
+class LastPerformed(_Node):
+    """The customer's most recent matching event lies in the range of ages."""
+
+    KEY: ClassVar[str] = "last_performed"
+    last_performed: EventName
+    where: Filter | None = None
+    ago: AgeRange
+
+
+class Attribute(_Node, _Operators):
+    """Compares a customer attribute: ``{"attribute": "age", "between": [20, 39]}``."""
+
+    KEY: ClassVar[str] = "attribute"
+    attribute: FieldName
+
+    @model_validator(mode="after")
+    def _needs_operator(self) -> Attribute:
+        self._require_operator(f"attribute {self.attribute!r}")
+        return self
+
+
+class InSegment(_Node):
+    """Membership of another named segment."""
+
+    KEY: ClassVar[str] = "in_segment"
+    in_segment: str = Field(min_length=1)
+
+
+class SampleSpec(_Frozen):
+    """A deterministic P% of customers, bucketed by md5 of ``salt:customer_id``."""
+
+    percent: int | float = Field(ge=0, le=100)
+    salt: str
+
+
+class Sample(_Node):
+    """``{"sample": {"percent": P, "salt": S}}``."""
+
+    KEY: ClassVar[str] = "sample"
+    sample: SampleSpec
+
+
+NODE_KEYS: tuple[str, ...] = (
+    "and", "or", "not", "everyone", "aggregate", "performed",
+    "first_performed", "last_performed", "attribute", "in_segment", "sample",
+)
+
+
+def _tag_of(value: Any, keys: tuple[str, ...]) -> str | None:
+    if isinstance(value, dict):
+        for key in keys:
+            if key in value:
+                return key
+        return None
+    for key in keys:
+        if getattr(value, "KEY", None) == key or (
+            not hasattr(value, "KEY") and hasattr(value, key)
+        ):
+            return key
+    return None
+
+
+def _rule_tag(value: Any) -> str | None:
+    return _tag_of(value, NODE_KEYS)
+
+
+Rule = Annotated[
+    Union[  # noqa: UP007
+        Annotated[And, Tag("and")],
+        Annotated[Or, Tag("or")],
+        Annotated[Not, Tag("not")],
+        Annotated[Everyone, Tag("everyone")],
+        Annotated[Aggregate, Tag("aggregate")],
+        Annotated[Performed, Tag("performed")],
+        Annotated[FirstPerformed, Tag("first_performed")],
+        Annotated[LastPerformed, Tag("last_performed")],
+        Annotated[Attribute, Tag("attribute")],
+        Annotated[InSegment, Tag("in_segment")],
+        Annotated[Sample, Tag("sample")],
+    ],
+    Discriminator(
+        _rule_tag,
+        custom_error_type="rule_node",
+        custom_error_message="a rule is an object with one of the keys "
+        "and, or, not, everyone, performed, aggregate, first_performed, last_performed, "
+        "attribute, in_segment, sample",
+    ),
+]
+
+for _model in (And, Or, Not, Performed, Aggregate):
+    _model.model_rebuild()

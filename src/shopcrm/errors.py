@@ -1,0 +1,56 @@
+"""The exceptions shopcrm raises; each message says what was wrong and what would be right."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+__all__ = ["PluginError", "RuleError", "SchemaError", "SegmentCycleError", "ShopCRMError"]
+
+
+class ShopCRMError(Exception):
+    """Base class of every error shopcrm raises on purpose."""
+
+
+class RuleError(ShopCRMError, ValueError):
+    """A segment rule is malformed, or does not fit the data it runs on.
+
+    Attributes
+    ----------
+    path:
+        The JSON path of the first problem, e.g. ``and[1].performed.within.last``
+        (empty for a problem with the whole rule).
+    problems:
+        Every problem found, as ``(path, message)`` pairs, first one first.
+    """
+
+    def __init__(self, problems: Sequence[tuple[str, str]]) -> None:
+        if not problems:
+            raise ValueError("RuleError needs at least one problem")
+        self.problems: tuple[tuple[str, str], ...] = tuple(problems)
+        self.path: str = self.problems[0][0]
+        lines = [f"{path}: {message}" if path else message for path, message in self.problems]
+        super().__init__("\n".join(lines))
+
+    @classmethod
+    def at(cls, path: str, message: str) -> RuleError:
+        """One problem at one path."""
+        return cls([(path, message)])
+
+
+class SchemaError(RuleError):
+    """A rule names a field that the data source does not have."""
+
+
+class SegmentCycleError(RuleError):
+    """Named segments refer to each other in a cycle."""
+
+    def __init__(self, cycle: Sequence[str]) -> None:
+        self.cycle: tuple[str, ...] = tuple(cycle)
+        chain = " -> ".join(self.cycle)
+        super().__init__(
+            [("", f"named segments form a cycle: {chain}; remove one of these in_segment references")]
+        )
+
+
+class PluginError(ShopCRMError):
+    """A plugin registered under a shopcrm entry-point group could not be used."""
