@@ -33,6 +33,7 @@ from shopcrm.dsl._nodes import (
     Sample,
     SampleSpec,
     Window,
+    window_bounds,
 )
 from shopcrm.dsl._parse import children, format_path, parse_rule, resolve_segments, rule_json_schema
 
@@ -72,4 +73,5 @@ __all__ = [
     "rule_json_schema",
     "sample",
     "segment",
+    "window_bounds",
 ]

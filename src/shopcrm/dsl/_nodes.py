@@ -25,7 +25,7 @@ from pydantic import (
     model_validator,
 )
 
-from shopcrm.timeline import parse_duration, to_utc_naive
+from shopcrm.timeline import TsBound, age_bounds, parse_duration, to_utc_naive
 
 __all__ = [
     "Aggregate",
@@ -49,6 +49,7 @@ __all__ = [
     "Sample",
     "SampleSpec",
     "Window",
+    "window_bounds",
 ]
 
 _IDENTIFIER = re.compile(r"^[^\W\d]\w*$")
@@ -115,17 +116,29 @@ class AgeRange(_Frozen):
                 out[op] = parse_duration(value)
         return out
 
+    def bounds(self, now: datetime) -> tuple[TsBound, ...]:
+        """Bounds on a timestamp whose age lies in this range (always ``ts < now``)."""
+        return age_bounds(self.ages(), now)
+
 
 class Last(_Frozen):
     """``{"last": D}``: exactly ``{"ago": {"lt": D}}``."""
 
     last: Duration
 
+    def bounds(self, now: datetime) -> tuple[TsBound, ...]:
+        """``now - D < ts < now``."""
+        return age_bounds({"lt": parse_duration(self.last)}, now)
+
 
 class Ago(_Frozen):
     """``{"ago": RANGE}``."""
 
     ago: AgeRange
+
+    def bounds(self, now: datetime) -> tuple[TsBound, ...]:
+        """Bounds on ``ts`` for the range of ages."""
+        return self.ago.bounds(now)
 
 
 class Between(_Frozen):
@@ -153,6 +166,10 @@ class Between(_Frozen):
         if value[0] > value[1]:
             raise ValueError(f"between starts after it ends: {value[0]} > {value[1]}")
         return value
+
+    def bounds(self, now: datetime) -> tuple[TsBound, ...]:
+        """``a <= ts < b`` and ``ts < now``."""
+        return (TsBound("lt", now), TsBound("gte", self.between[0]), TsBound("lt", self.between[1]))
 
 
 def _window_tag(value: Any) -> str | None:
@@ -449,3 +466,8 @@ Rule = Annotated[
 
 for _model in (And, Or, Not, Performed, Aggregate):
     _model.model_rebuild()
+
+
+def window_bounds(window: Last | Ago | Between | None, now: datetime) -> tuple[TsBound, ...]:
+    """Bounds on an event's ``ts`` for a window (no window: every event before ``now``)."""
+    return (TsBound("lt", now),) if window is None else window.bounds(now)

@@ -1,0 +1,523 @@
+"""Rules to sqlglot trees.
+
+Shape of every query: each event condition of the rules (a *leaf*) becomes one
+aggregate column of a single grouped pass over the events table (the
+``shopcrm_f`` CTE); ``not_followed_by`` leaves, which need a self-join, get a CTE
+each.  The rules become booleans over the customers table left-joined to those
+CTEs.  Identical leaves are computed once, so ``count_many`` shares the pass.
+
+Predicates carry whether they can be NULL; ``not`` wraps a nullable one in
+``COALESCE(p, FALSE)`` so SQL's three-valued logic never leaks.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import attrs
+from sqlglot import exp
+
+from shopcrm.compiler._dialects import Dialect
+from shopcrm.dsl import (
+    Aggregate,
+    And,
+    Attribute,
+    Comparison,
+    Everyone,
+    FirstPerformed,
+    Follow,
+    InSegment,
+    LastPerformed,
+    Not,
+    Or,
+    Performed,
+    Rule,
+    Sample,
+    window_bounds,
+)
+from shopcrm.errors import RuleError, SchemaError
+from shopcrm.schema import ColumnType, Schema, Table
+from shopcrm.timeline import TsBound, to_utc_naive
+
+__all__ = ["QueryBuilder"]
+
+_CUSTOMERS = "c"
+_EVENTS = "e"
+_FEATURES = "shopcrm_f"
+_ORDER_OPS = {"lt": exp.LT, "lte": exp.LTE, "gt": exp.GT, "gte": exp.GTE}
+_ALL_OPS = {"eq": exp.EQ, "ne": exp.NEQ, **_ORDER_OPS}
+
+
+@attrs.frozen
+class _Pred:
+    expr: exp.Expression
+    nullable: bool
+
+
+@attrs.frozen
+class _Field:
+    """A column (or JSON key) as an expression, with its type."""
+
+    expr: exp.Expression
+    type: ColumnType
+    name: str
+    json_key: bool = False
+
+
+def _join(path: str, *parts: str) -> str:
+    return ".".join(p for p in (path, *parts) if p)
+
+
+def _and(parts: Sequence[exp.Expression]) -> exp.Expression:
+    if not parts:
+        return exp.true()
+    out = parts[0]
+    for part in parts[1:]:
+        out = exp.And(this=out, expression=part)
+    return out
+
+
+def _or(parts: Sequence[exp.Expression]) -> exp.Expression:
+    out = parts[0]
+    for part in parts[1:]:
+        out = exp.Or(this=out, expression=part)
+    return out
+
+
+def _paren(e: exp.Expression) -> exp.Expression:
+    return e if isinstance(e, exp.Paren | exp.Column | exp.Literal | exp.Boolean) else exp.Paren(this=e)
+
+
+def _number(value: int | float) -> exp.Expression:
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return exp.Literal.number(int(value))
+    return exp.Literal.number(repr(value) if isinstance(value, float) else value)
+
+
+def _did_you_mean(name: str, options: Sequence[str]) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(name, options, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+class QueryBuilder:
+    """Compiles rules for one schema, dialect and ``now`` into one query."""
+
+    def __init__(self, schema: Schema, now: datetime, dialect: Dialect) -> None:
+        self.schema = schema
+        self.now = to_utc_naive(now)
+        self.d = dialect
+        self._features: dict[str, tuple[str, exp.Expression]] = {}
+        self._event_names: set[str] = set()
+        self._follows: dict[str, tuple[str, exp.Expression]] = {}
+
+    # ------------------------------------------------------------------ tables
+    def _table(self, table: Table, alias: str) -> exp.Table:
+        parts = table.name.split(".")
+        ident = [exp.to_identifier(p, quoted=True) for p in parts]
+        if len(ident) == 1:
+            out = exp.Table(this=ident[0])
+        elif len(ident) == 2:
+            out = exp.Table(this=ident[1], db=ident[0])
+        else:
+            out = exp.Table(this=ident[-1], db=ident[-2], catalog=ident[-3])
+        return exp.alias_(out, alias, table=True)  # type: ignore[return-value]
+
+    def _col(self, name: str, alias: str) -> exp.Column:
+        return exp.column(name, table=alias, quoted=True)
+
+    def _customer_field(self, name: str, path: str) -> _Field:
+        table = self.schema.customers
+        if name.startswith("properties.") or not table.has(name):
+            columns = sorted(table.columns)
+            raise SchemaError.at(
+                path,
+                f"the customers table {table.name!r} has no column {name!r}{_did_you_mean(name, columns)}; "
+                f"its columns are {', '.join(columns)}",
+            )
+        return _Field(self._col(name, _CUSTOMERS), table.type_of(name), name)
+
+    def _event_field(self, name: str, path: str, alias: str = _EVENTS) -> _Field:
+        table = self.schema.events
+        if name.startswith("properties."):
+            key = name.split(".", 1)[1]
+            if not table.has("properties"):
+                raise SchemaError.at(
+                    path,
+                    f"{name!r} reads the JSON column 'properties', which the events table "
+                    f"{table.name!r} does not have; its columns are {', '.join(sorted(table.columns))}",
+                )
+            return _Field(self.d.json_text(self._col("properties", alias), key), ColumnType.JSON, name, True)
+        if not table.has(name):
+            columns = sorted(table.columns)
+            raise SchemaError.at(
+                path,
+                f"the events table {table.name!r} has no column {name!r}{_did_you_mean(name, columns)}; "
+                f"its columns are {', '.join(columns)}",
+            )
+        return _Field(self._col(name, alias), table.type_of(name), name)
+
+    # ------------------------------------------------------------- comparisons
+    def _value(self, field: _Field, value: Any, op: str, path: str) -> tuple[exp.Expression, exp.Expression]:
+        """(column side, literal side) for one value, checking that the types fit."""
+        kind = field.type
+        where = f"{field.name!r} ({kind.value})"
+        if kind is ColumnType.JSON:
+            if isinstance(value, str):
+                return field.expr, exp.Literal.string(value)
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                return self.d.to_double(field.expr), _number(value)
+            raise RuleError.at(path, f"{value!r} cannot be compared with JSON property {field.name!r}; use a string or a number")
+        if kind.is_numeric:
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise RuleError.at(path, f"{value!r} cannot be compared with numeric column {where}; use a number")
+            return field.expr, _number(value)
+        if kind is ColumnType.STRING:
+            if not isinstance(value, str):
+                raise RuleError.at(path, f"{value!r} cannot be compared with string column {where}; use a string")
+            return field.expr, exp.Literal.string(value)
+        if kind is ColumnType.BOOLEAN:
+            if not isinstance(value, bool):
+                raise RuleError.at(path, f"{value!r} cannot be compared with boolean column {where}; use true or false")
+            if op not in ("eq", "ne", "in", "not_in"):
+                raise RuleError.at(path, f"boolean column {where} takes eq, ne, in, not_in or is_null, not {op!r}")
+            return field.expr, self.d.boolean(value)
+        if kind is ColumnType.TIMESTAMP:
+            if isinstance(value, bool) or not isinstance(value, str | datetime):
+                raise RuleError.at(path, f"{value!r} cannot be compared with timestamp column {where}; use an ISO 8601 datetime string")
+            try:
+                at = to_utc_naive(value)
+            except ValueError:
+                raise RuleError.at(
+                    path, f"{value!r} is not an ISO 8601 datetime for timestamp column {where}; use e.g. '2026-01-31T09:00:00'"
+                ) from None
+            return self.d.timestamp_column(field.expr), self.d.timestamp_literal(at)
+        raise RuleError.at(path, f"column {where} has a type rules cannot compare")
+
+    def _cmp(self, field: _Field, op: str, value: Any, path: str) -> exp.Expression:
+        left, right = self._value(field, value, op, path)
+        if field.type is ColumnType.STRING or (field.type is ColumnType.JSON and isinstance(value, str)):
+            wrap = self.d.string_equality if op in ("eq", "ne") else self.d.string_order
+            left, right = wrap(left), wrap(right)
+        return _ALL_OPS[op](this=left, expression=right)
+
+    def _bound(self, ts: exp.Expression, bound: TsBound) -> exp.Expression:
+        return _ORDER_OPS[bound.op](this=ts, expression=self.d.timestamp_literal(bound.at))
+
+    def _compare(self, field: _Field, ops: dict[str, Any], path: str) -> _Pred:
+        parts: list[exp.Expression] = []
+        nullable = False
+        for op, value in ops.items():
+            at = _join(path, op)
+            if op == "is_null":
+                test = exp.Is(this=field.expr, expression=exp.Null())
+                parts.append(test if value else exp.Not(this=test))
+                continue
+            nullable = True
+            if op in _ALL_OPS:
+                parts.append(self._cmp(field, op, value, at))
+            elif op == "between":
+                parts.append(self._cmp(field, "gte", value[0], f"{at}[0]"))
+                parts.append(self._cmp(field, "lte", value[1], f"{at}[1]"))
+            elif op in ("in", "not_in"):
+                pairs = [self._value(field, v, op, f"{at}[{i}]") for i, v in enumerate(value)]
+                left = pairs[0][0]
+                rights = [p[1] for p in pairs]
+                if field.type is ColumnType.STRING or (field.type is ColumnType.JSON and isinstance(value[0], str)):
+                    left = self.d.string_equality(left)
+                    rights = [self.d.string_equality(r) for r in rights]
+                test = exp.In(this=left, expressions=rights)
+                parts.append(test if op == "in" else exp.Not(this=exp.Paren(this=test)))
+            elif op in ("contains", "starts_with"):
+                if field.type not in (ColumnType.STRING, ColumnType.JSON):
+                    raise RuleError.at(at, f"{op} works on strings; {field.name!r} is {field.type.value}")
+                needle = exp.Literal.string(value)
+                if op == "contains":
+                    parts.append(exp.GT(this=self.d.position(field.expr, needle), expression=exp.Literal.number(0)))
+                else:
+                    prefix = self.d.substring(field.expr, len(value))
+                    parts.append(exp.EQ(this=self.d.string_equality(prefix), expression=self.d.string_equality(needle)))
+            elif op == "ago":
+                if field.type is not ColumnType.TIMESTAMP:
+                    raise RuleError.at(at, f"ago works on timestamps; {field.name!r} is {field.type.value}")
+                ts = self.d.timestamp_column(field.expr)
+                parts.extend(self._bound(ts, b) for b in value.bounds(self.now))
+            else:  # pragma: no cover - the models admit no other operator
+                raise RuleError.at(at, f"unknown operator {op!r}")
+        return _Pred(_paren(_and(parts)) if len(parts) > 1 else parts[0], nullable)
+
+    def _compare_number(self, value: exp.Expression, ops: dict[str, Any]) -> exp.Expression:
+        """A count or sum (never NULL) against numeric operators."""
+        parts: list[exp.Expression] = []
+        for op, v in ops.items():
+            if op in _ALL_OPS:
+                parts.append(_ALL_OPS[op](this=value, expression=_number(v)))
+            elif op == "between":
+                parts.append(exp.GTE(this=value, expression=_number(v[0])))
+                parts.append(exp.LTE(this=value, expression=_number(v[1])))
+            elif op in ("in", "not_in"):
+                test = exp.In(this=value, expressions=[_number(x) for x in v])
+                parts.append(test if op == "in" else exp.Not(this=exp.Paren(this=test)))
+        return _paren(_and(parts)) if len(parts) > 1 else parts[0]
+
+    # ----------------------------------------------------------------- events
+    def _event_condition(
+        self, event: str, where: dict[str, Any] | None, bounds: Sequence[TsBound], path: str, alias: str
+    ) -> exp.Expression:
+        self._event_names.add(event)
+        name_col = self._col("event", alias)
+        parts: list[exp.Expression] = [
+            exp.EQ(this=self.d.string_equality(name_col), expression=self.d.string_equality(exp.Literal.string(event)))
+        ]
+        for key, cond in (where or {}).items():
+            field = self._event_field(key, _join(path, "where", key), alias)
+            ops = cond.operators() if isinstance(cond, Comparison) else {"eq": cond}
+            parts.append(self._compare(field, ops, _join(path, "where", key)).expr)
+        ts = self.d.timestamp_column(self._col("ts", alias))
+        parts.extend(self._bound(ts, b) for b in bounds)
+        return _and(parts)
+
+    def _feature(self, key: Any, make: Any) -> exp.Column:
+        token = json.dumps(key, sort_keys=True, default=str)
+        if token not in self._features:
+            self._features[token] = (f"f{len(self._features)}", make())
+        return exp.column(self._features[token][0], table=_FEATURES)
+
+    def _performed(self, rule: Performed, path: str) -> _Pred:
+        at = _join(path, "performed")
+        bounds = window_bounds(rule.within, self.now)
+        ops = rule.times.operators() if rule.times else {"gte": 1}
+        where = rule.model_dump(mode="json", include={"where"}).get("where")
+        if rule.not_followed_by is not None:
+            count = self._follow_count(rule, bounds, at)
+        else:
+            cond = self._event_condition(rule.performed, rule.where, bounds, at, _EVENTS)
+            key = ("count", rule.performed, where, [(b.op, b.at) for b in bounds])
+            column = self._feature(
+                key,
+                lambda: exp.Sum(this=exp.Case(ifs=[exp.If(this=cond, true=exp.Literal.number(1))], default=exp.Literal.number(0))),
+            )
+            count = exp.Coalesce(this=column, expressions=[exp.Literal.number(0)])
+        return _Pred(self._compare_number(count, ops), False)
+
+    def _follow_count(self, rule: Performed, bounds: Sequence[TsBound], path: str) -> exp.Expression:
+        follow = rule.not_followed_by
+        assert isinstance(follow, Follow)
+        token = json.dumps(
+            [rule.model_dump(mode="json", include={"performed", "where", "not_followed_by"}), [(b.op, str(b.at)) for b in bounds]],
+            sort_keys=True,
+        )
+        if token not in self._follows:
+            name = f"shopcrm_nf{len(self._follows)}"
+            a_cond = self._event_condition(rule.performed, rule.where, bounds, path, "a")
+            b_bounds = [TsBound("lt", self.now)]
+            b_cond = self._event_condition(follow.performed, follow.where, b_bounds, _join(path, "not_followed_by"), "b")
+            a_ts = self.d.timestamp_column(self._col("ts", "a"))
+            b_ts = self.d.timestamp_column(self._col("ts", "b"))
+            later = [
+                exp.EQ(this=self._col("customer_id", "b"), expression=self._col("customer_id", "a")),
+                b_cond,
+                exp.GT(this=b_ts, expression=a_ts),
+            ]
+            if follow.within is not None:
+                from shopcrm.timeline import parse_duration
+
+                seconds = int(parse_duration(follow.within).total_seconds())
+                later.append(exp.LTE(this=b_ts, expression=self.d.plus_seconds(self._col("ts", "a"), seconds)))
+            exists = exp.Exists(
+                this=exp.select(exp.Literal.number(1)).from_(self._table(self.schema.events, "b")).where(_and(later))
+            )
+            query = (
+                exp.select(
+                    exp.alias_(self._col("customer_id", "a"), "customer_id"),
+                    exp.alias_(exp.Count(this=exp.Star()), "n"),
+                )
+                .from_(self._table(self.schema.events, "a"))
+                .where(
+                    _and(
+                        [
+                            exp.Not(this=exp.Is(this=self._col("customer_id", "a"), expression=exp.Null())),
+                            a_cond,
+                            exp.Not(this=exists),
+                        ]
+                    )
+                )
+                .group_by(self._col("customer_id", "a"))
+            )
+            self._follows[token] = (name, query)
+        name = self._follows[token][0]
+        return exp.Coalesce(this=exp.column("n", table=name), expressions=[exp.Literal.number(0)])
+
+    def _aggregate(self, rule: Aggregate, path: str) -> _Pred:
+        at = _join(path, "aggregate")
+        bounds = window_bounds(rule.within, self.now)
+        field = self._event_field(rule.of, _join(at, "of"))
+        if field.type is ColumnType.JSON:
+            value: exp.Expression = self.d.to_double(field.expr)
+        elif field.type.is_numeric or (rule.aggregate == "count_distinct" and field.type is not ColumnType.OTHER):
+            value = self.d.timestamp_column(field.expr) if field.type is ColumnType.TIMESTAMP else field.expr
+            if field.type is ColumnType.STRING:
+                value = self.d.string_equality(value)
+        else:
+            raise RuleError.at(
+                _join(at, "of"),
+                f"{rule.aggregate} needs a numeric field; {rule.of!r} is {field.type.value}",
+            )
+        cond = self._event_condition(rule.performed, rule.where, bounds, at, _EVENTS)
+        where = rule.model_dump(mode="json", include={"where"}).get("where")
+        base = [rule.performed, where, rule.of, [(b.op, b.at) for b in bounds]]
+        ops = rule.operators()
+
+        def case(then: exp.Expression, default: exp.Expression | None = None) -> exp.Case:
+            return exp.Case(ifs=[exp.If(this=cond, true=then)], default=default)
+
+        zero = exp.Literal.number(0)
+        if rule.aggregate == "sum":
+            total = self._feature(["sum", *base], lambda: exp.Sum(this=case(value)))
+            return _Pred(self._compare_number(exp.Coalesce(this=total, expressions=[zero]), ops), False)
+        if rule.aggregate == "count_distinct":
+            distinct = self._feature(["count_distinct", *base], lambda: exp.Count(this=exp.Distinct(expressions=[case(value)])))
+            return _Pred(self._compare_number(exp.Coalesce(this=distinct, expressions=[zero]), ops), False)
+        if rule.aggregate in ("min", "max"):
+            fn = exp.Min if rule.aggregate == "min" else exp.Max
+            extreme = self._feature([rule.aggregate, *base], lambda: fn(this=case(value)))
+            return _Pred(self._compare_number(extreme, ops), True)
+        # avg, compared exactly: avg op v  <=>  sum op v * count  (count > 0)
+        total = self._feature(["sum", *base], lambda: exp.Sum(this=case(value)))
+        present = exp.And(this=cond, expression=exp.Not(this=exp.Is(this=value, expression=exp.Null())))
+        count = self._feature(
+            ["count", *base],
+            lambda: exp.Sum(this=exp.Case(ifs=[exp.If(this=present, true=exp.Literal.number(1))], default=zero)),
+        )
+        parts: list[exp.Expression] = [exp.GT(this=count, expression=zero)]
+        for op, v in ops.items():
+            if op in _ALL_OPS:
+                parts.append(_ALL_OPS[op](this=total, expression=exp.Mul(this=_number(v), expression=count)))
+            elif op == "between":
+                parts.append(exp.GTE(this=total, expression=exp.Mul(this=_number(v[0]), expression=count)))
+                parts.append(exp.LTE(this=total, expression=exp.Mul(this=_number(v[1]), expression=count)))
+            else:
+                tests = [exp.EQ(this=total, expression=exp.Mul(this=_number(x), expression=count)) for x in v]
+                test = _paren(_or(tests))
+                parts.append(test if op == "in" else exp.Not(this=test))
+        return _Pred(_paren(_and(parts)), True)
+
+    def _first_last(self, rule: FirstPerformed | LastPerformed, path: str) -> _Pred:
+        first = isinstance(rule, FirstPerformed)
+        event = rule.first_performed if isinstance(rule, FirstPerformed) else rule.last_performed
+        at = _join(path, "first_performed" if first else "last_performed")
+        cond = self._event_condition(event, rule.where, [TsBound("lt", self.now)], at, _EVENTS)
+        where = rule.model_dump(mode="json", include={"where"}).get("where")
+        fn = exp.Min if first else exp.Max
+        ts = self.d.timestamp_column(self._col("ts", _EVENTS))
+        column = self._feature(
+            ["first" if first else "last", event, where],
+            lambda: fn(this=exp.Case(ifs=[exp.If(this=cond, true=ts)])),
+        )
+        parts = [self._bound(column, b) for b in rule.ago.bounds(self.now)]
+        return _Pred(_paren(_and(parts)), True)
+
+    # ------------------------------------------------------------------ rules
+    def predicate(self, rule: Rule, path: str = "") -> _Pred:
+        """The boolean over a customer row (alias ``c``) that the rule means."""
+        if isinstance(rule, And | Or):
+            items = rule.and_ if isinstance(rule, And) else rule.or_
+            tag = "and" if isinstance(rule, And) else "or"
+            preds = [self.predicate(r, f"{_join(path, tag)}[{i}]") for i, r in enumerate(items)]
+            combine = _and if isinstance(rule, And) else _or
+            if len(preds) == 1:
+                return preds[0]
+            return _Pred(exp.Paren(this=combine([_paren(p.expr) for p in preds])), any(p.nullable for p in preds))
+        if isinstance(rule, Not):
+            inner = self.predicate(rule.not_, _join(path, "not"))
+            body = exp.Coalesce(this=inner.expr, expressions=[exp.false()]) if inner.nullable else _paren(inner.expr)
+            return _Pred(exp.Not(this=body), False)
+        if isinstance(rule, Everyone):
+            return _Pred(exp.true(), False)
+        if isinstance(rule, Attribute):
+            at = _join(path, "attribute")
+            field = self._customer_field(rule.attribute, at)
+            return self._compare(field, rule.operators(), at)
+        if isinstance(rule, Performed):
+            return self._performed(rule, path)
+        if isinstance(rule, Aggregate):
+            return self._aggregate(rule, path)
+        if isinstance(rule, FirstPerformed | LastPerformed):
+            return self._first_last(rule, path)
+        if isinstance(rule, Sample):
+            return _Pred(self._sample(rule), False)
+        if isinstance(rule, InSegment):
+            raise RuleError.at(
+                _join(path, "in_segment"),
+                f"named segment {rule.in_segment!r} is not resolved; run the rule through a Shop or "
+                "pass segments= to to_sql (shopcrm.dsl.resolve_segments)",
+            )
+        raise RuleError.at(path, f"cannot compile {type(rule).__name__}")  # pragma: no cover
+
+    def _sample(self, rule: Sample) -> exp.Expression:
+        ident = self.d.to_text(self._col("customer_id", _CUSTOMERS))
+        keyed = self.d.concat(exp.Literal.string(rule.sample.salt + ":"), ident)
+        hex8 = exp.Substring(this=self.d.md5_hex(keyed), start=exp.Literal.number(1), length=exp.Literal.number(8))
+        bucket = exp.Mod(this=_paren(self.d.hex_to_int(hex8)), expression=exp.Literal.number(10000))
+        return exp.LT(this=_paren(bucket), expression=_number(rule.sample.percent * 100))
+
+    # ------------------------------------------------------------------ query
+    def _from(self, select: exp.Select) -> exp.Select:
+        """FROM customers, joined to the feature CTEs (with the CTEs attached)."""
+        customer_id = self._col("customer_id", _CUSTOMERS)
+        select = select.from_(self._table(self.schema.customers, _CUSTOMERS))
+        if self._features:
+            events_where = _and(
+                [
+                    exp.Not(this=exp.Is(this=self._col("customer_id", _EVENTS), expression=exp.Null())),
+                    exp.In(
+                        this=self._col("event", _EVENTS),
+                        expressions=[exp.Literal.string(n) for n in sorted(self._event_names)],
+                    ),
+                    self._bound(self.d.timestamp_column(self._col("ts", _EVENTS)), TsBound("lt", self.now)),
+                ]
+            )
+            features = (
+                exp.select(
+                    exp.alias_(self._col("customer_id", _EVENTS), "customer_id"),
+                    *[exp.alias_(agg, name) for name, agg in self._features.values()],
+                )
+                .from_(self._table(self.schema.events, _EVENTS))
+                .where(events_where)
+                .group_by(self._col("customer_id", _EVENTS))
+            )
+            select = select.with_(_FEATURES, as_=features).join(
+                exp.to_table(_FEATURES),
+                on=exp.EQ(this=customer_id, expression=exp.column("customer_id", table=_FEATURES)),
+                join_type="left",
+            )
+        for name, query in self._follows.values():
+            select = select.with_(name, as_=query).join(
+                exp.to_table(name),
+                on=exp.EQ(this=customer_id, expression=exp.column("customer_id", table=name)),
+                join_type="left",
+            )
+        return select
+
+    def members(self, rule: Rule) -> exp.Select:
+        pred = self.predicate(rule)
+        select = exp.select(exp.alias_(self._col("customer_id", _CUSTOMERS), "customer_id"))
+        return self._from(select).where(pred.expr)
+
+    def counts(self, rules: Sequence[Rule]) -> exp.Select:
+        preds = [self.predicate(r, "" if len(rules) == 1 else f"[{i}]") for i, r in enumerate(rules)]
+        columns = [
+            exp.alias_(
+                exp.Coalesce(
+                    this=exp.Sum(this=exp.Case(ifs=[exp.If(this=p.expr, true=exp.Literal.number(1))], default=exp.Literal.number(0))),
+                    expressions=[exp.Literal.number(0)],
+                ),
+                f"c{i}",
+            )
+            for i, p in enumerate(preds)
+        ]
+        return self._from(exp.select(*columns))

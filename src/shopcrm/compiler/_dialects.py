@@ -1,0 +1,258 @@
+"""Per-dialect differences, as small classes: only what differs is overridden.
+
+The compiler builds one sqlglot tree per rule; sqlglot renders most of it for
+every dialect.  What sqlglot cannot know (how a shop's MySQL compares strings,
+how SQLite stores timestamps, how each engine turns an md5 hex prefix into an
+integer) lives here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Any, ClassVar
+
+from sqlglot import exp
+
+__all__ = ["DIALECTS", "SQLITE_FUNCTIONS", "Dialect", "dialect_for"]
+
+
+def _lit(value: str) -> exp.Literal:
+    return exp.Literal.string(value)
+
+
+def _num(value: int) -> exp.Literal:
+    return exp.Literal.number(value)
+
+
+def _fn(name: str, *args: exp.Expression) -> exp.Expression:
+    return exp.Anonymous(this=name, expressions=list(args))
+
+
+class Dialect:
+    """The ANSI-ish default; each engine overrides what it does differently."""
+
+    name: ClassVar[str] = ""
+    text_type: ClassVar[str] = "TEXT"
+    timestamp_type: ClassVar[str] = "TIMESTAMP"
+    double_type: ClassVar[str] = "DOUBLE"
+
+    # -- timestamps ---------------------------------------------------------
+    def timestamp_literal(self, at: datetime) -> exp.Expression:
+        """An instant (naive UTC) as a literal comparable with ts columns."""
+        text = at.strftime("%Y-%m-%d %H:%M:%S.%f")
+        return exp.cast(_lit(text), exp.DataType.build(self.timestamp_type, dialect=self.name))
+
+    def timestamp_column(self, column: exp.Expression) -> exp.Expression:
+        """A timestamp column as it should be compared (SQLite normalises text)."""
+        return column
+
+    def plus_seconds(self, column: exp.Expression, seconds: int) -> exp.Expression:
+        """``column + seconds`` for a timestamp column."""
+        return exp.Add(
+            this=column, expression=exp.Interval(this=_lit(str(seconds)), unit=exp.var("SECOND"))
+        )
+
+    # -- strings ------------------------------------------------------------
+    def string_equality(self, value: exp.Expression) -> exp.Expression:
+        """A string expression wrapped so that ``=`` is exact (case, padding)."""
+        return value
+
+    def string_order(self, value: exp.Expression) -> exp.Expression:
+        """A string expression wrapped so that ``<`` orders by code point."""
+        return value
+
+    def position(self, haystack: exp.Expression, needle: exp.Expression) -> exp.Expression:
+        """1-based position of ``needle`` in ``haystack``; 0 when absent."""
+        return exp.StrPosition(this=haystack, substr=needle)
+
+    def substring(self, value: exp.Expression, length: int) -> exp.Expression:
+        """The first ``length`` characters."""
+        return exp.Substring(this=value, start=_num(1), length=_num(length))
+
+    def to_text(self, value: exp.Expression) -> exp.Expression:
+        return exp.cast(value, exp.DataType.build(self.text_type, dialect=self.name))
+
+    def concat(self, *parts: exp.Expression) -> exp.Expression:
+        return exp.Concat(expressions=list(parts), safe=True)
+
+    # -- sample buckets -----------------------------------------------------
+    def md5_hex(self, value: exp.Expression) -> exp.Expression:
+        """Lower-case hex md5 of a text value."""
+        return exp.MD5(this=value)
+
+    def hex_to_int(self, hex8: exp.Expression) -> exp.Expression:
+        """An 8-digit hex string as an integer: portable sum of digit positions."""
+        digits = _lit("0123456789abcdef")
+        total: exp.Expression | None = None
+        for i in range(8):
+            digit = exp.Sub(
+                this=self.position(digits, exp.Lower(this=exp.Substring(this=hex8, start=_num(i + 1), length=_num(1)))),
+                expression=_num(1),
+            )
+            term = exp.Mul(this=exp.Paren(this=digit), expression=_num(16 ** (7 - i)))
+            total = term if total is None else exp.Add(this=total, expression=term)
+        assert total is not None
+        return exp.Paren(this=total)
+
+    # -- JSON properties ----------------------------------------------------
+    def json_text(self, column: exp.Expression, key: str) -> exp.Expression:
+        """The text of a scalar under ``key`` in a JSON column."""
+        return exp.JSONExtractScalar(this=column, expression=_lit(f"$.{key}"))
+
+    def to_double(self, value: exp.Expression) -> exp.Expression:
+        return exp.cast(value, exp.DataType.build(self.double_type, dialect=self.name))
+
+    # -- booleans -------------------------------------------------------------
+    def boolean(self, value: bool) -> exp.Expression:
+        return exp.true() if value else exp.false()
+
+
+class DuckDB(Dialect):
+    name = "duckdb"
+    text_type = "VARCHAR"
+
+    def hex_to_int(self, hex8: exp.Expression) -> exp.Expression:
+        return exp.cast(exp.DPipe(this=_lit("0x"), expression=hex8, safe=True), exp.DataType.build("BIGINT"))
+
+    def json_text(self, column: exp.Expression, key: str) -> exp.Expression:
+        return _fn("json_extract_string", column, _lit(f"$.{key}"))
+
+
+class SQLite(Dialect):
+    """Timestamps are ISO 8601 text; md5 comes from a registered Python function."""
+
+    name = "sqlite"
+    double_type = "REAL"
+
+    def timestamp_literal(self, at: datetime) -> exp.Expression:
+        return _lit(at.strftime("%Y-%m-%d %H:%M:%S.") + f"{at.microsecond // 1000:03d}")
+
+    def timestamp_column(self, column: exp.Expression) -> exp.Expression:
+        return _fn("strftime", _lit("%Y-%m-%d %H:%M:%f"), column)
+
+    def plus_seconds(self, column: exp.Expression, seconds: int) -> exp.Expression:
+        return _fn("strftime", _lit("%Y-%m-%d %H:%M:%f"), column, _lit(f"+{seconds} seconds"))
+
+    def substring(self, value: exp.Expression, length: int) -> exp.Expression:
+        return _fn("substr", value, _num(1), _num(length))
+
+    def concat(self, *parts: exp.Expression) -> exp.Expression:
+        out = parts[0]
+        for part in parts[1:]:
+            out = exp.DPipe(this=out, expression=part, safe=True)
+        return out
+
+    def md5_hex(self, value: exp.Expression) -> exp.Expression:
+        return _fn("md5", value)
+
+    def json_text(self, column: exp.Expression, key: str) -> exp.Expression:
+        return _fn("json_extract", column, _lit(f"$.{key}"))
+
+
+class PostgreSQL(Dialect):
+    name = "postgres"
+    double_type = "DOUBLE PRECISION"
+
+    def string_order(self, value: exp.Expression) -> exp.Expression:
+        return exp.Collate(this=value, expression=exp.Identifier(this="C", quoted=True))
+
+    def hex_to_int(self, hex8: exp.Expression) -> exp.Expression:
+        bits = exp.cast(exp.DPipe(this=_lit("x"), expression=hex8, safe=True), exp.DataType.build("BIT(32)", dialect="postgres"))
+        return exp.cast(bits, exp.DataType.build("BIGINT"))
+
+    def json_text(self, column: exp.Expression, key: str) -> exp.Expression:
+        json_column = exp.cast(column, exp.DataType.build("JSONB", dialect="postgres"))
+        return exp.JSONBExtractScalar(this=json_column, expression=_lit(key))
+
+
+class MySQL(Dialect):
+    """Default collations ignore case and trailing spaces: compare binary strings."""
+
+    name = "mysql"
+    text_type = "CHAR"
+    timestamp_type = "DATETIME(6)"
+
+    def _binary(self, value: exp.Expression) -> exp.Expression:
+        return exp.cast(value, exp.DataType.build("BINARY", dialect="mysql"))
+
+    def string_equality(self, value: exp.Expression) -> exp.Expression:
+        return self._binary(value)
+
+    def string_order(self, value: exp.Expression) -> exp.Expression:
+        return self._binary(value)
+
+    def position(self, haystack: exp.Expression, needle: exp.Expression) -> exp.Expression:
+        return exp.StrPosition(this=self._binary(haystack), substr=self._binary(needle))
+
+    def hex_to_int(self, hex8: exp.Expression) -> exp.Expression:
+        return exp.cast(_fn("CONV", hex8, _num(16), _num(10)), exp.DataType.build("UNSIGNED", dialect="mysql"))
+
+    def json_text(self, column: exp.Expression, key: str) -> exp.Expression:
+        return _fn("JSON_UNQUOTE", _fn("JSON_EXTRACT", column, _lit(f"$.{key}")))
+
+
+class Spark(Dialect):
+    name = "spark"
+    text_type = "STRING"
+
+    def hex_to_int(self, hex8: exp.Expression) -> exp.Expression:
+        return exp.cast(_fn("CONV", hex8, _num(16), _num(10)), exp.DataType.build("BIGINT"))
+
+    def json_text(self, column: exp.Expression, key: str) -> exp.Expression:
+        return _fn("GET_JSON_OBJECT", column, _lit(f"$.{key}"))
+
+
+class Trino(Dialect):
+    name = "trino"
+    text_type = "VARCHAR"
+
+    def hex_to_int(self, hex8: exp.Expression) -> exp.Expression:
+        return _fn("from_base", hex8, _num(16))
+
+
+class BigQuery(Dialect):
+    name = "bigquery"
+    text_type = "STRING"
+    double_type = "FLOAT64"
+
+    def hex_to_int(self, hex8: exp.Expression) -> exp.Expression:
+        return exp.cast(self.concat(_lit("0x"), hex8), exp.DataType.build("INT64", dialect="bigquery"))
+
+    def json_text(self, column: exp.Expression, key: str) -> exp.Expression:
+        return _fn("JSON_VALUE", column, _lit(f"$.{key}"))
+
+
+class Snowflake(Dialect):
+    name = "snowflake"
+    text_type = "VARCHAR"
+
+    def hex_to_int(self, hex8: exp.Expression) -> exp.Expression:
+        return _fn("TO_NUMBER", hex8, _lit("XXXXXXXX"))
+
+    def json_text(self, column: exp.Expression, key: str) -> exp.Expression:
+        return _fn("JSON_EXTRACT_PATH_TEXT", column, _lit(key))
+
+
+_DIALECTS: dict[str, Dialect] = {
+    d.name: d for d in (DuckDB(), SQLite(), PostgreSQL(), MySQL(), Spark(), Trino(), BigQuery(), Snowflake())
+}
+DIALECTS: tuple[str, ...] = ("duckdb", "sqlite", "postgres", "mysql", "spark", "trino", "bigquery", "snowflake")
+
+
+def dialect_for(name: str) -> Dialect:
+    """The quirks of a dialect by name; ValueError listing the known ones otherwise."""
+    try:
+        return _DIALECTS[name]
+    except KeyError:
+        raise ValueError(f"unknown dialect {name!r}; use one of {', '.join(DIALECTS)}") from None
+
+
+def _md5_hex(value: Any) -> str | None:
+    if value is None:
+        return None
+    return hashlib.md5(str(value).encode("utf-8"), usedforsecurity=False).hexdigest()
+
+
+SQLITE_FUNCTIONS: Mapping[str, tuple[int, Callable[..., Any]]] = {"md5": (1, _md5_hex)}
