@@ -13,8 +13,8 @@ from shopcrm.dsl._builder import (
 )
 from shopcrm.dsl._nodes import (
     NODE_KEYS,
-    Aggregate,
     AgeRange,
+    Aggregate,
     Ago,
     And,
     Attribute,

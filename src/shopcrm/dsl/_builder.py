@@ -21,8 +21,8 @@ from typing import Any
 import attrs
 
 from shopcrm.dsl._nodes import (
-    Aggregate,
     AgeRange,
+    Aggregate,
     Ago,
     Attribute,
     Between,

@@ -19,6 +19,10 @@ from pydantic import (
     Discriminator,
     Field,
     SerializerFunctionWrapHandler,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
     Tag,
     field_validator,
     model_serializer,
@@ -82,7 +86,7 @@ def _check_event(value: str) -> str:
 Duration = Annotated[str, AfterValidator(_check_duration)]
 FieldName = Annotated[str, AfterValidator(_check_field)]
 EventName = Annotated[str, AfterValidator(_check_event)]
-Scalar = Union[bool, int, float, str]  # noqa: UP007 (pydantic smart-mode order)
+Scalar = Union[StrictBool, StrictInt, StrictFloat, StrictStr]  # noqa: UP007 (no lax coercion: 0 is not False)
 
 
 class _Frozen(BaseModel):

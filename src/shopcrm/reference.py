@@ -1,0 +1,337 @@
+"""The reference evaluator: the executable meaning of the segment DSL.
+
+A pure function over plain Python rows.  It is written to be read next to the
+specification, not to be fast; every SQL engine must return exactly its answer
+(the test suite compares them on random shops).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from fractions import Fraction
+from typing import Any
+
+from shopcrm.dsl import (
+    Aggregate,
+    And,
+    Attribute,
+    Comparison,
+    Everyone,
+    FirstPerformed,
+    InSegment,
+    LastPerformed,
+    Not,
+    Or,
+    Performed,
+    Rule,
+    Sample,
+    parse_rule,
+    resolve_segments,
+    window_bounds,
+)
+from shopcrm.dsl._parse import RuleLike
+from shopcrm.errors import RuleError, SchemaError
+from shopcrm.schema import ColumnType, Schema
+from shopcrm.timeline import TsBound, parse_duration, to_utc_naive
+
+__all__ = ["CustomerId", "evaluate"]
+
+CustomerId = str | int
+Row = Mapping[str, Any]
+
+
+def evaluate(
+    rule: RuleLike,
+    customers: Iterable[Row],
+    events: Iterable[Row],
+    *,
+    now: datetime,
+    segments: Mapping[str, RuleLike] | None = None,
+    schema: Schema | None = None,
+) -> set[CustomerId]:
+    """The ids of the customers matching ``rule`` as of ``now``.
+
+    Parameters
+    ----------
+    rule:
+        A rule model, builder, dict or JSON string.
+    customers, events:
+        Rows as mappings; a missing key is NULL.  Timestamps are datetimes (naive
+        means UTC) or ISO 8601 strings.
+    now:
+        The instant of evaluation; only events with ``ts < now`` exist.
+    segments:
+        Named rules that ``in_segment`` refers to.
+    schema:
+        When given, every field the rule names is checked against it and values
+        are compared by the declared column types.
+    """
+    model = parse_rule(rule)
+    named = {name: parse_rule(r) for name, r in (segments or {}).items()}
+    model = resolve_segments(model, named.get)
+    people = {row["customer_id"]: row for row in customers if row.get("customer_id") is not None}
+    by_customer: dict[CustomerId, list[tuple[datetime, Row]]] = defaultdict(list)
+    for row in events:
+        cid, name, ts = row.get("customer_id"), row.get("event"), row.get("ts")
+        if cid is None or name is None or ts is None or cid not in people:
+            continue
+        by_customer[cid].append((to_utc_naive(ts), row))
+    for history in by_customer.values():
+        history.sort(key=lambda pair: pair[0])
+    evaluator = _Evaluator(to_utc_naive(now), schema)
+    return {cid for cid, row in people.items() if evaluator.holds(model, row, by_customer.get(cid, []), "")}
+
+
+def _join(path: str, *parts: str) -> str:
+    return ".".join(p for p in (path, *parts) if p)
+
+
+class _Evaluator:
+    def __init__(self, now: datetime, schema: Schema | None) -> None:
+        self.now = now
+        self.schema = schema
+
+    # ------------------------------------------------------------------ rules
+    def holds(self, rule: Rule, person: Row, history: list[tuple[datetime, Row]], path: str) -> bool:
+        if isinstance(rule, And):
+            return all(self.holds(r, person, history, f"{_join(path, 'and')}[{i}]") for i, r in enumerate(rule.and_))
+        if isinstance(rule, Or):
+            return any(self.holds(r, person, history, f"{_join(path, 'or')}[{i}]") for i, r in enumerate(rule.or_))
+        if isinstance(rule, Not):
+            return not self.holds(rule.not_, person, history, _join(path, "not"))
+        if isinstance(rule, Everyone):
+            return True
+        if isinstance(rule, Attribute):
+            at = _join(path, "attribute")
+            kind = self._column_type("customers", rule.attribute, at)
+            return self.compare(person.get(rule.attribute), rule.operators(), kind, rule.attribute, at)
+        if isinstance(rule, Performed):
+            return self._performed(rule, history, _join(path, "performed"))
+        if isinstance(rule, Aggregate):
+            return self._aggregate(rule, history, _join(path, "aggregate"))
+        if isinstance(rule, FirstPerformed | LastPerformed):
+            return self._first_last(rule, history, path)
+        if isinstance(rule, Sample):
+            key = f"{rule.sample.salt}:{person['customer_id']}".encode()
+            bucket = int(hashlib.md5(key, usedforsecurity=False).hexdigest()[:8], 16) % 10000
+            return bucket < rule.sample.percent * 100
+        if isinstance(rule, InSegment):  # resolve_segments removed them all
+            raise RuleError.at(_join(path, "in_segment"), f"unresolved segment {rule.in_segment!r}")
+        raise RuleError.at(path, f"unknown rule node {type(rule).__name__}")  # pragma: no cover
+
+    # ----------------------------------------------------------------- events
+    def _matching(
+        self,
+        event: str,
+        where: Mapping[str, Any] | None,
+        bounds: Sequence[TsBound],
+        history: list[tuple[datetime, Row]],
+        path: str,
+    ) -> list[tuple[datetime, Row]]:
+        out = []
+        for ts, row in history:
+            if row.get("event") != event or not all(b.holds(ts) for b in bounds):
+                continue
+            if all(self._filter(row, key, cond, _join(path, "where", key)) for key, cond in (where or {}).items()):
+                out.append((ts, row))
+        return out
+
+    def _filter(self, row: Row, key: str, cond: Any, path: str) -> bool:
+        ops = cond.operators() if isinstance(cond, Comparison) else {"eq": cond}
+        if key.startswith("properties."):
+            self._column_type("events", "properties", path)
+            props = row.get("properties")
+            if isinstance(props, str):
+                import json
+
+                props = json.loads(props)
+            value = props.get(key.split(".", 1)[1]) if isinstance(props, Mapping) else None
+            return self.compare(value, ops, ColumnType.JSON, key, path)
+        kind = self._column_type("events", key, path)
+        return self.compare(row.get(key), ops, kind, key, path)
+
+    def _performed(self, rule: Performed, history: list[tuple[datetime, Row]], path: str) -> bool:
+        matching = self._matching(rule.performed, rule.where, window_bounds(rule.within, self.now), history, path)
+        follow = rule.not_followed_by
+        if follow is not None:
+            followers = self._matching(
+                follow.performed, follow.where, [TsBound("lt", self.now)], history, _join(path, "not_followed_by")
+            )
+            limit = parse_duration(follow.within) if follow.within is not None else None
+            matching = [
+                (ts, row)
+                for ts, row in matching
+                if not any(ts < b_ts and (limit is None or b_ts - ts <= limit) for b_ts, _ in followers)
+            ]
+        ops = rule.times.operators() if rule.times else {"gte": 1}
+        return _number_holds(len(matching), ops)
+
+    def _aggregate(self, rule: Aggregate, history: list[tuple[datetime, Row]], path: str) -> bool:
+        matching = self._matching(rule.performed, rule.where, window_bounds(rule.within, self.now), history, path)
+        values: list[Any] = []
+        for _, row in matching:
+            if rule.of.startswith("properties."):
+                props = row.get("properties")
+                value = props.get(rule.of.split(".", 1)[1]) if isinstance(props, Mapping) else None
+                value = float(value) if value is not None else None
+            else:
+                self._column_type("events", rule.of, _join(path, "of"))
+                value = row.get(rule.of)
+            if value is not None:
+                values.append(value)
+        ops = rule.operators()
+        if rule.aggregate == "sum":
+            return _number_holds(sum(values), ops)
+        if rule.aggregate == "count_distinct":
+            return _number_holds(len(set(values)), ops)
+        if not values:  # avg, min, max of nothing are NULL: no match
+            return False
+        if rule.aggregate == "min":
+            return _number_holds(min(values), ops)
+        if rule.aggregate == "max":
+            return _number_holds(max(values), ops)
+        total, count = Fraction(sum(Fraction(v) for v in values)), len(values)
+        return _number_holds(total, {op: _scaled(v, count) for op, v in ops.items()})
+
+    def _first_last(self, rule: FirstPerformed | LastPerformed, history: list[tuple[datetime, Row]], path: str) -> bool:
+        first = isinstance(rule, FirstPerformed)
+        event = rule.first_performed if isinstance(rule, FirstPerformed) else rule.last_performed
+        at = _join(path, "first_performed" if first else "last_performed")
+        matching = self._matching(event, rule.where, [TsBound("lt", self.now)], history, at)
+        if not matching:
+            return False
+        ts = matching[0][0] if first else matching[-1][0]
+        return all(b.holds(ts) for b in rule.ago.bounds(self.now))
+
+    # ------------------------------------------------------------ comparisons
+    def _column_type(self, table: str, name: str, path: str) -> ColumnType | None:
+        if self.schema is None:
+            return None
+        source = self.schema.customers if table == "customers" else self.schema.events
+        if name.startswith("properties.") or not source.has(name):
+            raise SchemaError.at(
+                path,
+                f"the {table} table {source.name!r} has no column {name!r}; its columns are "
+                f"{', '.join(sorted(source.columns))}",
+            )
+        return source.type_of(name)
+
+    def compare(self, value: Any, ops: Mapping[str, Any], kind: ColumnType | None, name: str, path: str) -> bool:
+        """Whether a value satisfies every operator (NULL satisfies only ``is_null: true``)."""
+        for op, expected in ops.items():
+            if op == "is_null":
+                if (value is None) != expected:
+                    return False
+                continue
+            if value is None:
+                return False
+            if not self._one(value, op, expected, kind, name, _join(path, op)):
+                return False
+        return True
+
+    def _one(self, value: Any, op: str, expected: Any, kind: ColumnType | None, name: str, path: str) -> bool:
+        if op == "ago":
+            ts = self._as_timestamp(value, name, path)
+            return all(b.holds(ts) for b in expected.bounds(self.now))
+        if kind is ColumnType.JSON:
+            value = _json_scalar(value, expected[0] if isinstance(expected, tuple) else expected)
+            if value is None:
+                return False
+        if op in ("contains", "starts_with"):
+            if not isinstance(value, str):
+                raise RuleError.at(path, f"{op} works on strings; {name!r} holds {value!r}")
+            return expected in value if op == "contains" else value.startswith(expected)
+        here = self._as_timestamp(value, name, path) if _is_timestamp(value, kind) else value
+        if op == "between":
+            low, high = (self._coerce(value, v, kind, name, f"{path}[{i}]") for i, v in enumerate(expected))
+            return bool(low <= here <= high)
+        if op in ("in", "not_in"):
+            candidates = [self._coerce(value, v, kind, name, f"{path}[{i}]") for i, v in enumerate(expected)]
+            return (here in candidates) == (op == "in")
+        target = self._coerce(value, expected, kind, name, path)
+        if op == "eq":
+            return bool(here == target)
+        if op == "ne":
+            return bool(here != target)
+        if isinstance(here, bool):
+            raise RuleError.at(path, f"booleans take eq, ne, in, not_in or is_null, not {op!r}")
+        return bool({"lt": here < target, "lte": here <= target, "gt": here > target, "gte": here >= target}[op])
+
+    def _coerce(self, value: Any, expected: Any, kind: ColumnType | None, name: str, path: str) -> Any:
+        """The rule's value as comparable with the row's value; a misfit is a RuleError."""
+        expected_is_number = isinstance(expected, int | float) and not isinstance(expected, bool)
+        if _is_timestamp(value, kind):
+            if isinstance(expected, bool) or not isinstance(expected, str | datetime):
+                raise RuleError.at(path, f"{expected!r} cannot be compared with timestamp {name!r}; use an ISO 8601 datetime")
+            try:
+                return to_utc_naive(expected)
+            except ValueError:
+                raise RuleError.at(path, f"{expected!r} is not an ISO 8601 datetime for timestamp {name!r}") from None
+        if isinstance(value, bool) or kind is ColumnType.BOOLEAN:
+            if not isinstance(expected, bool):
+                raise RuleError.at(path, f"{expected!r} cannot be compared with boolean {name!r}; use true or false")
+            return expected
+        if isinstance(value, int | float) or (kind is not None and kind.is_numeric):
+            if not expected_is_number:
+                raise RuleError.at(path, f"{expected!r} cannot be compared with numeric {name!r}; use a number")
+            return expected
+        if isinstance(value, str) or kind is ColumnType.STRING:
+            if not isinstance(expected, str):
+                raise RuleError.at(path, f"{expected!r} cannot be compared with string {name!r}; use a string")
+            return expected
+        raise RuleError.at(path, f"{name!r} holds {value!r}, which rules cannot compare")
+
+    def _as_timestamp(self, value: Any, name: str, path: str) -> datetime:
+        if isinstance(value, datetime | str):
+            try:
+                return to_utc_naive(value)
+            except ValueError:
+                pass
+        raise RuleError.at(path, f"{name!r} holds {value!r}, which is not a timestamp")
+
+
+def _is_timestamp(value: Any, kind: ColumnType | None) -> bool:
+    return kind is ColumnType.TIMESTAMP or isinstance(value, datetime)
+
+
+def _json_scalar(value: Any, expected: Any) -> Any:
+    """A JSON property as SQL engines read it: text for string rules, a number for numeric ones."""
+    import json
+
+    if isinstance(expected, str):
+        return value if isinstance(value, str) else json.dumps(value)
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _scaled(value: Any, count: int) -> Any:
+    if isinstance(value, tuple):
+        return tuple(Fraction(v) * count for v in value)
+    return Fraction(value) * count
+
+
+_NUMBER_TESTS = {
+    "eq": lambda n, v: n == v,
+    "ne": lambda n, v: n != v,
+    "lt": lambda n, v: n < v,
+    "lte": lambda n, v: n <= v,
+    "gt": lambda n, v: n > v,
+    "gte": lambda n, v: n >= v,
+    "between": lambda n, v: v[0] <= n <= v[1],
+    "in": lambda n, v: n in v,
+    "not_in": lambda n, v: n not in v,
+}
+
+
+def _number_holds(number: Any, ops: Mapping[str, Any]) -> bool:
+    """A count, sum or extreme (never NULL here) against numeric operators."""
+    return all(_NUMBER_TESTS[op](number, v) for op, v in ops.items())
