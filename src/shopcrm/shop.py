@@ -1,0 +1,213 @@
+"""The Shop: gathers data from a source, calls the pure core, runs the SQL.
+
+>>> shop = Shop.open(path=":memory:")
+>>> shop.load_customers([{"customer_id": "c1", "age": 27}])
+>>> shop.count({"attribute": "age", "gte": 20}, now=datetime(2026, 3, 1))
+1
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from shopcrm.compiler import compile_counts, compile_members, render
+from shopcrm.dsl import Rule, parse_rule, resolve_segments
+from shopcrm.dsl._parse import RuleLike
+from shopcrm.errors import RuleError
+from shopcrm.explain import Explanation, explain
+from shopcrm.reference import CustomerId
+from shopcrm.schema import Schema
+from shopcrm.sources._base import SavedSegment, Source
+from shopcrm.timeline import to_utc_naive
+
+__all__ = ["Shop"]
+
+_SEGMENT_NAME = re.compile(r"^[^\x00-\x1f\x7f]{1,100}$")
+
+
+class Shop:
+    """A shop's customers and events on one engine, and its named segments."""
+
+    def __init__(self, source: Source) -> None:
+        self.source = source
+
+    # ----------------------------------------------------------- constructors
+    @classmethod
+    def open(cls, path: str | Path = ":memory:") -> Shop:
+        """The embedded DuckDB shop; a file path persists data and segments."""
+        from shopcrm.sources.duckdb_store import DuckDBSource
+
+        return cls(DuckDBSource(path))
+
+    @classmethod
+    def from_dbapi(
+        cls,
+        connection: Any,
+        *,
+        dialect: str,
+        customers: str = "customers",
+        events: str = "events",
+        types: dict[str, str] | None = None,
+    ) -> Shop:
+        """A shop over your own database through a DB-API connection (sqlite3, psycopg, PyMySQL)."""
+        from shopcrm.sources.dbapi import DBAPISource
+
+        return cls(DBAPISource(connection, dialect=dialect, customers=customers, events=events, types=types))
+
+    @classmethod
+    def from_spark(cls, spark: Any, *, customers: str = "customers", events: str = "events") -> Shop:
+        """A shop over Spark tables or temporary views."""
+        from shopcrm.sources.spark import SparkSource
+
+        return cls(SparkSource(spark, customers=customers, events=events))
+
+    @classmethod
+    def from_source(cls, source: Source) -> Shop:
+        """A shop over any source, e.g. one installed as a plugin."""
+        return cls(source)
+
+    def __enter__(self) -> Shop:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the source (the embedded store's database)."""
+        self.source.close()
+
+    # ---------------------------------------------------------------- loading
+    def _store(self) -> Any:
+        from shopcrm.sources.duckdb_store import DuckDBSource
+
+        if not isinstance(self.source, DuckDBSource):
+            raise TypeError(
+                f"loading data needs the embedded DuckDB shop (Shop.open); this shop reads a "
+                f"{type(self.source).__name__}, whose tables are yours to fill"
+            )
+        return self.source
+
+    def load_customers(self, data: Any) -> int:
+        """Add customers (an iterable of dicts, a DataFrame, an Arrow table, or a Parquet/CSV path).
+
+        A customer id loaded again replaces the earlier row. Returns the rows loaded.
+        """
+        return int(self._store().load("customers", data))
+
+    def load_events(self, data: Any) -> int:
+        """Append events; they need ``customer_id``, ``event`` and ``ts``. Returns the rows loaded."""
+        return int(self._store().load("events", data))
+
+    @property
+    def schema(self) -> Schema:
+        """The customers and events tables with their column types."""
+        return self.source.schema()
+
+    # --------------------------------------------------------------- segments
+    def _resolve(self, rule: RuleLike) -> Rule:
+        model = parse_rule(rule)
+        store = self.source.segment_store()
+
+        def lookup(name: str) -> Rule | None:
+            saved = store.get(name)
+            return parse_rule(saved.rule_json) if saved else None
+
+        return resolve_segments(model, lookup)
+
+    def save_segment(self, name: str, rule: RuleLike, description: str | None = None, *, now: datetime | None = None) -> SavedSegment:
+        """Save (or replace) a named rule after checking it, its references and its fields."""
+        if not isinstance(name, str) or not _SEGMENT_NAME.match(name) or name != name.strip():
+            raise ValueError(
+                f"{name!r} is not a segment name: use 1 to 100 characters without control characters "
+                "or surrounding spaces"
+            )
+        model = parse_rule(rule)
+        store = self.source.segment_store()
+
+        def lookup(other: str) -> Rule | None:
+            if other == name:
+                return model
+            saved = store.get(other)
+            return parse_rule(saved.rule_json) if saved else None
+
+        resolved = resolve_segments(model, lookup)
+        try:
+            schema = self.source.schema()
+        except ValueError:
+            schema = None
+        if schema is not None:
+            compile_members(resolved, schema, now=datetime(2000, 1, 1), dialect=self.source.dialect)
+        stamp = to_utc_naive(now) if now else datetime.now(UTC).replace(tzinfo=None)
+        saved = SavedSegment(name, model.to_json(), description, stamp)
+        store.put(saved)
+        return saved
+
+    def segment(self, name: str) -> Rule:
+        """The rule saved under ``name``."""
+        saved = self.source.segment_store().get(name)
+        if saved is None:
+            known = [s.name for s in self.source.segment_store().all()]
+            raise KeyError(f"no segment named {name!r}; saved segments: {', '.join(known) or 'none'}")
+        return parse_rule(saved.rule_json)
+
+    def segments(self) -> list[SavedSegment]:
+        """Every saved segment, sorted by name."""
+        return self.source.segment_store().all()
+
+    def delete_segment(self, name: str) -> None:
+        """Delete a saved segment; a segment other saved segments use cannot be deleted."""
+        store = self.source.segment_store()
+        users = [s.name for s in store.all() if s.name != name and _uses(parse_rule(s.rule_json), name)]
+        if users:
+            raise RuleError.at("", f"segment {name!r} is used by {', '.join(users)}; change those first")
+        if not store.delete(name):
+            raise KeyError(f"no segment named {name!r}")
+
+    # --------------------------------------------------------------- counting
+    def count(self, rule: RuleLike, *, now: datetime) -> int:
+        """How many customers match ``rule`` as of ``now``."""
+        return self.count_many([rule], now=now)[0]
+
+    def count_many(self, rules: Sequence[RuleLike], *, now: datetime) -> list[int]:
+        """Counts for many rules in one query that shares one pass over the events."""
+        if not rules:
+            return []
+        resolved = [self._resolve(r) for r in rules]
+        query = compile_counts(resolved, self.source.schema(), now=now, dialect=self.source.dialect)
+        row = self.source.fetch(query)[0]
+        return [int(v or 0) for v in row]
+
+    def members(self, rule: RuleLike, *, now: datetime) -> list[CustomerId]:
+        """The ids of the customers matching ``rule`` as of ``now``, sorted."""
+        query = compile_members(self._resolve(rule), self.source.schema(), now=now, dialect=self.source.dialect)
+        return sorted(r[0] for r in self.source.fetch(query))
+
+    def to_sql(self, rule: RuleLike, *, now: datetime, dialect: str | None = None, pretty: bool = True) -> str:
+        """The members query, checked against this shop's tables, for its engine or another dialect."""
+        target = dialect or self.source.dialect
+        query = compile_members(self._resolve(rule), self.source.schema(), now=now, dialect=target)
+        return render(query, target, pretty=pretty)
+
+    def explain(self, rule: RuleLike, *, now: datetime) -> Explanation:
+        """The count at every node of the rule tree (one query) and the SQL."""
+        model = parse_rule(rule)
+        return explain(model, self._resolve, self._count_resolved, now=now, sql=self.to_sql(model, now=now))
+
+    def _count_resolved(self, rules: Sequence[Rule], now: datetime) -> list[int]:
+        query = compile_counts(list(rules), self.source.schema(), now=now, dialect=self.source.dialect)
+        return [int(v or 0) for v in self.source.fetch(query)[0]]
+
+
+def _uses(rule: Rule, name: str) -> bool:
+    from shopcrm.dsl import InSegment, children
+
+    if isinstance(rule, InSegment):
+        return rule.in_segment == name
+    return any(_uses(c, name) for c in children(rule))
+
+

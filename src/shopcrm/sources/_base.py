@@ -1,0 +1,109 @@
+"""What a data source is: two tables, their schema, and a way to run compiled SQL."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from datetime import datetime
+from typing import Any
+
+import attrs
+from sqlglot import exp
+
+from shopcrm.schema import ColumnType, Schema
+
+__all__ = ["MemorySegmentStore", "SavedSegment", "SegmentStore", "Source", "column_type"]
+
+
+@attrs.frozen
+class SavedSegment:
+    """A named rule kept by a shop."""
+
+    name: str
+    rule_json: str
+    description: str | None
+    updated_at: datetime
+
+
+class SegmentStore(ABC):
+    """Where a source keeps named segments (rules as JSON)."""
+
+    @abstractmethod
+    def put(self, segment: SavedSegment) -> None: ...
+
+    @abstractmethod
+    def get(self, name: str) -> SavedSegment | None: ...
+
+    @abstractmethod
+    def all(self) -> list[SavedSegment]: ...
+
+    @abstractmethod
+    def delete(self, name: str) -> bool: ...
+
+
+class MemorySegmentStore(SegmentStore):
+    """Segments kept in memory, for sources that have nowhere to write."""
+
+    def __init__(self) -> None:
+        self._items: dict[str, SavedSegment] = {}
+
+    def put(self, segment: SavedSegment) -> None:
+        self._items[segment.name] = segment
+
+    def get(self, name: str) -> SavedSegment | None:
+        return self._items.get(name)
+
+    def all(self) -> list[SavedSegment]:
+        return sorted(self._items.values(), key=lambda s: s.name)
+
+    def delete(self, name: str) -> bool:
+        return self._items.pop(name, None) is not None
+
+
+class Source(ABC):
+    """A shop's data: a customers and an events table, and an engine that runs SQL.
+
+    Plugins register subclasses under the entry-point group ``shopcrm.sources``.
+    """
+
+    #: The sqlglot dialect the engine speaks; one of ``shopcrm.compiler.DIALECTS``.
+    dialect: str = ""
+
+    @abstractmethod
+    def schema(self) -> Schema:
+        """The two tables and their column types."""
+
+    @abstractmethod
+    def fetch(self, query: exp.Expression) -> list[tuple[Any, ...]]:
+        """Run a compiled query and return its rows."""
+
+    def segment_store(self) -> SegmentStore:
+        """Where named segments live; in memory unless the source can store them."""
+        store = getattr(self, "_memory_segments", None)
+        if store is None:
+            store = MemorySegmentStore()
+            self._memory_segments = store
+        return store
+
+    def close(self) -> None:
+        """Release the engine's resources (connections are the caller's to close)."""
+
+
+_NAME_TO_TYPE: tuple[tuple[tuple[str, ...], ColumnType], ...] = (
+    (("json",), ColumnType.JSON),
+    (("bool",), ColumnType.BOOLEAN),
+    (("timestamp", "datetime", "date", "time"), ColumnType.TIMESTAMP),
+    (("int", "serial", "long", "short", "byte"), ColumnType.INTEGER),
+    (("double", "float", "real", "numeric", "decimal", "number"), ColumnType.FLOAT),
+    (("char", "text", "string", "clob", "uuid", "enum"), ColumnType.STRING),
+)
+
+
+def column_type(declared: str) -> ColumnType:
+    """A column type from an engine's type name (``BIGINT``, ``timestamp with time zone``, ...)."""
+    name = declared.lower()
+    if name in ("tinyint(1)",):
+        return ColumnType.BOOLEAN
+    for needles, kind in _NAME_TO_TYPE:
+        if any(n in name for n in needles):
+            return kind
+    return ColumnType.STRING if not name else ColumnType.OTHER

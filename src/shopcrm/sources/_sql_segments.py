@@ -1,0 +1,76 @@
+"""Named segments kept in a ``shopcrm_segments`` table next to the shop's data."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any
+
+from shopcrm.sources._base import SavedSegment, SegmentStore
+
+__all__ = ["SQLSegmentStore"]
+
+Run = Callable[[str, Sequence[Any]], list[tuple[Any, ...]]]
+
+
+class SQLSegmentStore(SegmentStore):
+    """A segment table reached through a ``run(sql, params)`` function.
+
+    The table is created on the first write, so read-only shops can still list
+    (no) segments.  ``placeholder`` is the driver's parameter marker.
+    """
+
+    TABLE = "shopcrm_segments"
+
+    def __init__(self, run: Run, placeholder: str = "?", text_key: str = "VARCHAR(200)") -> None:
+        self._run = run
+        self._p = placeholder
+        self._key = text_key
+        self._ready = False
+
+    def _ensure(self) -> None:
+        if not self._ready:
+            self._run(
+                f"CREATE TABLE IF NOT EXISTS {self.TABLE} (name {self._key} PRIMARY KEY, rule TEXT NOT NULL, "
+                "description TEXT, updated_at VARCHAR(40) NOT NULL)",
+                (),
+            )
+            self._ready = True
+
+    def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        try:
+            return self._run(sql, params)
+        except Exception as exc:  # the table may not exist yet: nothing saved
+            if self._ready or "shopcrm_segments" not in str(exc).lower() and "exist" not in str(exc).lower():
+                raise
+            return []
+
+    def put(self, segment: SavedSegment) -> None:
+        self._ensure()
+        p = self._p
+        self._run(f"DELETE FROM {self.TABLE} WHERE name = {p}", (segment.name,))
+        self._run(
+            f"INSERT INTO {self.TABLE} (name, rule, description, updated_at) VALUES ({p}, {p}, {p}, {p})",
+            (segment.name, segment.rule_json, segment.description, segment.updated_at.isoformat()),
+        )
+
+    def get(self, name: str) -> SavedSegment | None:
+        rows = self._rows(
+            f"SELECT name, rule, description, updated_at FROM {self.TABLE} WHERE name = {self._p}", (name,)
+        )
+        return _segment(rows[0]) if rows else None
+
+    def all(self) -> list[SavedSegment]:
+        rows = self._rows(f"SELECT name, rule, description, updated_at FROM {self.TABLE} ORDER BY name")
+        return sorted((_segment(r) for r in rows), key=lambda s: s.name)
+
+    def delete(self, name: str) -> bool:
+        if self.get(name) is None:
+            return False
+        self._run(f"DELETE FROM {self.TABLE} WHERE name = {self._p}", (name,))
+        return True
+
+
+def _segment(row: tuple[Any, ...]) -> SavedSegment:
+    name, rule, description, updated_at = row
+    return SavedSegment(str(name), str(rule), description, datetime.fromisoformat(str(updated_at)))

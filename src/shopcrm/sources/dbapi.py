@@ -1,0 +1,119 @@
+"""A shop's own database over DB-API 2.0: SQLite, PostgreSQL (psycopg), MySQL/MariaDB (PyMySQL), ..."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from sqlglot import exp
+
+from shopcrm.compiler import DIALECTS, SQLITE_FUNCTIONS, render
+from shopcrm.schema import ColumnType, Schema, Table
+from shopcrm.sources._base import SegmentStore, Source, column_type
+from shopcrm.sources._sql_segments import SQLSegmentStore
+
+__all__ = ["DBAPISource"]
+
+_PLACEHOLDER = {"sqlite": "?", "duckdb": "?", "postgres": "%s", "mysql": "%s"}
+_SESSION_UTC = {"postgres": "SET TIME ZONE 'UTC'", "mysql": "SET time_zone = '+00:00'"}
+
+
+class DBAPISource(Source):
+    """Reads ``customers`` and ``events`` tables through a DB-API connection.
+
+    The shop's tables are only read; named segments go to a ``shopcrm_segments``
+    table in the same database.  ``types`` overrides column types by name
+    (``{"signed_up_at": "timestamp"}``), for SQLite columns declared as TEXT.
+    """
+
+    def __init__(
+        self,
+        connection: Any,
+        *,
+        dialect: str,
+        customers: str = "customers",
+        events: str = "events",
+        types: Mapping[str, str] | None = None,
+    ) -> None:
+        if dialect not in DIALECTS:
+            raise ValueError(f"unknown dialect {dialect!r}; use one of {', '.join(DIALECTS)}")
+        self.connection = connection
+        self.dialect = dialect
+        self.customers_table = customers
+        self.events_table = events
+        self.types = {k: ColumnType(v.lower()) for k, v in (types or {}).items()}
+        self._schema: Schema | None = None
+        if dialect == "sqlite":
+            for name, (nargs, fn) in SQLITE_FUNCTIONS.items():
+                connection.create_function(name, nargs, fn, deterministic=True)
+        if dialect in _SESSION_UTC:
+            self._run(_SESSION_UTC[dialect], ())
+        placeholder = _PLACEHOLDER.get(dialect, "%s")
+        self._segments = SQLSegmentStore(self._run_and_commit, placeholder)
+
+    def _run(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        cursor = self.connection.cursor()
+        try:
+            if params:
+                cursor.execute(sql, tuple(params))
+            else:
+                cursor.execute(sql)
+            rows = cursor.fetchall() if cursor.description else []
+            return [tuple(r) for r in rows]
+        finally:
+            cursor.close()
+
+    def _run_and_commit(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        try:
+            rows = self._run(sql, params)
+        except Exception:
+            rollback = getattr(self.connection, "rollback", None)
+            if rollback is not None:
+                rollback()
+            raise
+        if not sql.lstrip().upper().startswith("SELECT"):
+            self.connection.commit()
+        return rows
+
+    def _columns(self, table: str) -> dict[str, str]:
+        parts = table.split(".")
+        if self.dialect == "sqlite":
+            rows = self._run(f'PRAGMA table_info("{parts[-1]}")', ())
+            return {str(r[1]): str(r[2]) for r in rows}
+        p = _PLACEHOLDER.get(self.dialect, "%s")
+        if self.dialect == "mysql":
+            sql = (
+                "SELECT column_name, column_type FROM information_schema.columns WHERE table_name = %s AND "
+                + ("table_schema = %s" if len(parts) > 1 else "table_schema = DATABASE()")
+                + " ORDER BY ordinal_position"
+            )
+        else:
+            sql = (
+                f"SELECT column_name, data_type FROM information_schema.columns WHERE table_name = {p} AND "
+                + (f"table_schema = {p}" if len(parts) > 1 else "table_schema = current_schema()")
+                + " ORDER BY ordinal_position"
+            )
+        params = (parts[-1], parts[-2]) if len(parts) > 1 else (parts[-1],)
+        return {str(r[0]): str(r[1]) for r in self._run(sql, params)}
+
+    def _table(self, name: str) -> Table:
+        declared = self._columns(name)
+        if not declared:
+            raise ValueError(f"no table {name!r} is visible through this {self.dialect} connection")
+        columns = {}
+        for column, kind in declared.items():
+            columns[column] = self.types.get(column) or (
+                ColumnType.TIMESTAMP if column == "ts" else column_type(kind)
+            )
+        return Table(name, columns)
+
+    def schema(self) -> Schema:
+        if self._schema is None:
+            self._schema = Schema(self._table(self.customers_table), self._table(self.events_table))
+        return self._schema
+
+    def fetch(self, query: exp.Expression) -> list[tuple[Any, ...]]:
+        return self._run(render(query, self.dialect), ())
+
+    def segment_store(self) -> SegmentStore:
+        return self._segments
