@@ -1,0 +1,128 @@
+"""The demo shop: a synthetic Korean shop, its example segments, and ``shopcrm demo``."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from shopcrm.demo._generator import DEMO_NOW, DemoShop, generate
+
+__all__ = ["DEMO_NOW", "SEED_RULES", "DemoShop", "generate", "run", "write_parquet"]
+
+SEED_RULES: dict[str, dict[str, Any]] = {
+    "shoe_buyers_20s_30s": {
+        "and": [
+            {"performed": "product_viewed", "where": {"category": "shoes"}, "within": {"last": "30d"}, "times": {"gte": 3}},
+            {"or": [
+                {"performed": "order_completed", "where": {"product_id": "P1"}},
+                {"performed": "order_completed", "where": {"product_id": "P2"}},
+            ]},
+            {"not": {"performed": "promotion_joined", "where": {"promotion_id": "PROMO1"}}},
+            {"attribute": "age", "between": [20, 39]},
+        ]
+    },
+    "vip_spenders": {
+        "aggregate": "sum", "of": "amount", "performed": "order_completed", "within": {"last": "90d"}, "gte": 300000,
+    },
+    "signup_dropoff": {
+        "and": [
+            {"attribute": "signed_up_at", "ago": {"gte": "1d", "lt": "7d"}},
+            {"performed": "order_completed", "times": {"eq": 0}},
+        ]
+    },
+    "cart_abandoned": {
+        "performed": "cart_added",
+        "within": {"ago": {"gte": "1d", "lt": "7d"}},
+        "not_followed_by": {"performed": "order_completed"},
+    },
+    "lapsed_90d": {
+        "and": [
+            {"performed": "order_completed"},
+            {"not": {"performed": "session_started", "within": {"last": "90d"}}},
+        ]
+    },
+    "cooling_off_buyers": {
+        "and": [
+            {"performed": "order_completed", "times": {"gte": 2}},
+            {"last_performed": "session_started", "ago": {"gte": "30d", "lt": "60d"}},
+        ]
+    },
+    "seoul_gold_kakao": {
+        "and": [
+            {"attribute": "region", "eq": "서울"},
+            {"attribute": "grade", "in": ["골드", "VIP"]},
+            {"attribute": "kakao_consent", "eq": True},
+        ]
+    },
+    "vip_holdout_10pct": {
+        "and": [{"in_segment": "vip_spenders"}, {"sample": {"percent": 10, "salt": "2026-winter-holdout"}}]
+    },
+}
+
+LABELS = {
+    "shoe_buyers_20s_30s": "신발 관심 20-30대 구매자 (seed example)",
+    "vip_spenders": "90일 30만원 이상 구매 (VIP spend)",
+    "signup_dropoff": "가입 후 미구매 1-7일 (signup drop-off)",
+    "cart_abandoned": "장바구니 이탈 1-7일 (abandoned cart)",
+    "lapsed_90d": "90일 미방문 구매자 (lapsed)",
+    "cooling_off_buyers": "재구매 고객 30-60일 미방문 (cooling off)",
+    "seoul_gold_kakao": "서울 골드/VIP 카카오 수신동의",
+    "vip_holdout_10pct": "VIP 10% 대조군 (holdout)",
+}
+
+
+def write_parquet(demo: DemoShop, directory: str | Path) -> tuple[Path, Path]:
+    """Write the demo tables as Parquet files; returns (customers, events) paths."""
+    import pyarrow.parquet as pq
+
+    folder = Path(directory)
+    folder.mkdir(parents=True, exist_ok=True)
+    customers, events = folder / "customers.parquet", folder / "events.parquet"
+    pq.write_table(demo.customers, customers)
+    pq.write_table(demo.events, events)
+    return customers, events
+
+
+def run(
+    path: str,
+    scale: int = 100_000,
+    seed: int = 0,
+    now: datetime | None = None,
+    out: Callable[[str], None] = print,
+) -> None:
+    """Build the demo shop in a DuckDB file and print each example segment's audience."""
+    from shopcrm.shop import Shop
+
+    when = now or DEMO_NOW
+    target = Path(path)
+    if path != ":memory:":
+        for leftover in (target, target.with_name(target.name + ".wal")):
+            leftover.unlink(missing_ok=True)
+    started = time.perf_counter()
+    demo = generate(scale, seed, when)
+    generated = time.perf_counter() - started
+    with Shop.open(path) as shop:
+        started = time.perf_counter()
+        shop.load_customers(demo.customers)
+        shop.load_events(demo.events)
+        loaded = time.perf_counter() - started
+        out(f"shopcrm demo shop: {demo.customers.num_rows:,} customers, {demo.events.num_rows:,} events -> {path}")
+        out(f"  generated in {generated:.2f}s, loaded in {loaded:.2f}s; segments as of {when.isoformat()}")
+        for name, rule in SEED_RULES.items():
+            shop.save_segment(name, rule, LABELS.get(name), now=when)
+        started = time.perf_counter()
+        counts = shop.count_many([{"in_segment": name} for name in SEED_RULES], now=when)
+        elapsed = time.perf_counter() - started
+        out("")
+        out(f"  {'segment':<22} {'customers':>10}  description")
+        for (name, _), count in zip(SEED_RULES.items(), counts, strict=True):
+            out(f"  {name:<22} {count:>10,}  {LABELS.get(name, '')}")
+        out(f"  ({len(counts)} audiences counted in one query: {elapsed * 1000:.0f} ms)")
+        out("")
+        out("Why the seed example's audience is what it is (shop.explain):")
+        out(str(shop.explain(shop.segment("shoe_buyers_20s_30s"), now=when)))
+        out("")
+        out(f"Open it again: shopcrm.Shop.open({path!r}).count({{'in_segment': 'vip_spenders'}}, now=...)")
