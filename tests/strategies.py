@@ -38,7 +38,7 @@ EVENT_COLUMNS: dict[str, ColumnType] = {
 EVENT_NAMES: tuple[str, ...] = ("product_viewed", "cart_added", "order_completed", "promotion_joined")
 DURATIONS: tuple[str, ...] = ("1h", "12h", "1d", "7d", "30d")
 NOWS: tuple[datetime, ...] = (datetime(2026, 3, 1, 12, 0, 0), datetime(2025, 12, 31, 23, 59, 59))
-TEXTS: tuple[str, ...] = ("a", "A", "a ", "é", "한", "'", '"', "\\", "%", "_", " ", "", "ab", "shoes", "Shoes")
+TEXTS: tuple[str, ...] = ("a", "A", "a ", "b", "é", "한", "'", '"', "\\", "%", "_", "", "ab", "aB")
 STRING_FIELDS = ("category", "product_id", "promotion_id")
 
 
@@ -262,6 +262,22 @@ def rule_dicts(max_depth: int = 3) -> st.SearchStrategy[dict[str, Any]]:
 def rules(max_depth: int = 3) -> st.SearchStrategy[Rule]:
     """Random validated rule models."""
     return rule_dicts(max_depth).map(parse_rule)
+
+
+@st.composite
+def text_rule_dicts(draw: st.DrawFn) -> dict[str, Any]:
+    """Rules that only compare strings: where engines' collations differ most."""
+    field = draw(st.sampled_from(["grade", "category", "product_id"]))
+    cond = draw(_condition(field, ColumnType.STRING))
+    ops = cond if isinstance(cond, dict) else {"eq": cond}
+    if field == "grade":
+        return {"attribute": "grade", **ops}
+    return {"performed": draw(st.sampled_from(EVENT_NAMES)), "where": {field: cond}}
+
+
+def text_rules() -> st.SearchStrategy[Rule]:
+    """String comparisons alone, and negated (NULLs must not leak)."""
+    return st.one_of(text_rule_dicts(), text_rule_dicts().map(lambda r: {"not": r})).map(parse_rule)
 
 
 def shops_and_rules(max_customers: int = 12, max_events: int = 40, max_depth: int = 3) -> st.SearchStrategy[tuple[RandomShop, Rule]]:
