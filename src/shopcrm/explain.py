@@ -133,7 +133,7 @@ class Explanation:
 
     def _lines(self, depth: int) -> list[str]:
         line = f"{'  ' * depth}{self.count:>9,} ({self.share:6.1%})  {self.label}"
-        return [line] + [l for c in self.children for l in c._lines(depth + 1)]
+        return [line] + [text for c in self.children for text in c._lines(depth + 1)]
 
     def __str__(self) -> str:
         return "\n".join(self._lines(0))

@@ -126,7 +126,7 @@ class Registry:
             self._errors[key] = error
             raise
         self._loaded[key] = obj
-        return obj
+        return obj  # type: ignore[no-any-return]
 
     def available(self, group: str | None = None) -> list[PluginInfo]:
         """Every plugin with its status; importing each one to check it."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from fractions import Fraction
 from typing import Any
@@ -319,7 +319,7 @@ def _scaled(value: Any, count: int) -> Any:
     return Fraction(value) * count
 
 
-_NUMBER_TESTS = {
+_NUMBER_TESTS: dict[str, Callable[[Any, Any], bool]] = {
     "eq": lambda n, v: n == v,
     "ne": lambda n, v: n != v,
     "lt": lambda n, v: n < v,

@@ -44,12 +44,16 @@ def check_identifier(name: str, what: str = "identifier") -> str:
     return name
 
 
+def _as_dict(columns: Mapping[str, ColumnType]) -> dict[str, ColumnType]:
+    return dict(columns)
+
+
 @attrs.frozen
 class Table:
     """A table: its (possibly schema-qualified) name and its columns' types."""
 
     name: str
-    columns: Mapping[str, ColumnType] = attrs.field(converter=lambda c: dict(c))
+    columns: Mapping[str, ColumnType] = attrs.field(converter=_as_dict)
 
     def __attrs_post_init__(self) -> None:
         for part in self.name.split("."):

@@ -13,7 +13,7 @@ Predicates carry whether they can be NULL; ``not`` wraps a nullable one in
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -47,8 +47,8 @@ __all__ = ["QueryBuilder"]
 _CUSTOMERS = "c"
 _EVENTS = "e"
 _FEATURES = "shopcrm_f"
-_ORDER_OPS = {"lt": exp.LT, "lte": exp.LTE, "gt": exp.GT, "gte": exp.GTE}
-_ALL_OPS = {"eq": exp.EQ, "ne": exp.NEQ, **_ORDER_OPS}
+_ORDER_OPS: dict[str, Callable[..., exp.Expression]] = {"lt": exp.LT, "lte": exp.LTE, "gt": exp.GT, "gte": exp.GTE}
+_ALL_OPS: dict[str, Callable[..., exp.Expression]] = {"eq": exp.EQ, "ne": exp.NEQ, **_ORDER_OPS}
 
 
 @attrs.frozen
@@ -230,8 +230,8 @@ class QueryBuilder:
                 if field.type is ColumnType.STRING or (field.type is ColumnType.JSON and isinstance(value[0], str)):
                     left = self.d.string_equality(left)
                     rights = [self.d.string_equality(r) for r in rights]
-                test = exp.In(this=left, expressions=rights)
-                parts.append(test if op == "in" else exp.Not(this=exp.Paren(this=test)))
+                membership: exp.Expression = exp.In(this=left, expressions=rights)
+                parts.append(membership if op == "in" else exp.Not(this=exp.Paren(this=membership)))
             elif op in ("contains", "starts_with"):
                 if field.type not in (ColumnType.STRING, ColumnType.JSON):
                     raise RuleError.at(at, f"{op} works on strings; {field.name!r} is {field.type.value}")

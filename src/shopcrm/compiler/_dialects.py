@@ -22,7 +22,7 @@ def _lit(value: str) -> exp.Literal:
     return exp.Literal.string(value)
 
 
-def _num(value: int) -> exp.Literal:
+def _num(value: int) -> exp.Expression:
     return exp.Literal.number(value)
 
 

@@ -218,7 +218,7 @@ class _AggregateBuilder(_Comparable):
     where_: dict[str, Any] = attrs.field(factory=dict)
     window: Window | None = None
 
-    def where(self, **filters: Any) -> Any:  # type: ignore[override]
+    def where(self, **filters: Any) -> Any:
         """Add filters on the event's properties."""
         return attrs.evolve(self, where_={**self.where_, **filters})
 

@@ -86,6 +86,7 @@ class Source(ABC):
 
     def close(self) -> None:
         """Release the engine's resources (connections are the caller's to close)."""
+        return None
 
 
 _NAME_TO_TYPE: tuple[tuple[tuple[str, ...], ColumnType], ...] = (

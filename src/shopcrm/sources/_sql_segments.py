@@ -41,7 +41,7 @@ class SQLSegmentStore(SegmentStore):
         try:
             return self._run(sql, params)
         except Exception as exc:  # the table may not exist yet: nothing saved
-            if self._ready or "shopcrm_segments" not in str(exc).lower() and "exist" not in str(exc).lower():
+            if self._ready or ("shopcrm_segments" not in str(exc).lower() and "exist" not in str(exc).lower()):
                 raise
             return []
 

@@ -111,7 +111,7 @@ class DuckDBSource(Source):
                 self.con.execute(
                     f'DELETE FROM "{table}" WHERE customer_id IN (SELECT customer_id FROM ({view}))'
                 )
-            count = self.con.execute(f"SELECT COUNT(*) FROM shopcrm_incoming").fetchone()
+            count = self.con.execute("SELECT COUNT(*) FROM shopcrm_incoming").fetchone()
             self.con.execute(f'INSERT INTO "{table}" BY NAME {view}')
         finally:
             self.con.unregister("shopcrm_incoming")
