@@ -82,6 +82,8 @@ def evaluate(
     for history in by_customer.values():
         history.sort(key=lambda pair: pair[0])
     evaluator = _Evaluator(to_utc_naive(now), schema)
+    if schema is not None:
+        evaluator.check_fields(model, "")
     return {cid for cid, row in people.items() if evaluator.holds(model, row, by_customer.get(cid, []), "")}
 
 
@@ -121,6 +123,30 @@ class _Evaluator:
         if isinstance(rule, InSegment):  # resolve_segments removed them all
             raise RuleError.at(_join(path, "in_segment"), f"unresolved segment {rule.in_segment!r}")
         raise RuleError.at(path, f"unknown rule node {type(rule).__name__}")  # pragma: no cover
+
+    def check_fields(self, rule: Rule, path: str) -> None:
+        """Every field the rule names exists in the schema (before any row is read)."""
+        from shopcrm.dsl import children
+
+        def where(filters: Mapping[str, Any] | None, at: str) -> None:
+            for key in filters or {}:
+                self._column_type("events", "properties" if key.startswith("properties.") else key, _join(at, "where", key))
+
+        if isinstance(rule, Attribute):
+            self._column_type("customers", rule.attribute, _join(path, "attribute"))
+        elif isinstance(rule, Performed):
+            where(rule.where, _join(path, "performed"))
+            if rule.not_followed_by is not None:
+                where(rule.not_followed_by.where, _join(path, "performed", "not_followed_by"))
+        elif isinstance(rule, Aggregate):
+            where(rule.where, _join(path, "aggregate"))
+            if not rule.of.startswith("properties."):
+                self._column_type("events", rule.of, _join(path, "aggregate", "of"))
+        elif isinstance(rule, FirstPerformed | LastPerformed):
+            where(rule.where, path)
+        tag = "and" if isinstance(rule, And) else "or" if isinstance(rule, Or) else "not"
+        for i, child in enumerate(children(rule)):
+            self.check_fields(child, _join(path, "not") if isinstance(rule, Not) else f"{_join(path, tag)}[{i}]")
 
     # ----------------------------------------------------------------- events
     def _matching(

@@ -164,7 +164,7 @@ class PostgreSQL(Dialect):
 
     def json_text(self, column: exp.Expression, key: str) -> exp.Expression:
         json_column = exp.cast(column, exp.DataType.build("JSONB", dialect="postgres"))
-        return exp.JSONBExtractScalar(this=json_column, expression=_lit(key))
+        return _fn("jsonb_extract_path_text", json_column, _lit(key))
 
 
 class MySQL(Dialect):

@@ -1,0 +1,55 @@
+WITH shopcrm_f AS (
+  SELECT
+    `e`.`customer_id` AS customer_id,
+    SUM(
+      CASE
+        WHEN CAST(`e`.`event` AS BINARY) = CAST('order_completed' AS BINARY)
+        AND `e`.`ts` < CAST('2026-03-01 12:00:00.000000' AS DATETIME(6))
+        THEN `e`.`amount`
+      END
+    ) AS f0,
+    SUM(
+      CASE
+        WHEN CAST(`e`.`event` AS BINARY) = CAST('order_completed' AS BINARY)
+        AND `e`.`ts` < CAST('2026-03-01 12:00:00.000000' AS DATETIME(6))
+        AND NOT `e`.`amount` IS NULL
+        THEN 1
+        ELSE 0
+      END
+    ) AS f1,
+    MAX(
+      CASE
+        WHEN CAST(`e`.`event` AS BINARY) = CAST('session_started' AS BINARY)
+        AND CAST(JSON_UNQUOTE(JSON_EXTRACT(`e`.`properties`, '$.device')) AS BINARY) = CAST('ios' AS BINARY)
+        AND `e`.`ts` < CAST('2026-03-01 12:00:00.000000' AS DATETIME(6))
+        THEN `e`.`ts`
+      END
+    ) AS f2
+  FROM `events` AS e
+  WHERE
+    NOT `e`.`customer_id` IS NULL
+    AND `e`.`event` IN ('order_completed', 'session_started')
+    AND `e`.`ts` < CAST('2026-03-01 12:00:00.000000' AS DATETIME(6))
+  GROUP BY
+    `e`.`customer_id`
+)
+SELECT
+  `c`.`customer_id` AS customer_id
+FROM `customers` AS c
+LEFT JOIN shopcrm_f
+  ON `c`.`customer_id` = shopcrm_f.customer_id
+WHERE
+  (
+    (
+      shopcrm_f.f1 > 0
+      AND shopcrm_f.f0 >= 30000 * shopcrm_f.f1
+      AND shopcrm_f.f0 <= 80000.5 * shopcrm_f.f1
+    )
+    AND (
+      shopcrm_f.f2 < CAST('2026-03-01 12:00:00.000000' AS DATETIME(6))
+      AND shopcrm_f.f2 > CAST('2026-01-30 12:00:00.000000' AS DATETIME(6))
+    )
+    AND (
+      CAST(SUBSTRING(`c`.`name`, 1, 1) AS BINARY) = CAST('김' AS BINARY)
+    )
+  )

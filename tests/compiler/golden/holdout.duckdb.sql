@@ -1,0 +1,18 @@
+SELECT
+  "c"."customer_id" AS customer_id
+FROM "customers" AS c
+WHERE
+  (
+    (
+      "c"."grade" IN ('VIP', '골드')
+    )
+    AND (
+      NOT (
+        (
+          (
+            CAST('0x' || SUBSTRING(MD5('h1:' || CAST("c"."customer_id" AS TEXT)), 1, 8) AS BIGINT)
+          ) % 10000
+        ) < 1000
+      )
+    )
+  )
