@@ -135,7 +135,9 @@ class Shop:
             saved = store.get(other)
             return parse_rule(saved.rule_json) if saved else None
 
-        resolved = resolve_segments(model, lookup)
+        from shopcrm.dsl import InSegment
+
+        resolved = resolve_segments(InSegment(in_segment=name), lookup)
         try:
             schema = self.source.schema()
         except ValueError:

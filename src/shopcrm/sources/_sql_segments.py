@@ -22,16 +22,28 @@ class SQLSegmentStore(SegmentStore):
 
     TABLE = "shopcrm_segments"
 
-    def __init__(self, run: Run, placeholder: str = "?", text_key: str = "VARCHAR(200)") -> None:
+    def __init__(self, run: Run, placeholder: str = "?", *, sqlite: bool = False) -> None:
         self._run = run
         self._p = placeholder
-        self._key = text_key
+        self._sqlite = sqlite
         self._ready = False
 
+    def _exists(self) -> bool:
+        """Whether the table is there, asked without a failing statement (which would
+        abort the caller's transaction on PostgreSQL)."""
+        if self._ready:
+            return True
+        if self._sqlite:
+            sql = f"SELECT name FROM sqlite_master WHERE type = 'table' AND name = {self._p}"
+        else:
+            sql = f"SELECT table_name FROM information_schema.tables WHERE table_name = {self._p}"
+        self._ready = bool(self._run(sql, (self.TABLE,)))
+        return self._ready
+
     def _ensure(self) -> None:
-        if not self._ready:
+        if not self._exists():
             self._run(
-                f"CREATE TABLE IF NOT EXISTS {self.TABLE} (name {self._key} PRIMARY KEY, rule TEXT NOT NULL, "
+                f"CREATE TABLE IF NOT EXISTS {self.TABLE} (name VARCHAR(200) PRIMARY KEY, rule TEXT NOT NULL, "
                 "description TEXT, updated_at VARCHAR(40) NOT NULL)",
                 (),
             )

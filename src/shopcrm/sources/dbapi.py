@@ -49,7 +49,7 @@ class DBAPISource(Source):
         if dialect in _SESSION_UTC:
             self._run(_SESSION_UTC[dialect], ())
         placeholder = _PLACEHOLDER.get(dialect, "%s")
-        self._segments = SQLSegmentStore(self._run_and_commit, placeholder)
+        self._segments = SQLSegmentStore(self._run_and_commit, placeholder, sqlite=dialect == "sqlite")
 
     def _run(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
         cursor = self.connection.cursor()
@@ -64,13 +64,8 @@ class DBAPISource(Source):
             cursor.close()
 
     def _run_and_commit(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
-        try:
-            rows = self._run(sql, params)
-        except Exception:
-            rollback = getattr(self.connection, "rollback", None)
-            if rollback is not None:
-                rollback()
-            raise
+        """Segment writes commit the connection (and whatever the caller left pending on it)."""
+        rows = self._run(sql, params)
         if not sql.lstrip().upper().startswith("SELECT"):
             self.connection.commit()
         return rows

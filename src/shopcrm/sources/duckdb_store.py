@@ -59,6 +59,10 @@ class DuckDBSource(Source):
     def schema(self) -> Schema:
         if self._schema is None:
             customers, events = self._columns(CUSTOMERS), self._columns(EVENTS)
+            if customers and not events:  # customers without behaviour yet: an empty events table
+                id_type = customers.get("customer_id", "VARCHAR")
+                self.con.execute(f'CREATE TABLE "{EVENTS}" (customer_id {id_type}, event VARCHAR, ts TIMESTAMP)')
+                events = self._columns(EVENTS)
             missing = [t for t, cols in ((CUSTOMERS, customers), (EVENTS, events)) if not cols]
             if missing:
                 raise LoadError(

@@ -1,0 +1,101 @@
+"""The Shop facade: named segments, explain, count_many, to_sql."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import pytest
+
+import shopcrm
+from shopcrm.dsl import attr, did
+
+NOW = datetime(2026, 3, 10)
+
+
+@pytest.fixture
+def shop() -> shopcrm.Shop:
+    s = shopcrm.Shop.open()
+    s.load_customers([{"customer_id": f"c{i}", "age": 18 + i * 3, "grade": "VIP" if i % 4 == 0 else "일반"} for i in range(12)])
+    s.load_events([
+        {"customer_id": f"c{i}", "event": "order_completed", "ts": NOW - timedelta(days=i), "amount": 10000 * i}
+        for i in range(1, 12)
+    ] + [{"customer_id": f"c{i}", "event": "product_viewed", "ts": NOW - timedelta(hours=i), "category": "shoes"} for i in range(6)])
+    return s
+
+
+def test_counts_members_and_count_many_agree_with_the_reference(shop: shopcrm.Shop) -> None:
+    rules = [
+        did("order_completed").within("7d"),
+        attr("age").between(20, 39) & ~did("product_viewed"),
+        {"aggregate": "sum", "of": "amount", "performed": "order_completed", "gte": 50000},
+        {"everyone": True},
+    ]
+    customers = [{"customer_id": f"c{i}", "age": 18 + i * 3} for i in range(12)]
+    events = [
+        {"customer_id": f"c{i}", "event": "order_completed", "ts": NOW - timedelta(days=i), "amount": 10000 * i} for i in range(1, 12)
+    ] + [{"customer_id": f"c{i}", "event": "product_viewed", "ts": NOW - timedelta(hours=i), "category": "shoes"} for i in range(6)]
+    expected = [shopcrm.evaluate(r, customers, events, now=NOW) for r in rules]
+    assert shop.count_many(rules, now=NOW) == [len(e) for e in expected]
+    for rule, members in zip(rules, expected, strict=True):
+        assert shop.members(rule, now=NOW) == sorted(members)
+        assert shop.count(rule, now=NOW) == len(members)
+    assert shop.count_many([], now=NOW) == []
+
+
+def test_segments_resolve_reject_cycles_and_protect_their_users(shop: shopcrm.Shop) -> None:
+    shop.save_segment("buyers", did("order_completed"))
+    shop.save_segment("vip_buyers", {"and": [{"in_segment": "buyers"}, {"attribute": "grade", "eq": "VIP"}]})
+    assert shop.members({"in_segment": "vip_buyers"}, now=NOW) == ["c4", "c8"]
+    with pytest.raises(shopcrm.SegmentCycleError, match="buyers -> vip_buyers -> buyers"):
+        shop.save_segment("buyers", {"in_segment": "vip_buyers"})
+    assert shop.segment("buyers") == did("order_completed").to_rule()  # unchanged by the refused save
+    with pytest.raises(shopcrm.RuleError, match="used by vip_buyers"):
+        shop.delete_segment("buyers")
+    shop.delete_segment("vip_buyers")
+    shop.delete_segment("buyers")
+    assert shop.segments() == []
+    with pytest.raises(KeyError, match="no segment named 'buyers'"):
+        shop.segment("buyers")
+
+
+@pytest.mark.parametrize("name", ["", " padded", "x" * 101, "tab\there"])
+def test_segment_names_are_checked(shop: shopcrm.Shop, name: str) -> None:
+    with pytest.raises(ValueError, match="is not a segment name"):
+        shop.save_segment(name, {"everyone": True})
+
+
+def test_saving_checks_fields_against_the_tables(shop: shopcrm.Shop) -> None:
+    with pytest.raises(shopcrm.SchemaError, match="no column 'colour'"):
+        shop.save_segment("bad", {"performed": "x", "where": {"colour": "red"}})
+    assert shop.segments() == []
+
+
+def test_explain_counts_every_node_in_one_query(shop: shopcrm.Shop) -> None:
+    rule = {"and": [{"performed": "product_viewed", "where": {"category": "shoes"}},
+                    {"not": {"attribute": "grade", "eq": "VIP"}}]}
+    explanation = shop.explain(rule, now=NOW)
+    assert explanation.total == 12
+    assert explanation.count == shop.count(rule, now=NOW) == 4
+    first, negation = explanation.children
+    assert (first.path, first.count) == ("and[0]", 5)  # c0 viewed exactly at now: not yet
+    assert (negation.path, negation.count, negation.children[0].path, negation.children[0].count) == ("and[1]", 9, "and[1].not", 3)
+    text = str(explanation)
+    assert "performed product_viewed where category = 'shoes'" in text and "41.7%)" in text
+    html = explanation._repr_html_()
+    assert "<details>" in html and "&#x27;shoes&#x27;" in html and "<script" not in html
+    assert explanation.to_dict()["children"][1]["children"][0]["count"] == 3
+
+
+def test_to_sql_uses_the_shop_dialect_or_another(shop: shopcrm.Shop) -> None:
+    assert '"customers" AS c' in shop.to_sql({"attribute": "age", "gt": 1}, now=NOW)
+    assert "`customers` AS c" in shop.to_sql({"attribute": "age", "gt": 1}, now=NOW, dialect="mysql")
+
+
+def test_loading_into_a_foreign_database_is_refused() -> None:
+    import sqlite3
+
+    con = sqlite3.connect(":memory:")
+    con.execute("CREATE TABLE customers (customer_id TEXT)")
+    con.execute("CREATE TABLE events (customer_id TEXT, event TEXT, ts TEXT)")
+    with pytest.raises(TypeError, match="needs the embedded DuckDB shop"):
+        shopcrm.Shop.from_dbapi(con, dialect="sqlite").load_customers([{"customer_id": "a"}])
