@@ -80,9 +80,12 @@ def test_explain_counts_every_node_in_one_query(shop: shopcrm.Shop) -> None:
     assert (first.path, first.count) == ("and[0]", 5)  # c0 viewed exactly at now: not yet
     assert (negation.path, negation.count, negation.children[0].path, negation.children[0].count) == ("and[1]", 9, "and[1].not", 3)
     text = str(explanation)
-    assert "performed product_viewed where category = 'shoes'" in text and "41.7%)" in text
+    assert "performed product_viewed where category = 'shoes'" in text
+    assert "41.7%)" in text
     html = explanation._repr_html_()
-    assert "<details>" in html and "&#x27;shoes&#x27;" in html and "<script" not in html
+    assert "<details>" in html
+    assert "&#x27;shoes&#x27;" in html
+    assert "<script" not in html
     assert explanation.to_dict()["children"][1]["children"][0]["count"] == 3
 
 

@@ -10,7 +10,8 @@ from shopcrm.demo import DEMO_NOW, SEED_RULES, generate
 
 def test_same_seed_same_shop_other_seed_other_shop() -> None:
     a, b, c = generate(2000, seed=1), generate(2000, seed=1), generate(2000, seed=2)
-    assert a.customers.equals(b.customers) and a.events.equals(b.events)
+    assert a.customers.equals(b.customers)
+    assert a.events.equals(b.events)
     assert not a.events.equals(c.events)
 
 

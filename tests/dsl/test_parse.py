@@ -14,7 +14,6 @@ from strategies import rule_dicts
 from tests_dsl_seed import SEED
 
 
-
 @settings(max_examples=200)
 @given(rule_dicts())
 def test_json_round_trip_is_exact(data: dict[str, Any]) -> None:
@@ -28,9 +27,12 @@ def test_the_seed_example_parses_into_the_documented_tree() -> None:
     rule = parse_rule(json.dumps(SEED))
     assert isinstance(rule, And)
     first = rule.and_[0]
-    assert isinstance(first, Performed) and first.times is not None and first.times.gte == 3
+    assert isinstance(first, Performed)
+    assert first.times is not None
+    assert first.times.gte == 3
     last = rule.and_[3]
-    assert isinstance(last, Attribute) and last.between == (20, 39)
+    assert isinstance(last, Attribute)
+    assert last.between == (20, 39)
     assert rule.to_dict() == SEED
 
 
@@ -73,7 +75,8 @@ def test_invalid_rules_say_where_and_why(rule: dict[str, Any], path: str, fragme
 
 def test_values_are_never_coerced_between_types() -> None:
     rule = parse_rule({"performed": "x", "where": {"amount": 0, "flag": False, "code": "0"}})
-    assert isinstance(rule, Performed) and rule.where is not None
+    assert isinstance(rule, Performed)
+    assert rule.where is not None
     assert [type(v) for v in rule.where.values()] == [int, bool, str]
 
 

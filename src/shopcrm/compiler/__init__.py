@@ -50,7 +50,9 @@ def compile_members(rule: Rule, schema: Schema, *, now: datetime, dialect: str) 
     RuleError
         When a value does not fit its column, or a named segment is unresolved.
     """
-    return QueryBuilder(schema, now, dialect_for(dialect)).members(rule)
+    quirks = dialect_for(dialect)
+    builder = QueryBuilder(schema, now, quirks)
+    return builder.members_by_sets(rule) if quirks.set_form else builder.members(rule)
 
 
 def compile_counts(rules: Sequence[Rule], schema: Schema, *, now: datetime, dialect: str) -> exp.Select:
@@ -60,7 +62,11 @@ def compile_counts(rules: Sequence[Rule], schema: Schema, *, now: datetime, dial
     """
     if not rules:
         raise ValueError("compile_counts needs at least one rule")
-    return QueryBuilder(schema, now, dialect_for(dialect)).counts(rules)
+    quirks = dialect_for(dialect)
+    builder = QueryBuilder(schema, now, quirks)
+    if quirks.set_form and len(rules) == 1:
+        return builder.count_by_sets(rules[0])
+    return builder.counts(rules)
 
 
 def render(query: exp.Expression, dialect: str, *, pretty: bool = False) -> str:

@@ -114,6 +114,9 @@ class QueryBuilder:
         self._features: dict[str, tuple[str, exp.Expression]] = {}
         self._event_names: set[str] = set()
         self._follows: dict[str, tuple[str, exp.Expression]] = {}
+        # set form: a leaf's aggregate is inlined and its row filter recorded here
+        self._inline = False
+        self._leaf: tuple[exp.Expression, str, bool] | None = None  # (WHERE, events alias, zero_ok)
 
     # ------------------------------------------------------------------ tables
     def _table(self, table: Table, alias: str) -> exp.Table:
@@ -281,7 +284,9 @@ class QueryBuilder:
         parts.extend(self._bound(ts, b) for b in bounds)
         return _and(parts)
 
-    def _feature(self, key: Any, make: Any) -> exp.Column:
+    def _feature(self, key: Any, make: Any) -> exp.Expression:
+        if self._inline:
+            return make()  # type: ignore[no-any-return]
         token = json.dumps(key, sort_keys=True, default=str)
         if token not in self._features:
             self._features[token] = (f"f{len(self._features)}", make())
@@ -299,9 +304,13 @@ class QueryBuilder:
             key = ("count", rule.performed, where, [(b.op, b.at) for b in bounds])
             column = self._feature(
                 key,
-                lambda: exp.Sum(this=exp.Case(ifs=[exp.If(this=cond, true=exp.Literal.number(1))], default=exp.Literal.number(0))),
+                lambda: exp.Count(this=exp.Star()) if self._inline else
+                exp.Sum(this=exp.Case(ifs=[exp.If(this=cond, true=exp.Literal.number(1))], default=exp.Literal.number(0))),
             )
             count = exp.Coalesce(this=column, expressions=[exp.Literal.number(0)])
+            self._leaf = (cond, _EVENTS, _zero_ok(ops))
+        if self._leaf is not None and rule.not_followed_by is not None:
+            self._leaf = (self._leaf[0], self._leaf[1], _zero_ok(ops))
         return _Pred(self._compare_number(count, ops), False)
 
     def _follow_count(self, rule: Performed, bounds: Sequence[TsBound], path: str) -> exp.Expression:
@@ -311,7 +320,7 @@ class QueryBuilder:
             [rule.model_dump(mode="json", include={"performed", "where", "not_followed_by"}), [(b.op, str(b.at)) for b in bounds]],
             sort_keys=True,
         )
-        if token not in self._follows:
+        if token not in self._follows or self._inline:
             name = f"shopcrm_nf{len(self._follows)}"
             a_cond = self._event_condition(rule.performed, rule.where, bounds, path, "a")
             b_bounds = [TsBound("lt", self.now)]
@@ -329,8 +338,11 @@ class QueryBuilder:
                 seconds = int(parse_duration(follow.within).total_seconds())
                 later.append(exp.LTE(this=b_ts, expression=self.d.plus_seconds(self._col("ts", "a"), seconds)))
             exists = exp.Exists(
-                this=exp.select(exp.Literal.number(1)).from_(self._table(self.schema.events, "b")).where(_and(later))
+                this=exp.select(exp.Literal.number(1)).from_(self._table(self.schema.events, "b")).where(_and(later), copy=False)
             )
+            if self._inline:
+                self._leaf = (_and([a_cond, exp.Not(this=exists)]), "a", False)
+                return exp.Count(this=exp.Star())
             query = (
                 exp.select(
                     exp.alias_(self._col("customer_id", "a"), "customer_id"),
@@ -346,7 +358,7 @@ class QueryBuilder:
                         ]
                     )
                 )
-                .group_by(self._col("customer_id", "a"))
+                .group_by(self._col("customer_id", "a"), copy=False)
             )
             self._follows[token] = (name, query)
         name = self._follows[token][0]
@@ -372,10 +384,13 @@ class QueryBuilder:
         base = [rule.performed, where, rule.of, [(b.op, b.at) for b in bounds]]
         ops = rule.operators()
 
-        def case(then: exp.Expression, default: exp.Expression | None = None) -> exp.Case:
+        def case(then: exp.Expression, default: exp.Expression | None = None) -> exp.Expression:
+            if self._inline:  # the rows are already filtered by cond
+                return then
             return exp.Case(ifs=[exp.If(this=cond, true=then)], default=default)
 
         zero = exp.Literal.number(0)
+        self._leaf = (cond, _EVENTS, rule.aggregate in ("sum", "count_distinct") and _zero_ok(ops))
         if rule.aggregate == "sum":
             total = self._feature(["sum", *base], lambda: exp.Sum(this=case(value)))
             return _Pred(self._compare_number(exp.Coalesce(this=total, expressions=[zero]), ops), False)
@@ -391,7 +406,8 @@ class QueryBuilder:
         present = exp.And(this=cond, expression=exp.Not(this=exp.Is(this=value, expression=exp.Null())))
         count = self._feature(
             ["count", *base],
-            lambda: exp.Sum(this=exp.Case(ifs=[exp.If(this=present, true=exp.Literal.number(1))], default=zero)),
+            lambda: exp.Count(this=value) if self._inline else
+            exp.Sum(this=exp.Case(ifs=[exp.If(this=present, true=exp.Literal.number(1))], default=zero)),
         )
         parts: list[exp.Expression] = [exp.GT(this=count, expression=zero)]
         for op, v in ops.items():
@@ -413,10 +429,11 @@ class QueryBuilder:
         cond = self._event_condition(event, rule.where, [TsBound("lt", self.now)], at, _EVENTS)
         where = rule.model_dump(mode="json", include={"where"}).get("where")
         fn = exp.Min if first else exp.Max
+        self._leaf = (cond, _EVENTS, False)
         ts = self.d.timestamp_column(self._col("ts", _EVENTS))
         column = self._feature(
             ["first" if first else "last", event, where],
-            lambda: fn(this=exp.Case(ifs=[exp.If(this=cond, true=ts)])),
+            lambda: fn(this=ts if self._inline else exp.Case(ifs=[exp.If(this=cond, true=ts)])),
         )
         parts = [self._bound(column, b) for b in rule.ago.bounds(self.now)]
         return _Pred(_paren(_and(parts)), True)
@@ -487,8 +504,8 @@ class QueryBuilder:
                     *[exp.alias_(agg, name) for name, agg in self._features.values()],
                 )
                 .from_(self._table(self.schema.events, _EVENTS))
-                .where(events_where)
-                .group_by(self._col("customer_id", _EVENTS))
+                .where(events_where, copy=False)
+                .group_by(self._col("customer_id", _EVENTS), copy=False)
             )
             select = select.with_(_FEATURES, as_=features).join(
                 exp.to_table(_FEATURES),
@@ -506,7 +523,7 @@ class QueryBuilder:
     def members(self, rule: Rule) -> exp.Select:
         pred = self.predicate(rule)
         select = exp.select(exp.alias_(self._col("customer_id", _CUSTOMERS), "customer_id"))
-        return self._from(select).where(pred.expr)
+        return self._from(select).where(pred.expr, copy=False)
 
     def counts(self, rules: Sequence[Rule]) -> exp.Select:
         preds = [self.predicate(r, "" if len(rules) == 1 else f"[{i}]") for i, r in enumerate(rules)]
@@ -521,3 +538,128 @@ class QueryBuilder:
             for i, p in enumerate(preds)
         ]
         return self._from(exp.select(*columns))
+
+    # ------------------------------------------------------------- set form
+    def _customers_set(self, condition: exp.Expression | None = None) -> exp.Select:
+        customer_id = self._col("customer_id", _CUSTOMERS)
+        where = exp.Not(this=exp.Is(this=customer_id, expression=exp.Null()))
+        return (
+            exp.select(exp.alias_(customer_id, "customer_id"))
+            .from_(self._table(self.schema.customers, _CUSTOMERS))
+            .where(where if condition is None else exp.And(this=where, expression=_paren(condition)), copy=False)
+        )
+
+    def _operand(self, query: exp.Query, n: list[int]) -> exp.Query:
+        """Set operations nest safely as subqueries."""
+        if isinstance(query, exp.SetOperation):
+            n[0] += 1
+            return exp.select("customer_id").from_(query.subquery(f"s{n[0]}"))
+        return query
+
+    def _explicit(self, part: tuple[exp.Query, bool, bool], n: list[int]) -> tuple[exp.Query, bool]:
+        """A set result as a plain query (complements become customers EXCEPT ...)."""
+        query, subset, complement = part
+        if complement:
+            return exp.except_(self._customers_set(), self._operand(query, n), distinct=True, copy=False), True
+        return query, subset
+
+    def _set(self, rule: Rule, path: str, n: list[int]) -> tuple[exp.Query, bool, bool]:
+        """The ids a rule matches: (query, whether the query's ids are all customers' ids,
+        whether the rule means customers EXCEPT query).
+
+        Keeping complements symbolic lets ``and`` subtract them from its other parts
+        (``A INTERSECT B EXCEPT C``) instead of materialising "every customer but C".
+        """
+        if isinstance(rule, And):
+            parts = [self._set(r, f"{_join(path, 'and')}[{i}]", n) for i, r in enumerate(rule.and_)]
+            positives = sorted((p for p in parts if not p[2]), key=lambda p: not p[1])
+            negatives = [p[0] for p in parts if p[2]]
+            if not positives:
+                subset = all(p[1] for p in parts)
+                return self._combine(exp.union, negatives, n), subset, True
+            query = self._combine(exp.intersect, [p[0] for p in positives], n)
+            for negative in negatives:
+                query = exp.except_(self._operand(query, n), self._operand(negative, n), distinct=True, copy=False)
+            return query, any(p[1] for p in positives), False
+        if isinstance(rule, Or):
+            # "did any of these at least once" is one scan with OR-ed conditions
+            plain = [(i, r) for i, r in enumerate(rule.or_) if _plain(r)]
+            explicit = [
+                self._explicit(self._set(r, f"{_join(path, 'or')}[{i}]", n), n)
+                for i, r in enumerate(rule.or_) if len(plain) < 2 or not _plain(r)
+            ]
+            if len(plain) >= 2:
+                wheres = []
+                for i, r in plain:
+                    self._set(r, f"{_join(path, 'or')}[{i}]", n)
+                    assert self._leaf is not None
+                    wheres.append(_paren(self._leaf[0]))
+                explicit.append((self._events_set(_or(wheres), _EVENTS), False))
+            return self._combine(exp.union, [e[0] for e in explicit], n), all(e[1] for e in explicit), False
+        if isinstance(rule, Not):
+            inner, subset, complement = self._set(rule.not_, _join(path, "not"), n)
+            return inner, subset, not complement
+        if isinstance(rule, Everyone):
+            return self._customers_set(), True, False
+        if isinstance(rule, Attribute | Sample | InSegment):
+            return self._customers_set(self.predicate(rule, path).expr), True, False
+        self._inline, self._leaf = True, None
+        try:
+            pred = self.predicate(rule, path)
+        finally:
+            self._inline = False
+        assert self._leaf is not None
+        where, alias, zero_ok = self._leaf
+        customer_id = self._col("customer_id", alias)
+        query = self._events_set(where, alias)
+        if not _plain(rule):
+            having = exp.Not(this=_paren(pred.expr)) if zero_ok else pred.expr
+            query = query.group_by(customer_id, copy=False).having(having, copy=False)
+        return query, False, zero_ok
+
+    def _events_set(self, where: exp.Expression, alias: str) -> exp.Select:
+        customer_id = self._col("customer_id", alias)
+        return (
+            exp.select(exp.alias_(customer_id, "customer_id"))
+            .from_(self._table(self.schema.events, alias))
+            .where(_and([exp.Not(this=exp.Is(this=customer_id, expression=exp.Null())), where]))
+        )
+
+    def _combine(self, op: Callable[..., exp.Query], queries: Sequence[exp.Query], n: list[int]) -> exp.Query:
+        query = self._operand(queries[0], n)
+        for other in queries[1:]:
+            query = op(query, self._operand(other, n), distinct=True, copy=False)
+        return query
+
+    def members_by_sets(self, rule: Rule) -> exp.Select:
+        """The members query as set operations of filtered subqueries (fastest on DuckDB for one rule)."""
+        n = [0]
+        query, subset, complement = self._set(rule, "", n)
+        if complement:
+            query = exp.except_(self._customers_set(), self._operand(query, n), distinct=True, copy=False)
+        elif not subset:
+            query = exp.intersect(self._customers_set(), self._operand(query, n), distinct=True, copy=False)
+        return exp.select("customer_id").from_(query.subquery("shopcrm_members"))
+
+    def count_by_sets(self, rule: Rule) -> exp.Select:
+        members = self.members_by_sets(rule)
+        return exp.select(exp.alias_(exp.Count(this=exp.Star()), "c0")).from_(members.subquery("shopcrm_count"))
+
+
+def _plain(rule: Rule) -> bool:
+    """``performed`` at least once, with no follow condition: a plain filtered scan."""
+    return (
+        isinstance(rule, Performed)
+        and rule.not_followed_by is None
+        and (rule.times is None or rule.times.operators() == {"gte": 1})
+    )
+
+
+def _zero_ok(ops: dict[str, Any]) -> bool:
+    """Whether a count or sum of 0 satisfies the operators (then customers without events match)."""
+    tests: dict[str, Callable[[Any], bool]] = {
+        "eq": lambda v: v == 0, "ne": lambda v: v != 0, "lt": lambda v: v > 0, "lte": lambda v: v >= 0,
+        "gt": lambda v: v < 0, "gte": lambda v: v <= 0, "between": lambda v: v[0] <= 0 <= v[1],
+        "in": lambda v: 0 in v, "not_in": lambda v: 0 not in v,
+    }
+    return all(tests[op](v) for op, v in ops.items())

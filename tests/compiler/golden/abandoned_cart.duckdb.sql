@@ -1,7 +1,14 @@
-WITH shopcrm_nf0 AS (
+SELECT
+  customer_id
+FROM (
   SELECT
-    "a"."customer_id" AS customer_id,
-    COUNT(*) AS n
+    "c"."customer_id" AS customer_id
+  FROM "customers" AS c
+  WHERE
+    NOT "c"."customer_id" IS NULL
+  INTERSECT
+  SELECT
+    "a"."customer_id" AS customer_id
   FROM "events" AS a
   WHERE
     NOT "a"."customer_id" IS NULL
@@ -22,11 +29,6 @@ WITH shopcrm_nf0 AS (
     )
   GROUP BY
     "a"."customer_id"
-)
-SELECT
-  "c"."customer_id" AS customer_id
-FROM "customers" AS c
-LEFT JOIN shopcrm_nf0
-  ON "c"."customer_id" = shopcrm_nf0.customer_id
-WHERE
-  COALESCE(shopcrm_nf0.n, 0) >= 1
+  HAVING
+    COUNT(*) >= 1
+) AS shopcrm_members

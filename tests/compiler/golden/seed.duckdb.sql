@@ -1,74 +1,54 @@
-WITH shopcrm_f AS (
+SELECT
+  customer_id
+FROM (
   SELECT
-    "e"."customer_id" AS customer_id,
-    SUM(
-      CASE
-        WHEN "e"."event" = 'product_viewed'
-        AND "e"."category" = 'shoes'
-        AND "e"."ts" < CAST('2026-03-01 12:00:00.000000' AS TIMESTAMP)
-        AND "e"."ts" > CAST('2026-01-30 12:00:00.000000' AS TIMESTAMP)
-        THEN 1
-        ELSE 0
-      END
-    ) AS f0,
-    SUM(
-      CASE
-        WHEN "e"."event" = 'order_completed'
+    customer_id
+  FROM (
+    SELECT
+      "c"."customer_id" AS customer_id
+    FROM "customers" AS c
+    WHERE
+      NOT "c"."customer_id" IS NULL AND (
+        "c"."age" >= 20 AND "c"."age" <= 39
+      )
+    INTERSECT
+    SELECT
+      "e"."customer_id" AS customer_id
+    FROM "events" AS e
+    WHERE
+      NOT "e"."customer_id" IS NULL
+      AND "e"."event" = 'product_viewed'
+      AND "e"."category" = 'shoes'
+      AND "e"."ts" < CAST('2026-03-01 12:00:00.000000' AS TIMESTAMP)
+      AND "e"."ts" > CAST('2026-01-30 12:00:00.000000' AS TIMESTAMP)
+    GROUP BY
+      "e"."customer_id"
+    HAVING
+      COALESCE(COUNT(*), 0) >= 3
+    INTERSECT
+    SELECT
+      "e"."customer_id" AS customer_id
+    FROM "events" AS e
+    WHERE
+      NOT "e"."customer_id" IS NULL
+      AND (
+        "e"."event" = 'order_completed'
         AND "e"."product_id" = 'P1'
         AND "e"."ts" < CAST('2026-03-01 12:00:00.000000' AS TIMESTAMP)
-        THEN 1
-        ELSE 0
-      END
-    ) AS f1,
-    SUM(
-      CASE
-        WHEN "e"."event" = 'order_completed'
+      )
+      OR (
+        "e"."event" = 'order_completed'
         AND "e"."product_id" = 'P2'
         AND "e"."ts" < CAST('2026-03-01 12:00:00.000000' AS TIMESTAMP)
-        THEN 1
-        ELSE 0
-      END
-    ) AS f2,
-    SUM(
-      CASE
-        WHEN "e"."event" = 'promotion_joined'
-        AND "e"."promotion_id" = 'PROMO1'
-        AND "e"."ts" < CAST('2026-03-01 12:00:00.000000' AS TIMESTAMP)
-        THEN 1
-        ELSE 0
-      END
-    ) AS f3
+      )
+  ) AS s1
+  EXCEPT
+  SELECT
+    "e"."customer_id" AS customer_id
   FROM "events" AS e
   WHERE
     NOT "e"."customer_id" IS NULL
-    AND "e"."event" IN ('order_completed', 'product_viewed', 'promotion_joined')
+    AND "e"."event" = 'promotion_joined'
+    AND "e"."promotion_id" = 'PROMO1'
     AND "e"."ts" < CAST('2026-03-01 12:00:00.000000' AS TIMESTAMP)
-  GROUP BY
-    "e"."customer_id"
-)
-SELECT
-  "c"."customer_id" AS customer_id
-FROM "customers" AS c
-LEFT JOIN shopcrm_f
-  ON "c"."customer_id" = shopcrm_f.customer_id
-WHERE
-  (
-    (
-      COALESCE(shopcrm_f.f0, 0) >= 3
-    )
-    AND (
-      (
-        COALESCE(shopcrm_f.f1, 0) >= 1
-      ) OR (
-        COALESCE(shopcrm_f.f2, 0) >= 1
-      )
-    )
-    AND (
-      NOT (
-        COALESCE(shopcrm_f.f3, 0) >= 1
-      )
-    )
-    AND (
-      "c"."age" >= 20 AND "c"."age" <= 39
-    )
-  )
+) AS shopcrm_members
