@@ -39,7 +39,10 @@ def _postgres_bin() -> Path | None:
 def _as_postgres_user(command: list[str]) -> list[str]:
     if os.geteuid() != 0:
         return command
-    return ["runuser", "-u", "postgres", "--", *command]
+    runuser = shutil.which("runuser") or next(
+        (p for p in ("/usr/sbin/runuser", "/sbin/runuser", "/usr/bin/runuser") if Path(p).exists()), "runuser"
+    )
+    return [runuser, "-u", "postgres", "--", *command]
 
 
 @contextlib.contextmanager

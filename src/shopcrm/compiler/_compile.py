@@ -111,8 +111,12 @@ class QueryBuilder:
         self.schema = schema
         self.now = to_utc_naive(now)
         self.d = dialect
-        self._features: dict[str, tuple[str, exp.Expression]] = {}
-        self._event_names: set[str] = set()
+        # one grouped pass per event name: {event: {leaf token: (column, aggregate)}}, and the
+        # leaf conditions whose OR filters that pass's rows
+        self._features: dict[str, dict[str, tuple[str, exp.Expression]]] = {}
+        self._feature_conds: dict[str, dict[str, exp.Expression]] = {}
+        self._feature_count = 0
+        self._current: tuple[str, exp.Expression] | None = None  # the last events-table leaf condition
         self._follows: dict[str, tuple[str, exp.Expression]] = {}
         # set form: a leaf's aggregate is inlined and its row filter recorded here
         self._inline = False
@@ -271,26 +275,38 @@ class QueryBuilder:
     def _event_condition(
         self, event: str, where: dict[str, Any] | None, bounds: Sequence[TsBound], path: str, alias: str
     ) -> exp.Expression:
-        self._event_names.add(event)
         name_col = self._col("event", alias)
-        parts: list[exp.Expression] = [
-            exp.EQ(this=self.d.string_equality(name_col), expression=self.d.string_equality(exp.Literal.string(event)))
-        ]
+        exact = self.d.string_equality(name_col)
+        parts: list[exp.Expression] = []
+        # a grouped pass already keeps only this event's rows; where '=' is not exact (MySQL
+        # collations) the exact test stays in the condition
+        if alias != _EVENTS or self._inline or exact is not name_col:
+            parts.append(exp.EQ(this=exact, expression=self.d.string_equality(exp.Literal.string(event))))
         for key, cond in (where or {}).items():
             field = self._event_field(key, _join(path, "where", key), alias)
             ops = cond.operators() if isinstance(cond, Comparison) else {"eq": cond}
             parts.append(self._compare(field, ops, _join(path, "where", key)).expr)
         ts = self.d.timestamp_column(self._col("ts", alias))
         parts.extend(self._bound(ts, b) for b in bounds)
-        return _and(parts)
+        cond = _and(parts)
+        if alias == _EVENTS:
+            self._current = (event, cond)
+        return cond
 
     def _feature(self, key: Any, make: Any) -> exp.Expression:
+        """A column of the grouped pass over the current leaf's event (set form: the aggregate itself)."""
         if self._inline:
             return make()  # type: ignore[no-any-return]
+        assert self._current is not None
+        event, cond = self._current
         token = json.dumps(key, sort_keys=True, default=str)
-        if token not in self._features:
-            self._features[token] = (f"f{len(self._features)}", make())
-        return exp.column(self._features[token][0], table=_FEATURES)
+        columns = self._features.setdefault(event, {})
+        if token not in columns:
+            columns[token] = (f"f{self._feature_count}", make())
+            self._feature_count += 1
+            self._feature_conds.setdefault(event, {})[cond.sql()] = cond
+        table = f"{_FEATURES}{list(self._features).index(event)}"
+        return exp.column(columns[token][0], table=table)
 
     def _performed(self, rule: Performed, path: str) -> _Pred:
         at = _join(path, "performed")
@@ -487,29 +503,25 @@ class QueryBuilder:
         """FROM customers, joined to the feature CTEs (with the CTEs attached)."""
         customer_id = self._col("customer_id", _CUSTOMERS)
         select = select.from_(self._table(self.schema.customers, _CUSTOMERS))
-        if self._features:
-            events_where = _and(
+        for index, (event, columns) in enumerate(self._features.items()):
+            name = f"{_FEATURES}{index}"
+            customer = self._col("customer_id", _EVENTS)
+            rows = _and(
                 [
-                    exp.Not(this=exp.Is(this=self._col("customer_id", _EVENTS), expression=exp.Null())),
-                    exp.In(
-                        this=self._col("event", _EVENTS),
-                        expressions=[exp.Literal.string(n) for n in sorted(self._event_names)],
-                    ),
-                    self._bound(self.d.timestamp_column(self._col("ts", _EVENTS)), TsBound("lt", self.now)),
+                    exp.EQ(this=self._col("event", _EVENTS), expression=exp.Literal.string(event)),
+                    exp.Not(this=exp.Is(this=customer, expression=exp.Null())),
+                    _paren(_or([_paren(c) for c in self._feature_conds[event].values()])),
                 ]
             )
             features = (
-                exp.select(
-                    exp.alias_(self._col("customer_id", _EVENTS), "customer_id"),
-                    *[exp.alias_(agg, name) for name, agg in self._features.values()],
-                )
+                exp.select(exp.alias_(customer, "customer_id"), *[exp.alias_(agg, col) for col, agg in columns.values()])
                 .from_(self._table(self.schema.events, _EVENTS))
-                .where(events_where, copy=False)
+                .where(rows, copy=False)
                 .group_by(self._col("customer_id", _EVENTS), copy=False)
             )
-            select = select.with_(_FEATURES, as_=features).join(
-                exp.to_table(_FEATURES),
-                on=exp.EQ(this=customer_id, expression=exp.column("customer_id", table=_FEATURES)),
+            select = select.with_(name, as_=features).join(
+                exp.to_table(name),
+                on=exp.EQ(this=customer_id, expression=exp.column("customer_id", table=name)),
                 join_type="left",
             )
         for name, query in self._follows.values():

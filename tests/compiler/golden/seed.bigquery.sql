@@ -1,20 +1,32 @@
-WITH shopcrm_f AS (
+WITH shopcrm_f0 AS (
   SELECT
     `e`.`customer_id` AS customer_id,
     SUM(
       CASE
-        WHEN `e`.`event` = 'product_viewed'
-        AND `e`.`category` = 'shoes'
+        WHEN `e`.`category` = 'shoes'
         AND `e`.`ts` < CAST('2026-03-01 12:00:00.000000' AS TIMESTAMP)
         AND `e`.`ts` > CAST('2026-01-30 12:00:00.000000' AS TIMESTAMP)
         THEN 1
         ELSE 0
       END
-    ) AS f0,
+    ) AS f0
+  FROM `events` AS e
+  WHERE
+    `e`.`event` = 'product_viewed'
+    AND NOT `e`.`customer_id` IS NULL
+    AND (
+      `e`.`category` = 'shoes'
+      AND `e`.`ts` < CAST('2026-03-01 12:00:00.000000' AS TIMESTAMP)
+      AND `e`.`ts` > CAST('2026-01-30 12:00:00.000000' AS TIMESTAMP)
+    )
+  GROUP BY
+    `e`.`customer_id`
+), shopcrm_f1 AS (
+  SELECT
+    `e`.`customer_id` AS customer_id,
     SUM(
       CASE
-        WHEN `e`.`event` = 'order_completed'
-        AND `e`.`product_id` = 'P1'
+        WHEN `e`.`product_id` = 'P1'
         AND `e`.`ts` < CAST('2026-03-01 12:00:00.000000' AS TIMESTAMP)
         THEN 1
         ELSE 0
@@ -22,17 +34,34 @@ WITH shopcrm_f AS (
     ) AS f1,
     SUM(
       CASE
-        WHEN `e`.`event` = 'order_completed'
-        AND `e`.`product_id` = 'P2'
+        WHEN `e`.`product_id` = 'P2'
         AND `e`.`ts` < CAST('2026-03-01 12:00:00.000000' AS TIMESTAMP)
         THEN 1
         ELSE 0
       END
-    ) AS f2,
+    ) AS f2
+  FROM `events` AS e
+  WHERE
+    `e`.`event` = 'order_completed'
+    AND NOT `e`.`customer_id` IS NULL
+    AND (
+      (
+        `e`.`product_id` = 'P1'
+        AND `e`.`ts` < CAST('2026-03-01 12:00:00.000000' AS TIMESTAMP)
+      )
+      OR (
+        `e`.`product_id` = 'P2'
+        AND `e`.`ts` < CAST('2026-03-01 12:00:00.000000' AS TIMESTAMP)
+      )
+    )
+  GROUP BY
+    `e`.`customer_id`
+), shopcrm_f2 AS (
+  SELECT
+    `e`.`customer_id` AS customer_id,
     SUM(
       CASE
-        WHEN `e`.`event` = 'promotion_joined'
-        AND `e`.`promotion_id` = 'PROMO1'
+        WHEN `e`.`promotion_id` = 'PROMO1'
         AND `e`.`ts` < CAST('2026-03-01 12:00:00.000000' AS TIMESTAMP)
         THEN 1
         ELSE 0
@@ -40,32 +69,39 @@ WITH shopcrm_f AS (
     ) AS f3
   FROM `events` AS e
   WHERE
-    NOT `e`.`customer_id` IS NULL
-    AND `e`.`event` IN ('order_completed', 'product_viewed', 'promotion_joined')
-    AND `e`.`ts` < CAST('2026-03-01 12:00:00.000000' AS TIMESTAMP)
+    `e`.`event` = 'promotion_joined'
+    AND NOT `e`.`customer_id` IS NULL
+    AND (
+      `e`.`promotion_id` = 'PROMO1'
+      AND `e`.`ts` < CAST('2026-03-01 12:00:00.000000' AS TIMESTAMP)
+    )
   GROUP BY
     `e`.`customer_id`
 )
 SELECT
   `c`.`customer_id` AS customer_id
 FROM `customers` AS c
-LEFT JOIN shopcrm_f
-  ON `c`.`customer_id` = shopcrm_f.customer_id
+LEFT JOIN shopcrm_f0
+  ON `c`.`customer_id` = shopcrm_f0.customer_id
+LEFT JOIN shopcrm_f1
+  ON `c`.`customer_id` = shopcrm_f1.customer_id
+LEFT JOIN shopcrm_f2
+  ON `c`.`customer_id` = shopcrm_f2.customer_id
 WHERE
   (
     (
-      COALESCE(shopcrm_f.f0, 0) >= 3
+      COALESCE(shopcrm_f0.f0, 0) >= 3
     )
     AND (
       (
-        COALESCE(shopcrm_f.f1, 0) >= 1
+        COALESCE(shopcrm_f1.f1, 0) >= 1
       ) OR (
-        COALESCE(shopcrm_f.f2, 0) >= 1
+        COALESCE(shopcrm_f1.f2, 0) >= 1
       )
     )
     AND (
       NOT (
-        COALESCE(shopcrm_f.f3, 0) >= 1
+        COALESCE(shopcrm_f2.f3, 0) >= 1
       )
     )
     AND (

@@ -1,4 +1,4 @@
-WITH shopcrm_f AS (
+WITH shopcrm_f0 AS (
   SELECT
     `e`.`customer_id` AS customer_id,
     SUM(
@@ -11,17 +11,20 @@ WITH shopcrm_f AS (
     ) AS f0
   FROM `events` AS e
   WHERE
-    NOT `e`.`customer_id` IS NULL
-    AND `e`.`event` IN ('order_completed')
-    AND `e`.`ts` < CAST('2026-03-01 12:00:00.000000' AS DATETIME(6))
+    `e`.`event` = 'order_completed'
+    AND NOT `e`.`customer_id` IS NULL
+    AND (
+      CAST(`e`.`event` AS BINARY) = CAST('order_completed' AS BINARY)
+      AND `e`.`ts` < CAST('2026-03-01 12:00:00.000000' AS DATETIME(6))
+    )
   GROUP BY
     `e`.`customer_id`
 )
 SELECT
   `c`.`customer_id` AS customer_id
 FROM `customers` AS c
-LEFT JOIN shopcrm_f
-  ON `c`.`customer_id` = shopcrm_f.customer_id
+LEFT JOIN shopcrm_f0
+  ON `c`.`customer_id` = shopcrm_f0.customer_id
 WHERE
   (
     (
@@ -30,6 +33,6 @@ WHERE
       AND `c`.`signed_up_at` > CAST('2026-02-22 12:00:00.000000' AS DATETIME(6))
     )
     AND (
-      COALESCE(shopcrm_f.f0, 0) = 0
+      COALESCE(shopcrm_f0.f0, 0) = 0
     )
   )

@@ -1,26 +1,28 @@
-WITH shopcrm_f AS (
+WITH shopcrm_f0 AS (
   SELECT
     "e"."customer_id" AS customer_id,
     SUM(
       CASE
-        WHEN "e"."event" = 'order_completed'
-        AND STRFTIME('%Y-%m-%d %H:%M:%f', "e"."ts") < '2026-03-01 12:00:00.000'
+        WHEN STRFTIME('%Y-%m-%d %H:%M:%f', "e"."ts") < '2026-03-01 12:00:00.000'
         AND STRFTIME('%Y-%m-%d %H:%M:%f', "e"."ts") > '2025-12-01 12:00:00.000'
         THEN "e"."amount"
       END
     ) AS f0
   FROM "events" AS e
   WHERE
-    NOT "e"."customer_id" IS NULL
-    AND "e"."event" IN ('order_completed')
-    AND STRFTIME('%Y-%m-%d %H:%M:%f', "e"."ts") < '2026-03-01 12:00:00.000'
+    "e"."event" = 'order_completed'
+    AND NOT "e"."customer_id" IS NULL
+    AND (
+      STRFTIME('%Y-%m-%d %H:%M:%f', "e"."ts") < '2026-03-01 12:00:00.000'
+      AND STRFTIME('%Y-%m-%d %H:%M:%f', "e"."ts") > '2025-12-01 12:00:00.000'
+    )
   GROUP BY
     "e"."customer_id"
 )
 SELECT
   "c"."customer_id" AS customer_id
 FROM "customers" AS c
-LEFT JOIN shopcrm_f
-  ON "c"."customer_id" = shopcrm_f.customer_id
+LEFT JOIN shopcrm_f0
+  ON "c"."customer_id" = shopcrm_f0.customer_id
 WHERE
-  COALESCE(shopcrm_f.f0, 0) >= 300000
+  COALESCE(shopcrm_f0.f0, 0) >= 300000

@@ -1,26 +1,28 @@
-WITH shopcrm_f AS (
+WITH shopcrm_f0 AS (
   SELECT
     "e"."customer_id" AS customer_id,
     SUM(
       CASE
-        WHEN "e"."event" = 'order_completed'
-        AND "e"."ts" < CAST('2026-03-01 12:00:00.000000' AS TIMESTAMP)
+        WHEN "e"."ts" < CAST('2026-03-01 12:00:00.000000' AS TIMESTAMP)
         AND "e"."ts" > CAST('2025-12-01 12:00:00.000000' AS TIMESTAMP)
         THEN "e"."amount"
       END
     ) AS f0
   FROM "events" AS e
   WHERE
-    NOT "e"."customer_id" IS NULL
-    AND "e"."event" IN ('order_completed')
-    AND "e"."ts" < CAST('2026-03-01 12:00:00.000000' AS TIMESTAMP)
+    "e"."event" = 'order_completed'
+    AND NOT "e"."customer_id" IS NULL
+    AND (
+      "e"."ts" < CAST('2026-03-01 12:00:00.000000' AS TIMESTAMP)
+      AND "e"."ts" > CAST('2025-12-01 12:00:00.000000' AS TIMESTAMP)
+    )
   GROUP BY
     "e"."customer_id"
 )
 SELECT
   "c"."customer_id" AS customer_id
 FROM "customers" AS c
-LEFT JOIN shopcrm_f
-  ON "c"."customer_id" = shopcrm_f.customer_id
+LEFT JOIN shopcrm_f0
+  ON "c"."customer_id" = shopcrm_f0.customer_id
 WHERE
-  COALESCE(shopcrm_f.f0, 0) >= 300000
+  COALESCE(shopcrm_f0.f0, 0) >= 300000
