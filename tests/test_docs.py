@@ -58,3 +58,11 @@ def test_mkdocs_nav_lists_every_page() -> None:
     pages = sorted(str(p.relative_to(DOCS)) for p in DOCS.rglob("*.md"))
     missing = [p for p in pages if p not in nav]
     assert not missing, f"pages missing from mkdocs.yml nav: {missing}"
+
+
+def test_the_operator_table_lists_every_operator() -> None:
+    from shopcrm.dsl._nodes import OPERATORS
+
+    text = (DOCS / "dsl.md").read_text(encoding="utf-8")
+    missing = [op for op in OPERATORS if f"`{op}`" not in text]
+    assert not missing, f"docs/dsl.md does not document operators {missing}"

@@ -221,6 +221,9 @@ class BigQuery(Dialect):
     text_type = "STRING"
     double_type = "FLOAT64"
 
+    def plus_seconds(self, column: exp.Expression, seconds: int) -> exp.Expression:
+        return _fn("TIMESTAMP_ADD", column, exp.Interval(this=_num(seconds), unit=exp.var("SECOND")))
+
     def hex_to_int(self, hex8: exp.Expression) -> exp.Expression:
         return exp.cast(self.concat(_lit("0x"), hex8), exp.DataType.build("INT64", dialect="bigquery"))
 

@@ -18,7 +18,7 @@ WITH shopcrm_nf0 AS (
         AND `b`.`event` = 'order_completed'
         AND `b`.`ts` < CAST('2026-03-01 12:00:00.000000' AS TIMESTAMP)
         AND `b`.`ts` > `a`.`ts`
-        AND `b`.`ts` <= `a`.`ts` + INTERVAL '259200' SECOND
+        AND `b`.`ts` <= TIMESTAMP_ADD(`a`.`ts`, INTERVAL 259200 SECOND)
     )
   GROUP BY
     `a`.`customer_id`
