@@ -132,7 +132,7 @@ class Explanation:
         return out
 
     def _lines(self, depth: int) -> list[str]:
-        line = f"{'  ' * depth}{self.count:>9,} ({self.share:6.1%})  {self.label}"
+        line = f"{self.count:>11,} ({self.share:6.1%})  {'  ' * depth}{self.label}"
         return [line] + [text for c in self.children for text in c._lines(depth + 1)]
 
     def __str__(self) -> str:
