@@ -20,6 +20,7 @@ from shopcrm.dsl import Rule, parse_rule, resolve_segments
 from shopcrm.dsl._parse import RuleLike
 from shopcrm.errors import RuleError
 from shopcrm.explain import Explanation, explain
+from shopcrm.lifecycle import LifecyclePolicy, LifecycleRow
 from shopcrm.reference import CustomerId
 from shopcrm.schema import Schema
 from shopcrm.sources._base import SavedSegment, Source
@@ -199,6 +200,24 @@ class Shop:
         """The count at every node of the rule tree (one query) and the SQL."""
         model = parse_rule(rule)
         return explain(model, self._resolve, self._count_resolved, now=now, sql=self.to_sql(model, now=now))
+
+    # -------------------------------------------------------------- lifecycle
+    def lifecycle_rows(self, *, now: datetime, policy: LifecyclePolicy | None = None) -> list[LifecycleRow]:
+        """Every customer's stage, moments, RFM and cycle status as of ``now`` (one query)."""
+        from shopcrm.lifecycle._sql import compile_lifecycle, rows_from_sql
+
+        query = compile_lifecycle(self.source.schema(), now=now, dialect=self.source.dialect, policy=policy)
+        return rows_from_sql(self.source.fetch(query))
+
+    def lifecycle(self, *, now: datetime, policy: LifecyclePolicy | None = None) -> Any:
+        """The lifecycle of every customer as a pyarrow Table (``.to_pandas()``, ``polars.from_arrow``).
+
+        Columns: customer_id, stage, moments, orders, last_seen, recency_days, frequency, monetary,
+        r_score, f_score, m_score, rfm_segment, cycle_status, expected_gap_days.
+        """
+        from shopcrm.lifecycle._sql import rows_to_arrow
+
+        return rows_to_arrow(self.lifecycle_rows(now=now, policy=policy))
 
     def _count_resolved(self, rules: Sequence[Rule], now: datetime) -> list[int]:
         query = compile_counts(list(rules), self.source.schema(), now=now, dialect=self.source.dialect)

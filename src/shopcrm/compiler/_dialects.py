@@ -57,6 +57,10 @@ class Dialect:
             this=column, expression=exp.Interval(this=_lit(str(seconds)), unit=exp.var("SECOND"))
         )
 
+    def epoch_micros(self, column: exp.Expression) -> exp.Expression:
+        """Microseconds since 1970-01-01 of a (UTC) timestamp column, as an exact integer."""
+        return _fn("EPOCH_US", column)
+
     # -- strings ------------------------------------------------------------
     def string_equality(self, value: exp.Expression) -> exp.Expression:
         """A string expression wrapped so that ``=`` is exact (case, padding)."""
@@ -142,6 +146,11 @@ class SQLite(Dialect):
     def substring(self, value: exp.Expression, length: int) -> exp.Expression:
         return _fn("substr", value, _num(1), _num(length))
 
+    def epoch_micros(self, column: exp.Expression) -> exp.Expression:
+        seconds = exp.cast(_fn("strftime", _lit("%s"), column), exp.DataType.build("INTEGER"))
+        millis = exp.cast(_fn("substr", _fn("strftime", _lit("%f"), column), _num(4)), exp.DataType.build("INTEGER"))
+        return exp.Add(this=exp.Mul(this=seconds, expression=_num(1_000_000)), expression=exp.Mul(this=millis, expression=_num(1000)))
+
     def concat(self, *parts: exp.Expression) -> exp.Expression:
         out = parts[0]
         for part in parts[1:]:
@@ -161,6 +170,10 @@ class PostgreSQL(Dialect):
 
     def string_order(self, value: exp.Expression) -> exp.Expression:
         return exp.Collate(this=value, expression=exp.Identifier(this="C", quoted=True))
+
+    def epoch_micros(self, column: exp.Expression) -> exp.Expression:
+        epoch = exp.Extract(this=exp.var("EPOCH"), expression=column)  # numeric: exact
+        return exp.cast(exp.Mul(this=epoch, expression=_num(1_000_000)), exp.DataType.build("BIGINT"))
 
     def hex_to_int(self, hex8: exp.Expression) -> exp.Expression:
         bits = exp.cast(exp.DPipe(this=_lit("x"), expression=hex8, safe=True), exp.DataType.build("BIT(32)", dialect="postgres"))
@@ -193,6 +206,9 @@ class MySQL(Dialect):
     def hex_to_int(self, hex8: exp.Expression) -> exp.Expression:
         return exp.cast(_fn("CONV", hex8, _num(16), _num(10)), exp.DataType.build("UNSIGNED", dialect="mysql"))
 
+    def epoch_micros(self, column: exp.Expression) -> exp.Expression:
+        return _fn("TIMESTAMPDIFF", exp.var("MICROSECOND"), _lit("1970-01-01 00:00:00"), column)
+
     def json_text(self, column: exp.Expression, key: str) -> exp.Expression:
         return _fn("JSON_UNQUOTE", _fn("JSON_EXTRACT", column, _lit(f"$.{key}")))
 
@@ -200,6 +216,9 @@ class MySQL(Dialect):
 class Spark(Dialect):
     name = "spark"
     text_type = "STRING"
+
+    def epoch_micros(self, column: exp.Expression) -> exp.Expression:
+        return _fn("UNIX_MICROS", column)
 
     def hex_to_int(self, hex8: exp.Expression) -> exp.Expression:
         return exp.cast(_fn("CONV", hex8, _num(16), _num(10)), exp.DataType.build("BIGINT"))
@@ -212,6 +231,10 @@ class Trino(Dialect):
     name = "trino"
     text_type = "VARCHAR"
 
+    def epoch_micros(self, column: exp.Expression) -> exp.Expression:
+        seconds = _fn("TO_UNIXTIME", column)
+        return exp.cast(exp.Round(this=exp.Mul(this=seconds, expression=_num(1_000_000))), exp.DataType.build("BIGINT"))
+
     def hex_to_int(self, hex8: exp.Expression) -> exp.Expression:
         return _fn("from_base", hex8, _num(16))
 
@@ -220,6 +243,9 @@ class BigQuery(Dialect):
     name = "bigquery"
     text_type = "STRING"
     double_type = "FLOAT64"
+
+    def epoch_micros(self, column: exp.Expression) -> exp.Expression:
+        return _fn("UNIX_MICROS", column)
 
     def plus_seconds(self, column: exp.Expression, seconds: int) -> exp.Expression:
         return _fn("TIMESTAMP_ADD", column, exp.Interval(this=_num(seconds), unit=exp.var("SECOND")))
@@ -237,6 +263,9 @@ class Snowflake(Dialect):
 
     def hex_to_int(self, hex8: exp.Expression) -> exp.Expression:
         return _fn("TO_NUMBER", hex8, _lit("XXXXXXXX"))
+
+    def epoch_micros(self, column: exp.Expression) -> exp.Expression:
+        return _fn("DATE_PART", exp.var("EPOCH_MICROSECOND"), column)
 
     def json_text(self, column: exp.Expression, key: str) -> exp.Expression:
         return _fn("JSON_EXTRACT_PATH_TEXT", column, _lit(key))

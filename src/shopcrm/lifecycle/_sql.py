@@ -1,0 +1,353 @@
+"""The lifecycle classifier as one SQL query for the whole shop (every engine of the compiler).
+
+It computes exactly what :func:`shopcrm.lifecycle.classify_shop` computes; the
+test suite compares them on random shops.  Time is compared as timestamps or as
+integer microseconds since 1970, medians are kept doubled (``median2``) so they
+stay integers, and RFM scores come from ``RANK()`` (ties share a rank).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+import attrs
+from sqlglot import exp
+
+from shopcrm.compiler._dialects import Dialect, dialect_for
+from shopcrm.lifecycle._classify import LifecycleRow
+from shopcrm.lifecycle._policy import LifecyclePolicy
+from shopcrm.schema import Schema
+from shopcrm.timeline import to_utc_naive
+
+__all__ = ["LIFECYCLE_COLUMNS", "compile_lifecycle", "rows_from_sql", "rows_to_arrow"]
+
+#: the columns of the query, in order
+LIFECYCLE_COLUMNS: tuple[str, ...] = (
+    "customer_id", "stage", "cart_abandoned", "signup_dropoff", "cooling_off", "lapsed", "orders", "last_seen",
+    "recency_us", "frequency", "monetary", "r_score", "f_score", "m_score", "rfm_segment", "cycle_status", "gap2_us",
+)
+_EPOCH = datetime(1970, 1, 1)
+
+
+def _lit(value: str) -> exp.Expression:
+    return exp.Literal.string(value)
+
+
+def _num(value: int | float) -> exp.Expression:
+    return exp.Literal.number(value)
+
+
+def _col(name: str, table: str | None = None) -> exp.Column:
+    return exp.column(name, table=table, quoted=True)
+
+
+def _and(parts: Sequence[exp.Expression]) -> exp.Expression:
+    out = parts[0]
+    for part in parts[1:]:
+        out = exp.And(this=out, expression=part)
+    return out
+
+
+def _micros(delta: timedelta) -> int:
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def _case(*whens: tuple[exp.Expression, exp.Expression], default: exp.Expression | None = None) -> exp.Case:
+    return exp.Case(ifs=[exp.If(this=c, true=v) for c, v in whens], default=default)
+
+
+class _Lifecycle:
+    def __init__(self, schema: Schema, now: datetime, d: Dialect, policy: LifecyclePolicy) -> None:
+        self.schema, self.now, self.d, self.p = schema, to_utc_naive(now), d, policy
+
+    def table(self, which: str, alias: str) -> exp.Expression:
+        name = self.schema.customers.name if which == "customers" else self.schema.events.name
+        parts = [exp.to_identifier(x, quoted=True) for x in name.split(".")]
+        table = exp.Table(this=parts[-1], db=parts[-2] if len(parts) > 1 else None)
+        return exp.alias_(table, alias, table=True)  # type: ignore[return-value]
+
+    def ts(self, column: exp.Expression) -> exp.Expression:
+        return self.d.timestamp_column(column)
+
+    def at(self, when: datetime) -> exp.Expression:
+        return self.d.timestamp_literal(when)
+
+    def aged(self, column: exp.Expression, low: timedelta, high: timedelta | None) -> exp.Expression:
+        """``low <= now - column < high`` and ``column < now``, as bounds on the column."""
+        parts: list[exp.Expression] = [
+            exp.LT(this=column, expression=self.at(self.now)),
+            exp.LTE(this=column, expression=self.at(self.now - low)),
+        ]
+        if high is not None:
+            parts.append(exp.GT(this=column, expression=self.at(self.now - high)))
+        return exp.Paren(this=_and(parts))
+
+    def us(self, column: exp.Expression) -> exp.Expression:
+        return self.d.epoch_micros(column)
+
+    def string_eq(self, column: exp.Expression, value: str) -> exp.Expression:
+        return exp.EQ(this=self.d.string_equality(column), expression=self.d.string_equality(_lit(value)))
+
+    def median2(self, source: str, by_customer: bool) -> exp.Select:
+        """Twice the median gap (exact integers): the middle row, doubled, or the two middle rows summed."""
+        partition = [_col("customer_id")] if by_customer else []
+        ranked = exp.select(
+            *([_col("customer_id")] if by_customer else []),
+            _col("gap"),
+            exp.alias_(exp.Window(this=exp.RowNumber(), partition_by=partition, order=exp.Order(expressions=[exp.Ordered(this=_col("gap"))])), "rn"),
+            exp.alias_(exp.Window(this=exp.Count(this=exp.Star()), partition_by=partition), "cnt"),
+        ).from_(source)
+        rn2 = exp.Mul(this=_num(2), expression=_col("rn"))
+        middle = exp.Or(
+            this=exp.EQ(this=rn2, expression=_col("cnt")),
+            expression=exp.Or(
+                this=exp.EQ(this=rn2, expression=exp.Add(this=_col("cnt"), expression=_num(1))),
+                expression=exp.EQ(this=rn2, expression=exp.Add(this=_col("cnt"), expression=_num(2))),
+            ),
+        )
+        doubled = _case(
+            (exp.EQ(this=exp.Count(this=exp.Star()), expression=_num(1)), exp.Mul(this=_num(2), expression=exp.Sum(this=_col("gap")))),
+            default=exp.Sum(this=_col("gap")),
+        )
+        query = exp.select(*([_col("customer_id")] if by_customer else []), exp.alias_(doubled, "median2")).from_(
+            ranked.subquery("ranked")
+        ).where(exp.Paren(this=middle))
+        return query.group_by(_col("customer_id")) if by_customer else query
+
+    def build(self) -> exp.Select:
+        p, d = self.p, self.d
+        events, customers = self.schema.events, self.schema.customers
+        has_amount = events.has(p.amount_property)
+        has_id = p.order_id_property is not None and events.has(p.order_id_property)
+        if p.order_id_property is not None and not has_id:
+            raise ValueError(
+                f"the policy counts orders by {p.order_id_property!r}, which the events table does not have; "
+                f"its columns are {', '.join(sorted(events.columns))}"
+            )
+        now, lookback = self.at(self.now), self.at(self.now - p.rfm_lookback)
+        e_ts = self.ts(_col("ts", "e"))
+        not_null_id = exp.Not(this=exp.Is(this=_col("customer_id", "e"), expression=exp.Null()))
+
+        # order events before now
+        o = exp.select(
+            exp.alias_(_col("customer_id", "e"), "customer_id"),
+            exp.alias_(e_ts, "ts"),
+            exp.alias_(_col(p.amount_property, "e") if has_amount else exp.Null(), "amount"),
+            exp.alias_(_col(p.order_id_property, "e") if has_id and p.order_id_property else exp.Null(), "oid"),
+        ).from_(self.table("events", "e")).where(
+            _and([
+                not_null_id,
+                self.string_eq(_col("event", "e"), p.order_event),
+                exp.LT(this=e_ts, expression=now),
+                # only customers' orders count, also towards the shop-wide median gap
+                exp.In(this=_col("customer_id", "e"), query=exp.select(_col("customer_id", "k")).from_(self.table("customers", "k")).subquery()),
+            ])
+        )
+        # one row per order
+        if has_id:
+            orders = (
+                exp.select(_col("customer_id"), exp.alias_(exp.Min(this=_col("ts")), "ts"))
+                .from_("shopcrm_o")
+                .where(exp.Not(this=exp.Is(this=_col("oid"), expression=exp.Null())))
+                .group_by(_col("customer_id"), _col("oid"))
+            )
+        else:
+            orders = exp.select(_col("customer_id"), _col("ts")).from_("shopcrm_o")
+        lagged = exp.select(
+            _col("customer_id"),
+            _col("ts"),
+            exp.alias_(
+                exp.Window(
+                    this=exp.Lag(this=_col("ts")),
+                    partition_by=[_col("customer_id")],
+                    order=exp.Order(expressions=[exp.Ordered(this=_col("ts"))]),
+                ),
+                "prev",
+            ),
+        ).from_("shopcrm_orders")
+        gaps = exp.select(
+            _col("customer_id"),
+            exp.alias_(exp.Sub(this=self.us(_col("ts")), expression=self.us(_col("prev"))), "gap"),
+        ).from_(lagged.subquery("lagged")).where(exp.Not(this=exp.Is(this=_col("prev"), expression=exp.Null())))
+
+        in_lookback = exp.GT(this=_col("ts"), expression=lookback)
+        frequency = (
+            exp.Count(this=exp.Distinct(expressions=[_case((in_lookback, _col("oid")))]))
+            if has_id
+            else exp.Sum(this=_case((in_lookback, _num(1)), default=_num(0)))
+        )
+        order_stats = exp.select(
+            _col("customer_id"),
+            exp.alias_(exp.Max(this=_col("ts")), "last_order_event"),
+            exp.alias_(exp.Max(this=_case((in_lookback, _col("ts")))), "last_lb"),
+            exp.alias_(frequency, "frequency"),
+            exp.alias_(exp.Coalesce(this=exp.Sum(this=_case((in_lookback, _col("amount")))), expressions=[_num(0)]), "monetary"),
+        ).from_("shopcrm_o").group_by(_col("customer_id"))
+        order_count = exp.select(
+            _col("customer_id"), exp.alias_(exp.Count(this=exp.Star()), "n_orders"), exp.alias_(exp.Max(this=_col("ts")), "last_order")
+        ).from_("shopcrm_orders").group_by(_col("customer_id"))
+        activity = exp.In(this=d.string_equality(_col("event", "e")), expressions=[d.string_equality(_lit(x)) for x in p.activity_events])
+        low, high = p.cart_abandoned_ages
+        seen = exp.select(
+            exp.alias_(_col("customer_id", "e"), "customer_id"),
+            exp.alias_(exp.Max(this=_case((activity, e_ts))), "last_activity"),
+            exp.alias_(
+                exp.Max(this=_case((_and([self.string_eq(_col("event", "e"), p.cart_event), self.aged(e_ts, low, high)]), e_ts))),
+                "last_cart",
+            ),
+        ).from_(self.table("events", "e")).where(_and([not_null_id, exp.LT(this=e_ts, expression=now)])).group_by(_col("customer_id", "e"))
+
+        signed = self.ts(_col(p.signed_up_attribute, "c")) if customers.has(p.signed_up_attribute) else exp.Null()
+        n_orders = exp.Coalesce(this=_col("n_orders", "oc"), expressions=[_num(0)])
+        last_seen = exp.Coalesce(this=_col("last_activity", "sn"), expressions=[signed])
+        scored = exp.Not(this=exp.Is(this=_col("last_lb", "os"), expression=exp.Null()))
+        scored_flag = _case((scored, _num(1)), default=_num(0))
+
+        def rank_worse(order_by: exp.Expression) -> exp.Expression:
+            rank = exp.Window(this=exp.Anonymous(this="RANK", expressions=[]), partition_by=[scored_flag], order=exp.Order(expressions=[exp.Ordered(this=order_by)]))
+            return exp.Paren(this=exp.Sub(this=rank, expression=_num(1)))
+
+        n_scored = exp.Window(this=exp.Count(this=exp.Star()), partition_by=[scored_flag])
+
+        def score(order_by: exp.Expression) -> exp.Expression:
+            worse = rank_worse(order_by)
+            value = exp.Add(this=_num(1), expression=exp.Floor(this=exp.Div(this=exp.Mul(this=_num(5.0), expression=worse), expression=n_scored)))
+            return _case((scored, exp.cast(value, exp.DataType.build("BIGINT"))))
+
+        stage = _case(
+            (exp.EQ(this=n_orders, expression=_num(0)), _lit("never_purchased")),
+            (exp.EQ(this=n_orders, expression=_num(1)), _lit("first_purchase")),
+            (exp.LT(this=n_orders, expression=_num(p.loyal_min_orders)), _lit("repeat")),
+            default=_lit("loyal"),
+        )
+        cart = _and([
+            exp.Not(this=exp.Is(this=_col("last_cart", "sn"), expression=exp.Null())),
+            exp.Paren(this=exp.Or(
+                this=exp.Is(this=_col("last_order_event", "os"), expression=exp.Null()),
+                expression=exp.GTE(this=_col("last_cart", "sn"), expression=_col("last_order_event", "os")),
+            )),
+        ])
+
+        def flag(cond: exp.Expression) -> exp.Expression:
+            return exp.Coalesce(this=_case((cond, exp.true()), default=exp.false()), expressions=[exp.false()])
+
+        gap2 = _case(
+            (_and([exp.GTE(this=n_orders, expression=_num(3)), exp.Not(this=exp.Is(this=_col("median2", "om"), expression=exp.Null()))]), _col("median2", "om")),
+            default=_col("median2", "sm"),
+        )
+        recency = exp.Sub(this=_num(_micros(self.now - _EPOCH)), expression=self.us(_col("last_order", "oc")))
+        c_id = _col("customer_id", "c")
+        base = (
+            exp.select(
+                exp.alias_(c_id, "customer_id"),
+                exp.alias_(stage, "stage"),
+                exp.alias_(flag(cart), "cart_abandoned"),
+                exp.alias_(flag(_and([exp.EQ(this=n_orders, expression=_num(0)), self.aged(signed, *p.signup_dropoff_ages)])), "signup_dropoff"),
+                exp.alias_(flag(_and([exp.GT(this=n_orders, expression=_num(0)), self.aged(last_seen, *p.cooling_off_ages)])), "cooling_off"),
+                exp.alias_(flag(self.aged(last_seen, p.lapsed_after, None)), "lapsed"),
+                exp.alias_(n_orders, "orders"),
+                exp.alias_(last_seen, "last_seen"),
+                exp.alias_(recency, "recency_us"),
+                exp.alias_(exp.Coalesce(this=_col("frequency", "os"), expressions=[_num(0)]), "frequency"),
+                exp.alias_(exp.Coalesce(this=_col("monetary", "os"), expressions=[_num(0)]), "monetary"),
+                exp.alias_(score(self.us(_col("last_lb", "os"))), "r_score"),
+                exp.alias_(score(exp.Coalesce(this=_col("frequency", "os"), expressions=[_num(0)])), "f_score"),
+                exp.alias_(score(exp.Coalesce(this=_col("monetary", "os"), expressions=[_num(0)])), "m_score"),
+                exp.alias_(_case((exp.Not(this=exp.Is(this=_col("last_order", "oc"), expression=exp.Null())), gap2)), "gap2_us"),
+            )
+            .from_(self.table("customers", "c"))
+            .join(exp.to_table("shopcrm_order_stats").as_("os"), on=exp.EQ(this=c_id, expression=_col("customer_id", "os")), join_type="left")
+            .join(exp.to_table("shopcrm_order_count").as_("oc"), on=exp.EQ(this=c_id, expression=_col("customer_id", "oc")), join_type="left")
+            .join(exp.to_table("shopcrm_seen").as_("sn"), on=exp.EQ(this=c_id, expression=_col("customer_id", "sn")), join_type="left")
+            .join(exp.to_table("shopcrm_own_median").as_("om"), on=exp.EQ(this=c_id, expression=_col("customer_id", "om")), join_type="left")
+            .join(exp.to_table("shopcrm_shop_median").as_("sm"), join_type="cross")
+            .where(exp.Not(this=exp.Is(this=c_id, expression=exp.Null())))
+        )
+        segment_cells = [
+            (_and([exp.EQ(this=_col("r_score"), expression=_num(r)), exp.EQ(this=_col("f_score"), expression=_num(f))]), _lit(name))
+            for (r, f), name in sorted(p.rfm_lookup.items())
+        ]
+        twice = exp.Mul(this=_num(2), expression=_col("recency_us"))
+        status = _case(
+            (exp.Is(this=_col("gap2_us"), expression=exp.Null()), exp.cast(exp.Null(), exp.DataType.build(d.text_type, dialect=d.name))),
+            (exp.LTE(this=twice, expression=exp.Mul(this=_num(p.active_multiplier), expression=_col("gap2_us"))), _lit("active")),
+            (exp.LTE(this=twice, expression=exp.Mul(this=_num(p.at_risk_multiplier), expression=_col("gap2_us"))), _lit("at_risk")),
+            default=_lit("churned"),
+        )
+        final = exp.select(
+            *[_col(c) for c in LIFECYCLE_COLUMNS[:14]],
+            exp.alias_(_case(*segment_cells), "rfm_segment"),
+            exp.alias_(status, "cycle_status"),
+            _col("gap2_us"),
+        ).from_(base.subquery("shopcrm_base"))
+        shop_median = self.median2("shopcrm_gaps", by_customer=False)
+        return (
+            final.with_("shopcrm_o", as_=o)
+            .with_("shopcrm_orders", as_=orders)
+            .with_("shopcrm_gaps", as_=gaps)
+            .with_("shopcrm_order_stats", as_=order_stats)
+            .with_("shopcrm_order_count", as_=order_count)
+            .with_("shopcrm_seen", as_=seen)
+            .with_("shopcrm_own_median", as_=self.median2("shopcrm_gaps", by_customer=True))
+            .with_("shopcrm_shop_median", as_=exp.select(exp.alias_(exp.Max(this=_col("median2")), "median2")).from_(shop_median.subquery("m")))
+        )
+
+
+def compile_lifecycle(schema: Schema, *, now: datetime, dialect: str, policy: LifecyclePolicy | None = None) -> exp.Select:
+    """One query whose rows are every customer's lifecycle (columns :data:`LIFECYCLE_COLUMNS`)."""
+    return _Lifecycle(schema, now, dialect_for(dialect), policy or LifecyclePolicy()).build()
+
+
+def rows_from_sql(raw: Sequence[Sequence[object]]) -> list[LifecycleRow]:
+    """Engine rows of :func:`compile_lifecycle` as :class:`LifecycleRow` values (engine types normalised)."""
+    from decimal import Decimal
+    from fractions import Fraction
+
+    day = Fraction(86_400_000_000)
+
+    def number(value: object) -> object:
+        if isinstance(value, Decimal):
+            return int(value) if value == value.to_integral_value() else float(value)
+        return value
+
+    def optional_int(value: object) -> int | None:
+        return None if value is None else int(value)  # type: ignore[call-overload]
+
+    out = []
+    for row in raw:
+        data = dict(zip(LIFECYCLE_COLUMNS, row, strict=True))
+        seen = data["last_seen"]
+        recency, gap2 = data["recency_us"], data["gap2_us"]
+        out.append(
+            LifecycleRow(
+                customer_id=data["customer_id"],
+                stage=str(data["stage"]),
+                moments=tuple(m for m in ("cart_abandoned", "signup_dropoff", "cooling_off", "lapsed") if data[m]),
+                orders=int(data["orders"]),  # type: ignore[call-overload]
+                last_seen=None if seen is None else to_utc_naive(seen),  # type: ignore[arg-type]
+                recency_days=None if recency is None else float(Fraction(int(recency)) / day),  # type: ignore[call-overload]
+                frequency=int(data["frequency"]),  # type: ignore[call-overload]
+                monetary=number(data["monetary"]),
+                r_score=optional_int(data["r_score"]),
+                f_score=optional_int(data["f_score"]),
+                m_score=optional_int(data["m_score"]),
+                rfm_segment=None if data["rfm_segment"] is None else str(data["rfm_segment"]),
+                cycle_status=None if data["cycle_status"] is None else str(data["cycle_status"]),
+                expected_gap_days=None if gap2 is None else float(Fraction(int(gap2), 2) / day),  # type: ignore[call-overload]
+            )
+        )
+    return out
+
+
+def rows_to_arrow(rows: Sequence[LifecycleRow]) -> object:
+    """The lifecycle rows as a pyarrow Table (``to_pandas()``, ``polars.from_arrow``)."""
+    import pyarrow as pa
+
+    columns = [f.name for f in attrs.fields(LifecycleRow)]
+    data = {name: [getattr(r, name) for r in rows] for name in columns}
+    data["moments"] = [list(m) for m in data["moments"]]
+    monetary = data["monetary"]
+    if any(isinstance(v, float) for v in monetary):
+        data["monetary"] = [None if v is None else float(v) for v in monetary]
+    return pa.table(data)

@@ -1,0 +1,49 @@
+"""shop.lifecycle (one SQL query) equals the pure classifier on every engine, on random shops."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+
+import shopcrm
+from engines.loaders import duckdb_shop, sqlite_shop
+from shopcrm.lifecycle import classify_shop
+from strategies import RandomShop, shops
+
+SCALE_NOTE = "lifecycle rows compared field by field"
+
+
+def _check(load: Callable[[RandomShop], shopcrm.Shop], shop: RandomShop) -> None:
+    expected = {r.customer_id: r for r in classify_shop(shop.customers, shop.events, now=shop.now)}
+    got = {r.customer_id: r for r in load(shop).lifecycle_rows(now=shop.now)}
+    assert got == expected
+
+
+def cases(n: int) -> settings:
+    return settings(deadline=None, suppress_health_check=list(HealthCheck), max_examples=n, print_blob=True)
+
+
+@cases(150)
+@given(shops(max_customers=10, max_events=50))
+def test_duckdb_and_sqlite(shop: RandomShop) -> None:
+    _check(duckdb_shop, shop)
+    _check(sqlite_shop, shop)
+
+
+@pytest.mark.postgres
+@pytest.mark.mysql
+@cases(80)
+@given(shop=shops(max_customers=10, max_events=50))
+def test_postgres_and_mysql(postgres_loader: Any, mysql_loader: Any, shop: RandomShop) -> None:
+    _check(postgres_loader, shop)
+    _check(mysql_loader, shop)
+
+
+@pytest.mark.spark
+@cases(15)
+@given(shop=shops(max_customers=8, max_events=30))
+def test_spark(spark_loader: Any, shop: RandomShop) -> None:
+    _check(spark_loader, shop)
