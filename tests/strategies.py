@@ -194,7 +194,7 @@ def _count_cmp(draw: st.DrawFn) -> dict[str, Any]:
 
 @st.composite
 def _leaf(draw: st.DrawFn) -> dict[str, Any]:
-    kind = draw(st.sampled_from(["performed", "aggregate", "first", "last", "attribute", "sample", "everyone", "followed"]))
+    kind = draw(st.sampled_from(["performed", "aggregate", "first", "last", "attribute", "sample", "everyone", "followed", "lifecycle"]))
     event = draw(st.sampled_from(EVENT_NAMES))
     node: dict[str, Any]
     if kind in ("performed", "followed"):
@@ -241,6 +241,17 @@ def _leaf(draw: st.DrawFn) -> dict[str, Any]:
         node = {"attribute": field, **(cond if isinstance(cond, dict) else {"eq": cond})}
     elif kind == "sample":
         node = {"sample": {"percent": draw(st.sampled_from([0, 10, 33.3, 50, 99.99, 100])), "salt": draw(st.sampled_from(["", "s", "홀드아웃", "a'b"]))}}
+    elif kind == "lifecycle":
+        which = draw(st.sampled_from(["stage", "moment", "rfm", "cycle"]))
+        if which == "rfm":
+            node = {"rfm": draw(st.sampled_from(["champions", "hibernating", "new_customers", "at_risk", "about_to_sleep"]))}
+        elif which == "cycle":
+            node = {"cycle": draw(st.sampled_from(["active", "at_risk", "churned"]))}
+        else:
+            stage = draw(st.sampled_from(["any", "never_purchased", "first_purchase", "repeat", "loyal"]))
+            node = {"lifecycle": stage}
+            if which == "moment":
+                node["moment"] = draw(st.sampled_from(["cart_abandoned", "signup_dropoff", "cooling_off", "lapsed"]))
     else:
         node = {"everyone": True}
     return node

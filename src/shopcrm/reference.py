@@ -19,13 +19,16 @@ from shopcrm.dsl import (
     And,
     Attribute,
     Comparison,
+    Cycle,
     Everyone,
     FirstPerformed,
     InSegment,
     LastPerformed,
+    Lifecycle,
     Not,
     Or,
     Performed,
+    Rfm,
     Rule,
     Sample,
     parse_rule,
@@ -34,6 +37,7 @@ from shopcrm.dsl import (
 )
 from shopcrm.dsl._parse import RuleLike
 from shopcrm.errors import RuleError, SchemaError
+from shopcrm.lifecycle import LifecyclePolicy
 from shopcrm.schema import ColumnType, Schema
 from shopcrm.timeline import TsBound, parse_duration, to_utc_naive
 
@@ -51,6 +55,7 @@ def evaluate(
     now: datetime,
     segments: Mapping[str, RuleLike] | None = None,
     schema: Schema | None = None,
+    lifecycle_policy: LifecyclePolicy | None = None,
 ) -> set[CustomerId]:
     """The ids of the customers matching ``rule`` as of ``now``.
 
@@ -68,11 +73,14 @@ def evaluate(
     schema:
         When given, every field the rule names is checked against it and values
         are compared by the declared column types.
+    lifecycle_policy:
+        The thresholds of ``lifecycle``, ``rfm`` and ``cycle`` nodes (defaults of the contract).
     """
     model = parse_rule(rule)
     named = {name: parse_rule(r) for name, r in (segments or {}).items()}
     model = resolve_segments(model, named.get)
     people = {row["customer_id"]: row for row in customers if row.get("customer_id") is not None}
+    events = list(events)
     by_customer: dict[CustomerId, list[tuple[datetime, Row]]] = defaultdict(list)
     for row in events:
         cid, name, ts = row.get("customer_id"), row.get("event"), row.get("ts")
@@ -82,6 +90,14 @@ def evaluate(
     for history in by_customer.values():
         history.sort(key=lambda pair: pair[0])
     evaluator = _Evaluator(to_utc_naive(now), schema)
+    if _uses_lifecycle(model):
+        from shopcrm.lifecycle import LifecyclePolicy, classify_shop
+
+        policy = lifecycle_policy or LifecyclePolicy()
+        evaluator.lifecycle_policy = policy
+        evaluator.lifecycle = {
+            r.customer_id: r for r in classify_shop(list(people.values()), events, now=evaluator.now, policy=policy)
+        }
     if schema is not None:
         evaluator.check_fields(model, "")
     return {cid for cid, row in people.items() if evaluator.holds(model, row, by_customer.get(cid, []), "")}
@@ -91,10 +107,18 @@ def _join(path: str, *parts: str) -> str:
     return ".".join(p for p in (path, *parts) if p)
 
 
+def _uses_lifecycle(rule: Rule) -> bool:
+    from shopcrm.dsl import children
+
+    return isinstance(rule, Lifecycle | Rfm | Cycle) or any(_uses_lifecycle(c) for c in children(rule))
+
+
 class _Evaluator:
     def __init__(self, now: datetime, schema: Schema | None) -> None:
         self.now = now
         self.schema = schema
+        self.lifecycle: dict[Any, Any] = {}
+        self.lifecycle_policy: LifecyclePolicy | None = None
 
     # ------------------------------------------------------------------ rules
     def holds(self, rule: Rule, person: Row, history: list[tuple[datetime, Row]], path: str) -> bool:
@@ -120,6 +144,18 @@ class _Evaluator:
             key = f"{rule.sample.salt}:{person['customer_id']}".encode()
             bucket = int(hashlib.md5(key, usedforsecurity=False).hexdigest()[:8], 16) % 10000
             return bucket < rule.sample.percent * 100
+        if isinstance(rule, Lifecycle):
+            row = self.lifecycle[person["customer_id"]]
+            stage_ok = rule.lifecycle == "any" or row.stage == rule.lifecycle
+            return stage_ok and (rule.moment is None or rule.moment in row.moments)
+        if isinstance(rule, Rfm):
+            assert self.lifecycle_policy is not None
+            if rule.rfm not in self.lifecycle_policy.rfm_segments:
+                known = ", ".join(sorted(self.lifecycle_policy.rfm_segments))
+                raise RuleError.at(_join(path, "rfm"), f"no RFM segment is named {rule.rfm!r}; the policy has {known}")
+            return bool(self.lifecycle[person["customer_id"]].rfm_segment == rule.rfm)
+        if isinstance(rule, Cycle):
+            return bool(self.lifecycle[person["customer_id"]].cycle_status == rule.cycle)
         if isinstance(rule, InSegment):  # resolve_segments removed them all
             raise RuleError.at(_join(path, "in_segment"), f"unresolved segment {rule.in_segment!r}")
         raise RuleError.at(path, f"unknown rule node {type(rule).__name__}")  # pragma: no cover

@@ -34,8 +34,10 @@ _SEGMENT_NAME = re.compile(r"^[^\x00-\x1f\x7f]{1,100}$")
 class Shop:
     """A shop's customers and events on one engine, and its named segments."""
 
-    def __init__(self, source: Source) -> None:
+    def __init__(self, source: Source, *, lifecycle_policy: LifecyclePolicy | None = None) -> None:
         self.source = source
+        #: thresholds of stages, moments, RFM and cycle risk, for shop.lifecycle and lifecycle/rfm/cycle rules
+        self.lifecycle_policy = lifecycle_policy or LifecyclePolicy()
 
     # ----------------------------------------------------------- constructors
     @classmethod
@@ -75,7 +77,9 @@ class Shop:
     def __enter__(self) -> Shop:
         return self
 
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()
 
     def close(self) -> None:
@@ -120,7 +124,9 @@ class Shop:
 
         return resolve_segments(model, lookup)
 
-    def save_segment(self, name: str, rule: RuleLike, description: str | None = None, *, now: datetime | None = None) -> SavedSegment:
+    def save_segment(
+        self, name: str, rule: RuleLike, description: str | None = None, *, now: datetime | None = None
+    ) -> SavedSegment:
         """Save (or replace) a named rule after checking it, its references and its fields."""
         if not isinstance(name, str) or not _SEGMENT_NAME.match(name) or name != name.strip():
             raise ValueError(
@@ -144,7 +150,13 @@ class Shop:
         except ValueError:
             schema = None
         if schema is not None:
-            compile_members(resolved, schema, now=datetime(2000, 1, 1), dialect=self.source.dialect)
+            compile_members(
+                resolved,
+                schema,
+                now=datetime(2000, 1, 1),
+                dialect=self.source.dialect,
+                lifecycle_policy=self.lifecycle_policy,
+            )
         stamp = to_utc_naive(now) if now else datetime.now(UTC).replace(tzinfo=None)
         saved = SavedSegment(name, model.to_json(), description, stamp)
         store.put(saved)
@@ -181,19 +193,39 @@ class Shop:
         if not rules:
             return []
         resolved = [self._resolve(r) for r in rules]
-        query = compile_counts(resolved, self.source.schema(), now=now, dialect=self.source.dialect)
+        query = compile_counts(
+            resolved,
+            self.source.schema(),
+            now=now,
+            dialect=self.source.dialect,
+            lifecycle_policy=self.lifecycle_policy,
+        )
         row = self.source.fetch(query)[0]
         return [int(v or 0) for v in row]
 
     def members(self, rule: RuleLike, *, now: datetime) -> list[CustomerId]:
         """The ids of the customers matching ``rule`` as of ``now``, sorted."""
-        query = compile_members(self._resolve(rule), self.source.schema(), now=now, dialect=self.source.dialect)
+        query = compile_members(
+            self._resolve(rule),
+            self.source.schema(),
+            now=now,
+            dialect=self.source.dialect,
+            lifecycle_policy=self.lifecycle_policy,
+        )
         return sorted(r[0] for r in self.source.fetch(query))
 
-    def to_sql(self, rule: RuleLike, *, now: datetime, dialect: str | None = None, pretty: bool = True) -> str:
+    def to_sql(
+        self, rule: RuleLike, *, now: datetime, dialect: str | None = None, pretty: bool = True
+    ) -> str:
         """The members query, checked against this shop's tables, for its engine or another dialect."""
         target = dialect or self.source.dialect
-        query = compile_members(self._resolve(rule), self.source.schema(), now=now, dialect=target)
+        query = compile_members(
+            self._resolve(rule),
+            self.source.schema(),
+            now=now,
+            dialect=target,
+            lifecycle_policy=self.lifecycle_policy,
+        )
         return render(query, target, pretty=pretty)
 
     def explain(self, rule: RuleLike, *, now: datetime) -> Explanation:
@@ -206,7 +238,9 @@ class Shop:
         """Every customer's stage, moments, RFM and cycle status as of ``now`` (one query)."""
         from shopcrm.lifecycle._sql import compile_lifecycle, rows_from_sql
 
-        query = compile_lifecycle(self.source.schema(), now=now, dialect=self.source.dialect, policy=policy)
+        query = compile_lifecycle(
+            self.source.schema(), now=now, dialect=self.source.dialect, policy=policy or self.lifecycle_policy
+        )
         return rows_from_sql(self.source.fetch(query))
 
     def lifecycle(self, *, now: datetime, policy: LifecyclePolicy | None = None) -> Any:
@@ -220,7 +254,13 @@ class Shop:
         return rows_to_arrow(self.lifecycle_rows(now=now, policy=policy))
 
     def _count_resolved(self, rules: Sequence[Rule], now: datetime) -> list[int]:
-        query = compile_counts(list(rules), self.source.schema(), now=now, dialect=self.source.dialect)
+        query = compile_counts(
+            list(rules),
+            self.source.schema(),
+            now=now,
+            dialect=self.source.dialect,
+            lifecycle_policy=self.lifecycle_policy,
+        )
         return [int(v or 0) for v in self.source.fetch(query)[0]]
 
 
@@ -230,5 +270,3 @@ def _uses(rule: Rule, name: str) -> bool:
     if isinstance(rule, InSegment):
         return rule.in_segment == name
     return any(_uses(c, name) for c in children(rule))
-
-

@@ -27,6 +27,7 @@ from shopcrm.dsl import (
 )
 from shopcrm.dsl._parse import RuleLike
 from shopcrm.errors import RuleError
+from shopcrm.lifecycle import LifecyclePolicy
 from shopcrm.schema import ColumnType, Schema, Table
 
 __all__ = [
@@ -40,7 +41,9 @@ __all__ = [
 ]
 
 
-def compile_members(rule: Rule, schema: Schema, *, now: datetime, dialect: str) -> exp.Select:
+def compile_members(
+    rule: Rule, schema: Schema, *, now: datetime, dialect: str, lifecycle_policy: LifecyclePolicy | None = None
+) -> exp.Select:
     """``SELECT customer_id FROM customers WHERE <rule>`` as a sqlglot tree.
 
     Raises
@@ -51,11 +54,13 @@ def compile_members(rule: Rule, schema: Schema, *, now: datetime, dialect: str) 
         When a value does not fit its column, or a named segment is unresolved.
     """
     quirks = dialect_for(dialect)
-    builder = QueryBuilder(schema, now, quirks)
-    return builder.members_by_sets(rule) if quirks.set_form else builder.members(rule)
+    builder = QueryBuilder(schema, now, quirks, lifecycle_policy)
+    return builder.members_in_sets(rule) if quirks.set_form else builder.members(rule)
 
 
-def compile_counts(rules: Sequence[Rule], schema: Schema, *, now: datetime, dialect: str) -> exp.Select:
+def compile_counts(
+    rules: Sequence[Rule], schema: Schema, *, now: datetime, dialect: str, lifecycle_policy: LifecyclePolicy | None = None
+) -> exp.Select:
     """One row whose column ``c<i>`` counts the customers matching ``rules[i]``.
 
     All rules share one grouped pass over the events table.
@@ -63,7 +68,7 @@ def compile_counts(rules: Sequence[Rule], schema: Schema, *, now: datetime, dial
     if not rules:
         raise ValueError("compile_counts needs at least one rule")
     quirks = dialect_for(dialect)
-    builder = QueryBuilder(schema, now, quirks)
+    builder = QueryBuilder(schema, now, quirks, lifecycle_policy)
     if quirks.set_form and len(rules) == 1:
         return builder.count_by_sets(rules[0])
     return builder.counts(rules)

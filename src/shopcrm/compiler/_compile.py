@@ -26,14 +26,17 @@ from shopcrm.dsl import (
     And,
     Attribute,
     Comparison,
+    Cycle,
     Everyone,
     FirstPerformed,
     Follow,
     InSegment,
     LastPerformed,
+    Lifecycle,
     Not,
     Or,
     Performed,
+    Rfm,
     Rule,
     Sample,
     window_bounds,
@@ -47,6 +50,7 @@ __all__ = ["QueryBuilder"]
 _CUSTOMERS = "c"
 _EVENTS = "e"
 _FEATURES = "shopcrm_f"
+_LIFECYCLE = "shopcrm_lc"
 _ORDER_OPS: dict[str, Callable[..., exp.Expression]] = {"lt": exp.LT, "lte": exp.LTE, "gt": exp.GT, "gte": exp.GTE}
 _ALL_OPS: dict[str, Callable[..., exp.Expression]] = {"eq": exp.EQ, "ne": exp.NEQ, **_ORDER_OPS}
 
@@ -107,10 +111,12 @@ def _did_you_mean(name: str, options: Sequence[str]) -> str:
 class QueryBuilder:
     """Compiles rules for one schema, dialect and ``now`` into one query."""
 
-    def __init__(self, schema: Schema, now: datetime, dialect: Dialect) -> None:
+    def __init__(self, schema: Schema, now: datetime, dialect: Dialect, lifecycle_policy: Any = None) -> None:
         self.schema = schema
         self.now = to_utc_naive(now)
         self.d = dialect
+        self.lifecycle_policy = lifecycle_policy
+        self._lifecycle: exp.Select | None = None  # the lifecycle query, when a rule reads it
         # one grouped pass per event name: {event: {leaf token: (column, aggregate)}}, and the
         # leaf conditions whose OR filters that pass's rows
         self._features: dict[str, dict[str, tuple[str, exp.Expression]]] = {}
@@ -483,6 +489,8 @@ class QueryBuilder:
             return self._first_last(rule, path)
         if isinstance(rule, Sample):
             return _Pred(self._sample(rule), False)
+        if isinstance(rule, Lifecycle | Rfm | Cycle):
+            return _Pred(self._lifecycle_member(rule, path), False)
         if isinstance(rule, InSegment):
             raise RuleError.at(
                 _join(path, "in_segment"),
@@ -490,6 +498,43 @@ class QueryBuilder:
                 "pass segments= to to_sql (shopcrm.dsl.resolve_segments)",
             )
         raise RuleError.at(path, f"cannot compile {type(rule).__name__}")  # pragma: no cover
+
+    def _lifecycle_member(self, rule: Lifecycle | Rfm | Cycle, path: str) -> exp.Expression:
+        """``customer_id IN (customers of the lifecycle query with this stage/moment/segment/status)``."""
+        from shopcrm.lifecycle import LifecyclePolicy
+        from shopcrm.lifecycle._sql import compile_lifecycle
+
+        policy = self.lifecycle_policy or LifecyclePolicy()
+        if self._lifecycle is None:
+            self._lifecycle = compile_lifecycle(self.schema, now=self.now, dialect=self.d.name, policy=policy)
+        conditions: list[exp.Expression] = []
+        if isinstance(rule, Lifecycle):
+            if rule.lifecycle != "any":
+                conditions.append(exp.EQ(this=exp.column("stage", table=_LIFECYCLE), expression=exp.Literal.string(rule.lifecycle)))
+            if rule.moment is not None:
+                flag = exp.column(rule.moment, table=_LIFECYCLE)
+                conditions.append(exp.EQ(this=flag, expression=self.d.boolean(True)))
+        elif isinstance(rule, Rfm):
+            if rule.rfm not in policy.rfm_segments:
+                known = ", ".join(sorted(policy.rfm_segments))
+                raise RuleError.at(_join(path, "rfm"), f"no RFM segment is named {rule.rfm!r}; the policy has {known}")
+            conditions.append(exp.EQ(this=exp.column("rfm_segment", table=_LIFECYCLE), expression=exp.Literal.string(rule.rfm)))
+        else:
+            conditions.append(exp.EQ(this=exp.column("cycle_status", table=_LIFECYCLE), expression=exp.Literal.string(rule.cycle)))
+        members = exp.select(exp.column("customer_id", table=_LIFECYCLE)).from_(_LIFECYCLE)
+        if conditions:
+            members = members.where(_and(conditions), copy=False)
+        return exp.In(this=self._col("customer_id", _CUSTOMERS), query=members.subquery())
+
+    def _attach_lifecycle(self, select: exp.Select) -> exp.Select:
+        """Hoist the lifecycle query's CTEs into ``select``'s WITH, the query itself as ``shopcrm_lc``."""
+        if self._lifecycle is None:
+            return select
+        body = self._lifecycle.copy()
+        ctes = body.args.pop("with_").expressions
+        for cte in ctes:
+            select = select.with_(cte.alias, as_=cte.this, copy=False)
+        return select.with_(_LIFECYCLE, as_=body, copy=False)
 
     def _sample(self, rule: Sample) -> exp.Expression:
         ident = self.d.to_text(self._col("customer_id", _CUSTOMERS))
@@ -530,26 +575,34 @@ class QueryBuilder:
                 on=exp.EQ(this=customer_id, expression=exp.column("customer_id", table=name)),
                 join_type="left",
             )
-        return select
+        return self._attach_lifecycle(select)
 
     def members(self, rule: Rule) -> exp.Select:
+        """One-pass shape: customers joined to the grouped passes, filtered by the rule."""
         pred = self.predicate(rule)
         select = exp.select(exp.alias_(self._col("customer_id", _CUSTOMERS), "customer_id"))
         return self._from(select).where(pred.expr, copy=False)
 
     def counts(self, rules: Sequence[Rule]) -> exp.Select:
+        """One row of counts: a 0/1 flag per rule and customer, summed over customers.
+
+        The flags are computed in a derived table first: MariaDB refuses subqueries
+        (lifecycle membership) inside an aggregate.
+        """
         preds = [self.predicate(r, "" if len(rules) == 1 else f"[{i}]") for i, r in enumerate(rules)]
+        one, zero = exp.Literal.number(1), exp.Literal.number(0)
+        flags = self._from(
+            exp.select(*[exp.alias_(exp.Case(ifs=[exp.If(this=p.expr, true=one)], default=zero), f"p{i}") for i, p in enumerate(preds)])
+        )
+        ctes = flags.args.pop("with_", None)
         columns = [
-            exp.alias_(
-                exp.Coalesce(
-                    this=exp.Sum(this=exp.Case(ifs=[exp.If(this=p.expr, true=exp.Literal.number(1))], default=exp.Literal.number(0))),
-                    expressions=[exp.Literal.number(0)],
-                ),
-                f"c{i}",
-            )
-            for i, p in enumerate(preds)
+            exp.alias_(exp.Coalesce(this=exp.Sum(this=exp.column(f"p{i}")), expressions=[zero]), f"c{i}")
+            for i in range(len(preds))
         ]
-        return self._from(exp.select(*columns))
+        query = exp.select(*columns).from_(flags.subquery("shopcrm_flags"))
+        if ctes is not None:
+            query.set("with_", ctes)
+        return query
 
     # ------------------------------------------------------------- set form
     def _customers_set(self, condition: exp.Expression | None = None) -> exp.Select:
@@ -613,7 +666,7 @@ class QueryBuilder:
             return inner, subset, not complement
         if isinstance(rule, Everyone):
             return self._customers_set(), True, False
-        if isinstance(rule, Attribute | Sample | InSegment):
+        if isinstance(rule, Attribute | Sample | InSegment | Lifecycle | Rfm | Cycle):
             return self._customers_set(self.predicate(rule, path).expr), True, False
         self._inline, self._leaf = True, None
         try:
@@ -643,6 +696,10 @@ class QueryBuilder:
             query = op(query, self._operand(other, n), distinct=True, copy=False)
         return query
 
+    def members_in_sets(self, rule: Rule) -> exp.Select:
+        """:meth:`members_by_sets` with the lifecycle CTEs attached, ready to run."""
+        return self._attach_lifecycle(self.members_by_sets(rule))
+
     def members_by_sets(self, rule: Rule) -> exp.Select:
         """The members query as set operations of filtered subqueries (fastest on DuckDB for one rule)."""
         n = [0]
@@ -655,7 +712,8 @@ class QueryBuilder:
 
     def count_by_sets(self, rule: Rule) -> exp.Select:
         members = self.members_by_sets(rule)
-        return exp.select(exp.alias_(exp.Count(this=exp.Star()), "c0")).from_(members.subquery("shopcrm_count"))
+        count = exp.select(exp.alias_(exp.Count(this=exp.Star()), "c0")).from_(members.subquery("shopcrm_count"))
+        return self._attach_lifecycle(count)
 
 
 def _plain(rule: Rule) -> bool:

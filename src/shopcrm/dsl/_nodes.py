@@ -39,16 +39,19 @@ __all__ = [
     "Attribute",
     "Between",
     "Comparison",
+    "Cycle",
     "Everyone",
     "FirstPerformed",
     "Follow",
     "InSegment",
     "Last",
     "LastPerformed",
+    "Lifecycle",
     "NODE_KEYS",
     "Not",
     "Or",
     "Performed",
+    "Rfm",
     "Rule",
     "Sample",
     "SampleSpec",
@@ -421,9 +424,32 @@ class Sample(_Node):
     sample: SampleSpec
 
 
+class Lifecycle(_Node):
+    """``{"lifecycle": STAGE}`` or ``{"lifecycle": STAGE, "moment": MOMENT}``; STAGE may be ``"any"``."""
+
+    KEY: ClassVar[str] = "lifecycle"
+    lifecycle: Literal["any", "never_purchased", "first_purchase", "repeat", "loyal"]
+    moment: Literal["cart_abandoned", "signup_dropoff", "cooling_off", "lapsed"] | None = None
+
+
+class Rfm(_Node):
+    """``{"rfm": "champions"}``: the customer's named RFM segment (snake case)."""
+
+    KEY: ClassVar[str] = "rfm"
+    rfm: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+
+
+class Cycle(_Node):
+    """``{"cycle": "at_risk"}``: purchase-cycle risk from the customer's usual gap between orders."""
+
+    KEY: ClassVar[str] = "cycle"
+    cycle: Literal["active", "at_risk", "churned"]
+
+
 NODE_KEYS: tuple[str, ...] = (
     "and", "or", "not", "everyone", "aggregate", "performed",
     "first_performed", "last_performed", "attribute", "in_segment", "sample",
+    "lifecycle", "rfm", "cycle",
 )
 
 
@@ -458,13 +484,16 @@ Rule = Annotated[
         Annotated[Attribute, Tag("attribute")],
         Annotated[InSegment, Tag("in_segment")],
         Annotated[Sample, Tag("sample")],
+        Annotated[Lifecycle, Tag("lifecycle")],
+        Annotated[Rfm, Tag("rfm")],
+        Annotated[Cycle, Tag("cycle")],
     ],
     Discriminator(
         _rule_tag,
         custom_error_type="rule_node",
         custom_error_message="a rule is an object with one of the keys "
         "and, or, not, everyone, performed, aggregate, first_performed, last_performed, "
-        "attribute, in_segment, sample",
+        "attribute, in_segment, sample, lifecycle, rfm, cycle",
     ),
 ]
 

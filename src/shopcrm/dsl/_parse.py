@@ -13,13 +13,16 @@ from shopcrm.dsl._nodes import (
     Aggregate,
     And,
     Attribute,
+    Cycle,
     Everyone,
     FirstPerformed,
     InSegment,
     LastPerformed,
+    Lifecycle,
     Not,
     Or,
     Performed,
+    Rfm,
     Rule,
     Sample,
 )
@@ -83,7 +86,11 @@ def parse_rule(rule: RuleLike) -> Rule:
     """
     if hasattr(rule, "to_rule"):
         rule = rule.to_rule()
-    if isinstance(rule, And | Or | Not | Everyone | Performed | Aggregate | FirstPerformed | LastPerformed | Attribute | InSegment | Sample):
+    if isinstance(
+        rule,
+        And | Or | Not | Everyone | Performed | Aggregate | FirstPerformed | LastPerformed | Attribute | InSegment | Sample
+        | Lifecycle | Rfm | Cycle,
+    ):
         return rule
     if isinstance(rule, str | bytes):
         try:
