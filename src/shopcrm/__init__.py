@@ -9,6 +9,7 @@ from shopcrm.compiler import to_sql
 from shopcrm.dsl import Rule, parse_rule, rule_json_schema
 from shopcrm.errors import PluginError, RuleError, SchemaError, SegmentCycleError, ShopCRMError
 from shopcrm.explain import Explanation
+from shopcrm.lifecycle import LifecyclePolicy
 from shopcrm.reference import evaluate
 from shopcrm.schema import ColumnType, Schema, Table
 from shopcrm.shop import Shop
@@ -17,6 +18,7 @@ from shopcrm.sources import SavedSegment, Source
 __all__ = [
     "ColumnType",
     "Explanation",
+    "LifecyclePolicy",
     "PluginError",
     "Rule",
     "RuleError",

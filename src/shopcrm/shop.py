@@ -21,6 +21,8 @@ from shopcrm.dsl._parse import RuleLike
 from shopcrm.errors import RuleError
 from shopcrm.explain import Explanation, explain
 from shopcrm.lifecycle import LifecyclePolicy, LifecycleRow
+from shopcrm.lifecycle._summary import LifecycleSummary
+from shopcrm.profile import CustomerProfile
 from shopcrm.reference import CustomerId
 from shopcrm.schema import Schema
 from shopcrm.sources._base import SavedSegment, Source
@@ -252,6 +254,51 @@ class Shop:
         from shopcrm.lifecycle._sql import rows_to_arrow
 
         return rows_to_arrow(self.lifecycle_rows(now=now, policy=policy))
+
+    def lifecycle_summary(self, *, now: datetime, policy: LifecyclePolicy | None = None) -> LifecycleSummary:
+        """Customers per stage, per stage x moment (the 12 segments), per RFM segment and per cycle status."""
+        from shopcrm.lifecycle._summary import summarize
+
+        return summarize(self.lifecycle_rows(now=now, policy=policy), to_utc_naive(now))
+
+    def profile(self, customer_id: Any, *, now: datetime, timeline_limit: int = 50) -> CustomerProfile:
+        """One customer: attributes, lifecycle, the latest events (newest first) and the current cart."""
+        from sqlglot import exp
+
+        from shopcrm.profile import CustomerProfile, current_cart
+
+        schema = self.source.schema()
+        when = to_utc_naive(now)
+        ident = exp.convert(customer_id)
+
+        def rows(table: Any, alias: str, extra: list[exp.Expression], order: bool) -> list[dict[str, Any]]:
+            names = list(table.columns)
+            query = exp.select(*[exp.column(n, table=alias, quoted=True) for n in names]).from_(
+                exp.alias_(exp.to_table(table.name, quoted=True), alias, table=True)
+            ).where(exp.and_(exp.EQ(this=exp.column("customer_id", table=alias, quoted=True), expression=ident), *extra))
+            if order:
+                query = query.order_by(exp.Ordered(this=exp.column("ts", table=alias, quoted=True), desc=True))
+            return [dict(zip(names, r, strict=True)) for r in self.source.fetch(query)]
+
+        found = rows(schema.customers, "c", [], order=False)
+        if not found:
+            raise KeyError(f"no customer {customer_id!r} in {schema.customers.name!r}")
+        from shopcrm.compiler._dialects import dialect_for
+
+        quirks = dialect_for(self.source.dialect)
+        before_now = exp.LT(this=quirks.timestamp_column(exp.column("ts", table="e", quoted=True)), expression=quirks.timestamp_literal(when))
+        events = rows(schema.events, "e", [before_now], order=True)
+        for event in events:
+            event["ts"] = to_utc_naive(event["ts"])
+        lifecycle = next(r for r in self.lifecycle_rows(now=when) if r.customer_id == found[0]["customer_id"])
+        return CustomerProfile(
+            customer_id=found[0]["customer_id"],
+            now=when,
+            attributes=found[0],
+            lifecycle=lifecycle,
+            timeline=tuple(events[:timeline_limit]),
+            cart=tuple(current_cart(events, self.lifecycle_policy)),
+        )
 
     def _count_resolved(self, rules: Sequence[Rule], now: datetime) -> list[int]:
         query = compile_counts(

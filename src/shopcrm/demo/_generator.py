@@ -101,7 +101,8 @@ def generate(scale: int = 10_000, seed: int = 0, now: datetime = DEMO_NOW) -> De
     # each customer is last active some time ago: most recently, some lapsed for months
     last_active_days = np.where(rng.random(n) < 0.7, rng.exponential(12, n), rng.uniform(30, 365, n))
     span_days = np.minimum(signup_age_days, 365.0)
-    active_end = np.minimum(last_active_days, signup_age_days)
+    # a customer cannot have gone quiet before signing up: those are last active some time since
+    active_end = np.where(last_active_days < signup_age_days, last_active_days, signup_age_days * rng.random(n))
     # event age = last-active age + a skewed share of the customer's active span
     event_age_days = active_end[owner] + (span_days[owner] - active_end[owner]).clip(0) * (1 - rng.power(2.5, m))
     ts = now64 - (event_age_days * day.astype(np.int64)).astype("timedelta64[us]")

@@ -17,19 +17,23 @@ from shopcrm.lifecycle._policy import (
     LifecyclePolicy,
     rfm_table,
 )
+from shopcrm.lifecycle._summary import TWELVE_SEGMENTS, LifecycleSummary, summarize
 
 __all__ = [
     "CYCLE_STATUSES",
     "DEFAULT_RFM_SEGMENTS",
     "MOMENTS",
     "STAGES",
+    "TWELVE_SEGMENTS",
     "CustomerFacts",
     "LifecyclePolicy",
     "LifecycleRow",
+    "LifecycleSummary",
     "ShopContext",
     "classify",
     "classify_shop",
     "customer_facts",
     "rfm_table",
     "score",
+    "summarize",
 ]
