@@ -56,7 +56,9 @@ def typecheck(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Benchmarks at 1M customers / ~11M events (pass --scale N or --quick)."""
     session.install("-e", ".[dev]")
-    session.run("python", "benchmarks/bench_segments.py", *(session.posargs or ["--scale", "1000000"]))
+    args = session.posargs or ["--scale", "1000000"]
+    session.run("python", "benchmarks/bench_segments.py", *args)
+    session.run("python", "benchmarks/bench_lifecycle.py", *args)
 
 
 @nox.session(python=PYTHON)
