@@ -251,15 +251,19 @@ class Shop:
         Columns: customer_id, stage, moments, orders, last_seen, recency_days, frequency, monetary,
         r_score, f_score, m_score, rfm_segment, cycle_status, expected_gap_days.
         """
-        from shopcrm.lifecycle._sql import rows_to_arrow
+        from shopcrm.lifecycle._sql import LIFECYCLE_COLUMNS, arrow_from_sql, compile_lifecycle
 
-        return rows_to_arrow(self.lifecycle_rows(now=now, policy=policy))
+        query = compile_lifecycle(
+            self.source.schema(), now=now, dialect=self.source.dialect, policy=policy or self.lifecycle_policy
+        )
+        table = arrow_from_sql(self.source.fetch_arrow(query, list(LIFECYCLE_COLUMNS)))
+        return table.sort_by("customer_id")  # type: ignore[attr-defined]
 
     def lifecycle_summary(self, *, now: datetime, policy: LifecyclePolicy | None = None) -> LifecycleSummary:
         """Customers per stage, per stage x moment (the 12 segments), per RFM segment and per cycle status."""
-        from shopcrm.lifecycle._summary import summarize
+        from shopcrm.lifecycle._summary import summarize_table
 
-        return summarize(self.lifecycle_rows(now=now, policy=policy), to_utc_naive(now))
+        return summarize_table(self.lifecycle(now=now, policy=policy), to_utc_naive(now))
 
     def profile(self, customer_id: Any, *, now: datetime, timeline_limit: int = 50) -> CustomerProfile:
         """One customer: attributes, lifecycle, the latest events (newest first) and the current cart."""

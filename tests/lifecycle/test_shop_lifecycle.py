@@ -67,6 +67,9 @@ def test_summary_counts_the_twelve_segments(shop: shopcrm.Shop) -> None:
     assert "never_purchased / signup_dropoff" in str(summary)
     assert "<table>" in summary._repr_html_()
     assert summary.to_dict()["by_stage_moment"]["loyal/cart_abandoned"] == 1  # P4 waits in the cart
+    from shopcrm.lifecycle import summarize
+
+    assert summary == summarize(shop.lifecycle_rows(now=NOW), NOW)
 
 
 def test_policy_changes_the_answer(shop: shopcrm.Shop) -> None:
@@ -94,3 +97,22 @@ def test_lifecycle_rules(shop: shopcrm.Shop) -> None:
     assert shop.members({"cycle": "active"}, now=NOW) == ["fan"]
     with pytest.raises(shopcrm.RuleError, match="no RFM segment is named 'whales'"):
         shop.count({"rfm": "whales"}, now=NOW)
+
+
+def test_the_arrow_table_equals_the_rows_on_duckdb_and_sqlite(shop: shopcrm.Shop, tmp_path: object) -> None:
+    import sqlite3
+
+    from shopcrm.lifecycle._sql import rows_to_arrow
+
+    by_id = sorted(rows_to_arrow(shop.lifecycle_rows(now=NOW)).to_pylist(), key=lambda r: r["customer_id"])  # type: ignore[attr-defined]
+    assert shop.lifecycle(now=NOW).to_pylist() == by_id
+    con = sqlite3.connect(":memory:")
+    con.execute("CREATE TABLE customers (customer_id TEXT, signed_up_at TIMESTAMP)")
+    con.execute("CREATE TABLE events (customer_id TEXT, event TEXT, ts TIMESTAMP, product_id TEXT, amount INTEGER)")
+    con.executemany("INSERT INTO customers VALUES (?, ?)", [(c["customer_id"], c["signed_up_at"].isoformat()) for c in CUSTOMERS])
+    con.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?)",
+                    [(e["customer_id"], e["event"], e["ts"].isoformat(), e.get("product_id"), e.get("amount")) for e in EVENTS])
+    lite = shopcrm.Shop.from_dbapi(con, dialect="sqlite")
+    assert sorted(lite.lifecycle(now=NOW).to_pylist(), key=lambda r: r["customer_id"]) == sorted(
+        shop.lifecycle(now=NOW).to_pylist(), key=lambda r: r["customer_id"]
+    )

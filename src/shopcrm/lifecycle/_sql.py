@@ -20,7 +20,7 @@ from shopcrm.lifecycle._policy import LifecyclePolicy
 from shopcrm.schema import Schema
 from shopcrm.timeline import to_utc_naive
 
-__all__ = ["LIFECYCLE_COLUMNS", "compile_lifecycle", "rows_from_sql", "rows_to_arrow"]
+__all__ = ["LIFECYCLE_COLUMNS", "arrow_from_sql", "compile_lifecycle", "rows_from_sql", "rows_to_arrow"]
 
 #: the columns of the query, in order
 LIFECYCLE_COLUMNS: tuple[str, ...] = (
@@ -351,3 +351,41 @@ def rows_to_arrow(rows: Sequence[LifecycleRow]) -> object:
     if any(isinstance(v, float) for v in monetary):
         data["monetary"] = [None if v is None else float(v) for v in monetary]
     return pa.table(data)
+
+
+def arrow_from_sql(raw: object) -> object:
+    """The query's Arrow result as the documented lifecycle table (columns computed by pyarrow)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    table: pa.Table = raw
+    names = ("cart_abandoned", "signup_dropoff", "cooling_off", "lapsed")
+    flags = [table[m].to_pylist() for m in names]
+    moments = pa.array([[m for m, on in zip(names, row, strict=True) if on] for row in zip(*flags, strict=True)], pa.list_(pa.string()))
+    day = 86_400_000_000.0  # exact in binary, so the division rounds like the pure classifier's
+    monetary = table["monetary"]
+    if pa.types.is_decimal(monetary.type):
+        monetary = pc.cast(monetary, pa.int64() if monetary.type.scale == 0 else pa.float64())
+    last_seen = table["last_seen"]
+    if not pa.types.is_timestamp(last_seen.type):  # SQLite: ISO text
+        last_seen = pa.array([None if v is None else to_utc_naive(v) for v in last_seen.to_pylist()], pa.timestamp("us"))
+
+    def integers(name: str) -> object:
+        return pc.cast(table[name], pa.int64())
+
+    return pa.table({
+        "customer_id": table["customer_id"],
+        "stage": pc.cast(table["stage"], pa.string()),
+        "moments": moments,
+        "orders": integers("orders"),
+        "last_seen": last_seen,
+        "recency_days": pc.divide(pc.cast(table["recency_us"], pa.float64()), day),
+        "frequency": integers("frequency"),
+        "monetary": monetary,
+        "r_score": integers("r_score"),
+        "f_score": integers("f_score"),
+        "m_score": integers("m_score"),
+        "rfm_segment": pc.cast(table["rfm_segment"], pa.string()),
+        "cycle_status": pc.cast(table["cycle_status"], pa.string()),
+        "expected_gap_days": pc.divide(pc.cast(table["gap2_us"], pa.float64()), 2 * day),
+    })

@@ -116,3 +116,30 @@ def summarize(rows: Iterable[LifecycleRow], now: datetime) -> LifecycleSummary:
         by_rfm=dict(rfm),
         by_cycle={c: cycle[c] for c in CYCLE_STATUSES},
     )
+
+
+def summarize_table(table: Any, now: datetime) -> LifecycleSummary:
+    """The same counts from the lifecycle Arrow table, with pyarrow (no Python rows)."""
+    import pyarrow.compute as pc
+
+    def counts(values: Any) -> dict[str, int]:
+        result = pc.value_counts(values)
+        return {
+            str(v): int(n)
+            for v, n in zip(result.field("values").to_pylist(), result.field("counts").to_pylist(), strict=True)
+            if v is not None
+        }
+
+    moments = table["moments"].combine_chunks()
+    stages_of_moments = pc.take(table["stage"].combine_chunks(), pc.list_parent_indices(moments))
+    pairs = counts(pc.binary_join_element_wise(stages_of_moments, pc.list_flatten(moments), "/"))
+    stages = counts(table["stage"])
+    cycle = counts(table["cycle_status"])
+    return LifecycleSummary(
+        now=now,
+        total=table.num_rows,
+        by_stage={s: stages.get(s, 0) for s in STAGES},
+        by_stage_moment={pair: pairs.get(f"{pair[0]}/{pair[1]}", 0) for pair in TWELVE_SEGMENTS},
+        by_rfm=counts(table["rfm_segment"]),
+        by_cycle={c: cycle.get(c, 0) for c in CYCLE_STATUSES},
+    )

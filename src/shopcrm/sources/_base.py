@@ -76,6 +76,16 @@ class Source(ABC):
     def fetch(self, query: exp.Expression) -> list[tuple[Any, ...]]:
         """Run a compiled query and return its rows."""
 
+    def fetch_arrow(self, query: exp.Expression, columns: list[str]) -> Any:
+        """Run a compiled query and return a pyarrow Table with these column names.
+
+        Engines that speak Arrow (DuckDB) override this to skip Python tuples.
+        """
+        import pyarrow as pa
+
+        rows = self.fetch(query)
+        return pa.table({name: [row[i] for row in rows] for i, name in enumerate(columns)})
+
     def segment_store(self) -> SegmentStore:
         """Where named segments live; in memory unless the source can store them."""
         store = getattr(self, "_memory_segments", None)

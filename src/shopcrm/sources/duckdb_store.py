@@ -78,6 +78,10 @@ class DuckDBSource(Source):
     def fetch(self, query: exp.Expression) -> list[tuple[Any, ...]]:
         return self.con.execute(render(query, self.dialect)).fetchall()
 
+    def fetch_arrow(self, query: exp.Expression, columns: list[str]) -> Any:
+        table = self.con.sql(render(query, self.dialect)).to_arrow_table()
+        return table.rename_columns(columns)
+
     def segment_store(self) -> SegmentStore:
         return self._segments
 
