@@ -55,7 +55,7 @@ def typecheck(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def bench(session: nox.Session) -> None:
     """Benchmarks at 1M customers / ~11M events (pass --scale N or --quick)."""
-    session.install("-e", ".[dev]")
+    session.install("-e", ".[dev,bench]")
     args = session.posargs or ["--scale", "1000000"]
     session.run("python", "benchmarks/bench_segments.py", *args)
     session.run("python", "benchmarks/bench_lifecycle.py", *args)
