@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from typing import Any
 
 import attrs
 from sqlglot import exp
@@ -360,8 +361,23 @@ def arrow_from_sql(raw: object) -> object:
 
     table: pa.Table = raw
     names = ("cart_abandoned", "signup_dropoff", "cooling_off", "lapsed")
-    flags = [table[m].to_pylist() for m in names]
-    moments = pa.array([[m for m, on in zip(names, row, strict=True) if on] for row in zip(*flags, strict=True)], pa.list_(pa.string()))
+    # moments as lists, vectorised: the (row, moment) pairs whose flag is set, sorted by row then moment
+    def array(values: Any) -> Any:
+        return values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+
+    flags = [array(pc.fill_null(pc.cast(table[m], pa.bool_()), False)) for m in names]
+    rows = [pc.indices_nonzero(f) for f in flags]
+    pairs = pa.table({
+        "row": pa.concat_arrays([pc.cast(r, pa.int64()) for r in rows]),
+        "k": pa.concat_arrays([pa.repeat(pa.scalar(k, pa.int8()), len(r)) for k, r in enumerate(rows)]),
+    })
+    order = pc.sort_indices(pairs, sort_keys=[("row", "ascending"), ("k", "ascending")])
+    values = array(pc.take(pa.array(names), pc.take(pairs["k"], order)))
+    per_row = pc.cast(flags[0], pa.int64())
+    for f in flags[1:]:
+        per_row = pc.add(per_row, pc.cast(f, pa.int64()))
+    offsets = pa.concat_arrays([pa.array([0], pa.int64()), array(pc.cumulative_sum(per_row))])
+    moments = pc.cast(pa.LargeListArray.from_arrays(offsets, values), pa.list_(pa.string()))
     day = 86_400_000_000.0  # exact in binary, so the division rounds like the pure classifier's
     monetary = table["monetary"]
     if pa.types.is_decimal(monetary.type):
