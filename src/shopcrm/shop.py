@@ -294,7 +294,7 @@ class Shop:
         events = rows(schema.events, "e", [before_now], order=True)
         for event in events:
             event["ts"] = to_utc_naive(event["ts"])
-        lifecycle = next(r for r in self.lifecycle_rows(now=when) if r.customer_id == found[0]["customer_id"])
+        lifecycle = self._lifecycle_of(found[0]["customer_id"], when)
         return CustomerProfile(
             customer_id=found[0]["customer_id"],
             now=when,
@@ -303,6 +303,20 @@ class Shop:
             timeline=tuple(events[:timeline_limit]),
             cart=tuple(current_cart(events, self.lifecycle_policy)),
         )
+
+    def _lifecycle_of(self, customer_id: Any, now: datetime) -> LifecycleRow:
+        """One customer's lifecycle row: the shop-wide query (RFM ranks need everyone), one row returned."""
+        from sqlglot import exp
+
+        from shopcrm.lifecycle._sql import compile_lifecycle, rows_from_sql
+
+        query = compile_lifecycle(self.source.schema(), now=now, dialect=self.source.dialect, policy=self.lifecycle_policy)
+        ctes = query.args.pop("with_")
+        one = exp.select("*").from_(query.subquery("shopcrm_lifecycle")).where(
+            exp.EQ(this=exp.column("customer_id"), expression=exp.convert(customer_id))
+        )
+        one.set("with_", ctes)
+        return rows_from_sql(self.source.fetch(one))[0]
 
     def _count_resolved(self, rules: Sequence[Rule], now: datetime) -> list[int]:
         query = compile_counts(
