@@ -21,6 +21,11 @@ def _check(load: Callable[[RandomShop], shopcrm.Shop], shop: RandomShop, arrow: 
     pure = classify_shop(shop.customers, shop.events, now=shop.now)
     engine = load(shop)
     assert {r.customer_id: r for r in engine.lifecycle_rows(now=shop.now)} == {r.customer_id: r for r in pure}
+    # shop.rfm (a smaller query over the orders) gives the scored customers' RFM columns of the same rows
+    rfm_columns = ("recency_days", "frequency", "monetary", "r_score", "f_score", "m_score", "rfm_segment")
+    expected_rfm = {r.customer_id: {c: getattr(r, c) for c in rfm_columns} for r in pure if r.r_score is not None}
+    got_rfm = {row.pop("customer_id"): row for row in engine.rfm(now=shop.now).to_pylist()}
+    assert got_rfm == expected_rfm
     if arrow:  # the vectorised Arrow table says the same
         expected = sorted(rows_to_arrow(pure).to_pylist(), key=lambda r: r["customer_id"])  # type: ignore[attr-defined]
         assert engine.lifecycle(now=shop.now).to_pylist() == expected

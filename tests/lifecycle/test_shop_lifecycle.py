@@ -116,3 +116,37 @@ def test_the_arrow_table_equals_the_rows_on_duckdb_and_sqlite(shop: shopcrm.Shop
     assert sorted(lite.lifecycle(now=NOW).to_pylist(), key=lambda r: r["customer_id"]) == sorted(
         shop.lifecycle(now=NOW).to_pylist(), key=lambda r: r["customer_id"]
     )
+
+
+def test_rfm_scores_only_customers_with_an_order_in_the_lookback(shop: shopcrm.Shop) -> None:
+    table = shop.rfm(now=NOW)
+    assert table.column_names == [
+        "customer_id", "recency_days", "frequency", "monetary", "r_score", "f_score", "m_score", "rfm_segment",
+    ]
+    rows = {r.pop("customer_id"): r for r in table.to_pylist()}
+    assert set(rows) == {"once", "fan"}  # "new" never ordered
+    # fan ordered 10 days ago, three times, 30,000 in all: the better value of each measure
+    assert rows["fan"] == {
+        "recency_days": 10.0, "frequency": 3, "monetary": 30000,
+        "r_score": 3, "f_score": 3, "m_score": 1, "rfm_segment": "need_attention",
+    }
+    assert (rows["once"]["r_score"], rows["once"]["f_score"], rows["once"]["m_score"]) == (1, 1, 3)
+    # a shorter lookback leaves out the order 100 days ago
+    short = shop.rfm(now=NOW, policy=LifecyclePolicy(rfm_lookback=timedelta(days=50)))
+    assert short["customer_id"].to_pylist() == ["fan"]
+    assert short["r_score"].to_pylist() == [1]  # alone: nobody is worse, 1 + floor(5 * 0 / 1)
+
+
+@pytest.mark.parametrize("dialect", ["duckdb", "sqlite", "postgres", "mysql", "spark", "trino", "bigquery", "snowflake"])
+def test_lifecycle_and_rfm_sql_parse_back_in_every_dialect(shop: shopcrm.Shop, dialect: str) -> None:
+    import sqlglot
+
+    from shopcrm.compiler import render
+    from shopcrm.lifecycle._sql import LIFECYCLE_COLUMNS, RFM_COLUMNS, compile_lifecycle, compile_rfm
+
+    for compile_, columns in ((compile_lifecycle, LIFECYCLE_COLUMNS), (compile_rfm, RFM_COLUMNS)):
+        for policy in (LifecyclePolicy(), LifecyclePolicy(order_id_property="product_id")):
+            sql = render(compile_(shop.schema, now=NOW, dialect=dialect, policy=policy), dialect)
+            tree = sqlglot.parse_one(sql, read=dialect)
+            assert isinstance(tree, sqlglot.exp.Select)
+            assert tuple(tree.named_selects) == columns

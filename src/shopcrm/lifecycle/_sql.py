@@ -21,12 +21,16 @@ from shopcrm.lifecycle._policy import LifecyclePolicy
 from shopcrm.schema import Schema
 from shopcrm.timeline import to_utc_naive
 
-__all__ = ["LIFECYCLE_COLUMNS", "arrow_from_sql", "compile_lifecycle", "rows_from_sql", "rows_to_arrow"]
+__all__ = ["LIFECYCLE_COLUMNS", "RFM_COLUMNS", "compile_rfm", "rfm_arrow_from_sql", "arrow_from_sql", "compile_lifecycle", "rows_from_sql", "rows_to_arrow"]
 
 #: the columns of the query, in order
 LIFECYCLE_COLUMNS: tuple[str, ...] = (
     "customer_id", "stage", "cart_abandoned", "signup_dropoff", "cooling_off", "lapsed", "orders", "last_seen",
     "recency_us", "frequency", "monetary", "r_score", "f_score", "m_score", "rfm_segment", "cycle_status", "gap2_us",
+)
+#: the columns of :func:`compile_rfm`, in order
+RFM_COLUMNS: tuple[str, ...] = (
+    "customer_id", "recency_us", "frequency", "monetary", "r_score", "f_score", "m_score", "rfm_segment",
 )
 _EPOCH = datetime(1970, 1, 1)
 
@@ -116,16 +120,125 @@ class _Lifecycle:
         ).where(exp.Paren(this=middle))
         return query.group_by(_col("customer_id")) if by_customer else query
 
-    def build(self) -> exp.Select:
-        p, d = self.p, self.d
-        events, customers = self.schema.events, self.schema.customers
+    def score_ctes(self, facts: str) -> list[tuple[str, exp.Expression]]:
+        """RFM scores: ``1 + floor(5 * worse / n)`` from a histogram of each measure over the scored customers.
+
+        One row per distinct value with a running count of the values below it, joined back by value:
+        ties share a value, hence a score, and wide customer rows are never sorted.  ``facts`` has one
+        row per customer id with ``last_lb`` (last order in the lookback), ``frequency`` and ``monetary``;
+        only ids in the customers table are scored.
+        """
+        scored_rows = exp.select(
+            exp.alias_(_col("customer_id", "c"), "customer_id"),
+            exp.alias_(self.us(_col("last_lb", "x")), "r"),
+            exp.alias_(exp.Coalesce(this=_col("frequency", "x"), expressions=[_num(0)]), "f"),
+            exp.alias_(exp.Coalesce(this=_col("monetary", "x"), expressions=[_num(0)]), "m"),
+        ).from_(self.table("customers", "c")).join(
+            exp.to_table(facts).as_("x"), on=exp.EQ(this=_col("customer_id", "c"), expression=_col("customer_id", "x"))
+        ).where(exp.Not(this=exp.Is(this=_col("last_lb", "x"), expression=exp.Null())))
+        ctes: list[tuple[str, exp.Expression]] = [
+            ("shopcrm_scored", scored_rows),
+            ("shopcrm_n_scored", exp.select(exp.alias_(exp.Count(this=exp.Star()), "n")).from_("shopcrm_scored")),
+        ]
+        for measure in ("r", "f", "m"):
+            below = exp.Paren(this=exp.Sub(
+                this=exp.Window(this=exp.Sum(this=exp.Count(this=exp.Star())), order=exp.Order(expressions=[exp.Ordered(this=_col(measure))])),
+                expression=exp.Count(this=exp.Star()),
+            ))
+            value = exp.Add(this=_num(1), expression=exp.Floor(this=exp.Div(
+                this=exp.Mul(this=_num(5.0), expression=below), expression=exp.Max(this=_col("n", "n")),
+            )))
+            ctes.append((
+                f"shopcrm_{measure}_scores",
+                exp.select(exp.alias_(_col(measure), "v"), exp.alias_(exp.cast(value, exp.DataType.build("BIGINT")), "score"))
+                .from_("shopcrm_scored")
+                .join(exp.to_table("shopcrm_n_scored").as_("n"), join_type="cross")
+                .group_by(_col(measure)),
+            ))
+        return ctes
+
+    def join_scores(self, query: exp.Select, customer_id: exp.Expression) -> exp.Select:
+        """Left-join the scored row (``sc``) and its three scores (``rs``, ``fs``, ``ms``) to ``query``."""
+        query = query.join(exp.to_table("shopcrm_scored").as_("sc"), on=exp.EQ(this=customer_id, expression=_col("customer_id", "sc")), join_type="left")
+        for measure in ("r", "f", "m"):
+            alias = f"{measure}s"
+            query = query.join(
+                exp.to_table(f"shopcrm_{measure}_scores").as_(alias),
+                on=exp.EQ(this=_col(measure, "sc"), expression=_col("v", alias)),
+                join_type="left",
+            )
+        return query
+
+    def segment(self) -> exp.Expression:
+        """The named RFM segment of ``r_score`` and ``f_score`` (NULL when unscored)."""
+        cells = [
+            (_and([exp.EQ(this=_col("r_score"), expression=_num(r)), exp.EQ(this=_col("f_score"), expression=_num(f))]), _lit(name))
+            for (r, f), name in sorted(self.p.rfm_lookup.items())
+        ]
+        return _case(*cells)
+
+    def build_rfm(self) -> exp.Select:
+        """Recency, frequency, monetary, scores and segment of every customer with an order in the lookback."""
+        p = self.p
+        events = self.schema.events
         has_amount = events.has(p.amount_property)
+        has_id = self._has_order_id()
+        e_ts = self.ts(_col("ts", "e"))
+        frequency: exp.Expression = (
+            exp.Count(this=exp.Distinct(expressions=[_col(p.order_id_property, "e")]))
+            if has_id and p.order_id_property
+            else exp.Count(this=exp.Star())
+        )
+        facts = exp.select(
+            exp.alias_(_col("customer_id", "e"), "customer_id"),
+            exp.alias_(exp.Max(this=e_ts), "last_lb"),
+            exp.alias_(frequency, "frequency"),
+            exp.alias_(
+                exp.Coalesce(this=exp.Sum(this=_col(p.amount_property, "e") if has_amount else exp.Null()), expressions=[_num(0)]),
+                "monetary",
+            ),
+        ).from_(self.table("events", "e")).where(_and([
+            exp.Not(this=exp.Is(this=_col("customer_id", "e"), expression=exp.Null())),
+            self.string_eq(_col("event", "e"), p.order_event),
+            exp.LT(this=e_ts, expression=self.at(self.now)),
+            exp.GT(this=e_ts, expression=self.at(self.now - p.rfm_lookback)),
+        ])).group_by(_col("customer_id", "e"))
+        scored = exp.select(
+            _col("customer_id", "sc"),
+            exp.alias_(exp.Sub(this=_num(_micros(self.now - _EPOCH)), expression=_col("r", "sc")), "recency_us"),
+            exp.alias_(_col("f", "sc"), "frequency"),
+            exp.alias_(_col("m", "sc"), "monetary"),
+            exp.alias_(_col("score", "rs"), "r_score"),
+            exp.alias_(_col("score", "fs"), "f_score"),
+            exp.alias_(_col("score", "ms"), "m_score"),
+        ).from_(exp.to_table("shopcrm_scored").as_("sc"))
+        for measure in ("r", "f", "m"):
+            alias = f"{measure}s"
+            scored = scored.join(
+                exp.to_table(f"shopcrm_{measure}_scores").as_(alias), on=exp.EQ(this=_col(measure, "sc"), expression=_col("v", alias))
+            )
+        final = exp.select(
+            *[_col(c) for c in RFM_COLUMNS[:-1]], exp.alias_(self.segment(), "rfm_segment")
+        ).from_(scored.subquery("shopcrm_rfm"))
+        for name, cte in [("shopcrm_rfm_facts", facts), *self.score_ctes("shopcrm_rfm_facts")]:
+            final = final.with_(name, as_=cte)
+        return final
+
+    def _has_order_id(self) -> bool:
+        p, events = self.p, self.schema.events
         has_id = p.order_id_property is not None and events.has(p.order_id_property)
         if p.order_id_property is not None and not has_id:
             raise ValueError(
                 f"the policy counts orders by {p.order_id_property!r}, which the events table does not have; "
                 f"its columns are {', '.join(sorted(events.columns))}"
             )
+        return has_id
+
+    def build(self) -> exp.Select:
+        p, d = self.p, self.d
+        events, customers = self.schema.events, self.schema.customers
+        has_amount = events.has(p.amount_property)
+        has_id = self._has_order_id()
         now, lookback = self.at(self.now), self.at(self.now - p.rfm_lookback)
         e_ts = self.ts(_col("ts", "e"))
         not_null_id = exp.Not(this=exp.Is(this=_col("customer_id", "e"), expression=exp.Null()))
@@ -141,8 +254,6 @@ class _Lifecycle:
                 not_null_id,
                 self.string_eq(_col("event", "e"), p.order_event),
                 exp.LT(this=e_ts, expression=now),
-                # only customers' orders count, also towards the shop-wide median gap
-                exp.In(this=_col("customer_id", "e"), query=exp.select(_col("customer_id", "k")).from_(self.table("customers", "k")).subquery()),
             ])
         )
         # one row per order
@@ -173,48 +284,66 @@ class _Lifecycle:
         ).from_(lagged.subquery("lagged")).where(exp.Not(this=exp.Is(this=_col("prev"), expression=exp.Null())))
 
         in_lookback = exp.GT(this=_col("ts"), expression=lookback)
-        frequency = (
-            exp.Count(this=exp.Distinct(expressions=[_case((in_lookback, _col("oid")))]))
-            if has_id
-            else exp.Sum(this=_case((in_lookback, _num(1)), default=_num(0)))
-        )
-        order_stats = exp.select(
-            _col("customer_id"),
-            exp.alias_(exp.Max(this=_col("ts")), "last_order_event"),
-            exp.alias_(exp.Max(this=_case((in_lookback, _col("ts")))), "last_lb"),
-            exp.alias_(frequency, "frequency"),
-            exp.alias_(exp.Coalesce(this=exp.Sum(this=_case((in_lookback, _col("amount")))), expressions=[_num(0)]), "monetary"),
-        ).from_("shopcrm_o").group_by(_col("customer_id"))
-        order_count = exp.select(
-            _col("customer_id"), exp.alias_(exp.Count(this=exp.Star()), "n_orders"), exp.alias_(exp.Max(this=_col("ts")), "last_order")
-        ).from_("shopcrm_orders").group_by(_col("customer_id"))
         activity = exp.In(this=d.string_equality(_col("event", "e")), expressions=[d.string_equality(_lit(x)) for x in p.activity_events])
         low, high = p.cart_abandoned_ages
-        seen = exp.select(
+        seen_columns = [
             exp.alias_(_col("customer_id", "e"), "customer_id"),
             exp.alias_(exp.Max(this=_case((activity, e_ts))), "last_activity"),
             exp.alias_(
                 exp.Max(this=_case((_and([self.string_eq(_col("event", "e"), p.cart_event), self.aged(e_ts, low, high)]), e_ts))),
                 "last_cart",
             ),
-        ).from_(self.table("events", "e")).where(_and([not_null_id, exp.LT(this=e_ts, expression=now)])).group_by(_col("customer_id", "e"))
+        ]
+        ctes: list[tuple[str, exp.Expression]] = [("shopcrm_o", o), ("shopcrm_orders", orders), ("shopcrm_gaps", gaps)]
+        if has_id:
+            frequency = exp.Count(this=exp.Distinct(expressions=[_case((in_lookback, _col("oid")))]))
+            order_stats = exp.select(
+                _col("customer_id"),
+                exp.alias_(exp.Max(this=_col("ts")), "last_order_event"),
+                exp.alias_(exp.Max(this=_case((in_lookback, _col("ts")))), "last_lb"),
+                exp.alias_(frequency, "frequency"),
+                exp.alias_(exp.Coalesce(this=exp.Sum(this=_case((in_lookback, _col("amount")))), expressions=[_num(0)]), "monetary"),
+            ).from_("shopcrm_o").group_by(_col("customer_id"))
+            order_count = exp.select(
+                _col("customer_id"), exp.alias_(exp.Count(this=exp.Star()), "n_orders"), exp.alias_(exp.Max(this=_col("ts")), "last_order")
+            ).from_("shopcrm_orders").group_by(_col("customer_id"))
+            seen = exp.select(*seen_columns)
+            ctes += [("shopcrm_order_stats", order_stats), ("shopcrm_order_count", order_count)]
+            fact_tables = {"os": "shopcrm_order_stats", "oc": "shopcrm_order_count", "sn": "shopcrm_seen"}
+        else:
+            # every order event is an order: all per-customer facts in one pass over the events
+            is_order = self.string_eq(_col("event", "e"), p.order_event)
+            order_in_lookback = _and([is_order, exp.GT(this=e_ts, expression=lookback)])
+            last_order = exp.Max(this=_case((is_order, e_ts)))
+            seen = exp.select(
+                *seen_columns,
+                exp.alias_(last_order, "last_order_event"),
+                exp.alias_(last_order.copy(), "last_order"),
+                exp.alias_(exp.Sum(this=_case((is_order, _num(1)), default=_num(0))), "n_orders"),
+                exp.alias_(exp.Max(this=_case((order_in_lookback, e_ts))), "last_lb"),
+                exp.alias_(exp.Sum(this=_case((order_in_lookback, _num(1)), default=_num(0))), "frequency"),
+                exp.alias_(
+                    exp.Coalesce(
+                        this=exp.Sum(this=_case((order_in_lookback, _col(p.amount_property, "e") if has_amount else exp.Null()))),
+                        expressions=[_num(0)],
+                    ),
+                    "monetary",
+                ),
+            )
+            fact_tables = {"sn": "shopcrm_seen"}
+        seen = seen.from_(self.table("events", "e")).where(_and([not_null_id, exp.LT(this=e_ts, expression=now)])).group_by(
+            _col("customer_id", "e")
+        )
+        ctes.append(("shopcrm_seen", seen))
+
+        def fact(name: str, alias: str) -> exp.Column:
+            return _col(name, alias if alias in fact_tables else "sn")
 
         signed = self.ts(_col(p.signed_up_attribute, "c")) if customers.has(p.signed_up_attribute) else exp.Null()
-        n_orders = exp.Coalesce(this=_col("n_orders", "oc"), expressions=[_num(0)])
-        last_seen = exp.Coalesce(this=_col("last_activity", "sn"), expressions=[signed])
-        scored = exp.Not(this=exp.Is(this=_col("last_lb", "os"), expression=exp.Null()))
-        scored_flag = _case((scored, _num(1)), default=_num(0))
-
-        def rank_worse(order_by: exp.Expression) -> exp.Expression:
-            rank = exp.Window(this=exp.Anonymous(this="RANK", expressions=[]), partition_by=[scored_flag], order=exp.Order(expressions=[exp.Ordered(this=order_by)]))
-            return exp.Paren(this=exp.Sub(this=rank, expression=_num(1)))
-
-        n_scored = exp.Window(this=exp.Count(this=exp.Star()), partition_by=[scored_flag])
-
-        def score(order_by: exp.Expression) -> exp.Expression:
-            worse = rank_worse(order_by)
-            value = exp.Add(this=_num(1), expression=exp.Floor(this=exp.Div(this=exp.Mul(this=_num(5.0), expression=worse), expression=n_scored)))
-            return _case((scored, exp.cast(value, exp.DataType.build("BIGINT"))))
+        n_orders = exp.Coalesce(this=fact("n_orders", "oc"), expressions=[_num(0)])
+        last_seen = exp.Coalesce(this=fact("last_activity", "sn"), expressions=[signed])
+        facts = fact_tables.get("os", "shopcrm_seen")
+        ctes += self.score_ctes(facts)
 
         stage = _case(
             (exp.EQ(this=n_orders, expression=_num(0)), _lit("never_purchased")),
@@ -223,10 +352,10 @@ class _Lifecycle:
             default=_lit("loyal"),
         )
         cart = _and([
-            exp.Not(this=exp.Is(this=_col("last_cart", "sn"), expression=exp.Null())),
+            exp.Not(this=exp.Is(this=fact("last_cart", "sn"), expression=exp.Null())),
             exp.Paren(this=exp.Or(
-                this=exp.Is(this=_col("last_order_event", "os"), expression=exp.Null()),
-                expression=exp.GTE(this=_col("last_cart", "sn"), expression=_col("last_order_event", "os")),
+                this=exp.Is(this=fact("last_order_event", "os"), expression=exp.Null()),
+                expression=exp.GTE(this=fact("last_cart", "sn"), expression=fact("last_order_event", "os")),
             )),
         ])
 
@@ -237,7 +366,7 @@ class _Lifecycle:
             (_and([exp.GTE(this=n_orders, expression=_num(3)), exp.Not(this=exp.Is(this=_col("median2", "om"), expression=exp.Null()))]), _col("median2", "om")),
             default=_col("median2", "sm"),
         )
-        recency = exp.Sub(this=_num(_micros(self.now - _EPOCH)), expression=self.us(_col("last_order", "oc")))
+        recency = exp.Sub(this=_num(_micros(self.now - _EPOCH)), expression=self.us(fact("last_order", "oc")))
         c_id = _col("customer_id", "c")
         base = (
             exp.select(
@@ -250,25 +379,23 @@ class _Lifecycle:
                 exp.alias_(n_orders, "orders"),
                 exp.alias_(last_seen, "last_seen"),
                 exp.alias_(recency, "recency_us"),
-                exp.alias_(exp.Coalesce(this=_col("frequency", "os"), expressions=[_num(0)]), "frequency"),
-                exp.alias_(exp.Coalesce(this=_col("monetary", "os"), expressions=[_num(0)]), "monetary"),
-                exp.alias_(score(self.us(_col("last_lb", "os"))), "r_score"),
-                exp.alias_(score(exp.Coalesce(this=_col("frequency", "os"), expressions=[_num(0)])), "f_score"),
-                exp.alias_(score(exp.Coalesce(this=_col("monetary", "os"), expressions=[_num(0)])), "m_score"),
-                exp.alias_(_case((exp.Not(this=exp.Is(this=_col("last_order", "oc"), expression=exp.Null())), gap2)), "gap2_us"),
+                exp.alias_(exp.Coalesce(this=fact("frequency", "os"), expressions=[_num(0)]), "frequency"),
+                exp.alias_(exp.Coalesce(this=fact("monetary", "os"), expressions=[_num(0)]), "monetary"),
+                exp.alias_(_col("score", "rs"), "r_score"),
+                exp.alias_(_col("score", "fs"), "f_score"),
+                exp.alias_(_col("score", "ms"), "m_score"),
+                exp.alias_(_case((exp.Not(this=exp.Is(this=fact("last_order", "oc"), expression=exp.Null())), gap2)), "gap2_us"),
             )
             .from_(self.table("customers", "c"))
-            .join(exp.to_table("shopcrm_order_stats").as_("os"), on=exp.EQ(this=c_id, expression=_col("customer_id", "os")), join_type="left")
-            .join(exp.to_table("shopcrm_order_count").as_("oc"), on=exp.EQ(this=c_id, expression=_col("customer_id", "oc")), join_type="left")
-            .join(exp.to_table("shopcrm_seen").as_("sn"), on=exp.EQ(this=c_id, expression=_col("customer_id", "sn")), join_type="left")
+        )
+        for alias, name in fact_tables.items():
+            base = base.join(exp.to_table(name).as_(alias), on=exp.EQ(this=c_id, expression=_col("customer_id", alias)), join_type="left")
+        base = (
+            self.join_scores(base, c_id)
             .join(exp.to_table("shopcrm_own_median").as_("om"), on=exp.EQ(this=c_id, expression=_col("customer_id", "om")), join_type="left")
             .join(exp.to_table("shopcrm_shop_median").as_("sm"), join_type="cross")
             .where(exp.Not(this=exp.Is(this=c_id, expression=exp.Null())))
         )
-        segment_cells = [
-            (_and([exp.EQ(this=_col("r_score"), expression=_num(r)), exp.EQ(this=_col("f_score"), expression=_num(f))]), _lit(name))
-            for (r, f), name in sorted(p.rfm_lookup.items())
-        ]
         twice = exp.Mul(this=_num(2), expression=_col("recency_us"))
         status = _case(
             (exp.Is(this=_col("gap2_us"), expression=exp.Null()), exp.cast(exp.Null(), exp.DataType.build(d.text_type, dialect=d.name))),
@@ -278,26 +405,35 @@ class _Lifecycle:
         )
         final = exp.select(
             *[_col(c) for c in LIFECYCLE_COLUMNS[:14]],
-            exp.alias_(_case(*segment_cells), "rfm_segment"),
+            exp.alias_(self.segment(), "rfm_segment"),
             exp.alias_(status, "cycle_status"),
             _col("gap2_us"),
         ).from_(base.subquery("shopcrm_base"))
-        shop_median = self.median2("shopcrm_gaps", by_customer=False)
-        return (
-            final.with_("shopcrm_o", as_=o)
-            .with_("shopcrm_orders", as_=orders)
-            .with_("shopcrm_gaps", as_=gaps)
-            .with_("shopcrm_order_stats", as_=order_stats)
-            .with_("shopcrm_order_count", as_=order_count)
-            .with_("shopcrm_seen", as_=seen)
-            .with_("shopcrm_own_median", as_=self.median2("shopcrm_gaps", by_customer=True))
-            .with_("shopcrm_shop_median", as_=exp.select(exp.alias_(exp.Max(this=_col("median2")), "median2")).from_(shop_median.subquery("m")))
+        # only customers' orders count towards the shop-wide median gap
+        shop_gaps = exp.select(_col("gap")).from_("shopcrm_gaps").where(
+            exp.In(this=_col("customer_id"), query=exp.select(_col("customer_id", "k")).from_(self.table("customers", "k")).subquery())
         )
+        ctes += [
+            ("shopcrm_own_median", self.median2("shopcrm_gaps", by_customer=True)),
+            ("shopcrm_shop_gaps", shop_gaps),
+            ("shopcrm_shop_median", exp.select(exp.alias_(exp.Max(this=_col("median2")), "median2")).from_(
+                self.median2("shopcrm_shop_gaps", by_customer=False).subquery("m"))),
+        ]
+        for name, cte in ctes:
+            final = final.with_(name, as_=cte)
+        return final
 
 
 def compile_lifecycle(schema: Schema, *, now: datetime, dialect: str, policy: LifecyclePolicy | None = None) -> exp.Select:
     """One query whose rows are every customer's lifecycle (columns :data:`LIFECYCLE_COLUMNS`)."""
     return _Lifecycle(schema, now, dialect_for(dialect), policy or LifecyclePolicy()).build()
+
+
+def compile_rfm(schema: Schema, *, now: datetime, dialect: str, policy: LifecyclePolicy | None = None) -> exp.Select:
+    """One query whose rows are the scored customers' RFM (columns :data:`RFM_COLUMNS`): R (microseconds
+    since the last order), F, M over the policy's lookback, the three scores and the named segment,
+    as in :func:`compile_lifecycle`."""
+    return _Lifecycle(schema, now, dialect_for(dialect), policy or LifecyclePolicy()).build_rfm()
 
 
 def rows_from_sql(raw: Sequence[Sequence[object]]) -> list[LifecycleRow]:
@@ -404,4 +540,26 @@ def arrow_from_sql(raw: object) -> object:
         "rfm_segment": pc.cast(table["rfm_segment"], pa.string()),
         "cycle_status": pc.cast(table["cycle_status"], pa.string()),
         "expected_gap_days": pc.divide(pc.cast(table["gap2_us"], pa.float64()), 2 * day),
+    })
+
+
+def rfm_arrow_from_sql(raw: object) -> object:
+    """The :func:`compile_rfm` Arrow result with engine types normalised (int64 scores, int or float money)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    table: pa.Table = raw
+    monetary = table["monetary"]
+    if pa.types.is_decimal(monetary.type):
+        monetary = pc.cast(monetary, pa.int64() if monetary.type.scale == 0 else pa.float64())
+    return pa.table({
+        "customer_id": table["customer_id"],
+        # divided here, not in SQL: PostgreSQL and MySQL would divide as decimals and round differently
+        "recency_days": pc.divide(pc.cast(table["recency_us"], pa.float64()), 86_400_000_000.0),
+        "frequency": pc.cast(table["frequency"], pa.int64()),
+        "monetary": monetary,
+        "r_score": pc.cast(table["r_score"], pa.int64()),
+        "f_score": pc.cast(table["f_score"], pa.int64()),
+        "m_score": pc.cast(table["m_score"], pa.int64()),
+        "rfm_segment": pc.cast(table["rfm_segment"], pa.string()),
     })
