@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-__all__ = ["PluginError", "RuleError", "SchemaError", "SegmentCycleError", "ShopCRMError"]
+__all__ = ["CampaignError", "PluginError", "RuleError", "SchemaError", "SegmentCycleError", "ShopCRMError"]
 
 
 class ShopCRMError(Exception):
@@ -54,3 +54,18 @@ class SegmentCycleError(RuleError):
 
 class PluginError(ShopCRMError):
     """A plugin registered under a shopcrm entry-point group could not be used."""
+
+
+class CampaignError(ShopCRMError, ValueError):
+    """A campaign, its schedule or one of its templates is invalid.
+
+    ``problems`` holds every problem as ``(where, message)`` pairs, e.g.
+    ``("variants[0].sms", "74 bytes over the LMS limit of 2,000 bytes (CP949)")``.
+    """
+
+    def __init__(self, problems: Sequence[tuple[str, str]]) -> None:
+        if not problems:
+            raise ValueError("CampaignError needs at least one problem")
+        self.problems: tuple[tuple[str, str], ...] = tuple(problems)
+        self.path: str = self.problems[0][0]
+        super().__init__("\n".join(f"{where}: {message}" if where else message for where, message in self.problems))

@@ -1,0 +1,352 @@
+"""The campaign document: audience, purpose, channel chain, variants, holdout and schedule (pydantic, JSON).
+
+A campaign is data: it round-trips through JSON, has a JSON Schema
+(:func:`campaign_json_schema`) and is checked when it is built.  Three kinds of
+schedule, discriminated by ``kind``: ``one_off`` (at a local time), ``recurring``
+(daily or weekly at a local time) and ``triggered`` (a scenario entered on an
+event: wait, branch, send; exit events; re-entry rule).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import warnings
+from datetime import datetime, time, timedelta
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from shopcrm.dsl import Everyone, Rule, parse_rule
+from shopcrm.errors import CampaignError
+from shopcrm.timeline import parse_duration
+
+__all__ = [
+    "CHANNELS",
+    "AlimTalk",
+    "Branch",
+    "Button",
+    "Campaign",
+    "Channel",
+    "Content",
+    "OneOff",
+    "Purpose",
+    "Recurring",
+    "Schedule",
+    "Send",
+    "Step",
+    "Triggered",
+    "Variant",
+    "Wait",
+    "WaitUntil",
+    "campaign_json_schema",
+    "parse_campaign",
+]
+
+Purpose = Literal["informational", "advertising"]
+Channel = Literal["alimtalk", "brand_message", "sms", "email", "push", "webhook"]
+#: the channels a chain may name, in no particular order (``friendtalk`` is read as ``brand_message``)
+CHANNELS: tuple[str, ...] = ("alimtalk", "brand_message", "sms", "email", "push", "webhook")
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+def _duration(value: Any, what: str) -> timedelta:
+    if isinstance(value, timedelta):
+        return value
+    if not isinstance(value, str):
+        raise ValueError(f"{what} is a duration such as '30m', '1d' or 'P1D', not {value!r}")
+    try:
+        return parse_duration(value)
+    except ValueError:
+        raise ValueError(f"{what}: {value!r} is not a duration; use forms like '30m', '1d', 'P1D'") from None
+
+
+class Button(_Frozen):
+    """A link button (AlimTalk, Brand Message, push): its label and a URL template."""
+
+    name: str = Field(min_length=1)
+    url: str = Field(min_length=1)
+
+
+class AlimTalk(_Frozen):
+    """A pre-approved AlimTalk template: its code, its approved body with ``#{var}`` slots, and how each
+    slot is filled (a jinja2 template per variable, e.g. ``{"고객명": "{{ name }}"}``)."""
+
+    template_code: str = Field(min_length=1)
+    body: str = Field(min_length=1)
+    variables: dict[str, str] = Field(default_factory=dict)
+
+
+class Content(_Frozen):
+    """One message's copy.  ``text`` is the body of SMS/LMS/MMS, Brand Message and push and the plain
+    text of e-mail; ``subject`` is the LMS/MMS and e-mail subject and the push title.  All are jinja2."""
+
+    text: str = Field(min_length=1)
+    subject: str | None = None
+    html: str | None = None
+    alimtalk: AlimTalk | None = None
+    buttons: tuple[Button, ...] = ()
+    image_url: str | None = None
+
+
+class Variant(_Frozen):
+    """An A/B/n arm: a name, a weight (share of the sendable audience) and its content."""
+
+    name: str = Field(min_length=1, max_length=40)
+    weight: int = Field(default=1, ge=1)
+    content: Content
+
+
+class OneOff(_Frozen):
+    """Send once, at a local time in the shop's time zone."""
+
+    kind: Literal["one_off"] = "one_off"
+    at: datetime
+
+
+class Recurring(_Frozen):
+    """Send every day, or on some weekdays (0 Monday .. 6 Sunday), at a local time, between optional dates."""
+
+    kind: Literal["recurring"] = "recurring"
+    at: time
+    weekdays: tuple[int, ...] = (0, 1, 2, 3, 4, 5, 6)
+    starts: datetime | None = None
+    ends: datetime | None = None
+
+    @field_validator("weekdays")
+    @classmethod
+    def _weekdays(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if not value or any(not 0 <= d <= 6 for d in value):
+            raise ValueError(f"weekdays are 0 (Monday) to 6 (Sunday), at least one; got {list(value)}")
+        return tuple(sorted(set(value)))
+
+
+class Wait(_Frozen):
+    """``{"wait": "1d"}``: wait a duration."""
+
+    wait: timedelta
+
+    @field_validator("wait", mode="before")
+    @classmethod
+    def _parse(cls, value: Any) -> timedelta:
+        return _duration(value, "wait")
+
+
+class WaitUntil(_Frozen):
+    """``{"wait_until": "10:00"}``: wait until the next time this local time of day comes (now if it is now)."""
+
+    wait_until: time
+
+
+class Send(_Frozen):
+    """``{"send": "reminder"}``: send the campaign's variants; with ``variants``, these instead.  The name
+    identifies the step in idempotency keys and reports; it is unique within the campaign."""
+
+    send: str = Field(min_length=1, max_length=40)
+    variants: tuple[Variant, ...] | None = None
+
+
+class Branch(_Frozen):
+    """``{"if": RULE, "then": [...], "else": [...]}``: the rule is evaluated for the customer at that moment."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True, serialize_by_alias=True)
+
+    if_: Rule = Field(alias="if")
+    then: tuple[Step, ...] = ()
+    else_: tuple[Step, ...] = Field(default=(), alias="else")
+
+    @field_validator("if_", mode="before")
+    @classmethod
+    def _rule(cls, value: Any) -> Rule:
+        return parse_rule(value)
+
+
+def _step_key(value: Any) -> str | None:
+    if isinstance(value, dict):
+        for key in ("wait", "wait_until", "send", "if"):
+            if key in value:
+                return key
+        return None
+    kinds: dict[type, str] = {Wait: "wait", WaitUntil: "wait_until", Send: "send", Branch: "if"}
+    return kinds.get(type(value))
+
+
+Step = Annotated[
+    Union[  # noqa: UP007
+        Annotated[Wait, Tag("wait")],
+        Annotated[WaitUntil, Tag("wait_until")],
+        Annotated[Send, Tag("send")],
+        Annotated[Branch, Tag("if")],
+    ],
+    Discriminator(_step_key, custom_error_type="step", custom_error_message="a step is one of {'wait': ...}, "
+                  "{'wait_until': 'HH:MM'}, {'send': NAME}, {'if': RULE, 'then': [...], 'else': [...]}"),
+]
+Branch.model_rebuild()
+
+
+class Triggered(_Frozen):
+    """A scenario: entered when the customer performs ``on``, then ``steps`` in order.
+
+    ``exit_on`` events performed after the entry end the scenario before any later step (an
+    ``order_completed`` ends a cart reminder).  ``reentry``: ``once`` (ever), ``every_time``, or a
+    duration such as ``"30d"`` (at most one entry per that long).  ``entry_window`` bounds how long
+    after the trigger a customer can still enter (a tick that comes late still plans; a trigger
+    older than this is ignored).
+    """
+
+    kind: Literal["triggered"] = "triggered"
+    on: str = Field(min_length=1)
+    steps: tuple[Step, ...] = Field(min_length=1)
+    exit_on: tuple[str, ...] = ()
+    reentry: Literal["once", "every_time"] | timedelta = "once"
+
+    @field_validator("reentry", mode="before")
+    @classmethod
+    def _reentry(cls, value: Any) -> Any:
+        if value in ("once", "every_time") or isinstance(value, timedelta):
+            return value
+        return _duration(value, "reentry (once, every_time or a duration)")
+
+
+Schedule = Annotated[
+    Union[Annotated[OneOff, Tag("one_off")], Annotated[Recurring, Tag("recurring")], Annotated[Triggered, Tag("triggered")]],  # noqa: UP007
+    Discriminator(
+        lambda v: v.get("kind") if isinstance(v, dict) else getattr(v, "kind", None),
+        custom_error_type="schedule",
+        custom_error_message="a schedule has kind 'one_off', 'recurring' or 'triggered'",
+    ),
+]
+
+
+def _send_steps(steps: tuple[Step, ...]) -> list[Send]:
+    out: list[Send] = []
+    for step in steps:
+        if isinstance(step, Send):
+            out.append(step)
+        elif isinstance(step, Branch):
+            out += _send_steps(step.then) + _send_steps(step.else_)
+    return out
+
+
+class Campaign(_Frozen):
+    """A campaign: who (``audience``), why (``purpose``), how (``channels``, first preferred, the rest
+    fallbacks), what (``variants``), a control group (``holdout_percent``) and when (``schedule``).
+
+    ``priority`` decides which campaign wins when frequency caps bind (higher first).  ``max_delay``
+    is how late a due message may still be planned (a tick that comes later suppresses it as
+    ``expired`` instead of sending stale news).
+    """
+
+    id: str
+    name: str = ""
+    purpose: Purpose
+    audience: Rule = Field(default_factory=lambda: Everyone(everyone=True))
+    channels: tuple[Channel, ...] = Field(min_length=1)
+    variants: tuple[Variant, ...] = Field(min_length=1)
+    holdout_percent: float = Field(default=0, ge=0, lt=100)
+    schedule: Schedule
+    priority: int = 0
+    max_delay: timedelta = timedelta(days=1)
+    enabled: bool = True
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, value: str) -> str:
+        if not _ID.match(value):
+            raise ValueError(f"campaign id {value!r} must be 1-100 letters, digits, '_', '.' or '-', starting with a letter or digit")
+        return value
+
+    @field_validator("audience", mode="before")
+    @classmethod
+    def _audience(cls, value: Any) -> Rule:
+        return parse_rule(value)
+
+    @field_validator("channels", mode="before")
+    @classmethod
+    def _friendtalk(cls, value: Any) -> Any:
+        if isinstance(value, list | tuple) and "friendtalk" in value:
+            warnings.warn(
+                "Kakao FriendTalk ended on 2025-12-31; 'friendtalk' is read as 'brand_message' (브랜드 메시지), "
+                "its replacement. Write 'brand_message' to silence this warning.",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            value = ["brand_message" if c == "friendtalk" else c for c in value]
+        return value
+
+    @field_validator("max_delay", mode="before")
+    @classmethod
+    def _max_delay(cls, value: Any) -> timedelta:
+        return _duration(value, "max_delay")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Campaign:
+        problems: list[str] = []
+        if len(set(self.channels)) != len(self.channels):
+            problems.append(f"channels name a channel twice: {list(self.channels)}")
+        if self.purpose == "advertising" and "alimtalk" in self.channels:
+            problems.append(
+                "AlimTalk carries informational messages only; an advertising campaign uses brand_message, "
+                "sms, email or push"
+            )
+        names = [v.name for v in self.variants]
+        if len(set(names)) != len(names):
+            problems.append(f"variant names repeat: {names}")
+        if isinstance(self.schedule, Triggered):
+            sends = [s.send for s in _send_steps(self.schedule.steps)]
+            if not sends:
+                problems.append("a triggered scenario needs at least one send step")
+            if len(set(sends)) != len(sends):
+                problems.append(f"send step names repeat: {sends}; each names its step in idempotency keys")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def send_steps(self) -> list[Send]:
+        """The scenario's send steps (one implicit step named ``main`` for one-off and recurring)."""
+        if isinstance(self.schedule, Triggered):
+            return _send_steps(self.schedule.steps)
+        return [Send(send="main")]
+
+    def variants_of(self, step: Send) -> tuple[Variant, ...]:
+        return step.variants or self.variants
+
+    def to_json(self) -> str:
+        return self.model_dump_json(by_alias=True, exclude_defaults=False)
+
+
+def parse_campaign(document: Campaign | dict[str, Any] | str | bytes) -> Campaign:
+    """A validated campaign from a model, a dict or JSON; errors name each problem's place."""
+    if isinstance(document, Campaign):
+        return document
+    try:
+        if isinstance(document, str | bytes):
+            return Campaign.model_validate_json(document)
+        return Campaign.model_validate(document)
+    except ValidationError as error:
+        problems = []
+        for item in error.errors():
+            where = ".".join(str(p) for p in item["loc"])
+            message = item["msg"].removeprefix("Value error, ")
+            problems.append((where, message))
+        raise CampaignError(problems) from None
+    except json.JSONDecodeError as error:  # pragma: no cover - pydantic reports JSON errors itself
+        raise CampaignError([("", f"not valid JSON: {error}")]) from None
+
+
+def campaign_json_schema() -> dict[str, Any]:
+    """The JSON Schema of a campaign document."""
+    return Campaign.model_json_schema(by_alias=True)

@@ -1,0 +1,511 @@
+"""The planner: campaigns + the shop's state as of ``now`` -> planned messages and suppressions. Pure.
+
+The planner never sends and never reads a clock.  Everything it needs arrives in a
+:class:`ShopState`; everything it decides leaves in a :class:`Plan`: each planned
+message has a deterministic idempotency key, so planning the same tick twice (or
+overlapping ticks) plans nothing twice as long as the caller records the keys in
+the ledger it passes next time.  Every audience member it leaves out gets a
+:class:`Suppression` with a machine-readable reason.
+
+Scenario progress is not stored: it is recomputed from the customer's trigger
+events, exit events and the ledger, so a crash between ticks loses nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+import attrs
+
+from shopcrm.campaigns._models import (
+    Branch,
+    Campaign,
+    OneOff,
+    Recurring,
+    Send,
+    Triggered,
+    Variant,
+    Wait,
+    WaitUntil,
+)
+from shopcrm.campaigns._policy import CONSENT_GROUP, MessagingPolicy, local, utc
+from shopcrm.campaigns._templates import Decorations, Rendered, Renderer
+from shopcrm.errors import CampaignError
+from shopcrm.reference import evaluate
+from shopcrm.timeline import to_utc_naive
+
+__all__ = [
+    "REASONS",
+    "LedgerEntry",
+    "Plan",
+    "PlannedMessage",
+    "Recipient",
+    "ShopState",
+    "Suppression",
+    "bucket",
+    "idempotency_key",
+    "plan",
+]
+
+#: every suppression reason, with what it means
+REASONS: dict[str, str] = {
+    "already_planned": "this message (idempotency key) is already in the ledger",
+    "expired": "the message came due longer ago than the campaign's max_delay",
+    "exited": "an exit event ended the scenario before this step",
+    "no_recipient": "the audience member is not among the shop's recipients",
+    "no_contact": "no contact point on any channel of the chain",
+    "opted_out": "opted out (or withdrew) on every channel of the chain",
+    "no_consent": "no marketing consent on any channel of the chain",
+    "consent_expired": "marketing consent older than the policy allows without re-confirmation (K8)",
+    "not_friend": "Brand Message only reaches the channel's friends",
+    "capped": "a frequency cap would be exceeded",
+    "holdout": "in the campaign's control group: planned but not sent",
+    "render_failed": "the template could not be rendered for this customer",
+}
+
+
+@attrs.frozen(kw_only=True)
+class Recipient:
+    """A customer's contact points, consents and template context.
+
+    ``consents`` maps a consent group (``sms``, ``kakao``, ``email``, ``push``) to the instant the
+    marketing consent was given or last re-confirmed; ``opted_out`` holds groups (or ``"all"``) the
+    customer opted out of, which beats any consent.
+    """
+
+    customer_id: Any
+    phone: str | None = None
+    email: str | None = None
+    push_token: str | None = None
+    kakao_friend: bool = False
+    timezone: str | None = None
+    consents: Mapping[str, datetime] = attrs.field(factory=dict)
+    night_consent: bool = False
+    opted_out: frozenset[str] = frozenset()
+    attributes: Mapping[str, Any] = attrs.field(factory=dict)
+
+    def contact(self, channel: str) -> str | None:
+        if channel in ("sms", "alimtalk", "brand_message"):
+            return self.phone
+        if channel == "email":
+            return self.email
+        if channel == "push":
+            return self.push_token
+        return "webhook"
+
+
+@attrs.frozen
+class LedgerEntry:
+    """A message already planned or sent: its key and what caps count."""
+
+    key: str
+    customer_id: Any
+    campaign_id: str
+    purpose: str
+    channel: str
+    send_at: datetime
+
+
+@attrs.frozen(kw_only=True)
+class ShopState:
+    """What the planner sees at ``now``: filled by the shell (``Shop.tick``) or by tests.
+
+    ``audiences`` maps a campaign id to the ids matching its audience at ``now`` (one-off and
+    recurring).  For triggered campaigns, ``triggers`` and ``exits`` map a campaign id to each
+    customer's trigger and exit instants (since the campaign became active), and ``histories``
+    holds those customers' attributes and events for audience and branch rules evaluated at the
+    moment of the step.  ``contexts`` add per-customer template values (cart items, coupons).
+    """
+
+    recipients: Mapping[Any, Recipient]
+    audiences: Mapping[str, Iterable[Any]] = attrs.field(factory=dict)
+    triggers: Mapping[str, Mapping[Any, Sequence[datetime]]] = attrs.field(factory=dict)
+    exits: Mapping[str, Mapping[Any, Sequence[datetime]]] = attrs.field(factory=dict)
+    histories: Mapping[Any, tuple[Mapping[str, Any], Sequence[Mapping[str, Any]]]] = attrs.field(factory=dict)
+    contexts: Mapping[Any, Mapping[str, Any]] = attrs.field(factory=dict)
+    ledger: Sequence[LedgerEntry] = ()
+    segments: Mapping[str, Any] = attrs.field(factory=dict)
+
+
+@attrs.frozen(kw_only=True)
+class PlannedMessage:
+    """A message to send: to whom, from which campaign step and variant, through which channel chain
+    (each already rendered), when (naive UTC; later than the due time when quiet hours deferred it)."""
+
+    key: str
+    customer_id: Any
+    campaign_id: str
+    step: str
+    occurrence: str
+    variant: str
+    purpose: str
+    chain: tuple[Rendered, ...]
+    contacts: tuple[str, ...]
+    due_at: datetime
+    send_at: datetime
+    estimated_cost: float
+
+    @property
+    def deferred(self) -> bool:
+        return self.send_at > self.due_at
+
+    @property
+    def channel(self) -> str:
+        return self.chain[0].channel
+
+
+@attrs.frozen(kw_only=True)
+class Suppression:
+    """An audience member left out, and why (``reason`` is a key of :data:`REASONS`)."""
+
+    customer_id: Any
+    campaign_id: str
+    step: str
+    reason: str
+    detail: str = ""
+    key: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class Plan:
+    messages: tuple[PlannedMessage, ...]
+    suppressions: tuple[Suppression, ...]
+    #: scenario steps not yet due: (customer, campaign, step, due instant)
+    pending: tuple[tuple[Any, str, str, datetime], ...] = ()
+
+    def reasons(self) -> Counter[str]:
+        return Counter(s.reason for s in self.suppressions)
+
+    def ledger_entries(self) -> list[LedgerEntry]:
+        return [LedgerEntry(m.key, m.customer_id, m.campaign_id, m.purpose, m.channel, m.send_at) for m in self.messages]
+
+
+def bucket(salt: str, customer_id: Any) -> int:
+    """The DSL's sample bucket (0..9999) of a customer: ``{"sample": {"percent": P, "salt": S}}`` holds
+    exactly the customers with ``bucket(S, id) < P * 100``."""
+    digest = hashlib.md5(f"{salt}:{customer_id}".encode(), usedforsecurity=False).hexdigest()
+    return int(digest[:8], 16) % 10000
+
+
+def idempotency_key(campaign_id: str, occurrence: str, step: str, customer_id: Any) -> str:
+    """Deterministic: the same campaign occurrence, step and customer always give the same key."""
+    raw = f"{campaign_id}\x1f{occurrence}\x1f{step}\x1f{customer_id!r}".encode()
+    return hashlib.sha256(raw).hexdigest()[:32]
+
+
+def _choose(variants: Sequence[Variant], campaign_id: str, step: str, customer_id: Any) -> Variant:
+    if len(variants) == 1:
+        return variants[0]
+    total = sum(v.weight for v in variants)
+    point = bucket(f"variant:{campaign_id}:{step}", customer_id) * total // 10000
+    for variant in variants:
+        if point < variant.weight:
+            return variant
+        point -= variant.weight
+    return variants[-1]  # pragma: no cover - point < total
+
+
+class _Caps:
+    """Per-customer send times per (purpose, channel), from the ledger and this plan."""
+
+    def __init__(self, policy: MessagingPolicy, ledger: Iterable[LedgerEntry]) -> None:
+        self.policy = policy
+        self.sent: dict[Any, list[tuple[datetime, str, str]]] = {}
+        for entry in ledger:
+            self.sent.setdefault(entry.customer_id, []).append((entry.send_at, entry.purpose, entry.channel))
+
+    def binding(self, customer_id: Any, purpose: str, channel: str, at: datetime) -> str | None:
+        """The name of the first cap that one more message at ``at`` would exceed, or None.
+
+        Exact for rolling windows: every window of length ``per`` that contains ``at`` is checked.
+        """
+        history = self.sent.get(customer_id)
+        for cap in self.policy.caps:
+            if not cap.counts(purpose, channel):
+                continue
+            times = sorted(t for t, p, c in history or () if cap.counts(p, c) and at - cap.per < t < at + cap.per)
+            if len(times) < cap.limit:
+                continue
+            # windows [s, s + per) containing `at` start in (at - per, at]; the worst one starts at a message time
+            starts = [t for t in times if t <= at] + [at]
+            for start in starts:
+                inside = sum(1 for t in times if start <= t < start + cap.per)
+                if inside + 1 > cap.limit:
+                    return cap.name
+        return None
+
+    def add(self, customer_id: Any, purpose: str, channel: str, at: datetime) -> None:
+        self.sent.setdefault(customer_id, []).append((at, purpose, channel))
+
+
+@attrs.define
+class _Planner:
+    campaigns: Sequence[Campaign]
+    state: ShopState
+    now: datetime
+    policy: MessagingPolicy
+    renderer: Renderer = attrs.field(factory=Renderer)
+    messages: list[PlannedMessage] = attrs.field(factory=list)
+    suppressions: list[Suppression] = attrs.field(factory=list)
+    pending: list[tuple[Any, str, str, datetime]] = attrs.field(factory=list)
+    keys: set[str] = attrs.field(init=False)
+    caps: _Caps = attrs.field(init=False)
+    decorations: Decorations = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self.keys = {entry.key for entry in self.state.ledger}
+        self.caps = _Caps(self.policy, self.state.ledger)
+        self.decorations = self.policy.decorations()
+
+    def run(self) -> Plan:
+        ordered = sorted((c for c in self.campaigns if c.enabled), key=lambda c: (-c.priority, c.id))
+        for campaign in ordered:
+            if isinstance(campaign.schedule, Triggered):
+                self.triggered(campaign, campaign.schedule)
+            else:
+                due = self.occurrence(campaign)
+                if due is None:
+                    continue
+                occurrence, due_at = due
+                members = sorted(self.state.audiences.get(campaign.id, ()), key=repr)
+                step = campaign.send_steps()[0]
+                for customer_id in members:
+                    self.send(campaign, step, occurrence, customer_id, due_at)
+        return Plan(messages=tuple(self.messages), suppressions=tuple(self.suppressions), pending=tuple(self.pending))
+
+    # -- when ---------------------------------------------------------------------------------
+    def occurrence(self, campaign: Campaign) -> tuple[str, datetime] | None:
+        """The occurrence of a one-off or recurring campaign due at ``now`` (its id and UTC instant)."""
+        schedule = campaign.schedule
+        zone = self.policy.timezone
+        if isinstance(schedule, OneOff):
+            # a naive time is local to the shop; an aware one is an instant
+            due = utc(schedule.at, zone) if schedule.at.tzinfo is None else to_utc_naive(schedule.at)
+            return ("once", due) if due <= self.now else None
+        assert isinstance(schedule, Recurring)
+        today = local(self.now, zone).date()
+        for back in range(8):
+            day = today - timedelta(days=back)
+            if day.weekday() not in schedule.weekdays:
+                continue
+            moment = datetime.combine(day, schedule.at)
+            if schedule.starts is not None and moment < schedule.starts:
+                return None
+            if schedule.ends is not None and moment > schedule.ends:
+                continue
+            due = utc(moment, zone)
+            if due <= self.now:
+                return day.isoformat(), due
+        return None
+
+    # -- scenarios ----------------------------------------------------------------------------
+    def triggered(self, campaign: Campaign, schedule: Triggered) -> None:
+        triggers = self.state.triggers.get(campaign.id, {})
+        exits = self.state.exits.get(campaign.id, {})
+        for customer_id in sorted(triggers, key=repr):
+            entered: list[datetime] = []
+            for at in sorted(t for t in triggers[customer_id] if t <= self.now):
+                if entered and schedule.reentry == "once":
+                    break
+                if entered and isinstance(schedule.reentry, timedelta) and at - entered[-1] < schedule.reentry:
+                    continue
+                if not self.matches(campaign.audience, customer_id, at, campaign.id):
+                    continue
+                entered.append(at)
+                exit_times = sorted(exits.get(customer_id, ()))
+                self.walk(campaign, schedule.steps, customer_id, at, at, exit_times)
+
+    def matches(self, rule: Any, customer_id: Any, at: datetime, campaign_id: str) -> bool:
+        from shopcrm.dsl import Everyone
+
+        if isinstance(rule, Everyone):
+            return True
+        history = self.state.histories.get(customer_id)
+        if history is None:
+            raise CampaignError([(campaign_id, f"the shell passed no history for customer {customer_id!r}, "
+                                               "which a rule of this scenario needs")])
+        person, events = history
+        # events at exactly `at` count as before the step (the trigger itself is part of the moment)
+        return customer_id in evaluate(rule, [person], events, now=at + timedelta(microseconds=1), segments=self.state.segments)
+
+    def walk(
+        self, campaign: Campaign, steps: Sequence[Any], customer_id: Any, entry: datetime, at: datetime,
+        exit_times: Sequence[datetime],
+    ) -> datetime | None:
+        occurrence = entry.isoformat()
+        zone = self.zone(customer_id)
+        for step in steps:
+            if isinstance(step, Wait):
+                at = at + step.wait
+                continue
+            if isinstance(step, WaitUntil):
+                here = local(at, zone)
+                moment = datetime.combine(here.date(), step.wait_until)
+                if moment < here:
+                    moment += timedelta(days=1)
+                at = utc(moment, zone)
+                continue
+            name = step.send if isinstance(step, Send) else "branch"
+            if at > self.now:
+                if isinstance(step, Send):
+                    key = idempotency_key(campaign.id, occurrence, step.send, customer_id)
+                    if key not in self.keys:
+                        self.pending.append((customer_id, campaign.id, step.send, at))
+                return None
+            if any(entry < t <= at for t in exit_times):
+                exit_key = idempotency_key(campaign.id, occurrence, name, customer_id) if isinstance(step, Send) else None
+                if exit_key is not None and exit_key not in self.keys and self.now - at <= campaign.max_delay:
+                    self.suppress(campaign, name, customer_id, "exited", key=exit_key)
+                return None
+            if isinstance(step, Branch):
+                taken = step.then if self.matches(step.if_, customer_id, at, campaign.id) else step.else_
+                result = self.walk(campaign, taken, customer_id, entry, at, exit_times)
+                if result is None:
+                    return None
+                at = result
+                continue
+            assert isinstance(step, Send)
+            key = idempotency_key(campaign.id, occurrence, step.send, customer_id)
+            if key not in self.keys:
+                self.send(campaign, step, occurrence, customer_id, at, quiet_duplicates=True)
+        return at
+
+    # -- one message ---------------------------------------------------------------------------
+    def zone(self, customer_id: Any) -> str:
+        recipient = self.state.recipients.get(customer_id)
+        return (recipient.timezone if recipient is not None else None) or self.policy.timezone
+
+    def suppress(self, campaign: Campaign, step: str, customer_id: Any, reason: str, detail: str = "", key: str | None = None) -> None:
+        self.suppressions.append(Suppression(customer_id=customer_id, campaign_id=campaign.id, step=step, reason=reason, detail=detail, key=key))
+
+    def send(
+        self, campaign: Campaign, step: Send, occurrence: str, customer_id: Any, due_at: datetime,
+        *, quiet_duplicates: bool = False,
+    ) -> None:
+        key = idempotency_key(campaign.id, occurrence, step.send, customer_id)
+        if key in self.keys:
+            if not quiet_duplicates:
+                self.suppress(campaign, step.send, customer_id, "already_planned", key=key)
+            return
+        if self.now - due_at > campaign.max_delay:
+            self.suppress(campaign, step.send, customer_id, "expired", f"due {due_at.isoformat()}", key=key)
+            return
+        recipient = self.state.recipients.get(customer_id)
+        if recipient is None:
+            self.suppress(campaign, step.send, customer_id, "no_recipient", key=key)
+            return
+        advertising = campaign.purpose == "advertising"
+        chain, why = self.chain(campaign, recipient, advertising)
+        if not chain:
+            reason, detail = why[0] if why else ("no_contact", "")
+            self.suppress(campaign, step.send, customer_id, reason, "; ".join(f"{c}: {r}" for c, r in why[1:]) or detail, key=key)
+            return
+        zone = recipient.timezone or self.policy.timezone
+        # a message due earlier goes now (it is within max_delay); then the clock rules may defer it
+        send_at = self.allowed(max(due_at, self.now), chain, recipient, zone, advertising)
+        cap = self.caps.binding(customer_id, campaign.purpose, chain[0], send_at)
+        if cap is not None:
+            self.suppress(campaign, step.send, customer_id, "capped", cap, key=key)
+            return
+        if campaign.holdout_percent and bucket(f"holdout:{campaign.id}", customer_id) < campaign.holdout_percent * 100:
+            self.suppress(campaign, step.send, customer_id, "holdout", key=key)
+            self.keys.add(key)
+            return
+        variant = _choose(campaign.variants_of(step), campaign.id, step.send, customer_id)
+        context = self.context(recipient, campaign, step, due_at)
+        try:
+            rendered = tuple(
+                self.renderer.render(variant.content, channel, context, advertising=advertising, decorations=self.decorations)
+                for channel in chain
+            )
+        except CampaignError as error:
+            self.suppress(campaign, step.send, customer_id, "render_failed", str(error), key=key)
+            return
+        first = rendered[0]
+        cost = self.policy.price(first.kind, friend=recipient.kakao_friend)
+        self.messages.append(PlannedMessage(
+            key=key, customer_id=customer_id, campaign_id=campaign.id, step=step.send, occurrence=occurrence,
+            variant=variant.name, purpose=campaign.purpose, chain=rendered,
+            contacts=tuple(recipient.contact(c) or "" for c in chain), due_at=due_at, send_at=send_at, estimated_cost=cost,
+        ))
+        self.keys.add(key)
+        self.caps.add(customer_id, campaign.purpose, chain[0], send_at)
+
+    def chain(self, campaign: Campaign, recipient: Recipient, advertising: bool) -> tuple[list[str], list[tuple[str, str]]]:
+        """The channels this recipient can get, and for each dropped one (channel, reason)."""
+        keep: list[str] = []
+        dropped: list[tuple[str, str]] = []
+        for channel in campaign.channels:
+            reason = self.blocked(channel, recipient, advertising)
+            if reason is None:
+                keep.append(channel)
+            else:
+                dropped.append((channel, reason))
+        if keep:
+            return keep, dropped
+        # the reason reported: the most "advanced" stage any channel reached (funnel order)
+        order = ["no_contact", "opted_out", "no_consent", "consent_expired", "not_friend"]
+        best = max(dropped, key=lambda d: order.index(d[1]))
+        return [], [(best[1], best[0]), *dropped]
+
+    def blocked(self, channel: str, recipient: Recipient, advertising: bool) -> str | None:
+        if recipient.contact(channel) is None:
+            return "no_contact"
+        group = CONSENT_GROUP[channel]
+        if not advertising or group is None:
+            return None
+        if "all" in recipient.opted_out or group in recipient.opted_out:
+            return "opted_out"
+        given = recipient.consents.get(group)
+        if given is None:
+            return "no_consent"
+        if self.policy.consent_valid_for is not None and self.now - given > self.policy.consent_valid_for:
+            return "consent_expired"
+        if channel == "brand_message" and self.policy.brand_message_friends_only and not recipient.kakao_friend:
+            return "not_friend"
+        return None
+
+    def allowed(self, due: datetime, chain: Sequence[str], recipient: Recipient, zone: str, advertising: bool) -> datetime:
+        """The first instant at or after ``due`` when every channel of the chain may send."""
+        at = due
+        for _ in range(4):
+            moved = at
+            for channel in chain:
+                if advertising and channel not in self.policy.quiet_hours_exempt and not (
+                    recipient.night_consent and self.policy.night_consent_lifts_quiet_hours
+                ):
+                    moved = max(moved, self.policy.quiet_hours.next_outside(moved, zone))
+                if channel == "brand_message":
+                    moved = max(moved, self.policy.brand_message_closed.next_outside(moved, zone))
+            if moved == at:
+                return at
+            at = moved
+        return at
+
+    def context(self, recipient: Recipient, campaign: Campaign, step: Send, due_at: datetime) -> dict[str, Any]:
+        context: dict[str, Any] = dict(recipient.attributes)
+        context.update(self.state.contexts.get(recipient.customer_id, {}))
+        context.setdefault("customer_id", recipient.customer_id)
+        context["campaign"] = {"id": campaign.id, "name": campaign.name, "step": step.send}
+        context["shop"] = {"name": self.policy.sender_name, "contact": self.policy.sender_contact}
+        context["now"] = local(due_at, recipient.timezone or self.policy.timezone)
+        return context
+
+
+def plan(
+    campaigns: Iterable[Campaign],
+    state: ShopState,
+    *,
+    now: datetime,
+    policy: MessagingPolicy | None = None,
+) -> Plan:
+    """Plan every enabled campaign as of ``now`` (naive UTC) against ``state``; nothing is sent.
+
+    Campaigns run in priority order (higher first, then by id), so when a frequency cap binds the
+    more important campaign has already taken its place.
+    """
+    return _Planner(list(campaigns), state, to_utc_naive(now), policy or MessagingPolicy()).run()

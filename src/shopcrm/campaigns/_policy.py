@@ -1,0 +1,167 @@
+"""Messaging policies: consent, quiet hours, Kakao sending hours, frequency caps, decorations, prices.
+
+Every rule of ``messaging-rules.md`` is a field here with the Korean default;
+:meth:`MessagingPolicy.united_states` is the alternative set (TCPA window, STOP
+replies, CAN-SPAM footer).  Time-of-day rules are evaluated in the recipient's
+time zone (``Asia/Seoul`` unless the recipient has one).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime, time, timedelta
+from functools import lru_cache
+from typing import Literal
+from zoneinfo import ZoneInfo
+
+import attrs
+
+from shopcrm.campaigns._templates import Decorations
+
+__all__ = ["DEFAULT_PRICES", "CONSENT_GROUP", "Cap", "MessagingPolicy", "Window", "local", "utc"]
+
+#: KRW per message, VAT excluded (one provider's 2026-01 list; see docs); a provider's reported cost wins
+DEFAULT_PRICES: dict[str, float] = {
+    "alimtalk": 10, "sms": 12, "lms": 39, "mms": 90, "brand_message": 25, "brand_message_non_friend": 35,
+    "email": 0, "push": 0, "webhook": 0,
+}
+#: the consent each channel needs for advertising (Kakao's two products share one consent)
+CONSENT_GROUP: dict[str, str | None] = {
+    "sms": "sms", "alimtalk": "kakao", "brand_message": "kakao", "email": "email", "push": "push", "webhook": None,
+}
+_UTC = ZoneInfo("UTC")
+
+
+@lru_cache(maxsize=64)
+def _zone(name: str) -> ZoneInfo:
+    return ZoneInfo(name)
+
+
+def local(when: datetime, zone: str) -> datetime:
+    """A naive UTC instant as a naive local time in ``zone``."""
+    return when.replace(tzinfo=_UTC).astimezone(_zone(zone)).replace(tzinfo=None)
+
+
+def utc(when: datetime, zone: str) -> datetime:
+    """A naive local time in ``zone`` as a naive UTC instant (a time skipped by DST moves forward)."""
+    return when.replace(tzinfo=_zone(zone)).astimezone(_UTC).replace(tzinfo=None)
+
+
+@attrs.frozen
+class Window:
+    """A daily local-time window ``[start, end)``; it wraps midnight when ``start > end`` (21:00-08:00)."""
+
+    start: time
+    end: time
+
+    def contains(self, moment: time) -> bool:
+        if self.start <= self.end:
+            return self.start <= moment < self.end
+        return moment >= self.start or moment < self.end
+
+    def next_outside(self, when: datetime, zone: str) -> datetime:
+        """The first instant at or after ``when`` (naive UTC) whose local time is outside the window."""
+        here = local(when, zone)
+        if not self.contains(here.time()):
+            return when
+        end = datetime.combine(here.date(), self.end)
+        if end <= here:
+            end += timedelta(days=1)
+        return utc(end, zone)
+
+
+@attrs.frozen
+class Cap:
+    """At most ``limit`` messages of ``purpose`` (on ``channel``, or any channel) per rolling ``per``."""
+
+    purpose: Literal["advertising", "informational", "any"]
+    limit: int
+    per: timedelta
+    channel: str | None = None
+
+    def counts(self, purpose: str, channel: str) -> bool:
+        return (self.purpose == "any" or self.purpose == purpose) and (self.channel is None or self.channel == channel)
+
+    @property
+    def name(self) -> str:
+        days = self.per / timedelta(days=1)
+        span = f"{days:g}d" if days >= 1 else f"{self.per / timedelta(hours=1):g}h"
+        return f"{self.purpose}{'/' + self.channel if self.channel else ''}:{self.limit}/{span}"
+
+
+@attrs.frozen(kw_only=True)
+class MessagingPolicy:
+    """The legal and policy rules the planner applies (and the dispatcher re-checks)."""
+
+    jurisdiction: Literal["KR", "US"] = "KR"
+    #: the recipients' time zone when they have none of their own
+    timezone: str = "Asia/Seoul"
+    #: advertising is not sent inside this local window (K4; TCPA 21:00-08:00 in the US set)
+    quiet_hours: Window = Window(time(21), time(8))
+    #: whether a separate night-time consent lifts the quiet hours (Korea: yes; TCPA: no)
+    night_consent_lifts_quiet_hours: bool = True
+    #: channels the quiet hours do not apply to (Korea: e-mail)
+    quiet_hours_exempt: frozenset[str] = frozenset({"email"})
+    #: Kakao delivers Brand Messages only outside this window (it sends 08:00-20:50)
+    brand_message_closed: Window = Window(time(20, 50), time(8))
+    #: Brand Messages only to the channel's friends (targeting I); False allows M/N targeting (licensed channels)
+    brand_message_friends_only: bool = True
+    #: a marketing consent older than this (since given or last re-confirmed) no longer counts (K8); None: forever
+    consent_valid_for: timedelta | None = timedelta(days=730)
+    #: frequency caps (fatigue); informational messages are exempt by default
+    caps: tuple[Cap, ...] = (
+        Cap("advertising", 2, timedelta(days=7)),
+        Cap("advertising", 1, timedelta(days=1)),
+    )
+    #: what advertising messages carry
+    sender_name: str = ""
+    sender_contact: str = ""
+    opt_out_number: str = ""
+    unsubscribe_url: str = ""
+    prices: Mapping[str, float] = attrs.field(factory=lambda: dict(DEFAULT_PRICES))
+
+    @classmethod
+    def united_states(cls, **changes: object) -> MessagingPolicy:
+        """The US set: TCPA 08:00-21:00 recipient local time for marketing texts (no consent lifts it),
+        STOP replies, CAN-SPAM e-mail footer; ``America/New_York`` unless recipients have a zone."""
+        base = cls(
+            jurisdiction="US",
+            timezone="America/New_York",
+            night_consent_lifts_quiet_hours=False,
+            consent_valid_for=None,
+            prices={"sms": 0.0079, "lms": 0.0079, "mms": 0.02, "email": 0, "push": 0, "webhook": 0,
+                    "alimtalk": 0, "brand_message": 0, "brand_message_non_friend": 0},
+        )
+        return attrs.evolve(base, **changes)  # type: ignore[arg-type]
+
+    def decorations(self) -> Decorations:
+        if self.jurisdiction == "US":
+            return Decorations(
+                ad_prefix="",
+                sender_line=self.sender_name,
+                opt_out_line="Reply STOP to opt out",
+                email_footer=f"{self.sender_name}, {self.sender_contact}. Unsubscribe: {{unsubscribe_url}}",
+                unsubscribe_url=self.unsubscribe_url,
+            )
+        sender = " ".join(x for x in (self.sender_name, self.sender_contact) if x)
+        return Decorations(
+            ad_prefix="(광고)",
+            sender_line=sender,
+            opt_out_line=f"무료수신거부 {self.opt_out_number}" if self.opt_out_number else "",
+            unsubscribe_url=self.unsubscribe_url,
+        )
+
+    def price(self, kind: str, *, friend: bool = True) -> float:
+        if kind == "brand_message" and not friend:
+            return float(self.prices.get("brand_message_non_friend", self.prices.get("brand_message", 0)))
+        return float(self.prices.get(kind, 0))
+
+    def problems(self, purpose: str) -> list[str]:
+        """What this policy lacks to send ``purpose`` messages lawfully (checked when campaigns are saved)."""
+        out = []
+        if purpose == "advertising" and self.jurisdiction == "KR":
+            if not self.opt_out_number:
+                out.append("advertising needs the free opt-out number (무료수신거부 080-...): set MessagingPolicy.opt_out_number")
+            if not self.sender_name:
+                out.append("advertising names its sender (K6): set MessagingPolicy.sender_name")
+        return out

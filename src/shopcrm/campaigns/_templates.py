@@ -1,0 +1,246 @@
+"""Rendering a variant's content for one channel: jinja2 in a sandbox, strict variables, channel limits.
+
+The renderer is pure: content + context + the policy's decorations in, a
+:class:`Rendered` message (or a :class:`~shopcrm.errors.CampaignError` saying
+what is wrong) out.  Compiled templates are cached on the renderer instance.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import attrs
+import jinja2
+import markupsafe
+from jinja2.sandbox import SandboxedEnvironment
+
+from shopcrm.campaigns._korean import PARTICLES, cp949_length, format_date, krw, with_particle
+from shopcrm.campaigns._models import Content
+from shopcrm.errors import CampaignError
+
+__all__ = ["LIMITS", "Decorations", "Rendered", "Renderer"]
+
+#: channel limits (see docs/campaigns/templates.md for the sources)
+LIMITS: dict[str, int] = {
+    "sms_bytes": 90,
+    "lms_bytes": 2000,
+    "subject_bytes": 40,
+    "alimtalk_chars": 1000,
+    "alimtalk_variables": 40,
+    "buttons": 5,
+    "button_name_chars": 14,
+    "brand_message_chars": 1300,
+    "push_chars": 1000,
+}
+_SLOT = re.compile(r"#\{([^{}]+)\}")
+
+
+@attrs.frozen(kw_only=True)
+class Decorations:
+    """What an advertising message must carry, per the jurisdiction's rules (the policy fills it)."""
+
+    #: prefix of SMS/LMS/MMS/push bodies and e-mail subjects, e.g. ``(광고)``; empty for none
+    ad_prefix: str = "(광고)"
+    #: the sender's name and contact, after the prefix (K6)
+    sender_line: str = ""
+    #: the last line of a text message, e.g. ``무료수신거부 080-123-4567`` (K7) or ``Reply STOP to opt out``
+    opt_out_line: str = ""
+    #: the e-mail footer (postal address, unsubscribe link); ``{unsubscribe_url}`` is filled in
+    email_footer: str = "수신을 원하지 않으시면 여기에서 수신거부하세요: {unsubscribe_url}"
+    #: the one-click unsubscribe URL template for e-mail (``{customer_id}`` is filled in)
+    unsubscribe_url: str = ""
+
+
+@attrs.frozen(kw_only=True)
+class Rendered:
+    """A message ready for a channel: ``kind`` is the concrete product (sms, lms, mms, alimtalk, ...)."""
+
+    channel: str
+    kind: str
+    text: str
+    subject: str | None = None
+    html: str | None = None
+    template_code: str | None = None
+    variables: tuple[tuple[str, str], ...] = ()
+    buttons: tuple[tuple[str, str], ...] = ()
+    headers: tuple[tuple[str, str], ...] = ()
+    image_url: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        data = attrs.asdict(self)
+        for key in ("variables", "buttons", "headers"):
+            data[key] = dict(data[key])
+        return data
+
+
+def _josa_filter(pair: str) -> Any:
+    def apply(word: object) -> str:
+        return with_particle(word, pair)
+
+    return apply
+
+
+def _environment(autoescape: bool) -> SandboxedEnvironment:
+    env = SandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=autoescape, keep_trailing_newline=False)
+    env.filters["krw"] = krw
+    env.filters["date"] = format_date
+    env.filters["josa"] = with_particle
+    for pair in PARTICLES:
+        env.filters[pair.replace("/", "")] = _josa_filter(pair)  # {{ name|은는 }}
+    return env
+
+
+class Renderer:
+    """Renders content per channel; one instance caches compiled templates (cheap to create)."""
+
+    def __init__(self) -> None:
+        self._text = _environment(autoescape=False)
+        self._html = _environment(autoescape=True)
+        self._cache: dict[tuple[bool, str], jinja2.Template] = {}
+
+    def template(self, source: str, *, html: bool = False, where: str = "") -> jinja2.Template:
+        key = (html, source)
+        found = self._cache.get(key)
+        if found is None:
+            try:
+                found = (self._html if html else self._text).from_string(source)
+            except jinja2.TemplateSyntaxError as error:
+                raise CampaignError([(where, f"template syntax error on line {error.lineno}: {error.message}")]) from None
+            self._cache[key] = found
+        return found
+
+    def text(self, source: str, context: Mapping[str, Any], *, html: bool = False, where: str = "") -> str:
+        """One template rendered with ``context``; a missing variable or a bad filter input is a CampaignError."""
+        try:
+            return self.template(source, html=html, where=where).render(context).strip()
+        except jinja2.UndefinedError as error:
+            available = ", ".join(sorted(context)) or "nothing"
+            raise CampaignError([(where, f"{error.message}; the context has {available}")]) from None
+        except jinja2.exceptions.SecurityError as error:
+            raise CampaignError([(where, f"the template tried something the sandbox forbids: {error}")]) from None
+        except (ValueError, TypeError) as error:
+            raise CampaignError([(where, str(error))]) from None
+
+    def render(
+        self,
+        content: Content,
+        channel: str,
+        context: Mapping[str, Any],
+        *,
+        advertising: bool,
+        decorations: Decorations,
+        where: str = "",
+    ) -> Rendered:
+        """``content`` rendered for ``channel`` (a chain entry: sms, alimtalk, brand_message, email, push, webhook)."""
+        at = f"{where}.{channel}" if where else channel
+        body = self.text(content.text, context, where=f"{at}.text")
+        subject = None if content.subject is None else self.text(content.subject, context, where=f"{at}.subject")
+        buttons = tuple((self.text(b.name, context, where=f"{at}.buttons"), self.text(b.url, context, where=f"{at}.buttons"))
+                        for b in content.buttons)
+        if channel == "sms":
+            return self._sms(content, body, subject, context, advertising, decorations, at)
+        if channel == "alimtalk":
+            return self._alimtalk(content, context, buttons, at)
+        if channel == "brand_message":
+            if advertising and decorations.opt_out_line:
+                body = f"{body}\n{decorations.opt_out_line}"
+            self._check_buttons(buttons, at)
+            if len(body) > LIMITS["brand_message_chars"]:
+                raise CampaignError([(at, f"{len(body):,} characters; a Brand Message holds at most {LIMITS['brand_message_chars']:,}")])
+            return Rendered(channel=channel, kind="brand_message", text=body, buttons=buttons, image_url=content.image_url)
+        if channel == "email":
+            if subject is None:
+                raise CampaignError([(f"{at}.subject", "an e-mail needs a subject; set content.subject")])
+            html = None if content.html is None else self.text(content.html, context, html=True, where=f"{at}.html")
+            headers: tuple[tuple[str, str], ...] = ()
+            if advertising:
+                if decorations.ad_prefix:
+                    subject = f"{decorations.ad_prefix} {subject}"
+                url = decorations.unsubscribe_url.format(customer_id=context.get("customer_id", ""))
+                if not url:
+                    raise CampaignError([(at, "an advertising e-mail needs an unsubscribe URL; set the policy's unsubscribe_url")])
+                footer = decorations.email_footer.format(unsubscribe_url=url)
+                body = f"{body}\n\n{footer}"
+                if html is not None:
+                    html = f"{html}<p>{markupsafe.escape(footer)}</p>"
+                headers = (("List-Unsubscribe", f"<{url}>"), ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"))
+            return Rendered(channel=channel, kind="email", text=body, subject=subject, html=html, headers=headers)
+        if channel == "push":
+            if advertising and decorations.ad_prefix:
+                body = f"{decorations.ad_prefix} {body}"
+            if len(body) > LIMITS["push_chars"]:
+                raise CampaignError([(at, f"{len(body):,} characters; a push body holds at most {LIMITS['push_chars']:,}")])
+            return Rendered(channel=channel, kind="push", text=body, subject=subject, buttons=buttons, image_url=content.image_url)
+        if channel == "webhook":
+            return Rendered(channel=channel, kind="webhook", text=body, subject=subject, buttons=buttons, image_url=content.image_url)
+        raise CampaignError([(at, f"unknown channel {channel!r}")])
+
+    def _sms(
+        self, content: Content, body: str, subject: str | None, context: Mapping[str, Any],
+        advertising: bool, decorations: Decorations, at: str,
+    ) -> Rendered:
+        if advertising:
+            head = " ".join(x for x in (decorations.ad_prefix, decorations.sender_line) if x)
+            lines = [f"{head}\n{body}" if head else body]
+            if decorations.opt_out_line:
+                lines.append(decorations.opt_out_line)
+            body = "\n".join(lines)
+        problems: list[tuple[str, str]] = []
+        try:
+            size = cp949_length(body)
+        except ValueError as error:
+            raise CampaignError([(f"{at}.text", str(error))]) from None
+        if subject is not None:
+            try:
+                subject_size = cp949_length(subject)
+            except ValueError as error:
+                raise CampaignError([(f"{at}.subject", str(error))]) from None
+            if subject_size > LIMITS["subject_bytes"]:
+                problems.append((f"{at}.subject", f"{subject_size} bytes (CP949); an LMS/MMS subject holds at most {LIMITS['subject_bytes']}"))
+        if size > LIMITS["lms_bytes"]:
+            problems.append((f"{at}.text", f"{size:,} bytes (CP949) with the required ad lines; an LMS/MMS holds at most {LIMITS['lms_bytes']:,}"))
+        if problems:
+            raise CampaignError(problems)
+        if content.image_url:
+            kind = "mms"
+        elif size <= LIMITS["sms_bytes"] and subject is None:
+            kind = "sms"
+        else:
+            kind = "lms"
+        return Rendered(channel="sms", kind=kind, text=body, subject=subject if kind != "sms" else None, image_url=content.image_url)
+
+    def _alimtalk(self, content: Content, context: Mapping[str, Any], buttons: tuple[tuple[str, str], ...], at: str) -> Rendered:
+        if content.alimtalk is None:
+            raise CampaignError([(f"{at}", "AlimTalk needs a pre-approved template: set content.alimtalk (template_code, body, variables)")])
+        template = content.alimtalk
+        slots = list(dict.fromkeys(_SLOT.findall(template.body)))
+        problems: list[tuple[str, str]] = []
+        missing = [s for s in slots if s not in template.variables]
+        extra = [v for v in template.variables if v not in slots]
+        if missing:
+            problems.append((f"{at}.variables", f"the approved body uses #{{{missing[0]}}}" + (f" and {len(missing) - 1} more" if len(missing) > 1 else "")
+                             + " with no value; map every slot in alimtalk.variables"))
+        if extra:
+            problems.append((f"{at}.variables", f"{extra} are not slots of the approved body (its slots: {slots})"))
+        if len(slots) > LIMITS["alimtalk_variables"]:
+            problems.append((f"{at}.body", f"{len(slots)} variables; AlimTalk allows at most {LIMITS['alimtalk_variables']}"))
+        if problems:
+            raise CampaignError(problems)
+        values = {name: self.text(source, context, where=f"{at}.variables.{name}") for name, source in template.variables.items()}
+        text = _SLOT.sub(lambda m: values[m.group(1)], template.body)
+        if len(text) > LIMITS["alimtalk_chars"]:
+            raise CampaignError([(at, f"{len(text):,} characters once filled in; AlimTalk holds at most {LIMITS['alimtalk_chars']:,}")])
+        self._check_buttons(buttons, at)
+        return Rendered(
+            channel="alimtalk", kind="alimtalk", text=text, template_code=template.template_code,
+            variables=tuple((f"#{{{k}}}", v) for k, v in values.items()), buttons=buttons,
+        )
+
+    def _check_buttons(self, buttons: Sequence[tuple[str, str]], at: str) -> None:
+        if len(buttons) > LIMITS["buttons"]:
+            raise CampaignError([(f"{at}.buttons", f"{len(buttons)} buttons; Kakao messages allow at most {LIMITS['buttons']}")])
+        for name, _ in buttons:
+            if len(name) > LIMITS["button_name_chars"]:
+                raise CampaignError([(f"{at}.buttons", f"button name {name!r} has {len(name)} characters; at most {LIMITS['button_name_chars']}")])
