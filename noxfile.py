@@ -59,6 +59,7 @@ def bench(session: nox.Session) -> None:
     args = session.posargs or ["--scale", "1000000"]
     session.run("python", "benchmarks/bench_segments.py", *args)
     session.run("python", "benchmarks/bench_lifecycle.py", *args)
+    session.run("python", "benchmarks/bench_planner.py", *args)
 
 
 @nox.session(python=PYTHON)

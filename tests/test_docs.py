@@ -44,7 +44,7 @@ def test_the_error_message_shown_in_the_reference_is_the_real_one() -> None:
     assert str(info.value) == shown
 
 
-@pytest.mark.parametrize("page", ["quickstart.md", "dsl.md"])
+@pytest.mark.parametrize("page", ["quickstart.md", "dsl.md", "campaigns.md"])
 def test_python_blocks_run_in_order(page: str) -> None:
     namespace: dict[str, object] = {}
     code = blocks(page, "python")

@@ -255,6 +255,7 @@ class _Planner:
     keys: set[str] = attrs.field(init=False)
     caps: _Caps = attrs.field(init=False)
     decorations: Decorations = attrs.field(init=False)
+    allowed_at: dict[tuple[Any, ...], datetime] = attrs.field(factory=dict)
 
     def __attrs_post_init__(self) -> None:
         self.keys = {entry.key for entry in self.state.ledger}
@@ -419,7 +420,7 @@ class _Planner:
         context = self.context(recipient, campaign, step, due_at)
         try:
             rendered = tuple(
-                self.renderer.render(variant.content, channel, context, advertising=advertising, decorations=self.decorations)
+                self.renderer.render_cached(variant.content, channel, context, advertising=advertising, decorations=self.decorations)
                 for channel in chain
             )
         except CampaignError as error:
@@ -470,7 +471,14 @@ class _Planner:
         return None
 
     def allowed(self, due: datetime, chain: Sequence[str], recipient: Recipient, zone: str, advertising: bool) -> datetime:
-        """The first instant at or after ``due`` when every channel of the chain may send."""
+        """The first instant at or after ``due`` when every channel of the chain may send (memoised)."""
+        key = (due, tuple(chain), recipient.night_consent, zone, advertising)
+        found = self.allowed_at.get(key)
+        if found is None:
+            found = self.allowed_at[key] = self._allowed(due, chain, recipient, zone, advertising)
+        return found
+
+    def _allowed(self, due: datetime, chain: Sequence[str], recipient: Recipient, zone: str, advertising: bool) -> datetime:
         at = due
         for _ in range(4):
             moved = at

@@ -7,12 +7,14 @@ what is wrong) out.  Compiled templates are cached on the renderer instance.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import attrs
 import jinja2
+import jinja2.meta
 import markupsafe
 from jinja2.sandbox import SandboxedEnvironment
 
@@ -34,6 +36,7 @@ LIMITS: dict[str, int] = {
     "brand_message_chars": 1300,
     "push_chars": 1000,
 }
+_MISSING = object()
 _SLOT = re.compile(r"#\{([^{}]+)\}")
 
 
@@ -99,6 +102,50 @@ class Renderer:
         self._text = _environment(autoescape=False)
         self._html = _environment(autoescape=True)
         self._cache: dict[tuple[bool, str], jinja2.Template] = {}
+        self._names: dict[int, tuple[Content, tuple[str, ...]]] = {}
+        self._rendered: dict[tuple[Any, ...], Rendered | CampaignError] = {}
+
+    def names(self, content: Content) -> tuple[str, ...]:
+        """The context names ``content`` reads (every template of it), sorted."""
+        found = self._names.get(id(content))
+        if found is None or found[0] is not content:
+            sources = [content.text, content.subject, content.html]
+            if content.alimtalk is not None:
+                sources += list(content.alimtalk.variables.values())
+            sources += [x for b in content.buttons for x in (b.name, b.url)]
+            used: set[str] = set()
+            for source in sources:
+                if source is not None:
+                    with contextlib.suppress(jinja2.TemplateSyntaxError):  # render reports it
+                        used |= jinja2.meta.find_undeclared_variables(self._text.parse(source))
+            found = (content, tuple(sorted(used)))
+            self._names[id(content)] = found
+        return found[1]
+
+    def render_cached(
+        self, content: Content, channel: str, context: Mapping[str, Any], *, advertising: bool, decorations: Decorations,
+    ) -> Rendered:
+        """:meth:`render`, remembering results by the values of the names the content reads: customers who
+        share those values (the same first name, the same coupon) share one rendering."""
+        names = self.names(content)
+        values = tuple(context.get(n, _MISSING) for n in names)
+        if channel == "email":
+            values += (context.get("customer_id"),)  # the unsubscribe link is personal
+        key = (id(content), channel, advertising, decorations, values)
+        try:
+            found = self._rendered.get(key)
+        except TypeError:  # unhashable values (lists of cart items): render every time
+            return self.render(content, channel, context, advertising=advertising, decorations=decorations)
+        if found is None:
+            try:
+                found = self.render(content, channel, context, advertising=advertising, decorations=decorations)
+            except CampaignError as error:
+                found = error
+            if len(self._rendered) < 100_000:
+                self._rendered[key] = found
+        if isinstance(found, CampaignError):
+            raise found
+        return found
 
     def template(self, source: str, *, html: bool = False, where: str = "") -> jinja2.Template:
         key = (html, source)
