@@ -7,7 +7,7 @@ the embedded DuckDB store, your own database or Spark.
 
 from shopcrm.compiler import to_sql
 from shopcrm.dsl import Rule, parse_rule, rule_json_schema
-from shopcrm.errors import PluginError, RuleError, SchemaError, SegmentCycleError, ShopCRMError
+from shopcrm.errors import CampaignError, PluginError, RuleError, SchemaError, SegmentCycleError, ShopCRMError
 from shopcrm.explain import Explanation
 from shopcrm.lifecycle import LifecyclePolicy
 from shopcrm.reference import evaluate
@@ -16,6 +16,7 @@ from shopcrm.shop import Shop
 from shopcrm.sources import SavedSegment, Source
 
 __all__ = [
+    "CampaignError",
     "ColumnType",
     "Explanation",
     "LifecyclePolicy",
