@@ -304,3 +304,23 @@ def test_campaign_rules_are_checked_when_built() -> None:
         parse_campaign({**CART, "schedule": {**CART["schedule"], "steps": [{"wait": "1 day"}, {"send": "x"}]}})  # type: ignore[dict-item]
     round_trip = parse_campaign(parse_campaign(CART).to_json())
     assert round_trip == parse_campaign(CART)
+
+
+def test_advertising_without_the_sender_and_opt_out_lines_is_refused_not_sent() -> None:
+    from shopcrm.errors import CampaignError
+
+    with pytest.raises(CampaignError, match=r"winter-sale: advertising needs the free opt-out number \(무료수신거부 080-...\)"):
+        plan([broadcast()], state([person("p")]), now=MORNING, policy=MessagingPolicy(sender_name="마음상점"))
+    # informational messages carry no ad lines, so the bare policy plans them
+    informational = plan([broadcast(purpose="informational")], state([person("p")]), now=MORNING)
+    assert len(informational.messages) == 1
+
+
+def test_a_template_that_fails_for_some_customers_suppresses_them_each_with_the_reason() -> None:
+    campaign = broadcast(variants=[{"name": "a", "content": {"text": "{{ coupon|krw }} 쿠폰"}}])
+    people = [person("ok", attributes={"coupon": 3000}), person("bad1", attributes={"coupon": "x"}),
+              person("bad2", attributes={"coupon": "x"})]
+    result = plan([campaign], state(people), now=MORNING, policy=POLICY)
+    assert [m.customer_id for m in result.messages] == ["ok"]
+    failed = [(s.customer_id, s.reason, s.detail) for s in result.suppressions]
+    assert failed == [(c, "render_failed", "sms.text: krw needs a number of won; got 'x'") for c in ("bad1", "bad2")]

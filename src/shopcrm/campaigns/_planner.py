@@ -34,6 +34,7 @@ from shopcrm.campaigns._models import (
 )
 from shopcrm.campaigns._policy import CONSENT_GROUP, MessagingPolicy, local, utc
 from shopcrm.campaigns._templates import Decorations, Rendered, Renderer
+from shopcrm.dsl import Everyone
 from shopcrm.errors import CampaignError
 from shopcrm.reference import evaluate
 from shopcrm.timeline import to_utc_naive
@@ -264,6 +265,9 @@ class _Planner:
 
     def run(self) -> Plan:
         ordered = sorted((c for c in self.campaigns if c.enabled), key=lambda c: (-c.priority, c.id))
+        missing = [(c.id, problem) for c in ordered for problem in self.policy.problems(c.purpose)]
+        if missing:  # fail closed: an advertising text without its sender and 080 lines is unlawful (K6, K7)
+            raise CampaignError(missing)
         for campaign in ordered:
             if isinstance(campaign.schedule, Triggered):
                 self.triggered(campaign, campaign.schedule)
@@ -308,6 +312,7 @@ class _Planner:
         triggers = self.state.triggers.get(campaign.id, {})
         exits = self.state.exits.get(campaign.id, {})
         for customer_id in sorted(triggers, key=repr):
+            exit_times = sorted(exits.get(customer_id, ()))
             entered: list[datetime] = []
             for at in sorted(t for t in triggers[customer_id] if t <= self.now):
                 if entered and schedule.reentry == "once":
@@ -317,12 +322,9 @@ class _Planner:
                 if not self.matches(campaign.audience, customer_id, at, campaign.id):
                     continue
                 entered.append(at)
-                exit_times = sorted(exits.get(customer_id, ()))
                 self.walk(campaign, schedule.steps, customer_id, at, at, exit_times)
 
     def matches(self, rule: Any, customer_id: Any, at: datetime, campaign_id: str) -> bool:
-        from shopcrm.dsl import Everyone
-
         if isinstance(rule, Everyone):
             return True
         history = self.state.histories.get(customer_id)
@@ -370,9 +372,7 @@ class _Planner:
                 at = result
                 continue
             assert isinstance(step, Send)
-            key = idempotency_key(campaign.id, occurrence, step.send, customer_id)
-            if key not in self.keys:
-                self.send(campaign, step, occurrence, customer_id, at, quiet_duplicates=True)
+            self.send(campaign, step, occurrence, customer_id, at, quiet_duplicates=True)
         return at
 
     # -- one message ---------------------------------------------------------------------------

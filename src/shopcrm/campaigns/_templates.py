@@ -71,12 +71,6 @@ class Rendered:
     headers: tuple[tuple[str, str], ...] = ()
     image_url: str | None = None
 
-    def as_dict(self) -> dict[str, Any]:
-        data = attrs.asdict(self)
-        for key in ("variables", "buttons", "headers"):
-            data[key] = dict(data[key])
-        return data
-
 
 def _josa_filter(pair: str) -> Any:
     def apply(word: object) -> str:
@@ -144,7 +138,7 @@ class Renderer:
             if len(self._rendered) < 100_000:
                 self._rendered[key] = found
         if isinstance(found, CampaignError):
-            raise found
+            raise CampaignError(found.problems)  # a fresh error: re-raising one object would pile up tracebacks
         return found
 
     def template(self, source: str, *, html: bool = False, where: str = "") -> jinja2.Template:

@@ -21,7 +21,10 @@ from shopcrm.lifecycle._policy import LifecyclePolicy
 from shopcrm.schema import Schema
 from shopcrm.timeline import to_utc_naive
 
-__all__ = ["LIFECYCLE_COLUMNS", "RFM_COLUMNS", "compile_rfm", "rfm_arrow_from_sql", "arrow_from_sql", "compile_lifecycle", "rows_from_sql", "rows_to_arrow"]
+__all__ = [
+    "LIFECYCLE_COLUMNS", "RFM_COLUMNS", "arrow_from_sql", "compile_lifecycle", "compile_rfm", "rfm_arrow_from_sql",
+    "rows_from_sql", "rows_to_arrow",
+]
 
 #: the columns of the query, in order
 LIFECYCLE_COLUMNS: tuple[str, ...] = (
@@ -33,6 +36,7 @@ RFM_COLUMNS: tuple[str, ...] = (
     "customer_id", "recency_us", "frequency", "monetary", "r_score", "f_score", "m_score", "rfm_segment",
 )
 _EPOCH = datetime(1970, 1, 1)
+_DAY_US = 86_400_000_000.0  # exact in binary, so divisions round like the pure classifier's
 
 
 def _lit(value: str) -> exp.Expression:
@@ -157,15 +161,24 @@ class _Lifecycle:
             ))
         return ctes
 
-    def join_scores(self, query: exp.Select, customer_id: exp.Expression) -> exp.Select:
-        """Left-join the scored row (``sc``) and its three scores (``rs``, ``fs``, ``ms``) to ``query``."""
-        query = query.join(exp.to_table("shopcrm_scored").as_("sc"), on=exp.EQ(this=customer_id, expression=_col("customer_id", "sc")), join_type="left")
+    def join_scores(self, query: exp.Select, customer_id: exp.Expression | None = None) -> exp.Select:
+        """Join the three scores (``rs``, ``fs``, ``ms``) of the scored row ``sc`` to ``query``.
+
+        With ``customer_id``, ``sc`` is first left-joined on it (unscored customers keep NULL scores);
+        without, ``query`` reads ``sc`` itself and every row has its scores.
+        """
+        join_type = "inner"
+        if customer_id is not None:
+            join_type = "left"
+            query = query.join(
+                exp.to_table("shopcrm_scored").as_("sc"), on=exp.EQ(this=customer_id, expression=_col("customer_id", "sc")), join_type="left"
+            )
         for measure in ("r", "f", "m"):
             alias = f"{measure}s"
             query = query.join(
                 exp.to_table(f"shopcrm_{measure}_scores").as_(alias),
                 on=exp.EQ(this=_col(measure, "sc"), expression=_col("v", alias)),
-                join_type="left",
+                join_type=join_type,
             )
         return query
 
@@ -212,11 +225,7 @@ class _Lifecycle:
             exp.alias_(_col("score", "fs"), "f_score"),
             exp.alias_(_col("score", "ms"), "m_score"),
         ).from_(exp.to_table("shopcrm_scored").as_("sc"))
-        for measure in ("r", "f", "m"):
-            alias = f"{measure}s"
-            scored = scored.join(
-                exp.to_table(f"shopcrm_{measure}_scores").as_(alias), on=exp.EQ(this=_col(measure, "sc"), expression=_col("v", alias))
-            )
+        scored = self.join_scores(scored)
         final = exp.select(
             *[_col(c) for c in RFM_COLUMNS[:-1]], exp.alias_(self.segment(), "rfm_segment")
         ).from_(scored.subquery("shopcrm_rfm"))
@@ -514,10 +523,7 @@ def arrow_from_sql(raw: object) -> object:
         per_row = pc.add(per_row, pc.cast(f, pa.int64()))
     offsets = pa.concat_arrays([pa.array([0], pa.int64()), array(pc.cumulative_sum(per_row))])
     moments = pc.cast(pa.LargeListArray.from_arrays(offsets, values), pa.list_(pa.string()))
-    day = 86_400_000_000.0  # exact in binary, so the division rounds like the pure classifier's
-    monetary = table["monetary"]
-    if pa.types.is_decimal(monetary.type):
-        monetary = pc.cast(monetary, pa.int64() if monetary.type.scale == 0 else pa.float64())
+    monetary = _money(table["monetary"])
     last_seen = table["last_seen"]
     if not pa.types.is_timestamp(last_seen.type):  # SQLite: ISO text
         last_seen = pa.array([None if v is None else to_utc_naive(v) for v in last_seen.to_pylist()], pa.timestamp("us"))
@@ -531,7 +537,7 @@ def arrow_from_sql(raw: object) -> object:
         "moments": moments,
         "orders": integers("orders"),
         "last_seen": last_seen,
-        "recency_days": pc.divide(pc.cast(table["recency_us"], pa.float64()), day),
+        "recency_days": pc.divide(pc.cast(table["recency_us"], pa.float64()), _DAY_US),
         "frequency": integers("frequency"),
         "monetary": monetary,
         "r_score": integers("r_score"),
@@ -539,7 +545,7 @@ def arrow_from_sql(raw: object) -> object:
         "m_score": integers("m_score"),
         "rfm_segment": pc.cast(table["rfm_segment"], pa.string()),
         "cycle_status": pc.cast(table["cycle_status"], pa.string()),
-        "expected_gap_days": pc.divide(pc.cast(table["gap2_us"], pa.float64()), 2 * day),
+        "expected_gap_days": pc.divide(pc.cast(table["gap2_us"], pa.float64()), 2 * _DAY_US),
     })
 
 
@@ -549,17 +555,24 @@ def rfm_arrow_from_sql(raw: object) -> object:
     import pyarrow.compute as pc
 
     table: pa.Table = raw
-    monetary = table["monetary"]
-    if pa.types.is_decimal(monetary.type):
-        monetary = pc.cast(monetary, pa.int64() if monetary.type.scale == 0 else pa.float64())
     return pa.table({
         "customer_id": table["customer_id"],
         # divided here, not in SQL: PostgreSQL and MySQL would divide as decimals and round differently
-        "recency_days": pc.divide(pc.cast(table["recency_us"], pa.float64()), 86_400_000_000.0),
+        "recency_days": pc.divide(pc.cast(table["recency_us"], pa.float64()), _DAY_US),
         "frequency": pc.cast(table["frequency"], pa.int64()),
-        "monetary": monetary,
+        "monetary": _money(table["monetary"]),
         "r_score": pc.cast(table["r_score"], pa.int64()),
         "f_score": pc.cast(table["f_score"], pa.int64()),
         "m_score": pc.cast(table["m_score"], pa.int64()),
         "rfm_segment": pc.cast(table["rfm_segment"], pa.string()),
     })
+
+
+def _money(column: Any) -> Any:
+    """Engine decimals (PostgreSQL, MySQL sums) as int64 when whole, else float64, like the pure classifier."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if pa.types.is_decimal(column.type):
+        return pc.cast(column, pa.int64() if column.type.scale == 0 else pa.float64())
+    return column
