@@ -15,6 +15,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from shopcrm.campaigns import Campaign, MessagingPolicy
+from shopcrm.campaigns._preview import Preview
 from shopcrm.compiler import compile_counts, compile_members, render
 from shopcrm.dsl import Rule, parse_rule, resolve_segments
 from shopcrm.dsl._parse import RuleLike
@@ -23,9 +25,12 @@ from shopcrm.explain import Explanation, explain
 from shopcrm.lifecycle import LifecyclePolicy, LifecycleRow
 from shopcrm.lifecycle._summary import LifecycleSummary
 from shopcrm.profile import CustomerProfile
+from shopcrm.recipients import RecipientColumns
 from shopcrm.reference import CustomerId
 from shopcrm.schema import Schema
 from shopcrm.sources._base import SavedSegment, Source
+from shopcrm.sources._campaign_store import OutboxRow
+from shopcrm.ticking import TickResult
 from shopcrm.timeline import to_utc_naive
 
 __all__ = ["Shop"]
@@ -36,10 +41,21 @@ _SEGMENT_NAME = re.compile(r"^[^\x00-\x1f\x7f]{1,100}$")
 class Shop:
     """A shop's customers and events on one engine, and its named segments."""
 
-    def __init__(self, source: Source, *, lifecycle_policy: LifecyclePolicy | None = None) -> None:
+    def __init__(
+        self,
+        source: Source,
+        *,
+        lifecycle_policy: LifecyclePolicy | None = None,
+        messaging_policy: MessagingPolicy | None = None,
+        recipient_columns: RecipientColumns | None = None,
+    ) -> None:
         self.source = source
         #: thresholds of stages, moments, RFM and cycle risk, for shop.lifecycle and lifecycle/rfm/cycle rules
         self.lifecycle_policy = lifecycle_policy or LifecyclePolicy()
+        #: consent, quiet hours, caps, ad lines and prices that campaigns obey (Korean defaults)
+        self.messaging_policy = messaging_policy or MessagingPolicy()
+        #: which customer columns hold phone, e-mail, consents, ...
+        self.recipient_columns = recipient_columns or RecipientColumns()
 
     # ----------------------------------------------------------- constructors
     @classmethod
@@ -330,6 +346,95 @@ class Shop:
         )
         one.set("with_", ctes)
         return rows_from_sql(self.source.fetch(one))[0]
+
+    # -------------------------------------------------------------- campaigns
+    def save_campaign(
+        self, campaign: Campaign | dict[str, Any] | str, *, now: datetime | None = None, check: bool = True,
+    ) -> Campaign:
+        """Check and save (or replace) a campaign; it takes part in ticks from ``now`` (a scenario reacts only
+        to trigger events after it was saved).
+
+        The check compiles the audience against the shop's tables and renders every variant on every
+        channel of the chain for sample customers (audience members and the customers with the longest
+        values of the fields the templates read): a missing variable, an over-long text or a policy that
+        lacks the advertising lines is a :class:`~shopcrm.errors.CampaignError` now, not at send time.
+        """
+        from shopcrm.campaigns import parse_campaign
+        from shopcrm.campaigns._validate import check_templates
+
+        model = parse_campaign(campaign)
+        stamp = to_utc_naive(now) if now else datetime.now(UTC).replace(tzinfo=None)
+        if check:
+            from shopcrm.errors import CampaignError
+            from shopcrm.ticking import sample_recipients
+
+            try:
+                audience = self._resolve(model.audience)
+                compile_members(audience, self.source.schema(), now=stamp, dialect=self.source.dialect,
+                                lifecycle_policy=self.lifecycle_policy)
+            except RuleError as error:
+                raise CampaignError([(f"audience.{p}" if p else "audience", m) for p, m in error.problems]) from None
+            samples, event, contexts = sample_recipients(self, model, stamp)
+            problems = check_templates(model, samples, now=stamp, policy=self.messaging_policy, event=event, contexts=contexts)
+            if problems:
+                raise CampaignError(problems)
+        self.source.campaign_store().put_campaign(model.id, model.to_json(), stamp)
+        return model
+
+    def enable_playbook(self, name: str, *, now: datetime | None = None, **changes: Any) -> Campaign:
+        """Save playbook ``name`` (see :data:`shopcrm.campaigns.PLAYBOOKS`) with ``changes``, checked like
+        :meth:`save_campaign`."""
+        from shopcrm.campaigns import playbook
+
+        return self.save_campaign(playbook(name, **changes), now=now)
+
+    def campaign(self, campaign_id: str) -> Campaign:
+        """The campaign saved under ``campaign_id``."""
+        for found, document, _ in self.source.campaign_store().campaigns():
+            if found == campaign_id:
+                return Campaign.model_validate_json(document)
+        known = [c for c, _, _ in self.source.campaign_store().campaigns()]
+        raise KeyError(f"no campaign {campaign_id!r}; saved campaigns: {', '.join(known) or 'none'}")
+
+    def campaigns(self) -> list[Campaign]:
+        """Every saved campaign, by id."""
+        return [Campaign.model_validate_json(d) for _, d, _ in self.source.campaign_store().campaigns()]
+
+    def delete_campaign(self, campaign_id: str) -> None:
+        """Delete a campaign (what it planned stays in the outbox)."""
+        if not self.source.campaign_store().delete_campaign(campaign_id):
+            raise KeyError(f"no campaign {campaign_id!r}")
+
+    def tick(self, *, now: datetime, dry_run: bool = False) -> TickResult:
+        """Plan every enabled campaign as of ``now`` and record the plan in the outbox (see
+        :mod:`shopcrm.ticking`); a tick run twice plans nothing twice."""
+        from shopcrm.ticking import tick
+
+        return tick(self, now, dry_run=dry_run)
+
+    def outbox(
+        self, *, campaign_id: str | None = None, status: str | None = "planned", since: datetime | None = None,
+    ) -> list[OutboxRow]:
+        """Recorded decisions, by due time: planned messages (``status="planned"``), holdouts, suppressions
+        (``status=None``: all)."""
+        return self.source.campaign_store().outbox(
+            campaign_ids=None if campaign_id is None else [campaign_id], since=since and to_utc_naive(since), status=status,
+        )
+
+    def preview(self, campaign: Campaign | dict[str, Any] | str, *, now: datetime) -> Preview:
+        """The audience funnel of a campaign (saved id, model, dict or JSON) if sent at ``now``: per channel of
+        the chain, the audience -> with a contact -> allowed -> not capped -> sendable now / deferred ->
+        after holdout, and what the planner would plan through the whole chain with its cost."""
+        from shopcrm.campaigns import parse_campaign
+        from shopcrm.campaigns._preview import preview
+        from shopcrm.ticking import preview_state
+
+        if isinstance(campaign, str) and not campaign.lstrip().startswith("{"):
+            model = self.campaign(campaign)
+        else:
+            model = parse_campaign(campaign)
+        when = to_utc_naive(now)
+        return preview(model, preview_state(self, model, when), now=when, policy=self.messaging_policy)
 
     def _count_resolved(self, rules: Sequence[Rule], now: datetime) -> list[int]:
         query = compile_counts(

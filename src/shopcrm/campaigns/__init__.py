@@ -27,11 +27,17 @@ from shopcrm.campaigns._planner import (
     ShopState,
     Suppression,
     bucket,
+    due_occurrence,
     idempotency_key,
+    message_context,
     plan,
+    scenario_span,
 )
+from shopcrm.campaigns._playbooks import PLAYBOOKS, Playbook, playbook
 from shopcrm.campaigns._policy import Cap, MessagingPolicy, Window
+from shopcrm.campaigns._preview import ChannelFunnel, Preview, preview
 from shopcrm.campaigns._templates import Decorations, Rendered, Renderer
+from shopcrm.campaigns._validate import check_templates
 
 __all__ = [
     "AlimTalk",
@@ -40,13 +46,17 @@ __all__ = [
     "CHANNELS",
     "Campaign",
     "Cap",
+    "ChannelFunnel",
     "Content",
     "Decorations",
     "LedgerEntry",
     "MessagingPolicy",
     "OneOff",
+    "PLAYBOOKS",
     "Plan",
     "PlannedMessage",
+    "Playbook",
+    "Preview",
     "REASONS",
     "Recipient",
     "Recurring",
@@ -62,12 +72,18 @@ __all__ = [
     "Window",
     "bucket",
     "campaign_json_schema",
+    "check_templates",
     "cp949_length",
+    "due_occurrence",
     "format_date",
     "idempotency_key",
     "krw",
+    "message_context",
     "parse_campaign",
     "particle",
     "plan",
+    "playbook",
+    "preview",
+    "scenario_span",
     "with_particle",
 ]

@@ -117,13 +117,26 @@ class OneOff(_Frozen):
 
 
 class Recurring(_Frozen):
-    """Send every day, or on some weekdays (0 Monday .. 6 Sunday), at a local time, between optional dates."""
+    """Send every day, or on some weekdays (0 Monday .. 6 Sunday), at a local time, between optional dates.
+
+    ``reentry`` says how often one customer may get it: ``every_time`` (each occurrence they are in the
+    audience), ``once`` (ever), or a duration such as ``"30d"`` (a customer who stays in a segment
+    for weeks hears from it once per 30 days).
+    """
 
     kind: Literal["recurring"] = "recurring"
     at: time
     weekdays: tuple[int, ...] = (0, 1, 2, 3, 4, 5, 6)
     starts: datetime | None = None
     ends: datetime | None = None
+    reentry: Literal["once", "every_time"] | timedelta = "every_time"
+
+    @field_validator("reentry", mode="before")
+    @classmethod
+    def _reentry(cls, value: Any) -> Any:
+        if value in ("once", "every_time") or isinstance(value, timedelta):
+            return value
+        return _duration(value, "reentry (once, every_time or a duration)")
 
     @field_validator("weekdays")
     @classmethod

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -36,7 +36,9 @@ from shopcrm.campaigns._policy import CONSENT_GROUP, MessagingPolicy, local, utc
 from shopcrm.campaigns._templates import Decorations, Rendered, Renderer
 from shopcrm.dsl import Everyone
 from shopcrm.errors import CampaignError
+from shopcrm.lifecycle import LifecyclePolicy
 from shopcrm.reference import evaluate
+from shopcrm.schema import Schema
 from shopcrm.timeline import to_utc_naive
 
 __all__ = [
@@ -48,8 +50,11 @@ __all__ = [
     "ShopState",
     "Suppression",
     "bucket",
+    "due_occurrence",
     "idempotency_key",
+    "message_context",
     "plan",
+    "scenario_span",
 ]
 
 #: every suppression reason, with what it means
@@ -66,6 +71,7 @@ REASONS: dict[str, str] = {
     "capped": "a frequency cap would be exceeded",
     "holdout": "in the campaign's control group: planned but not sent",
     "render_failed": "the template could not be rendered for this customer",
+    "already_received": "got this recurring campaign (or was held out of it) within its reentry window",
 }
 
 
@@ -128,14 +134,25 @@ class ShopState:
     exits: Mapping[str, Mapping[Any, Sequence[datetime]]] = attrs.field(factory=dict)
     histories: Mapping[Any, tuple[Mapping[str, Any], Sequence[Mapping[str, Any]]]] = attrs.field(factory=dict)
     contexts: Mapping[Any, Mapping[str, Any]] = attrs.field(factory=dict)
+    #: the trigger events' properties by (customer id, event name, instant): a scenario's templates see them as ``event``
+    trigger_events: Mapping[tuple[Any, str, datetime], Mapping[str, Any]] = attrs.field(factory=dict)
     ledger: Sequence[LedgerEntry] = ()
+    #: per recurring campaign, when each customer last got it (or was held out of it): its reentry rule reads this
+    received: Mapping[str, Mapping[Any, datetime]] = attrs.field(factory=dict)
+    #: keys decided earlier without a message (holdouts, suppressions): never planned again, never counted by caps
+    settled: Collection[str] = frozenset()
     segments: Mapping[str, Any] = attrs.field(factory=dict)
+    #: the shop's column types, so rules compare history values as the engine would (ISO text timestamps)
+    schema: Schema | None = None
+    #: the thresholds lifecycle, rfm and cycle rules use (the contract's defaults when None)
+    lifecycle_policy: LifecyclePolicy | None = None
 
 
 @attrs.frozen(kw_only=True)
 class PlannedMessage:
     """A message to send: to whom, from which campaign step and variant, through which channel chain
-    (each already rendered), when (naive UTC; later than the due time when quiet hours deferred it)."""
+    (each already rendered), when (naive UTC): ``due_at`` is when it came due, ``send_at`` when it may go
+    (the tick's ``now`` for one due earlier; later when quiet hours or channel hours defer it)."""
 
     key: str
     customer_id: Any
@@ -150,9 +167,8 @@ class PlannedMessage:
     send_at: datetime
     estimated_cost: float
 
-    @property
-    def deferred(self) -> bool:
-        return self.send_at > self.due_at
+    #: whether a clock rule (quiet hours, channel sending hours) moved it past when it could otherwise go
+    deferred: bool = False
 
     @property
     def channel(self) -> str:
@@ -169,6 +185,9 @@ class Suppression:
     reason: str
     detail: str = ""
     key: str | None = None
+    #: the occurrence (``once``, the local date, or the scenario entry instant) and when the message came due
+    occurrence: str = ""
+    due_at: datetime | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -183,6 +202,45 @@ class Plan:
 
     def ledger_entries(self) -> list[LedgerEntry]:
         return [LedgerEntry(m.key, m.customer_id, m.campaign_id, m.purpose, m.channel, m.send_at) for m in self.messages]
+
+
+def due_occurrence(campaign: Campaign, now: datetime, timezone: str = "Asia/Seoul") -> tuple[str, datetime] | None:
+    """The latest occurrence of a one-off or recurring campaign due at or before ``now`` (naive UTC):
+    its id (``once`` or the local date) and its UTC instant; None when none is due (or triggered)."""
+    schedule = campaign.schedule
+    if isinstance(schedule, OneOff):
+        # a naive time is local to the shop; an aware one is an instant
+        due = utc(schedule.at, timezone) if schedule.at.tzinfo is None else to_utc_naive(schedule.at)
+        return ("once", due) if due <= now else None
+    if not isinstance(schedule, Recurring):
+        return None
+    today = local(now, timezone).date()
+    for back in range(8):
+        day = today - timedelta(days=back)
+        if day.weekday() not in schedule.weekdays:
+            continue
+        moment = datetime.combine(day, schedule.at)
+        if schedule.starts is not None and moment < schedule.starts:
+            return None
+        if schedule.ends is not None and moment > schedule.ends:
+            continue
+        due = utc(moment, timezone)
+        if due <= now:
+            return day.isoformat(), due
+    return None
+
+
+def scenario_span(steps: Sequence[Any]) -> timedelta:
+    """The longest a scenario can take from entry to its last step (a ``wait_until`` counts a day)."""
+    total = timedelta(0)
+    for step in steps:
+        if isinstance(step, Wait):
+            total += step.wait
+        elif isinstance(step, WaitUntil):
+            total += timedelta(days=1)
+        elif isinstance(step, Branch):
+            total += max(scenario_span(step.then), scenario_span(step.else_))
+    return total
 
 
 def bucket(salt: str, customer_id: Any) -> int:
@@ -260,6 +318,7 @@ class _Planner:
 
     def __attrs_post_init__(self) -> None:
         self.keys = {entry.key for entry in self.state.ledger}
+        self.keys.update(self.state.settled)
         self.caps = _Caps(self.policy, self.state.ledger)
         self.decorations = self.policy.decorations()
 
@@ -278,39 +337,30 @@ class _Planner:
                 occurrence, due_at = due
                 members = sorted(self.state.audiences.get(campaign.id, ()), key=repr)
                 step = campaign.send_steps()[0]
+                schedule = campaign.schedule
+                last = self.state.received.get(campaign.id, {})
                 for customer_id in members:
+                    got = last.get(customer_id)
+                    if got is not None and isinstance(schedule, Recurring) and got < due_at and (
+                        schedule.reentry == "once" or (isinstance(schedule.reentry, timedelta) and due_at - got < schedule.reentry)
+                    ):
+                        key = idempotency_key(campaign.id, occurrence, step.send, customer_id)
+                        self.suppress(campaign, step.send, customer_id, "already_received", f"last {got.isoformat()}",
+                                      key=key, occurrence=occurrence, due_at=due_at)
+                        continue
                     self.send(campaign, step, occurrence, customer_id, due_at)
         return Plan(messages=tuple(self.messages), suppressions=tuple(self.suppressions), pending=tuple(self.pending))
 
     # -- when ---------------------------------------------------------------------------------
     def occurrence(self, campaign: Campaign) -> tuple[str, datetime] | None:
-        """The occurrence of a one-off or recurring campaign due at ``now`` (its id and UTC instant)."""
-        schedule = campaign.schedule
-        zone = self.policy.timezone
-        if isinstance(schedule, OneOff):
-            # a naive time is local to the shop; an aware one is an instant
-            due = utc(schedule.at, zone) if schedule.at.tzinfo is None else to_utc_naive(schedule.at)
-            return ("once", due) if due <= self.now else None
-        assert isinstance(schedule, Recurring)
-        today = local(self.now, zone).date()
-        for back in range(8):
-            day = today - timedelta(days=back)
-            if day.weekday() not in schedule.weekdays:
-                continue
-            moment = datetime.combine(day, schedule.at)
-            if schedule.starts is not None and moment < schedule.starts:
-                return None
-            if schedule.ends is not None and moment > schedule.ends:
-                continue
-            due = utc(moment, zone)
-            if due <= self.now:
-                return day.isoformat(), due
-        return None
+        return due_occurrence(campaign, self.now, self.policy.timezone)
 
     # -- scenarios ----------------------------------------------------------------------------
     def triggered(self, campaign: Campaign, schedule: Triggered) -> None:
         triggers = self.state.triggers.get(campaign.id, {})
         exits = self.state.exits.get(campaign.id, {})
+        # an entry whose every step came due longer than max_delay ago still counts for re-entry, but is not walked
+        settled_before = self.now - scenario_span(schedule.steps) - campaign.max_delay
         for customer_id in sorted(triggers, key=repr):
             exit_times = sorted(exits.get(customer_id, ()))
             entered: list[datetime] = []
@@ -322,6 +372,8 @@ class _Planner:
                 if not self.matches(campaign.audience, customer_id, at, campaign.id):
                     continue
                 entered.append(at)
+                if at < settled_before:
+                    continue
                 self.walk(campaign, schedule.steps, customer_id, at, at, exit_times)
 
     def matches(self, rule: Any, customer_id: Any, at: datetime, campaign_id: str) -> bool:
@@ -333,7 +385,10 @@ class _Planner:
                                                "which a rule of this scenario needs")])
         person, events = history
         # events at exactly `at` count as before the step (the trigger itself is part of the moment)
-        return customer_id in evaluate(rule, [person], events, now=at + timedelta(microseconds=1), segments=self.state.segments)
+        return customer_id in evaluate(
+            rule, [person], events, now=at + timedelta(microseconds=1), segments=self.state.segments, schema=self.state.schema,
+            lifecycle_policy=self.state.lifecycle_policy,
+        )
 
     def walk(
         self, campaign: Campaign, steps: Sequence[Any], customer_id: Any, entry: datetime, at: datetime,
@@ -362,7 +417,7 @@ class _Planner:
             if any(entry < t <= at for t in exit_times):
                 exit_key = idempotency_key(campaign.id, occurrence, name, customer_id) if isinstance(step, Send) else None
                 if exit_key is not None and exit_key not in self.keys and self.now - at <= campaign.max_delay:
-                    self.suppress(campaign, name, customer_id, "exited", key=exit_key)
+                    self.suppress(campaign, name, customer_id, "exited", key=exit_key, occurrence=occurrence, due_at=at)
                 return None
             if isinstance(step, Branch):
                 taken = step.then if self.matches(step.if_, customer_id, at, campaign.id) else step.else_
@@ -372,7 +427,7 @@ class _Planner:
                 at = result
                 continue
             assert isinstance(step, Send)
-            self.send(campaign, step, occurrence, customer_id, at, quiet_duplicates=True)
+            self.send(campaign, step, occurrence, customer_id, at, quiet_duplicates=True, entry=entry)
         return at
 
     # -- one message ---------------------------------------------------------------------------
@@ -380,58 +435,65 @@ class _Planner:
         recipient = self.state.recipients.get(customer_id)
         return (recipient.timezone if recipient is not None else None) or self.policy.timezone
 
-    def suppress(self, campaign: Campaign, step: str, customer_id: Any, reason: str, detail: str = "", key: str | None = None) -> None:
-        self.suppressions.append(Suppression(customer_id=customer_id, campaign_id=campaign.id, step=step, reason=reason, detail=detail, key=key))
+    def suppress(
+        self, campaign: Campaign, step: str, customer_id: Any, reason: str, detail: str = "", key: str | None = None,
+        occurrence: str = "", due_at: datetime | None = None,
+    ) -> None:
+        self.suppressions.append(Suppression(
+            customer_id=customer_id, campaign_id=campaign.id, step=step, reason=reason, detail=detail, key=key,
+            occurrence=occurrence, due_at=due_at,
+        ))
 
     def send(
         self, campaign: Campaign, step: Send, occurrence: str, customer_id: Any, due_at: datetime,
-        *, quiet_duplicates: bool = False,
+        *, quiet_duplicates: bool = False, entry: datetime | None = None,
     ) -> None:
         key = idempotency_key(campaign.id, occurrence, step.send, customer_id)
         if key in self.keys:
             if not quiet_duplicates:
-                self.suppress(campaign, step.send, customer_id, "already_planned", key=key)
+                self.suppress(campaign, step.send, customer_id, "already_planned", key=key, occurrence=occurrence, due_at=due_at)
             return
         if self.now - due_at > campaign.max_delay:
-            self.suppress(campaign, step.send, customer_id, "expired", f"due {due_at.isoformat()}", key=key)
+            self.suppress(campaign, step.send, customer_id, "expired", f"due {due_at.isoformat()}", key=key, occurrence=occurrence, due_at=due_at)
             return
         recipient = self.state.recipients.get(customer_id)
         if recipient is None:
-            self.suppress(campaign, step.send, customer_id, "no_recipient", key=key)
+            self.suppress(campaign, step.send, customer_id, "no_recipient", key=key, occurrence=occurrence, due_at=due_at)
             return
         advertising = campaign.purpose == "advertising"
         chain, why = self.chain(campaign, recipient, advertising)
         if not chain:
             reason, detail = why[0] if why else ("no_contact", "")
-            self.suppress(campaign, step.send, customer_id, reason, "; ".join(f"{c}: {r}" for c, r in why[1:]) or detail, key=key)
+            self.suppress(campaign, step.send, customer_id, reason, "; ".join(f"{c}: {r}" for c, r in why[1:]) or detail, key=key, occurrence=occurrence, due_at=due_at)
             return
         zone = recipient.timezone or self.policy.timezone
         # a message due earlier goes now (it is within max_delay); then the clock rules may defer it
-        send_at = self.allowed(max(due_at, self.now), chain, recipient, zone, advertising)
+        earliest = max(due_at, self.now)
+        send_at = self.allowed(earliest, chain, recipient, zone, advertising)
         cap = self.caps.binding(customer_id, campaign.purpose, chain[0], send_at)
         if cap is not None:
-            self.suppress(campaign, step.send, customer_id, "capped", cap, key=key)
+            self.suppress(campaign, step.send, customer_id, "capped", cap, key=key, occurrence=occurrence, due_at=due_at)
             return
         if campaign.holdout_percent and bucket(f"holdout:{campaign.id}", customer_id) < campaign.holdout_percent * 100:
-            self.suppress(campaign, step.send, customer_id, "holdout", key=key)
+            self.suppress(campaign, step.send, customer_id, "holdout", key=key, occurrence=occurrence, due_at=due_at)
             self.keys.add(key)
             return
         variant = _choose(campaign.variants_of(step), campaign.id, step.send, customer_id)
-        context = self.context(recipient, campaign, step, due_at)
+        context = self.context(recipient, campaign, step, due_at, entry)
         try:
             rendered = tuple(
                 self.renderer.render_cached(variant.content, channel, context, advertising=advertising, decorations=self.decorations)
                 for channel in chain
             )
         except CampaignError as error:
-            self.suppress(campaign, step.send, customer_id, "render_failed", str(error), key=key)
+            self.suppress(campaign, step.send, customer_id, "render_failed", str(error), key=key, occurrence=occurrence, due_at=due_at)
             return
         first = rendered[0]
         cost = self.policy.price(first.kind, friend=recipient.kakao_friend)
         self.messages.append(PlannedMessage(
             key=key, customer_id=customer_id, campaign_id=campaign.id, step=step.send, occurrence=occurrence,
             variant=variant.name, purpose=campaign.purpose, chain=rendered,
-            contacts=tuple(recipient.contact(c) or "" for c in chain), due_at=due_at, send_at=send_at, estimated_cost=cost,
+            contacts=tuple(recipient.contact(c) or "" for c in chain), due_at=due_at, send_at=send_at, deferred=send_at > earliest, estimated_cost=cost,
         ))
         self.keys.add(key)
         self.caps.add(customer_id, campaign.purpose, chain[0], send_at)
@@ -494,14 +556,32 @@ class _Planner:
             at = moved
         return at
 
-    def context(self, recipient: Recipient, campaign: Campaign, step: Send, due_at: datetime) -> dict[str, Any]:
-        context: dict[str, Any] = dict(recipient.attributes)
-        context.update(self.state.contexts.get(recipient.customer_id, {}))
-        context.setdefault("customer_id", recipient.customer_id)
-        context["campaign"] = {"id": campaign.id, "name": campaign.name, "step": step.send}
-        context["shop"] = {"name": self.policy.sender_name, "contact": self.policy.sender_contact}
-        context["now"] = local(due_at, recipient.timezone or self.policy.timezone)
-        return context
+    def context(self, recipient: Recipient, campaign: Campaign, step: Send, due_at: datetime, entry: datetime | None) -> dict[str, Any]:
+        event = None
+        if entry is not None and isinstance(campaign.schedule, Triggered):
+            event = self.state.trigger_events.get((recipient.customer_id, campaign.schedule.on, entry), {})
+        return message_context(
+            recipient, self.state.contexts.get(recipient.customer_id, {}), campaign, step.send,
+            local(due_at, recipient.timezone or self.policy.timezone), self.policy, event=event,
+        )
+
+
+def message_context(
+    recipient: Recipient, extra: Mapping[str, Any], campaign: Campaign, step: str, local_now: datetime,
+    policy: MessagingPolicy, *, event: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """What a template sees: the customer's attributes, the shell's extra values (cart, coupons), and
+    ``customer_id``, ``campaign`` (id, name, step), ``shop`` (name, contact), ``now`` (local) and, in a
+    scenario, ``event`` (the trigger event's properties)."""
+    context: dict[str, Any] = dict(recipient.attributes)
+    context.update(extra)
+    context.setdefault("customer_id", recipient.customer_id)
+    context["campaign"] = {"id": campaign.id, "name": campaign.name, "step": step}
+    context["shop"] = {"name": policy.sender_name, "contact": policy.sender_contact}
+    context["now"] = local_now
+    if event is not None:
+        context["event"] = dict(event)
+    return context
 
 
 def plan(

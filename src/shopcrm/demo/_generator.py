@@ -91,6 +91,10 @@ def generate(scale: int = 10_000, seed: int = 0, now: datetime = DEMO_NOW) -> De
             "email": pa.array(email.tolist(), type=pa.string()),
         }
     )
+    # added later, from its own stream so the columns above stay as they were: Kakao channel friends
+    # (Brand Messages reach only them), mostly among those who consented to Kakao advertising
+    friends = np.random.default_rng(seed + 7_919).random(n) < np.where(customers["kakao_consent"].to_numpy(), 0.7, 0.1)
+    customers = customers.append_column("kakao_friend", pa.array(friends))
 
     # ---------------------------------------------------------------- events
     # activity: a few heavy users, many light ones; ~10 behaviour events each on average

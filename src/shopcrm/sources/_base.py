@@ -10,6 +10,7 @@ import attrs
 from sqlglot import exp
 
 from shopcrm.schema import ColumnType, Schema
+from shopcrm.sources._campaign_store import CampaignStore, MemoryCampaignStore
 
 __all__ = ["MemorySegmentStore", "SavedSegment", "SegmentStore", "Source", "column_type"]
 
@@ -92,6 +93,15 @@ class Source(ABC):
         if store is None:
             store = MemorySegmentStore()
             self._memory_segments = store
+        return store
+
+    def campaign_store(self) -> CampaignStore:
+        """Where campaigns, the outbox and planned occurrences live (a ``CampaignStore``); in memory
+        unless the source can store them."""
+        store = getattr(self, "_memory_campaigns", None)
+        if store is None:
+            store = MemoryCampaignStore()
+            self._memory_campaigns = store
         return store
 
     def close(self) -> None:

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from sqlglot import exp
 
 from shopcrm.compiler import DIALECTS, SQLITE_FUNCTIONS, render
-from shopcrm.schema import ColumnType, Schema, Table
+from shopcrm.schema import ColumnType, Schema, Table, check_identifier
 from shopcrm.sources._base import SegmentStore, Source, column_type
+from shopcrm.sources._campaign_store import CampaignStore, SQLCampaignStore
 from shopcrm.sources._sql_segments import SQLSegmentStore
 
 __all__ = ["DBAPISource"]
@@ -43,6 +45,7 @@ class DBAPISource(Source):
         self.events_table = events
         self.types = {k: ColumnType(v.lower()) for k, v in (types or {}).items()}
         self._schema: Schema | None = None
+        self._campaigns: CampaignStore | None = None
         if dialect == "sqlite":
             for name, (nargs, fn) in SQLITE_FUNCTIONS.items():
                 connection.create_function(name, nargs, fn, deterministic=True)
@@ -112,3 +115,31 @@ class DBAPISource(Source):
 
     def segment_store(self) -> SegmentStore:
         return self._segments
+
+    def campaign_store(self) -> CampaignStore:
+        if self._campaigns is None:
+            self._campaigns = SQLCampaignStore(
+                self._run, self._insert, self._transaction, placeholder=_PLACEHOLDER.get(self.dialect, "%s"),
+            )
+        return self._campaigns
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """Commits what the block did (and whatever the caller left pending on the connection)."""
+        try:
+            yield
+        except BaseException:
+            self.connection.rollback()
+            raise
+        self.connection.commit()
+
+    def _insert(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        check_identifier(table, "table name")
+        marks = ", ".join([_PLACEHOLDER.get(self.dialect, "%s")] * len(columns))
+        sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})"
+        cursor = self.connection.cursor()
+        try:
+            for start in range(0, len(rows), 5000):
+                cursor.executemany(sql, [tuple(r) for r in rows[start:start + 5000]])
+        finally:
+            cursor.close()

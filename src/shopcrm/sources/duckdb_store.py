@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from sqlglot import exp
 from shopcrm.compiler import render
 from shopcrm.schema import ColumnType, Schema, Table, check_identifier
 from shopcrm.sources._base import SegmentStore, Source, column_type
+from shopcrm.sources._campaign_store import CampaignStore, SQLCampaignStore
 from shopcrm.sources._sql_segments import SQLSegmentStore
 from shopcrm.timeline import to_utc_naive
 
@@ -43,6 +45,7 @@ class DuckDBSource(Source):
         self.con.execute("SET TimeZone = 'UTC'")
         self._segments = SQLSegmentStore(self._run, "?")
         self._schema: Schema | None = None
+        self._campaigns: CampaignStore | None = None
 
     # ----------------------------------------------------------------- Source
     def _run(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
@@ -84,6 +87,36 @@ class DuckDBSource(Source):
 
     def segment_store(self) -> SegmentStore:
         return self._segments
+
+    def campaign_store(self) -> CampaignStore:
+        if self._campaigns is None:
+            self._campaigns = SQLCampaignStore(self._run, self._insert, self._transaction)
+        return self._campaigns
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        self.con.begin()
+        try:
+            yield
+        except BaseException:
+            self.con.rollback()
+            raise
+        self.con.commit()
+
+    def _insert(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        """Many rows through Arrow (DuckDB's executemany is slow); strings and floats as given."""
+        import pyarrow as pa
+
+        check_identifier(table, "table name")
+        data = pa.table({name: [row[i] for row in rows] for i, name in enumerate(columns)})
+        self.con.register("shopcrm_rows", data)
+        try:
+            names = ", ".join(f'"{c}"' for c in columns)
+            self.con.execute(f'INSERT INTO "{table}" ({names}) SELECT {names} FROM shopcrm_rows')
+        finally:
+            # in a transaction a failed insert aborted, the view goes with the rollback (or the next register)
+            with suppress(duckdb.Error):
+                self.con.unregister("shopcrm_rows")
 
     def close(self) -> None:
         self.con.close()
@@ -155,6 +188,9 @@ class DuckDBSource(Source):
             if name not in existing:
                 kind = "VARCHAR" if str(kind) == '"NULL"' else kind
                 self.con.execute(f'ALTER TABLE "{table}" ADD COLUMN "{name}" {kind}')
+            elif existing[name] == '"NULL"' and str(kind) != '"NULL"':
+                # every value so far was NULL (the first load had none): the first real values decide the type
+                self.con.execute(f'ALTER TABLE "{table}" ALTER COLUMN "{name}" TYPE {kind}')
 
     def _check_unique_ids(self, view: str) -> None:
         dupes = self.con.execute(

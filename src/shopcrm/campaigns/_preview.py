@@ -1,0 +1,146 @@
+"""Audience preview: how many of a campaign's audience each channel reaches, stage by stage, and the cost. Pure.
+
+The funnel of one channel: the audience -> with a contact point on the channel ->
+allowed to receive it (consent, opt-out, consent age, channel friendship; for
+advertising only) -> not over a frequency cap -> sendable now or deferred by the
+clock rules -> outside the holdout.  The ``planned`` part runs the planner itself
+on the whole chain (fallbacks included), so its counts and cost are exactly what
+a tick at ``now`` would plan.
+"""
+
+from __future__ import annotations
+
+import html
+from collections import Counter
+from datetime import UTC, datetime
+from typing import Any
+
+import attrs
+
+from shopcrm.campaigns._models import Campaign, OneOff, Send
+from shopcrm.campaigns._planner import Plan, ShopState, _Planner, bucket
+from shopcrm.campaigns._policy import MessagingPolicy
+from shopcrm.timeline import to_utc_naive
+
+__all__ = ["ChannelFunnel", "Preview", "preview"]
+
+_STAGES = ("audience", "with_contact", "allowed", "not_capped", "sendable_now", "deferred", "after_holdout")
+
+
+@attrs.frozen(kw_only=True)
+class ChannelFunnel:
+    """One channel of the chain, as if it were the only one."""
+
+    channel: str
+    audience: int
+    with_contact: int
+    allowed: int
+    not_capped: int
+    sendable_now: int
+    deferred: int
+    after_holdout: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return attrs.asdict(self)
+
+
+@attrs.frozen(kw_only=True)
+class Preview:
+    """The funnel per channel and what the planner would plan now through the whole chain."""
+
+    campaign_id: str
+    now: datetime
+    audience: int
+    funnels: tuple[ChannelFunnel, ...]
+    #: messages the planner plans now, per first channel and per concrete kind (sms, lms, ...)
+    planned_by_channel: dict[str, int]
+    planned_by_kind: dict[str, int]
+    deferred: int
+    holdout: int
+    suppressed: dict[str, int]
+    estimated_cost: float
+
+    @property
+    def planned(self) -> int:
+        return sum(self.planned_by_channel.values())
+
+    def as_dict(self) -> dict[str, Any]:
+        out = attrs.asdict(self)
+        out["funnels"] = [f.as_dict() for f in self.funnels]
+        out["planned"] = self.planned
+        return out
+
+    def __str__(self) -> str:
+        width = max(len(s) for s in _STAGES)
+        head = f"{'':<{width}}" + "".join(f"{f.channel:>15}" for f in self.funnels)
+        lines = [f"preview of {self.campaign_id} at {self.now:%Y-%m-%d %H:%M} UTC: audience {self.audience:,}", head]
+        for stage in _STAGES:
+            lines.append(f"{stage:<{width}}" + "".join(f"{getattr(f, stage):>15,}" for f in self.funnels))
+        by_kind = ", ".join(f"{k} {v:,}" for k, v in sorted(self.planned_by_kind.items())) or "none"
+        lines.append(f"planned through the chain: {self.planned:,} ({by_kind}); deferred {self.deferred:,}; "
+                     f"holdout {self.holdout:,}; estimated cost {self.estimated_cost:,.0f}")
+        if self.suppressed:
+            lines.append("left out: " + ", ".join(f"{k} {v:,}" for k, v in sorted(self.suppressed.items())))
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        cells = "".join(f"<th>{html.escape(f.channel)}</th>" for f in self.funnels)
+        rows = "".join(
+            f"<tr><th>{stage}</th>" + "".join(f"<td>{getattr(f, stage):,}</td>" for f in self.funnels) + "</tr>"
+            for stage in _STAGES
+        )
+        return (f"<table><caption>{html.escape(self.campaign_id)}: audience {self.audience:,}, planned {self.planned:,}, "
+                f"cost {self.estimated_cost:,.0f}</caption><tr><th></th>{cells}</tr>{rows}</table>")
+
+
+def preview(campaign: Campaign, state: ShopState, *, now: datetime, policy: MessagingPolicy | None = None) -> Preview:
+    """The audience funnel of ``campaign`` if it were sent at ``now`` to ``state.audiences[campaign.id]``.
+
+    A triggered campaign is previewed as a broadcast of its first send step to its audience.
+    """
+    when = to_utc_naive(now)
+    rules = policy or MessagingPolicy()
+    members = list(dict.fromkeys(state.audiences.get(campaign.id, ())))
+    planner = _Planner([campaign], state, when, rules)
+    advertising = campaign.purpose == "advertising"
+    funnels = []
+    for channel in campaign.channels:
+        counts = Counter[str]()
+        for customer_id in members:
+            counts["audience"] += 1
+            recipient = state.recipients.get(customer_id)
+            if recipient is None or recipient.contact(channel) is None:
+                continue
+            counts["with_contact"] += 1
+            if planner.blocked(channel, recipient, advertising) is not None:
+                continue
+            counts["allowed"] += 1
+            zone = recipient.timezone or rules.timezone
+            send_at = planner.allowed(when, [channel], recipient, zone, advertising)
+            if planner.caps.binding(customer_id, campaign.purpose, channel, send_at) is not None:
+                continue
+            counts["not_capped"] += 1
+            counts["sendable_now" if send_at == when else "deferred"] += 1
+            if not (campaign.holdout_percent and bucket(f"holdout:{campaign.id}", customer_id) < campaign.holdout_percent * 100):
+                counts["after_holdout"] += 1
+        funnels.append(ChannelFunnel(channel=channel, **{stage: counts[stage] for stage in _STAGES}))
+    first = campaign.send_steps()[0]
+    broadcast = campaign.model_copy(update={
+        "schedule": OneOff(at=when.replace(tzinfo=UTC)),
+        "variants": campaign.variants_of(first) if isinstance(first, Send) else campaign.variants,
+        "enabled": True,
+    })
+    result: Plan = _Planner([broadcast], attrs.evolve(state, audiences={campaign.id: members}), when, rules).run()
+    reasons = result.reasons()
+    return Preview(
+        campaign_id=campaign.id,
+        now=when,
+        audience=len(members),
+        funnels=tuple(funnels),
+        planned_by_channel=dict(Counter(m.channel for m in result.messages)),
+        planned_by_kind=dict(Counter(m.chain[0].kind for m in result.messages)),
+        deferred=sum(1 for m in result.messages if m.deferred),
+        holdout=reasons.pop("holdout", 0),
+        suppressed=dict(reasons),
+        estimated_cost=sum(m.estimated_cost for m in result.messages),
+    )

@@ -1,0 +1,298 @@
+"""Where a shop keeps its campaigns, its outbox of planned messages and the occurrences it has planned.
+
+The outbox is the planner's ledger: one row per decision with an idempotency key
+(a planned message, or a holdout / suppression decided at the message's due time).
+Its key is the table's primary key, so no decision is ever recorded twice; a
+tick records its rows and the occurrences it planned in one transaction, so a
+crash mid-tick leaves nothing half-recorded and the next tick plans the same
+keys again.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager
+from datetime import datetime
+from typing import Any
+
+import attrs
+
+__all__ = ["OUTBOX_COLUMNS", "CampaignStore", "MemoryCampaignStore", "OutboxRow", "SQLCampaignStore", "TickConflict"]
+
+#: the outbox's columns, in order
+OUTBOX_COLUMNS = (
+    "key", "customer_id", "campaign_id", "step", "occurrence", "variant", "purpose", "channel", "kind",
+    "status", "due_at", "send_at", "cost", "message", "planned_at",
+)
+
+
+class TickConflict(RuntimeError):
+    """Another tick recorded some of the same decisions first; run the tick again (it plans only the rest)."""
+
+
+def _stamp(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat(sep=" ", timespec="microseconds")
+
+
+def _instant(value: Any) -> datetime | None:
+    if value is None:
+        return None
+    return value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+
+
+@attrs.frozen(kw_only=True)
+class OutboxRow:
+    """One decision of a tick: ``status`` is ``planned`` for a message to send, else the suppression reason
+    (``holdout``, ``capped``, ...).  ``message`` holds the rendered channel chain and contacts (JSON)."""
+
+    key: str
+    customer_id: Any
+    campaign_id: str
+    step: str
+    occurrence: str
+    variant: str
+    purpose: str
+    channel: str
+    kind: str
+    status: str
+    due_at: datetime
+    send_at: datetime | None
+    cost: float
+    message: str
+    planned_at: datetime
+
+    def as_tuple(self) -> tuple[Any, ...]:
+        return (
+            self.key, json.dumps(self.customer_id), self.campaign_id, self.step, self.occurrence, self.variant,
+            self.purpose, self.channel, self.kind, self.status, _stamp(self.due_at), _stamp(self.send_at),
+            float(self.cost), self.message, _stamp(self.planned_at),
+        )
+
+    @classmethod
+    def from_tuple(cls, row: Sequence[Any]) -> OutboxRow:
+        values = dict(zip(OUTBOX_COLUMNS, row, strict=True))
+        values["customer_id"] = json.loads(values["customer_id"])
+        for name in ("due_at", "send_at", "planned_at"):
+            values[name] = _instant(values[name])
+        values["cost"] = float(values["cost"] or 0)
+        return cls(**values)
+
+    @property
+    def chain(self) -> list[dict[str, Any]]:
+        """The rendered messages of the channel chain (first preferred), each with its contact."""
+        return list(json.loads(self.message)["chain"]) if self.message else []
+
+
+class CampaignStore(ABC):
+    """Campaign documents, the outbox and planned occurrences."""
+
+    # campaigns
+    @abstractmethod
+    def put_campaign(self, campaign_id: str, document: str, saved_at: datetime) -> None: ...
+
+    @abstractmethod
+    def campaigns(self) -> list[tuple[str, str, datetime]]:
+        """Every campaign as (id, JSON document, saved at), sorted by id."""
+
+    @abstractmethod
+    def delete_campaign(self, campaign_id: str) -> bool: ...
+
+    # outbox
+    @abstractmethod
+    def outbox(
+        self, *, campaign_ids: Sequence[str] | None = None, since: datetime | None = None, status: str | None = None,
+    ) -> list[OutboxRow]:
+        """Rows of these campaigns (all when None) due at or after ``since``, of one status, by due time,
+        campaign, customer and step."""
+
+    @abstractmethod
+    def planned_since(self, since: datetime) -> list[OutboxRow]:
+        """Planned messages sending at or after ``since`` (what frequency caps count)."""
+
+    @abstractmethod
+    def occurrences(self, campaign_ids: Sequence[str]) -> set[tuple[str, str]]:
+        """The (campaign id, occurrence) pairs already planned."""
+
+    @abstractmethod
+    def record(self, rows: Sequence[OutboxRow], occurrences: Iterable[tuple[str, str]], at: datetime) -> None:
+        """Add ``rows`` and mark ``occurrences`` planned, all or nothing; TickConflict when a key exists."""
+
+
+class MemoryCampaignStore(CampaignStore):
+    """Everything in memory (sources with nowhere to write, tests)."""
+
+    def __init__(self) -> None:
+        self._campaigns: dict[str, tuple[str, datetime]] = {}
+        self._rows: dict[str, OutboxRow] = {}
+        self._occurrences: set[tuple[str, str]] = set()
+        self._lock = threading.Lock()
+
+    def put_campaign(self, campaign_id: str, document: str, saved_at: datetime) -> None:
+        self._campaigns[campaign_id] = (document, saved_at)
+
+    def campaigns(self) -> list[tuple[str, str, datetime]]:
+        return [(k, d, t) for k, (d, t) in sorted(self._campaigns.items())]
+
+    def delete_campaign(self, campaign_id: str) -> bool:
+        return self._campaigns.pop(campaign_id, None) is not None
+
+    def outbox(
+        self, *, campaign_ids: Sequence[str] | None = None, since: datetime | None = None, status: str | None = None,
+    ) -> list[OutboxRow]:
+        rows = [
+            r for r in self._rows.values()
+            if (campaign_ids is None or r.campaign_id in campaign_ids)
+            and (since is None or r.due_at >= since)
+            and (status is None or r.status == status)
+        ]
+        return sorted(rows, key=lambda r: (r.due_at, r.campaign_id, json.dumps(r.customer_id), r.step, r.key))
+
+    def planned_since(self, since: datetime) -> list[OutboxRow]:
+        return [r for r in self._rows.values() if r.status == "planned" and r.send_at is not None and r.send_at >= since]
+
+    def occurrences(self, campaign_ids: Sequence[str]) -> set[tuple[str, str]]:
+        return {o for o in self._occurrences if o[0] in campaign_ids}
+
+    def record(self, rows: Sequence[OutboxRow], occurrences: Iterable[tuple[str, str]], at: datetime) -> None:
+        with self._lock:
+            clash = [r.key for r in rows if r.key in self._rows]
+            if clash or len({r.key for r in rows}) != len(rows):
+                raise TickConflict(f"{len(clash)} decisions were already recorded by another tick (e.g. key {clash[:1]}); "
+                                   "run the tick again")
+            self._rows.update((r.key, r) for r in rows)
+            self._occurrences.update(occurrences)
+
+
+Run = Callable[[str, Sequence[Any]], list[tuple[Any, ...]]]
+Insert = Callable[[str, Sequence[str], Sequence[Sequence[Any]]], None]
+
+
+class SQLCampaignStore(CampaignStore):
+    """The three tables next to the shop's data, reached through ``run(sql, params)``.
+
+    ``insert(table, columns, rows)`` inserts many rows; ``transaction()`` is a context manager that commits
+    on success and rolls back on error; ``is_conflict(error)`` says whether an error is a duplicate key.
+    Tables are created on first use with types every supported engine accepts.
+    """
+
+    CAMPAIGNS = "shopcrm_campaigns"
+    OUTBOX = "shopcrm_outbox"
+    OCCURRENCES = "shopcrm_occurrences"
+
+    def __init__(
+        self,
+        run: Run,
+        insert: Insert,
+        transaction: Callable[[], AbstractContextManager[None]],
+        *,
+        placeholder: str = "?",
+        is_conflict: Callable[[Exception], bool] = lambda e: "duplicate" in str(e).lower() or "unique" in str(e).lower()
+        or "primary key" in str(e).lower(),
+    ) -> None:
+        self._run = run
+        self._insert = insert
+        self._transaction = transaction
+        self._p = placeholder
+        self._is_conflict = is_conflict
+        self._ready = False
+
+    def _ensure(self) -> None:
+        if self._ready:
+            return
+        with self._transaction():
+            self._run(
+                f"CREATE TABLE IF NOT EXISTS {self.CAMPAIGNS} (id VARCHAR(100) PRIMARY KEY, document TEXT NOT NULL, "
+                "saved_at VARCHAR(32) NOT NULL)", (),
+            )
+            self._run(
+                f"CREATE TABLE IF NOT EXISTS {self.OUTBOX} (key_ VARCHAR(64) PRIMARY KEY, customer_id VARCHAR(200) NOT NULL, "
+                "campaign_id VARCHAR(100) NOT NULL, step VARCHAR(40) NOT NULL, occurrence VARCHAR(40) NOT NULL, "
+                "variant VARCHAR(40) NOT NULL, purpose VARCHAR(20) NOT NULL, channel VARCHAR(20) NOT NULL, "
+                "kind VARCHAR(20) NOT NULL, status VARCHAR(20) NOT NULL, due_at VARCHAR(32) NOT NULL, "
+                "send_at VARCHAR(32), cost DOUBLE PRECISION NOT NULL, message TEXT NOT NULL, planned_at VARCHAR(32) NOT NULL)",
+                (),
+            )
+            self._run(
+                f"CREATE TABLE IF NOT EXISTS {self.OCCURRENCES} (campaign_id VARCHAR(100) NOT NULL, "
+                "occurrence VARCHAR(40) NOT NULL, planned_at VARCHAR(32) NOT NULL, PRIMARY KEY (campaign_id, occurrence))",
+                (),
+            )
+        self._ready = True
+
+    def put_campaign(self, campaign_id: str, document: str, saved_at: datetime) -> None:
+        self._ensure()
+        p = self._p
+        with self._transaction():
+            self._run(f"DELETE FROM {self.CAMPAIGNS} WHERE id = {p}", (campaign_id,))
+            self._run(f"INSERT INTO {self.CAMPAIGNS} (id, document, saved_at) VALUES ({p}, {p}, {p})",
+                      (campaign_id, document, _stamp(saved_at)))
+
+    def campaigns(self) -> list[tuple[str, str, datetime]]:
+        self._ensure()
+        rows = self._run(f"SELECT id, document, saved_at FROM {self.CAMPAIGNS} ORDER BY id", ())
+        return [(str(i), str(d), datetime.fromisoformat(str(t))) for i, d, t in rows]
+
+    def delete_campaign(self, campaign_id: str) -> bool:
+        self._ensure()
+        p = self._p
+        with self._transaction():
+            found = self._run(f"SELECT id FROM {self.CAMPAIGNS} WHERE id = {p}", (campaign_id,))
+            self._run(f"DELETE FROM {self.CAMPAIGNS} WHERE id = {p}", (campaign_id,))
+        return bool(found)
+
+    def _select(self) -> str:
+        columns = ", ".join("key_" if c == "key" else c for c in OUTBOX_COLUMNS)
+        return f"SELECT {columns} FROM {self.OUTBOX}"
+
+    def outbox(
+        self, *, campaign_ids: Sequence[str] | None = None, since: datetime | None = None, status: str | None = None,
+    ) -> list[OutboxRow]:
+        self._ensure()
+        p = self._p
+        where: list[str] = []
+        params: list[Any] = []
+        if campaign_ids is not None:
+            if not campaign_ids:
+                return []
+            where.append(f"campaign_id IN ({', '.join([p] * len(campaign_ids))})")
+            params += list(campaign_ids)
+        if since is not None:
+            where.append(f"due_at >= {p}")
+            params.append(_stamp(since))
+        if status is not None:
+            where.append(f"status = {p}")
+            params.append(status)
+        sql = self._select() + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY due_at, campaign_id, customer_id, step, key_"
+        return [OutboxRow.from_tuple(r) for r in self._run(sql, params)]
+
+    def planned_since(self, since: datetime) -> list[OutboxRow]:
+        self._ensure()
+        p = self._p
+        rows = self._run(self._select() + f" WHERE status = 'planned' AND send_at >= {p}", (_stamp(since),))
+        return [OutboxRow.from_tuple(r) for r in rows]
+
+    def occurrences(self, campaign_ids: Sequence[str]) -> set[tuple[str, str]]:
+        self._ensure()
+        if not campaign_ids:
+            return set()
+        marks = ", ".join([self._p] * len(campaign_ids))
+        rows = self._run(f"SELECT campaign_id, occurrence FROM {self.OCCURRENCES} WHERE campaign_id IN ({marks})", list(campaign_ids))
+        return {(str(c), str(o)) for c, o in rows}
+
+    def record(self, rows: Sequence[OutboxRow], occurrences: Iterable[tuple[str, str]], at: datetime) -> None:
+        self._ensure()
+        columns = ["key_" if c == "key" else c for c in OUTBOX_COLUMNS]
+        try:
+            with self._transaction():
+                if rows:
+                    self._insert(self.OUTBOX, columns, [r.as_tuple() for r in rows])
+                pairs = [(c, o, _stamp(at)) for c, o in occurrences]
+                if pairs:
+                    self._insert(self.OCCURRENCES, ["campaign_id", "occurrence", "planned_at"], pairs)
+        except Exception as error:
+            if self._is_conflict(error):
+                raise TickConflict(f"another tick recorded some of these decisions first ({error}); run the tick again") from error
+            raise

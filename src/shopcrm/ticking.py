@@ -1,0 +1,444 @@
+"""The shell around the planner: read what a tick needs from the shop, plan, record the plan.
+
+One tick at ``now``:
+
+1. for each enabled one-off or recurring campaign, the occurrence due at ``now`` that was not
+   planned before: its audience (the compiled rule) and those customers' contact points;
+2. for each enabled triggered campaign, the customers whose trigger event happened in the
+   window that can still produce a message (the scenario's longest span plus ``max_delay``),
+   all their trigger instants since the campaign was saved (re-entry rules need the first),
+   their exit events, and, when a rule or a template needs it, their attributes and events;
+3. the outbox rows that decide duplicates (scenario keys) and frequency caps;
+4. :func:`shopcrm.campaigns.plan`, then one transaction that records the planned messages,
+   the holdouts and the scenario suppressions, and marks the occurrences planned.
+
+Running a tick twice records nothing twice: keys are the outbox's primary key and a
+planned occurrence is not planned again.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import date, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import attrs
+from sqlglot import exp
+
+from shopcrm.campaigns import (
+    Branch,
+    Campaign,
+    LedgerEntry,
+    MessagingPolicy,
+    Plan,
+    PlannedMessage,
+    Recipient,
+    Recurring,
+    Renderer,
+    ShopState,
+    Suppression,
+    Triggered,
+    plan,
+)
+from shopcrm.campaigns._planner import due_occurrence, scenario_span
+from shopcrm.compiler import compile_members
+from shopcrm.compiler._dialects import dialect_for
+from shopcrm.dsl import Everyone, Rule, children
+from shopcrm.dsl._nodes import Aggregate, Cycle, FirstPerformed, LastPerformed, Lifecycle, Performed, Rfm
+from shopcrm.recipients import RecipientColumns
+from shopcrm.sources._campaign_store import OutboxRow
+from shopcrm.timeline import to_utc_naive
+
+if TYPE_CHECKING:
+    from shopcrm.shop import Shop
+
+__all__ = ["TickResult", "gather", "tick"]
+
+_EVENT_NODES = (Performed, Aggregate, FirstPerformed, LastPerformed, Lifecycle, Rfm, Cycle)
+
+
+@attrs.frozen(kw_only=True)
+class TickResult:
+    """What a tick planned and left out, and how many outbox rows it recorded."""
+
+    now: datetime
+    plan: Plan
+    recorded: int
+    occurrences: tuple[tuple[str, str], ...]
+    dry_run: bool = False
+
+    @property
+    def messages(self) -> tuple[PlannedMessage, ...]:
+        return self.plan.messages
+
+    @property
+    def suppressions(self) -> tuple[Suppression, ...]:
+        return self.plan.suppressions
+
+    def by_campaign(self) -> dict[str, Counter[str]]:
+        """Per campaign: ``planned``, ``deferred`` and each suppression reason, counted."""
+        out: dict[str, Counter[str]] = defaultdict(Counter)
+        for m in self.plan.messages:
+            out[m.campaign_id]["planned"] += 1
+            if m.deferred:
+                out[m.campaign_id]["deferred"] += 1
+        for s in self.plan.suppressions:
+            out[s.campaign_id][s.reason] += 1
+        return dict(out)
+
+    def __str__(self) -> str:
+        lines = [f"tick at {self.now:%Y-%m-%d %H:%M} UTC: {len(self.messages):,} planned, "
+                 f"{len(self.suppressions):,} left out, {self.recorded:,} outbox rows recorded"
+                 + (" (dry run: nothing recorded)" if self.dry_run else "")]
+        for campaign_id, counts in sorted(self.by_campaign().items()):
+            detail = ", ".join(f"{k} {v:,}" for k, v in sorted(counts.items(), key=lambda kv: (kv[0] != "planned", kv[0])))
+            lines.append(f"  {campaign_id}: {detail}")
+        return "\n".join(lines)
+
+
+def reads_events(rule: Rule) -> bool:
+    """Whether evaluating ``rule`` needs the customer's events (not only attributes)."""
+    return isinstance(rule, _EVENT_NODES) or any(reads_events(c) for c in children(rule))
+
+
+def branch_rules(steps: Sequence[Any]) -> list[Rule]:
+    out: list[Rule] = []
+    for step in steps:
+        if isinstance(step, Branch):
+            out += [step.if_, *branch_rules(step.then), *branch_rules(step.else_)]
+    return out
+
+
+def template_names(campaign: Campaign, renderer: Renderer) -> set[str]:
+    """The top-level names every template of the campaign reads."""
+    names: set[str] = set()
+    for step in campaign.send_steps():
+        for variant in campaign.variants_of(step):
+            names.update(renderer.names(variant.content))
+    return names
+
+
+class _Reader:
+    """Builds and runs the tick's queries on the shop's engine."""
+
+    def __init__(self, shop: Shop, now: datetime) -> None:
+        self.shop = shop
+        self.now = now
+        self.schema = shop.source.schema()
+        self.quirks = dialect_for(shop.source.dialect)
+
+    def col(self, name: str, table: str) -> exp.Column:
+        return exp.column(name, table=table, quoted=True)
+
+    def ts(self, table: str) -> exp.Expression:
+        return self.quirks.timestamp_column(self.col("ts", table))
+
+    def at(self, when: datetime) -> exp.Expression:
+        return self.quirks.timestamp_literal(when)
+
+    def events_named(self, names: Sequence[str], since: datetime | None, alias: str = "e") -> exp.Expr:
+        """``event IN names AND since <= ts <= now`` on events aliased ``alias``."""
+        conditions: list[exp.Expression] = [
+            self.col("event", alias).isin(*[exp.Literal.string(n) for n in names]),
+            exp.LTE(this=self.ts(alias), expression=self.at(self.now)),
+        ]
+        if since is not None:
+            conditions.append(exp.GTE(this=self.ts(alias), expression=self.at(since)))
+        return exp.and_(*conditions)
+
+    def events_table(self, alias: str) -> exp.Expr:
+        return exp.alias_(exp.to_table(self.schema.events.name, quoted=True), alias, table=True)
+
+    def customers_table(self, alias: str) -> exp.Expr:
+        return exp.alias_(exp.to_table(self.schema.customers.name, quoted=True), alias, table=True)
+
+    def triggered_ids(self, on: str, since: datetime) -> exp.Select:
+        """The customers with an ``on`` event in ``[since, now]``."""
+        return exp.select(self.col("customer_id", "t")).distinct().from_(self.events_table("t")).where(
+            self.events_named([on], since, "t"))
+
+    def customers(self, columns: Sequence[str], ids: exp.Select) -> list[dict[str, Any]]:
+        query = exp.select(*[self.col(c, "c") for c in columns]).from_(self.customers_table("c")).where(
+            self.col("customer_id", "c").isin(query=ids))
+        return [dict(zip(columns, row, strict=True)) for row in self.shop.source.fetch(query)]
+
+    def events(self, where: exp.Expr, ids: exp.Select | None) -> list[dict[str, Any]]:
+        columns = list(self.schema.events.columns)
+        condition = where if ids is None else exp.and_(where, self.col("customer_id", "e").isin(query=ids))
+        query = exp.select(*[self.col(c, "e") for c in columns]).from_(self.events_table("e")).where(condition)
+        rows = []
+        for row in self.shop.source.fetch(query):
+            event = dict(zip(columns, row, strict=True))
+            event["ts"] = to_utc_naive(event["ts"])
+            rows.append(event)
+        return rows
+
+    def members(self, rule: Rule) -> exp.Select:
+        return compile_members(rule, self.schema, now=self.now, dialect=self.shop.source.dialect,
+                               lifecycle_policy=self.shop.lifecycle_policy)
+
+
+def _properties(event: Mapping[str, Any]) -> dict[str, Any]:
+    """An event's properties for templates: its columns (but customer_id and event), a JSON ``properties``
+    column merged in."""
+    out = {k: v for k, v in event.items() if k not in ("customer_id", "event", "properties")}
+    raw = event.get("properties")
+    if isinstance(raw, str):
+        try:
+            raw = json.loads(raw)
+        except ValueError:
+            raw = None
+    if isinstance(raw, Mapping):
+        out.update(raw)
+    return out
+
+
+def gather(
+    shop: Shop, campaigns: Sequence[tuple[Campaign, datetime]], now: datetime, policy: MessagingPolicy,
+) -> tuple[ShopState, list[tuple[str, str]]]:
+    """The planner's input for a tick at ``now`` and the occurrences this tick plans."""
+    reader = _Reader(shop, now)
+    store = shop.source.campaign_store()
+    columns: RecipientColumns = shop.recipient_columns
+    customer_columns = list(reader.schema.customers.columns)
+    contact_columns = [c for c in customer_columns if c in columns.names()]
+    renderer = Renderer()
+    recipients: dict[Any, Recipient] = {}
+    audiences: dict[str, list[Any]] = {}
+    triggers: dict[str, dict[Any, list[datetime]]] = {}
+    exits: dict[str, dict[Any, list[datetime]]] = {}
+    histories: dict[Any, tuple[Mapping[str, Any], Sequence[Mapping[str, Any]]]] = {}
+    contexts: dict[Any, dict[str, Any]] = {}
+    trigger_events: dict[tuple[Any, str, datetime], Mapping[str, Any]] = {}
+    occurrences: list[tuple[str, str]] = []
+    received: dict[str, dict[Any, datetime]] = {}
+    enabled = [(c, saved) for c, saved in campaigns if c.enabled]
+
+    broadcasts = [(c, saved) for c, saved in enabled if not isinstance(c.schedule, Triggered)]
+    done = store.occurrences([c.id for c, _ in broadcasts])
+    for campaign, saved_at in broadcasts:
+        due = due_occurrence(campaign, now, policy.timezone)
+        # an occurrence due before the campaign was saved is not its to send
+        if due is None or (campaign.id, due[0]) in done or due[1] < saved_at:
+            continue
+        occurrences.append((campaign.id, due[0]))
+        schedule = campaign.schedule
+        if isinstance(schedule, Recurring) and schedule.reentry != "every_time":
+            since = None if schedule.reentry == "once" else due[1] - schedule.reentry
+            last: dict[Any, datetime] = {}
+            for got in store.outbox(campaign_ids=[campaign.id], since=since):
+                if got.status in ("planned", "holdout") and (got.customer_id not in last or got.due_at > last[got.customer_id]):
+                    last[got.customer_id] = got.due_at
+            received[campaign.id] = last
+        wanted = [c for c in customer_columns if c in template_names(campaign, renderer)]
+        rows = reader.customers(["customer_id", *dict.fromkeys(contact_columns + wanted)], reader.members(shop._resolve(campaign.audience)))
+        audiences[campaign.id] = [row["customer_id"] for row in rows]
+        attributes = wanted
+        for row in rows:
+            recipient = columns.recipient(row, now=now, attributes=attributes)
+            known = recipients.get(recipient.customer_id)
+            if known is not None and known.attributes.keys() != recipient.attributes.keys():
+                recipient = attrs.evolve(recipient, attributes={**known.attributes, **recipient.attributes})
+            recipients[recipient.customer_id] = recipient
+
+    settled: set[str] = set()
+    ledger: list[LedgerEntry] = []
+    scenario_ids: list[str] = []
+    oldest_key = now
+    for campaign, saved_at in enabled:
+        schedule = campaign.schedule
+        if not isinstance(schedule, Triggered):
+            continue
+        scenario_ids.append(campaign.id)
+        horizon = scenario_span(schedule.steps) + campaign.max_delay
+        window_start = max(now - horizon, saved_at)
+        oldest_key = min(oldest_key, now - horizon)
+        since = None if schedule.reentry == "every_time" else saved_at
+        ids = reader.triggered_ids(schedule.on, window_start)
+        found = reader.events(reader.events_named([schedule.on], since if since is not None else window_start), ids)
+        per_customer: dict[Any, list[datetime]] = defaultdict(list)
+        for event in found:
+            per_customer[event["customer_id"]].append(event["ts"])
+            trigger_events[(event["customer_id"], schedule.on, event["ts"])] = _properties(event)
+        triggers[campaign.id] = dict(per_customer)
+        if schedule.exit_on:
+            ended: dict[Any, list[datetime]] = defaultdict(list)
+            for event in reader.events(reader.events_named(list(schedule.exit_on), window_start), ids):
+                ended[event["customer_id"]].append(event["ts"])
+            exits[campaign.id] = dict(ended)
+        rules = [shop._resolve(r) for r in [campaign.audience, *branch_rules(schedule.steps)]]
+        needs_rows = any(not isinstance(r, Everyone) for r in rules)
+        names = template_names(campaign, renderer)
+        needs_events = any(reads_events(r) for r in rules) or "cart" in names
+        wanted = [c for c in customer_columns if c in names]
+        rows = reader.customers(customer_columns if needs_rows else ["customer_id", *dict.fromkeys(contact_columns + wanted)], ids)
+        history_events: dict[Any, list[dict[str, Any]]] = defaultdict(list)
+        if needs_events:
+            everything = exp.LTE(this=reader.ts("e"), expression=reader.at(now))
+            for event in reader.events(everything, ids):
+                history_events[event["customer_id"]].append(event)
+        for row in rows:
+            cid = row["customer_id"]
+            recipient = columns.recipient(row, now=now, attributes=wanted)
+            known = recipients.get(cid)
+            if known is not None:
+                recipient = attrs.evolve(recipient, attributes={**known.attributes, **recipient.attributes})
+            recipients[cid] = recipient
+            if needs_rows:
+                histories[cid] = (row, history_events.get(cid, []))
+            if "cart" in names:
+                from shopcrm.profile import current_cart
+
+                contexts.setdefault(cid, {})["cart"] = [
+                    {"product_id": item.product_id, "added_at": item.added_at, **item.details}
+                    for item in current_cart(history_events.get(cid, []), shop.lifecycle_policy)
+                ]
+        # events of customers not in the customers table: no attributes and, as in SQL, no history a rule can
+        # see (a rule reads the customers table first); an audience of everyone reports them as no_recipient
+        for cid in per_customer:
+            if needs_rows and cid not in histories:
+                histories[cid] = ({"customer_id": cid}, [])
+
+    longest_cap = max((cap.per for cap in policy.caps), default=timedelta(0))
+    keys_seen: set[str] = set()
+    for done_row in store.planned_since(now - longest_cap):
+        ledger.append(_entry(done_row))
+        keys_seen.add(done_row.key)
+    if scenario_ids:
+        for done_row in store.outbox(campaign_ids=scenario_ids, since=oldest_key):
+            if done_row.key in keys_seen:
+                continue
+            if done_row.status == "planned":
+                ledger.append(_entry(done_row))
+            else:
+                settled.add(done_row.key)
+    state = ShopState(
+        recipients=recipients, audiences=audiences, triggers=triggers, exits=exits, histories=histories,
+        contexts=contexts, trigger_events=trigger_events, ledger=ledger, settled=frozenset(settled), received=received,
+        schema=reader.schema, lifecycle_policy=shop.lifecycle_policy,
+    )
+    return state, occurrences
+
+
+def _entry(row: OutboxRow) -> LedgerEntry:
+    return LedgerEntry(row.key, row.customer_id, row.campaign_id, row.purpose, row.channel, row.send_at or row.due_at)
+
+
+def _message_json(message: PlannedMessage) -> str:
+    chain = []
+    for rendered, contact in zip(message.chain, message.contacts, strict=True):
+        item = attrs.asdict(rendered)
+        item["contact"] = contact
+        chain.append(item)
+    return json.dumps({"chain": chain}, ensure_ascii=False, default=_plain)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    return str(value)
+
+
+def outbox_rows(result: Plan, campaigns: Iterable[Campaign], now: datetime) -> list[OutboxRow]:
+    """The rows a plan records: every planned message; holdouts; every suppression of a scenario step."""
+    scenarios = {c.id for c in campaigns if isinstance(c.schedule, Triggered)}
+    purposes = {c.id: c.purpose for c in campaigns}
+    rows = [
+        OutboxRow(
+            key=m.key, customer_id=m.customer_id, campaign_id=m.campaign_id, step=m.step, occurrence=m.occurrence,
+            variant=m.variant, purpose=m.purpose, channel=m.channel, kind=m.chain[0].kind, status="planned",
+            due_at=m.due_at, send_at=m.send_at, cost=m.estimated_cost, message=_message_json(m), planned_at=now,
+        )
+        for m in result.messages
+    ]
+    for s in result.suppressions:
+        if s.key is None or s.reason == "already_planned":
+            continue
+        if s.reason != "holdout" and s.campaign_id not in scenarios:
+            continue
+        rows.append(OutboxRow(
+            key=s.key, customer_id=s.customer_id, campaign_id=s.campaign_id, step=s.step, occurrence=s.occurrence,
+            variant="", purpose=purposes.get(s.campaign_id, ""), channel="", kind="", status=s.reason,
+            due_at=s.due_at or now, send_at=None, cost=0.0, message=json.dumps({"detail": s.detail}, ensure_ascii=False),
+            planned_at=now,
+        ))
+    return rows
+
+
+def tick(shop: Shop, now: datetime, *, dry_run: bool = False) -> TickResult:
+    """Plan every enabled campaign of ``shop`` as of ``now`` and record the plan (unless ``dry_run``)."""
+    when = to_utc_naive(now)
+    store = shop.source.campaign_store()
+    campaigns = [(Campaign.model_validate_json(document), saved) for _, document, saved in store.campaigns()]
+    policy = shop.messaging_policy
+    state, occurrences = gather(shop, campaigns, when, policy)
+    result = plan([c for c, _ in campaigns], state, now=when, policy=policy)
+    rows = outbox_rows(result, [c for c, _ in campaigns], when)
+    if not dry_run:
+        store.record(rows, occurrences, when)
+    return TickResult(now=when, plan=result, recorded=0 if dry_run else len(rows), occurrences=tuple(occurrences), dry_run=dry_run)
+
+
+def preview_state(shop: Shop, campaign: Campaign, now: datetime) -> ShopState:
+    """The audience of ``campaign`` at ``now`` with contact points, and the planned messages caps count."""
+    reader = _Reader(shop, now)
+    columns: RecipientColumns = shop.recipient_columns
+    customer_columns = list(reader.schema.customers.columns)
+    names = template_names(campaign, Renderer())
+    wanted = [c for c in customer_columns if c in names]
+    contact = [c for c in customer_columns if c in columns.names()]
+    rows = reader.customers(["customer_id", *dict.fromkeys(contact + wanted)], reader.members(shop._resolve(campaign.audience)))
+    recipients = {row["customer_id"]: columns.recipient(row, now=now, attributes=wanted) for row in rows}
+    longest_cap = max((cap.per for cap in shop.messaging_policy.caps), default=timedelta(0))
+    ledger = [_entry(r) for r in shop.source.campaign_store().planned_since(now - longest_cap)]
+    samples = {}
+    if "cart" in names:
+        samples = {cid: {"cart": _sample_cart(reader)} for cid in recipients}
+    return ShopState(recipients=recipients, audiences={campaign.id: list(recipients)}, ledger=ledger, contexts=samples)
+
+
+def _sample_cart(reader: _Reader) -> list[dict[str, Any]]:
+    query = exp.select(*[reader.col(c, "e") for c in reader.schema.events.columns]).from_(reader.events_table("e")).where(
+        reader.events_named([reader.shop.lifecycle_policy.cart_event], None)).order_by(
+        exp.Ordered(this=reader.col("ts", "e"), desc=True)).limit(1)
+    rows = reader.shop.source.fetch(query)
+    names = list(reader.schema.events.columns)
+    return [{"product_id": None, "added_at": None, **_properties(dict(zip(names, row, strict=True)))} for row in rows]
+
+
+def sample_recipients(
+    shop: Shop, campaign: Campaign, now: datetime, limit: int = 20,
+) -> tuple[list[Recipient], dict[str, Any] | None, dict[Any, dict[str, Any]]]:
+    """Customers to render a campaign's templates for when it is saved: up to ``limit`` audience members
+    and, for every customer field the templates read, the customer with its longest value; plus the
+    latest trigger event as the sample ``event`` of a scenario, and the latest cart item as every
+    sample's ``cart`` when a template reads it.  An empty shop gives no samples."""
+    try:
+        reader = _Reader(shop, now)
+    except ValueError:
+        return [], None, {}
+    columns = list(reader.schema.customers.columns)
+    names = template_names(campaign, Renderer())
+    picked: dict[Any, dict[str, Any]] = {}
+    members = reader.members(shop._resolve(campaign.audience)).order_by(exp.column("customer_id")).limit(limit)
+    for row in reader.customers(columns, members):
+        picked[row["customer_id"]] = row
+    for name in (c for c in columns if c in names):
+        longest = exp.select(reader.col("customer_id", "l")).from_(reader.customers_table("l")).order_by(
+            exp.Ordered(this=exp.Length(this=exp.cast(reader.col(name, "l"), exp.DataType.build("TEXT"))), desc=True),
+        ).limit(1)
+        for row in reader.customers(columns, longest):
+            picked[row["customer_id"]] = row
+    recipients = [shop.recipient_columns.recipient(row, now=now) for row in picked.values()]
+    event = None
+    schedule = campaign.schedule
+    if isinstance(schedule, Triggered):
+        query = exp.select(*[reader.col(c, "e") for c in reader.schema.events.columns]).from_(reader.events_table("e")).where(
+            reader.events_named([schedule.on], None)).order_by(exp.Ordered(this=reader.col("ts", "e"), desc=True)).limit(1)
+        rows = shop.source.fetch(query)
+        if rows:
+            event = _properties(dict(zip(reader.schema.events.columns, rows[0], strict=True)))
+    contexts = {r.customer_id: {"cart": _sample_cart(reader)} for r in recipients} if "cart" in names else {}
+    return recipients, event, contexts
