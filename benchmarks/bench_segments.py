@@ -42,7 +42,8 @@ def peak_rss_mib() -> float:
 
 
 def dataset(scale: int) -> tuple[Path, Path]:
-    folder = DATA / f"scale-{scale}-seed-0"
+    # the generator's version is part of the name: v2 added the kakao_friend column
+    folder = DATA / f"v2-scale-{scale}-seed-0"
     customers, events = folder / "customers.parquet", folder / "events.parquet"
     if not events.exists():
         started = time.perf_counter()

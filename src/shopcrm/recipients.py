@@ -7,7 +7,7 @@ Recipient(customer_id='c1', phone='010-1234-5678', ...)
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -58,42 +58,71 @@ class RecipientColumns:
     def recipient(self, row: Mapping[str, Any], *, now: datetime, attributes: Collection[str] | None = None) -> Recipient:
         """The recipient of one customer row; ``attributes`` limits the template context to these columns
         (None: every column of the row)."""
-        def text(column: str | None) -> str | None:
-            value = row.get(column) if column else None
-            if value is None:
-                return None
-            value = str(value).strip()
-            return value or None
+        names = list(row) if attributes is None else [k for k in attributes if k in row]
+        return self.recipients({k: [v] for k, v in row.items()}, now=now, attributes=names)[0]
 
-        consents: dict[str, datetime] = {}
-        for group, column in self.consents.items():
-            value = row.get(column)
-            given = _consent(value, now)
-            if given is None:
-                continue
-            stamp = row.get(self.consent_times[group]) if group in self.consent_times else None
-            if not isinstance(value, datetime) and isinstance(stamp, datetime | str) and str(stamp).strip():
-                given = to_utc_naive(stamp)
-            consents[group] = given
-        opted = {group for group, column in self.opted_out.items() if _flag(row.get(column))}
-        if self.opted_out_all and _flag(row.get(self.opted_out_all)):
-            opted.add("all")
-        context = dict(row) if attributes is None else {k: row[k] for k in attributes if k in row}
-        return Recipient(
-            customer_id=row["customer_id"],
-            phone=text(self.phone),
-            email=text(self.email),
-            push_token=text(self.push_token),
-            kakao_friend=_flag(row.get(self.kakao_friend)) if self.kakao_friend else False,
-            timezone=text(self.timezone),
-            consents=consents,
-            night_consent=_flag(row.get(self.night_consent)) if self.night_consent else False,
-            opted_out=frozenset(opted),
-            attributes=context,
-        )
+    def recipients(
+        self, columns: Mapping[str, Sequence[Any]], *, now: datetime, attributes: Collection[str] = (),
+    ) -> list[Recipient]:
+        """Recipients from column lists (``customer_id`` and any mapped columns, equally long); the
+        template context gets the ``attributes`` columns."""
+        ids = columns["customer_id"]
+
+        def values(name: str | None) -> Sequence[Any] | None:
+            return columns.get(name) if name else None
+
+        phones, emails, tokens = values(self.phone), values(self.email), values(self.push_token)
+        friends, zones, nights = values(self.kakao_friend), values(self.timezone), values(self.night_consent)
+        everything = values(self.opted_out_all)
+        consents = [
+            (group, columns[column], values(self.consent_times.get(group)))
+            for group, column in self.consents.items() if column in columns
+        ]
+        opt_outs = [(group, columns[column]) for group, column in self.opted_out.items() if column in columns]
+        shown = [(name, columns[name]) for name in attributes if name in columns]
+        out = []
+        for i, customer_id in enumerate(ids):
+            given: dict[str, datetime] = {}
+            for group, flags, times in consents:
+                value = flags[i]
+                if value is None or value is False:
+                    continue
+                when = now if value is True else _consent(value, now)
+                if when is None:
+                    continue
+                if times is not None and not isinstance(value, datetime):
+                    stamp = times[i]
+                    if isinstance(stamp, datetime) or (isinstance(stamp, str) and stamp.strip()):
+                        when = to_utc_naive(stamp)
+                given[group] = when
+            opted = frozenset(
+                [group for group, flags in opt_outs if _flag(flags[i])] + (["all"] if everything is not None and _flag(everything[i]) else [])
+            )
+            out.append(Recipient(
+                customer_id=customer_id,
+                phone=_text(phones[i]) if phones is not None else None,
+                email=_text(emails[i]) if emails is not None else None,
+                push_token=_text(tokens[i]) if tokens is not None else None,
+                kakao_friend=_flag(friends[i]) if friends is not None else False,
+                timezone=_text(zones[i]) if zones is not None else None,
+                consents=given,
+                night_consent=_flag(nights[i]) if nights is not None else False,
+                opted_out=opted,
+                attributes={name: column[i] for name, column in shown},
+            ))
+        return out
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    text = (value if isinstance(value, str) else str(value)).strip()
+    return text or None
 
 
 def _flag(value: Any) -> bool:
+    if value is True or value is False:
+        return value
     if isinstance(value, str):
         return value.strip().lower() in ("1", "true", "t", "y", "yes")
     return bool(value) if value is not None else False

@@ -42,7 +42,7 @@ from shopcrm.campaigns import (
     Triggered,
     plan,
 )
-from shopcrm.campaigns._planner import due_occurrence, scenario_span
+from shopcrm.campaigns._planner import due_occurrence, entry_decision, idempotency_key, paused_gc, scenario_span
 from shopcrm.compiler import compile_members
 from shopcrm.compiler._dialects import dialect_for
 from shopcrm.dsl import Everyone, Rule, children
@@ -159,20 +159,43 @@ class _Reader:
         return exp.select(self.col("customer_id", "t")).distinct().from_(self.events_table("t")).where(
             self.events_named([on], since, "t"))
 
-    def customers(self, columns: Sequence[str], ids: exp.Select) -> list[dict[str, Any]]:
-        query = exp.select(*[self.col(c, "c") for c in columns]).from_(self.customers_table("c")).where(
-            self.col("customer_id", "c").isin(query=ids))
-        return [dict(zip(columns, row, strict=True)) for row in self.shop.source.fetch(query)]
+    def _in(self, alias: str, ids: exp.Select | Sequence[Any]) -> list[exp.Expr]:
+        """``customer_id IN (subquery)``, or IN lists of at most 1,000 values (engines bound a statement's size)."""
+        column = self.col("customer_id", alias)
+        if isinstance(ids, exp.Select):
+            return [column.isin(query=ids)]
+        values = list(ids)
+        return [column.isin(*[exp.convert(v) for v in values[i:i + 1000]]) for i in range(0, len(values), 1000)]
 
-    def events(self, where: exp.Expr, ids: exp.Select | None) -> list[dict[str, Any]]:
+    def customers(self, columns: Sequence[str], ids: exp.Select | Sequence[Any]) -> list[dict[str, Any]]:
+        out = []
+        for condition in self._in("c", ids):
+            query = exp.select(*[self.col(c, "c") for c in columns]).from_(self.customers_table("c")).where(condition)
+            out += [dict(zip(columns, row, strict=True)) for row in self.shop.source.fetch(query)]
+        return out
+
+    def customer_columns(self, columns: Sequence[str], ids: exp.Select | Sequence[Any]) -> dict[str, list[Any]]:
+        """Like :meth:`customers`, column-wise (through Arrow where the engine speaks it)."""
+        out: dict[str, list[Any]] = {c: [] for c in columns}
+        for condition in self._in("c", ids):
+            query = exp.select(*[self.col(c, "c") for c in columns]).from_(self.customers_table("c")).where(condition)
+            table = self.shop.source.fetch_arrow(query, list(columns))
+            for name in columns:
+                out[name] += table.column(name).to_pylist()
+        return out
+
+    def events(self, where: exp.Expr, ids: exp.Select | Sequence[Any]) -> list[dict[str, Any]]:
         columns = list(self.schema.events.columns)
-        condition = where if ids is None else exp.and_(where, self.col("customer_id", "e").isin(query=ids))
-        query = exp.select(*[self.col(c, "e") for c in columns]).from_(self.events_table("e")).where(condition)
         rows = []
-        for row in self.shop.source.fetch(query):
-            event = dict(zip(columns, row, strict=True))
-            event["ts"] = to_utc_naive(event["ts"])
-            rows.append(event)
+        for condition in self._in("e", ids):
+            query = exp.select(*[self.col(c, "e") for c in columns]).from_(self.events_table("e")).where(
+                exp.and_(where, condition))
+            for row in self.shop.source.fetch(query):
+                event = dict(zip(columns, row, strict=True))
+                ts = event["ts"]
+                if not isinstance(ts, datetime) or ts.tzinfo is not None:
+                    event["ts"] = to_utc_naive(ts)
+                rows.append(event)
         return rows
 
     def members(self, rule: Rule) -> exp.Select:
@@ -233,11 +256,10 @@ def gather(
                     last[got.customer_id] = got.due_at
             received[campaign.id] = last
         wanted = [c for c in customer_columns if c in template_names(campaign, renderer)]
-        rows = reader.customers(["customer_id", *dict.fromkeys(contact_columns + wanted)], reader.members(shop._resolve(campaign.audience)))
-        audiences[campaign.id] = [row["customer_id"] for row in rows]
-        attributes = wanted
-        for row in rows:
-            recipient = columns.recipient(row, now=now, attributes=attributes)
+        data = reader.customer_columns(list(dict.fromkeys(["customer_id", *contact_columns, *wanted])),
+                                       reader.members(shop._resolve(campaign.audience)))
+        audiences[campaign.id] = data["customer_id"]
+        for recipient in columns.recipients(data, now=now, attributes=wanted):
             known = recipients.get(recipient.customer_id)
             if known is not None and known.attributes.keys() != recipient.attributes.keys():
                 recipient = attrs.evolve(recipient, attributes={**known.attributes, **recipient.attributes})
@@ -245,16 +267,13 @@ def gather(
 
     settled: set[str] = set()
     ledger: list[LedgerEntry] = []
-    scenario_ids: list[str] = []
-    oldest_key = now
+    scenario_rows: dict[str, OutboxRow] = {}
     for campaign, saved_at in enabled:
         schedule = campaign.schedule
         if not isinstance(schedule, Triggered):
             continue
-        scenario_ids.append(campaign.id)
         horizon = scenario_span(schedule.steps) + campaign.max_delay
         window_start = max(now - horizon, saved_at)
-        oldest_key = min(oldest_key, now - horizon)
         since = None if schedule.reentry == "every_time" else saved_at
         ids = reader.triggered_ids(schedule.on, window_start)
         found = reader.events(reader.events_named([schedule.on], since if since is not None else window_start), ids)
@@ -273,47 +292,58 @@ def gather(
         names = template_names(campaign, renderer)
         needs_events = any(reads_events(r) for r in rules) or "cart" in names
         wanted = [c for c in customer_columns if c in names]
-        rows = reader.customers(customer_columns if needs_rows else ["customer_id", *dict.fromkeys(contact_columns + wanted)], ids)
-        history_events: dict[Any, list[dict[str, Any]]] = defaultdict(list)
-        if needs_events:
-            everything = exp.LTE(this=reader.ts("e"), expression=reader.at(now))
-            for event in reader.events(everything, ids):
-                history_events[event["customer_id"]].append(event)
-        for row in rows:
-            cid = row["customer_id"]
-            recipient = columns.recipient(row, now=now, attributes=wanted)
+        # what the outbox decided for these customers, at any date (re-entry rules read old entries): customers
+        # with nothing left to decide need no history, so a steady stream of ticks reads only the new ones
+        decided = store.outbox(campaign_ids=[campaign.id], customer_ids=list(per_customer)) if per_customer else []
+        scenario_rows.update((r.key, r) for r in decided)
+        keys = {r.key for r in decided}
+        if any(not isinstance(r, Everyone) for r in rules[1:]):
+            needy = set(per_customer)  # a branch may come due for anyone
+        else:
+            needy = {cid for cid, times in per_customer.items()
+                     if _undecided(campaign, schedule, cid, times, keys, now, cart="cart" in names)}
+        data = reader.customer_columns(list(dict.fromkeys(["customer_id", *contact_columns, *wanted])), ids)
+        for recipient in columns.recipients(data, now=now, attributes=wanted):
+            cid = recipient.customer_id
             known = recipients.get(cid)
             if known is not None:
                 recipient = attrs.evolve(recipient, attributes={**known.attributes, **recipient.attributes})
             recipients[cid] = recipient
-            if needs_rows:
-                histories[cid] = (row, history_events.get(cid, []))
+        if needy and (needs_rows or "cart" in names):
+            history_events: dict[Any, list[dict[str, Any]]] = defaultdict(list)
+            if needs_events:
+                everything = exp.LTE(this=reader.ts("e"), expression=reader.at(now))
+                for event in reader.events(everything, sorted(needy, key=repr)):
+                    history_events[event["customer_id"]].append(event)
+            people = reader.customers(customer_columns, sorted(needy, key=repr)) if needs_rows else []
+            for row in people:
+                histories[row["customer_id"]] = (row, history_events.get(row["customer_id"], []))
             if "cart" in names:
                 from shopcrm.profile import current_cart
 
-                contexts.setdefault(cid, {})["cart"] = [
-                    {"product_id": item.product_id, "added_at": item.added_at, **item.details}
-                    for item in current_cart(history_events.get(cid, []), shop.lifecycle_policy)
-                ]
-        # events of customers not in the customers table: no attributes and, as in SQL, no history a rule can
-        # see (a rule reads the customers table first); an audience of everyone reports them as no_recipient
-        for cid in per_customer:
-            if needs_rows and cid not in histories:
-                histories[cid] = ({"customer_id": cid}, [])
+                for cid in needy:
+                    contexts.setdefault(cid, {})["cart"] = [
+                        {"product_id": item.product_id, "added_at": item.added_at, **item.details}
+                        for item in current_cart(history_events.get(cid, []), shop.lifecycle_policy)
+                    ]
+            # events of customers not in the customers table: no attributes and, as in SQL, no history a rule can
+            # see (a rule reads the customers table first); an audience of everyone reports them as no_recipient
+            for cid in needy:
+                if needs_rows and cid not in histories:
+                    histories[cid] = ({"customer_id": cid}, [])
 
     longest_cap = max((cap.per for cap in policy.caps), default=timedelta(0))
     keys_seen: set[str] = set()
     for done_row in store.planned_since(now - longest_cap):
         ledger.append(_entry(done_row))
         keys_seen.add(done_row.key)
-    if scenario_ids:
-        for done_row in store.outbox(campaign_ids=scenario_ids, since=oldest_key):
-            if done_row.key in keys_seen:
-                continue
-            if done_row.status == "planned":
-                ledger.append(_entry(done_row))
-            else:
-                settled.add(done_row.key)
+    for done_row in scenario_rows.values():
+        if done_row.key in keys_seen:
+            continue
+        if done_row.status == "planned":
+            ledger.append(_entry(done_row))
+        else:
+            settled.add(done_row.key)
     state = ShopState(
         recipients=recipients, audiences=audiences, triggers=triggers, exits=exits, histories=histories,
         contexts=contexts, trigger_events=trigger_events, ledger=ledger, settled=frozenset(settled), received=received,
@@ -322,17 +352,58 @@ def gather(
     return state, occurrences
 
 
+def _undecided(
+    campaign: Campaign, schedule: Triggered, customer_id: Any, times: Sequence[datetime], keys: set[str], now: datetime,
+    *, cart: bool,
+) -> bool:
+    """Whether the planner may need this customer's history this tick: a trigger whose entry is not recorded
+    (and not made moot by the re-entry rule), or, when templates read the cart, an entered occurrence with
+    a send step still to decide."""
+    sends = [step.send for step in campaign.send_steps()]
+    everyone = isinstance(campaign.audience, Everyone)
+    walked_from = now - scenario_span(schedule.steps) - campaign.max_delay  # older entries are not walked
+    entered: datetime | None = None
+    for at in sorted(t for t in times if t <= now):
+        if entered is not None and schedule.reentry == "once":
+            break
+        if entered is not None and isinstance(schedule.reentry, timedelta) and at - entered < schedule.reentry:
+            continue
+        decision = True if everyone else entry_decision(campaign, customer_id, at, keys)
+        if decision is None:
+            return True
+        if decision:
+            entered = at
+            occurrence = at.isoformat()
+            if cart and at >= walked_from and not all(idempotency_key(campaign.id, occurrence, s, customer_id) in keys for s in sends):
+                return True
+    return False
+
+
 def _entry(row: OutboxRow) -> LedgerEntry:
     return LedgerEntry(row.key, row.customer_id, row.campaign_id, row.purpose, row.channel, row.send_at or row.due_at)
 
 
-def _message_json(message: PlannedMessage) -> str:
-    chain = []
-    for rendered, contact in zip(message.chain, message.contacts, strict=True):
-        item = attrs.asdict(rendered)
-        item["contact"] = contact
-        chain.append(item)
-    return json.dumps({"chain": chain}, ensure_ascii=False, default=_plain)
+class _MessageEncoder:
+    """The outbox's JSON of a message's chain: each rendered message is encoded once (customers share them
+    through the render cache) and only the contact is added per message."""
+
+    def __init__(self) -> None:
+        self._encoded: dict[int, tuple[Any, str]] = {}
+
+    def rendered(self, rendered: Any) -> str:
+        found = self._encoded.get(id(rendered))
+        if found is None or found[0] is not rendered:
+            text = json.dumps(attrs.asdict(rendered), ensure_ascii=False, default=_plain)
+            found = (rendered, text[:-1])  # without the closing brace: the contact follows
+            self._encoded[id(rendered)] = found
+        return found[1]
+
+    def __call__(self, message: PlannedMessage) -> str:
+        parts = [
+            f"{self.rendered(rendered)}, \"contact\": {json.dumps(contact, ensure_ascii=False)}}}"
+            for rendered, contact in zip(message.chain, message.contacts, strict=True)
+        ]
+        return '{"chain": [' + ", ".join(parts) + "]}"
 
 
 def _plain(value: Any) -> Any:
@@ -342,19 +413,30 @@ def _plain(value: Any) -> Any:
 
 
 def outbox_rows(result: Plan, campaigns: Iterable[Campaign], now: datetime) -> list[OutboxRow]:
-    """The rows a plan records: every planned message; holdouts; every suppression of a scenario step."""
+    """The rows a plan records: every planned message; holdouts; every suppression of a scenario step; the
+    scenario entries an audience rule decided."""
     scenarios = {c.id for c in campaigns if isinstance(c.schedule, Triggered)}
     purposes = {c.id: c.purpose for c in campaigns}
+    encode = _MessageEncoder()
     rows = [
         OutboxRow(
             key=m.key, customer_id=m.customer_id, campaign_id=m.campaign_id, step=m.step, occurrence=m.occurrence,
-            variant=m.variant, purpose=m.purpose, channel=m.channel, kind=m.chain[0].kind, status="planned",
-            due_at=m.due_at, send_at=m.send_at, cost=m.estimated_cost, message=_message_json(m), planned_at=now,
+            variant=m.variant, purpose=m.purpose, channel=m.chain[0].channel, kind=m.chain[0].kind, status="planned",
+            due_at=m.due_at, send_at=m.send_at, cost=m.estimated_cost, message=encode(m), planned_at=now,
         )
         for m in result.messages
     ]
+    rows += [
+        OutboxRow(
+            key=e.key, customer_id=e.customer_id, campaign_id=e.campaign_id, step="entered", occurrence=e.at.isoformat(),
+            variant="", purpose=purposes.get(e.campaign_id, ""), channel="", kind="", status="entered", due_at=e.at,
+            send_at=None, cost=0.0, message="{}", planned_at=now,
+        )
+        for e in result.entries
+    ]
+    seen = {row.key for row in rows}
     for s in result.suppressions:
-        if s.key is None or s.reason == "already_planned":
+        if s.key is None or s.reason == "already_planned" or s.key in seen:
             continue
         if s.reason != "holdout" and s.campaign_id not in scenarios:
             continue
@@ -364,6 +446,7 @@ def outbox_rows(result: Plan, campaigns: Iterable[Campaign], now: datetime) -> l
             due_at=s.due_at or now, send_at=None, cost=0.0, message=json.dumps({"detail": s.detail}, ensure_ascii=False),
             planned_at=now,
         ))
+        seen.add(s.key)
     return rows
 
 
@@ -373,11 +456,13 @@ def tick(shop: Shop, now: datetime, *, dry_run: bool = False) -> TickResult:
     store = shop.source.campaign_store()
     campaigns = [(Campaign.model_validate_json(document), saved) for _, document, saved in store.campaigns()]
     policy = shop.messaging_policy
-    state, occurrences = gather(shop, campaigns, when, policy)
-    result = plan([c for c, _ in campaigns], state, now=when, policy=policy)
-    rows = outbox_rows(result, [c for c, _ in campaigns], when)
-    if not dry_run:
-        store.record(rows, occurrences, when)
+    with paused_gc():  # a broadcast allocates a few acyclic objects per customer; see paused_gc
+        state, occurrences = gather(shop, campaigns, when, policy)
+        result = plan([c for c, _ in campaigns], state, now=when, policy=policy)
+        rows = outbox_rows(result, [c for c, _ in campaigns], when)
+        del state
+        if not dry_run:
+            store.record(rows, occurrences, when)
     return TickResult(now=when, plan=result, recorded=0 if dry_run else len(rows), occurrences=tuple(occurrences), dry_run=dry_run)
 
 
@@ -389,8 +474,9 @@ def preview_state(shop: Shop, campaign: Campaign, now: datetime) -> ShopState:
     names = template_names(campaign, Renderer())
     wanted = [c for c in customer_columns if c in names]
     contact = [c for c in customer_columns if c in columns.names()]
-    rows = reader.customers(["customer_id", *dict.fromkeys(contact + wanted)], reader.members(shop._resolve(campaign.audience)))
-    recipients = {row["customer_id"]: columns.recipient(row, now=now, attributes=wanted) for row in rows}
+    data = reader.customer_columns(list(dict.fromkeys(["customer_id", *contact, *wanted])), reader.members(shop._resolve(campaign.audience)))
+    with paused_gc():
+        recipients = {r.customer_id: r for r in columns.recipients(data, now=now, attributes=wanted)}
     longest_cap = max((cap.per for cap in shop.messaging_policy.caps), default=timedelta(0))
     ledger = [_entry(r) for r in shop.source.campaign_store().planned_since(now - longest_cap)]
     samples = {}

@@ -323,6 +323,8 @@ class Campaign(_Frozen):
                 problems.append("a triggered scenario needs at least one send step")
             if len(set(sends)) != len(sends):
                 problems.append(f"send step names repeat: {sends}; each names its step in idempotency keys")
+            if {"entered", "not_entered"} & set(sends):
+                problems.append("'entered' and 'not_entered' name a scenario's entry decisions; call the send step something else")
         if problems:
             raise ValueError("; ".join(problems))
         return self

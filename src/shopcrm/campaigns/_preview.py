@@ -116,7 +116,7 @@ def preview(campaign: Campaign, state: ShopState, *, now: datetime, policy: Mess
                 continue
             counts["allowed"] += 1
             zone = recipient.timezone or rules.timezone
-            send_at = planner.allowed(when, [channel], recipient, zone, advertising)
+            send_at = planner.allowed(when, (channel,), recipient, zone, advertising)
             if planner.caps.binding(customer_id, campaign.purpose, channel, send_at) is not None:
                 continue
             counts["not_capped"] += 1

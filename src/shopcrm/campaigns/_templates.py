@@ -40,7 +40,7 @@ _MISSING = object()
 _SLOT = re.compile(r"#\{([^{}]+)\}")
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, cache_hash=True)
 class Decorations:
     """What an advertising message must carry, per the jurisdiction's rules (the policy fills it)."""
 
@@ -125,6 +125,7 @@ class Renderer:
         values = tuple(context.get(n, _MISSING) for n in names)
         if channel == "email":
             values += (context.get("customer_id"),)  # the unsubscribe link is personal
+        # id(content) is stable: self._names keeps every content seen alive
         key = (id(content), channel, advertising, decorations, values)
         try:
             found = self._rendered.get(key)

@@ -104,9 +104,10 @@ class CampaignStore(ABC):
     @abstractmethod
     def outbox(
         self, *, campaign_ids: Sequence[str] | None = None, since: datetime | None = None, status: str | None = None,
+        customer_ids: Sequence[Any] | None = None,
     ) -> list[OutboxRow]:
-        """Rows of these campaigns (all when None) due at or after ``since``, of one status, by due time,
-        campaign, customer and step."""
+        """Rows of these campaigns and customers (all when None) due at or after ``since``, of one status, by due
+        time, campaign, customer and step."""
 
     @abstractmethod
     def planned_since(self, since: datetime) -> list[OutboxRow]:
@@ -141,10 +142,13 @@ class MemoryCampaignStore(CampaignStore):
 
     def outbox(
         self, *, campaign_ids: Sequence[str] | None = None, since: datetime | None = None, status: str | None = None,
+        customer_ids: Sequence[Any] | None = None,
     ) -> list[OutboxRow]:
+        wanted = None if customer_ids is None else set(customer_ids)
         rows = [
             r for r in self._rows.values()
             if (campaign_ids is None or r.campaign_id in campaign_ids)
+            and (wanted is None or r.customer_id in wanted)
             and (since is None or r.due_at >= since)
             and (status is None or r.status == status)
         ]
@@ -249,11 +253,28 @@ class SQLCampaignStore(CampaignStore):
 
     def outbox(
         self, *, campaign_ids: Sequence[str] | None = None, since: datetime | None = None, status: str | None = None,
+        customer_ids: Sequence[Any] | None = None,
+    ) -> list[OutboxRow]:
+        if customer_ids is not None:  # in chunks: engines bound the number of parameters
+            ids = list(dict.fromkeys(json.dumps(c) for c in customer_ids))
+            found: list[OutboxRow] = []
+            for start in range(0, len(ids), 500):
+                found += self._outbox(campaign_ids, since, status, ids[start:start + 500])
+            return sorted(found, key=lambda r: (r.due_at, r.campaign_id, json.dumps(r.customer_id), r.step, r.key))
+        return self._outbox(campaign_ids, since, status, None)
+
+    def _outbox(
+        self, campaign_ids: Sequence[str] | None, since: datetime | None, status: str | None, customers: list[str] | None,
     ) -> list[OutboxRow]:
         self._ensure()
         p = self._p
         where: list[str] = []
         params: list[Any] = []
+        if customers is not None:
+            if not customers:
+                return []
+            where.append(f"customer_id IN ({', '.join([p] * len(customers))})")
+            params += customers
         if campaign_ids is not None:
             if not campaign_ids:
                 return []
