@@ -44,7 +44,10 @@ def test_the_error_message_shown_in_the_reference_is_the_real_one() -> None:
     assert str(info.value) == shown
 
 
-@pytest.mark.parametrize("page", ["quickstart.md", "dsl.md", "campaigns.md"])
+@pytest.mark.parametrize("page", [
+    "quickstart.md", "dsl.md", "campaigns.md", "campaigns/one-off.md", "campaigns/recurring.md", "campaigns/scenarios.md",
+    "campaigns/playbooks.md", "campaigns/templates.md",
+])
 def test_python_blocks_run_in_order(page: str) -> None:
     namespace: dict[str, object] = {}
     code = blocks(page, "python")
@@ -66,3 +69,12 @@ def test_the_operator_table_lists_every_operator() -> None:
     text = (DOCS / "dsl.md").read_text(encoding="utf-8")
     missing = [op for op in OPERATORS if f"`{op}`" not in text]
     assert not missing, f"docs/dsl.md does not document operators {missing}"
+
+
+def test_the_playbook_page_lists_every_playbook_and_reason_table_every_reason() -> None:
+    from shopcrm.campaigns import PLAYBOOKS, REASONS
+
+    playbooks = (DOCS / "campaigns" / "playbooks.md").read_text(encoding="utf-8")
+    assert [name for name in PLAYBOOKS if f"| `{name}` |" not in playbooks] == []
+    policies = (DOCS / "campaigns" / "policies.md").read_text(encoding="utf-8")
+    assert [reason for reason in REASONS if f"| `{reason}` |" not in policies] == []

@@ -42,7 +42,13 @@ from shopcrm.campaigns import (
     Triggered,
     plan,
 )
-from shopcrm.campaigns._planner import due_occurrence, entry_decision, idempotency_key, paused_gc, scenario_span
+from shopcrm.campaigns._planner import (
+    due_occurrence,
+    entry_decision,
+    idempotency_key,
+    paused_gc,
+    scenario_span,
+)
 from shopcrm.compiler import compile_members
 from shopcrm.compiler._dialects import dialect_for
 from shopcrm.dsl import Everyone, Rule, children

@@ -130,4 +130,32 @@ def run(
         out(f"Lifecycle dashboard (shop.lifecycle_summary, {time.perf_counter() - started:.2f}s):")
         out(str(summary))
         out("")
+        _campaigns(shop, when, out)
+        out("")
         out(f"Open it again: shopcrm.Shop.open({path!r}).count({{'in_segment': 'vip_spenders'}}, now=...)")
+
+
+def _campaigns(shop: Any, when: datetime, out: Callable[[str], None]) -> None:
+    """Enable the playbooks, preview a broadcast, and run the morning's tick (nothing is sent: the outbox fills)."""
+    from datetime import timedelta
+
+    from shopcrm.campaigns import PLAYBOOKS, MessagingPolicy
+
+    shop.messaging_policy = MessagingPolicy(sender_name="모아샵", sender_contact="1588-0000", opt_out_number="080-000-0000")
+    for name in PLAYBOOKS:
+        shop.enable_playbook(name, now=when - timedelta(days=2))
+    sale = shop.save_campaign({
+        "id": "vip_winter_sale", "name": "VIP 겨울 세일", "purpose": "advertising", "holdout_percent": 10,
+        "audience": {"in_segment": "vip_spenders"}, "channels": ["brand_message", "sms"],
+        "variants": [{"name": "a", "content": {"text": "{{ name|은는 }} VIP 겨울 세일 대상이에요. 20% 할인 쿠폰을 드려요."}},
+                     {"name": "b", "content": {"text": "{{ name }}님, VIP 고객님께만 오늘 20% 할인!"}}],
+        "schedule": {"kind": "one_off", "at": "2026-11-24T10:00:00"},
+    }, now=when - timedelta(days=1))
+    morning = when + timedelta(hours=1)  # 10:00 in Seoul
+    out(f"Campaigns: {len(PLAYBOOKS)} playbooks enabled and one broadcast saved; its audience preview:")
+    out(str(shop.preview(sale.id, now=morning)))
+    out("")
+    started = time.perf_counter()
+    result = shop.tick(now=morning)
+    out(f"The 10:00 tick (shop.tick, {time.perf_counter() - started:.2f}s; the outbox holds the plan for the dispatcher):")
+    out(str(result))

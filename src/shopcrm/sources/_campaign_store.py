@@ -16,9 +16,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime
-from typing import Any
-
-import attrs
+from typing import Any, NamedTuple
 
 __all__ = ["OUTBOX_COLUMNS", "CampaignStore", "MemoryCampaignStore", "OutboxRow", "SQLCampaignStore", "TickConflict"]
 
@@ -43,10 +41,14 @@ def _instant(value: Any) -> datetime | None:
     return value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
 
 
-@attrs.frozen(kw_only=True)
-class OutboxRow:
-    """One decision of a tick: ``status`` is ``planned`` for a message to send, else the suppression reason
-    (``holdout``, ``capped``, ...).  ``message`` holds the rendered channel chain and contacts (JSON)."""
+class OutboxRow(NamedTuple):
+    """One decision of a tick: ``status`` is ``planned`` for a message to send, ``entered`` for a scenario
+    entry an audience rule admitted, else the suppression reason (``holdout``, ``capped``, ...).
+    ``message`` holds the rendered channel chain and contacts (JSON).
+
+    A named tuple, not an attrs class: a broadcast records one per customer, and tuples are built and
+    transposed into columns at C speed.
+    """
 
     key: str
     customer_id: Any
@@ -64,15 +66,9 @@ class OutboxRow:
     message: str
     planned_at: datetime
 
-    def as_tuple(self) -> tuple[Any, ...]:
-        return (
-            self.key, json.dumps(self.customer_id), self.campaign_id, self.step, self.occurrence, self.variant,
-            self.purpose, self.channel, self.kind, self.status, _stamp(self.due_at), _stamp(self.send_at),
-            float(self.cost), self.message, _stamp(self.planned_at),
-        )
-
     @classmethod
     def from_tuple(cls, row: Sequence[Any]) -> OutboxRow:
+        """A row as an engine returns it (customer id as JSON, instants as ISO text)."""
         values = dict(zip(OUTBOX_COLUMNS, row, strict=True))
         values["customer_id"] = json.loads(values["customer_id"])
         for name in ("due_at", "send_at", "planned_at"):
@@ -83,7 +79,28 @@ class OutboxRow:
     @property
     def chain(self) -> list[dict[str, Any]]:
         """The rendered messages of the channel chain (first preferred), each with its contact."""
-        return list(json.loads(self.message)["chain"]) if self.message else []
+        return list(json.loads(self.message).get("chain", [])) if self.message else []
+
+
+def stored_columns(rows: Sequence[OutboxRow]) -> list[list[Any]]:
+    """The rows column by column, as the tables store them: customer ids as JSON, instants as ISO text."""
+    if not rows:
+        return [[] for _ in OUTBOX_COLUMNS]
+    columns = [list(column) for column in zip(*rows, strict=True)]
+    stamps: dict[datetime | None, str | None] = {}
+
+    def stamp(value: datetime | None) -> str | None:
+        found = stamps.get(value, "")
+        if found == "":
+            found = stamps[value] = _stamp(value)
+        return found
+
+    index = {name: i for i, name in enumerate(OUTBOX_COLUMNS)}
+    columns[index["customer_id"]] = [json.dumps(c) for c in columns[index["customer_id"]]]
+    for name in ("due_at", "send_at", "planned_at"):
+        columns[index[name]] = [stamp(v) for v in columns[index[name]]]
+    columns[index["cost"]] = [float(v) for v in columns[index["cost"]]]
+    return columns
 
 
 class CampaignStore(ABC):
@@ -171,13 +188,14 @@ class MemoryCampaignStore(CampaignStore):
 
 
 Run = Callable[[str, Sequence[Any]], list[tuple[Any, ...]]]
+#: insert(table, column names, the values column by column)
 Insert = Callable[[str, Sequence[str], Sequence[Sequence[Any]]], None]
 
 
 class SQLCampaignStore(CampaignStore):
     """The three tables next to the shop's data, reached through ``run(sql, params)``.
 
-    ``insert(table, columns, rows)`` inserts many rows; ``transaction()`` is a context manager that commits
+    ``insert(table, columns, values)`` inserts many rows given column by column; ``transaction()`` is a context manager that commits
     on success and rolls back on error; ``is_conflict(error)`` says whether an error is a duplicate key.
     Tables are created on first use with types every supported engine accepts.
     """
@@ -309,10 +327,11 @@ class SQLCampaignStore(CampaignStore):
         try:
             with self._transaction():
                 if rows:
-                    self._insert(self.OUTBOX, columns, [r.as_tuple() for r in rows])
+                    self._insert(self.OUTBOX, columns, stored_columns(rows))
                 pairs = [(c, o, _stamp(at)) for c, o in occurrences]
                 if pairs:
-                    self._insert(self.OCCURRENCES, ["campaign_id", "occurrence", "planned_at"], pairs)
+                    self._insert(self.OCCURRENCES, ["campaign_id", "occurrence", "planned_at"],
+                                 [list(column) for column in zip(*pairs, strict=True)])
         except Exception as error:
             if self._is_conflict(error):
                 raise TickConflict(f"another tick recorded some of these decisions first ({error}); run the tick again") from error

@@ -133,8 +133,9 @@ class DBAPISource(Source):
             raise
         self.connection.commit()
 
-    def _insert(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    def _insert(self, table: str, columns: Sequence[str], values: Sequence[Sequence[Any]]) -> None:
         check_identifier(table, "table name")
+        rows = list(zip(*values, strict=True))
         marks = ", ".join([_PLACEHOLDER.get(self.dialect, "%s")] * len(columns))
         sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})"
         cursor = self.connection.cursor()

@@ -103,12 +103,12 @@ class DuckDBSource(Source):
             raise
         self.con.commit()
 
-    def _insert(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-        """Many rows through Arrow (DuckDB's executemany is slow); strings and floats as given."""
+    def _insert(self, table: str, columns: Sequence[str], values: Sequence[Sequence[Any]]) -> None:
+        """Many rows, given column by column, through Arrow (DuckDB's executemany is slow)."""
         import pyarrow as pa
 
         check_identifier(table, "table name")
-        data = pa.table({name: [row[i] for row in rows] for i, name in enumerate(columns)})
+        data = pa.table(dict(zip(columns, values, strict=True)))
         self.con.register("shopcrm_rows", data)
         try:
             names = ", ".join(f'"{c}"' for c in columns)
