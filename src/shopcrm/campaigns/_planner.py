@@ -54,7 +54,9 @@ __all__ = [
     "Recipient",
     "ShopState",
     "Suppression",
+    "allowed_from",
     "bucket",
+    "consent_block",
     "due_occurrence",
     "entry_decision",
     "idempotency_key",
@@ -266,6 +268,49 @@ def scenario_span(steps: Sequence[Any]) -> timedelta:
 #: the step names under which a scenario's entry decisions are recorded (a trigger that entered, or not)
 ENTERED = "entered"
 NOT_ENTERED = "not_entered"
+
+
+def consent_block(channel: str, recipient: Recipient, *, advertising: bool, policy: MessagingPolicy, now: datetime) -> str | None:
+    """Why ``recipient`` may not get a message on ``channel`` now (a key of :data:`REASONS`), or None.
+
+    The planner asks when it plans; the dispatcher asks again just before sending (consent can be
+    withdrawn in between)."""
+    if recipient.contact(channel) is None:
+        return "no_contact"
+    group = CONSENT_GROUP[channel]
+    if not advertising or group is None:
+        return None
+    if "all" in recipient.opted_out or group in recipient.opted_out:
+        return "opted_out"
+    given = recipient.consents.get(group)
+    if given is None:
+        return "no_consent"
+    if policy.consent_valid_for is not None and now - given > policy.consent_valid_for:
+        return "consent_expired"
+    if channel == "brand_message" and policy.brand_message_friends_only and not recipient.kakao_friend:
+        return "not_friend"
+    return None
+
+
+def allowed_from(
+    due: datetime, chain: Sequence[str], recipient: Recipient, zone: str, advertising: bool, policy: MessagingPolicy,
+) -> datetime:
+    """The first instant at or after ``due`` when every channel of ``chain`` may send to ``recipient``: out of
+    the quiet hours for advertising (unless night consent lifts them) and inside Kakao's Brand Message hours."""
+    at = due
+    for _ in range(4):
+        moved = at
+        for channel in chain:
+            if advertising and channel not in policy.quiet_hours_exempt and not (
+                recipient.night_consent and policy.night_consent_lifts_quiet_hours
+            ):
+                moved = max(moved, policy.quiet_hours.next_outside(moved, zone))
+            if channel == "brand_message":
+                moved = max(moved, policy.brand_message_closed.next_outside(moved, zone))
+        if moved == at:
+            return at
+        at = moved
+    return at
 
 
 def entry_decision(campaign: Campaign, customer_id: Any, at: datetime, keys: Collection[str]) -> bool | None:
@@ -575,21 +620,7 @@ class _Planner:
         return (), [(best[1], best[0]), *dropped]
 
     def blocked(self, channel: str, recipient: Recipient, advertising: bool) -> str | None:
-        if recipient.contact(channel) is None:
-            return "no_contact"
-        group = CONSENT_GROUP[channel]
-        if not advertising or group is None:
-            return None
-        if "all" in recipient.opted_out or group in recipient.opted_out:
-            return "opted_out"
-        given = recipient.consents.get(group)
-        if given is None:
-            return "no_consent"
-        if self.policy.consent_valid_for is not None and self.now - given > self.policy.consent_valid_for:
-            return "consent_expired"
-        if channel == "brand_message" and self.policy.brand_message_friends_only and not recipient.kakao_friend:
-            return "not_friend"
-        return None
+        return consent_block(channel, recipient, advertising=advertising, policy=self.policy, now=self.now)
 
     def allowed(self, due: datetime, chain: tuple[str, ...], recipient: Recipient, zone: str, advertising: bool) -> datetime:
         """The first instant at or after ``due`` when every channel of the chain may send (memoised)."""
@@ -600,20 +631,7 @@ class _Planner:
         return found
 
     def _allowed(self, due: datetime, chain: Sequence[str], recipient: Recipient, zone: str, advertising: bool) -> datetime:
-        at = due
-        for _ in range(4):
-            moved = at
-            for channel in chain:
-                if advertising and channel not in self.policy.quiet_hours_exempt and not (
-                    recipient.night_consent and self.policy.night_consent_lifts_quiet_hours
-                ):
-                    moved = max(moved, self.policy.quiet_hours.next_outside(moved, zone))
-                if channel == "brand_message":
-                    moved = max(moved, self.policy.brand_message_closed.next_outside(moved, zone))
-            if moved == at:
-                return at
-            at = moved
-        return at
+        return allowed_from(due, chain, recipient, zone, advertising, self.policy)
 
     def context(self, recipient: Recipient, campaign: Campaign, step: Send, due_at: datetime, entry: datetime | None) -> _ContextView:
         event = None

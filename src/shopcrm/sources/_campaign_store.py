@@ -82,6 +82,55 @@ class OutboxRow(NamedTuple):
         return list(json.loads(self.message).get("chain", [])) if self.message else []
 
 
+#: the send ledger's columns, in order
+SEND_COLUMNS = (
+    "key", "customer_id", "campaign_id", "chain_index", "state", "attempts", "next_at", "lease_until", "claim",
+    "provider_id", "code", "reason", "cost", "updated_at",
+)
+#: states of a send: waiting to go, being sent (claimed, lease running), waiting to retry, and the final ones
+SEND_STATES = ("queued", "inflight", "retry", "sent", "failed", "unknown")
+
+
+class SendRow(NamedTuple):
+    """Where one planned message stands in delivery: which channel of its chain (``chain_index``), its
+    ``state``, how many attempts were made, when it may next be tried, who holds it (``claim``) and until
+    when (``lease_until``), and the outcome (the provider's id, the code and reason of the last failure,
+    the cost)."""
+
+    key: str
+    customer_id: Any
+    campaign_id: str
+    chain_index: int
+    state: str
+    attempts: int
+    next_at: datetime
+    lease_until: datetime | None
+    claim: str
+    provider_id: str
+    code: str
+    reason: str
+    cost: float
+    updated_at: datetime
+
+    @classmethod
+    def from_tuple(cls, row: Sequence[Any]) -> SendRow:
+        values = dict(zip(SEND_COLUMNS, row, strict=True))
+        values["customer_id"] = json.loads(values["customer_id"])
+        for name in ("next_at", "lease_until", "updated_at"):
+            values[name] = _instant(values[name])
+        values["chain_index"] = int(values["chain_index"])
+        values["attempts"] = int(values["attempts"])
+        values["cost"] = float(values["cost"] or 0)
+        for name in ("claim", "provider_id", "code", "reason"):
+            values[name] = values[name] or ""
+        return cls(**values)
+
+    def stored(self) -> tuple[Any, ...]:
+        return (self.key, json.dumps(self.customer_id), self.campaign_id, self.chain_index, self.state, self.attempts,
+                _stamp(self.next_at), _stamp(self.lease_until), self.claim, self.provider_id, self.code,
+                self.reason, float(self.cost), _stamp(self.updated_at))
+
+
 def stored_columns(rows: Sequence[OutboxRow]) -> list[list[Any]]:
     """The rows column by column, as the tables store them: customer ids as JSON, instants as ISO text."""
     if not rows:
@@ -138,6 +187,36 @@ class CampaignStore(ABC):
     def record(self, rows: Sequence[OutboxRow], occurrences: Iterable[tuple[str, str]], at: datetime) -> None:
         """Add ``rows`` and mark ``occurrences`` planned, all or nothing; TickConflict when a key exists."""
 
+    # the send ledger
+    @abstractmethod
+    def enqueue_due(self, now: datetime) -> int:
+        """Queue every planned message whose send time has come and that has no send row yet; how many."""
+
+    @abstractmethod
+    def sends(self, *, keys: Sequence[str] | None = None, states: Sequence[str] | None = None) -> list[SendRow]:
+        """Send rows (of these keys, in these states), by key."""
+
+    @abstractmethod
+    def due_sends(self, now: datetime, limit: int) -> list[SendRow]:
+        """Up to ``limit`` queued or retrying rows whose time has come, oldest first."""
+
+    @abstractmethod
+    def expired_inflight(self, now: datetime) -> list[SendRow]:
+        """Rows in flight whose lease ran out: their holder died mid-send, the outcome is unknown."""
+
+    @abstractmethod
+    def claim(self, keys: Sequence[str], claim: str, lease_until: datetime, now: datetime, *, expired: bool = False) -> list[SendRow]:
+        """Atomically take these rows for sending: queued or retrying ones (``expired``: in-flight ones whose lease
+        ran out) become ``inflight`` under ``claim`` until ``lease_until``; returns the rows this call took."""
+
+    @abstractmethod
+    def settle(self, rows: Sequence[SendRow]) -> None:
+        """Write the new states of rows this dispatcher holds (one transaction)."""
+
+    @abstractmethod
+    def outbox_by_keys(self, keys: Sequence[str]) -> dict[str, OutboxRow]:
+        """The outbox rows of these keys."""
+
 
 class MemoryCampaignStore(CampaignStore):
     """Everything in memory (sources with nowhere to write, tests)."""
@@ -145,6 +224,7 @@ class MemoryCampaignStore(CampaignStore):
     def __init__(self) -> None:
         self._campaigns: dict[str, tuple[str, datetime]] = {}
         self._rows: dict[str, OutboxRow] = {}
+        self._sends: dict[str, SendRow] = {}
         self._occurrences: set[tuple[str, str]] = set()
         self._lock = threading.Lock()
 
@@ -186,6 +266,52 @@ class MemoryCampaignStore(CampaignStore):
             self._rows.update((r.key, r) for r in rows)
             self._occurrences.update(occurrences)
 
+    def enqueue_due(self, now: datetime) -> int:
+        with self._lock:
+            due = [r for r in self._rows.values() if r.status == "planned" and r.send_at is not None
+                   and r.send_at <= now and r.key not in self._sends]
+            for r in due:
+                self._sends[r.key] = SendRow(r.key, r.customer_id, r.campaign_id, 0, "queued", 0, r.send_at or now, None,
+                                             "", "", "", "", 0.0, now)
+            return len(due)
+
+    def sends(self, *, keys: Sequence[str] | None = None, states: Sequence[str] | None = None) -> list[SendRow]:
+        rows = self._sends.values() if keys is None else [self._sends[k] for k in keys if k in self._sends]
+        return sorted((r for r in rows if states is None or r.state in states), key=lambda r: r.key)
+
+    def due_sends(self, now: datetime, limit: int) -> list[SendRow]:
+        due = [r for r in self._sends.values() if r.state in ("queued", "retry") and r.next_at <= now]
+        return sorted(due, key=lambda r: (r.next_at, r.key))[:limit]
+
+    def expired_inflight(self, now: datetime) -> list[SendRow]:
+        return sorted((r for r in self._sends.values() if r.state == "inflight" and r.lease_until is not None
+                       and r.lease_until < now), key=lambda r: r.key)
+
+    def claim(self, keys: Sequence[str], claim: str, lease_until: datetime, now: datetime, *, expired: bool = False) -> list[SendRow]:
+        taken = []
+        with self._lock:
+            for key in keys:
+                row = self._sends.get(key)
+                if row is None:
+                    continue
+                if expired:
+                    ok = row.state == "inflight" and row.lease_until is not None and row.lease_until < now
+                else:
+                    ok = row.state in ("queued", "retry")
+                if ok:
+                    row = row._replace(state="inflight", claim=claim, lease_until=lease_until, updated_at=now,
+                                       attempts=row.attempts if expired else row.attempts + 1)
+                    self._sends[key] = row
+                    taken.append(row)
+        return taken
+
+    def settle(self, rows: Sequence[SendRow]) -> None:
+        with self._lock:
+            self._sends.update((r.key, r) for r in rows)
+
+    def outbox_by_keys(self, keys: Sequence[str]) -> dict[str, OutboxRow]:
+        return {k: self._rows[k] for k in keys if k in self._rows}
+
 
 Run = Callable[[str, Sequence[Any]], list[tuple[Any, ...]]]
 #: insert(table, column names, the values column by column)
@@ -203,6 +329,7 @@ class SQLCampaignStore(CampaignStore):
     CAMPAIGNS = "shopcrm_campaigns"
     OUTBOX = "shopcrm_outbox"
     OCCURRENCES = "shopcrm_occurrences"
+    SENDS = "shopcrm_sends"
 
     def __init__(
         self,
@@ -240,6 +367,14 @@ class SQLCampaignStore(CampaignStore):
             self._run(
                 f"CREATE TABLE IF NOT EXISTS {self.OCCURRENCES} (campaign_id VARCHAR(100) NOT NULL, "
                 "occurrence VARCHAR(40) NOT NULL, planned_at VARCHAR(32) NOT NULL, PRIMARY KEY (campaign_id, occurrence))",
+                (),
+            )
+            self._run(
+                f"CREATE TABLE IF NOT EXISTS {self.SENDS} (key_ VARCHAR(64) PRIMARY KEY, customer_id VARCHAR(200) NOT NULL, "
+                "campaign_id VARCHAR(100) NOT NULL, chain_index INTEGER NOT NULL, state VARCHAR(20) NOT NULL, "
+                "attempts INTEGER NOT NULL, next_at VARCHAR(32) NOT NULL, lease_until VARCHAR(32), claim VARCHAR(64), "
+                "provider_id VARCHAR(200), code VARCHAR(64), reason TEXT, cost DOUBLE PRECISION NOT NULL, "
+                "updated_at VARCHAR(32) NOT NULL)",
                 (),
             )
         self._ready = True
@@ -336,3 +471,108 @@ class SQLCampaignStore(CampaignStore):
             if self._is_conflict(error):
                 raise TickConflict(f"another tick recorded some of these decisions first ({error}); run the tick again") from error
             raise
+
+    # -- the send ledger ---------------------------------------------------------
+    def enqueue_due(self, now: datetime) -> int:
+        self._ensure()
+        p = self._p
+        stamp = _stamp(now)
+        with self._transaction():
+            before = self._run(f"SELECT COUNT(*) FROM {self.SENDS}", ())[0][0]
+            self._run(
+                f"INSERT INTO {self.SENDS} (key_, customer_id, campaign_id, chain_index, state, attempts, next_at, "
+                "lease_until, claim, provider_id, code, reason, cost, updated_at) "
+                f"SELECT o.key_, o.customer_id, o.campaign_id, 0, 'queued', 0, o.send_at, NULL, '', '', '', '', 0, {p} "
+                f"FROM {self.OUTBOX} o WHERE o.status = 'planned' AND o.send_at <= {p} "
+                f"AND NOT EXISTS (SELECT 1 FROM {self.SENDS} s WHERE s.key_ = o.key_)",
+                (stamp, stamp),
+            )
+            after = self._run(f"SELECT COUNT(*) FROM {self.SENDS}", ())[0][0]
+        return int(after) - int(before)
+
+    def sends(self, *, keys: Sequence[str] | None = None, states: Sequence[str] | None = None) -> list[SendRow]:
+        self._ensure()
+        p = self._p
+        found: list[SendRow] = []
+        for part in _chunks(list(keys)) if keys is not None else [None]:
+            where, params = [], []
+            if part is not None:
+                if not part:
+                    continue
+                where.append(f"key_ IN ({', '.join([p] * len(part))})")
+                params += list(part)
+            if states is not None:
+                where.append(f"state IN ({', '.join([p] * len(states))})")
+                params += list(states)
+            sql = _send_select() + (" WHERE " + " AND ".join(where) if where else "")
+            found += [SendRow.from_tuple(r) for r in self._run(sql, params)]
+        return sorted(found, key=lambda r: r.key)
+
+    def due_sends(self, now: datetime, limit: int) -> list[SendRow]:
+        self._ensure()
+        p = self._p
+        rows = self._run(
+            _send_select() + f" WHERE state IN ('queued', 'retry') AND next_at <= {p} ORDER BY next_at, key_ LIMIT {int(limit)}",
+            (_stamp(now),),
+        )
+        return [SendRow.from_tuple(r) for r in rows]
+
+    def expired_inflight(self, now: datetime) -> list[SendRow]:
+        self._ensure()
+        rows = self._run(_send_select() + f" WHERE state = 'inflight' AND lease_until < {self._p} ORDER BY key_", (_stamp(now),))
+        return [SendRow.from_tuple(r) for r in rows]
+
+    def claim(
+        self, keys: Sequence[str], claim: str, lease_until: datetime, now: datetime, *, expired: bool = False,
+    ) -> list[SendRow]:
+        self._ensure()
+        p = self._p
+        taken: list[SendRow] = []
+        for part in _chunks(list(keys)):
+            marks = ", ".join([p] * len(part))
+            with self._transaction():
+                if expired:
+                    self._run(
+                        f"UPDATE {self.SENDS} SET state = 'inflight', claim = {p}, lease_until = {p}, updated_at = {p} "
+                        f"WHERE key_ IN ({marks}) AND state = 'inflight' AND lease_until < {p}",
+                        (claim, _stamp(lease_until), _stamp(now), *part, _stamp(now)),
+                    )
+                else:
+                    self._run(
+                        f"UPDATE {self.SENDS} SET state = 'inflight', claim = {p}, lease_until = {p}, updated_at = {p}, "
+                        f"attempts = attempts + 1 WHERE key_ IN ({marks}) AND state IN ('queued', 'retry')",
+                        (claim, _stamp(lease_until), _stamp(now), *part),
+                    )
+            rows = self._run(_send_select() + f" WHERE claim = {p} AND state = 'inflight' AND key_ IN ({marks})", (claim, *part))
+            taken += [SendRow.from_tuple(r) for r in rows]
+        return taken
+
+    def settle(self, rows: Sequence[SendRow]) -> None:
+        if not rows:
+            return
+        self._ensure()
+        p = self._p
+        columns = ["key_" if c == "key" else c for c in SEND_COLUMNS]
+        with self._transaction():
+            for part in _chunks([r.key for r in rows]):
+                self._run(f"DELETE FROM {self.SENDS} WHERE key_ IN ({', '.join([p] * len(part))})", list(part))
+            values = [list(column) for column in zip(*(r.stored() for r in rows), strict=True)]
+            self._insert(self.SENDS, columns, values)
+
+    def outbox_by_keys(self, keys: Sequence[str]) -> dict[str, OutboxRow]:
+        self._ensure()
+        p = self._p
+        out: dict[str, OutboxRow] = {}
+        for part in _chunks(list(keys)):
+            rows = self._run(self._select() + f" WHERE key_ IN ({', '.join([p] * len(part))})", list(part))
+            out.update((row.key, row) for row in (OutboxRow.from_tuple(r) for r in rows))
+        return out
+
+
+def _send_select() -> str:
+    columns = ", ".join("key_" if c == "key" else c for c in SEND_COLUMNS)
+    return f"SELECT {columns} FROM {SQLCampaignStore.SENDS}"
+
+
+def _chunks(values: Sequence[Any], size: int = 500) -> list[Sequence[Any]]:
+    return [values[i:i + size] for i in range(0, len(values), size)]

@@ -1,0 +1,23 @@
+"""Channels: providers that carry rendered messages (the dispatcher drives them).
+
+Built in: ``console`` and ``jsonl`` for development, ``webhook`` (HMAC-signed JSON over HTTP).  More
+arrive as plugins under the entry-point group ``shopcrm.channels``.
+"""
+
+from shopcrm.channels._base import KINDS, Accepted, Channel, Message, Rejected, SendResult, Transient
+from shopcrm.channels.console import ConsoleChannel
+from shopcrm.channels.jsonl import JsonlChannel
+from shopcrm.channels.webhook import WebhookChannel
+
+__all__ = [
+    "KINDS",
+    "Accepted",
+    "Channel",
+    "ConsoleChannel",
+    "JsonlChannel",
+    "Message",
+    "Rejected",
+    "SendResult",
+    "Transient",
+    "WebhookChannel",
+]

@@ -1,0 +1,153 @@
+"""What a channel is: a provider that carries some kinds of messages and answers, per message, what happened.
+
+A channel is small on purpose (the shape of an httpx transport): it says what it
+can carry, checks a message before it is sent, and sends a batch asynchronously,
+returning one result per message:
+
+- :class:`Accepted`: the provider took it (its message id, and the cost it reported);
+- :class:`Rejected`: it will never be delivered on this channel (invalid number,
+  template mismatch, opted out); the dispatcher moves to the next channel of the chain;
+- :class:`Transient`: try again later (timeout, 5xx, rate limit), with the provider's
+  ``Retry-After`` when it gave one.
+
+Everything else (the ledger, retries, backoff, fallbacks, rate limits, exactly-once)
+is the dispatcher's job, so a plugin author writes only the provider's request and
+the mapping of its answers.  Plugins register under the entry-point group
+``shopcrm.channels``; :mod:`shopcrm.testing` checks one behaves.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+import attrs
+
+__all__ = ["KINDS", "Accepted", "Channel", "Message", "Rejected", "SendResult", "Transient"]
+
+#: the message kinds shopcrm renders (``friendtalk`` for providers that still accept the legacy type)
+KINDS = frozenset({"sms", "lms", "mms", "alimtalk", "brand_message", "friendtalk", "email", "push", "webhook"})
+
+
+@attrs.frozen(kw_only=True)
+class Message:
+    """One rendered message for one channel, as the dispatcher hands it over.
+
+    ``key`` is the idempotency key of the planned message: the same key is never delivered twice, so a
+    provider that accepts an idempotency or correlation field should be given it.  ``attempt`` counts
+    from 1.  ``kind`` is the concrete product (``sms``, ``lms``, ``alimtalk``, ...); ``to`` the contact
+    (phone number, e-mail address, push token, or ``webhook``).
+    """
+
+    key: str
+    attempt: int = 1
+    customer_id: Any
+    campaign_id: str = ""
+    purpose: str = "informational"
+    channel: str
+    kind: str
+    to: str
+    text: str
+    subject: str | None = None
+    html: str | None = None
+    template_code: str | None = None
+    variables: tuple[tuple[str, str], ...] = ()
+    buttons: tuple[tuple[str, str], ...] = ()
+    headers: tuple[tuple[str, str], ...] = ()
+    image_url: str | None = None
+
+    @classmethod
+    def from_rendered(cls, item: Mapping[str, Any], **fields: Any) -> Message:
+        """A message from one entry of an outbox row's chain (the rendered message and its contact)."""
+        return cls(
+            channel=item["channel"], kind=item["kind"], to=item.get("contact") or "", text=item.get("text") or "",
+            subject=item.get("subject"), html=item.get("html"), template_code=item.get("template_code"),
+            variables=tuple(tuple(v) for v in item.get("variables") or ()),
+            buttons=tuple(tuple(b) for b in item.get("buttons") or ()),
+            headers=tuple(tuple(h) for h in item.get("headers") or ()),
+            image_url=item.get("image_url"), **fields,
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return attrs.asdict(self)
+
+
+@attrs.frozen
+class Accepted:
+    """The provider took the message: its id for it, and the cost it reported (None: use the price table)."""
+
+    provider_id: str = ""
+    cost: float | None = None
+
+
+@attrs.frozen
+class Rejected:
+    """The message will not be delivered on this channel; ``code`` is the provider's, ``reason`` for people.
+    ``opted_out`` says the recipient refused messages (080 opt-out, blocked): it suppresses advertising."""
+
+    reason: str
+    code: str = ""
+    opted_out: bool = False
+
+
+@attrs.frozen
+class Transient:
+    """Try again later: a timeout, a 5xx, a rate limit; ``retry_after`` seconds when the provider said."""
+
+    reason: str
+    code: str = ""
+    retry_after: float | None = None
+
+
+SendResult = Accepted | Rejected | Transient
+
+
+class Channel(ABC):
+    """A provider of one or more message kinds.
+
+    Subclasses set ``name`` and ``kinds`` and implement :meth:`send`.  The class attributes tell the
+    dispatcher how to drive it: ``batch_size`` messages per :meth:`send` call, at most
+    ``rate_per_second`` messages per second (None: unlimited), and ``deduplicates`` when the provider
+    itself drops a repeated idempotency key, which makes resending a message whose outcome is unknown
+    (the process died mid-request) safe.  Construct from configuration with :meth:`from_config`;
+    credentials come from the configuration or the environment, never from code.
+    """
+
+    name: ClassVar[str] = ""
+    kinds: ClassVar[frozenset[str]] = frozenset()
+    batch_size: ClassVar[int] = 100
+    rate_per_second: float | None = None
+    deduplicates: bool = False
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> Channel:
+        """The channel from a mapping of settings (the keyword arguments of its constructor)."""
+        return cls(**dict(config))
+
+    def validate(self, message: Message) -> list[str]:
+        """What is wrong with ``message`` for this channel (empty: nothing); checked before sending, and a
+        problem rejects the message without calling the provider."""
+        problems = []
+        if message.kind not in self.kinds:
+            problems.append(f"{self.name or type(self).__name__} carries {sorted(self.kinds)}, not {message.kind!r}")
+        if not message.to:
+            problems.append("the message has no recipient contact")
+        return problems
+
+    @abstractmethod
+    async def send(self, batch: Sequence[Message]) -> list[SendResult]:
+        """Send ``batch`` (at most ``batch_size`` messages); one result per message, in order.
+
+        Raise nothing for a message's own failure: return its result.  An exception means the whole
+        batch's outcome is unknown (the dispatcher treats each message as such).
+        """
+
+    async def reconcile(self, messages: Sequence[Message]) -> list[SendResult | None]:
+        """What became of messages whose outcome is unknown (sent before a crash): a result per message, or
+        None where the provider cannot tell.  The default cannot tell."""
+        return [None] * len(messages)
+
+    async def aclose(self) -> None:
+        """Release connections."""
+        return None

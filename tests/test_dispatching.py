@@ -1,0 +1,235 @@
+"""The dispatcher against a real HTTP receiver on loopback: signed deliveries, retries with backoff and
+Retry-After, fallbacks along the chain, consent and quiet hours re-checked at send time, and crashes
+mid-batch that end with every message sent or failed with a reason, none twice."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from loopback import Behaviour, webhook_receiver
+
+from shopcrm import Shop
+from shopcrm.campaigns import MessagingPolicy
+from shopcrm.channels import Channel, JsonlChannel, Message, SendResult, WebhookChannel
+from shopcrm.dispatching import Dispatcher, RetryPolicy
+
+T0 = datetime(2026, 11, 25, 1)  # 10:00 in Seoul
+POLICY = MessagingPolicy(sender_name="마음상점", sender_contact="1588-0000", opt_out_number="080-123-4567")
+
+
+class FakeClock:
+    """The dispatcher's clock and sleep: sleeping moves time forward at once."""
+
+    def __init__(self, start: datetime) -> None:
+        self.now = start
+        self.slept: list[float] = []
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += timedelta(seconds=seconds)
+        await asyncio.sleep(0)
+
+
+def planned_shop(n: int = 6, *, purpose: str = "advertising", channels: Sequence[str] = ("brand_message", "sms"),
+                 at: str = "2026-11-25T10:00:00", now: datetime = T0) -> Shop:
+    shop = Shop.open()
+    shop.messaging_policy = POLICY
+    shop.load_customers([
+        {"customer_id": f"c{i}", "name": "김민서", "phone": f"010-0000-{i:04d}", "sms_consent": True, "kakao_consent": True,
+         "kakao_friend": True, "night_consent": False}
+        for i in range(n)
+    ])
+    shop.save_campaign({"id": "sale", "purpose": purpose, "channels": list(channels),
+                        "variants": [{"name": "a", "content": {"text": "{{ name }}님, 겨울 세일"}}],
+                        "schedule": {"kind": "one_off", "at": at}}, now=T0 - timedelta(days=1))
+    assert len(shop.tick(now=now).messages) == n
+    return shop
+
+
+def dispatch(shop: Shop, channels: dict[str, Channel], clock: FakeClock, **options: Any) -> Any:
+    dispatcher = Dispatcher(shop, channels, clock=clock, sleep=clock.sleep, seed=7, **options)
+    return asyncio.run(dispatcher.run())
+
+
+def states(shop: Shop) -> Counter[str]:
+    return Counter(r.state for r in shop.source.campaign_store().sends())
+
+
+def events(shop: Shop) -> Counter[str]:
+    rows = shop.source.con.execute("SELECT event FROM events WHERE event LIKE 'message_%'").fetchall()  # type: ignore[attr-defined]
+    return Counter(r[0] for r in rows)
+
+
+def test_every_message_is_delivered_signed_once_and_recorded(tmp_path: Path) -> None:
+    shop = planned_shop()
+    clock = FakeClock(T0)
+    with webhook_receiver() as receiver:
+        hook = WebhookChannel(receiver.url, secret="s3cret")
+        report = dispatch(shop, {"brand_message": hook}, clock)
+        again = dispatch(shop, {"brand_message": hook}, clock)
+    assert sorted(receiver.deliveries()) == sorted(r.key for r in shop.outbox())
+    assert receiver.bad_signatures == 0
+    assert report.outcomes == {"sent": 6} and again.outcomes == {}
+    assert states(shop) == {"sent": 6}
+    assert events(shop) == {"message_sent": 6}
+    sent = shop.source.campaign_store().sends()[0]
+    assert sent.provider_id.startswith("msg-") and sent.cost == POLICY.prices["brand_message"]
+    body = receiver.requests[0]["payload"]
+    assert body["text"].startswith("김민서님, 겨울 세일") and body["kind"] == "brand_message"
+
+
+def test_5xx_and_429_are_retried_with_backoff_and_retry_after() -> None:
+    shop = planned_shop(3)
+    clock = FakeClock(T0)
+    with webhook_receiver(Behaviour(fail_first=3, retry_after=30)) as receiver:
+        report = dispatch(shop, {"brand_message": WebhookChannel(receiver.url, secret="s3cret")}, clock)
+    assert report.outcomes["sent"] == 3 and states(shop) == {"sent": 3}
+    assert len(receiver.requests) == 6 and len(set(receiver.deliveries())) == 3
+    assert clock.now - T0 >= timedelta(seconds=30)  # Retry-After was honoured
+    assert max(r.attempts for r in shop.source.campaign_store().sends()) == 2
+
+
+def test_a_rejection_moves_down_the_chain_and_the_last_one_fails(tmp_path: Path) -> None:
+    shop = planned_shop(4)
+    clock = FakeClock(T0)
+    sms = JsonlChannel(tmp_path / "sms.jsonl")
+    with webhook_receiver(Behaviour(reject_to={"010-0000-0001", "010-0000-0002"})) as receiver:
+        report = dispatch(shop, {"brand_message": WebhookChannel(receiver.url, secret="s3cret"), "sms": sms}, clock)
+    assert report.outcomes == {"sent": 4, "fallback": 2}
+    texts = {row["to"]: row["text"] for row in sms.written()}
+    assert set(texts) == {"010-0000-0001", "010-0000-0002"}
+    assert texts["010-0000-0001"].startswith("(광고) 마음상점 1588-0000\n")  # the fallback is a compliant ad SMS (K11)
+    assert events(shop) == {"message_sent": 4, "message_fallback": 2}
+    shop2 = planned_shop(2, channels=("brand_message",))
+    with webhook_receiver(Behaviour(reject_to={"010-0000-0001"})) as receiver:
+        dispatch(shop2, {"brand_message": WebhookChannel(receiver.url, secret="s3cret")}, FakeClock(T0))
+    failed = [r for r in shop2.source.campaign_store().sends() if r.state == "failed"]
+    assert [(r.customer_id, r.code) for r in failed] == [("c1", "400")] and "invalid number" in failed[0].reason
+
+
+def test_transient_failures_give_up_after_max_attempts_then_fall_back(tmp_path: Path) -> None:
+    shop = planned_shop(1)
+    clock = FakeClock(T0)
+    sms = JsonlChannel(tmp_path / "sms.jsonl")
+    with webhook_receiver(Behaviour(fail_first=100)) as receiver:
+        dispatch(shop, {"brand_message": WebhookChannel(receiver.url, secret="s3cret"), "sms": sms}, clock,
+                 retry=RetryPolicy(max_attempts=3))
+    assert len(receiver.requests) == 3 and len(sms.written()) == 1
+    row = shop.source.campaign_store().sends()[0]
+    assert (row.state, row.chain_index) == ("sent", 1)
+
+
+def test_timeouts_are_retried_and_a_deduplicating_receiver_takes_each_key_once() -> None:
+    shop = planned_shop(2)
+    clock = FakeClock(T0)
+    with webhook_receiver(Behaviour(slow_first=2, slow_seconds=1.0)) as receiver:
+        hook = WebhookChannel(receiver.url, secret="s3cret", timeout=0.2, deduplicates=True)
+        report = dispatch(shop, {"brand_message": hook}, clock)
+    assert report.outcomes["sent"] == 2
+    assert len(receiver.requests) == 4  # both timed out once, then were retried
+    assert sorted(receiver.deliveries()) == sorted(set(receiver.deliveries()))  # processed once each
+
+
+def test_dropped_connections_are_transient() -> None:
+    shop = planned_shop(2)
+    with webhook_receiver(Behaviour(drop_first=2)) as receiver:
+        report = dispatch(shop, {"brand_message": WebhookChannel(receiver.url, secret="s3cret")}, FakeClock(T0))
+    assert report.outcomes["sent"] == 2 and len(set(receiver.deliveries())) == 2
+
+
+def test_consent_withdrawn_after_planning_is_honoured_at_send_time(tmp_path: Path) -> None:
+    shop = planned_shop(3, channels=("sms",))
+    shop.load_customers([{"customer_id": "c1", "name": "김민서", "phone": "010-0000-0001", "sms_consent": False,
+                          "kakao_consent": True, "kakao_friend": True, "night_consent": False}])
+    sms = JsonlChannel(tmp_path / "sms.jsonl")
+    dispatch(shop, {"sms": sms}, FakeClock(T0))
+    assert sorted(row["to"] for row in sms.written()) == ["010-0000-0000", "010-0000-0002"]
+    failed = [r for r in shop.source.campaign_store().sends() if r.state == "failed"]
+    assert [(r.customer_id, r.reason) for r in failed] == [("c1", "no_consent at send time")]
+
+
+def test_advertising_due_in_quiet_hours_waits_until_8am(tmp_path: Path) -> None:
+    # planned at 20:00 Seoul for 20:00, but the dispatcher only runs at 21:30: the quiet hours began
+    shop = planned_shop(1, channels=("sms",), at="2026-11-25T20:00:00", now=datetime(2026, 11, 25, 11))
+    clock = FakeClock(datetime(2026, 11, 25, 12, 30))
+    sms = JsonlChannel(tmp_path / "sms.jsonl")
+    report = dispatch(shop, {"sms": sms}, clock)
+    assert report.outcomes == {"deferred": 1, "sent": 1}
+    assert clock.now >= datetime(2026, 11, 25, 23)  # 08:00 in Seoul
+    assert shop.source.campaign_store().sends()[0].attempts == 1
+
+
+class CrashingChannel(Channel):
+    """Delivers through ``inner`` and then dies, like a process killed after the provider answered."""
+
+    name = "crashing"
+
+    def __init__(self, inner: Channel, after: int) -> None:
+        self.inner = inner
+        self.kinds = inner.kinds  # type: ignore[misc]
+        self.deduplicates = inner.deduplicates
+        self.after = after
+        self.calls = 0
+
+    async def send(self, batch: Sequence[Message]) -> list[SendResult]:
+        self.calls += 1
+        results = await self.inner.send(batch)
+        if self.calls > self.after:
+            raise KeyboardInterrupt("killed mid-batch")
+        return results
+
+    async def reconcile(self, messages: Sequence[Message]) -> list[SendResult | None]:
+        return await self.inner.reconcile(messages)
+
+
+@pytest.mark.parametrize("after", [0, 1, 2])
+def test_a_crash_mid_batch_ends_with_no_duplicate_and_no_loss(tmp_path: Path, after: int) -> None:
+    shop = planned_shop(8)  # c3's Brand Message is rejected: its SMS fallback goes through the JSONL file
+    clock = FakeClock(T0)
+    sms = JsonlChannel(tmp_path / "sms.jsonl")
+    # the receiver does not deduplicate: a resend would be a second delivery, and counted
+    with webhook_receiver(Behaviour(reject_to={"010-0000-0003"}, deduplicate=False)) as receiver:
+        hook = WebhookChannel(receiver.url, secret="s3cret")
+        crashing = CrashingChannel(hook, after)
+        with pytest.raises(KeyboardInterrupt):
+            dispatch(shop, {"brand_message": crashing, "sms": sms}, clock, batch=3)
+        assert states(shop)["inflight"] >= 1
+        clock.now += timedelta(minutes=10)  # the dead dispatcher's lease runs out
+        dispatch(shop, {"brand_message": hook, "sms": sms}, clock, batch=3)
+    final = shop.source.campaign_store().sends()
+    assert {r.state for r in final} <= {"sent", "failed", "unknown"} and len(final) == 8
+    assert all(r.reason for r in final if r.state != "sent")
+    delivered = receiver.deliveries() + [str(row["key"]) for row in sms.written()]
+    assert len(delivered) == len(set(delivered)), "a message was delivered twice"
+    unknown = [r for r in final if r.state == "unknown"]
+    assert all("not resent" in r.reason for r in unknown)
+    assert {r.key for r in final if r.state == "sent"} <= set(delivered)
+
+
+def test_a_jsonl_channel_reconciles_a_crash_from_its_own_file(tmp_path: Path) -> None:
+    shop = planned_shop(5, channels=("sms",))
+    clock = FakeClock(T0)
+    sms = JsonlChannel(tmp_path / "sms.jsonl")
+    with pytest.raises(KeyboardInterrupt):
+        dispatch(shop, {"sms": CrashingChannel(sms, 0)}, clock, batch=2)
+    clock.now += timedelta(minutes=10)
+    dispatch(shop, {"sms": sms}, clock, batch=2)
+    assert states(shop) == {"sent": 5}  # written before the crash: sent; never written: sent now
+    keys = [str(row["key"]) for row in sms.written()]
+    assert len(keys) == len(set(keys)) == 5
+
+
+def test_a_chain_channel_without_a_configured_provider_fails_with_a_reason() -> None:
+    shop = planned_shop(1, channels=("sms",))
+    dispatch(shop, {}, FakeClock(T0))
+    row = shop.source.campaign_store().sends()[0]
+    assert row.state == "failed" and "no channel is configured for 'sms'" in row.reason
