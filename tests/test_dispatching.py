@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from loopback import Behaviour, webhook_receiver
 
+from loopback import Behaviour, webhook_receiver
 from shopcrm import Shop
 from shopcrm.campaigns import MessagingPolicy
 from shopcrm.channels import Channel, JsonlChannel, Message, SendResult, WebhookChannel

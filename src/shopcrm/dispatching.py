@@ -193,7 +193,7 @@ class Dispatcher:
             channel = group[0][2]
             try:
                 answers = await channel.reconcile([m for _, m, _ in group])
-            except Exception as error:  # noqa: BLE001 - a provider's failure leaves the outcome unknown
+            except Exception as error:
                 answers = [None] * len(group)
                 problem = f"{type(error).__name__}: {error}"
             else:
@@ -262,7 +262,7 @@ class Dispatcher:
                     results: list[SendResult] = await channel.send([m for _, m in part])
                     if len(results) != len(part):
                         raise RuntimeError(f"{type(channel).__name__}.send returned {len(results)} results for {len(part)} messages")
-                except Exception as error:  # noqa: BLE001 - the outcome of this batch is unknown: retry or recover
+                except Exception as error:
                     results = [Transient(f"{type(error).__name__}: {error}", code="exception")] * len(part)
                 done: list[SendRow] = []
                 happened: list[dict[str, Any]] = []

@@ -1,7 +1,7 @@
 """Plugins found through entry points, loaded only when first asked for.
 
-Groups: ``shopcrm.sources`` (subclasses of :class:`shopcrm.sources.Source`) and,
-later, ``shopcrm.channels``.  shopcrm's own built-ins are registered through its
+Groups: ``shopcrm.sources`` (subclasses of :class:`shopcrm.sources.Source`) and
+``shopcrm.channels`` (subclasses of :class:`shopcrm.channels.Channel`).  shopcrm's own built-ins are registered through its
 ``pyproject.toml`` too, so there is one code path.  A plugin that fails to
 import, or is not what its group expects, raises :class:`PluginError` naming
 the entry point, its distribution and the cause, and does not break the others.
@@ -18,7 +18,7 @@ import attrs
 
 from shopcrm.errors import PluginError
 
-__all__ = ["GROUPS", "PluginInfo", "Registry", "registry"]
+__all__ = ["GROUPS", "PluginInfo", "Registry", "channels_from_config", "registry"]
 
 
 def _source_base() -> type:
@@ -27,7 +27,13 @@ def _source_base() -> type:
     return Source
 
 
-GROUPS: dict[str, Callable[[], type]] = {"shopcrm.sources": _source_base}
+def _channel_base() -> type:
+    from shopcrm.channels import Channel
+
+    return Channel
+
+
+GROUPS: dict[str, Callable[[], type]] = {"shopcrm.sources": _source_base, "shopcrm.channels": _channel_base}
 
 
 @attrs.frozen
@@ -154,3 +160,32 @@ def _dist(point: metadata.EntryPoint | None) -> str:
 
 
 registry = Registry()
+
+
+def channels_from_config(config: dict[str, Any], plugins: Registry | None = None) -> dict[str, Any]:
+    """Channel instances from ``{"sms": {"plugin": "jsonl", "path": "sms.jsonl"}, ...}``: each chain channel names a
+    plugin of the ``shopcrm.channels`` group and its settings.  Chain channels sharing one provider may name the
+    same settings under ``"use": "sms"`` to share one instance."""
+    found = plugins or registry
+    out: dict[str, Any] = {}
+    shared: dict[str, str] = {}
+    for chain_channel, settings in config.items():
+        if not isinstance(settings, dict):
+            raise PluginError(f"channels.{chain_channel}: settings are an object with a 'plugin' key, not {settings!r}")
+        if "use" in settings:
+            shared[chain_channel] = str(settings["use"])
+            continue
+        options = dict(settings)
+        name = options.pop("plugin", None)
+        if not isinstance(name, str):
+            raise PluginError(f"channels.{chain_channel}: name the channel plugin, e.g. {{\"plugin\": \"jsonl\", ...}}")
+        cls = found.get("shopcrm.channels", name)
+        try:
+            out[chain_channel] = cls.from_config(options)  # type: ignore[attr-defined]
+        except (TypeError, ValueError) as error:
+            raise PluginError(f"channels.{chain_channel}: plugin {name!r} could not be configured: {error}") from error
+    for chain_channel, other in shared.items():
+        if other not in out:
+            raise PluginError(f"channels.{chain_channel}: uses {other!r}, which is not configured")
+        out[chain_channel] = out[other]
+    return out

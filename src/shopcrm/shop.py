@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
@@ -411,6 +411,28 @@ class Shop:
         from shopcrm.ticking import tick
 
         return tick(self, now, dry_run=dry_run)
+
+    def dispatch(self, channels: Mapping[str, Any], *, drain: bool = False, **options: Any) -> Any:
+        """Deliver the planned messages that are due through ``channels`` (chain channel -> Channel, or the
+        plugin configuration :func:`shopcrm.plugins.channels_from_config` reads); see
+        :class:`shopcrm.dispatching.Dispatcher` for ``options``.  ``drain`` also waits for retries and
+        deferrals.  Returns a :class:`~shopcrm.dispatching.DispatchReport`."""
+        import asyncio
+
+        from shopcrm.channels import Channel
+        from shopcrm.dispatching import Dispatcher
+        from shopcrm.plugins import channels_from_config
+
+        built = dict(channels) if all(isinstance(c, Channel) for c in channels.values()) else channels_from_config(dict(channels))
+
+        async def run() -> Any:
+            try:
+                return await Dispatcher(self, built, **options).run(drain=drain)
+            finally:
+                for channel in {id(c): c for c in built.values()}.values():
+                    await channel.aclose()
+
+        return asyncio.run(run())
 
     def outbox(
         self, *, campaign_id: str | None = None, status: str | None = "planned", since: datetime | None = None,

@@ -1,12 +1,13 @@
 """Channels: providers that carry rendered messages (the dispatcher drives them).
 
-Built in: ``console`` and ``jsonl`` for development, ``webhook`` (HMAC-signed JSON over HTTP).  More
+Built in: ``console`` and ``jsonl`` for development, ``webhook`` (HMAC-signed JSON over HTTP), ``smtp``.  More
 arrive as plugins under the entry-point group ``shopcrm.channels``.
 """
 
 from shopcrm.channels._base import KINDS, Accepted, Channel, Message, Rejected, SendResult, Transient
 from shopcrm.channels.console import ConsoleChannel
 from shopcrm.channels.jsonl import JsonlChannel
+from shopcrm.channels.smtp import SmtpChannel
 from shopcrm.channels.webhook import WebhookChannel
 
 __all__ = [
@@ -18,6 +19,7 @@ __all__ = [
     "Message",
     "Rejected",
     "SendResult",
+    "SmtpChannel",
     "Transient",
     "WebhookChannel",
 ]
