@@ -78,13 +78,16 @@ def test_every_message_is_delivered_signed_once_and_recorded(tmp_path: Path) -> 
         again = dispatch(shop, {"brand_message": hook}, clock)
     assert sorted(receiver.deliveries()) == sorted(r.key for r in shop.outbox())
     assert receiver.bad_signatures == 0
-    assert report.outcomes == {"sent": 6} and again.outcomes == {}
+    assert report.outcomes == {"sent": 6}
+    assert again.outcomes == {}
     assert states(shop) == {"sent": 6}
     assert events(shop) == {"message_sent": 6}
     sent = shop.source.campaign_store().sends()[0]
-    assert sent.provider_id.startswith("msg-") and sent.cost == POLICY.prices["brand_message"]
+    assert sent.provider_id.startswith("msg-")
+    assert sent.cost == POLICY.prices["brand_message"]
     body = receiver.requests[0]["payload"]
-    assert body["text"].startswith("김민서님, 겨울 세일") and body["kind"] == "brand_message"
+    assert body["text"].startswith("김민서님, 겨울 세일")
+    assert body["kind"] == "brand_message"
 
 
 def test_5xx_and_429_are_retried_with_backoff_and_retry_after() -> None:
@@ -92,8 +95,10 @@ def test_5xx_and_429_are_retried_with_backoff_and_retry_after() -> None:
     clock = FakeClock(T0)
     with webhook_receiver(Behaviour(fail_first=3, retry_after=30)) as receiver:
         report = dispatch(shop, {"brand_message": WebhookChannel(receiver.url, secret="s3cret")}, clock)
-    assert report.outcomes["sent"] == 3 and states(shop) == {"sent": 3}
-    assert len(receiver.requests) == 6 and len(set(receiver.deliveries())) == 3
+    assert report.outcomes["sent"] == 3
+    assert states(shop) == {"sent": 3}
+    assert len(receiver.requests) == 6
+    assert len(set(receiver.deliveries())) == 3
     assert clock.now - T0 >= timedelta(seconds=30)  # Retry-After was honoured
     assert max(r.attempts for r in shop.source.campaign_store().sends()) == 2
 
@@ -113,7 +118,8 @@ def test_a_rejection_moves_down_the_chain_and_the_last_one_fails(tmp_path: Path)
     with webhook_receiver(Behaviour(reject_to={"010-0000-0001"})) as receiver:
         dispatch(shop2, {"brand_message": WebhookChannel(receiver.url, secret="s3cret")}, FakeClock(T0))
     failed = [r for r in shop2.source.campaign_store().sends() if r.state == "failed"]
-    assert [(r.customer_id, r.code) for r in failed] == [("c1", "400")] and "invalid number" in failed[0].reason
+    assert [(r.customer_id, r.code) for r in failed] == [("c1", "400")]
+    assert "invalid number" in failed[0].reason
 
 
 def test_transient_failures_give_up_after_max_attempts_then_fall_back(tmp_path: Path) -> None:
@@ -123,7 +129,8 @@ def test_transient_failures_give_up_after_max_attempts_then_fall_back(tmp_path: 
     with webhook_receiver(Behaviour(fail_first=100)) as receiver:
         dispatch(shop, {"brand_message": WebhookChannel(receiver.url, secret="s3cret"), "sms": sms}, clock,
                  retry=RetryPolicy(max_attempts=3))
-    assert len(receiver.requests) == 3 and len(sms.written()) == 1
+    assert len(receiver.requests) == 3
+    assert len(sms.written()) == 1
     row = shop.source.campaign_store().sends()[0]
     assert (row.state, row.chain_index) == ("sent", 1)
 
@@ -143,7 +150,8 @@ def test_dropped_connections_are_transient() -> None:
     shop = planned_shop(2)
     with webhook_receiver(Behaviour(drop_first=2)) as receiver:
         report = dispatch(shop, {"brand_message": WebhookChannel(receiver.url, secret="s3cret")}, FakeClock(T0))
-    assert report.outcomes["sent"] == 2 and len(set(receiver.deliveries())) == 2
+    assert report.outcomes["sent"] == 2
+    assert len(set(receiver.deliveries())) == 2
 
 
 def test_consent_withdrawn_after_planning_is_honoured_at_send_time(tmp_path: Path) -> None:
@@ -206,7 +214,8 @@ def test_a_crash_mid_batch_ends_with_no_duplicate_and_no_loss(tmp_path: Path, af
         clock.now += timedelta(minutes=10)  # the dead dispatcher's lease runs out
         dispatch(shop, {"brand_message": hook, "sms": sms}, clock, batch=3)
     final = shop.source.campaign_store().sends()
-    assert {r.state for r in final} <= {"sent", "failed", "unknown"} and len(final) == 8
+    assert {r.state for r in final} <= {"sent", "failed", "unknown"}
+    assert len(final) == 8
     assert all(r.reason for r in final if r.state != "sent")
     delivered = receiver.deliveries() + [str(row["key"]) for row in sms.written()]
     assert len(delivered) == len(set(delivered)), "a message was delivered twice"
@@ -232,4 +241,5 @@ def test_a_chain_channel_without_a_configured_provider_fails_with_a_reason() -> 
     shop = planned_shop(1, channels=("sms",))
     dispatch(shop, {}, FakeClock(T0))
     row = shop.source.campaign_store().sends()[0]
-    assert row.state == "failed" and "no channel is configured for 'sms'" in row.reason
+    assert row.state == "failed"
+    assert "no channel is configured for 'sms'" in row.reason

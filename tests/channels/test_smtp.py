@@ -59,24 +59,29 @@ def test_mails_arrive_with_their_unsubscribe_headers_and_key_message_ids(mailbox
     box, port = mailbox
     channel = SmtpChannel("127.0.0.1", port, sender="sale@shop.example", sender_name="마음상점")
     results = asyncio.run(channel.send([mail("k1", "a@example.com"), mail("k2", "nobody@example.com")]))
-    assert isinstance(results[0], Accepted) and results[0].provider_id == "<k1@shopcrm.local>"
-    assert isinstance(results[1], Rejected) and results[1].code == "550"
+    assert isinstance(results[0], Accepted)
+    assert results[0].provider_id == "<k1@shopcrm.local>"
+    assert isinstance(results[1], Rejected)
+    assert results[1].code == "550"
     [received] = box.mails
     assert received["List-Unsubscribe"] == "<https://shop.example/u/c1>"
     assert received["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     assert received["Message-ID"] == "<k1@shopcrm.local>"
     assert "겨울 세일" in str(received["Subject"]) or "=?utf-8?" in str(received["Subject"])
     parts = [part.get_content_type() for part in received.walk()]
-    assert "text/plain" in parts and "text/html" in parts
+    assert "text/plain" in parts
+    assert "text/html" in parts
 
 
 def test_a_temporary_refusal_and_an_unreachable_server_are_transient(mailbox: tuple[Mailbox, int]) -> None:
     box, port = mailbox
     box.temporary.add("later@example.com")
     [result] = asyncio.run(SmtpChannel("127.0.0.1", port, sender="s@shop.example").send([mail("k3", "later@example.com")]))
-    assert isinstance(result, Transient) and result.code == "451"
+    assert isinstance(result, Transient)
+    assert result.code == "451"
     [down] = asyncio.run(SmtpChannel("127.0.0.1", 1, sender="s@shop.example", timeout=2).send([mail("k4", "a@example.com")]))
-    assert isinstance(down, Transient) and down.code == "connection"
+    assert isinstance(down, Transient)
+    assert down.code == "connection"
 
 
 def test_validation_names_what_is_missing() -> None:
