@@ -1,6 +1,7 @@
 """Channels: providers that carry rendered messages (the dispatcher drives them).
 
-Built in: ``console`` and ``jsonl`` for development, ``webhook`` (HMAC-signed JSON over HTTP), ``smtp``.  More
+Built in: ``console`` and ``jsonl`` for development, ``webhook`` (HMAC-signed JSON over HTTP), ``smtp``, and
+``solapi`` (SMS, LMS, MMS, AlimTalk and Brand Message through Solapi's HTTP API).  More
 arrive as plugins under the entry-point group ``shopcrm.channels``.
 """
 
@@ -8,6 +9,7 @@ from shopcrm.channels._base import KINDS, Accepted, Channel, Message, Rejected, 
 from shopcrm.channels.console import ConsoleChannel
 from shopcrm.channels.jsonl import JsonlChannel
 from shopcrm.channels.smtp import SmtpChannel
+from shopcrm.channels.solapi import SolapiChannel
 from shopcrm.channels.webhook import WebhookChannel
 
 __all__ = [
@@ -20,6 +22,7 @@ __all__ = [
     "Rejected",
     "SendResult",
     "SmtpChannel",
+    "SolapiChannel",
     "Transient",
     "WebhookChannel",
 ]
