@@ -29,6 +29,7 @@ class SolapiBehaviour:
     slow_first: int = 0
     slow_seconds: float = 0.0
     drop_first: int = 0
+    delay_all: float = 0.0  # every answer waits this long (after the messages were taken)
     opted_out: set[str] = attrs.field(factory=set)
     templates: dict[str, str] = attrs.field(factory=dict)  # templateId -> approved body with #{var}
 
@@ -146,6 +147,8 @@ def _handler(server: SolapiServer) -> type[BaseHTTPRequestHandler]:
                                       "statusMessage": "정상 접수", "customFields": message.get("customFields")})
             if count < b.slow_first:
                 time.sleep(b.slow_seconds)
+            if b.delay_all:
+                time.sleep(b.delay_all)
             total = len(request.get("messages", []))
             return self._answer(200, {
                 "groupInfo": {"groupId": f"G4V{count:08d}", "count": {"total": total, "registeredSuccess": len(taken),

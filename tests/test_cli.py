@@ -36,3 +36,32 @@ def test_errors_are_reported_not_raised(capsys: pytest.CaptureFixture[str]) -> N
     assert "performed.within.last: '30 days' is not a duration" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["count", "{}", "--db", "x", "--now", "yesterday"])
+
+
+def test_tick_and_send_from_the_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+    from datetime import UTC, datetime, timedelta
+
+    db = tmp_path / "shop.duckdb"
+    now = datetime.now(UTC).replace(tzinfo=None, microsecond=0)
+    with shopcrm.Shop.open(db) as shop:
+        shop.load_customers([{"customer_id": f"c{i}", "name": "김민서", "phone": f"010-3000-{i:04d}"} for i in range(3)])
+        shop.save_campaign({"id": "notice", "purpose": "informational", "channels": ["sms"],
+                            "variants": [{"name": "a", "content": {"text": "{{ name }}님, 공지입니다."}}],
+                            "schedule": {"kind": "one_off", "at": (now - timedelta(minutes=5)).replace(tzinfo=UTC).isoformat()}},
+                           now=now - timedelta(hours=1))
+    policy = tmp_path / "policy.json"
+    policy.write_text(json.dumps({"sender_name": "마음상점", "opt_out_number": "080-123-4567"}))
+    assert main(["tick", "--db", str(db), "--policy", str(policy)]) == 0
+    assert "notice: planned 3" in capsys.readouterr().out
+    channels = tmp_path / "channels.json"
+    out = tmp_path / "sms.jsonl"
+    channels.write_text(json.dumps({"sms": {"plugin": "jsonl", "path": str(out)}}))
+    assert main(["send", "--db", str(db), "--channels", str(channels)]) == 0
+    captured = capsys.readouterr()
+    assert "sent 3" in captured.out
+    assert "3/3" in captured.err  # the progress bar
+    assert len(out.read_text().splitlines()) == 3
+    channels.write_text(json.dumps({"sms": {"plugin": "nope"}}))
+    assert main(["send", "--db", str(db), "--channels", str(channels)]) == 2
+    assert "no plugin named 'nope'" in capsys.readouterr().err

@@ -243,3 +243,81 @@ def test_a_chain_channel_without_a_configured_provider_fails_with_a_reason() -> 
     row = shop.source.campaign_store().sends()[0]
     assert row.state == "failed"
     assert "no channel is configured for 'sms'" in row.reason
+
+
+def test_solapi_through_faults_ends_with_every_message_sent_or_failed_once() -> None:
+    from shopcrm.channels import SolapiChannel
+    from solapi_server import KEY, PF_ID, SECRET, SolapiBehaviour, solapi_server
+
+    shop = Shop.open()
+    shop.messaging_policy = POLICY
+    people = [{"customer_id": f"c{i}", "name": "김민서", "phone": f"010-1000-{i:04d}", "sms_consent": True,
+               "kakao_consent": True, "kakao_friend": True, "night_consent": False} for i in range(40)]
+    people[5]["phone"] = "02-123-4567"  # a landline: the provider refuses it (1011) on every channel
+    shop.load_customers(people)
+    shop.save_campaign({
+        "id": "order", "purpose": "informational", "channels": ["alimtalk", "sms"],
+        "variants": [{"name": "a", "content": {"text": "{{ name }}님, 주문이 완료되었습니다.", "alimtalk": {
+            "template_code": "ORDER1", "body": "#{고객명}님, 주문이 완료되었습니다.", "variables": {"고객명": "{{ name }}"}}}}],
+        "schedule": {"kind": "one_off", "at": "2026-11-25T10:00:00"},
+    }, now=T0 - timedelta(days=1))
+    shop.tick(now=T0)
+    # the approved template differs from the campaign's body: AlimTalk refuses (1043) and the chain falls to SMS
+    behaviour = SolapiBehaviour(fail_first=2, retry_after=5, templates={"ORDER1": "#{고객명}님, 주문 완료!"})
+    clock = FakeClock(T0)
+    with solapi_server(behaviour) as server:
+        solapi = SolapiChannel(api_key=KEY, api_secret=SECRET, sender="0215880000", pf_id=PF_ID, base_url=server.url)
+        solapi.batch_size = 7  # type: ignore[misc]
+        report = dispatch(shop, {"alimtalk": solapi, "sms": solapi}, clock, batch=10)
+    final = Counter((r.state, r.chain_index) for r in shop.source.campaign_store().sends())
+    assert final == {("sent", 1): 39, ("failed", 1): 1}
+    assert report.events["message_fallback"] == 40
+    keys = server.keys()
+    assert len(keys) == len(set(keys)) == 39
+    failed = next(r for r in shop.source.campaign_store().sends() if r.state == "failed")
+    assert failed.code == "1011"
+
+
+def test_a_dispatcher_process_killed_at_random_points_loses_nothing_and_sends_nothing_twice(tmp_path: Path) -> None:
+    import os
+    import random
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from solapi_server import SolapiBehaviour, solapi_server
+
+    path = tmp_path / "shop.duckdb"
+    with Shop.open(path) as shop:
+        shop.messaging_policy = POLICY
+        shop.load_customers([{"customer_id": f"c{i}", "name": "김민서", "phone": f"010-2000-{i:04d}", "sms_consent": True}
+                             for i in range(300)])
+        shop.save_campaign({"id": "notice", "purpose": "informational", "channels": ["sms"],
+                            "variants": [{"name": "a", "content": {"text": "{{ name }}님, 배송이 시작되었습니다."}}],
+                            "schedule": {"kind": "one_off", "at": "2026-11-25T10:00:00"}}, now=T0 - timedelta(days=1))
+        shop.tick(now=T0)
+    tests = Path(__file__).resolve().parent
+    env = {**os.environ, "PYTHONPATH": str(tests)}
+    rng = random.Random(11)
+    with solapi_server(SolapiBehaviour(delay_all=0.05)) as server:
+        for _ in range(4):
+            worker = subprocess.Popen([sys.executable, str(tests / "dispatch_worker.py"), str(path), server.url], env=env,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            time.sleep(rng.uniform(1.0, 2.5))  # start-up, then somewhere mid-batch
+            worker.send_signal(signal.SIGKILL)
+            worker.wait()
+            time.sleep(1.1)  # the dead worker's leases run out
+        done = subprocess.run([sys.executable, str(tests / "dispatch_worker.py"), str(path), server.url], env=env,
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+    with Shop.open(path) as shop:
+        final = shop.source.campaign_store().sends()
+    assert len(final) == 300
+    assert {r.state for r in final} <= {"sent", "unknown"}
+    keys = server.keys()
+    assert len(keys) == len(set(keys)), "a message reached the provider twice"
+    sent = {r.key for r in final if r.state == "sent"}
+    assert sent <= set(keys)
+    assert set(keys) <= sent | {r.key for r in final if r.state == "unknown"}
+    assert all("not resent" in r.reason for r in final if r.state == "unknown")

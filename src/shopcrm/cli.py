@@ -1,4 +1,4 @@
-"""The ``shopcrm`` command: ``demo``, ``count``, ``sql``, ``plugins``."""
+"""The ``shopcrm`` command: ``demo``, ``count``, ``sql``, ``plugins``, ``tick``, ``send``."""
 
 from __future__ import annotations
 
@@ -64,6 +64,57 @@ def _plugins(args: argparse.Namespace) -> int:
     return 0 if all(i.status == "ok" for i in infos) else 1
 
 
+def _policy(path: str | None) -> Any:
+    from shopcrm.campaigns import MessagingPolicy
+
+    if path is None:
+        return MessagingPolicy()
+    settings = json.loads(Path(path).read_text(encoding="utf-8"))
+    if settings.pop("jurisdiction", "KR") == "US":
+        return MessagingPolicy.united_states(**settings)
+    return MessagingPolicy(**settings)
+
+
+def _tick(args: argparse.Namespace) -> int:
+    from shopcrm.shop import Shop
+
+    with Shop.open(args.db) as shop:
+        shop.messaging_policy = _policy(args.policy)
+        print(shop.tick(now=args.now or _utcnow(), dry_run=args.dry_run))
+    return 0
+
+
+def _utcnow() -> datetime:
+    from datetime import UTC
+
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def _send(args: argparse.Namespace) -> int:
+    from shopcrm.shop import Shop
+
+    channels = json.loads(Path(args.channels).read_text(encoding="utf-8"))
+    total = [0]
+
+    def progress(outcomes: Any) -> None:
+        done = sum(outcomes.get(k, 0) for k in ("sent", "failed", "unknown"))
+        width = 30
+        filled = width if not total[0] else min(width, width * done // max(1, total[0]))
+        detail = ", ".join(f"{k} {v:,}" for k, v in sorted(outcomes.items()))
+        print(f"\r[{'#' * filled}{'.' * (width - filled)}] {done:,}/{total[0]:,}  {detail}", end="", file=sys.stderr, flush=True)
+
+    with Shop.open(args.db) as shop:
+        shop.messaging_policy = _policy(args.policy)
+        store = shop.source.campaign_store()
+        now = _utcnow()
+        store.enqueue_due(now)
+        total[0] = len(store.sends(states=("queued", "retry", "inflight")))
+        report = shop.dispatch(channels, drain=args.drain, progress=progress)
+        print(file=sys.stderr)
+        print(report)
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="shopcrm", description="The CRM-marketing brain of an online shop.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -89,6 +140,21 @@ def _parser() -> argparse.ArgumentParser:
 
     plugins = commands.add_parser("plugins", help="list installed plugins and their status")
     plugins.set_defaults(run=_plugins)
+
+    tick = commands.add_parser("tick", help="plan every enabled campaign of a DuckDB shop into its outbox")
+    tick.add_argument("--db", required=True, help="the shop's DuckDB file")
+    tick.add_argument("--now", type=_now, default=None, help="plan as of this instant (default: now)")
+    tick.add_argument("--policy", help="a JSON file of MessagingPolicy settings (sender_name, opt_out_number, ...)")
+    tick.add_argument("--dry-run", action="store_true", help="plan and print, record nothing")
+    tick.set_defaults(run=_tick)
+
+    send = commands.add_parser("send", help="deliver the due planned messages of a DuckDB shop")
+    send.add_argument("--db", required=True, help="the shop's DuckDB file")
+    send.add_argument("--channels", required=True,
+                      help='a JSON file mapping chain channels to plugins, e.g. {"sms": {"plugin": "solapi", "sender": "..."}}')
+    send.add_argument("--policy", help="a JSON file of MessagingPolicy settings")
+    send.add_argument("--drain", action="store_true", help="also wait for retries and deferrals to come due")
+    send.set_defaults(run=_send)
     return parser
 
 

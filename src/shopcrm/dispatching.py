@@ -123,6 +123,7 @@ class Dispatcher:
         clock: Callable[[], datetime] = _utcnow,
         sleep: Callable[[float], Any] = asyncio.sleep,
         seed: int | None = None,
+        progress: Callable[[Mapping[str, int]], None] | None = None,
     ) -> None:
         self.shop = shop
         self.channels = dict(channels)
@@ -140,6 +141,8 @@ class Dispatcher:
         self._limits = {id(c): _RateLimit(c.rate_per_second, seconds, sleep) for c in self.channels.values()}
         self.outcomes: Counter[str] = Counter()
         self.events: Counter[str] = Counter()
+        #: called with the outcomes so far after every settled batch (a progress bar)
+        self.progress = progress
 
     # ----------------------------------------------------------------- running
     async def run(self, *, drain: bool = True, max_rounds: int = 10_000) -> DispatchReport:
@@ -271,6 +274,8 @@ class Dispatcher:
                     done.append(self.apply(row, outbox.get(row.key), message, result, when, happened))
                 self.store.settle(done)
                 self.emit(happened)
+                if self.progress is not None:
+                    self.progress(self.outcomes)
 
         tasks = []
         for key, part in groups.items():
