@@ -46,7 +46,7 @@ def test_the_error_message_shown_in_the_reference_is_the_real_one() -> None:
 
 @pytest.mark.parametrize("page", [
     "quickstart.md", "dsl.md", "campaigns.md", "campaigns/one-off.md", "campaigns/recurring.md", "campaigns/scenarios.md",
-    "campaigns/playbooks.md", "campaigns/templates.md",
+    "campaigns/playbooks.md", "campaigns/templates.md", "channels.md",
 ])
 def test_python_blocks_run_in_order(page: str) -> None:
     namespace: dict[str, object] = {}
