@@ -321,3 +321,44 @@ def test_a_dispatcher_process_killed_at_random_points_loses_nothing_and_sends_no
     assert sent <= set(keys)
     assert set(keys) <= sent | {r.key for r in final if r.state == "unknown"}
     assert all("not resent" in r.reason for r in final if r.state == "unknown")
+
+
+def test_a_channel_rate_limit_spreads_the_sends_over_time(tmp_path: Path) -> None:
+    shop = planned_shop(30, channels=("sms",))
+    clock = FakeClock(T0)
+    sms = JsonlChannel(tmp_path / "sms.jsonl")
+    sms.rate_per_second = 10
+    sms.batch_size = 5  # type: ignore[misc]
+    dispatch(shop, {"sms": sms}, clock)
+    assert len(sms.written()) == 30
+    # 10 messages may go at once (a second's worth), the other 20 at 10 per second
+    assert timedelta(seconds=1.9) <= clock.now - T0 <= timedelta(seconds=3)
+
+
+def test_a_provider_opt_out_stops_advertising_at_once_until_consent_is_given_again() -> None:
+    from shopcrm.channels import SolapiChannel
+    from solapi_server import KEY, PF_ID, SECRET, SolapiBehaviour, solapi_server
+
+    shop = planned_shop(3, channels=("sms",))
+    with solapi_server(SolapiBehaviour(opted_out={"01000000001"})) as server:
+        solapi = SolapiChannel(api_key=KEY, api_secret=SECRET, sender="0215880000", pf_id=PF_ID, base_url=server.url)
+        dispatch(shop, {"sms": solapi}, FakeClock(T0))
+    assert shop.source.campaign_store().opt_outs() == {"c1": {"sms": T0}}
+    shop.save_campaign({"id": "next-sale", "purpose": "advertising", "channels": ["sms"],
+                        "variants": [{"name": "a", "content": {"text": "{{ name }}님, 다음 세일"}}],
+                        "schedule": {"kind": "one_off", "at": "2026-11-26T10:00:00"}}, now=T0)
+    later = shop.tick(now=T0 + timedelta(days=1))
+    assert {s.customer_id: s.reason for s in later.suppressions} == {"c1": "opted_out"}
+    # an 080 call opts c2 out of everything; c1 consents again, with a date, after the opt-out
+    shop.record_opt_out("c2", at=T0 + timedelta(days=1, hours=1), reason="080")
+    shop.load_customers([{"customer_id": "c1", "name": "김민서", "phone": "010-0000-0001", "sms_consent": True,
+                          "sms_consent_at": T0 + timedelta(days=1), "kakao_consent": True, "kakao_friend": True,
+                          "night_consent": False}])
+    shop.save_campaign({"id": "third-sale", "purpose": "advertising", "channels": ["sms"],
+                        "variants": [{"name": "a", "content": {"text": "{{ name }}님, 세 번째 세일"}}],
+                        "schedule": {"kind": "one_off", "at": "2026-11-28T10:00:00"}}, now=T0)
+    third = shop.tick(now=T0 + timedelta(days=3))
+    assert sorted(m.customer_id for m in third.messages) == ["c1"]
+    assert {s.customer_id: s.reason for s in third.suppressions} == {"c0": "capped", "c2": "opted_out"}
+    with pytest.raises(ValueError, match="not a consent group"):
+        shop.record_opt_out("c1", "fax")

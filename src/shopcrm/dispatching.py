@@ -33,7 +33,9 @@ import attrs
 
 from shopcrm.campaigns import MessagingPolicy
 from shopcrm.campaigns._planner import allowed_from, consent_block
+from shopcrm.campaigns._policy import CONSENT_GROUP
 from shopcrm.channels import Accepted, Channel, Message, Rejected, SendResult, Transient
+from shopcrm.recipients import with_opt_outs
 from shopcrm.sources._campaign_store import OutboxRow, SendRow
 
 if TYPE_CHECKING:
@@ -295,6 +297,9 @@ class Dispatcher:
         columns = [c for c in reader.schema.customers.columns if c in self.shop.recipient_columns.names()]
         data = reader.customer_columns(list(dict.fromkeys(["customer_id", *columns])), sorted({r.customer_id for r in ads}, key=repr))
         people = {p.customer_id: p for p in self.shop.recipient_columns.recipients(data, now=now)}
+        for cid, outs in self.store.opt_outs().items():
+            if cid in people:
+                people[cid] = with_opt_outs(people[cid], outs, now=now)
         out: dict[str, tuple[str | None, datetime | None]] = {}
         for row in ads:
             planned = outbox[row.key]
@@ -334,6 +339,9 @@ class Dispatcher:
         if isinstance(result, Transient):
             result = Rejected(f"gave up after {row.attempts} attempts: {result.reason}", code=result.code)
         assert isinstance(result, Rejected)
+        group = CONSENT_GROUP.get(message.channel)
+        if result.opted_out and group is not None:  # K3: no more advertising on this channel's consent, at once
+            self.store.add_opt_outs([(row.customer_id, group, now, f"{message.channel}: {result.reason}")])
         return self.reject(row, planned, f"{result.reason}", now, events, message=message, code=result.code)
 
     def reject(

@@ -16,7 +16,9 @@ import attrs
 from shopcrm.campaigns import Recipient
 from shopcrm.timeline import to_utc_naive
 
-__all__ = ["RecipientColumns"]
+__all__ = ["RecipientColumns", "with_opt_outs"]
+
+_GROUPS = ("sms", "kakao", "email", "push")
 
 
 def _consents() -> dict[str, str]:
@@ -111,6 +113,22 @@ class RecipientColumns:
                 attributes={name: column[i] for name, column in shown},
             ))
         return out
+
+
+def with_opt_outs(recipient: Recipient, opt_outs: Mapping[str, datetime], *, now: datetime) -> Recipient:
+    """``recipient`` with the recorded opt-outs (consent group or ``all`` -> when) added to ``opted_out``, except
+    where a consent was given again after the opt-out (a timestamped consent between the opt-out and now; a bare
+    true consent column does not say when, so it does not lift a recorded opt-out)."""
+    opted = set(recipient.opted_out)
+    for group, at in opt_outs.items():
+        for target in _GROUPS if group == "all" else (group,):
+            given = recipient.consents.get(target)
+            if given is not None and at < given < now:
+                continue
+            opted.add(target)
+    if opted == set(recipient.opted_out):
+        return recipient
+    return attrs.evolve(recipient, opted_out=frozenset(opted))
 
 
 def _text(value: Any) -> str | None:

@@ -434,6 +434,16 @@ class Shop:
 
         return asyncio.run(run())
 
+    def record_opt_out(self, customer_id: Any, group: str = "all", *, at: datetime | None = None, reason: str = "") -> None:
+        """Record that a customer opted out of advertising on a consent group (``sms``, ``kakao``, ``email``,
+        ``push``) or ``all``: from an 080 service, an unsubscribe link, a provider's report.  Planning and
+        dispatching honour it at once, until the customer consents again (a consent timestamp after it)."""
+        groups = ("all", "sms", "kakao", "email", "push")
+        if group not in groups:
+            raise ValueError(f"{group!r} is not a consent group; use one of {', '.join(groups)}")
+        stamp = to_utc_naive(at) if at else datetime.now(UTC).replace(tzinfo=None)
+        self.source.campaign_store().add_opt_outs([(customer_id, group, stamp, reason)])
+
     def outbox(
         self, *, campaign_id: str | None = None, status: str | None = "planned", since: datetime | None = None,
     ) -> list[OutboxRow]:

@@ -53,7 +53,7 @@ from shopcrm.compiler import compile_members
 from shopcrm.compiler._dialects import dialect_for
 from shopcrm.dsl import Everyone, Rule, children
 from shopcrm.dsl._nodes import Aggregate, Cycle, FirstPerformed, LastPerformed, Lifecycle, Performed, Rfm
-from shopcrm.recipients import RecipientColumns
+from shopcrm.recipients import RecipientColumns, with_opt_outs
 from shopcrm.sources._campaign_store import OutboxRow
 from shopcrm.timeline import to_utc_naive
 
@@ -338,6 +338,10 @@ def gather(
                 if needs_rows and cid not in histories:
                     histories[cid] = ({"customer_id": cid}, [])
 
+    # opt-outs the providers and 080 services reported (K3) beat the customers table's consents
+    for cid, outs in store.opt_outs().items():
+        if cid in recipients:
+            recipients[cid] = with_opt_outs(recipients[cid], outs, now=now)
     longest_cap = max((cap.per for cap in policy.caps), default=timedelta(0))
     keys_seen: set[str] = set()
     for done_row in store.planned_since(now - longest_cap):
@@ -483,6 +487,9 @@ def preview_state(shop: Shop, campaign: Campaign, now: datetime) -> ShopState:
     data = reader.customer_columns(list(dict.fromkeys(["customer_id", *contact, *wanted])), reader.members(shop._resolve(campaign.audience)))
     with paused_gc():
         recipients = {r.customer_id: r for r in columns.recipients(data, now=now, attributes=wanted)}
+    for cid, outs in shop.source.campaign_store().opt_outs().items():
+        if cid in recipients:
+            recipients[cid] = with_opt_outs(recipients[cid], outs, now=now)
     longest_cap = max((cap.per for cap in shop.messaging_policy.caps), default=timedelta(0))
     ledger = [_entry(r) for r in shop.source.campaign_store().planned_since(now - longest_cap)]
     samples = {}

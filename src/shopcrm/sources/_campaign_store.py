@@ -217,6 +217,15 @@ class CampaignStore(ABC):
     def outbox_by_keys(self, keys: Sequence[str]) -> dict[str, OutboxRow]:
         """The outbox rows of these keys."""
 
+    # opt-outs learnt from providers and 080 services (K3)
+    @abstractmethod
+    def add_opt_outs(self, rows: Sequence[tuple[Any, str, datetime, str]]) -> None:
+        """Record (customer id, consent group or ``all``, when, why); a later record replaces an earlier one."""
+
+    @abstractmethod
+    def opt_outs(self) -> dict[Any, dict[str, datetime]]:
+        """Every recorded opt-out: customer id -> consent group -> when."""
+
 
 class MemoryCampaignStore(CampaignStore):
     """Everything in memory (sources with nowhere to write, tests)."""
@@ -225,6 +234,7 @@ class MemoryCampaignStore(CampaignStore):
         self._campaigns: dict[str, tuple[str, datetime]] = {}
         self._rows: dict[str, OutboxRow] = {}
         self._sends: dict[str, SendRow] = {}
+        self._opt_outs: dict[tuple[Any, str], tuple[datetime, str]] = {}
         self._occurrences: set[tuple[str, str]] = set()
         self._lock = threading.Lock()
 
@@ -312,6 +322,17 @@ class MemoryCampaignStore(CampaignStore):
     def outbox_by_keys(self, keys: Sequence[str]) -> dict[str, OutboxRow]:
         return {k: self._rows[k] for k in keys if k in self._rows}
 
+    def add_opt_outs(self, rows: Sequence[tuple[Any, str, datetime, str]]) -> None:
+        with self._lock:
+            for customer_id, group, at, reason in rows:
+                self._opt_outs[(json.dumps(customer_id), group)] = (at, reason)
+
+    def opt_outs(self) -> dict[Any, dict[str, datetime]]:
+        out: dict[Any, dict[str, datetime]] = {}
+        for (customer, group), (at, _) in self._opt_outs.items():
+            out.setdefault(json.loads(customer), {})[group] = at
+        return out
+
 
 Run = Callable[[str, Sequence[Any]], list[tuple[Any, ...]]]
 #: insert(table, column names, the values column by column)
@@ -330,6 +351,7 @@ class SQLCampaignStore(CampaignStore):
     OUTBOX = "shopcrm_outbox"
     OCCURRENCES = "shopcrm_occurrences"
     SENDS = "shopcrm_sends"
+    OPT_OUTS = "shopcrm_opt_outs"
 
     def __init__(
         self,
@@ -375,6 +397,11 @@ class SQLCampaignStore(CampaignStore):
                 "attempts INTEGER NOT NULL, next_at VARCHAR(32) NOT NULL, lease_until VARCHAR(32), claim VARCHAR(64), "
                 "provider_id VARCHAR(200), code VARCHAR(64), reason TEXT, cost DOUBLE PRECISION NOT NULL, "
                 "updated_at VARCHAR(32) NOT NULL)",
+                (),
+            )
+            self._run(
+                f"CREATE TABLE IF NOT EXISTS {self.OPT_OUTS} (customer_id VARCHAR(200) NOT NULL, consent_group VARCHAR(20) NOT NULL, "
+                "opted_out_at VARCHAR(32) NOT NULL, reason TEXT, PRIMARY KEY (customer_id, consent_group))",
                 (),
             )
         self._ready = True
@@ -568,6 +595,28 @@ class SQLCampaignStore(CampaignStore):
             out.update((row.key, row) for row in (OutboxRow.from_tuple(r) for r in rows))
         return out
 
+
+    # -- opt-outs -------------------------------------------------------------------
+    def add_opt_outs(self, rows: Sequence[tuple[Any, str, datetime, str]]) -> None:
+        if not rows:
+            return
+        self._ensure()
+        p = self._p
+        latest = {(json.dumps(c), g): (_stamp(at), reason) for c, g, at, reason in rows}
+        with self._transaction():
+            for (customer, group), _ in latest.items():
+                self._run(f"DELETE FROM {self.OPT_OUTS} WHERE customer_id = {p} AND consent_group = {p}", (customer, group))
+            values: list[list[Any]] = [
+                [c for c, _ in latest], [g for _, g in latest], [v[0] for v in latest.values()], [v[1] for v in latest.values()],
+            ]
+            self._insert(self.OPT_OUTS, ["customer_id", "consent_group", "opted_out_at", "reason"], values)
+
+    def opt_outs(self) -> dict[Any, dict[str, datetime]]:
+        self._ensure()
+        out: dict[Any, dict[str, datetime]] = {}
+        for customer, group, at in self._run(f"SELECT customer_id, consent_group, opted_out_at FROM {self.OPT_OUTS}", ()):
+            out.setdefault(json.loads(customer), {})[str(group)] = datetime.fromisoformat(str(at))
+        return out
 
 def _send_select() -> str:
     columns = ", ".join("key_" if c == "key" else c for c in SEND_COLUMNS)
