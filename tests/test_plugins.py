@@ -88,3 +88,21 @@ def test_plugins_are_not_imported_until_asked(monkeypatch: pytest.MonkeyPatch) -
     assert loaded == []
     registry.get("shopcrm.sources", "dbapi")
     assert loaded == ["dbapi"]
+
+
+def test_a_broken_channel_plugin_is_named_and_the_builtins_still_load(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    dist = tmp_path / "shop_channels-0.9.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: shop-channels\nVersion: 0.9\n")
+    (dist / "entry_points.txt").write_text("[shopcrm.channels]\nkakao_x = shop_channels:NotAChannel\nline = shop_channels:Missing\n")
+    (tmp_path / "shop_channels.py").write_text("class NotAChannel: pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    sys.modules.pop("shop_channels", None)
+    registry = Registry()
+    with pytest.raises(shopcrm.PluginError, match=r"plugin 'kakao_x' in shopcrm.channels .* not a subclass of shopcrm\.channels\._base\.Channel"):
+        registry.get("shopcrm.channels", "kakao_x")
+    with pytest.raises(shopcrm.PluginError, match=r"plugin 'line' in shopcrm.channels \(entry point shop_channels:Missing from shop-channels 0.9\) failed to import"):
+        registry.get("shopcrm.channels", "line")
+    statuses = {info.name: info.status for info in registry.available("shopcrm.channels")}
+    assert {statuses[name] for name in ("console", "jsonl", "webhook", "smtp", "solapi")} == {"ok"}
+    assert statuses["line"].startswith("error: plugin 'line'")

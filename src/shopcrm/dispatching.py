@@ -377,10 +377,13 @@ class Dispatcher:
         }
 
     def emit(self, events: Sequence[dict[str, Any]]) -> None:
-        """Outcome events into the shop's events table (the embedded store); other sources keep them in the ledger."""
+        """Outcome events into the shop's events table (the embedded store), or ``shopcrm_message_events`` beside a
+        shop's own tables."""
         if not events:
             return
         from shopcrm.sources.duckdb_store import DuckDBSource
 
         if isinstance(self.shop.source, DuckDBSource):
             self.shop.load_events(list(events))
+        else:  # the shop's own events table is not ours to write: a table of ours beside it
+            self.store.add_message_events(events)

@@ -169,6 +169,8 @@ class _Reader:
         """``customer_id IN (subquery)``, or IN lists of at most 1,000 values (engines bound a statement's size)."""
         column = self.col("customer_id", alias)
         if isinstance(ids, exp.Select):
+            if ids.args.get("limit") is not None:  # MariaDB takes no LIMIT directly inside IN: a derived table does
+                ids = exp.select(exp.column("customer_id", table="limited")).from_(ids.subquery("limited"))
             return [column.isin(query=ids)]
         values = list(ids)
         return [column.isin(*[exp.convert(v) for v in values[i:i + 1000]]) for i in range(0, len(values), 1000)]

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Any, NamedTuple
@@ -226,6 +226,14 @@ class CampaignStore(ABC):
     def opt_outs(self) -> dict[Any, dict[str, datetime]]:
         """Every recorded opt-out: customer id -> consent group -> when."""
 
+    @abstractmethod
+    def add_message_events(self, events: Sequence[Mapping[str, Any]]) -> None:
+        """Keep delivery outcome events (for sources whose events table is the shop's own, not ours to write)."""
+
+    @abstractmethod
+    def message_events(self) -> list[dict[str, Any]]:
+        """The delivery outcome events kept here, oldest first."""
+
 
 class MemoryCampaignStore(CampaignStore):
     """Everything in memory (sources with nowhere to write, tests)."""
@@ -235,6 +243,7 @@ class MemoryCampaignStore(CampaignStore):
         self._rows: dict[str, OutboxRow] = {}
         self._sends: dict[str, SendRow] = {}
         self._opt_outs: dict[tuple[Any, str], tuple[datetime, str]] = {}
+        self._events: list[dict[str, Any]] = []
         self._occurrences: set[tuple[str, str]] = set()
         self._lock = threading.Lock()
 
@@ -327,6 +336,13 @@ class MemoryCampaignStore(CampaignStore):
             for customer_id, group, at, reason in rows:
                 self._opt_outs[(json.dumps(customer_id), group)] = (at, reason)
 
+    def add_message_events(self, events: Sequence[Mapping[str, Any]]) -> None:
+        with self._lock:
+            self._events += [dict(e) for e in events]
+
+    def message_events(self) -> list[dict[str, Any]]:
+        return sorted((dict(e) for e in self._events), key=lambda e: e["ts"])
+
     def opt_outs(self) -> dict[Any, dict[str, datetime]]:
         out: dict[Any, dict[str, datetime]] = {}
         for (customer, group), (at, _) in self._opt_outs.items():
@@ -352,6 +368,7 @@ class SQLCampaignStore(CampaignStore):
     OCCURRENCES = "shopcrm_occurrences"
     SENDS = "shopcrm_sends"
     OPT_OUTS = "shopcrm_opt_outs"
+    MESSAGE_EVENTS = "shopcrm_message_events"
 
     def __init__(
         self,
@@ -402,6 +419,12 @@ class SQLCampaignStore(CampaignStore):
             self._run(
                 f"CREATE TABLE IF NOT EXISTS {self.OPT_OUTS} (customer_id VARCHAR(200) NOT NULL, consent_group VARCHAR(20) NOT NULL, "
                 "opted_out_at VARCHAR(32) NOT NULL, reason TEXT, PRIMARY KEY (customer_id, consent_group))",
+                (),
+            )
+            self._run(
+                f"CREATE TABLE IF NOT EXISTS {self.MESSAGE_EVENTS} (customer_id VARCHAR(200) NOT NULL, event VARCHAR(40) NOT NULL, "
+                "ts VARCHAR(32) NOT NULL, message_key VARCHAR(64) NOT NULL, campaign_id VARCHAR(100), channel VARCHAR(20), "
+                "kind VARCHAR(20), cost DOUBLE PRECISION, provider_id VARCHAR(200), reason TEXT, code VARCHAR(64))",
                 (),
             )
         self._ready = True
@@ -616,6 +639,37 @@ class SQLCampaignStore(CampaignStore):
         out: dict[Any, dict[str, datetime]] = {}
         for customer, group, at in self._run(f"SELECT customer_id, consent_group, opted_out_at FROM {self.OPT_OUTS}", ()):
             out.setdefault(json.loads(customer), {})[str(group)] = datetime.fromisoformat(str(at))
+        return out
+
+    # -- delivery events (for sources whose events table is not ours) -------------------
+    _EVENT_FIELDS = ("customer_id", "event", "ts", "message_key", "campaign_id", "channel", "kind", "cost", "provider_id",
+                     "reason", "code")
+
+    def add_message_events(self, events: Sequence[Mapping[str, Any]]) -> None:
+        if not events:
+            return
+        self._ensure()
+        values: list[list[Any]] = [[] for _ in self._EVENT_FIELDS]
+        for event in events:
+            for i, name in enumerate(self._EVENT_FIELDS):
+                value = event.get(name)
+                if name == "customer_id":
+                    value = json.dumps(value)
+                elif name == "ts":
+                    value = _stamp(value)
+                values[i].append(value)
+        with self._transaction():
+            self._insert(self.MESSAGE_EVENTS, list(self._EVENT_FIELDS), values)
+
+    def message_events(self) -> list[dict[str, Any]]:
+        self._ensure()
+        rows = self._run(f"SELECT {', '.join(self._EVENT_FIELDS)} FROM {self.MESSAGE_EVENTS} ORDER BY ts", ())
+        out = []
+        for row in rows:
+            event = dict(zip(self._EVENT_FIELDS, row, strict=True))
+            event["customer_id"] = json.loads(event["customer_id"])
+            event["ts"] = datetime.fromisoformat(str(event["ts"]))
+            out.append(event)
         return out
 
 def _send_select() -> str:
