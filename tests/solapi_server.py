@@ -14,10 +14,12 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import attrs
+
+from loopback import JSONHandler, serve
 
 KEY, SECRET, SENDER, PF_ID = "NCS-TEST-KEY", "test-secret-0123456789", "0215880000", "KA01PF-TEST"
 
@@ -107,9 +109,7 @@ def _status(message: dict[str, Any], behaviour: SolapiBehaviour, seen: set[str],
 
 
 def _handler(server: SolapiServer) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, format: str, *args: Any) -> None:
-            return
+    class Handler(JSONHandler):
 
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
@@ -157,29 +157,12 @@ def _handler(server: SolapiServer) -> type[BaseHTTPRequestHandler]:
                 "messageList": taken if request.get("showMessageList") else [],
             })
 
-        def _answer(self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> None:
-            data = json.dumps(body, ensure_ascii=False).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            for name, value in (headers or {}).items():
-                self.send_header(name, value)
-            self.end_headers()
-            self.wfile.write(data)
-
     return Handler
 
 
 @contextmanager
 def solapi_server(behaviour: SolapiBehaviour | None = None) -> Iterator[SolapiServer]:
     server = SolapiServer(behaviour or SolapiBehaviour())
-    http = ThreadingHTTPServer(("127.0.0.1", 0), _handler(server))
-    http.daemon_threads = True
-    server.url = f"http://127.0.0.1:{http.server_address[1]}"
-    thread = threading.Thread(target=http.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serve(_handler(server)) as url:
+        server.url = url
         yield server
-    finally:
-        http.shutdown()
-        http.server_close()

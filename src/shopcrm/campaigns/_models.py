@@ -73,6 +73,13 @@ def _duration(value: Any, what: str) -> timedelta:
         raise ValueError(f"{what}: {value!r} is not a duration; use forms like '30m', '1d', 'P1D'") from None
 
 
+def _reentry_value(cls: type, value: Any) -> Any:
+    """``once``, ``every_time`` or a duration (how often one customer may get a recurring campaign or enter a scenario)."""
+    if value in ("once", "every_time") or isinstance(value, timedelta):
+        return value
+    return _duration(value, "reentry (once, every_time or a duration)")
+
+
 class Button(_Frozen):
     """A link button (AlimTalk, Brand Message, push): its label and a URL template."""
 
@@ -131,12 +138,7 @@ class Recurring(_Frozen):
     ends: datetime | None = None
     reentry: Literal["once", "every_time"] | timedelta = "every_time"
 
-    @field_validator("reentry", mode="before")
-    @classmethod
-    def _reentry(cls, value: Any) -> Any:
-        if value in ("once", "every_time") or isinstance(value, timedelta):
-            return value
-        return _duration(value, "reentry (once, every_time or a duration)")
+    _reentry = field_validator("reentry", mode="before")(_reentry_value)
 
     @field_validator("weekdays")
     @classmethod
@@ -225,12 +227,7 @@ class Triggered(_Frozen):
     exit_on: tuple[str, ...] = ()
     reentry: Literal["once", "every_time"] | timedelta = "once"
 
-    @field_validator("reentry", mode="before")
-    @classmethod
-    def _reentry(cls, value: Any) -> Any:
-        if value in ("once", "every_time") or isinstance(value, timedelta):
-            return value
-        return _duration(value, "reentry (once, every_time or a duration)")
+    _reentry = field_validator("reentry", mode="before")(_reentry_value)
 
 
 Schedule = Annotated[
