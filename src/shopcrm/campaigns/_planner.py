@@ -403,6 +403,8 @@ class _Planner:
     caps: _Caps = attrs.field(init=False)
     decorations: Decorations = attrs.field(init=False)
     allowed_at: dict[tuple[Any, ...], datetime] = attrs.field(factory=dict)
+    #: render the fallback channels of each chain too (a preview needs only the first, for the cost)
+    render_fallbacks: bool = True
 
     def __attrs_post_init__(self) -> None:
         self.keys = {entry.key for entry in self.state.ledger}
@@ -587,7 +589,7 @@ class _Planner:
         try:
             rendered = tuple([
                 self.renderer.render_cached(variant.content, channel, context, advertising=advertising, decorations=self.decorations)
-                for channel in chain
+                for channel in (chain if self.render_fallbacks else chain[:1])
             ])
         except CampaignError as error:
             self.suppress(campaign, step.send, customer_id, "render_failed", str(error), key=key, occurrence=occurrence, due_at=due_at)
@@ -597,7 +599,7 @@ class _Planner:
         self.messages.append(PlannedMessage(
             key=key, customer_id=customer_id, campaign_id=campaign.id, step=step.send, occurrence=occurrence,
             variant=variant.name, purpose=campaign.purpose, chain=rendered,
-            contacts=tuple([recipient.contact(c) or "" for c in chain]), due_at=due_at, send_at=send_at, deferred=send_at > earliest, estimated_cost=cost,
+            contacts=tuple([recipient.contact(c) or "" for c in chain[:len(rendered)]]), due_at=due_at, send_at=send_at, deferred=send_at > earliest, estimated_cost=cost,
         ))
         self.keys.add(key)
         self.caps.add(customer_id, campaign.purpose, chain[0], send_at)

@@ -18,7 +18,7 @@ from typing import Any
 import attrs
 
 from shopcrm.campaigns._models import Campaign, OneOff, Send
-from shopcrm.campaigns._planner import Plan, ShopState, _Planner, bucket
+from shopcrm.campaigns._planner import Plan, ShopState, _Planner, bucket, paused_gc
 from shopcrm.campaigns._policy import MessagingPolicy
 from shopcrm.timeline import to_utc_naive
 
@@ -98,12 +98,19 @@ def preview(campaign: Campaign, state: ShopState, *, now: datetime, policy: Mess
 
     A triggered campaign is previewed as a broadcast of its first send step to its audience.
     """
-    when = to_utc_naive(now)
-    rules = policy or MessagingPolicy()
+    with paused_gc():
+        return _preview(campaign, state, to_utc_naive(now), policy or MessagingPolicy())
+
+
+def _preview(campaign: Campaign, state: ShopState, when: datetime, rules: MessagingPolicy) -> Preview:
     members = list(dict.fromkeys(state.audiences.get(campaign.id, ())))
     planner = _Planner([campaign], state, when, rules)
     advertising = campaign.purpose == "advertising"
     funnels = []
+    held_out = (
+        {c for c in members if bucket(f"holdout:{campaign.id}", c) < campaign.holdout_percent * 100}
+        if campaign.holdout_percent else set()
+    )
     for channel in campaign.channels:
         counts = Counter[str]()
         for customer_id in members:
@@ -121,7 +128,7 @@ def preview(campaign: Campaign, state: ShopState, *, now: datetime, policy: Mess
                 continue
             counts["not_capped"] += 1
             counts["sendable_now" if send_at == when else "deferred"] += 1
-            if not (campaign.holdout_percent and bucket(f"holdout:{campaign.id}", customer_id) < campaign.holdout_percent * 100):
+            if customer_id not in held_out:
                 counts["after_holdout"] += 1
         funnels.append(ChannelFunnel(channel=channel, **{stage: counts[stage] for stage in _STAGES}))
     first = campaign.send_steps()[0]
@@ -130,7 +137,8 @@ def preview(campaign: Campaign, state: ShopState, *, now: datetime, policy: Mess
         "variants": campaign.variants_of(first) if isinstance(first, Send) else campaign.variants,
         "enabled": True,
     })
-    result: Plan = _Planner([broadcast], attrs.evolve(state, audiences={campaign.id: members}), when, rules).run()
+    result: Plan = _Planner([broadcast], attrs.evolve(state, audiences={campaign.id: members}), when, rules,
+                            render_fallbacks=False).run()
     reasons = result.reasons()
     return Preview(
         campaign_id=campaign.id,
