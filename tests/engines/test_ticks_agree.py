@@ -127,3 +127,10 @@ def test_postgres_ticks_like_the_reference(postgres_loader: Any, case: tuple[Ran
 def test_mysql_ticks_like_the_reference(mysql_loader: Any, case: tuple[RandomShop, shopcrm.Rule]) -> None:
     _fresh(mysql_loader.con)
     _check(mysql_loader, case)
+
+
+@common(8)
+@given(case=shops_and_rules(max_customers=6, max_events=15, max_depth=2))
+def test_spark_ticks_like_the_reference(spark_loader: Any, case: tuple[RandomShop, shopcrm.Rule]) -> None:
+    # a Spark shop keeps its campaigns and outbox in memory (nowhere to write): one store per example
+    _check(spark_loader, case)
