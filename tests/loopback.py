@@ -51,6 +51,21 @@ class JSONHandler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         return
 
+    def _fault(self, count: int, drop_first: int, fail_first: int, retry_after: float | None) -> bool:
+        """Misbehave as asked for request number ``count``: drop the connection, or answer 429 (with
+        Retry-After) or 503; whether it did (the caller then stops)."""
+        if count < drop_first:
+            self.close_connection = True
+            self.connection.close()
+            return True
+        if count < fail_first:
+            if retry_after is not None:
+                self._answer(429, {"error": "slow down", "errorCode": "TooManyRequests"}, {"Retry-After": f"{retry_after:g}"})
+            else:
+                self._answer(503, {"error": "unavailable", "errorCode": "ServiceUnavailable"})
+            return True
+        return False
+
     def _answer(self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> None:
         data = json.dumps(body, ensure_ascii=False).encode()
         self.send_response(status)
@@ -78,7 +93,6 @@ def serve(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
 
 def _handler(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
     class Handler(JSONHandler):
-
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
             b = receiver.behaviour
@@ -93,14 +107,8 @@ def _handler(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
             if not signed:
                 receiver.bad_signatures += 1
                 return self._answer(401, {"error": "bad signature"})
-            if count < b.drop_first:
-                self.close_connection = True
-                self.connection.close()
+            if self._fault(count, b.drop_first, b.fail_first, b.retry_after):
                 return None
-            if count < b.fail_first:
-                if b.retry_after is not None:
-                    return self._answer(429, {"error": "slow down"}, {"Retry-After": f"{b.retry_after:g}"})
-                return self._answer(503, {"error": "unavailable"})
             if payload.get("to") in b.reject_to:
                 return self._answer(400, {"error": "invalid number"})
             if seen and b.deduplicate:

@@ -110,7 +110,6 @@ def _status(message: dict[str, Any], behaviour: SolapiBehaviour, seen: set[str],
 
 def _handler(server: SolapiServer) -> type[BaseHTTPRequestHandler]:
     class Handler(JSONHandler):
-
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
             b = server.behaviour
@@ -123,15 +122,8 @@ def _handler(server: SolapiServer) -> type[BaseHTTPRequestHandler]:
             if problem:
                 server.auth_failures.append(problem)
                 return self._answer(403, {"errorCode": problem, "errorMessage": problem})
-            if count < b.drop_first:
-                self.close_connection = True
-                self.connection.close()
+            if self._fault(count, b.drop_first, b.fail_first, b.retry_after):
                 return None
-            if count < b.fail_first:
-                if b.retry_after is not None:
-                    return self._answer(429, {"errorCode": "TooManyRequests", "errorMessage": "slow down"},
-                                        {"Retry-After": f"{b.retry_after:g}"})
-                return self._answer(503, {"errorCode": "ServiceUnavailable", "errorMessage": "try later"})
             request = json.loads(body)
             seen: set[str] = set()
             failed, taken = [], []
