@@ -362,3 +362,69 @@ def test_a_provider_opt_out_stops_advertising_at_once_until_consent_is_given_aga
     assert {s.customer_id: s.reason for s in third.suppressions} == {"c0": "capped", "c2": "opted_out"}
     with pytest.raises(ValueError, match="not a consent group"):
         shop.record_opt_out("c1", "fax")
+
+
+def test_delivery_reports_confirm_fall_back_and_settle_unknowns() -> None:
+    from shopcrm.channels import SolapiChannel
+    from solapi_server import KEY, PF_ID, SECRET, solapi_server
+
+    shop = planned_shop(4)  # Brand Message, then SMS
+    clock = FakeClock(T0)
+    with solapi_server() as server:
+        solapi = SolapiChannel(api_key=KEY, api_secret=SECRET, sender="0215880000", pf_id=PF_ID, base_url=server.url)
+        dispatch(shop, {"brand_message": solapi, "sms": solapi}, clock)
+        taken = {m["customFields"]["shopcrmKey"]: m for m in server.accepted}
+        by_customer = {r.customer_id: r for r in shop.source.campaign_store().sends()}
+
+        def report(customer: str, code: str) -> dict[str, Any]:
+            key = by_customer[customer].key
+            return {"eventDataId": f"ev-{customer}-{code}", "retryCount": 0, "data": {
+                "messageId": by_customer[customer].provider_id, "statusCode": code, "statusMessage": "결과",
+                "type": taken[key]["type"], "to": taken[key]["to"], "dateReported": "2026-11-25T01:00:05Z",
+                "customFields": {"shopcrmKey": key}}}
+
+        body = [report("c0", "4000"), report("c1", "3104"), report("c2", "4000")]
+        reports = SolapiChannel.delivery_reports(body)
+        assert [(r.delivered, r.code) for r in reports] == [(True, "4000"), (False, "3104"), (True, "4000")]
+        assert shop.record_deliveries(reports, now=T0 + timedelta(minutes=1)) == {"delivered": 2, "fallback": 1}
+        assert shop.record_deliveries(reports, now=T0 + timedelta(minutes=2)) == {}  # a resent webhook changes nothing
+        dispatch(shop, {"brand_message": solapi, "sms": solapi}, clock)  # c1's SMS fallback goes out
+    sends = {r.customer_id: r for r in shop.source.campaign_store().sends()}
+    assert {c: (r.state, r.chain_index) for c, r in sends.items()} == {
+        "c0": ("delivered", 0), "c1": ("sent", 1), "c2": ("delivered", 0), "c3": ("sent", 0)}
+    assert [m["type"] for m in server.accepted].count("SMS") == 1
+    assert events(shop)["message_delivered"] == 2
+    assert SolapiChannel.delivery_reports({"statusCode": "4000"}) == []  # not ours: no shopcrm key
+
+
+def test_a_delivery_report_settles_a_message_a_crash_left_unknown() -> None:
+    shop = planned_shop(1, channels=("sms",))
+    store = shop.source.campaign_store()
+    store.enqueue_due(T0)
+    [row] = store.claim([store.sends()[0].key], "dead", T0 + timedelta(minutes=1), T0)
+    store.settle([row._replace(state="unknown", reason="outcome unknown")])
+    from shopcrm.channels import DeliveryReport
+
+    changed = shop.record_deliveries([DeliveryReport(key=row.key, delivered=True, code="4000")], now=T0)
+    assert changed == {"delivered": 1}
+    assert store.sends()[0].state == "delivered"
+
+
+def test_an_alimtalk_delivery_failure_is_left_to_the_providers_sms_substitution(tmp_path: Path) -> None:
+    from shopcrm.channels import DeliveryReport
+
+    shop = Shop.open()
+    shop.messaging_policy = POLICY
+    shop.load_customers([{"customer_id": "c0", "name": "김민서", "phone": "010-5000-0000"}])
+    shop.save_campaign({"id": "order", "purpose": "informational", "channels": ["alimtalk", "sms"],
+                        "variants": [{"name": "a", "content": {"text": "{{ name }}님, 주문 완료", "alimtalk": {
+                            "template_code": "O1", "body": "#{고객명}님, 주문 완료", "variables": {"고객명": "{{ name }}"}}}}],
+                        "schedule": {"kind": "one_off", "at": "2026-11-25T10:00:00"}}, now=T0 - timedelta(days=1))
+    shop.tick(now=T0)
+    dispatch(shop, {"alimtalk": JsonlChannel(tmp_path / "kakao.jsonl")}, FakeClock(T0))
+    [row] = shop.source.campaign_store().sends()
+    assert shop.record_deliveries([DeliveryReport(key=row.key, delivered=False, code="3104", reason="카카오톡 미사용자")], now=T0) == {"failed": 1}
+    [after] = shop.source.campaign_store().sends()
+    assert after.state == "failed"
+    assert after.chain_index == 0
+    assert "SMS substitution" in after.reason

@@ -34,7 +34,7 @@ import attrs
 from shopcrm.campaigns import MessagingPolicy
 from shopcrm.campaigns._planner import allowed_from, consent_block
 from shopcrm.campaigns._policy import CONSENT_GROUP
-from shopcrm.channels import Accepted, Channel, Message, Rejected, SendResult, Transient
+from shopcrm.channels import Accepted, Channel, DeliveryReport, Message, Rejected, SendResult, Transient
 from shopcrm.recipients import with_opt_outs
 from shopcrm.sources._campaign_store import OutboxRow, SendRow
 
@@ -319,6 +319,48 @@ class Dispatcher:
             if later > now:
                 out[row.key] = (None, later)
         return out
+
+    # ------------------------------------------------------- delivery reports
+    def record_deliveries(self, reports: Sequence[DeliveryReport]) -> dict[str, int]:
+        """Apply providers' delivery reports to messages they took: ``delivered``, or, when the phone was not
+        reached, the next channel of the chain (``message_fallback``) or ``failed``.  A report for a message
+        whose outcome a crash left ``unknown`` settles it.  Repeated reports (providers resend webhooks) and
+        reports of messages shopcrm did not send change nothing.  AlimTalk failures do not fall back here: the
+        provider's own SMS substitution already answers them (``substitute_sms``), and a second SMS would be
+        one too many.  Returns what changed, counted."""
+        now = self.clock()
+        latest = {r.key: r for r in reports}
+        rows = {r.key: r for r in self.store.sends(keys=sorted(latest)) if r.state in ("sent", "unknown")}
+        outbox = self.store.outbox_by_keys(sorted(rows))
+        settled: list[SendRow] = []
+        events: list[dict[str, Any]] = []
+        changed: Counter[str] = Counter()
+        for key, row in rows.items():
+            report = latest[key]
+            planned = outbox.get(key)
+            chain = planned.chain if planned is not None else []
+            item = chain[row.chain_index] if row.chain_index < len(chain) else {}
+            message = Message.from_rendered(item, key=key, customer_id=row.customer_id, campaign_id=row.campaign_id,
+                                            purpose=planned.purpose if planned else "") if item else None
+            when = report.at or now
+            if report.delivered:
+                cost = row.cost if row.state == "sent" else self.policy.price(str(item.get("kind", "")))
+                settled.append(row._replace(state="delivered", provider_id=report.provider_id or row.provider_id,
+                                            cost=cost, reason="", code=report.code, updated_at=now))
+                events.append(self.event("message_delivered", row, planned, message, when, provider_id=report.provider_id,
+                                         code=report.code))
+                changed["delivered"] += 1
+                continue
+            reason = f"not delivered: {report.code} {report.reason}".strip()
+            if item.get("kind") == "alimtalk":
+                settled.append(self.final(row, "failed", now, code=report.code, reason=f"{reason} (the provider's SMS substitution answers it)"))
+                events.append(self.event("message_failed", row, planned, message, when, reason=reason, code=report.code))
+            else:
+                settled.append(self.reject(row, planned, reason, now, events, message=message, code=report.code))
+            changed[settled[-1].state if settled[-1].state != "queued" else "fallback"] += 1
+        self.store.settle(settled)
+        self.emit(events)
+        return dict(changed)
 
     # ------------------------------------------------------------- outcomes
     def apply(

@@ -434,6 +434,15 @@ class Shop:
 
         return asyncio.run(run())
 
+    def record_deliveries(self, reports: Sequence[Any], *, now: datetime | None = None) -> dict[str, int]:
+        """Apply delivery reports (``shopcrm.channels.DeliveryReport``, e.g. from
+        ``SolapiChannel.delivery_reports(webhook_body)``): delivered messages are marked so, undelivered ones
+        fall back along their chain or fail; see :meth:`shopcrm.dispatching.Dispatcher.record_deliveries`."""
+        from shopcrm.dispatching import Dispatcher
+
+        when = to_utc_naive(now) if now else datetime.now(UTC).replace(tzinfo=None)
+        return Dispatcher(self, {}, clock=lambda: when).record_deliveries(list(reports))
+
     def record_opt_out(self, customer_id: Any, group: str = "all", *, at: datetime | None = None, reason: str = "") -> None:
         """Record that a customer opted out of advertising on a consent group (``sms``, ``kakao``, ``email``,
         ``push``) or ``all``: from an 080 service, an unsubscribe link, a provider's report.  Planning and

@@ -5,7 +5,16 @@ Built in: ``console`` and ``jsonl`` for development, ``webhook`` (HMAC-signed JS
 arrive as plugins under the entry-point group ``shopcrm.channels``.
 """
 
-from shopcrm.channels._base import KINDS, Accepted, Channel, Message, Rejected, SendResult, Transient
+from shopcrm.channels._base import (
+    KINDS,
+    Accepted,
+    Channel,
+    DeliveryReport,
+    Message,
+    Rejected,
+    SendResult,
+    Transient,
+)
 from shopcrm.channels.console import ConsoleChannel
 from shopcrm.channels.jsonl import JsonlChannel
 from shopcrm.channels.smtp import SmtpChannel
@@ -17,6 +26,7 @@ __all__ = [
     "Accepted",
     "Channel",
     "ConsoleChannel",
+    "DeliveryReport",
     "JsonlChannel",
     "Message",
     "Rejected",

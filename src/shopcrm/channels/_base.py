@@ -20,11 +20,12 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any, ClassVar
 
 import attrs
 
-__all__ = ["KINDS", "Accepted", "Channel", "Message", "Rejected", "SendResult", "Transient"]
+__all__ = ["KINDS", "Accepted", "Channel", "DeliveryReport", "Message", "Rejected", "SendResult", "Transient"]
 
 #: the message kinds shopcrm renders (``friendtalk`` for providers that still accept the legacy type)
 KINDS = frozenset({"sms", "lms", "mms", "alimtalk", "brand_message", "friendtalk", "email", "push", "webhook"})
@@ -101,6 +102,19 @@ class Transient:
 
 
 SendResult = Accepted | Rejected | Transient
+
+
+@attrs.frozen(kw_only=True)
+class DeliveryReport:
+    """What a provider reported after it took a message: whether it reached the phone (or inbox), with the
+    provider's code and reason when it did not.  ``key`` is the message's idempotency key."""
+
+    key: str
+    delivered: bool
+    code: str = ""
+    reason: str = ""
+    provider_id: str = ""
+    at: datetime | None = None
 
 
 class Channel(ABC):

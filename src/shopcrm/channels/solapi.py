@@ -31,7 +31,7 @@ from typing import Any
 
 import httpx
 
-from shopcrm.channels._base import Accepted, Channel, Message, Rejected, SendResult, Transient
+from shopcrm.channels._base import Accepted, Channel, DeliveryReport, Message, Rejected, SendResult, Transient
 from shopcrm.channels.webhook import _retry_after
 
 __all__ = ["SOLAPI_URL", "SolapiChannel", "authorization"]
@@ -199,6 +199,30 @@ class SolapiChannel(Channel):
 
     async def aclose(self) -> None:
         await self._client.aclose()
+
+    @staticmethod
+    def delivery_reports(payload: Any) -> list[DeliveryReport]:
+        """The delivery reports in a Solapi webhook body: one report (``messageId``, ``statusCode``, ...,
+        ``customFields``) or a list of ``{"eventDataId", "data", "retryCount"}``.  Status ``4000`` is delivered;
+        another 3xxx code is a carrier or Kakao failure; reports of messages shopcrm did not send are skipped."""
+        items = payload if isinstance(payload, list) else [payload]
+        reports = []
+        for item in items:
+            data = item.get("data", item) if isinstance(item, Mapping) else {}
+            key = _key(data)
+            if not key:
+                continue
+            code = str(data.get("statusCode", ""))
+            when = data.get("dateReported") or data.get("dateProcessed")
+            try:
+                at = datetime.fromisoformat(str(when).replace("Z", "+00:00")).astimezone(UTC).replace(tzinfo=None) if when else None
+            except ValueError:
+                at = None
+            reports.append(DeliveryReport(
+                key=key, delivered=code == "4000", code=code, reason=str(data.get("statusMessage", "")),
+                provider_id=str(data.get("messageId", "")), at=at,
+            ))
+        return reports
 
 
 def _key(item: Mapping[str, Any]) -> str:

@@ -87,8 +87,9 @@ SEND_COLUMNS = (
     "key", "customer_id", "campaign_id", "chain_index", "state", "attempts", "next_at", "lease_until", "claim",
     "provider_id", "code", "reason", "cost", "updated_at",
 )
-#: states of a send: waiting to go, being sent (claimed, lease running), waiting to retry, and the final ones
-SEND_STATES = ("queued", "inflight", "retry", "sent", "failed", "unknown")
+#: states of a send: waiting to go, being sent (claimed, lease running), waiting to retry, taken by the provider
+#: (``sent``), and the final ones (``delivered`` once a delivery report confirms it)
+SEND_STATES = ("queued", "inflight", "retry", "sent", "delivered", "failed", "unknown")
 
 
 class SendRow(NamedTuple):
