@@ -676,6 +676,13 @@ class _ContextView(Mapping[str, Any]):
             return self._recipient.customer_id
         raise KeyError(name)
 
+    def get(self, name: str, default: Any = None) -> Any:
+        """``view[name]``, or ``default``: one call instead of Mapping.get's two (the render cache asks often)."""
+        try:
+            return self[name]
+        except KeyError:
+            return default
+
     def _names(self) -> dict[str, None]:
         names = dict.fromkeys(self._recipient.attributes)
         names.update(dict.fromkeys(self._extra))

@@ -122,7 +122,8 @@ class Renderer:
         """:meth:`render`, remembering results by the values of the names the content reads: customers who
         share those values (the same first name, the same coupon) share one rendering."""
         names = self.names(content)
-        values = tuple(context.get(n, _MISSING) for n in names)
+        get = context.get
+        values = tuple([get(n, _MISSING) for n in names])
         if channel == "email":
             values += (context.get("customer_id"),)  # the unsubscribe link is personal
         # id(content) is stable: self._names keeps every content seen alive
