@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
+import hypothesis
 import pytest
 
 from shopcrm import CampaignError, Shop
@@ -246,3 +247,12 @@ def test_playbooks_can_be_enabled_and_adapted(shop: Shop) -> None:
     assert shop.campaign("cart_reminder") == campaign
     with pytest.raises(KeyError, match="playbooks: welcome_coupon"):
         shop.enable_playbook("nope")
+
+
+@hypothesis.given(hypothesis.strategies.text())
+def test_contacts_are_encoded_exactly_as_json_would(text: str) -> None:
+    import json
+
+    from shopcrm.ticking import _json_text
+
+    assert _json_text(text) == json.dumps(text, ensure_ascii=False)
