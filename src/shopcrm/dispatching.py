@@ -35,7 +35,6 @@ from shopcrm.campaigns import MessagingPolicy
 from shopcrm.campaigns._planner import allowed_from, consent_block
 from shopcrm.campaigns._policy import CONSENT_GROUP
 from shopcrm.channels import Accepted, Channel, DeliveryReport, Message, Rejected, SendResult, Transient
-from shopcrm.recipients import with_opt_outs
 from shopcrm.sources._campaign_store import OutboxRow, SendRow
 
 if TYPE_CHECKING:
@@ -291,15 +290,13 @@ class Dispatcher:
         ads = [r for r in rows if (o := outbox.get(r.key)) is not None and o.purpose == "advertising"]
         if not ads:
             return {}
-        from shopcrm.ticking import _Reader
+        from shopcrm.ticking import _Reader, apply_opt_outs
 
         reader = _Reader(self.shop, now)
         columns = [c for c in reader.schema.customers.columns if c in self.shop.recipient_columns.names()]
         data = reader.customer_columns(list(dict.fromkeys(["customer_id", *columns])), sorted({r.customer_id for r in ads}, key=repr))
         people = {p.customer_id: p for p in self.shop.recipient_columns.recipients(data, now=now)}
-        for cid, outs in self.store.opt_outs().items():
-            if cid in people:
-                people[cid] = with_opt_outs(people[cid], outs, now=now)
+        apply_opt_outs(self.shop, people, now)
         out: dict[str, tuple[str | None, datetime | None]] = {}
         for row in ads:
             planned = outbox[row.key]

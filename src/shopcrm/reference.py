@@ -7,7 +7,6 @@ specification, not to be fast; every SQL engine must return exactly its answer
 
 from __future__ import annotations
 
-import hashlib
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
@@ -33,6 +32,7 @@ from shopcrm.dsl import (
     Sample,
     parse_rule,
     resolve_segments,
+    sample_bucket,
     window_bounds,
 )
 from shopcrm.dsl._parse import RuleLike
@@ -141,9 +141,7 @@ class _Evaluator:
         if isinstance(rule, FirstPerformed | LastPerformed):
             return self._first_last(rule, history, path)
         if isinstance(rule, Sample):
-            key = f"{rule.sample.salt}:{person['customer_id']}".encode()
-            bucket = int(hashlib.md5(key, usedforsecurity=False).hexdigest()[:8], 16) % 10000
-            return bucket < rule.sample.percent * 100
+            return sample_bucket(rule.sample.salt, person["customer_id"]) < rule.sample.percent * 100
         if isinstance(rule, Lifecycle):
             row = self.lifecycle[person["customer_id"]]
             stage_ok = rule.lifecycle == "any" or row.stage == rule.lifecycle

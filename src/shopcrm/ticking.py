@@ -43,6 +43,7 @@ from shopcrm.campaigns import (
     Triggered,
     plan,
 )
+from shopcrm.campaigns._models import reentry_blocks
 from shopcrm.campaigns._planner import (
     due_occurrence,
     entry_decision,
@@ -268,11 +269,7 @@ def gather(
         data = reader.customer_columns(list(dict.fromkeys(["customer_id", *contact_columns, *wanted])),
                                        reader.members(shop._resolve(campaign.audience)))
         audiences[campaign.id] = data["customer_id"]
-        for recipient in columns.recipients(data, now=now, attributes=wanted):
-            known = recipients.get(recipient.customer_id)
-            if known is not None and known.attributes.keys() != recipient.attributes.keys():
-                recipient = attrs.evolve(recipient, attributes={**known.attributes, **recipient.attributes})
-            recipients[recipient.customer_id] = recipient
+        _merge(recipients, columns.recipients(data, now=now, attributes=wanted))
 
     settled: set[str] = set()
     ledger: list[LedgerEntry] = []
@@ -312,12 +309,7 @@ def gather(
             needy = {cid for cid, times in per_customer.items()
                      if _undecided(campaign, schedule, cid, times, keys, now, cart="cart" in names)}
         data = reader.customer_columns(list(dict.fromkeys(["customer_id", *contact_columns, *wanted])), ids)
-        for recipient in columns.recipients(data, now=now, attributes=wanted):
-            cid = recipient.customer_id
-            known = recipients.get(cid)
-            if known is not None:
-                recipient = attrs.evolve(recipient, attributes={**known.attributes, **recipient.attributes})
-            recipients[cid] = recipient
+        _merge(recipients, columns.recipients(data, now=now, attributes=wanted))
         if needy and (needs_rows or "cart" in names):
             history_events: dict[Any, list[dict[str, Any]]] = defaultdict(list)
             if needs_events:
@@ -341,10 +333,7 @@ def gather(
                 if needs_rows and cid not in histories:
                     histories[cid] = ({"customer_id": cid}, [])
 
-    # opt-outs the providers and 080 services reported (K3) beat the customers table's consents
-    for cid, outs in store.opt_outs().items():
-        if cid in recipients:
-            recipients[cid] = with_opt_outs(recipients[cid], outs, now=now)
+    apply_opt_outs(shop, recipients, now)
     longest_cap = max((cap.per for cap in policy.caps), default=timedelta(0))
     keys_seen: set[str] = set()
     for done_row in store.planned_since(now - longest_cap):
@@ -365,6 +354,22 @@ def gather(
     return state, occurrences
 
 
+def _merge(recipients: dict[Any, Recipient], found: Iterable[Recipient]) -> None:
+    """Add recipients read for one campaign; a customer several campaigns read keeps every template field."""
+    for recipient in found:
+        known = recipients.get(recipient.customer_id)
+        if known is not None and known.attributes.keys() != recipient.attributes.keys():
+            recipient = attrs.evolve(recipient, attributes={**known.attributes, **recipient.attributes})
+        recipients[recipient.customer_id] = recipient
+
+
+def apply_opt_outs(shop: Shop, recipients: dict[Any, Recipient], now: datetime) -> None:
+    """The opt-outs providers and 080 services reported (K3) over the customers table's consents, in place."""
+    for cid, outs in shop.source.campaign_store().opt_outs().items():
+        if cid in recipients:
+            recipients[cid] = with_opt_outs(recipients[cid], outs, now=now)
+
+
 def _undecided(
     campaign: Campaign, schedule: Triggered, customer_id: Any, times: Sequence[datetime], keys: set[str], now: datetime,
     *, cart: bool,
@@ -376,10 +381,8 @@ def _undecided(
     everyone = isinstance(campaign.audience, Everyone)
     walked_from = now - scenario_span(schedule.steps) - campaign.max_delay  # older entries are not walked
     entered: datetime | None = None
-    for at in sorted(t for t in times if t <= now):
-        if entered is not None and schedule.reentry == "once":
-            break
-        if entered is not None and isinstance(schedule.reentry, timedelta) and at - entered < schedule.reentry:
+    for at in sorted({t for t in times if t <= now}):
+        if reentry_blocks(schedule.reentry, entered, at):
             continue
         decision = True if everyone else entry_decision(campaign, customer_id, at, keys)
         if decision is None:
@@ -497,9 +500,7 @@ def preview_state(shop: Shop, campaign: Campaign, now: datetime) -> ShopState:
     data = reader.customer_columns(list(dict.fromkeys(["customer_id", *contact, *wanted])), reader.members(shop._resolve(campaign.audience)))
     with paused_gc():
         recipients = {r.customer_id: r for r in columns.recipients(data, now=now, attributes=wanted)}
-    for cid, outs in shop.source.campaign_store().opt_outs().items():
-        if cid in recipients:
-            recipients[cid] = with_opt_outs(recipients[cid], outs, now=now)
+    apply_opt_outs(shop, recipients, now)
     longest_cap = max((cap.per for cap in shop.messaging_policy.caps), default=timedelta(0))
     ledger = [_entry(r) for r in shop.source.campaign_store().planned_since(now - longest_cap)]
     samples = {}

@@ -49,6 +49,7 @@ __all__ = [
     "WaitUntil",
     "campaign_json_schema",
     "parse_campaign",
+    "reentry_blocks",
 ]
 
 Purpose = Literal["informational", "advertising"]
@@ -71,6 +72,17 @@ def _duration(value: Any, what: str) -> timedelta:
         return parse_duration(value)
     except ValueError:
         raise ValueError(f"{what}: {value!r} is not a duration; use forms like '30m', '1d', 'P1D'") from None
+
+
+Reentry = Literal["once", "every_time"] | timedelta
+
+
+def reentry_blocks(reentry: Reentry, last: datetime | None, at: datetime) -> bool:
+    """Whether a customer who last got a recurring campaign (or entered a scenario) at ``last`` is kept out at
+    ``at`` by the ``reentry`` rule: ``once`` keeps out for good, a duration for that long after ``last``."""
+    if last is None or last >= at or reentry == "every_time":
+        return False
+    return reentry == "once" or (isinstance(reentry, timedelta) and at - last < reentry)
 
 
 def _reentry_value(cls: type, value: Any) -> Any:
@@ -136,7 +148,7 @@ class Recurring(_Frozen):
     weekdays: tuple[int, ...] = (0, 1, 2, 3, 4, 5, 6)
     starts: datetime | None = None
     ends: datetime | None = None
-    reentry: Literal["once", "every_time"] | timedelta = "every_time"
+    reentry: Reentry = "every_time"
 
     _reentry = field_validator("reentry", mode="before")(_reentry_value)
 
@@ -225,7 +237,7 @@ class Triggered(_Frozen):
     on: str = Field(min_length=1)
     steps: tuple[Step, ...] = Field(min_length=1)
     exit_on: tuple[str, ...] = ()
-    reentry: Literal["once", "every_time"] | timedelta = "once"
+    reentry: Reentry = "once"
 
     _reentry = field_validator("reentry", mode="before")(_reentry_value)
 

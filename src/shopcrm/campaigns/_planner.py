@@ -33,10 +33,11 @@ from shopcrm.campaigns._models import (
     Variant,
     Wait,
     WaitUntil,
+    reentry_blocks,
 )
 from shopcrm.campaigns._policy import CONSENT_GROUP, MessagingPolicy, local, utc
 from shopcrm.campaigns._templates import Decorations, Rendered, Renderer
-from shopcrm.dsl import Everyone
+from shopcrm.dsl import Everyone, sample_bucket
 from shopcrm.errors import CampaignError
 from shopcrm.lifecycle import LifecyclePolicy
 from shopcrm.reference import evaluate
@@ -326,11 +327,8 @@ def entry_decision(campaign: Campaign, customer_id: Any, at: datetime, keys: Col
     return None
 
 
-def bucket(salt: str, customer_id: Any) -> int:
-    """The DSL's sample bucket (0..9999) of a customer: ``{"sample": {"percent": P, "salt": S}}`` holds
-    exactly the customers with ``bucket(S, id) < P * 100``."""
-    digest = hashlib.md5(f"{salt}:{customer_id}".encode(), usedforsecurity=False).digest()
-    return int.from_bytes(digest[:4], "big") % 10000  # the first 8 hex digits, as the SQL compilers read them
+#: the DSL's sample bucket: the holdout of campaign X at P% is exactly ``{"sample": {"percent": P, "salt": "holdout:X"}}``
+bucket = sample_bucket
 
 
 def idempotency_key(campaign_id: str, occurrence: str, step: str, customer_id: Any) -> str:
@@ -431,11 +429,9 @@ class _Planner:
                 last = self.state.received.get(campaign.id, {})
                 for customer_id in members:
                     got = last.get(customer_id)
-                    if got is not None and isinstance(schedule, Recurring) and got < due_at and (
-                        schedule.reentry == "once" or (isinstance(schedule.reentry, timedelta) and due_at - got < schedule.reentry)
-                    ):
+                    if isinstance(schedule, Recurring) and reentry_blocks(schedule.reentry, got, due_at):
                         key = idempotency_key(campaign.id, occurrence, step.send, customer_id)
-                        self.suppress(campaign, step.send, customer_id, "already_received", f"last {got.isoformat()}",
+                        self.suppress(campaign, step.send, customer_id, "already_received", f"last {got}",
                                       key=key, occurrence=occurrence, due_at=due_at)
                         continue
                     self.send(campaign, step, occurrence, customer_id, due_at)
@@ -460,9 +456,7 @@ class _Planner:
             exit_times = sorted(exits.get(customer_id, ()))
             entered: list[datetime] = []
             for at in instants:
-                if entered and schedule.reentry == "once":
-                    break
-                if entered and isinstance(schedule.reentry, timedelta) and at - entered[-1] < schedule.reentry:
+                if reentry_blocks(schedule.reentry, entered[-1] if entered else None, at):
                     continue
                 decision = True if everyone else entry_decision(campaign, customer_id, at, self.keys)
                 if decision is None:  # not decided before: the audience rule at that moment decides, once

@@ -36,11 +36,13 @@ from shopcrm.dsl._nodes import (
     Sample,
     SampleSpec,
     Window,
+    sample_bucket,
     window_bounds,
 )
 from shopcrm.dsl._parse import children, format_path, parse_rule, resolve_segments, rule_json_schema
 
 __all__ = [
+    "sample_bucket",
     "NODE_KEYS",
     "AgeRange",
     "Aggregate",

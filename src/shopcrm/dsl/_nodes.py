@@ -8,6 +8,7 @@ frozen; ``&``, ``|`` and ``~`` combine them into new rules.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from datetime import datetime, timedelta
 from typing import Annotated, Any, ClassVar, Literal, Union
@@ -32,6 +33,7 @@ from pydantic import (
 from shopcrm.timeline import TsBound, age_bounds, parse_duration, to_utc_naive
 
 __all__ = [
+    "sample_bucket",
     "Aggregate",
     "Ago",
     "AgeRange",
@@ -408,6 +410,14 @@ class InSegment(_Node):
 
     KEY: ClassVar[str] = "in_segment"
     in_segment: str = Field(min_length=1)
+
+
+def sample_bucket(salt: str, customer_id: Any) -> int:
+    """A customer's sample bucket, 0..9999: the first 8 hex digits of md5(``salt:customer_id``) mod 10,000.
+    ``{"sample": {"percent": P, "salt": S}}`` holds exactly the customers whose bucket is below ``P * 100``;
+    the compilers compute the same number in SQL."""
+    digest = hashlib.md5(f"{salt}:{customer_id}".encode(), usedforsecurity=False).digest()
+    return int.from_bytes(digest[:4], "big") % 10000
 
 
 class SampleSpec(_Frozen):
