@@ -8,6 +8,7 @@ arrive as plugins under the entry-point group ``shopcrm.channels``.
 from shopcrm.channels._base import (
     KINDS,
     Accepted,
+    Ambiguous,
     Channel,
     DeliveryReport,
     Message,
@@ -24,6 +25,7 @@ from shopcrm.channels.webhook import WebhookChannel
 __all__ = [
     "KINDS",
     "Accepted",
+    "Ambiguous",
     "Channel",
     "ConsoleChannel",
     "DeliveryReport",

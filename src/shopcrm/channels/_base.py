@@ -7,8 +7,16 @@ returning one result per message:
 - :class:`Accepted`: the provider took it (its message id, and the cost it reported);
 - :class:`Rejected`: it will never be delivered on this channel (invalid number,
   template mismatch, opted out); the dispatcher moves to the next channel of the chain;
-- :class:`Transient`: try again later (timeout, 5xx, rate limit), with the provider's
-  ``Retry-After`` when it gave one.
+- :class:`Transient`: **not taken**, safe to send again later (connection refused, 429/503 answered
+  before processing, a rate limit), with the provider's ``Retry-After`` when it gave one;
+- :class:`Ambiguous`: the request was written and its answer lost (a read timeout, a reset after the
+  request went out, a proxy's 5xx, a batch partly accepted): the provider **may have taken** it.  For a
+  channel that does not deduplicate, the dispatcher never resends such a message: it asks
+  :meth:`Channel.reconcile`, and only a message the provider confirms it did not take goes out again.
+
+A channel that can prepare a batch at the provider before sending anything (Solapi's group API) does so
+in :meth:`Channel.begin`; the reference it returns is recorded in the send ledger *before* :meth:`send`
+is called, and comes back on every message (``Message.batch_ref``), in ``send`` and in ``reconcile``.
 
 Everything else (the ledger, retries, backoff, fallbacks, rate limits, exactly-once)
 is the dispatcher's job, so a plugin author writes only the provider's request and
@@ -25,7 +33,7 @@ from typing import Any, ClassVar
 
 import attrs
 
-__all__ = ["KINDS", "Accepted", "Channel", "DeliveryReport", "Message", "Rejected", "SendResult", "Transient"]
+__all__ = ["KINDS", "Accepted", "Ambiguous", "Channel", "DeliveryReport", "Message", "Rejected", "SendResult", "Transient"]
 
 #: the message kinds shopcrm renders (``friendtalk`` for providers that still accept the legacy type)
 KINDS = frozenset({"sms", "lms", "mms", "alimtalk", "brand_message", "friendtalk", "email", "push", "webhook"})
@@ -57,6 +65,9 @@ class Message:
     buttons: tuple[tuple[str, str], ...] = ()
     headers: tuple[tuple[str, str], ...] = ()
     image_url: str | None = None
+    #: the provider-side reference of the batch this message went out in (what :meth:`Channel.begin` returned
+    #: and the ledger recorded), or "" when the channel prepares nothing
+    batch_ref: str = ""
 
     @classmethod
     def from_rendered(cls, item: Mapping[str, Any], **fields: Any) -> Message:
@@ -94,14 +105,27 @@ class Rejected:
 
 @attrs.frozen
 class Transient:
-    """Try again later: a timeout, a 5xx, a rate limit; ``retry_after`` seconds when the provider said."""
+    """Not taken: safe to try again later (connection refused, 429 or 503 answered before processing, a rate
+    limit); ``retry_after`` seconds when the provider said.  From :meth:`Channel.reconcile`: the provider
+    confirms it did not take the message (and never will), so it may be sent again."""
 
     reason: str
     code: str = ""
     retry_after: float | None = None
 
 
-SendResult = Accepted | Rejected | Transient
+@attrs.frozen
+class Ambiguous:
+    """The provider may have taken the message: the request was written and its answer lost (read timeout,
+    connection reset after the request went out, a proxy's 5xx, an unreadable answer).  Resent only by a
+    channel that ``deduplicates``; otherwise the dispatcher asks :meth:`Channel.reconcile`.  From
+    ``reconcile`` itself: the provider could not be asked now (ask again later)."""
+
+    reason: str
+    code: str = ""
+
+
+SendResult = Accepted | Rejected | Transient | Ambiguous
 
 
 @attrs.frozen(kw_only=True)
@@ -149,17 +173,29 @@ class Channel(ABC):
             problems.append("the message has no recipient contact")
         return problems
 
+    async def begin(self, batch: Sequence[Message]) -> str:
+        """Prepare ``batch`` at the provider without sending anything, and return the provider's reference for
+        it (Solapi: a message group's id).  The dispatcher records the reference in its ledger before it calls
+        :meth:`send` with the same messages (each carrying it as ``batch_ref``), so that after a crash
+        :meth:`reconcile` knows where to look.  An exception here means nothing was sent (the batch is retried
+        later).  The default prepares nothing and returns ""."""
+        return ""
+
     @abstractmethod
     async def send(self, batch: Sequence[Message]) -> list[SendResult]:
         """Send ``batch`` (at most ``batch_size`` messages); one result per message, in order.
 
-        Raise nothing for a message's own failure: return its result.  An exception means the whole
-        batch's outcome is unknown (the dispatcher treats each message as such).
+        Raise nothing for a message's own failure: return its result.  Say :class:`Transient` only when the
+        provider certainly did not take the message, :class:`Ambiguous` when it may have.  An exception means
+        the whole batch's outcome is unknown (the dispatcher treats each message as :class:`Ambiguous`).
         """
 
     async def reconcile(self, messages: Sequence[Message]) -> list[SendResult | None]:
-        """What became of messages whose outcome is unknown (sent before a crash): a result per message, or
-        None where the provider cannot tell.  The default cannot tell."""
+        """What became of messages whose outcome is unknown (an ambiguous answer, or a crash mid-send), each
+        carrying the ``batch_ref`` the ledger recorded: per message :class:`Accepted` (taken), :class:`Rejected`
+        (refused), :class:`Transient` (the provider confirms it did not take it and never will: send again),
+        :class:`Ambiguous` (the provider could not be asked now: ask again later), or None where the provider
+        cannot tell at all (the message ends ``unknown`` and is never resent).  The default cannot tell."""
         return [None] * len(messages)
 
     async def aclose(self) -> None:
