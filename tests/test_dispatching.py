@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -289,14 +289,16 @@ def test_a_dispatcher_process_killed_at_random_points_loses_nothing_and_sends_no
     from solapi_server import SolapiBehaviour, solapi_server
 
     path = tmp_path / "shop.duckdb"
+    now = datetime.now(UTC).replace(tzinfo=None, microsecond=0)  # the worker runs on the real clock: plan for now
     with Shop.open(path) as shop:
         shop.messaging_policy = POLICY
         shop.load_customers([{"customer_id": f"c{i}", "name": "김민서", "phone": f"010-2000-{i:04d}", "sms_consent": True}
                              for i in range(300)])
         shop.save_campaign({"id": "notice", "purpose": "informational", "channels": ["sms"],
                             "variants": [{"name": "a", "content": {"text": "{{ name }}님, 배송이 시작되었습니다."}}],
-                            "schedule": {"kind": "one_off", "at": "2026-11-25T10:00:00"}}, now=T0 - timedelta(days=1))
-        shop.tick(now=T0)
+                            "schedule": {"kind": "one_off", "at": (now + timedelta(hours=9)).isoformat()}},
+                           now=now - timedelta(days=1))
+        shop.tick(now=now)
     tests = Path(__file__).resolve().parent
     env = {**os.environ, "PYTHONPATH": str(tests)}
     rng = random.Random(11)
@@ -423,7 +425,7 @@ def test_an_alimtalk_delivery_failure_is_left_to_the_providers_sms_substitution(
     shop.tick(now=T0)
     dispatch(shop, {"alimtalk": JsonlChannel(tmp_path / "kakao.jsonl")}, FakeClock(T0))
     [row] = shop.source.campaign_store().sends()
-    assert shop.record_deliveries([DeliveryReport(key=row.key, delivered=False, code="3104", reason="카카오톡 미사용자")], now=T0) == {"failed": 1}
+    assert shop.record_deliveries([DeliveryReport(key=row.key, delivered=False, code="3104", reason="카카오톡 미사용자", provider_id=row.provider_id)], now=T0) == {"failed": 1}
     [after] = shop.source.campaign_store().sends()
     assert after.state == "failed"
     assert after.chain_index == 0

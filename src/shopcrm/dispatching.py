@@ -2,21 +2,26 @@
 
 One round:
 
-1. **queue** every planned message whose send time has come (one ``INSERT ... SELECT`` into the send ledger);
-2. **recover** messages a dead dispatcher left in flight (their lease ran out): ask the channel what became
-   of them (:meth:`Channel.reconcile`); resend only where the channel says they were not taken, or where
-   the provider drops repeated keys (``deduplicates``); otherwise they end as ``unknown``, with that reason,
-   and are never sent twice;
-3. **claim** the due messages (an atomic ``UPDATE`` marks them ``inflight`` under this dispatcher's claim,
-   with a lease) and commit *before* any provider is called;
-4. re-check each one just before it leaves: the customer's consent now (it may have been withdrawn since the
-   plan) and the clock (advertising is deferred out of quiet hours, never sent in them);
-5. **send** per channel in batches, with bounded concurrency and each channel's rate limit;
-6. **settle**: accepted -> ``sent`` (with the provider's id and cost); transient -> ``retry`` after an
-   exponential backoff with jitter (or the provider's ``Retry-After``), until ``max_attempts``; rejected ->
-   the next channel of the chain (``message_fallback``) or ``failed``.  Every outcome is also an event
-   (``message_sent``, ``message_failed``, ``message_fallback``, ``message_unknown``) in the shop's events,
-   where segments and profiles read it.
+1. **queue** every planned message whose send time has come (one ``INSERT ... SELECT`` into the send ledger; a
+   second dispatcher queueing the same rows at once is "already queued", not an error);
+2. **recover** rows whose lease ran out: a row ``claimed`` but never handed to a channel goes straight back to
+   the queue; a row ``inflight`` (handed over: the provider may have it) is settled by asking the channel
+   (:meth:`Channel.reconcile`): taken -> ``sent``, refused -> the chain moves on, confirmed not taken -> sent
+   again, the provider unreachable -> asked again later; only where the provider cannot tell at all does it end
+   ``unknown`` (never resent), unless the provider drops repeated keys (``deduplicates``);
+3. read the due rows, group them per channel into the channel's batches, and for each batch, at most
+   ``concurrency`` at a time: wait for the channel's rate limit, **claim** exactly that batch (an atomic
+   ``UPDATE``; a row another dispatcher took first is simply not ours), re-check each message just before it
+   leaves (still within the campaign's ``max_delay``; for advertising, the customer's consent now and the clock:
+   quiet hours defer, never send), let the channel **begin** the batch and record its reference (Solapi's group
+   id) in the ledger while **renewing the lease** (``hand_over``: only rows still held go on), then **send**;
+4. **settle** each batch in ONE transaction with its outcome events: accepted -> ``sent`` (the provider's id and
+   cost); not taken (:class:`Transient`) -> ``retry`` after an exponential backoff with jitter (or the provider's
+   ``Retry-After``), until ``max_attempts``; may have been taken (:class:`Ambiguous`) -> asked at once with
+   ``reconcile`` (never resent on a channel that does not deduplicate); rejected -> the next channel of the chain
+   (``message_fallback``) or ``failed``.  Only rows this dispatcher still holds are written.  The events
+   (``message_sent``, ``message_failed``, ``message_fallback``, ``message_expired``, ``message_unknown``) go to
+   the shop's events (the embedded store) or ``shopcrm_message_events``, where segments and profiles read them.
 """
 
 from __future__ import annotations
@@ -31,10 +36,19 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from shopcrm.campaigns import MessagingPolicy
+from shopcrm.campaigns import Campaign, MessagingPolicy
 from shopcrm.campaigns._planner import allowed_from, consent_block
 from shopcrm.campaigns._policy import CONSENT_GROUP
-from shopcrm.channels import Accepted, Channel, DeliveryReport, Message, Rejected, SendResult, Transient
+from shopcrm.channels import (
+    Accepted,
+    Ambiguous,
+    Channel,
+    DeliveryReport,
+    Message,
+    Rejected,
+    SendResult,
+    Transient,
+)
 from shopcrm.sources._campaign_store import OutboxRow, SendRow
 
 if TYPE_CHECKING:
@@ -106,10 +120,26 @@ def _utcnow() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
 
+#: the states a dispatcher may still act on (it waits for them when draining)
+_WAITING = ("queued", "retry", "claimed", "inflight")
+
+
+@attrs.define
+class _Settlement:
+    """What one batch's outcomes write, in one transaction."""
+
+    rows: list[SendRow] = attrs.field(factory=list)
+    events: list[dict[str, Any]] = attrs.field(factory=list)
+    opt_outs: list[tuple[Any, str, datetime, str]] = attrs.field(factory=list)
+
+
 class Dispatcher:
     """Delivers a shop's planned messages.  ``channels`` maps each chain channel (``sms``, ``alimtalk``,
     ``brand_message``, ``email``, ``push``, ``webhook``) to the :class:`Channel` that carries it (one
-    provider may carry several).  ``clock`` returns naive UTC now (tests pass a fake one)."""
+    provider may carry several).  ``batch`` due rows are read per round; each channel batch is claimed only
+    when it is about to be sent, so a crash strands at most ``concurrency`` batches.  ``lease`` must be longer
+    than one batch's send (the channel's timeout).  ``clock`` returns naive UTC now (tests pass a fake one).
+    ``max_checks`` bounds how often the provider is asked about one ambiguous message before it ends ``unknown``."""
 
     def __init__(
         self,
@@ -121,6 +151,7 @@ class Dispatcher:
         lease: timedelta = timedelta(minutes=5),
         batch: int = 1000,
         concurrency: int = 4,
+        max_checks: int = 12,
         clock: Callable[[], datetime] = _utcnow,
         sleep: Callable[[float], Any] = asyncio.sleep,
         seed: int | None = None,
@@ -133,6 +164,7 @@ class Dispatcher:
         self.lease = lease
         self.batch = batch
         self.concurrency = concurrency
+        self.max_checks = max_checks
         self.clock = clock
         self.sleep = sleep
         self.rng = random.Random(seed)
@@ -140,6 +172,7 @@ class Dispatcher:
         self.store = shop.source.campaign_store()
         seconds = lambda: (self.clock() - _EPOCH).total_seconds()  # noqa: E731 - the dispatcher's own clock
         self._limits = {id(c): _RateLimit(c.rate_per_second, seconds, sleep) for c in self.channels.values()}
+        self._max_delays: dict[str, timedelta] = {}
         self.outcomes: Counter[str] = Counter()
         self.events: Counter[str] = Counter()
         #: called with the outcomes so far after every settled batch (a progress bar)
@@ -147,21 +180,21 @@ class Dispatcher:
 
     # ----------------------------------------------------------------- running
     async def run(self, *, drain: bool = True, max_rounds: int = 10_000) -> DispatchReport:
-        """Rounds until nothing is due; with ``drain``, also waits for retries and deferrals to come due
-        (until none is left in the ledger)."""
+        """Rounds until nothing is due; with ``drain``, also waits for retries, deferrals and messages whose
+        outcome is being asked of the provider (until none is left in the ledger)."""
         rounds = 0
         while rounds < max_rounds:
             rounds += 1
             worked = await self.round()
             if worked:
                 continue
-            waiting = self.store.sends(states=("queued", "retry", "inflight"))
+            waiting = self.store.sends(states=_WAITING)
             if not drain or not waiting:
                 break
             now = self.clock()
-            soonest = min((r.lease_until or now) if r.state == "inflight" else r.next_at for r in waiting)
+            soonest = min((r.lease_until or now) if r.state in ("claimed", "inflight") else r.next_at for r in waiting)
             await self.sleep(max(0.01, (soonest - now).total_seconds()))
-        remaining = len(self.store.sends(states=("queued", "retry", "inflight")))
+        remaining = len(self.store.sends(states=_WAITING))
         return DispatchReport(rounds=rounds, outcomes=dict(self.outcomes), events=dict(self.events), remaining=remaining)
 
     async def round(self) -> bool:
@@ -172,47 +205,20 @@ class Dispatcher:
         due = self.store.due_sends(now, self.batch)
         if not due:
             return recovered
-        claimed = self.store.claim([r.key for r in due], self.claim_id, now + self.lease, now)
-        if claimed:
-            await self.deliver(claimed, now)
-        return True
-
-    # ---------------------------------------------------------------- recovery
-    async def recover(self, now: datetime) -> bool:
-        expired = self.store.expired_inflight(now)
-        if not expired:
-            return False
-        rows = self.store.claim([r.key for r in expired], self.claim_id, now + self.lease, now, expired=True)
-        outbox = self.store.outbox_by_keys([r.key for r in rows])
-        settled: list[SendRow] = []
-        events: list[dict[str, Any]] = []
-        by_channel: dict[int, list[tuple[SendRow, Message, Channel]]] = defaultdict(list)
-        for row in rows:
-            message, channel, problem = self.message(row, outbox.get(row.key))
-            if message is None or channel is None:
-                settled.append(self.reject(row, outbox.get(row.key), problem, now, events))
-                continue
-            by_channel[id(channel)].append((row, message, channel))
-        for group in by_channel.values():
-            channel = group[0][2]
-            try:
-                answers = await channel.reconcile([m for _, m, _ in group])
-            except Exception as error:
-                answers = [None] * len(group)
-                problem = f"{type(error).__name__}: {error}"
-            else:
-                problem = ""
-            for (row, message, chan), answer in zip(group, answers, strict=True):
-                if answer is None and chan.deduplicates:
-                    answer = Transient("outcome unknown after a crash; the provider drops repeated keys", code="resend")
-                if answer is None:
-                    reason = "outcome unknown: the dispatcher stopped while sending and the provider cannot tell; not resent"
-                    settled.append(self.final(row, "unknown", now, reason=f"{reason}{'; ' + problem if problem else ''}"))
-                    events.append(self.event("message_unknown", row, outbox.get(row.key), message, now, reason=reason))
-                    continue
-                settled.append(self.apply(row, outbox.get(row.key), message, answer, now, events, recovering=True))
-        self.store.settle(settled)
-        self.emit(events)
+        outbox = self.store.outbox_by_keys([r.key for r in due])
+        groups: dict[int, list[SendRow]] = defaultdict(list)
+        channels: dict[int, Channel | None] = {}
+        for row in due:
+            _, channel, _ = self.message(row, outbox.get(row.key))
+            groups[id(channel)].append(row)
+            channels[id(channel)] = channel
+        semaphore = asyncio.Semaphore(max(1, self.concurrency))
+        tasks = []
+        for key, rows in groups.items():
+            channel = channels[key]
+            size = max(1, channel.batch_size) if channel is not None else len(rows)
+            tasks += [self._batch(channel, rows[i:i + size], outbox, semaphore) for i in range(0, len(rows), size)]
+        await asyncio.gather(*tasks)
         return True
 
     # ---------------------------------------------------------------- delivery
@@ -226,70 +232,133 @@ class Dispatcher:
         channel = self.channels.get(item["channel"])
         message = Message.from_rendered(
             item, key=row.key, attempt=max(1, row.attempts), customer_id=row.customer_id,
-            campaign_id=row.campaign_id, purpose=outbox.purpose,
+            campaign_id=row.campaign_id, purpose=outbox.purpose, batch_ref=row.batch_ref,
         )
         if channel is None:
             return message, None, f"no channel is configured for {item['channel']!r} (configured: {sorted(self.channels)})"
         return message, channel, ""
 
-    async def deliver(self, rows: Sequence[SendRow], now: datetime) -> None:
-        outbox = self.store.outbox_by_keys([r.key for r in rows])
-        checks = self.recheck(rows, outbox, now)
-        settled: list[SendRow] = []
-        events: list[dict[str, Any]] = []
-        groups: dict[int, list[tuple[SendRow, Message]]] = defaultdict(list)
+    async def _batch(
+        self, channel: Channel | None, rows: Sequence[SendRow], outbox: Mapping[str, OutboxRow], semaphore: asyncio.Semaphore,
+    ) -> None:
+        """Claim, check, begin, hand over, send and settle one channel batch."""
+        async with semaphore:
+            if channel is not None:
+                await self._limits[id(channel)].take(len(rows))
+            now = self.clock()
+            held = self.store.claim([r.key for r in rows], self.claim_id, now + self.lease, now)
+            if not held:
+                return
+            settlement = _Settlement()
+            checks = self.recheck(held, outbox, now)
+            ready: list[tuple[SendRow, Message]] = []
+            for row in held:
+                planned = outbox.get(row.key)
+                message, chosen, problem = self.message(row, planned)
+                if message is None or chosen is None:
+                    settlement.rows.append(self.reject(row, planned, problem, now, settlement.events, message=message))
+                    continue
+                blocked, later, expired = checks.get(row.key, (None, None, None))
+                if expired is not None:
+                    settlement.rows.append(self.final(row, "expired", now, reason=expired, code="max_delay"))
+                    settlement.events.append(self.event("message_expired", row, planned, message, now, reason=expired))
+                    continue
+                if later is not None:  # quiet hours now: wait, without counting an attempt
+                    settlement.rows.append(row._replace(
+                        state="retry", attempts=row.attempts - 1, next_at=later, lease_until=None, claim="",
+                        reason="deferred: quiet hours", updated_at=now))
+                    self.outcomes["deferred"] += 1
+                    continue
+                problems = [blocked] if blocked else chosen.validate(message)
+                if problems:
+                    self.apply(row, planned, message, Rejected("; ".join(problems), code="shopcrm"), now, settlement)
+                    continue
+                ready.append((row, message))
+            if settlement.rows:
+                self.commit(settlement)
+            if not ready or channel is None:
+                return
+            await self._send(channel, ready, outbox)
+
+    async def _send(self, channel: Channel, ready: list[tuple[SendRow, Message]], outbox: Mapping[str, OutboxRow]) -> None:
+        try:
+            ref = await channel.begin([m for _, m in ready])
+            if not isinstance(ref, str):
+                raise TypeError(f"{type(channel).__name__}.begin returned {type(ref).__name__}, not a str")
+        except Exception as error:  # nothing was sent: the whole batch waits and goes again
+            now = self.clock()
+            settlement = _Settlement()
+            for row, message in ready:
+                self.apply(row, outbox.get(row.key), message, Transient(f"{type(error).__name__}: {error}", code="begin"),
+                           now, settlement)
+            self.commit(settlement)
+            return
+        now = self.clock()
+        held = set(self.store.hand_over([r.key for r, _ in ready], self.claim_id, ref, now + self.lease, now))
+        part = [(row._replace(state="inflight", batch_ref=ref, lease_until=now + self.lease), attrs.evolve(message, batch_ref=ref))
+                for row, message in ready if row.key in held]
+        if not part:
+            return
+        results: list[SendResult | None]
+        try:
+            results = list(await channel.send([m for _, m in part]))
+            if len(results) != len(part):
+                raise RuntimeError(f"{type(channel).__name__}.send returned {len(results)} results for {len(part)} messages")
+        except Exception as error:  # the request may have gone out: the provider may have the messages
+            results = [Ambiguous(f"{type(error).__name__}: {error}", code="exception")] * len(part)
+        unsure = [i for i, r in enumerate(results) if isinstance(r, Ambiguous) and not channel.deduplicates]
+        if unsure:
+            answers = await self._reconcile(channel, [part[i][1] for i in unsure])
+            for i, answer in zip(unsure, answers, strict=True):
+                results[i] = answer
+        when = self.clock()
+        settlement = _Settlement()
+        for (row, message), result in zip(part, results, strict=True):
+            self.apply(row, outbox.get(row.key), message, result, when, settlement)
+        self.commit(settlement)
+        if self.progress is not None:
+            self.progress(self.outcomes)
+
+    async def _reconcile(self, channel: Channel, messages: Sequence[Message]) -> list[SendResult | None]:
+        try:
+            answers = list(await channel.reconcile(messages))
+            if len(answers) != len(messages):
+                raise RuntimeError(f"{type(channel).__name__}.reconcile returned {len(answers)} answers for {len(messages)}")
+        except Exception as error:
+            return [Ambiguous(f"could not ask the provider: {type(error).__name__}: {error}", code="reconcile")] * len(messages)
+        return answers
+
+    def commit(self, settlement: _Settlement) -> None:
+        """Write a batch's outcomes, with their events and opt-outs, in one transaction; only rows this
+        dispatcher still holds are written (a row whose lease ran out belongs to whoever took it over)."""
+        self.store.settle(settlement.rows, settlement.events, settlement.opt_outs, held_by=self.claim_id)
+
+    def _max_delay(self, campaign_id: str) -> timedelta:
+        if campaign_id not in self._max_delays:
+            for found, document, _ in self.store.campaigns():
+                self._max_delays[found] = Campaign.model_validate_json(document).max_delay
+        # a deleted campaign's messages keep the default allowance
+        default: timedelta = Campaign.model_fields["max_delay"].default
+        return self._max_delays.get(campaign_id, default)
+
+    def recheck(
+        self, rows: Sequence[SendRow], outbox: Mapping[str, OutboxRow], now: datetime,
+    ) -> dict[str, tuple[str | None, datetime | None, str | None]]:
+        """Just before sending: (why blocked, when allowed if not now, why expired) per key that is not clear to
+        go.  Every message must still be within its campaign's ``max_delay`` of its due time; advertising must
+        still have the customer's consent and be outside quiet hours."""
+        out: dict[str, tuple[str | None, datetime | None, str | None]] = {}
         for row in rows:
             planned = outbox.get(row.key)
-            message, channel, problem = self.message(row, planned)
-            if message is None or channel is None:
-                settled.append(self.reject(row, planned, problem, now, events, message=message))
+            if planned is None:
                 continue
-            blocked, later = checks.get(row.key, (None, None))
-            if later is not None:  # quiet hours now: wait, without counting an attempt
-                settled.append(row._replace(state="retry", attempts=row.attempts - 1, next_at=later, lease_until=None,
-                                            claim="", reason="deferred: quiet hours", updated_at=now))
-                self.outcomes["deferred"] += 1
-                continue
-            problems = [blocked] if blocked else channel.validate(message)
-            if problems:
-                settled.append(self.apply(row, planned, message, Rejected("; ".join(problems), code="shopcrm"), now, events))
-                continue
-            groups[id(channel)].append((row, message))
-        self.store.settle(settled)
-        self.emit(events)
-        semaphore = asyncio.Semaphore(self.concurrency)
-
-        async def send(channel: Channel, part: list[tuple[SendRow, Message]]) -> None:
-            async with semaphore:
-                await self._limits[id(channel)].take(len(part))
-                try:
-                    results: list[SendResult] = await channel.send([m for _, m in part])
-                    if len(results) != len(part):
-                        raise RuntimeError(f"{type(channel).__name__}.send returned {len(results)} results for {len(part)} messages")
-                except Exception as error:
-                    results = [Transient(f"{type(error).__name__}: {error}", code="exception")] * len(part)
-                done: list[SendRow] = []
-                happened: list[dict[str, Any]] = []
-                when = self.clock()
-                for (row, message), result in zip(part, results, strict=True):
-                    done.append(self.apply(row, outbox.get(row.key), message, result, when, happened))
-                self.store.settle(done)
-                self.emit(happened)
-                if self.progress is not None:
-                    self.progress(self.outcomes)
-
-        tasks = []
-        for key, part in groups.items():
-            channel = next(c for c in self.channels.values() if id(c) == key)
-            size = max(1, channel.batch_size)
-            tasks += [send(channel, part[i:i + size]) for i in range(0, len(part), size)]
-        await asyncio.gather(*tasks)
-
-    def recheck(self, rows: Sequence[SendRow], outbox: Mapping[str, OutboxRow], now: datetime) -> dict[str, tuple[str | None, datetime | None]]:
-        """Consent and clock, just before sending advertising: (why blocked, or when allowed if not now)."""
-        ads = [r for r in rows if (o := outbox.get(r.key)) is not None and o.purpose == "advertising"]
+            allowance = self._max_delay(planned.campaign_id)
+            if now > planned.due_at + allowance:
+                out[row.key] = (None, None, f"came due at {planned.due_at:%Y-%m-%d %H:%M} UTC; the campaign's max_delay "
+                                            f"({allowance}) passed before it could be sent")
+        ads = [r for r in rows if r.key not in out and (o := outbox.get(r.key)) is not None and o.purpose == "advertising"]
         if not ads:
-            return {}
+            return out
         from shopcrm.ticking import _Reader, apply_opt_outs
 
         reader = _Reader(self.shop, now)
@@ -297,7 +366,6 @@ class Dispatcher:
         data = reader.customer_columns(list(dict.fromkeys(["customer_id", *columns])), sorted({r.customer_id for r in ads}, key=repr))
         people = {p.customer_id: p for p in self.shop.recipient_columns.recipients(data, now=now)}
         apply_opt_outs(self.shop, people, now)
-        out: dict[str, tuple[str | None, datetime | None]] = {}
         for row in ads:
             planned = outbox[row.key]
             chain = planned.chain
@@ -306,34 +374,76 @@ class Dispatcher:
             channel = chain[row.chain_index]["channel"]
             person = people.get(row.customer_id)
             if person is None:
-                out[row.key] = ("the customer is no longer in the customers table", None)
+                out[row.key] = ("the customer is no longer in the customers table", None, None)
                 continue
             reason = consent_block(channel, person, advertising=True, policy=self.policy, now=now)
             if reason is not None:
-                out[row.key] = (f"{reason} at send time", None)
+                out[row.key] = (f"{reason} at send time", None, None)
                 continue
             later = allowed_from(now, (channel,), person, person.timezone or self.policy.timezone, True, self.policy)
             if later > now:
-                out[row.key] = (None, later)
+                out[row.key] = (None, later, None)
         return out
+
+    # ---------------------------------------------------------------- recovery
+    async def recover(self, now: datetime) -> bool:
+        """Settle rows whose lease ran out: back to the queue when they never reached a channel, else asked of
+        the channel."""
+        expired = self.store.expired_leases(now)
+        if not expired:
+            return False
+        rows = self.store.claim([r.key for r in expired], self.claim_id, now + self.lease, now, expired=True)
+        settlement = _Settlement()
+        outbox = self.store.outbox_by_keys([r.key for r in rows])
+        by_channel: dict[int, list[tuple[SendRow, Message, Channel]]] = defaultdict(list)
+        for row in rows:
+            if row.state == "claimed":  # never handed to a channel: nothing went out
+                settlement.rows.append(row._replace(state="retry", attempts=max(0, row.attempts - 1), next_at=now,
+                                                    lease_until=None, claim="", updated_at=now,
+                                                    reason="claimed by a dispatcher that stopped before sending"))
+                continue
+            message, channel, problem = self.message(row, outbox.get(row.key))
+            if message is None or channel is None:
+                reason = f"outcome unknown and cannot be asked: {problem}; not resent"
+                settlement.rows.append(self.final(row, "unknown", now, reason=reason))
+                settlement.events.append(self.event("message_unknown", row, outbox.get(row.key), message, now, reason=reason))
+                continue
+            by_channel[id(channel)].append((row, message, channel))
+        for group in by_channel.values():
+            channel = group[0][2]
+            answers = await self._reconcile(channel, [m for _, m, _ in group])
+            when = self.clock()
+            for (row, message, _), answer in zip(group, answers, strict=True):
+                self.apply(row, outbox.get(row.key), message, answer, when, settlement, recovering=True)
+        self.commit(settlement)
+        return True
 
     # ------------------------------------------------------- delivery reports
     def record_deliveries(self, reports: Sequence[DeliveryReport]) -> dict[str, int]:
         """Apply providers' delivery reports to messages they took: ``delivered``, or, when the phone was not
-        reached, the next channel of the chain (``message_fallback``) or ``failed``.  A report for a message
-        whose outcome a crash left ``unknown`` settles it.  Repeated reports (providers resend webhooks) and
-        reports of messages shopcrm did not send change nothing.  AlimTalk failures do not fall back here: the
-        provider's own SMS substitution already answers them (``substitute_sms``), and a second SMS would be
-        one too many.  Returns what changed, counted."""
+        reached, the next channel of the chain (``message_fallback``) or ``failed``.
+
+        A report counts only when it names the provider's message id recorded when the provider took the
+        message (a made-up or stale id is ignored, counted as ``unmatched``).  A message whose outcome a crash
+        left ``unknown`` has no id to match: a report that it was *delivered* settles it, a failure report
+        changes nothing (it cannot be verified, and a fallback would be a second text).  Repeated reports
+        (providers resend webhooks) and reports of messages shopcrm did not send change nothing.  AlimTalk
+        failures do not fall back here: the provider's own SMS substitution already answers them
+        (``substitute_sms``).  Returns what changed, counted."""
         now = self.clock()
         latest = {r.key: r for r in reports}
         rows = {r.key: r for r in self.store.sends(keys=sorted(latest)) if r.state in ("sent", "unknown")}
         outbox = self.store.outbox_by_keys(sorted(rows))
-        settled: list[SendRow] = []
-        events: list[dict[str, Any]] = []
+        settlement = _Settlement()
         changed: Counter[str] = Counter()
         for key, row in rows.items():
             report = latest[key]
+            if row.state == "sent" and not (row.provider_id and report.provider_id == row.provider_id):
+                changed["unmatched"] += 1
+                continue
+            if row.state == "unknown" and not report.delivered:
+                changed["unmatched"] += 1
+                continue
             planned = outbox.get(key)
             chain = planned.chain if planned is not None else []
             item = chain[row.chain_index] if row.chain_index < len(chain) else {}
@@ -342,46 +452,76 @@ class Dispatcher:
             when = report.at or now
             if report.delivered:
                 cost = row.cost if row.state == "sent" else self.policy.price(str(item.get("kind", "")))
-                settled.append(row._replace(state="delivered", provider_id=report.provider_id or row.provider_id,
-                                            cost=cost, reason="", code=report.code, updated_at=now))
-                events.append(self.event("message_delivered", row, planned, message, when, provider_id=report.provider_id,
-                                         code=report.code))
+                settlement.rows.append(row._replace(state="delivered", provider_id=report.provider_id or row.provider_id,
+                                                    cost=cost, reason="", code=report.code, updated_at=now))
+                settlement.events.append(self.event("message_delivered", row, planned, message, when,
+                                                    provider_id=report.provider_id, code=report.code))
                 changed["delivered"] += 1
                 continue
             reason = f"not delivered: {report.code} {report.reason}".strip()
             if item.get("kind") == "alimtalk":
-                settled.append(self.final(row, "failed", now, code=report.code, reason=f"{reason} (the provider's SMS substitution answers it)"))
-                events.append(self.event("message_failed", row, planned, message, when, reason=reason, code=report.code))
+                settlement.rows.append(self.final(row, "failed", now, code=report.code,
+                                                  reason=f"{reason} (the provider's SMS substitution answers it)"))
+                settlement.events.append(self.event("message_failed", row, planned, message, when, reason=reason, code=report.code))
             else:
-                settled.append(self.reject(row, planned, reason, now, events, message=message, code=report.code))
-            changed[settled[-1].state if settled[-1].state != "queued" else "fallback"] += 1
-        self.store.settle(settled)
-        self.emit(events)
-        return dict(changed)
+                settlement.rows.append(self.reject(row, planned, reason, now, settlement.events, message=message, code=report.code))
+            changed[settlement.rows[-1].state if settlement.rows[-1].state != "queued" else "fallback"] += 1
+        written = self.store.settle(settlement.rows, settlement.events, states=("sent", "unknown"))
+        lost = len(settlement.rows) - len(written)
+        if lost:  # changed by someone else meanwhile: not ours to count
+            changed = Counter({k: v for k, v in changed.items() if k == "unmatched"})
+            changed["concurrent"] += lost
+        return {k: v for k, v in changed.items() if v}
 
     # ------------------------------------------------------------- outcomes
     def apply(
-        self, row: SendRow, planned: OutboxRow | None, message: Message, result: SendResult, now: datetime,
-        events: list[dict[str, Any]], *, recovering: bool = False,
-    ) -> SendRow:
+        self, row: SendRow, planned: OutboxRow | None, message: Message, result: SendResult | None, now: datetime,
+        settlement: _Settlement, *, recovering: bool = False,
+    ) -> None:
+        """Add one message's outcome to ``settlement``."""
+        channel = self.channels.get(message.channel)
+        if isinstance(result, Ambiguous) and channel is not None and channel.deduplicates:
+            result = Transient(f"{result.reason}; the provider drops repeated keys, so it is sent again", code="resend")
+        if result is None and channel is not None and channel.deduplicates:
+            result = Transient("outcome unknown after a crash; the provider drops repeated keys", code="resend")
+        if result is None:
+            reason = "outcome unknown: the provider cannot tell whether it took the message; not resent"
+            settlement.rows.append(self.final(row, "unknown", now, reason=reason))
+            settlement.events.append(self.event("message_unknown", row, planned, message, now, reason=reason))
+            return
+        if isinstance(result, Ambiguous):
+            if row.checks + 1 >= self.max_checks:
+                reason = (f"outcome unknown: the provider could not be asked after {row.checks + 1} tries "
+                          f"({result.reason}); not resent")
+                settlement.rows.append(self.final(row, "unknown", now, reason=reason, checks=row.checks + 1))
+                settlement.events.append(self.event("message_unknown", row, planned, message, now, reason=reason))
+                return
+            # keep it in flight, unclaimed, until the lease below runs out: then recovery asks the provider again
+            wait = self.retry.delay(row.checks + 1, None, self.rng) + timedelta(seconds=1)
+            self.outcomes["reconciling"] += 1
+            settlement.rows.append(row._replace(state="inflight", claim="", lease_until=now + wait, checks=row.checks + 1,
+                                                code=result.code or "ambiguous", reason=f"outcome unknown, asking the provider: {result.reason}",
+                                                updated_at=now))
+            return
         if isinstance(result, Accepted):
             cost = result.cost if result.cost is not None else self.policy.price(message.kind)
-            events.append(self.event("message_sent", row, planned, message, now, cost=cost, provider_id=result.provider_id))
+            settlement.events.append(self.event("message_sent", row, planned, message, now, cost=cost, provider_id=result.provider_id))
             self.outcomes["sent"] += 1
-            return self.final(row, "sent", now, provider_id=result.provider_id, cost=cost, code="", reason="")
+            settlement.rows.append(self.final(row, "sent", now, provider_id=result.provider_id, cost=cost, code="", reason=""))
+            return
         if isinstance(result, Transient) and (recovering or row.attempts < self.retry.max_attempts):
             wait = self.retry.delay(row.attempts, result.retry_after, self.rng)
             self.outcomes["retry"] += 1
             attempts = row.attempts - 1 if recovering and result.code == "resend" else row.attempts
-            return row._replace(state="retry", attempts=max(0, attempts), next_at=now + wait, lease_until=None, claim="",
-                                code=result.code, reason=result.reason, updated_at=now)
+            settlement.rows.append(row._replace(state="retry", attempts=max(0, attempts), next_at=now + wait, lease_until=None,
+                                                claim="", code=result.code, reason=result.reason, updated_at=now))
+            return
         if isinstance(result, Transient):
             result = Rejected(f"gave up after {row.attempts} attempts: {result.reason}", code=result.code)
-        assert isinstance(result, Rejected)
         group = CONSENT_GROUP.get(message.channel)
         if result.opted_out and group is not None:  # K3: no more advertising on this channel's consent, at once
-            self.store.add_opt_outs([(row.customer_id, group, now, f"{message.channel}: {result.reason}")])
-        return self.reject(row, planned, f"{result.reason}", now, events, message=message, code=result.code)
+            settlement.opt_outs.append((row.customer_id, group, now, f"{message.channel}: {result.reason}"))
+        settlement.rows.append(self.reject(row, planned, result.reason, now, settlement.events, message=message, code=result.code))
 
     def reject(
         self, row: SendRow, planned: OutboxRow | None, reason: str, now: datetime, events: list[dict[str, Any]],
@@ -393,7 +533,7 @@ class Dispatcher:
                                      next_channel=chain[row.chain_index + 1]["channel"]))
             self.outcomes["fallback"] += 1
             return row._replace(state="queued", chain_index=row.chain_index + 1, attempts=0, next_at=now, lease_until=None,
-                                claim="", code=code, reason=reason, updated_at=now)
+                                claim="", code=code, reason=reason, updated_at=now, batch_ref="", checks=0)
         events.append(self.event("message_failed", row, planned, message, now, reason=reason, code=code))
         return self.final(row, "failed", now, code=code, reason=reason)
 
@@ -415,14 +555,3 @@ class Dispatcher:
             "code": str(fields.pop("code", "") or ""), "next_channel": str(fields.pop("next_channel", "") or ""),
         }
 
-    def emit(self, events: Sequence[dict[str, Any]]) -> None:
-        """Outcome events into the shop's events table (the embedded store), or ``shopcrm_message_events`` beside a
-        shop's own tables."""
-        if not events:
-            return
-        from shopcrm.sources.duckdb_store import DuckDBSource
-
-        if isinstance(self.shop.source, DuckDBSource):
-            self.shop.load_events(list(events))
-        else:  # the shop's own events table is not ours to write: a table of ours beside it
-            self.store.add_message_events(events)

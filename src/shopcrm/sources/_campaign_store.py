@@ -85,11 +85,17 @@ class OutboxRow(NamedTuple):
 #: the send ledger's columns, in order
 SEND_COLUMNS = (
     "key", "customer_id", "campaign_id", "chain_index", "state", "attempts", "next_at", "lease_until", "claim",
-    "provider_id", "code", "reason", "cost", "updated_at",
+    "provider_id", "code", "reason", "cost", "updated_at", "batch_ref", "checks",
 )
-#: states of a send: waiting to go, being sent (claimed, lease running), waiting to retry, taken by the provider
-#: (``sent``), and the final ones (``delivered`` once a delivery report confirms it)
-SEND_STATES = ("queued", "inflight", "retry", "sent", "delivered", "failed", "unknown")
+#: states of a send: waiting to go (``queued``, ``retry``), taken by a dispatcher but not yet handed to a channel
+#: (``claimed``: a crash here loses nothing, the row goes back to the queue), handed to a channel (``inflight``: a
+#: crash here is settled by asking the channel), taken by the provider (``sent``), and the final ones
+#: (``delivered`` once a delivery report confirms it, ``failed``, ``expired``, ``unknown``)
+SEND_STATES = ("queued", "claimed", "inflight", "retry", "sent", "delivered", "failed", "expired", "unknown")
+#: the states a dispatcher holds under its claim and lease
+HELD_STATES = ("claimed", "inflight")
+#: the states nothing changes any more (but a delivery report, for ``sent`` and ``unknown``)
+FINAL_STATES = ("sent", "delivered", "failed", "expired", "unknown")
 
 
 class SendRow(NamedTuple):
@@ -112,6 +118,11 @@ class SendRow(NamedTuple):
     reason: str
     cost: float
     updated_at: datetime
+    #: the channel's reference for the batch the message was handed over in (Solapi: the group id), recorded
+    #: before the channel was asked to send it
+    batch_ref: str = ""
+    #: how many times the provider was asked what became of the message (its outcome was ambiguous)
+    checks: int = 0
 
     @classmethod
     def from_tuple(cls, row: Sequence[Any]) -> SendRow:
@@ -121,15 +132,16 @@ class SendRow(NamedTuple):
             values[name] = _instant(values[name])
         values["chain_index"] = int(values["chain_index"])
         values["attempts"] = int(values["attempts"])
+        values["checks"] = int(values["checks"] or 0)
         values["cost"] = float(values["cost"] or 0)
-        for name in ("claim", "provider_id", "code", "reason"):
+        for name in ("claim", "provider_id", "code", "reason", "batch_ref"):
             values[name] = values[name] or ""
         return cls(**values)
 
     def stored(self) -> tuple[Any, ...]:
         return (self.key, json.dumps(self.customer_id), self.campaign_id, self.chain_index, self.state, self.attempts,
                 _stamp(self.next_at), _stamp(self.lease_until), self.claim, self.provider_id, self.code,
-                self.reason, float(self.cost), _stamp(self.updated_at))
+                self.reason, float(self.cost), _stamp(self.updated_at), self.batch_ref, self.checks)
 
 
 def stored_columns(rows: Sequence[OutboxRow]) -> list[list[Any]]:
@@ -191,7 +203,8 @@ class CampaignStore(ABC):
     # the send ledger
     @abstractmethod
     def enqueue_due(self, now: datetime) -> int:
-        """Queue every planned message whose send time has come and that has no send row yet; how many."""
+        """Queue every planned message whose send time has come and that has no send row yet; how many.  Two
+        dispatchers queueing at once is not an error: what the other queued is simply not counted here."""
 
     @abstractmethod
     def sends(self, *, keys: Sequence[str] | None = None, states: Sequence[str] | None = None) -> list[SendRow]:
@@ -199,20 +212,33 @@ class CampaignStore(ABC):
 
     @abstractmethod
     def due_sends(self, now: datetime, limit: int) -> list[SendRow]:
-        """Up to ``limit`` queued or retrying rows whose time has come, oldest first."""
+        """Up to ``limit`` queued or retrying rows whose time has come, oldest first (read only: nothing is taken)."""
 
     @abstractmethod
-    def expired_inflight(self, now: datetime) -> list[SendRow]:
-        """Rows in flight whose lease ran out: their holder died mid-send, the outcome is unknown."""
+    def expired_leases(self, now: datetime) -> list[SendRow]:
+        """Rows held (``claimed`` or ``inflight``) whose lease ran out: their holder died, or left them to be
+        reconciled later."""
 
     @abstractmethod
     def claim(self, keys: Sequence[str], claim: str, lease_until: datetime, now: datetime, *, expired: bool = False) -> list[SendRow]:
-        """Atomically take these rows for sending: queued or retrying ones (``expired``: in-flight ones whose lease
-        ran out) become ``inflight`` under ``claim`` until ``lease_until``; returns the rows this call took."""
+        """Atomically take these rows: queued or retrying ones become ``claimed`` under ``claim`` until
+        ``lease_until`` (one more attempt); with ``expired``, held rows whose lease ran out are taken over as they
+        are.  Returns the rows this call took; a row another dispatcher took first is simply not among them."""
 
     @abstractmethod
-    def settle(self, rows: Sequence[SendRow]) -> None:
-        """Write the new states of rows this dispatcher holds (one transaction)."""
+    def hand_over(self, keys: Sequence[str], claim: str, batch_ref: str, lease_until: datetime, now: datetime) -> list[str]:
+        """Just before a channel is asked to send them: rows still held under ``claim`` become ``inflight`` with
+        the channel's ``batch_ref`` and a renewed lease; returns the keys still held (only those may be sent)."""
+
+    @abstractmethod
+    def settle(
+        self, rows: Sequence[SendRow], events: Sequence[Mapping[str, Any]] = (),
+        opt_outs: Sequence[tuple[Any, str, datetime, str]] = (), *, held_by: str | None = None,
+        states: Sequence[str] | None = None,
+    ) -> set[str]:
+        """Write the new states of ``rows`` with their outcome ``events`` (``message_key`` names the row) and the
+        opt-outs they revealed, in ONE transaction.  Only rows still held under ``held_by`` (when given), or
+        still in one of ``states`` (when given), are written, with their events; returns the keys written."""
 
     @abstractmethod
     def outbox_by_keys(self, keys: Sequence[str]) -> dict[str, OutboxRow]:
@@ -228,12 +254,9 @@ class CampaignStore(ABC):
         """Every recorded opt-out: customer id -> consent group -> when."""
 
     @abstractmethod
-    def add_message_events(self, events: Sequence[Mapping[str, Any]]) -> None:
-        """Keep delivery outcome events (for sources whose events table is the shop's own, not ours to write)."""
-
-    @abstractmethod
     def message_events(self) -> list[dict[str, Any]]:
-        """The delivery outcome events kept here, oldest first."""
+        """The delivery outcome events kept beside the shop's own tables, oldest first (the embedded store writes
+        them into its events table instead)."""
 
 
 class MemoryCampaignStore(CampaignStore):
@@ -303,8 +326,8 @@ class MemoryCampaignStore(CampaignStore):
         due = [r for r in self._sends.values() if r.state in ("queued", "retry") and r.next_at <= now]
         return sorted(due, key=lambda r: (r.next_at, r.key))[:limit]
 
-    def expired_inflight(self, now: datetime) -> list[SendRow]:
-        return sorted((r for r in self._sends.values() if r.state == "inflight" and r.lease_until is not None
+    def expired_leases(self, now: datetime) -> list[SendRow]:
+        return sorted((r for r in self._sends.values() if r.state in HELD_STATES and r.lease_until is not None
                        and r.lease_until < now), key=lambda r: r.key)
 
     def claim(self, keys: Sequence[str], claim: str, lease_until: datetime, now: datetime, *, expired: bool = False) -> list[SendRow]:
@@ -315,19 +338,39 @@ class MemoryCampaignStore(CampaignStore):
                 if row is None:
                     continue
                 if expired:
-                    ok = row.state == "inflight" and row.lease_until is not None and row.lease_until < now
+                    ok = row.state in HELD_STATES and row.lease_until is not None and row.lease_until < now
                 else:
                     ok = row.state in ("queued", "retry")
                 if ok:
-                    row = row._replace(state="inflight", claim=claim, lease_until=lease_until, updated_at=now,
-                                       attempts=row.attempts if expired else row.attempts + 1)
+                    row = row._replace(state=row.state if expired else "claimed", claim=claim, lease_until=lease_until,
+                                       updated_at=now, attempts=row.attempts if expired else row.attempts + 1)
                     self._sends[key] = row
                     taken.append(row)
         return taken
 
-    def settle(self, rows: Sequence[SendRow]) -> None:
+    def hand_over(self, keys: Sequence[str], claim: str, batch_ref: str, lease_until: datetime, now: datetime) -> list[str]:
+        held = []
         with self._lock:
-            self._sends.update((r.key, r) for r in rows)
+            for key in keys:
+                row = self._sends.get(key)
+                if row is not None and row.claim == claim and row.state in HELD_STATES:
+                    self._sends[key] = row._replace(state="inflight", batch_ref=batch_ref, lease_until=lease_until,
+                                                    updated_at=now)
+                    held.append(key)
+        return held
+
+    def settle(
+        self, rows: Sequence[SendRow], events: Sequence[Mapping[str, Any]] = (),
+        opt_outs: Sequence[tuple[Any, str, datetime, str]] = (), *, held_by: str | None = None,
+        states: Sequence[str] | None = None,
+    ) -> set[str]:
+        with self._lock:
+            written = {r.key for r in rows if _may_settle(self._sends.get(r.key), held_by, states)}
+            self._sends.update((r.key, r) for r in rows if r.key in written)
+            self._events += [dict(e) for e in events if e["message_key"] in written]
+            for customer_id, group, at, reason in opt_outs:
+                self._opt_outs[(json.dumps(customer_id), group)] = (at, reason)
+        return written
 
     def outbox_by_keys(self, keys: Sequence[str]) -> dict[str, OutboxRow]:
         return {k: self._rows[k] for k in keys if k in self._rows}
@@ -337,10 +380,6 @@ class MemoryCampaignStore(CampaignStore):
             for customer_id, group, at, reason in rows:
                 self._opt_outs[(json.dumps(customer_id), group)] = (at, reason)
 
-    def add_message_events(self, events: Sequence[Mapping[str, Any]]) -> None:
-        with self._lock:
-            self._events += [dict(e) for e in events]
-
     def message_events(self) -> list[dict[str, Any]]:
         return sorted((dict(e) for e in self._events), key=lambda e: e["ts"])
 
@@ -349,6 +388,14 @@ class MemoryCampaignStore(CampaignStore):
         for (customer, group), (at, _) in self._opt_outs.items():
             out.setdefault(json.loads(customer), {})[group] = at
         return out
+
+
+def _may_settle(row: SendRow | None, held_by: str | None, states: Sequence[str] | None) -> bool:
+    if row is None:
+        return False
+    if held_by is not None and not (row.claim == held_by and row.state in HELD_STATES):
+        return False
+    return states is None or row.state in states
 
 
 Run = Callable[[str, Sequence[Any]], list[tuple[Any, ...]]]
@@ -380,12 +427,18 @@ class SQLCampaignStore(CampaignStore):
         placeholder: str = "?",
         is_conflict: Callable[[Exception], bool] = lambda e: "duplicate" in str(e).lower() or "unique" in str(e).lower()
         or "primary key" in str(e).lower(),
+        write_events: Callable[[Sequence[Mapping[str, Any]]], None] | None = None,
+        lock_rows: bool = False,
     ) -> None:
         self._run = run
         self._insert = insert
         self._transaction = transaction
         self._p = placeholder
         self._is_conflict = is_conflict
+        #: where outcome events go, inside the ledger's transaction (default: ``shopcrm_message_events``)
+        self._write_events = write_events or self._insert_message_events
+        #: ``SELECT ... FOR UPDATE`` before a conditional settle (servers with row locks: PostgreSQL, MySQL)
+        self._for_update = " FOR UPDATE" if lock_rows else ""
         self._ready = False
 
     def _ensure(self) -> None:
@@ -414,7 +467,7 @@ class SQLCampaignStore(CampaignStore):
                 "campaign_id VARCHAR(100) NOT NULL, chain_index INTEGER NOT NULL, state VARCHAR(20) NOT NULL, "
                 "attempts INTEGER NOT NULL, next_at VARCHAR(32) NOT NULL, lease_until VARCHAR(32), claim VARCHAR(64), "
                 "provider_id VARCHAR(200), code VARCHAR(64), reason TEXT, cost DOUBLE PRECISION NOT NULL, "
-                "updated_at VARCHAR(32) NOT NULL)",
+                "updated_at VARCHAR(32) NOT NULL, batch_ref VARCHAR(200), checks INTEGER NOT NULL DEFAULT 0)",
                 (),
             )
             self._run(
@@ -428,7 +481,18 @@ class SQLCampaignStore(CampaignStore):
                 "kind VARCHAR(20), cost DOUBLE PRECISION, provider_id VARCHAR(200), reason TEXT, code VARCHAR(64))",
                 (),
             )
+        self._upgrade()
         self._ready = True
+
+    def _upgrade(self) -> None:
+        """A send ledger made by shopcrm 0.1 lacks the batch reference and the check count: add them."""
+        try:
+            with self._transaction():
+                self._run(f"SELECT batch_ref, checks FROM {self.SENDS} WHERE 1 = 0", ())
+        except Exception:
+            with self._transaction():
+                self._run(f"ALTER TABLE {self.SENDS} ADD COLUMN batch_ref VARCHAR(200)", ())
+                self._run(f"ALTER TABLE {self.SENDS} ADD COLUMN checks INTEGER NOT NULL DEFAULT 0", ())
 
     def put_campaign(self, campaign_id: str, document: str, saved_at: datetime) -> None:
         self._ensure()
@@ -528,17 +592,22 @@ class SQLCampaignStore(CampaignStore):
         self._ensure()
         p = self._p
         stamp = _stamp(now)
-        with self._transaction():
-            before = self._run(f"SELECT COUNT(*) FROM {self.SENDS}", ())[0][0]
-            self._run(
-                f"INSERT INTO {self.SENDS} (key_, customer_id, campaign_id, chain_index, state, attempts, next_at, "
-                "lease_until, claim, provider_id, code, reason, cost, updated_at) "
-                f"SELECT o.key_, o.customer_id, o.campaign_id, 0, 'queued', 0, o.send_at, NULL, '', '', '', '', 0, {p} "
-                f"FROM {self.OUTBOX} o WHERE o.status = 'planned' AND o.send_at <= {p} "
-                f"AND NOT EXISTS (SELECT 1 FROM {self.SENDS} s WHERE s.key_ = o.key_)",
-                (stamp, stamp),
-            )
-            after = self._run(f"SELECT COUNT(*) FROM {self.SENDS}", ())[0][0]
+        columns = ", ".join("key_" if c == "key" else c for c in SEND_COLUMNS)
+        try:
+            with self._transaction():
+                before = self._run(f"SELECT COUNT(*) FROM {self.SENDS}", ())[0][0]
+                self._run(
+                    f"INSERT INTO {self.SENDS} ({columns}) "
+                    f"SELECT o.key_, o.customer_id, o.campaign_id, 0, 'queued', 0, o.send_at, NULL, '', '', '', '', 0, {p}, '', 0 "
+                    f"FROM {self.OUTBOX} o WHERE o.status = 'planned' AND o.send_at <= {p} "
+                    f"AND NOT EXISTS (SELECT 1 FROM {self.SENDS} s WHERE s.key_ = o.key_)",
+                    (stamp, stamp),
+                )
+                after = self._run(f"SELECT COUNT(*) FROM {self.SENDS}", ())[0][0]
+        except Exception as error:
+            if self._is_conflict(error):  # another dispatcher queued some of them first: they are queued
+                return 0
+            raise
         return int(after) - int(before)
 
     def sends(self, *, keys: Sequence[str] | None = None, states: Sequence[str] | None = None) -> list[SendRow]:
@@ -568,9 +637,10 @@ class SQLCampaignStore(CampaignStore):
         )
         return [SendRow.from_tuple(r) for r in rows]
 
-    def expired_inflight(self, now: datetime) -> list[SendRow]:
+    def expired_leases(self, now: datetime) -> list[SendRow]:
         self._ensure()
-        rows = self._run(_send_select() + f" WHERE state = 'inflight' AND lease_until < {self._p} ORDER BY key_", (_stamp(now),))
+        rows = self._run(_send_select() + f" WHERE state IN ('claimed', 'inflight') AND lease_until < {self._p} ORDER BY key_",
+                         (_stamp(now),))
         return [SendRow.from_tuple(r) for r in rows]
 
     def claim(
@@ -579,36 +649,85 @@ class SQLCampaignStore(CampaignStore):
         self._ensure()
         p = self._p
         taken: list[SendRow] = []
-        for part in _chunks(list(keys)):
+        for part in _chunks(sorted(keys)):
             marks = ", ".join([p] * len(part))
-            with self._transaction():
-                if expired:
-                    self._run(
-                        f"UPDATE {self.SENDS} SET state = 'inflight', claim = {p}, lease_until = {p}, updated_at = {p} "
-                        f"WHERE key_ IN ({marks}) AND state = 'inflight' AND lease_until < {p}",
-                        (claim, _stamp(lease_until), _stamp(now), *part, _stamp(now)),
-                    )
-                else:
-                    self._run(
-                        f"UPDATE {self.SENDS} SET state = 'inflight', claim = {p}, lease_until = {p}, updated_at = {p}, "
-                        f"attempts = attempts + 1 WHERE key_ IN ({marks}) AND state IN ('queued', 'retry')",
-                        (claim, _stamp(lease_until), _stamp(now), *part),
-                    )
-            rows = self._run(_send_select() + f" WHERE claim = {p} AND state = 'inflight' AND key_ IN ({marks})", (claim, *part))
+            try:
+                with self._transaction():
+                    if expired:
+                        self._run(
+                            f"UPDATE {self.SENDS} SET claim = {p}, lease_until = {p}, updated_at = {p} "
+                            f"WHERE key_ IN ({marks}) AND state IN ('claimed', 'inflight') AND lease_until < {p}",
+                            (claim, _stamp(lease_until), _stamp(now), *part, _stamp(now)),
+                        )
+                    else:
+                        self._run(
+                            f"UPDATE {self.SENDS} SET state = 'claimed', claim = {p}, lease_until = {p}, updated_at = {p}, "
+                            f"attempts = attempts + 1 WHERE key_ IN ({marks}) AND state IN ('queued', 'retry')",
+                            (claim, _stamp(lease_until), _stamp(now), *part),
+                        )
+                    rows = self._run(_send_select() + f" WHERE claim = {p} AND key_ IN ({marks}) AND lease_until = {p}",
+                                     (claim, *part, _stamp(lease_until)))
+            except Exception as error:
+                if _is_contention(error):  # another dispatcher holds these rows: they are taken, not ours
+                    continue
+                raise
             taken += [SendRow.from_tuple(r) for r in rows]
         return taken
 
-    def settle(self, rows: Sequence[SendRow]) -> None:
+    def hand_over(self, keys: Sequence[str], claim: str, batch_ref: str, lease_until: datetime, now: datetime) -> list[str]:
+        self._ensure()
+        p = self._p
+        held: list[str] = []
+        for part in _chunks(sorted(keys)):
+            marks = ", ".join([p] * len(part))
+            with self._transaction():
+                self._run(
+                    f"UPDATE {self.SENDS} SET state = 'inflight', batch_ref = {p}, lease_until = {p}, updated_at = {p} "
+                    f"WHERE key_ IN ({marks}) AND claim = {p} AND state IN ('claimed', 'inflight')",
+                    (batch_ref, _stamp(lease_until), _stamp(now), *part, claim),
+                )
+                rows = self._run(f"SELECT key_ FROM {self.SENDS} WHERE key_ IN ({marks}) AND claim = {p} AND state = 'inflight' "
+                                 f"AND lease_until = {p}", (*part, claim, _stamp(lease_until)))
+            held += [str(r[0]) for r in rows]
+        return held
+
+    def settle(
+        self, rows: Sequence[SendRow], events: Sequence[Mapping[str, Any]] = (),
+        opt_outs: Sequence[tuple[Any, str, datetime, str]] = (), *, held_by: str | None = None,
+        states: Sequence[str] | None = None,
+    ) -> set[str]:
         if not rows:
-            return
+            return set()
         self._ensure()
         p = self._p
         columns = ["key_" if c == "key" else c for c in SEND_COLUMNS]
+        written: set[str] = set()
         with self._transaction():
             for part in _chunks([r.key for r in rows]):
-                self._run(f"DELETE FROM {self.SENDS} WHERE key_ IN ({', '.join([p] * len(part))})", list(part))
-            values = [list(column) for column in zip(*(r.stored() for r in rows), strict=True)]
-            self._insert(self.SENDS, columns, values)
+                where, params = [f"key_ IN ({', '.join([p] * len(part))})"], list(part)
+                if held_by is not None:
+                    where.append(f"claim = {p} AND state IN ('claimed', 'inflight')")
+                    params.append(held_by)
+                if states is not None:
+                    where.append(f"state IN ({', '.join([p] * len(states))})")
+                    params += list(states)
+                if held_by is None and states is None:
+                    found = self._run(f"SELECT key_ FROM {self.SENDS} WHERE {where[0]}{self._for_update}", params)
+                else:
+                    found = self._run(f"SELECT key_ FROM {self.SENDS} WHERE {' AND '.join(where)}{self._for_update}", params)
+                mine = [str(r[0]) for r in found]
+                if mine:
+                    self._run(f"DELETE FROM {self.SENDS} WHERE key_ IN ({', '.join([p] * len(mine))})", mine)
+                written.update(mine)
+            kept = [r for r in rows if r.key in written]
+            if kept:
+                self._insert(self.SENDS, columns, [list(column) for column in zip(*(r.stored() for r in kept), strict=True)])
+            happened = [e for e in events if e["message_key"] in written]
+            if happened:
+                self._write_events(happened)
+            if opt_outs:
+                self._put_opt_outs(opt_outs)
+        return written
 
     def outbox_by_keys(self, keys: Sequence[str]) -> dict[str, OutboxRow]:
         self._ensure()
@@ -625,15 +744,18 @@ class SQLCampaignStore(CampaignStore):
         if not rows:
             return
         self._ensure()
+        with self._transaction():
+            self._put_opt_outs(rows)
+
+    def _put_opt_outs(self, rows: Sequence[tuple[Any, str, datetime, str]]) -> None:
         p = self._p
         latest = {(json.dumps(c), g): (_stamp(at), reason) for c, g, at, reason in rows}
-        with self._transaction():
-            for (customer, group), _ in latest.items():
-                self._run(f"DELETE FROM {self.OPT_OUTS} WHERE customer_id = {p} AND consent_group = {p}", (customer, group))
-            values: list[list[Any]] = [
-                [c for c, _ in latest], [g for _, g in latest], [v[0] for v in latest.values()], [v[1] for v in latest.values()],
-            ]
-            self._insert(self.OPT_OUTS, ["customer_id", "consent_group", "opted_out_at", "reason"], values)
+        for customer, group in latest:  # inside the caller's transaction
+            self._run(f"DELETE FROM {self.OPT_OUTS} WHERE customer_id = {p} AND consent_group = {p}", (customer, group))
+        values: list[list[Any]] = [
+            [c for c, _ in latest], [g for _, g in latest], [v[0] for v in latest.values()], [v[1] for v in latest.values()],
+        ]
+        self._insert(self.OPT_OUTS, ["customer_id", "consent_group", "opted_out_at", "reason"], values)
 
     def opt_outs(self) -> dict[Any, dict[str, datetime]]:
         self._ensure()
@@ -646,10 +768,8 @@ class SQLCampaignStore(CampaignStore):
     _EVENT_FIELDS = ("customer_id", "event", "ts", "message_key", "campaign_id", "channel", "kind", "cost", "provider_id",
                      "reason", "code")
 
-    def add_message_events(self, events: Sequence[Mapping[str, Any]]) -> None:
-        if not events:
-            return
-        self._ensure()
+    def _insert_message_events(self, events: Sequence[Mapping[str, Any]]) -> None:
+        """Outcome events into ``shopcrm_message_events`` (inside the caller's transaction)."""
         values: list[list[Any]] = [[] for _ in self._EVENT_FIELDS]
         for event in events:
             for i, name in enumerate(self._EVENT_FIELDS):
@@ -659,8 +779,7 @@ class SQLCampaignStore(CampaignStore):
                 elif name == "ts":
                     value = _stamp(value)
                 values[i].append(value)
-        with self._transaction():
-            self._insert(self.MESSAGE_EVENTS, list(self._EVENT_FIELDS), values)
+        self._insert(self.MESSAGE_EVENTS, list(self._EVENT_FIELDS), values)
 
     def message_events(self) -> list[dict[str, Any]]:
         self._ensure()
@@ -676,6 +795,12 @@ class SQLCampaignStore(CampaignStore):
 def _send_select() -> str:
     columns = ", ".join("key_" if c == "key" else c for c in SEND_COLUMNS)
     return f"SELECT {columns} FROM {SQLCampaignStore.SENDS}"
+
+
+def _is_contention(error: Exception) -> bool:
+    """A lock conflict between two dispatchers (a deadlock, a serialisation failure, DuckDB's write conflict)."""
+    text = str(error).lower()
+    return any(word in text for word in ("deadlock", "could not serialize", "lock wait timeout", "conflict", "database is locked"))
 
 
 def _chunks(values: Sequence[Any], size: int = 500) -> list[Sequence[Any]]:

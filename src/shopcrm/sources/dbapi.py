@@ -120,6 +120,7 @@ class DBAPISource(Source):
         if self._campaigns is None:
             self._campaigns = SQLCampaignStore(
                 self._run, self._insert, self._transaction, placeholder=_PLACEHOLDER.get(self.dialect, "%s"),
+                lock_rows=self.dialect in ("postgres", "mysql"),
             )
         return self._campaigns
 

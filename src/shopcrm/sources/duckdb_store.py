@@ -90,8 +90,13 @@ class DuckDBSource(Source):
 
     def campaign_store(self) -> CampaignStore:
         if self._campaigns is None:
-            self._campaigns = SQLCampaignStore(self._run, self._insert, self._transaction)
+            # delivery outcomes are events like any other: they go into the events table, in the ledger's transaction
+            self._campaigns = SQLCampaignStore(self._run, self._insert, self._transaction,
+                                               write_events=self._write_message_events)
         return self._campaigns
+
+    def _write_message_events(self, events: Sequence[Mapping[str, Any]]) -> None:
+        self.load(EVENTS, list(events))
 
     @contextmanager
     def _transaction(self) -> Iterator[None]:
