@@ -1,0 +1,344 @@
+"""Exactly once under the faults of the real world, on every ledger (DuckDB, SQLite, PostgreSQL, MariaDB).
+
+The provider here is a non-deduplicating two-phase provider (like Solapi's group API): ``begin`` opens a batch,
+``send`` adds and sends it, ``reconcile`` reads what it took.  It fails the way providers fail: refused before
+processing, accepted and then the connection dropped (at begin, at send, for part of a batch), exceptions after the
+request went out, unreachable when asked.  The dispatcher process "dies" (a BaseException, which the database
+treats like a killed process: the open transaction is rolled back) at random points: before and after the
+provider calls, after a claim or a hand-over was committed, and inside the settle transaction between the ledger
+write and its events.  After each death a new dispatcher takes over once the leases ran out.
+
+Whatever the seed: the provider takes each key at most once (exactly once for the ones it accepts), every planned
+message ends ``sent`` or ``failed`` with a reason (the provider can always tell, so none ends ``unknown``), and
+every ``sent`` row has exactly one ``message_sent`` event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import sqlite3
+from collections import Counter
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import shopcrm
+from shopcrm.campaigns import MessagingPolicy
+from shopcrm.channels import Accepted, Ambiguous, Channel, Message, Rejected, SendResult, Transient
+from shopcrm.dispatching import Dispatcher, RetryPolicy
+
+T0 = datetime(2026, 11, 25, 1)
+POLICY = MessagingPolicy(sender_name="마음상점", sender_contact="1588-0000", opt_out_number="080-123-4567")
+LEASE = timedelta(minutes=1)
+N = 23
+REFUSED = {"010-4000-0004", "010-4000-0017"}  # numbers the provider refuses (a permanent rejection)
+
+
+class Kill(BaseException):
+    """The dispatcher process dies here (like SIGKILL: no ``except Exception`` sees it)."""
+
+
+@attrs.define
+class World:
+    """The provider's side: batches (groups) and what it actually sent."""
+
+    rng: random.Random
+    faults: bool = True
+    groups: dict[str, dict[str, Any]] = attrs.field(factory=dict)
+    delivered: list[str] = attrs.field(factory=list)  # every key the provider sent, a resend twice
+
+    def roll(self, chance: float) -> bool:
+        return self.faults and self.rng.random() < chance
+
+
+class TwoPhaseProvider(Channel):
+    """A two-phase provider that does not deduplicate, with faults."""
+
+    name = "twophase"
+    kinds = frozenset({"sms", "lms"})
+    batch_size = 4
+
+    def __init__(self, world: World) -> None:
+        self.world = world
+
+    async def begin(self, batch: Sequence[Message]) -> str:
+        w = self.world
+        if w.roll(0.05):
+            raise Kill("died before opening the batch")
+        if w.roll(0.08):
+            raise ConnectionRefusedError("refused before processing")
+        ref = f"G{len(w.groups):05d}"
+        w.groups[ref] = {"keys": {}, "status": "PENDING"}
+        if w.roll(0.08):
+            raise ConnectionResetError("opened the batch, then the connection dropped")
+        if w.roll(0.05):
+            raise Kill("died after the provider opened the batch")
+        return ref
+
+    async def send(self, batch: Sequence[Message]) -> list[SendResult]:
+        w = self.world
+        if w.roll(0.05):
+            raise Kill("died before sending")
+        if w.roll(0.08):
+            return [Transient("503 before processing", code="503")] * len(batch)
+        group = w.groups[batch[0].batch_ref]
+        if group["status"] != "PENDING":  # a batch reconciled as not taken can never be sent
+            return [Transient(f"batch is {group['status']}", code="closed")] * len(batch)
+        results: list[SendResult] = []
+        for message in batch:
+            if message.to in REFUSED:
+                group["keys"][message.key] = "refused"
+                results.append(Rejected("invalid number", code="1011"))
+            else:
+                group["keys"][message.key] = "taken"
+                results.append(Accepted(provider_id=f"{message.batch_ref}:{message.key}"))
+        group["status"] = "SENT"
+        w.delivered += [k for k, v in group["keys"].items() if v == "taken"]
+        if w.roll(0.1):
+            raise Kill("died after the provider sent the batch")
+        if w.roll(0.1):
+            return [Ambiguous("read timeout after the request was written", code="timeout")] * len(batch)
+        if w.roll(0.05):
+            raise ConnectionResetError("connection reset after the request was written")
+        if w.roll(0.1):  # part of the answer lost
+            return [r if i % 2 else Ambiguous("answer lost", code="partial") for i, r in enumerate(results)]
+        return results
+
+    async def reconcile(self, messages: Sequence[Message]) -> list[SendResult | None]:
+        w = self.world
+        if w.roll(0.2):
+            raise ConnectionRefusedError("provider unreachable")
+        answers: list[SendResult | None] = []
+        for message in messages:
+            group = w.groups.get(message.batch_ref)
+            if group is None:
+                answers.append(Transient("no batch was opened for it", code="not_taken"))
+                continue
+            if group["status"] == "PENDING":
+                group["status"] = "DELETED"  # make sure it can never go
+            state = group["keys"].get(message.key)
+            if state == "taken":
+                answers.append(Accepted(provider_id=f"{message.batch_ref}:{message.key}"))
+            elif state == "refused":
+                answers.append(Rejected("invalid number", code="1011"))
+            else:
+                answers.append(Transient("not in the sent batch", code="not_taken"))
+        return answers
+
+
+class FakeClock:
+    def __init__(self, start: datetime) -> None:
+        self.now = start
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+        await asyncio.sleep(0)
+
+
+def _plan(shop: shopcrm.Shop) -> None:
+    shop.messaging_policy = POLICY
+    shop.save_campaign({"id": "notice", "purpose": "informational", "channels": ["sms"],
+                        "variants": [{"name": "a", "content": {"text": "{{ name }}님, 배송이 시작되었습니다."}}],
+                        "schedule": {"kind": "one_off", "at": "2026-11-25T10:00:00"}}, now=T0 - timedelta(days=1))
+    assert len(shop.tick(now=T0).messages) == N
+
+
+def _people() -> list[tuple[str, str, str]]:
+    return [(f"c{i}", "김민서", f"010-4000-{i:04d}") for i in range(N)]
+
+
+def _kill_inside_writes(shop: shopcrm.Shop, world: World) -> Callable[[], None]:
+    """Make the ledger die between its writes: after a committed claim or hand-over, and inside a settle
+    transaction after the ledger rows were written but before their events were."""
+    store: Any = shop.source.campaign_store()
+    claim, hand_over, write_events = store.claim, store.hand_over, store._write_events
+
+    def dying_claim(*args: Any, **kwargs: Any) -> Any:
+        taken = claim(*args, **kwargs)
+        if world.roll(0.03):
+            raise Kill("died right after a claim was committed")
+        return taken
+
+    def dying_hand_over(*args: Any, **kwargs: Any) -> Any:
+        held = hand_over(*args, **kwargs)
+        if world.roll(0.05):
+            raise Kill("died right after the hand-over was committed")
+        return held
+
+    def dying_events(events: Any) -> None:
+        if world.roll(0.05):
+            raise Kill("died between the ledger write and its events")
+        write_events(events)
+
+    store.claim, store.hand_over, store._write_events = dying_claim, dying_hand_over, dying_events
+
+    def heal() -> None:
+        store.claim, store.hand_over, store._write_events = claim, hand_over, write_events
+
+    return heal
+
+
+def _dispatch_through_deaths(shop: shopcrm.Shop, seed: int) -> World:
+    world = World(random.Random(seed))
+    channel = TwoPhaseProvider(world)
+    clock = FakeClock(T0)
+    heal = _kill_inside_writes(shop, world)
+    deaths = 0
+    for life in range(40):
+        if life == 30:  # the weather clears: the rest must finish the job
+            world.faults = False
+            heal()
+        dispatcher = Dispatcher(shop, {"sms": channel}, clock=clock, sleep=clock.sleep, seed=seed + life, lease=LEASE,
+                                batch=9, concurrency=2, max_checks=1000, retry=RetryPolicy(max_attempts=100))
+        try:
+            report = asyncio.run(dispatcher.run(drain=True))
+        except Kill:
+            deaths += 1
+            clock.now += LEASE + timedelta(seconds=1)  # the dead dispatcher's leases run out
+            continue
+        if report.remaining == 0:
+            break
+    return world
+
+
+def _check(shop: shopcrm.Shop, world: World, events: list[dict[str, Any]]) -> None:
+    store = shop.source.campaign_store()
+    final = store.sends()
+    assert len(final) == N
+    taken = Counter(world.delivered)
+    assert max(taken.values(), default=0) <= 1, f"sent twice: {[k for k, v in taken.items() if v > 1]}"
+    states = Counter(r.state for r in final)
+    assert set(states) <= {"sent", "failed"}, states
+    assert states["failed"] == len(REFUSED)
+    assert {r.key for r in final if r.state == "sent"} == set(taken)
+    assert all(r.reason for r in final if r.state == "failed")
+    by_key = Counter((e["message_key"], e["event"]) for e in events)
+    for row in final:
+        wanted = "message_sent" if row.state == "sent" else "message_failed"
+        assert by_key[(row.key, wanted)] == 1, f"{row.key} is {row.state} with {by_key[(row.key, wanted)]} {wanted} events"
+    assert sum(1 for e in events if e["event"] == "message_sent") == states["sent"]
+
+
+def _events_of_duckdb(shop: shopcrm.Shop) -> list[dict[str, Any]]:
+    rows = shop.source.con.execute(  # type: ignore[attr-defined]
+        "SELECT message_key, event FROM events WHERE event LIKE 'message_%'").fetchall()
+    return [{"message_key": k, "event": e} for k, e in rows]
+
+
+FAULTS = settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+@FAULTS
+@given(seed=st.integers(0, 2**32 - 1))
+def test_duckdb_ledger_through_faults_and_deaths(seed: int) -> None:
+    shop = shopcrm.Shop.open()
+    shop.load_customers([{"customer_id": c, "name": n, "phone": p} for c, n, p in _people()])
+    _plan(shop)
+    world = _dispatch_through_deaths(shop, seed)
+    _check(shop, world, _events_of_duckdb(shop))
+
+
+def _own_tables(connection: Any, placeholder: str) -> None:
+    cursor = connection.cursor()
+    for table in ("shopcrm_outbox", "shopcrm_occurrences", "shopcrm_campaigns", "shopcrm_sends", "shopcrm_opt_outs",
+                  "shopcrm_message_events", "f_customers", "f_events"):
+        cursor.execute(f"DROP TABLE IF EXISTS {table}")
+    cursor.execute("CREATE TABLE f_customers (customer_id VARCHAR(20), name VARCHAR(40), phone VARCHAR(20))")
+    cursor.execute("CREATE TABLE f_events (customer_id VARCHAR(20), event VARCHAR(40), ts TIMESTAMP)")
+    cursor.executemany(f"INSERT INTO f_customers VALUES ({', '.join([placeholder] * 3)})", _people())
+    cursor.close()
+    connection.commit()
+
+
+def _dbapi_case(connection: Any, dialect: str, placeholder: str, seed: int) -> None:
+    _own_tables(connection, placeholder)
+    shop = shopcrm.Shop.from_dbapi(connection, dialect=dialect, customers="f_customers", events="f_events")
+    _plan(shop)
+    world = _dispatch_through_deaths(shop, seed)
+    _check(shop, world, shop.source.campaign_store().message_events())
+
+
+@FAULTS
+@given(seed=st.integers(0, 2**32 - 1))
+def test_sqlite_ledger_through_faults_and_deaths(tmp_path: Path, seed: int) -> None:
+    connection = sqlite3.connect(tmp_path / f"faults-{seed}.db")
+    try:
+        _dbapi_case(connection, "sqlite", "?", seed)
+    finally:
+        connection.close()
+
+
+@settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, 2**32 - 1))
+def test_postgres_ledger_through_faults_and_deaths(postgres_loader: Any, seed: int) -> None:
+    _dbapi_case(postgres_loader.con, "postgres", "%s", seed)
+
+
+@settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, 2**32 - 1))
+def test_mysql_ledger_through_faults_and_deaths(mysql_loader: Any, seed: int) -> None:
+    _dbapi_case(mysql_loader.con, "mysql", "%s", seed)
+
+
+class SlowProvider(TwoPhaseProvider):
+    """Takes longer than the lease to answer the first batches: another dispatcher takes them over meanwhile."""
+
+    def __init__(self, world: World, clock: FakeClock, slow: int) -> None:
+        super().__init__(world)
+        self.clock = clock
+        self.slow = slow
+
+    async def send(self, batch: Sequence[Message]) -> list[SendResult]:
+        if self.slow > 0:
+            self.slow -= 1
+            await self.clock.sleep(3 * LEASE.total_seconds())
+        return await super().send(batch)
+
+
+@pytest.mark.parametrize("slow", [1, 3])
+def test_a_second_dispatcher_taking_over_expired_leases_never_sends_twice(slow: int) -> None:
+    shop = shopcrm.Shop.open()
+    shop.load_customers([{"customer_id": c, "name": n, "phone": p} for c, n, p in _people()])
+    _plan(shop)
+    world = World(random.Random(0), faults=False)
+    clock = FakeClock(T0)
+    first = Dispatcher(shop, {"sms": SlowProvider(world, clock, slow)}, clock=clock, sleep=clock.sleep, lease=LEASE, batch=8)
+    second = Dispatcher(shop, {"sms": TwoPhaseProvider(world)}, clock=clock, sleep=clock.sleep, lease=LEASE, batch=8)
+
+    async def both() -> None:
+        await asyncio.gather(first.run(drain=True), second.run(drain=True))
+
+    asyncio.run(both())
+    _check(shop, world, _events_of_duckdb(shop))
+    assert first.outcomes["sent"] + second.outcomes["sent"] == N - len(REFUSED)
+
+
+def test_two_dispatchers_queueing_and_claiming_the_same_rows_take_each_once(tmp_path: Path) -> None:
+    path = tmp_path / "race.db"
+    first = sqlite3.connect(path, timeout=10)
+    _own_tables(first, "?")
+    shop_a = shopcrm.Shop.from_dbapi(first, dialect="sqlite", customers="f_customers", events="f_events")
+    _plan(shop_a)
+    shop_b = shopcrm.Shop.from_dbapi(sqlite3.connect(path, timeout=10), dialect="sqlite", customers="f_customers",
+                                     events="f_events")
+    a, b = shop_a.source.campaign_store(), shop_b.source.campaign_store()
+    assert a.enqueue_due(T0) == N
+    assert b.enqueue_due(T0) == 0  # already queued: nothing new, no error
+    keys = [r.key for r in a.sends()]
+    got_a = a.claim(keys[:15], "A", T0 + LEASE, T0)
+    got_b = b.claim(keys[5:], "B", T0 + LEASE, T0)
+    assert {r.key for r in got_a} == set(keys[:15])
+    assert {r.key for r in got_b} == set(keys[15:])  # what A holds is simply not B's
+    # B may not settle what A holds
+    assert b.settle([r._replace(state="sent") for r in got_a], held_by="B") == set()
+    assert Counter(r.state for r in a.sends()) == {"claimed": N}
