@@ -430,3 +430,64 @@ def test_an_alimtalk_delivery_failure_is_left_to_the_providers_sms_substitution(
     assert after.state == "failed"
     assert after.chain_index == 0
     assert "SMS substitution" in after.reason
+
+
+def test_a_message_older_than_its_max_delay_expires_at_send_time_instead_of_going_out(tmp_path: Path) -> None:
+    shop = Shop.open()
+    shop.messaging_policy = POLICY
+    shop.load_customers([{"customer_id": f"c{i}", "name": "김민서", "phone": f"010-0000-{i:04d}"} for i in range(3)])
+    shop.save_campaign({"id": "order", "purpose": "informational", "channels": ["sms"], "max_delay": "6h",
+                        "variants": [{"name": "a", "content": {"text": "{{ name }}님, 주문이 접수되었습니다."}}],
+                        "schedule": {"kind": "one_off", "at": "2026-11-25T10:00:00"}}, now=T0 - timedelta(days=1))
+    assert len(shop.tick(now=T0).messages) == 3  # planned in time ...
+    sms = JsonlChannel(tmp_path / "sms.jsonl")
+    late = FakeClock(T0 + timedelta(days=7))  # ... but the dispatcher only runs a week later
+    report = dispatch(shop, {"sms": sms}, late)
+    assert sms.written() == []
+    assert report.outcomes == {"expired": 3}
+    rows = shop.source.campaign_store().sends()
+    assert {r.state for r in rows} == {"expired"}
+    assert all("max_delay (6:00:00) passed" in r.reason for r in rows)
+    assert events(shop) == {"message_expired": 3}
+    fresh = Shop.open()  # within the allowance it goes
+    fresh.messaging_policy = POLICY
+    fresh.load_customers([{"customer_id": "c0", "name": "김민서", "phone": "010-0000-0000"}])
+    fresh.save_campaign({"id": "order", "purpose": "informational", "channels": ["sms"], "max_delay": "6h",
+                         "variants": [{"name": "a", "content": {"text": "{{ name }}님, 주문이 접수되었습니다."}}],
+                         "schedule": {"kind": "one_off", "at": "2026-11-25T10:00:00"}}, now=T0 - timedelta(days=1))
+    fresh.tick(now=T0)
+    assert dispatch(fresh, {"sms": JsonlChannel(tmp_path / "fresh.jsonl")}, FakeClock(T0 + timedelta(hours=5))).outcomes == {"sent": 1}
+
+
+def test_a_forged_delivery_report_changes_nothing_and_triggers_no_fallback() -> None:
+    from shopcrm.channels import DeliveryReport, SolapiChannel
+    from solapi_server import KEY, PF_ID, SECRET, solapi_server
+
+    shop = planned_shop(2)  # Brand Message, then SMS
+    clock = FakeClock(T0)
+    with solapi_server() as server:
+        solapi = SolapiChannel(api_key=KEY, api_secret=SECRET, sender="0215880000", pf_id=PF_ID, base_url=server.url)
+        dispatch(shop, {"brand_message": solapi, "sms": solapi}, clock)
+        rows = shop.source.campaign_store().sends()
+        assert {r.state for r in rows} == {"sent"}
+        forged = [DeliveryReport(key=rows[0].key, delivered=False, code="3104", provider_id="M4V-made-up"),
+                  DeliveryReport(key=rows[1].key, delivered=False, code="3104")]  # no id at all
+        assert shop.record_deliveries(forged, now=T0) == {"unmatched": 2}
+        again = dispatch(shop, {"brand_message": solapi, "sms": solapi}, clock)
+        assert again.outcomes == {}
+    assert [r.state for r in shop.source.campaign_store().sends()] == ["sent", "sent"]
+    assert [m["type"] for m in server.accepted].count("SMS") == 0
+    assert events(shop) == {"message_sent": 2}
+
+
+def test_an_unverifiable_failure_report_for_an_unknown_message_sends_nothing() -> None:
+    from shopcrm.channels import DeliveryReport
+
+    shop = planned_shop(1)  # Brand Message, then SMS: a fallback would be a second text
+    store = shop.source.campaign_store()
+    store.enqueue_due(T0)
+    [row] = store.claim([store.sends()[0].key], "dead", T0 + timedelta(minutes=1), T0)
+    store.settle([row._replace(state="unknown", claim="", reason="outcome unknown")])
+    assert shop.record_deliveries([DeliveryReport(key=row.key, delivered=False, code="3104")], now=T0) == {"unmatched": 1}
+    [after] = store.sends()
+    assert (after.state, after.chain_index) == ("unknown", 0)
