@@ -1,19 +1,25 @@
-"""Dispatch benchmark: 100,000 planned SMS through the Solapi channel to a loopback Solapi server.
+"""Dispatch benchmark: 100,000 planned SMS through the Solapi channel (group API) to a loopback Solapi server.
 
     python benchmarks/bench_dispatch.py               # 100k messages
     python benchmarks/bench_dispatch.py --quick       # 5k messages
 
-The same messages are dispatched twice, side by side: with the send ledger (and outbox) in the
-embedded DuckDB store, and in PostgreSQL (a private server the test suite's helper starts from the
-Debian package).  The server stand-in checks every request's HMAC signature and every message, so
-the numbers include Solapi's request shape and authentication.  Prints messages per second, the
-ratio between the two ledgers, and peak memory; never fails on timing.
+Three processes, so that each figure is the one it names: this one plans the messages (the tick) and starts
+PostgreSQL; the Solapi stand-in serves in a process of its own (it checks every request's HMAC signature and
+every message, so the figures include Solapi's request shape and authentication); and the **dispatcher runs in a
+process of its own**, whose peak memory (RSS) is reported.  The same messages are dispatched twice, side by side:
+with the send ledger (and outbox) in the embedded DuckDB file, and in PostgreSQL.  Prints messages per second, the
+ratio between the two ledgers, the dispatcher's peak RSS, and what the server received (each key once); never
+fails on timing.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import resource
+import subprocess
 import sys
+import tempfile
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -22,12 +28,8 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent / "tests"), str(HERE)]
 
-from bench_segments import peak_rss_mib  # noqa: E402
-
 from shopcrm import Shop  # noqa: E402
 from shopcrm.campaigns import MessagingPolicy  # noqa: E402
-from shopcrm.channels import SolapiChannel  # noqa: E402
-from solapi_server import KEY, PF_ID, SECRET, solapi_server  # noqa: E402
 
 NOW = datetime(2026, 11, 25, 1)
 CAMPAIGN = {
@@ -41,57 +43,111 @@ def customers(n: int) -> list[dict[str, Any]]:
     return [{"customer_id": f"C{i:07d}", "name": "김민서", "phone": f"010-{i // 10000:04d}-{i % 10000:04d}"} for i in range(n)]
 
 
-def run(shop: Shop, url: str) -> tuple[float, Any]:
+def plan(shop: Shop) -> None:
     shop.messaging_policy = MessagingPolicy()
     shop.save_campaign(CAMPAIGN, now=NOW - timedelta(days=1), check=False)
     shop.tick(now=NOW)
+
+
+# ------------------------------------------------------------------ the processes
+def serve() -> None:
+    """The Solapi stand-in: prints its URL, serves until stdin closes, then prints what it received."""
+    from solapi_server import solapi_server
+
+    with solapi_server() as server:
+        print(server.url, flush=True)
+        sys.stdin.read()
+        keys = server.keys()
+        print(json.dumps({"received": len(keys), "distinct": len(set(keys))}), flush=True)
+
+
+def work(ledger: str, where: str, url: str) -> None:
+    """The dispatcher: opens the shop, dispatches everything due, prints its figures as JSON."""
+    from shopcrm.channels import SolapiChannel
+    from solapi_server import KEY, PF_ID, SECRET
+
+    if ledger == "duckdb":
+        shop = Shop.open(where)
+    else:
+        import psycopg
+
+        shop = Shop.from_dbapi(psycopg.connect(where), dialect="postgres")
+    shop.messaging_policy = MessagingPolicy()
     solapi = SolapiChannel(api_key=KEY, api_secret=SECRET, sender="0215880000", pf_id=PF_ID, base_url=url)
     started = time.perf_counter()
-    report = shop.dispatch({"sms": solapi}, batch=5000, concurrency=4, clock=lambda: NOW)
-    return time.perf_counter() - started, report
+    report = shop.dispatch({"sms": solapi}, clock=lambda: NOW)
+    seconds = time.perf_counter() - started
+    shop.close()
+    print(json.dumps({"seconds": seconds, "outcomes": report.outcomes,
+                      "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}), flush=True)
+
+
+def dispatcher(ledger: str, where: str, url: str) -> dict[str, Any]:
+    done = subprocess.run([sys.executable, __file__, "--work", ledger, where, url], capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"the {ledger} dispatcher failed:\n{done.stderr[-3000:]}")
+    figures: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return figures
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--messages", type=int, default=100_000)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--work", nargs=3, metavar=("LEDGER", "WHERE", "URL"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.serve:
+        return serve()
+    if args.work:
+        return work(*args.work)
     n = 5_000 if args.quick else args.messages
     people = customers(n)
-    print(f"\nshopcrm dispatch benchmark: {n:,} SMS through the Solapi channel to a loopback Solapi server")
-    results = {}
-    with solapi_server() as server:
-        shop = Shop.open()
-        shop.load_customers(people)
-        seconds, report = run(shop, server.url)
-        results["DuckDB (embedded)"] = (seconds, report, len(server.keys()))
-        shop.close()
-        try:
-            import psycopg
+    print(f"\nshopcrm dispatch benchmark: {n:,} SMS through the Solapi channel (group API) to a loopback Solapi server")
+    results: dict[str, dict[str, Any]] = {}
+    server = subprocess.Popen([sys.executable, __file__, "--serve"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert server.stdout is not None and server.stdin is not None
+    url = server.stdout.readline().strip()
+    with tempfile.TemporaryDirectory() as folder:
+        path = str(Path(folder) / "shop.duckdb")
+        with Shop.open(path) as shop:
+            shop.load_customers(people)
+            plan(shop)
+        results["DuckDB file (embedded)"] = dispatcher("duckdb", path, url)
+    try:
+        import psycopg
 
-            from engines.servers import postgres_server
-        except ImportError as error:  # pragma: no cover - the bench extra installs psycopg
-            print(f"  PostgreSQL skipped: {error}")
-        else:
-            with postgres_server() as params:
-                if params is None:
-                    print("  PostgreSQL skipped: no postgresql binaries (apt-get install postgresql)")
-                else:
-                    with psycopg.connect(**params) as connection:
-                        connection.execute("CREATE TABLE customers (customer_id TEXT, name TEXT, phone TEXT)")
-                        connection.execute("CREATE TABLE events (customer_id TEXT, event TEXT, ts TIMESTAMP)")
-                        with connection.cursor().copy("COPY customers FROM STDIN") as copy:
-                            for person in people:
-                                copy.write_row((person["customer_id"], person["name"], person["phone"]))
-                        connection.commit()
-                        before = len(server.keys())
-                        seconds, report = run(Shop.from_dbapi(connection, dialect="postgres"), server.url)
-                        results["PostgreSQL 15 (DB-API)"] = (seconds, report, len(server.keys()) - before)
-    base = next(iter(results.values()))[0]
-    for name, (seconds, report, received) in results.items():
-        print(f"  {name:<28} {seconds:>7.2f} s  {n / seconds:>9,.0f} messages/s  {seconds / base:.2f}x  "
-              f"({report.outcomes.get('sent', 0):,} sent, {received:,} received by the server)")
-    print(f"  peak memory (RSS, whole process): {peak_rss_mib():,.0f} MiB")
+        from engines.servers import postgres_server
+    except ImportError as error:  # pragma: no cover - the bench extra installs psycopg
+        print(f"  PostgreSQL skipped: {error}")
+    else:
+        with postgres_server() as params:
+            if params is None:
+                print("  PostgreSQL skipped: no postgresql binaries (apt-get install postgresql)")
+            else:
+                with psycopg.connect(**params) as connection:
+                    connection.execute("CREATE TABLE customers (customer_id TEXT, name TEXT, phone TEXT)")
+                    connection.execute("CREATE TABLE events (customer_id TEXT, event TEXT, ts TIMESTAMP)")
+                    with connection.cursor().copy("COPY customers FROM STDIN") as copy:
+                        for person in people:
+                            copy.write_row((person["customer_id"], person["name"], person["phone"]))
+                    connection.commit()
+                    plan(Shop.from_dbapi(connection, dialect="postgres"))
+                    conninfo = connection.info.dsn
+                    if "password" not in conninfo and params.get("password"):
+                        conninfo += f" password={params['password']}"
+                results["PostgreSQL 15 (DB-API)"] = dispatcher("postgres", conninfo, url)
+    server.stdin.close()
+    received = json.loads(server.stdout.readline())
+    server.wait()
+    base = next(iter(results.values()))["seconds"]
+    for name, figures in results.items():
+        seconds = figures["seconds"]
+        print(f"  {name:<26} {seconds:>7.2f} s  {n / seconds:>9,.0f} messages/s  {seconds / base:.2f}x  "
+              f"dispatcher peak RSS {figures['peak_rss_mib']:,.0f} MiB  ({figures['outcomes'].get('sent', 0):,} sent)")
+    print(f"  the server received {received['received']:,} messages, {received['distinct']:,} distinct keys "
+          f"(each ledger sent {n:,})")
+    return None
 
 
 if __name__ == "__main__":

@@ -173,6 +173,7 @@ class Dispatcher:
         seconds = lambda: (self.clock() - _EPOCH).total_seconds()  # noqa: E731 - the dispatcher's own clock
         self._limits = {id(c): _RateLimit(c.rate_per_second, seconds, sleep) for c in self.channels.values()}
         self._max_delays: dict[str, timedelta] = {}
+        self._chains: dict[str, list[dict[str, Any]]] = {}  # this round's parsed chains, by key
         self.outcomes: Counter[str] = Counter()
         self.events: Counter[str] = Counter()
         #: called with the outcomes so far after every settled batch (a progress bar)
@@ -206,10 +207,11 @@ class Dispatcher:
         if not due:
             return recovered
         outbox = self.store.outbox_by_keys([r.key for r in due])
+        self._chains = {key: planned.chain for key, planned in outbox.items()}
         groups: dict[int, list[SendRow]] = defaultdict(list)
         channels: dict[int, Channel | None] = {}
         for row in due:
-            _, channel, _ = self.message(row, outbox.get(row.key))
+            _, channel, _ = self.message(row, outbox.get(row.key), self._chains.get(row.key))
             groups[id(channel)].append(row)
             channels[id(channel)] = channel
         semaphore = asyncio.Semaphore(max(1, self.concurrency))
@@ -222,10 +224,14 @@ class Dispatcher:
         return True
 
     # ---------------------------------------------------------------- delivery
-    def message(self, row: SendRow, outbox: OutboxRow | None) -> tuple[Message | None, Channel | None, str]:
+    def message(
+        self, row: SendRow, outbox: OutboxRow | None, chain: list[dict[str, Any]] | None = None,
+    ) -> tuple[Message | None, Channel | None, str]:
+        """The message of ``row``'s current channel and the channel that carries it, or why there is none
+        (``chain``: the outbox row's chain, when the caller parsed it already)."""
         if outbox is None:
             return None, None, "the planned message is not in the outbox"
-        chain = outbox.chain
+        chain = outbox.chain if chain is None else chain
         if row.chain_index >= len(chain):
             return None, None, "no channel left in the chain"
         item = chain[row.chain_index]
@@ -254,7 +260,7 @@ class Dispatcher:
             ready: list[tuple[SendRow, Message]] = []
             for row in held:
                 planned = outbox.get(row.key)
-                message, chosen, problem = self.message(row, planned)
+                message, chosen, problem = self.message(row, planned, self._chains.get(row.key))
                 if message is None or chosen is None:
                     settlement.rows.append(self.reject(row, planned, problem, now, settlement.events, message=message))
                     continue
@@ -368,7 +374,7 @@ class Dispatcher:
         apply_opt_outs(self.shop, people, now)
         for row in ads:
             planned = outbox[row.key]
-            chain = planned.chain
+            chain = self._chains.get(row.key) or planned.chain
             if row.chain_index >= len(chain):
                 continue
             channel = chain[row.chain_index]["channel"]
@@ -527,7 +533,7 @@ class Dispatcher:
         self, row: SendRow, planned: OutboxRow | None, reason: str, now: datetime, events: list[dict[str, Any]],
         *, message: Message | None = None, code: str = "",
     ) -> SendRow:
-        chain = planned.chain if planned is not None else []
+        chain = (self._chains.get(row.key) or planned.chain) if planned is not None else []
         if row.chain_index + 1 < len(chain):
             events.append(self.event("message_fallback", row, planned, message, now, reason=reason, code=code,
                                      next_channel=chain[row.chain_index + 1]["channel"]))

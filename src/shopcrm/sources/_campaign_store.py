@@ -13,8 +13,8 @@ from __future__ import annotations
 import json
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
 from typing import Any, NamedTuple
 
@@ -399,6 +399,8 @@ def _may_settle(row: SendRow | None, held_by: str | None, states: Sequence[str] 
 
 
 Run = Callable[[str, Sequence[Any]], list[tuple[Any, ...]]]
+#: key_set(keys) -> a context manager yielding ``(sql, params)`` such that ``key_ IN <sql>`` selects those keys
+KeySet = Callable[[Sequence[str]], AbstractContextManager[tuple[str, list[Any]]]]
 #: insert(table, column names, the values column by column)
 Insert = Callable[[str, Sequence[str], Sequence[Sequence[Any]]], None]
 
@@ -429,6 +431,7 @@ class SQLCampaignStore(CampaignStore):
         or "primary key" in str(e).lower(),
         write_events: Callable[[Sequence[Mapping[str, Any]]], None] | None = None,
         lock_rows: bool = False,
+        key_set: KeySet | None = None,
     ) -> None:
         self._run = run
         self._insert = insert
@@ -439,7 +442,15 @@ class SQLCampaignStore(CampaignStore):
         self._write_events = write_events or self._insert_message_events
         #: ``SELECT ... FOR UPDATE`` before a conditional settle (servers with row locks: PostgreSQL, MySQL)
         self._for_update = " FOR UPDATE" if lock_rows else ""
+        #: how a set of keys reaches a statement: placeholders (500 at a time), or the engine's own (a registered
+        #: Arrow table on DuckDB, any number at once)
+        self._key_set = key_set or self._placeholders
+        self._key_chunk = 500 if key_set is None else 1_000_000
         self._ready = False
+
+    @contextmanager
+    def _placeholders(self, keys: Sequence[str]) -> Iterator[tuple[str, list[Any]]]:
+        yield f"({', '.join([self._p] * len(keys))})", list(keys)
 
     def _ensure(self) -> None:
         if self._ready:
@@ -614,18 +625,14 @@ class SQLCampaignStore(CampaignStore):
         self._ensure()
         p = self._p
         found: list[SendRow] = []
-        for part in _chunks(list(keys)) if keys is not None else [None]:
-            where, params = [], []
-            if part is not None:
-                if not part:
-                    continue
-                where.append(f"key_ IN ({', '.join([p] * len(part))})")
-                params += list(part)
-            if states is not None:
-                where.append(f"state IN ({', '.join([p] * len(states))})")
-                params += list(states)
-            sql = _send_select() + (" WHERE " + " AND ".join(where) if where else "")
-            found += [SendRow.from_tuple(r) for r in self._run(sql, params)]
+        state_sql = f"state IN ({', '.join([p] * len(states))})" if states is not None else ""
+        if keys is None:
+            sql = _send_select() + (f" WHERE {state_sql}" if state_sql else "")
+            found = [SendRow.from_tuple(r) for r in self._run(sql, list(states or ()))]
+        for part in _chunks(list(keys), self._key_chunk) if keys is not None else []:
+            with self._key_set(part) as (in_keys, params):
+                sql = _send_select() + f" WHERE key_ IN {in_keys}" + (f" AND {state_sql}" if state_sql else "")
+                found += [SendRow.from_tuple(r) for r in self._run(sql, [*params, *(states or ())])]
         return sorted(found, key=lambda r: r.key)
 
     def due_sends(self, now: datetime, limit: int) -> list[SendRow]:
@@ -649,24 +656,23 @@ class SQLCampaignStore(CampaignStore):
         self._ensure()
         p = self._p
         taken: list[SendRow] = []
-        for part in _chunks(sorted(keys)):
-            marks = ", ".join([p] * len(part))
+        for part in _chunks(sorted(keys), self._key_chunk):
             try:
-                with self._transaction():
+                with self._transaction(), self._key_set(part) as (in_keys, params):
                     if expired:
                         self._run(
                             f"UPDATE {self.SENDS} SET claim = {p}, lease_until = {p}, updated_at = {p} "
-                            f"WHERE key_ IN ({marks}) AND state IN ('claimed', 'inflight') AND lease_until < {p}",
-                            (claim, _stamp(lease_until), _stamp(now), *part, _stamp(now)),
+                            f"WHERE key_ IN {in_keys} AND state IN ('claimed', 'inflight') AND lease_until < {p}",
+                            (claim, _stamp(lease_until), _stamp(now), *params, _stamp(now)),
                         )
                     else:
                         self._run(
                             f"UPDATE {self.SENDS} SET state = 'claimed', claim = {p}, lease_until = {p}, updated_at = {p}, "
-                            f"attempts = attempts + 1 WHERE key_ IN ({marks}) AND state IN ('queued', 'retry')",
-                            (claim, _stamp(lease_until), _stamp(now), *part),
+                            f"attempts = attempts + 1 WHERE key_ IN {in_keys} AND state IN ('queued', 'retry')",
+                            (claim, _stamp(lease_until), _stamp(now), *params),
                         )
-                    rows = self._run(_send_select() + f" WHERE claim = {p} AND key_ IN ({marks}) AND lease_until = {p}",
-                                     (claim, *part, _stamp(lease_until)))
+                    rows = self._run(_send_select() + f" WHERE key_ IN {in_keys} AND claim = {p} AND lease_until = {p}",
+                                     (*params, claim, _stamp(lease_until)))
             except Exception as error:
                 if _is_contention(error):  # another dispatcher holds these rows: they are taken, not ours
                     continue
@@ -678,16 +684,15 @@ class SQLCampaignStore(CampaignStore):
         self._ensure()
         p = self._p
         held: list[str] = []
-        for part in _chunks(sorted(keys)):
-            marks = ", ".join([p] * len(part))
-            with self._transaction():
+        for part in _chunks(sorted(keys), self._key_chunk):
+            with self._transaction(), self._key_set(part) as (in_keys, params):
                 self._run(
                     f"UPDATE {self.SENDS} SET state = 'inflight', batch_ref = {p}, lease_until = {p}, updated_at = {p} "
-                    f"WHERE key_ IN ({marks}) AND claim = {p} AND state IN ('claimed', 'inflight')",
-                    (batch_ref, _stamp(lease_until), _stamp(now), *part, claim),
+                    f"WHERE key_ IN {in_keys} AND claim = {p} AND state IN ('claimed', 'inflight')",
+                    (batch_ref, _stamp(lease_until), _stamp(now), *params, claim),
                 )
-                rows = self._run(f"SELECT key_ FROM {self.SENDS} WHERE key_ IN ({marks}) AND claim = {p} AND state = 'inflight' "
-                                 f"AND lease_until = {p}", (*part, claim, _stamp(lease_until)))
+                rows = self._run(f"SELECT key_ FROM {self.SENDS} WHERE key_ IN {in_keys} AND claim = {p} AND state = 'inflight' "
+                                 f"AND lease_until = {p}", (*params, claim, _stamp(lease_until)))
             held += [str(r[0]) for r in rows]
         return held
 
@@ -703,21 +708,21 @@ class SQLCampaignStore(CampaignStore):
         columns = ["key_" if c == "key" else c for c in SEND_COLUMNS]
         written: set[str] = set()
         with self._transaction():
-            for part in _chunks([r.key for r in rows]):
-                where, params = [f"key_ IN ({', '.join([p] * len(part))})"], list(part)
-                if held_by is not None:
-                    where.append(f"claim = {p} AND state IN ('claimed', 'inflight')")
-                    params.append(held_by)
-                if states is not None:
-                    where.append(f"state IN ({', '.join([p] * len(states))})")
-                    params += list(states)
-                if held_by is None and states is None:
-                    found = self._run(f"SELECT key_ FROM {self.SENDS} WHERE {where[0]}{self._for_update}", params)
-                else:
-                    found = self._run(f"SELECT key_ FROM {self.SENDS} WHERE {' AND '.join(where)}{self._for_update}", params)
+            for part in _chunks([r.key for r in rows], self._key_chunk):
+                with self._key_set(part) as (in_keys, params):
+                    where, extra = [f"key_ IN {in_keys}"], []
+                    if held_by is not None:
+                        where.append(f"claim = {p} AND state IN ('claimed', 'inflight')")
+                        extra.append(held_by)
+                    if states is not None:
+                        where.append(f"state IN ({', '.join([p] * len(states))})")
+                        extra += list(states)
+                    found = self._run(f"SELECT key_ FROM {self.SENDS} WHERE {' AND '.join(where)}{self._for_update}",
+                                      [*params, *extra])
                 mine = [str(r[0]) for r in found]
                 if mine:
-                    self._run(f"DELETE FROM {self.SENDS} WHERE key_ IN ({', '.join([p] * len(mine))})", mine)
+                    with self._key_set(mine) as (in_keys, params):
+                        self._run(f"DELETE FROM {self.SENDS} WHERE key_ IN {in_keys}", params)
                 written.update(mine)
             kept = [r for r in rows if r.key in written]
             if kept:
@@ -731,10 +736,10 @@ class SQLCampaignStore(CampaignStore):
 
     def outbox_by_keys(self, keys: Sequence[str]) -> dict[str, OutboxRow]:
         self._ensure()
-        p = self._p
         out: dict[str, OutboxRow] = {}
-        for part in _chunks(list(keys)):
-            rows = self._run(self._select() + f" WHERE key_ IN ({', '.join([p] * len(part))})", list(part))
+        for part in _chunks(list(keys), self._key_chunk):
+            with self._key_set(part) as (in_keys, params):
+                rows = self._run(self._select() + f" WHERE key_ IN {in_keys}", params)
             out.update((row.key, row) for row in (OutboxRow.from_tuple(r) for r in rows))
         return out
 

@@ -46,6 +46,7 @@ class DuckDBSource(Source):
         self._segments = SQLSegmentStore(self._run, "?")
         self._schema: Schema | None = None
         self._campaigns: CampaignStore | None = None
+        self._key_sets = 0
 
     # ----------------------------------------------------------------- Source
     def _run(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
@@ -92,11 +93,48 @@ class DuckDBSource(Source):
         if self._campaigns is None:
             # delivery outcomes are events like any other: they go into the events table, in the ledger's transaction
             self._campaigns = SQLCampaignStore(self._run, self._insert, self._transaction,
-                                               write_events=self._write_message_events)
+                                               write_events=self._write_message_events, key_set=self._key_set)
         return self._campaigns
 
+    @contextmanager
+    def _key_set(self, keys: Sequence[str]) -> Iterator[tuple[str, list[Any]]]:
+        """``key_ IN (SELECT ...)`` over a registered Arrow column: DuckDB binds hundreds of placeholders slowly."""
+        import pyarrow as pa
+
+        self._key_sets += 1
+        name = f"shopcrm_keys_{self._key_sets}"
+        self.con.register(name, pa.table({"key_": pa.array(list(keys), pa.string())}))
+        try:
+            yield f"(SELECT key_ FROM {name})", []
+        finally:
+            with suppress(duckdb.Error):
+                self.con.unregister(name)
+
     def _write_message_events(self, events: Sequence[Mapping[str, Any]]) -> None:
-        self.load(EVENTS, list(events))
+        """Delivery outcomes into the events table (inside the caller's transaction): columns the table lacks
+        are added, typed from the values."""
+        import pyarrow as pa
+
+        names = list(dict.fromkeys(name for event in events for name in event))
+        data = pa.table({name: pa.array([_plain(e.get(name), name) for e in events]) for name in names})
+        existing = self._columns(EVENTS)
+        if not existing:
+            self.load(EVENTS, list(events))
+            return
+        self.con.register("shopcrm_outcomes", data)
+        try:
+            described = self.con.execute("DESCRIBE SELECT * FROM shopcrm_outcomes").fetchall()
+            for name, kind, *_ in described:
+                if name not in existing:
+                    check_identifier(str(name), "column name")
+                    declared = "VARCHAR" if str(kind) == '"NULL"' else kind
+                    self.con.execute(f'ALTER TABLE "{EVENTS}" ADD COLUMN "{name}" {declared}')
+            self.con.execute(f'INSERT INTO "{EVENTS}" BY NAME SELECT * FROM shopcrm_outcomes')
+        finally:
+            with suppress(duckdb.Error):
+                self.con.unregister("shopcrm_outcomes")
+        if any(name not in existing for name in names):
+            self._schema = None
 
     @contextmanager
     def _transaction(self) -> Iterator[None]:
