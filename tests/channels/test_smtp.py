@@ -195,3 +195,82 @@ def test_whatever_the_text_validate_answers_and_an_accepted_mail_carries_exactly
     assert len(parsed.get_all("To") or ()) == 1
     assert str(parsed["To"]) == f"{local}@example.com"
     assert data.isascii()
+
+
+@st.composite
+def batches(draw: st.DrawFn) -> tuple[list[Message], Mailbox]:
+    """Mails to distinct addresses, some unbuildable, and a mailbox with faults at chosen recipients."""
+    n = draw(st.integers(1, 8))
+    box = Mailbox()
+    messages = []
+    for i in range(n):
+        to = f"u{i}@example.com"
+        subject = draw(st.sampled_from(["세일", "line\nbreak", "ok\r\nBcc: x@example.com", "(광고) 겨울"]))
+        fault = draw(st.sampled_from(["none", "none", "drop_after", "drop_before", "451", "550", "452 data", "554 data"]))
+        if fault == "drop_after":
+            box.drop_after_data.add(to)
+        elif fault == "drop_before":
+            box.drop_at_rcpt.add(to)
+        elif fault == "451":
+            box.temporary.add(to)
+        elif fault == "550":
+            to = f"nobody{i}@example.com"
+        elif fault.endswith("data"):
+            box.refuse_data[to] = f"{fault.split()[0]} refused"
+        messages.append(mail(f"k{i}", to, subject=subject))
+    return messages, box
+
+
+@settings(max_examples=40, deadline=None)
+@given(case=batches())
+def test_transient_means_not_in_the_mailbox_and_accepted_means_in_it(case: tuple[list[Message], Mailbox]) -> None:
+    messages, box = case
+    port = free_port()
+    controller = Controller(box, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        results = asyncio.run(channel(port).send(messages))
+    finally:
+        controller.stop()
+    taken = {str(m["Message-ID"]) for m in box.mails}
+    assert len(results) == len(messages)
+    for message, result in zip(messages, results, strict=True):
+        mid = f"<{message.key}@shopcrm.local>"
+        if isinstance(result, Accepted):
+            assert mid in taken
+        elif isinstance(result, Transient | Rejected):
+            assert mid not in taken, (message.to, result)
+    assert sum(isinstance(r, Ambiguous) for r in results) <= 1
+
+
+def test_a_refused_starttls_never_falls_back_to_clear_text() -> None:
+    """smtplib carries on unencrypted when STARTTLS is answered 454; the channel must stop there."""
+    import socketserver
+    import threading
+
+    heard: list[bytes] = []
+
+    class Server(socketserver.StreamRequestHandler):
+        def handle(self) -> None:
+            self.wfile.write(b"220 fake ESMTP\r\n")
+            for line in self.rfile:
+                heard.append(line)
+                verb = line[:4].upper()
+                if verb == b"EHLO":
+                    self.wfile.write(b"250-fake\r\n250 STARTTLS\r\n")
+                elif verb == b"STAR":
+                    self.wfile.write(b"454 4.7.0 TLS not available\r\n")
+                elif verb == b"QUIT":
+                    self.wfile.write(b"221 bye\r\n")
+                    return
+                else:
+                    self.wfile.write(b"250 OK\r\n")
+
+    with socketserver.ThreadingTCPServer(("127.0.0.1", 0), Server) as server:
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        smtp = SmtpChannel("127.0.0.1", server.server_address[1], sender="s@shop.example", starttls=True, timeout=5)
+        [result] = asyncio.run(smtp.send([mail("k1", "a@example.com")]))
+        server.shutdown()
+    assert (type(result), getattr(result, "code", "")) == (Transient, "454")
+    assert not any(line.upper().startswith((b"MAIL", b"RCPT", b"DATA", b"AUTH")) for line in heard)
