@@ -1,13 +1,15 @@
 """A real HTTP server on loopback that receives webhook messages, checks their signatures and misbehaves
-on request: 5xx bursts, 429 with Retry-After, slow answers (client timeouts), dropped connections,
+on request: 5xx bursts, 429 with Retry-After, slow answers (client timeouts), dropped connections (before
+processing, or after: the request taken and its answer never sent), a proxy's 5xx after processing,
 rejections of chosen numbers.  It records every request it received, duplicates included."""
 
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -21,12 +23,15 @@ from shopcrm.channels.webhook import verify_signature
 class Behaviour:
     """What the server does; every field may be changed while it runs."""
 
-    secret: str = "s3cret"
+    secret: str | Sequence[str] = "s3cret"  # several: any of them verifies (secret rotation)
     fail_first: int = 0  # the first N requests answer 503
     retry_after: float | None = None  # with fail_first: 429 and this Retry-After instead of 503
     slow_first: int = 0  # the first N requests are processed, then answered after `slow_seconds`
     slow_seconds: float = 0.0
     drop_first: int = 0  # the first N requests are read, then the connection is closed without an answer
+    drop_after_first: int = 0  # the first N requests are processed, then the connection is closed without an answer
+    error_after_first: int = 0  # the first N requests are processed, then answered `error_status` (a proxy's 5xx)
+    error_status: int = 502
     reject_to: set[str] = attrs.field(factory=set)  # 400 for these recipients
     deduplicate: bool = True  # a repeated Idempotency-Key answers 200 without a new delivery
 
@@ -117,6 +122,12 @@ def _handler(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
                 record["processed"] = True
                 receiver.delivered[key] = {"id": f"msg-{len(receiver.delivered) + 1}", "payload": payload}
                 answer = {"id": receiver.delivered[key]["id"]}
+            if count < b.drop_after_first:  # taken; the answer never leaves
+                self.close_connection = True
+                self.connection.shutdown(socket.SHUT_RDWR)
+                return None
+            if count < b.error_after_first:
+                return self._answer(b.error_status, {"error": "bad gateway"})
             if count < b.slow_first:
                 time.sleep(b.slow_seconds)
             return self._answer(200, answer)
