@@ -467,9 +467,7 @@ class Shop:
         if isinstance(value, bool) or value is None:
             raise KeyError(f"{customer_id!r} is not a customer id")
         if kind == ColumnType.INTEGER:
-            if isinstance(value, str) and re.fullmatch(r"\s*[+-]?\d{1,19}\s*", value):
-                value = int(value)
-            elif isinstance(value, float) and value.is_integer():
+            if (isinstance(value, str) and re.fullmatch(r"\s*[+-]?\d{1,19}\s*", value)) or (isinstance(value, float) and value.is_integer()):
                 value = int(value)
             if not isinstance(value, int):
                 raise KeyError(f"no customer {customer_id!r}: the ids in {table.name!r} are integers")

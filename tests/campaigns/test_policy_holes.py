@@ -7,6 +7,7 @@ from datetime import datetime
 import pytest
 
 from shopcrm.campaigns import (
+    Campaign,
     Content,
     Decorations,
     MessagingPolicy,
@@ -27,7 +28,7 @@ GIVEN = datetime(2026, 1, 1)
 POLICY = MessagingPolicy(sender_name="마음상점", sender_contact="1588-0000", opt_out_number="080-123-4567")
 
 
-def campaign(purpose: str, channels: list[str]) -> object:
+def campaign(purpose: str, channels: list[str]) -> Campaign:
     return parse_campaign({
         "id": "c", "purpose": purpose, "channels": channels,
         "variants": [{"name": "a", "content": {"text": "주문이 접수되었어요"}}],
@@ -86,6 +87,7 @@ def test_every_entry_point_refuses_advertising_without_its_lines(bare: Messaging
     with pytest.raises(CampaignError, match="c: "):
         plan([ad], state, now=NOW, policy=bare)
     with pytest.raises(CampaignError, match="c: "):
-        preview(ad, state, now=NOW, policy=bare)  # type: ignore[arg-type]
-    problems = check_templates(ad, [person], now=NOW, policy=bare)  # type: ignore[arg-type]
-    assert problems and all(where in ("policy", "main.a.sms") for where, _ in problems)
+        preview(ad, state, now=NOW, policy=bare)
+    problems = check_templates(ad, [person], now=NOW, policy=bare)
+    assert problems
+    assert all(where in ("policy", "main.a.sms") for where, _ in problems)

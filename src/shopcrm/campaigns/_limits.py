@@ -30,8 +30,8 @@ import attrs
 import jinja2
 from jinja2 import nodes
 from jinja2.runtime import LoopContext, markup_join, str_join
-from jinja2.utils import _PassArg
 from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2.utils import _PassArg
 from jinja2.visitor import NodeTransformer
 
 __all__ = ["TemplateLimitError", "TemplateLimits", "LimitedEnvironment", "metered"]
@@ -222,12 +222,12 @@ def _capped_range(limits: TemplateLimits) -> Callable[..., range]:
 class _MeterLoops(NodeTransformer):
     """Every ``for`` loop's iterable counted item by item; every ``~`` concatenation size-checked."""
 
-    def visit_For(self, node: nodes.For) -> nodes.Node:  # noqa: N802 - jinja2's visitor naming
+    def visit_For(self, node: nodes.For) -> nodes.Node:
         self.generic_visit(node)
         node.iter = nodes.Filter(node.iter, _LOOP, [], [], None, None, lineno=node.lineno)
         return node
 
-    def visit_Concat(self, node: nodes.Concat) -> nodes.Node:  # noqa: N802
+    def visit_Concat(self, node: nodes.Concat) -> nodes.Node:
         self.generic_visit(node)
         return nodes.Filter(nodes.List(node.nodes, lineno=node.lineno), _CONCAT, [], [], None, None, lineno=node.lineno)
 
@@ -338,7 +338,7 @@ class LimitedEnvironment(ImmutableSandboxedEnvironment):
             meter.produced(result)
         return result
 
-    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805 - jinja2's signature
+    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:
         meter = _METER.get()
         if meter is None:
             return super().call(__context, __obj, *args, **kwargs)

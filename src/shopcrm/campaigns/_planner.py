@@ -599,7 +599,7 @@ class _Planner:
                 self.renderer.render_cached(variant.content, channel, context, advertising=advertising, decorations=self.decorations)
                 for channel in (chain if self.render_fallbacks else chain[:1])
             ])
-        except Exception as error:  # noqa: BLE001 - one customer's rendering never aborts the plan
+        except Exception as error:
             detail = str(error) if isinstance(error, CampaignError) else f"{type(error).__name__}: {error}"
             self.suppress(campaign, step.send, customer_id, "render_failed", detail, key=key, occurrence=occurrence, due_at=due_at)
             return

@@ -161,7 +161,7 @@ class Renderer:
                 raise CampaignError([(where, f"template syntax error on line {error.lineno}: {error.message}")]) from None
             except RecursionError:
                 raise CampaignError([(where, "the template nests too deeply to compile")]) from None
-            except Exception as error:  # noqa: BLE001 - whatever compiling raises is this template's problem
+            except Exception as error:
                 raise CampaignError([(where, f"the template does not compile: {_describe(error)}")]) from None
             self._cache[key] = found
         return found
@@ -186,7 +186,7 @@ class Renderer:
             raise CampaignError([(where, str(error))]) from None
         except RecursionError:
             raise CampaignError([(where, "the template recursed too deeply (a macro calling itself?)")]) from None
-        except Exception as error:  # noqa: BLE001 - one customer's failure is reported, never raised on
+        except Exception as error:
             raise CampaignError([(where, _describe(error))]) from None
 
     def render(
@@ -208,7 +208,7 @@ class Renderer:
             return self._render(content, channel, context, advertising=advertising, decorations=decorations, at=at)
         except CampaignError:
             raise
-        except Exception as error:  # noqa: BLE001 - a policy's URL template, an odd value: reported, not raised on
+        except Exception as error:
             raise CampaignError([(at, _describe(error))]) from None
 
     def _render(
