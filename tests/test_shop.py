@@ -102,3 +102,35 @@ def test_loading_into_a_foreign_database_is_refused() -> None:
     con.execute("CREATE TABLE events (customer_id TEXT, event TEXT, ts TEXT)")
     with pytest.raises(TypeError, match="needs the embedded DuckDB shop"):
         shopcrm.Shop.from_dbapi(con, dialect="sqlite").load_customers([{"customer_id": "a"}])
+
+
+@pytest.mark.parametrize(("ids", "given", "stored"), [([1, 2], "1", 1), (["1", "2"], 1, "1"), ([1, 2], 1.0, 1), (["a", "b"], "a", "a")])
+def test_an_opt_out_takes_the_customers_table_id_type(ids: list[object], given: object, stored: object) -> None:
+    from shopcrm.campaigns import MessagingPolicy
+
+    shop = shopcrm.Shop.open()
+    shop.messaging_policy = MessagingPolicy(sender_name="마음상점", sender_contact="1588-0000", opt_out_number="080-123-4567")
+    shop.load_customers([{"customer_id": i, "phone": "010-1111-2222", "sms_consent": True} for i in ids])
+    shop.record_opt_out(given, "sms", at=datetime(2026, 11, 1))
+    assert shop.source.campaign_store().opt_outs() == {stored: {"sms": datetime(2026, 11, 1)}}
+    shop.save_campaign({
+        "id": "sale", "purpose": "advertising", "channels": ["sms"], "variants": [{"name": "a", "content": {"text": "세일"}}],
+        "schedule": {"kind": "one_off", "at": "2026-11-25T10:00:00"},
+    }, now=datetime(2026, 11, 24))
+    result = shop.tick(now=datetime(2026, 11, 25, 1))
+    assert {s.customer_id: s.reason for s in result.suppressions} == {stored: "opted_out"}
+    assert [m.customer_id for m in result.messages] == [ids[1]]
+
+
+def test_an_opt_out_for_no_customer_is_refused() -> None:
+    shop = shopcrm.Shop.open()
+    with pytest.raises(KeyError, match="no customers table"):
+        shop.record_opt_out("c1")
+    shop.load_customers([{"customer_id": 1}, {"customer_id": 2}])
+    with pytest.raises(KeyError, match=r"no customer 3 in 'customers'"):
+        shop.record_opt_out(3)
+    with pytest.raises(KeyError, match=r"no customer 'c1': the ids in 'customers' are integers"):
+        shop.record_opt_out("c1")
+    with pytest.raises(KeyError, match="True is not a customer id"):
+        shop.record_opt_out(True)
+    assert shop.source.campaign_store().opt_outs() == {}

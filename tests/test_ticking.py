@@ -256,3 +256,20 @@ def test_contacts_are_encoded_exactly_as_json_would(text: str) -> None:
     from shopcrm.ticking import _json_text
 
     assert _json_text(text) == json.dumps(text, ensure_ascii=False)
+
+
+def test_a_template_failing_for_one_customer_is_recorded_as_render_failed_and_the_tick_goes_on() -> None:
+    shop = Shop.open()
+    shop.messaging_policy = POLICY
+    shop.load_customers([customer("c1", age=0), customer("c2", age=20)])
+    # saved unchecked: a division by an age of 0 passes with other samples, and old saved campaigns were never checked
+    shop.save_campaign(sale(id="per-age", purpose="informational", audience={"everyone": True},
+                            variants=[{"name": "a", "content": {"text": "{{ 100 // age }}% 할인"}}]), now=T0, check=False)
+    shop.save_campaign(sale(id="greeting", audience={"everyone": True}), now=T0)
+    result = shop.tick(now=T0 + timedelta(minutes=1))
+    assert sorted((m.campaign_id, m.customer_id) for m in result.messages) == [("greeting", "c1"), ("greeting", "c2"), ("per-age", "c2")]
+    failed = shop.outbox(campaign_id="per-age", status="render_failed")
+    assert [(r.customer_id, r.message) for r in failed] == [
+        ("c1", '{"detail": "sms.text: ZeroDivisionError: integer division or modulo by zero"}'),
+    ]
+    assert shop.tick(now=T0 + timedelta(minutes=2)).recorded == 0  # the occurrence is done: nothing planned twice

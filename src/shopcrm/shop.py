@@ -27,7 +27,7 @@ from shopcrm.lifecycle._summary import LifecycleSummary
 from shopcrm.profile import CustomerProfile
 from shopcrm.recipients import RecipientColumns
 from shopcrm.reference import CustomerId
-from shopcrm.schema import Schema
+from shopcrm.schema import ColumnType, Schema
 from shopcrm.sources._base import SavedSegment, Source
 from shopcrm.sources._campaign_store import OutboxRow
 from shopcrm.ticking import TickResult
@@ -451,7 +451,35 @@ class Shop:
         if group not in groups:
             raise ValueError(f"{group!r} is not a consent group; use one of {', '.join(groups)}")
         stamp = to_utc_naive(at) if at else datetime.now(UTC).replace(tzinfo=None)
-        self.source.campaign_store().add_opt_outs([(customer_id, group, stamp, reason)])
+        self.source.campaign_store().add_opt_outs([(self._customer_id(customer_id), group, stamp, reason)])
+
+    def _customer_id(self, customer_id: Any) -> Any:
+        """``customer_id`` as the customers table holds it (``"1"`` for a text column given ``1``, ``1`` for an
+        integer column given ``"1"``); a KeyError when no customer has it."""
+        from sqlglot import exp
+
+        try:
+            table = self.source.schema().customers
+        except ValueError:
+            raise KeyError(f"no customer {customer_id!r}: the shop has no customers table yet") from None
+        kind = table.type_of("customer_id")
+        value = customer_id
+        if isinstance(value, bool) or value is None:
+            raise KeyError(f"{customer_id!r} is not a customer id")
+        if kind == ColumnType.INTEGER:
+            if (isinstance(value, str) and re.fullmatch(r"\s*[+-]?\d{1,19}\s*", value)) or (isinstance(value, float) and value.is_integer()):
+                value = int(value)
+            if not isinstance(value, int):
+                raise KeyError(f"no customer {customer_id!r}: the ids in {table.name!r} are integers")
+        elif kind == ColumnType.STRING and isinstance(value, int | float):
+            value = str(int(value)) if isinstance(value, int) or value.is_integer() else str(value)
+        query = exp.select(exp.column("customer_id", table="c", quoted=True)).from_(
+            exp.alias_(exp.to_table(table.name, quoted=True), "c", table=True)
+        ).where(exp.EQ(this=exp.column("customer_id", table="c", quoted=True), expression=exp.convert(value))).limit(1)
+        found = self.source.fetch(query)
+        if not found:
+            raise KeyError(f"no customer {customer_id!r} in {table.name!r}; an opt-out names a customer of that table")
+        return found[0][0]
 
     def outbox(
         self, *, campaign_id: str | None = None, status: str | None = "planned", since: datetime | None = None,

@@ -439,8 +439,9 @@ def _plain(value: Any) -> Any:
 
 
 def outbox_rows(result: Plan, campaigns: Iterable[Campaign], now: datetime) -> list[OutboxRow]:
-    """The rows a plan records: every planned message; holdouts; every suppression of a scenario step; the
-    scenario entries an audience rule decided."""
+    """The rows a plan records: every planned message; holdouts; every failed rendering (``render_failed``, its
+    reason in the message's ``detail``); every suppression of a scenario step; the scenario entries an audience
+    rule decided."""
     scenarios = {c.id for c in campaigns if isinstance(c.schedule, Triggered)}
     purposes = {c.id: c.purpose for c in campaigns}
     encode = _MessageEncoder()
@@ -461,8 +462,8 @@ def outbox_rows(result: Plan, campaigns: Iterable[Campaign], now: datetime) -> l
     for s in result.suppressions:
         if s.key is None or s.reason == "already_planned" or s.key in seen:
             continue
-        if s.reason != "holdout" and s.campaign_id not in scenarios:
-            continue
+        if s.reason not in ("holdout", "render_failed") and s.campaign_id not in scenarios:
+            continue  # a broadcast's other reasons are re-derived; a failed rendering is kept with its reason
         rows.append(OutboxRow(
             key=s.key, customer_id=s.customer_id, campaign_id=s.campaign_id, step=s.step, occurrence=s.occurrence,
             variant="", purpose=purposes.get(s.campaign_id, ""), channel="", kind="", status=s.reason,

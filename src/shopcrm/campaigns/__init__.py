@@ -27,16 +27,18 @@ from shopcrm.campaigns._planner import (
     ShopState,
     Suppression,
     bucket,
+    consent_block,
     due_occurrence,
     idempotency_key,
     message_context,
+    needs_recheck,
     plan,
     scenario_span,
 )
 from shopcrm.campaigns._playbooks import PLAYBOOKS, Playbook, playbook
 from shopcrm.campaigns._policy import Cap, MessagingPolicy, Window
 from shopcrm.campaigns._preview import ChannelFunnel, Preview, preview
-from shopcrm.campaigns._templates import Decorations, Rendered, Renderer
+from shopcrm.campaigns._templates import Decorations, Rendered, Renderer, TemplateLimits
 from shopcrm.campaigns._validate import check_templates
 
 __all__ = [
@@ -65,6 +67,7 @@ __all__ = [
     "Send",
     "ShopState",
     "Suppression",
+    "TemplateLimits",
     "Triggered",
     "Variant",
     "Wait",
@@ -73,12 +76,14 @@ __all__ = [
     "bucket",
     "campaign_json_schema",
     "check_templates",
+    "consent_block",
     "cp949_length",
     "due_occurrence",
     "format_date",
     "idempotency_key",
     "krw",
     "message_context",
+    "needs_recheck",
     "parse_campaign",
     "particle",
     "plan",

@@ -62,6 +62,7 @@ __all__ = [
     "entry_decision",
     "idempotency_key",
     "message_context",
+    "needs_recheck",
     "paused_gc",
     "plan",
     "scenario_span",
@@ -275,10 +276,17 @@ def consent_block(channel: str, recipient: Recipient, *, advertising: bool, poli
     """Why ``recipient`` may not get a message on ``channel`` now (a key of :data:`REASONS`), or None.
 
     The planner asks when it plans; the dispatcher asks again just before sending (consent can be
-    withdrawn in between)."""
+    withdrawn in between), for every message :func:`needs_recheck` names, informational Brand Messages
+    included (a customer who left the channel's friends is no longer reachable on it)."""
     if recipient.contact(channel) is None:
         return "no_contact"
     group = CONSENT_GROUP[channel]
+    if channel == "brand_message" and not advertising and not recipient.kakao_friend:
+        # Brand Message targets channel friends (I) or, on licensed channels, marketing-consent users (M/N):
+        # an informational purpose opens no third way to a non-friend
+        if policy.brand_message_friends_only:
+            return "not_friend"
+        advertising = True  # M/N: the marketing consent rules apply
     if not advertising or group is None:
         return None
     if "all" in recipient.opted_out or group in recipient.opted_out:
@@ -291,6 +299,12 @@ def consent_block(channel: str, recipient: Recipient, *, advertising: bool, poli
     if channel == "brand_message" and policy.brand_message_friends_only and not recipient.kakao_friend:
         return "not_friend"
     return None
+
+
+def needs_recheck(channel: str, purpose: str) -> bool:
+    """Whether a message of ``purpose`` on ``channel`` must pass :func:`consent_block` again just before it
+    is sent: every advertising message, and every Brand Message whatever its purpose (friends only)."""
+    return purpose != "informational" or channel == "brand_message"
 
 
 def allowed_from(
@@ -579,14 +593,15 @@ class _Planner:
             self.keys.add(key)
             return
         variant = _choose(campaign.variants_of(step), campaign.id, step.send, customer_id)
-        context = self.context(recipient, campaign, step, due_at, entry)
         try:
+            context = self.context(recipient, campaign, step, due_at, entry)
             rendered = tuple([
                 self.renderer.render_cached(variant.content, channel, context, advertising=advertising, decorations=self.decorations)
                 for channel in (chain if self.render_fallbacks else chain[:1])
             ])
-        except CampaignError as error:
-            self.suppress(campaign, step.send, customer_id, "render_failed", str(error), key=key, occurrence=occurrence, due_at=due_at)
+        except Exception as error:
+            detail = str(error) if isinstance(error, CampaignError) else f"{type(error).__name__}: {error}"
+            self.suppress(campaign, step.send, customer_id, "render_failed", detail, key=key, occurrence=occurrence, due_at=due_at)
             return
         first = rendered[0]
         cost = self.policy.price(first.kind, friend=recipient.kakao_friend)

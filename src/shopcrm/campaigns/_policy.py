@@ -164,4 +164,6 @@ class MessagingPolicy:
                 out.append("advertising needs the free opt-out number (무료수신거부 080-...): set MessagingPolicy.opt_out_number")
             if not self.sender_name:
                 out.append("advertising names its sender (K6): set MessagingPolicy.sender_name")
+        if purpose == "advertising" and self.jurisdiction == "US" and not self.sender_name:
+            out.append("marketing texts and e-mail identify their sender (TCPA, CAN-SPAM): set MessagingPolicy.sender_name")
         return out

@@ -16,13 +16,13 @@ import attrs
 import jinja2
 import jinja2.meta
 import markupsafe
-from jinja2.sandbox import SandboxedEnvironment
 
 from shopcrm.campaigns._korean import PARTICLES, cp949_length, format_date, krw, with_particle
+from shopcrm.campaigns._limits import LimitedEnvironment, TemplateLimitError, TemplateLimits, metered
 from shopcrm.campaigns._models import Content
 from shopcrm.errors import CampaignError
 
-__all__ = ["LIMITS", "Decorations", "Rendered", "Renderer"]
+__all__ = ["LIMITS", "Decorations", "Rendered", "Renderer", "TemplateLimits"]
 
 #: channel limits (see docs/campaigns/templates.md for the sources)
 LIMITS: dict[str, int] = {
@@ -79,22 +79,28 @@ def _josa_filter(pair: str) -> Any:
     return apply
 
 
-def _environment(autoescape: bool) -> SandboxedEnvironment:
-    env = SandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=autoescape, keep_trailing_newline=False)
+def _environment(autoescape: bool, limits: TemplateLimits) -> LimitedEnvironment:
+    env = LimitedEnvironment(limits, undefined=jinja2.StrictUndefined, autoescape=autoescape, keep_trailing_newline=False)
     env.filters["krw"] = krw
     env.filters["date"] = format_date
     env.filters["josa"] = with_particle
     for pair in PARTICLES:
         env.filters[pair.replace("/", "")] = _josa_filter(pair)  # {{ name|은는 }}
+    env.guard_filters()
     return env
 
 
 class Renderer:
-    """Renders content per channel; one instance caches compiled templates (cheap to create)."""
+    """Renders content per channel; one instance caches compiled templates (cheap to create).
 
-    def __init__(self) -> None:
-        self._text = _environment(autoescape=False)
-        self._html = _environment(autoescape=True)
+    Every render runs under ``limits`` (:class:`TemplateLimits`): a template that loops, multiplies or
+    pads its way past them fails with a :class:`~shopcrm.errors.CampaignError` instead of hanging.
+    """
+
+    def __init__(self, limits: TemplateLimits | None = None) -> None:
+        self.limits = limits or TemplateLimits()
+        self._text = _environment(autoescape=False, limits=self.limits)
+        self._html = _environment(autoescape=True, limits=self.limits)
         self._cache: dict[tuple[bool, str], jinja2.Template] = {}
         self._names: dict[int, tuple[Content, tuple[str, ...]]] = {}
         self._rendered: dict[tuple[Any, ...], Rendered | CampaignError] = {}
@@ -110,7 +116,7 @@ class Renderer:
             used: set[str] = set()
             for source in sources:
                 if source is not None:
-                    with contextlib.suppress(jinja2.TemplateSyntaxError):  # render reports it
+                    with contextlib.suppress(Exception):  # a syntax error, a too-deep nesting: render reports it
                         used |= jinja2.meta.find_undeclared_variables(self._text.parse(source))
             found = (content, tuple(sorted(used)))
             self._names[id(content)] = found
@@ -147,24 +153,41 @@ class Renderer:
         key = (html, source)
         found = self._cache.get(key)
         if found is None:
+            if len(source) > self.limits.max_source_chars:
+                raise CampaignError([(where, f"the template has {len(source):,} characters; at most {self.limits.max_source_chars:,}")])
             try:
                 found = (self._html if html else self._text).from_string(source)
             except jinja2.TemplateSyntaxError as error:
                 raise CampaignError([(where, f"template syntax error on line {error.lineno}: {error.message}")]) from None
+            except RecursionError:
+                raise CampaignError([(where, "the template nests too deeply to compile")]) from None
+            except Exception as error:
+                raise CampaignError([(where, f"the template does not compile: {_describe(error)}")]) from None
             self._cache[key] = found
         return found
 
     def text(self, source: str, context: Mapping[str, Any], *, html: bool = False, where: str = "") -> str:
-        """One template rendered with ``context``; a missing variable or a bad filter input is a CampaignError."""
+        """One template rendered with ``context`` within the renderer's limits.
+
+        Anything that goes wrong (a missing variable, a bad filter input, a division by zero, a limit) is a
+        :class:`~shopcrm.errors.CampaignError` naming ``where``: one customer's failure never escapes as
+        another exception."""
+        template = self.template(source, html=html, where=where)
         try:
-            return self.template(source, html=html, where=where).render(context).strip()
+            return metered(self.limits, template.generate(context)).strip()
         except jinja2.UndefinedError as error:
             available = ", ".join(sorted(context)) or "nothing"
             raise CampaignError([(where, f"{error.message}; the context has {available}")]) from None
         except jinja2.exceptions.SecurityError as error:
             raise CampaignError([(where, f"the template tried something the sandbox forbids: {error}")]) from None
+        except TemplateLimitError as error:
+            raise CampaignError([(where, str(error))]) from None
         except (ValueError, TypeError) as error:
             raise CampaignError([(where, str(error))]) from None
+        except RecursionError:
+            raise CampaignError([(where, "the template recursed too deeply (a macro calling itself?)")]) from None
+        except Exception as error:
+            raise CampaignError([(where, _describe(error))]) from None
 
     def render(
         self,
@@ -176,8 +199,24 @@ class Renderer:
         decorations: Decorations,
         where: str = "",
     ) -> Rendered:
-        """``content`` rendered for ``channel`` (a chain entry: sms, alimtalk, brand_message, email, push, webhook)."""
+        """``content`` rendered for ``channel`` (a chain entry: sms, alimtalk, brand_message, email, push, webhook).
+
+        Raises only :class:`~shopcrm.errors.CampaignError`.  Advertising fails closed: an SMS without the
+        sender and opt-out lines, or a Brand Message without the opt-out line, is refused (K6, K7)."""
         at = f"{where}.{channel}" if where else channel
+        try:
+            return self._render(content, channel, context, advertising=advertising, decorations=decorations, at=at)
+        except CampaignError:
+            raise
+        except Exception as error:
+            raise CampaignError([(at, _describe(error))]) from None
+
+    def _render(
+        self, content: Content, channel: str, context: Mapping[str, Any], *, advertising: bool, decorations: Decorations,
+        at: str,
+    ) -> Rendered:
+        if advertising:
+            _require_ad_lines(channel, decorations, at)
         body = self.text(content.text, context, where=f"{at}.text")
         subject = None if content.subject is None else self.text(content.subject, context, where=f"{at}.subject")
         buttons = tuple((self.text(b.name, context, where=f"{at}.buttons"), self.text(b.url, context, where=f"{at}.buttons"))
@@ -287,3 +326,19 @@ class Renderer:
         for name, _ in buttons:
             if len(name) > LIMITS["button_name_chars"]:
                 raise CampaignError([(f"{at}.buttons", f"button name {name!r} has {len(name)} characters; at most {LIMITS['button_name_chars']}")])
+
+
+def _require_ad_lines(channel: str, decorations: Decorations, at: str) -> None:
+    """Fail closed: the lines an advertising text must carry (K6 sender, K7 opt-out) are there."""
+    missing = []
+    if channel == "sms" and not decorations.sender_line.strip():
+        missing.append("the sender line (K6: set MessagingPolicy.sender_name and sender_contact)")
+    if channel in ("sms", "brand_message") and not decorations.opt_out_line.strip():
+        missing.append("the free opt-out line (K7: set MessagingPolicy.opt_out_number, 무료수신거부 080-...)")
+    if missing:
+        raise CampaignError([(at, f"an advertising {channel} message needs {' and '.join(missing)}; refusing to render it without")])
+
+
+def _describe(error: BaseException) -> str:
+    text = str(error)
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
