@@ -146,11 +146,33 @@ def test_timeouts_are_retried_and_a_deduplicating_receiver_takes_each_key_once()
     assert sorted(receiver.deliveries()) == sorted(set(receiver.deliveries()))  # processed once each
 
 
-def test_dropped_connections_are_transient() -> None:
+def test_a_dropped_answer_is_never_resent_to_a_receiver_that_does_not_deduplicate() -> None:
+    # the receiver processes each request, then drops the connection: the sender cannot know it was taken
     shop = planned_shop(2)
-    with webhook_receiver(Behaviour(drop_first=2)) as receiver:
+    with webhook_receiver(Behaviour(drop_after_first=2, deduplicate=False)) as receiver:
         report = dispatch(shop, {"brand_message": WebhookChannel(receiver.url, secret="s3cret")}, FakeClock(T0))
+    assert report.outcomes == {"unknown": 2}
+    assert sorted(receiver.deliveries()) == sorted(r.key for r in shop.outbox())  # each once, never twice
+    rows = shop.source.campaign_store().sends()
+    assert all("not resent" in r.reason for r in rows)
+    assert events(shop) == {"message_unknown": 2}
+
+
+def test_a_dropped_answer_is_resent_to_a_deduplicating_receiver_which_takes_it_once() -> None:
+    shop = planned_shop(2)
+    with webhook_receiver(Behaviour(drop_after_first=2)) as receiver:
+        hook = WebhookChannel(receiver.url, secret="s3cret", deduplicates=True)
+        report = dispatch(shop, {"brand_message": hook}, FakeClock(T0))
     assert report.outcomes["sent"] == 2
+    assert len(receiver.requests) == 4
+    assert sorted(receiver.deliveries()) == sorted(r.key for r in shop.outbox())  # processed once each
+
+
+def test_a_connection_refused_before_the_request_is_retried() -> None:
+    shop = planned_shop(2)
+    with webhook_receiver(Behaviour(fail_first=2)) as receiver:
+        report = dispatch(shop, {"brand_message": WebhookChannel(receiver.url, secret="s3cret")}, FakeClock(T0))
+    assert report.outcomes == {"retry": 2, "sent": 2}
     assert len(set(receiver.deliveries())) == 2
 
 

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from shopcrm.campaigns import Campaign, MessagingPolicy
-from shopcrm.campaigns._planner import allowed_from, consent_block
+from shopcrm.campaigns._planner import allowed_from, consent_block, needs_recheck
 from shopcrm.campaigns._policy import CONSENT_GROUP
 from shopcrm.channels import (
     Accepted,
@@ -269,10 +269,10 @@ class Dispatcher:
                     settlement.rows.append(self.final(row, "expired", now, reason=expired, code="max_delay"))
                     settlement.events.append(self.event("message_expired", row, planned, message, now, reason=expired))
                     continue
-                if later is not None:  # quiet hours now: wait, without counting an attempt
+                if later is not None:  # outside its sending hours now: wait, without counting an attempt
                     settlement.rows.append(row._replace(
                         state="retry", attempts=row.attempts - 1, next_at=later, lease_until=None, claim="",
-                        reason="deferred: quiet hours", updated_at=now))
+                        reason="deferred: outside its sending hours", updated_at=now))
                     self.outcomes["deferred"] += 1
                     continue
                 problems = [blocked] if blocked else chosen.validate(message)
@@ -351,8 +351,9 @@ class Dispatcher:
         self, rows: Sequence[SendRow], outbox: Mapping[str, OutboxRow], now: datetime,
     ) -> dict[str, tuple[str | None, datetime | None, str | None]]:
         """Just before sending: (why blocked, when allowed if not now, why expired) per key that is not clear to
-        go.  Every message must still be within its campaign's ``max_delay`` of its due time; advertising must
-        still have the customer's consent and be outside quiet hours."""
+        go.  Every message must still be within its campaign's ``max_delay`` of its due time; advertising (and
+        every Brand Message, which reaches channel friends only) must still have the customer's consent and be
+        within its sending hours."""
         out: dict[str, tuple[str | None, datetime | None, str | None]] = {}
         for row in rows:
             planned = outbox.get(row.key)
@@ -362,31 +363,36 @@ class Dispatcher:
             if now > planned.due_at + allowance:
                 out[row.key] = (None, None, f"came due at {planned.due_at:%Y-%m-%d %H:%M} UTC; the campaign's max_delay "
                                             f"({allowance}) passed before it could be sent")
-        ads = [r for r in rows if r.key not in out and (o := outbox.get(r.key)) is not None and o.purpose == "advertising"]
-        if not ads:
+        checked = []
+        for row in rows:
+            planned = outbox.get(row.key)
+            chain = self._chains.get(row.key) or (planned.chain if planned is not None else [])
+            if row.key in out or planned is None or row.chain_index >= len(chain):
+                continue
+            channel = chain[row.chain_index]["channel"]
+            if needs_recheck(channel, planned.purpose):
+                checked.append((row, planned, channel))
+        if not checked:
             return out
         from shopcrm.ticking import _Reader, apply_opt_outs
 
         reader = _Reader(self.shop, now)
         columns = [c for c in reader.schema.customers.columns if c in self.shop.recipient_columns.names()]
-        data = reader.customer_columns(list(dict.fromkeys(["customer_id", *columns])), sorted({r.customer_id for r in ads}, key=repr))
+        wanted = sorted({r.customer_id for r, _, _ in checked}, key=repr)
+        data = reader.customer_columns(list(dict.fromkeys(["customer_id", *columns])), wanted)
         people = {p.customer_id: p for p in self.shop.recipient_columns.recipients(data, now=now)}
         apply_opt_outs(self.shop, people, now)
-        for row in ads:
-            planned = outbox[row.key]
-            chain = self._chains.get(row.key) or planned.chain
-            if row.chain_index >= len(chain):
-                continue
-            channel = chain[row.chain_index]["channel"]
+        for row, planned, channel in checked:
             person = people.get(row.customer_id)
             if person is None:
                 out[row.key] = ("the customer is no longer in the customers table", None, None)
                 continue
-            reason = consent_block(channel, person, advertising=True, policy=self.policy, now=now)
+            advertising = planned.purpose != "informational"
+            reason = consent_block(channel, person, advertising=advertising, policy=self.policy, now=now)
             if reason is not None:
                 out[row.key] = (f"{reason} at send time", None, None)
                 continue
-            later = allowed_from(now, (channel,), person, person.timezone or self.policy.timezone, True, self.policy)
+            later = allowed_from(now, (channel,), person, person.timezone or self.policy.timezone, advertising, self.policy)
             if later > now:
                 out[row.key] = (None, later, None)
         return out

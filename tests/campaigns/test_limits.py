@@ -96,7 +96,13 @@ def test_arithmetic_on_any_numbers_renders_or_refuses(base: int, exponent: int, 
         ("{{ b * t }}", base.bit_length() + times.bit_length() <= 4096, lambda: base * times),
     ]:
         if small_enough:
-            assert renderer.text(source, context) == str(expected()).strip()
+            try:
+                wanted = str(expected()).strip()
+            except ArithmeticError as error:  # 0 ** -1: Python refuses it, and so does the template, with a place
+                with pytest.raises(CampaignError, match=type(error).__name__):
+                    renderer.text(source, context)
+                continue
+            assert renderer.text(source, context) == wanted
         else:
             with pytest.raises(CampaignError, match=r"bits|would make a value|exponent"):
                 renderer.text(source, context)

@@ -7,6 +7,8 @@ what is wrong) out.  Compiled templates are cached on the renderer instance.
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 import contextlib
 import re
 from collections.abc import Mapping, Sequence
@@ -240,7 +242,7 @@ class Renderer:
             if advertising:
                 if decorations.ad_prefix:
                     subject = f"{decorations.ad_prefix} {subject}"
-                url = decorations.unsubscribe_url.format(customer_id=context.get("customer_id", ""))
+                url = decorations.unsubscribe_url.format(customer_id=quote(str(context.get("customer_id", "")), safe=""))
                 if not url:
                     raise CampaignError([(at, "an advertising e-mail needs an unsubscribe URL; set the policy's unsubscribe_url")])
                 footer = decorations.email_footer.format(unsubscribe_url=url)
