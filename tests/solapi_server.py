@@ -1,27 +1,92 @@
-"""A loopback stand-in for Solapi's send API, written from its documentation (see docs/channels.md):
-HMAC-SHA256 authentication (15-minute clock skew, single-use signatures), ``send-many/detail`` with
-per-message status codes (registered sender, number format, 080 opt-outs, CP949 and byte limits,
-AlimTalk templates, duplicate recipients), plus the faults a test asks for."""
+"""A loopback stand-in for Solapi's message API, written from its documentation (see docs/channels.md):
+HMAC-SHA256 authentication (15-minute clock skew, single-use signatures), the group API (create a group,
+PUT messages into it, send it once, read it and its messages page by page, delete it) and the one-call
+``send-many/detail``, with per-message status codes (registered sender, number format, 080 opt-outs,
+CP949 and byte limits, AlimTalk templates, duplicate recipients), plus the faults a test asks for.
+
+Faults come from a :class:`FaultPlan`, per step of the protocol (``create``, ``add``, ``send``,
+``group``, ``messages``, ``delete``, ``send-many``): refused before processing (``drop_before``: the
+connection is closed before the body is read; ``503``; ``429``) or processed and then the answer lost
+(``drop_after``: the connection is closed instead of answering; ``500_after``: a proxy's 500).  The old
+``SolapiBehaviour`` counters (``fail_first``, ``drop_first``, ``slow_first``, ``delay_all``) still apply
+to every request, counted across all endpoints.
+
+``server.accepted`` lists every message actually *sent* (the registered messages of a group when it is
+sent, and the messages ``send-many/detail`` took): a message sent twice appears twice, so
+``server.keys()`` tells whether each key went out exactly once.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
 import json
+import random
 import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import attrs
 
 from loopback import JSONHandler, serve
 
 KEY, SECRET, SENDER, PF_ID = "NCS-TEST-KEY", "test-secret-0123456789", "0215880000", "KA01PF-TEST"
+
+#: the protocol steps a fault can hit
+STEPS = ("create", "add", "send", "group", "messages", "delete", "send-many")
+#: faults refused before anything is processed (the request certainly had no effect)
+REFUSALS = ("drop_before", "503", "429")
+#: faults after the request was processed (its answer is lost)
+LOSSES = ("drop_after", "500_after")
+FAULTS = REFUSALS + LOSSES
+#: the most messages one PUT (or send-many request) may carry, and the largest page of a group's messages
+MAX_PER_REQUEST, MAX_PAGE = 10_000, 500
+
+
+@attrs.define
+class FaultPlan:
+    """Which requests misbehave.
+
+    ``plan`` is explicit: the n-th request of a step gets ``plan[step][n]`` (None: none).  Otherwise, with a
+    ``seed``, each request of one of ``steps`` gets one of ``kinds`` with probability ``rate``, at most
+    ``limit`` faults in all.  ``injected`` records (step, n-th request of that step, fault)."""
+
+    plan: dict[str, list[str | None]] = attrs.field(factory=dict)
+    seed: int | None = None
+    rate: float = 0.0
+    kinds: tuple[str, ...] = FAULTS
+    steps: tuple[str, ...] = STEPS
+    limit: int | None = None
+    injected: list[tuple[str, int, str]] = attrs.field(factory=list)
+    _counts: dict[str, int] = attrs.field(factory=dict)
+    _rng: random.Random | None = None
+
+    def __attrs_post_init__(self) -> None:
+        for step, faults in self.plan.items():
+            if step not in STEPS or any(f is not None and f not in FAULTS for f in faults):
+                raise ValueError(f"fault plan {step!r}: {faults}; steps are {STEPS}, faults {FAULTS}")
+        self._rng = random.Random(self.seed) if self.seed is not None else None
+
+    def next(self, step: str) -> str | None:
+        """The fault for the next request of ``step`` (call under the server's lock)."""
+        n = self._counts.get(step, 0)
+        self._counts[step] = n + 1
+        fault: str | None = None
+        if step in self.plan:
+            faults = self.plan[step]
+            fault = faults[n] if n < len(faults) else None
+        elif (self._rng is not None and step in self.steps and (self.limit is None or len(self.injected) < self.limit)
+              and self._rng.random() < self.rate):
+            fault = self._rng.choice(self.kinds)
+        if fault:
+            self.injected.append((step, n, fault))
+        return fault
 
 
 @attrs.define
@@ -31,9 +96,38 @@ class SolapiBehaviour:
     slow_first: int = 0
     slow_seconds: float = 0.0
     drop_first: int = 0
-    delay_all: float = 0.0  # every answer waits this long (after the messages were taken)
+    delay_all: float = 0.0  # every answer waits this long (after the request was processed)
     opted_out: set[str] = attrs.field(factory=set)
     templates: dict[str, str] = attrs.field(factory=dict)  # templateId -> approved body with #{var}
+    faults: FaultPlan = attrs.field(factory=FaultPlan)
+
+
+@attrs.define
+class Group:
+    """One message group: its messages (the request's dicts, with ``messageId``/``statusCode`` added)."""
+
+    group_id: str
+    allow_duplicates: bool
+    created: str
+    status: str = "PENDING"
+    sent_at: str | None = None
+    messages: list[dict[str, Any]] = attrs.field(factory=list)
+    recipients: set[str] = attrs.field(factory=set)
+    registered: int = 0
+    failed: int = 0
+    positions: dict[str, int] | None = None  # messageId -> index, built when a page is first asked for
+
+    def info(self) -> dict[str, Any]:
+        sent = self.registered if self.sent_at else 0
+        return {
+            "_id": self.group_id, "groupId": self.group_id, "accountId": "12925149", "apiVersion": "4",
+            "status": self.status, "allowDuplicates": self.allow_duplicates,
+            "count": {"total": self.registered + self.failed, "registeredSuccess": self.registered,
+                      "registeredFailed": self.failed, "sentTotal": sent, "sentSuccess": 0, "sentFailed": 0,
+                      "sentPending": sent, "sentReplacement": 0, "refund": 0},
+            "dateCreated": self.created, "dateUpdated": self.sent_at or self.created, "dateSent": self.sent_at,
+            "dateCompleted": None, "customFields": {},
+        }
 
 
 @attrs.define
@@ -41,13 +135,24 @@ class SolapiServer:
     behaviour: SolapiBehaviour
     url: str = ""
     requests: int = 0
-    accepted: list[dict[str, Any]] = attrs.field(factory=list)  # every message taken (a resend appears twice)
+    accepted: list[dict[str, Any]] = attrs.field(factory=list)  # every message SENT (a resend appears twice)
+    groups: dict[str, Group] = attrs.field(factory=dict)
     auth_failures: list[str] = attrs.field(factory=list)
     signatures: set[str] = attrs.field(factory=set)
     lock: threading.Lock = attrs.field(factory=threading.Lock)
+    _ids: int = 0
 
     def keys(self) -> list[str]:
+        """The idempotency key of every message sent, in order (a message sent twice appears twice)."""
         return [m["customFields"]["shopcrmKey"] for m in self.accepted]
+
+    def message_id(self) -> str:
+        self._ids += 1
+        return f"M4V{self._ids:012d}"
+
+    def sent_ids(self) -> dict[str, str]:
+        """key -> the message id of its (last) sending."""
+        return {m["customFields"]["shopcrmKey"]: m["messageId"] for m in self.accepted}
 
 
 def _check_auth(server: SolapiServer, header: str) -> str | None:
@@ -69,11 +174,14 @@ def _check_auth(server: SolapiServer, header: str) -> str | None:
     return None
 
 
+_MOBILE = re.compile(r"01[0-9]{8,9}")
+
+
 def _status(message: dict[str, Any], behaviour: SolapiBehaviour, seen: set[str], allow_duplicates: bool) -> tuple[str, str] | None:
     to, kind, text = message.get("to", ""), message.get("type"), message.get("text", "")
     if message.get("from") != SENDER:
         return "1062", "발신번호 미등록"
-    if not re.fullmatch(r"01[0-9]{8,9}", to):
+    if not isinstance(to, str) or not _MOBILE.fullmatch(to):
         return "1011", "수신번호 형식 오류"
     if to in behaviour.opted_out:
         return "1061", "080 수신거부"
@@ -108,46 +216,191 @@ def _status(message: dict[str, Any], behaviour: SolapiBehaviour, seen: set[str],
     return None
 
 
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class _Refused(Exception):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code = status, code
+
+
+_GROUP = re.compile(r"/messages/v4/groups/([A-Za-z0-9]+)(/messages|/send)?/?")
+
+
+def _step(method: str, path: str) -> tuple[str, str] | None:
+    """(step, group id) of a request, or None when no endpoint answers it."""
+    if path.rstrip("/") == "/messages/v4/groups" and method == "POST":
+        return "create", ""
+    if path == "/messages/v4/send-many/detail" and method == "POST":
+        return "send-many", ""
+    match = _GROUP.fullmatch(path)
+    if not match:
+        return None
+    group, tail = match.groups()
+    step = {("PUT", "/messages"): "add", ("POST", "/send"): "send", ("GET", None): "group",
+            ("GET", "/messages"): "messages", ("DELETE", None): "delete"}.get((method, tail))
+    return (step, group) if step else None
+
+
+def _messages(request: Mapping[str, Any]) -> list[dict[str, Any]]:
+    messages = request.get("messages")
+    if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
+        raise _Refused(400, "ValidationError", "messages must be a list of message objects")
+    if len(messages) > MAX_PER_REQUEST:
+        raise _Refused(400, "ValidationError", f"at most {MAX_PER_REQUEST} messages per request, not {len(messages)}")
+    return messages
+
+
+def _register(server: SolapiServer, message: dict[str, Any], group: Group) -> bool:
+    """Check ``message`` and store it in ``group`` (call under the lock); whether it was registered (2000)."""
+    status = _status(message, server.behaviour, group.recipients, group.allow_duplicates)
+    code, text = status or ("2000", "정상 접수(이통사로 접수 예정)")
+    message.update(messageId=server.message_id(), groupId=group.group_id, statusCode=code, statusMessage=text,
+                   country="82", accountId="12925149")
+    group.messages.append(message)
+    if status:
+        group.failed += 1
+        return False
+    group.registered += 1
+    return True
+
+
+def _result(message: Mapping[str, Any]) -> dict[str, Any]:
+    return {name: message.get(name) for name in ("to", "from", "type", "country", "messageId", "statusCode",
+                                                  "statusMessage", "accountId", "customFields")}
+
+
+def _process(server: SolapiServer, step: str, group_id: str, body: bytes, query: str) -> dict[str, Any]:
+    """Do what the request asks and return the answer; raises _Refused for an error answer."""
+    request = json.loads(body) if body else {}
+    if not isinstance(request, dict):
+        raise _Refused(400, "ValidationError", "the body must be a JSON object")
+    with server.lock:
+        if step == "create":
+            group = Group(group_id=f"G4V{len(server.groups) + 1:012d}", created=_now(),
+                          allow_duplicates=bool(request.get("allowDuplicates")))
+            server.groups[group.group_id] = group
+            return group.info()
+        if step == "send-many":
+            group = Group(group_id=f"G4V{len(server.groups) + 1:012d}", created=_now(),
+                          allow_duplicates=bool(request.get("allowDuplicates")))
+            server.groups[group.group_id] = group
+            failed, taken = [], []
+            for message in _messages(request):
+                if _register(server, message, group):
+                    taken.append({"messageId": message["messageId"], "statusCode": "2000",
+                                  "statusMessage": message["statusMessage"], "customFields": message.get("customFields")})
+                else:
+                    failed.append({"to": message.get("to"), "statusCode": message["statusCode"],
+                                   "statusMessage": message["statusMessage"], "customFields": message.get("customFields")})
+            _send(server, group)
+            return {"groupInfo": group.info(), "failedMessageList": failed,
+                    "messageList": taken if request.get("showMessageList") else []}
+        group = server.groups.get(group_id)
+        if group is None:
+            raise _Refused(404, "NotFound", f"no message group {group_id}")
+        if step == "add":
+            if group.status != "PENDING":
+                raise _Refused(400, "InvalidGroupStatus", f"messages can only be added to a PENDING group, not {group.status}")
+            messages = _messages(request)
+            errors = sum(not _register(server, message, group) for message in messages)
+            return {"errorCount": errors, "resultList": [_result(m) for m in messages]}
+        if step == "send":
+            if group.status != "PENDING":
+                raise _Refused(400, "InvalidGroupStatus", f"a {group.status} group cannot be sent")
+            _send(server, group)
+            return group.info()
+        if step == "group":
+            return group.info()
+        if step == "delete":
+            group.status = "DELETED"
+            return group.info()
+        # messages: a page from startKey
+        params = parse_qs(query)
+        try:
+            limit = min(max(int(params.get("limit", ["20"])[0]), 1), MAX_PAGE)
+        except ValueError:
+            raise _Refused(400, "ValidationError", "limit must be a number") from None
+        start = 0
+        if params.get("startKey"):
+            if group.positions is None or len(group.positions) != len(group.messages):
+                group.positions = {m["messageId"]: i for i, m in enumerate(group.messages)}
+            start = group.positions.get(params["startKey"][0], len(group.messages))
+        page = group.messages[start:start + limit]
+        after = start + limit
+        return {"startKey": params.get("startKey", [None])[0], "limit": limit,
+                "nextKey": group.messages[after]["messageId"] if after < len(group.messages) else None,
+                "messageList": {m["messageId"]: m for m in page}}
+
+
+def _send(server: SolapiServer, group: Group) -> None:
+    """Send ``group``'s registered messages (under the lock): each one is recorded as sent."""
+    group.status, group.sent_at = "SENDING", _now()
+    for message in group.messages:
+        if message["statusCode"] == "2000":
+            message["statusCode"], message["statusMessage"] = "3000", "이통사 접수"
+            server.accepted.append(message)
+
+
 def _handler(server: SolapiServer) -> type[BaseHTTPRequestHandler]:
     class Handler(JSONHandler):
+        def do_GET(self) -> None:
+            self._handle("GET")
+
         def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            self._handle("POST")
+
+        def do_PUT(self) -> None:
+            self._handle("PUT")
+
+        def do_DELETE(self) -> None:
+            self._handle("DELETE")
+
+        def _handle(self, method: str) -> None:
             b = server.behaviour
+            url = urlsplit(self.path)
+            found = _step(method, url.path)
             with server.lock:
                 count = server.requests
                 server.requests += 1
+                fault = b.faults.next(found[0]) if found else None
+            if fault == "drop_before":  # closed before the body is read: nothing was processed
+                self.close_connection = True
+                self.connection.close()
+                return None
+            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            with server.lock:
                 problem = _check_auth(server, self.headers.get("Authorization", ""))
-            if self.path != "/messages/v4/send-many/detail":
-                return self._answer(404, {"errorCode": "NotFound", "errorMessage": self.path})
+            if found is None:
+                return self._answer(404, {"errorCode": "NotFound", "errorMessage": f"{method} {url.path}"})
             if problem:
-                server.auth_failures.append(problem)
+                with server.lock:
+                    server.auth_failures.append(problem)
                 return self._answer(403, {"errorCode": problem, "errorMessage": problem})
+            if fault in ("503", "429"):  # answered before processing
+                self._fault(0, 0, 1, (b.retry_after or 1.0) if fault == "429" else None)
+                return None
             if self._fault(count, b.drop_first, b.fail_first, b.retry_after):
                 return None
-            request = json.loads(body)
-            seen: set[str] = set()
-            failed, taken = [], []
-            with server.lock:
-                for message in request.get("messages", []):
-                    status = _status(message, b, seen, bool(request.get("allowDuplicates")))
-                    if status:
-                        failed.append({"to": message.get("to"), "statusCode": status[0], "statusMessage": status[1],
-                                       "customFields": message.get("customFields")})
-                    else:
-                        server.accepted.append(message)
-                        taken.append({"messageId": f"M4V{len(server.accepted):012d}", "statusCode": "2000",
-                                      "statusMessage": "정상 접수", "customFields": message.get("customFields")})
+            try:
+                status, answer = 200, _process(server, found[0], found[1], body, url.query)
+            except _Refused as refused:
+                status, answer = refused.status, {"errorCode": refused.code, "errorMessage": str(refused)}
+            except ValueError as error:
+                status, answer = 400, {"errorCode": "ValidationError", "errorMessage": str(error)}
             if count < b.slow_first:
                 time.sleep(b.slow_seconds)
             if b.delay_all:
                 time.sleep(b.delay_all)
-            total = len(request.get("messages", []))
-            return self._answer(200, {
-                "groupInfo": {"groupId": f"G4V{count:08d}", "count": {"total": total, "registeredSuccess": len(taken),
-                                                                        "registeredFailed": len(failed)}},
-                "failedMessageList": failed,
-                "messageList": taken if request.get("showMessageList") else [],
-            })
+            if fault == "drop_after":  # processed, then the connection drops before the answer
+                self.close_connection = True
+                self.connection.close()
+                return None
+            if fault == "500_after":
+                return self._answer(500, {"errorCode": "InternalError", "errorMessage": "bad gateway after processing"})
+            return self._answer(status, answer)
 
     return Handler
 
