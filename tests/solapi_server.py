@@ -18,6 +18,7 @@ sent, and the messages ``send-many/detail`` took): a message sent twice appears 
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import hmac
 import json
@@ -102,20 +103,36 @@ class SolapiBehaviour:
     faults: FaultPlan = attrs.field(factory=FaultPlan)
 
 
+#: one stored message: (its number, which makes its messageId; status code; key; which request body; position in it)
+Record = tuple[int, str, str, int, int]
+
+
 @attrs.define
 class Group:
-    """One message group: its messages (the request's dicts, with ``messageId``/``statusCode`` added)."""
+    """One message group.  Its messages are kept compactly (the raw request bodies and one small record
+    per message, about 0.5 KB a message instead of 1.1 KB as dicts) and turned back into Solapi's
+    message objects when asked for (:meth:`message`), so 100,000s of messages fit in a benchmark."""
 
     group_id: str
     allow_duplicates: bool
     created: str
     status: str = "PENDING"
     sent_at: str | None = None
-    messages: list[dict[str, Any]] = attrs.field(factory=list)
+    bodies: list[bytes] = attrs.field(factory=list)
+    records: list[Record] = attrs.field(factory=list)
     recipients: set[str] = attrs.field(factory=set)
     registered: int = 0
     failed: int = 0
-    positions: dict[str, int] | None = None  # messageId -> index, built when a page is first asked for
+
+    def message(self, index: int, parsed: dict[tuple[str, int], list[dict[str, Any]]]) -> dict[str, Any]:
+        """Message ``index`` as Solapi shows it; ``parsed`` caches request bodies already decoded."""
+        number, code, _, body, position = self.records[index]
+        if (self.group_id, body) not in parsed:
+            parsed[self.group_id, body] = json.loads(self.bodies[body])["messages"]
+        message = dict(parsed[self.group_id, body][position])
+        message.update(messageId=_message_id(number), groupId=self.group_id, statusCode=code,
+                       statusMessage=_STATUS_TEXT.get(code, "접수 실패"), country="82", accountId="12925149")
+        return message
 
     def info(self) -> dict[str, Any]:
         sent = self.registered if self.sent_at else 0
@@ -135,24 +152,26 @@ class SolapiServer:
     behaviour: SolapiBehaviour
     url: str = ""
     requests: int = 0
-    accepted: list[dict[str, Any]] = attrs.field(factory=list)  # every message SENT (a resend appears twice)
+    sent: list[tuple[Group, int]] = attrs.field(factory=list)  # every message SENT (a resend appears twice)
     groups: dict[str, Group] = attrs.field(factory=dict)
     auth_failures: list[str] = attrs.field(factory=list)
     signatures: set[str] = attrs.field(factory=set)
     lock: threading.Lock = attrs.field(factory=threading.Lock)
-    _ids: int = 0
+    numbered: int = 0  # messages registered so far (each one's number makes its messageId)
 
     def keys(self) -> list[str]:
         """The idempotency key of every message sent, in order (a message sent twice appears twice)."""
-        return [m["customFields"]["shopcrmKey"] for m in self.accepted]
+        return [group.records[index][2] for group, index in self.sent]
 
-    def message_id(self) -> str:
-        self._ids += 1
-        return f"M4V{self._ids:012d}"
+    @property
+    def accepted(self) -> list[dict[str, Any]]:
+        """Every message sent, as Solapi stores it (the request's fields, ``messageId``, ``statusCode``...)."""
+        parsed: dict[tuple[str, int], list[dict[str, Any]]] = {}
+        return [group.message(index, parsed) for group, index in self.sent]
 
     def sent_ids(self) -> dict[str, str]:
         """key -> the message id of its (last) sending."""
-        return {m["customFields"]["shopcrmKey"]: m["messageId"] for m in self.accepted}
+        return {group.records[index][2]: _message_id(group.records[index][0]) for group, index in self.sent}
 
 
 def _check_auth(server: SolapiServer, header: str) -> str | None:
@@ -216,6 +235,16 @@ def _status(message: dict[str, Any], behaviour: SolapiBehaviour, seen: set[str],
     return None
 
 
+_STATUS_TEXT = {"2000": "정상 접수(이통사로 접수 예정)", "3000": "이통사 접수", "1062": "발신번호 미등록",
+                "1011": "수신번호 형식 오류", "1061": "080 수신거부", "1026": "중복 수신번호", "1029": "EUC-KR 범위 밖의 문자",
+                "1013": "SMS는 제목을 가질 수 없습니다", "1031": "메시지 길이 초과", "1014": "제목은 40byte까지",
+                "1041": "유효하지 않은 채널", "1042": "유효하지 않은 템플릿", "1043": "템플릿 내용 불일치"}
+
+
+def _message_id(number: int) -> str:
+    return f"M4V{number:012d}"
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
@@ -253,23 +282,26 @@ def _messages(request: Mapping[str, Any]) -> list[dict[str, Any]]:
     return messages
 
 
-def _register(server: SolapiServer, message: dict[str, Any], group: Group) -> bool:
-    """Check ``message`` and store it in ``group`` (call under the lock); whether it was registered (2000)."""
-    status = _status(message, server.behaviour, group.recipients, group.allow_duplicates)
-    code, text = status or ("2000", "정상 접수(이통사로 접수 예정)")
-    message.update(messageId=server.message_id(), groupId=group.group_id, statusCode=code, statusMessage=text,
-                   country="82", accountId="12925149")
-    group.messages.append(message)
-    if status:
-        group.failed += 1
-        return False
-    group.registered += 1
-    return True
-
-
-def _result(message: Mapping[str, Any]) -> dict[str, Any]:
-    return {name: message.get(name) for name in ("to", "from", "type", "country", "messageId", "statusCode",
-                                                  "statusMessage", "accountId", "customFields")}
+def _register(server: SolapiServer, group: Group, body: bytes, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Check ``messages`` (decoded from ``body``) and store them in ``group`` (under the lock); the result
+    of each, as a PUT answers it."""
+    group.bodies.append(body)
+    number, results = len(group.bodies) - 1, []
+    for position, message in enumerate(messages):
+        status = _status(message, server.behaviour, group.recipients, group.allow_duplicates)
+        code, text = status or ("2000", _STATUS_TEXT["2000"])
+        server.numbered += 1
+        fields = message.get("customFields")
+        group.records.append((server.numbered, code, str(fields.get("shopcrmKey", "")) if isinstance(fields, dict) else "",
+                              number, position))
+        if status:
+            group.failed += 1
+        else:
+            group.registered += 1
+        results.append({"to": message.get("to"), "from": message.get("from"), "type": message.get("type"), "country": "82",
+                        "messageId": _message_id(server.numbered), "statusCode": code, "statusMessage": text,
+                        "accountId": "12925149", "customFields": fields})
+    return results
 
 
 def _process(server: SolapiServer, step: str, group_id: str, body: bytes, query: str) -> dict[str, Any]:
@@ -287,14 +319,9 @@ def _process(server: SolapiServer, step: str, group_id: str, body: bytes, query:
             group = Group(group_id=f"G4V{len(server.groups) + 1:012d}", created=_now(),
                           allow_duplicates=bool(request.get("allowDuplicates")))
             server.groups[group.group_id] = group
-            failed, taken = [], []
-            for message in _messages(request):
-                if _register(server, message, group):
-                    taken.append({"messageId": message["messageId"], "statusCode": "2000",
-                                  "statusMessage": message["statusMessage"], "customFields": message.get("customFields")})
-                else:
-                    failed.append({"to": message.get("to"), "statusCode": message["statusCode"],
-                                   "statusMessage": message["statusMessage"], "customFields": message.get("customFields")})
+            results = _register(server, group, body, _messages(request))
+            taken = [r for r in results if r["statusCode"] == "2000"]
+            failed = [r for r in results if r["statusCode"] != "2000"]
             _send(server, group)
             return {"groupInfo": group.info(), "failedMessageList": failed,
                     "messageList": taken if request.get("showMessageList") else []}
@@ -304,9 +331,8 @@ def _process(server: SolapiServer, step: str, group_id: str, body: bytes, query:
         if step == "add":
             if group.status != "PENDING":
                 raise _Refused(400, "InvalidGroupStatus", f"messages can only be added to a PENDING group, not {group.status}")
-            messages = _messages(request)
-            errors = sum(not _register(server, message, group) for message in messages)
-            return {"errorCount": errors, "resultList": [_result(m) for m in messages]}
+            results = _register(server, group, body, _messages(request))
+            return {"errorCount": sum(r["statusCode"] != "2000" for r in results), "resultList": results}
         if step == "send":
             if group.status != "PENDING":
                 raise _Refused(400, "InvalidGroupStatus", f"a {group.status} group cannot be sent")
@@ -323,25 +349,28 @@ def _process(server: SolapiServer, step: str, group_id: str, body: bytes, query:
             limit = min(max(int(params.get("limit", ["20"])[0]), 1), MAX_PAGE)
         except ValueError:
             raise _Refused(400, "ValidationError", "limit must be a number") from None
-        start = 0
-        if params.get("startKey"):
-            if group.positions is None or len(group.positions) != len(group.messages):
-                group.positions = {m["messageId"]: i for i, m in enumerate(group.messages)}
-            start = group.positions.get(params["startKey"][0], len(group.messages))
-        page = group.messages[start:start + limit]
+        start, size = 0, len(group.records)
+        if params.get("startKey"):  # a message id: the numbers grow along the group
+            try:
+                number = int(params["startKey"][0].removeprefix("M4V"))
+            except ValueError:
+                raise _Refused(400, "ValidationError", "startKey is not a message id") from None
+            start = bisect.bisect_left(group.records, number, key=lambda record: record[0])
+        parsed: dict[tuple[str, int], list[dict[str, Any]]] = {}
+        page = [group.message(i, parsed) for i in range(start, min(start + limit, size))]
         after = start + limit
         return {"startKey": params.get("startKey", [None])[0], "limit": limit,
-                "nextKey": group.messages[after]["messageId"] if after < len(group.messages) else None,
+                "nextKey": _message_id(group.records[after][0]) if after < size else None,
                 "messageList": {m["messageId"]: m for m in page}}
 
 
 def _send(server: SolapiServer, group: Group) -> None:
     """Send ``group``'s registered messages (under the lock): each one is recorded as sent."""
     group.status, group.sent_at = "SENDING", _now()
-    for message in group.messages:
-        if message["statusCode"] == "2000":
-            message["statusCode"], message["statusMessage"] = "3000", "이통사 접수"
-            server.accepted.append(message)
+    for index, (number, code, key, body, position) in enumerate(group.records):
+        if code == "2000":
+            group.records[index] = (number, "3000", key, body, position)
+            server.sent.append((group, index))
 
 
 def _handler(server: SolapiServer) -> type[BaseHTTPRequestHandler]:

@@ -130,7 +130,8 @@ def test_configuration_errors_say_what_is_missing(monkeypatch: pytest.MonkeyPatc
 # ------------------------------------------------------------------------------------------ the group API
 def sent_in(server: SolapiServer, prefix: str) -> Counter[str]:
     """How often each key starting with ``prefix`` was sent by the server."""
-    return Counter(key for key in server.keys() if key.startswith(prefix))
+    sent = server.keys()
+    return Counter(key for key in sent if key.startswith(prefix))
 
 
 async def begin_and_send(solapi: SolapiChannel, batch: list[Message]) -> tuple[str, list[SendResult]]:
@@ -350,7 +351,8 @@ async def dispatch_like_the_dispatcher(url: str, batch: list[Message], crashes: 
                 continue
             for m, answer in zip(asked, answers, strict=True):
                 settle(m, answer)
-    assert not queued and not unsettled, f"still queued {queued}, unsettled {unsettled}"
+    assert not queued, f"still queued after {rounds} rounds: {queued}"
+    assert not unsettled, f"still unsettled after {rounds} rounds: {unsettled}"
     return outcome
 
 

@@ -468,10 +468,12 @@ def _registered(batch: Sequence[Message], answer: Mapping[str, Any]) -> list[Sen
     items = answer.get("resultList")
     if not isinstance(items, list) or len(items) != len(batch) or not all(isinstance(i, Mapping) for i in items):
         return None
-    by_key = {_key(item): item for item in items}
+    by_key: dict[str, Mapping[str, Any]] | None = None
     results: list[SendResult] = []
-    for message, in_order in zip(batch, items, strict=True):
-        item = by_key.get(message.key, in_order)
+    for message, item in zip(batch, items, strict=True):
+        if _key(item) not in (message.key, ""):  # answered out of order: look it up by key
+            by_key = by_key or {_key(i): i for i in items}
+            item = by_key.get(message.key, item)
         code = str(item.get("statusCode", ""))
         if code == "2000":
             results.append(Accepted(provider_id=str(item.get("messageId", ""))))
