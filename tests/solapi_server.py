@@ -11,6 +11,9 @@ connection is closed before the body is read; ``503``; ``429``) or processed and
 ``SolapiBehaviour`` counters (``fail_first``, ``drop_first``, ``slow_first``, ``delay_all``) still apply
 to every request, counted across all endpoints.
 
+Run ``python tests/solapi_server.py [PORT]`` for a server in its own process (it prints its URL;
+``GET /_loopback/sent`` answers how many messages it sent, and how many distinct keys).
+
 ``server.accepted`` lists every message actually *sent* (the registered messages of a group when it is
 sent, and the messages ``send-many/detail`` took): a message sent twice appears twice, so
 ``server.keys()`` tells whether each key went out exactly once.
@@ -390,6 +393,10 @@ def _handler(server: SolapiServer) -> type[BaseHTTPRequestHandler]:
         def _handle(self, method: str) -> None:
             b = server.behaviour
             url = urlsplit(self.path)
+            if url.path == "/_loopback/sent":  # for a server in another process: what it sent (not Solapi's API)
+                with server.lock:
+                    keys = server.keys()
+                return self._answer(200, {"sent": len(keys), "unique": len(set(keys))})
             found = _step(method, url.path)
             with server.lock:
                 count = server.requests
@@ -440,3 +447,14 @@ def solapi_server(behaviour: SolapiBehaviour | None = None) -> Iterator[SolapiSe
     with serve(_handler(server)) as url:
         server.url = url
         yield server
+
+
+if __name__ == "__main__":  # a server in its own process (benchmarks): python tests/solapi_server.py [PORT]
+    import sys
+    from http.server import ThreadingHTTPServer
+
+    http = ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1]) if len(sys.argv) > 1 else 0),
+                               _handler(SolapiServer(SolapiBehaviour())))
+    http.daemon_threads = True
+    print(f"http://127.0.0.1:{http.server_address[1]}", flush=True)
+    http.serve_forever()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import json
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -393,3 +394,22 @@ def test_each_key_is_sent_at_most_once_and_every_message_the_provider_takes_exac
             assert isinstance(result, Rejected), (m.key, result)
             assert result.code == ("1011" if kind == "landline" else "1061")
             assert sent[m.key] == 0
+
+
+@pytest.mark.parametrize("keyed", [True, False])
+def test_put_results_are_matched_by_key_when_answered_out_of_order_and_in_order_without_keys(keyed: bool) -> None:
+    def fake(request: httpx.Request) -> httpx.Response:
+        if request.method == "PUT":
+            items = [{"messageId": f"M-{m['customFields']['shopcrmKey']}", "statusCode": "2000" if m["to"].startswith("010") else "1011",
+                      "statusMessage": "", **({"customFields": m["customFields"]} if keyed else {})}
+                     for m in json.loads(request.content)["messages"]]
+            return httpx.Response(200, json={"errorCount": 0, "resultList": items[::-1] if keyed else items})
+        return httpx.Response(200, json={"groupId": "G1", "status": "SENDING"})
+
+    solapi = channel("http://solapi.test", transport=httpx.MockTransport(fake))
+    batch = [message("a", batch_ref="G1"), message("b", to="02-123-4567", batch_ref="G1"), message("c", batch_ref="G1")]
+    results = asyncio.run(solapi.send(batch))
+    assert results[0] == Accepted(provider_id="M-a")
+    assert isinstance(results[1], Rejected)
+    assert results[1].code == "1011"
+    assert results[2] == Accepted(provider_id="M-c")
