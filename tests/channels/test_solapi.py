@@ -206,6 +206,20 @@ def test_a_put_whose_answer_is_lost_abandons_its_group_and_the_messages_go_once_
     assert server.keys() == ["k1"]
 
 
+def test_a_group_is_never_filled_twice_so_a_resend_under_an_old_reference_cannot_duplicate() -> None:
+    with solapi_server(SolapiBehaviour(faults=FaultPlan(plan={"send": ["503"]}))) as server:
+        solapi = channel(server.url)
+        ref, first = asyncio.run(begin_and_send(solapi, [message("k1")]))
+        assert isinstance(first[0], Transient)  # registered in the group, which was not sent
+        [again] = asyncio.run(solapi.send([message("k1", attempt=2, batch_ref=ref)]))
+        assert isinstance(again, Transient)
+        assert again.code == "group_used"
+        assert server.groups[ref].registered == 1
+        _, third = asyncio.run(begin_and_send(solapi, [message("k1", attempt=3)]))
+    assert isinstance(third[0], Accepted)
+    assert server.keys() == ["k1"]
+
+
 def test_requests_that_never_arrived_are_transient_and_begin_raises() -> None:
     with solapi_server(SolapiBehaviour(faults=FaultPlan(plan={"add": ["503"], "create": ["429"]}))) as server:
         solapi = channel(server.url)

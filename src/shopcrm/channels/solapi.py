@@ -164,6 +164,7 @@ class SolapiChannel(Channel):
         if page_size < 1 or send_attempts < 1:
             raise ValueError(f"page_size ({page_size}) and send_attempts ({send_attempts}) must be at least 1")
         self.group_api = group_api
+        self._filled: set[str] = set()  # groups this channel already put messages in: never filled twice
         self.page_size = page_size
         self.send_attempts = send_attempts
         self._client = httpx.AsyncClient(timeout=timeout, transport=transport)
@@ -286,6 +287,9 @@ class SolapiChannel(Channel):
             except SolapiGroupError as error:
                 refused = error.result
                 return [refused if isinstance(refused, Transient | Rejected) else Transient(str(error), code="group")] * len(batch)
+        if group in self._filled:  # it may hold registered copies of these messages: a new group is needed
+            return [Transient(f"group {group} was already used: begin a new group for a resend", code="group_used")] * len(batch)
+        self._filled.add(group)
         # 1. register the messages in the group: nothing is sent yet
         reply = await self._call("PUT", f"/messages/v4/groups/{group}/messages", {"messages": [self.body(m) for m in batch]})
         registered = _registered(batch, reply.answer) if reply.kind == "ok" else None
