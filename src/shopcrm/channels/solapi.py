@@ -1,18 +1,33 @@
 """Solapi (솔라피): SMS, LMS, MMS, Kakao AlimTalk and Brand Message over its HTTP API.
 
-- ``POST /messages/v4/send-many/detail`` with up to 10,000 messages (batches of ``batch_size``);
-- authentication ``Authorization: HMAC-SHA256 apiKey=..., date=..., salt=..., signature=...`` where
-  the signature is ``hex(HMAC-SHA256(api_secret, date + salt))``, with a **fresh salt per request,
-  retries included** (a reused signature is refused as ``DuplicatedSignature``);
-- every message carries ``customFields.shopcrmKey`` (its idempotency key) to correlate the answer;
-- the answer lists the messages it refused (``failedMessageList``: a 4-digit status code each) and,
-  with ``showMessageList``, the id of each message it took.
+Solapi keeps no idempotency key, so a request whose answer is lost cannot simply be sent again.  The
+channel therefore sends through Solapi's **group API**, in phases whose effect can always be read back:
 
-Codes that mean "never on this channel" reject (invalid number, 080 opt-out, template mismatch, ...);
-a low balance, 5xx, 429 and timeouts are transient.  AlimTalk goes with ``disableSms: false`` when
-``substitute_sms`` is on: Solapi itself sends the text as SMS/LMS when Kakao cannot deliver (not a
-KakaoTalk user, blocked), which happens after the request is answered.  Brand Messages go as
-``BMS_TEXT`` to channel friends (targeting ``I``); ``friendtalk`` messages as the legacy ``CTA`` type.
+1. :meth:`SolapiChannel.begin`: ``POST /messages/v4/groups`` creates an empty ``PENDING`` group and
+   returns its id, which the dispatcher records in its ledger before anything is sent;
+2. :meth:`SolapiChannel.send`: ``PUT /messages/v4/groups/{id}/messages`` registers the messages (status
+   ``2000`` each, or a 4-digit refusal code; refused ones are stored but never sent), then
+   ``POST /messages/v4/groups/{id}/send`` sends the group, which a group does **once**: its status moves
+   from ``PENDING`` to ``SENDING``/``COMPLETE``/``FAILED``.  When the answer to the send is lost, the
+   group's status (``GET /messages/v4/groups/{id}``) tells whether it went: ``PENDING`` is sent again;
+3. :meth:`SolapiChannel.reconcile` settles messages whose outcome is unknown from their group: a
+   ``PENDING`` group is deleted (``DELETE /messages/v4/groups/{id}``: it can then never be sent) and its
+   messages may go again; a sent group's messages (``GET /messages/v4/groups/{id}/messages``, every page)
+   say per key whether it was taken.
+
+Every request is signed ``Authorization: HMAC-SHA256 apiKey=..., date=..., salt=..., signature=...``
+(``hex(HMAC-SHA256(api_secret, date + salt))``) with a **fresh salt per request, retries included** (a
+reused signature is refused as ``DuplicatedSignature``); every message carries
+``customFields.shopcrmKey`` (its idempotency key) to correlate the answers.
+
+A request that certainly did not reach Solapi (connection refused, ``429``/``503`` answered,
+``RequestTimeTooSkewed``) is :class:`~shopcrm.channels.Transient`; one whose answer was lost is settled
+as above, or answered :class:`~shopcrm.channels.Ambiguous` when Solapi cannot be asked right now.  Codes
+that mean "never on this channel" reject (invalid number, 080 opt-out, template mismatch, ...); a low
+balance and sending hours are transient.  AlimTalk goes with ``disableSms: false`` when
+``substitute_sms`` is on: Solapi itself sends the text as SMS/LMS when Kakao cannot deliver.  Brand
+Messages go as ``BMS_TEXT`` to channel friends (targeting ``I``); ``friendtalk`` as the legacy ``CTA``.
+``group_api=False`` keeps the one-call ``POST /messages/v4/send-many/detail`` (no reconciliation).
 
 Facts and codes: see the provider notes in ``docs/channels.md`` (sources there).
 """
@@ -21,20 +36,31 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import os
 import re
 import secrets
 import string
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
+import attrs
 import httpx
 
-from shopcrm.channels._base import Accepted, Channel, DeliveryReport, Message, Rejected, SendResult, Transient
+from shopcrm.channels._base import (
+    Accepted,
+    Ambiguous,
+    Channel,
+    DeliveryReport,
+    Message,
+    Rejected,
+    SendResult,
+    Transient,
+)
 from shopcrm.channels.webhook import _retry_after
 
-__all__ = ["SOLAPI_URL", "SolapiChannel", "authorization"]
+__all__ = ["SOLAPI_URL", "SolapiChannel", "SolapiGroupError", "authorization"]
 
 SOLAPI_URL = "https://api.solapi.com"
 _SALT = string.ascii_letters + string.digits
@@ -51,6 +77,28 @@ _PERMANENT: dict[str, bool] = {
 }
 #: status codes worth retrying later (balance can be topped up; sending hours reopen)
 _TRANSIENT = {"1030", "2230", "3108"}
+#: the most messages a group holds (Solapi's limit), which bounds the pages of one group
+_MAX_GROUP = 1_000_000
+
+
+class SolapiGroupError(RuntimeError):
+    """A message group could not be created; nothing was sent.  ``result`` is what the request met
+    (Transient: try later; Rejected: refused, e.g. bad credentials; Ambiguous: the answer was lost)."""
+
+    def __init__(self, message: str, result: SendResult) -> None:
+        super().__init__(message)
+        self.result = result
+
+
+@attrs.frozen
+class _Reply:
+    """What a request met: ``ok`` (its JSON ``answer``), ``not_taken`` (it certainly had no effect),
+    ``refused`` (answered with a 4xx: no effect) or ``lost`` (it may have had an effect); ``result`` is
+    the per-message result it means when not ok."""
+
+    kind: Literal["ok", "not_taken", "refused", "lost"]
+    answer: dict[str, Any]
+    result: Transient | Rejected | Ambiguous | None
 
 
 def authorization(api_key: str, api_secret: str, date: str, salt: str) -> str:
@@ -70,11 +118,17 @@ class SolapiChannel(Channel):
     ``SOLAPI_API_SECRET``); ``sender`` is the registered sender number (발신번호); ``pf_id`` the Kakao
     channel's profile id for AlimTalk and Brand Messages.  ``image_ids`` maps an MMS/Brand Message
     ``image_url`` to the file id Solapi's storage gave it.  ``transport`` replaces the network (tests).
+    ``group_api=False`` sends with the one-call ``send-many/detail`` instead of a group (a lost answer
+    then stays unknown); ``page_size`` is how many of a group's messages one read asks for, and
+    ``send_attempts`` how often an unanswered send of a group still ``PENDING`` is repeated.
     """
 
     name = "solapi"
     kinds = frozenset({"sms", "lms", "mms", "alimtalk", "brand_message", "friendtalk"})
-    batch_size = 500
+    #: messages per group: one PUT of up to 10,000 is allowed, but 1,000 already makes the three requests
+    #: per group negligible next to the per-message work, keeps a request body near 200 KB, and bounds
+    #: what one lost answer leaves to reconcile
+    batch_size = 1000
 
     def __init__(
         self,
@@ -90,6 +144,9 @@ class SolapiChannel(Channel):
         rate_per_second: float | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        group_api: bool = True,
+        page_size: int = 500,
+        send_attempts: int = 3,
     ) -> None:
         self.api_key = api_key or os.environ.get("SOLAPI_API_KEY", "")
         self.api_secret = api_secret or os.environ.get("SOLAPI_API_SECRET", "")
@@ -104,6 +161,12 @@ class SolapiChannel(Channel):
         self.image_ids = dict(image_ids or {})
         self.rate_per_second = rate_per_second
         self._clock = clock
+        if page_size < 1 or send_attempts < 1:
+            raise ValueError(f"page_size ({page_size}) and send_attempts ({send_attempts}) must be at least 1")
+        self.group_api = group_api
+        self._filled: set[str] = set()  # groups this channel already put messages in: never filled twice
+        self.page_size = page_size
+        self.send_attempts = send_attempts
         self._client = httpx.AsyncClient(timeout=timeout, transport=transport)
 
     # --------------------------------------------------------------- requests
@@ -154,23 +217,131 @@ class SolapiChannel(Channel):
         salt = "".join(secrets.choice(_SALT) for _ in range(32))  # fresh per request, retries included
         return {"Authorization": authorization(self.api_key, self.api_secret, date, salt), "Content-Type": "application/json"}
 
+    # ---------------------------------------------------------------- requests
+    async def _call(self, method: str, path: str, payload: Mapping[str, Any] | None = None,
+                    params: Mapping[str, Any] | None = None) -> _Reply:
+        """One signed request, and what its answer means for the messages it concerns."""
+        content = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode() if payload is not None else None
+        try:
+            response = await self._client.request(method, f"{self.base_url}{path}", content=content, params=params,
+                                                  headers=self.headers())
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as error:  # never left this process
+            return _Reply("not_taken", {}, Transient(f"connection failed: {type(error).__name__}: {error}", code="connection"))
+        except httpx.TransportError as error:  # written (maybe wholly), then the answer was lost
+            return _Reply("lost", {}, Ambiguous(f"answer lost: {type(error).__name__}: {error}", code="connection"))
+        if response.status_code == 200:
+            try:
+                answer = response.json()
+            except ValueError:
+                answer = None
+            if not isinstance(answer, dict):
+                return _Reply("lost", {}, Ambiguous(f"unreadable answer: {response.text[:200]}", code="answer"))
+            return _Reply("ok", answer, None)
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        details: dict[str, Any] = body if isinstance(body, dict) else {}
+        code = str(details.get("errorCode") or response.status_code)
+        reason = f"HTTP {response.status_code} {code}: {details.get('errorMessage') or response.text[:200]}"
+        if response.status_code in (429, 503) or code in ("RequestTimeTooSkewed", "DuplicatedSignature"):
+            return _Reply("not_taken", details, Transient(reason, code=code, retry_after=_retry_after(response)))
+        if response.status_code >= 500:  # a proxy's or the server's error after the request went in
+            return _Reply("lost", details, Ambiguous(reason, code=code))
+        return _Reply("refused", details, Rejected(reason, code=code))
+
     # ---------------------------------------------------------------- sending
+    async def begin(self, batch: Sequence[Message]) -> str:
+        """Create an empty message group (``POST /messages/v4/groups``) and return its id; nothing is sent.
+        Raises :class:`SolapiGroupError` when the group could not be created (a group created without its
+        answer arriving stays empty and ``PENDING``: it costs nothing and is never sent)."""
+        if not self.group_api:
+            return ""
+        reply = await self._call("POST", "/messages/v4/groups", {"allowDuplicates": True})
+        group = str(reply.answer.get("groupId") or "") if reply.kind == "ok" else ""
+        if not group:
+            result = reply.result or Ambiguous(f"no groupId in the answer: {str(reply.answer)[:200]}", code="answer")
+            raise SolapiGroupError(f"Solapi could not create a message group, nothing was sent: {result.reason}", result)
+        return group
+
     async def send(self, batch: Sequence[Message]) -> list[SendResult]:
+        """Send ``batch`` through the group each message names (``batch_ref``, from :meth:`begin`); messages
+        without one go in a group created here (whose id no ledger records: use :meth:`begin`)."""
+        if not batch:
+            return []
+        if not self.group_api:
+            return await self._send_many(batch)
+        parts: dict[str, list[int]] = {}
+        for index, message in enumerate(batch):
+            parts.setdefault(message.batch_ref, []).append(index)
+        results: list[SendResult] = [Ambiguous("not sent")] * len(batch)
+        for ref, indexes in parts.items():
+            for index, result in zip(indexes, await self._send_group(ref, [batch[i] for i in indexes]), strict=True):
+                results[index] = result
+        return results
+
+    async def _send_group(self, group: str, batch: Sequence[Message]) -> list[SendResult]:
+        if not group:
+            try:
+                group = await self.begin(batch)
+            except SolapiGroupError as error:
+                refused = error.result
+                return [refused if isinstance(refused, Transient | Rejected) else Transient(str(error), code="group")] * len(batch)
+        if group in self._filled:  # it may hold registered copies of these messages: a new group is needed
+            return [Transient(f"group {group} was already used: begin a new group for a resend", code="group_used")] * len(batch)
+        self._filled.add(group)
+        # 1. register the messages in the group: nothing is sent yet
+        reply = await self._call("PUT", f"/messages/v4/groups/{group}/messages", {"messages": [self.body(m) for m in batch]})
+        registered = _registered(batch, reply.answer) if reply.kind == "ok" else None
+        if registered is None:
+            if reply.kind in ("not_taken", "refused"):
+                assert reply.result is not None
+                return [reply.result] * len(batch)
+            # the answer was lost: the group is abandoned (never sent), so none of these messages went out
+            reason = reply.result.reason if reply.result else f"unexpected answer {str(reply.answer)[:200]}"
+            return [Transient(f"adding to group {group} went unanswered ({reason}); that group is never sent",
+                              code="group_abandoned")] * len(batch)
+        if not any(isinstance(r, Accepted) for r in registered):
+            return registered
+        # 2. send the group, once
+        outcome = await self._send_once(group)
+        return [outcome if outcome is not None and isinstance(r, Accepted) else r for r in registered]
+
+    async def _send_once(self, group: str) -> SendResult | None:
+        """Send ``group``; None when it went (now or by an earlier attempt whose answer was lost), else the
+        result of its registered messages."""
+        path = f"/messages/v4/groups/{group}"
+        for _ in range(self.send_attempts):
+            reply = await self._call("POST", f"{path}/send")
+            if reply.kind == "ok":
+                return None
+            if reply.kind == "not_taken":
+                return reply.result
+            # lost, or refused (perhaps because an earlier attempt did send it): the group's status says
+            state = await self._call("GET", path)
+            if state.kind != "ok":
+                return Ambiguous(f"sending group {group} went unanswered and its status could not be read "
+                                 f"({state.result.reason if state.result else state.answer})", code="group_unknown")
+            status = str(state.answer.get("status", ""))
+            if status == "PENDING":
+                if reply.kind == "refused":
+                    return reply.result
+                continue  # not sent: send it again
+            if status == "DELETED" and not state.answer.get("dateSent"):
+                return Transient(f"group {group} was deleted before it was sent", code="group_deleted")
+            return None
+        return Ambiguous(f"group {group} is still PENDING after {self.send_attempts} unanswered sends", code="group_pending")
+
+    async def _send_many(self, batch: Sequence[Message]) -> list[SendResult]:
+        """The one-call ``send-many/detail`` (``group_api=False``): a lost answer is Ambiguous and cannot be
+        reconciled (the group it created is named only in the lost answer)."""
         # our own ledger deduplicates by key; two messages to one number in a batch are legitimate
         payload = {"messages": [self.body(m) for m in batch], "allowDuplicates": True, "showMessageList": True}
-        url = f"{self.base_url}/messages/v4/send-many/detail"
-        try:
-            response = await self._client.post(url, json=payload, headers=self.headers())
-        except httpx.TimeoutException as error:
-            return [Transient(f"timeout: {type(error).__name__}", code="timeout")] * len(batch)
-        except httpx.TransportError as error:
-            return [Transient(f"connection failed: {type(error).__name__}: {error}", code="connection")] * len(batch)
-        if response.status_code != 200:
-            return [self._request_failed(response)] * len(batch)
-        try:
-            answer = response.json()
-        except ValueError:
-            return [Transient(f"unreadable answer: {response.text[:200]}", code="answer")] * len(batch)
+        reply = await self._call("POST", "/messages/v4/send-many/detail", payload)
+        if reply.kind != "ok":
+            assert reply.result is not None
+            return [reply.result] * len(batch)
+        answer = reply.answer
         failed = {_key(item): item for item in answer.get("failedMessageList") or []}
         taken = {_key(item): item for item in answer.get("messageList") or []}
         results: list[SendResult] = []
@@ -185,17 +356,76 @@ class SolapiChannel(Channel):
                 results.append(Accepted(provider_id=f"{group}:{message.key}"))
         return results
 
-    @staticmethod
-    def _request_failed(response: httpx.Response) -> SendResult:
-        try:
-            error = response.json()
-        except ValueError:
-            error = {}
-        code = str(error.get("errorCode") or response.status_code)
-        reason = f"HTTP {response.status_code} {code}: {error.get('errorMessage') or response.text[:200]}"
-        if response.status_code == 429 or response.status_code >= 500 or code in ("RequestTimeTooSkewed", "DuplicatedSignature"):
-            return Transient(reason, code=code, retry_after=_retry_after(response))
-        return Rejected(reason, code=code)
+    # ---------------------------------------------------------- reconciling
+    async def reconcile(self, messages: Sequence[Message]) -> list[SendResult | None]:
+        """Settle messages from their groups (``batch_ref``): a message without a group was never sent
+        (Transient); a ``PENDING`` group is deleted, its deletion confirmed, and its messages answered
+        Transient; a sent group's messages answer per key: Accepted (with Solapi's message id), Rejected
+        (refused at registration), or Transient (not in the group, so never sent).  Ambiguous when Solapi
+        cannot be asked now; None for a group Solapi does not know (older than its 6-month history)."""
+        if not self.group_api:
+            return [None] * len(messages)
+        groups: dict[str, list[int]] = {}
+        for index, message in enumerate(messages):
+            groups.setdefault(message.batch_ref, []).append(index)
+        answers: list[SendResult | None] = [None] * len(messages)
+        for group, indexes in groups.items():
+            settled = await self._settle(group, [messages[i] for i in indexes])
+            for index, answer in zip(indexes, settled, strict=True):
+                answers[index] = answer
+        return answers
+
+    async def _settle(self, group: str, messages: Sequence[Message]) -> list[SendResult | None]:
+        if not group:
+            return [Transient("no message group was created for it: never sent", code="no_group")] * len(messages)
+        path = f"/messages/v4/groups/{group}"
+        state = await self._call("GET", path)
+        if state.kind == "ok" and state.answer.get("status") == "PENDING":
+            await self._call("DELETE", path)  # whatever its answer, the status read next tells
+            state = await self._call("GET", path)
+        if state.kind == "refused" and state.result is not None and state.result.code in ("NotFound", "404"):
+            return [None] * len(messages)
+        if state.kind != "ok":
+            reason = state.result.reason if state.result else "no answer"
+            return [Ambiguous(f"the status of group {group} could not be read: {reason}", code="group_unknown")] * len(messages)
+        status = str(state.answer.get("status", ""))
+        if status == "PENDING":
+            return [Ambiguous(f"group {group} could not be deleted yet", code="group_pending")] * len(messages)
+        if status == "DELETED" and not state.answer.get("dateSent"):
+            return [Transient(f"group {group} was deleted unsent: never sent", code="group_deleted")] * len(messages)
+        found = await self._group_messages(group)
+        if found is None:
+            return [Ambiguous(f"the messages of group {group} could not be read", code="group_unknown")] * len(messages)
+        answers: list[SendResult | None] = []
+        for message in messages:
+            item = found.get(message.key)
+            if item is None:
+                answers.append(Transient(f"not in the sent group {group}: never sent", code="not_in_group"))
+                continue
+            code = str(item.get("statusCode", ""))
+            answers.append(Accepted(provider_id=str(item.get("messageId", ""))) if _taken(code)
+                           else _status(code, str(item.get("statusMessage", ""))))
+        return answers
+
+    async def _group_messages(self, group: str) -> dict[str, Mapping[str, Any]] | None:
+        """Every message of ``group`` by key (``startKey``/``nextKey`` pages), or None when a page fails."""
+        found: dict[str, Mapping[str, Any]] = {}
+        start: str | None = None
+        for _ in range(_MAX_GROUP // self.page_size + 2):
+            params: dict[str, Any] = {"limit": self.page_size, **({"startKey": start} if start else {})}
+            reply = await self._call("GET", f"/messages/v4/groups/{group}/messages", params=params)
+            if reply.kind != "ok":
+                return None
+            page = reply.answer.get("messageList") or {}
+            for item in page.values() if isinstance(page, Mapping) else page:
+                key = _key(item)
+                if key and (key not in found or _taken(str(item.get("statusCode", "")))):
+                    found[key] = item
+            following = reply.answer.get("nextKey")
+            if not following or following == start or not page:
+                return found
+            start = str(following)
+        return None
 
     async def aclose(self) -> None:
         await self._client.aclose()
@@ -227,6 +457,33 @@ class SolapiChannel(Channel):
 
 def _key(item: Mapping[str, Any]) -> str:
     return str((item.get("customFields") or {}).get("shopcrmKey", ""))
+
+
+def _taken(code: str) -> bool:
+    """Whether a message with this status code was taken: registered (2000), handed to the carrier or
+    Kakao (3xxx, including delivery failures, which the delivery report tells), or done (4000)."""
+    return code == "2000" or code[:1] in ("3", "4")
+
+
+def _registered(batch: Sequence[Message], answer: Mapping[str, Any]) -> list[SendResult] | None:
+    """Per message, from a PUT's ``resultList`` (by ``customFields.shopcrmKey``, else in order): Accepted
+    with its message id when registered (2000; sent with the group), else the refusal; None when the
+    answer does not account for every message."""
+    items = answer.get("resultList")
+    if not isinstance(items, list) or len(items) != len(batch) or not all(isinstance(i, Mapping) for i in items):
+        return None
+    by_key: dict[str, Mapping[str, Any]] | None = None
+    results: list[SendResult] = []
+    for message, item in zip(batch, items, strict=True):
+        if _key(item) not in (message.key, ""):  # answered out of order: look it up by key
+            by_key = by_key or {_key(i): i for i in items}
+            item = by_key.get(message.key, item)
+        code = str(item.get("statusCode", ""))
+        if code == "2000":
+            results.append(Accepted(provider_id=str(item.get("messageId", ""))))
+        else:
+            results.append(_status(code, str(item.get("statusMessage", ""))))
+    return results
 
 
 def _status(code: str, message: str) -> SendResult:
