@@ -207,8 +207,6 @@ class DuckDBSource(Source):
 
     def _check(self, table: str, incoming: dict[str, str], existing: dict[str, str], view: str) -> int:
         """Refuse, before anything is written, data that could not be stored whole; the row count."""
-        if existing:
-            self._check_id_type(table, existing, view)
         numbered = f"(SELECT row_number() OVER () - 1 AS shopcrm_row, * FROM {_INCOMING})"
         for column in _REQUIRED[table]:
             rows = self.con.execute(
@@ -219,6 +217,8 @@ class DuckDBSource(Source):
                     f"{len(rows)} {table} row(s) have no {column} ({_rows_named(r[0] for r in rows)}); "
                     f"every row of {table} needs {_NEEDS[table]}"
                 )
+        if existing:
+            self._check_id_type(table, existing, view)
         if table == CUSTOMERS:
             dupes = self.con.execute(
                 f"SELECT CAST(customer_id AS VARCHAR), list(shopcrm_row ORDER BY shopcrm_row) FROM {numbered} "
