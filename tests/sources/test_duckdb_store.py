@@ -120,3 +120,84 @@ def test_a_file_shop_keeps_data_and_segments(tmp_path: Path) -> None:
     with shopcrm.Shop.open(path) as again:
         assert again.count({"in_segment": "recent_buyers"}, now=NOW) == 1
         assert [(s.name, s.description) for s in again.segments()] == [("recent_buyers", "bought in the last week")]
+
+
+def _contents(shop: shopcrm.Shop) -> dict[str, Any]:
+    """Every table's columns, types and rows, to compare before and after a refused load."""
+    con = shop.source.con  # type: ignore[attr-defined]
+    out: dict[str, Any] = {}
+    for (table,) in con.execute("SELECT table_name FROM information_schema.tables ORDER BY 1").fetchall():
+        out[table] = (con.execute(f'DESCRIBE "{table}"').fetchall(), sorted(map(repr, con.execute(f'SELECT * FROM "{table}"').fetchall())))
+    return out
+
+
+REFUSED = [
+    ("customers", [{"customer_id": "a", "age": "old", "tier": "gold"}], r"customers.age holds BIGINT values.*row 0: 'old'.*whole numbers"),
+    ("customers", [{"customer_id": "b", "age": 7.5}], r"row 0: '7.5'.*whole numbers"),
+    ("customers", [{"customer_id": "a", "tier": "x"}, {"customer_id": None}], r"1 customers row\(s\) have no customer_id \(row 1"),
+    ("customers", [{"customer_id": "a"}, {"customer_id": "z"}, {"customer_id": "a"}], r"repeated: 'a' \(rows 0, 2"),
+    ("customers", [{"customer_id": 5}], "ids of one kind"),
+    ("events", [{"customer_id": "a", "event": "x", "ts": datetime(2026, 3, 1)}, {"customer_id": "a", "event": None, "ts": datetime(2026, 3, 1)}],
+     r"have no event \(row 1.*an event name and a ts"),
+    ("events", [{"customer_id": "a", "event": "x", "ts": None, "coupon": "new"}], r"have no ts \(row 0"),
+    ("events", [{"customer_id": None, "event": "x", "ts": datetime(2026, 3, 1)}], "have no customer_id"),
+    ("events", [{"customer_id": "a", "event": "x", "ts": "not a date"}], r"events row 0 .*ts 'not a date' is not a timestamp"),
+    ("events", [{"customer_id": "a", "event": "x", "ts": datetime(2026, 3, 1), "amount": "lots"}], r"events.amount holds BIGINT.*'lots'"),
+    ("events", [{"customer_id": "a", "event": "x", "ts": datetime(2026, 3, 1), "properties": "{not json"}], r"events.properties .*'\{not json'"),
+]
+
+
+@pytest.mark.parametrize(("table", "rows", "message"), REFUSED)
+def test_a_refused_load_changes_nothing(table: str, rows: list[dict[str, Any]], message: str) -> None:
+    shop = shopcrm.Shop.open()
+    shop.load_customers(CUSTOMERS)
+    shop.load_events(EVENTS)
+    shop.load_events([{"customer_id": "a", "event": "view", "ts": datetime(2026, 3, 9), "properties": {"device": "ios"}}])
+    before = _contents(shop)
+    load = shop.load_customers if table == "customers" else shop.load_events
+    with pytest.raises(LoadError, match=message):
+        load(rows)
+    assert _contents(shop) == before
+    assert shop.members({"everyone": True}, now=NOW) == ["a", "b"]
+
+
+def test_a_load_failing_after_its_delete_leaves_the_customers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past every check, a failure while writing (here: the INSERT) rolls back the ALTER and the DELETE."""
+    shop = shopcrm.Shop.open()
+    shop.load_customers(CUSTOMERS)
+    before = _contents(shop)
+    source = shop.source
+    real = source.con  # type: ignore[attr-defined]
+
+    class FailingInsert:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(real, name)
+
+        def execute(self, sql: str, *args: Any) -> Any:
+            if sql.startswith("INSERT INTO"):
+                raise __import__("duckdb").ConversionException("disk on fire")
+            return real.execute(sql, *args)
+
+    monkeypatch.setattr(source, "con", FailingInsert())
+    with pytest.raises(LoadError, match="nothing of it was stored: disk on fire"):
+        shop.load_customers([{"customer_id": "a", "age": 30, "tier": "gold"}])
+    monkeypatch.undo()
+    assert _contents(shop) == before
+
+
+def test_transaction_blocks_nest_and_only_the_outermost_ends() -> None:
+    shop = shopcrm.Shop.open()
+    shop.load_customers(CUSTOMERS)
+    source: Any = shop.source
+
+    def outer_block() -> None:
+        with source._transaction():
+            source._run("DELETE FROM customers WHERE customer_id = 'a'")
+            with source._transaction():
+                source._run("DELETE FROM customers WHERE customer_id = 'b'")
+            assert source._run("SELECT COUNT(*) FROM customers") == [(0,)]
+            raise RuntimeError("outer")
+
+    with pytest.raises(RuntimeError, match="outer"):
+        outer_block()
+    assert shop.members({"everyone": True}, now=NOW) == ["a", "b"]

@@ -7,12 +7,11 @@ what is wrong) out.  Compiled templates are cached on the renderer instance.
 
 from __future__ import annotations
 
-from urllib.parse import quote
-
 import contextlib
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
+from urllib.parse import quote
 
 import attrs
 import jinja2

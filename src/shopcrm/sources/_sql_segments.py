@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from datetime import datetime
 from typing import Any
 
@@ -11,6 +12,7 @@ from shopcrm.sources._base import SavedSegment, SegmentStore
 __all__ = ["SQLSegmentStore"]
 
 Run = Callable[[str, Sequence[Any]], list[tuple[Any, ...]]]
+Transaction = Callable[[], AbstractContextManager[None]]
 
 
 class SQLSegmentStore(SegmentStore):
@@ -22,8 +24,11 @@ class SQLSegmentStore(SegmentStore):
 
     TABLE = "shopcrm_segments"
 
-    def __init__(self, run: Run, placeholder: str = "?", *, sqlite: bool = False) -> None:
+    def __init__(
+        self, run: Run, placeholder: str = "?", *, sqlite: bool = False, transaction: Transaction | None = None
+    ) -> None:
         self._run = run
+        self._transaction: Transaction = transaction or nullcontext
         self._p = placeholder
         self._sqlite = sqlite
         self._ready = False
@@ -50,6 +55,8 @@ class SQLSegmentStore(SegmentStore):
             self._ready = True
 
     def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        if not self._exists():  # no failing statement: it would abort the caller's transaction on PostgreSQL
+            return []
         try:
             return self._run(sql, params)
         except Exception as exc:  # the table may not exist yet: nothing saved
@@ -60,11 +67,12 @@ class SQLSegmentStore(SegmentStore):
     def put(self, segment: SavedSegment) -> None:
         self._ensure()
         p = self._p
-        self._run(f"DELETE FROM {self.TABLE} WHERE name = {p}", (segment.name,))
-        self._run(
-            f"INSERT INTO {self.TABLE} (name, rule, description, updated_at) VALUES ({p}, {p}, {p}, {p})",
-            (segment.name, segment.rule_json, segment.description, segment.updated_at.isoformat()),
-        )
+        with self._transaction():
+            self._run(f"DELETE FROM {self.TABLE} WHERE name = {p}", (segment.name,))
+            self._run(
+                f"INSERT INTO {self.TABLE} (name, rule, description, updated_at) VALUES ({p}, {p}, {p}, {p})",
+                (segment.name, segment.rule_json, segment.description, segment.updated_at.isoformat()),
+            )
 
     def get(self, name: str) -> SavedSegment | None:
         rows = self._rows(

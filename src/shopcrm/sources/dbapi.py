@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
 from sqlglot import exp
@@ -11,6 +11,7 @@ from sqlglot import exp
 from shopcrm.compiler import DIALECTS, SQLITE_FUNCTIONS, render
 from shopcrm.schema import ColumnType, Schema, Table, check_identifier
 from shopcrm.sources._base import SegmentStore, Source, column_type
+from shopcrm.sources._bind import PARAM_STYLES, bind
 from shopcrm.sources._campaign_store import CampaignStore, SQLCampaignStore
 from shopcrm.sources._sql_segments import SQLSegmentStore
 
@@ -46,32 +47,46 @@ class DBAPISource(Source):
         self.types = {k: ColumnType(v.lower()) for k, v in (types or {}).items()}
         self._schema: Schema | None = None
         self._campaigns: CampaignStore | None = None
+        self._depth = 0  # how many _transaction() blocks are open
         if dialect == "sqlite":
             for name, (nargs, fn) in SQLITE_FUNCTIONS.items():
                 connection.create_function(name, nargs, fn, deterministic=True)
         if dialect in _SESSION_UTC:
             self._run(_SESSION_UTC[dialect], ())
         placeholder = _PLACEHOLDER.get(dialect, "%s")
-        self._segments = SQLSegmentStore(self._run_and_commit, placeholder, sqlite=dialect == "sqlite")
+        self._segments = SQLSegmentStore(
+            self._run, placeholder, sqlite=dialect == "sqlite", transaction=self._transaction
+        )
 
     def _run(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        return self._execute(sql, tuple(params) if params else None)
+
+    def _execute(self, sql: str, params: Sequence[Any] | Mapping[str, Any] | None) -> list[tuple[Any, ...]]:
+        """One statement.  Outside ``_transaction()`` it is its own transaction: committed when it
+        succeeds (a read leaves no transaction open), rolled back when it fails (PostgreSQL would
+        otherwise refuse every later statement).  Inside, the outermost block decides."""
         cursor = self.connection.cursor()
         try:
-            if params:
-                cursor.execute(sql, tuple(params))
-            else:
+            if params is None:
                 cursor.execute(sql)
-            rows = cursor.fetchall() if cursor.description else []
-            return [tuple(r) for r in rows]
-        finally:
-            cursor.close()
-
-    def _run_and_commit(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
-        """Segment writes commit the connection (and whatever the caller left pending on it)."""
-        rows = self._run(sql, params)
-        if not sql.lstrip().upper().startswith("SELECT"):
+            else:
+                cursor.execute(sql, params)
+            rows = [tuple(r) for r in cursor.fetchall()] if cursor.description else []
+        except BaseException:
+            with suppress(Exception):
+                cursor.close()
+            if not self._depth:
+                self._rollback()
+            raise
+        cursor.close()
+        if not self._depth:
             self.connection.commit()
         return rows
+
+    def _rollback(self) -> None:
+        """Roll back without hiding the error that made it necessary (the connection may be gone)."""
+        with suppress(Exception):
+            self.connection.rollback()
 
     def _columns(self, table: str) -> dict[str, str]:
         parts = table.split(".")
@@ -111,6 +126,10 @@ class DBAPISource(Source):
         return self._schema
 
     def fetch(self, query: exp.Expression) -> list[tuple[Any, ...]]:
+        """Rule values travel as bound parameters (never as literals the server's settings could
+        reread) on the engines whose drivers the shop knows; elsewhere the SQL is inlined."""
+        if self.dialect in PARAM_STYLES:
+            return self._execute(*bind(query, self.dialect))
         return self._run(render(query, self.dialect), ())
 
     def segment_store(self) -> SegmentStore:
@@ -126,22 +145,35 @@ class DBAPISource(Source):
 
     @contextmanager
     def _transaction(self) -> Iterator[None]:
-        """Commits what the block did (and whatever the caller left pending on the connection)."""
+        """One transaction for the block; a nested block joins the outer one, and only the outermost
+        commits (with whatever the caller left pending on the connection) or rolls back."""
+        if self._depth:
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+            return
+        self._depth = 1
         try:
             yield
+            self._depth = 0
+            self.connection.commit()
         except BaseException:
-            self.connection.rollback()
+            self._rollback()
             raise
-        self.connection.commit()
+        finally:
+            self._depth = 0
 
     def _insert(self, table: str, columns: Sequence[str], values: Sequence[Sequence[Any]]) -> None:
         check_identifier(table, "table name")
         rows = list(zip(*values, strict=True))
         marks = ", ".join([_PLACEHOLDER.get(self.dialect, "%s")] * len(columns))
         sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})"
-        cursor = self.connection.cursor()
-        try:
-            for start in range(0, len(rows), 5000):
-                cursor.executemany(sql, [tuple(r) for r in rows[start:start + 5000]])
-        finally:
-            cursor.close()
+        with self._transaction():
+            cursor = self.connection.cursor()
+            try:
+                for start in range(0, len(rows), 5000):
+                    cursor.executemany(sql, [tuple(r) for r in rows[start:start + 5000]])
+            finally:
+                cursor.close()

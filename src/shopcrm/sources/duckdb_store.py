@@ -24,6 +24,16 @@ __all__ = ["DuckDBSource", "LoadError"]
 CUSTOMERS = "customers"
 EVENTS = "events"
 _REQUIRED = {CUSTOMERS: ("customer_id",), EVENTS: ("customer_id", "event", "ts")}
+_NEEDS = {CUSTOMERS: "a customer_id", EVENTS: "a customer_id, an event name and a ts"}
+_INCOMING = "shopcrm_incoming"
+_WANTED = {
+    ColumnType.INTEGER: "whole numbers",
+    ColumnType.FLOAT: "numbers",
+    ColumnType.TIMESTAMP: "timestamps (datetimes or ISO 8601 text)",
+    ColumnType.BOOLEAN: "true/false values",
+    ColumnType.JSON: "JSON (dicts, lists or JSON text)",
+    ColumnType.STRING: "text",
+}
 
 
 class LoadError(ValueError):
@@ -43,10 +53,11 @@ class DuckDBSource(Source):
         self.path = str(path)
         self.con = connection if connection is not None else duckdb.connect(self.path)
         self.con.execute("SET TimeZone = 'UTC'")
-        self._segments = SQLSegmentStore(self._run, "?")
+        self._segments = SQLSegmentStore(self._run, "?", transaction=self._transaction)
         self._schema: Schema | None = None
         self._campaigns: CampaignStore | None = None
         self._key_sets = 0
+        self._depth = 0  # how many _transaction() blocks are open
 
     # ----------------------------------------------------------------- Source
     def _run(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
@@ -138,13 +149,27 @@ class DuckDBSource(Source):
 
     @contextmanager
     def _transaction(self) -> Iterator[None]:
+        """One transaction for the block; a nested block joins the outer one, and only the
+        outermost commits or rolls back."""
+        if self._depth:
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+            return
         self.con.begin()
+        self._depth = 1
         try:
             yield
+            self._depth = 0
+            self.con.commit()
         except BaseException:
-            self.con.rollback()
+            with suppress(duckdb.Error):  # never hide the error that made the rollback necessary
+                self.con.rollback()
             raise
-        self.con.commit()
+        finally:
+            self._depth = 0
 
     def _insert(self, table: str, columns: Sequence[str], values: Sequence[Sequence[Any]]) -> None:
         """Many rows, given column by column, through Arrow (DuckDB's executemany is slow)."""
@@ -168,7 +193,9 @@ class DuckDBSource(Source):
     def load(self, table: str, data: Any) -> int:
         """Append rows to ``customers`` (replacing ids loaded before) or ``events``.
 
-        Returns the number of rows loaded.
+        All or nothing: the data is checked first (every row has its required values,
+        customer ids are unique within one load, every value fits the column it goes to),
+        then stored in one transaction.  Returns the number of rows loaded.
         """
         relation = self._relation(data, table)
         incoming = {c: str(t) for c, t in zip(relation.columns, relation.types, strict=True)}
@@ -180,40 +207,104 @@ class DuckDBSource(Source):
                 f"{table} data has no {', '.join(repr(m) for m in missing)} column; it has "
                 f"{', '.join(incoming) or 'no columns'}; {table} need {', '.join(_REQUIRED[table])}"
             )
-        self.con.register("shopcrm_incoming", relation)
+        self.con.register(_INCOMING, relation)
         try:
-            select = ", ".join(self._select_expr(c, t, table) for c, t in incoming.items())
-            view = f"SELECT {select} FROM shopcrm_incoming"
             existing = self._columns(table)
-            if not existing:
-                self.con.execute(f'CREATE TABLE "{table}" AS {view} LIMIT 0')
-            else:
-                self._check_id_type(table, existing, view)
-                self._add_columns(table, existing, view)
-            if table == CUSTOMERS:
-                self._check_unique_ids(view)
-                self.con.execute(
-                    f'DELETE FROM "{table}" WHERE customer_id IN (SELECT customer_id FROM ({view}))'
-                )
-            count = self.con.execute("SELECT COUNT(*) FROM shopcrm_incoming").fetchone()
-            self.con.execute(f'INSERT INTO "{table}" BY NAME {view}')
+            select = ", ".join(self._select_expr(c, t) for c, t in incoming.items())
+            view = f"SELECT {select} FROM {_INCOMING}"
+            count = self._check(table, incoming, existing, view)
+            with self._transaction():
+                if not existing:
+                    self.con.execute(f'CREATE TABLE "{table}" AS {view} LIMIT 0')
+                else:
+                    self._add_columns(table, existing, view)
+                if table == CUSTOMERS:
+                    self.con.execute(
+                        f'DELETE FROM "{table}" WHERE customer_id IN (SELECT customer_id FROM ({view}))'
+                    )
+                self.con.execute(f'INSERT INTO "{table}" BY NAME {view}')
+        except duckdb.Error as exc:
+            raise LoadError(f"{table} could not be loaded, and nothing of it was stored: {exc}") from exc
         finally:
-            self.con.unregister("shopcrm_incoming")
-        self._schema = None
-        return int(count[0]) if count else 0
+            self._schema = None
+            with suppress(duckdb.Error):
+                self.con.unregister(_INCOMING)
+        return count
 
-    def _select_expr(self, column: str, kind: str, table: str) -> str:
+    def _select_expr(self, column: str, kind: str, *, try_: bool = False) -> str:
+        """How an incoming column is stored: timestamps as naive UTC, properties as JSON.
+
+        ``try_`` gives NULL instead of an error for a value that does not convert."""
         quoted = f'"{column}"'
+        cast = "TRY_CAST" if try_ else "CAST"
         upper = kind.upper()
         if column == "ts" or upper.startswith("TIMESTAMP"):
             if upper == "TIMESTAMP":
                 return quoted
             if upper.startswith(("VARCHAR", "TIMESTAMP WITH TIME ZONE", "DATE")):
-                return f"CAST(CAST({quoted} AS TIMESTAMPTZ) AS TIMESTAMP) AS {quoted}"
-            return f"CAST({quoted} AS TIMESTAMP) AS {quoted}"
+                return f"{cast}({cast}({quoted} AS TIMESTAMPTZ) AS TIMESTAMP) AS {quoted}"
+            return f"{cast}({quoted} AS TIMESTAMP) AS {quoted}"
         if column == "properties" and upper != "JSON":
-            return f"CAST({quoted} AS JSON) AS {quoted}"
+            return f"{cast}({quoted} AS JSON) AS {quoted}"
         return quoted
+
+    def _check(self, table: str, incoming: dict[str, str], existing: dict[str, str], view: str) -> int:
+        """Refuse, before anything is written, data that could not be stored whole; the row count."""
+        numbered = f"(SELECT row_number() OVER () - 1 AS shopcrm_row, * FROM {_INCOMING})"
+        for column in _REQUIRED[table]:
+            rows = self.con.execute(
+                f'SELECT shopcrm_row FROM {numbered} WHERE "{column}" IS NULL ORDER BY 1'
+            ).fetchall()
+            if rows:
+                raise LoadError(
+                    f"{len(rows)} {table} row(s) have no {column} ({_rows_named(r[0] for r in rows)}); "
+                    f"every row of {table} needs {_NEEDS[table]}"
+                )
+        if existing:
+            self._check_id_type(table, existing, view)
+        if table == CUSTOMERS:
+            dupes = self.con.execute(
+                f"SELECT CAST(customer_id AS VARCHAR), list(shopcrm_row ORDER BY shopcrm_row) FROM {numbered} "
+                "GROUP BY customer_id HAVING COUNT(*) > 1 ORDER BY min(shopcrm_row) LIMIT 5"
+            ).fetchall()
+            if dupes:
+                shown = "; ".join(f"{d[0]!r} ({_rows_named(d[1])})" for d in dupes)
+                raise LoadError(
+                    f"customer ids must be unique within one load; repeated: {shown}; "
+                    "keep one row per customer (a later load replaces it)"
+                )
+        for column, kind in incoming.items():
+            self._check_fits(table, column, kind, existing.get(column), numbered)
+        counted = self.con.execute(f"SELECT COUNT(*) FROM {_INCOMING}").fetchall()
+        return int(counted[0][0])
+
+    def _check_fits(self, table: str, column: str, kind: str, target: str | None, numbered: str) -> None:
+        """Every value of an incoming column converts to the column it goes to, without loss."""
+        converted = self._select_expr(column, kind, try_=True).removesuffix(f' AS "{column}"')
+        if target == '"NULL"':
+            target = None
+        if target is not None and target != kind:
+            converted = f"TRY_CAST({converted} AS {target})"
+        if converted == f'"{column}"':
+            return
+        wrong = f"{converted} IS NULL"
+        whole = target is not None and column_type(target) is ColumnType.INTEGER
+        if whole and column_type(kind) not in (ColumnType.INTEGER, ColumnType.BOOLEAN):  # 1.5 must not become 2
+            wrong += f' OR TRY_CAST("{column}" AS DOUBLE) IS DISTINCT FROM {converted}'
+        rows = self.con.execute(
+            f'SELECT shopcrm_row, CAST("{column}" AS VARCHAR) FROM {numbered} '
+            f'WHERE "{column}" IS NOT NULL AND ({wrong}) ORDER BY 1'
+        ).fetchall()
+        if rows:
+            shown = ", ".join(f"row {r[0]}: {r[1]!r}" for r in rows[:5]) + (", ..." if len(rows) > 5 else "")
+            kind_of = column_type(target) if target is not None else (
+                ColumnType.TIMESTAMP if column == "ts" else ColumnType.JSON
+            )
+            held = f"holds {target} values" if target is not None else f"is stored as {kind_of.value}"
+            raise LoadError(
+                f"{table}.{column} {held}, and {len(rows)} value(s) do not fit it ({shown}); "
+                f"load {_WANTED.get(kind_of, 'values of that type')} there, or leave it empty (NULL)"
+            )
 
     def _check_id_type(self, table: str, existing: dict[str, str], view: str) -> None:
         described = self.con.execute(f"DESCRIBE {view}").fetchall()
@@ -234,17 +325,6 @@ class DuckDBSource(Source):
             elif existing[name] == '"NULL"' and str(kind) != '"NULL"':
                 # every value so far was NULL (the first load had none): the first real values decide the type
                 self.con.execute(f'ALTER TABLE "{table}" ALTER COLUMN "{name}" TYPE {kind}')
-
-    def _check_unique_ids(self, view: str) -> None:
-        dupes = self.con.execute(
-            f"SELECT customer_id FROM ({view}) GROUP BY customer_id HAVING COUNT(*) > 1 LIMIT 5"
-        ).fetchall()
-        if dupes:
-            shown = ", ".join(repr(d[0]) for d in dupes)
-            raise LoadError(f"customer ids must be unique within one load; repeated: {shown}")
-        nulls = self.con.execute(f"SELECT COUNT(*) FROM ({view}) WHERE customer_id IS NULL").fetchone()
-        if nulls and nulls[0]:
-            raise LoadError(f"{nulls[0]} customer rows have no customer_id; every customer needs one")
 
     def _relation(self, data: Any, table: str) -> duckdb.DuckDBPyRelation:
         if isinstance(data, str | Path):
@@ -294,7 +374,13 @@ def _rows_to_arrow(rows: Iterable[Mapping[str, Any]], table: str) -> Any:
             if key not in columns:
                 columns[key] = [None] * count
         for key, values in columns.items():
-            values.append(_plain(row.get(key), key))
+            try:
+                values.append(_plain(row.get(key), key))
+            except (ValueError, OverflowError) as exc:
+                raise LoadError(
+                    f"{table} row {count} (counting from 0): {key} {row.get(key)!r} is not a timestamp ({exc}); "
+                    "use a datetime or ISO 8601 text such as '2026-03-10T09:00:00+09:00'"
+                ) from exc
         count += 1
     if not count:
         raise LoadError(f"no {table} rows to load")
@@ -302,3 +388,10 @@ def _rows_to_arrow(rows: Iterable[Mapping[str, Any]], table: str) -> Any:
         return pa.table({k: pa.array(v) for k, v in columns.items()})
     except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
         raise LoadError(f"{table} rows mix value types in one column: {exc}") from exc
+
+
+def _rows_named(rows: Iterable[int]) -> str:
+    """Row numbers (counting from 0) for a message, the first few of them."""
+    numbers = list(rows)
+    shown = ", ".join(str(n) for n in numbers[:5]) + (", ..." if len(numbers) > 5 else "")
+    return f"row{'s' if len(numbers) > 1 else ''} {shown}, counting from 0"
