@@ -65,9 +65,15 @@ def as_rule(value: Any) -> Rule:
     return parse_rule(value)
 
 
+_OPTIONAL = ("where", "within", "times", "not_followed_by")
+
+
 def _build(kind: type[_N], document: dict[str, Any]) -> _N:
-    """The node of a JSON-shaped document; a RuleError with the JSON path of each problem."""
-    rule = as_rule({k: v for k, v in document.items() if v is not None})
+    """The node of a JSON-shaped document; a RuleError with the JSON path of each problem.
+
+    Optional parts not given (None) are left out; every value the caller gave is kept.
+    """
+    rule = as_rule({k: v for k, v in document.items() if v is not None or k not in _OPTIONAL})
     assert isinstance(rule, kind)
     return rule
 
@@ -136,10 +142,14 @@ class _PerformedBuilder(_RuleOps):
         """Compare the count of matching events: ``times(gte=3)``, ``times(eq=0)``."""
         return attrs.evolve(self, times_=cmp or None)
 
-    def not_followed_by(self, event: str, within: str | None = None, **where: Any) -> _PerformedBuilder:
+    def not_followed_by(self, event: str, /, within: str | None = None, **where: Any) -> _PerformedBuilder:
         """Count only events that no matching ``event`` follows (within a duration if given)."""
-        follow = {"performed": event, "where": _filter(where), "within": within}
-        return attrs.evolve(self, follow={k: v for k, v in follow.items() if v is not None})
+        follow: dict[str, Any] = {"performed": event}
+        if where:
+            follow["where"] = _filter(where)
+        if within is not None:
+            follow["within"] = within
+        return attrs.evolve(self, follow=follow)
 
     def to_rule(self) -> Performed:
         """The ``performed`` model."""
@@ -155,12 +165,12 @@ class _PerformedBuilder(_RuleOps):
         )
 
 
-def did(event: str, **where: Any) -> _PerformedBuilder:
+def did(event: str, /, **where: Any) -> _PerformedBuilder:
     """Customers who performed ``event`` (matching ``where``) at least once; refine with methods."""
     return _PerformedBuilder(event, dict(where))
 
 
-def did_not(event: str, **where: Any) -> _PerformedBuilder:
+def did_not(event: str, /, **where: Any) -> _PerformedBuilder:
     """Customers who never performed ``event`` (in the window, if one is added)."""
     return _PerformedBuilder(event, dict(where), times_={"eq": 0})
 
@@ -276,7 +286,7 @@ class _AggregateBuilder(_Comparable):
         )
 
 
-def aggregate(fn: str, of: str, performed: str, **where: Any) -> _AggregateBuilder:
+def aggregate(fn: str, of: str, performed: str, /, **where: Any) -> _AggregateBuilder:
     """``aggregate("sum", "amount", "order_completed").within("90d") >= 300000``."""
     return _AggregateBuilder(fn, of, performed, dict(where))
 
@@ -298,12 +308,12 @@ class _LastBuilder:
         return _build(LastPerformed, document)
 
 
-def last_did(event: str, **where: Any) -> _LastBuilder:
+def last_did(event: str, /, **where: Any) -> _LastBuilder:
     """``last_did("session_started").ago(gte="30d", lt="60d")``."""
     return _LastBuilder("last_performed", event, dict(where))
 
 
-def first_did(event: str, **where: Any) -> _LastBuilder:
+def first_did(event: str, /, **where: Any) -> _LastBuilder:
     """``first_did("order_completed").ago(lt="7d")``: first order in the last week."""
     return _LastBuilder("first_performed", event, dict(where))
 

@@ -146,8 +146,27 @@ Duration = Annotated[str, AfterValidator(_check_duration)]
 FieldName = Annotated[str, AfterValidator(_check_field)]
 EventName = Annotated[str, AfterValidator(_check_event)]
 Text = Annotated[str, AfterValidator(_check_text)]
+
+
+def _scalar_tag(value: Any) -> str | None:
+    """The one type a value is validated as (no lax coercion: 0 is not False); None: no scalar."""
+    for kind, tag in ((bool, "<bool>"), (int, "<int>"), (float, "<float>"), (str, "<str>")):
+        if isinstance(value, kind):
+            return tag
+    return None
+
+
+# Tags in angle brackets are left out of error paths (see format_path).
 Scalar = Annotated[
-    Union[StrictBool, StrictInt, StrictFloat, StrictStr],  # noqa: UP007 (no lax coercion: 0 is not False)
+    Union[  # noqa: UP007
+        Annotated[StrictBool, Tag("<bool>")],
+        Annotated[StrictInt, Tag("<int>")],
+        Annotated[StrictFloat, Tag("<float>")],
+        Annotated[StrictStr, Tag("<str>")],
+    ],
+    Discriminator(
+        _scalar_tag, custom_error_type="scalar", custom_error_message="a value is a number, a string, true or false"
+    ),
     BeforeValidator(_check_scalar),
 ]
 
@@ -351,7 +370,17 @@ def _count_only(ops: _Operators, what: str) -> None:
                 raise ValueError(f"{what} is compared with numbers, not {v!r}")
 
 
-Filter = dict[FieldName, Annotated[Union[Scalar, Comparison], Field(union_mode="left_to_right")]]  # noqa: UP007
+def _filter_tag(value: Any) -> str:
+    return "<operators>" if isinstance(value, dict | Comparison) else "<value>"
+
+
+Filter = dict[
+    FieldName,
+    Annotated[
+        Union[Annotated[Scalar, Tag("<value>")], Annotated[Comparison, Tag("<operators>")]],  # noqa: UP007
+        Discriminator(_filter_tag),
+    ],
+]
 
 
 class _RuleOps:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Mapping
 from functools import cache
 from typing import Any
@@ -11,6 +12,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from shopcrm.dsl._nodes import (
     MAX_DEPTH,
+    NODE_KEYS,
     Aggregate,
     And,
     Attribute,
@@ -48,16 +50,14 @@ def format_path(loc: tuple[int | str, ...]) -> str:
     ``performed``); the pair is shown once.
     """
     out = ""
-    items = list(loc)
+    items = [item for item in loc if not _internal(item)]
     i = 0
     while i < len(items):
         item = items[i]
         if isinstance(item, int):
             out += f"[{item}]"
         else:
-            text = str(item)
-            if _has_surrogate(text):  # a path must stay printable as UTF-8
-                text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+            text = _printable(str(item))
             out += f".{text}" if out else text
             if i + 1 < len(items) and items[i + 1] == item:
                 i += 1
@@ -80,13 +80,23 @@ def _shown(value: Any) -> str:
             text = repr(value)
         except Exception:  # any object may be handed in; the message must still be built
             text = f"<{type(value).__name__}>"
-    if _has_surrogate(text):  # a message must stay printable as UTF-8
-        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    text = _printable(text)
     return text if len(text) <= _SHOWN_LENGTH else text[: _SHOWN_LENGTH - 3] + "..."
 
 
-def _has_surrogate(text: str) -> bool:
-    return any("\ud800" <= ch <= "\udfff" for ch in text)
+def _printable(text: str) -> str:
+    """Text for a message or path that encodes as UTF-8: lone surrogates escaped (``\\ud800``)."""
+    if any("\ud800" <= ch <= "\udfff" for ch in text):
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
+
+
+_SCHEMA_LABEL = re.compile(r"^(<[a-z]+>|[a-z-]+\[.*\])$")
+
+
+def _internal(item: int | str) -> bool:
+    """A union tag (``<int>``) or a pydantic schema label (``function-after[...]``), not part of the rule."""
+    return isinstance(item, str) and bool(_SCHEMA_LABEL.match(item))
 
 
 def _message(error: Mapping[str, Any]) -> str:
@@ -115,27 +125,38 @@ def _check_nesting(document: Any) -> None:
     while stack:
         value, loc, containers, rules, is_rule = stack.pop()
         if isinstance(value, Mapping):
-            items: list[tuple[int | str, Any, bool]] = []
+            # as in validation errors, a rule node's keys follow its tag: attribute.in, not.and[0]
+            tag = next((k for k in NODE_KEYS if k in value), None) if is_rule else None
+            items: list[tuple[tuple[int | str, ...], Any, bool]] = []
             for key, child in value.items():
-                name = key if isinstance(key, str | int) else repr(key)
-                items.append((name, child, is_rule and key in ("and", "or", "not")))
+                name = key if isinstance(key, str) else repr(key)
+                steps = (name,) if tag is None or name == tag else (tag, name)
+                items.append((steps, child, is_rule and key in ("and", "or", "not")))
         elif isinstance(value, list | tuple | set | frozenset):
-            items = [(i, child, is_rule) for i, child in enumerate(value)]
+            items = [((i,), child, is_rule) for i, child in enumerate(value)]
             is_rule = False  # a list of rules is one level with its and/or
         else:
             continue
         containers += 1
         rules += 1 if is_rule else 0
         if rules > MAX_DEPTH:
-            raise RuleError.at(format_path(loc), too_deep_message())
+            raise RuleError.at(_document_path(loc), too_deep_message())
         if containers > _MAX_CONTAINERS:
             raise RuleError.at(
-                format_path(loc),
+                _document_path(loc),
                 f"a rule document nests JSON objects and lists at most {_MAX_CONTAINERS} levels deep; "
                 "this value is deeper",
             )
-        for key, child, child_is_rule in reversed(items):
-            stack.append((child, (*loc, key), containers, rules, child_is_rule))
+        for steps, child, child_is_rule in reversed(items):
+            stack.append((child, (*loc, *steps), containers, rules, child_is_rule))
+
+
+def _document_path(loc: tuple[int | str, ...]) -> str:
+    """Keys and indices of a rule document as its JSON path: ``and[1].not``."""
+    out = ""
+    for item in loc:
+        out += f"[{item}]" if isinstance(item, int) else f".{item}" if out else str(item)
+    return _printable(out)
 
 
 def _load_json(text: str | bytes) -> Any:
