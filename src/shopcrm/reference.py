@@ -30,6 +30,7 @@ from shopcrm.dsl import (
     Rfm,
     Rule,
     Sample,
+    check_windows,
     parse_rule,
     resolve_segments,
     sample_bucket,
@@ -90,6 +91,7 @@ def evaluate(
     for history in by_customer.values():
         history.sort(key=lambda pair: pair[0])
     evaluator = _Evaluator(to_utc_naive(now), schema)
+    check_windows(model, evaluator.now)  # as the compiler does: whatever the data, before reading it
     if _uses_lifecycle(model):
         from shopcrm.lifecycle import LifecyclePolicy, classify_shop
 
@@ -214,7 +216,8 @@ class _Evaluator:
         return self.compare(row.get(key), ops, kind, key, path)
 
     def _performed(self, rule: Performed, history: list[tuple[datetime, Row]], path: str) -> bool:
-        matching = self._matching(rule.performed, rule.where, window_bounds(rule.within, self.now), history, path)
+        bounds = window_bounds(rule.within, self.now, _join(path, "within"))
+        matching = self._matching(rule.performed, rule.where, bounds, history, path)
         follow = rule.not_followed_by
         if follow is not None:
             followers = self._matching(
@@ -230,7 +233,8 @@ class _Evaluator:
         return _number_holds(len(matching), ops)
 
     def _aggregate(self, rule: Aggregate, history: list[tuple[datetime, Row]], path: str) -> bool:
-        matching = self._matching(rule.performed, rule.where, window_bounds(rule.within, self.now), history, path)
+        bounds = window_bounds(rule.within, self.now, _join(path, "within"))
+        matching = self._matching(rule.performed, rule.where, bounds, history, path)
         values: list[Any] = []
         for _, row in matching:
             if rule.of.startswith("properties."):
@@ -264,7 +268,7 @@ class _Evaluator:
         if not matching:
             return False
         ts = matching[0][0] if first else matching[-1][0]
-        return all(b.holds(ts) for b in rule.ago.bounds(self.now))
+        return all(b.holds(ts) for b in rule.ago.bounds(self.now, _join(at, "ago")))
 
     # ------------------------------------------------------------ comparisons
     def _column_type(self, table: str, name: str, path: str) -> ColumnType | None:
@@ -295,7 +299,7 @@ class _Evaluator:
     def _one(self, value: Any, op: str, expected: Any, kind: ColumnType | None, name: str, path: str) -> bool:
         if op == "ago":
             ts = self._as_timestamp(value, name, path)
-            return all(b.holds(ts) for b in expected.bounds(self.now))
+            return all(b.holds(ts) for b in expected.bounds(self.now, path))
         if kind is ColumnType.JSON:
             value = _json_scalar(value, expected[0] if isinstance(expected, tuple) else expected)
             if value is None:
@@ -328,6 +332,10 @@ class _Evaluator:
                 raise RuleError.at(path, f"{expected!r} cannot be compared with timestamp {name!r}; use an ISO 8601 datetime")
             try:
                 return to_utc_naive(expected)
+            except OverflowError:
+                raise RuleError.at(
+                    path, f"{expected!r} is outside the years 1 to 9999 once converted to UTC; use an instant inside them"
+                ) from None
             except ValueError:
                 raise RuleError.at(path, f"{expected!r} is not an ISO 8601 datetime for timestamp {name!r}") from None
         if isinstance(value, bool) or kind is ColumnType.BOOLEAN:
@@ -348,7 +356,7 @@ class _Evaluator:
         if isinstance(value, datetime | str):
             try:
                 return to_utc_naive(value)
-            except ValueError:
+            except (ValueError, OverflowError):
                 pass
         raise RuleError.at(path, f"{name!r} holds {value!r}, which is not a timestamp")
 

@@ -147,3 +147,23 @@ def test_json_properties_on_duckdb_and_sqlite() -> None:
     assert lite.execute(render(compile_members(rule, schema, now=NOW, dialect="sqlite"), "sqlite")).fetchall() == [("a",)]
     assert shopcrm.evaluate(rule, [{"customer_id": c} for c in "abc"],
                             [dict(zip(("customer_id", "event", "ts", "properties"), r, strict=True)) for r in rows], now=NOW) == {"a"}
+
+
+def test_windows_reaching_before_the_year_1000_agree_with_the_reference_on_sqlite() -> None:
+    """Timestamp literals keep four-digit years (strftime drops the zeros), so SQLite's text order holds."""
+    import sqlite3
+    from datetime import datetime
+
+    from shopcrm.compiler import to_sql
+    from shopcrm.reference import evaluate
+
+    now = datetime(2026, 3, 1)
+    rule = {"performed": "order_completed", "within": {"last": "560000d"}}  # back to the year 492
+    con = sqlite3.connect(":memory:")
+    con.execute("CREATE TABLE customers (customer_id INTEGER)")
+    con.execute("CREATE TABLE events (customer_id INTEGER, event TEXT, ts TEXT)")
+    con.execute("INSERT INTO customers VALUES (1)")
+    con.execute("INSERT INTO events VALUES (1, 'order_completed', '2026-02-01 00:00:00.000')")
+    got = {row[0] for row in con.execute(to_sql(rule, "sqlite", now=now))}
+    expected = evaluate(rule, [{"customer_id": 1}], [{"customer_id": 1, "event": "order_completed", "ts": datetime(2026, 2, 1)}], now=now)
+    assert got == expected == {1}

@@ -22,6 +22,8 @@ from shopcrm.dsl import (
     LastPerformed,
     Performed,
     Rule,
+    check_depth,
+    check_windows,
     parse_rule,
     resolve_segments,
 )
@@ -55,6 +57,7 @@ def compile_members(
     """
     quirks = dialect_for(dialect)
     builder = QueryBuilder(schema, now, quirks, lifecycle_policy)
+    _check(rule, builder.now, "")
     return builder.members_in_sets(rule) if quirks.set_form else builder.members(rule)
 
 
@@ -69,9 +72,18 @@ def compile_counts(
         raise ValueError("compile_counts needs at least one rule")
     quirks = dialect_for(dialect)
     builder = QueryBuilder(schema, now, quirks, lifecycle_policy)
+    for i, rule in enumerate(rules):
+        _check(rule, builder.now, "" if len(rules) == 1 else f"[{i}]")
     if quirks.set_form and len(rules) == 1:
         return builder.count_by_sets(rules[0])
     return builder.counts(rules)
+
+
+def _check(rule: Rule, now: datetime, path: str) -> None:
+    """What the reference evaluator also refuses before reading any data: rules nested
+    too deeply, and windows reaching outside the years 1 to 9999 at ``now``."""
+    check_depth(rule, path)
+    check_windows(rule, now, path)
 
 
 def render(query: exp.Expression, dialect: str, *, pretty: bool = False) -> str:

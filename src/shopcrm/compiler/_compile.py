@@ -204,6 +204,10 @@ class QueryBuilder:
                 raise RuleError.at(path, f"{value!r} cannot be compared with timestamp column {where}; use an ISO 8601 datetime string")
             try:
                 at = to_utc_naive(value)
+            except OverflowError:
+                raise RuleError.at(
+                    path, f"{value!r} is outside the years 1 to 9999 once converted to UTC; use an instant inside them"
+                ) from None
             except ValueError:
                 raise RuleError.at(
                     path, f"{value!r} is not an ISO 8601 datetime for timestamp column {where}; use e.g. '2026-01-31T09:00:00'"
@@ -258,7 +262,7 @@ class QueryBuilder:
                 if field.type is not ColumnType.TIMESTAMP:
                     raise RuleError.at(at, f"ago works on timestamps; {field.name!r} is {field.type.value}")
                 ts = self.d.timestamp_column(field.expr)
-                parts.extend(self._bound(ts, b) for b in value.bounds(self.now))
+                parts.extend(self._bound(ts, b) for b in value.bounds(self.now, at))
             else:  # pragma: no cover - the models admit no other operator
                 raise RuleError.at(at, f"unknown operator {op!r}")
         return _Pred(_paren(_and(parts)) if len(parts) > 1 else parts[0], nullable)
@@ -316,7 +320,7 @@ class QueryBuilder:
 
     def _performed(self, rule: Performed, path: str) -> _Pred:
         at = _join(path, "performed")
-        bounds = window_bounds(rule.within, self.now)
+        bounds = window_bounds(rule.within, self.now, _join(at, "within"))
         ops = rule.times.operators() if rule.times else {"gte": 1}
         where = rule.model_dump(mode="json", include={"where"}).get("where")
         if rule.not_followed_by is not None:
@@ -388,7 +392,7 @@ class QueryBuilder:
 
     def _aggregate(self, rule: Aggregate, path: str) -> _Pred:
         at = _join(path, "aggregate")
-        bounds = window_bounds(rule.within, self.now)
+        bounds = window_bounds(rule.within, self.now, _join(at, "within"))
         field = self._event_field(rule.of, _join(at, "of"))
         if field.type is ColumnType.JSON:
             value: exp.Expression = self.d.to_double(field.expr)
@@ -457,7 +461,7 @@ class QueryBuilder:
             ["first" if first else "last", event, where],
             lambda: fn(this=ts if self._inline else exp.Case(ifs=[exp.If(this=cond, true=ts)])),
         )
-        parts = [self._bound(column, b) for b in rule.ago.bounds(self.now)]
+        parts = [self._bound(column, b) for b in rule.ago.bounds(self.now, _join(at, "ago"))]
         return _Pred(_paren(_and(parts)), True)
 
     # ------------------------------------------------------------------ rules

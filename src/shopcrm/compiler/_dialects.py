@@ -30,6 +30,11 @@ def _fn(name: str, *args: exp.Expression) -> exp.Expression:
     return exp.Anonymous(this=name, expressions=list(args))
 
 
+def _stamp(at: datetime) -> str:
+    """``YYYY-MM-DD HH:MM:SS``, the year always four digits (strftime drops the zeros of years before 1000)."""
+    return f"{at.year:04d}-{at.month:02d}-{at.day:02d} {at.hour:02d}:{at.minute:02d}:{at.second:02d}"
+
+
 class Dialect:
     """The ANSI-ish default; each engine overrides what it does differently."""
 
@@ -44,7 +49,7 @@ class Dialect:
     # -- timestamps ---------------------------------------------------------
     def timestamp_literal(self, at: datetime) -> exp.Expression:
         """An instant (naive UTC) as a literal comparable with ts columns."""
-        text = at.strftime("%Y-%m-%d %H:%M:%S.%f")
+        text = f"{_stamp(at)}.{at.microsecond:06d}"
         return exp.cast(_lit(text), exp.DataType.build(self.timestamp_type, dialect=self.name))
 
     def timestamp_column(self, column: exp.Expression) -> exp.Expression:
@@ -135,7 +140,7 @@ class SQLite(Dialect):
     double_type = "REAL"
 
     def timestamp_literal(self, at: datetime) -> exp.Expression:
-        return _lit(at.strftime("%Y-%m-%d %H:%M:%S.") + f"{at.microsecond // 1000:03d}")
+        return _lit(f"{_stamp(at)}.{at.microsecond // 1000:03d}")
 
     def timestamp_column(self, column: exp.Expression) -> exp.Expression:
         return _fn("strftime", _lit("%Y-%m-%d %H:%M:%f"), column)

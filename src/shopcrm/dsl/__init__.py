@@ -12,6 +12,7 @@ from shopcrm.dsl._builder import (
     segment,
 )
 from shopcrm.dsl._nodes import (
+    MAX_DEPTH,
     NODE_KEYS,
     AgeRange,
     Aggregate,
@@ -36,6 +37,8 @@ from shopcrm.dsl._nodes import (
     Sample,
     SampleSpec,
     Window,
+    check_depth,
+    check_windows,
     sample_bucket,
     window_bounds,
 )
@@ -43,6 +46,7 @@ from shopcrm.dsl._parse import children, format_path, parse_rule, resolve_segmen
 
 __all__ = [
     "sample_bucket",
+    "MAX_DEPTH",
     "NODE_KEYS",
     "AgeRange",
     "Aggregate",
@@ -69,6 +73,8 @@ __all__ = [
     "Window",
     "aggregate",
     "attr",
+    "check_depth",
+    "check_windows",
     "children",
     "did",
     "did_not",

@@ -9,6 +9,7 @@ frozen; ``&``, ``|`` and ``~`` combine them into new rules.
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 from datetime import datetime, timedelta
 from typing import Annotated, Any, ClassVar, Literal, Union
@@ -16,6 +17,7 @@ from typing import Annotated, Any, ClassVar, Literal, Union
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Discriminator,
     Field,
@@ -30,6 +32,7 @@ from pydantic import (
     model_validator,
 )
 
+from shopcrm.errors import RuleError
 from shopcrm.timeline import TsBound, age_bounds, parse_duration, to_utc_naive
 
 __all__ = [
@@ -49,6 +52,7 @@ __all__ = [
     "Last",
     "LastPerformed",
     "Lifecycle",
+    "MAX_DEPTH",
     "NODE_KEYS",
     "Not",
     "Or",
@@ -58,14 +62,64 @@ __all__ = [
     "Sample",
     "SampleSpec",
     "Window",
+    "check_depth",
+    "check_windows",
     "window_bounds",
 ]
 
 _IDENTIFIER = re.compile(r"^[^\W\d]\w*$")
 
 
+#: how deeply rule nodes (and, or, not, resolved in_segment) may nest; the compilers
+#: and the reference evaluator recurse once per level, well inside Python's stack at this depth
+MAX_DEPTH = 32
+_INT64 = (-(2**63), 2**63 - 1)
+_DURATION_MAX_LENGTH = 40
+
+
 def _check_duration(value: str) -> str:
-    parse_duration(value)
+    if isinstance(value, str) and len(value) > _DURATION_MAX_LENGTH:
+        raise ValueError(
+            f"{value[:_DURATION_MAX_LENGTH]!r}... is not a duration: it is longer than "
+            f"{_DURATION_MAX_LENGTH} characters; use forms like '30d', '12h', 'P30D'"
+        )
+    try:
+        parse_duration(value)
+    except OverflowError:
+        raise ValueError(
+            f"{value!r} is too long a duration: it is more than {timedelta.max.days:,} days; "
+            "use a duration that fits between the year 1 and the year 9999, e.g. '36500d'"
+        ) from None
+    return value
+
+
+def _check_text(value: str) -> str:
+    """Text a rule carries reaches every engine as UTF-8: no lone surrogates, no NUL."""
+    if "\x00" in value:
+        raise ValueError(f"{value!r} contains a NUL character (\\x00), which engines cannot store; remove it")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(
+            f"{value!r} is not valid Unicode text: {exc.reason} at position {exc.start}; "
+            "send text as UTF-8 (a lone surrogate such as '\\ud800' has no UTF-8 form)"
+        ) from None
+    return value
+
+
+def _check_scalar(value: Any) -> Any:
+    """Numbers and text a rule compares must be representable in every engine."""
+    if isinstance(value, float) and not math.isfinite(value):
+        shown = "NaN" if math.isnan(value) else "Infinity" if value > 0 else "-Infinity"
+        raise ValueError(f"{shown} is not a finite number; rules compare finite numbers only, e.g. 0, 2.5 or 1e9")
+    if isinstance(value, int) and not isinstance(value, bool) and not _INT64[0] <= value <= _INT64[1]:
+        shown = str(value) if abs(value) < 10**40 else f"an integer of {len(str(abs(value)))} digits"
+        raise ValueError(
+            f"{shown} is outside the 64-bit integer range engines store "
+            f"({_INT64[0]} to {_INT64[1]}); use a smaller integer or a float such as 1e20"
+        )
+    if isinstance(value, str):
+        _check_text(value)
     return value
 
 
@@ -85,13 +139,53 @@ def _check_field(value: str) -> str:
 def _check_event(value: str) -> str:
     if not value or not value.strip():
         raise ValueError("an event name must be a non-empty string, e.g. 'order_completed'")
-    return value
+    return _check_text(value)
 
 
 Duration = Annotated[str, AfterValidator(_check_duration)]
 FieldName = Annotated[str, AfterValidator(_check_field)]
 EventName = Annotated[str, AfterValidator(_check_event)]
-Scalar = Union[StrictBool, StrictInt, StrictFloat, StrictStr]  # noqa: UP007 (no lax coercion: 0 is not False)
+Text = Annotated[str, AfterValidator(_check_text)]
+
+
+def _scalar_tag(value: Any) -> str | None:
+    """The one type a value is validated as (no lax coercion: 0 is not False); None: no scalar."""
+    for kind, tag in ((bool, "<bool>"), (int, "<int>"), (float, "<float>"), (str, "<str>")):
+        if isinstance(value, kind):
+            return tag
+    return None
+
+
+# Tags in angle brackets are left out of error paths (see format_path).
+Scalar = Annotated[
+    Union[  # noqa: UP007
+        Annotated[StrictBool, Tag("<bool>")],
+        Annotated[StrictInt, Tag("<int>")],
+        Annotated[StrictFloat, Tag("<float>")],
+        Annotated[StrictStr, Tag("<str>")],
+    ],
+    Discriminator(
+        _scalar_tag, custom_error_type="scalar", custom_error_message="a value is a number, a string, true or false"
+    ),
+    BeforeValidator(_check_scalar),
+]
+
+
+def _join(path: str, *parts: str) -> str:
+    return ".".join(p for p in (path, *parts) if p)
+
+
+def _before(now: datetime, age: timedelta, text: str, path: str) -> datetime:
+    """``now - age``; a RuleError at ``path`` when that is before the year 1."""
+    try:
+        return now - age
+    except OverflowError:
+        longest = (now - datetime.min).days
+        raise RuleError.at(
+            path,
+            f"{text!r} before now ({now.isoformat()}) is earlier than the year 1, the first instant "
+            f"a timestamp holds; at this now use at most '{longest}d'",
+        ) from None
 
 
 class _Frozen(BaseModel):
@@ -125,9 +219,16 @@ class AgeRange(_Frozen):
                 out[op] = parse_duration(value)
         return out
 
-    def bounds(self, now: datetime) -> tuple[TsBound, ...]:
-        """Bounds on a timestamp whose age lies in this range (always ``ts < now``)."""
-        return age_bounds(self.ages(), now)
+    def bounds(self, now: datetime, path: str = "") -> tuple[TsBound, ...]:
+        """Bounds on a timestamp whose age lies in this range (always ``ts < now``).
+
+        ``path`` is the range's own rule path; an age reaching before the year 1 is a
+        RuleError there (``performed.within.ago.lt``).
+        """
+        ages = self.ages()
+        for op, age in ages.items():
+            _before(now, age, getattr(self, op), _join(path, op))
+        return age_bounds(ages, now)
 
 
 class Last(_Frozen):
@@ -135,9 +236,11 @@ class Last(_Frozen):
 
     last: Duration
 
-    def bounds(self, now: datetime) -> tuple[TsBound, ...]:
-        """``now - D < ts < now``."""
-        return age_bounds({"lt": parse_duration(self.last)}, now)
+    def bounds(self, now: datetime, path: str = "") -> tuple[TsBound, ...]:
+        """``now - D < ts < now`` (``path``: the window's rule path, for a RuleError before the year 1)."""
+        age = parse_duration(self.last)
+        _before(now, age, self.last, _join(path, "last"))
+        return age_bounds({"lt": age}, now)
 
 
 class Ago(_Frozen):
@@ -145,9 +248,9 @@ class Ago(_Frozen):
 
     ago: AgeRange
 
-    def bounds(self, now: datetime) -> tuple[TsBound, ...]:
+    def bounds(self, now: datetime, path: str = "") -> tuple[TsBound, ...]:
         """Bounds on ``ts`` for the range of ages."""
-        return self.ago.bounds(now)
+        return self.ago.bounds(now, _join(path, "ago"))
 
 
 class Between(_Frozen):
@@ -166,17 +269,28 @@ class Between(_Frozen):
                     f"{list(value)!r} is not a pair of ISO 8601 datetimes; "
                     "use e.g. ['2026-01-01T00:00:00', '2026-02-01T00:00:00']"
                 ) from exc
+            except OverflowError:
+                raise ValueError(
+                    f"{list(value)!r} reaches outside the years 1 to 9999 once converted to UTC; "
+                    "use instants inside that range"
+                ) from None
         return value
 
     @field_validator("between")
     @classmethod
     def _ordered(cls, value: tuple[datetime, datetime]) -> tuple[datetime, datetime]:
-        value = (to_utc_naive(value[0]), to_utc_naive(value[1]))
+        try:
+            value = (to_utc_naive(value[0]), to_utc_naive(value[1]))
+        except OverflowError:
+            raise ValueError(
+                f"{[v.isoformat() for v in value]!r} reaches outside the years 1 to 9999 once converted "
+                "to UTC; use instants inside that range"
+            ) from None
         if value[0] > value[1]:
             raise ValueError(f"between starts after it ends: {value[0]} > {value[1]}")
         return value
 
-    def bounds(self, now: datetime) -> tuple[TsBound, ...]:
+    def bounds(self, now: datetime, path: str = "") -> tuple[TsBound, ...]:
         """``a <= ts < b`` and ``ts < now``."""
         return (TsBound("lt", now), TsBound("gte", self.between[0]), TsBound("lt", self.between[1]))
 
@@ -214,8 +328,8 @@ class _Operators(_Frozen):
     between: tuple[Scalar, Scalar] | None = None
     in_: tuple[Scalar, ...] | None = Field(default=None, alias="in", min_length=1)
     not_in: tuple[Scalar, ...] | None = Field(default=None, min_length=1)
-    contains: str | None = None
-    starts_with: str | None = None
+    contains: Text | None = None
+    starts_with: Text | None = None
     is_null: bool | None = None
     ago: AgeRange | None = None
 
@@ -256,7 +370,17 @@ def _count_only(ops: _Operators, what: str) -> None:
                 raise ValueError(f"{what} is compared with numbers, not {v!r}")
 
 
-Filter = dict[FieldName, Annotated[Union[Scalar, Comparison], Field(union_mode="left_to_right")]]  # noqa: UP007
+def _filter_tag(value: Any) -> str:
+    return "<operators>" if isinstance(value, dict | Comparison) else "<value>"
+
+
+Filter = dict[
+    FieldName,
+    Annotated[
+        Union[Annotated[Scalar, Tag("<value>")], Annotated[Comparison, Tag("<operators>")]],  # noqa: UP007
+        Discriminator(_filter_tag),
+    ],
+]
 
 
 class _RuleOps:
@@ -409,7 +533,7 @@ class InSegment(_Node):
     """Membership of another named segment."""
 
     KEY: ClassVar[str] = "in_segment"
-    in_segment: str = Field(min_length=1)
+    in_segment: Text = Field(min_length=1)
 
 
 def sample_bucket(salt: str, customer_id: Any) -> int:
@@ -424,7 +548,7 @@ class SampleSpec(_Frozen):
     """A deterministic P% of customers, bucketed by md5 of ``salt:customer_id``."""
 
     percent: int | float = Field(ge=0, le=100)
-    salt: str
+    salt: Text
 
 
 class Sample(_Node):
@@ -511,6 +635,91 @@ for _model in (And, Or, Not, Performed, Aggregate):
     _model.model_rebuild()
 
 
-def window_bounds(window: Last | Ago | Between | None, now: datetime) -> tuple[TsBound, ...]:
-    """Bounds on an event's ``ts`` for a window (no window: every event before ``now``)."""
-    return (TsBound("lt", now),) if window is None else window.bounds(now)
+def window_bounds(window: Last | Ago | Between | None, now: datetime, path: str = "") -> tuple[TsBound, ...]:
+    """Bounds on an event's ``ts`` for a window (no window: every event before ``now``).
+
+    ``path`` is the window's rule path (``and[0].performed.within``); a window reaching
+    before the year 1 at this ``now`` is a RuleError there.
+    """
+    return (TsBound("lt", now),) if window is None else window.bounds(now, path)
+
+
+def _after(now: datetime, span: timedelta, text: str, path: str) -> None:
+    """A RuleError at ``path`` when ``now + span`` is after the year 9999."""
+    try:
+        now + span
+    except OverflowError:
+        longest = (datetime.max - now).days
+        raise RuleError.at(
+            path,
+            f"{text!r} after an event before now ({now.isoformat()}) reaches past the year 9999, the last "
+            f"instant a timestamp holds; at this now use at most '{longest}d'",
+        ) from None
+
+
+def check_windows(rule: Rule, now: datetime, path: str = "") -> None:
+    """Every relative time of ``rule`` as an instant at ``now``, or a RuleError with its path.
+
+    A window or range of ages reaching before the year 1, or a ``not_followed_by``
+    duration reaching past the year 9999, cannot be compared with timestamps. The
+    reference evaluator and the compiler both call this before anything else, so
+    they refuse such a rule alike, whatever the data.
+    """
+    stack: list[tuple[Rule, str]] = [(rule, path)]
+    while stack:
+        node, at = stack.pop()
+        if isinstance(node, And | Or):
+            tag = "and" if isinstance(node, And) else "or"
+            items = node.and_ if isinstance(node, And) else node.or_
+            stack.extend((child, f"{_join(at, tag)}[{i}]") for i, child in reversed(list(enumerate(items))))
+        elif isinstance(node, Not):
+            stack.append((node.not_, _join(at, "not")))
+        elif isinstance(node, Performed):
+            here = _join(at, "performed")
+            window_bounds(node.within, now, _join(here, "within"))
+            _where_windows(node.where, now, here)
+            follow = node.not_followed_by
+            if follow is not None:
+                there = _join(here, "not_followed_by")
+                _where_windows(follow.where, now, there)
+                if follow.within is not None:
+                    _after(now, parse_duration(follow.within), follow.within, _join(there, "within"))
+        elif isinstance(node, Aggregate):
+            here = _join(at, "aggregate")
+            window_bounds(node.within, now, _join(here, "within"))
+            _where_windows(node.where, now, here)
+        elif isinstance(node, FirstPerformed | LastPerformed):
+            here = _join(at, node.KEY)
+            _where_windows(node.where, now, here)
+            node.ago.bounds(now, _join(here, "ago"))
+        elif isinstance(node, Attribute) and node.ago is not None:
+            node.ago.bounds(now, _join(at, "attribute", "ago"))
+
+
+def _where_windows(where: dict[str, Any] | None, now: datetime, path: str) -> None:
+    for key, cond in (where or {}).items():
+        if isinstance(cond, Comparison) and cond.ago is not None:
+            cond.ago.bounds(now, _join(path, "where", key, "ago"))
+
+
+def check_depth(rule: Rule, path: str = "") -> None:
+    """A RuleError at the first node nested deeper than :data:`MAX_DEPTH` levels."""
+    stack: list[tuple[Rule, str, int]] = [(rule, path, 1)]
+    while stack:
+        node, at, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise RuleError.at(at, too_deep_message())
+        if isinstance(node, And | Or):
+            tag = "and" if isinstance(node, And) else "or"
+            items = node.and_ if isinstance(node, And) else node.or_
+            stack.extend((child, f"{_join(at, tag)}[{i}]", depth + 1) for i, child in reversed(list(enumerate(items))))
+        elif isinstance(node, Not):
+            stack.append((node.not_, _join(at, "not"), depth + 1))
+
+
+def too_deep_message() -> str:
+    """What a rule nested too deeply is told."""
+    return (
+        f"rules nest at most {MAX_DEPTH} levels deep (counting and, or, not and named segments); "
+        "flatten this one, e.g. merge nested ands (or ors) into one list, or drop double negations"
+    )
