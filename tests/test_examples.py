@@ -39,7 +39,7 @@ def test_the_example_plugin_passes_its_own_tests_with_the_conformance_kit(tmp_pa
         env={"PYTHONPATH": str(PLUGIN / "src"), "PATH": "/usr/bin:/bin"},
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "5 passed" in done.stdout
+    assert "8 passed" in done.stdout
 
 
 def test_the_example_plugin_is_a_channel_the_registry_accepts(monkeypatch: pytest.MonkeyPatch) -> None:
