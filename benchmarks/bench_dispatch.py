@@ -106,7 +106,8 @@ def main() -> None:
     print(f"\nshopcrm dispatch benchmark: {n:,} SMS through the Solapi channel (group API) to a loopback Solapi server")
     results: dict[str, dict[str, Any]] = {}
     server = subprocess.Popen([sys.executable, __file__, "--serve"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    assert server.stdout is not None and server.stdin is not None
+    assert server.stdout is not None
+    assert server.stdin is not None
     url = server.stdout.readline().strip()
     with tempfile.TemporaryDirectory() as folder:
         path = str(Path(folder) / "shop.duckdb")

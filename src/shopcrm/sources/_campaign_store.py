@@ -127,7 +127,7 @@ class SendRow(NamedTuple):
     @classmethod
     def from_tuple(cls, row: Sequence[Any]) -> SendRow:
         values = dict(zip(SEND_COLUMNS, row, strict=True))
-        values["customer_id"] = json.loads(values["customer_id"])
+        values["customer_id"] = _customer_id(values["customer_id"])
         for name in ("next_at", "lease_until", "updated_at"):
             values[name] = _instant(values[name])
         values["chain_index"] = int(values["chain_index"])
@@ -142,6 +142,13 @@ class SendRow(NamedTuple):
         return (self.key, json.dumps(self.customer_id), self.campaign_id, self.chain_index, self.state, self.attempts,
                 _stamp(self.next_at), _stamp(self.lease_until), self.claim, self.provider_id, self.code,
                 self.reason, float(self.cost), _stamp(self.updated_at), self.batch_ref, self.checks)
+
+
+def _customer_id(stored: str) -> Any:
+    """A customer id as stored (JSON): a plain string without escapes is read without the JSON parser."""
+    if len(stored) > 1 and stored[0] == '"' and stored[-1] == '"' and "\\" not in stored:
+        return stored[1:-1]
+    return json.loads(stored)
 
 
 def stored_columns(rows: Sequence[OutboxRow]) -> list[list[Any]]:
@@ -403,6 +410,9 @@ Run = Callable[[str, Sequence[Any]], list[tuple[Any, ...]]]
 KeySet = Callable[[Sequence[str]], AbstractContextManager[tuple[str, list[Any]]]]
 #: insert(table, column names, the values column by column)
 Insert = Callable[[str, Sequence[str], Sequence[Sequence[Any]]], None]
+#: update_from(table, column names, the values column by column, condition on the table's alias ``s``, its params):
+#: updates the rows whose ``key_`` matches and that meet the condition; returns their keys
+UpdateFrom = Callable[[str, Sequence[str], Sequence[Sequence[Any]], str, Sequence[Any]], list[str]]
 
 
 class SQLCampaignStore(CampaignStore):
@@ -432,6 +442,7 @@ class SQLCampaignStore(CampaignStore):
         write_events: Callable[[Sequence[Mapping[str, Any]]], None] | None = None,
         lock_rows: bool = False,
         key_set: KeySet | None = None,
+        update_from: UpdateFrom | None = None,
     ) -> None:
         self._run = run
         self._insert = insert
@@ -446,6 +457,8 @@ class SQLCampaignStore(CampaignStore):
         #: Arrow table on DuckDB, any number at once)
         self._key_set = key_set or self._placeholders
         self._key_chunk = 500 if key_set is None else 1_000_000
+        #: a conditional bulk UPDATE ... FROM ... RETURNING (DuckDB), else SELECT [FOR UPDATE] + DELETE + INSERT
+        self._update_from = update_from
         self._ready = False
 
     @contextmanager
@@ -708,6 +721,17 @@ class SQLCampaignStore(CampaignStore):
         columns = ["key_" if c == "key" else c for c in SEND_COLUMNS]
         written: set[str] = set()
         with self._transaction():
+            if self._update_from is not None:
+                where, extra = ["TRUE"], []
+                if held_by is not None:
+                    where.append(f"s.claim = {p} AND s.state IN ('claimed', 'inflight')")
+                    extra.append(held_by)
+                if states is not None:
+                    where.append(f"s.state IN ({', '.join([p] * len(states))})")
+                    extra += list(states)
+                values = [list(column) for column in zip(*(r.stored() for r in rows), strict=True)]
+                written = set(self._update_from(self.SENDS, columns, values, " AND ".join(where), extra))
+                rows = []  # written in place
             for part in _chunks([r.key for r in rows], self._key_chunk):
                 with self._key_set(part) as (in_keys, params):
                     where, extra = [f"key_ IN {in_keys}"], []
@@ -724,7 +748,7 @@ class SQLCampaignStore(CampaignStore):
                     with self._key_set(mine) as (in_keys, params):
                         self._run(f"DELETE FROM {self.SENDS} WHERE key_ IN {in_keys}", params)
                 written.update(mine)
-            kept = [r for r in rows if r.key in written]
+            kept = [r for r in rows if r.key in written]  # rows is empty when updated in place
             if kept:
                 self._insert(self.SENDS, columns, [list(column) for column in zip(*(r.stored() for r in kept), strict=True)])
             happened = [e for e in events if e["message_key"] in written]
