@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager, suppress
+from collections.abc import Mapping, Sequence
+from contextlib import suppress
 from typing import Any
 
 from sqlglot import exp
@@ -14,6 +14,7 @@ from shopcrm.sources._base import SegmentStore, Source, column_type
 from shopcrm.sources._bind import PARAM_STYLES, bind
 from shopcrm.sources._campaign_store import CampaignStore, SQLCampaignStore
 from shopcrm.sources._sql_segments import SQLSegmentStore
+from shopcrm.sources._transactions import Transactions
 
 __all__ = ["DBAPISource"]
 
@@ -21,7 +22,7 @@ _PLACEHOLDER = {"sqlite": "?", "duckdb": "?", "postgres": "%s", "mysql": "%s"}
 _SESSION_UTC = {"postgres": "SET TIME ZONE 'UTC'", "mysql": "SET time_zone = '+00:00'"}
 
 
-class DBAPISource(Source):
+class DBAPISource(Transactions, Source):
     """Reads ``customers`` and ``events`` tables through a DB-API connection.
 
     The shop's tables are only read; named segments go to a ``shopcrm_segments``
@@ -143,27 +144,8 @@ class DBAPISource(Source):
             )
         return self._campaigns
 
-    @contextmanager
-    def _transaction(self) -> Iterator[None]:
-        """One transaction for the block; a nested block joins the outer one, and only the outermost
-        commits (with whatever the caller left pending on the connection) or rolls back."""
-        if self._depth:
-            self._depth += 1
-            try:
-                yield
-            finally:
-                self._depth -= 1
-            return
-        self._depth = 1
-        try:
-            yield
-            self._depth = 0
-            self.connection.commit()
-        except BaseException:
-            self._rollback()
-            raise
-        finally:
-            self._depth = 0
+    def _commit(self) -> None:
+        self.connection.commit()
 
     def _insert(self, table: str, columns: Sequence[str], values: Sequence[Sequence[Any]]) -> None:
         check_identifier(table, "table name")

@@ -17,6 +17,7 @@ from shopcrm.schema import ColumnType, Schema, Table, check_identifier
 from shopcrm.sources._base import SegmentStore, Source, column_type
 from shopcrm.sources._campaign_store import CampaignStore, SQLCampaignStore
 from shopcrm.sources._sql_segments import SQLSegmentStore
+from shopcrm.sources._transactions import Transactions
 from shopcrm.timeline import to_utc_naive
 
 __all__ = ["DuckDBSource", "LoadError"]
@@ -40,7 +41,7 @@ class LoadError(ValueError):
     """Data handed to ``load_customers`` / ``load_events`` cannot be stored."""
 
 
-class DuckDBSource(Source):
+class DuckDBSource(Transactions, Source):
     """Customers and events in an embedded DuckDB database.
 
     ``path=":memory:"`` keeps everything in memory; a file path persists data and
@@ -170,29 +171,15 @@ class DuckDBSource(Source):
         if any(name not in existing for name in names):
             self._schema = None
 
-    @contextmanager
-    def _transaction(self) -> Iterator[None]:
-        """One transaction for the block; a nested block joins the outer one, and only the
-        outermost commits or rolls back."""
-        if self._depth:
-            self._depth += 1
-            try:
-                yield
-            finally:
-                self._depth -= 1
-            return
+    def _begin(self) -> None:
         self.con.begin()
-        self._depth = 1
-        try:
-            yield
-            self._depth = 0
-            self.con.commit()
-        except BaseException:
-            with suppress(duckdb.Error):  # never hide the error that made the rollback necessary
-                self.con.rollback()
-            raise
-        finally:
-            self._depth = 0
+
+    def _commit(self) -> None:
+        self.con.commit()
+
+    def _rollback(self) -> None:
+        with suppress(duckdb.Error):  # never hide the error that made the rollback necessary
+            self.con.rollback()
 
     def _insert(self, table: str, columns: Sequence[str], values: Sequence[Sequence[Any]]) -> None:
         """Many rows, given column by column, through Arrow (DuckDB's executemany is slow)."""
