@@ -139,7 +139,9 @@ class Dispatcher:
     provider may carry several).  ``batch`` due rows are read per round; each channel batch is claimed only
     when it is about to be sent, so a crash strands at most ``concurrency`` batches.  ``lease`` must be longer
     than one batch's send (the channel's timeout).  ``clock`` returns naive UTC now (tests pass a fake one).
-    ``max_checks`` bounds how often the provider is asked about one ambiguous message before it ends ``unknown``."""
+    ``max_checks`` bounds how often the provider is asked about one ambiguous message before it ends ``unknown``.
+    ``look_every`` is how often a busy dispatcher searches the outbox for newly due messages and the ledger for
+    expired leases (an idle one searches every round)."""
 
     def __init__(
         self,
@@ -152,6 +154,7 @@ class Dispatcher:
         batch: int = 1000,
         concurrency: int = 4,
         max_checks: int = 12,
+        look_every: timedelta = timedelta(seconds=10),
         clock: Callable[[], datetime] = _utcnow,
         sleep: Callable[[float], Any] = asyncio.sleep,
         seed: int | None = None,
@@ -165,6 +168,8 @@ class Dispatcher:
         self.batch = batch
         self.concurrency = concurrency
         self.max_checks = max_checks
+        self.look_every = look_every
+        self._looked_at: datetime | None = None
         self.clock = clock
         self.sleep = sleep
         self.rng = random.Random(seed)
@@ -199,11 +204,16 @@ class Dispatcher:
         return DispatchReport(rounds=rounds, outcomes=dict(self.outcomes), events=dict(self.events), remaining=remaining)
 
     async def round(self) -> bool:
-        """One round; whether it found anything to do."""
+        """One round; whether it found anything to do.  The outbox is searched for newly due messages, and
+        expired leases for rows to recover, every ``look_every`` while there is work, and whenever the queue
+        runs dry (both scan whole tables)."""
         now = self.clock()
-        self.store.enqueue_due(now)
-        recovered = await self.recover(now)
+        looked = self._looked_at is not None and now - self._looked_at < self.look_every
+        recovered = False if looked else await self._look(now)
         due = self.store.due_sends(now, self.batch)
+        if not due and looked:
+            recovered = await self._look(now)
+            due = self.store.due_sends(now, self.batch)
         if not due:
             return recovered
         outbox = self.store.outbox_by_keys([r.key for r in due])
@@ -211,7 +221,8 @@ class Dispatcher:
         groups: dict[int, list[SendRow]] = defaultdict(list)
         channels: dict[int, Channel | None] = {}
         for row in due:
-            _, channel, _ = self.message(row, outbox.get(row.key), self._chains.get(row.key))
+            chain = self._chains.get(row.key) or []
+            channel = self.channels.get(chain[row.chain_index]["channel"]) if row.chain_index < len(chain) else None
             groups[id(channel)].append(row)
             channels[id(channel)] = channel
         semaphore = asyncio.Semaphore(max(1, self.concurrency))
@@ -222,6 +233,11 @@ class Dispatcher:
             tasks += [self._batch(channel, rows[i:i + size], outbox, semaphore) for i in range(0, len(rows), size)]
         await asyncio.gather(*tasks)
         return True
+
+    async def _look(self, now: datetime) -> bool:
+        self._looked_at = now
+        self.store.enqueue_due(now)
+        return await self.recover(now)
 
     # ---------------------------------------------------------------- delivery
     def message(

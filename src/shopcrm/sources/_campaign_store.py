@@ -406,7 +406,8 @@ def _may_settle(row: SendRow | None, held_by: str | None, states: Sequence[str] 
 
 
 Run = Callable[[str, Sequence[Any]], list[tuple[Any, ...]]]
-#: key_set(keys) -> a context manager yielding ``(sql, params)`` such that ``key_ IN <sql>`` selects those keys
+#: key_set(keys) -> a context manager yielding ``(predicate, params)``: a condition on the column ``key_`` that
+#: selects exactly those keys
 KeySet = Callable[[Sequence[str]], AbstractContextManager[tuple[str, list[Any]]]]
 #: insert(table, column names, the values column by column)
 Insert = Callable[[str, Sequence[str], Sequence[Sequence[Any]]], None]
@@ -443,6 +444,7 @@ class SQLCampaignStore(CampaignStore):
         lock_rows: bool = False,
         key_set: KeySet | None = None,
         update_from: UpdateFrom | None = None,
+        lookup_chunk: int | None = None,
     ) -> None:
         self._run = run
         self._insert = insert
@@ -457,13 +459,16 @@ class SQLCampaignStore(CampaignStore):
         #: Arrow table on DuckDB, any number at once)
         self._key_set = key_set or self._placeholders
         self._key_chunk = 500 if key_set is None else 1_000_000
-        #: a conditional bulk UPDATE ... FROM ... RETURNING (DuckDB), else SELECT [FOR UPDATE] + DELETE + INSERT
+        #: outbox rows by key through placeholders, this many at a time, so that the engine looks them up in the
+        #: primary key's index instead of scanning every rendered message (DuckDB: a semi-join scans them all)
+        self._lookup_chunk = lookup_chunk
+        #: a conditional bulk UPDATE ... FROM ... RETURNING (PostgreSQL), else SELECT [FOR UPDATE] + DELETE + INSERT
         self._update_from = update_from
         self._ready = False
 
     @contextmanager
     def _placeholders(self, keys: Sequence[str]) -> Iterator[tuple[str, list[Any]]]:
-        yield f"({', '.join([self._p] * len(keys))})", list(keys)
+        yield f"key_ IN ({', '.join([self._p] * len(keys))})", list(keys)
 
     def _ensure(self) -> None:
         if self._ready:
@@ -644,7 +649,7 @@ class SQLCampaignStore(CampaignStore):
             found = [SendRow.from_tuple(r) for r in self._run(sql, list(states or ()))]
         for part in _chunks(list(keys), self._key_chunk) if keys is not None else []:
             with self._key_set(part) as (in_keys, params):
-                sql = _send_select() + f" WHERE key_ IN {in_keys}" + (f" AND {state_sql}" if state_sql else "")
+                sql = _send_select() + f" WHERE {in_keys}" + (f" AND {state_sql}" if state_sql else "")
                 found += [SendRow.from_tuple(r) for r in self._run(sql, [*params, *(states or ())])]
         return sorted(found, key=lambda r: r.key)
 
@@ -675,16 +680,16 @@ class SQLCampaignStore(CampaignStore):
                     if expired:
                         self._run(
                             f"UPDATE {self.SENDS} SET claim = {p}, lease_until = {p}, updated_at = {p} "
-                            f"WHERE key_ IN {in_keys} AND state IN ('claimed', 'inflight') AND lease_until < {p}",
+                            f"WHERE {in_keys} AND state IN ('claimed', 'inflight') AND lease_until < {p}",
                             (claim, _stamp(lease_until), _stamp(now), *params, _stamp(now)),
                         )
                     else:
                         self._run(
                             f"UPDATE {self.SENDS} SET state = 'claimed', claim = {p}, lease_until = {p}, updated_at = {p}, "
-                            f"attempts = attempts + 1 WHERE key_ IN {in_keys} AND state IN ('queued', 'retry')",
+                            f"attempts = attempts + 1 WHERE {in_keys} AND state IN ('queued', 'retry')",
                             (claim, _stamp(lease_until), _stamp(now), *params),
                         )
-                    rows = self._run(_send_select() + f" WHERE key_ IN {in_keys} AND claim = {p} AND lease_until = {p}",
+                    rows = self._run(_send_select() + f" WHERE {in_keys} AND claim = {p} AND lease_until = {p}",
                                      (*params, claim, _stamp(lease_until)))
             except Exception as error:
                 if _is_contention(error):  # another dispatcher holds these rows: they are taken, not ours
@@ -701,10 +706,10 @@ class SQLCampaignStore(CampaignStore):
             with self._transaction(), self._key_set(part) as (in_keys, params):
                 self._run(
                     f"UPDATE {self.SENDS} SET state = 'inflight', batch_ref = {p}, lease_until = {p}, updated_at = {p} "
-                    f"WHERE key_ IN {in_keys} AND claim = {p} AND state IN ('claimed', 'inflight')",
+                    f"WHERE {in_keys} AND claim = {p} AND state IN ('claimed', 'inflight')",
                     (batch_ref, _stamp(lease_until), _stamp(now), *params, claim),
                 )
-                rows = self._run(f"SELECT key_ FROM {self.SENDS} WHERE key_ IN {in_keys} AND claim = {p} AND state = 'inflight' "
+                rows = self._run(f"SELECT key_ FROM {self.SENDS} WHERE {in_keys} AND claim = {p} AND state = 'inflight' "
                                  f"AND lease_until = {p}", (*params, claim, _stamp(lease_until)))
             held += [str(r[0]) for r in rows]
         return held
@@ -734,7 +739,7 @@ class SQLCampaignStore(CampaignStore):
                 rows = []  # written in place
             for part in _chunks([r.key for r in rows], self._key_chunk):
                 with self._key_set(part) as (in_keys, params):
-                    where, extra = [f"key_ IN {in_keys}"], []
+                    where, extra = [f"{in_keys}"], []
                     if held_by is not None:
                         where.append(f"claim = {p} AND state IN ('claimed', 'inflight')")
                         extra.append(held_by)
@@ -746,7 +751,7 @@ class SQLCampaignStore(CampaignStore):
                 mine = [str(r[0]) for r in found]
                 if mine:
                     with self._key_set(mine) as (in_keys, params):
-                        self._run(f"DELETE FROM {self.SENDS} WHERE key_ IN {in_keys}", params)
+                        self._run(f"DELETE FROM {self.SENDS} WHERE {in_keys}", params)
                 written.update(mine)
             kept = [r for r in rows if r.key in written]  # rows is empty when updated in place
             if kept:
@@ -761,9 +766,10 @@ class SQLCampaignStore(CampaignStore):
     def outbox_by_keys(self, keys: Sequence[str]) -> dict[str, OutboxRow]:
         self._ensure()
         out: dict[str, OutboxRow] = {}
-        for part in _chunks(list(keys), self._key_chunk):
-            with self._key_set(part) as (in_keys, params):
-                rows = self._run(self._select() + f" WHERE key_ IN {in_keys}", params)
+        lookup = self._key_set if self._lookup_chunk is None else self._placeholders
+        for part in _chunks(list(keys), self._lookup_chunk or self._key_chunk):
+            with lookup(part) as (in_keys, params):
+                rows = self._run(self._select() + f" WHERE {in_keys}", params)
             out.update((row.key, row) for row in (OutboxRow.from_tuple(r) for r in rows))
         return out
 

@@ -106,7 +106,7 @@ class DuckDBSource(Transactions, Source):
             # delivery outcomes are events like any other: they go into the events table, in the ledger's transaction
             self._campaigns = SQLCampaignStore(self._run, self._insert, self._transaction,
                                                write_events=self._write_message_events, key_set=self._key_set,
-                                               update_from=self._update_from)
+                                               lookup_chunk=2000)
         return self._campaigns
 
     @contextmanager
@@ -118,32 +118,10 @@ class DuckDBSource(Transactions, Source):
         name = f"shopcrm_keys_{self._key_sets}"
         self.con.register(name, pa.table({"key_": pa.array(list(keys), pa.string())}))
         try:
-            yield f"(SELECT key_ FROM {name})", []
+            yield f"key_ IN (SELECT key_ FROM {name})", []
         finally:
             with suppress(duckdb.Error):
                 self.con.unregister(name)
-
-    def _update_from(
-        self, table: str, columns: Sequence[str], values: Sequence[Sequence[Any]], condition: str, params: Sequence[Any],
-    ) -> list[str]:
-        """Update rows in place from an Arrow table (key ``key_``) where ``condition`` (on alias ``s``) holds; their
-        keys.  DuckDB rewrites an indexed row much faster this way than by a delete and an insert."""
-        import pyarrow as pa
-
-        check_identifier(table, "table name")
-        self._key_sets += 1
-        name = f"shopcrm_rows_{self._key_sets}"
-        self.con.register(name, pa.table(dict(zip(columns, values, strict=True))))
-        try:
-            assignments = ", ".join(f'"{c}" = r."{c}"' for c in columns if c != "key_")
-            found = self.con.execute(
-                f'UPDATE "{table}" AS s SET {assignments} FROM {name} AS r WHERE s.key_ = r.key_ AND {condition} RETURNING s.key_',
-                list(params),
-            ).fetchall()
-        finally:
-            with suppress(duckdb.Error):
-                self.con.unregister(name)
-        return [str(r[0]) for r in found]
 
     def _write_message_events(self, events: Sequence[Mapping[str, Any]]) -> None:
         """Delivery outcomes into the events table (inside the caller's transaction): columns the table lacks
