@@ -411,9 +411,6 @@ Run = Callable[[str, Sequence[Any]], list[tuple[Any, ...]]]
 KeySet = Callable[[Sequence[str]], AbstractContextManager[tuple[str, list[Any]]]]
 #: insert(table, column names, the values column by column)
 Insert = Callable[[str, Sequence[str], Sequence[Sequence[Any]]], None]
-#: update_from(table, column names, the values column by column, condition on the table's alias ``s``, its params):
-#: updates the rows whose ``key_`` matches and that meet the condition; returns their keys
-UpdateFrom = Callable[[str, Sequence[str], Sequence[Sequence[Any]], str, Sequence[Any]], list[str]]
 
 
 class SQLCampaignStore(CampaignStore):
@@ -443,8 +440,8 @@ class SQLCampaignStore(CampaignStore):
         write_events: Callable[[Sequence[Mapping[str, Any]]], None] | None = None,
         lock_rows: bool = False,
         key_set: KeySet | None = None,
-        update_from: UpdateFrom | None = None,
         lookup_chunk: int | None = None,
+        returning: bool = False,
     ) -> None:
         self._run = run
         self._insert = insert
@@ -462,8 +459,8 @@ class SQLCampaignStore(CampaignStore):
         #: outbox rows by key through placeholders, this many at a time, so that the engine looks them up in the
         #: primary key's index instead of scanning every rendered message (DuckDB: a semi-join scans them all)
         self._lookup_chunk = lookup_chunk
-        #: a conditional bulk UPDATE ... FROM ... RETURNING (PostgreSQL), else SELECT [FOR UPDATE] + DELETE + INSERT
-        self._update_from = update_from
+        #: ``UPDATE ... RETURNING`` (PostgreSQL, DuckDB, SQLite 3.35+): a claim reads back what it took in one statement
+        self._returning = returning
         self._ready = False
 
     @contextmanager
@@ -678,19 +675,19 @@ class SQLCampaignStore(CampaignStore):
             try:
                 with self._transaction(), self._key_set(part) as (in_keys, params):
                     if expired:
-                        self._run(
-                            f"UPDATE {self.SENDS} SET claim = {p}, lease_until = {p}, updated_at = {p} "
-                            f"WHERE {in_keys} AND state IN ('claimed', 'inflight') AND lease_until < {p}",
-                            (claim, _stamp(lease_until), _stamp(now), *params, _stamp(now)),
-                        )
+                        sql = (f"UPDATE {self.SENDS} SET claim = {p}, lease_until = {p}, updated_at = {p} "
+                               f"WHERE {in_keys} AND state IN ('claimed', 'inflight') AND lease_until < {p}")
+                        values: tuple[Any, ...] = (claim, _stamp(lease_until), _stamp(now), *params, _stamp(now))
                     else:
-                        self._run(
-                            f"UPDATE {self.SENDS} SET state = 'claimed', claim = {p}, lease_until = {p}, updated_at = {p}, "
-                            f"attempts = attempts + 1 WHERE {in_keys} AND state IN ('queued', 'retry')",
-                            (claim, _stamp(lease_until), _stamp(now), *params),
-                        )
-                    rows = self._run(_send_select() + f" WHERE {in_keys} AND claim = {p} AND lease_until = {p}",
-                                     (*params, claim, _stamp(lease_until)))
+                        sql = (f"UPDATE {self.SENDS} SET state = 'claimed', claim = {p}, lease_until = {p}, updated_at = {p}, "
+                               f"attempts = attempts + 1 WHERE {in_keys} AND state IN ('queued', 'retry')")
+                        values = (claim, _stamp(lease_until), _stamp(now), *params)
+                    if self._returning:  # exactly the rows this statement took, in one round trip
+                        rows = self._run(f"{sql} RETURNING {_SEND_SELECT_COLUMNS}", values)
+                    else:
+                        self._run(sql, values)
+                        rows = self._run(_send_select() + f" WHERE {in_keys} AND claim = {p} AND lease_until = {p}",
+                                         (*params, claim, _stamp(lease_until)))
             except Exception as error:
                 if _is_contention(error):  # another dispatcher holds these rows: they are taken, not ours
                     continue
@@ -704,13 +701,15 @@ class SQLCampaignStore(CampaignStore):
         held: list[str] = []
         for part in _chunks(sorted(keys), self._key_chunk):
             with self._transaction(), self._key_set(part) as (in_keys, params):
-                self._run(
-                    f"UPDATE {self.SENDS} SET state = 'inflight', batch_ref = {p}, lease_until = {p}, updated_at = {p} "
-                    f"WHERE {in_keys} AND claim = {p} AND state IN ('claimed', 'inflight')",
-                    (batch_ref, _stamp(lease_until), _stamp(now), *params, claim),
-                )
-                rows = self._run(f"SELECT key_ FROM {self.SENDS} WHERE {in_keys} AND claim = {p} AND state = 'inflight' "
-                                 f"AND lease_until = {p}", (*params, claim, _stamp(lease_until)))
+                sql = (f"UPDATE {self.SENDS} SET state = 'inflight', batch_ref = {p}, lease_until = {p}, updated_at = {p} "
+                       f"WHERE {in_keys} AND claim = {p} AND state IN ('claimed', 'inflight')")
+                values = (batch_ref, _stamp(lease_until), _stamp(now), *params, claim)
+                if self._returning:
+                    rows = self._run(f"{sql} RETURNING key_", values)
+                else:
+                    self._run(sql, values)
+                    rows = self._run(f"SELECT key_ FROM {self.SENDS} WHERE {in_keys} AND claim = {p} AND state = 'inflight' "
+                                     f"AND lease_until = {p}", (*params, claim, _stamp(lease_until)))
             held += [str(r[0]) for r in rows]
         return held
 
@@ -726,17 +725,6 @@ class SQLCampaignStore(CampaignStore):
         columns = ["key_" if c == "key" else c for c in SEND_COLUMNS]
         written: set[str] = set()
         with self._transaction():
-            if self._update_from is not None:
-                where, extra = ["TRUE"], []
-                if held_by is not None:
-                    where.append(f"s.claim = {p} AND s.state IN ('claimed', 'inflight')")
-                    extra.append(held_by)
-                if states is not None:
-                    where.append(f"s.state IN ({', '.join([p] * len(states))})")
-                    extra += list(states)
-                values = [list(column) for column in zip(*(r.stored() for r in rows), strict=True)]
-                written = set(self._update_from(self.SENDS, columns, values, " AND ".join(where), extra))
-                rows = []  # written in place
             for part in _chunks([r.key for r in rows], self._key_chunk):
                 with self._key_set(part) as (in_keys, params):
                     where, extra = [f"{in_keys}"], []
@@ -753,7 +741,7 @@ class SQLCampaignStore(CampaignStore):
                     with self._key_set(mine) as (in_keys, params):
                         self._run(f"DELETE FROM {self.SENDS} WHERE {in_keys}", params)
                 written.update(mine)
-            kept = [r for r in rows if r.key in written]  # rows is empty when updated in place
+            kept = [r for r in rows if r.key in written]
             if kept:
                 self._insert(self.SENDS, columns, [list(column) for column in zip(*(r.stored() for r in kept), strict=True)])
             happened = [e for e in events if e["message_key"] in written]
@@ -827,9 +815,11 @@ class SQLCampaignStore(CampaignStore):
             out.append(event)
         return out
 
+_SEND_SELECT_COLUMNS = ", ".join("key_" if c == "key" else c for c in SEND_COLUMNS)
+
+
 def _send_select() -> str:
-    columns = ", ".join("key_" if c == "key" else c for c in SEND_COLUMNS)
-    return f"SELECT {columns} FROM {SQLCampaignStore.SENDS}"
+    return f"SELECT {_SEND_SELECT_COLUMNS} FROM {SQLCampaignStore.SENDS}"
 
 
 def _is_contention(error: Exception) -> bool:

@@ -141,7 +141,7 @@ class DBAPISource(Transactions, Source):
             self._campaigns = SQLCampaignStore(
                 self._run, self._insert, self._transaction, placeholder=_PLACEHOLDER.get(self.dialect, "%s"),
                 lock_rows=self.dialect in ("postgres", "mysql"),
-                update_from=self._update_from if self.dialect == "postgres" else None,
+                returning=self.dialect == "postgres" or (self.dialect == "sqlite" and _sqlite_returns()),
                 key_set=self._key_set if self.dialect == "postgres" else None,
             )
         return self._campaigns
@@ -150,23 +150,6 @@ class DBAPISource(Transactions, Source):
     def _key_set(self, keys: Sequence[str]) -> Iterator[tuple[str, list[Any]]]:
         """PostgreSQL: a set of keys as one array parameter (hundreds of placeholders cost the client dearly)."""
         yield "key_ = ANY(CAST(%s AS text[]))", [list(keys)]
-
-    def _update_from(
-        self, table: str, columns: Sequence[str], values: Sequence[Sequence[Any]], condition: str, params: Sequence[Any],
-    ) -> list[str]:
-        """PostgreSQL: update rows in place from arrays, one per column (key ``key_``), where ``condition`` (on
-        alias ``s``) holds, returning their keys: one statement instead of a delete and an insert."""
-        check_identifier(table, "table name")
-        for column in columns:
-            check_identifier(column, "column name")
-        arrays = ", ".join(f"CAST(%s AS {_array_type(column)})" for column in values)
-        assignments = ", ".join(f"{c} = r.{c}" for c in columns if c != "key_")
-        rows = self._run(
-            f"UPDATE {table} AS s SET {assignments} FROM unnest({arrays}) AS r({', '.join(columns)}) "
-            f"WHERE s.key_ = r.key_ AND {condition} RETURNING s.key_",
-            [list(column) for column in values] + list(params),
-        )
-        return [str(r[0]) for r in rows]
 
     def _commit(self) -> None:
         self.connection.commit()
@@ -192,6 +175,12 @@ class DBAPISource(Transactions, Source):
                     cursor.executemany(sql, [tuple(r) for r in rows[start:start + 5000]])
             finally:
                 cursor.close()
+
+
+def _sqlite_returns() -> bool:
+    import sqlite3
+
+    return sqlite3.sqlite_version_info >= (3, 35)
 
 
 def _array_type(values: Sequence[Any]) -> str:

@@ -106,7 +106,7 @@ class DuckDBSource(Transactions, Source):
             # delivery outcomes are events like any other: they go into the events table, in the ledger's transaction
             self._campaigns = SQLCampaignStore(self._run, self._insert, self._transaction,
                                                write_events=self._write_message_events, key_set=self._key_set,
-                                               lookup_chunk=2000)
+                                               lookup_chunk=2000, returning=True)
         return self._campaigns
 
     @contextmanager
