@@ -69,6 +69,8 @@ def work(ledger: str, where: str, url: str) -> None:
 
     if ledger == "duckdb":
         shop = Shop.open(where)
+        if os.environ.get("DUCK_SET"):
+            shop.source.con.execute(os.environ["DUCK_SET"])  # type: ignore[attr-defined]
     else:
         import psycopg
 

@@ -10,6 +10,7 @@ keys again.
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 from abc import ABC, abstractmethod
@@ -35,10 +36,16 @@ def _stamp(value: datetime | None) -> str | None:
     return None if value is None else value.isoformat(sep=" ", timespec="microseconds")
 
 
-def _instant(value: Any) -> datetime | None:
-    if value is None:
-        return None
-    return value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+@functools.lru_cache(maxsize=4096)
+def _parse_instant(text: str) -> datetime:
+    return datetime.fromisoformat(text)
+
+
+def _instant(value: Any) -> Any:
+    """An instant as stored (ISO text; the same few instants recur across a batch's rows, so parsed once each)."""
+    if value is None or isinstance(value, datetime):
+        return value
+    return _parse_instant(str(value))
 
 
 class OutboxRow(NamedTuple):
@@ -68,13 +75,11 @@ class OutboxRow(NamedTuple):
 
     @classmethod
     def from_tuple(cls, row: Sequence[Any]) -> OutboxRow:
-        """A row as an engine returns it (customer id as JSON, instants as ISO text)."""
-        values = dict(zip(OUTBOX_COLUMNS, row, strict=True))
-        values["customer_id"] = json.loads(values["customer_id"])
-        for name in ("due_at", "send_at", "planned_at"):
-            values[name] = _instant(values[name])
-        values["cost"] = float(values["cost"] or 0)
-        return cls(**values)
+        """A row as an engine returns it (customer id as JSON, instants as ISO text), field by field in order
+        (a dispatcher reads one per message)."""
+        key, customer, campaign, step, occurrence, variant, purpose, channel, kind, status, due, send, cost, message, planned = row
+        return cls(key, _customer_id(customer), campaign, step, occurrence, variant, purpose, channel, kind, status,
+                   _instant(due), _instant(send), float(cost or 0), message, _instant(planned))
 
     @property
     def chain(self) -> list[dict[str, Any]]:
@@ -126,17 +131,12 @@ class SendRow(NamedTuple):
 
     @classmethod
     def from_tuple(cls, row: Sequence[Any]) -> SendRow:
-        values = dict(zip(SEND_COLUMNS, row, strict=True))
-        values["customer_id"] = _customer_id(values["customer_id"])
-        for name in ("next_at", "lease_until", "updated_at"):
-            values[name] = _instant(values[name])
-        values["chain_index"] = int(values["chain_index"])
-        values["attempts"] = int(values["attempts"])
-        values["checks"] = int(values["checks"] or 0)
-        values["cost"] = float(values["cost"] or 0)
-        for name in ("claim", "provider_id", "code", "reason", "batch_ref"):
-            values[name] = values[name] or ""
-        return cls(**values)
+        """A row as an engine returns it, field by field in order (a dispatcher reads two per message)."""
+        (key, customer, campaign, chain_index, state, attempts, next_at, lease_until, claim, provider_id, code, reason,
+         cost, updated_at, batch_ref, checks) = row
+        return cls(key, _customer_id(customer), campaign, int(chain_index), state, int(attempts), _instant(next_at),
+                   _instant(lease_until), claim or "", provider_id or "", code or "", reason or "", float(cost or 0),
+                   _instant(updated_at), batch_ref or "", int(checks or 0))
 
     def stored(self) -> tuple[Any, ...]:
         return (self.key, json.dumps(self.customer_id), self.campaign_id, self.chain_index, self.state, self.attempts,
@@ -406,6 +406,9 @@ def _may_settle(row: SendRow | None, held_by: str | None, states: Sequence[str] 
 
 
 Run = Callable[[str, Sequence[Any]], list[tuple[Any, ...]]]
+#: update_from(table, column names, the values column by column, condition on the table's alias ``s``, its params):
+#: updates the rows whose ``key_`` matches and that meet the condition; returns their keys
+UpdateFrom = Callable[[str, Sequence[str], Sequence[Sequence[Any]], str, Sequence[Any]], list[str]]
 #: key_set(keys) -> a context manager yielding ``(predicate, params)``: a condition on the column ``key_`` that
 #: selects exactly those keys
 KeySet = Callable[[Sequence[str]], AbstractContextManager[tuple[str, list[Any]]]]
@@ -442,6 +445,7 @@ class SQLCampaignStore(CampaignStore):
         key_set: KeySet | None = None,
         lookup_chunk: int | None = None,
         returning: bool = False,
+        update_from: UpdateFrom | None = None,
     ) -> None:
         self._run = run
         self._insert = insert
@@ -461,6 +465,8 @@ class SQLCampaignStore(CampaignStore):
         self._lookup_chunk = lookup_chunk
         #: ``UPDATE ... RETURNING`` (PostgreSQL, DuckDB, SQLite 3.35+): a claim reads back what it took in one statement
         self._returning = returning
+        #: a conditional bulk ``UPDATE ... FROM ... RETURNING`` (DuckDB), else SELECT [FOR UPDATE] + DELETE + INSERT
+        self._update_from = update_from
         self._ready = False
 
     @contextmanager
@@ -725,6 +731,17 @@ class SQLCampaignStore(CampaignStore):
         columns = ["key_" if c == "key" else c for c in SEND_COLUMNS]
         written: set[str] = set()
         with self._transaction():
+            if self._update_from is not None:
+                where, extra = ["TRUE"], []
+                if held_by is not None:
+                    where.append(f"s.claim = {p} AND s.state IN ('claimed', 'inflight')")
+                    extra.append(held_by)
+                if states is not None:
+                    where.append(f"s.state IN ({', '.join([p] * len(states))})")
+                    extra += list(states)
+                values = [list(column) for column in zip(*(r.stored() for r in rows), strict=True)]
+                written = set(self._update_from(self.SENDS, columns, values, " AND ".join(where), extra))
+                rows = []  # written in place
             for part in _chunks([r.key for r in rows], self._key_chunk):
                 with self._key_set(part) as (in_keys, params):
                     where, extra = [f"{in_keys}"], []

@@ -106,7 +106,7 @@ class DuckDBSource(Transactions, Source):
             # delivery outcomes are events like any other: they go into the events table, in the ledger's transaction
             self._campaigns = SQLCampaignStore(self._run, self._insert, self._transaction,
                                                write_events=self._write_message_events, key_set=self._key_set,
-                                               lookup_chunk=2000, returning=True)
+                                               update_from=self._update_from)
         return self._campaigns
 
     @contextmanager
@@ -122,6 +122,28 @@ class DuckDBSource(Transactions, Source):
         finally:
             with suppress(duckdb.Error):
                 self.con.unregister(name)
+
+    def _update_from(
+        self, table: str, columns: Sequence[str], values: Sequence[Sequence[Any]], condition: str, params: Sequence[Any],
+    ) -> list[str]:
+        """Update rows in place from an Arrow table (key ``key_``) where ``condition`` (on alias ``s``) holds; their
+        keys (measured faster on DuckDB than a delete and an insert of the same rows)."""
+        import pyarrow as pa
+
+        check_identifier(table, "table name")
+        self._key_sets += 1
+        name = f"shopcrm_rows_{self._key_sets}"
+        self.con.register(name, pa.table(dict(zip(columns, values, strict=True))))
+        try:
+            assignments = ", ".join(f'"{c}" = r."{c}"' for c in columns if c != "key_")
+            found = self.con.execute(
+                f'UPDATE "{table}" AS s SET {assignments} FROM {name} AS r WHERE s.key_ = r.key_ AND {condition} RETURNING s.key_',
+                list(params),
+            ).fetchall()
+        finally:
+            with suppress(duckdb.Error):
+                self.con.unregister(name)
+        return [str(r[0]) for r in found]
 
     def _write_message_events(self, events: Sequence[Mapping[str, Any]]) -> None:
         """Delivery outcomes into the events table (inside the caller's transaction): columns the table lacks
