@@ -6,8 +6,9 @@
 Three processes, so that each figure is the one it names: this one plans the messages (the tick) and starts
 PostgreSQL; the Solapi stand-in serves in a process of its own (it checks every request's HMAC signature and
 every message, so the figures include Solapi's request shape and authentication); and the **dispatcher runs in a
-process of its own**, whose peak memory (RSS) is reported.  The same messages are dispatched twice, side by side:
-with the send ledger (and outbox) in the embedded DuckDB file, and in PostgreSQL.  Prints messages per second, the
+process of its own**, whose peak memory (RSS) is reported.  The same messages are dispatched three times, side by side:
+with the send ledger (and outbox) in the embedded DuckDB file, in the same file with DuckDB's automatic checkpoints
+at 64 MB of write-ahead log instead of 16 MB (more memory, fewer table rewrites), and in PostgreSQL.  Prints messages per second, the
 ratio between the two ledgers, the dispatcher's peak RSS, and what the server received (each key once); never
 fails on timing.
 """
@@ -15,9 +16,9 @@ fails on timing.
 from __future__ import annotations
 
 import argparse
-import os
 import json
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -31,6 +32,7 @@ sys.path[:0] = [str(HERE.parent / "tests"), str(HERE)]
 
 from shopcrm import Shop  # noqa: E402
 from shopcrm.campaigns import MessagingPolicy  # noqa: E402
+from shopcrm.sources.duckdb_store import DuckDBSource  # noqa: E402
 
 NOW = datetime(2026, 11, 25, 1)
 CAMPAIGN = {
@@ -69,18 +71,18 @@ def work(ledger: str, where: str, url: str) -> None:
 
     if ledger == "duckdb":
         shop = Shop.open(where)
-        if os.environ.get("DUCK_SET"):
-            shop.source.con.execute(os.environ["DUCK_SET"])  # type: ignore[attr-defined]
+    elif ledger == "duckdb-wal":  # the same file, with fewer checkpoints: more memory for speed
+        import duckdb
+
+        shop = Shop.from_source(DuckDBSource(where, connection=duckdb.connect(where, config={"checkpoint_threshold": "64MB"})))
     else:
         import psycopg
 
         shop = Shop.from_dbapi(psycopg.connect(where), dialect="postgres")
     shop.messaging_policy = MessagingPolicy()
     solapi = SolapiChannel(api_key=KEY, api_secret=SECRET, sender="0215880000", pf_id=PF_ID, base_url=url)
-    if os.environ.get("SOLAPI_BATCH"):
-        solapi.batch_size = int(os.environ["SOLAPI_BATCH"])  # type: ignore[misc]
     started = time.perf_counter()
-    report = shop.dispatch({"sms": solapi}, batch=int(os.environ.get("BATCH", "5000")), clock=lambda: NOW)
+    report = shop.dispatch({"sms": solapi}, batch=5000, clock=lambda: NOW)
     seconds = time.perf_counter() - started
     shop.close()
     usage = resource.getrusage(resource.RUSAGE_SELF)
@@ -140,7 +142,10 @@ def main() -> None:
         with Shop.open(path) as shop:
             shop.load_customers(people)
             plan(shop)
+        copy = str(Path(folder) / "copy.duckdb")
+        shutil.copy(path, copy)
         results["DuckDB file (embedded)"] = dispatched("duckdb", path)
+        results["DuckDB, checkpoints at 64MB"] = dispatched("duckdb-wal", copy)
     try:
         import psycopg
 
