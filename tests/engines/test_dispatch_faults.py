@@ -272,9 +272,13 @@ def _dbapi_case(connection: Any, dialect: str, placeholder: str, seed: int) -> N
 @FAULTS
 @given(seed=st.integers(0, 2**32 - 1))
 def test_sqlite_ledger_through_faults_and_deaths(tmp_path: Path, seed: int) -> None:
-    connection = sqlite3.connect(tmp_path / f"faults-{seed}.db")
+    _on_sqlite(tmp_path / f"faults-{seed}.db", _dbapi_case, seed)
+
+
+def _on_sqlite(path: Path, case: Callable[[Any, str, str, int], None], seed: int) -> None:
+    connection = sqlite3.connect(path)
     try:
-        _dbapi_case(connection, "sqlite", "?", seed)
+        case(connection, "sqlite", "?", seed)
     finally:
         connection.close()
 
@@ -450,11 +454,7 @@ def _solapi_dbapi_case(connection: Any, dialect: str, placeholder: str, seed: in
 @SOLAPI_FAULTS
 @given(seed=st.integers(0, 2**32 - 1))
 def test_solapi_on_the_sqlite_ledger_through_faults_and_deaths(tmp_path: Path, seed: int) -> None:
-    connection = sqlite3.connect(tmp_path / f"solapi-{seed}.db")
-    try:
-        _solapi_dbapi_case(connection, "sqlite", "?", seed)
-    finally:
-        connection.close()
+    _on_sqlite(tmp_path / f"solapi-{seed}.db", _solapi_dbapi_case, seed)
 
 
 @QUIET_DEATHS
