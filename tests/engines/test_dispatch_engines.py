@@ -66,3 +66,27 @@ def test_mysql(mysql_loader: Any, tmp_path: Path) -> None:
     connection = mysql_loader.con
     _fill(connection, "%s")
     _run(shopcrm.Shop.from_dbapi(connection, dialect="mysql", customers="d_customers", events="d_events"), tmp_path)
+
+
+def test_a_send_ledger_from_shopcrm_0_1_gains_its_new_columns_on_first_use(tmp_path: Path) -> None:
+    connection = sqlite3.connect(tmp_path / "old.db")
+    _fill(connection, "?")
+    connection.execute(
+        "CREATE TABLE shopcrm_sends (key_ VARCHAR(64) PRIMARY KEY, customer_id VARCHAR(200) NOT NULL, campaign_id "
+        "VARCHAR(100) NOT NULL, chain_index INTEGER NOT NULL, state VARCHAR(20) NOT NULL, attempts INTEGER NOT NULL, "
+        "next_at VARCHAR(32) NOT NULL, lease_until VARCHAR(32), claim VARCHAR(64), provider_id VARCHAR(200), "
+        "code VARCHAR(64), reason TEXT, cost DOUBLE PRECISION NOT NULL, updated_at VARCHAR(32) NOT NULL)")
+    connection.execute("INSERT INTO shopcrm_sends VALUES ('k1', '\"c1\"', 'notice', 0, 'sent', 1, '2026-11-25 01:00:00', "
+                       "NULL, '', 'M1', '', '', 8.4, '2026-11-25 01:00:00')")
+    connection.commit()
+    shop = shopcrm.Shop.from_dbapi(connection, dialect="sqlite", customers="d_customers", events="d_events")
+    [old] = shop.source.campaign_store().sends()
+    assert (old.key, old.state, old.provider_id, old.batch_ref, old.checks) == ("k1", "sent", "M1", "", 0)
+    shop.save_campaign({"id": "notice", "purpose": "informational", "channels": ["sms"],
+                        "variants": [{"name": "a", "content": {"text": "{{ name }}님, 공지입니다."}}],
+                        "schedule": {"kind": "one_off", "at": "2026-11-25T10:00:00"}}, now=T0 - timedelta(days=1))
+    shop.tick(now=T0)
+    sms = JsonlChannel(tmp_path / "sms.jsonl")
+    asyncio.run(Dispatcher(shop, {"sms": sms}, clock=lambda: T0).run())  # and the ledger works as a new one
+    assert Counter(r.state for r in shop.source.campaign_store().sends()) == {"sent": 6}
+    assert len(sms.written()) == 5
