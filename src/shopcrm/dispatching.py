@@ -263,13 +263,26 @@ class Dispatcher:
     async def _batch(
         self, channel: Channel | None, rows: Sequence[SendRow], outbox: Mapping[str, OutboxRow], semaphore: asyncio.Semaphore,
     ) -> None:
-        """Claim, check, begin, hand over, send and settle one channel batch."""
+        """Claim, check, begin, hand over, send and settle one channel batch.  A channel that prepares batches at
+        the provider (``begin``) prepares first (nothing is sent by it), so that the claim records the reference and
+        hands the rows over in one commit."""
         async with semaphore:
             if channel is not None:
                 await self._limits[id(channel)].take(len(rows))
+            begun: str | None = None
+            failure: Exception | None = None
+            if channel is not None and type(channel).begin is not Channel.begin:
+                try:
+                    begun = await self._begin(channel, [m for r in rows if (m := self.message(
+                        r, outbox.get(r.key), self._chains.get(r.key))[0]) is not None])
+                except Exception as error:  # nothing was sent: the batch is claimed below and waits
+                    failure = error
             now = self.clock()
-            held = self.store.claim([r.key for r in rows], self.claim_id, now + self.lease, now)
+            held = self.store.claim([r.key for r in rows], self.claim_id, now + self.lease, now, batch_ref=begun)
             if not held:
+                return
+            if failure is not None:
+                self._not_begun(held, outbox, failure)
                 return
             settlement = _Settlement()
             checks = self.recheck(held, outbox, now)
@@ -300,25 +313,40 @@ class Dispatcher:
                 self.commit(settlement)
             if not ready or channel is None:
                 return
-            await self._send(channel, ready, outbox)
+            await self._send(channel, ready, outbox, begun)
 
-    async def _send(self, channel: Channel, ready: list[tuple[SendRow, Message]], outbox: Mapping[str, OutboxRow]) -> None:
-        try:
-            ref = await channel.begin([m for _, m in ready])
-            if not isinstance(ref, str):
-                raise TypeError(f"{type(channel).__name__}.begin returned {type(ref).__name__}, not a str")
-        except Exception as error:  # nothing was sent: the whole batch waits and goes again
-            now = self.clock()
-            settlement = _Settlement()
-            for row, message in ready:
+    async def _begin(self, channel: Channel, messages: Sequence[Message]) -> str:
+        ref = await channel.begin(messages)
+        if not isinstance(ref, str):
+            raise TypeError(f"{type(channel).__name__}.begin returned {type(ref).__name__}, not a str")
+        return ref
+
+    def _not_begun(self, rows: Sequence[SendRow], outbox: Mapping[str, OutboxRow], error: Exception) -> None:
+        """The provider could not prepare the batch: nothing was sent, the rows wait and go again."""
+        now = self.clock()
+        settlement = _Settlement()
+        for row in rows:
+            message, _, _ = self.message(row, outbox.get(row.key), self._chains.get(row.key))
+            if message is not None:
                 self.apply(row, outbox.get(row.key), message, Transient(f"{type(error).__name__}: {error}", code="begin"),
                            now, settlement)
-            self.commit(settlement)
-            return
-        now = self.clock()
-        held = set(self.store.hand_over([r.key for r, _ in ready], self.claim_id, ref, now + self.lease, now))
-        part = [(row._replace(state="inflight", batch_ref=ref, lease_until=now + self.lease), attrs.evolve(message, batch_ref=ref))
-                for row, message in ready if row.key in held]
+        self.commit(settlement)
+
+    async def _send(
+        self, channel: Channel, ready: list[tuple[SendRow, Message]], outbox: Mapping[str, OutboxRow], begun: str | None,
+    ) -> None:
+        if begun is not None:  # prepared and handed over with the claim
+            part = ready
+        else:
+            try:
+                ref = await self._begin(channel, [m for _, m in ready])
+            except Exception as error:  # nothing was sent: the whole batch waits and goes again
+                self._not_begun([r for r, _ in ready], outbox, error)
+                return
+            now = self.clock()
+            held = set(self.store.hand_over([r.key for r, _ in ready], self.claim_id, ref, now + self.lease, now))
+            part = [(row._replace(state="inflight", batch_ref=ref, lease_until=now + self.lease),
+                     attrs.evolve(message, batch_ref=ref)) for row, message in ready if row.key in held]
         if not part:
             return
         results: list[SendResult | None]

@@ -227,10 +227,14 @@ class CampaignStore(ABC):
         reconciled later."""
 
     @abstractmethod
-    def claim(self, keys: Sequence[str], claim: str, lease_until: datetime, now: datetime, *, expired: bool = False) -> list[SendRow]:
+    def claim(
+        self, keys: Sequence[str], claim: str, lease_until: datetime, now: datetime, *, expired: bool = False,
+        batch_ref: str | None = None,
+    ) -> list[SendRow]:
         """Atomically take these rows: queued or retrying ones become ``claimed`` under ``claim`` until
-        ``lease_until`` (one more attempt); with ``expired``, held rows whose lease ran out are taken over as they
-        are.  Returns the rows this call took; a row another dispatcher took first is simply not among them."""
+        ``lease_until`` (one more attempt), or, with the ``batch_ref`` a channel already prepared, ``inflight`` at
+        once (claimed and handed over in one commit); with ``expired``, held rows whose lease ran out are taken
+        over as they are.  Returns the rows this call took; a row another dispatcher took first is not among them."""
 
     @abstractmethod
     def hand_over(self, keys: Sequence[str], claim: str, batch_ref: str, lease_until: datetime, now: datetime) -> list[str]:
@@ -337,7 +341,10 @@ class MemoryCampaignStore(CampaignStore):
         return sorted((r for r in self._sends.values() if r.state in HELD_STATES and r.lease_until is not None
                        and r.lease_until < now), key=lambda r: r.key)
 
-    def claim(self, keys: Sequence[str], claim: str, lease_until: datetime, now: datetime, *, expired: bool = False) -> list[SendRow]:
+    def claim(
+        self, keys: Sequence[str], claim: str, lease_until: datetime, now: datetime, *, expired: bool = False,
+        batch_ref: str | None = None,
+    ) -> list[SendRow]:
         taken = []
         with self._lock:
             for key in keys:
@@ -348,9 +355,13 @@ class MemoryCampaignStore(CampaignStore):
                     ok = row.state in HELD_STATES and row.lease_until is not None and row.lease_until < now
                 else:
                     ok = row.state in ("queued", "retry")
+                if ok and expired:
+                    row = row._replace(claim=claim, lease_until=lease_until, updated_at=now)
+                elif ok:
+                    row = row._replace(state="claimed" if batch_ref is None else "inflight", claim=claim,
+                                       lease_until=lease_until, updated_at=now, attempts=row.attempts + 1,
+                                       batch_ref=row.batch_ref if batch_ref is None else batch_ref)
                 if ok:
-                    row = row._replace(state=row.state if expired else "claimed", claim=claim, lease_until=lease_until,
-                                       updated_at=now, attempts=row.attempts if expired else row.attempts + 1)
                     self._sends[key] = row
                     taken.append(row)
         return taken
@@ -673,6 +684,7 @@ class SQLCampaignStore(CampaignStore):
 
     def claim(
         self, keys: Sequence[str], claim: str, lease_until: datetime, now: datetime, *, expired: bool = False,
+        batch_ref: str | None = None,
     ) -> list[SendRow]:
         self._ensure()
         p = self._p
@@ -684,10 +696,14 @@ class SQLCampaignStore(CampaignStore):
                         sql = (f"UPDATE {self.SENDS} SET claim = {p}, lease_until = {p}, updated_at = {p} "
                                f"WHERE {in_keys} AND state IN ('claimed', 'inflight') AND lease_until < {p}")
                         values: tuple[Any, ...] = (claim, _stamp(lease_until), _stamp(now), *params, _stamp(now))
-                    else:
+                    elif batch_ref is None:
                         sql = (f"UPDATE {self.SENDS} SET state = 'claimed', claim = {p}, lease_until = {p}, updated_at = {p}, "
                                f"attempts = attempts + 1 WHERE {in_keys} AND state IN ('queued', 'retry')")
                         values = (claim, _stamp(lease_until), _stamp(now), *params)
+                    else:  # claimed and handed over with the channel's prepared batch, in one commit
+                        sql = (f"UPDATE {self.SENDS} SET state = 'inflight', batch_ref = {p}, claim = {p}, lease_until = {p}, "
+                               f"updated_at = {p}, attempts = attempts + 1 WHERE {in_keys} AND state IN ('queued', 'retry')")
+                        values = (batch_ref, claim, _stamp(lease_until), _stamp(now), *params)
                     if self._returning:  # exactly the rows this statement took, in one round trip
                         rows = self._run(f"{sql} RETURNING {_SEND_SELECT_COLUMNS}", values)
                     else:

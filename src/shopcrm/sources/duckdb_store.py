@@ -152,13 +152,17 @@ class DuckDBSource(Transactions, Source):
 
         names = list(dict.fromkeys(name for event in events for name in event))
         data = pa.table({name: pa.array([e.get(name) for e in events]) for name in names})  # plain values already
-        existing = self._columns(EVENTS)
+        try:
+            known: Mapping[str, Any] = self.schema().events.columns  # cached: no catalogue query per batch
+        except LoadError:
+            known = {}
+        existing = known if all(name in known for name in names) else self._columns(EVENTS)
         if not existing:
             self.load(EVENTS, list(events))
             return
         self.con.register("shopcrm_outcomes", data)
         try:
-            described = self.con.execute("DESCRIBE SELECT * FROM shopcrm_outcomes").fetchall()
+            described = [] if existing is known else self.con.execute("DESCRIBE SELECT * FROM shopcrm_outcomes").fetchall()
             for name, kind, *_ in described:
                 if name not in existing:
                     check_identifier(str(name), "column name")
