@@ -520,3 +520,13 @@ def test_an_unverifiable_failure_report_for_an_unknown_message_sends_nothing() -
     assert shop.record_deliveries([DeliveryReport(key=row.key, delivered=False, code="3104")], now=T0) == {"unmatched": 1}
     [after] = store.sends()
     assert (after.state, after.chain_index) == ("unknown", 0)
+
+
+def test_a_deleted_campaigns_messages_keep_the_default_allowance(tmp_path: Path) -> None:
+    shop = planned_shop(2, purpose="informational", channels=("sms",))
+    shop.delete_campaign("sale")  # what it planned stays in the outbox; its max_delay is gone with it
+    sms = JsonlChannel(tmp_path / "sms.jsonl")
+    assert dispatch(shop, {"sms": sms}, FakeClock(T0 + timedelta(days=2))).outcomes == {"expired": 2}  # default: 1 day
+    fresh = planned_shop(2, purpose="informational", channels=("sms",))
+    fresh.delete_campaign("sale")
+    assert dispatch(fresh, {"sms": sms}, FakeClock(T0 + timedelta(hours=2))).outcomes == {"sent": 2}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -12,12 +13,13 @@ import shopcrm
 from shopcrm.dsl import NODE_KEYS
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
-FENCE = re.compile(r"^```(\w+)\n(.*?)^```", re.S | re.M)
+#: a fenced block, at the margin or indented inside a list item (its body dedented as a reader would copy it)
+FENCE = re.compile(r"^([ ]*)```(\w+)\n(.*?)^\1```", re.S | re.M)
 
 
 def blocks(page: str, language: str) -> list[str]:
     text = (DOCS / page).read_text(encoding="utf-8")
-    return [body for lang, body in FENCE.findall(text) if lang == language]
+    return [textwrap.dedent(body) for _, lang, body in FENCE.findall(text) if lang == language]
 
 
 def test_every_json_block_of_the_dsl_reference_is_a_valid_rule() -> None:

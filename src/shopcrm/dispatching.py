@@ -384,12 +384,12 @@ class Dispatcher:
         self.store.settle(settlement.rows, settlement.events, settlement.opt_outs, held_by=self.claim_id)
 
     def _max_delay(self, campaign_id: str) -> timedelta:
-        if campaign_id not in self._max_delays:
+        if campaign_id not in self._max_delays:  # read the campaigns once per campaign this dispatcher meets
             for found, document, _ in self.store.campaigns():
                 self._max_delays[found] = Campaign.model_validate_json(document).max_delay
-        # a deleted campaign's messages keep the default allowance
-        default: timedelta = Campaign.model_fields["max_delay"].default
-        return self._max_delays.get(campaign_id, default)
+            # a deleted campaign's messages keep the default allowance (remembered: not read again per batch)
+            self._max_delays.setdefault(campaign_id, Campaign.model_fields["max_delay"].default)
+        return self._max_delays[campaign_id]
 
     def recheck(
         self, rows: Sequence[SendRow], outbox: Mapping[str, OutboxRow], now: datetime,

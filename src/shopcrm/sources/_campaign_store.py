@@ -99,8 +99,6 @@ SEND_COLUMNS = (
 SEND_STATES = ("queued", "claimed", "inflight", "retry", "sent", "delivered", "failed", "expired", "unknown")
 #: the states a dispatcher holds under its claim and lease
 HELD_STATES = ("claimed", "inflight")
-#: the states nothing changes any more (but a delivery report, for ``sent`` and ``unknown``)
-FINAL_STATES = ("sent", "delivered", "failed", "expired", "unknown")
 
 
 class SendRow(NamedTuple):
