@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import shopcrm
+from shopcrm.campaigns import MessagingPolicy
 from shopcrm.schema import ColumnType
 from shopcrm.sources.duckdb_store import LoadError
 
@@ -201,3 +202,33 @@ def test_transaction_blocks_nest_and_only_the_outermost_ends() -> None:
     with pytest.raises(RuntimeError, match="outer"):
         outer_block()
     assert shop.members({"everyone": True}, now=NOW) == ["a", "b"]
+
+
+def test_dispatching_from_a_duckdb_file_needs_neither_pyarrow_nor_pandas(tmp_path: Path) -> None:
+    """The dispatcher's ledger writes bind lists, not registered Arrow tables: registering one imports pyarrow
+    and pandas, about 110 MiB of the dispatcher's resident memory (benchmarks/bench_dispatch.py)."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "shop.duckdb"
+    with shopcrm.Shop.open(path) as shop:
+        shop.messaging_policy = MessagingPolicy()
+        shop.load_customers([{"customer_id": f"c{i}", "name": "민서", "phone": f"010-3000-{i:04d}"} for i in range(50)])
+        shop.save_campaign({"id": "notice", "purpose": "informational", "channels": ["sms"],
+                            "variants": [{"name": "a", "content": {"text": "{{ name }}님, 배송이 시작되었습니다."}}],
+                            "schedule": {"kind": "one_off", "at": "2026-03-10T10:00:00"}}, now=NOW - timedelta(days=1))
+        shop.tick(now=NOW + timedelta(hours=1))
+    script = (
+        "import sys\n"
+        "from datetime import datetime\n"
+        "from shopcrm import Shop\nfrom shopcrm.campaigns import MessagingPolicy\n"
+        "from shopcrm.channels import JsonlChannel\n"
+        f"with Shop.open({str(path)!r}) as shop:\n"
+        "    shop.messaging_policy = MessagingPolicy()\n"
+        f"    report = shop.dispatch({{'sms': JsonlChannel({str(tmp_path / 'out.jsonl')!r})}},\n"
+        "                           clock=lambda: datetime(2026, 3, 10, 1, 30))\n"
+        "print(report.outcomes.get('sent', 0), 'pyarrow' in sys.modules, 'pandas' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["50", "False", "False"]

@@ -415,9 +415,6 @@ def _may_settle(row: SendRow | None, held_by: str | None, states: Sequence[str] 
 
 
 Run = Callable[[str, Sequence[Any]], list[tuple[Any, ...]]]
-#: update_from(table, column names, the values column by column, condition on the table's alias ``s``, its params):
-#: updates the rows whose ``key_`` matches and that meet the condition; returns their keys
-UpdateFrom = Callable[[str, Sequence[str], Sequence[Sequence[Any]], str, Sequence[Any]], list[str]]
 #: key_set(keys) -> a context manager yielding ``(predicate, params)``: a condition on the column ``key_`` that
 #: selects exactly those keys
 KeySet = Callable[[Sequence[str]], AbstractContextManager[tuple[str, list[Any]]]]
@@ -454,7 +451,6 @@ class SQLCampaignStore(CampaignStore):
         key_set: KeySet | None = None,
         lookup_chunk: int | None = None,
         returning: bool = False,
-        update_from: UpdateFrom | None = None,
     ) -> None:
         self._run = run
         self._insert = insert
@@ -466,7 +462,7 @@ class SQLCampaignStore(CampaignStore):
         #: ``SELECT ... FOR UPDATE`` before a conditional settle (servers with row locks: PostgreSQL, MySQL)
         self._for_update = " FOR UPDATE" if lock_rows else ""
         #: how a set of keys reaches a statement: placeholders (500 at a time), or the engine's own (a registered
-        #: Arrow table on DuckDB, any number at once)
+        #: list parameter on DuckDB, any number at once)
         self._key_set = key_set or self._placeholders
         self._key_chunk = 500 if key_set is None else 1_000_000
         #: outbox rows by key through placeholders, this many at a time, so that the engine looks them up in the
@@ -474,8 +470,6 @@ class SQLCampaignStore(CampaignStore):
         self._lookup_chunk = lookup_chunk
         #: ``UPDATE ... RETURNING`` (PostgreSQL, DuckDB, SQLite 3.35+): a claim reads back what it took in one statement
         self._returning = returning
-        #: a conditional bulk ``UPDATE ... FROM ... RETURNING`` (DuckDB), else SELECT [FOR UPDATE] + DELETE + INSERT
-        self._update_from = update_from
         self._ready = False
 
     @contextmanager
@@ -745,17 +739,6 @@ class SQLCampaignStore(CampaignStore):
         columns = ["key_" if c == "key" else c for c in SEND_COLUMNS]
         written: set[str] = set()
         with self._transaction():
-            if self._update_from is not None:
-                where, extra = ["TRUE"], []
-                if held_by is not None:
-                    where.append(f"s.claim = {p} AND s.state IN ('claimed', 'inflight')")
-                    extra.append(held_by)
-                if states is not None:
-                    where.append(f"s.state IN ({', '.join([p] * len(states))})")
-                    extra += list(states)
-                values = [list(column) for column in zip(*(r.stored() for r in rows), strict=True)]
-                written = set(self._update_from(self.SENDS, columns, values, " AND ".join(where), extra))
-                rows = []  # written in place
             for part in _chunks([r.key for r in rows], self._key_chunk):
                 with self._key_set(part) as (in_keys, params):
                     where, extra = [f"{in_keys}"], []

@@ -57,7 +57,7 @@ class DuckDBSource(Transactions, Source):
         self._segments = SQLSegmentStore(self._run, "?", transaction=self._transaction)
         self._schema: Schema | None = None
         self._campaigns: CampaignStore | None = None
-        self._key_sets = 0
+        self._types: dict[str, dict[str, str]] = {}
         self._depth = 0  # how many _transaction() blocks are open
 
     # ----------------------------------------------------------------- Source
@@ -105,53 +105,40 @@ class DuckDBSource(Transactions, Source):
         if self._campaigns is None:
             # delivery outcomes are events like any other: they go into the events table, in the ledger's transaction
             self._campaigns = SQLCampaignStore(self._run, self._insert, self._transaction,
-                                               write_events=self._write_message_events, key_set=self._key_set,
-                                               update_from=self._update_from)
+                                               write_events=self._write_message_events, key_set=self._key_set)
         return self._campaigns
 
     @contextmanager
     def _key_set(self, keys: Sequence[str]) -> Iterator[tuple[str, list[Any]]]:
-        """``key_ IN (SELECT ...)`` over a registered Arrow column: DuckDB binds hundreds of placeholders slowly."""
-        import pyarrow as pa
+        """``key_ IN (SELECT unnest(?))`` over one list parameter: DuckDB binds hundreds of placeholders slowly,
+        and a list needs neither pyarrow nor pandas (registering an Arrow table imports both: ~110 MiB)."""
+        yield "key_ IN (SELECT unnest(CAST(? AS VARCHAR[])))", [list(keys)]
 
-        self._key_sets += 1
-        name = f"shopcrm_keys_{self._key_sets}"
-        self.con.register(name, pa.table({"key_": pa.array(list(keys), pa.string())}))
-        try:
-            yield f"key_ IN (SELECT key_ FROM {name})", []
-        finally:
-            with suppress(duckdb.Error):
-                self.con.unregister(name)
+    def _unnested(self, table: str, columns: Sequence[str], values: Sequence[Sequence[Any]]) -> tuple[str, list[Any]]:
+        """``SELECT unnest(?) AS "a", unnest(?) AS "b" ...``: rows given column by column, one list parameter per
+        column, each cast to the type the table declares for it."""
+        declared = self._declared(table, columns)
+        parts = []
+        for column in columns:
+            check_identifier(column, "column name")
+            kind = declared.get(column)
+            bound = "?" if kind is None or kind == '"NULL"' else f"CAST(? AS {kind}[])"
+            parts.append(f'unnest({bound}) AS "{column}"')
+        return "SELECT " + ", ".join(parts), [list(v) for v in values]
 
-    def _update_from(
-        self, table: str, columns: Sequence[str], values: Sequence[Sequence[Any]], condition: str, params: Sequence[Any],
-    ) -> list[str]:
-        """Update rows in place from an Arrow table (key ``key_``) where ``condition`` (on alias ``s``) holds; their
-        keys (measured faster on DuckDB than a delete and an insert of the same rows)."""
-        import pyarrow as pa
-
-        check_identifier(table, "table name")
-        self._key_sets += 1
-        name = f"shopcrm_rows_{self._key_sets}"
-        self.con.register(name, pa.table(dict(zip(columns, values, strict=True))))
-        try:
-            assignments = ", ".join(f'"{c}" = r."{c}"' for c in columns if c != "key_")
-            found = self.con.execute(
-                f'UPDATE "{table}" AS s SET {assignments} FROM {name} AS r WHERE s.key_ = r.key_ AND {condition} RETURNING s.key_',
-                list(params),
-            ).fetchall()
-        finally:
-            with suppress(duckdb.Error):
-                self.con.unregister(name)
-        return [str(r[0]) for r in found]
+    def _declared(self, table: str, columns: Sequence[str]) -> dict[str, str]:
+        """The table's column types (cached; forgotten whenever a column is added or retyped)."""
+        known = self._types.get(table)
+        if known is None or any(column not in known for column in columns):
+            known = self._columns(table)
+            if known:
+                self._types[table] = known
+        return known
 
     def _write_message_events(self, events: Sequence[Mapping[str, Any]]) -> None:
         """Delivery outcomes into the events table (inside the caller's transaction): columns the table lacks
         are added, typed from the values."""
-        import pyarrow as pa
-
         names = list(dict.fromkeys(name for event in events for name in event))
-        data = pa.table({name: pa.array([e.get(name) for e in events]) for name in names})  # plain values already
         try:
             known: Mapping[str, Any] = self.schema().events.columns  # cached: no catalogue query per batch
         except LoadError:
@@ -160,20 +147,17 @@ class DuckDBSource(Transactions, Source):
         if not existing:
             self.load(EVENTS, list(events))
             return
-        self.con.register("shopcrm_outcomes", data)
-        try:
-            described = [] if existing is known else self.con.execute("DESCRIBE SELECT * FROM shopcrm_outcomes").fetchall()
+        rows, bound = self._unnested(EVENTS, names, [[e.get(name) for e in events] for name in names])
+        missing = [name for name in names if name not in existing]
+        if missing:
+            described = self.con.execute(f"DESCRIBE {rows}", bound).fetchall()
             for name, kind, *_ in described:
-                if name not in existing:
-                    check_identifier(str(name), "column name")
+                if name in missing:
                     declared = "VARCHAR" if str(kind) == '"NULL"' else kind
                     self.con.execute(f'ALTER TABLE "{EVENTS}" ADD COLUMN "{name}" {declared}')
-            self.con.execute(f'INSERT INTO "{EVENTS}" BY NAME SELECT * FROM shopcrm_outcomes')
-        finally:
-            with suppress(duckdb.Error):
-                self.con.unregister("shopcrm_outcomes")
-        if any(name not in existing for name in names):
             self._schema = None
+            self._types.clear()
+        self.con.execute(f'INSERT INTO "{EVENTS}" BY NAME {rows}', bound)
 
     def _begin(self) -> None:
         self.con.begin()
@@ -182,23 +166,17 @@ class DuckDBSource(Transactions, Source):
         self.con.commit()
 
     def _rollback(self) -> None:
+        self._types.clear()  # a column added in the transaction is gone again
         with suppress(duckdb.Error):  # never hide the error that made the rollback necessary
             self.con.rollback()
 
     def _insert(self, table: str, columns: Sequence[str], values: Sequence[Sequence[Any]]) -> None:
-        """Many rows, given column by column, through Arrow (DuckDB's executemany is slow)."""
-        import pyarrow as pa
-
+        """Many rows, given column by column, as one list parameter per column (DuckDB's executemany is slow;
+        lists are as fast as a registered Arrow table and import neither pyarrow nor pandas)."""
         check_identifier(table, "table name")
-        data = pa.table(dict(zip(columns, values, strict=True)))
-        self.con.register("shopcrm_rows", data)
-        try:
-            names = ", ".join(f'"{c}"' for c in columns)
-            self.con.execute(f'INSERT INTO "{table}" ({names}) SELECT {names} FROM shopcrm_rows')
-        finally:
-            # in a transaction a failed insert aborted, the view goes with the rollback (or the next register)
-            with suppress(duckdb.Error):
-                self.con.unregister("shopcrm_rows")
+        rows, bound = self._unnested(table, columns, values)
+        names = ", ".join(f'"{c}"' for c in columns)
+        self.con.execute(f'INSERT INTO "{table}" ({names}) {rows}', bound)
 
     def close(self) -> None:
         self.con.close()
@@ -241,6 +219,7 @@ class DuckDBSource(Transactions, Source):
             raise LoadError(f"{table} could not be loaded, and nothing of it was stored: {exc}") from exc
         finally:
             self._schema = None
+            self._types.clear()
             with suppress(duckdb.Error):
                 self.con.unregister(_INCOMING)
         return count
