@@ -69,3 +69,34 @@ class CampaignError(ShopCRMError, ValueError):
         self.problems: tuple[tuple[str, str], ...] = tuple(problems)
         self.path: str = self.problems[0][0]
         super().__init__("\n".join(f"{where}: {message}" if where else message for where, message in self.problems))
+
+
+# ---------------------------------------------------------------- issue 12: checks (warnings)
+__all__ += ["CampaignWarning", "ShopCRMWarning", "UnseenEventWarning"]
+
+
+class ShopCRMWarning(UserWarning):
+    """Base class of the warnings shopcrm gives when something would silently do nothing."""
+
+
+class UnseenEventWarning(ShopCRMWarning):
+    """A rule names an event that never occurs in the shop's events table, so that part counts 0.
+
+    ``event`` is the name, ``suggestion`` the closest event the shop has (or None).
+    """
+
+    def __init__(self, event: str, suggestion: str | None = None) -> None:
+        self.event = event
+        self.suggestion = suggestion
+        hint = f"; did you mean {suggestion!r}?" if suggestion else "; shop.check() lists the events the shop has"
+        super().__init__(f"event {event!r} never occurs in the events table, so it counts 0{hint}")
+
+
+class CampaignWarning(ShopCRMWarning):
+    """A saved campaign (or enabled playbook) would never send, or not to everyone it should; ``findings``
+    holds the :class:`~shopcrm.checks.CheckReport` about it."""
+
+    def __init__(self, campaign_id: str, findings: object) -> None:
+        self.campaign_id = campaign_id
+        self.findings = findings
+        super().__init__(f"campaign {campaign_id!r} was saved, but {findings}")

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shopcrm.campaigns import Campaign, MessagingPolicy
 from shopcrm.campaigns._preview import Preview
@@ -31,6 +31,9 @@ from shopcrm.schema import ColumnType, Schema
 from shopcrm.sources._base import SavedSegment, Source
 from shopcrm.sources._campaign_store import OutboxRow
 from shopcrm.ticking import TickResult
+
+if TYPE_CHECKING:
+    from shopcrm.checks import CheckReport, SeenEvent
 from shopcrm.timeline import to_utc_naive
 
 __all__ = ["Shop"]
@@ -124,6 +127,7 @@ class Shop:
 
     def load_events(self, data: Any) -> int:
         """Append events; they need ``customer_id``, ``event`` and ``ts``. Returns the rows loaded."""
+        self._seen_cache = None  # issue 12 checks: the event names seen may change
         return int(self._store().load("events", data))
 
     @property
@@ -210,6 +214,7 @@ class Shop:
         """Counts for many rules in one query that shares one pass over the events."""
         if not rules:
             return []
+        self._warn_unseen(*rules)
         resolved = [self._resolve(r) for r in rules]
         query = compile_counts(
             resolved,
@@ -223,6 +228,7 @@ class Shop:
 
     def members(self, rule: RuleLike, *, now: datetime) -> list[CustomerId]:
         """The ids of the customers matching ``rule`` as of ``now``, sorted."""
+        self._warn_unseen(rule)
         query = compile_members(
             self._resolve(rule),
             self.source.schema(),
@@ -379,6 +385,8 @@ class Shop:
             if problems:
                 raise CampaignError(problems)
         self.source.campaign_store().put_campaign(model.id, model.to_json(), stamp)
+        if check:
+            self._warn_campaign(model, stamp)
         return model
 
     def enable_playbook(self, name: str, *, now: datetime | None = None, **changes: Any) -> Campaign:
@@ -514,6 +522,103 @@ class Shop:
             lifecycle_policy=self.lifecycle_policy,
         )
         return [int(v or 0) for v in self.source.fetch(query)[0]]
+
+    # ------------------------------------------------- issue 12: checks (silent zeros)
+    #: the event names seen (``SELECT event, count(*), max(ts) ... GROUP BY event``) and when they were read
+    _seen_cache: tuple[float, dict[str, SeenEvent]] | None = None
+    #: how long an unseen name trusts the cache before it is read again (tables filled outside load_events)
+    seen_events_ttl: float = 60.0
+
+    def check(self, *, now: datetime | None = None, campaign: str | Campaign | None = None) -> CheckReport:
+        """Every problem that would make a saved segment or campaign silently useless (see docs/checks.md):
+        event names that never occur (with the closest name that does), triggers never seen, template
+        variables without a column, channels without contact or consent columns, a policy without the
+        advertising lines.  ``campaign`` (an id or a model) limits it to that campaign.  One grouped query."""
+        from shopcrm.checks import ShopFacts, check_shop
+
+        when = to_utc_naive(now) if now else datetime.now(UTC).replace(tzinfo=None)
+        try:
+            schema: Schema | None = self.source.schema()
+        except ValueError:
+            schema = None
+        store = self.source.segment_store()
+        model = self.campaign(campaign) if isinstance(campaign, str) else campaign
+        facts = ShopFacts(
+            seen_events=self._seen_events(fresh=True) if schema else {},
+            customer_columns=tuple(schema.customers.columns) if schema else None,
+            event_columns=tuple(schema.events.columns) if schema else (),
+            segments={s.name: parse_rule(s.rule_json) for s in store.all()},
+            campaigns=[model] if model is not None else self.campaigns(),
+            messaging_policy=self.messaging_policy,
+            recipient_columns=self.recipient_columns,
+            lifecycle_policy=self.lifecycle_policy,
+            now=when,
+        )
+        report = check_shop(facts)
+        if model is not None:  # the campaign's own findings and the policy's, not the segments'
+            from shopcrm.checks import CheckReport
+
+            report = CheckReport(tuple(f for f in report.findings if f.kind != "segment"))
+        return report
+
+    def _seen_events(self, *, fresh: bool = False) -> dict[str, SeenEvent]:
+        """Event name -> count and latest time, read once and cached until load_events (or ``fresh``)."""
+        import time
+
+        from shopcrm.checks import SeenEvent, seen_events_query
+
+        if self._seen_cache is not None and not fresh:
+            return self._seen_cache[1]
+        rows = self.source.fetch(seen_events_query(self.source.schema()))
+        seen = {str(r[0]): SeenEvent(int(r[1]), to_utc_naive(r[2]) if r[2] is not None else None)
+                for r in rows if r[0] is not None}
+        self._seen_cache = (time.monotonic(), seen)
+        return seen
+
+    def _warn_unseen(self, *rules: RuleLike) -> None:
+        """Warn (UnseenEventWarning) for each event a rule names that the events table never has; the seen
+        names are cached, so only the first count of a shop pays for the one grouped query."""
+        import time
+        import warnings
+
+        from shopcrm.checks import closest, rule_events, segment_references
+        from shopcrm.errors import UnseenEventWarning
+
+        try:
+            models = [parse_rule(r) for r in rules]
+            named = [n for m in models for n, _ in rule_events(self._resolve(m) if segment_references(m) else m,
+                                                               self.lifecycle_policy)]
+            seen = self._seen_events() if named else {}
+        except ValueError:  # a malformed rule or an empty shop: counting reports it
+            return
+        missing = [n for n in dict.fromkeys(named) if n not in seen]
+        if missing and self._seen_cache and time.monotonic() - self._seen_cache[0] > self.seen_events_ttl:
+            seen = self._seen_events(fresh=True)
+            missing = [n for n in missing if n not in seen]
+        for name in missing:
+            warnings.warn(UnseenEventWarning(name, closest(name, seen)), stacklevel=_caller_level())
+
+    def _warn_campaign(self, model: Campaign, now: datetime) -> None:
+        """After saving: a CampaignWarning when the campaign would never send, or not on every channel."""
+        import warnings
+
+        from shopcrm.checks import CheckReport
+        from shopcrm.errors import CampaignWarning
+
+        report = self.check(now=now, campaign=model)
+        serious = CheckReport(tuple(f for f in report.findings if f.severity != "info"))
+        if serious.findings:
+            warnings.warn(CampaignWarning(model.id, serious), stacklevel=_caller_level())
+
+
+def _caller_level() -> int:
+    """The stacklevel of warnings.warn that names the first frame outside shopcrm (the user's call)."""
+    import sys
+
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_globals.get("__name__", "").startswith("shopcrm."):
+        frame, level = frame.f_back, level + 1  # type: ignore[assignment]
+    return level
 
 
 def _uses(rule: Rule, name: str) -> bool:
