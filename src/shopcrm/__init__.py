@@ -7,9 +7,20 @@ the embedded DuckDB store, your own database or Spark.  Campaigns
 ``Shop.tick`` plans them into the shop's outbox.
 """
 
+from shopcrm.checks import CheckReport, Finding
 from shopcrm.compiler import to_sql
 from shopcrm.dsl import Rule, parse_rule, rule_json_schema
-from shopcrm.errors import CampaignError, PluginError, RuleError, SchemaError, SegmentCycleError, ShopCRMError
+from shopcrm.errors import (
+    CampaignError,
+    CampaignWarning,
+    PluginError,
+    RuleError,
+    SchemaError,
+    SegmentCycleError,
+    ShopCRMError,
+    ShopCRMWarning,
+    UnseenEventWarning,
+)
 from shopcrm.explain import Explanation
 from shopcrm.lifecycle import LifecyclePolicy
 from shopcrm.recipients import RecipientColumns
@@ -22,8 +33,11 @@ from shopcrm.ticking import TickResult
 
 __all__ = [
     "CampaignError",
+    "CampaignWarning",
+    "CheckReport",
     "ColumnType",
     "Explanation",
+    "Finding",
     "LifecyclePolicy",
     "OutboxRow",
     "PluginError",
@@ -36,10 +50,12 @@ __all__ = [
     "SegmentCycleError",
     "Shop",
     "ShopCRMError",
+    "ShopCRMWarning",
     "Source",
     "Table",
     "TickConflict",
     "TickResult",
+    "UnseenEventWarning",
     "evaluate",
     "parse_rule",
     "rule_json_schema",

@@ -31,6 +31,7 @@ from sqlglot import exp
 from shopcrm.campaigns import PLAYBOOKS, Campaign, Content, MessagingPolicy, Triggered
 from shopcrm.campaigns._models import Branch, Step
 from shopcrm.campaigns._policy import CONSENT_GROUP
+from shopcrm.campaigns._templates import TemplateLimits, _environment
 from shopcrm.dsl import Rule, children, parse_rule
 from shopcrm.dsl._nodes import (
     Aggregate,
@@ -191,7 +192,7 @@ def seen_events_query(schema: Schema) -> exp.Select:
     """``SELECT event, count(*), max(ts) FROM events GROUP BY event``: every event name the shop has."""
     event = exp.column("event", quoted=True)
     return exp.select(event, exp.Count(this=exp.Star()), exp.Max(this=exp.column("ts", quoted=True))).from_(
-        exp.to_table(schema.events.name, quoted=True)
+        exp.to_table(schema.events.name)
     ).group_by(event)
 
 
@@ -254,7 +255,7 @@ def _template_sources(content: Content) -> list[str]:
     return [s for s in [*sources, image] if s is not None]
 
 
-_PARSER = jinja2.Environment()
+_PARSER = _environment(autoescape=False, limits=TemplateLimits())  # the renderer's filters, for find_undeclared
 
 
 def template_reads(source: str) -> set[str]:
@@ -262,9 +263,9 @@ def template_reads(source: str) -> set[str]:
     (a syntax error reads nothing here; saving the campaign reports it)."""
     try:
         tree = _PARSER.parse(source)
-    except jinja2.TemplateSyntaxError:
+        undeclared = jinja2.meta.find_undeclared_variables(tree)
+    except jinja2.TemplateError:
         return set()
-    undeclared = jinja2.meta.find_undeclared_variables(tree)
     guarded: set[int] = set()
     for node in tree.find_all(jinja2.nodes.Filter):
         if node.name in ("default", "d") and isinstance(node.node, jinja2.nodes.Name):
@@ -437,10 +438,10 @@ def _channel_findings(campaign: Campaign, facts: ShopFacts, kind: str, name: str
             usable += 1
     severity: Severity = "warning" if usable else "error"
     out = []
-    for channel, code, problem in missing:
+    for named, code, problem in missing:
         tail = "" if usable else " (no channel of the chain can reach anyone)"
         out.append(Finding(severity=severity, code=code, kind=kind, name=name,
-                           message=f"channel {channel!r}: {problem}{tail}"))
+                           message=f"channel {named!r}: {problem}{tail}"))
     return out
 
 

@@ -1,4 +1,4 @@
-"""The ``shopcrm`` command: ``demo``, ``count``, ``sql``, ``plugins``, ``tick``, ``send``."""
+"""The ``shopcrm`` command: ``demo``, ``count``, ``sql``, ``plugins``, ``tick``, ``send``, ``doctor``."""
 
 from __future__ import annotations
 
@@ -155,7 +155,26 @@ def _parser() -> argparse.ArgumentParser:
     send.add_argument("--policy", help="a JSON file of MessagingPolicy settings")
     send.add_argument("--drain", action="store_true", help="also wait for retries and deferrals to come due")
     send.set_defaults(run=_send)
+
+    # issue 12: checks
+    doctor = commands.add_parser("doctor", help="check a shop for segments and campaigns that would silently do nothing")
+    doctor.add_argument("--db", required=True, help="the shop's DuckDB file")
+    doctor.add_argument("--now", type=_now, default=None, help="check as of this instant (default: now)")
+    doctor.add_argument("--policy", help="a JSON file of MessagingPolicy settings")
+    doctor.add_argument("--json", action="store_true", help="print the report as JSON")
+    doctor.set_defaults(run=_doctor)
     return parser
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    """Print shop.check(); exit 1 when it found errors (warnings alone exit 0)."""
+    from shopcrm.shop import Shop
+
+    with Shop.open(args.db) as shop:
+        shop.messaging_policy = _policy(args.policy)
+        report = shop.check(now=args.now)
+    print(json.dumps(report.to_dict(), ensure_ascii=False, indent=2) if args.json else report)
+    return 0 if report.ok else 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:
