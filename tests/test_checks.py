@@ -82,7 +82,8 @@ def test_a_misspelt_event_in_a_saved_segment_is_named_with_the_close_name(shop: 
     [finding] = report.findings
     assert (finding.severity, finding.code, finding.kind, finding.name) == ("warning", "unseen-event", "segment", "buyers")
     assert finding.suggestion == "order_completed"
-    assert "'order_complete'" in finding.message and "never occurs" in finding.message
+    assert "'order_complete'" in finding.message
+    assert "never occurs" in finding.message
     assert report.ok  # a warning is not an error
     text = str(report)
     assert text.startswith("1 warning\nwarnings:\n  segment 'buyers' [unseen-event]")
@@ -160,7 +161,8 @@ def test_a_missing_consent_column_is_found_for_advertising_only() -> None:
             shop.save_campaign(promo("{{ name }}님, 봄 세일"), now=NOW)
         [finding] = shop.check(now=NOW).findings
         assert (finding.severity, finding.code, finding.name) == ("error", "missing-consent-column", "promo")
-        assert "'sms_consent'" in finding.message and "no one has consented" in finding.message
+        assert "'sms_consent'" in finding.message
+        assert "no one has consented" in finding.message
         informational = shopcrm.campaigns.parse_campaign(promo("{{ name }}님, 주문 안내", purpose="informational"))
         assert shop.check(now=NOW, campaign=informational).findings == ()
 
@@ -187,7 +189,8 @@ def test_a_policy_without_the_080_number_is_an_error_once_an_advertising_campaig
     report = shop.check(now=NOW)
     [finding] = report.findings
     assert (finding.severity, finding.code, finding.kind) == ("error", "policy-ad-lines", "policy")
-    assert "spring" in finding.message and "opt_out_number" in finding.message
+    assert "spring" in finding.message
+    assert "opt_out_number" in finding.message
 
 
 def test_an_unknown_segment_reference_is_an_error(shop: Shop) -> None:
@@ -312,7 +315,8 @@ def test_doctor_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     assert main(["doctor", "--db", str(broken), "--now", "2026-03-02T12:00:00"]) == 1  # no policy file: no 080
     out = capsys.readouterr().out
     assert out.startswith("2 errors\nerrors:\n")
-    assert "[missing-consent-column]" in out and "[policy-ad-lines]" in out
+    assert "[missing-consent-column]" in out
+    assert "[policy-ad-lines]" in out
     policy = tmp_path / "policy.json"
     policy.write_text(json.dumps({"sender_name": "모아샵", "opt_out_number": "080-123-4567"}), encoding="utf-8")
     assert main(["doctor", "--db", str(broken), "--policy", str(policy), "--json"]) == 1
