@@ -332,9 +332,14 @@ def check_campaign(campaign: Campaign, facts: ShopFacts) -> list[Finding]:
         return out
     off = "" if campaign.enabled else " (the campaign is disabled)"
 
+    schedule = campaign.schedule
+    # each unseen name once per campaign; a scenario's trigger is reported as such
+    reported = {schedule.on} if isinstance(schedule, Triggered) else set()
+
     def event_finding(event: str, what: str, severity: Severity, code: str = "unseen-event") -> None:
-        if event in seen:
+        if event in seen or event in reported:
             return
+        reported.add(event)
         out.append(Finding(severity=severity, code=code, kind=kind, name=name,
                            message=f"event {event!r} ({what}) never occurs in the events table{off}",
                            suggestion=closest(event, seen)))
@@ -352,7 +357,6 @@ def check_campaign(campaign: Campaign, facts: ShopFacts) -> list[Finding]:
         for event, what in rule_events(rule, facts.lifecycle_policy):
             if event not in dict(audience_events):
                 event_finding(event, f"audience via segment {other!r}: {what}", "warning")
-    schedule = campaign.schedule
     if isinstance(schedule, Triggered):
         if schedule.on not in seen:
             out.append(Finding(
