@@ -31,10 +31,10 @@ from shopcrm.schema import ColumnType, Schema
 from shopcrm.sources._base import SavedSegment, Source
 from shopcrm.sources._campaign_store import OutboxRow
 from shopcrm.ticking import TickResult
-
-if TYPE_CHECKING:
-    from shopcrm.checks import CheckReport, SeenEvent
 from shopcrm.timeline import to_utc_naive
+
+if TYPE_CHECKING:  # issue 12: checks
+    from shopcrm.checks import CheckReport, SeenEvent
 
 __all__ = ["Shop"]
 
