@@ -15,7 +15,14 @@ import pytest
 import shopcrm
 from shopcrm import CampaignWarning, CheckReport, Shop, UnseenEventWarning
 from shopcrm.campaigns import MessagingPolicy
-from shopcrm.checks import SeenEvent, ShopFacts, check_shop, seen_events_query, template_reads
+from shopcrm.checks import (
+    SeenEvent,
+    ShopFacts,
+    check_shop,
+    event_properties,
+    seen_events_query,
+    template_reads,
+)
 from shopcrm.cli import main
 from shopcrm.dsl import did
 from shopcrm.schema import ColumnType, Schema, Table
@@ -137,8 +144,9 @@ def test_a_template_variable_without_a_column_is_an_error() -> None:
         report = shop.check(now=NOW)
         assert not report.ok
         codes = report.about("playbook", "cart_reminder").codes()
-        assert codes == ["unknown-template-variable", "trigger-never-seen", "unseen-event"]  # exit_on too
-        assert "no 'name' column" in report.errors[0].message
+        assert sorted(codes) == ["trigger-never-seen", "unknown-event-property",  # event.product_id
+                                 "unknown-template-variable", "unseen-event"]  # exit_on order_completed
+        assert "no 'name' column" in str(report)
         assert "cart_url" not in str(report)  # read through | default(...): not needed
 
 
@@ -148,11 +156,20 @@ def test_a_misspelt_template_variable_gets_the_close_column(shop: Shop) -> None:
     assert (finding.severity, finding.code, finding.suggestion) == ("error", "unknown-template-variable", "name")
 
 
+def test_an_event_property_the_events_table_lacks_is_an_error(shop: Shop) -> None:
+    report = shop.check(now=NOW, campaign=shopcrm.campaigns.playbook("price_drop"))
+    assert report.codes() == ["unknown-event-property"] * 3 + ["trigger-never-seen"]
+    assert "no 'old_price' column" in str(report)
+    assert shop.check(now=NOW, campaign=shopcrm.campaigns.playbook("order_completed")).findings == ()
+
+
 def test_template_reads_skips_defaults_and_defined_tests() -> None:
     assert template_reads("{{ name }} {{ shop_url | default('x') }} {% if coupon is defined %}{{ coupon }}{% endif %}") \
         == {"name", "coupon"}
     assert template_reads("{% for item in cart %}{{ item.product_name }}{% endfor %}") == {"cart"}
     assert template_reads("{{ broken") == set()
+    assert event_properties("{{ event.product_name | default(event.product_id) }} {{ event.amount|krw }}") \
+        == {"product_id", "amount"}
 
 
 def test_a_missing_consent_column_is_found_for_advertising_only() -> None:

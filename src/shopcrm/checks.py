@@ -53,10 +53,14 @@ __all__ = [
     "SeenEvent",
     "Severity",
     "ShopFacts",
+    "check_campaign",
     "check_shop",
     "closest",
+    "event_properties",
     "rule_events",
     "seen_events_query",
+    "segment_references",
+    "template_reads",
 ]
 
 Severity = Literal["error", "warning", "info"]
@@ -277,6 +281,17 @@ def template_reads(source: str) -> set[str]:
             if n.ctx == "load" and n.name in undeclared and id(n) not in guarded}
 
 
+def event_properties(source: str) -> set[str]:
+    """The trigger-event properties a template needs (``{{ event.order_id }}``), outside ``default``."""
+    try:
+        tree = _PARSER.parse(source)
+    except jinja2.TemplateError:
+        return set()
+    guarded = {id(f.node) for f in tree.find_all(jinja2.nodes.Filter) if f.name in ("default", "d")}
+    return {g.attr for g in tree.find_all(jinja2.nodes.Getattr)
+            if isinstance(g.node, jinja2.nodes.Name) and g.node.name == "event" and id(g) not in guarded}
+
+
 def _subject(campaign: Campaign) -> tuple[str, str]:
     return ("playbook" if campaign.id in PLAYBOOKS else "campaign", campaign.id)
 
@@ -388,12 +403,25 @@ def _template_findings(campaign: Campaign, facts: ShopFacts, kind: str, name: st
     if triggered:
         known.add("event")
     reads: dict[str, str] = {}
+    properties: dict[str, str] = {}
     for step in campaign.send_steps():
         for variant in campaign.variants_of(step):
             for source in _template_sources(variant.content):
                 for var in sorted(template_reads(source)):
                     reads.setdefault(var, f"{step.send}.{variant.name}")
+                for prop in sorted(event_properties(source)) if triggered else ():
+                    properties.setdefault(prop, f"{step.send}.{variant.name}")
     out = []
+    event_columns = set(facts.event_columns)
+    if event_columns and "properties" not in event_columns:  # a JSON properties column may hold anything
+        for prop, where in properties.items():
+            if prop not in event_columns:
+                out.append(Finding(
+                    severity="error", code="unknown-event-property", kind=kind, name=name,
+                    message=f"the templates read {{{{ event.{prop} }}}} (in {where}), but the events table has no "
+                            f"{prop!r} column (nor a JSON properties column); add it to the trigger events, or write "
+                            f"{{{{ event.{prop} | default('...') }}}}",
+                    suggestion=closest(prop, event_columns - {"customer_id", "event", "ts"})))
     for var, where in reads.items():
         if var in known:
             continue
