@@ -412,16 +412,6 @@ def _template_findings(campaign: Campaign, facts: ShopFacts, kind: str, name: st
                 for prop in sorted(event_properties(source)) if triggered else ():
                     properties.setdefault(prop, f"{step.send}.{variant.name}")
     out = []
-    event_columns = set(facts.event_columns)
-    if event_columns and "properties" not in event_columns:  # a JSON properties column may hold anything
-        for prop, where in properties.items():
-            if prop not in event_columns:
-                out.append(Finding(
-                    severity="error", code="unknown-event-property", kind=kind, name=name,
-                    message=f"the templates read {{{{ event.{prop} }}}} (in {where}), but the events table has no "
-                            f"{prop!r} column (nor a JSON properties column); add it to the trigger events, or write "
-                            f"{{{{ event.{prop} | default('...') }}}}",
-                    suggestion=closest(prop, event_columns - {"customer_id", "event", "ts"})))
     for var, where in reads.items():
         if var in known:
             continue
@@ -434,6 +424,16 @@ def _template_findings(campaign: Campaign, facts: ShopFacts, kind: str, name: st
                        f"{{{{ {var} | default('...') }}}}")
         out.append(Finding(severity="error", code="unknown-template-variable", kind=kind, name=name,
                            message=message, suggestion=closest(var, columns)))
+    event_columns = set(facts.event_columns)
+    if event_columns and "properties" not in event_columns:  # a JSON properties column may hold anything
+        for prop, where in properties.items():
+            if prop not in event_columns:
+                out.append(Finding(
+                    severity="error", code="unknown-event-property", kind=kind, name=name,
+                    message=f"the templates read {{{{ event.{prop} }}}} (in {where}), but the events table has no "
+                            f"{prop!r} column (nor a JSON properties column); add it to the trigger events, or write "
+                            f"{{{{ event.{prop} | default('...') }}}}",
+                    suggestion=closest(prop, event_columns - {"customer_id", "event", "ts"})))
     return out
 
 
