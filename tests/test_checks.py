@@ -340,3 +340,6 @@ def test_doctor_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     document = json.loads(capsys.readouterr().out)
     assert document["ok"] is False
     assert [f["code"] for f in document["findings"]] == ["missing-consent-column"]
+    assert main(["doctor", "--db", str(tmp_path / "typo.duckdb")]) == 2
+    assert "no shop file" in capsys.readouterr().err
+    assert not (tmp_path / "typo.duckdb").exists()

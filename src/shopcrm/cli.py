@@ -170,6 +170,8 @@ def _doctor(args: argparse.Namespace) -> int:
     """Print shop.check(); exit 1 when it found errors (warnings alone exit 0)."""
     from shopcrm.shop import Shop
 
+    if "://" not in args.db and args.db != ":memory:" and not Path(args.db).exists():
+        raise OSError(f"no shop file {args.db!r}; give the path of an existing DuckDB shop")
     with Shop.open(args.db) as shop:
         shop.messaging_policy = _policy(args.policy)
         report = shop.check(now=args.now)
