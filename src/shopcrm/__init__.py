@@ -11,7 +11,9 @@ from shopcrm.compiler import to_sql
 from shopcrm.dsl import Rule, parse_rule, rule_json_schema
 from shopcrm.errors import CampaignError, PluginError, RuleError, SchemaError, SegmentCycleError, ShopCRMError
 from shopcrm.explain import Explanation
+from shopcrm.labels import set_locale
 from shopcrm.lifecycle import LifecyclePolicy
+from shopcrm.notebook import Breakdown, Overlap, Trend
 from shopcrm.recipients import RecipientColumns
 from shopcrm.reference import evaluate
 from shopcrm.schema import ColumnType, Schema, Table
@@ -21,11 +23,13 @@ from shopcrm.sources._campaign_store import OutboxRow, TickConflict
 from shopcrm.ticking import TickResult
 
 __all__ = [
+    "Breakdown",
     "CampaignError",
     "ColumnType",
     "Explanation",
     "LifecyclePolicy",
     "OutboxRow",
+    "Overlap",
     "PluginError",
     "RecipientColumns",
     "Rule",
@@ -40,9 +44,11 @@ __all__ = [
     "Table",
     "TickConflict",
     "TickResult",
+    "Trend",
     "evaluate",
     "parse_rule",
     "rule_json_schema",
+    "set_locale",
     "to_sql",
 ]
 __version__ = "0.1.0"

@@ -1,7 +1,8 @@
 """Labels people read: lifecycle stages, moments, purchase-cycle statuses, RFM segments and suppression
 reasons in English (``"en"``, the default) or Korean (``"ko"``).
 
-Only what is *shown* changes: rules, JSON, Arrow columns and ``to_dict()`` keep the snake-case names.
+In English labels are the names themselves (``never_purchased``: what a rule spells); only what is
+*shown* changes with the locale: rules, JSON, Arrow columns and ``to_dict()`` keep the names.
 
 >>> label("stage", "repeat", locale="ko")
 '재구매'
@@ -22,7 +23,7 @@ Locale = Literal["en", "ko"]
 #: the locales labels exist in
 LOCALES: tuple[str, ...] = ("en", "ko")
 
-#: kind -> name -> Korean label (English labels are the names with spaces)
+#: kind -> name -> Korean label (English labels are the names)
 LABELS: dict[str, dict[str, str]] = {
     "stage": {
         "never_purchased": "미구매 가입자",
@@ -115,4 +116,4 @@ def label(kind: str, name: str, *, locale: str | None = None) -> str:
         raise ValueError(f"{kind!r} is not a kind of label; use one of {', '.join(LABELS)}")
     if _check(locale or _current[0]) == "ko":
         return LABELS[kind].get(name, name)
-    return name if kind == "section" else name.replace("_", " ")
+    return name

@@ -342,6 +342,7 @@ class Shop:
             lifecycle=lifecycle,
             timeline=tuple(events[:timeline_limit]),
             cart=tuple(current_cart(events, self.lifecycle_policy)),
+            timezone=self.messaging_policy.timezone,
         )
 
     def _lifecycle_of(self, customer_id: Any, now: datetime) -> LifecycleRow:
