@@ -11,7 +11,7 @@ from __future__ import annotations
 import html
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import attrs
 from sqlglot import exp
@@ -74,7 +74,7 @@ def _customer_column(shop: Shop, name: Any, what: str) -> str:
     return name
 
 
-def _in_audience(shop: Shop, rule: Rule, now: datetime, columns: Sequence[exp.Expression]) -> exp.Select:
+def _in_audience(shop: Shop, rule: Rule, now: datetime, columns: Sequence[Any]) -> exp.Select:
     """``SELECT columns FROM customers AS shopcrm_c WHERE customer_id IN (members)``."""
     inner, ctes = _members_of(shop, rule, now)
     customers = shop.source.schema().customers
@@ -365,6 +365,7 @@ class Trend:
         import matplotlib.pyplot as plt
 
         figure, axis = plt.subplots(figsize=(8, 3))
+        axis = cast(Any, axis)
         axis.plot([t for t, _ in self.points], [n for _, n in self.points], marker="o", color="#4c78a8")
         axis.set_ylabel("customers")
         figure.autofmt_xdate()
