@@ -13,11 +13,12 @@ In English labels are the names themselves (``never_purchased``: what a rule spe
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Literal
 
-__all__ = ["LOCALES", "LABELS", "get_locale", "label", "set_locale", "use_locale"]
+__all__ = ["LOCALES", "LABELS", "get_locale", "label", "pad", "set_locale", "use_locale"]
 
 Locale = Literal["en", "ko"]
 #: the locales labels exist in
@@ -117,3 +118,9 @@ def label(kind: str, name: str, *, locale: str | None = None) -> str:
     if _check(locale or _current[0]) == "ko":
         return LABELS[kind].get(name, name)
     return name
+
+
+def pad(text: str, width: int) -> str:
+    """``text`` left-aligned in ``width`` terminal columns (Hangul and other wide characters take two)."""
+    used = sum(2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1 for ch in text)
+    return text + " " * max(0, width - used)

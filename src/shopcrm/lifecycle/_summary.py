@@ -60,12 +60,14 @@ class LifecycleSummary:
         ]
 
     def __str__(self) -> str:
+        from shopcrm.labels import pad
+
         lines = [f"{self.total:,} customers as of {self.now.isoformat()}"]
         for title, rows in self._sections():
             lines.append(f"\n{title}")
             for label, count in rows:
                 share = count / self.total if self.total else 0.0
-                lines.append(f"  {label:<32} {count:>10,}  {share:6.1%}  {'#' * round(share * 40)}")
+                lines.append(f"  {pad(label, 32)} {count:>10,}  {share:6.1%}  {'#' * round(share * 40)}")
         return "\n".join(lines)
 
     def _repr_html_(self) -> str:
