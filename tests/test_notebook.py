@@ -181,6 +181,7 @@ def test_a_rule_prints_as_builder_code() -> None:
     rule = did("order_completed").within("30d") & attr("age").between(20, 39)
     assert repr(rule) == "did('order_completed').within('30d') & attr('age').between(20, 39)"
     assert str(rule) == repr(rule)
+    assert repr(BUYERS) == "did('order_completed').within('30d')"  # a builder prints as its rule
     assert "eq=None" not in repr(rule)
     assert "eq=None" not in repr(dsl.Comparison(gte=3))
     assert repr((BUYERS | attr("vip").eq(True)) & ~did("x")) == (
