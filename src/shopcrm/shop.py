@@ -24,6 +24,7 @@ from shopcrm.errors import RuleError
 from shopcrm.explain import Explanation, explain
 from shopcrm.lifecycle import LifecyclePolicy, LifecycleRow
 from shopcrm.lifecycle._summary import LifecycleSummary
+from shopcrm.notebook import Breakdown, Overlap, Trend
 from shopcrm.profile import CustomerProfile
 from shopcrm.recipients import RecipientColumns
 from shopcrm.reference import CustomerId
@@ -539,13 +540,13 @@ class Shop:
 
         return members_frame(self, rule, now=now, columns=columns, as_=as_)
 
-    def breakdown(self, rule: RuleLike, by: str, *, now: datetime) -> Any:
+    def breakdown(self, rule: RuleLike, by: str, *, now: datetime) -> Breakdown:
         """Audience size per value of the customer column ``by`` (one grouped query; no value: ``None``)."""
         from shopcrm.notebook import breakdown
 
         return breakdown(self, rule, by, now=now)
 
-    def overlap(self, rules: Sequence[RuleLike] | Mapping[str, RuleLike], *, now: datetime) -> Any:
+    def overlap(self, rules: Sequence[RuleLike] | Mapping[str, RuleLike], *, now: datetime) -> Overlap:
         """Customers in both of every pair of rules (``{name: rule}`` or a list), in one query."""
         from shopcrm.notebook import overlap
 
@@ -553,7 +554,7 @@ class Shop:
 
     def trend(
         self, rule: RuleLike, *, every: str = "1w", since: datetime | None = None, now: datetime, periods: int = 12
-    ) -> Any:
+    ) -> Trend:
         """The audience size as of ``now``, ``now - every``, ... back to ``since`` (default ``periods`` steps),
         each exactly ``count(rule, now=t)``; one count query per instant."""
         from shopcrm.notebook import trend
