@@ -203,6 +203,8 @@ def test_a_rule_prints_as_builder_code() -> None:
     parse_rule({"aggregate": "sum", "of": "amount", "performed": "order_completed", "gte": 1, "lt": 9}),
     parse_rule({"performed": "v", "where": {"properties.brand": "x", "amount": {"in": [1, 2]}}, "times": {"in": [1, 3]}}),
     parse_rule({"lifecycle": "repeat", "moment": "lapsed"}),
+    parse_rule({"performed": "a", "not_followed_by": {"performed": "b", "within": "1d", "where": {"within": 3, "class": "x"}}}),
+    parse_rule({"performed": "a", "where": {"event": "x", "in": 1}, "within": {"between": ["2026-01-01T00:00:00", "2026-02-01T00:00:00"]}}),
     parse_rule({"attribute": "signed_up_at", "ago": {"gte": "1d"}, "is_null": False}),
 ])
 def test_awkward_shapes_round_trip(rule: Any) -> None:

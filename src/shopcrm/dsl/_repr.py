@@ -86,6 +86,8 @@ def _leaf(rule: Any) -> str:
         if times is not None and times != {"eq": 0}:
             text += f".times({_kwargs(times)})"
         follow = rule.not_followed_by
+        if follow is not None and "within" in (follow.where or {}):
+            return f"parse_rule({rule.to_dict()!r})"  # a filter named like the method's within= argument
         if follow is not None:
             within = f"within={follow.within!r}" if follow.within is not None else ""
             text += "." + _call("not_followed_by", repr(follow.performed), within,
