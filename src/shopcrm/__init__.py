@@ -22,7 +22,9 @@ from shopcrm.errors import (
     UnseenEventWarning,
 )
 from shopcrm.explain import Explanation
+from shopcrm.labels import set_locale
 from shopcrm.lifecycle import LifecyclePolicy
+from shopcrm.notebook import Breakdown, Overlap, Trend
 from shopcrm.recipients import RecipientColumns
 from shopcrm.reference import evaluate
 from shopcrm.schema import ColumnType, Schema, Table
@@ -32,6 +34,7 @@ from shopcrm.sources._campaign_store import OutboxRow, TickConflict
 from shopcrm.ticking import TickResult
 
 __all__ = [
+    "Breakdown",
     "CampaignError",
     "CampaignWarning",
     "CheckReport",
@@ -40,6 +43,7 @@ __all__ = [
     "Finding",
     "LifecyclePolicy",
     "OutboxRow",
+    "Overlap",
     "PluginError",
     "RecipientColumns",
     "Rule",
@@ -55,10 +59,12 @@ __all__ = [
     "Table",
     "TickConflict",
     "TickResult",
+    "Trend",
     "UnseenEventWarning",
     "evaluate",
     "parse_rule",
     "rule_json_schema",
+    "set_locale",
     "to_sql",
 ]
 __version__ = "0.1.0"

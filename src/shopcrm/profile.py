@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import html
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import attrs
@@ -48,7 +48,12 @@ def current_cart(events: Sequence[Mapping[str, Any]], policy: LifecyclePolicy, r
 
 @attrs.frozen
 class CustomerProfile:
-    """What the shop knows about one customer as of ``now``; text in a terminal, HTML in a notebook."""
+    """What the shop knows about one customer as of ``now``; text in a terminal, HTML in a notebook.
+
+    Instants are held in UTC; what people read shows them in ``timezone`` (the shop's
+    ``MessagingPolicy.timezone``, ``Asia/Seoul`` by default) to the second, with labels in the locale of
+    :func:`shopcrm.labels.set_locale`.
+    """
 
     customer_id: Any
     now: datetime
@@ -56,44 +61,70 @@ class CustomerProfile:
     lifecycle: LifecycleRow
     timeline: tuple[Mapping[str, Any], ...]  # newest first
     cart: tuple[CartItem, ...]
+    timezone: str = "Asia/Seoul"
+
+    def local_time(self, when: Any) -> str:
+        """An instant (naive UTC) as people read it: ``2026-03-01 21:00:05 KST``; other values as they are."""
+        if not isinstance(when, datetime):
+            return "" if when is None else str(when)
+        from zoneinfo import ZoneInfo
+
+        moment = (when.replace(tzinfo=UTC) if when.tzinfo is None else when).astimezone(ZoneInfo(self.timezone))
+        return f"{moment:%Y-%m-%d %H:%M:%S} {moment.tzname()}"
+
+    def _badges(self) -> list[str]:
+        from shopcrm.labels import label
+
+        lc = self.lifecycle
+        out = [label("stage", lc.stage), *(label("moment", m) for m in lc.moments)]
+        if lc.rfm_segment:
+            out.append(label("rfm", lc.rfm_segment))
+        if lc.cycle_status:
+            out.append(label("cycle", lc.cycle_status))
+        return out
+
+    @staticmethod
+    def _details(event: Mapping[str, Any]) -> str:
+        return ", ".join(f"{k}={v}" for k, v in event.items() if k not in ("customer_id", "event", "ts") and v is not None)
 
     def __str__(self) -> str:
+        from shopcrm.labels import label
+
         lc = self.lifecycle
-        lines = [f"customer {self.customer_id} as of {self.now.isoformat()}"]
-        lines += [f"  {k}: {v}" for k, v in self.attributes.items() if k != "customer_id"]
-        lines.append(f"  stage: {lc.stage}" + (f" ({', '.join(lc.moments)})" if lc.moments else ""))
+        show = self.local_time
+        lines = [f"customer {self.customer_id} as of {show(self.now)}"]
+        lines += [f"  {k}: {show(v)}" for k, v in self.attributes.items() if k != "customer_id"]
+        moments = [label("moment", m) for m in lc.moments]
+        lines.append(f"  stage: {label('stage', lc.stage)}" + (f" ({', '.join(moments)})" if moments else ""))
         lines.append(
-            f"  orders: {lc.orders}, last seen: {lc.last_seen}, RFM: "
-            + (f"R{lc.r_score} F{lc.f_score} M{lc.m_score} {lc.rfm_segment}" if lc.r_score else "none in the lookback")
+            f"  orders: {lc.orders}, last seen: {show(lc.last_seen) or 'never'}, RFM: "
+            + (f"R{lc.r_score} F{lc.f_score} M{lc.m_score} {label('rfm', lc.rfm_segment or '')}" if lc.r_score else "none in the lookback")
         )
         if lc.cycle_status:
-            lines.append(f"  purchase cycle: {lc.cycle_status} (expected gap {lc.expected_gap_days:.1f} days)")
+            gap = f" (expected gap {lc.expected_gap_days:.1f} days)" if lc.expected_gap_days is not None else ""
+            lines.append(f"  purchase cycle: {label('cycle', lc.cycle_status)}{gap}")
         if self.cart:
             lines.append("  cart:")
-            lines += [f"    {item.product_id} (added {item.added_at:%Y-%m-%d %H:%M})" for item in self.cart]
+            lines += [f"    {item.product_id} (added {show(item.added_at)})" for item in self.cart]
         lines.append(f"  timeline ({len(self.timeline)} latest events):")
         for event in self.timeline:
-            extra = ", ".join(f"{k}={v}" for k, v in event.items() if k not in ("customer_id", "event", "ts") and v is not None)
-            lines.append(f"    {event['ts']:%Y-%m-%d %H:%M}  {event['event']}" + (f"  {extra}" if extra else ""))
+            extra = self._details(event)
+            lines.append(f"    {show(event['ts'])}  {event['event']}" + (f"  {extra}" if extra else ""))
         return "\n".join(lines)
 
     def _repr_html_(self) -> str:
-        lc = self.lifecycle
-        attrs_rows = "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in self.attributes.items())
+        show = self.local_time
+        attrs_rows = "".join(f"<tr><th>{esc(k)}</th><td>{esc(show(v))}</td></tr>" for k, v in self.attributes.items())
         badges = "".join(
             f"<span style='background:#eef;border-radius:4px;padding:1px 6px;margin-right:4px'>{esc(b)}</span>"
-            for b in (lc.stage, *lc.moments, lc.rfm_segment, lc.cycle_status)
-            if b
+            for b in self._badges()
         )
-        cart = "".join(f"<li>{esc(i.product_id)} <small>{esc(i.added_at)}</small></li>" for i in self.cart) or "<li>empty</li>"
+        cart = "".join(f"<li>{esc(i.product_id)} <small>{esc(show(i.added_at))}</small></li>" for i in self.cart) or "<li>empty</li>"
         events = "".join(
-            f"<tr><td>{esc(e['ts'])}</td><td>{esc(e['event'])}</td><td>"
-            + esc(", ".join(f"{k}={v}" for k, v in e.items() if k not in ("customer_id", "event", "ts") and v is not None))
-            + "</td></tr>"
-            for e in self.timeline
+            f"<tr><td>{esc(show(e['ts']))}</td><td>{esc(e['event'])}</td><td>{esc(self._details(e))}</td></tr>" for e in self.timeline
         )
         return (
-            f"<div class='shopcrm-profile'><h3>{esc(self.customer_id)}</h3><div>{badges}</div>"
-            f"<table>{attrs_rows}</table><h4>Cart</h4><ul>{cart}</ul>"
+            f"<div class='shopcrm-profile'><h3>{esc(self.customer_id)} <small>as of {esc(show(self.now))}</small></h3>"
+            f"<div>{badges}</div><table>{attrs_rows}</table><h4>Cart</h4><ul>{cart}</ul>"
             f"<h4>Timeline</h4><table>{events}</table></div>"
         )

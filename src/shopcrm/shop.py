@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, overload
 
 from shopcrm.campaigns import Campaign, MessagingPolicy
 from shopcrm.campaigns._preview import Preview
@@ -24,6 +24,7 @@ from shopcrm.errors import RuleError
 from shopcrm.explain import Explanation, explain
 from shopcrm.lifecycle import LifecyclePolicy, LifecycleRow
 from shopcrm.lifecycle._summary import LifecycleSummary
+from shopcrm.notebook import Breakdown, Overlap, Trend
 from shopcrm.profile import CustomerProfile
 from shopcrm.recipients import RecipientColumns
 from shopcrm.reference import CustomerId
@@ -210,12 +211,22 @@ class Shop:
         """How many customers match ``rule`` as of ``now``."""
         return self.count_many([rule], now=now)[0]
 
-    def count_many(self, rules: Sequence[RuleLike], *, now: datetime) -> list[int]:
-        """Counts for many rules in one query that shares one pass over the events."""
-        if not rules:
-            return []
-        self._warn_unseen(*rules)
-        resolved = [self._resolve(r) for r in rules]
+    @overload
+    def count_many(self, rules: Mapping[str, RuleLike], *, now: datetime) -> dict[str, int]: ...
+    @overload
+    def count_many(self, rules: Sequence[RuleLike], *, now: datetime) -> list[int]: ...
+    def count_many(
+        self, rules: Sequence[RuleLike] | Mapping[str, RuleLike], *, now: datetime
+    ) -> list[int] | dict[str, int]:
+        """Counts for many rules in one query that shares one pass over the events: a list for a list of
+        rules, ``{name: count}`` for a ``{name: rule}`` dict (a dict is never read as one rule)."""
+        from shopcrm.notebook import rules_given
+
+        names, given = rules_given(rules, "count_many")
+        if not given:
+            return {} if names is not None else []
+        self._warn_unseen(*given)
+        resolved = [self._resolve(r) for r in given]
         query = compile_counts(
             resolved,
             self.source.schema(),
@@ -224,7 +235,8 @@ class Shop:
             lifecycle_policy=self.lifecycle_policy,
         )
         row = self.source.fetch(query)[0]
-        return [int(v or 0) for v in row]
+        counts = [int(v or 0) for v in row]
+        return counts if names is None else dict(zip(names, counts, strict=True))
 
     def members(self, rule: RuleLike, *, now: datetime) -> list[CustomerId]:
         """The ids of the customers matching ``rule`` as of ``now``, sorted."""
@@ -337,6 +349,7 @@ class Shop:
             lifecycle=lifecycle,
             timeline=tuple(events[:timeline_limit]),
             cart=tuple(current_cart(events, self.lifecycle_policy)),
+            timezone=self.messaging_policy.timezone,
         )
 
     def _lifecycle_of(self, customer_id: Any, now: datetime) -> LifecycleRow:
@@ -513,6 +526,50 @@ class Shop:
         when = to_utc_naive(now)
         return preview(model, preview_state(self, model, when), now=when, policy=self.messaging_policy)
 
+    # ---- notebook helpers (issue 12 item 7: shopcrm.notebook)
+    def __repr__(self) -> str:
+        source = self.source
+        where = getattr(source, "path", None)
+        tables = [getattr(source, "customers_table", "customers"), getattr(source, "events_table", "events")]
+        return (f"<Shop {source.dialect}{f' {where!r}' if where else ''} ({type(source).__name__}): "
+                f"customers={tables[0]!r}, events={tables[1]!r}>")
+
+    def _repr_html_(self) -> str:
+        import html
+
+        return f"<code>{html.escape(repr(self))}</code>"
+
+    def members_frame(
+        self, rule: RuleLike, *, now: datetime, columns: Sequence[str] | None = None, as_: str = "arrow"
+    ) -> Any:
+        """The customers matching ``rule`` with their attributes (one query), sorted by id, as a pyarrow
+        Table, or a pandas/polars DataFrame (``as_="pandas"``/``"polars"``); ``columns`` picks attributes."""
+        from shopcrm.notebook import members_frame
+
+        return members_frame(self, rule, now=now, columns=columns, as_=as_)
+
+    def breakdown(self, rule: RuleLike, by: str, *, now: datetime) -> Breakdown:
+        """Audience size per value of the customer column ``by`` (one grouped query; no value: ``None``)."""
+        from shopcrm.notebook import breakdown
+
+        return breakdown(self, rule, by, now=now)
+
+    def overlap(self, rules: Sequence[RuleLike] | Mapping[str, RuleLike], *, now: datetime) -> Overlap:
+        """Customers in both of every pair of rules (``{name: rule}`` or a list), in one query."""
+        from shopcrm.notebook import overlap
+
+        return overlap(self, rules, now=now)
+
+    def trend(
+        self, rule: RuleLike, *, every: str = "1w", since: datetime | None = None, now: datetime, periods: int = 12
+    ) -> Trend:
+        """The audience size as of ``now``, ``now - every``, ... back to ``since`` (default ``periods`` steps),
+        each exactly ``count(rule, now=t)``; one count query per instant."""
+        from shopcrm.notebook import trend
+
+        return trend(self, rule, every=every, since=since, now=now, periods=periods)
+
+    # ---- end of notebook helpers
     def _count_resolved(self, rules: Sequence[Rule], now: datetime) -> list[int]:
         query = compile_counts(
             list(rules),

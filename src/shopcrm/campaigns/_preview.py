@@ -80,7 +80,9 @@ class Preview:
         lines.append(f"planned through the chain: {self.planned:,} ({by_kind}); deferred {self.deferred:,}; "
                      f"holdout {self.holdout:,}; estimated cost {self.estimated_cost:,.0f}")
         if self.suppressed:
-            lines.append("left out: " + ", ".join(f"{k} {v:,}" for k, v in sorted(self.suppressed.items())))
+            from shopcrm.labels import label
+
+            lines.append("left out: " + ", ".join(f"{label('reason', k)} {v:,}" for k, v in sorted(self.suppressed.items())))
         return "\n".join(lines)
 
     def _repr_html_(self) -> str:

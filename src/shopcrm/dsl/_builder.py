@@ -124,6 +124,12 @@ class _PerformedBuilder(_RuleOps):
     def __attrs_post_init__(self) -> None:
         self.to_rule()  # every step is checked when it is taken
 
+    def __repr__(self) -> str:
+        return repr(self.to_rule())  # the builder code, as a rule prints
+
+    def _repr_html_(self) -> str:
+        return self.to_rule()._repr_html_()
+
     def where(self, **filters: Any) -> _PerformedBuilder:
         """Add filters on the event's properties."""
         return attrs.evolve(self, where_={**self.where_, **filters})

@@ -193,6 +193,10 @@ class _Frozen(BaseModel):
         frozen=True, extra="forbid", populate_by_name=True, serialize_by_alias=True
     )
 
+    def __repr_args__(self) -> Any:
+        # parts left out (None) are not shown: Comparison(gte=3), not Comparison(eq=None, ne=None, ...)
+        return [(k, v) for k, v in super().__repr_args__() if v is not None]
+
 
 class AgeRange(_Frozen):
     """A range of ages (``now - ts``): ``{"gte": "1d", "lt": "7d"}``."""
@@ -418,6 +422,24 @@ class _Node(_Frozen, _RuleOps):
         if isinstance(data, dict) and self.KEY in data:
             return {self.KEY: data[self.KEY], **{k: v for k, v in data.items() if k != self.KEY}}
         return data
+
+    def __repr__(self) -> str:
+        """The builder code of the rule, e.g. ``did("order_completed").within("30d") & attr("age").between(20, 39)``;
+        evaluated with ``from shopcrm.dsl import *`` it gives an equal rule (through ``parse_rule``)."""
+        from shopcrm.dsl._repr import rule_repr
+
+        return rule_repr(self)
+
+    def __str__(self) -> str:
+        return self.__repr__()
+
+    def _repr_html_(self) -> str:
+        import html
+
+        return (
+            f"<div class='shopcrm-rule'><code>{html.escape(self.__repr__())}</code>"
+            f"<details><summary>JSON</summary><pre>{html.escape(self.to_json())}</pre></details></div>"
+        )
 
     def to_json(self) -> str:
         """The rule as compact JSON."""

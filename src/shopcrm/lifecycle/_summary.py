@@ -48,20 +48,26 @@ class LifecycleSummary:
         }
 
     def _sections(self) -> list[tuple[str, list[tuple[str, int]]]]:
+        """Titles and rows as people read them (labels in the locale of :func:`shopcrm.labels.set_locale`)."""
+        from shopcrm.labels import label
+
         return [
-            ("stage", list(self.by_stage.items())),
-            ("stage / moment", [(f"{s} / {m}", n) for (s, m), n in self.by_stage_moment.items()]),
-            ("RFM segment", sorted(self.by_rfm.items(), key=lambda kv: -kv[1])),
-            ("purchase cycle", list(self.by_cycle.items())),
+            (label("section", "stage"), [(label("stage", s), n) for s, n in self.by_stage.items()]),
+            (label("section", "stage / moment"),
+             [(f"{label('stage', s)} / {label('moment', m)}", n) for (s, m), n in self.by_stage_moment.items()]),
+            (label("section", "RFM segment"), [(label("rfm", s), n) for s, n in sorted(self.by_rfm.items(), key=lambda kv: -kv[1])]),
+            (label("section", "purchase cycle"), [(label("cycle", s), n) for s, n in self.by_cycle.items()]),
         ]
 
     def __str__(self) -> str:
+        from shopcrm.labels import pad
+
         lines = [f"{self.total:,} customers as of {self.now.isoformat()}"]
         for title, rows in self._sections():
             lines.append(f"\n{title}")
             for label, count in rows:
                 share = count / self.total if self.total else 0.0
-                lines.append(f"  {label:<32} {count:>10,}  {share:6.1%}  {'#' * round(share * 40)}")
+                lines.append(f"  {pad(label, 32)} {count:>10,}  {share:6.1%}  {'#' * round(share * 40)}")
         return "\n".join(lines)
 
     def _repr_html_(self) -> str:
