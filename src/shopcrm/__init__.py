@@ -18,6 +18,8 @@ from shopcrm.schema import ColumnType, Schema, Table
 from shopcrm.shop import Shop
 from shopcrm.sources import SavedSegment, Source
 from shopcrm.sources._campaign_store import OutboxRow, TickConflict
+from shopcrm.sources._library import ReadOnlyShopError, ShopLockedError, StoreVersionError
+from shopcrm.sources.urls import connect
 from shopcrm.ticking import TickResult
 
 __all__ = [
@@ -27,6 +29,7 @@ __all__ = [
     "LifecyclePolicy",
     "OutboxRow",
     "PluginError",
+    "ReadOnlyShopError",
     "RecipientColumns",
     "Rule",
     "RuleError",
@@ -36,10 +39,13 @@ __all__ = [
     "SegmentCycleError",
     "Shop",
     "ShopCRMError",
+    "ShopLockedError",
     "Source",
+    "StoreVersionError",
     "Table",
     "TickConflict",
     "TickResult",
+    "connect",
     "evaluate",
     "parse_rule",
     "rule_json_schema",
