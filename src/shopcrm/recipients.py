@@ -63,7 +63,8 @@ class RecipientColumns:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"recipient columns have no field {', '.join(map(repr, unknown))}; their fields are {', '.join(sorted(known))}")
-        return cls(**{k: dict(v) if isinstance(v, Mapping) else v for k, v in data.items()})
+        values: dict[str, Any] = {k: dict(v) if isinstance(v, Mapping) else v for k, v in data.items()}
+        return cls(**values)
 
     def names(self) -> set[str]:
         """Every column this map may read."""

@@ -112,7 +112,7 @@ class LifecyclePolicy:
         return out
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, object]) -> LifecyclePolicy:
+    def from_dict(cls, data: Mapping[str, Any]) -> LifecyclePolicy:
         """The policy :meth:`to_dict` wrote; fields it lacks keep their defaults."""
         fields = {f.name: f for f in attrs.fields(cls)}
         unknown = sorted(set(data) - set(fields))
@@ -123,11 +123,11 @@ class LifecyclePolicy:
         for name, value in data.items():
             default = getattr(defaults, name)
             if isinstance(default, timedelta):
-                value = timedelta(seconds=float(value))  # type: ignore[arg-type]
+                value = timedelta(seconds=float(value))
             elif name == "activity_events":
-                value = tuple(value)  # type: ignore[call-overload]
+                value = tuple(value)
             elif isinstance(default, tuple):
-                value = tuple(timedelta(seconds=float(v)) for v in value)  # type: ignore[attr-defined]
+                value = tuple(timedelta(seconds=float(v)) for v in value)
             values[name] = value
         return cls(**values)
 

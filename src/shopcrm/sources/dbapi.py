@@ -171,8 +171,8 @@ class DBAPISource(Transactions, Source):
         self.connection.commit()
 
     def _insert(self, table: str, columns: Sequence[str], values: Sequence[Sequence[Any]]) -> None:
-        for part in table.split("."):  # the library's tables may be schema-qualified
-            check_identifier(part, "table name")
+        for piece in table.split("."):  # the library's tables may be schema-qualified
+            check_identifier(piece, "table name")
         if self.dialect == "postgres":  # one statement of arrays, one per column, instead of a row at a time
             for column in columns:
                 check_identifier(column, "column name")

@@ -81,7 +81,7 @@ def connect(url: str | Path, **options: Any) -> Shop:
         if path != ":memory:" and not Path(path).exists():
             raise FileNotFoundError(f"no SQLite file {path!r} (from {text!r})")
         connection = sqlite3.connect(path)
-        return Shop.from_dbapi(connection, dialect="sqlite", **settings)
+        return _owning(Shop.from_dbapi(connection, dialect="sqlite", **settings), connection)
     driver = _driver(dialect)
     database = unquote(parts.path.lstrip("/"))
     if not database:
@@ -97,7 +97,7 @@ def connect(url: str | Path, **options: Any) -> Shop:
             params["user"] = user
         if password is not None:
             params["password"] = password
-        connection = driver.connect(**params)
+        connection = _open(driver, params, text)
     else:
         params = {"host": host, "database": database, "charset": "utf8mb4", "autocommit": False}
         params["port"] = parts.port or 3306
@@ -105,8 +105,26 @@ def connect(url: str | Path, **options: Any) -> Shop:
             params["user"] = user
         if password is not None:
             params["password"] = password
-        connection = driver.connect(**params)
-    return Shop.from_dbapi(connection, dialect=dialect, **settings)
+        connection = _open(driver, params, text)
+    try:
+        shop = Shop.from_dbapi(connection, dialect=dialect, **settings)
+    except BaseException:
+        connection.close()
+        raise
+    return _owning(shop, connection)
+
+
+def _open(driver: Any, params: dict[str, Any], url: str) -> Any:
+    try:
+        return driver.connect(**params)
+    except Exception as error:  # the driver's own OperationalError: say which URL, never its password
+        raise ConnectionError(f"cannot connect to {_hide_password(url)}: {error}") from error
+
+
+def _owning(shop: Shop, connection: Any) -> Shop:
+    """The shop closes the connection a URL opened (``shop.close()``, or leaving ``with``)."""
+    setattr(shop.source, "close", connection.close)  # noqa: B010 -- an instance's own close, not the class's
+    return shop
 
 
 def _hide_password(url: str) -> str:
