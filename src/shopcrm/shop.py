@@ -58,13 +58,19 @@ class Shop:
         own = getattr(source, "settings_store", None)
         #: named JSON documents kept with the shop (its ``shopcrm_settings`` table; memory for Spark)
         self.settings: SettingsStore = own() if callable(own) else MemorySettingsStore()
-        #: thresholds of stages, moments, RFM and cycle risk, for shop.lifecycle and lifecycle/rfm/cycle rules
-        self._lifecycle_policy = lifecycle_policy or self._stored("lifecycle_policy", LifecyclePolicy) or LifecyclePolicy()
-        #: consent, quiet hours, caps, ad lines and prices that campaigns obey (Korean defaults)
-        self._messaging_policy = messaging_policy or self._stored("messaging_policy", MessagingPolicy) or MessagingPolicy()
-        #: which customer columns hold phone, e-mail, consents, ...
-        self._recipient_columns = (recipient_columns or self._stored("recipient_columns", RecipientColumns)
-                                   or RecipientColumns())
+        try:
+            #: thresholds of stages, moments, RFM and cycle risk, for shop.lifecycle and lifecycle/rfm/cycle rules
+            self._lifecycle_policy = (lifecycle_policy or self._stored("lifecycle_policy", LifecyclePolicy)
+                                      or LifecyclePolicy())
+            #: consent, quiet hours, caps, ad lines and prices that campaigns obey (Korean defaults)
+            self._messaging_policy = (messaging_policy or self._stored("messaging_policy", MessagingPolicy)
+                                      or MessagingPolicy())
+            #: which customer columns hold phone, e-mail, consents, ...
+            self._recipient_columns = (recipient_columns or self._stored("recipient_columns", RecipientColumns)
+                                       or RecipientColumns())
+        except BaseException:  # a store this shopcrm cannot read: let go of the file
+            source.close()
+            raise
 
     def _stored(self, name: str, kind: Any) -> Any:
         document = self.settings.get(name)

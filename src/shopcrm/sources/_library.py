@@ -228,11 +228,23 @@ class LibraryStore:
             )
 
     def _has_settings(self) -> bool:
-        try:
-            self._run(f"SELECT name FROM {self.tables.settings} WHERE 1 = 0", ())
-        except Exception:
-            return False
-        return True
+        """Asked of the catalogue, not by a failing statement (which would abort a PostgreSQL transaction)."""
+        p = self.placeholder
+        table = f"{self.tables.prefix}settings"
+        if self.dialect == "sqlite":
+            sql, params = f"SELECT name FROM sqlite_master WHERE type = 'table' AND name = {p}", [table]
+        elif self.dialect in ("duckdb", "postgres", "mysql"):
+            here = "DATABASE()" if self.dialect == "mysql" else "current_schema()"
+            sql = (f"SELECT table_name FROM information_schema.tables WHERE table_name = {p} AND table_schema = "
+                   + (p if self.tables.schema else here))
+            params = [table, self.tables.schema] if self.tables.schema else [table]
+        else:
+            try:
+                self._run(f"SELECT name FROM {self.tables.settings} WHERE 1 = 0", ())
+            except Exception:
+                return False
+            return True
+        return bool(self._run(sql, params))
 
     def _version(self) -> int:
         """The recorded version; a store without one predates versions (shopcrm 0.1 or 0.2 before settings): 1."""

@@ -89,6 +89,13 @@ class DuckDBSource(Transactions, Source):
             if read_only and path != ":memory:" and not Path(path).exists():
                 raise FileNotFoundError(f"no shop file {path!r} to open read-only; a writable Shop.open(path) creates it")
             return duckdb.connect(path, read_only=read_only and path != ":memory:")
+        except duckdb.ConnectionException as error:
+            if "different configuration" not in str(error):
+                raise
+            raise ShopLockedError(
+                f"this process already has {path!r} open {'for writing' if read_only else 'read-only'}; use that "
+                "Shop (a writable one reads too), or close it before opening the file again"
+            ) from error
         except duckdb.IOException as error:
             if "lock" not in str(error).lower():
                 raise
