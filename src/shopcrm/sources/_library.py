@@ -126,7 +126,9 @@ class LibraryTables:
                     f"SQLite has no schemas (library_schema={self.schema!r}); give a table prefix instead, e.g. "
                     "library_prefix='crm_'"
                 )
-            statements.append(f"CREATE SCHEMA IF NOT EXISTS {self.schema}")
+            # a MySQL schema is a database: its own character set, which must hold Korean text
+            charset = " CHARACTER SET utf8mb4" if dialect == "mysql" else ""
+            statements.append(f"CREATE SCHEMA IF NOT EXISTS {self.schema}{charset}")
         statements += [
             f"CREATE TABLE IF NOT EXISTS {self.settings} (name VARCHAR(100) PRIMARY KEY, document TEXT NOT NULL, "
             "updated_at VARCHAR(32) NOT NULL)",
