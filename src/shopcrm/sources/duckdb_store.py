@@ -160,7 +160,8 @@ class DuckDBSource(Transactions, Source):
             customers, events = self._columns(CUSTOMERS), self._columns(EVENTS)
             if customers and not events:  # customers without behaviour yet: an empty events table
                 id_type = customers.get("customer_id", "VARCHAR")
-                self.con.execute(f'CREATE TABLE "{EVENTS}" (customer_id {id_type}, event VARCHAR, ts TIMESTAMP)')
+                temporary = " TEMP" if self.read_only else ""  # read-only: an empty table of this session only
+                self.con.execute(f'CREATE{temporary} TABLE "{EVENTS}" (customer_id {id_type}, event VARCHAR, ts TIMESTAMP)')
                 events = self._columns(EVENTS)
             missing = [t for t, cols in ((CUSTOMERS, customers), (EVENTS, events)) if not cols]
             if missing:
