@@ -94,5 +94,7 @@ def test_db_takes_a_sqlite_url(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert "notice: planned 4" in capsys.readouterr().out
     with sqlite3.connect(path) as again:
         assert again.execute("SELECT COUNT(*) FROM shopcrm_outbox").fetchone() == (4,)
+    assert main(["count", '{"everyone": true}', "--db", url, "--read-only", "--now", now.isoformat()]) == 0
+    assert capsys.readouterr().out.strip() == "4"
     assert main(["count", "{}", "--db", "mysql+odbc://h/db", "--now", now.isoformat()]) == 2
     assert "unknown database URL scheme 'mysql+odbc'" in capsys.readouterr().err

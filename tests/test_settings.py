@@ -248,3 +248,17 @@ def test_urls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ImportError, match=r"needs the pymysql driver, which is not installed; install it with: "
                                           r"pip install 'shopcrm\[mysql\]'"):
         shopcrm.connect("mysql://root@127.0.0.1/shop")
+
+
+def test_the_readme_flow_after_the_demo_needs_no_policy(tmp_path: Path) -> None:
+    """The bug that started it: after `shopcrm demo`, a fresh Shop.open could not preview, enable or tick."""
+    import shopcrm.demo
+
+    path = tmp_path / "shopcrm-demo.duckdb"
+    shopcrm.demo.run(str(path), scale=1500, seed=0, out=lambda _: None)
+    now = shopcrm.demo.DEMO_NOW
+    with Shop.open(path) as shop:
+        assert shop.messaging_policy.opt_out_number == "080-000-0000"
+        shop.enable_playbook("cart_reminder", now=now)
+        assert shop.preview("vip_winter_sale", now=now).audience > 0
+        shop.tick(now=now + timedelta(days=1))

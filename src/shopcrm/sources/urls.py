@@ -80,8 +80,16 @@ def connect(url: str | Path, **options: Any) -> Shop:
 
         if path != ":memory:" and not Path(path).exists():
             raise FileNotFoundError(f"no SQLite file {path!r} (from {text!r})")
-        connection = sqlite3.connect(path)
+        if settings.pop("read_only", False):  # SQLite's own read-only mode: a write fails in the driver
+            connection = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True)
+        else:
+            connection = sqlite3.connect(path)
         return _owning(Shop.from_dbapi(connection, dialect="sqlite", **settings), connection)
+    if settings.pop("read_only", False):
+        raise ValueError(
+            f"read_only is for DuckDB and SQLite files; on {dialect} connect as a database user that may only read "
+            "(and let the writing processes use another)"
+        )
     driver = _driver(dialect)
     database = unquote(parts.path.lstrip("/"))
     if not database:
