@@ -230,9 +230,13 @@ class LibraryStore:
             )
 
     def _has_settings(self) -> bool:
-        """Asked of the catalogue, not by a failing statement (which would abort a PostgreSQL transaction)."""
+        return self.has_table("settings")
+
+    def has_table(self, base: str) -> bool:
+        """Whether the library's table ``base`` (``settings``, ``segments``, ...) is there, in its schema; asked
+        of the catalogue, not by a failing statement (which would abort a PostgreSQL transaction)."""
         p = self.placeholder
-        table = f"{self.tables.prefix}settings"
+        table = f"{self.tables.prefix}{base}"
         if self.dialect == "sqlite":
             sql, params = f"SELECT name FROM sqlite_master WHERE type = 'table' AND name = {p}", [table]
         elif self.dialect in ("duckdb", "postgres", "mysql"):
@@ -242,7 +246,7 @@ class LibraryStore:
             params = [table, self.tables.schema] if self.tables.schema else [table]
         else:
             try:
-                self._run(f"SELECT name FROM {self.tables.settings} WHERE 1 = 0", ())
+                self._run(f"SELECT 1 FROM {self.tables.name(base)} WHERE 1 = 0", ())
             except Exception:
                 return False
             return True

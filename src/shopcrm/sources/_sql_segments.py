@@ -44,6 +44,9 @@ class SQLSegmentStore(SegmentStore):
         abort the caller's transaction on PostgreSQL)."""
         if self._ready:
             return True
+        if self._library is not None:  # in the library's schema (or the connection's current one)
+            self._ready = self._library.has_table("segments")
+            return self._ready
         schema, _, table = self.TABLE.rpartition(".")
         if self._sqlite:
             sql = f"SELECT name FROM sqlite_master WHERE type = 'table' AND name = {self._p}"
