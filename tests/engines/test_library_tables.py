@@ -4,6 +4,7 @@ same in a MariaDB database of its own."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -13,7 +14,9 @@ import pytest
 
 import shopcrm
 from shopcrm.campaigns import MessagingPolicy
+from shopcrm.channels import JsonlChannel
 from shopcrm.cli import main
+from shopcrm.dispatching import Dispatcher
 
 NOW = datetime(2026, 11, 24, 1)
 POLICY = MessagingPolicy(sender_name="모아샵", sender_contact="1588-0000", opt_out_number="080-000-0000")
@@ -86,6 +89,14 @@ def test_library_tables_land_in_their_schema_and_match_the_printed_ddl(
     pg.commit()
     assert count == 4
     assert json.loads(version) == {"schema_version": 2}
+    # the send ledger and delivery events in the schema too
+    sms = JsonlChannel(tmp_path / "sms.jsonl")
+    asyncio.run(Dispatcher(shop, {"sms": sms}, clock=lambda: NOW).run())
+    assert len(sms.written()) == 4
+    [(sent,)] = pg.execute("SELECT COUNT(*) FROM crm12.shopcrm_sends WHERE state = 'sent'").fetchall()
+    [(events,)] = pg.execute("SELECT COUNT(*) FROM crm12.shopcrm_message_events").fetchall()
+    pg.commit()
+    assert (sent, events) == (4, 4)
 
 
 def test_library_tables_in_their_own_mariadb_database(mysql_loader: Any, capsys: pytest.CaptureFixture[str]) -> None:
