@@ -132,6 +132,8 @@ def test_the_printed_ddl_is_what_a_store_creates_in_its_schema(tmp_path: Path, c
     statements = capsys.readouterr().out.strip().split(";\n")
     assert all(s.startswith("CREATE TABLE IF NOT EXISTS crm_") for s in statements)
     assert len(statements) == 8
+    assert main(["ddl", "--dialect", "mysql", "--library-schema", "crm"]) == 0
+    assert capsys.readouterr().out.startswith("CREATE SCHEMA IF NOT EXISTS crm CHARACTER SET utf8mb4;\n")
     assert main(["ddl", "--dialect", "oracle"]) == 2
     assert "no DDL for dialect 'oracle'; use one of duckdb, mysql, postgres, sqlite" in capsys.readouterr().err
 

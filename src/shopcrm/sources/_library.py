@@ -207,7 +207,11 @@ class LibraryStore:
         self._refuse_newer(version)
         if version < SCHEMA_VERSION:
             self._upgrade(version)
-            self.write_row(VERSION_ROW, {"schema_version": SCHEMA_VERSION})
+            try:
+                self.write_row(VERSION_ROW, {"schema_version": SCHEMA_VERSION})
+            except Exception:  # another process recorded it at the same moment (a duplicate key): fine if it did
+                if self._version() != SCHEMA_VERSION:
+                    raise
         self._ready = True
 
     def readable(self) -> bool:
