@@ -231,6 +231,13 @@ def test_read_only_opens_beside_a_writing_process_and_a_second_writer_is_told_wh
         assert shop.settings.get("heartbeat") is not None
     with pytest.raises(FileNotFoundError, match="no shop file"):
         Shop.open(tmp_path / "missing.duckdb", read_only=True)
+    with Shop.open(tmp_path / "plain.duckdb") as shop:
+        shop.load_customers([{"customer_id": "c1"}])
+    with Shop.open(tmp_path / "plain.duckdb", read_only=True) as shop:  # the library never wrote here
+        assert shop.segments() == []
+        assert shop.messaging_policy == MessagingPolicy()
+        with pytest.raises(ReadOnlyShopError, match=r"no campaign tables .* and cannot create them"):
+            shop.campaigns()
 
 
 def test_urls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -492,6 +492,13 @@ class SQLCampaignStore(CampaignStore):
         if self._ready:
             return
         self._library.ensure()
+        if not self._library.present:
+            from shopcrm.sources._library import ReadOnlyShopError
+
+            raise ReadOnlyShopError(
+                f"this read-only shop has no campaign tables ({self.CAMPAIGNS}, {self.OUTBOX}, ...) and cannot create "
+                "them: no campaign was ever saved in it; save one in a writable open first"
+            )
         self._ready = True
 
     def put_campaign(self, campaign_id: str, document: str, saved_at: datetime) -> None:
