@@ -329,7 +329,8 @@ def test_doctor_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     broken = tmp_path / "broken.duckdb"
     with make_shop(broken, sms_consent=True) as shop, pytest.warns(CampaignWarning):
         shop.save_campaign(promo("{{ name }}님, 봄 세일"), now=NOW)
-    assert main(["doctor", "--db", str(broken), "--now", "2026-03-02T12:00:00"]) == 1  # no policy file: no 080
+        shop.messaging_policy = MessagingPolicy()  # saved with the shop: no 080 number, no sender name
+    assert main(["doctor", "--db", str(broken), "--now", "2026-03-02T12:00:00"]) == 1  # the saved policy: no 080
     out = capsys.readouterr().out
     assert out.startswith("2 errors\nerrors:\n")
     assert "[missing-consent-column]" in out

@@ -65,3 +65,36 @@ def test_tick_and_send_from_the_command_line(tmp_path: Path, capsys: pytest.Capt
     channels.write_text(json.dumps({"sms": {"plugin": "nope"}}))
     assert main(["send", "--db", str(db), "--channels", str(channels)]) == 2
     assert "no plugin named 'nope'" in capsys.readouterr().err
+
+
+def test_db_takes_a_sqlite_url(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import sqlite3
+    from datetime import datetime, timedelta
+
+    from shopcrm.campaigns import MessagingPolicy
+
+    path = tmp_path / "shop.db"
+    connection = sqlite3.connect(path)
+    connection.execute("CREATE TABLE customers (customer_id TEXT, name TEXT, phone TEXT, age INTEGER)")
+    connection.execute("CREATE TABLE events (customer_id TEXT, event TEXT, ts TEXT)")
+    connection.executemany("INSERT INTO customers VALUES (?, '김민서', ?, ?)",
+                           [(f"c{i}", f"010-3000-{i:04d}", 20 + i) for i in range(4)])
+    connection.commit()
+    now = datetime(2026, 11, 24, 1)
+    shop = shopcrm.Shop.from_dbapi(connection, dialect="sqlite")
+    shop.messaging_policy = MessagingPolicy(sender_name="모아샵", opt_out_number="080-000-0000")
+    shop.save_campaign({"id": "notice", "purpose": "informational", "channels": ["sms"],
+                        "variants": [{"name": "a", "content": {"text": "{{ name }}님, 공지입니다."}}],
+                        "schedule": {"kind": "one_off", "at": now.isoformat()}}, now=now - timedelta(days=1))
+    connection.close()
+    url = f"sqlite:///{path}"
+    assert main(["count", '{"attribute": "age", "gte": 22}', "--db", url, "--now", now.isoformat()]) == 0
+    assert capsys.readouterr().out.strip() == "2"
+    assert main(["tick", "--db", url, "--now", now.isoformat()]) == 0
+    assert "notice: planned 4" in capsys.readouterr().out
+    with sqlite3.connect(path) as again:
+        assert again.execute("SELECT COUNT(*) FROM shopcrm_outbox").fetchone() == (4,)
+    assert main(["count", '{"everyone": true}', "--db", url, "--read-only", "--now", now.isoformat()]) == 0
+    assert capsys.readouterr().out.strip() == "4"
+    assert main(["count", "{}", "--db", "mysql+odbc://h/db", "--now", now.isoformat()]) == 2
+    assert "unknown database URL scheme 'mysql+odbc'" in capsys.readouterr().err

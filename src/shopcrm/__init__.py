@@ -31,6 +31,8 @@ from shopcrm.schema import ColumnType, Schema, Table
 from shopcrm.shop import Shop
 from shopcrm.sources import SavedSegment, Source
 from shopcrm.sources._campaign_store import OutboxRow, TickConflict
+from shopcrm.sources._library import ReadOnlyShopError, ShopLockedError, StoreVersionError
+from shopcrm.sources.urls import connect
 from shopcrm.ticking import TickResult
 
 __all__ = [
@@ -45,6 +47,7 @@ __all__ = [
     "OutboxRow",
     "Overlap",
     "PluginError",
+    "ReadOnlyShopError",
     "RecipientColumns",
     "Rule",
     "RuleError",
@@ -55,12 +58,15 @@ __all__ = [
     "Shop",
     "ShopCRMError",
     "ShopCRMWarning",
+    "ShopLockedError",
     "Source",
+    "StoreVersionError",
     "Table",
     "TickConflict",
     "TickResult",
     "Trend",
     "UnseenEventWarning",
+    "connect",
     "evaluate",
     "parse_rule",
     "rule_json_schema",

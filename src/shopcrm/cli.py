@@ -1,4 +1,4 @@
-"""The ``shopcrm`` command: ``demo``, ``count``, ``sql``, ``plugins``, ``tick``, ``send``, ``doctor``."""
+"""The ``shopcrm`` command: ``demo``, ``count``, ``sql``, ``plugins``, ``tick``, ``send``, ``doctor``, ``ddl``."""
 
 from __future__ import annotations
 
@@ -38,10 +38,43 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _count(args: argparse.Namespace) -> int:
-    from shopcrm.shop import Shop
+def _shop(args: argparse.Namespace, **settings: Any) -> Any:
+    """The shop ``--db`` names (a DuckDB path or a URL), its library tables where ``--library-schema`` /
+    ``--library-prefix`` say; ``settings`` given here are used, not saved."""
+    from shopcrm.sources.urls import connect
 
-    with Shop.open(args.db) as shop:
+    options: dict[str, Any] = {k: v for k, v in settings.items() if v is not None}
+    if getattr(args, "library_schema", None):
+        options["library_schema"] = args.library_schema
+    if getattr(args, "library_prefix", None):
+        options["library_prefix"] = args.library_prefix
+    if getattr(args, "read_only", False):
+        options["read_only"] = True
+    return connect(args.db, **options)
+
+
+def _db_options(command: argparse.ArgumentParser, *, read_only: bool = False) -> None:
+    command.add_argument("--db", required=True,
+                         help="the shop: a DuckDB file, or a URL (postgresql://user:pw@host:5432/db, mysql://..., "
+                              "sqlite:///shop.db)")
+    command.add_argument("--library-schema", help="the schema (PostgreSQL) or database (MySQL) of the shopcrm_* tables")
+    command.add_argument("--library-prefix", help="the name prefix of the library's tables (default shopcrm_)")
+    if read_only:
+        command.add_argument("--read-only", action="store_true",
+                             help="open a DuckDB file read-only (beside a process that writes it)")
+
+
+def _ddl(args: argparse.Namespace) -> int:
+    from shopcrm.sources._library import LibraryTables
+
+    tables = LibraryTables(args.library_schema, args.library_prefix or "shopcrm_")
+    for statement in tables.ddl(args.dialect):
+        print(statement + ";")
+    return 0
+
+
+def _count(args: argparse.Namespace) -> int:
+    with _shop(args) as shop:
         print(shop.count(_rule(args.rule), now=args.now))
     return 0
 
@@ -65,10 +98,11 @@ def _plugins(args: argparse.Namespace) -> int:
 
 
 def _policy(path: str | None) -> Any:
+    """The policy in a JSON file, or None: the one saved with the shop (shop.messaging_policy = ...)."""
     from shopcrm.campaigns import MessagingPolicy
 
     if path is None:
-        return MessagingPolicy()
+        return None
     settings = json.loads(Path(path).read_text(encoding="utf-8"))
     if settings.pop("jurisdiction", "KR") == "US":
         return MessagingPolicy.united_states(**settings)
@@ -76,10 +110,7 @@ def _policy(path: str | None) -> Any:
 
 
 def _tick(args: argparse.Namespace) -> int:
-    from shopcrm.shop import Shop
-
-    with Shop.open(args.db) as shop:
-        shop.messaging_policy = _policy(args.policy)
+    with _shop(args, messaging_policy=_policy(args.policy)) as shop:
         print(shop.tick(now=args.now or _utcnow(), dry_run=args.dry_run))
     return 0
 
@@ -91,8 +122,6 @@ def _utcnow() -> datetime:
 
 
 def _send(args: argparse.Namespace) -> int:
-    from shopcrm.shop import Shop
-
     channels = json.loads(Path(args.channels).read_text(encoding="utf-8"))
     total = [0]
 
@@ -103,8 +132,7 @@ def _send(args: argparse.Namespace) -> int:
         detail = ", ".join(f"{k} {v:,}" for k, v in sorted(outcomes.items()))
         print(f"\r[{'#' * filled}{'.' * (width - filled)}] {done:,}/{total[0]:,}  {detail}", end="", file=sys.stderr, flush=True)
 
-    with Shop.open(args.db) as shop:
-        shop.messaging_policy = _policy(args.policy)
+    with _shop(args, messaging_policy=_policy(args.policy)) as shop:
         store = shop.source.campaign_store()
         now = _utcnow()
         store.enqueue_due(now)
@@ -126,9 +154,9 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--now", type=_now, default=None, help="evaluate as of this instant (default 2026-11-24)")
     demo.set_defaults(run=_demo)
 
-    count = commands.add_parser("count", help="count a rule's audience in a DuckDB shop file")
+    count = commands.add_parser("count", help="count a rule's audience in a shop (a DuckDB file or a database URL)")
     count.add_argument("rule", help="the rule as JSON, or a file holding it")
-    count.add_argument("--db", required=True, help="the shop's DuckDB file")
+    _db_options(count, read_only=True)
     count.add_argument("--now", type=_now, required=True)
     count.set_defaults(run=_count)
 
@@ -141,39 +169,42 @@ def _parser() -> argparse.ArgumentParser:
     plugins = commands.add_parser("plugins", help="list installed plugins and their status")
     plugins.set_defaults(run=_plugins)
 
-    tick = commands.add_parser("tick", help="plan every enabled campaign of a DuckDB shop into its outbox")
-    tick.add_argument("--db", required=True, help="the shop's DuckDB file")
+    tick = commands.add_parser("tick", help="plan every enabled campaign of a shop into its outbox")
+    _db_options(tick)
     tick.add_argument("--now", type=_now, default=None, help="plan as of this instant (default: now)")
-    tick.add_argument("--policy", help="a JSON file of MessagingPolicy settings (sender_name, opt_out_number, ...)")
+    tick.add_argument("--policy", help="a JSON file of MessagingPolicy settings (sender_name, opt_out_number, ...) "
+                                       "for this run (default: the policy saved with the shop)")
     tick.add_argument("--dry-run", action="store_true", help="plan and print, record nothing")
     tick.set_defaults(run=_tick)
 
-    send = commands.add_parser("send", help="deliver the due planned messages of a DuckDB shop")
-    send.add_argument("--db", required=True, help="the shop's DuckDB file")
+    send = commands.add_parser("send", help="deliver the due planned messages of a shop")
+    _db_options(send)
     send.add_argument("--channels", required=True,
                       help='a JSON file mapping chain channels to plugins, e.g. {"sms": {"plugin": "solapi", "sender": "..."}}')
-    send.add_argument("--policy", help="a JSON file of MessagingPolicy settings")
+    send.add_argument("--policy", help="a JSON file of MessagingPolicy settings for this run (default: the saved one)")
     send.add_argument("--drain", action="store_true", help="also wait for retries and deferrals to come due")
     send.set_defaults(run=_send)
 
     # issue 12: checks
     doctor = commands.add_parser("doctor", help="check a shop for segments and campaigns that would silently do nothing")
-    doctor.add_argument("--db", required=True, help="the shop's DuckDB file")
+    _db_options(doctor, read_only=True)
     doctor.add_argument("--now", type=_now, default=None, help="check as of this instant (default: now)")
-    doctor.add_argument("--policy", help="a JSON file of MessagingPolicy settings")
+    doctor.add_argument("--policy", help="a JSON file of MessagingPolicy settings (default: the one saved with the shop)")
     doctor.add_argument("--json", action="store_true", help="print the report as JSON")
     doctor.set_defaults(run=_doctor)
+    ddl = commands.add_parser("ddl", help="print the DDL of the library's own tables, for review before a first run")
+    ddl.add_argument("--dialect", default="duckdb", help="duckdb, sqlite, postgres or mysql (default duckdb)")
+    ddl.add_argument("--library-schema", help="the schema (PostgreSQL, DuckDB) or database (MySQL) of the tables")
+    ddl.add_argument("--library-prefix", help="the name prefix of the tables (default shopcrm_)")
+    ddl.set_defaults(run=_ddl)
     return parser
 
 
 def _doctor(args: argparse.Namespace) -> int:
     """Print shop.check(); exit 1 when it found errors (warnings alone exit 0)."""
-    from shopcrm.shop import Shop
-
     if "://" not in args.db and args.db != ":memory:" and not Path(args.db).exists():
         raise OSError(f"no shop file {args.db!r}; give the path of an existing DuckDB shop")
-    with Shop.open(args.db) as shop:
-        shop.messaging_policy = _policy(args.policy)
+    with _shop(args, messaging_policy=_policy(args.policy)) as shop:
         report = shop.check(now=args.now)
     print(json.dumps(report.to_dict(), ensure_ascii=False, indent=2) if args.json else report)
     return 0 if report.ok else 1
@@ -184,7 +215,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return int(args.run(args))
-    except (ShopCRMError, ValueError, KeyError, OSError) as error:
+    except (ShopCRMError, ValueError, KeyError, OSError, ImportError) as error:
         print(f"shopcrm {args.command}: {error}", file=sys.stderr)
         return 2
 

@@ -52,6 +52,20 @@ class RecipientColumns:
     opted_out: Mapping[str, str] = attrs.field(factory=dict)
     opted_out_all: str | None = "opted_out"
 
+    def to_dict(self) -> dict[str, Any]:
+        """The column map as JSON-ready values, for the settings table."""
+        return {f.name: (dict(v) if isinstance(v := getattr(self, f.name), Mapping) else v) for f in attrs.fields(RecipientColumns)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RecipientColumns:
+        """The column map :meth:`to_dict` wrote; fields it lacks keep their defaults."""
+        known = {f.name for f in attrs.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"recipient columns have no field {', '.join(map(repr, unknown))}; their fields are {', '.join(sorted(known))}")
+        values: dict[str, Any] = {k: dict(v) if isinstance(v, Mapping) else v for k, v in data.items()}
+        return cls(**values)
+
     def names(self) -> set[str]:
         """Every column this map may read."""
         single = (self.phone, self.email, self.push_token, self.kakao_friend, self.timezone, self.night_consent, self.opted_out_all)

@@ -45,6 +45,7 @@ _SEGMENT_NAME = re.compile(r"^[^\x00-\x1f\x7f]{1,100}$")
 class Shop:
     """A shop's customers and events on one engine, and its named segments."""
 
+    # -- issue 12 (settings): settings stored with the shop, read-only opens, URLs, the library's tables --------
     def __init__(
         self,
         source: Source,
@@ -53,21 +54,102 @@ class Shop:
         messaging_policy: MessagingPolicy | None = None,
         recipient_columns: RecipientColumns | None = None,
     ) -> None:
+        """Settings given here apply to this Shop object (they are not saved); those not given are the ones saved
+        with the shop (``shop.messaging_policy = ...`` or :meth:`save_settings`), else the defaults."""
+        from shopcrm.sources._library import MemorySettingsStore, SettingsStore
+
         self.source = source
-        #: thresholds of stages, moments, RFM and cycle risk, for shop.lifecycle and lifecycle/rfm/cycle rules
-        self.lifecycle_policy = lifecycle_policy or LifecyclePolicy()
-        #: consent, quiet hours, caps, ad lines and prices that campaigns obey (Korean defaults)
-        self.messaging_policy = messaging_policy or MessagingPolicy()
-        #: which customer columns hold phone, e-mail, consents, ...
-        self.recipient_columns = recipient_columns or RecipientColumns()
+        own = getattr(source, "settings_store", None)
+        #: named JSON documents kept with the shop (its ``shopcrm_settings`` table; memory for Spark)
+        self.settings: SettingsStore = own() if callable(own) else MemorySettingsStore()
+        try:
+            #: thresholds of stages, moments, RFM and cycle risk, for shop.lifecycle and lifecycle/rfm/cycle rules
+            self._lifecycle_policy = (lifecycle_policy or self._stored("lifecycle_policy", LifecyclePolicy)
+                                      or LifecyclePolicy())
+            #: consent, quiet hours, caps, ad lines and prices that campaigns obey (Korean defaults)
+            self._messaging_policy = (messaging_policy or self._stored("messaging_policy", MessagingPolicy)
+                                      or MessagingPolicy())
+            #: which customer columns hold phone, e-mail, consents, ...
+            self._recipient_columns = (recipient_columns or self._stored("recipient_columns", RecipientColumns)
+                                       or RecipientColumns())
+        except BaseException:  # a store this shopcrm cannot read: let go of the file
+            source.close()
+            raise
+
+    def _stored(self, name: str, kind: Any) -> Any:
+        document = self.settings.get(name)
+        if document is None:
+            return None
+        try:
+            return kind.from_dict(document)
+        except (TypeError, ValueError, KeyError) as error:
+            raise ValueError(
+                f"the {name!r} setting stored with this shop cannot be read ({error}); assign a new one "
+                f"(shop.{name} = ...) to replace it"
+            ) from error
+
+    @property
+    def lifecycle_policy(self) -> LifecyclePolicy:
+        """Thresholds of stages, moments, RFM and cycle risk; assigning one saves it with the shop."""
+        return self._lifecycle_policy
+
+    @lifecycle_policy.setter
+    def lifecycle_policy(self, policy: LifecyclePolicy) -> None:
+        self.settings.put("lifecycle_policy", policy.to_dict())
+        self._lifecycle_policy = policy
+
+    @property
+    def messaging_policy(self) -> MessagingPolicy:
+        """Consent, quiet hours, caps, ad lines and prices; assigning one saves it with the shop."""
+        return self._messaging_policy
+
+    @messaging_policy.setter
+    def messaging_policy(self, policy: MessagingPolicy) -> None:
+        self.settings.put("messaging_policy", policy.to_dict())
+        self._messaging_policy = policy
+
+    @property
+    def recipient_columns(self) -> RecipientColumns:
+        """Which customer columns hold phone, e-mail, consents, ...; assigning them saves them with the shop."""
+        return self._recipient_columns
+
+    @recipient_columns.setter
+    def recipient_columns(self, columns: RecipientColumns) -> None:
+        self.settings.put("recipient_columns", columns.to_dict())
+        self._recipient_columns = columns
+
+    def save_settings(self) -> None:
+        """Save the messaging policy, recipient columns and lifecycle policy in use (e.g. ones given to the
+        constructor, which are not saved by themselves) with the shop."""
+        self.settings.put("messaging_policy", self._messaging_policy.to_dict())
+        self.settings.put("recipient_columns", self._recipient_columns.to_dict())
+        self.settings.put("lifecycle_policy", self._lifecycle_policy.to_dict())
 
     # ----------------------------------------------------------- constructors
     @classmethod
-    def open(cls, path: str | Path = ":memory:") -> Shop:
-        """The embedded DuckDB shop; a file path persists data and segments."""
+    def open(
+        cls, path: str | Path = ":memory:", *, read_only: bool = False, library_schema: str | None = None,
+        library_prefix: str = "shopcrm_", messaging_policy: MessagingPolicy | None = None,
+        recipient_columns: RecipientColumns | None = None, lifecycle_policy: LifecyclePolicy | None = None,
+    ) -> Shop:
+        """The embedded DuckDB shop; a file path persists data, segments, campaigns and settings.
+
+        ``read_only=True`` opens the file for reading only (a notebook beside a dispatcher): every write raises
+        ReadOnlyShopError, and a file another process holds is read as a snapshot taken now.  A writable open of
+        a file another process holds raises ShopLockedError (DuckDB allows one writing process per file)."""
         from shopcrm.sources.duckdb_store import DuckDBSource
 
-        return cls(DuckDBSource(path))
+        return cls(DuckDBSource(path, read_only=read_only, library_schema=library_schema, library_prefix=library_prefix),
+                   messaging_policy=messaging_policy, recipient_columns=recipient_columns,
+                   lifecycle_policy=lifecycle_policy)
+
+    @classmethod
+    def connect(cls, url: str | Path, **options: Any) -> Shop:
+        """A shop from a DuckDB path or a URL: ``postgresql://user:pw@host:5432/db``, ``mysql://...``,
+        ``sqlite:///shop.db``, ``duckdb:///shop.duckdb``; ``options`` go to :meth:`open` / :meth:`from_dbapi`."""
+        from shopcrm.sources.urls import connect
+
+        return connect(url, **options)
 
     @classmethod
     def from_dbapi(
@@ -78,11 +160,15 @@ class Shop:
         customers: str = "customers",
         events: str = "events",
         types: dict[str, str] | None = None,
+        library_schema: str | None = None,
+        library_prefix: str = "shopcrm_",
     ) -> Shop:
-        """A shop over your own database through a DB-API connection (sqlite3, psycopg, PyMySQL)."""
+        """A shop over your own database through a DB-API connection (sqlite3, psycopg, PyMySQL); the library's
+        tables go into ``library_schema`` (PostgreSQL schema, MySQL database), named ``library_prefix`` + name."""
         from shopcrm.sources.dbapi import DBAPISource
 
-        return cls(DBAPISource(connection, dialect=dialect, customers=customers, events=events, types=types))
+        return cls(DBAPISource(connection, dialect=dialect, customers=customers, events=events, types=types,
+                               library_schema=library_schema, library_prefix=library_prefix))
 
     @classmethod
     def from_spark(cls, spark: Any, *, customers: str = "customers", events: str = "events") -> Shop:

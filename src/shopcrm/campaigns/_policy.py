@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import datetime, time, timedelta
 from functools import lru_cache
-from typing import Literal
+from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 import attrs
@@ -155,6 +155,47 @@ class MessagingPolicy:
         if kind == "brand_message" and not friend:
             return float(self.prices.get("brand_message_non_friend", self.prices.get("brand_message", 0)))
         return float(self.prices.get(kind, 0))
+
+    def to_dict(self) -> dict[str, object]:
+        """The policy as JSON-ready values (times as ``HH:MM:SS``, durations in seconds), for the settings table."""
+        def window(w: Window) -> dict[str, str]:
+            return {"start": w.start.isoformat(), "end": w.end.isoformat()}
+
+        return {
+            "jurisdiction": self.jurisdiction, "timezone": self.timezone, "quiet_hours": window(self.quiet_hours),
+            "night_consent_lifts_quiet_hours": self.night_consent_lifts_quiet_hours,
+            "quiet_hours_exempt": sorted(self.quiet_hours_exempt), "brand_message_closed": window(self.brand_message_closed),
+            "brand_message_friends_only": self.brand_message_friends_only,
+            "consent_valid_for": None if self.consent_valid_for is None else self.consent_valid_for.total_seconds(),
+            "caps": [{"purpose": c.purpose, "limit": c.limit, "per": c.per.total_seconds(), "channel": c.channel}
+                     for c in self.caps],
+            "sender_name": self.sender_name, "sender_contact": self.sender_contact,
+            "opt_out_number": self.opt_out_number, "unsubscribe_url": self.unsubscribe_url,
+            "prices": {k: float(v) for k, v in self.prices.items()},
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, object]) -> MessagingPolicy:
+        """The policy :meth:`to_dict` wrote; fields it lacks keep their defaults."""
+        known = {f.name for f in attrs.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"a messaging policy has no field {', '.join(map(repr, unknown))}; its fields are {', '.join(sorted(known))}")
+        values: dict[str, Any] = dict(data)
+        for name in ("quiet_hours", "brand_message_closed"):
+            if name in values:
+                w = values[name]
+                values[name] = Window(time.fromisoformat(w["start"]), time.fromisoformat(w["end"]))
+        if "quiet_hours_exempt" in values:
+            values["quiet_hours_exempt"] = frozenset(values["quiet_hours_exempt"])
+        if values.get("consent_valid_for") is not None:
+            values["consent_valid_for"] = timedelta(seconds=float(values["consent_valid_for"]))
+        if "caps" in values:
+            values["caps"] = tuple(Cap(c["purpose"], int(c["limit"]), timedelta(seconds=float(c["per"])), c.get("channel"))
+                                   for c in values["caps"])
+        if "prices" in values:
+            values["prices"] = dict(values["prices"])
+        return cls(**values)
 
     def problems(self, purpose: str) -> list[str]:
         """What this policy lacks to send ``purpose`` messages lawfully (checked when campaigns are saved)."""

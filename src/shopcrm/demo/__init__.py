@@ -141,6 +141,7 @@ def _campaigns(shop: Any, when: datetime, out: Callable[[str], None]) -> None:
 
     from shopcrm.campaigns import PLAYBOOKS, MessagingPolicy
 
+    # assigned, the policy is saved with the shop: Shop.open(path) and `shopcrm tick --db path` use it again
     shop.messaging_policy = MessagingPolicy(sender_name="모아샵", sender_contact="1588-0000", opt_out_number="080-000-0000")
     for name in PLAYBOOKS:
         shop.enable_playbook(name, now=when - timedelta(days=2))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from datetime import timedelta
+from typing import Any
 
 import attrs
 
@@ -95,6 +96,40 @@ class LifecyclePolicy:
             low, high = getattr(self, name)
             if not timedelta(0) <= low < high:
                 raise ValueError(f"{name} must be (from, to) with 0 <= from < to; got ({low}, {high})")
+
+    def to_dict(self) -> dict[str, object]:
+        """The policy as JSON-ready values (durations in seconds), for the settings table."""
+        out: dict[str, object] = {}
+        for field in attrs.fields(LifecyclePolicy):
+            value = getattr(self, field.name)
+            if isinstance(value, timedelta):
+                value = value.total_seconds()
+            elif field.name == "rfm_segments":
+                value = {name: [list(cell) for cell in cells] for name, cells in value.items()}
+            elif isinstance(value, tuple):
+                value = [v.total_seconds() if isinstance(v, timedelta) else v for v in value]
+            out[field.name] = value
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> LifecyclePolicy:
+        """The policy :meth:`to_dict` wrote; fields it lacks keep their defaults."""
+        fields = {f.name: f for f in attrs.fields(cls)}
+        unknown = sorted(set(data) - set(fields))
+        if unknown:
+            raise ValueError(f"a lifecycle policy has no field {', '.join(map(repr, unknown))}; its fields are {', '.join(sorted(fields))}")
+        defaults = cls()
+        values: dict[str, Any] = {}
+        for name, value in data.items():
+            default = getattr(defaults, name)
+            if isinstance(default, timedelta):
+                value = timedelta(seconds=float(value))
+            elif name == "activity_events":
+                value = tuple(value)
+            elif isinstance(default, tuple):
+                value = tuple(timedelta(seconds=float(v)) for v in value)
+            values[name] = value
+        return cls(**values)
 
     @property
     def rfm_lookup(self) -> dict[tuple[int, int], str]:

@@ -19,6 +19,8 @@ from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
 from typing import Any, NamedTuple
 
+from shopcrm.sources._library import LibraryStore, LibraryTables
+
 __all__ = ["OUTBOX_COLUMNS", "CampaignStore", "MemoryCampaignStore", "OutboxRow", "SQLCampaignStore", "TickConflict"]
 
 #: the outbox's columns, in order
@@ -451,7 +453,13 @@ class SQLCampaignStore(CampaignStore):
         key_set: KeySet | None = None,
         lookup_chunk: int | None = None,
         returning: bool = False,
+        library: LibraryStore | None = None,
     ) -> None:
+        #: the library's tables (names, version), shared with the segment and settings stores of the same source
+        self._library = library or LibraryStore(LibraryTables(), run, transaction, placeholder=placeholder)
+        tables = self._library.tables
+        self.CAMPAIGNS, self.OUTBOX, self.OCCURRENCES = tables.campaigns, tables.outbox, tables.occurrences
+        self.SENDS, self.OPT_OUTS, self.MESSAGE_EVENTS = tables.sends, tables.opt_outs, tables.message_events
         self._run = run
         self._insert = insert
         self._transaction = transaction
@@ -472,62 +480,26 @@ class SQLCampaignStore(CampaignStore):
         self._returning = returning
         self._ready = False
 
+    def _send_select(self) -> str:
+        return f"SELECT {_SEND_SELECT_COLUMNS} FROM {self.SENDS}"
+
     @contextmanager
     def _placeholders(self, keys: Sequence[str]) -> Iterator[tuple[str, list[Any]]]:
         yield f"key_ IN ({', '.join([self._p] * len(keys))})", list(keys)
 
     def _ensure(self) -> None:
+        """Create the library's tables, check their version and upgrade them (once)."""
         if self._ready:
             return
-        with self._transaction():
-            self._run(
-                f"CREATE TABLE IF NOT EXISTS {self.CAMPAIGNS} (id VARCHAR(100) PRIMARY KEY, document TEXT NOT NULL, "
-                "saved_at VARCHAR(32) NOT NULL)", (),
-            )
-            self._run(
-                f"CREATE TABLE IF NOT EXISTS {self.OUTBOX} (key_ VARCHAR(64) PRIMARY KEY, customer_id VARCHAR(200) NOT NULL, "
-                "campaign_id VARCHAR(100) NOT NULL, step VARCHAR(40) NOT NULL, occurrence VARCHAR(40) NOT NULL, "
-                "variant VARCHAR(40) NOT NULL, purpose VARCHAR(20) NOT NULL, channel VARCHAR(20) NOT NULL, "
-                "kind VARCHAR(20) NOT NULL, status VARCHAR(20) NOT NULL, due_at VARCHAR(32) NOT NULL, "
-                "send_at VARCHAR(32), cost DOUBLE PRECISION NOT NULL, message TEXT NOT NULL, planned_at VARCHAR(32) NOT NULL)",
-                (),
-            )
-            self._run(
-                f"CREATE TABLE IF NOT EXISTS {self.OCCURRENCES} (campaign_id VARCHAR(100) NOT NULL, "
-                "occurrence VARCHAR(40) NOT NULL, planned_at VARCHAR(32) NOT NULL, PRIMARY KEY (campaign_id, occurrence))",
-                (),
-            )
-            self._run(
-                f"CREATE TABLE IF NOT EXISTS {self.SENDS} (key_ VARCHAR(64) PRIMARY KEY, customer_id VARCHAR(200) NOT NULL, "
-                "campaign_id VARCHAR(100) NOT NULL, chain_index INTEGER NOT NULL, state VARCHAR(20) NOT NULL, "
-                "attempts INTEGER NOT NULL, next_at VARCHAR(32) NOT NULL, lease_until VARCHAR(32), claim VARCHAR(64), "
-                "provider_id VARCHAR(200), code VARCHAR(64), reason TEXT, cost DOUBLE PRECISION NOT NULL, "
-                "updated_at VARCHAR(32) NOT NULL, batch_ref VARCHAR(200), checks INTEGER NOT NULL DEFAULT 0)",
-                (),
-            )
-            self._run(
-                f"CREATE TABLE IF NOT EXISTS {self.OPT_OUTS} (customer_id VARCHAR(200) NOT NULL, consent_group VARCHAR(20) NOT NULL, "
-                "opted_out_at VARCHAR(32) NOT NULL, reason TEXT, PRIMARY KEY (customer_id, consent_group))",
-                (),
-            )
-            self._run(
-                f"CREATE TABLE IF NOT EXISTS {self.MESSAGE_EVENTS} (customer_id VARCHAR(200) NOT NULL, event VARCHAR(40) NOT NULL, "
-                "ts VARCHAR(32) NOT NULL, message_key VARCHAR(64) NOT NULL, campaign_id VARCHAR(100), channel VARCHAR(20), "
-                "kind VARCHAR(20), cost DOUBLE PRECISION, provider_id VARCHAR(200), reason TEXT, code VARCHAR(64))",
-                (),
-            )
-        self._upgrade()
-        self._ready = True
+        self._library.ensure()
+        if not self._library.present:
+            from shopcrm.sources._library import ReadOnlyShopError
 
-    def _upgrade(self) -> None:
-        """A send ledger made by shopcrm 0.1 lacks the batch reference and the check count: add them."""
-        try:
-            with self._transaction():
-                self._run(f"SELECT batch_ref, checks FROM {self.SENDS} WHERE 1 = 0", ())
-        except Exception:
-            with self._transaction():
-                self._run(f"ALTER TABLE {self.SENDS} ADD COLUMN batch_ref VARCHAR(200)", ())
-                self._run(f"ALTER TABLE {self.SENDS} ADD COLUMN checks INTEGER NOT NULL DEFAULT 0", ())
+            raise ReadOnlyShopError(
+                f"this read-only shop has no campaign tables ({self.CAMPAIGNS}, {self.OUTBOX}, ...) and cannot create "
+                "them: no campaign was ever saved in it; save one in a writable open first"
+            )
+        self._ready = True
 
     def put_campaign(self, campaign_id: str, document: str, saved_at: datetime) -> None:
         self._ensure()
@@ -651,11 +623,11 @@ class SQLCampaignStore(CampaignStore):
         found: list[SendRow] = []
         state_sql = f"state IN ({', '.join([p] * len(states))})" if states is not None else ""
         if keys is None:
-            sql = _send_select() + (f" WHERE {state_sql}" if state_sql else "")
+            sql = self._send_select() + (f" WHERE {state_sql}" if state_sql else "")
             found = [SendRow.from_tuple(r) for r in self._run(sql, list(states or ()))]
         for part in _chunks(list(keys), self._key_chunk) if keys is not None else []:
             with self._key_set(part) as (in_keys, params):
-                sql = _send_select() + f" WHERE {in_keys}" + (f" AND {state_sql}" if state_sql else "")
+                sql = self._send_select() + f" WHERE {in_keys}" + (f" AND {state_sql}" if state_sql else "")
                 found += [SendRow.from_tuple(r) for r in self._run(sql, [*params, *(states or ())])]
         return sorted(found, key=lambda r: r.key)
 
@@ -663,14 +635,14 @@ class SQLCampaignStore(CampaignStore):
         self._ensure()
         p = self._p
         rows = self._run(
-            _send_select() + f" WHERE state IN ('queued', 'retry') AND next_at <= {p} ORDER BY next_at, key_ LIMIT {int(limit)}",
+            self._send_select() + f" WHERE state IN ('queued', 'retry') AND next_at <= {p} ORDER BY next_at, key_ LIMIT {int(limit)}",
             (_stamp(now),),
         )
         return [SendRow.from_tuple(r) for r in rows]
 
     def expired_leases(self, now: datetime) -> list[SendRow]:
         self._ensure()
-        rows = self._run(_send_select() + f" WHERE state IN ('claimed', 'inflight') AND lease_until < {self._p} ORDER BY key_",
+        rows = self._run(self._send_select() + f" WHERE state IN ('claimed', 'inflight') AND lease_until < {self._p} ORDER BY key_",
                          (_stamp(now),))
         return [SendRow.from_tuple(r) for r in rows]
 
@@ -700,7 +672,7 @@ class SQLCampaignStore(CampaignStore):
                         rows = self._run(f"{sql} RETURNING {_SEND_SELECT_COLUMNS}", values)
                     else:
                         self._run(sql, values)
-                        rows = self._run(_send_select() + f" WHERE {in_keys} AND claim = {p} AND lease_until = {p}",
+                        rows = self._run(self._send_select() + f" WHERE {in_keys} AND claim = {p} AND lease_until = {p}",
                                          (*params, claim, _stamp(lease_until)))
             except Exception as error:
                 if _is_contention(error):  # another dispatcher holds these rows: they are taken, not ours
@@ -831,9 +803,6 @@ class SQLCampaignStore(CampaignStore):
 
 _SEND_SELECT_COLUMNS = ", ".join("key_" if c == "key" else c for c in SEND_COLUMNS)
 
-
-def _send_select() -> str:
-    return f"SELECT {_SEND_SELECT_COLUMNS} FROM {SQLCampaignStore.SENDS}"
 
 
 def _is_contention(error: Exception) -> bool:

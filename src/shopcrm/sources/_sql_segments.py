@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from shopcrm.sources._base import SavedSegment, SegmentStore
+from shopcrm.sources._library import LibraryStore
 
 __all__ = ["SQLSegmentStore"]
 
@@ -25,8 +26,13 @@ class SQLSegmentStore(SegmentStore):
     TABLE = "shopcrm_segments"
 
     def __init__(
-        self, run: Run, placeholder: str = "?", *, sqlite: bool = False, transaction: Transaction | None = None
+        self, run: Run, placeholder: str = "?", *, sqlite: bool = False, transaction: Transaction | None = None,
+        library: LibraryStore | None = None,
     ) -> None:
+        #: the library's tables: the segment table's name, and the one ``ensure`` that creates them all
+        self._library = library
+        if library is not None:
+            self.TABLE = library.tables.segments
         self._run = run
         self._transaction: Transaction = transaction or nullcontext
         self._p = placeholder
@@ -38,14 +44,24 @@ class SQLSegmentStore(SegmentStore):
         abort the caller's transaction on PostgreSQL)."""
         if self._ready:
             return True
+        if self._library is not None:  # in the library's schema (or the connection's current one)
+            self._ready = self._library.has_table("segments")
+            return self._ready
+        schema, _, table = self.TABLE.rpartition(".")
         if self._sqlite:
             sql = f"SELECT name FROM sqlite_master WHERE type = 'table' AND name = {self._p}"
         else:
             sql = f"SELECT table_name FROM information_schema.tables WHERE table_name = {self._p}"
-        self._ready = bool(self._run(sql, (self.TABLE,)))
+            if schema:
+                sql += f" AND table_schema = {self._p}"
+        self._ready = bool(self._run(sql, (table, schema) if schema else (table,)))
         return self._ready
 
     def _ensure(self) -> None:
+        if self._library is not None:
+            self._library.writable("save a segment")
+            self._library.ensure()
+            self._ready = True
         if not self._exists():
             self._run(
                 f"CREATE TABLE IF NOT EXISTS {self.TABLE} (name VARCHAR(200) PRIMARY KEY, rule TEXT NOT NULL, "
@@ -60,7 +76,7 @@ class SQLSegmentStore(SegmentStore):
         try:
             return self._run(sql, params)
         except Exception as exc:  # the table may not exist yet: nothing saved
-            if self._ready or ("shopcrm_segments" not in str(exc).lower() and "exist" not in str(exc).lower()):
+            if self._ready or (self.TABLE.lower() not in str(exc).lower() and "exist" not in str(exc).lower()):
                 raise
             return []
 
@@ -87,6 +103,8 @@ class SQLSegmentStore(SegmentStore):
     def delete(self, name: str) -> bool:
         if self.get(name) is None:
             return False
+        if self._library is not None:
+            self._library.writable("delete a segment")
         self._run(f"DELETE FROM {self.TABLE} WHERE name = {self._p}", (name,))
         return True
 

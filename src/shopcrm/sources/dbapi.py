@@ -13,6 +13,7 @@ from shopcrm.schema import ColumnType, Schema, Table, check_identifier
 from shopcrm.sources._base import SegmentStore, Source, column_type
 from shopcrm.sources._bind import PARAM_STYLES, bind
 from shopcrm.sources._campaign_store import CampaignStore, SQLCampaignStore
+from shopcrm.sources._library import LibraryStore, LibraryTables, SettingsStore, SQLSettingsStore
 from shopcrm.sources._sql_segments import SQLSegmentStore
 from shopcrm.sources._transactions import Transactions
 
@@ -38,6 +39,8 @@ class DBAPISource(Transactions, Source):
         customers: str = "customers",
         events: str = "events",
         types: Mapping[str, str] | None = None,
+        library_schema: str | None = None,
+        library_prefix: str = "shopcrm_",
     ) -> None:
         if dialect not in DIALECTS:
             raise ValueError(f"unknown dialect {dialect!r}; use one of {', '.join(DIALECTS)}")
@@ -58,8 +61,14 @@ class DBAPISource(Transactions, Source):
         if dialect in _SESSION_UTC:
             self._run(_SESSION_UTC[dialect], ())
         placeholder = _PLACEHOLDER.get(dialect, "%s")
+        # issue 12 (settings): the library's tables in a schema and/or under a prefix, versioned, with the settings
+        self.library = LibraryStore(LibraryTables(library_schema, library_prefix), self._run, self._transaction,
+                                    placeholder=placeholder, dialect=dialect)
+        if library_schema and dialect == "sqlite":
+            self.library.tables.ddl("sqlite")  # SQLite has no schemas: the error says to use a prefix
+        self._settings = SQLSettingsStore(self.library)
         self._segments = SQLSegmentStore(
-            self._run, placeholder, sqlite=dialect == "sqlite", transaction=self._transaction
+            self._run, placeholder, sqlite=dialect == "sqlite", transaction=self._transaction, library=self.library
         )
 
     def _run(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
@@ -145,9 +154,13 @@ class DBAPISource(Transactions, Source):
                 self._run, self._insert, self._transaction, placeholder=_PLACEHOLDER.get(self.dialect, "%s"),
                 lock_rows=self.dialect in ("postgres", "mysql"),
                 returning=self.dialect == "postgres" or (self.dialect == "sqlite" and _sqlite_returns()),
-                key_set=self._key_set if self.dialect == "postgres" else None,
+                key_set=self._key_set if self.dialect == "postgres" else None, library=self.library,
             )
         return self._campaigns
+
+    def settings_store(self) -> SettingsStore:
+        """Settings kept with the shop, in its ``shopcrm_settings`` table."""
+        return self._settings
 
     @contextmanager
     def _key_set(self, keys: Sequence[str]) -> Iterator[tuple[str, list[Any]]]:
@@ -158,7 +171,8 @@ class DBAPISource(Transactions, Source):
         self.connection.commit()
 
     def _insert(self, table: str, columns: Sequence[str], values: Sequence[Sequence[Any]]) -> None:
-        check_identifier(table, "table name")
+        for piece in table.split("."):  # the library's tables may be schema-qualified
+            check_identifier(piece, "table name")
         if self.dialect == "postgres":  # one statement of arrays, one per column, instead of a row at a time
             for column in columns:
                 check_identifier(column, "column name")

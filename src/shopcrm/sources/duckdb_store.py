@@ -16,6 +16,14 @@ from shopcrm.compiler import render
 from shopcrm.schema import ColumnType, Schema, Table, check_identifier
 from shopcrm.sources._base import SegmentStore, Source, column_type
 from shopcrm.sources._campaign_store import CampaignStore, SQLCampaignStore
+from shopcrm.sources._library import (
+    LibraryStore,
+    LibraryTables,
+    ReadOnlyShopError,
+    SettingsStore,
+    ShopLockedError,
+    SQLSettingsStore,
+)
 from shopcrm.sources._sql_segments import SQLSegmentStore
 from shopcrm.sources._transactions import Transactions
 from shopcrm.timeline import to_utc_naive
@@ -50,25 +58,100 @@ class DuckDBSource(Transactions, Source):
 
     dialect = "duckdb"
 
-    def __init__(self, path: str | Path = ":memory:", *, connection: duckdb.DuckDBPyConnection | None = None) -> None:
+    def __init__(
+        self, path: str | Path = ":memory:", *, connection: duckdb.DuckDBPyConnection | None = None,
+        read_only: bool = False, library_schema: str | None = None, library_prefix: str = "shopcrm_",
+    ) -> None:
         self.path = str(path)
-        self.con = connection if connection is not None else duckdb.connect(self.path)
-        self.con.execute("SET TimeZone = 'UTC'")
-        self._segments = SQLSegmentStore(self._run, "?", transaction=self._transaction)
+        self.read_only = read_only
+        #: a read-only open of a file another process holds reads a snapshot copied here (removed on close)
+        self._snapshot: Path | None = None
+        self.con = connection if connection is not None else self._connect(self.path, read_only)
+        if not read_only:
+            self.con.execute("SET TimeZone = 'UTC'")
+        else:
+            with suppress(duckdb.Error):
+                self.con.execute("SET TimeZone = 'UTC'")
+        self._depth = 0  # how many _transaction() blocks are open
+        #: the library's tables (campaigns, outbox, ledger, segments, settings): their schema/prefix and version
+        self.library = LibraryStore(LibraryTables(library_schema, library_prefix), self._run, self._transaction,
+                                    placeholder="?", dialect="duckdb", read_only=read_only)
+        self._segments = SQLSegmentStore(self._run, "?", transaction=self._transaction, library=self.library)
+        self._settings = SQLSettingsStore(self.library)
         self._schema: Schema | None = None
         self._campaigns: CampaignStore | None = None
         self._types: dict[str, dict[str, str]] = {}
-        self._depth = 0  # how many _transaction() blocks are open
+
+    def _connect(self, path: str, read_only: bool) -> duckdb.DuckDBPyConnection:
+        """The file's connection; a file another process holds is a clear ShopLockedError for a writer, and a
+        snapshot copy for a reader (DuckDB lets no other process in while one writes)."""
+        try:
+            if read_only and path != ":memory:" and not Path(path).exists():
+                raise FileNotFoundError(f"no shop file {path!r} to open read-only; a writable Shop.open(path) creates it")
+            return duckdb.connect(path, read_only=read_only and path != ":memory:")
+        except duckdb.ConnectionException as error:
+            if "different configuration" not in str(error):
+                raise
+            raise ShopLockedError(
+                f"this process already has {path!r} open {'for writing' if read_only else 'read-only'}; use that "
+                "Shop (a writable one reads too), or close it before opening the file again"
+            ) from error
+        except duckdb.IOException as error:
+            if "lock" not in str(error).lower():
+                raise
+            holder = _holder(str(error))
+            if read_only:
+                return self._snapshot_of(path, error)
+            raise ShopLockedError(
+                f"another process{holder} holds {path!r} for writing (DuckDB allows one writing process per file); "
+                "open it with Shop.open(path, read_only=True) to read a snapshot, or stop that process first "
+                "(see docs/library-tables.md)"
+            ) from error
+
+    def _snapshot_of(self, path: str, error: Exception) -> duckdb.DuckDBPyConnection:
+        """Copy the file (and its write-ahead log) and open the copy read-only; a copy taken while the writer
+        checkpoints may be torn, so a copy that does not open is taken again (three tries)."""
+        import shutil
+        import tempfile
+
+        last: Exception = error
+        for _ in range(3):
+            folder = Path(tempfile.mkdtemp(prefix="shopcrm-snapshot-"))
+            copy = folder / Path(path).name
+            shutil.copyfile(path, copy)
+            wal = Path(path + ".wal")
+            if wal.exists():
+                with suppress(FileNotFoundError):
+                    shutil.copyfile(wal, str(copy) + ".wal")
+            try:
+                con = duckdb.connect(str(copy), read_only=True)
+                con.execute("SELECT 1").fetchall()
+            except duckdb.Error as failed:
+                last = failed
+                shutil.rmtree(folder, ignore_errors=True)
+                continue
+            self._snapshot = folder
+            return con
+        raise ShopLockedError(
+            f"another process holds {path!r} for writing and no consistent snapshot of it could be read; try again, "
+            "or stop that process first"
+        ) from last
 
     # ----------------------------------------------------------------- Source
     def _run(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        return self.con.execute(sql, list(params)).fetchall()
+        try:
+            return self.con.execute(sql, list(params)).fetchall()
+        except duckdb.InvalidInputException as error:
+            if "read-only" in str(error):
+                raise _read_only() from error
+            raise
 
     def _columns(self, table: str) -> dict[str, str]:
+        schema, _, name = table.rpartition(".")
         rows = self._run(
-            "SELECT column_name, data_type FROM information_schema.columns "
-            "WHERE table_name = ? AND table_schema = current_schema() ORDER BY ordinal_position",
-            (table,),
+            "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = ? AND table_schema = "
+            + ("?" if schema else "current_schema()") + " ORDER BY ordinal_position",
+            (name, schema) if schema else (name,),
         )
         return {str(name): str(kind) for name, kind in rows}
 
@@ -77,7 +160,8 @@ class DuckDBSource(Transactions, Source):
             customers, events = self._columns(CUSTOMERS), self._columns(EVENTS)
             if customers and not events:  # customers without behaviour yet: an empty events table
                 id_type = customers.get("customer_id", "VARCHAR")
-                self.con.execute(f'CREATE TABLE "{EVENTS}" (customer_id {id_type}, event VARCHAR, ts TIMESTAMP)')
+                temporary = " TEMP" if self.read_only else ""  # read-only: an empty table of this session only
+                self.con.execute(f'CREATE{temporary} TABLE "{EVENTS}" (customer_id {id_type}, event VARCHAR, ts TIMESTAMP)')
                 events = self._columns(EVENTS)
             missing = [t for t, cols in ((CUSTOMERS, customers), (EVENTS, events)) if not cols]
             if missing:
@@ -101,11 +185,16 @@ class DuckDBSource(Transactions, Source):
     def segment_store(self) -> SegmentStore:
         return self._segments
 
+    def settings_store(self) -> SettingsStore:
+        """Settings kept with the shop, in its ``shopcrm_settings`` table."""
+        return self._settings
+
     def campaign_store(self) -> CampaignStore:
         if self._campaigns is None:
             # delivery outcomes are events like any other: they go into the events table, in the ledger's transaction
             self._campaigns = SQLCampaignStore(self._run, self._insert, self._transaction,
-                                               write_events=self._write_message_events, key_set=self._key_set)
+                                               write_events=self._write_message_events, key_set=self._key_set,
+                                               library=self.library)
         return self._campaigns
 
     @contextmanager
@@ -173,13 +262,20 @@ class DuckDBSource(Transactions, Source):
     def _insert(self, table: str, columns: Sequence[str], values: Sequence[Sequence[Any]]) -> None:
         """Many rows, given column by column, as one list parameter per column (DuckDB's executemany is slow;
         lists are as fast as a registered Arrow table and import neither pyarrow nor pandas)."""
-        check_identifier(table, "table name")
+        for part in table.split("."):
+            check_identifier(part, "table name")
         rows, bound = self._unnested(table, columns, values)
         names = ", ".join(f'"{c}"' for c in columns)
-        self.con.execute(f'INSERT INTO "{table}" ({names}) {rows}', bound)
+        quoted = ".".join(f'"{part}"' for part in table.split("."))
+        self._run(f"INSERT INTO {quoted} ({names}) {rows}", bound)
 
     def close(self) -> None:
         self.con.close()
+        if self._snapshot is not None:
+            import shutil
+
+            shutil.rmtree(self._snapshot, ignore_errors=True)
+            self._snapshot = None
 
     # ---------------------------------------------------------------- loading
     def load(self, table: str, data: Any) -> int:
@@ -189,6 +285,8 @@ class DuckDBSource(Transactions, Source):
         customer ids are unique within one load, every value fits the column it goes to),
         then stored in one transaction.  Returns the number of rows loaded.
         """
+        if self.read_only:
+            raise _read_only()
         relation = self._relation(data, table)
         incoming = {c: str(t) for c, t in zip(relation.columns, relation.types, strict=True)}
         for column in incoming:
@@ -388,3 +486,19 @@ def _rows_named(rows: Iterable[int]) -> str:
     numbers = list(rows)
     shown = ", ".join(str(n) for n in numbers[:5]) + (", ..." if len(numbers) > 5 else "")
     return f"row{'s' if len(numbers) > 1 else ''} {shown}, counting from 0"
+
+
+def _holder(message: str) -> str:
+    """`` (PID 1234)`` from DuckDB's lock error, when it names the holder."""
+    import re
+
+    found = re.search(r"PID (\d+)", message)
+    return f" (PID {found.group(1)})" if found else ""
+
+
+def _read_only() -> ReadOnlyShopError:
+    """DuckDB's refusal to write on a read-only database, said plainly."""
+    return ReadOnlyShopError(
+        "this shop was opened with read_only=True and cannot be written; open it without read_only in the one "
+        "process that writes (see docs/library-tables.md)"
+    )
