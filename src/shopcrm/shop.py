@@ -24,6 +24,7 @@ from shopcrm.errors import RuleError
 from shopcrm.explain import Explanation, explain
 from shopcrm.lifecycle import LifecyclePolicy, LifecycleRow
 from shopcrm.lifecycle._summary import LifecycleSummary
+from shopcrm.mapping import Mapping as ShopMapping
 from shopcrm.profile import CustomerProfile
 from shopcrm.recipients import RecipientColumns
 from shopcrm.reference import CustomerId
@@ -74,18 +75,31 @@ class Shop:
         customers: str = "customers",
         events: str = "events",
         types: dict[str, str] | None = None,
+        mapping: ShopMapping | None = None,
     ) -> Shop:
-        """A shop over your own database through a DB-API connection (sqlite3, psycopg, PyMySQL)."""
+        """A shop over your own database through a DB-API connection (sqlite3, psycopg, PyMySQL).
+
+        ``mapping`` names the shop's own tables and columns (see docs/existing-database.md); with
+        one, the tables are read and checked at once (:class:`shopcrm.errors.MappingError`).
+        """
         from shopcrm.sources.dbapi import DBAPISource
 
-        return cls(DBAPISource(connection, dialect=dialect, customers=customers, events=events, types=types))
+        source = DBAPISource(connection, dialect=dialect, customers=customers, events=events, types=types, mapping=mapping)
+        if mapping is not None:
+            source.schema()
+        return cls(source)
 
     @classmethod
-    def from_spark(cls, spark: Any, *, customers: str = "customers", events: str = "events") -> Shop:
-        """A shop over Spark tables or temporary views."""
+    def from_spark(
+        cls, spark: Any, *, customers: str = "customers", events: str = "events", mapping: ShopMapping | None = None
+    ) -> Shop:
+        """A shop over Spark tables or temporary views (``mapping`` as in :meth:`from_dbapi`)."""
         from shopcrm.sources.spark import SparkSource
 
-        return cls(SparkSource(spark, customers=customers, events=events))
+        source = SparkSource(spark, customers=customers, events=events, mapping=mapping)
+        if mapping is not None:
+            source.schema()
+        return cls(source)
 
     @classmethod
     def from_source(cls, source: Source) -> Shop:
@@ -307,7 +321,7 @@ class Shop:
         def rows(table: Any, alias: str, extra: list[exp.Expression], order: bool) -> list[dict[str, Any]]:
             names = list(table.columns)
             query = exp.select(*[exp.column(n, table=alias, quoted=True) for n in names]).from_(
-                exp.alias_(exp.to_table(table.name, quoted=True), alias, table=True)
+                table.relation(alias)
             ).where(exp.and_(exp.EQ(this=exp.column("customer_id", table=alias, quoted=True), expression=ident), *extra))
             if order:
                 query = query.order_by(exp.Ordered(this=exp.column("ts", table=alias, quoted=True), desc=True))
@@ -474,7 +488,7 @@ class Shop:
         elif kind == ColumnType.STRING and isinstance(value, int | float):
             value = str(int(value)) if isinstance(value, int) or value.is_integer() else str(value)
         query = exp.select(exp.column("customer_id", table="c", quoted=True)).from_(
-            exp.alias_(exp.to_table(table.name, quoted=True), "c", table=True)
+            table.relation("c")
         ).where(exp.EQ(this=exp.column("customer_id", table="c", quoted=True), expression=exp.convert(value))).limit(1)
         found = self.source.fetch(query)
         if not found:
