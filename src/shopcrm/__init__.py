@@ -9,9 +9,10 @@ the embedded DuckDB store, your own database or Spark.  Campaigns
 
 from shopcrm.compiler import to_sql
 from shopcrm.dsl import Rule, parse_rule, rule_json_schema
-from shopcrm.errors import CampaignError, PluginError, RuleError, SchemaError, SegmentCycleError, ShopCRMError
+from shopcrm.errors import CampaignError, MappingError, PluginError, RuleError, SchemaError, SegmentCycleError, ShopCRMError
 from shopcrm.explain import Explanation
 from shopcrm.lifecycle import LifecyclePolicy
+from shopcrm.mapping import CustomersMap, EventsMap, Mapping
 from shopcrm.recipients import RecipientColumns
 from shopcrm.reference import evaluate
 from shopcrm.schema import ColumnType, Schema, Table
@@ -23,8 +24,12 @@ from shopcrm.ticking import TickResult
 __all__ = [
     "CampaignError",
     "ColumnType",
+    "CustomersMap",
+    "EventsMap",
     "Explanation",
     "LifecyclePolicy",
+    "Mapping",
+    "MappingError",
     "OutboxRow",
     "PluginError",
     "RecipientColumns",

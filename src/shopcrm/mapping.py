@@ -66,10 +66,9 @@ class CustomersMap:
     id: str = attrs.field(default="customer_id", validator=_column)
     columns: dict[str, str] = attrs.field(factory=dict, converter=_names, validator=_columns)
 
-    def renames(self) -> dict[str, str]:
-        """Every library column name whose shop column is named otherwise -> that column."""
-        out = {"customer_id": self.id, **self.columns}
-        return {k: v for k, v in out.items() if k != v}
+    def declared(self) -> dict[str, str]:
+        """Every library column the mapping names -> the shop's column holding it."""
+        return {"customer_id": self.id, **self.columns}
 
 
 @attrs.frozen
@@ -89,11 +88,12 @@ class EventsMap:
     properties: str | None = attrs.field(default=None, validator=_column)
     columns: dict[str, str] = attrs.field(factory=dict, converter=_names, validator=_columns)
 
-    def renames(self) -> dict[str, str]:
+    def declared(self) -> dict[str, str]:
+        """Every library column the mapping names -> the shop's column holding it."""
         out = {"customer_id": self.id, "event": self.name, "ts": self.ts, **self.columns}
         if self.properties is not None:
             out["properties"] = self.properties
-        return {k: v for k, v in out.items() if k != v}
+        return out
 
 
 def _event_names(_: Any, attribute: attrs.Attribute[Any], value: dict[str, str]) -> None:
@@ -191,9 +191,9 @@ def resolve(
                 f"no table {table!r} is visible through {where}{_did_you_mean(table, tables)}; "
                 f"name the table that holds the {what} (Mapping({what}=...)) or create it",
             )
-    customer_table = _table(mapping.customers.table, "customers", customers, mapping.customers.renames(), {}, kind_of, types)
+    customer_table = _table(mapping.customers.table, "customers", customers, mapping.customers.declared(), {}, kind_of, types)
     values = {"event": {library: shop for library, shop in mapping.event_names.items() if library != shop}}
-    event_table = _table(mapping.events.table, "events", events, mapping.events.renames(), values, kind_of, types)
+    event_table = _table(mapping.events.table, "events", events, mapping.events.declared(), values, kind_of, types)
     kinds = {name: _COMPARABLE.get(t.type_of("customer_id")) for name, t in (("customers", customer_table), ("events", event_table))}
     if kinds["customers"] and kinds["events"] and kinds["customers"] != kinds["events"]:
         c_col, e_col = mapping.customers.id, mapping.events.id
@@ -219,32 +219,28 @@ def resolve(
 def _table(
     name: str,
     what: str,
-    declared: abc.Mapping[str, str],
-    renames: dict[str, str],
+    existing: abc.Mapping[str, str],
+    names: dict[str, str],
     values: dict[str, dict[str, str]],
     kind_of: KindOf,
     types: dict[str, ColumnType],
 ) -> Table:
-    for library, shop in renames.items():
-        if shop not in declared:
-            key = {"customer_id": "id", "event": "name"}.get(library, library)
-            path = f"{what}.{key}" if key in ("id", "name", "ts", "properties") else f"{what}.columns.{library}"
-            raise MappingError.at(
-                path,
-                f"the {what} table {name!r} has no column {shop!r}{_did_you_mean(shop, declared)} to hold "
-                f"{library!r}; its columns are {', '.join(declared)}",
-            )
-    for library in ("customer_id",) if what == "customers" else ("customer_id", "event", "ts"):
-        if library not in declared and library not in renames:
-            raise MappingError.at(
-                f"{what}.{ {'customer_id': 'id', 'event': 'name'}.get(library, library)}",
-                f"the {what} table {name!r} has no {library!r} column{_did_you_mean(library, declared)}; "
-                f"its columns are {', '.join(declared)}: say which one holds it in the mapping",
-            )
+    for library, shop in names.items():
+        if shop in existing:
+            continue
+        key = {"customer_id": "id", "event": "name"}.get(library, library)
+        path = f"{what}.{key}" if key in ("id", "name", "ts", "properties") else f"{what}.columns.{library}"
+        found = f"{_did_you_mean(shop, existing)}; its columns are {', '.join(existing)}"
+        if library == shop and library in ("customer_id", "event", "ts"):
+            message = f"the {what} table {name!r} has no {library!r} column{found}: say which column holds it ({path}=...)"
+        else:
+            message = f"the {what} table {name!r} has no column {shop!r}{found}; name the column that holds {library!r}"
+        raise MappingError.at(path, message)
+    renames = {library: shop for library, shop in names.items() if library != shop}
     to_library = {shop: library for library, shop in renames.items()}
     columns: dict[str, ColumnType] = {}
     sources: dict[str, str] = {}
-    for shop, kind in declared.items():
+    for shop, kind in existing.items():
         if shop in to_library:
             library = to_library[shop]
         elif shop in renames:
