@@ -84,7 +84,8 @@ def test_a_shop_column_named_like_a_mapped_library_column_is_hidden() -> None:
 def _error(connection: sqlite3.Connection, mapping: Mapping) -> shopcrm.MappingError:
     with pytest.raises(shopcrm.MappingError) as caught:
         shopcrm.Shop.from_dbapi(connection, dialect="sqlite", mapping=mapping)
-    assert isinstance(caught.value, shopcrm.SchemaError) and isinstance(caught.value, ValueError)
+    assert isinstance(caught.value, shopcrm.SchemaError)
+    assert isinstance(caught.value, ValueError)
     return caught.value
 
 

@@ -9,7 +9,15 @@ the embedded DuckDB store, your own database or Spark.  Campaigns
 
 from shopcrm.compiler import to_sql
 from shopcrm.dsl import Rule, parse_rule, rule_json_schema
-from shopcrm.errors import CampaignError, MappingError, PluginError, RuleError, SchemaError, SegmentCycleError, ShopCRMError
+from shopcrm.errors import (
+    CampaignError,
+    MappingError,
+    PluginError,
+    RuleError,
+    SchemaError,
+    SegmentCycleError,
+    ShopCRMError,
+)
 from shopcrm.explain import Explanation
 from shopcrm.lifecycle import LifecyclePolicy
 from shopcrm.mapping import CustomersMap, EventsMap, Mapping
