@@ -142,3 +142,27 @@ def test_tables_are_named_once() -> None:
     shop = shopcrm.Shop.from_dbapi(_shop(), dialect="sqlite", customers="members", events="activity_log")
     with pytest.raises(shopcrm.MappingError, match="has no 'customer_id' column"):
         shop.count({"everyone": True}, now=NOW)
+
+
+def test_property_columns_and_types_are_renamed_by_the_library_names() -> None:
+    connection = sqlite3.connect(":memory:")
+    connection.executescript("""
+        CREATE TABLE members (member_no INTEGER, joined TEXT);
+        CREATE TABLE activity_log (member_no INTEGER, event_type TEXT, occurred_at TEXT, total_krw INTEGER);
+        INSERT INTO members VALUES (1, '2026-03-01 00:00:00'), (2, '2025-01-01 00:00:00');
+        INSERT INTO activity_log VALUES (1, 'ORDER_PAID', '2026-03-05 10:00:00', 30000),
+                                        (1, 'ORDER_PAID', '2026-03-06 10:00:00', 20000),
+                                        (2, 'ORDER_PAID', '2026-03-07 10:00:00', 9000);
+    """)
+    mapping = Mapping(
+        customers=CustomersMap("members", id="member_no", columns={"signed_up_at": "joined"}),
+        events=EventsMap("activity_log", id="member_no", name="event_type", ts="occurred_at",
+                         columns={"amount": "total_krw"}),
+        event_names={"order_completed": "ORDER_PAID"},
+    )
+    shop = shopcrm.Shop.from_dbapi(connection, dialect="sqlite", mapping=mapping, types={"signed_up_at": "timestamp"})
+    assert shop.schema.customers.columns["signed_up_at"] is ColumnType.TIMESTAMP
+    assert shop.members({"attribute": "signed_up_at", "ago": {"lt": "30d"}}, now=NOW) == [1]
+    assert shop.members({"aggregate": "sum", "of": "amount", "performed": "order_completed", "gte": 40000}, now=NOW) == [1]
+    assert {r.customer_id: r.monetary for r in shop.lifecycle_rows(now=NOW)} == {1: 50000, 2: 9000}
+    assert shop.source.mapping == mapping
