@@ -175,13 +175,15 @@ def resolve(
     types: abc.Mapping[str, ColumnType] | None = None,
     tables: abc.Sequence[str] = (),
     where: str = "this connection",
+    compare_ids: bool = True,
 ) -> Schema:
     """The schema rules compile for, from the shop's tables' declared columns (``{column: declared type}``).
 
     An empty ``customers`` or ``events`` means the table was not found (``tables`` lists the ones that
     were, for a did-you-mean).  ``types`` overrides column types by the library's column name.  Raises
     :class:`MappingError` for a missing table or column, customer ids of different types in the two
-    tables, or a properties column that holds neither JSON nor text.
+    tables (unless ``compare_ids`` is false: SQLite compares a text id with a number by its value),
+    or a properties column that holds neither JSON nor text.
     """
     types = dict(types or {})
     for what, table, declared in (("customers", mapping.customers.table, customers), ("events", mapping.events.table, events)):
@@ -195,14 +197,15 @@ def resolve(
     values = {"event": {library: shop for library, shop in mapping.event_names.items() if library != shop}}
     event_table = _table(mapping.events.table, "events", events, mapping.events.declared(), values, kind_of, types)
     kinds = {name: _COMPARABLE.get(t.type_of("customer_id")) for name, t in (("customers", customer_table), ("events", event_table))}
-    if kinds["customers"] and kinds["events"] and kinds["customers"] != kinds["events"]:
+    if compare_ids and kinds["customers"] and kinds["events"] and kinds["customers"] != kinds["events"]:
         c_col, e_col = mapping.customers.id, mapping.events.id
         c_type, e_type = customers[c_col], events[e_col]
         raise MappingError.at(
             "events.id",
             f"the customer ids differ in type: {mapping.customers.table}.{c_col} is {c_type} but "
-            f"{mapping.events.table}.{e_col} is {e_type}, and the two cannot be compared; give both columns "
-            f"the same type (e.g. {e_type} in both, or a view over one that casts it)",
+            f"{mapping.events.table}.{e_col} is {e_type}, and a text id does not compare reliably with a number "
+            f"(PostgreSQL refuses to, MySQL compares them as floating-point numbers); give both columns the same "
+            f"type (e.g. {e_type} in both, or a view over one that casts it)",
         )
     if mapping.events.properties is not None:
         kind = event_table.type_of("properties")

@@ -68,8 +68,8 @@ def test_postgres_customer_ids_of_different_types(postgres_loader: Any) -> None:
         shopcrm.Shop.from_dbapi(connection, dialect="postgres", mapping=MAPPING)
     assert str(caught.value) == (
         "events.id: the customer ids differ in type: members.member_no is bigint but activity_log.member_no is text, "
-        "and the two cannot be compared; give both columns the same type (e.g. text in both, or a view over one "
-        "that casts it)"
+        "and a text id does not compare reliably with a number (PostgreSQL refuses to, MySQL compares them as "
+        "floating-point numbers); give both columns the same type (e.g. text in both, or a view over one that casts it)"
     )
 
 

@@ -144,7 +144,7 @@ class DBAPISource(Transactions, Source):
             self._schema = resolve(
                 self.mapping, customers, events, kind_of=column_type, types=self.types,
                 tables=self._tables() if not customers or not events else (),
-                where=f"this {self.dialect} connection",
+                where=f"this {self.dialect} connection", compare_ids=self.dialect != "sqlite",
             )
         return self._schema
 
