@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 import shopcrm
-from mapping_shop import MAPPING, NOW, answers, campaign_run, fill, reference_shop
+from mapping_shop import EVENTS, MAPPING, MEMBERS, NOW, answers, campaign_run, fill, reference_shop
 from shopcrm.mapping import EventsMap, Mapping
 
 _LEDGER = ("shopcrm_outbox", "shopcrm_occurrences", "shopcrm_campaigns", "shopcrm_sends", "shopcrm_opt_outs",
@@ -37,6 +37,7 @@ def _forget_campaigns(connection: Any) -> None:
     connection.commit()
 
 
+@pytest.mark.postgres
 @pytest.mark.parametrize(("id_type", "json_type"), [("BIGINT", "JSONB"), ("TEXT", "JSON"), ("BIGINT", "TEXT")])
 def test_postgres_under_its_own_names(postgres_loader: Any, id_type: str, json_type: str, expected: dict[str, Any],
                                       expected_sent: list[str], tmp_path: Path) -> None:
@@ -48,6 +49,7 @@ def test_postgres_under_its_own_names(postgres_loader: Any, id_type: str, json_t
     assert campaign_run(shop, tmp_path) == expected_sent
 
 
+@pytest.mark.mysql
 @pytest.mark.parametrize(("id_type", "json_type"), [("BIGINT", "JSON"), ("VARCHAR(20)", "TEXT")])
 def test_mariadb_under_its_own_names(mysql_loader: Any, id_type: str, json_type: str, expected: dict[str, Any],
                                      expected_sent: list[str], tmp_path: Path) -> None:
@@ -59,6 +61,7 @@ def test_mariadb_under_its_own_names(mysql_loader: Any, id_type: str, json_type:
     assert campaign_run(shop, tmp_path) == expected_sent
 
 
+@pytest.mark.postgres
 def test_postgres_customer_ids_of_different_types(postgres_loader: Any) -> None:
     connection = postgres_loader.con
     fill(connection, "%s", id_type="BIGINT", json_type="JSONB", text="TEXT")
@@ -73,6 +76,7 @@ def test_postgres_customer_ids_of_different_types(postgres_loader: Any) -> None:
     )
 
 
+@pytest.mark.postgres
 def test_postgres_missing_table_column_and_properties(postgres_loader: Any) -> None:
     connection = postgres_loader.con
     fill(connection, "%s", id_type="BIGINT", json_type="JSONB", text="TEXT")
@@ -91,6 +95,7 @@ def test_postgres_missing_table_column_and_properties(postgres_loader: Any) -> N
             customers=MAPPING.customers, events=EventsMap("activity_log", id="member_no", name="event_name")))
 
 
+@pytest.mark.mysql
 def test_mariadb_customer_ids_of_different_types(mysql_loader: Any) -> None:
     connection = mysql_loader.con
     fill(connection, "%s", id_type="BIGINT", json_type="JSON", timestamp="DATETIME(6)")
@@ -102,6 +107,7 @@ def test_mariadb_customer_ids_of_different_types(mysql_loader: Any) -> None:
         shopcrm.Shop.from_dbapi(connection, dialect="mysql", mapping=MAPPING)
 
 
+@pytest.mark.postgres
 def test_postgres_lifecycle_without_an_amount_column(postgres_loader: Any) -> None:
     """Without an amount column the lifecycle sums a NULL; PostgreSQL needs it typed (``sum(text)``)."""
     connection = postgres_loader.con
@@ -115,3 +121,28 @@ def test_postgres_lifecycle_without_an_amount_column(postgres_loader: Any) -> No
         5: ("never_purchased", 0, 0),
     }
     assert shop.count({"rfm": "champions"}, now=NOW) >= 0
+
+
+@pytest.mark.spark
+def test_spark_under_its_own_names(spark_loader: Any, expected: dict[str, Any]) -> None:
+    from pyspark.sql import types as T
+
+    spark = spark_loader.spark
+    members = T.StructType([
+        T.StructField("member_no", T.LongType()), T.StructField("member_grade", T.StringType()),
+        T.StructField("name", T.StringType()), T.StructField("phone", T.StringType()),
+        T.StructField("signed_up", T.TimestampType()),
+    ])
+    log = T.StructType([
+        T.StructField("member_no", T.LongType()), T.StructField("event_type", T.StringType()),
+        T.StructField("occurred_at", T.TimestampType()), T.StructField("payload", T.StringType()),
+        T.StructField("amount", T.LongType()),
+    ])
+    spark.createDataFrame([list(r) for r in MEMBERS], members).createOrReplaceTempView("members")
+    spark.createDataFrame([[*r[:4], None if r[4] is None else int(r[4])] for r in EVENTS], log).createOrReplaceTempView("activity_log")
+    shop = shopcrm.Shop.from_spark(spark, mapping=MAPPING)
+    assert answers(shop) == expected
+    with pytest.raises(shopcrm.MappingError, match=r"no table 'activity_logs' is visible through this Spark session "
+                                                   r"\(did you mean 'activity_log'\?\)"):
+        shopcrm.Shop.from_spark(spark, mapping=Mapping(customers=MAPPING.customers,
+                                                      events=EventsMap("activity_logs", id="member_no")))
