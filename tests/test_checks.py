@@ -237,7 +237,7 @@ def test_the_seen_events_query_is_one_grouped_query() -> None:
                     Table("events", {"customer_id": ColumnType.STRING, "event": ColumnType.STRING,
                                      "ts": ColumnType.TIMESTAMP}))
     assert seen_events_query(schema).sql("duckdb") == \
-        'SELECT "event", COUNT(*), MAX("ts") FROM events GROUP BY "event"'
+        'SELECT "e"."event", COUNT(*), MAX("e"."ts") FROM "events" AS e GROUP BY "e"."event"'
 
 
 def test_check_shop_is_pure_over_facts() -> None:
@@ -327,8 +327,9 @@ def test_doctor_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     assert "did you mean 'order_completed'?" in capsys.readouterr().out
 
     broken = tmp_path / "broken.duckdb"
-    with make_shop(broken, sms_consent=True) as shop, pytest.warns(CampaignWarning):
-        shop.save_campaign(promo("{{ name }}님, 봄 세일"), now=NOW)
+    with make_shop(broken, sms_consent=True) as shop:
+        with pytest.warns(CampaignWarning):
+            shop.save_campaign(promo("{{ name }}님, 봄 세일"), now=NOW)
         shop.messaging_policy = MessagingPolicy()  # saved with the shop: no 080 number, no sender name
     assert main(["doctor", "--db", str(broken), "--now", "2026-03-02T12:00:00"]) == 1  # the saved policy: no 080
     out = capsys.readouterr().out

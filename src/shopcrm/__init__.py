@@ -13,6 +13,7 @@ from shopcrm.dsl import Rule, parse_rule, rule_json_schema
 from shopcrm.errors import (
     CampaignError,
     CampaignWarning,
+    MappingError,
     PluginError,
     RuleError,
     SchemaError,
@@ -24,6 +25,7 @@ from shopcrm.errors import (
 from shopcrm.explain import Explanation
 from shopcrm.labels import set_locale
 from shopcrm.lifecycle import LifecyclePolicy
+from shopcrm.mapping import CustomersMap, EventsMap, Mapping
 from shopcrm.notebook import Breakdown, Overlap, Trend
 from shopcrm.recipients import RecipientColumns
 from shopcrm.reference import evaluate
@@ -41,9 +43,13 @@ __all__ = [
     "CampaignWarning",
     "CheckReport",
     "ColumnType",
+    "CustomersMap",
+    "EventsMap",
     "Explanation",
     "Finding",
     "LifecyclePolicy",
+    "Mapping",
+    "MappingError",
     "OutboxRow",
     "Overlap",
     "PluginError",

@@ -194,9 +194,9 @@ class ShopFacts:
 
 def seen_events_query(schema: Schema) -> exp.Select:
     """``SELECT event, count(*), max(ts) FROM events GROUP BY event``: every event name the shop has."""
-    event = exp.column("event", quoted=True)
-    return exp.select(event, exp.Count(this=exp.Star()), exp.Max(this=exp.column("ts", quoted=True))).from_(
-        exp.to_table(schema.events.name)
+    event = exp.column("event", table="e", quoted=True)
+    return exp.select(event, exp.Count(this=exp.Star()), exp.Max(this=exp.column("ts", table="e", quoted=True))).from_(
+        schema.events.relation("e")
     ).group_by(event)
 
 

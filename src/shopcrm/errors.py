@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-__all__ = ["CampaignError", "PluginError", "RuleError", "SchemaError", "SegmentCycleError", "ShopCRMError"]
+__all__ = ["CampaignError", "MappingError", "PluginError", "RuleError", "SchemaError", "SegmentCycleError", "ShopCRMError"]
 
 
 class ShopCRMError(Exception):
@@ -39,6 +39,14 @@ class RuleError(ShopCRMError, ValueError):
 
 class SchemaError(RuleError):
     """A rule names a field that the data source does not have."""
+
+
+class MappingError(SchemaError):
+    """A shop's tables do not fit its :class:`shopcrm.mapping.Mapping`: a table or column is missing,
+    the two tables' customer ids differ in type, or the properties column holds no JSON.
+
+    ``path`` is the mapping field at fault, e.g. ``events.ts`` or ``customers.columns.grade``.
+    """
 
 
 class SegmentCycleError(RuleError):

@@ -80,7 +80,7 @@ def _in_audience(shop: Shop, rule: Rule, now: datetime, columns: Sequence[Any]) 
     customers = shop.source.schema().customers
     query = (
         exp.select(*columns)
-        .from_(exp.alias_(exp.to_table(customers.name, quoted=True), "shopcrm_c", table=True))
+        .from_(customers.relation("shopcrm_c"))
         .where(exp.In(this=exp.column("customer_id", table="shopcrm_c", quoted=True), query=inner.subquery()))
     )
     if ctes is not None:

@@ -12,6 +12,7 @@ import re
 from collections.abc import Mapping
 
 import attrs
+from sqlglot import exp
 
 __all__ = ["ColumnType", "Schema", "Table", "check_identifier"]
 
@@ -48,12 +49,28 @@ def _as_dict(columns: Mapping[str, ColumnType]) -> dict[str, ColumnType]:
     return dict(columns)
 
 
+def _as_names(names: Mapping[str, str]) -> dict[str, str]:
+    return dict(names)
+
+
+def _as_values(values: Mapping[str, Mapping[str, str]]) -> dict[str, dict[str, str]]:
+    return {column: dict(names) for column, names in values.items()}
+
+
 @attrs.frozen
 class Table:
-    """A table: its (possibly schema-qualified) name and its columns' types."""
+    """A table: its (possibly schema-qualified) name and its columns' types, by the library's names.
+
+    ``sources`` names the shop's column behind each library column named otherwise
+    (``{"customer_id": "member_no"}``); ``values`` renames values of a column, library value to the
+    shop's (``{"event": {"order_completed": "ORDER_PAID"}}``).  Both come from a
+    :class:`shopcrm.mapping.Mapping`; :meth:`relation` applies them.
+    """
 
     name: str
     columns: Mapping[str, ColumnType] = attrs.field(converter=_as_dict)
+    sources: Mapping[str, str] = attrs.field(factory=dict, converter=_as_names, kw_only=True)
+    values: Mapping[str, Mapping[str, str]] = attrs.field(factory=dict, converter=_as_values, kw_only=True)
 
     def __attrs_post_init__(self) -> None:
         for part in self.name.split("."):
@@ -64,6 +81,39 @@ class Table:
 
     def type_of(self, column: str) -> ColumnType:
         return self.columns[column]
+
+    def reference(self) -> exp.Table:
+        """The table itself, every part of its name quoted."""
+        ident = [exp.to_identifier(p, quoted=True) for p in self.name.split(".")]
+        if len(ident) == 1:
+            return exp.Table(this=ident[0])
+        if len(ident) == 2:
+            return exp.Table(this=ident[1], db=ident[0])
+        return exp.Table(this=ident[-1], db=ident[-2], catalog=ident[-3])
+
+    def relation(self, alias: str) -> exp.Expression:
+        """What a query reads ``FROM``, under ``alias``, with the library's column names and values.
+
+        The table itself when the shop's names are the library's; otherwise a derived table
+        ``(SELECT member_no AS customer_id, CASE ... END AS event, ... FROM activity_log) AS alias``.
+        """
+        if not self.sources and not self.values:
+            return exp.alias_(self.reference(), alias, table=True)  # type: ignore[return-value]
+        select = exp.select(*[exp.alias_(self._source(c), c, quoted=True) for c in self.columns]).from_(self.reference())
+        return select.subquery(alias)
+
+    def _source(self, column: str) -> exp.Expression:
+        source = exp.column(self.sources.get(column, column), quoted=True)
+        renamed = self.values.get(column)
+        if not renamed:
+            return source
+        return exp.Case(
+            ifs=[
+                exp.If(this=exp.EQ(this=source.copy(), expression=exp.Literal.string(shop)), true=exp.Literal.string(library))
+                for library, shop in renamed.items()
+            ],
+            default=source,
+        )
 
 
 @attrs.frozen

@@ -24,6 +24,7 @@ from shopcrm.errors import RuleError
 from shopcrm.explain import Explanation, explain
 from shopcrm.lifecycle import LifecyclePolicy, LifecycleRow
 from shopcrm.lifecycle._summary import LifecycleSummary
+from shopcrm.mapping import Mapping as ShopMapping
 from shopcrm.notebook import Breakdown, Overlap, Trend
 from shopcrm.profile import CustomerProfile
 from shopcrm.recipients import RecipientColumns
@@ -160,22 +161,39 @@ class Shop:
         customers: str = "customers",
         events: str = "events",
         types: dict[str, str] | None = None,
+        mapping: ShopMapping | None = None,
         library_schema: str | None = None,
         library_prefix: str = "shopcrm_",
     ) -> Shop:
-        """A shop over your own database through a DB-API connection (sqlite3, psycopg, PyMySQL); the library's
-        tables go into ``library_schema`` (PostgreSQL schema, MySQL database), named ``library_prefix`` + name."""
+        """A shop over your own database through a DB-API connection (sqlite3, psycopg, PyMySQL).
+
+        ``mapping`` names the shop's own tables and columns (see docs/existing-database.md); with
+        one, the tables are read and checked at once (:class:`shopcrm.errors.MappingError`) and the
+        mapping is saved with the shop, so that a later ``from_dbapi`` without one (and ``shopcrm --db URL``)
+        reads the same tables.  The
+        library's tables go into ``library_schema`` (PostgreSQL schema, MySQL database), named
+        ``library_prefix`` + name.
+        """
         from shopcrm.sources.dbapi import DBAPISource
 
-        return cls(DBAPISource(connection, dialect=dialect, customers=customers, events=events, types=types,
-                               library_schema=library_schema, library_prefix=library_prefix))
+        source = DBAPISource(connection, dialect=dialect, customers=customers, events=events, types=types,
+                             mapping=mapping, library_schema=library_schema, library_prefix=library_prefix)
+        if mapping is not None:
+            source.schema()  # checked before it is kept
+            source.settings_store().put("mapping", mapping.to_dict())  # reopened shops and the CLI read it
+        return cls(source)
 
     @classmethod
-    def from_spark(cls, spark: Any, *, customers: str = "customers", events: str = "events") -> Shop:
-        """A shop over Spark tables or temporary views."""
+    def from_spark(
+        cls, spark: Any, *, customers: str = "customers", events: str = "events", mapping: ShopMapping | None = None
+    ) -> Shop:
+        """A shop over Spark tables or temporary views (``mapping`` as in :meth:`from_dbapi`)."""
         from shopcrm.sources.spark import SparkSource
 
-        return cls(SparkSource(spark, customers=customers, events=events))
+        source = SparkSource(spark, customers=customers, events=events, mapping=mapping)
+        if mapping is not None:
+            source.schema()
+        return cls(source)
 
     @classmethod
     def from_source(cls, source: Source) -> Shop:
@@ -411,7 +429,7 @@ class Shop:
         def rows(table: Any, alias: str, extra: list[exp.Expression], order: bool) -> list[dict[str, Any]]:
             names = list(table.columns)
             query = exp.select(*[exp.column(n, table=alias, quoted=True) for n in names]).from_(
-                exp.alias_(exp.to_table(table.name, quoted=True), alias, table=True)
+                table.relation(alias)
             ).where(exp.and_(exp.EQ(this=exp.column("customer_id", table=alias, quoted=True), expression=ident), *extra))
             if order:
                 query = query.order_by(exp.Ordered(this=exp.column("ts", table=alias, quoted=True), desc=True))
@@ -581,7 +599,7 @@ class Shop:
         elif kind == ColumnType.STRING and isinstance(value, int | float):
             value = str(int(value)) if isinstance(value, int) or value.is_integer() else str(value)
         query = exp.select(exp.column("customer_id", table="c", quoted=True)).from_(
-            exp.alias_(exp.to_table(table.name, quoted=True), "c", table=True)
+            table.relation("c")
         ).where(exp.EQ(this=exp.column("customer_id", table="c", quoted=True), expression=exp.convert(value))).limit(1)
         found = self.source.fetch(query)
         if not found:

@@ -157,10 +157,10 @@ class _Reader:
         return exp.and_(*conditions)
 
     def events_table(self, alias: str) -> exp.Expr:
-        return exp.alias_(exp.to_table(self.schema.events.name, quoted=True), alias, table=True)
+        return self.schema.events.relation(alias)
 
     def customers_table(self, alias: str) -> exp.Expr:
-        return exp.alias_(exp.to_table(self.schema.customers.name, quoted=True), alias, table=True)
+        return self.schema.customers.relation(alias)
 
     def triggered_ids(self, on: str, since: datetime) -> exp.Select:
         """The customers with an ``on`` event in ``[since, now]``."""

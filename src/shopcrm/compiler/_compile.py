@@ -129,16 +129,8 @@ class QueryBuilder:
         self._leaf: tuple[exp.Expression, str, bool] | None = None  # (WHERE, events alias, zero_ok)
 
     # ------------------------------------------------------------------ tables
-    def _table(self, table: Table, alias: str) -> exp.Table:
-        parts = table.name.split(".")
-        ident = [exp.to_identifier(p, quoted=True) for p in parts]
-        if len(ident) == 1:
-            out = exp.Table(this=ident[0])
-        elif len(ident) == 2:
-            out = exp.Table(this=ident[1], db=ident[0])
-        else:
-            out = exp.Table(this=ident[-1], db=ident[-2], catalog=ident[-3])
-        return exp.alias_(out, alias, table=True)  # type: ignore[return-value]
+    def _table(self, table: Table, alias: str) -> exp.Expression:
+        return table.relation(alias)
 
     def _col(self, name: str, alias: str) -> exp.Column:
         return exp.column(name, table=alias, quoted=True)

@@ -62,6 +62,12 @@ def _micros(delta: timedelta) -> int:
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
+def _no_amount() -> exp.Expression:
+    """The amount of an order when events have no amount column: a NULL of a numeric type, since
+    PostgreSQL cannot ``sum()`` an untyped NULL (``function sum(text) does not exist``)."""
+    return exp.cast(exp.Null(), exp.DataType.build("BIGINT"))
+
+
 def _case(*whens: tuple[exp.Expression, exp.Expression], default: exp.Expression | None = None) -> exp.Case:
     return exp.Case(ifs=[exp.If(this=c, true=v) for c, v in whens], default=default)
 
@@ -71,10 +77,7 @@ class _Lifecycle:
         self.schema, self.now, self.d, self.p = schema, to_utc_naive(now), d, policy
 
     def table(self, which: str, alias: str) -> exp.Expression:
-        name = self.schema.customers.name if which == "customers" else self.schema.events.name
-        parts = [exp.to_identifier(x, quoted=True) for x in name.split(".")]
-        table = exp.Table(this=parts[-1], db=parts[-2] if len(parts) > 1 else None)
-        return exp.alias_(table, alias, table=True)  # type: ignore[return-value]
+        return (self.schema.customers if which == "customers" else self.schema.events).relation(alias)
 
     def ts(self, column: exp.Expression) -> exp.Expression:
         return self.d.timestamp_column(column)
@@ -207,7 +210,7 @@ class _Lifecycle:
             exp.alias_(exp.Max(this=e_ts), "last_lb"),
             exp.alias_(frequency, "frequency"),
             exp.alias_(
-                exp.Coalesce(this=exp.Sum(this=_col(p.amount_property, "e") if has_amount else exp.Null()), expressions=[_num(0)]),
+                exp.Coalesce(this=exp.Sum(this=_col(p.amount_property, "e") if has_amount else _no_amount()), expressions=[_num(0)]),
                 "monetary",
             ),
         ).from_(self.table("events", "e")).where(_and([
@@ -256,7 +259,7 @@ class _Lifecycle:
         o = exp.select(
             exp.alias_(_col("customer_id", "e"), "customer_id"),
             exp.alias_(e_ts, "ts"),
-            exp.alias_(_col(p.amount_property, "e") if has_amount else exp.Null(), "amount"),
+            exp.alias_(_col(p.amount_property, "e") if has_amount else _no_amount(), "amount"),
             exp.alias_(_col(p.order_id_property, "e") if has_id and p.order_id_property else exp.Null(), "oid"),
         ).from_(self.table("events", "e")).where(
             _and([
@@ -333,7 +336,7 @@ class _Lifecycle:
                 exp.alias_(exp.Sum(this=_case((order_in_lookback, _num(1)), default=_num(0))), "frequency"),
                 exp.alias_(
                     exp.Coalesce(
-                        this=exp.Sum(this=_case((order_in_lookback, _col(p.amount_property, "e") if has_amount else exp.Null()))),
+                        this=exp.Sum(this=_case((order_in_lookback, _col(p.amount_property, "e") if has_amount else _no_amount()))),
                         expressions=[_num(0)],
                     ),
                     "monetary",

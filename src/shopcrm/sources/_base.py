@@ -113,9 +113,9 @@ _NAME_TO_TYPE: tuple[tuple[tuple[str, ...], ColumnType], ...] = (
     (("json",), ColumnType.JSON),
     (("bool",), ColumnType.BOOLEAN),
     (("timestamp", "datetime", "date", "time"), ColumnType.TIMESTAMP),
+    (("char", "text", "string", "clob", "uuid", "enum"), ColumnType.STRING),  # before "long": MySQL's longtext
     (("int", "serial", "long", "short", "byte"), ColumnType.INTEGER),
     (("double", "float", "real", "numeric", "decimal", "number"), ColumnType.FLOAT),
-    (("char", "text", "string", "clob", "uuid", "enum"), ColumnType.STRING),
 )
 
 

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections import abc
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from typing import Any
 
 from sqlglot import exp
 
 from shopcrm.compiler import DIALECTS, SQLITE_FUNCTIONS, render
-from shopcrm.schema import ColumnType, Schema, Table, check_identifier
+from shopcrm.mapping import CustomersMap, EventsMap, Mapping, resolve
+from shopcrm.schema import ColumnType, Schema, check_identifier
 from shopcrm.sources._base import SegmentStore, Source, column_type
 from shopcrm.sources._bind import PARAM_STYLES, bind
 from shopcrm.sources._campaign_store import CampaignStore, SQLCampaignStore
@@ -29,6 +31,9 @@ class DBAPISource(Transactions, Source):
     The shop's tables are only read; named segments go to a ``shopcrm_segments``
     table in the same database.  ``types`` overrides column types by name
     (``{"signed_up_at": "timestamp"}``), for SQLite columns declared as TEXT.
+    ``mapping`` says which of the shop's tables and columns hold what the library reads, when
+    they are named otherwise (:class:`shopcrm.mapping.Mapping`); it replaces ``customers`` and
+    ``events``.
     """
 
     def __init__(
@@ -38,16 +43,21 @@ class DBAPISource(Transactions, Source):
         dialect: str,
         customers: str = "customers",
         events: str = "events",
-        types: Mapping[str, str] | None = None,
+        types: abc.Mapping[str, str] | None = None,
+        mapping: Mapping | None = None,
         library_schema: str | None = None,
         library_prefix: str = "shopcrm_",
     ) -> None:
         if dialect not in DIALECTS:
             raise ValueError(f"unknown dialect {dialect!r}; use one of {', '.join(DIALECTS)}")
+        if mapping is not None and (customers, events) != ("customers", "events"):
+            raise ValueError("name the tables either with customers=/events= or in the mapping, not both")
         self.connection = connection
         self.dialect = dialect
-        self.customers_table = customers
-        self.events_table = events
+        #: which of the shop's tables and columns hold customers and events
+        self.mapping = mapping if mapping is not None else Mapping(CustomersMap(customers), EventsMap(events))
+        self.customers_table = self.mapping.customers.table
+        self.events_table = self.mapping.events.table
         self.types = {k: ColumnType(v.lower()) for k, v in (types or {}).items()}
         self._schema: Schema | None = None
         self._campaigns: CampaignStore | None = None
@@ -67,6 +77,12 @@ class DBAPISource(Transactions, Source):
         if library_schema and dialect == "sqlite":
             self.library.tables.ddl("sqlite")  # SQLite has no schemas: the error says to use a prefix
         self._settings = SQLSettingsStore(self.library)
+        if mapping is None and (customers, events) == ("customers", "events"):
+            saved = self._settings.get("mapping")  # the mapping saved with the shop (Shop.from_dbapi(mapping=...))
+            if saved is not None:
+                self.mapping = Mapping.from_dict(saved)
+                self.customers_table = self.mapping.customers.table
+                self.events_table = self.mapping.events.table
         self._segments = SQLSegmentStore(
             self._run, placeholder, sqlite=dialect == "sqlite", transaction=self._transaction, library=self.library
         )
@@ -74,7 +90,7 @@ class DBAPISource(Transactions, Source):
     def _run(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
         return self._execute(sql, tuple(params) if params else None)
 
-    def _execute(self, sql: str, params: Sequence[Any] | Mapping[str, Any] | None) -> list[tuple[Any, ...]]:
+    def _execute(self, sql: str, params: Sequence[Any] | abc.Mapping[str, Any] | None) -> list[tuple[Any, ...]]:
         """One statement.  Outside ``_transaction()`` it is its own transaction: committed when it
         succeeds (a read leaves no transaction open), rolled back when it fails (PostgreSQL would
         otherwise refuse every later statement).  Inside, the outermost block decides."""
@@ -122,20 +138,29 @@ class DBAPISource(Transactions, Source):
         params = (parts[-1], parts[-2]) if len(parts) > 1 else (parts[-1],)
         return {str(r[0]): str(r[1]) for r in self._run(sql, params)}
 
-    def _table(self, name: str) -> Table:
-        declared = self._columns(name)
-        if not declared:
-            raise ValueError(f"no table {name!r} is visible through this {self.dialect} connection")
-        columns = {}
-        for column, kind in declared.items():
-            columns[column] = self.types.get(column) or (
-                ColumnType.TIMESTAMP if column == "ts" else column_type(kind)
-            )
-        return Table(name, columns)
+    def _tables(self) -> list[str]:
+        """The tables and views this connection sees (for a did-you-mean)."""
+        if self.dialect == "sqlite":
+            sql = "SELECT name FROM sqlite_master WHERE type IN ('table', 'view')"
+        elif self.dialect == "mysql":
+            sql = "SELECT table_name FROM information_schema.tables WHERE table_schema = DATABASE()"
+        else:
+            sql = "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()"
+        try:
+            return [str(r[0]) for r in self._run(sql, ())]
+        except Exception:  # an engine without information_schema: no suggestion
+            return []
 
     def schema(self) -> Schema:
+        """The tables' columns by the library's names, checked against the mapping
+        (:class:`shopcrm.errors.MappingError` when they do not fit)."""
         if self._schema is None:
-            self._schema = Schema(self._table(self.customers_table), self._table(self.events_table))
+            customers, events = self._columns(self.customers_table), self._columns(self.events_table)
+            self._schema = resolve(
+                self.mapping, customers, events, kind_of=column_type, types=self.types,
+                tables=self._tables() if not customers or not events else (),
+                where=f"this {self.dialect} connection", compare_ids=self.dialect != "sqlite",
+            )
         return self._schema
 
     def fetch(self, query: exp.Expression) -> list[tuple[Any, ...]]:

@@ -7,7 +7,8 @@ from typing import Any
 from sqlglot import exp
 
 from shopcrm.compiler import render
-from shopcrm.schema import ColumnType, Schema, Table
+from shopcrm.mapping import CustomersMap, EventsMap, Mapping, resolve
+from shopcrm.schema import Schema
 from shopcrm.sources._base import Source, column_type
 
 __all__ = ["SparkSource"]
@@ -22,23 +23,30 @@ class SparkSource(Source):
 
     dialect = "spark"
 
-    def __init__(self, spark: Any, *, customers: str = "customers", events: str = "events") -> None:
+    def __init__(
+        self, spark: Any, *, customers: str = "customers", events: str = "events", mapping: Mapping | None = None
+    ) -> None:
+        if mapping is not None and (customers, events) != ("customers", "events"):
+            raise ValueError("name the tables either with customers=/events= or in the mapping, not both")
         self.spark = spark
-        self.customers_table = customers
-        self.events_table = events
+        #: which tables and columns hold customers and events (:class:`shopcrm.mapping.Mapping`)
+        self.mapping = mapping if mapping is not None else Mapping(CustomersMap(customers), EventsMap(events))
+        self.customers_table = self.mapping.customers.table
+        self.events_table = self.mapping.events.table
         self._schema: Schema | None = None
 
-    def _table(self, name: str) -> Table:
-        fields = self.spark.table(name).schema.fields
-        columns = {}
-        for field in fields:
-            kind = field.dataType.typeName()
-            columns[field.name] = ColumnType.TIMESTAMP if field.name == "ts" else column_type(kind)
-        return Table(name, columns)
+    def _columns(self, name: str) -> dict[str, str]:
+        if not self.spark.catalog.tableExists(name):
+            return {}
+        return {field.name: field.dataType.typeName() for field in self.spark.table(name).schema.fields}
 
     def schema(self) -> Schema:
         if self._schema is None:
-            self._schema = Schema(self._table(self.customers_table), self._table(self.events_table))
+            customers, events = self._columns(self.customers_table), self._columns(self.events_table)
+            tables = [t.name for t in self.spark.catalog.listTables()] if not customers or not events else []
+            self._schema = resolve(
+                self.mapping, customers, events, kind_of=column_type, tables=tables, where="this Spark session"
+            )
         return self._schema
 
     def fetch(self, query: exp.Expression) -> list[tuple[Any, ...]]:
