@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -76,6 +76,9 @@ class TickResult:
     recorded: int
     occurrences: tuple[tuple[str, str], ...]
     dry_run: bool = False
+    #: the outbox rows this tick recorded (or, in a dry run, would record), by status: ``planned`` (one per
+    #: message), ``entered`` (a scenario entry), ``holdout``, and the suppressions of scenario steps by reason
+    rows_by_status: dict[str, int] = attrs.field(factory=dict)
 
     @property
     def messages(self) -> tuple[PlannedMessage, ...]:
@@ -97,9 +100,15 @@ class TickResult:
         return dict(out)
 
     def __str__(self) -> str:
-        lines = [f"tick at {self.now:%Y-%m-%d %H:%M} UTC: {len(self.messages):,} planned, "
-                 f"{len(self.suppressions):,} left out, {self.recorded:,} outbox rows recorded"
-                 + (" (dry run: nothing recorded)" if self.dry_run else "")]
+        lines = [f"tick at {self.now:%Y-%m-%d %H:%M} UTC: {len(self.messages):,} messages planned, "
+                 f"{len(self.suppressions):,} customer-steps left out (reasons below)"]
+        rows = sum(self.rows_by_status.values())
+        if rows:
+            parts = ", ".join(f"{k} {v:,}" for k, v in sorted(self.rows_by_status.items(), key=lambda kv: (kv[0] != "planned", kv[0])))
+            lines.append(f"  outbox rows {'that would be ' if self.dry_run else ''}recorded: {rows:,} = {parts}"
+                         " (one row per message, per scenario entry, per holdout and per left-out scenario step)")
+        if self.dry_run:
+            lines.append("  dry run: nothing recorded")
         for campaign_id, counts in sorted(self.by_campaign().items()):
             detail = ", ".join(f"{k} {v:,}" for k, v in sorted(counts.items(), key=lambda kv: (kv[0] != "planned", kv[0])))
             lines.append(f"  {campaign_id}: {detail}")
@@ -487,7 +496,8 @@ def tick(shop: Shop, now: datetime, *, dry_run: bool = False) -> TickResult:
         del state
         if not dry_run:
             store.record(rows, occurrences, when)
-    return TickResult(now=when, plan=result, recorded=0 if dry_run else len(rows), occurrences=tuple(occurrences), dry_run=dry_run)
+    return TickResult(now=when, plan=result, recorded=0 if dry_run else len(rows), occurrences=tuple(occurrences), dry_run=dry_run,
+                      rows_by_status=dict(Counter(row.status for row in rows)))
 
 
 def preview_state(shop: Shop, campaign: Campaign, now: datetime) -> ShopState:
@@ -498,25 +508,96 @@ def preview_state(shop: Shop, campaign: Campaign, now: datetime) -> ShopState:
     names = template_names(campaign, Renderer())
     wanted = [c for c in customer_columns if c in names]
     contact = [c for c in customer_columns if c in columns.names()]
-    data = reader.customer_columns(list(dict.fromkeys(["customer_id", *contact, *wanted])), reader.members(shop._resolve(campaign.audience)))
+    audience = reader.members(shop._resolve(campaign.audience))
+    schedule = campaign.schedule
+    if isinstance(schedule, Triggered):
+        # a scenario reaches only the audience members whose trigger event a tick at ``now`` still walks
+        since = now - scenario_span(schedule.steps) - campaign.max_delay
+        member = exp.column("customer_id", table="m", quoted=True)
+        audience = exp.select(member).from_(audience.subquery("m")).where(
+            member.isin(query=reader.triggered_ids(schedule.on, since)))
+    data = reader.customer_columns(list(dict.fromkeys(["customer_id", *contact, *wanted])), audience)
     with paused_gc():
         recipients = {r.customer_id: r for r in columns.recipients(data, now=now, attributes=wanted)}
     apply_opt_outs(shop, recipients, now)
     longest_cap = max((cap.per for cap in shop.messaging_policy.caps), default=timedelta(0))
     ledger = [_entry(r) for r in shop.source.campaign_store().planned_since(now - longest_cap)]
-    samples = {}
+    samples: dict[Any, dict[str, Any]] = {cid: {} for cid in recipients} if "cart" in names or "event" in names else {}
     if "cart" in names:
-        samples = {cid: {"cart": _sample_cart(reader)} for cid in recipients}
+        for cid, props in _latest_events(reader, shop.lifecycle_policy.cart_event, audience, list(recipients)).items():
+            samples[cid]["cart"] = () if props is None else (_Sample({"product_id": None, "added_at": None, **props}),)
+    if "event" in names and isinstance(schedule, Triggered):
+        # previewed as a broadcast, a scenario's template still reads its trigger event: the customer's latest
+        for cid, props in _latest_events(reader, schedule.on, audience, list(recipients)).items():
+            samples[cid]["event"] = _Sample(props or {})
     return ShopState(recipients=recipients, audiences={campaign.id: list(recipients)}, ledger=ledger, contexts=samples)
 
 
-def _sample_cart(reader: _Reader) -> list[dict[str, Any]]:
-    query = exp.select(*[reader.col(c, "e") for c in reader.schema.events.columns]).from_(reader.events_table("e")).where(
-        reader.events_named([reader.shop.lifecycle_policy.cart_event], None)).order_by(
-        exp.Ordered(this=reader.col("ts", "e"), desc=True)).limit(1)
-    rows = reader.shop.source.fetch(query)
+class _Sample(Mapping[str, Any]):
+    """A read-only event (or cart item) a preview's templates read: hashable when its values are, so the
+    renderer's cache shares one rendering among customers whose names and samples are equal instead of
+    rendering every customer (a plain dict or list is unhashable and bypasses the cache)."""
+
+    __slots__ = ("_items", "_hash")
+
+    def __init__(self, values: Mapping[str, Any]) -> None:
+        self._items = dict(values)
+        self._hash: int | None = None
+
+    def __getitem__(self, key: str) -> Any:
+        return self._items[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __hash__(self) -> int:
+        if self._hash is None:
+            self._hash = hash(tuple(self._items.items()))  # TypeError for nested JSON: the renderer then renders
+        return self._hash
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Mapping) and self._items == dict(other)
+
+    def __repr__(self) -> str:
+        return repr(self._items)
+
+
+def _latest_events(
+    reader: _Reader, name: str, ids: exp.Select | Sequence[Any], customers: Iterable[Any],
+) -> dict[Any, dict[str, Any] | None]:
+    """For each of ``customers``, the properties of their latest ``name`` event, read for all of ``ids`` in one
+    query keyed by customer (a window over their events; IN lists of 1,000 ids at most), never one query per
+    customer; a customer without one gets the shop's latest ``name`` event (``None`` if there is none), so a
+    template that reads it renders as it would for a customer who has one."""
     names = list(reader.schema.events.columns)
-    return [{"product_id": None, "added_at": None, **_properties(dict(zip(names, row, strict=True)))} for row in rows]
+    latest: dict[Any, dict[str, Any]] = {}
+    ranked = exp.Window(
+        this=exp.RowNumber(),
+        partition_by=[reader.col("customer_id", "e")],
+        order=exp.Order(expressions=[exp.Ordered(this=reader.col("ts", "e"), desc=True)]),
+    )
+    for condition in reader._in("e", ids):
+        inner = exp.select(*[reader.col(c, "e") for c in names], exp.alias_(ranked, "shopcrm_rank")).from_(
+            reader.events_table("e")).where(exp.and_(reader.events_named([name], None), condition))
+        query = exp.select(*[exp.column(c, table="r", quoted=True) for c in names]).from_(inner.subquery("r")).where(
+            exp.EQ(this=exp.column("shopcrm_rank", table="r"), expression=exp.Literal.number(1)))
+        for row in reader.shop.source.fetch(query):
+            event = dict(zip(names, row, strict=True))
+            latest[event["customer_id"]] = _properties(event)
+    wanted = list(customers)
+    fallback = _latest_event(reader, name) if any(cid not in latest for cid in wanted) else None
+    return {cid: latest.get(cid, fallback) for cid in wanted}
+
+
+def _latest_event(reader: _Reader, name: str) -> dict[str, Any] | None:
+    """The properties of the shop's latest ``name`` event (one query), or ``None``."""
+    query = exp.select(*[reader.col(c, "e") for c in reader.schema.events.columns]).from_(reader.events_table("e")).where(
+        reader.events_named([name], None)).order_by(exp.Ordered(this=reader.col("ts", "e"), desc=True)).limit(1)
+    rows = reader.shop.source.fetch(query)
+    return _properties(dict(zip(reader.schema.events.columns, rows[0], strict=True))) if rows else None
 
 
 def sample_recipients(
@@ -543,13 +624,11 @@ def sample_recipients(
         for row in reader.customers(columns, longest):
             picked[row["customer_id"]] = row
     recipients = [shop.recipient_columns.recipient(row, now=now) for row in picked.values()]
-    event = None
     schedule = campaign.schedule
-    if isinstance(schedule, Triggered):
-        query = exp.select(*[reader.col(c, "e") for c in reader.schema.events.columns]).from_(reader.events_table("e")).where(
-            reader.events_named([schedule.on], None)).order_by(exp.Ordered(this=reader.col("ts", "e"), desc=True)).limit(1)
-        rows = shop.source.fetch(query)
-        if rows:
-            event = _properties(dict(zip(reader.schema.events.columns, rows[0], strict=True)))
-    contexts = {r.customer_id: {"cart": _sample_cart(reader)} for r in recipients} if "cart" in names else {}
+    event = _latest_event(reader, schedule.on) if isinstance(schedule, Triggered) else None
+    ids = [r.customer_id for r in recipients]
+    contexts: dict[Any, dict[str, Any]] = {}
+    if "cart" in names and ids:
+        contexts = {cid: {"cart": [] if props is None else [{"product_id": None, "added_at": None, **props}]}
+                    for cid, props in _latest_events(reader, shop.lifecycle_policy.cart_event, ids, ids).items()}
     return recipients, event, contexts
