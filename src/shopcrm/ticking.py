@@ -101,12 +101,13 @@ class TickResult:
 
     def __str__(self) -> str:
         lines = [f"tick at {self.now:%Y-%m-%d %H:%M} UTC: {len(self.messages):,} messages planned, "
-                 f"{len(self.suppressions):,} customer-steps left out (reasons below)"]
+                 f"{len(self.suppressions):,} times a customer was left out (per campaign and reason below)"]
         rows = sum(self.rows_by_status.values())
         if rows:
             parts = ", ".join(f"{k} {v:,}" for k, v in sorted(self.rows_by_status.items(), key=lambda kv: (kv[0] != "planned", kv[0])))
             lines.append(f"  outbox rows {'that would be ' if self.dry_run else ''}recorded: {rows:,} = {parts}"
-                         " (one row per message, per scenario entry, per holdout and per left-out scenario step)")
+                         " (a row per message, per scenario entry, per holdout and per scenario step left out; a "
+                         "broadcast's other reasons are not recorded: each tick derives them again)")
         if self.dry_run:
             lines.append("  dry run: nothing recorded")
         for campaign_id, counts in sorted(self.by_campaign().items()):
