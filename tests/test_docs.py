@@ -93,7 +93,7 @@ def test_the_readme_python_block_runs_after_shopcrm_demo(tmp_path: Path, monkeyp
     assert main(["demo", "--scale", "3000"]) == 0
     readme = (DOCS.parent / "README.md").read_text(encoding="utf-8")
     assert "shopcrm demo" in readme.split("```python")[0]
-    code = [textwrap.dedent(body) for _, lang, body in FENCE.findall(readme) if lang == "python"][0]
+    code = next(textwrap.dedent(body) for _, lang, body in FENCE.findall(readme) if lang == "python")
     assert 'Shop.open("shopcrm-demo.duckdb")' in code
     # TODO(issue 12, settings): remove once the demo stores its messaging policy with the shop; until then the
     # reopened shop has none and the block's preview of an advertising playbook would refuse to render

@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -60,6 +60,7 @@ from shopcrm.sources._campaign_store import OutboxRow
 from shopcrm.timeline import to_utc_naive
 
 if TYPE_CHECKING:
+    from shopcrm.campaigns import Preview
     from shopcrm.shop import Shop
 
 __all__ = ["TickResult", "gather", "tick"]
@@ -240,8 +241,11 @@ def _properties(event: Mapping[str, Any]) -> dict[str, Any]:
 
 def gather(
     shop: Shop, campaigns: Sequence[tuple[Campaign, datetime]], now: datetime, policy: MessagingPolicy,
+    *, step: Callable[[str], None] | None = None,
 ) -> tuple[ShopState, list[tuple[str, str]]]:
-    """The planner's input for a tick at ``now`` and the occurrences this tick plans."""
+    """The planner's input for a tick at ``now`` and the occurrences this tick plans; ``step`` is told each
+    campaign read (a progress bar)."""
+    done = step or (lambda _: None)
     reader = _Reader(shop, now)
     store = shop.source.campaign_store()
     columns: RecipientColumns = shop.recipient_columns
@@ -260,11 +264,12 @@ def gather(
     enabled = [(c, saved) for c, saved in campaigns if c.enabled]
 
     broadcasts = [(c, saved) for c, saved in enabled if not isinstance(c.schedule, Triggered)]
-    done = store.occurrences([c.id for c, _ in broadcasts])
+    planned = store.occurrences([c.id for c, _ in broadcasts])
     for campaign, saved_at in broadcasts:
         due = due_occurrence(campaign, now, policy.timezone)
+        done(campaign.id)
         # an occurrence due before the campaign was saved is not its to send
-        if due is None or (campaign.id, due[0]) in done or due[1] < saved_at:
+        if due is None or (campaign.id, due[0]) in planned or due[1] < saved_at:
             continue
         occurrences.append((campaign.id, due[0]))
         schedule = campaign.schedule
@@ -293,6 +298,7 @@ def gather(
         schedule = campaign.schedule
         if not isinstance(schedule, Triggered):
             continue
+        done(campaign.id)
         horizon = scenario_span(schedule.steps) + campaign.max_delay
         window_start = max(now - horizon, saved_at)
         since = None if schedule.reentry == "every_time" else saved_at
@@ -506,25 +512,47 @@ def outbox_rows(result: Plan, campaigns: Iterable[Campaign], now: datetime) -> l
     return rows
 
 
-def tick(shop: Shop, now: datetime, *, dry_run: bool = False) -> TickResult:
-    """Plan every enabled campaign of ``shop`` as of ``now`` and record the plan (unless ``dry_run``)."""
+def tick(shop: Shop, now: datetime, *, dry_run: bool = False, progress: bool = False) -> TickResult:
+    """Plan every enabled campaign of ``shop`` as of ``now`` and record the plan (unless ``dry_run``);
+    ``progress`` draws a bar on stderr: a step per campaign read, then planning and recording."""
+    from shopcrm._progress import bar
+
     when = to_utc_naive(now)
     store = shop.source.campaign_store()
     campaigns = [(Campaign.model_validate_json(document), saved) for _, document, saved in store.campaigns()]
     policy = shop.messaging_policy
-    with paused_gc():  # a broadcast allocates a few acyclic objects per customer; see paused_gc
-        state, occurrences = gather(shop, campaigns, when, policy)
+    with paused_gc(), bar(progress, total=sum(1 for c, _ in campaigns if c.enabled) + 2, desc="tick") as shown:
+        state, occurrences = gather(shop, campaigns, when, policy, step=lambda what: shown.step(f"read {what}"))
+        shown.note("planning")
         result = plan([c for c, _ in campaigns], state, now=when, policy=policy)
         rows = outbox_rows(result, [c for c, _ in campaigns], when)
+        shown.step(f"planned {len(result.messages):,}")
         del state
         if not dry_run:
             store.record(rows, occurrences, when)
+        shown.step(f"recorded {len(rows):,} rows" if not dry_run else "dry run")
     return TickResult(now=when, plan=result, recorded=0 if dry_run else len(rows), occurrences=tuple(occurrences), dry_run=dry_run,
                       rows_by_status=dict(Counter(row.status for row in rows)))
 
 
-def preview_state(shop: Shop, campaign: Campaign, now: datetime) -> ShopState:
-    """The audience of ``campaign`` at ``now`` with contact points, and the planned messages caps count."""
+def preview_campaign(shop: Shop, campaign: Campaign, now: datetime, *, progress: bool = False) -> Preview:
+    """:func:`shopcrm.campaigns.preview` of ``campaign`` on the shop's data; ``progress`` draws a bar on
+    stderr (reading the audience, the templates' samples, then the funnel and the plan)."""
+    from shopcrm._progress import bar
+    from shopcrm.campaigns._preview import preview
+
+    with bar(progress, total=3, desc=f"preview {campaign.id}") as shown:
+        state = preview_state(shop, campaign, now, step=shown.step)
+        shown.note("funnel and plan")
+        found = preview(campaign, state, now=now, policy=shop.messaging_policy)
+        shown.step(f"{found.planned:,} planned")
+    return found
+
+
+def preview_state(shop: Shop, campaign: Campaign, now: datetime, *, step: Callable[[str], None] | None = None) -> ShopState:
+    """The audience of ``campaign`` at ``now`` with contact points, the planned messages caps count, and
+    what its templates read (each member's cart, a scenario's trigger event); ``step`` is told each read."""
+    done = step or (lambda _: None)
     reader = _Reader(shop, now)
     columns: RecipientColumns = shop.recipient_columns
     customer_columns = list(reader.schema.customers.columns)
@@ -545,6 +573,7 @@ def preview_state(shop: Shop, campaign: Campaign, now: datetime) -> ShopState:
     apply_opt_outs(shop, recipients, now)
     longest_cap = max((cap.per for cap in shop.messaging_policy.caps), default=timedelta(0))
     ledger = [_entry(r) for r in shop.source.campaign_store().planned_since(now - longest_cap)]
+    done(f"audience {len(recipients):,}")
     samples: dict[Any, dict[str, Any]] = {cid: {} for cid in recipients} if "cart" in names or "event" in names else {}
     if "cart" in names:
         for cid, props in _latest_events(reader, shop.lifecycle_policy.cart_event, audience, list(recipients)).items():
@@ -553,6 +582,7 @@ def preview_state(shop: Shop, campaign: Campaign, now: datetime) -> ShopState:
         # previewed as a broadcast, a scenario's template still reads its trigger event: the customer's latest
         for cid, props in _latest_events(reader, schedule.on, audience, list(recipients)).items():
             samples[cid]["event"] = _Sample(props or {})
+    done("samples")
     return ShopState(recipients=recipients, audiences={campaign.id: list(recipients)}, ledger=ledger, contexts=samples)
 
 
@@ -561,7 +591,7 @@ class _Sample(Mapping[str, Any]):
     renderer's cache shares one rendering among customers whose names and samples are equal instead of
     rendering every customer (a plain dict or list is unhashable and bypasses the cache)."""
 
-    __slots__ = ("_items", "_hash")
+    __slots__ = ("_hash", "_items")
 
     def __init__(self, values: Mapping[str, Any]) -> None:
         self._items = dict(values)

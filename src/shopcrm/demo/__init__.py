@@ -92,8 +92,10 @@ def run(
     seed: int = 0,
     now: datetime | None = None,
     out: Callable[[str], None] = print,
+    progress: bool = False,
 ) -> None:
-    """Build the demo shop in a DuckDB file and print each example segment's audience."""
+    """Build the demo shop in a DuckDB file and print each example segment's audience; ``progress`` draws
+    bars on stderr for the loads, the preview and the tick."""
     from shopcrm.shop import Shop
 
     when = now or DEMO_NOW
@@ -106,8 +108,8 @@ def run(
     generated = time.perf_counter() - started
     with Shop.open(path) as shop:
         started = time.perf_counter()
-        shop.load_customers(demo.customers)
-        shop.load_events(demo.events)
+        shop.load_customers(demo.customers, progress=progress)
+        shop.load_events(demo.events, progress=progress)
         loaded = time.perf_counter() - started
         out(f"shopcrm demo shop: {demo.customers.num_rows:,} customers, {demo.events.num_rows:,} events -> {path}")
         out(f"  generated in {generated:.2f}s, loaded in {loaded:.2f}s; segments as of {when.isoformat()}")
@@ -132,14 +134,14 @@ def run(
         out("  (the moment 'lapsed' is no activity of any kind -- session, view, cart, order -- for 90 days, buyers or"
             " not; the segment buyers_no_session_90d is buyers with no session_started for 90 days)")
         out("")
-        _campaigns(shop, when, out)
+        _campaigns(shop, when, out, progress)
         out("")
         out("Open it again (in Python):")
         out(f"  import datetime, shopcrm; shopcrm.Shop.open({path!r}).count({{'in_segment': 'vip_spenders'}}, "
             f"now={when!r})")
 
 
-def _campaigns(shop: Any, when: datetime, out: Callable[[str], None]) -> None:
+def _campaigns(shop: Any, when: datetime, out: Callable[[str], None], progress: bool = False) -> None:
     """Enable the playbooks, preview a broadcast, and run the morning's tick (nothing is sent: the outbox fills)."""
     from datetime import timedelta
 
@@ -157,11 +159,11 @@ def _campaigns(shop: Any, when: datetime, out: Callable[[str], None]) -> None:
     }, now=when - timedelta(days=1))
     morning = when + timedelta(hours=1)  # 10:00 in Seoul
     out(f"Campaigns: {len(PLAYBOOKS)} playbooks enabled and one broadcast saved; its audience preview:")
-    previewed = shop.preview(sale.id, now=morning)
+    previewed = shop.preview(sale.id, now=morning, progress=progress)
     out(str(previewed))
     out("")
     started = time.perf_counter()
-    result = shop.tick(now=morning)
+    result = shop.tick(now=morning, progress=progress)
     out(f"The 10:00 tick (shop.tick, {time.perf_counter() - started:.2f}s; the outbox holds the plan for the dispatcher):")
     out(str(result))
     counts = result.by_campaign().get(sale.id, {})
