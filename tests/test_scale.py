@@ -122,3 +122,20 @@ def test_tick_rows_add_up_by_status() -> None:
     assert result.rows_by_status == {"planned": 4, "exited": 1}
     assert sum(result.rows_by_status.values()) == result.recorded
     assert "outbox rows recorded: 5 = planned 4, exited 1" in str(result)
+
+
+def test_a_broadcast_reading_the_cart_gets_each_members_current_cart_in_preview_and_tick() -> None:
+    shop = build(3)
+    shop.load_events([  # c0001 ordered what was in the cart: an empty cart, so its template fails in both
+        {"customer_id": "c0001", "event": "order_completed", "ts": NOW - timedelta(hours=2), "product_id": None},
+    ])
+    shop.save_campaign(SALE, now=NOW - timedelta(hours=2, minutes=30))
+    preview = shop.preview("sale", now=NOW)
+    result = shop.tick(now=NOW)
+    texts = {m.customer_id: m.chain[0].text for m in result.messages}
+    assert sorted(texts) == ["c0000", "c0002"]
+    assert "P0 할인" in texts["c0000"]
+    assert "P2 할인" in texts["c0002"]
+    assert preview.planned == len(result.messages)
+    assert preview.suppressed == {"render_failed": 1}
+    assert result.by_campaign()["sale"] == {"planned": 2, "render_failed": 1}

@@ -289,7 +289,7 @@ def gather(
         if "cart" in read:  # every member's cart, from one query over the audience's cart and order events
             carts = _carts(reader, members)
             for cid in data["customer_id"]:
-                contexts.setdefault(cid, {})["cart"] = carts.get(cid, [])
+                contexts.setdefault(cid, {})["cart"] = carts.get(cid, ())
 
     settled: set[str] = set()
     ledger: list[LedgerEntry] = []
@@ -375,20 +375,22 @@ def gather(
     return state, occurrences
 
 
-def _carts(reader: _Reader, ids: exp.Select | Sequence[Any]) -> dict[Any, list[dict[str, Any]]]:
-    """The current cart of every customer of ``ids`` that has one, from their cart, cart-removal and order
-    events read in one query (IN lists of 1,000 ids at most), never one query per customer."""
+def _carts(reader: _Reader, ids: exp.Select | Sequence[Any]) -> dict[Any, tuple[Mapping[str, Any], ...]]:
+    """The current cart of every customer of ``ids`` that has one (newest item first), from their cart,
+    cart-removal and order events read in one query (IN lists of 1,000 ids at most), never one query per
+    customer.  Items are hashable mappings, so equal carts share a rendering."""
     from shopcrm.profile import current_cart
 
     policy = reader.shop.lifecycle_policy
     per_customer: dict[Any, list[dict[str, Any]]] = defaultdict(list)
     for event in reader.events(reader.events_named([policy.cart_event, "cart_removed", policy.order_event], None), ids):
         per_customer[event["customer_id"]].append(event)
-    out = {}
+    out: dict[Any, tuple[Mapping[str, Any], ...]] = {}
     for cid, events in per_customer.items():
         items = current_cart(events, policy)
         if items:
-            out[cid] = [{"product_id": item.product_id, "added_at": item.added_at, **item.details} for item in items]
+            out[cid] = tuple(_Sample({"product_id": item.product_id, "added_at": item.added_at, **item.details})
+                             for item in items)
     return out
 
 
@@ -575,9 +577,10 @@ def preview_state(shop: Shop, campaign: Campaign, now: datetime, *, step: Callab
     ledger = [_entry(r) for r in shop.source.campaign_store().planned_since(now - longest_cap)]
     done(f"audience {len(recipients):,}")
     samples: dict[Any, dict[str, Any]] = {cid: {} for cid in recipients} if "cart" in names or "event" in names else {}
-    if "cart" in names:
-        for cid, props in _latest_events(reader, shop.lifecycle_policy.cart_event, audience, list(recipients)).items():
-            samples[cid]["cart"] = () if props is None else (_Sample({"product_id": None, "added_at": None, **props}),)
+    if "cart" in names:  # each member's current cart, as a tick reads it (an empty cart for those with none)
+        carts = _carts(reader, audience)
+        for cid in recipients:
+            samples[cid]["cart"] = carts.get(cid, ())
     if "event" in names and isinstance(schedule, Triggered):
         # previewed as a broadcast, a scenario's template still reads its trigger event: the customer's latest
         for cid, props in _latest_events(reader, schedule.on, audience, list(recipients)).items():
