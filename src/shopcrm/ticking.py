@@ -524,7 +524,7 @@ def tick(shop: Shop, now: datetime, *, dry_run: bool = False, progress: bool = F
     campaigns = [(Campaign.model_validate_json(document), saved) for _, document, saved in store.campaigns()]
     policy = shop.messaging_policy
     with paused_gc(), bar(progress, total=sum(1 for c, _ in campaigns if c.enabled) + 2, desc="tick") as shown:
-        state, occurrences = gather(shop, campaigns, when, policy, step=lambda what: shown.step(f"read {what}"))
+        state, occurrences = gather(shop, campaigns, when, policy, step=lambda what: shown.step(f"reading {what}"))
         shown.note("planning")
         result = plan([c for c, _ in campaigns], state, now=when, policy=policy)
         rows = outbox_rows(result, [c for c, _ in campaigns], when)
