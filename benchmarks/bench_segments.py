@@ -97,7 +97,7 @@ def twenty_rules() -> list[dict[str, Any]]:
         SEED_RULES["shoe_buyers_20s_30s"],
         SEED_RULES["vip_spenders"],
         SEED_RULES["signup_dropoff"],
-        SEED_RULES["lapsed_90d"],
+        SEED_RULES["buyers_no_session_90d"],
         SEED_RULES["cooling_off_buyers"],
         SEED_RULES["seoul_gold_kakao"],
         {"aggregate": "count_distinct", "of": "product_id", "performed": "order_completed", "within": {"last": "180d"}, "gte": 3},

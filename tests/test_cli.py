@@ -38,9 +38,15 @@ def test_errors_are_reported_not_raised(capsys: pytest.CaptureFixture[str]) -> N
         main(["count", "{}", "--db", "x", "--now", "yesterday"])
 
 
-def test_tick_and_send_from_the_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_tick_and_send_from_the_command_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+) -> None:
     import json
     from datetime import UTC, datetime, timedelta
+
+    import shopcrm.cli
+
+    monkeypatch.setattr(shopcrm.cli, "_progress", lambda: True)  # as on a terminal: bars on stderr
 
     db = tmp_path / "shop.duckdb"
     now = datetime.now(UTC).replace(tzinfo=None, microsecond=0)
@@ -53,14 +59,18 @@ def test_tick_and_send_from_the_command_line(tmp_path: Path, capsys: pytest.Capt
     policy = tmp_path / "policy.json"
     policy.write_text(json.dumps({"sender_name": "마음상점", "opt_out_number": "080-123-4567"}))
     assert main(["tick", "--db", str(db), "--policy", str(policy)]) == 0
-    assert "notice: planned 3" in capsys.readouterr().out
+    ticked = capsys.readouterr()
+    assert "notice: planned 3" in ticked.out
+    assert "tick: 100%" in ticked.err
+    assert "recorded 3 rows" in ticked.err
     channels = tmp_path / "channels.json"
     out = tmp_path / "sms.jsonl"
     channels.write_text(json.dumps({"sms": {"plugin": "jsonl", "path": str(out)}}))
     assert main(["send", "--db", str(db), "--channels", str(channels)]) == 0
     captured = capsys.readouterr()
     assert "sent 3" in captured.out
-    assert "3/3" in captured.err  # the progress bar
+    assert "3/3" in captured.err
+    assert "sent 3" in captured.err
     assert len(out.read_text().splitlines()) == 3
     channels.write_text(json.dumps({"sms": {"plugin": "nope"}}))
     assert main(["send", "--db", str(db), "--channels", str(channels)]) == 2
@@ -98,3 +108,11 @@ def test_db_takes_a_sqlite_url(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert capsys.readouterr().out.strip() == "4"
     assert main(["count", "{}", "--db", "mysql+odbc://h/db", "--now", now.isoformat()]) == 2
     assert "unknown database URL scheme 'mysql+odbc'" in capsys.readouterr().err
+
+
+def test_no_progress_bars_when_stderr_is_not_a_terminal(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    db = tmp_path / "shop.duckdb"
+    with shopcrm.Shop.open(db) as shop:
+        shop.load_customers([{"customer_id": "c1"}])
+    assert main(["tick", "--db", str(db)]) == 0
+    assert capsys.readouterr().err == ""

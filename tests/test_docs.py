@@ -82,3 +82,18 @@ def test_the_playbook_page_lists_every_playbook_and_reason_table_every_reason() 
     assert [name for name in PLAYBOOKS if f"| `{name}` |" not in playbooks] == []
     policies = (DOCS / "campaigns" / "policies.md").read_text(encoding="utf-8")
     assert [reason for reason in REASONS if f"| `{reason}` |" not in policies] == []
+
+
+def test_the_readme_python_block_runs_after_shopcrm_demo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The README's first command is `shopcrm demo` (which writes shopcrm-demo.duckdb); its Python block then runs
+    verbatim in the same folder (here on a smaller demo shop)."""
+    from shopcrm.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["demo", "--scale", "3000"]) == 0  # the demo saves its messaging policy with the shop
+    readme = (DOCS.parent / "README.md").read_text(encoding="utf-8")
+    assert "shopcrm demo" in readme.split("```python")[0]
+    code = next(textwrap.dedent(body) for _, lang, body in FENCE.findall(readme) if lang == "python")
+    assert 'Shop.open("shopcrm-demo.duckdb")' in code
+    exec(compile(code, "README.md", "exec"), {})
+    assert (tmp_path / "sent.jsonl").stat().st_size > 0

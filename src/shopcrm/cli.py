@@ -31,10 +31,17 @@ def _now(text: str) -> datetime:
         raise argparse.ArgumentTypeError(f"{text!r} is not an ISO 8601 datetime, e.g. 2026-03-01T09:00:00") from None
 
 
+def _progress() -> bool:
+    """Progress bars (issue 12, scale): drawn on stderr when it is a terminal, unless SHOPCRM_PROGRESS=0."""
+    import os
+
+    return sys.stderr.isatty() and os.environ.get("SHOPCRM_PROGRESS", "1") != "0"
+
+
 def _demo(args: argparse.Namespace) -> int:
     from shopcrm.demo import run
 
-    run(args.path, scale=args.scale, seed=args.seed, now=args.now, out=print)
+    run(args.path, scale=args.scale, seed=args.seed, now=args.now, out=print, progress=_progress())
     return 0
 
 
@@ -111,7 +118,7 @@ def _policy(path: str | None) -> Any:
 
 def _tick(args: argparse.Namespace) -> int:
     with _shop(args, messaging_policy=_policy(args.policy)) as shop:
-        print(shop.tick(now=args.now or _utcnow(), dry_run=args.dry_run))
+        print(shop.tick(now=args.now or _utcnow(), dry_run=args.dry_run, progress=_progress()))
     return 0
 
 
@@ -123,22 +130,16 @@ def _utcnow() -> datetime:
 
 def _send(args: argparse.Namespace) -> int:
     channels = json.loads(Path(args.channels).read_text(encoding="utf-8"))
-    total = [0]
-
-    def progress(outcomes: Any) -> None:
-        done = sum(outcomes.get(k, 0) for k in ("sent", "failed", "unknown"))
-        width = 30
-        filled = width if not total[0] else min(width, width * done // max(1, total[0]))
-        detail = ", ".join(f"{k} {v:,}" for k, v in sorted(outcomes.items()))
-        print(f"\r[{'#' * filled}{'.' * (width - filled)}] {done:,}/{total[0]:,}  {detail}", end="", file=sys.stderr, flush=True)
-
     with _shop(args, messaging_policy=_policy(args.policy)) as shop:
         store = shop.source.campaign_store()
         now = _utcnow()
         store.enqueue_due(now)
-        total[0] = len(store.sends(states=("queued", "retry", "inflight")))
+        progress = None
+        if _progress():
+            from shopcrm._progress import outcomes_bar
+
+            progress = outcomes_bar(len(store.sends(states=("queued", "retry", "inflight"))))
         report = shop.dispatch(channels, drain=args.drain, progress=progress)
-        print(file=sys.stderr)
         print(report)
     return 0
 

@@ -158,7 +158,7 @@ class Dispatcher:
         clock: Callable[[], datetime] = _utcnow,
         sleep: Callable[[float], Any] = asyncio.sleep,
         seed: int | None = None,
-        progress: Callable[[Mapping[str, int]], None] | None = None,
+        progress: Callable[[Mapping[str, int]], None] | bool | None = None,
     ) -> None:
         self.shop = shop
         self.channels = dict(channels)
@@ -181,8 +181,15 @@ class Dispatcher:
         self._chains: dict[str, list[dict[str, Any]]] = {}  # this round's parsed chains, by key
         self.outcomes: Counter[str] = Counter()
         self.events: Counter[str] = Counter()
-        #: called with the outcomes so far after every settled batch (a progress bar)
-        self.progress = progress
+        #: called with the outcomes so far after every settled batch (a progress bar); ``True`` draws a tqdm bar
+        #: of the settled messages on stderr
+        self.progress: Callable[[Mapping[str, int]], None] | None = None
+        if progress is True:
+            from shopcrm._progress import outcomes_bar
+
+            self.progress = outcomes_bar()
+        elif callable(progress):
+            self.progress = progress
 
     # ----------------------------------------------------------------- running
     async def run(self, *, drain: bool = True, max_rounds: int = 10_000) -> DispatchReport:
@@ -201,6 +208,9 @@ class Dispatcher:
             soonest = min((r.lease_until or now) if r.state in ("claimed", "inflight") else r.next_at for r in waiting)
             await self.sleep(max(0.01, (soonest - now).total_seconds()))
         remaining = len(self.store.sends(states=_WAITING))
+        close = getattr(self.progress, "close", None)
+        if close is not None:
+            close()  # a bar ends with the run (a plain callback has nothing to close)
         return DispatchReport(rounds=rounds, outcomes=dict(self.outcomes), events=dict(self.events), remaining=remaining)
 
     async def round(self) -> bool:

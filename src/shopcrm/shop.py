@@ -223,17 +223,26 @@ class Shop:
             )
         return self.source
 
-    def load_customers(self, data: Any) -> int:
+    def load_customers(self, data: Any, *, progress: bool = False) -> int:
         """Add customers (an iterable of dicts, a DataFrame, an Arrow table, or a Parquet/CSV path).
 
-        A customer id loaded again replaces the earlier row. Returns the rows loaded.
+        A customer id loaded again replaces the earlier row. Returns the rows loaded.  ``progress`` draws a
+        bar on stderr (elapsed time, then the rows loaded).
         """
-        return int(self._store().load("customers", data))
+        return self._load("customers", data, progress)
 
-    def load_events(self, data: Any) -> int:
+    def load_events(self, data: Any, *, progress: bool = False) -> int:
         """Append events; they need ``customer_id``, ``event`` and ``ts``. Returns the rows loaded."""
         self._seen_cache = None  # issue 12 checks: the event names seen may change
-        return int(self._store().load("events", data))
+        return self._load("events", data, progress)
+
+    def _load(self, table: str, data: Any, progress: bool) -> int:
+        from shopcrm._progress import bar
+
+        with bar(progress, total=1, desc=f"load {table}", unit="table") as shown:
+            rows = int(self._store().load(table, data))
+            shown.step(f"{rows:,} rows")
+        return rows
 
     @property
     def schema(self) -> Schema:
@@ -530,12 +539,12 @@ class Shop:
         if not self.source.campaign_store().delete_campaign(campaign_id):
             raise KeyError(f"no campaign {campaign_id!r}")
 
-    def tick(self, *, now: datetime, dry_run: bool = False) -> TickResult:
+    def tick(self, *, now: datetime, dry_run: bool = False, progress: bool = False) -> TickResult:
         """Plan every enabled campaign as of ``now`` and record the plan in the outbox (see
-        :mod:`shopcrm.ticking`); a tick run twice plans nothing twice."""
+        :mod:`shopcrm.ticking`); a tick run twice plans nothing twice.  ``progress`` draws a bar on stderr."""
         from shopcrm.ticking import tick
 
-        return tick(self, now, dry_run=dry_run)
+        return tick(self, now, dry_run=dry_run, progress=progress)
 
     def dispatch(self, channels: Mapping[str, Any], *, drain: bool = False, **options: Any) -> Any:
         """Deliver the planned messages that are due through ``channels`` (chain channel -> Channel, or the
@@ -615,20 +624,19 @@ class Shop:
             campaign_ids=None if campaign_id is None else [campaign_id], since=since and to_utc_naive(since), status=status,
         )
 
-    def preview(self, campaign: Campaign | dict[str, Any] | str, *, now: datetime) -> Preview:
+    def preview(self, campaign: Campaign | dict[str, Any] | str, *, now: datetime, progress: bool = False) -> Preview:
         """The audience funnel of a campaign (saved id, model, dict or JSON) if sent at ``now``: per channel of
         the chain, the audience -> with a contact -> allowed -> not capped -> sendable now / deferred ->
-        after holdout, and what the planner would plan through the whole chain with its cost."""
+        after holdout, and what the planner would plan through the whole chain with its cost.  ``progress``
+        draws a bar on stderr."""
         from shopcrm.campaigns import parse_campaign
-        from shopcrm.campaigns._preview import preview
-        from shopcrm.ticking import preview_state
+        from shopcrm.ticking import preview_campaign
 
         if isinstance(campaign, str) and not campaign.lstrip().startswith("{"):
             model = self.campaign(campaign)
         else:
             model = parse_campaign(campaign)
-        when = to_utc_naive(now)
-        return preview(model, preview_state(self, model, when), now=when, policy=self.messaging_policy)
+        return preview_campaign(self, model, to_utc_naive(now), progress=progress)
 
     # ---- notebook helpers (issue 12 item 7: shopcrm.notebook)
     def __repr__(self) -> str:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -60,6 +60,7 @@ from shopcrm.sources._campaign_store import OutboxRow
 from shopcrm.timeline import to_utc_naive
 
 if TYPE_CHECKING:
+    from shopcrm.campaigns import Preview
     from shopcrm.shop import Shop
 
 __all__ = ["TickResult", "gather", "tick"]
@@ -76,6 +77,9 @@ class TickResult:
     recorded: int
     occurrences: tuple[tuple[str, str], ...]
     dry_run: bool = False
+    #: the outbox rows this tick recorded (or, in a dry run, would record), by status: ``planned`` (one per
+    #: message), ``entered`` (a scenario entry), ``holdout``, and the suppressions of scenario steps by reason
+    rows_by_status: dict[str, int] = attrs.field(factory=dict)
 
     @property
     def messages(self) -> tuple[PlannedMessage, ...]:
@@ -97,9 +101,16 @@ class TickResult:
         return dict(out)
 
     def __str__(self) -> str:
-        lines = [f"tick at {self.now:%Y-%m-%d %H:%M} UTC: {len(self.messages):,} planned, "
-                 f"{len(self.suppressions):,} left out, {self.recorded:,} outbox rows recorded"
-                 + (" (dry run: nothing recorded)" if self.dry_run else "")]
+        lines = [f"tick at {self.now:%Y-%m-%d %H:%M} UTC: {len(self.messages):,} messages planned, "
+                 f"{len(self.suppressions):,} times a customer was left out (per campaign and reason below)"]
+        rows = sum(self.rows_by_status.values())
+        if rows:
+            parts = ", ".join(f"{k} {v:,}" for k, v in sorted(self.rows_by_status.items(), key=lambda kv: (kv[0] != "planned", kv[0])))
+            lines.append(f"  outbox rows {'that would be ' if self.dry_run else ''}recorded: {rows:,} = {parts}"
+                         " (a row per message, per scenario entry, per holdout and per scenario step left out; a "
+                         "broadcast's other reasons are not recorded: each tick derives them again)")
+        if self.dry_run:
+            lines.append("  dry run: nothing recorded")
         for campaign_id, counts in sorted(self.by_campaign().items()):
             detail = ", ".join(f"{k} {v:,}" for k, v in sorted(counts.items(), key=lambda kv: (kv[0] != "planned", kv[0])))
             lines.append(f"  {campaign_id}: {detail}")
@@ -230,8 +241,11 @@ def _properties(event: Mapping[str, Any]) -> dict[str, Any]:
 
 def gather(
     shop: Shop, campaigns: Sequence[tuple[Campaign, datetime]], now: datetime, policy: MessagingPolicy,
+    *, step: Callable[[str], None] | None = None,
 ) -> tuple[ShopState, list[tuple[str, str]]]:
-    """The planner's input for a tick at ``now`` and the occurrences this tick plans."""
+    """The planner's input for a tick at ``now`` and the occurrences this tick plans; ``step`` is told each
+    campaign read (a progress bar)."""
+    done = step or (lambda _: None)
     reader = _Reader(shop, now)
     store = shop.source.campaign_store()
     columns: RecipientColumns = shop.recipient_columns
@@ -250,11 +264,12 @@ def gather(
     enabled = [(c, saved) for c, saved in campaigns if c.enabled]
 
     broadcasts = [(c, saved) for c, saved in enabled if not isinstance(c.schedule, Triggered)]
-    done = store.occurrences([c.id for c, _ in broadcasts])
+    planned = store.occurrences([c.id for c, _ in broadcasts])
     for campaign, saved_at in broadcasts:
         due = due_occurrence(campaign, now, policy.timezone)
+        done(campaign.id)
         # an occurrence due before the campaign was saved is not its to send
-        if due is None or (campaign.id, due[0]) in done or due[1] < saved_at:
+        if due is None or (campaign.id, due[0]) in planned or due[1] < saved_at:
             continue
         occurrences.append((campaign.id, due[0]))
         schedule = campaign.schedule
@@ -265,11 +280,16 @@ def gather(
                 if got.status in ("planned", "holdout") and (got.customer_id not in last or got.due_at > last[got.customer_id]):
                     last[got.customer_id] = got.due_at
             received[campaign.id] = last
-        wanted = [c for c in customer_columns if c in template_names(campaign, renderer)]
-        data = reader.customer_columns(list(dict.fromkeys(["customer_id", *contact_columns, *wanted])),
-                                       reader.members(shop._resolve(campaign.audience)))
+        read = template_names(campaign, renderer)
+        wanted = [c for c in customer_columns if c in read]
+        members = reader.members(shop._resolve(campaign.audience))
+        data = reader.customer_columns(list(dict.fromkeys(["customer_id", *contact_columns, *wanted])), members)
         audiences[campaign.id] = data["customer_id"]
         _merge(recipients, columns.recipients(data, now=now, attributes=wanted))
+        if "cart" in read:  # every member's cart, from one query over the audience's cart and order events
+            carts = _carts(reader, members)
+            for cid in data["customer_id"]:
+                contexts.setdefault(cid, {})["cart"] = carts.get(cid, ())
 
     settled: set[str] = set()
     ledger: list[LedgerEntry] = []
@@ -278,6 +298,7 @@ def gather(
         schedule = campaign.schedule
         if not isinstance(schedule, Triggered):
             continue
+        done(campaign.id)
         horizon = scenario_span(schedule.steps) + campaign.max_delay
         window_start = max(now - horizon, saved_at)
         since = None if schedule.reentry == "every_time" else saved_at
@@ -352,6 +373,25 @@ def gather(
         schema=reader.schema, lifecycle_policy=shop.lifecycle_policy,
     )
     return state, occurrences
+
+
+def _carts(reader: _Reader, ids: exp.Select | Sequence[Any]) -> dict[Any, tuple[Mapping[str, Any], ...]]:
+    """The current cart of every customer of ``ids`` that has one (newest item first), from their cart,
+    cart-removal and order events read in one query (IN lists of 1,000 ids at most), never one query per
+    customer.  Items are hashable mappings, so equal carts share a rendering."""
+    from shopcrm.profile import current_cart
+
+    policy = reader.shop.lifecycle_policy
+    per_customer: dict[Any, list[dict[str, Any]]] = defaultdict(list)
+    for event in reader.events(reader.events_named([policy.cart_event, "cart_removed", policy.order_event], None), ids):
+        per_customer[event["customer_id"]].append(event)
+    out: dict[Any, tuple[Mapping[str, Any], ...]] = {}
+    for cid, events in per_customer.items():
+        items = current_cart(events, policy)
+        if items:
+            out[cid] = tuple(_Sample({"product_id": item.product_id, "added_at": item.added_at, **item.details})
+                             for item in items)
+    return out
 
 
 def _merge(recipients: dict[Any, Recipient], found: Iterable[Recipient]) -> None:
@@ -474,49 +514,146 @@ def outbox_rows(result: Plan, campaigns: Iterable[Campaign], now: datetime) -> l
     return rows
 
 
-def tick(shop: Shop, now: datetime, *, dry_run: bool = False) -> TickResult:
-    """Plan every enabled campaign of ``shop`` as of ``now`` and record the plan (unless ``dry_run``)."""
+def tick(shop: Shop, now: datetime, *, dry_run: bool = False, progress: bool = False) -> TickResult:
+    """Plan every enabled campaign of ``shop`` as of ``now`` and record the plan (unless ``dry_run``);
+    ``progress`` draws a bar on stderr: a step per campaign read, then planning and recording."""
+    from shopcrm._progress import bar
+
     when = to_utc_naive(now)
     store = shop.source.campaign_store()
     campaigns = [(Campaign.model_validate_json(document), saved) for _, document, saved in store.campaigns()]
     policy = shop.messaging_policy
-    with paused_gc():  # a broadcast allocates a few acyclic objects per customer; see paused_gc
-        state, occurrences = gather(shop, campaigns, when, policy)
+    with paused_gc(), bar(progress, total=sum(1 for c, _ in campaigns if c.enabled) + 2, desc="tick") as shown:
+        state, occurrences = gather(shop, campaigns, when, policy, step=lambda what: shown.step(f"reading {what}"))
+        shown.note("planning")
         result = plan([c for c, _ in campaigns], state, now=when, policy=policy)
         rows = outbox_rows(result, [c for c, _ in campaigns], when)
+        shown.step(f"planned {len(result.messages):,}")
         del state
         if not dry_run:
             store.record(rows, occurrences, when)
-    return TickResult(now=when, plan=result, recorded=0 if dry_run else len(rows), occurrences=tuple(occurrences), dry_run=dry_run)
+        shown.step(f"recorded {len(rows):,} rows" if not dry_run else "dry run")
+    return TickResult(now=when, plan=result, recorded=0 if dry_run else len(rows), occurrences=tuple(occurrences), dry_run=dry_run,
+                      rows_by_status=dict(Counter(row.status for row in rows)))
 
 
-def preview_state(shop: Shop, campaign: Campaign, now: datetime) -> ShopState:
-    """The audience of ``campaign`` at ``now`` with contact points, and the planned messages caps count."""
+def preview_campaign(shop: Shop, campaign: Campaign, now: datetime, *, progress: bool = False) -> Preview:
+    """:func:`shopcrm.campaigns.preview` of ``campaign`` on the shop's data; ``progress`` draws a bar on
+    stderr (reading the audience, the templates' samples, then the funnel and the plan)."""
+    from shopcrm._progress import bar
+    from shopcrm.campaigns._preview import preview
+
+    with bar(progress, total=3, desc=f"preview {campaign.id}") as shown:
+        state = preview_state(shop, campaign, now, step=shown.step)
+        shown.note("funnel and plan")
+        found = preview(campaign, state, now=now, policy=shop.messaging_policy)
+        shown.step(f"{found.planned:,} planned")
+    return found
+
+
+def preview_state(shop: Shop, campaign: Campaign, now: datetime, *, step: Callable[[str], None] | None = None) -> ShopState:
+    """The audience of ``campaign`` at ``now`` with contact points, the planned messages caps count, and
+    what its templates read (each member's cart, a scenario's trigger event); ``step`` is told each read."""
+    done = step or (lambda _: None)
     reader = _Reader(shop, now)
     columns: RecipientColumns = shop.recipient_columns
     customer_columns = list(reader.schema.customers.columns)
     names = template_names(campaign, Renderer())
     wanted = [c for c in customer_columns if c in names]
     contact = [c for c in customer_columns if c in columns.names()]
-    data = reader.customer_columns(list(dict.fromkeys(["customer_id", *contact, *wanted])), reader.members(shop._resolve(campaign.audience)))
+    audience = reader.members(shop._resolve(campaign.audience))
+    schedule = campaign.schedule
+    if isinstance(schedule, Triggered):
+        # a scenario reaches only the audience members whose trigger event a tick at ``now`` still walks
+        since = now - scenario_span(schedule.steps) - campaign.max_delay
+        member = exp.column("customer_id", table="m", quoted=True)
+        audience = exp.select(member).from_(audience.subquery("m")).where(
+            member.isin(query=reader.triggered_ids(schedule.on, since)))
+    data = reader.customer_columns(list(dict.fromkeys(["customer_id", *contact, *wanted])), audience)
     with paused_gc():
         recipients = {r.customer_id: r for r in columns.recipients(data, now=now, attributes=wanted)}
     apply_opt_outs(shop, recipients, now)
     longest_cap = max((cap.per for cap in shop.messaging_policy.caps), default=timedelta(0))
     ledger = [_entry(r) for r in shop.source.campaign_store().planned_since(now - longest_cap)]
-    samples = {}
-    if "cart" in names:
-        samples = {cid: {"cart": _sample_cart(reader)} for cid in recipients}
+    done(f"audience {len(recipients):,}")
+    samples: dict[Any, dict[str, Any]] = {cid: {} for cid in recipients} if "cart" in names or "event" in names else {}
+    if "cart" in names:  # each member's current cart, as a tick reads it (an empty cart for those with none)
+        carts = _carts(reader, audience)
+        for cid in recipients:
+            samples[cid]["cart"] = carts.get(cid, ())
+    if "event" in names and isinstance(schedule, Triggered):
+        # previewed as a broadcast, a scenario's template still reads its trigger event: the customer's latest
+        for cid, props in _latest_events(reader, schedule.on, audience, list(recipients)).items():
+            samples[cid]["event"] = _Sample(props or {})
+    done("samples")
     return ShopState(recipients=recipients, audiences={campaign.id: list(recipients)}, ledger=ledger, contexts=samples)
 
 
-def _sample_cart(reader: _Reader) -> list[dict[str, Any]]:
-    query = exp.select(*[reader.col(c, "e") for c in reader.schema.events.columns]).from_(reader.events_table("e")).where(
-        reader.events_named([reader.shop.lifecycle_policy.cart_event], None)).order_by(
-        exp.Ordered(this=reader.col("ts", "e"), desc=True)).limit(1)
-    rows = reader.shop.source.fetch(query)
+class _Sample(Mapping[str, Any]):
+    """A read-only event (or cart item) a preview's templates read: hashable when its values are, so the
+    renderer's cache shares one rendering among customers whose names and samples are equal instead of
+    rendering every customer (a plain dict or list is unhashable and bypasses the cache)."""
+
+    __slots__ = ("_hash", "_items")
+
+    def __init__(self, values: Mapping[str, Any]) -> None:
+        self._items = dict(values)
+        self._hash: int | None = None
+
+    def __getitem__(self, key: str) -> Any:
+        return self._items[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __hash__(self) -> int:
+        if self._hash is None:
+            self._hash = hash(tuple(self._items.items()))  # TypeError for nested JSON: the renderer then renders
+        return self._hash
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Mapping) and self._items == dict(other)
+
+    def __repr__(self) -> str:
+        return repr(self._items)
+
+
+def _latest_events(
+    reader: _Reader, name: str, ids: exp.Select | Sequence[Any], customers: Iterable[Any],
+) -> dict[Any, dict[str, Any] | None]:
+    """For each of ``customers``, the properties of their latest ``name`` event, read for all of ``ids`` in one
+    query keyed by customer (a window over their events; IN lists of 1,000 ids at most), never one query per
+    customer; a customer without one gets the shop's latest ``name`` event (``None`` if there is none), so a
+    template that reads it renders as it would for a customer who has one."""
     names = list(reader.schema.events.columns)
-    return [{"product_id": None, "added_at": None, **_properties(dict(zip(names, row, strict=True)))} for row in rows]
+    latest: dict[Any, dict[str, Any]] = {}
+    ranked = exp.Window(
+        this=exp.RowNumber(),
+        partition_by=[reader.col("customer_id", "e")],
+        order=exp.Order(expressions=[exp.Ordered(this=reader.col("ts", "e"), desc=True)]),
+    )
+    for condition in reader._in("e", ids):
+        inner = exp.select(*[reader.col(c, "e") for c in names], exp.alias_(ranked, "shopcrm_rank")).from_(
+            reader.events_table("e")).where(exp.and_(reader.events_named([name], None), condition))
+        query = exp.select(*[exp.column(c, table="r", quoted=True) for c in names]).from_(inner.subquery("r")).where(
+            exp.EQ(this=exp.column("shopcrm_rank", table="r"), expression=exp.Literal.number(1)))
+        for row in reader.shop.source.fetch(query):
+            event = dict(zip(names, row, strict=True))
+            latest[event["customer_id"]] = _properties(event)
+    wanted = list(customers)
+    fallback = _latest_event(reader, name) if any(cid not in latest for cid in wanted) else None
+    return {cid: latest.get(cid, fallback) for cid in wanted}
+
+
+def _latest_event(reader: _Reader, name: str) -> dict[str, Any] | None:
+    """The properties of the shop's latest ``name`` event (one query), or ``None``."""
+    query = exp.select(*[reader.col(c, "e") for c in reader.schema.events.columns]).from_(reader.events_table("e")).where(
+        reader.events_named([name], None)).order_by(exp.Ordered(this=reader.col("ts", "e"), desc=True)).limit(1)
+    rows = reader.shop.source.fetch(query)
+    return _properties(dict(zip(reader.schema.events.columns, rows[0], strict=True))) if rows else None
 
 
 def sample_recipients(
@@ -543,13 +680,11 @@ def sample_recipients(
         for row in reader.customers(columns, longest):
             picked[row["customer_id"]] = row
     recipients = [shop.recipient_columns.recipient(row, now=now) for row in picked.values()]
-    event = None
     schedule = campaign.schedule
-    if isinstance(schedule, Triggered):
-        query = exp.select(*[reader.col(c, "e") for c in reader.schema.events.columns]).from_(reader.events_table("e")).where(
-            reader.events_named([schedule.on], None)).order_by(exp.Ordered(this=reader.col("ts", "e"), desc=True)).limit(1)
-        rows = shop.source.fetch(query)
-        if rows:
-            event = _properties(dict(zip(reader.schema.events.columns, rows[0], strict=True)))
-    contexts = {r.customer_id: {"cart": _sample_cart(reader)} for r in recipients} if "cart" in names else {}
+    event = _latest_event(reader, schedule.on) if isinstance(schedule, Triggered) else None
+    ids = [r.customer_id for r in recipients]
+    contexts: dict[Any, dict[str, Any]] = {}
+    if "cart" in names and ids:
+        contexts = {cid: {"cart": [] if props is None else [{"product_id": None, "added_at": None, **props}]}
+                    for cid, props in _latest_events(reader, shop.lifecycle_policy.cart_event, ids, ids).items()}
     return recipients, event, contexts

@@ -17,8 +17,8 @@ from typing import Any
 
 import attrs
 
-from shopcrm.campaigns._models import Campaign, OneOff, Send
-from shopcrm.campaigns._planner import Plan, ShopState, _Planner, bucket, paused_gc
+from shopcrm.campaigns._models import Campaign, OneOff, Send, Triggered
+from shopcrm.campaigns._planner import Plan, ShopState, _Planner, bucket, paused_gc, scenario_span
 from shopcrm.campaigns._policy import MessagingPolicy
 from shopcrm.timeline import to_utc_naive
 
@@ -59,6 +59,11 @@ class Preview:
     holdout: int
     suppressed: dict[str, int]
     estimated_cost: float
+    #: a scenario is previewed for the audience members whose trigger event is at or after this instant
+    #: (those a tick at ``now`` still walks); ``None`` for a broadcast
+    triggered_since: datetime | None = None
+    #: the messages already in the outbox that the frequency caps counted (planned within the longest cap)
+    ledger: int = 0
 
     @property
     def planned(self) -> int:
@@ -73,7 +78,9 @@ class Preview:
     def __str__(self) -> str:
         width = max(len(s) for s in _STAGES)
         head = f"{'':<{width}}" + "".join(f"{f.channel:>15}" for f in self.funnels)
-        lines = [f"preview of {self.campaign_id} at {self.now:%Y-%m-%d %H:%M} UTC: audience {self.audience:,}", head]
+        lines = [f"preview of {self.campaign_id} at {self.now:%Y-%m-%d %H:%M} UTC: audience {self.audience:,}"
+                 + (f" (members whose trigger event is at or after {self.triggered_since:%Y-%m-%d %H:%M} UTC)"
+                    if self.triggered_since is not None else ""), head]
         for stage in _STAGES:
             lines.append(f"{stage:<{width}}" + "".join(f"{getattr(f, stage):>15,}" for f in self.funnels))
         by_kind = ", ".join(f"{k} {v:,}" for k, v in sorted(self.planned_by_kind.items())) or "none"
@@ -83,6 +90,8 @@ class Preview:
             from shopcrm.labels import label
 
             lines.append("left out: " + ", ".join(f"{label('reason', k)} {v:,}" for k, v in sorted(self.suppressed.items())))
+        lines.append(f"caps counted the {self.ledger:,} messages already in the outbox; a tick also counts what "
+                     "campaigns planned before this one in the same tick (higher priority) take, so it can plan fewer")
         return "\n".join(lines)
 
     def _repr_html_(self) -> str:
@@ -98,7 +107,10 @@ class Preview:
 def preview(campaign: Campaign, state: ShopState, *, now: datetime, policy: MessagingPolicy | None = None) -> Preview:
     """The audience funnel of ``campaign`` if it were sent at ``now`` to ``state.audiences[campaign.id]``.
 
-    A triggered campaign is previewed as a broadcast of its first send step to its audience.
+    A triggered campaign is previewed as a broadcast of its first send step to its audience (the shell gives
+    the members whose trigger event a tick at ``now`` still walks: see :attr:`Preview.triggered_since`).
+    Frequency caps count ``state.ledger`` (the messages already planned), not what other campaigns would plan
+    in the same tick: a tick plans campaigns by priority, so one of lower priority may find caps taken.
     """
     with paused_gc():
         return _preview(campaign, state, to_utc_naive(now), policy or MessagingPolicy())
@@ -153,4 +165,7 @@ def _preview(campaign: Campaign, state: ShopState, when: datetime, rules: Messag
         holdout=reasons.pop("holdout", 0),
         suppressed=dict(reasons),
         estimated_cost=sum(m.estimated_cost for m in result.messages),
+        triggered_since=(when - scenario_span(campaign.schedule.steps) - campaign.max_delay
+                         if isinstance(campaign.schedule, Triggered) else None),
+        ledger=len(state.ledger),
     )

@@ -38,7 +38,7 @@ SEED_RULES: dict[str, dict[str, Any]] = {
         "within": {"ago": {"gte": "1d", "lt": "7d"}},
         "not_followed_by": {"performed": "order_completed"},
     },
-    "lapsed_90d": {
+    "buyers_no_session_90d": {
         "and": [
             {"performed": "order_completed"},
             {"not": {"performed": "session_started", "within": {"last": "90d"}}},
@@ -67,7 +67,7 @@ LABELS = {
     "vip_spenders": "90일 30만원 이상 구매 (VIP spend)",
     "signup_dropoff": "가입 후 미구매 1-7일 (signup drop-off)",
     "cart_abandoned": "장바구니 이탈 1-7일 (abandoned cart)",
-    "lapsed_90d": "90일 미방문 구매자 (lapsed)",
+    "buyers_no_session_90d": "구매 고객 중 90일 세션 없음 (not the lifecycle 'lapsed')",
     "cooling_off_buyers": "재구매 고객 30-60일 미방문 (cooling off)",
     "seoul_gold_kakao": "서울 골드/VIP 카카오 수신동의",
     "vip_holdout_10pct": "VIP 10% 대조군 (holdout)",
@@ -92,8 +92,10 @@ def run(
     seed: int = 0,
     now: datetime | None = None,
     out: Callable[[str], None] = print,
+    progress: bool = False,
 ) -> None:
-    """Build the demo shop in a DuckDB file and print each example segment's audience."""
+    """Build the demo shop in a DuckDB file and print each example segment's audience; ``progress`` draws
+    bars on stderr for the loads, the preview and the tick."""
     from shopcrm.shop import Shop
 
     when = now or DEMO_NOW
@@ -106,8 +108,8 @@ def run(
     generated = time.perf_counter() - started
     with Shop.open(path) as shop:
         started = time.perf_counter()
-        shop.load_customers(demo.customers)
-        shop.load_events(demo.events)
+        shop.load_customers(demo.customers, progress=progress)
+        shop.load_events(demo.events, progress=progress)
         loaded = time.perf_counter() - started
         out(f"shopcrm demo shop: {demo.customers.num_rows:,} customers, {demo.events.num_rows:,} events -> {path}")
         out(f"  generated in {generated:.2f}s, loaded in {loaded:.2f}s; segments as of {when.isoformat()}")
@@ -129,13 +131,17 @@ def run(
         summary = shop.lifecycle_summary(now=when)
         out(f"Lifecycle dashboard (shop.lifecycle_summary, {time.perf_counter() - started:.2f}s):")
         out(str(summary))
+        out("  (the moment 'lapsed' is no activity of any kind -- session, view, cart, order -- for 90 days, buyers or"
+            " not; the segment buyers_no_session_90d is buyers with no session_started for 90 days)")
         out("")
-        _campaigns(shop, when, out)
+        _campaigns(shop, when, out, progress)
         out("")
-        out(f"Open it again: shopcrm.Shop.open({path!r}).count({{'in_segment': 'vip_spenders'}}, now=...)")
+        out("Open it again (in Python):")
+        out(f"  import datetime, shopcrm; shopcrm.Shop.open({path!r}).count({{'in_segment': 'vip_spenders'}}, "
+            f"now={when!r})")
 
 
-def _campaigns(shop: Any, when: datetime, out: Callable[[str], None]) -> None:
+def _campaigns(shop: Any, when: datetime, out: Callable[[str], None], progress: bool = False) -> None:
     """Enable the playbooks, preview a broadcast, and run the morning's tick (nothing is sent: the outbox fills)."""
     from datetime import timedelta
 
@@ -154,9 +160,18 @@ def _campaigns(shop: Any, when: datetime, out: Callable[[str], None]) -> None:
     }, now=when - timedelta(days=1))
     morning = when + timedelta(hours=1)  # 10:00 in Seoul
     out(f"Campaigns: {len(PLAYBOOKS)} playbooks enabled and one broadcast saved; its audience preview:")
-    out(str(shop.preview(sale.id, now=morning)))
+    previewed = shop.preview(sale.id, now=morning, progress=progress)
+    out(str(previewed))
     out("")
     started = time.perf_counter()
-    result = shop.tick(now=morning)
+    result = shop.tick(now=morning, progress=progress)
     out(f"The 10:00 tick (shop.tick, {time.perf_counter() - started:.2f}s; the outbox holds the plan for the dispatcher):")
     out(str(result))
+    counts = result.by_campaign().get(sale.id, {})
+    planned = counts.get("planned", 0)
+    if planned != previewed.planned:
+        # the preview counted caps against the outbox as it was; the tick planned the playbooks (higher priority) first
+        out(f"  {sale.id}: the preview promised {previewed.planned:,} messages and the tick planned {planned:,}: the "
+            f"playbooks, planned first in the same tick (higher priority), had used the frequency caps of "
+            f"{counts.get('capped', 0):,} of its customers ({previewed.holdout - counts.get('holdout', 0):,} of them "
+            f"in the holdout).")

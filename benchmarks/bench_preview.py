@@ -1,0 +1,84 @@
+"""Preview and tick at audience scale, at two shop sizes side by side (issue 12, item 6).
+
+    python benchmarks/bench_preview.py                       # 100k and 1M customers
+    python benchmarks/bench_preview.py --sizes 20000 100000
+    python benchmarks/bench_preview.py --quick               # 2k and 20k
+
+For each size: the demo shop (the synthetic generator, cached as Parquet like the other benchmarks) loaded
+into a DuckDB file, the eleven playbooks enabled two days before and the demo's VIP broadcast saved, then,
+one run each: ``shop.preview("cart_reminder")`` (a scenario whose templates read the trigger event and the
+cart), ``shop.preview("vip_winter_sale")`` (a broadcast to the VIP segment), and the morning's
+``shop.tick``.  Times grow with what is planned, not with one query per recipient.  Never fails on timing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from datetime import timedelta
+from pathlib import Path
+
+from bench_segments import dataset, peak_rss_mib
+
+import shopcrm
+from shopcrm.campaigns import PLAYBOOKS, MessagingPolicy
+from shopcrm.demo import DEMO_NOW
+
+MORNING = DEMO_NOW + timedelta(hours=1)  # 10:00 in Seoul
+POLICY = MessagingPolicy(sender_name="모아샵", sender_contact="1588-0000", opt_out_number="080-000-0000")
+SALE = {
+    "id": "vip_winter_sale", "name": "VIP 겨울 세일", "purpose": "advertising", "holdout_percent": 10,
+    "audience": {"aggregate": "sum", "of": "amount", "performed": "order_completed", "within": {"last": "90d"},
+                 "gte": 300000},
+    "channels": ["brand_message", "sms"],
+    "variants": [{"name": "a", "content": {"text": "{{ name|은는 }} VIP 겨울 세일 대상이에요. 20% 할인 쿠폰을 드려요."}},
+                 {"name": "b", "content": {"text": "{{ name }}님, VIP 고객님께만 오늘 20% 할인!"}}],
+    "schedule": {"kind": "one_off", "at": "2026-11-24T10:00:00"},
+}
+
+
+def measure(scale: int, folder: Path) -> dict[str, str]:
+    customers, events = dataset(scale)
+    out: dict[str, str] = {}
+    with shopcrm.Shop.open(folder / f"shop-{scale}.duckdb") as shop:
+        started = time.perf_counter()
+        shop.load_customers(customers)
+        shop.load_events(events)
+        out["load customers + events (Parquet)"] = f"{time.perf_counter() - started:.2f} s"
+        shop.messaging_policy = POLICY
+        started = time.perf_counter()
+        for name in PLAYBOOKS:
+            shop.enable_playbook(name, now=DEMO_NOW - timedelta(days=2))
+        shop.save_campaign(SALE, now=DEMO_NOW - timedelta(days=1))
+        out["save 11 playbooks + 1 broadcast (checked)"] = f"{time.perf_counter() - started:.2f} s"
+        for campaign in ("cart_reminder", "vip_winter_sale"):
+            started = time.perf_counter()
+            preview = shop.preview(campaign, now=MORNING)
+            elapsed = time.perf_counter() - started
+            out[f"preview {campaign}"] = f"{elapsed:.2f} s ({preview.audience:,} -> {preview.planned:,})"
+        started = time.perf_counter()
+        result = shop.tick(now=MORNING)
+        out["tick (all campaigns, recorded)"] = f"{time.perf_counter() - started:.2f} s ({len(result.messages):,} planned)"
+    out["peak RSS so far"] = f"{peak_rss_mib():,.0f} MiB"
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs=2, default=[100_000, 1_000_000], metavar="N")
+    parser.add_argument("--quick", action="store_true", help="2,000 and 20,000 customers")
+    parser.add_argument("--scale", type=int, help="(nox -s bench passes it) the larger size; the smaller is a tenth")
+    args = parser.parse_args()
+    sizes = [2_000, 20_000] if args.quick else [args.scale // 10, args.scale] if args.scale else list(args.sizes)
+    with tempfile.TemporaryDirectory() as tmp:
+        results = {size: measure(size, Path(tmp)) for size in sizes}
+    rows = list(results[sizes[0]])
+    width = max(len(r) for r in rows)
+    print(f"{'':<{width}}" + "".join(f"{f'{s:,} customers':>34}" for s in sizes))
+    for row in rows:
+        print(f"{row:<{width}}" + "".join(f"{results[s][row]:>34}" for s in sizes))
+
+
+if __name__ == "__main__":
+    main()
