@@ -26,6 +26,7 @@ from shopcrm.explain import Explanation
 from shopcrm.labels import set_locale
 from shopcrm.lifecycle import LifecyclePolicy
 from shopcrm.mapping import CustomersMap, EventsMap, Mapping
+from shopcrm.measurement import AttributionPolicy
 from shopcrm.notebook import Breakdown, Overlap, Trend
 from shopcrm.recipients import RecipientColumns
 from shopcrm.reference import evaluate
@@ -38,6 +39,7 @@ from shopcrm.sources.urls import connect
 from shopcrm.ticking import TickResult
 
 __all__ = [
+    "AttributionPolicy",
     "Breakdown",
     "CampaignError",
     "CampaignWarning",

@@ -37,6 +37,7 @@ from shopcrm.timeline import to_utc_naive
 
 if TYPE_CHECKING:  # issue 12: checks
     from shopcrm.checks import CheckReport, SeenEvent
+    from shopcrm.measurement import AttributionPolicy  # issue 13: attribution
 
 __all__ = ["Shop"]
 
@@ -118,6 +119,24 @@ class Shop:
     def recipient_columns(self, columns: RecipientColumns) -> None:
         self.settings.put("recipient_columns", columns.to_dict())
         self._recipient_columns = columns
+
+    # -- issue 13 (attribution): the attribution policy stored with the shop --------------------------------
+    @property
+    def attribution_policy(self) -> AttributionPolicy:
+        """The conversion event, revenue property and the channels' click and receipt windows (the saved
+        ``attribution_policy`` setting, else the defaults); assigning one saves it with the shop."""
+        from shopcrm.measurement import AttributionPolicy
+
+        policy = getattr(self, "_attribution_policy", None)
+        if policy is None:
+            policy = self._stored("attribution_policy", AttributionPolicy) or AttributionPolicy()
+            self._attribution_policy = policy
+        return policy
+
+    @attribution_policy.setter
+    def attribution_policy(self, policy: AttributionPolicy) -> None:
+        self.settings.put("attribution_policy", policy.to_dict())
+        self._attribution_policy = policy
 
     def save_settings(self) -> None:
         """Save the messaging policy, recipient columns and lifecycle policy in use (e.g. ones given to the
