@@ -192,6 +192,11 @@ def test_each_conversion_is_attributed_once_and_a_later_covering_click_takes_the
     clicks = [Click(message_key="m1", clicked_at=T0), Click(message_key="m2", clicked_at=T0 + 2 * DAY)]
     credits = attribute(sends, clicks, [order(T0 + timedelta(hours=1), 100), order(T0 + 3 * DAY, 200)])
     assert sorted((c.send.message_key, c.conversion.revenue) for c in credits.attributed) == [("m1", 100), ("m2", 200)]
+    assert credits.attributed_rows() == [(("c1", T0 + timedelta(hours=1), 100.0, 0), "m1"),
+                                         (("c1", T0 + 3 * DAY, 200.0, 0), "m2")]
+    keyed = attribute(sends, clicks, [order(T0 + timedelta(hours=1), 100, order_id=7)])
+    assert keyed.attributed_rows() == [(("c1", "7"), "m1")]
+    assert keyed.receipt_rows() == [(("c1", "7"), "m1")]
 
 
 def test_duplicate_message_keys_are_refused() -> None:

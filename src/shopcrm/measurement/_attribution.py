@@ -83,6 +83,14 @@ class Conversion:
     order_id: str | None = None
     seq: int = 0
 
+    @property
+    def key(self) -> tuple[Any, ...]:
+        """The conversion's identity, for comparing credited rows with another engine's:
+        ``(customer_id, order_id)`` for an order, ``(customer_id, ts, revenue, seq)`` without one."""
+        if self.order_id is not None:
+            return (self.customer_id, self.order_id)
+        return (self.customer_id, self.ts, self.revenue, self.seq)
+
 
 @attrs.frozen
 class Credit:
@@ -116,6 +124,15 @@ class Credits:
     conversions: tuple[Conversion, ...]
     attributed: tuple[Credit, ...]
     receipts: tuple[Credit, ...]
+
+    def attributed_rows(self) -> list[tuple[tuple[Any, ...], str]]:
+        """``(conversion key, message key)`` per attributed conversion, sorted: the rows an engine's
+        attribution must equal."""
+        return sorted(((c.conversion.key, c.send.message_key) for c in self.attributed), key=repr)
+
+    def receipt_rows(self) -> list[tuple[tuple[Any, ...], str]]:
+        """``(conversion key, message key)`` per send whose receipt window covered a conversion, sorted."""
+        return sorted(((c.conversion.key, c.send.message_key) for c in self.receipts), key=repr)
 
 
 def _revenue(value: Any) -> float:
