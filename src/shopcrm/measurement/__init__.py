@@ -1,0 +1,1 @@
+"""Campaign measurement: clicks, conversions, credit, cost and lift (see docs/measurement-statistics.md)."""
