@@ -263,6 +263,7 @@ def test_sequential_mode_reports_confidence_sequences_and_no_p_values() -> None:
     b = sequential.comparison("B")
     assert b.p_value is None
     assert b.adjusted_p_value is None
+    assert sequential.chi_square_p_value is None
     assert b.absolute_interval is not None
     # Howard et al.'s normal-mixture boundary, written out: rho^2 tuned for 10,000 members
     alpha = 0.05

@@ -606,7 +606,7 @@ class ABTest:
         if self.chi_square_p_value is not None:
             rows.append(("all variants", f"chi-square {self.chi_square:.3g}, p = {self.chi_square_p_value:.3g}"))
         else:
-            rows.append(("all variants", f"no chi-square ({self.chi_square_note})"))
+            rows.append(("all variants", f"no chi-square: {self.chi_square_note}"))
         rows.append(("winner", self.winner or "none"))
         return rows
 
@@ -656,7 +656,7 @@ def ab_test(
     ``variants`` maps each name to ``(members, conversions)`` or ``(members, conversions, revenue)``
     where revenue is one value per member or :class:`RevenueStats`. With ``sequential=True`` the
     intervals are always-valid confidence sequences (Bonferroni over the comparisons), safe to look
-    at every day; p-values, which are not, are then left out.
+    at every day; p-values and the chi-square, which are not, are then left out.
     """
     confidence = _check_confidence(confidence)
     if control not in variants:
@@ -677,7 +677,9 @@ def ab_test(
     table = [[conv, n - conv] for n, conv, _ in data.values()]
     chi2 = chi2_p = None
     chi2_note = None
-    if sum(row[0] for row in table) == 0 or sum(row[1] for row in table) == 0:
+    if sequential:
+        chi2_note = "a fixed-horizon test, left out in sequential mode"
+    elif sum(row[0] for row in table) == 0 or sum(row[1] for row in table) == 0:
         chi2_note = "every member converted or none did; nothing to compare"
     elif any(n == 0 for n, _, _ in data.values()):
         chi2_note = "a variant has no members"
