@@ -327,3 +327,21 @@ def test_sample_size_matches_the_arcsine_formula() -> None:
         sample_size(0.6, 1.0)
     with pytest.raises(ValueError, match="cannot be 0"):
         sample_size(0.05, 0)
+
+
+def test_counts_and_sums_from_numpy_or_a_database_are_accepted() -> None:
+    from decimal import Decimal
+
+    plain = lift(9000, 540, 1000, 40, treated_revenue=RevenueStats(9000, 16_200_000.0, 5.9e11),
+                 holdout_revenue=RevenueStats(1000, 1_200_000.0, 4.3e10))
+    typed = lift(np.int64(9000), np.int64(540), np.int32(1000), np.int64(40),  # type: ignore[arg-type]
+                 treated_revenue=RevenueStats(np.int64(9000), Decimal("16200000"), Decimal("5.9e11")),  # type: ignore[arg-type]
+                 holdout_revenue=RevenueStats(1000, Decimal("1200000.00"), Decimal("43000000000")))  # type: ignore[arg-type]
+    assert typed == plain
+    assert type(typed.treated_n) is int
+    with pytest.raises(ValueError, match="whole number"):
+        lift(9000.5, 5, 100, 5)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="whole number"):
+        lift(True, 1, 100, 5)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="RevenueStats: n must be a whole number"):
+        RevenueStats(-1, 0.0, 0.0)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import html
 import math
+import operator
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -109,16 +110,28 @@ def _check_confidence(confidence: float) -> float:
     return float(confidence)
 
 
-def _check_counts(label: str, n: int, conversions: int) -> None:
-    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-        raise ValueError(f"{label}: the number of members must be a whole number >= 0; got {n!r}")
-    if isinstance(conversions, bool) or not isinstance(conversions, int) or conversions < 0:
-        raise ValueError(f"{label}: conversions must be a whole number >= 0; got {conversions!r}")
+def _whole(label: str, what: str, value: Any) -> int:
+    """A count as a Python int (numpy and database integers welcome), or a clear error."""
+    if isinstance(value, bool):
+        raise ValueError(f"{label}: {what} must be a whole number >= 0; got {value!r}")
+    try:
+        number = operator.index(value)
+    except TypeError:
+        raise ValueError(f"{label}: {what} must be a whole number >= 0; got {value!r}") from None
+    if number < 0:
+        raise ValueError(f"{label}: {what} must be a whole number >= 0; got {value!r}")
+    return number
+
+
+def _check_counts(label: str, n: Any, conversions: Any) -> tuple[int, int]:
+    n = _whole(label, "the number of members", n)
+    conversions = _whole(label, "conversions", conversions)
     if conversions > n:
         raise ValueError(
             f"{label}: {conversions} conversions among {n} members; a member converts at most once "
             "(count converted members, not orders)"
         )
+    return n, conversions
 
 
 def _div(numerator: float | None, denominator: float | None) -> float | None:
@@ -133,8 +146,8 @@ def _num(value: float | None, *, percent: bool = False, digits: int = 4) -> str:
         return "-"
     if percent:
         return f"{value * 100:.{max(digits - 2, 1)}f}%"
-    if value == int(value) and abs(value) < 1e15:
-        return f"{int(value):,}"
+    if abs(value) < 1e15 and abs(value - round(value)) < 1e-9 * max(1.0, abs(value)):
+        return f"{round(value):,}"
     return f"{value:,.{digits}g}" if abs(value) < 1 else f"{value:,.2f}"
 
 
@@ -188,6 +201,10 @@ def _interval_text(interval: Interval | None, note: str | None, *, percent: bool
     return f"undefined ({note})" if note else "-"
 
 
+def _revenue_n(value: Any) -> int:
+    return _whole("RevenueStats", "n", value)
+
+
 @attrs.frozen
 class RevenueStats:
     """Revenue of one group as sufficient statistics: members ``n``, ``total`` and ``sum_squares``.
@@ -197,13 +214,11 @@ class RevenueStats:
     from one value per member.
     """
 
-    n: int
-    total: float
-    sum_squares: float
+    n: int = attrs.field(converter=_revenue_n)
+    total: float = attrs.field(converter=float)
+    sum_squares: float = attrs.field(converter=float)
 
     def __attrs_post_init__(self) -> None:
-        if isinstance(self.n, bool) or not isinstance(self.n, int) or self.n < 0:
-            raise ValueError(f"RevenueStats.n must be a whole number >= 0; got {self.n!r}")
         if self.sum_squares < 0:
             raise ValueError(f"RevenueStats.sum_squares cannot be negative; got {self.sum_squares!r}")
 
@@ -381,8 +396,8 @@ def lift(
     :class:`RevenueStats`; ``cost`` is the cost of the treatment's sends (for iROAS).
     """
     confidence = _check_confidence(confidence)
-    _check_counts("treated", treated_n, treated_conversions)
-    _check_counts("holdout", holdout_n, holdout_conversions)
+    treated_n, treated_conversions = _check_counts("treated", treated_n, treated_conversions)
+    holdout_n, holdout_conversions = _check_counts("holdout", holdout_n, holdout_conversions)
     if cost is not None and cost < 0:
         raise ValueError(f"cost cannot be negative; got {cost!r}")
     rate_t = _div(treated_conversions, treated_n)
@@ -468,8 +483,8 @@ def sample_ratio_mismatch(treated_n: int, holdout_n: int, holdout_share: float) 
     Flags p < 0.001. No test when the share is 0 or 1 (any split but the configured one is then a
     bug, not chance) or when there are no members.
     """
-    _check_counts("treated", treated_n, 0)
-    _check_counts("holdout", holdout_n, 0)
+    treated_n, _ = _check_counts("treated", treated_n, 0)
+    holdout_n, _ = _check_counts("holdout", holdout_n, 0)
     if not 0.0 <= holdout_share <= 1.0:
         raise ValueError(f"holdout_share is a fraction between 0 and 1 (0.1 for 10%); got {holdout_share!r}")
     total = treated_n + holdout_n
@@ -637,8 +652,7 @@ def _unpack(name: str, value: Sequence[Any]) -> tuple[int, int, RevenueStats | N
         raise ValueError(
             f"variant {name!r}: give (members, conversions) or (members, conversions, revenue); got {value!r}"
         )
-    n, conversions = value[0], value[1]
-    _check_counts(f"variant {name!r}", n, conversions)
+    n, conversions = _check_counts(f"variant {name!r}", value[0], value[1])
     revenue = _revenue(f"variant {name!r}", value[2], n) if len(value) == 3 else None
     return n, conversions, revenue
 
@@ -769,7 +783,7 @@ def _sequential_revenue(
         return attrs.evolve(fixed, p_value=None)
     se = math.sqrt(var_a / a.n + var_b / b.n)
     if se == 0:
-        return attrs.evolve(fixed, interval=None, p_value=None)
+        return attrs.evolve(fixed, interval=None, p_value=None, note="no member's revenue differs from another's")
     half = float(sequential_half_width(se, a.n + b.n, confidence=1 - alpha, tuning=tuning))
     interval = Interval(fixed.difference - half, fixed.difference + half, confidence, "confidence sequence")
     return attrs.evolve(fixed, interval=interval, p_value=None)
