@@ -644,9 +644,6 @@ class ABTest:
         return _to_dict(self)
 
 
-VariantInput = tuple[int, int] | tuple[int, int, RevenueInput | None]
-
-
 def _unpack(name: str, value: Sequence[Any]) -> tuple[int, int, RevenueStats | None]:
     if not isinstance(value, tuple | list) or len(value) not in (2, 3):
         raise ValueError(
