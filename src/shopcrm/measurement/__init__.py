@@ -2,7 +2,8 @@
 
 :func:`attribute` is the executable meaning of the two attribution models, over plain values; every SQL
 compilation of the campaign report must agree with it.  :class:`AttributionPolicy` names the conversion
-event and the channels' windows (stored with the shop as ``shop.attribution_policy``).
+event and the channels' windows (stored with the shop as ``shop.attribution_policy``).  :mod:`.stats` holds
+the lift, sample-ratio and A/B statistics (scipy and statsmodels, the ``measurement`` extra, imported when used).
 """
 
 from shopcrm.measurement._attribution import (
@@ -26,9 +27,27 @@ from shopcrm.measurement._policy import (
     OTHER_CHANNELS,
     AttributionPolicy,
 )
+from shopcrm.measurement.stats import (
+    ABTest,
+    Lift,
+    RevenueStats,
+    SampleRatioMismatch,
+    ab_test,
+    lift,
+    sample_ratio_mismatch,
+    sample_size,
+)
 
 __all__ = [
     "BREAKDOWNS",
+    "ABTest",
+    "Lift",
+    "RevenueStats",
+    "SampleRatioMismatch",
+    "ab_test",
+    "lift",
+    "sample_ratio_mismatch",
+    "sample_size",
     "DEFAULT_CLICK_WINDOWS",
     "DEFAULT_RECEIPT_WINDOWS",
     "OTHER_CHANNELS",
