@@ -18,7 +18,7 @@ import attrs
 
 from shopcrm.campaigns._templates import Decorations
 
-__all__ = ["DEFAULT_PRICES", "CONSENT_GROUP", "Cap", "MessagingPolicy", "Window", "local", "utc"]
+__all__ = ["DEFAULT_PRICES", "CONSENT_GROUP", "PRICE_KEYS", "Cap", "MessagingPolicy", "Window", "local", "utc"]
 
 #: KRW per message, VAT excluded: Hackle's list prices of January 2026 (see docs/channels.md, "Cost"), keyed by the
 #: kind that carried the message (``brand_message`` is the price to channel friends, ``brand_message_non_friend``
