@@ -19,8 +19,7 @@ import pytest
 
 from shopcrm import Shop
 from shopcrm.campaigns import MessagingPolicy
-from shopcrm.channels import Accepted, Channel, Message, Rejected, SendResult, SolapiChannel
-from shopcrm.channels._base import KINDS
+from shopcrm.channels import KINDS, Accepted, Channel, Message, Rejected, SendResult, SolapiChannel
 from shopcrm.dispatching import Dispatcher
 from shopcrm.sources._library import SCHEMA_VERSION
 
