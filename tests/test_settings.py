@@ -172,7 +172,7 @@ def test_an_older_store_is_upgraded_and_its_version_recorded(tmp_path: Path) -> 
     shop = Shop.from_dbapi(connection, dialect="sqlite")
     assert shop.source.campaign_store().sends() == []
     columns = [r[1] for r in connection.execute("PRAGMA table_info(shopcrm_sends)")]
-    assert columns[-2:] == ["batch_ref", "checks"]
+    assert columns[-6:] == ["batch_ref", "checks", "channel", "kind", "priced_as", "price_source"]
     [(document,)] = connection.execute("SELECT document FROM shopcrm_settings WHERE name = 'library'").fetchall()
     assert json.loads(document) == {"schema_version": SCHEMA_VERSION}
 
@@ -183,7 +183,7 @@ def test_a_store_newer_than_the_library_is_refused(tmp_path: Path) -> None:
         shop.messaging_policy = POLICY
         shop.source.con.execute("UPDATE shopcrm_settings SET document = '{\"schema_version\": 99}' WHERE name = 'library'")
     with pytest.raises(StoreVersionError, match=r"schema version 99, written by a newer shopcrm; this shopcrm "
-                                                r"\S+ understands version 2 at most: upgrade shopcrm"):
+                                                rf"\S+ understands version {SCHEMA_VERSION} at most: upgrade shopcrm"):
         Shop.open(path)
     with pytest.raises(StoreVersionError, match="schema version 99"):
         Shop.open(path, read_only=True)

@@ -16,7 +16,8 @@ One round:
    quiet hours defer, never send), let the channel **begin** the batch and record its reference (Solapi's group
    id) in the ledger while **renewing the lease** (``hand_over``: only rows still held go on), then **send**;
 4. **settle** each batch in ONE transaction with its outcome events: accepted -> ``sent`` (the provider's id and
-   cost); not taken (:class:`Transient`) -> ``retry`` after an exponential backoff with jitter (or the provider's
+   the price of the channel and kind that carried it: the provider's reported charge, else the policy's table,
+   recorded as ``priced_as`` and ``price_source``; see docs/channels.md "Cost"); not taken (:class:`Transient`) -> ``retry`` after an exponential backoff with jitter (or the provider's
    ``Retry-After``), until ``max_attempts``; may have been taken (:class:`Ambiguous`) -> asked at once with
    ``reconcile`` (never resent on a channel that does not deduplicate); rejected -> the next channel of the chain
    (``message_fallback``) or ``failed``.  Only rows this dispatcher still holds are written.  The events
@@ -517,11 +518,17 @@ class Dispatcher:
                                             purpose=planned.purpose if planned else "") if item else None
             when = report.at or now
             if report.delivered:
-                cost = row.cost if row.state == "sent" else self.policy.price(str(item.get("kind", "")))
+                cost, priced_as, source = row.cost, row.priced_as, row.price_source
+                channel, kind = row.channel, row.kind
+                if row.state != "sent" and message is not None:  # an unknown outcome now known taken: price it
+                    price, priced_as, source = self.price(message, None)
+                    cost, channel, kind = row.cost + price, message.channel, message.kind
                 settlement.rows.append(row._replace(state="delivered", provider_id=report.provider_id or row.provider_id,
-                                                    cost=cost, reason="", code=report.code, updated_at=now))
+                                                    cost=cost, reason="", code=report.code, updated_at=now, channel=channel,
+                                                    kind=kind, priced_as=priced_as, price_source=source))
                 settlement.events.append(self.event("message_delivered", row, planned, message, when,
-                                                    provider_id=report.provider_id, code=report.code))
+                                                    provider_id=report.provider_id, code=report.code, cost=cost,
+                                                    priced_as=priced_as, price_source=source))
                 changed["delivered"] += 1
                 continue
             reason = f"not delivered: {report.code} {report.reason}".strip()
@@ -570,10 +577,14 @@ class Dispatcher:
                                                 updated_at=now))
             return
         if isinstance(result, Accepted):
-            cost = result.cost if result.cost is not None else self.policy.price(message.kind)
-            settlement.events.append(self.event("message_sent", row, planned, message, now, cost=cost, provider_id=result.provider_id))
+            price, priced_as, source = self.price(message, result.cost)
+            cost = row.cost + price  # what failed attempts the provider charged for, plus the step that carried it
+            settlement.events.append(self.event("message_sent", row, planned, message, now, cost=cost, provider_id=result.provider_id,
+                                                priced_as=priced_as, price_source=source))
             self.outcomes["sent"] += 1
-            settlement.rows.append(self.final(row, "sent", now, provider_id=result.provider_id, cost=cost, code="", reason=""))
+            settlement.rows.append(self.final(row, "sent", now, provider_id=result.provider_id, cost=cost, code="", reason="",
+                                              channel=message.channel, kind=message.kind, priced_as=priced_as,
+                                              price_source=source))
             return
         if isinstance(result, Transient) and (recovering or row.attempts < self.retry.max_attempts):
             wait = self.retry.delay(row.attempts, result.retry_after, self.rng)
@@ -587,7 +598,20 @@ class Dispatcher:
         group = CONSENT_GROUP.get(message.channel)
         if result.opted_out and group is not None:  # K3: no more advertising on this channel's consent, at once
             settlement.opt_outs.append((row.customer_id, group, now, f"{message.channel}: {result.reason}"))
+        if isinstance(result, Rejected) and result.charge:  # a failed attempt the provider charged for (Kakao)
+            _, priced_as, _ = self.price(message, result.charge)
+            row = row._replace(cost=row.cost + float(result.charge), channel=message.channel, kind=message.kind,
+                               priced_as=priced_as, price_source="reported")
         settlement.rows.append(self.reject(row, planned, result.reason, now, settlement.events, message=message, code=result.code))
+
+    def price(self, message: Message, reported: float | None) -> tuple[float, str, str]:
+        """The price of ``message`` on the channel and kind carrying it: (price, priced as, source).  The
+        provider's ``reported`` charge wins (``reported``); else the messaging policy's table (``table``), a Brand
+        Message to a non-friend at the non-friend price (``brand_message:non_friend``)."""
+        price, priced_as = self.policy.priced(message.channel, message.kind, friend=message.friend is not False)
+        if reported is not None:
+            return float(reported), priced_as, "reported"
+        return price, priced_as, "table"
 
     def reject(
         self, row: SendRow, planned: OutboxRow | None, reason: str, now: datetime, events: list[dict[str, Any]],
@@ -619,5 +643,6 @@ class Dispatcher:
             "purpose": planned.purpose if planned else "", "cost": float(fields.pop("cost", 0.0) or 0.0),
             "provider_id": str(fields.pop("provider_id", "") or ""), "reason": str(fields.pop("reason", "") or ""),
             "code": str(fields.pop("code", "") or ""), "next_channel": str(fields.pop("next_channel", "") or ""),
+            "priced_as": str(fields.pop("priced_as", "") or ""), "price_source": str(fields.pop("price_source", "") or ""),
         }
 

@@ -455,8 +455,11 @@ class _MessageEncoder:
         return found[1]
 
     def __call__(self, message: PlannedMessage) -> str:
+        # a Brand Message item says whether its recipient is a channel friend (its targeting and price; i13-cost)
+        friend = f', "friend": {"true" if message.friend else "false"}'
         parts = [
-            f"{self.rendered(rendered)}, \"contact\": {_json_text(contact)}}}"
+            f"{self.rendered(rendered)}, \"contact\": {_json_text(contact)}"
+            f"{friend if rendered.channel == 'brand_message' else ''}}}"
             for rendered, contact in zip(message.chain, message.contacts, strict=True)
         ]
         return '{"chain": [' + ", ".join(parts) + "]}"

@@ -17,6 +17,7 @@ from shopcrm.campaigns import MessagingPolicy
 from shopcrm.channels import JsonlChannel
 from shopcrm.cli import main
 from shopcrm.dispatching import Dispatcher
+from shopcrm.sources._library import SCHEMA_VERSION
 
 NOW = datetime(2026, 11, 24, 1)
 POLICY = MessagingPolicy(sender_name="모아샵", sender_contact="1588-0000", opt_out_number="080-000-0000")
@@ -88,7 +89,7 @@ def test_library_tables_land_in_their_schema_and_match_the_printed_ddl(
     [(version,)] = pg.execute("SELECT document FROM crm12.shopcrm_settings WHERE name = 'library'").fetchall()
     pg.commit()
     assert count == 4
-    assert json.loads(version) == {"schema_version": 2}
+    assert json.loads(version) == {"schema_version": SCHEMA_VERSION}
     # the send ledger and delivery events in the schema too
     sms = JsonlChannel(tmp_path / "sms.jsonl")
     asyncio.run(Dispatcher(shop, {"sms": sms}, clock=lambda: NOW).run())

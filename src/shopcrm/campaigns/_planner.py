@@ -181,6 +181,8 @@ class PlannedMessage:
 
     #: whether a clock rule (quiet hours, channel sending hours) moved it past when it could otherwise go
     deferred: bool = False
+    #: whether the recipient is the Kakao channel's friend (prices and targets a Brand Message; i13-cost)
+    friend: bool = True
 
     @property
     def channel(self) -> str:
@@ -609,6 +611,7 @@ class _Planner:
             key=key, customer_id=customer_id, campaign_id=campaign.id, step=step.send, occurrence=occurrence,
             variant=variant.name, purpose=campaign.purpose, chain=rendered,
             contacts=tuple([recipient.contact(c) or "" for c in chain[:len(rendered)]]), due_at=due_at, send_at=send_at, deferred=send_at > earliest, estimated_cost=cost,
+            friend=recipient.kakao_friend,
         ))
         self.keys.add(key)
         self.caps.add(customer_id, campaign.purpose, chain[0], send_at)

@@ -18,9 +18,11 @@ import attrs
 
 from shopcrm.campaigns._templates import Decorations
 
-__all__ = ["DEFAULT_PRICES", "CONSENT_GROUP", "Cap", "MessagingPolicy", "Window", "local", "utc"]
+__all__ = ["DEFAULT_PRICES", "CONSENT_GROUP", "PRICE_KEYS", "Cap", "MessagingPolicy", "Window", "local", "utc"]
 
-#: KRW per message, VAT excluded (one provider's 2026-01 list; see docs); a provider's reported cost wins
+#: KRW per message, VAT excluded: Hackle's list prices of January 2026 (see docs/channels.md, "Cost"), keyed by the
+#: kind that carried the message (``brand_message`` is the price to channel friends, ``brand_message_non_friend``
+#: to marketing-consent users who are not); a provider's reported charge wins over the table
 DEFAULT_PRICES: dict[str, float] = {
     "alimtalk": 10, "sms": 12, "lms": 39, "mms": 90, "brand_message": 25, "brand_message_non_friend": 35,
     "email": 0, "push": 0, "webhook": 0,
@@ -89,6 +91,20 @@ class Cap:
         return f"{self.purpose}{'/' + self.channel if self.channel else ''}:{self.limit}/{span}"
 
 
+PRICE_KEYS = frozenset({"sms", "lms", "mms", "alimtalk", "brand_message", "brand_message_non_friend", "friendtalk",
+                        "email", "push", "webhook"})
+
+
+def _check_prices(prices: Mapping[str, float]) -> None:
+    unknown = sorted(set(prices) - PRICE_KEYS)
+    if unknown:
+        raise ValueError(f"MessagingPolicy.prices has no kind {', '.join(map(repr, unknown))}; price one of "
+                         f"{', '.join(sorted(PRICE_KEYS))}")
+    wrong = {k: v for k, v in prices.items() if isinstance(v, bool) or not isinstance(v, int | float) or v < 0}
+    if wrong:
+        raise ValueError(f"MessagingPolicy.prices must be numbers of 0 or more per message, not {wrong!r}")
+
+
 @attrs.frozen(kw_only=True)
 class MessagingPolicy:
     """The legal and policy rules the planner applies (and the dispatcher re-checks)."""
@@ -118,7 +134,10 @@ class MessagingPolicy:
     sender_contact: str = ""
     opt_out_number: str = ""
     unsubscribe_url: str = ""
-    prices: Mapping[str, float] = attrs.field(factory=lambda: dict(DEFAULT_PRICES))
+    #: KRW (or the jurisdiction's currency) per message by carrying kind: ``sms``, ``lms``, ``mms``, ``alimtalk``,
+    #: ``brand_message`` (to friends), ``brand_message_non_friend``, ``friendtalk``, ``email``, ``push``, ``webhook``;
+    #: a kind left out costs 0
+    prices: Mapping[str, float] = attrs.field(factory=lambda: dict(DEFAULT_PRICES), validator=lambda _, __, v: _check_prices(v))
 
     @classmethod
     def united_states(cls, **changes: object) -> MessagingPolicy:
@@ -152,9 +171,20 @@ class MessagingPolicy:
         )
 
     def price(self, kind: str, *, friend: bool = True) -> float:
-        if kind == "brand_message" and not friend:
+        """The table's price of one message of ``kind`` (a Brand Message to a non-friend at its own price);
+        a kind the table does not name costs 0."""
+        if kind in ("brand_message", "friendtalk") and not friend:
             return float(self.prices.get("brand_message_non_friend", self.prices.get("brand_message", 0)))
+        if kind == "friendtalk" and "friendtalk" not in self.prices:
+            return float(self.prices.get("brand_message", 0))
         return float(self.prices.get(kind, 0))
+
+    def priced(self, channel: str, kind: str, *, friend: bool = True) -> tuple[float, str]:
+        """The table's price of one message carried by ``channel`` as ``kind``, and what it was priced as:
+        ``"sms:lms"``, ``"alimtalk:alimtalk"``, ``"brand_message:friend"``, ``"brand_message:non_friend"``."""
+        if kind in ("brand_message", "friendtalk"):
+            return self.price(kind, friend=friend), f"{channel}:{'friend' if friend else 'non_friend'}"
+        return self.price(kind), f"{channel}:{kind}"
 
     def to_dict(self) -> dict[str, object]:
         """The policy as JSON-ready values (times as ``HH:MM:SS``, durations in seconds), for the settings table."""

@@ -4,7 +4,7 @@ A channel is small on purpose (the shape of an httpx transport): it says what it
 can carry, checks a message before it is sent, and sends a batch asynchronously,
 returning one result per message:
 
-- :class:`Accepted`: the provider took it (its message id, and the cost it reported);
+- :class:`Accepted`: the provider took it (its message id, and the charge it reported, if it reports one);
 - :class:`Rejected`: it will never be delivered on this channel (invalid number,
   template mismatch, opted out); the dispatcher moves to the next channel of the chain;
 - :class:`Transient`: **not taken**, safe to send again later (connection refused, 429/503 answered
@@ -68,6 +68,9 @@ class Message:
     #: the provider-side reference of the batch this message went out in (what :meth:`Channel.begin` returned
     #: and the ledger recorded), or "" when the channel prepares nothing
     batch_ref: str = ""
+    #: for a Brand Message: whether the recipient is the Kakao channel's friend (targeting ``I``) or a
+    #: marketing-consent user who is not (``M``), as the planner saw it; None when unknown or not Kakao
+    friend: bool | None = None
 
     @classmethod
     def from_rendered(cls, item: Mapping[str, Any], **fields: Any) -> Message:
@@ -78,7 +81,8 @@ class Message:
             variables=tuple(tuple(v) for v in item.get("variables") or ()),
             buttons=tuple(tuple(b) for b in item.get("buttons") or ()),
             headers=tuple(tuple(h) for h in item.get("headers") or ()),
-            image_url=item.get("image_url"), **fields,
+            image_url=item.get("image_url"),
+            friend=None if item.get("friend") is None else bool(item["friend"]), **fields,
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -87,7 +91,8 @@ class Message:
 
 @attrs.frozen
 class Accepted:
-    """The provider took the message: its id for it, and the cost it reported (None: use the price table)."""
+    """The provider took the message: its id for it, and the charge it reported for it (``cost``; None when the
+    provider reports none: the messaging policy's price table prices it, see docs/channels.md "Cost")."""
 
     provider_id: str = ""
     cost: float | None = None
@@ -96,11 +101,14 @@ class Accepted:
 @attrs.frozen
 class Rejected:
     """The message will not be delivered on this channel; ``code`` is the provider's, ``reason`` for people.
-    ``opted_out`` says the recipient refused messages (080 opt-out, blocked): it suppresses advertising."""
+    ``opted_out`` says the recipient refused messages (080 opt-out, blocked): it suppresses advertising.
+    ``charge``: what the provider reported charging for the failed attempt (a Kakao attempt some providers bill);
+    it is added to the message's cost.  None (the usual case): the attempt cost nothing."""
 
     reason: str
     code: str = ""
     opted_out: bool = False
+    charge: float | None = None
 
 
 @attrs.frozen

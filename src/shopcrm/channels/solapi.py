@@ -26,7 +26,10 @@ as above, or answered :class:`~shopcrm.channels.Ambiguous` when Solapi cannot be
 that mean "never on this channel" reject (invalid number, 080 opt-out, template mismatch, ...); a low
 balance and sending hours are transient.  AlimTalk goes with ``disableSms: false`` when
 ``substitute_sms`` is on: Solapi itself sends the text as SMS/LMS when Kakao cannot deliver.  Brand
-Messages go as ``BMS_TEXT`` to channel friends (targeting ``I``); ``friendtalk`` as the legacy ``CTA``.
+Messages go as ``BMS_TEXT`` to channel friends (targeting ``I``), or, when the planner found the recipient is
+not a friend (licensed channels, ``brand_message_friends_only=False``), to marketing-consent users (``M``);
+``friendtalk`` as the legacy ``CTA``.  The answer to a group's send reports the account's unit prices
+(``"price": {"82": {"sms": 20, ...}}``): each accepted message carries the one of its type as its charge.
 ``group_api=False`` keeps the one-call ``POST /messages/v4/send-many/detail`` (no reconciliation).
 
 Facts and codes: see the provider notes in ``docs/channels.md`` (sources there).
@@ -205,7 +208,10 @@ class SolapiChannel(Channel):
             }
         elif kind == "brand_message":
             item["type"] = "BMS_TEXT"
-            item["kakaoOptions"] = {"pfId": self.pf_id, "bms": {"targeting": "I"}, **({"buttons": buttons} if buttons else {})}
+            # channel friends are targeted I; a non-friend (licensed channels only) M: marketing-consent users
+            targeting = "M" if message.friend is False else "I"
+            item["kakaoOptions"] = {"pfId": self.pf_id, "bms": {"targeting": targeting},
+                                    **({"buttons": buttons} if buttons else {})}
         else:  # the legacy FriendTalk type, for accounts that still accept it
             item["type"] = "CTA"
             item["kakaoOptions"] = {"pfId": self.pf_id, "adFlag": message.purpose == "advertising",
@@ -304,33 +310,35 @@ class SolapiChannel(Channel):
         if not any(isinstance(r, Accepted) for r in registered):
             return registered
         # 2. send the group, once
-        outcome = await self._send_once(group)
-        return [outcome if outcome is not None and isinstance(r, Accepted) else r for r in registered]
+        outcome, prices = await self._send_once(group)
+        if outcome is not None:
+            return [outcome if isinstance(r, Accepted) else r for r in registered]
+        return [_charged(r, m, prices) for r, m in zip(registered, batch, strict=True)]
 
-    async def _send_once(self, group: str) -> SendResult | None:
-        """Send ``group``; None when it went (now or by an earlier attempt whose answer was lost), else the
-        result of its registered messages."""
+    async def _send_once(self, group: str) -> tuple[SendResult | None, Mapping[tuple[str, str], float]]:
+        """Send ``group``; (None, the unit prices the group's answer reported) when it went (now or by an earlier
+        attempt whose answer was lost), else (the result of its registered messages, {})."""
         path = f"/messages/v4/groups/{group}"
         for _ in range(self.send_attempts):
             reply = await self._call("POST", f"{path}/send")
             if reply.kind == "ok":
-                return None
+                return None, _unit_prices(reply.answer)
             if reply.kind == "not_taken":
-                return reply.result
+                return reply.result, {}
             # lost, or refused (perhaps because an earlier attempt did send it): the group's status says
             state = await self._call("GET", path)
             if state.kind != "ok":
                 return Ambiguous(f"sending group {group} went unanswered and its status could not be read "
-                                 f"({state.result.reason if state.result else state.answer})", code="group_unknown")
+                                 f"({state.result.reason if state.result else state.answer})", code="group_unknown"), {}
             status = str(state.answer.get("status", ""))
             if status == "PENDING":
                 if reply.kind == "refused":
-                    return reply.result
+                    return reply.result, {}
                 continue  # not sent: send it again
             if status == "DELETED" and not state.answer.get("dateSent"):
-                return Transient(f"group {group} was deleted before it was sent", code="group_deleted")
-            return None
-        return Ambiguous(f"group {group} is still PENDING after {self.send_attempts} unanswered sends", code="group_pending")
+                return Transient(f"group {group} was deleted before it was sent", code="group_deleted"), {}
+            return None, _unit_prices(state.answer)
+        return Ambiguous(f"group {group} is still PENDING after {self.send_attempts} unanswered sends", code="group_pending"), {}
 
     async def _send_many(self, batch: Sequence[Message]) -> list[SendResult]:
         """The one-call ``send-many/detail`` (``group_api=False``): a lost answer is Ambiguous and cannot be
@@ -344,16 +352,18 @@ class SolapiChannel(Channel):
         answer = reply.answer
         failed = {_key(item): item for item in answer.get("failedMessageList") or []}
         taken = {_key(item): item for item in answer.get("messageList") or []}
+        info = answer.get("groupInfo") or {}
+        prices = _unit_prices(info) if isinstance(info, Mapping) else {}
         results: list[SendResult] = []
         for message in batch:
             if message.key in failed:
                 item = failed[message.key]
                 results.append(_status(str(item.get("statusCode", "")), str(item.get("statusMessage", ""))))
             elif message.key in taken:
-                results.append(Accepted(provider_id=str(taken[message.key].get("messageId", ""))))
+                results.append(_charged(Accepted(provider_id=str(taken[message.key].get("messageId", ""))), message, prices))
             else:
-                group = (answer.get("groupInfo") or {}).get("groupId", "")
-                results.append(Accepted(provider_id=f"{group}:{message.key}"))
+                group = info.get("groupId", "") if isinstance(info, Mapping) else ""
+                results.append(_charged(Accepted(provider_id=f"{group}:{message.key}"), message, prices))
         return results
 
     # ---------------------------------------------------------- reconciling
@@ -396,6 +406,7 @@ class SolapiChannel(Channel):
         found = await self._group_messages(group)
         if found is None:
             return [Ambiguous(f"the messages of group {group} could not be read", code="group_unknown")] * len(messages)
+        prices = _unit_prices(state.answer)
         answers: list[SendResult | None] = []
         for message in messages:
             item = found.get(message.key)
@@ -403,7 +414,7 @@ class SolapiChannel(Channel):
                 answers.append(Transient(f"not in the sent group {group}: never sent", code="not_in_group"))
                 continue
             code = str(item.get("statusCode", ""))
-            answers.append(Accepted(provider_id=str(item.get("messageId", ""))) if _taken(code)
+            answers.append(_charged(Accepted(provider_id=str(item.get("messageId", ""))), message, prices) if _taken(code)
                            else _status(code, str(item.get("statusMessage", ""))))
         return answers
 
@@ -484,6 +495,33 @@ def _registered(batch: Sequence[Message], answer: Mapping[str, Any]) -> list[Sen
         else:
             results.append(_status(code, str(item.get("statusMessage", ""))))
     return results
+
+
+#: Solapi's message type per kind, as its price tables name them (lower-cased)
+_TYPES = {"sms": "sms", "lms": "lms", "mms": "mms", "alimtalk": "ata", "brand_message": "bms_text", "friendtalk": "cta"}
+
+
+def _unit_prices(answer: Mapping[str, Any]) -> dict[tuple[str, str], float]:
+    """The unit prices a group's answer reports (``"price": {"82": {"sms": 20, "lms": 50, "ata": 19, ...}}``,
+    in KRW per message of the account's plan), by (country, type); {} when it reports none."""
+    found: dict[tuple[str, str], float] = {}
+    table = answer.get("price")
+    if not isinstance(table, Mapping):
+        return found
+    for country, prices in table.items():
+        if isinstance(prices, Mapping):
+            for kind, value in prices.items():
+                if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
+                    found[(str(country), str(kind).lower())] = float(value)
+    return found
+
+
+def _charged(result: SendResult, message: Message, prices: Mapping[tuple[str, str], float]) -> SendResult:
+    """An accepted message with the charge Solapi reported for its type (Korean numbers: country 82), if any."""
+    if not isinstance(result, Accepted) or result.cost is not None:
+        return result
+    charge = prices.get(("82", _TYPES.get(message.kind, message.kind)))
+    return result if charge is None else attrs.evolve(result, cost=charge)
 
 
 def _status(code: str, message: str) -> SendResult:

@@ -93,6 +93,7 @@ class OutboxRow(NamedTuple):
 SEND_COLUMNS = (
     "key", "customer_id", "campaign_id", "chain_index", "state", "attempts", "next_at", "lease_until", "claim",
     "provider_id", "code", "reason", "cost", "updated_at", "batch_ref", "checks",
+    "channel", "kind", "priced_as", "price_source",
 )
 #: states of a send: waiting to go (``queued``, ``retry``), taken by a dispatcher but not yet handed to a channel
 #: (``claimed``: a crash here loses nothing, the row goes back to the queue), handed to a channel (``inflight``: a
@@ -128,20 +129,29 @@ class SendRow(NamedTuple):
     batch_ref: str = ""
     #: how many times the provider was asked what became of the message (its outcome was ambiguous)
     checks: int = 0
+    #: the channel and kind that carried the message (a fallback's step; "" until one did, or a failed attempt's)
+    channel: str = ""
+    kind: str = ""
+    #: what the cost was priced as (``sms:lms``, ``brand_message:non_friend``) and where the price came from:
+    #: ``reported`` (the provider's charge) or ``table`` (the messaging policy's prices); "" while unpriced
+    priced_as: str = ""
+    price_source: str = ""
 
     @classmethod
     def from_tuple(cls, row: Sequence[Any]) -> SendRow:
         """A row as an engine returns it, field by field in order (a dispatcher reads two per message)."""
         (key, customer, campaign, chain_index, state, attempts, next_at, lease_until, claim, provider_id, code, reason,
-         cost, updated_at, batch_ref, checks) = row
+         cost, updated_at, batch_ref, checks, channel, kind, priced_as, price_source) = row
         return cls(key, _customer_id(customer), campaign, int(chain_index), state, int(attempts), _instant(next_at),
                    _instant(lease_until), claim or "", provider_id or "", code or "", reason or "", float(cost or 0),
-                   _instant(updated_at), batch_ref or "", int(checks or 0))
+                   _instant(updated_at), batch_ref or "", int(checks or 0), channel or "", kind or "", priced_as or "",
+                   price_source or "")
 
     def stored(self) -> tuple[Any, ...]:
         return (self.key, json.dumps(self.customer_id), self.campaign_id, self.chain_index, self.state, self.attempts,
                 _stamp(self.next_at), _stamp(self.lease_until), self.claim, self.provider_id, self.code,
-                self.reason, float(self.cost), _stamp(self.updated_at), self.batch_ref, self.checks)
+                self.reason, float(self.cost), _stamp(self.updated_at), self.batch_ref, self.checks, self.channel,
+                self.kind, self.priced_as, self.price_source)
 
 
 def _customer_id(stored: str) -> Any:
@@ -605,7 +615,8 @@ class SQLCampaignStore(CampaignStore):
                 before = self._run(f"SELECT COUNT(*) FROM {self.SENDS}", ())[0][0]
                 self._run(
                     f"INSERT INTO {self.SENDS} ({columns}) "
-                    f"SELECT o.key_, o.customer_id, o.campaign_id, 0, 'queued', 0, o.send_at, NULL, '', '', '', '', 0, {p}, '', 0 "
+                    f"SELECT o.key_, o.customer_id, o.campaign_id, 0, 'queued', 0, o.send_at, NULL, '', '', '', '', 0, {p}, '', 0, "
+                    "'', '', '', '' "
                     f"FROM {self.OUTBOX} o WHERE o.status = 'planned' AND o.send_at <= {p} "
                     f"AND NOT EXISTS (SELECT 1 FROM {self.SENDS} s WHERE s.key_ = o.key_)",
                     (stamp, stamp),
@@ -775,7 +786,7 @@ class SQLCampaignStore(CampaignStore):
 
     # -- delivery events (for sources whose events table is not ours) -------------------
     _EVENT_FIELDS = ("customer_id", "event", "ts", "message_key", "campaign_id", "channel", "kind", "cost", "provider_id",
-                     "reason", "code")
+                     "reason", "code", "priced_as", "price_source")
 
     def _insert_message_events(self, events: Sequence[Mapping[str, Any]]) -> None:
         """Outcome events into ``shopcrm_message_events`` (inside the caller's transaction)."""

@@ -26,8 +26,10 @@ __all__ = [
 ]
 
 #: the version of the library's tables this shopcrm writes: 1 is shopcrm 0.1's ledger (no ``batch_ref`` and
-#: ``checks`` in the send ledger), 2 adds them and the settings table
-SCHEMA_VERSION = 2
+#: ``checks`` in the send ledger), 2 adds them and the settings table, 3 prices each send by what carried it
+#: (``channel``, ``kind``, ``priced_as``, ``price_source`` in the send ledger; ``priced_as``, ``price_source``
+#: in the message events)
+SCHEMA_VERSION = 3
 #: the dialects ``shopcrm ddl`` prints for (aliases accepted)
 DDL_DIALECTS = {"duckdb": "duckdb", "sqlite": "sqlite", "postgres": "postgres", "postgresql": "postgres",
                 "mysql": "mysql", "mariadb": "mysql"}
@@ -145,12 +147,14 @@ class LibraryTables:
             "campaign_id VARCHAR(100) NOT NULL, chain_index INTEGER NOT NULL, state VARCHAR(20) NOT NULL, "
             "attempts INTEGER NOT NULL, next_at VARCHAR(32) NOT NULL, lease_until VARCHAR(32), claim VARCHAR(64), "
             "provider_id VARCHAR(200), code VARCHAR(64), reason TEXT, cost DOUBLE PRECISION NOT NULL, "
-            "updated_at VARCHAR(32) NOT NULL, batch_ref VARCHAR(200), checks INTEGER NOT NULL DEFAULT 0)",
+            "updated_at VARCHAR(32) NOT NULL, batch_ref VARCHAR(200), checks INTEGER NOT NULL DEFAULT 0, "
+            "channel VARCHAR(20), kind VARCHAR(20), priced_as VARCHAR(60), price_source VARCHAR(20))",
             f"CREATE TABLE IF NOT EXISTS {self.opt_outs} (customer_id VARCHAR(200) NOT NULL, consent_group VARCHAR(20) NOT NULL, "
             "opted_out_at VARCHAR(32) NOT NULL, reason TEXT, PRIMARY KEY (customer_id, consent_group))",
             f"CREATE TABLE IF NOT EXISTS {self.message_events} (customer_id VARCHAR(200) NOT NULL, event VARCHAR(40) NOT NULL, "
             "ts VARCHAR(32) NOT NULL, message_key VARCHAR(64) NOT NULL, campaign_id VARCHAR(100), channel VARCHAR(20), "
-            "kind VARCHAR(20), cost DOUBLE PRECISION, provider_id VARCHAR(200), reason TEXT, code VARCHAR(64))",
+            "kind VARCHAR(20), cost DOUBLE PRECISION, provider_id VARCHAR(200), reason TEXT, code VARCHAR(64), "
+            "priced_as VARCHAR(60), price_source VARCHAR(20))",
             self.segments_ddl(),
         ]
         return statements
@@ -270,15 +274,24 @@ class LibraryStore:
             ) from None
 
     def _upgrade(self, version: int) -> None:
-        """From version 1: a send ledger made by shopcrm 0.1 lacks the batch reference and the check count."""
+        """From version 1: a send ledger made by shopcrm 0.1 lacks the batch reference and the check count.  From
+        version 2: the send ledger lacks the carrying channel and kind and the pricing (``priced_as``,
+        ``price_source``), the message events the pricing (rows sent before keep them empty: unknown)."""
         sends = self.tables.sends
+        self._add_columns(sends, [("batch_ref", "VARCHAR(200)"), ("checks", "INTEGER NOT NULL DEFAULT 0")])
+        self._add_columns(sends, [("channel", "VARCHAR(20)"), ("kind", "VARCHAR(20)"), ("priced_as", "VARCHAR(60)"),
+                                  ("price_source", "VARCHAR(20)")])
+        self._add_columns(self.tables.message_events, [("priced_as", "VARCHAR(60)"), ("price_source", "VARCHAR(20)")])
+
+    def _add_columns(self, table: str, columns: Sequence[tuple[str, str]]) -> None:
+        """Add ``columns`` (name, type) to ``table`` unless it has them (all or none: they came together)."""
         try:
             with self._transaction():
-                self._run(f"SELECT batch_ref, checks FROM {sends} WHERE 1 = 0", ())
+                self._run(f"SELECT {', '.join(name for name, _ in columns)} FROM {table} WHERE 1 = 0", ())
         except Exception:
             with self._transaction():
-                self._run(f"ALTER TABLE {sends} ADD COLUMN batch_ref VARCHAR(200)", ())
-                self._run(f"ALTER TABLE {sends} ADD COLUMN checks INTEGER NOT NULL DEFAULT 0", ())
+                for name, kind in columns:
+                    self._run(f"ALTER TABLE {table} ADD COLUMN {name} {kind}", ())
 
     # -- settings rows --------------------------------------------------------------------------
     def read_row(self, name: str) -> dict[str, Any] | None:
