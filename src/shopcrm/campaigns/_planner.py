@@ -596,7 +596,8 @@ class _Planner:
         try:
             context = self.context(recipient, campaign, step, due_at, entry)
             rendered = tuple([
-                self.renderer.render_cached(variant.content, channel, context, advertising=advertising, decorations=self.decorations)
+                self.renderer.render_cached(variant.content, channel, context, advertising=advertising, decorations=self.decorations,
+                                            message_key=key)
                 for channel in (chain if self.render_fallbacks else chain[:1])
             ])
         except Exception as error:
