@@ -179,14 +179,17 @@ def test_a_tracked_link_is_measured_before_the_sms_lms_choice() -> None:
     assert tracked.outbox()[0].cost == informational.prices["lms"]
 
 
-def test_link_without_a_tracking_base_is_refused_when_the_campaign_is_saved() -> None:
+def test_link_without_a_tracking_base_is_refused_when_the_campaign_is_saved_or_previewed() -> None:
     shop = Shop.open()
     shop.messaging_policy = MessagingPolicy(sender_name="마음상점", opt_out_number="080-123-4567")
     shop.load_customers([{"customer_id": "c0", "name": "김", "phone": "010-0000-0000", "sms_consent": True}])
-    with pytest.raises(CampaignError, match="tracking"):
-        shop.save_campaign({"id": "sale", "purpose": "advertising", "channels": ["sms"],
-                            "variants": [{"name": "a", "content": {"text": "{{ link('https://shop.example/') }}"}}],
-                            "schedule": {"kind": "one_off", "at": "2026-11-25T10:00:00"}}, now=T0)
+    campaign = {"id": "sale", "purpose": "advertising", "channels": ["sms"],
+                "variants": [{"name": "a", "content": {"text": "{{ link('https://shop.example/') }}"}}],
+                "schedule": {"kind": "one_off", "at": "2026-11-25T10:00:00"}}
+    with pytest.raises(CampaignError, match="no tracking base is configured"):
+        shop.save_campaign(campaign, now=T0)
+    with pytest.raises(CampaignError, match="no tracking base is configured"):
+        shop.preview(campaign, now=T0)
 
 
 def test_an_email_carries_a_signed_one_click_unsubscribe_link_that_opts_out() -> None:
@@ -206,3 +209,25 @@ def test_an_email_carries_a_signed_one_click_unsubscribe_link_that_opts_out() ->
     assert shop.record_unsubscribe(token, at=T0 + timedelta(seconds=1))  # twice: harmless
     assert set(shop.source.campaign_store().opt_outs()) == {"c0"}
     assert set(shop.source.campaign_store().opt_outs()["c0"]) == {"email"}
+
+
+def test_a_shop_on_its_own_database_records_the_click_in_the_message_events_table() -> None:
+    import sqlite3
+
+    connection = sqlite3.connect(":memory:")
+    connection.execute("CREATE TABLE customers (customer_id TEXT, name TEXT, phone TEXT)")
+    connection.execute("CREATE TABLE events (customer_id TEXT, event TEXT, ts TEXT)")
+    connection.execute("INSERT INTO customers VALUES ('c0', '김민서', '010-3000-0000')")
+    connection.commit()
+    shop = Shop.from_dbapi(connection, dialect="sqlite")
+    shop.messaging_policy = MessagingPolicy(sender_name="모아샵", opt_out_number="080-000-0000", tracking=TRACKING)
+    shop.save_campaign({"id": "notice", "purpose": "informational", "channels": ["sms"],
+                        "variants": [{"name": "a", "content": {"text": "공지 {{ link('https://shop.example/n/1') }}"}}],
+                        "schedule": {"kind": "one_off", "at": T0.isoformat()}}, now=T0 - timedelta(days=1))
+    shop.tick(now=T0)
+    row = shop.outbox()[0]
+    assert shop.record_click(tokens(row.chain[0]["text"])[0], at=T0 + timedelta(hours=1)) == "https://shop.example/n/1"
+    [event] = shop.source.campaign_store().message_events()
+    assert {k: event[k] for k in ("customer_id", "event", "ts", "message_key", "campaign_id", "channel", "code")} == {
+        "customer_id": "c0", "event": "message_clicked", "ts": T0 + timedelta(hours=1), "message_key": row.key,
+        "campaign_id": "notice", "channel": "sms", "code": link_id("https://shop.example/n/1").hex()}

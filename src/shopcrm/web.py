@@ -87,10 +87,10 @@ def create_app(
         method = scope.get("method", "GET")
         try:
             if match := _CLICK.fullmatch(path):
-                if method not in ("GET", "HEAD"):
+                if method != "GET":
                     await _text(send, 405, "use GET", allow="GET")
                     return
-                target = await call(shop.record_click, match.group(1), at=now()) if method == "GET" else None
+                target = await call(shop.record_click, match.group(1), at=now())
                 if target is None:
                     await _text(send, 404, "this link is not valid")
                     return
