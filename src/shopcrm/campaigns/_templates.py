@@ -176,15 +176,17 @@ class Renderer:
     ) -> Rendered:
         """:meth:`render`, remembering results by the values of the names the content reads: customers who
         share those values (the same first name, the same coupon) share one rendering.  A message with tracked
-        links (or a signed unsubscribe link) is personal to its ``message_key``."""
+        links (or a signed unsubscribe link) is personal to its ``message_key``: rendered every time."""
         names = self.names(content)
-        get = context.get
-        values = tuple([get(n, _MISSING) for n in names if n != "link"])
-        if channel == "email":
-            values += (context.get("customer_id"),)  # the unsubscribe link is personal
         if uses_link(names) or (channel == "email" and decorations.tracking is not None
                                 and decorations.tracking.unsubscribe_url):
-            values += (message_key,)
+            # one message's own links: nobody else shares the rendering, so remembering it would only cost memory
+            return self.render(content, channel, context, advertising=advertising, decorations=decorations,
+                               message_key=message_key)
+        get = context.get
+        values = tuple([get(n, _MISSING) for n in names])
+        if channel == "email":
+            values += (context.get("customer_id"),)  # the unsubscribe link is personal
         # id(content) is stable: self._names keeps every content seen alive
         key = (id(content), channel, advertising, decorations, values)
         try:
