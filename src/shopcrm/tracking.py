@@ -117,7 +117,7 @@ def _b64(data: bytes) -> str:
 
 
 def _mac(secret: str, purpose: Purpose, payload: bytes) -> bytes:
-    return hmac.new(secret.encode(), purpose.encode() + b"\x00" + payload, hashlib.sha256).digest()[:_MAC_BYTES]
+    return hmac.digest(secret.encode(), purpose.encode() + b"\x00" + payload, "sha256")[:_MAC_BYTES]
 
 
 def _key_bytes(message_key: str) -> bytes:

@@ -8,6 +8,7 @@ what is wrong) out.  Compiled templates are cached on the renderer instance.
 from __future__ import annotations
 
 import contextlib
+import functools
 import re
 from collections.abc import Mapping, Sequence
 from contextvars import ContextVar
@@ -44,6 +45,9 @@ _MISSING = object()
 _SLOT = re.compile(r"#\{([^{}]+)\}")
 #: the message key a render runs for when it has none (save-time checks): lengths come out as in a real message
 SAMPLE_KEY = "0" * 32
+#: asks :meth:`Renderer.render_cached` for the rendering shared by every message (SAMPLE_KEY's tokens in it)
+_SHARED = "0" * 32 + "shared"
+_HEX_KEY = re.compile(r"[0-9a-f]{32}")
 
 
 @attrs.frozen(kw_only=True, cache_hash=True)
@@ -111,6 +115,33 @@ def _link(url: object) -> str:
     return links.tracking.link(links.key, url)
 
 
+@functools.lru_cache(maxsize=1024)
+def _sample(tracking: TrackingPolicy, url: str | None) -> str:
+    """The link to ``url`` (or the unsubscribe link, for None) of :data:`SAMPLE_KEY`'s message."""
+    return tracking.unsubscribe(SAMPLE_KEY) if url is None else tracking.link(SAMPLE_KEY, url)
+
+
+def _personal(shared: Rendered, tracking: TrackingPolicy, key: str, unsubscribe: bool) -> Rendered:
+    """``shared`` (rendered for :data:`SAMPLE_KEY`) with the tokens of message ``key`` instead."""
+    swaps = [(_sample(tracking, url), tracking.link(key, url)) for url in shared.links]
+    if unsubscribe:
+        swaps.append((_sample(tracking, None), tracking.unsubscribe(key)))
+    if not swaps:
+        return shared
+
+    def swap(text: str) -> str:
+        for old, new in swaps:
+            text = text.replace(old, new)
+        return text
+
+    return attrs.evolve(
+        shared, text=swap(shared.text), subject=None if shared.subject is None else swap(shared.subject),
+        html=None if shared.html is None else swap(shared.html),
+        variables=tuple((k, swap(v)) for k, v in shared.variables),
+        buttons=tuple((n, swap(u)) for n, u in shared.buttons), headers=tuple((n, swap(v)) for n, v in shared.headers),
+    )
+
+
 def uses_link(names: Sequence[str]) -> bool:
     """Whether templates reading ``names`` call ``link``."""
     return "link" in names
@@ -176,17 +207,26 @@ class Renderer:
     ) -> Rendered:
         """:meth:`render`, remembering results by the values of the names the content reads: customers who
         share those values (the same first name, the same coupon) share one rendering.  A message with tracked
-        links (or a signed unsubscribe link) is personal to its ``message_key``: rendered every time."""
+        links (or a signed unsubscribe link) shares the rendering too, with its own ``message_key``'s tokens in it."""
         names = self.names(content)
-        if uses_link(names) or (channel == "email" and decorations.tracking is not None
-                                and decorations.tracking.unsubscribe_url):
-            # one message's own links: nobody else shares the rendering, so remembering it would only cost memory
+        tracking = decorations.tracking
+        personal = message_key is not _SHARED and tracking is not None and (
+            uses_link(names) or (channel == "email" and bool(tracking.unsubscribe_url)))
+        if personal and (message_key is None or not _HEX_KEY.fullmatch(message_key)):
             return self.render(content, channel, context, advertising=advertising, decorations=decorations,
                                message_key=message_key)
         get = context.get
         values = tuple([get(n, _MISSING) for n in names])
         if channel == "email":
             values += (context.get("customer_id"),)  # the unsubscribe link is personal
+        if personal:
+            # rendered once for SAMPLE_KEY and shared; each message gets its own tokens swapped in (the same length,
+            # so every byte count and the SMS/LMS choice stay as measured)
+            assert tracking is not None
+            assert message_key is not None
+            shared = self.render_cached(content, channel, context, advertising=advertising, decorations=decorations,
+                                        message_key=_SHARED)
+            return _personal(shared, tracking, message_key, channel == "email" and bool(tracking.unsubscribe_url))
         # id(content) is stable: self._names keeps every content seen alive
         key = (id(content), channel, advertising, decorations, values)
         try:
@@ -264,7 +304,7 @@ class Renderer:
         ``{{ link(url) }}`` becomes a tracked link of ``message_key`` (:data:`SAMPLE_KEY` when None: a check),
         before any length is measured: an SMS that a tracked link pushes past 90 bytes is an LMS."""
         at = f"{where}.{channel}" if where else channel
-        links = _Links(message_key or SAMPLE_KEY, decorations.tracking)
+        links = _Links(message_key if message_key and message_key is not _SHARED else SAMPLE_KEY, decorations.tracking)
         token = _LINKS.set(links)
         try:
             rendered = self._render(content, channel, context, advertising=advertising, decorations=decorations, at=at,
