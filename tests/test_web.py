@@ -129,6 +129,7 @@ def test_one_click_unsubscribe_is_a_post_and_a_get_never_unsubscribes() -> None:
         assert "method=post" in page.text
         assert store.opt_outs() == {}  # RFC 8058: a GET (a mail scanner) does not unsubscribe
         assert (await client.post(path, content=b"something=else")).status_code == 400
+        assert (await client.post(path, files={"List-Unsubscribe": (None, "Other")})).status_code == 400
         assert store.opt_outs() == {}
         forged = path[:-1] + ("A" if path[-1] != "A" else "B")
         assert (await client.post(forged, data={"List-Unsubscribe": "One-Click"})).status_code == 404
@@ -137,7 +138,8 @@ def test_one_click_unsubscribe_is_a_post_and_a_get_never_unsubscribes() -> None:
                                   headers={"content-type": "application/x-www-form-urlencoded"})
         assert first.status_code == 200
         assert store.opt_outs() == {"c0": {"email": T0 + timedelta(hours=1)}}
-        second = await client.post(path, data={"List-Unsubscribe": "One-Click"})
+        # RFC 8058 senders SHOULD post multipart/form-data
+        second = await client.post(path, files={"List-Unsubscribe": (None, "One-Click")})
         assert second.status_code == 200
         assert set(store.opt_outs()) == {"c0"}
         assert set(store.opt_outs()["c0"]) == {"email"}

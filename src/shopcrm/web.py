@@ -9,7 +9,7 @@ mounted:
   target, ``404`` for a token the shop did not sign or a message it does not know;
 - ``GET /u/<token>``: a page with one button that unsubscribes (a GET never unsubscribes: RFC 8058 section 4,
   mail scanners follow links); ``POST /u/<token>`` with the body ``List-Unsubscribe=One-Click`` (what a
-  mailbox provider sends) or the page's button: the opt-out (:meth:`Shop.record_unsubscribe
+  mailbox provider sends, as ``multipart/form-data`` or URL-encoded) or the page's button: the opt-out (:meth:`Shop.record_unsubscribe
   <shopcrm.Shop.record_unsubscribe>`), ``200``; again: ``200``, nothing changes; a bad token: ``404``;
 - ``POST /hooks/solapi/<secret>``: Solapi's delivery-report webhook, applied with
   :meth:`Shop.record_deliveries <shopcrm.Shop.record_deliveries>`.  Solapi documents no signature on its
@@ -22,6 +22,8 @@ lock: a DuckDB connection is not shared by threads), so the event loop never wai
 
 from __future__ import annotations
 
+import email
+import email.policy
 import hmac
 import json
 import re
@@ -98,7 +100,7 @@ def create_app(
                                                 (b"referrer-policy", b"no-referrer")])
                 return
             if match := _UNSUBSCRIBE.fullmatch(path):
-                await _unsubscribe(shop, match.group(1), method, receive, send, call, now)
+                await _unsubscribe(shop, scope, match.group(1), method, receive, send, call, now)
                 return
             if (match := _SOLAPI.fullmatch(path)) and solapi_secret is not None:
                 if not hmac.compare_digest(match.group(1).encode(), solapi_secret.encode()):
@@ -126,7 +128,7 @@ def _relative(scope: Scope) -> str:
 
 
 async def _unsubscribe(
-    shop: Shop, token: str, method: str, receive: Receive, send: Send, call: Callable[..., Awaitable[Any]],
+    shop: Shop, scope: Scope, token: str, method: str, receive: Receive, send: Send, call: Callable[..., Awaitable[Any]],
     now: Callable[[], datetime],
 ) -> None:
     if method == "GET":  # never unsubscribes (RFC 8058): a page whose button POSTs the one-click body
@@ -140,9 +142,8 @@ async def _unsubscribe(
     if method != "POST":
         await _text(send, 405, "use POST", allow="GET, POST")
         return
-    body = await _body(receive, 4096)
-    form = parse_qs(body.decode("utf-8", "replace"))
-    if form.get("List-Unsubscribe") != ["One-Click"]:
+    body = await _body(receive, 16384)
+    if _form(_header(scope, b"content-type"), body).get("List-Unsubscribe") != ["One-Click"]:
         await _text(send, 400, "a one-click unsubscribe POSTs the body List-Unsubscribe=One-Click (RFC 8058)")
         return
     done = await call(shop.record_unsubscribe, token, at=now())
@@ -152,6 +153,29 @@ async def _unsubscribe(
     page = "<!doctype html><meta charset=utf-8><title>Unsubscribed</title><p>" + escape(
         "You will not receive these e-mails any more. / 수신거부가 처리되었습니다.") + "</p>"
     await _respond(send, 200, page.encode(), [(b"content-type", b"text/html; charset=utf-8")])
+
+
+def _header(scope: Scope, name: bytes) -> str:
+    for key, value in scope.get("headers", ()):
+        if bytes(key).lower() == name:
+            return bytes(value).decode("latin-1")
+    return ""
+
+
+def _form(content_type: str, body: bytes) -> dict[str, list[str]]:
+    """A form body's fields: RFC 8058 senders SHOULD use ``multipart/form-data`` and MAY use
+    ``application/x-www-form-urlencoded``; both are read."""
+    if content_type.lower().startswith("multipart/form-data"):
+        mail = email.message_from_bytes(b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n" + body,
+                                        policy=email.policy.HTTP)
+        fields: dict[str, list[str]] = {}
+        for part in mail.iter_parts() if mail.is_multipart() else ():
+            name = part.get_param("name", header="content-disposition")
+            payload = part.get_payload(decode=True)
+            if isinstance(name, str) and isinstance(payload, bytes):
+                fields.setdefault(name, []).append(payload.decode("utf-8", "replace").strip())
+        return fields
+    return parse_qs(body.decode("utf-8", "replace"))
 
 
 async def _solapi(receive: Receive, send: Send, call: Callable[..., Awaitable[Any]], shop: Shop) -> None:
