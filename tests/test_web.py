@@ -72,6 +72,18 @@ def test_a_click_redirects_to_the_target_and_a_forged_one_is_404() -> None:
     assert clicked(shop) == 1
 
 
+def test_a_target_with_korean_in_it_is_percent_encoded_in_the_location() -> None:
+    shop = make_shop(("sms",), "세일 {{ link('https://shop.example/기획전?q=겨울') }}")
+    token = shop.outbox()[0].chain[0]["text"].split("https://shop.example/r/")[1].split()[0]
+
+    async def test(client: httpx.AsyncClient) -> None:
+        answer = await client.get(f"/r/{token}")
+        assert answer.status_code == 302
+        assert answer.headers["location"] == "https://shop.example/%EA%B8%B0%ED%9A%8D%EC%A0%84?q=%EA%B2%A8%EC%9A%B8"
+
+    run(shop, test)
+
+
 def test_a_mounted_app_reads_paths_below_its_root() -> None:
     shop = make_shop(("sms",), "세일 {{ link('https://shop.example/p/123') }}")
     token = shop.outbox()[0].chain[0]["text"].split("https://shop.example/r/")[1].split()[0]

@@ -32,7 +32,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from datetime import UTC, datetime
 from html import escape
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, quote
 
 import anyio.to_thread
 
@@ -51,6 +51,8 @@ _TOKEN = r"([A-Za-z0-9_-]{20,400})"
 _CLICK = re.compile(rf"/r/{_TOKEN}/?")
 _UNSUBSCRIBE = re.compile(rf"/u/{_TOKEN}/?")
 _SOLAPI = re.compile(r"/hooks/solapi/([^/]{1,200})/?")
+#: characters a Location header keeps as they are (the rest, e.g. Korean in a path, is percent-encoded)
+_URL_SAFE = ":/?#[]@!$&'()*+,;=%~"
 #: the largest request body read (a Solapi report batch is well under it)
 MAX_BODY = 1 << 20
 
@@ -96,7 +98,7 @@ def create_app(
                 if target is None:
                     await _text(send, 404, "this link is not valid")
                     return
-                await _respond(send, 302, b"", [(b"location", target.encode()), (b"cache-control", b"no-store"),
+                await _respond(send, 302, b"", [(b"location", quote(target, safe=_URL_SAFE).encode("ascii")), (b"cache-control", b"no-store"),
                                                 (b"referrer-policy", b"no-referrer")])
                 return
             if match := _UNSUBSCRIBE.fullmatch(path):
