@@ -231,3 +231,36 @@ def test_a_shop_on_its_own_database_records_the_click_in_the_message_events_tabl
     assert {k: event[k] for k in ("customer_id", "event", "ts", "message_key", "campaign_id", "channel", "code")} == {
         "customer_id": "c0", "event": "message_clicked", "ts": T0 + timedelta(hours=1), "message_key": row.key,
         "campaign_id": "notice", "channel": "sms", "code": link_id("https://shop.example/n/1").hex()}
+
+
+def test_a_click_names_the_channel_that_carried_the_message_after_a_fallback() -> None:
+    import asyncio
+    from collections.abc import Sequence
+
+    from shopcrm.channels import Channel, ConsoleChannel, Rejected, SendResult
+    from shopcrm.dispatching import Dispatcher
+
+    class Refusing(Channel):
+        name = "refusing"
+        kinds = frozenset({"brand_message"})
+
+        async def send(self, batch: Sequence[Message]) -> list[SendResult]:
+            return [Rejected("not a friend any more", code="3102") for _ in batch]
+
+    shop = Shop.open()
+    shop.messaging_policy = POLICY
+    shop.load_customers([{"customer_id": "c0", "name": "김민서", "phone": "010-0000-0000", "sms_consent": True,
+                          "kakao_consent": True, "kakao_friend": True}])
+    shop.save_campaign({"id": "sale", "purpose": "advertising", "channels": ["brand_message", "sms"],
+                        "variants": [{"name": "a", "content": {"text": "세일 {{ link('https://shop.example/p/1') }}"}}],
+                        "schedule": {"kind": "one_off", "at": "2026-11-25T10:00:00"}}, now=T0 - timedelta(days=1))
+    shop.tick(now=T0)
+    channels = {"brand_message": Refusing(), "sms": ConsoleChannel(write=lambda _: None)}
+    report = asyncio.run(Dispatcher(shop, channels, clock=lambda: T0).run())
+    assert report.outcomes == {"sent": 1, "fallback": 1}
+    row = shop.outbox()[0]
+    sms = row.chain[1]
+    assert sms["channel"] == "sms"
+    assert shop.record_click(tokens(sms["text"])[0], at=T0 + timedelta(hours=1)) == "https://shop.example/p/1"
+    [click] = clicks(shop)
+    assert click[4:6] == ("sms", sms["kind"])
