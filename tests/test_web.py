@@ -177,5 +177,8 @@ def test_lifespan_and_unknown_paths() -> None:
     async def test(client: httpx.AsyncClient) -> None:
         assert (await client.get("/")).status_code == 404
         assert (await client.get("/u/short")).status_code == 404
+        too_big = await client.post("/u/" + "A" * 44, content=b"x" * 20_000)
+        assert too_big.status_code == 413
+        assert "16,384 bytes" in too_big.text
 
     run(shop, test)

@@ -98,7 +98,8 @@ def create_app(
                 if target is None:
                     await _text(send, 404, "this link is not valid")
                     return
-                await _respond(send, 302, b"", [(b"location", quote(target, safe=_URL_SAFE).encode("ascii")), (b"cache-control", b"no-store"),
+                location = quote(target, safe=_URL_SAFE).encode("ascii")
+                await _respond(send, 302, b"", [(b"location", location), (b"cache-control", b"no-store"),
                                                 (b"referrer-policy", b"no-referrer")])
                 return
             if match := _UNSUBSCRIBE.fullmatch(path):
@@ -114,8 +115,8 @@ def create_app(
                 await _solapi(receive, send, call, shop)
                 return
             await _text(send, 404, "not found")
-        except _BodyTooLarge:
-            await _text(send, 413, f"the request body is larger than {MAX_BODY:,} bytes")
+        except _BodyTooLarge as error:
+            await _text(send, 413, f"the request body is larger than {error.args[0]:,} bytes")
 
     return app
 
@@ -205,7 +206,7 @@ async def _body(receive: Receive, limit: int) -> bytes:
         chunk = bytes(message.get("body", b""))
         size += len(chunk)
         if size > limit:
-            raise _BodyTooLarge
+            raise _BodyTooLarge(limit)
         chunks.append(chunk)
         if not message.get("more_body", False):
             break
