@@ -37,6 +37,7 @@ from shopcrm.sources._campaign_store import OutboxRow, TickConflict
 from shopcrm.sources._library import ReadOnlyShopError, ShopLockedError, StoreVersionError
 from shopcrm.sources.urls import connect
 from shopcrm.ticking import TickResult
+from shopcrm.tracking import TrackingPolicy
 
 __all__ = [
     "AttributionPolicy",
@@ -72,6 +73,7 @@ __all__ = [
     "Table",
     "TickConflict",
     "TickResult",
+    "TrackingPolicy",
     "Trend",
     "UnseenEventWarning",
     "connect",

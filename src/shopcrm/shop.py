@@ -596,6 +596,62 @@ class Shop:
         when = to_utc_naive(now) if now else datetime.now(UTC).replace(tzinfo=None)
         return Dispatcher(self, {}, clock=lambda: when).record_deliveries(list(reports))
 
+    # -- click tracking and one-click unsubscribe (issue 13, clicks workstream) ----------------------------
+    def record_click(self, token: str, *, at: datetime) -> str | None:
+        """A click on a tracked link (``{{ link(url) }}``): when ``token`` is one the policy's
+        :class:`~shopcrm.tracking.TrackingPolicy` signed, for a message this shop planned, and names one of that
+        message's links, records a ``message_clicked`` event (``customer_id``, ``ts=at``, ``message_key``,
+        ``campaign_id``, ``channel`` and ``kind`` that carried it, ``link``: the target URL, ``code``: the link
+        id) and returns the URL to redirect to.  Anything else (a forged, truncated or foreign token, an unknown
+        message) records nothing and returns None.  A click before the message was sent is recorded too: the
+        measurement counts only clicks at or after the send (docs/tracking.md)."""
+        from shopcrm.tracking import link_id
+
+        tracking = self.messaging_policy.tracking
+        found = tracking.read(token, "click") if tracking is not None and isinstance(token, str) else None
+        if found is None or found.link is None:
+            return None
+        store = self.source.campaign_store()
+        row = store.outbox_by_keys([found.message_key]).get(found.message_key)
+        if row is None or row.status != "planned":
+            return None
+        chain = row.chain
+        sent = store.sends(keys=[row.key])
+        index = sent[0].chain_index if sent and sent[0].chain_index < len(chain) else 0
+        ordered = [chain[index], *(item for i, item in enumerate(chain) if i != index)] if chain else []
+        for item in ordered:
+            for url in item.get("links") or ():
+                if link_id(str(url)) == found.link:
+                    carrier = chain[index] if chain else item
+                    store.add_events([{
+                        "customer_id": row.customer_id, "event": "message_clicked", "ts": to_utc_naive(at),
+                        "message_key": row.key, "campaign_id": row.campaign_id, "channel": str(carrier.get("channel", "")),
+                        "kind": str(carrier.get("kind", "")), "link": str(url), "code": found.link.hex(),
+                        "purpose": row.purpose, "cost": 0.0, "provider_id": "", "reason": "",
+                    }])
+                    return str(url)
+        return None
+
+    def record_unsubscribe(self, token: str, *, at: datetime) -> bool:
+        """A one-click unsubscribe (RFC 8058) through the signed link of an e-mail: when ``token`` is valid and
+        names a message this shop planned, its customer is opted out of advertising on that message's consent
+        group (``email`` for an e-mail); True.  A bad token or an unknown message changes nothing: False.
+        Unsubscribing twice is harmless (the opt-out stays)."""
+        from shopcrm.campaigns._policy import CONSENT_GROUP
+
+        tracking = self.messaging_policy.tracking
+        found = tracking.read(token, "unsubscribe") if tracking is not None and isinstance(token, str) else None
+        if found is None:
+            return False
+        store = self.source.campaign_store()
+        row = store.outbox_by_keys([found.message_key]).get(found.message_key)
+        if row is None or row.status != "planned":
+            return False
+        channels = [str(item.get("channel", "")) for item in row.chain]
+        group = "email" if "email" in channels else CONSENT_GROUP.get(row.channel) or "all"
+        store.add_opt_outs([(row.customer_id, group, to_utc_naive(at), f"one-click unsubscribe (message {row.key})")])
+        return True
+
     def record_opt_out(self, customer_id: Any, group: str = "all", *, at: datetime | None = None, reason: str = "") -> None:
         """Record that a customer opted out of advertising on a consent group (``sms``, ``kakao``, ``email``,
         ``push``) or ``all``: from an 080 service, an unsubscribe link, a provider's report.  Planning and

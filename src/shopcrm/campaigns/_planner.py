@@ -429,6 +429,11 @@ class _Planner:
     def run(self) -> Plan:
         ordered = sorted((c for c in self.campaigns if c.enabled), key=lambda c: (-c.priority, c.id))
         missing = [(c.id, problem) for c in ordered for problem in self.policy.problems(c.purpose)]
+        if self.policy.tracking is None:  # a tracked link with nowhere to point: refuse the campaign, not each message
+            missing += [(c.id, "its templates use link() but no tracking base is configured: set MessagingPolicy.tracking = "
+                               "TrackingPolicy(base_url='https://shop.example/r', secret=...)")
+                        for c in ordered if any("link" in self.renderer.names(v.content)
+                                                for step in c.send_steps() for v in c.variants_of(step))]
         if missing:  # fail closed: an advertising text without its sender and 080 lines is unlawful (K6, K7)
             raise CampaignError(missing)
         for campaign in ordered:
@@ -598,7 +603,8 @@ class _Planner:
         try:
             context = self.context(recipient, campaign, step, due_at, entry)
             rendered = tuple([
-                self.renderer.render_cached(variant.content, channel, context, advertising=advertising, decorations=self.decorations)
+                self.renderer.render_cached(variant.content, channel, context, advertising=advertising, decorations=self.decorations,
+                                            message_key=key)
                 for channel in (chain if self.render_fallbacks else chain[:1])
             ])
         except Exception as error:

@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 import attrs
 
 from shopcrm.campaigns._templates import Decorations
+from shopcrm.tracking import TrackingPolicy
 
 __all__ = ["DEFAULT_PRICES", "CONSENT_GROUP", "PRICE_KEYS", "Cap", "MessagingPolicy", "Window", "local", "utc"]
 
@@ -138,6 +139,8 @@ class MessagingPolicy:
     #: ``brand_message`` (to friends), ``brand_message_non_friend``, ``friendtalk``, ``email``, ``push``, ``webhook``;
     #: a kind left out costs 0
     prices: Mapping[str, float] = attrs.field(factory=lambda: dict(DEFAULT_PRICES), validator=lambda _, __, v: _check_prices(v))
+    #: tracked links (``{{ link(url) }}``) and signed one-click unsubscribe links; None: no tracking
+    tracking: TrackingPolicy | None = None
 
     @classmethod
     def united_states(cls, **changes: object) -> MessagingPolicy:
@@ -161,6 +164,7 @@ class MessagingPolicy:
                 opt_out_line="Reply STOP to opt out",
                 email_footer=f"{self.sender_name}, {self.sender_contact}. Unsubscribe: {{unsubscribe_url}}",
                 unsubscribe_url=self.unsubscribe_url,
+                tracking=self.tracking,
             )
         sender = " ".join(x for x in (self.sender_name, self.sender_contact) if x)
         return Decorations(
@@ -168,6 +172,7 @@ class MessagingPolicy:
             sender_line=sender,
             opt_out_line=f"무료수신거부 {self.opt_out_number}" if self.opt_out_number else "",
             unsubscribe_url=self.unsubscribe_url,
+            tracking=self.tracking,
         )
 
     def price(self, kind: str, *, friend: bool = True) -> float:
@@ -202,6 +207,7 @@ class MessagingPolicy:
             "sender_name": self.sender_name, "sender_contact": self.sender_contact,
             "opt_out_number": self.opt_out_number, "unsubscribe_url": self.unsubscribe_url,
             "prices": {k: float(v) for k, v in self.prices.items()},
+            **({"tracking": self.tracking.to_dict()} if self.tracking is not None else {}),
         }
 
     @classmethod
@@ -225,6 +231,8 @@ class MessagingPolicy:
                                    for c in values["caps"])
         if "prices" in values:
             values["prices"] = dict(values["prices"])
+        if values.get("tracking") is not None:
+            values["tracking"] = TrackingPolicy.from_dict(values["tracking"])
         return cls(**values)
 
     def problems(self, purpose: str) -> list[str]:

@@ -8,22 +8,26 @@ what is wrong) out.  Compiled templates are cached on the renderer instance.
 from __future__ import annotations
 
 import contextlib
+import functools
 import re
 from collections.abc import Mapping, Sequence
+from contextvars import ContextVar
 from typing import Any
 from urllib.parse import quote
 
 import attrs
 import jinja2
 import jinja2.meta
+import jinja2.nodes
 import markupsafe
 
 from shopcrm.campaigns._korean import PARTICLES, cp949_length, format_date, krw, with_particle
 from shopcrm.campaigns._limits import LimitedEnvironment, TemplateLimitError, TemplateLimits, metered
 from shopcrm.campaigns._models import Content
 from shopcrm.errors import CampaignError
+from shopcrm.tracking import TrackingPolicy
 
-__all__ = ["LIMITS", "Decorations", "Rendered", "Renderer", "TemplateLimits"]
+__all__ = ["LIMITS", "SAMPLE_KEY", "Decorations", "Rendered", "Renderer", "TemplateLimits", "uses_link"]
 
 #: channel limits (see docs/campaigns/templates.md for the sources)
 LIMITS: dict[str, int] = {
@@ -39,6 +43,11 @@ LIMITS: dict[str, int] = {
 }
 _MISSING = object()
 _SLOT = re.compile(r"#\{([^{}]+)\}")
+#: the message key a render runs for when it has none (save-time checks): lengths come out as in a real message
+SAMPLE_KEY = "0" * 32
+#: asks :meth:`Renderer.render_cached` for the rendering shared by every message (SAMPLE_KEY's tokens in it)
+_SHARED = "0" * 32 + "shared"
+_HEX_KEY = re.compile(r"[0-9a-f]{32}")
 
 
 @attrs.frozen(kw_only=True, cache_hash=True)
@@ -55,6 +64,9 @@ class Decorations:
     email_footer: str = "수신을 원하지 않으시면 여기에서 수신거부하세요: {unsubscribe_url}"
     #: the one-click unsubscribe URL template for e-mail (``{customer_id}`` is filled in)
     unsubscribe_url: str = ""
+    #: where ``{{ link(url) }}`` points and the secret its tokens are signed with (None: ``link`` is refused);
+    #: with an ``unsubscribe_url`` of its own, e-mails get a signed one-click unsubscribe link per message
+    tracking: TrackingPolicy | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -71,6 +83,68 @@ class Rendered:
     buttons: tuple[tuple[str, str], ...] = ()
     headers: tuple[tuple[str, str], ...] = ()
     image_url: str | None = None
+    #: the targets of the message's tracked links (``{{ link(url) }}``), in order of first use: a click token
+    #: names one of them by :func:`shopcrm.tracking.link_id`
+    links: tuple[str, ...] = ()
+
+
+class _Links:
+    """The tracked links of one message being rendered: its key, the tracking policy, the targets seen."""
+
+    __slots__ = ("key", "tracking", "urls")
+
+    def __init__(self, key: str, tracking: TrackingPolicy | None) -> None:
+        self.key, self.tracking = key, tracking
+        self.urls: dict[str, None] = {}
+
+
+_LINKS: ContextVar[_Links | None] = ContextVar("shopcrm_template_links", default=None)
+
+
+def _link(url: object) -> str:
+    """``{{ link("https://...") }}``: the URL as a tracked link of the message being rendered."""
+    links = _LINKS.get()
+    if links is None:
+        raise ValueError("link() works only in a campaign message's templates")
+    if links.tracking is None:
+        raise ValueError("link() needs a tracking base: set MessagingPolicy.tracking = "
+                         "TrackingPolicy(base_url='https://shop.example/r', secret=...)")
+    if not isinstance(url, str) or not re.fullmatch(r"https?://\S+", url):
+        raise ValueError(f"link() takes an http(s) URL without spaces; got {url!r}")
+    links.urls[url] = None
+    return links.tracking.link(links.key, url)
+
+
+@functools.lru_cache(maxsize=1024)
+def _sample(tracking: TrackingPolicy, url: str | None) -> str:
+    """The link to ``url`` (or the unsubscribe link, for None) of :data:`SAMPLE_KEY`'s message."""
+    return tracking.unsubscribe(SAMPLE_KEY) if url is None else tracking.link(SAMPLE_KEY, url)
+
+
+def _personal(shared: Rendered, tracking: TrackingPolicy, key: str, unsubscribe: bool) -> Rendered:
+    """``shared`` (rendered for :data:`SAMPLE_KEY`) with the tokens of message ``key`` instead."""
+    swaps = [(_sample(tracking, url), tracking.link(key, url)) for url in shared.links]
+    if unsubscribe:
+        swaps.append((_sample(tracking, None), tracking.unsubscribe(key)))
+    if not swaps:
+        return shared
+
+    def swap(text: str) -> str:
+        for old, new in swaps:
+            text = text.replace(old, new)
+        return text
+
+    return attrs.evolve(
+        shared, text=swap(shared.text), subject=None if shared.subject is None else swap(shared.subject),
+        html=None if shared.html is None else swap(shared.html),
+        variables=tuple((k, swap(v)) for k, v in shared.variables),
+        buttons=tuple((n, swap(u)) for n, u in shared.buttons), headers=tuple((n, swap(v)) for n, v in shared.headers),
+    )
+
+
+def uses_link(names: Sequence[str]) -> bool:
+    """Whether templates reading ``names`` call ``link``."""
+    return "link" in names
 
 
 def _josa_filter(pair: str) -> Any:
@@ -85,6 +159,7 @@ def _environment(autoescape: bool, limits: TemplateLimits) -> LimitedEnvironment
     env.filters["krw"] = krw
     env.filters["date"] = format_date
     env.filters["josa"] = with_particle
+    env.globals["link"] = _link
     for pair in PARTICLES:
         env.filters[pair.replace("/", "")] = _josa_filter(pair)  # {{ name|은는 }}
     env.guard_filters()
@@ -107,7 +182,7 @@ class Renderer:
         self._rendered: dict[tuple[Any, ...], Rendered | CampaignError] = {}
 
     def names(self, content: Content) -> tuple[str, ...]:
-        """The context names ``content`` reads (every template of it), sorted."""
+        """The context names ``content`` reads (every template of it), sorted; ``link`` when it makes tracked links."""
         found = self._names.get(id(content))
         if found is None or found[0] is not content:
             sources = [content.text, content.subject, content.html]
@@ -118,30 +193,51 @@ class Renderer:
             for source in sources:
                 if source is not None:
                     with contextlib.suppress(Exception):  # a syntax error, a too-deep nesting: render reports it
-                        used |= jinja2.meta.find_undeclared_variables(self._text.parse(source))
+                        tree = self._text.parse(source)
+                        used |= jinja2.meta.find_undeclared_variables(tree)
+                        if any(n.name == "link" for n in tree.find_all(jinja2.nodes.Name)):
+                            used.add("link")  # a global, so not "undeclared"; its output is per message
             found = (content, tuple(sorted(used)))
             self._names[id(content)] = found
         return found[1]
 
     def render_cached(
         self, content: Content, channel: str, context: Mapping[str, Any], *, advertising: bool, decorations: Decorations,
+        message_key: str | None = None,
     ) -> Rendered:
         """:meth:`render`, remembering results by the values of the names the content reads: customers who
-        share those values (the same first name, the same coupon) share one rendering."""
+        share those values (the same first name, the same coupon) share one rendering.  A message with tracked
+        links (or a signed unsubscribe link) shares the rendering too, with its own ``message_key``'s tokens in it."""
         names = self.names(content)
+        tracking = decorations.tracking
+        personal = message_key is not _SHARED and tracking is not None and (
+            uses_link(names) or (channel == "email" and bool(tracking.unsubscribe_url)))
+        if personal and (message_key is None or not _HEX_KEY.fullmatch(message_key)):
+            return self.render(content, channel, context, advertising=advertising, decorations=decorations,
+                               message_key=message_key)
         get = context.get
         values = tuple([get(n, _MISSING) for n in names])
         if channel == "email":
             values += (context.get("customer_id"),)  # the unsubscribe link is personal
+        if personal:
+            # rendered once for SAMPLE_KEY and shared; each message gets its own tokens swapped in (the same length,
+            # so every byte count and the SMS/LMS choice stay as measured)
+            assert tracking is not None
+            assert message_key is not None
+            shared = self.render_cached(content, channel, context, advertising=advertising, decorations=decorations,
+                                        message_key=_SHARED)
+            return _personal(shared, tracking, message_key, channel == "email" and bool(tracking.unsubscribe_url))
         # id(content) is stable: self._names keeps every content seen alive
         key = (id(content), channel, advertising, decorations, values)
         try:
             found = self._rendered.get(key)
         except TypeError:  # unhashable values (lists of cart items): render every time
-            return self.render(content, channel, context, advertising=advertising, decorations=decorations)
+            return self.render(content, channel, context, advertising=advertising, decorations=decorations,
+                               message_key=message_key)
         if found is None:
             try:
-                found = self.render(content, channel, context, advertising=advertising, decorations=decorations)
+                found = self.render(content, channel, context, advertising=advertising, decorations=decorations,
+                                    message_key=message_key)
             except CampaignError as error:
                 found = error
             if len(self._rendered) < 100_000:
@@ -199,22 +295,31 @@ class Renderer:
         advertising: bool,
         decorations: Decorations,
         where: str = "",
+        message_key: str | None = None,
     ) -> Rendered:
         """``content`` rendered for ``channel`` (a chain entry: sms, alimtalk, brand_message, email, push, webhook).
 
         Raises only :class:`~shopcrm.errors.CampaignError`.  Advertising fails closed: an SMS without the
-        sender and opt-out lines, or a Brand Message without the opt-out line, is refused (K6, K7)."""
+        sender and opt-out lines, or a Brand Message without the opt-out line, is refused (K6, K7).
+        ``{{ link(url) }}`` becomes a tracked link of ``message_key`` (:data:`SAMPLE_KEY` when None: a check),
+        before any length is measured: an SMS that a tracked link pushes past 90 bytes is an LMS."""
         at = f"{where}.{channel}" if where else channel
+        links = _Links(message_key if message_key and message_key is not _SHARED else SAMPLE_KEY, decorations.tracking)
+        token = _LINKS.set(links)
         try:
-            return self._render(content, channel, context, advertising=advertising, decorations=decorations, at=at)
+            rendered = self._render(content, channel, context, advertising=advertising, decorations=decorations, at=at,
+                                    key=links.key)
         except CampaignError:
             raise
         except Exception as error:
             raise CampaignError([(at, _describe(error))]) from None
+        finally:
+            _LINKS.reset(token)
+        return attrs.evolve(rendered, links=tuple(links.urls)) if links.urls else rendered
 
     def _render(
         self, content: Content, channel: str, context: Mapping[str, Any], *, advertising: bool, decorations: Decorations,
-        at: str,
+        at: str, key: str,
     ) -> Rendered:
         if advertising:
             _require_ad_lines(channel, decorations, at)
@@ -241,9 +346,14 @@ class Renderer:
             if advertising:
                 if decorations.ad_prefix:
                     subject = f"{decorations.ad_prefix} {subject}"
-                url = decorations.unsubscribe_url.format(customer_id=quote(str(context.get("customer_id", "")), safe=""))
+                tracking = decorations.tracking
+                if tracking is not None and tracking.unsubscribe_url:  # RFC 8058 one-click, signed per message
+                    url = tracking.unsubscribe(key)
+                else:
+                    url = decorations.unsubscribe_url.format(customer_id=quote(str(context.get("customer_id", "")), safe=""))
                 if not url:
-                    raise CampaignError([(at, "an advertising e-mail needs an unsubscribe URL; set the policy's unsubscribe_url")])
+                    raise CampaignError([(at, "an advertising e-mail needs an unsubscribe URL; set the policy's "
+                                              "unsubscribe_url or TrackingPolicy.unsubscribe_url")])
                 footer = decorations.email_footer.format(unsubscribe_url=url)
                 body = f"{body}\n\n{footer}"
                 if html is not None:

@@ -45,6 +45,9 @@ def check_templates(
         for variant in campaign.variants_of(step):
             content = variant.content
             reads_event = "event" in renderer.names(content)
+            if "link" in renderer.names(content) and rules.tracking is None:
+                problems[(f"{step.send}.{variant.name}", "the template uses link() but no tracking base is configured: "
+                          "set MessagingPolicy.tracking = TrackingPolicy(base_url='https://shop.example/r', secret=...)")] = None
             for channel in campaign.channels:
                 where = f"{step.send}.{variant.name}"
                 sources = [content.text, content.subject, content.html]

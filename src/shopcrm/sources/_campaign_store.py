@@ -279,6 +279,11 @@ class CampaignStore(ABC):
         """The delivery outcome events kept beside the shop's own tables, oldest first (the embedded store writes
         them into its events table instead)."""
 
+    # click tracking (issue 13): events that change no send row, written where outcome events go
+    @abstractmethod
+    def add_events(self, events: Sequence[Mapping[str, Any]]) -> None:
+        """Write message events (``message_clicked``) where :meth:`settle` writes outcome events, in one transaction."""
+
 
 class MemoryCampaignStore(CampaignStore):
     """Everything in memory (sources with nowhere to write, tests)."""
@@ -410,6 +415,10 @@ class MemoryCampaignStore(CampaignStore):
 
     def message_events(self) -> list[dict[str, Any]]:
         return sorted((dict(e) for e in self._events), key=lambda e: e["ts"])
+
+    def add_events(self, events: Sequence[Mapping[str, Any]]) -> None:
+        with self._lock:
+            self._events += [dict(e) for e in events]
 
     def opt_outs(self) -> dict[Any, dict[str, datetime]]:
         out: dict[Any, dict[str, datetime]] = {}
@@ -800,6 +809,13 @@ class SQLCampaignStore(CampaignStore):
                     value = _stamp(value)
                 values[i].append(value)
         self._insert(self.MESSAGE_EVENTS, list(self._EVENT_FIELDS), values)
+
+    def add_events(self, events: Sequence[Mapping[str, Any]]) -> None:
+        if not events:
+            return
+        self._ensure()
+        with self._transaction():
+            self._write_events(events)
 
     def message_events(self) -> list[dict[str, Any]]:
         self._ensure()
