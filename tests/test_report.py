@@ -246,3 +246,21 @@ def test_the_cli_prints_the_report(tmp_path: Any, capsys: pytest.CaptureFixture[
     assert "holdout lift of 'spring'" in out
     assert main(["report", "--db", str(path), "--campaign", "autumn", "--now", NOW.isoformat()]) == 2
     assert "no campaign 'autumn'" in capsys.readouterr().err
+
+
+def test_without_the_statistics_packages_the_counts_remain(embedded: tuple[Shop, list[str], list[str]],
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from shopcrm.measurement import stats
+
+    def missing(*args: Any, **kwargs: Any) -> Any:
+        raise ImportError("No module named 'statsmodels'")
+
+    monkeypatch.setattr(stats, "lift", missing)
+    shop, _, _ = embedded
+    report = shop.report("spring", now=NOW)
+    lift = report.lifts["spring"]
+    assert (lift.lift, lift.srm) == (None, None)
+    assert (lift.treated_n, lift.treated_conversions, lift.holdout_n, lift.holdout_conversions) == (15, 4, 5, 1)
+    assert "shopcrm[measurement]" in str(report)
+    assert report.row("spring")["treated_rate"] == pytest.approx(4 / 15)
+    assert report.row("spring")["absolute_lift"] is None
