@@ -264,3 +264,20 @@ def test_without_the_statistics_packages_the_counts_remain(embedded: tuple[Shop,
     assert "shopcrm[measurement]" in str(report)
     assert report.row("spring")["treated_rate"] == pytest.approx(4 / 15)
     assert report.row("spring")["absolute_lift"] is None
+
+
+def test_a_message_whose_every_step_failed_counts_as_failed_not_sent() -> None:
+    shop = Shop.open()
+    shop.load_customers(PEOPLE[:6])
+    shop.messaging_policy = POLICY
+    shop.save_campaign({**CAMPAIGN, "holdout_percent": 0}, now=T0 - timedelta(days=1))
+    shop.tick(now=T0)
+    lost = {"c0", "c1"}
+    refuse = Scripted(lambda m: Rejected("없는 번호", code="3059") if m.customer_id in lost else Accepted(provider_id="x"))
+    asyncio.run(Dispatcher(shop, {"alimtalk": refuse, "sms": refuse}, clock=lambda: T0, seed=1).run())
+    row = shop.report("spring", now=NOW).row("spring")
+    assert (row["planned"], row["held_out"], row["sent"], row["failed"], row["fallen_back"]) == (6, 0, 4, 2, 0)
+    assert row["cost"] == 4 * 10
+    assert shop.report("spring", now=NOW).lifts == {}  # no holdout: no lift
+    by_channel = shop.report("spring", now=NOW, by="channel")
+    assert sum(r["failed"] for r in by_channel.rows) == 2
