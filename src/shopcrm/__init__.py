@@ -30,6 +30,7 @@ from shopcrm.measurement import AttributionPolicy
 from shopcrm.notebook import Breakdown, Overlap, Trend
 from shopcrm.recipients import RecipientColumns
 from shopcrm.reference import evaluate
+from shopcrm.report import CampaignReport
 from shopcrm.schema import ColumnType, Schema, Table
 from shopcrm.shop import Shop
 from shopcrm.sources import SavedSegment, Source
@@ -43,6 +44,7 @@ __all__ = [
     "AttributionPolicy",
     "Breakdown",
     "CampaignError",
+    "CampaignReport",
     "CampaignWarning",
     "CheckReport",
     "ColumnType",

@@ -193,6 +193,23 @@ def _parser() -> argparse.ArgumentParser:
     doctor.add_argument("--policy", help="a JSON file of MessagingPolicy settings (default: the one saved with the shop)")
     doctor.add_argument("--json", action="store_true", help="print the report as JSON")
     doctor.set_defaults(run=_doctor)
+    # issue 13: the campaign report
+    report = commands.add_parser("report", help="print a campaign report: funnel, clicks, conversions, cost, ROAS, lift")
+    _db_options(report, read_only=True)
+    report.add_argument("--campaign", action="append", help="a campaign id (repeat for several; default: every campaign)")
+    report.add_argument("--since", type=_now, default=None, help="messages sent at or after this instant")
+    report.add_argument("--until", type=_now, default=None, help="messages sent before this instant")
+    report.add_argument("--now", type=_now, default=None, help="report as of this instant (default: now)")
+    report.add_argument("--by", action="append", default=[], choices=("variant", "step", "channel", "kind"),
+                        help="break each campaign down by this (repeat for several)")
+
+    def _report(args: argparse.Namespace) -> int:
+        with _shop(args) as shop:
+            print(shop.report(args.campaign, since=args.since, until=args.until, now=args.now or _utcnow(),
+                              by=tuple(args.by)))
+        return 0
+
+    report.set_defaults(run=_report)
     ddl = commands.add_parser("ddl", help="print the DDL of the library's own tables, for review before a first run")
     ddl.add_argument("--dialect", default="duckdb", help="duckdb, sqlite, postgres or mysql (default duckdb)")
     ddl.add_argument("--library-schema", help="the schema (PostgreSQL, DuckDB) or database (MySQL) of the tables")

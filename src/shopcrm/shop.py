@@ -38,6 +38,7 @@ from shopcrm.timeline import to_utc_naive
 if TYPE_CHECKING:  # issue 12: checks
     from shopcrm.checks import CheckReport, SeenEvent
     from shopcrm.measurement import AttributionPolicy  # issue 13: attribution
+    from shopcrm.report import CampaignReport  # issue 13: the campaign report
 
 __all__ = ["Shop"]
 
@@ -712,6 +713,20 @@ class Shop:
         else:
             model = parse_campaign(campaign)
         return preview_campaign(self, model, to_utc_naive(now), progress=progress)
+
+    # ---- issue 13 item 4: the campaign report (shopcrm.report)
+    def report(
+        self, campaign: str | Sequence[str] | None = None, *, since: datetime | str | None = None,
+        until: datetime | str | None = None, now: datetime | str, by: str | Sequence[str] = (),
+    ) -> CampaignReport:
+        """What the campaigns' messages sent in ``[since, until)`` did, as of ``now``: the funnel (audience, held
+        out, planned, sent, delivered, fallen back, failed), clicks and CTR, attributed and influenced conversions
+        and revenue, cost, ROAS, cost per conversion, messages per purchase, opt-outs after a message, and the
+        holdout lift; per campaign (all when ``campaign`` is None) or per cell of ``by`` (``variant``, ``step``,
+        ``channel``, ``kind``).  See :mod:`shopcrm.report` and docs/measurement.md."""
+        from shopcrm.report import build_report
+
+        return build_report(self, campaign, since=since, until=until, now=now, by=by)
 
     # ---- notebook helpers (issue 12 item 7: shopcrm.notebook)
     def __repr__(self) -> str:

@@ -1,0 +1,515 @@
+"""The campaign report: what a campaign's messages did, read from the shop's store (``shop.report(...)``).
+
+The shell around :mod:`shopcrm.measurement`: it reads the sends (the ledger's ``sent`` and ``delivered`` rows, their
+``message_sent`` times, variant and step from the outbox), the clicks (``message_clicked`` events) and the
+conversion events in a few set-based queries, hands them to the pure reference
+:func:`shopcrm.measurement.attribute`, and adds the funnel (planned, held out, delivered, failed, fallen back), the
+fatigue figure and the holdout lift.  The figures' meaning is the contract's (``docs/measurement.md``).
+
+Choices this module makes (also in ``docs/measurement.md``, "The campaign report"):
+
+- ``since``/``until`` select the messages: sends whose send time, and outbox decisions whose exposure time (the
+  planned send time, else the due time), fall in ``[since, until)``.  Clicks and conversions count up to ``now``
+  (never after it), so a report of last week read today includes this week's purchases inside the windows.
+- ``audience``, ``planned`` and ``held_out`` count outbox decisions (one per customer, step and occurrence):
+  ``audience = planned + held_out``.  They have no carrying channel, so a breakdown by ``channel`` or ``kind``
+  leaves them empty (null).
+- A send without a ``message_sent`` event (a ledger filled by hand) takes its ledger row's last update as send time.
+- **Opt-outs after a message** (fatigue): recipients in the row with an opt-out recorded at ``t`` where
+  ``s <= t < s + 7 days`` for one of their sends ``s`` in the row (only each customer's latest opt-out per consent
+  group is kept by the store, so an opt-out later withdrawn and renewed counts at its latest time).
+- Incrementality pools the campaign's occurrences in the range: a member's exposure is their earliest planned (or
+  held-out) time, their outcome the conversions in ``[exposure, exposure + measurement window)`` before ``now``.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from shopcrm.measurement import (
+    AttributionPolicy,
+    Click,
+    Credits,
+    Send,
+    Summary,
+    attribute,
+    conversions,
+    summarise,
+)
+from shopcrm.measurement._attribution import BREAKDOWNS
+from shopcrm.measurement.stats import Lift, RevenueStats, SampleRatioMismatch
+from shopcrm.timeline import to_utc_naive
+
+if TYPE_CHECKING:
+    from shopcrm.shop import Shop
+    from shopcrm.sources._campaign_store import OutboxRow, SendRow
+
+__all__ = ["FATIGUE_WINDOW", "CampaignLift", "CampaignReport", "build_report"]
+
+#: how long after a send an opt-out counts against it (the "opt-outs after a message" figure)
+FATIGUE_WINDOW = timedelta(days=7)
+#: the funnel's columns that are counts of outbox decisions (null in channel/kind breakdowns)
+_OUTBOX_COLUMNS = ("audience", "held_out", "planned")
+_COUNT_COLUMNS = (
+    "audience", "held_out", "planned", "sent", "delivered", "failed", "fallen_back", "recipients", "clicked",
+    "attributed_conversions", "attributed_customers", "influenced_conversions", "influenced_customers",
+    "opt_outs_after",
+)
+_MONEY_COLUMNS = ("attributed_revenue", "influenced_revenue", "cost")
+_RATIO_COLUMNS = ("ctr", "roas", "cost_per_conversion", "messages_per_purchase", "attributed_conversion_rate",
+                  "influenced_conversion_rate")
+_LIFT_COLUMNS = ("treated_n", "treated_conversions", "holdout_n", "holdout_conversions", "treated_rate", "holdout_rate",
+                 "absolute_lift", "absolute_lift_low", "absolute_lift_high", "relative_lift", "relative_lift_low",
+                 "relative_lift_high", "incremental_conversions", "incremental_revenue", "iroas", "srm_p_value",
+                 "srm_mismatch")
+_SENT_STATES = ("sent", "delivered")
+_MESSAGE_EVENTS = ("message_sent", "message_clicked")
+
+
+def _ratio(numerator: float, denominator: float) -> float | None:
+    return None if denominator == 0 else numerator / denominator
+
+
+@attrs.frozen
+class CampaignLift:
+    """Holdout versus treatment of one campaign (intention to treat, contract section 6).
+
+    ``lift`` and ``srm`` are None when the statistics packages are missing (``note`` says so); the counts and
+    revenue statistics are always there."""
+
+    campaign_id: str
+    holdout_share: float
+    treated_n: int
+    treated_conversions: int
+    holdout_n: int
+    holdout_conversions: int
+    treated_revenue: RevenueStats
+    holdout_revenue: RevenueStats
+    cost: float
+    lift: Lift | None
+    srm: SampleRatioMismatch | None
+    note: str | None = None
+
+    def columns(self) -> dict[str, Any]:
+        """The lift's figures as report columns."""
+        out: dict[str, Any] = dict.fromkeys(_LIFT_COLUMNS)
+        out.update(treated_n=self.treated_n, treated_conversions=self.treated_conversions, holdout_n=self.holdout_n,
+                   holdout_conversions=self.holdout_conversions,
+                   treated_rate=_ratio(self.treated_conversions, self.treated_n),
+                   holdout_rate=_ratio(self.holdout_conversions, self.holdout_n))
+        if self.lift is not None:
+            lift = self.lift
+            out.update(absolute_lift=lift.absolute_lift, relative_lift=lift.relative_lift,
+                       incremental_conversions=lift.incremental_conversions,
+                       incremental_revenue=lift.incremental_revenue, iroas=lift.iroas)
+            if lift.absolute_interval is not None:
+                out.update(absolute_lift_low=lift.absolute_interval.low, absolute_lift_high=lift.absolute_interval.high)
+            if lift.relative_interval is not None:
+                out.update(relative_lift_low=lift.relative_interval.low, relative_lift_high=lift.relative_interval.high)
+        if self.srm is not None:
+            out.update(srm_p_value=self.srm.p_value, srm_mismatch=self.srm.mismatch)
+        return out
+
+    def __str__(self) -> str:
+        lines = [f"holdout lift of {self.campaign_id!r} (configured holdout {self.holdout_share:.0%})"]
+        if self.lift is not None:
+            lines += ["  " + line for line in str(self.lift).splitlines()]
+        else:
+            lines.append(f"  treated {self.treated_conversions:,} / {self.treated_n:,}, "
+                         f"holdout {self.holdout_conversions:,} / {self.holdout_n:,}")
+        if self.srm is not None:
+            lines.append(f"  sample ratio: {self.srm}")
+        if self.note:
+            lines.append(f"  {self.note}")
+        return "\n".join(lines)
+
+
+def _show(value: Any, column: str) -> str:
+    if value is None:
+        return "-"
+    if column in _RATIO_COLUMNS:
+        return f"{value:.2%}" if column in ("ctr", "attributed_conversion_rate", "influenced_conversion_rate") else f"{value:,.2f}"
+    if isinstance(value, float):
+        return f"{value:,.0f}" if value.is_integer() else f"{value:,.2f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+_LABELS = (
+    ("audience", "audience (planned + held out)"), ("held_out", "held out"), ("planned", "planned"), ("sent", "sent"),
+    ("delivered", "delivered"), ("fallen_back", "fallen back"), ("failed", "failed"), ("recipients", "recipients"),
+    ("clicked", "clicked"), ("ctr", "CTR"), ("attributed_conversions", "attributed conversions"),
+    ("attributed_revenue", "attributed revenue"), ("influenced_conversions", "influenced conversions*"),
+    ("influenced_revenue", "influenced revenue*"), ("cost", "cost"), ("roas", "ROAS"),
+    ("cost_per_conversion", "cost per conversion"), ("messages_per_purchase", "messages per purchase"),
+    ("opt_outs_after", "opt-outs within 7 days"),
+)
+_INFLUENCED_NOTE = "* influenced figures count a purchase once per row; they are not summable across campaigns"
+
+
+@attrs.frozen
+class CampaignReport:
+    """A campaign report: one row per campaign (or per cell of the breakdown ``by`` within each campaign).
+
+    ``rows`` are flat dicts (see :meth:`to_arrow` for the columns); ``summaries`` the pure reference's figures behind
+    them; ``lifts`` the holdout comparison per campaign that has a holdout; ``credits`` what attribution found.
+    Ratios with a zero denominator are None (null in Arrow, "-" in text)."""
+
+    since: datetime | None
+    until: datetime | None
+    now: datetime
+    by: tuple[str, ...]
+    rows: tuple[dict[str, Any], ...]
+    summaries: tuple[Summary, ...]
+    lifts: Mapping[str, CampaignLift]
+    credits: Credits
+    policy: AttributionPolicy
+
+    @property
+    def columns(self) -> list[str]:
+        """The report's columns, in order."""
+        return ["campaign_id", *self.by, *_COUNT_COLUMNS[:7], "clicked", "ctr", "recipients",
+                "attributed_conversions", "attributed_revenue", "attributed_customers", "attributed_conversion_rate",
+                "influenced_conversions", "influenced_revenue", "influenced_customers", "influenced_conversion_rate",
+                "cost", "roas", "cost_per_conversion", "messages_per_purchase", "opt_outs_after", *_LIFT_COLUMNS]
+
+    def row(self, campaign_id: str, **cell: str) -> dict[str, Any]:
+        """The row of one campaign (and cell: ``report.row("spring", variant="A")``); KeyError when absent."""
+        for row in self.rows:
+            if row["campaign_id"] == campaign_id and all(row.get(k) == v for k, v in cell.items()):
+                return row
+        raise KeyError(f"the report has no row for campaign {campaign_id!r} {cell or ''}; it has "
+                       f"{sorted({r['campaign_id'] for r in self.rows})}")
+
+    def to_arrow(self) -> Any:
+        """The report as a ``pyarrow.Table``, one row per campaign or cell; undefined ratios are nulls."""
+        import pyarrow as pa
+
+        types: dict[str, Any] = {c: pa.string() for c in ("campaign_id", *self.by)}
+        types.update({c: pa.int64() for c in (*_COUNT_COLUMNS, "treated_n", "treated_conversions", "holdout_n",
+                                              "holdout_conversions")})
+        types["srm_mismatch"] = pa.bool_()
+        columns = self.columns
+        schema = pa.schema([(c, types.get(c, pa.float64())) for c in columns])
+        return pa.table({c: [row.get(c) for row in self.rows] for c in columns}, schema=schema)
+
+    def to_pandas(self) -> Any:
+        """The report as a pandas DataFrame (through Arrow)."""
+        return self.to_arrow().to_pandas()
+
+    def to_polars(self) -> Any:
+        """The report as a polars DataFrame (through Arrow)."""
+        import polars as pl
+
+        return pl.from_arrow(self.to_arrow())
+
+    def _title(self) -> str:
+        span = f"{self.since.isoformat() if self.since else '...'} to {self.until.isoformat() if self.until else '...'}"
+        by = f", by {', '.join(self.by)}" if self.by else ""
+        return f"Campaign report, messages sent {span}, as of {self.now.isoformat()}{by}"
+
+    def _heads(self, row: Mapping[str, Any]) -> str:
+        return " / ".join([str(row["campaign_id"]), *(f"{d}={row[d] or '(none)'}" for d in self.by)])
+
+    def __str__(self) -> str:
+        lines = [self._title()]
+        if not self.rows:
+            lines.append("  no messages in this range")
+        width = max(len(label) for _, label in _LABELS)
+        for row in self.rows:
+            lines.append("")
+            lines.append(self._heads(row))
+            for column, label in _LABELS:
+                lines.append(f"  {label.ljust(width)}  {_show(row.get(column), column)}")
+        for lift in self.lifts.values():
+            lines += ["", str(lift)]
+        lines += ["", _INFLUENCED_NOTE]
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        head = "".join(f"<th>{html.escape(label)}</th>" for _, label in _LABELS)
+        body = "".join(
+            "<tr><th>" + html.escape(self._heads(row)) + "</th>"
+            + "".join(f"<td>{html.escape(_show(row.get(c), c))}</td>" for c, _ in _LABELS) + "</tr>"
+            for row in self.rows
+        )
+        lifts = "".join(f"<pre>{html.escape(str(lift))}</pre>" for lift in self.lifts.values())
+        return (f"<div><strong>{html.escape(self._title())}</strong><table><thead><tr><th></th>{head}</tr></thead>"
+                f"<tbody>{body}</tbody></table>{lifts}<p><small>{html.escape(_INFLUENCED_NOTE)}</small></p></div>")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# reading the store
+
+
+def _in(ts: datetime, since: datetime | None, until: datetime | None) -> bool:
+    return (since is None or ts >= since) and (until is None or ts < until)
+
+
+def _events(shop: Shop, names: Sequence[str], *, campaign_ids: Sequence[str] | None, before: datetime,
+            extra: Sequence[str] = (), since: datetime | None = None) -> list[dict[str, Any]]:
+    """Events named ``names`` before ``before`` (and at or after ``since``), from the shop's events table in one
+    query, plus (for message events) the library's ``shopcrm_message_events`` where the store keeps them beside a
+    shop whose events table is not its own.  ``extra`` names further columns to read when the table has them."""
+    from sqlglot import exp
+
+    from shopcrm.compiler._dialects import dialect_for
+
+    source = shop.source
+    table = source.schema().events
+    quirks = dialect_for(source.dialect)
+    columns = ["customer_id", "event", "ts", *(c for c in extra if table.has(c))]
+    found: list[dict[str, Any]] = []
+    if not any(c in extra for c in ("message_key",)) or table.has("message_key"):
+        ts = quirks.timestamp_column(exp.column("ts", table="e", quoted=True))
+        where: list[exp.Expression] = [
+            exp.In(this=exp.column("event", table="e", quoted=True), expressions=[exp.Literal.string(n) for n in names]),
+            exp.LT(this=ts, expression=quirks.timestamp_literal(before)),
+        ]
+        if since is not None:
+            where.append(exp.GTE(this=ts.copy(), expression=quirks.timestamp_literal(since)))
+        if campaign_ids is not None and table.has("campaign_id"):
+            where.append(exp.In(this=exp.column("campaign_id", table="e", quoted=True),
+                                expressions=[exp.Literal.string(c) for c in campaign_ids]))
+        query = exp.select(*[exp.column(c, table="e", quoted=True) for c in columns]).from_(
+            table.relation("e")).where(exp.and_(*where))
+        found += [dict(zip(columns, row, strict=True)) for row in source.fetch(query)]
+    if "message_key" in extra:
+        wanted = set(names)
+        for event in shop.source.campaign_store().message_events():
+            if event.get("event") in wanted and (campaign_ids is None or event.get("campaign_id") in campaign_ids):
+                found.append(event)
+    out: list[dict[str, Any]] = []
+    seen: set[tuple[Any, ...]] = set()
+    for event in found:
+        if event.get("ts") is None:
+            continue
+        event["ts"] = to_utc_naive(event["ts"])
+        if event["ts"] >= before or (since is not None and event["ts"] < since):
+            continue
+        mark = (event.get("event"), event.get("message_key"), event["ts"], json.dumps(event.get("customer_id"), default=str))
+        if "message_key" in extra and mark in seen:
+            continue
+        seen.add(mark)
+        out.append(event)
+    return out
+
+
+def _conversion_rows(shop: Shop, policy: AttributionPolicy, since: datetime | None, before: datetime) -> list[dict[str, Any]]:
+    """The conversion events in ``[since, before)`` as rows :func:`shopcrm.measurement.conversions` reads: the
+    revenue and order properties from their own columns, else from a JSON ``properties`` column."""
+    props = (policy.revenue_property, policy.order_property)
+    rows = _events(shop, [policy.conversion_event], campaign_ids=None, before=before, since=since,
+                   extra=("properties", *props))
+    out = []
+    for row in rows:
+        properties: dict[str, Any] = {}
+        raw = row.get("properties")
+        if isinstance(raw, str) and raw:
+            try:
+                raw = json.loads(raw)
+            except ValueError:
+                raw = None
+        if isinstance(raw, Mapping):
+            properties.update(raw)
+        for name in props:
+            if row.get(name) is not None:
+                properties[name] = row[name]
+        out.append({"customer_id": row["customer_id"], "event": row["event"], "ts": row["ts"], "properties": properties})
+    return out
+
+
+def _exposure(row: OutboxRow) -> datetime:
+    return row.send_at or row.due_at
+
+
+def _cid(customer: Any) -> str:
+    return json.dumps(customer, default=str)
+
+
+def build_report(
+    shop: Shop, campaign: str | Sequence[str] | None = None, *, since: datetime | str | None = None,
+    until: datetime | str | None = None, now: datetime | str, by: str | Sequence[str] = (),
+) -> CampaignReport:
+    """The campaign report of ``shop`` (see :meth:`shopcrm.Shop.report`)."""
+    from shopcrm.measurement._attribution import _by
+
+    dims = _by(by)
+    when = to_utc_naive(now)
+    lo = to_utc_naive(since) if since is not None else None
+    hi = to_utc_naive(until) if until is not None else None
+    if lo is not None and hi is not None and hi <= lo:
+        raise ValueError(f"the report's range is empty: until ({hi.isoformat()}) must be after since ({lo.isoformat()})")
+    hi = when if hi is None else min(hi, when)
+    policy = shop.attribution_policy
+    store = shop.source.campaign_store()
+    models = {c.id: c for c in shop.campaigns()}
+    if campaign is None:
+        ids: list[str] | None = None
+    else:
+        ids = [campaign] if isinstance(campaign, str) else list(campaign)
+        unknown = [c for c in ids if c not in models]
+        if unknown:
+            raise KeyError(f"no campaign {', '.join(map(repr, unknown))}; the shop has {sorted(models) or 'none'}")
+
+    # the outbox: who was planned and who was held out
+    decided = [r for status in ("planned", "holdout") for r in store.outbox(campaign_ids=ids, status=status)]
+    decided = [r for r in decided if _exposure(r) < when and _in(_exposure(r), lo, hi)]
+    planned_rows = {r.key: r for r in decided if r.status == "planned"}
+
+    # the ledger: sends (sent or delivered), failures; send times from message_sent events
+    ledger: list[SendRow] = [r for r in store.sends() if ids is None or r.campaign_id in ids]
+    sent_times: dict[str, datetime] = {}
+    clicks: list[Click] = []
+    for event in _events(shop, _MESSAGE_EVENTS, campaign_ids=ids, before=when, extra=("message_key", "campaign_id")):
+        key = event.get("message_key")
+        if not key:
+            continue
+        if event["event"] == "message_sent":
+            if key not in sent_times or event["ts"] < sent_times[key]:
+                sent_times[str(key)] = event["ts"]
+        else:
+            clicks.append(Click(message_key=str(key), clicked_at=event["ts"]))
+    missing = [r.key for r in ledger if r.key not in planned_rows]
+    outbox_of = dict(planned_rows)
+    outbox_of.update(store.outbox_by_keys(missing) if missing else {})
+
+    sends: list[Send] = []
+    states: dict[str, SendRow] = {}
+    failed: list[SendRow] = []
+    for row in ledger:
+        planned = outbox_of.get(row.key)
+        if row.state in _SENT_STATES:
+            at = sent_times.get(row.key, row.updated_at)
+            if at >= when or not _in(at, lo, hi):
+                continue
+            sends.append(Send(message_key=row.key, customer_id=row.customer_id, campaign_id=row.campaign_id,
+                              variant=planned.variant if planned else "", step=planned.step if planned else "",
+                              channel=row.channel or (planned.channel if planned else ""),
+                              kind=row.kind or (planned.kind if planned else ""), sent_at=at, cost=row.cost))
+            states[row.key] = row
+        elif row.state == "failed" and planned is not None and _in(_exposure(planned), lo, hi):
+            failed.append(row)
+
+    # conversions: from the earliest touch or exposure up to now
+    starts = [s.sent_at for s in sends] + [_exposure(r) for r in decided]
+    first = min(starts) if starts else when
+    conversion_rows = _conversion_rows(shop, policy, first, when)
+    convs = conversions(conversion_rows, policy)
+    credits = attribute(sends, clicks, convs, policy)
+    summaries = summarise(credits, dims)
+
+    # the rows
+    def cell_of(values: Mapping[str, str], campaign_id: str) -> tuple[str, ...]:
+        return (campaign_id, *(str(values.get(d, "")) for d in dims))
+
+    outbox_counts = not (set(dims) & {"channel", "kind"})
+    counts: dict[tuple[str, ...], dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for r in decided:
+        cell = cell_of({"variant": r.variant, "step": r.step}, r.campaign_id)
+        counts[cell]["planned" if r.status == "planned" else "held_out"] += 1
+    for lost in failed:
+        planned = outbox_of.get(lost.key)
+        values = {"variant": planned.variant if planned else "", "step": planned.step if planned else "",
+                  "channel": lost.channel or (planned.channel if planned else ""),
+                  "kind": lost.kind or (planned.kind if planned else "")}
+        counts[cell_of(values, lost.campaign_id)]["failed"] += 1
+    sends_in: dict[tuple[str, ...], list[Send]] = defaultdict(list)
+    for send in sends:
+        sends_in[cell_of({d: str(getattr(send, d)) for d in BREAKDOWNS}, send.campaign_id)].append(send)
+    opt_outs = {_cid(c): list(groups.values()) for c, groups in store.opt_outs().items()}
+
+    by_cell = {(s.campaign_id, *(v for _, v in s.cell)): s for s in summaries}
+    cells = set(by_cell) | ({c for c in counts if outbox_counts} | {c for c, n in counts.items() if n.get("failed")})
+    rows: list[dict[str, Any]] = []
+    for cell in sorted(cells):
+        summary = by_cell.get(cell) or Summary(
+            campaign_id=cell[0], cell=tuple(zip(dims, cell[1:], strict=True)), sends=0, recipients=0, clicked=0,
+            attributed_conversions=0, attributed_revenue=0.0, attributed_customers=0, influenced_conversions=0,
+            influenced_revenue=0.0, influenced_customers=0, cost=0.0)
+        n = counts.get(cell, {})
+        cell_sends = sends_in.get(cell, [])
+        out: dict[str, Any] = summary.to_dict()
+        if outbox_counts:
+            out.update(planned=n.get("planned", 0), held_out=n.get("held_out", 0))
+            out["audience"] = out["planned"] + out["held_out"]
+        else:
+            out.update(dict.fromkeys(_OUTBOX_COLUMNS))
+        out["sent"] = summary.sends
+        out["delivered"] = sum(1 for s in cell_sends if states[s.message_key].state == "delivered")
+        out["fallen_back"] = sum(1 for s in cell_sends if states[s.message_key].chain_index > 0)
+        out["failed"] = n.get("failed", 0)
+        out["opt_outs_after"] = _fatigue(cell_sends, opt_outs, when)
+        out.update(dict.fromkeys(_LIFT_COLUMNS))
+        rows.append(out)
+
+    lifts: dict[str, CampaignLift] = {}
+    for campaign_id in sorted({r.campaign_id for r in decided}):
+        model = models.get(campaign_id)
+        share = (model.holdout_percent / 100) if model is not None else 0.0
+        members = [r for r in decided if r.campaign_id == campaign_id]
+        if not share and not any(r.status == "holdout" for r in members):
+            continue
+        cost = math.fsum(sorted(s.cost for s in sends if s.campaign_id == campaign_id))
+        lifts[campaign_id] = _lift(campaign_id, share, members, convs, policy.measurement_window, when, cost)
+    if not dims:
+        for out in rows:
+            found = lifts.get(out["campaign_id"])
+            if found is not None:
+                out.update(found.columns())
+    return CampaignReport(since=lo, until=to_utc_naive(until) if until is not None else None, now=when, by=dims,
+                          rows=tuple(rows), summaries=tuple(summaries), lifts=lifts, credits=credits, policy=policy)
+
+
+def _fatigue(sends: Iterable[Send], opt_outs: Mapping[str, list[datetime]], now: datetime) -> int:
+    """Recipients with an opt-out at ``t``, ``s <= t < s + FATIGUE_WINDOW`` for one of their sends ``s``, before now."""
+    tired = set()
+    for send in sends:
+        who = _cid(send.customer_id)
+        if any(send.sent_at <= t < send.sent_at + FATIGUE_WINDOW and t < now for t in opt_outs.get(who, ())):
+            tired.add(who)
+    return len(tired)
+
+
+def _lift(campaign_id: str, share: float, members: Sequence[OutboxRow], convs: Sequence[Any], window: timedelta,
+          now: datetime, cost: float) -> CampaignLift:
+    """Treatment (planned members) against holdout (held-out members), each member's outcome within the
+    measurement window after their earliest exposure."""
+    from shopcrm.measurement import stats
+
+    exposure: dict[str, tuple[datetime, str]] = {}
+    for r in members:
+        who = _cid(r.customer_id)
+        at = _exposure(r)
+        if who not in exposure or at < exposure[who][0]:
+            exposure[who] = (at, r.status)
+    of: dict[str, list[Any]] = defaultdict(list)
+    for c in convs:
+        of[_cid(c.customer_id)].append(c)
+    outcome: dict[str, list[float]] = {"planned": [], "holdout": []}
+    converted = {"planned": 0, "holdout": 0}
+    for who, (at, status) in exposure.items():
+        inside = [c for c in of.get(who, ()) if at <= c.ts < at + window and c.ts < now]
+        converted[status] += bool(inside)
+        outcome[status].append(math.fsum(sorted(c.revenue for c in inside)))
+    treated, held = RevenueStats.from_values(outcome["planned"]), RevenueStats.from_values(outcome["holdout"])
+    lift: Lift | None = None
+    srm: SampleRatioMismatch | None = None
+    note = None
+    try:
+        lift = stats.lift(treated.n, converted["planned"], held.n, converted["holdout"], treated_revenue=treated,
+                          holdout_revenue=held, cost=cost)
+        srm = stats.sample_ratio_mismatch(treated.n, held.n, share)
+    except ImportError:
+        note = "the intervals and the sample-ratio test need scipy and statsmodels: pip install 'shopcrm[measurement]'"
+    return CampaignLift(campaign_id, share, treated.n, converted["planned"], held.n, converted["holdout"], treated, held,
+                        cost, lift, srm, note)
