@@ -220,3 +220,22 @@ def test_a_tick_records_the_control_in_the_outbox_and_the_policy_survives_a_reop
     assert reopened.messaging_policy == POLICY
     assert reopened.messaging_policy.global_control_salt == "gc-2026"
     reopened.close()
+
+
+def test_a_recurring_campaign_counts_the_control_row_as_received() -> None:
+    # like a holdout, a control member's would-be exposure starts the reentry window: one row per window, so the
+    # control's exposures line up with the treated members' (who get the campaign once per 30 days)
+    shop = Shop.open()
+    shop.messaging_policy = POLICY
+    shop.load_customers(customers(300))
+    shop.save_campaign(campaign("weekly-picks", schedule={"kind": "recurring", "at": "09:00", "reentry": "30d"}),
+                       now=datetime(2026, 11, 24))
+    shop.tick(now=MORNING)
+    second = shop.tick(now=datetime(2026, 11, 26, 1))  # the next day's occurrence
+    control = global_control_members([f"C{i:04d}" for i in range(300)], POLICY)
+    assert control
+    assert second.plan.reasons()["already_received"] == 300
+    assert not second.messages
+    rows = shop.outbox(campaign_id="weekly-picks", status="global_control")
+    assert sorted(r.customer_id for r in rows) == sorted(control)
+    shop.close()
