@@ -84,7 +84,7 @@ REASONS: dict[str, str] = {
     "holdout": "in the campaign's control group: planned but not sent",
     "render_failed": "the template could not be rendered for this customer",
     "not_in_audience": "the trigger happened, but the customer was not in the scenario's audience at that moment",
-    "already_received": "got this recurring campaign (or was held out of it) within its reentry window",
+    "already_received": "got this recurring campaign (or was held out of it, or left out as global control) within its reentry window",
 }
 
 
