@@ -68,6 +68,7 @@ LABELS: dict[str, dict[str, str]] = {
         "not_friend": "채널 친구 아님",
         "capped": "발송 빈도 제한",
         "holdout": "대조군(홀드아웃)",
+        "global_control": "글로벌 대조군",
         "render_failed": "템플릿 오류",
         "not_in_audience": "대상 고객 아님",
         "already_received": "이미 받음",

@@ -78,7 +78,7 @@ class TickResult:
     occurrences: tuple[tuple[str, str], ...]
     dry_run: bool = False
     #: the outbox rows this tick recorded (or, in a dry run, would record), by status: ``planned`` (one per
-    #: message), ``entered`` (a scenario entry), ``holdout``, and the suppressions of scenario steps by reason
+    #: message), ``entered`` (a scenario entry), ``holdout``, ``global_control``, and the suppressions of scenario steps by reason
     rows_by_status: dict[str, int] = attrs.field(factory=dict)
 
     @property
@@ -277,7 +277,7 @@ def gather(
             since = None if schedule.reentry == "once" else due[1] - schedule.reentry
             last: dict[Any, datetime] = {}
             for got in store.outbox(campaign_ids=[campaign.id], since=since):
-                if got.status in ("planned", "holdout") and (got.customer_id not in last or got.due_at > last[got.customer_id]):
+                if got.status in ("planned", "holdout", "global_control") and (got.customer_id not in last or got.due_at > last[got.customer_id]):
                     last[got.customer_id] = got.due_at
             received[campaign.id] = last
         read = template_names(campaign, renderer)
@@ -482,7 +482,7 @@ def _plain(value: Any) -> Any:
 
 
 def outbox_rows(result: Plan, campaigns: Iterable[Campaign], now: datetime) -> list[OutboxRow]:
-    """The rows a plan records: every planned message; holdouts; every failed rendering (``render_failed``, its
+    """The rows a plan records: every planned message; holdouts and global control members; every failed rendering (``render_failed``, its
     reason in the message's ``detail``); every suppression of a scenario step; the scenario entries an audience
     rule decided."""
     scenarios = {c.id for c in campaigns if isinstance(c.schedule, Triggered)}
@@ -505,7 +505,7 @@ def outbox_rows(result: Plan, campaigns: Iterable[Campaign], now: datetime) -> l
     for s in result.suppressions:
         if s.key is None or s.reason == "already_planned" or s.key in seen:
             continue
-        if s.reason not in ("holdout", "render_failed") and s.campaign_id not in scenarios:
+        if s.reason not in ("holdout", "global_control", "render_failed") and s.campaign_id not in scenarios:
             continue  # a broadcast's other reasons are re-derived; a failed rendering is kept with its reason
         rows.append(OutboxRow(
             key=s.key, customer_id=s.customer_id, campaign_id=s.campaign_id, step=s.step, occurrence=s.occurrence,

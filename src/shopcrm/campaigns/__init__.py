@@ -36,7 +36,7 @@ from shopcrm.campaigns._planner import (
     scenario_span,
 )
 from shopcrm.campaigns._playbooks import PLAYBOOKS, Playbook, playbook
-from shopcrm.campaigns._policy import Cap, MessagingPolicy, Window
+from shopcrm.campaigns._policy import Cap, MessagingPolicy, Window, global_control_members, in_global_control
 from shopcrm.campaigns._preview import ChannelFunnel, Preview, preview
 from shopcrm.campaigns._templates import Decorations, Rendered, Renderer, TemplateLimits
 from shopcrm.campaigns._validate import check_templates
@@ -80,7 +80,9 @@ __all__ = [
     "cp949_length",
     "due_occurrence",
     "format_date",
+    "global_control_members",
     "idempotency_key",
+    "in_global_control",
     "krw",
     "message_context",
     "needs_recheck",

@@ -35,7 +35,7 @@ from shopcrm.campaigns._models import (
     WaitUntil,
     reentry_blocks,
 )
-from shopcrm.campaigns._policy import CONSENT_GROUP, MessagingPolicy, local, utc
+from shopcrm.campaigns._policy import CONSENT_GROUP, MessagingPolicy, in_global_control, local, utc
 from shopcrm.campaigns._templates import Decorations, Rendered, Renderer
 from shopcrm.dsl import Everyone, sample_bucket
 from shopcrm.errors import CampaignError
@@ -80,10 +80,11 @@ REASONS: dict[str, str] = {
     "consent_expired": "marketing consent older than the policy allows without re-confirmation (K8)",
     "not_friend": "Brand Message only reaches the channel's friends",
     "capped": "a frequency cap would be exceeded",
+    "global_control": "in the shop's global control group (MessagingPolicy.global_control_percent): no advertising",
     "holdout": "in the campaign's control group: planned but not sent",
     "render_failed": "the template could not be rendered for this customer",
     "not_in_audience": "the trigger happened, but the customer was not in the scenario's audience at that moment",
-    "already_received": "got this recurring campaign (or was held out of it) within its reentry window",
+    "already_received": "got this recurring campaign (or was held out of it, or left out as global control) within its reentry window",
 }
 
 
@@ -417,6 +418,7 @@ class _Planner:
     caps: _Caps = attrs.field(init=False)
     decorations: Decorations = attrs.field(init=False)
     allowed_at: dict[tuple[Any, ...], datetime] = attrs.field(factory=dict)
+    in_control: dict[Any, bool] = attrs.field(factory=dict)
     #: render the fallback channels of each chain too (a preview needs only the first, for the cost)
     render_fallbacks: bool = True
 
@@ -552,6 +554,15 @@ class _Planner:
         return at
 
     # -- one message ---------------------------------------------------------------------------
+    def global_control(self, customer_id: Any) -> bool:
+        """:func:`in_global_control` under this plan's policy (memoised: campaigns share their customers)."""
+        if not self.policy.global_control_percent:
+            return False
+        found = self.in_control.get(customer_id)
+        if found is None:
+            found = self.in_control[customer_id] = in_global_control(customer_id, self.policy)
+        return found
+
     def zone(self, customer_id: Any) -> str:
         recipient = self.state.recipients.get(customer_id)
         return (recipient.timezone if recipient is not None else None) or self.policy.timezone
@@ -594,6 +605,13 @@ class _Planner:
         cap = self.caps.binding(customer_id, campaign.purpose, chain[0], send_at)
         if cap is not None:
             self.suppress(campaign, step.send, customer_id, "capped", cap, key=key, occurrence=occurrence, due_at=due_at)
+            return
+        # the global control group sees no advertising at all; it is recorded where the message would have been
+        # planned (like a holdout), and the campaign's own holdout is drawn from the other members only
+        if advertising and self.global_control(customer_id):
+            self.suppress(campaign, step.send, customer_id, "global_control", f"would send at {send_at.isoformat()}",
+                          key=key, occurrence=occurrence, due_at=due_at)
+            self.keys.add(key)
             return
         if campaign.holdout_percent and bucket(f"holdout:{campaign.id}", customer_id) < campaign.holdout_percent * 100:
             self.suppress(campaign, step.send, customer_id, "holdout", key=key, occurrence=occurrence, due_at=due_at)

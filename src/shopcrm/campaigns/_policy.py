@@ -8,7 +8,8 @@ time zone (``Asia/Seoul`` unless the recipient has one).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import hashlib
+from collections.abc import Iterable, Mapping
 from datetime import datetime, time, timedelta
 from functools import lru_cache
 from typing import Any, Literal
@@ -19,7 +20,10 @@ import attrs
 from shopcrm.campaigns._templates import Decorations
 from shopcrm.tracking import TrackingPolicy
 
-__all__ = ["DEFAULT_PRICES", "CONSENT_GROUP", "PRICE_KEYS", "Cap", "MessagingPolicy", "Window", "local", "utc"]
+__all__ = [
+    "DEFAULT_PRICES", "CONSENT_GROUP", "PRICE_KEYS", "Cap", "MessagingPolicy", "Window", "global_control_members",
+    "global_control_point", "in_global_control", "local", "utc",
+]
 
 #: KRW per message, VAT excluded: Hackle's list prices of January 2026 (see docs/channels.md, "Cost"), keyed by the
 #: kind that carried the message (``brand_message`` is the price to channel friends, ``brand_message_non_friend``
@@ -106,6 +110,17 @@ def _check_prices(prices: Mapping[str, float]) -> None:
         raise ValueError(f"MessagingPolicy.prices must be numbers of 0 or more per message, not {wrong!r}")
 
 
+def _check_control_percent(_: object, __: object, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 100:
+        raise ValueError(f"MessagingPolicy.global_control_percent is a share of customers from 0 (no global control "
+                         f"group) up to, not including, 100 (5 for 5%); got {value!r}")
+
+
+def _check_control_salt(_: object, __: object, value: object) -> None:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"MessagingPolicy.global_control_salt is a non-empty text (e.g. 'gc-2026'); got {value!r}")
+
+
 @attrs.frozen(kw_only=True)
 class MessagingPolicy:
     """The legal and policy rules the planner applies (and the dispatcher re-checks)."""
@@ -141,6 +156,12 @@ class MessagingPolicy:
     prices: Mapping[str, float] = attrs.field(factory=lambda: dict(DEFAULT_PRICES), validator=lambda _, __, v: _check_prices(v))
     #: tracked links (``{{ link(url) }}``) and signed one-click unsubscribe links; None: no tracking
     tracking: TrackingPolicy | None = None
+    #: the share of customers (percent, ``0 <= p < 100``) kept out of every advertising campaign to measure the
+    #: whole programme (:func:`in_global_control`); informational messages still reach them; 0: no such group
+    global_control_percent: float = attrs.field(default=0.0, validator=_check_control_percent)
+    #: what the global control group's hash is salted with: the same salt keeps the same customers, a new one
+    #: draws a new group
+    global_control_salt: str = attrs.field(default="global_control", validator=_check_control_salt)
 
     @classmethod
     def united_states(cls, **changes: object) -> MessagingPolicy:
@@ -208,6 +229,8 @@ class MessagingPolicy:
             "opt_out_number": self.opt_out_number, "unsubscribe_url": self.unsubscribe_url,
             "prices": {k: float(v) for k, v in self.prices.items()},
             **({"tracking": self.tracking.to_dict()} if self.tracking is not None else {}),
+            "global_control_percent": float(self.global_control_percent),
+            "global_control_salt": self.global_control_salt,
         }
 
     @classmethod
@@ -233,6 +256,8 @@ class MessagingPolicy:
             values["prices"] = dict(values["prices"])
         if values.get("tracking") is not None:
             values["tracking"] = TrackingPolicy.from_dict(values["tracking"])
+        if isinstance(values.get("global_control_percent"), int) and not isinstance(values["global_control_percent"], bool):
+            values["global_control_percent"] = float(values["global_control_percent"])
         return cls(**values)
 
     def problems(self, purpose: str) -> list[str]:
@@ -246,3 +271,34 @@ class MessagingPolicy:
         if purpose == "advertising" and self.jurisdiction == "US" and not self.sender_name:
             out.append("marketing texts and e-mail identify their sender (TCPA, CAN-SPAM): set MessagingPolicy.sender_name")
         return out
+
+
+# -- the global control group ----------------------------------------------------------------------------
+
+_SPAN = 2.0 ** 64
+
+
+def global_control_point(customer_id: Any, salt: str) -> float:
+    """A customer's place in ``[0, 100)`` for the global control group, reproducible anywhere:
+    the first 8 bytes of SHA-256 of the UTF-8 text ``f"{salt}:{customer_id}"`` (the id as text: ``42`` and
+    ``"42"`` are the same customer), read as a big-endian unsigned integer, divided by 2**64, times 100."""
+    digest = hashlib.sha256(f"{salt}:{customer_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / _SPAN * 100.0
+
+
+def in_global_control(customer_id: Any, policy: MessagingPolicy) -> bool:
+    """Whether ``customer_id`` is in ``policy``'s global control group: its :func:`global_control_point`
+    (salted with ``policy.global_control_salt``) is below ``policy.global_control_percent``. The same
+    customers every time and for every campaign; nobody when the percent is 0."""
+    percent = policy.global_control_percent
+    return bool(percent) and global_control_point(customer_id, policy.global_control_salt) < percent
+
+
+def global_control_members(customer_ids: Iterable[Any], policy: MessagingPolicy) -> frozenset[Any]:
+    """The ids among ``customer_ids`` that are in ``policy``'s global control group (:func:`in_global_control`).
+
+    Measurement compares this group with every other customer over a period (intention to treat: membership
+    is decided by the hash alone, whatever the customers' consent or contact points)."""
+    if not policy.global_control_percent:
+        return frozenset()
+    return frozenset(c for c in customer_ids if in_global_control(c, policy))

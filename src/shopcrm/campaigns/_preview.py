@@ -3,8 +3,8 @@
 The funnel of one channel: the audience -> with a contact point on the channel ->
 allowed to receive it (consent, opt-out, consent age, channel friendship; for
 advertising only) -> not over a frequency cap -> sendable now or deferred by the
-clock rules -> outside the holdout.  The ``planned`` part runs the planner itself
-on the whole chain (fallbacks included), so its counts and cost are exactly what
+clock rules -> outside the shop's global control group (advertising only) ->
+outside the holdout.  The ``planned`` part runs the planner itself on the whole chain (fallbacks included), so its counts and cost are exactly what
 a tick at ``now`` would plan.
 """
 
@@ -19,12 +19,13 @@ import attrs
 
 from shopcrm.campaigns._models import Campaign, OneOff, Send, Triggered
 from shopcrm.campaigns._planner import Plan, ShopState, _Planner, bucket, paused_gc, scenario_span
-from shopcrm.campaigns._policy import MessagingPolicy
+from shopcrm.campaigns._policy import MessagingPolicy, global_control_members
 from shopcrm.timeline import to_utc_naive
 
 __all__ = ["ChannelFunnel", "Preview", "preview"]
 
-_STAGES = ("audience", "with_contact", "allowed", "not_capped", "sendable_now", "deferred", "after_holdout")
+_STAGES = ("audience", "with_contact", "allowed", "not_capped", "sendable_now", "deferred", "after_global_control",
+           "after_holdout")
 
 
 @attrs.frozen(kw_only=True)
@@ -38,6 +39,8 @@ class ChannelFunnel:
     not_capped: int
     sendable_now: int
     deferred: int
+    #: not in the shop's global control group (:func:`shopcrm.campaigns.in_global_control`; advertising only)
+    after_global_control: int
     after_holdout: int
 
     def as_dict(self) -> dict[str, Any]:
@@ -64,6 +67,8 @@ class Preview:
     triggered_since: datetime | None = None
     #: the messages already in the outbox that the frequency caps counted (planned within the longest cap)
     ledger: int = 0
+    #: members the planner leaves out because they are in the shop's global control group (advertising only)
+    global_control: int = 0
 
     @property
     def planned(self) -> int:
@@ -85,7 +90,7 @@ class Preview:
             lines.append(f"{stage:<{width}}" + "".join(f"{getattr(f, stage):>15,}" for f in self.funnels))
         by_kind = ", ".join(f"{k} {v:,}" for k, v in sorted(self.planned_by_kind.items())) or "none"
         lines.append(f"planned through the chain: {self.planned:,} ({by_kind}); deferred {self.deferred:,}; "
-                     f"holdout {self.holdout:,}; estimated cost {self.estimated_cost:,.0f}")
+                     f"global control {self.global_control:,}; holdout {self.holdout:,}; estimated cost {self.estimated_cost:,.0f}")
         if self.suppressed:
             from shopcrm.labels import label
 
@@ -125,6 +130,7 @@ def _preview(campaign: Campaign, state: ShopState, when: datetime, rules: Messag
         {c for c in members if bucket(f"holdout:{campaign.id}", c) < campaign.holdout_percent * 100}
         if campaign.holdout_percent else set()
     )
+    controlled = global_control_members(members, rules) if advertising else frozenset()
     for channel in campaign.channels:
         counts = Counter[str]()
         for customer_id in members:
@@ -142,6 +148,9 @@ def _preview(campaign: Campaign, state: ShopState, when: datetime, rules: Messag
                 continue
             counts["not_capped"] += 1
             counts["sendable_now" if send_at == when else "deferred"] += 1
+            if customer_id in controlled:
+                continue
+            counts["after_global_control"] += 1
             if customer_id not in held_out:
                 counts["after_holdout"] += 1
         funnels.append(ChannelFunnel(channel=channel, **{stage: counts[stage] for stage in _STAGES}))
@@ -163,6 +172,7 @@ def _preview(campaign: Campaign, state: ShopState, when: datetime, rules: Messag
         planned_by_kind=dict(Counter(m.chain[0].kind for m in result.messages)),
         deferred=sum(1 for m in result.messages if m.deferred),
         holdout=reasons.pop("holdout", 0),
+        global_control=reasons.pop("global_control", 0),
         suppressed=dict(reasons),
         estimated_cost=sum(m.estimated_cost for m in result.messages),
         triggered_since=(when - scenario_span(campaign.schedule.steps) - campaign.max_delay
