@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -264,3 +265,22 @@ def test_a_click_names_the_channel_that_carried_the_message_after_a_fallback() -
     assert shop.record_click(tokens(sms["text"])[0], at=T0 + timedelta(hours=1)) == "https://shop.example/p/1"
     [click] = clicks(shop)
     assert click[4:6] == ("sms", sms["kind"])
+
+
+def test_a_tracked_click_and_the_order_it_leads_to_reach_the_campaign_report(tmp_path: Path) -> None:
+    """send -> click -> convert -> credit -> report, through the real pieces: the link rendered into the SMS, the
+    click recorded from its token, the order credited to that message by the report's last-click model."""
+    from shopcrm.channels import JsonlChannel
+
+    shop = shop_with("{{ name }}님 겨울 세일 {{ link('https://shop.example/p/123') }}")
+    shop.dispatch({"sms": JsonlChannel(tmp_path / "sent.jsonl")}, clock=lambda: T0)
+    sent = {r.customer_id: r for r in shop.outbox()}
+    token = tokens(sent["c1"].chain[0]["text"])[0]
+    assert shop.record_click(token, at=T0 + timedelta(hours=1)) == "https://shop.example/p/123"
+    shop.load_events([
+        {"customer_id": "c1", "event": "order_completed", "ts": T0 + timedelta(hours=2), "amount": 30000, "order_id": "o1"},
+        {"customer_id": "c0", "event": "order_completed", "ts": T0 + timedelta(days=9), "amount": 5000, "order_id": "o2"},
+    ])
+    row = shop.report("sale", now=T0 + timedelta(days=10)).row("sale")
+    assert (row["sent"], row["clicked"], row["attributed_conversions"], row["attributed_revenue"]) == (2, 1, 1, 30000)
+    assert row["ctr"] == 0.5
