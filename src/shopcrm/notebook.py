@@ -17,8 +17,10 @@ import attrs
 from sqlglot import exp
 
 from shopcrm.compiler import compile_counts, compile_members
+from shopcrm.compiler._dialects import dialect_for
 from shopcrm.dsl import And, Rule
 from shopcrm.errors import RuleError
+from shopcrm.schema import ColumnType
 from shopcrm.timeline import parse_duration, to_utc_naive
 
 if TYPE_CHECKING:
@@ -187,9 +189,12 @@ def breakdown(shop: Shop, rule: RuleLike, by: str, *, now: datetime) -> Breakdow
     when = to_utc_naive(now)
     resolved = shop._resolve(rule)
     value = exp.column(column, table="shopcrm_c", quoted=True)
-    query = _in_audience(shop, resolved, when, [value.as_("v"), exp.Count(this=exp.Star()).as_("n")]).group_by(
-        exp.column(column, table="shopcrm_c", quoted=True)
-    )
+    # groups are exact values on every engine: MySQL's default collations would fold 'A' and 'a' (and 'a ')
+    key: exp.Expression = value
+    if shop.source.schema().customers.columns.get(column) is ColumnType.STRING:
+        key = dialect_for(shop.source.dialect).string_equality(value.copy())
+    shown = value if key is value else exp.Min(this=value)  # one exact value per group: MIN is that value
+    query = _in_audience(shop, resolved, when, [shown.as_("v"), exp.Count(this=exp.Star()).as_("n")]).group_by(key)
     rows = sorted(((v, int(n)) for v, n in shop.source.fetch(query)), key=_order)
     return Breakdown(resolved, column, when, tuple(rows))
 
