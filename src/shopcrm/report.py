@@ -27,6 +27,8 @@ from __future__ import annotations
 import html
 import json
 import math
+import os
+import pathlib
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
@@ -245,6 +247,17 @@ class CampaignReport:
         lifts = "".join(f"<pre>{html.escape(str(lift))}</pre>" for lift in self.lifts.values())
         return (f"<div><strong>{html.escape(self._title())}</strong><table><thead><tr><th></th>{head}</tr></thead>"
                 f"<tbody>{body}</tbody></table>{lifts}<p><small>{html.escape(_INFLUENCED_NOTE)}</small></p></div>")
+
+    def to_html(self, path: str | os.PathLike[str] | None = None, *, title: str | None = None) -> str:
+        """The report as one self-contained HTML page (figures table; funnel, daily conversions and lift charts as
+        inline SVG; opens offline).  Writes it to ``path`` (UTF-8) when given; returns the page.  Needs the
+        ``report`` extra (altair, vl-convert-python).  ``title`` replaces the default heading."""
+        from shopcrm.report_html import render_html
+
+        page = render_html(self, title=title)
+        if path is not None:
+            pathlib.Path(path).write_text(page, encoding="utf-8")
+        return page
 
 
 # ---------------------------------------------------------------------------------------------------------------------
