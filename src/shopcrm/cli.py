@@ -202,11 +202,17 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--now", type=_now, default=None, help="report as of this instant (default: now)")
     report.add_argument("--by", action="append", default=[], choices=("variant", "step", "channel", "kind"),
                         help="break each campaign down by this (repeat for several)")
+    report.add_argument("--html", default=None, metavar="PATH",
+                        help="also write the report as one self-contained HTML page with charts (needs shopcrm[report])")
 
     def _report(args: argparse.Namespace) -> int:
         with _shop(args) as shop:
-            print(shop.report(args.campaign, since=args.since, until=args.until, now=args.now or _utcnow(),
-                              by=tuple(args.by)))
+            found = shop.report(args.campaign, since=args.since, until=args.until, now=args.now or _utcnow(),
+                                by=tuple(args.by))
+            print(found)
+            if args.html:
+                found.to_html(args.html)
+                print(f"\nthe report page: {args.html}")
         return 0
 
     report.set_defaults(run=_report)

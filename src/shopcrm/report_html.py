@@ -114,7 +114,8 @@ def charts(report: CampaignReport) -> dict[str, str]:
         color=alt.Color("campaign:N", title="campaign"),
         xOffset=alt.XOffset("campaign:N"),
     )
-    out["chart-daily-conversions"] = _svg(bars.properties(title="Attributed conversions per day", width=480), vlc)
+    out["chart-daily-conversions"] = _svg(bars.properties(title="Attributed conversions per day", width=480, height=200),
+                                          vlc)
 
     lifts = _lift_data(report)
     if lifts:
