@@ -9,6 +9,7 @@ import math
 import os
 import re
 import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +69,17 @@ def test_the_page_is_offline_and_holds_the_figures(report: CampaignReport, tmp_p
     assert report.row("spring")["roas"] is not None
 
 
+def test_without_a_defined_interval_there_is_no_lift_chart(report: CampaignReport) -> None:
+    import attrs
+
+    page = attrs.evolve(report, lifts={}).to_html()
+    assert 'id="chart-funnel"' in page
+    assert 'id="chart-daily-conversions"' in page
+    assert 'id="chart-lift"' not in page
+    assert 'id="no-lift"' in page
+    assert 'id="chart-lift"' in report.to_html()
+
+
 def test_the_report_extra_is_named_when_missing(report: CampaignReport, monkeypatch: pytest.MonkeyPatch) -> None:
     import sys
 
@@ -113,6 +125,9 @@ def test_the_page_in_chromium(report: CampaignReport, tmp_path: Path) -> None:
             pytest.fail(f"{missing} is not available, and CI must open the report page in a real browser; "
                         "install it (.ci/run installs chromium and fonts-noto-cjk; playwright is in the test extra)")
         pytest.skip(f"{missing} is not installed (apt-get install chromium fonts-noto-cjk; pip install playwright)")
+    if shutil.which("fc-list"):  # a Korean font, or the heading would be drawn as empty boxes
+        korean = subprocess.run(["fc-list", ":lang=ko", "family"], capture_output=True, text=True, check=False).stdout
+        assert korean.strip(), "no Korean font is installed: apt-get install fonts-noto-cjk"
     out = tmp_path / "report.html"
     report.to_html(out, title=TITLE)
     errors: list[str] = []
