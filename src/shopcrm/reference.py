@@ -97,9 +97,14 @@ def evaluate(
 
         policy = lifecycle_policy or LifecyclePolicy()
         evaluator.lifecycle_policy = policy
-        evaluator.lifecycle = {
-            r.customer_id: r for r in classify_shop(list(people.values()), events, now=evaluator.now, policy=policy)
-        }
+        try:
+            classified = classify_shop(list(people.values()), events, now=evaluator.now, policy=policy)
+        except OverflowError as exc:  # now - the policy's lookbacks falls before the year 1 (as the compiler says)
+            raise RuleError.at(
+                "", f"the lifecycle policy's look-back windows reach before the year 1 at now={evaluator.now:%Y-%m-%d}; "
+                "evaluate lifecycle, RFM and cycle rules at a later instant"
+            ) from exc
+        evaluator.lifecycle = {r.customer_id: r for r in classified}
     if schema is not None:
         evaluator.check_fields(model, "")
     return {cid for cid, row in people.items() if evaluator.holds(model, row, by_customer.get(cid, []), "")}

@@ -481,9 +481,9 @@ def builder_calls(draw: st.DrawFn) -> Callable[[], Any]:
         for name, value, options in steps:
             method = {"within_ago": "within", "within_between": "within", "and": "__and__", "or": "__or__",
                       "invert": "__invert__"}.get(name, name)
-            if not hasattr(made, method):
+            fn = getattr(made, method, None)
+            if not callable(fn):  # not a builder step here (a rule model's field of that name is data, e.g. ~~did(..))
                 continue
-            fn = getattr(made, method)
             if name == "within_ago":
                 made = fn(ago=value)
             elif name == "within_between":
@@ -513,3 +513,12 @@ def test_builder_calls_with_arbitrary_arguments_are_rules_or_rule_errors(call: C
         str(exc).encode("utf-8")
         return
     _runs_or_rule_error(made, now)
+
+
+def test_a_lifecycle_rule_whose_lookbacks_reach_before_the_year_1_is_a_rule_error_everywhere() -> None:
+    early = datetime(1, 1, 2)
+    for dialect in ("duckdb", "postgres"):
+        with pytest.raises(shopcrm.RuleError, match="look-back windows reach before the year 1"):
+            to_sql({"lifecycle": "any"}, dialect, now=early)
+    with pytest.raises(shopcrm.RuleError, match="look-back windows reach before the year 1"):
+        evaluate(parse_rule({"lifecycle": "any"}), CUSTOMERS, EVENTS, now=early)

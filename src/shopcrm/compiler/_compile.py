@@ -502,7 +502,13 @@ class QueryBuilder:
 
         policy = self.lifecycle_policy or LifecyclePolicy()
         if self._lifecycle is None:
-            self._lifecycle = compile_lifecycle(self.schema, now=self.now, dialect=self.d.name, policy=policy)
+            try:
+                self._lifecycle = compile_lifecycle(self.schema, now=self.now, dialect=self.d.name, policy=policy)
+            except OverflowError as exc:  # now - the policy's lookbacks falls before the year 1
+                raise RuleError.at(
+                    path, f"the lifecycle policy's look-back windows reach before the year 1 at now={self.now:%Y-%m-%d}; "
+                    "evaluate lifecycle, RFM and cycle rules at a later instant"
+                ) from exc
         conditions: list[exp.Expression] = []
         if isinstance(rule, Lifecycle):
             if rule.lifecycle != "any":
