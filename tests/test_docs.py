@@ -50,7 +50,7 @@ def test_the_error_message_shown_in_the_reference_is_the_real_one() -> None:
     "quickstart.md", "dsl.md", "campaigns.md", "campaigns/one-off.md", "campaigns/recurring.md", "campaigns/scenarios.md",
     "campaigns/playbooks.md", "campaigns/templates.md", "channels.md", "checks.md",
     "existing-database.md", "library-tables.md", "notebooks.md", "measurement.md",
-    "measurement-statistics.md", "tracking.md",
+    "measurement-statistics.md", "tracking.md", "campaigns/policies.md",
 ])
 def test_python_blocks_run_in_order(page: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)  # files a page creates (a shop's DuckDB file) land in a scratch folder
