@@ -12,6 +12,8 @@ from shopcrm.measurement._attribution import (
     Conversion,
     Credit,
     Credits,
+    Member,
+    Outcome,
     Send,
     Summary,
     Tally,
@@ -19,6 +21,7 @@ from shopcrm.measurement._attribution import (
     attributed,
     conversions,
     influenced,
+    member_outcomes,
     summarise,
 )
 from shopcrm.measurement._policy import (
@@ -56,6 +59,8 @@ __all__ = [
     "Conversion",
     "Credit",
     "Credits",
+    "Member",
+    "Outcome",
     "Send",
     "Summary",
     "Tally",
@@ -63,5 +68,6 @@ __all__ = [
     "attributed",
     "conversions",
     "influenced",
+    "member_outcomes",
     "summarise",
 ]

@@ -30,8 +30,8 @@ from shopcrm.measurement._policy import AttributionPolicy
 from shopcrm.timeline import to_utc_naive
 
 __all__ = [
-    "BREAKDOWNS", "Click", "Conversion", "Credit", "Credits", "Send", "Summary", "Tally",
-    "attribute", "attributed", "conversions", "influenced", "summarise",
+    "BREAKDOWNS", "Click", "Conversion", "Credit", "Credits", "Member", "Outcome", "Send", "Summary", "Tally",
+    "attribute", "attributed", "conversions", "influenced", "member_outcomes", "summarise",
 ]
 
 CustomerId = str | int
@@ -399,3 +399,59 @@ def summarise(credits: Credits, by: Sequence[str] = ()) -> list[Summary]:
             cost=math.fsum(sorted(s.cost for s in rows)),
         ))
     return out
+
+
+@attrs.frozen(kw_only=True)
+class Member:
+    """One audience member's assignment in one campaign occurrence (intention to treat, contract sections 6-7):
+    ``status`` is ``planned`` (treatment) or ``holdout``; ``exposed_at`` the planned send time (for a holdout,
+    the time it would have been planned)."""
+
+    customer_id: CustomerId
+    campaign_id: str
+    variant: str = ""
+    status: str
+    exposed_at: datetime = attrs.field(converter=_instant)
+
+
+@attrs.frozen
+class Outcome:
+    """The members of one campaign, variant and group: how many, how many converted at least once within the
+    measurement window after exposure, and the sum and sum of squares of their revenue there."""
+
+    n: int
+    converted: int
+    revenue: float
+    revenue_squares: float
+
+
+def member_outcomes(
+    members: Iterable[Member], conversion_events: Iterable[Conversion], policy: AttributionPolicy | None = None,
+    *, now: datetime | None = None,
+) -> dict[tuple[str, str, str], Outcome]:
+    """Outcomes per ``(campaign_id, variant, status)``: each customer counts once per campaign, at their
+    earliest exposure (at one instant a planned assignment before a held-out one, then the smaller variant);
+    their conversions at ``t`` with ``exposure <= t < exposure + measurement window`` (and ``t < now``) count."""
+    policy = policy or AttributionPolicy()
+    first: dict[tuple[str, tuple[str, CustomerId]], Member] = {}
+    for m in members:
+        slot = (m.campaign_id, _customer(m.customer_id))
+        seen = first.get(slot)
+        if seen is None or _exposure_order(m) < _exposure_order(seen):
+            first[slot] = m
+    of: dict[tuple[str, CustomerId], list[Conversion]] = defaultdict(list)
+    for c in conversion_events:
+        of[_customer(c.customer_id)].append(c)
+    cells: dict[tuple[str, str, str], list[tuple[bool, float]]] = defaultdict(list)
+    for (campaign, who), m in first.items():
+        inside = [c for c in of.get(who, ()) if m.exposed_at <= c.ts < m.exposed_at + policy.measurement_window
+                  and (now is None or c.ts < now)]
+        revenue = math.fsum(sorted(c.revenue for c in inside))
+        cells[(campaign, m.variant, m.status)].append((bool(inside), revenue))
+    return {cell: Outcome(len(rows), sum(1 for hit, _ in rows if hit), math.fsum(sorted(r for _, r in rows)),
+                          math.fsum(sorted(r * r for _, r in rows)))
+            for cell, rows in sorted(cells.items())}
+
+
+def _exposure_order(m: Member) -> tuple[Any, ...]:
+    return (m.exposed_at, 0 if m.status == "planned" else 1, m.variant)

@@ -1,0 +1,315 @@
+"""Attribution and the report's aggregates compiled to SQL (sqlglot expression trees), for every engine.
+
+The pure reference (:mod:`shopcrm.measurement._attribution`) says what the figures mean; this module builds the
+queries that compute the same figures where the data lives, so that a report of millions of messages reads a few
+hundred aggregate rows instead of every message.  No I/O: functions take relations (sqlglot expressions) and a
+dialect, and return queries.  The shell (:mod:`shopcrm.report`) builds the input relations from a shop's tables
+and runs them; the engine tests run them on DuckDB, SQLite, PostgreSQL, MySQL and Spark against the reference.
+
+Input relations and their columns (every instant as exact integer microseconds since 1970-01-01 UTC, so that
+windows are integer comparisons on every engine; ``customer`` any comparable key):
+
+- **sends**: ``message_key, customer, campaign_id, variant, step, channel, kind, sent_us, cost``
+  (sent or delivered messages only; ``channel`` the carrying channel).
+- **clicks**: ``message_key, clicked_us`` (every ``message_clicked`` event; clicks before their message's send
+  time and clicks of messages that are not sends are dropped here, as in the reference).
+- **conversion events**: ``customer, ts_us, revenue, order_id`` (``revenue`` a double or NULL, NULL counting
+  as 0; ``order_id`` text or NULL, empty text being none).  :func:`conversions` de-duplicates them by order.
+- **members** (incrementality and A/B): ``campaign_id, variant, status, customer, exposure_us`` with ``status``
+  ``planned`` (treatment) or ``holdout``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import timedelta
+
+import attrs
+from sqlglot import exp
+
+from shopcrm.compiler._dialects import Dialect
+from shopcrm.measurement._attribution import _by
+from shopcrm.measurement._policy import OTHER_CHANNELS, AttributionPolicy
+
+__all__ = ["AttributionQueries", "attribution_queries", "conversions", "window_micros"]
+
+_SMS_KINDS = ("lms", "mms")
+#: the figures of one summary row, in the order :func:`attribution_queries` selects them after the cell
+SUMMARY_COLUMNS = (
+    "sends", "recipients", "clicked", "attributed_conversions", "attributed_revenue", "attributed_customers",
+    "influenced_conversions", "influenced_revenue", "influenced_customers", "cost",
+)
+#: the columns of one member-outcome row after ``campaign_id, variant, status``
+MEMBER_COLUMNS = ("n", "converted", "revenue", "revenue_squares")
+
+
+def _c(name: str, table: str | None = None) -> exp.Column:
+    return exp.column(name, table=table, quoted=True)
+
+
+def _n(value: int) -> exp.Expression:
+    return exp.Literal.number(value)
+
+
+def _s(value: str) -> exp.Literal:
+    return exp.Literal.string(value)
+
+
+def _alias(expression: exp.Expression, name: str) -> exp.Alias:
+    return exp.alias_(expression, name, quoted=True)
+
+
+def _micros(window: timedelta) -> int:
+    return (window.days * 86_400 + window.seconds) * 1_000_000 + window.microseconds
+
+
+def window_micros(channel: exp.Expression, windows: Mapping[str, timedelta]) -> exp.Expression:
+    """The window of a message carried by ``channel`` in microseconds, as the policy's lookup gives it (``lms``
+    and ``mms`` share ``sms``'s, other channels take ``"*"``; NULL, which covers nothing, without one)."""
+    case = exp.Case()
+    for name, window in sorted(windows.items()):
+        if name != OTHER_CHANNELS:
+            case = case.when(exp.EQ(this=channel.copy(), expression=_s(name)), _n(_micros(window)))
+    if "sms" in windows:
+        for kind in _SMS_KINDS:
+            if kind not in windows:
+                case = case.when(exp.EQ(this=channel.copy(), expression=_s(kind)), _n(_micros(windows["sms"])))
+    if OTHER_CHANNELS in windows:
+        case = case.else_(_n(_micros(windows[OTHER_CHANNELS])))
+    return case if case.args.get("ifs") else (_n(_micros(windows[OTHER_CHANNELS])) if OTHER_CHANNELS in windows
+                                              else exp.Null())
+
+
+def _sub(query: exp.Query, name: str) -> exp.Expression:
+    return exp.Subquery(this=query, alias=exp.TableAlias(this=exp.to_identifier(name, quoted=True)))
+
+
+def conversions(events: exp.Expression, dialect: Dialect) -> exp.Select:
+    """One row per conversion from the conversion events relation ``events`` (see the module's docstring):
+    ``conv_id, customer, ts_us, revenue``.  One customer's events with one order id are one conversion, the
+    earliest (at one instant the larger revenue); events without an order id are one each.  ``conv_id`` numbers
+    the conversions (unique within the query)."""
+    order = exp.Nullif(this=_c("order_id", "e"), expression=_s(""))
+    revenue = exp.Coalesce(this=_c("revenue", "e"), expressions=[exp.Literal.number(0)])
+    cleaned = exp.select(
+        _alias(dialect.string_equality(_c("customer", "e")), "customer"), _alias(_c("ts_us", "e"), "ts_us"),
+        _alias(exp.cast(revenue, exp.DataType.build(dialect.double_type, dialect=dialect.name)), "revenue"),
+        _alias(dialect.string_equality(order), "order_id"),
+    ).from_(events).where(exp.and_(
+        exp.Not(this=exp.Is(this=_c("customer", "e"), expression=exp.Null())),
+        exp.Not(this=exp.Is(this=_c("ts_us", "e"), expression=exp.Null())),
+    ))
+    first = exp.Window(
+        this=exp.RowNumber(),
+        partition_by=[_c("customer", "o"), _c("order_id", "o")],
+        order=exp.Order(expressions=[exp.Ordered(this=_c("ts_us", "o")),
+                                     exp.Ordered(this=_c("revenue", "o"), desc=True)]),
+    )
+    ranked = exp.select(_c("customer", "o"), _c("ts_us", "o"), _c("revenue", "o"), _alias(first, "rank_")).from_(
+        _sub(cleaned, "o")).where(exp.Not(this=exp.Is(this=_c("order_id", "o"), expression=exp.Null())))
+    ordered = exp.select(_c("customer", "r"), _c("ts_us", "r"), _c("revenue", "r")).from_(_sub(ranked, "r")).where(
+        exp.EQ(this=_c("rank_", "r"), expression=_n(1)))
+    loose = exp.select(_c("customer", "l"), _c("ts_us", "l"), _c("revenue", "l")).from_(_sub(cleaned.copy(), "l")).where(
+        exp.Is(this=_c("order_id", "l"), expression=exp.Null()))
+    union = exp.union(ordered, loose, distinct=False)
+    number = exp.Window(this=exp.RowNumber(), order=exp.Order(expressions=[
+        exp.Ordered(this=_c("customer", "u")), exp.Ordered(this=_c("ts_us", "u")), exp.Ordered(this=_c("revenue", "u"))]))
+    return exp.select(_alias(number, "conv_id"), _c("customer", "u"), _c("ts_us", "u"), _c("revenue", "u")).from_(
+        _sub(union, "u"))
+
+
+@attrs.frozen
+class AttributionQueries:
+    """The report's queries over one set of input relations (see :func:`attribution_queries`).
+
+    - ``summary``: one row per campaign (or cell of ``by``) with sends: ``campaign_id, *by, *SUMMARY_COLUMNS``.
+    - ``daily``: attributed conversions per campaign and UTC day: ``campaign_id, day (days since 1970-01-01),
+      conversions, revenue``.
+    - ``members``: intention-to-treat outcomes per campaign, variant and group, or None without a members
+      relation: ``campaign_id, variant, status, n, converted, revenue, revenue_squares``.
+    - ``credits``: the attributed credits ``conv_id, customer, ts_us, revenue, message_key`` (tests compare them
+      with the reference's, one by one)."""
+
+    summary: exp.Select
+    daily: exp.Select
+    members: exp.Select | None
+    credits: exp.Select
+    by: tuple[str, ...]
+
+
+def attribution_queries(
+    *, sends: exp.Expression, clicks: exp.Expression, events: exp.Expression, dialect: Dialect,
+    policy: AttributionPolicy | None = None, by: Sequence[str] = (), members: exp.Expression | None = None,
+    now_us: int | None = None,
+) -> AttributionQueries:
+    """The report's aggregates as queries over the relations ``sends``, ``clicks`` and conversion ``events`` (and
+    ``members``), each a table or aliased subquery whose columns the module's docstring names.
+
+    ``by`` breaks each campaign down by send dimensions (``variant``, ``step``, ``channel``, ``kind``), as
+    :func:`shopcrm.measurement.summarise` does.  The members' outcomes count conversions in
+    ``[exposure, exposure + measurement window)`` and before ``now_us`` (when given)."""
+    policy = policy or AttributionPolicy()
+    dims = _by(by)
+    d = dialect
+
+    def key(column: exp.Expression) -> exp.Expression:
+        return d.string_equality(column)
+
+    # sends, with keys wrapped for exact comparison (MySQL's default collations ignore case)
+    s_cols = [_alias(key(_c(name, "s")), name) for name in ("message_key", "campaign_id", "variant", "step",
+                                                             "channel", "kind")]
+    s_cols += [_alias(key(_c("customer", "s")), "customer"), _alias(_c("sent_us", "s"), "sent_us"),
+               _alias(_c("cost", "s"), "cost")]
+    sends_q = exp.select(*s_cols).from_(sends)
+    click_window = window_micros(_c("channel", "sx"), policy.click_windows)
+    receipt_window = window_micros(_c("channel", "sx"), policy.receipt_windows)
+
+    # the clicks that count: of a send, at or after its send time
+    valid = exp.select(
+        _alias(_c("message_key", "sx"), "message_key"), _alias(_c("customer", "sx"), "customer"),
+        _alias(_c("clicked_us", "k"), "clicked_us"), _alias(_c("sent_us", "sx"), "sent_us"),
+        _alias(click_window, "window_us"),
+    ).from_(_sub(sends_q, "sx")).join(
+        exp.select(_alias(key(_c("message_key", "k0")), "message_key"), _alias(_c("clicked_us", "k0"), "clicked_us"))
+        .from_(clicks).subquery("k"),
+        on=exp.and_(exp.EQ(this=_c("message_key", "k"), expression=_c("message_key", "sx")),
+                    exp.GTE(this=_c("clicked_us", "k"), expression=_c("sent_us", "sx"))),
+        join_type="inner",
+    )
+    convs = conversions(events, d)
+
+    # attributed: the latest covering click wins; then the later send; then the smaller message key
+    covering = exp.and_(
+        exp.EQ(this=_c("customer", "k"), expression=_c("customer", "cv")),
+        exp.LTE(this=_c("clicked_us", "k"), expression=_c("ts_us", "cv")),
+        exp.LT(this=_c("ts_us", "cv"), expression=exp.Add(this=_c("clicked_us", "k"), expression=_c("window_us", "k"))),
+    )
+    winner = exp.Window(
+        this=exp.RowNumber(), partition_by=[_c("conv_id", "cv")],
+        order=exp.Order(expressions=[exp.Ordered(this=_c("clicked_us", "k"), desc=True),
+                                     exp.Ordered(this=_c("sent_us", "k"), desc=True),
+                                     exp.Ordered(this=d.string_order(_c("message_key", "k")))]),
+    )
+    candidates = exp.select(
+        _alias(_c("conv_id", "cv"), "conv_id"), _alias(_c("customer", "cv"), "customer"),
+        _alias(_c("ts_us", "cv"), "ts_us"), _alias(_c("revenue", "cv"), "revenue"),
+        _alias(_c("message_key", "k"), "message_key"), _alias(winner, "rank_"),
+    ).from_(_sub(convs, "cv")).join(_sub(valid, "k"), on=covering, join_type="inner")
+    won = exp.select(*[_c(n, "w") for n in ("conv_id", "customer", "ts_us", "revenue", "message_key")]).from_(
+        _sub(candidates, "w")).where(exp.EQ(this=_c("rank_", "w"), expression=_n(1)))
+    credited = exp.select(
+        _c("conv_id", "a"), _c("customer", "a"), _c("ts_us", "a"), _c("revenue", "a"),
+        *[_alias(_c(n, "ss"), n) for n in ("campaign_id", *dims)],
+    ).from_(_sub(won, "a")).join(_sub(sends_q.copy(), "ss"),
+                                 on=exp.EQ(this=_c("message_key", "ss"), expression=_c("message_key", "a")),
+                                 join_type="inner")
+
+    # influenced: every send whose receipt window covers the conversion, each conversion once per cell
+    receipts = exp.select(
+        *[_alias(_c(n, "sx"), n) for n in ("campaign_id", *dims)],
+        _alias(_c("conv_id", "cv"), "conv_id"), _alias(_c("customer", "cv"), "customer"),
+        _alias(_c("revenue", "cv"), "revenue"),
+    ).distinct().from_(_sub(sends_q.copy(), "sx")).join(_sub(convs.copy(), "cv"), on=exp.and_(
+        exp.EQ(this=_c("customer", "cv"), expression=_c("customer", "sx")),
+        exp.LTE(this=_c("sent_us", "sx"), expression=_c("ts_us", "cv")),
+        exp.LT(this=_c("ts_us", "cv"), expression=exp.Add(this=_c("sent_us", "sx"), expression=receipt_window)),
+    ), join_type="inner")
+
+    cell = ("campaign_id", *dims)
+
+    def tally(relation: exp.Query, name: str, prefix: str) -> exp.Select:
+        return exp.select(
+            *[_c(n, name) for n in cell],
+            _alias(exp.Count(this=exp.Star()), f"{prefix}_conversions"),
+            _alias(exp.Sum(this=_c("revenue", name)), f"{prefix}_revenue"),
+            _alias(exp.Count(this=exp.Distinct(expressions=[_c("customer", name)])), f"{prefix}_customers"),
+        ).from_(_sub(relation, name)).group_by(*[_c(n, name) for n in cell])
+
+    clicked_keys = exp.select(_c("message_key", "v")).distinct().from_(_sub(valid.copy(), "v"))
+    per_send = exp.select(
+        *[_c(n, "s1") for n in cell],
+        _alias(exp.Count(this=exp.Star()), "sends"),
+        _alias(exp.Count(this=exp.Distinct(expressions=[_c("customer", "s1")])), "recipients"),
+        _alias(exp.Count(this=_c("message_key", "ck")), "clicked"),
+        _alias(exp.Sum(this=_c("cost", "s1")), "cost"),
+    ).from_(_sub(sends_q.copy(), "s1")).join(
+        _sub(clicked_keys, "ck"), on=exp.EQ(this=_c("message_key", "ck"), expression=_c("message_key", "s1")),
+        join_type="left").group_by(*[_c(n, "s1") for n in cell])
+
+    def same_cell(left: str, right: str) -> exp.Expression:
+        return exp.and_(*[exp.EQ(this=_c(n, left), expression=_c(n, right)) for n in cell])
+
+    zero = exp.Literal.number(0)
+    summary = exp.select(
+        *[_c(n, "p") for n in cell], _c("sends", "p"), _c("recipients", "p"), _c("clicked", "p"),
+        _alias(exp.Coalesce(this=_c("attributed_conversions", "at"), expressions=[zero.copy()]), "attributed_conversions"),
+        _alias(exp.Coalesce(this=_c("attributed_revenue", "at"), expressions=[zero.copy()]), "attributed_revenue"),
+        _alias(exp.Coalesce(this=_c("attributed_customers", "at"), expressions=[zero.copy()]), "attributed_customers"),
+        _alias(exp.Coalesce(this=_c("influenced_conversions", "inf"), expressions=[zero.copy()]), "influenced_conversions"),
+        _alias(exp.Coalesce(this=_c("influenced_revenue", "inf"), expressions=[zero.copy()]), "influenced_revenue"),
+        _alias(exp.Coalesce(this=_c("influenced_customers", "inf"), expressions=[zero.copy()]), "influenced_customers"),
+        _alias(exp.Coalesce(this=_c("cost", "p"), expressions=[zero.copy()]), "cost"),
+    ).from_(_sub(per_send, "p")).join(
+        _sub(tally(credited, "ac", "attributed"), "at"), on=same_cell("at", "p"), join_type="left",
+    ).join(
+        _sub(tally(receipts, "rc", "influenced"), "inf"), on=same_cell("inf", "p"), join_type="left",
+    ).order_by(*[_c(n, "p") for n in cell])
+
+    floor_day = exp.IntDiv(this=_c("ts_us", "dc"), expression=_n(86_400_000_000))
+    daily = exp.select(
+        _c("campaign_id", "dc"), _alias(floor_day, "day"),
+        _alias(exp.Count(this=exp.Star()), "conversions"), _alias(exp.Sum(this=_c("revenue", "dc")), "revenue"),
+    ).from_(_sub(credited.copy(), "dc")).group_by(_c("campaign_id", "dc"), floor_day.copy()).order_by(
+        _c("campaign_id", "dc"), floor_day.copy())
+
+    credits = exp.select(*[_c(n, "w") for n in ("conv_id", "customer", "ts_us", "revenue", "message_key")]).from_(
+        _sub(won.copy(), "w"))
+
+    member_query = None
+    if members is not None:
+        member_query = _members(members, convs.copy(), d, policy, now_us)
+    return AttributionQueries(summary=summary, daily=daily, members=member_query, credits=credits, by=dims)
+
+
+def _members(members: exp.Expression, convs: exp.Select, d: Dialect, policy: AttributionPolicy,
+             now_us: int | None) -> exp.Select:
+    """Each member's earliest exposure per campaign (planned before held out at one instant, then the smaller
+    variant), their conversions within the measurement window, summed per campaign, variant and group."""
+    first = exp.Window(
+        this=exp.RowNumber(),
+        partition_by=[d.string_equality(_c("campaign_id", "m0")), d.string_equality(_c("customer", "m0"))],
+        order=exp.Order(expressions=[exp.Ordered(this=_c("exposure_us", "m0")),
+                                     exp.Ordered(this=_c("status", "m0"), desc=True),
+                                     exp.Ordered(this=d.string_order(_c("variant", "m0")))]),
+    )
+    ranked = exp.select(
+        _alias(d.string_equality(_c("campaign_id", "m0")), "campaign_id"),
+        _alias(d.string_equality(_c("variant", "m0")), "variant"),
+        _alias(_c("status", "m0"), "status"), _alias(d.string_equality(_c("customer", "m0")), "customer"),
+        _alias(_c("exposure_us", "m0"), "exposure_us"), _alias(first, "rank_"),
+    ).from_(members)
+    exposed = exp.select(*[_c(n, "m1") for n in ("campaign_id", "variant", "status", "customer", "exposure_us")]).from_(
+        _sub(ranked, "m1")).where(exp.EQ(this=_c("rank_", "m1"), expression=_n(1)))
+    inside = [
+        exp.EQ(this=_c("customer", "cv"), expression=_c("customer", "m")),
+        exp.LTE(this=_c("exposure_us", "m"), expression=_c("ts_us", "cv")),
+        exp.LT(this=_c("ts_us", "cv"),
+               expression=exp.Add(this=_c("exposure_us", "m"), expression=_n(_micros(policy.measurement_window)))),
+    ]
+    if now_us is not None:
+        inside.append(exp.LT(this=_c("ts_us", "cv"), expression=_n(now_us)))
+    group = [_c(n, "m") for n in ("campaign_id", "variant", "status", "customer")]
+    per_member = exp.select(
+        *group,
+        _alias(exp.Count(this=_c("conv_id", "cv")), "conversions"),
+        _alias(exp.Coalesce(this=exp.Sum(this=_c("revenue", "cv")), expressions=[exp.Literal.number(0)]), "revenue"),
+    ).from_(_sub(exposed, "m")).join(_sub(convs, "cv"), on=exp.and_(*inside), join_type="left").group_by(*group)
+    outcome = [_c(n, "pm") for n in ("campaign_id", "variant", "status")]
+    converted = exp.Case().when(exp.GT(this=_c("conversions", "pm"), expression=_n(0)), _n(1)).else_(_n(0))
+    return exp.select(
+        *outcome,
+        _alias(exp.Count(this=exp.Star()), "n"),
+        _alias(exp.Sum(this=converted), "converted"),
+        _alias(exp.Sum(this=_c("revenue", "pm")), "revenue"),
+        _alias(exp.Sum(this=exp.Mul(this=_c("revenue", "pm"), expression=_c("revenue", "pm"))), "revenue_squares"),
+    ).from_(_sub(per_member, "pm")).group_by(*outcome).order_by(*[o.copy() for o in outcome])
