@@ -79,7 +79,8 @@ def histories(draw: st.DrawFn) -> History:
             "message_key": draw(st.sampled_from([f"m{i}", f"M{i}", f"m{i} "])) + f"-{i}",
             "customer": draw(customers), "campaign_id": draw(campaigns), "variant": draw(variants),
             "step": draw(st.sampled_from(["s1", "s2"])), "channel": CHANNELS[channel], "kind": channel,
-            "sent_us": draw(base) + draw(st.sampled_from(EDGES)) + draw(st.integers(0, 3)) * HOUR,
+            # often one shared instant, so that sends tie too
+            "sent_us": draw(st.sampled_from([T0, draw(base) + draw(st.sampled_from(EDGES)) + draw(st.integers(0, 3)) * HOUR])),
             "cost": draw(st.sampled_from([0.0, 10.0, 12.0, 39.0, 35.5])),
         })
     keys = [s["message_key"] for s in sends] + ["unknown"]
@@ -88,7 +89,9 @@ def histories(draw: st.DrawFn) -> History:
     for _ in range(draw(st.integers(0, 8))):
         key = draw(st.sampled_from(keys))
         start = sent.get(key, T0)
-        clicks.append({"message_key": key, "clicked_us": start + draw(st.sampled_from(EDGES))})
+        # often one shared instant, so that clicks on several messages tie and the send time and key decide
+        at = draw(st.sampled_from([start + draw(st.sampled_from(EDGES)), T0 + 5 * DAY, T0 + 5 * DAY]))
+        clicks.append({"message_key": key, "clicked_us": at})
     anchors = [s["sent_us"] for s in sends] + [c["clicked_us"] for c in clicks] + [T0]
     events = []
     for _ in range(draw(st.integers(0, 10))):

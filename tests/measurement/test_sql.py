@@ -85,3 +85,18 @@ def test_the_queries_compile_for_every_dialect(dialect: str) -> None:
     for query in (queries.summary, queries.daily, queries.credits, queries.members):
         assert query is not None
         assert "SELECT" in query.sql(dialect)
+
+
+def test_ties_go_to_the_later_send_then_the_smaller_key() -> None:
+    day = 86_400_000_000
+    base = {"customer": "c", "campaign_id": "x", "variant": "", "step": "s", "channel": "sms", "kind": "sms", "cost": 12.0}
+    sends = [{**base, "message_key": "b", "sent_us": 0}, {**base, "message_key": "a", "sent_us": 0},
+             {**base, "message_key": "c", "sent_us": -1}, {**base, "message_key": "Z", "sent_us": -1}]
+    clicks = [{"message_key": k, "clicked_us": day} for k in ("a", "b", "c", "Z")]
+    history = History("str", sends, clicks, [{"customer": "c", "ts_us": 2 * day, "revenue": 5.0, "order_id": "o"}],
+                      [], None)
+    con = duckdb.connect()
+    _load(con, history)
+    assert [row[-1] for row in con.execute(_queries(history, ()).credits.sql("duckdb")).fetchall()] == ["a"]
+    con.execute("UPDATE sends SET sent_us = -1 WHERE message_key IN ('a', 'b')")
+    assert [row[-1] for row in con.execute(_queries(history, ()).credits.sql("duckdb")).fetchall()] == ["Z"]
