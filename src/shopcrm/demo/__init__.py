@@ -181,15 +181,15 @@ def _campaigns(shop: Any, when: datetime, out: Callable[[str], None], progress: 
         tracking=TrackingPolicy(base_url="https://shop.example.com/r", secret=DEMO_TRACKING_SECRET),
     )
     for name in PLAYBOOKS:
-        if name == "lapsed_winback":  # measured (10% holdout): the same copy with a tracked link
-            shop.enable_playbook(name, now=when - timedelta(days=2), variants=[{"name": "기본", "content": {
+        if name == "lapsed_winback":  # measured: a 20% holdout (the playbook has 10%), the copy with a tracked link
+            shop.enable_playbook(name, now=when - timedelta(days=2), holdout_percent=20, variants=[{"name": "기본", "content": {
                 "text": "{{ name }}님, 오랜만이에요! 다시 찾아 주시면 15% 할인 쿠폰을 드려요. "
                         f"{{{{ link('{PLANTED['lapsed_winback'].link}') }}}}"}}])
         else:
             shop.enable_playbook(name, now=when - timedelta(days=2))
     vip_link = f" {{{{ link('{PLANTED['vip_winter_sale'].link}') }}}}"
     sale = shop.save_campaign({
-        "id": "vip_winter_sale", "name": "VIP 겨울 세일", "purpose": "advertising", "holdout_percent": 10,
+        "id": "vip_winter_sale", "name": "VIP 겨울 세일", "purpose": "advertising", "holdout_percent": 20,
         "audience": {"in_segment": "vip_spenders"}, "channels": ["brand_message", "sms"],
         "variants": [{"name": "a", "content": {"text": "{{ name|은는 }} VIP 겨울 세일 대상이에요. 20% 할인 쿠폰을 드려요." + vip_link}},
                      {"name": "b", "content": {"text": "{{ name }}님, VIP 고객님께만 오늘 20% 할인!" + vip_link}}],

@@ -72,9 +72,11 @@ _MEAN_DELAY_DAYS = 1.5
 
 @attrs.frozen
 class SimulatedResponses:
-    """What :func:`simulate_responses` wrote: members per campaign (treated, holdout), orders, and clicks recorded."""
+    """What :func:`simulate_responses` wrote: per campaign the members (planned, held out) and the buyers among them
+    (planned, held out), the orders in all (one per buyer), and the clicks :meth:`Shop.record_click` recorded."""
 
     members: Mapping[str, tuple[int, int]]
+    buyers: Mapping[str, tuple[int, int]]
     orders: int
     clicks: int
 
@@ -101,6 +103,7 @@ def simulate_responses(shop: Shop, *, seed: int = 0, planted: Mapping[str, Plant
     tracking = shop.messaging_policy.tracking
     store = shop.source.campaign_store()
     members: dict[str, tuple[int, int]] = {}
+    buyers: dict[str, tuple[int, int]] = {}
     orders: dict[str, list[Any]] = {"customer_id": [], "ts": [], "amount": [], "order_id": []}
     clicks: list[tuple[datetime, str, str]] = []
     for campaign_id, truth in planted.items():
@@ -119,6 +122,7 @@ def simulate_responses(shop: Shop, *, seed: int = 0, planted: Mapping[str, Plant
         n = len(ordered)
         chance = truth.baseline + np.where(treated, truth.effect, 0.0)
         buys = rng.random(n) < chance
+        buyers[campaign_id] = (int((buys & treated).sum()), int((buys & ~treated).sum()))
         # the delay: at least 10 minutes, and well inside the window
         delay_days = 10 / 1440 + np.fmod(rng.exponential(_MEAN_DELAY_DAYS, n), _WINDOW_DAYS - 0.1)
         amount = np.round(truth.basket * rng.lognormal(0.0, 0.5, n), -2)
@@ -150,4 +154,4 @@ def simulate_responses(shop: Shop, *, seed: int = 0, planted: Mapping[str, Plant
             "order_id": pa.array(orders["order_id"], type=pa.string()),
         })
         shop.load_events(events)
-    return SimulatedResponses(members, len(orders["ts"]), recorded)
+    return SimulatedResponses(members, buyers, len(orders["ts"]), recorded)
