@@ -285,9 +285,12 @@ def _compare(campaign_id: str, effect: float, report: CampaignReport) -> str:
     row = lift.columns()
     measured, low, high = row["absolute_lift"], row["absolute_lift_low"], row["absolute_lift_high"]
     if measured is None:
-        return (f"{campaign_id:<16} planted {effect * 100:+.1f} pp, measured: {lift.treated_conversions:,}/"
-                f"{lift.treated_n:,} treated vs {lift.holdout_conversions:,}/{lift.holdout_n:,} held out "
-                f"({lift.note or 'no interval'})")
+        counts = (f"{lift.treated_conversions:,}/{lift.treated_n:,} treated vs {lift.holdout_conversions:,}/"
+                  f"{lift.holdout_n:,} held out")
+        if lift.treated_n and lift.holdout_n:
+            difference = lift.treated_conversions / lift.treated_n - lift.holdout_conversions / lift.holdout_n
+            counts = f"{difference * 100:+.1f} pp ({counts})"
+        return f"{campaign_id:<16} planted {effect * 100:+.1f} pp, measured {counts}, no interval: {lift.note or ''}"
     if low is None or high is None:
         return f"{campaign_id:<16} planted {effect * 100:+.1f} pp, measured {measured * 100:+.1f} pp (interval undefined)"
     verdict = "covers the planted effect" if low <= effect <= high else "MISSES the planted effect"

@@ -117,7 +117,9 @@ def simulate_responses(shop: Shop, *, seed: int = 0, planted: Mapping[str, Plant
         members[campaign_id] = (int(treated.sum()), int((~treated).sum()))
         if not ordered:
             continue
-        sent = {s.key for s in store.sends(keys=[r.key for r in ordered if r.status == "planned"], states=("sent", "delivered"))}
+        # when each planned message went out (the ledger's last update: the send, or a later delivery report)
+        sent = {s.key: s.updated_at for s in store.sends(keys=[r.key for r in ordered if r.status == "planned"],
+                                                          states=("sent", "delivered"))}
         rng = _stream(seed, campaign_id)
         n = len(ordered)
         chance = truth.baseline + np.where(treated, truth.effect, 0.0)
@@ -136,10 +138,13 @@ def simulate_responses(shop: Shop, *, seed: int = 0, planted: Mapping[str, Plant
                 orders["order_id"].append(f"D-{campaign_id}-{i:06d}")
             if tracking is None or row.key not in sent:
                 continue
-            if buys[i] and clicked_u[i] < CLICK_IF_BUYING:
-                clicks.append((exposure + timedelta(days=float(delay_days[i] * click_share[i])), row.key, truth.link))
+            # a click counts only at or after the send: buyers click between the send and their order
+            sent_at = max(exposure, sent[row.key])
+            ordered_at = exposure + timedelta(days=float(delay_days[i]))
+            if buys[i] and clicked_u[i] < CLICK_IF_BUYING and sent_at < ordered_at:
+                clicks.append((sent_at + (ordered_at - sent_at) * float(click_share[i]), row.key, truth.link))
             elif not buys[i] and clicked_u[i] < CLICK_IF_NOT:
-                clicks.append((exposure + timedelta(days=min(float(idle_click[i]), 4.0)), row.key, truth.link))
+                clicks.append((sent_at + timedelta(days=min(float(idle_click[i]), 4.0)), row.key, truth.link))
     recorded = 0
     if tracking is not None:
         for at, key, url in clicks:
