@@ -120,3 +120,13 @@ def test_the_demo_report_recovers_the_planted_effects_and_the_placebo_shows_none
     placebo = _lift(report, "delivery_notice")
     assert placebo["absolute_lift_low"] < 0 < placebo["absolute_lift_high"]
     assert set(PLANTED) == set(report.lifts)
+
+
+def test_a_demo_too_small_to_measure_says_so() -> None:
+    """One customer (no events at all): nobody is in a measured campaign, and the demo says there is no lift."""
+    lines: list[str] = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        report = run(":memory:", scale=1, out=lines.append)
+    assert dict(report.lifts) == {}
+    assert [line for line in lines if "planted" in line and "no holdout lift in the report" in line] != []

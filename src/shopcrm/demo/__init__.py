@@ -268,7 +268,7 @@ def _measure(
     for campaign_id, effect in PLANTED_EFFECTS.items():
         out("  " + _compare(campaign_id, effect, report))
     placebo = next((c for c, effect in PLANTED_EFFECTS.items() if effect == 0), None)
-    if placebo is not None:
+    if placebo is not None and placebo in report.lifts:
         credited = report.row(placebo)["attributed_conversions"]
         out(f"  The placebo {placebo!r} is credited with {credited:,} attributed (last-click) conversions: purchases its "
             f"readers made anyway. Only the holdout tells them apart from what a message causes.")
@@ -290,7 +290,8 @@ def _compare(campaign_id: str, effect: float, report: CampaignReport) -> str:
         if lift.treated_n and lift.holdout_n:
             difference = lift.treated_conversions / lift.treated_n - lift.holdout_conversions / lift.holdout_n
             counts = f"{difference * 100:+.1f} pp ({counts})"
-        return f"{campaign_id:<16} planted {effect * 100:+.1f} pp, measured {counts}, no interval: {lift.note or ''}"
+        why = lift.note or ("a group is empty" if not (lift.treated_n and lift.holdout_n) else "undefined")
+        return f"{campaign_id:<16} planted {effect * 100:+.1f} pp, measured {counts}, no interval: {why}"
     if low is None or high is None:
         return f"{campaign_id:<16} planted {effect * 100:+.1f} pp, measured {measured * 100:+.1f} pp (interval undefined)"
     verdict = "covers the planted effect" if low <= effect <= high else "MISSES the planted effect"
