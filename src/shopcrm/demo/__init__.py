@@ -238,9 +238,9 @@ def _measure(
         channels = {"sms": channel, "brand_message": channel, "alimtalk": channel}
         started = time.perf_counter()
         morning, eleven = when + EXPERIMENT_TICKS[0], when + EXPERIMENT_TICKS[1]
-        dispatched = shop.dispatch(channels, clock=lambda: morning)
+        dispatched = shop.dispatch(channels, clock=lambda: morning, progress=progress)
         ticked = shop.tick(now=eleven, progress=progress)
-        dispatched_later = shop.dispatch(channels, clock=lambda: eleven)
+        dispatched_later = shop.dispatch(channels, clock=lambda: eleven, progress=progress)
         elapsed = time.perf_counter() - started
     out(f"Sending (shop.dispatch into {'a JSON-lines file' if sent_path is None else sent_path}, no network), the 11:00 "
         f"tick and sending again ({elapsed:.2f}s):")
