@@ -92,7 +92,7 @@ def test_the_simulation_is_deterministic_for_a_seed_and_needs_no_tracking() -> N
     assert all(exposure[c] <= ts < exposure[c] + timedelta(days=7) for c, ts, _, _ in orders(one))
 
 
-def test_the_demo_report_recovers_the_planted_effects_and_the_placebo_shows_none() -> None:
+def test_the_demo_report_recovers_the_planted_effects_and_the_placebo_shows_none(tmp_path: Path) -> None:
     """The whole demo at 40,000 customers (seed 1, about 15 s): each campaign's 95% interval covers its planted effect,
     the two effective campaigns are told apart from nothing (lower bound above 0), the placebo's interval covers 0.
 
@@ -101,7 +101,7 @@ def test_the_demo_report_recovers_the_planted_effects_and_the_placebo_shows_none
     lines: list[str] = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the playbooks' warnings about events the demo shop does not have
-        report = run(":memory:", scale=40_000, seed=1, out=lines.append)
+        report = run(str(tmp_path / "demo.duckdb"), scale=40_000, seed=1, out=lines.append)
 
     assert PLANTED_EFFECTS == {"vip_winter_sale": 0.05, "lapsed_winback": 0.04, "delivery_notice": 0.0}
     for campaign_id, effect in PLANTED_EFFECTS.items():
@@ -120,6 +120,13 @@ def test_the_demo_report_recovers_the_planted_effects_and_the_placebo_shows_none
     placebo = _lift(report, "delivery_notice")
     assert placebo["absolute_lift_low"] < 0 < placebo["absolute_lift_high"]
     assert set(PLANTED) == set(report.lifts)
+    # no customer is a member of two measured campaigns: nobody's purchases count for two lifts
+    with shopcrm.Shop.open(tmp_path / "demo.duckdb", read_only=True) as shop:
+        members = [{r.customer_id for r in shop.outbox(campaign_id=c, status=None) if r.status in ("planned", "holdout")}
+                   for c in PLANTED]
+    assert sum(map(len, members)) == len(set().union(*members)) == sum(
+        report.lifts[c].treated_n + report.lifts[c].holdout_n for c in PLANTED)
+    assert (tmp_path / "demo-sent.jsonl").stat().st_size > 0
 
 
 def test_a_demo_too_small_to_measure_says_so() -> None:
