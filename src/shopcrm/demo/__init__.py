@@ -206,7 +206,8 @@ def _campaigns(shop: Any, when: datetime, out: Callable[[str], None], progress: 
         "schedule": {"kind": "one_off", "at": "2026-11-24T11:00:00"},
     }, now=when - timedelta(days=1))
     morning = when + timedelta(hours=1)  # 10:00 in Seoul
-    out(f"Campaigns: {len(PLAYBOOKS)} playbooks enabled and one broadcast saved; its audience preview:")
+    out(f"Campaigns: {len(PLAYBOOKS)} playbooks enabled, one broadcast saved (and a placebo notice for 11:00); the "
+        f"broadcast's audience preview:")
     previewed = shop.preview(sale.id, now=morning, progress=progress)
     out(str(previewed))
     out("")
