@@ -18,6 +18,11 @@ def test_demo_count_sql_and_plugins(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert "3,000 customers" in out
     assert "shoe_buyers_20s_30s" in out
     assert "vip_spenders" in out
+    # the demo's experiment: sent through the dispatcher into a file beside the shop, measured against what it planted
+    assert (tmp_path / "demo-sent.jsonl").stat().st_size > 0
+    assert "Planted versus measured" in out
+    for campaign_id, effect in shopcrm.demo.PLANTED_EFFECTS.items():
+        assert f"{campaign_id:<16} planted {effect * 100:+.1f} pp, measured" in out
     with shopcrm.Shop.open(db) as shop:
         expected = shop.count({"in_segment": "vip_spenders"}, now=shopcrm.demo.DEMO_NOW)
     assert expected > 0

@@ -148,7 +148,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="shopcrm", description="The CRM-marketing brain of an online shop.")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    demo = commands.add_parser("demo", help="build the synthetic demo shop and print its audiences")
+    demo = commands.add_parser("demo", help="build the synthetic demo shop, print its audiences, run its campaigns and "
+                                             "report their measured lift against the planted effects")
     demo.add_argument("--scale", type=int, default=100_000, help="number of customers (default 100000)")
     demo.add_argument("--path", default="shopcrm-demo.duckdb", help="DuckDB file to write")
     demo.add_argument("--seed", type=int, default=0)

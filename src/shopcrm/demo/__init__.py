@@ -6,11 +6,27 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from shopcrm.demo._experiment import (
+    DEMO_TRACKING_SECRET,
+    EXPERIMENT_TICKS,
+    PLANTED,
+    PLANTED_EFFECTS,
+    REPORT_AFTER,
+    Planted,
+    SimulatedResponses,
+    simulate_responses,
+)
 from shopcrm.demo._generator import DEMO_NOW, DemoShop, generate
 
-__all__ = ["DEMO_NOW", "SEED_RULES", "DemoShop", "generate", "run", "write_parquet"]
+if TYPE_CHECKING:
+    from shopcrm.report import CampaignReport
+
+__all__ = [
+    "DEMO_NOW", "PLANTED", "PLANTED_EFFECTS", "REPORT_AFTER", "SEED_RULES", "DemoShop", "Planted", "SimulatedResponses",
+    "generate", "run", "simulate_responses", "write_parquet",
+]
 
 SEED_RULES: dict[str, dict[str, Any]] = {
     "shoe_buyers_20s_30s": {
@@ -93,15 +109,17 @@ def run(
     now: datetime | None = None,
     out: Callable[[str], None] = print,
     progress: bool = False,
-) -> None:
-    """Build the demo shop in a DuckDB file and print each example segment's audience; ``progress`` draws
-    bars on stderr for the loads, the preview and the tick."""
+) -> CampaignReport:
+    """Build the demo shop in a DuckDB file, print each example segment's audience, run the demo's campaigns
+    (two ticks, each dispatched into a JSON-lines file), simulate customers' responses with the planted effects
+    (:data:`PLANTED`) and print the campaign report of the measured campaigns, which it returns.  ``progress``
+    draws bars on stderr for the loads, the preview and the ticks."""
     from shopcrm.shop import Shop
 
     when = now or DEMO_NOW
     target = Path(path)
     if path != ":memory:":
-        for leftover in (target, target.with_name(target.name + ".wal")):
+        for leftover in (target, target.with_name(target.name + ".wal"), _sent_path(target)):
             leftover.unlink(missing_ok=True)
     started = time.perf_counter()
     demo = generate(scale, seed, when)
@@ -136,9 +154,17 @@ def run(
         out("")
         _campaigns(shop, when, out, progress)
         out("")
+        report = _measure(shop, when, seed, None if path == ":memory:" else _sent_path(target), out, progress)
+        out("")
         out("Open it again (in Python):")
         out(f"  import datetime, shopcrm; shopcrm.Shop.open({path!r}).count({{'in_segment': 'vip_spenders'}}, "
             f"now={when!r})")
+    return report
+
+
+def _sent_path(target: Path) -> Path:
+    """Where the demo's dispatcher writes the messages it sends: beside the shop's file."""
+    return target.with_name(target.stem + "-sent.jsonl")
 
 
 def _campaigns(shop: Any, when: datetime, out: Callable[[str], None], progress: bool = False) -> None:
@@ -146,20 +172,42 @@ def _campaigns(shop: Any, when: datetime, out: Callable[[str], None], progress: 
     from datetime import timedelta
 
     from shopcrm.campaigns import PLAYBOOKS, MessagingPolicy
+    from shopcrm.tracking import TrackingPolicy
 
-    # assigned, the policy is saved with the shop: Shop.open(path) and `shopcrm tick --db path` use it again
-    shop.messaging_policy = MessagingPolicy(sender_name="모아샵", sender_contact="1588-0000", opt_out_number="080-000-0000")
+    # assigned, the policy is saved with the shop: Shop.open(path) and `shopcrm tick --db path` use it again;
+    # tracked links ({{ link(url) }}) are signed with a demo secret (a real shop keeps its own secret private)
+    shop.messaging_policy = MessagingPolicy(
+        sender_name="모아샵", sender_contact="1588-0000", opt_out_number="080-000-0000",
+        tracking=TrackingPolicy(base_url="https://shop.example.com/r", secret=DEMO_TRACKING_SECRET),
+    )
     for name in PLAYBOOKS:
-        shop.enable_playbook(name, now=when - timedelta(days=2))
+        if name == "lapsed_winback":  # measured: a 20% holdout (the playbook has 10%), the copy with a tracked link
+            shop.enable_playbook(name, now=when - timedelta(days=2), holdout_percent=20, variants=[{"name": "기본", "content": {
+                "text": "{{ name }}님, 오랜만이에요! 다시 찾아 주시면 15% 할인 쿠폰을 드려요. "
+                        f"{{{{ link('{PLANTED['lapsed_winback'].link}') }}}}"}}])
+        else:
+            shop.enable_playbook(name, now=when - timedelta(days=2))
+    vip_link = f" {{{{ link('{PLANTED['vip_winter_sale'].link}') }}}}"
     sale = shop.save_campaign({
-        "id": "vip_winter_sale", "name": "VIP 겨울 세일", "purpose": "advertising", "holdout_percent": 10,
+        "id": "vip_winter_sale", "name": "VIP 겨울 세일", "purpose": "advertising", "holdout_percent": 20,
         "audience": {"in_segment": "vip_spenders"}, "channels": ["brand_message", "sms"],
-        "variants": [{"name": "a", "content": {"text": "{{ name|은는 }} VIP 겨울 세일 대상이에요. 20% 할인 쿠폰을 드려요."}},
-                     {"name": "b", "content": {"text": "{{ name }}님, VIP 고객님께만 오늘 20% 할인!"}}],
+        "variants": [{"name": "a", "content": {"text": "{{ name|은는 }} VIP 겨울 세일 대상이에요. 20% 할인 쿠폰을 드려요." + vip_link}},
+                     {"name": "b", "content": {"text": "{{ name }}님, VIP 고객님께만 오늘 20% 할인!" + vip_link}}],
         "schedule": {"kind": "one_off", "at": "2026-11-24T10:00:00"},
     }, now=when - timedelta(days=1))
+    # the placebo: a notice to recent buyers outside the VIPs (so no member is in two measured campaigns)
+    shop.save_campaign({
+        "id": "delivery_notice", "name": "연말 배송 일정 안내 (placebo)", "purpose": "informational", "holdout_percent": 20,
+        "audience": {"and": [{"performed": "order_completed", "within": {"last": "30d"}},
+                             {"not": {"in_segment": "vip_spenders"}}]},
+        "channels": ["sms"],
+        "variants": [{"name": "a", "content": {"text": "{{ name }}님, 연말 택배 물량이 많아 12월 배송이 1-2일 늦어질 수 있어요. "
+                                                        f"배송 일정: {{{{ link('{PLANTED['delivery_notice'].link}') }}}}"}}],
+        "schedule": {"kind": "one_off", "at": "2026-11-24T11:00:00"},
+    }, now=when - timedelta(days=1))
     morning = when + timedelta(hours=1)  # 10:00 in Seoul
-    out(f"Campaigns: {len(PLAYBOOKS)} playbooks enabled and one broadcast saved; its audience preview:")
+    out(f"Campaigns: {len(PLAYBOOKS)} playbooks enabled, one broadcast saved (and a placebo notice for 11:00); the "
+        f"broadcast's audience preview:")
     previewed = shop.preview(sale.id, now=morning, progress=progress)
     out(str(previewed))
     out("")
@@ -175,3 +223,78 @@ def _campaigns(shop: Any, when: datetime, out: Callable[[str], None], progress: 
             f"playbooks, planned first in the same tick (higher priority), had used the frequency caps of "
             f"{counts.get('capped', 0):,} of its customers ({previewed.holdout - counts.get('holdout', 0):,} of them "
             f"in the holdout).")
+
+
+def _measure(
+    shop: Any, when: datetime, seed: int, sent_path: Path | None, out: Callable[[str], None], progress: bool = False,
+) -> CampaignReport:
+    """Dispatch the morning's plan, tick and dispatch at 11:00, simulate the responses, print the report."""
+    import tempfile
+    from datetime import timedelta
+
+    from shopcrm.channels import JsonlChannel
+
+    with tempfile.TemporaryDirectory() as scratch:
+        channel = JsonlChannel(sent_path or Path(scratch) / "sent.jsonl")
+        channels = {"sms": channel, "brand_message": channel, "alimtalk": channel}
+        started = time.perf_counter()
+        morning, eleven = when + EXPERIMENT_TICKS[0], when + EXPERIMENT_TICKS[1]
+        dispatched = shop.dispatch(channels, clock=lambda: morning, progress=progress)
+        ticked = shop.tick(now=eleven, progress=progress)
+        dispatched_later = shop.dispatch(channels, clock=lambda: eleven, progress=progress)
+        elapsed = time.perf_counter() - started
+    out(f"Sending (shop.dispatch into {'a JSON-lines file' if sent_path is None else sent_path}, no network), the 11:00 "
+        f"tick and sending again ({elapsed:.2f}s):")
+    out(f"  10:00  {dispatched}".replace("\n", "\n         "))
+    out(f"  11:00  {ticked}".replace("\n", "\n         "))
+    out(f"  11:00  {dispatched_later}".replace("\n", "\n         "))
+    out("")
+    started = time.perf_counter()
+    simulated = simulate_responses(shop, seed=seed)
+    simulation = time.perf_counter() - started
+    out(f"Simulated responses ({simulation:.2f}s): {simulated.orders:,} orders and {simulated.clicks:,} clicks "
+        f"(through shop.record_click) by the members of the measured campaigns, with these planted effects:")
+    for campaign_id, truth in PLANTED.items():
+        treated, held = simulated.members.get(campaign_id, (0, 0))
+        out(f"  {campaign_id:<16} baseline {truth.baseline:.0%} for everyone, +{truth.effect * 100:.0f} pp for the "
+            f"{treated:,} planned ({held:,} held out)")
+    out("")
+    started = time.perf_counter()
+    report: CampaignReport = shop.report(list(PLANTED), since=when, until=when + timedelta(days=1), now=when + REPORT_AFTER)
+    out(f"The campaign report (shop.report, {time.perf_counter() - started:.2f}s), read "
+        f"{(when + REPORT_AFTER).isoformat()} when every 7-day window has closed:")
+    out(str(report))
+    out("")
+    out("Planted versus measured (absolute lift in conversion rate, 95% interval):")
+    for campaign_id, effect in PLANTED_EFFECTS.items():
+        out("  " + _compare(campaign_id, effect, report))
+    placebo = next((c for c, effect in PLANTED_EFFECTS.items() if effect == 0), None)
+    if placebo is not None and placebo in report.lifts:
+        credited = report.row(placebo)["attributed_conversions"]
+        out(f"  The placebo {placebo!r} is credited with {credited:,} attributed (last-click) conversions: purchases its "
+            f"readers made anyway. Only the holdout tells them apart from what a message causes.")
+    out("  (The demo draws a 95% interval from one simulated week: about 1 in 20 misses its planted effect by "
+        "chance, and below --scale 50000 the holdouts are small and the intervals wide.)")
+    return report
+
+
+def _compare(campaign_id: str, effect: float, report: CampaignReport) -> str:
+    """One line: the planted effect, the measured lift and its interval, and whether the interval covers it."""
+    lift = report.lifts.get(campaign_id)
+    if lift is None:
+        return f"{campaign_id:<16} planted {effect * 100:+.1f} pp, measured: no holdout lift in the report"
+    row = lift.columns()
+    measured, low, high = row["absolute_lift"], row["absolute_lift_low"], row["absolute_lift_high"]
+    if measured is None:
+        counts = (f"{lift.treated_conversions:,}/{lift.treated_n:,} treated vs {lift.holdout_conversions:,}/"
+                  f"{lift.holdout_n:,} held out")
+        if lift.treated_n and lift.holdout_n:
+            difference = lift.treated_conversions / lift.treated_n - lift.holdout_conversions / lift.holdout_n
+            counts = f"{difference * 100:+.1f} pp ({counts})"
+        why = lift.note or ("a group is empty" if not (lift.treated_n and lift.holdout_n) else "undefined")
+        return f"{campaign_id:<16} planted {effect * 100:+.1f} pp, measured {counts}, no interval: {why}"
+    if low is None or high is None:
+        return f"{campaign_id:<16} planted {effect * 100:+.1f} pp, measured {measured * 100:+.1f} pp (interval undefined)"
+    verdict = "covers the planted effect" if low <= effect <= high else "MISSES the planted effect"
+    return (f"{campaign_id:<16} planted {effect * 100:+.1f} pp, measured {measured * 100:+.1f} pp "
+            f"[{low * 100:+.1f}, {high * 100:+.1f}]: {verdict}")

@@ -131,7 +131,7 @@ def generate(scale: int = 10_000, seed: int = 0, now: datetime = DEMO_NOW) -> De
     promo = rng.choice(N_PROMOTIONS, m, p=np.array([0.3, 0.2, 0.15, 0.1, 0.1, 0.06, 0.05, 0.04]))
 
     product_names = [f"P{i}" for i in range(1, N_PRODUCTS + 1)]
-    order_ids = np.char.add("O", np.char.zfill(np.arange(m).astype(str), 9))
+    order_ids = np.char.add("O", np.char.zfill(np.arange(m).astype(str), 9)) if m else np.array([], dtype=str)
     events = pa.table(
         {
             "customer_id": pc.take(customers["customer_id"], pa.array(owner)),
