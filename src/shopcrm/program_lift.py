@@ -300,7 +300,7 @@ def _outcome_cte(source: Source, policy: AttributionPolicy, since: datetime, end
 
 def _members(source: Source, group: exp.Expression | None) -> exp.Select:
     customers = source.schema().customers.relation("c")
-    columns: list[exp.Expression] = [exp.alias_(_col("customer_id", "c"), "customer_id", quoted=True)]
+    columns: list[Any] = [exp.alias_(_col("customer_id", "c"), "customer_id", quoted=True)]
     if group is not None:
         columns.append(exp.alias_(group, "g", quoted=True))
     return (exp.select(*columns).distinct().from_(customers)
@@ -401,9 +401,21 @@ def _python_groups(ids: Iterable[Any], revenue: Mapping[Any, Any],
 def reference_outcomes(customer_ids: Iterable[Any], events: Iterable[Mapping[str, Any]], messaging: MessagingPolicy,
                        policy: AttributionPolicy, since: datetime, end: datetime) -> tuple[GroupOutcome, GroupOutcome]:
     """The pure reference of :func:`group_outcomes`: ``(control, rest)`` from the customer ids and the event rows
-    (``customer_id``, ``event``, ``ts``, ``properties``), through :func:`shopcrm.measurement.conversions` over the
-    events before ``end``."""
-    before = [e for e in events if e.get("ts") is not None and to_utc_naive(e["ts"]) < end]
+    (``customer_id``, ``event``, ``ts``, and the revenue and order properties as their own keys, as the events
+    table's columns, or inside ``properties``, a mapping or JSON text), through
+    :func:`shopcrm.measurement.conversions` over the events before ``end``."""
+    import json
+
+    before = []
+    for event in events:
+        if event.get("ts") is None or to_utc_naive(event["ts"]) >= end:
+            continue
+        raw = event.get("properties")
+        properties = dict(json.loads(raw) if isinstance(raw, str) and raw else raw if isinstance(raw, Mapping) else {})
+        for name in (policy.revenue_property, policy.order_property):
+            if event.get(name) is not None:
+                properties[name] = event[name]
+        before.append({**event, "properties": properties})
     revenue: dict[Any, float] = {}
     found: dict[Any, list[float]] = {}
     for c in conversions(before, policy):
@@ -455,7 +467,7 @@ def _sent_times(shop: Shop, campaign_ids: Sequence[str], end: datetime) -> dict[
 
     if table.has("message_key"):
         ts = quirks.timestamp_column(_col("ts"))
-        where = [exp.EQ(this=_col("event"), expression=exp.Literal.string("message_sent")),
+        where: list[exp.Expression] = [exp.EQ(this=_col("event"), expression=exp.Literal.string("message_sent")),
                  exp.LT(this=ts, expression=quirks.timestamp_literal(end))]
         if table.has("campaign_id"):
             where.append(exp.In(this=_col("campaign_id"), expressions=[exp.Literal.string(c) for c in campaign_ids]))

@@ -38,8 +38,8 @@ from shopcrm.timeline import to_utc_naive
 if TYPE_CHECKING:  # issue 12: checks
     from shopcrm.checks import CheckReport, SeenEvent
     from shopcrm.measurement import AttributionPolicy  # issue 13: attribution
-    from shopcrm.report import CampaignReport  # issue 13: the campaign report
     from shopcrm.program_lift import ProgramLift  # issue 13: the programme's lift
+    from shopcrm.report import CampaignReport  # issue 13: the campaign report
 
 __all__ = ["Shop"]
 
