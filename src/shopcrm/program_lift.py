@@ -282,7 +282,7 @@ def _outcome_cte(source: Source, policy: AttributionPolicy, since: datetime, end
         exp.Not(this=exp.Is(this=_col("customer_id"), expression=exp.null())),
     ))
     first = exp.Window(
-        this=exp.RowNumber(), partition_by=[_col("customer_id", "x"), _col("order_key", "x")],
+        this=exp.RowNumber(), partition_by=[_col("customer_id", "x"), quirks.string_equality(_col("order_key", "x"))],
         order=exp.Order(expressions=[exp.Ordered(this=_col("ts", "x")),
                                      exp.Ordered(this=_col("revenue", "x"), desc=True)]),
     )
