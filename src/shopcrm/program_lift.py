@@ -368,15 +368,14 @@ def group_outcomes(source: Source, messaging: MessagingPolicy, policy: Attributi
                    end: datetime, *, method: str | None = None) -> tuple[GroupOutcome, GroupOutcome, str]:
     """``(control, rest, method)`` over ``source``: the hash in SQL where the engine has SHA-256 (``"sql"``), else
     the ids hashed in Python (``"python"``).  ``method`` forces one (tests compare them)."""
-    use_sql = source.dialect in SQL_HASH_DIALECTS and (source.dialect != "sqlite" or _sqlite_functions(source))
+    registered = source.dialect == "sqlite" and _sqlite_functions(source)
+    use_sql = source.dialect in SQL_HASH_DIALECTS and (source.dialect != "sqlite" or registered)
     if method is None:
         method = "sql" if use_sql else "python"
     elif method not in ("sql", "python"):
         raise ValueError(f"method is 'sql' or 'python', not {method!r}")
     elif method == "sql" and not use_sql:
         raise ValueError(f"this {source.dialect} source has no SHA-256 in SQL; use method='python'")
-    if source.dialect == "sqlite":
-        _sqlite_functions(source)
     if method == "sql":
         groups = {int(g): _stats(n, c, t, s) for g, n, c, t, s in source.fetch(group_query(source, messaging, policy, since, end))}
         return groups.get(1, _empty()), groups.get(0, _empty()), method

@@ -1,4 +1,4 @@
-"""The programme's lift (``shop.program_lift``) on a shop's own database: SQLite, PostgreSQL and MariaDB compute the
+"""The programme's lift (``shop.program_lift``) on a shop's own database: SQLite, PostgreSQL, MariaDB and Spark compute the
 global control group's hash (SHA-256 of ``salt:id``) and the per-group sums in SQL, and must give exactly the
 embedded DuckDB shop's figures and the pure reference's (:func:`shopcrm.program_lift.reference_outcomes`), for text
 and for integer customer ids, with revenue in its own column, in a JSON ``properties`` column (numbers, numeric text,
@@ -141,3 +141,21 @@ def test_mysql(mysql_loader: Any, integer_ids: bool) -> None:
     _fill(mysql_loader.con, "mysql", integer_ids, ids, events)
     _check(shopcrm.Shop.from_dbapi(mysql_loader.con, dialect="mysql", customers="pl_customers", events="pl_events"),
            integer_ids)
+
+
+@pytest.mark.parametrize("integer_ids", [False, True])
+def test_spark(spark_loader: Any, integer_ids: bool) -> None:
+    from pyspark.sql import types as T
+
+    ids, events = _data(integer_ids)
+    spark = spark_loader.spark
+    id_type = T.LongType() if integer_ids else T.StringType()
+    customers = T.StructType([T.StructField("customer_id", id_type), T.StructField("name", T.StringType())])
+    schema = T.StructType([
+        T.StructField("customer_id", id_type), T.StructField("event", T.StringType()),
+        T.StructField("ts", T.TimestampType()), T.StructField("amount", T.DoubleType()),
+        T.StructField("order_id", T.StringType()), T.StructField("properties", T.StringType()),
+    ])
+    spark.createDataFrame([(c, "김민서") for c in ids], customers).createOrReplaceTempView("pl_customers")
+    spark.createDataFrame([tuple(e[c] for c in COLUMNS) for e in events], schema).createOrReplaceTempView("pl_events")
+    _check(shopcrm.Shop.from_spark(spark, customers="pl_customers", events="pl_events"), integer_ids)
