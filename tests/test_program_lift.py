@@ -26,7 +26,7 @@ from shopcrm.campaigns._policy import global_control_point
 from shopcrm.channels import KINDS, Accepted, Channel, Message, SendResult
 from shopcrm.cli import main
 from shopcrm.dispatching import Dispatcher
-from shopcrm.program_lift import control_threshold, reference_outcomes
+from shopcrm.program_lift import advertising_cost, control_threshold, reference_outcomes
 
 T0 = datetime(2026, 10, 1)
 UNTIL = T0 + timedelta(days=30)
@@ -240,9 +240,25 @@ class _Accepting(Channel):
         return [Accepted(provider_id="p") for _ in batch]
 
 
-def test_iroas_divides_by_the_cost_of_the_periods_advertising_sends() -> None:
+def _sqlite_shop(ids: Sequence[str], events: list[dict[str, Any]]) -> Shop:
+    """The shop in SQLite through DB-API: message events go to the library's ``shopcrm_message_events``."""
+    con = sqlite3.connect(":memory:", check_same_thread=False)
+    con.execute("CREATE TABLE customers (customer_id TEXT, name TEXT, phone TEXT, sms_consent BOOLEAN)")
+    con.executemany("INSERT INTO customers VALUES (?, ?, ?, ?)",
+                    [(c, "김민서", f"010-0000-{i:04d}", True) for i, c in enumerate(ids)])
+    con.execute("CREATE TABLE events (customer_id TEXT, event TEXT, ts TIMESTAMP, amount REAL, order_id TEXT)")
+    con.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?)",
+                    [(e["customer_id"], e["event"], e["ts"].isoformat(sep=" "), e["amount"], e["order_id"]) for e in events])
+    con.commit()
+    shop = Shop.from_dbapi(con, dialect="sqlite")
+    shop.messaging_policy = POLICY
+    return shop
+
+
+@pytest.mark.parametrize("engine", ["duckdb", "sqlite"])
+def test_iroas_divides_by_the_cost_of_the_periods_advertising_sends(engine: str) -> None:
     ids, events = _planted(400, control_rate=0.05, rest_rate=0.3, seed=5)
-    shop = _shop(ids, events)
+    shop = _shop(ids, events) if engine == "duckdb" else _sqlite_shop(ids, events)
     sent_at = T0 + timedelta(days=2, hours=1)  # 10:00 in Seoul
     shop.save_campaign({"id": "sale", "purpose": "advertising", "channels": ["sms"],
                         "variants": [{"name": "a", "content": {"text": "{{ name }}님, 가을 세일 20% 할인"}}],
@@ -258,6 +274,10 @@ def test_iroas_divides_by_the_cost_of_the_periods_advertising_sends() -> None:
     assert cost > 0
     found = shop.program_lift(since=T0, until=UNTIL, now=NOW)
     assert found.cost == pytest.approx(cost)
+    # one SQL sum over the ledger and the message events; the same as reading the ledger into Python
+    for since, until in ((T0, UNTIL), (sent_at, sent_at + timedelta(minutes=1)), (sent_at + timedelta(seconds=1), UNTIL)):
+        assert advertising_cost(shop, since, until) == pytest.approx(advertising_cost(shop, since, until, method="python"))
+    assert advertising_cost(shop, sent_at + timedelta(seconds=1), UNTIL) == 0.0
     assert found.lift is not None
     assert found.lift.incremental_revenue is not None
     assert found.lift.iroas == pytest.approx(found.lift.incremental_revenue / cost)

@@ -429,22 +429,84 @@ def reference_outcomes(customer_ids: Iterable[Any], events: Iterable[Mapping[str
 # cost, and the whole
 
 
-def advertising_cost(shop: Shop, since: datetime, end: datetime) -> float:
-    """The ledger cost of advertising campaigns' sends (sent or delivered) whose send time is in ``[since, end)``."""
-    advertising = {c.id for c in shop.campaigns() if c.purpose == "advertising"}
+def advertising_cost(shop: Shop, since: datetime, end: datetime, *, method: str | None = None) -> float:
+    """The ledger cost of advertising campaigns' sends (sent or delivered) whose send time (the earliest
+    ``message_sent`` event, else the ledger row's last update) is in ``[since, end)``.
+
+    One SQL sum where the library's tables share the shop's database (the embedded DuckDB store, DB-API shops);
+    elsewhere (``method="python"``, a Spark shop) the ledger is read into Python."""
+    advertising = sorted(c.id for c in shop.campaigns() if c.purpose == "advertising")
     if not advertising:
         return 0.0
-    store = shop.source.campaign_store()
-    rows = [r for r in store.sends(states=_SENT_STATES) if r.campaign_id in advertising]
+    source = shop.source
+    library = getattr(source, "library", None)
+    store = source.campaign_store()
+    if method != "python" and library is not None and source.dialect in SQL_HASH_DIALECTS:
+        store.sends(keys=[])  # the library's tables exist (created on first use)
+        if not library.present:
+            return 0.0
+        [(total,)] = source.fetch(_cost_query(source, library.tables, advertising, since, end))
+        return float(total or 0.0)
+    rows = [r for r in store.sends(states=_SENT_STATES) if r.campaign_id in set(advertising)]
     if not rows:
         return 0.0
-    sent_at = _sent_times(shop, sorted(advertising), end)
+    sent_at = _sent_times(shop, advertising, end)
     costs = []
     for row in rows:
         at = sent_at.get(row.key, row.updated_at)
         if since <= at < end:
             costs.append(row.cost)
     return math.fsum(sorted(costs))
+
+
+def _cost_query(source: Source, tables: Any, campaign_ids: Sequence[str], since: datetime, end: datetime) -> exp.Select:
+    """``SUM(cost)`` of the advertising sends in the period, over the ledger and the ``message_sent`` events of the
+    shop's events table and of the library's ``message_events`` (whose instants are text, read as timestamps)."""
+    from shopcrm.compiler._dialects import dialect_for
+
+    quirks = dialect_for(source.dialect)
+    table = source.schema().events
+
+    def instant(text: exp.Expression) -> exp.Expression:
+        if source.dialect == "sqlite":
+            return quirks.timestamp_column(text)
+        return exp.cast(text, exp.DataType.build(quirks.timestamp_type, dialect=source.dialect))
+
+    def library(name: str, alias: str) -> exp.Expression:
+        return exp.alias_(exp.to_table(name), alias, table=True)
+
+    ids = [exp.Literal.string(c) for c in campaign_ids]
+    sent_event = exp.Literal.string("message_sent")
+    parts: list[exp.Select] = [
+        exp.select(exp.alias_(_col("message_key", "x"), "k", quoted=True), exp.alias_(instant(_col("ts", "x")), "ts", quoted=True))
+        .from_(library(tables.message_events, "x"))
+        .where(exp.and_(exp.EQ(this=_col("event", "x"), expression=sent_event.copy()),
+                        exp.In(this=_col("campaign_id", "x"), expressions=[i.copy() for i in ids])))
+    ]
+    if table.has("message_key"):
+        where: list[exp.Expression] = [exp.EQ(this=_col("event"), expression=sent_event.copy())]
+        if table.has("campaign_id"):
+            where.append(exp.In(this=_col("campaign_id"), expressions=[i.copy() for i in ids]))
+        parts.insert(0, exp.select(exp.alias_(_col("message_key"), "k", quoted=True),
+                                   exp.alias_(quirks.timestamp_column(_col("ts")), "ts", quoted=True))
+                     .from_(table.relation("e")).where(exp.and_(*where)))
+    sent: exp.Expression = parts[0]
+    for part in parts[1:]:
+        sent = exp.union(sent, part, distinct=False)
+    first = (exp.select(_col("k", "u"), exp.alias_(exp.Min(this=_col("ts", "u")), "ts", quoted=True))
+             .from_(exp.Subquery(this=sent, alias=exp.TableAlias(this=exp.to_identifier("u"))))
+             .where(exp.LT(this=_col("ts", "u"), expression=quirks.timestamp_literal(end)))
+             .group_by(_col("k", "u")))
+    at = exp.Coalesce(this=_col("ts", "f"), expressions=[instant(_col("updated_at", "l"))])
+    return (exp.select(exp.Sum(this=_col("cost", "l")))
+            .from_(library(tables.sends, "l"))
+            .join(first.subquery("f"), on=exp.EQ(this=_col("k", "f"), expression=_col("key_", "l")), join_type="LEFT")
+            .where(exp.and_(
+                exp.In(this=_col("state", "l"), expressions=[exp.Literal.string(s) for s in _SENT_STATES]),
+                exp.In(this=_col("campaign_id", "l"), expressions=[i.copy() for i in ids]),
+                exp.GTE(this=at, expression=quirks.timestamp_literal(since)),
+                exp.LT(this=at.copy(), expression=quirks.timestamp_literal(end)),
+            )))
 
 
 def _sent_times(shop: Shop, campaign_ids: Sequence[str], end: datetime) -> dict[str, datetime]:
@@ -501,7 +563,7 @@ def build_program_lift(shop: Shop, *, since: datetime | str, until: datetime | s
     end = min(hi, when)
     policy = shop.attribution_policy
     control, rest, used = group_outcomes(shop.source, messaging, policy, lo, end, method=method)
-    cost = advertising_cost(shop, lo, end)
+    cost = advertising_cost(shop, lo, end, method=method)
     lift: Lift | None = None
     srm: SampleRatioMismatch | None = None
     note = None

@@ -6,19 +6,24 @@ text that is no number) and orders recorded twice; the ids hashed in Python (``m
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import random
 import sqlite3
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+import attrs
 import pytest
 
 import shopcrm
 from shopcrm.campaigns import MessagingPolicy, in_global_control
+from shopcrm.channels import KINDS, Accepted, Channel, Message, SendResult
+from shopcrm.dispatching import Dispatcher
 from shopcrm.measurement import AttributionPolicy
-from shopcrm.program_lift import ProgramLift, reference_outcomes
+from shopcrm.program_lift import ProgramLift, advertising_cost, reference_outcomes
 
 T0 = datetime(2026, 10, 1)
 UNTIL = T0 + timedelta(days=30)
@@ -73,10 +78,12 @@ def _fill(connection: Any, dialect: str, integer_ids: bool, ids: list[Any], even
                   "shopcrm_occurrences", "shopcrm_sends", "shopcrm_opt_outs", "shopcrm_message_events",
                   "shopcrm_segments"):
         cursor.execute(f"DROP TABLE IF EXISTS {table}")
-    cursor.execute(f"CREATE TABLE pl_customers (customer_id {id_type}, name VARCHAR(40))")
+    cursor.execute(f"CREATE TABLE pl_customers (customer_id {id_type}, name VARCHAR(40), phone VARCHAR(20), "
+                   "sms_consent BOOLEAN)")
     cursor.execute(f"CREATE TABLE pl_events (customer_id {id_type}, event VARCHAR(40), ts {ts}, amount {number}, "
                    "order_id VARCHAR(40), properties TEXT)")
-    cursor.executemany(f"INSERT INTO pl_customers VALUES ({mark}, {mark})", [(c, "김민서") for c in ids])
+    cursor.executemany(f"INSERT INTO pl_customers VALUES ({mark}, {mark}, {mark}, {mark})",
+                       [(c, "김민서", f"010-0000-{i:04d}", True) for i, c in enumerate(ids)])
 
     def value(column: str, event: dict[str, Any]) -> Any:
         v = event[column]
@@ -115,7 +122,38 @@ def _check(shop: shopcrm.Shop, integer_ids: bool) -> None:
         assert found.lift is not None
         assert embedded.lift is not None
         assert found.lift.absolute_interval == embedded.lift.absolute_interval
+    if shop.source.dialect != "spark":
+        _check_cost(shop)
     shop.messaging_policy = MessagingPolicy()  # the server is shared: leave the defaults for the next test
+
+
+class _Accepting(Channel):
+    name = "accepting"
+    kinds = KINDS
+
+    async def send(self, batch: Sequence[Message]) -> list[SendResult]:
+        return [Accepted(provider_id="p") for _ in batch]
+
+
+def _check_cost(shop: shopcrm.Shop) -> None:
+    """An advertising campaign ticked and dispatched on the engine: the SQL sum over the library's ledger and
+    message events equals the ledger read into Python, inside and outside the period."""
+    sent_at = T0 + timedelta(days=2, hours=1)
+    shop.messaging_policy = attrs.evolve(POLICY, sender_name="마음상점", sender_contact="1588-0000",
+                                         opt_out_number="080-123-4567")
+    shop.save_campaign({"id": "sale", "purpose": "advertising", "channels": ["sms"],
+                        "variants": [{"name": "a", "content": {"text": "{{ name }}님, 가을 세일"}}],
+                        "schedule": {"kind": "one_off", "at": "2026-10-03T10:00:00"}}, now=T0)
+    shop.tick(now=sent_at)
+    asyncio.run(Dispatcher(shop, {"sms": _Accepting()}, clock=lambda: sent_at, seed=1).run())
+    ledger = math.fsum(r.cost for r in shop.source.campaign_store().sends() if r.state == "sent")
+    assert ledger > 0
+    for since, until, want in ((T0, UNTIL, ledger), (sent_at, sent_at + timedelta(seconds=1), ledger),
+                               (sent_at + timedelta(seconds=1), UNTIL, 0.0)):
+        assert advertising_cost(shop, since, until) == pytest.approx(want)
+        assert advertising_cost(shop, since, until, method="python") == pytest.approx(want)
+    found = shop.program_lift(since=T0, until=UNTIL, now=NOW)
+    assert found.cost == pytest.approx(ledger)
 
 
 @pytest.mark.parametrize("integer_ids", [False, True])
