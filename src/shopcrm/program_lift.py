@@ -472,7 +472,7 @@ def _cost_query(source: Source, tables: Any, campaign_ids: Sequence[str], since:
             return quirks.timestamp_column(text)
         return exp.cast(text, exp.DataType.build(quirks.timestamp_type, dialect=source.dialect))
 
-    def library(name: str, alias: str) -> exp.Expression:
+    def library(name: str, alias: str) -> Any:
         return exp.alias_(exp.to_table(name), alias, table=True)
 
     ids = [exp.Literal.string(c) for c in campaign_ids]
