@@ -28,6 +28,7 @@ from shopcrm.lifecycle import LifecyclePolicy
 from shopcrm.mapping import CustomersMap, EventsMap, Mapping
 from shopcrm.measurement import AttributionPolicy
 from shopcrm.notebook import Breakdown, Overlap, Trend
+from shopcrm.program_lift import ProgramLift
 from shopcrm.recipients import RecipientColumns
 from shopcrm.reference import evaluate
 from shopcrm.report import CampaignReport
@@ -58,6 +59,7 @@ __all__ = [
     "OutboxRow",
     "Overlap",
     "PluginError",
+    "ProgramLift",
     "ReadOnlyShopError",
     "RecipientColumns",
     "Rule",

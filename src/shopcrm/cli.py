@@ -217,6 +217,22 @@ def _parser() -> argparse.ArgumentParser:
         return 0
 
     report.set_defaults(run=_report)
+    # issue 13: the global control group against everyone else (the whole programme's lift)
+    program = commands.add_parser("program-lift",
+                                  help="compare the global control group with every other customer over a period")
+    _db_options(program, read_only=True)
+    program.add_argument("--since", type=_now, required=True, help="conversions at or after this instant")
+    program.add_argument("--until", type=_now, required=True, help="conversions before this instant")
+    program.add_argument("--now", type=_now, default=None, help="as of this instant (default: now)")
+    program.add_argument("--json", action="store_true", help="print the figures as JSON")
+
+    def _program_lift(args: argparse.Namespace) -> int:
+        with _shop(args) as shop:
+            found = shop.program_lift(since=args.since, until=args.until, now=args.now or _utcnow())
+        print(json.dumps(found.to_dict(), ensure_ascii=False, indent=2) if args.json else found)
+        return 0
+
+    program.set_defaults(run=_program_lift)
     ddl = commands.add_parser("ddl", help="print the DDL of the library's own tables, for review before a first run")
     ddl.add_argument("--dialect", default="duckdb", help="duckdb, sqlite, postgres or mysql (default duckdb)")
     ddl.add_argument("--library-schema", help="the schema (PostgreSQL, DuckDB) or database (MySQL) of the tables")

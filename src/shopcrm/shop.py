@@ -38,6 +38,7 @@ from shopcrm.timeline import to_utc_naive
 if TYPE_CHECKING:  # issue 12: checks
     from shopcrm.checks import CheckReport, SeenEvent
     from shopcrm.measurement import AttributionPolicy  # issue 13: attribution
+    from shopcrm.program_lift import ProgramLift  # issue 13: the programme's lift
     from shopcrm.report import CampaignReport  # issue 13: the campaign report
 
 __all__ = ["Shop"]
@@ -727,6 +728,20 @@ class Shop:
         from shopcrm.report import build_report
 
         return build_report(self, campaign, since=since, until=until, now=now, by=by)
+
+    # ---- issue 13 (program lift): the global control group against everyone else (shopcrm.program_lift)
+    def program_lift(
+        self, *, since: datetime | str, until: datetime | str, now: datetime | str, method: str | None = None,
+    ) -> ProgramLift:
+        """The whole CRM programme's lift: the global control group (``MessagingPolicy.global_control_percent``)
+        against every other customer, by their conversions in ``[since, until)`` before ``now``, with the holdout
+        formulas (conversion rate and revenue per customer, intervals, incremental conversions and revenue, iROAS
+        on the period's advertising cost) and the sample-ratio check.  ValueError when the shop has no global
+        control group.  ``method`` forces where the group hash runs (``"sql"`` or ``"python"``; default: SQL when
+        the engine has SHA-256).  See :mod:`shopcrm.program_lift` and docs/measurement.md."""
+        from shopcrm.program_lift import build_program_lift
+
+        return build_program_lift(self, since=since, until=until, now=now, method=method)
 
     # ---- notebook helpers (issue 12 item 7: shopcrm.notebook)
     def __repr__(self) -> str:
