@@ -158,7 +158,8 @@ def _same(engine_rows: list[tuple[Any, ...]], reference_rows: list[tuple[Any, ..
         assert len(g) == len(w), (what, g, w)
         for a, b in zip(g, w, strict=True):
             if isinstance(b, float) or isinstance(a, float):
-                assert a is not None and math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=1e-6), (what, g, w)
+                assert a is not None, (what, g, w)
+                assert math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=1e-6), (what, g, w)
             else:
                 assert a == b, f"{what}: engine row {g} != reference {w}"
 

@@ -281,3 +281,57 @@ def test_a_message_whose_every_step_failed_counts_as_failed_not_sent() -> None:
     assert shop.report("spring", now=NOW).lifts == {}  # no holdout: no lift
     by_channel = shop.report("spring", now=NOW, by="channel")
     assert sum(r["failed"] for r in by_channel.rows) == 2
+
+
+def _same_reports(shop: Shop, **kwargs: Any) -> None:
+    """The engine's report (SQL) equals the pure reference's, figure by figure."""
+    sql = shop.report(method="sql", **kwargs)
+    ref = shop.report(method="reference", **kwargs)
+    assert (sql.method, ref.method) == ("sql", "reference")
+    assert len(sql.rows) == len(ref.rows)
+    for got, want in zip(sql.rows, ref.rows, strict=True):
+        assert got.keys() == want.keys()
+        for column, value in want.items():
+            if isinstance(value, float):
+                assert got[column] == pytest.approx(value, rel=1e-9), column
+            else:
+                assert got[column] == value, (column, got, want)
+    assert [d[:3] for d in sql.daily] == [d[:3] for d in ref.daily]
+    assert [d[3] for d in sql.daily] == pytest.approx([d[3] for d in ref.daily])
+    assert sql.lifts.keys() == ref.lifts.keys()
+    for campaign_id, lift in ref.lifts.items():
+        assert sql.lifts[campaign_id].columns() == pytest.approx(lift.columns(), nan_ok=True)
+    assert sql.ab_tests.keys() == ref.ab_tests.keys()
+
+
+@pytest.mark.parametrize("build", [_embedded, _sqlite], ids=["duckdb", "sqlite"])
+def test_the_engines_report_equals_the_reference_path(build: Callable[[], tuple[Shop, list[str], list[str]]]) -> None:
+    shop, _, _ = build()
+    assert shop.report(now=NOW).method == "sql"
+    for by in ((), ("variant",), ("step", "channel"), ("kind",), ("variant", "kind")):
+        _same_reports(shop, now=NOW, by=by)
+    _same_reports(shop, since=T0, until=T0 + timedelta(hours=1), now=NOW)
+    _same_reports(shop, now=T0 + timedelta(hours=2, minutes=30))
+    _same_reports(shop, campaign="spring", since=T0 + timedelta(hours=1), now=NOW)
+
+
+def test_the_report_tests_the_variants(embedded: tuple[Shop, list[str], list[str]]) -> None:
+    shop, _, _ = embedded
+    report = shop.report("spring", now=NOW)
+    test = report.ab_tests["spring"]
+    assert test.control == "A"  # the campaign's first variant
+    assert [c.name for c in test.comparisons] == ["B"]
+    outcomes = {r.variant for r in shop.outbox() if r.status == "planned"}
+    assert outcomes == {"A", "B"}
+    assert test.control_n + test.comparisons[0].n == 15
+    assert test.control_conversions + test.comparisons[0].conversions == 4
+    assert "A/B test of 'spring'" in str(report)
+    sequential = shop.report("spring", now=NOW, sequential=True).ab_tests["spring"]
+    assert sequential.sequential
+    assert sequential.chi_square_p_value is None
+
+
+def test_the_method_is_checked() -> None:
+    shop = Shop.open()
+    with pytest.raises(ValueError, match="method is 'sql'"):
+        shop.report(now=NOW, method="spark")

@@ -39,22 +39,26 @@ import attrs
 from shopcrm.measurement import (
     AttributionPolicy,
     Click,
-    Credits,
+    Member,
+    Outcome,
     Send,
     Summary,
     attribute,
     conversions,
+    member_outcomes,
     summarise,
 )
 from shopcrm.measurement._attribution import BREAKDOWNS
-from shopcrm.measurement.stats import Lift, RevenueStats, SampleRatioMismatch
+from shopcrm.measurement.stats import ABTest, Lift, RevenueStats, SampleRatioMismatch
 from shopcrm.timeline import to_utc_naive
 
 if TYPE_CHECKING:
     from shopcrm.shop import Shop
     from shopcrm.sources._campaign_store import OutboxRow, SendRow
 
-__all__ = ["FATIGUE_WINDOW", "CampaignLift", "CampaignReport", "build_report"]
+__all__ = ["FATIGUE_WINDOW", "CampaignLift", "CampaignReport", "Figures", "build_report"]
+
+_STATS_NOTE = "the intervals and the sample-ratio test need scipy and statsmodels: pip install 'shopcrm[measurement]'"
 
 #: how long after a send an opt-out counts against it (the "opt-outs after a message" figure)
 FATIGUE_WINDOW = timedelta(days=7)
@@ -163,7 +167,9 @@ class CampaignReport:
     """A campaign report: one row per campaign (or per cell of the breakdown ``by`` within each campaign).
 
     ``rows`` are flat dicts (see :meth:`to_arrow` for the columns); ``summaries`` the pure reference's figures behind
-    them; ``lifts`` the holdout comparison per campaign that has a holdout; ``credits`` what attribution found.
+    them; ``lifts`` the holdout comparison per campaign that has a holdout; ``ab_tests`` the A/B test per campaign
+    with two or more variants; ``daily`` attributed conversions and revenue per campaign and UTC day; ``method``
+    how the figures were computed (``"sql"`` by the shop's engine, ``"reference"`` by the pure reference).
     Ratios with a zero denominator are None (null in Arrow, "-" in text)."""
 
     since: datetime | None
@@ -173,8 +179,10 @@ class CampaignReport:
     rows: tuple[dict[str, Any], ...]
     summaries: tuple[Summary, ...]
     lifts: Mapping[str, CampaignLift]
-    credits: Credits
     policy: AttributionPolicy
+    daily: tuple[tuple[str, str, int, float], ...] = ()
+    ab_tests: Mapping[str, ABTest] = attrs.field(factory=dict)
+    method: str = "reference"
 
     @property
     def columns(self) -> list[str]:
@@ -234,6 +242,9 @@ class CampaignReport:
                 lines.append(f"  {label.ljust(width)}  {_show(row.get(column), column)}")
         for lift in self.lifts.values():
             lines += ["", str(lift)]
+        for campaign_id, test in self.ab_tests.items():
+            lines += ["", f"A/B test of {campaign_id!r} (treated members per variant, intention to treat)",
+                      *("  " + line for line in str(test).splitlines())]
         lines += ["", _INFLUENCED_NOTE]
         return "\n".join(lines)
 
@@ -245,6 +256,8 @@ class CampaignReport:
             for row in self.rows
         )
         lifts = "".join(f"<pre>{html.escape(str(lift))}</pre>" for lift in self.lifts.values())
+        lifts += "".join(f"<pre>{html.escape(f'A/B test of {c!r}')}\n{html.escape(str(t))}</pre>"
+                         for c, t in self.ab_tests.items())
         return (f"<div><strong>{html.escape(self._title())}</strong><table><thead><tr><th></th>{head}</tr></thead>"
                 f"<tbody>{body}</tbody></table>{lifts}<p><small>{html.escape(_INFLUENCED_NOTE)}</small></p></div>")
 
@@ -349,12 +362,28 @@ def _cid(customer: Any) -> str:
     return json.dumps(customer, default=str)
 
 
+@attrs.frozen
+class Figures:
+    """What a report reads, however it was computed (the engine's SQL or the pure reference): per-cell summaries,
+    the funnel's other counts per cell (``planned``, ``held_out``, ``failed``, ``delivered``, ``fallen_back``,
+    ``opt_outs_after``), member outcomes per ``(campaign, variant, status)`` and attributed conversions per campaign
+    and UTC day ``(campaign, "YYYY-MM-DD", conversions, revenue)``."""
+
+    summaries: tuple[Summary, ...]
+    funnel: Mapping[tuple[str, ...], Mapping[str, int]]
+    outcomes: Mapping[tuple[str, str, str], Outcome]
+    daily: tuple[tuple[str, str, int, float], ...]
+    method: str
+
+
 def build_report(
     shop: Shop, campaign: str | Sequence[str] | None = None, *, since: datetime | str | None = None,
     until: datetime | str | None = None, now: datetime | str, by: str | Sequence[str] = (),
+    method: str | None = None, sequential: bool = False,
 ) -> CampaignReport:
     """The campaign report of ``shop`` (see :meth:`shopcrm.Shop.report`)."""
     from shopcrm.measurement._attribution import _by
+    from shopcrm.report_sql import can_compute, sql_figures
 
     dims = _by(by)
     when = to_utc_naive(now)
@@ -362,9 +391,11 @@ def build_report(
     hi = to_utc_naive(until) if until is not None else None
     if lo is not None and hi is not None and hi <= lo:
         raise ValueError(f"the report's range is empty: until ({hi.isoformat()}) must be after since ({lo.isoformat()})")
+    if method not in (None, "sql", "reference"):
+        raise ValueError(f"method is 'sql' (the shop's engine computes the report), 'reference' (the pure Python "
+                         f"reference) or None (SQL where the engine can); got {method!r}")
     hi = when if hi is None else min(hi, when)
     policy = shop.attribution_policy
-    store = shop.source.campaign_store()
     models = {c.id: c for c in shop.campaigns()}
     if campaign is None:
         ids: list[str] | None = None
@@ -373,7 +404,67 @@ def build_report(
         unknown = [c for c in ids if c not in models]
         if unknown:
             raise KeyError(f"no campaign {', '.join(map(repr, unknown))}; the shop has {sorted(models) or 'none'}")
+    use_sql = can_compute(shop) if method is None else method == "sql"
+    if use_sql and not can_compute(shop):
+        raise ValueError(f"this shop's report cannot run as SQL: its campaign store is not in its "
+                         f"{shop.source.dialect} database; use method='reference' (or None)")
+    if use_sql:
+        figures = sql_figures(shop, ids, lo, hi, when, dims, policy, FATIGUE_WINDOW)
+    else:
+        figures = _reference_figures(shop, ids, lo, hi, when, dims, policy)
 
+    outbox_counts = not (set(dims) & {"channel", "kind"})
+    by_cell = {(s.campaign_id, *(v for _, v in s.cell)): s for s in figures.summaries}
+    cells = set(by_cell) | {c for c, n in figures.funnel.items()
+                            if n.get("failed") or (outbox_counts and (n.get("planned") or n.get("held_out")))}
+    rows: list[dict[str, Any]] = []
+    for cell in sorted(cells):
+        summary = by_cell.get(cell) or Summary(
+            campaign_id=cell[0], cell=tuple(zip(dims, cell[1:], strict=True)), sends=0, recipients=0, clicked=0,
+            attributed_conversions=0, attributed_revenue=0.0, attributed_customers=0, influenced_conversions=0,
+            influenced_revenue=0.0, influenced_customers=0, cost=0.0)
+        n = figures.funnel.get(cell, {})
+        out: dict[str, Any] = summary.to_dict()
+        if outbox_counts:
+            out.update(planned=n.get("planned", 0), held_out=n.get("held_out", 0))
+            out["audience"] = out["planned"] + out["held_out"]
+        else:
+            out.update(dict.fromkeys(_OUTBOX_COLUMNS))
+        out["sent"] = summary.sends
+        for column in ("delivered", "fallen_back", "failed", "opt_outs_after"):
+            out[column] = n.get(column, 0)
+        out.update(dict.fromkeys(_LIFT_COLUMNS))
+        rows.append(out)
+
+    lifts: dict[str, CampaignLift] = {}
+    tests: dict[str, Any] = {}
+    for campaign_id in sorted({c for c, _, _ in figures.outcomes}):
+        model = models.get(campaign_id)
+        share = (model.holdout_percent / 100) if model is not None else 0.0
+        mine = {(v, st): o for (c, v, st), o in figures.outcomes.items() if c == campaign_id}
+        cost = math.fsum(sorted(s.cost for s in figures.summaries if s.campaign_id == campaign_id))
+        if share or any(st == "holdout" for _, st in mine):
+            lifts[campaign_id] = _lift(campaign_id, share, mine, cost)
+        arms = {v: o for (v, st), o in mine.items() if st == "planned"}
+        if len(arms) >= 2:
+            found = _ab(campaign_id, model, arms, sequential)
+            if found is not None:
+                tests[campaign_id] = found
+    if not dims:
+        for out in rows:
+            lift = lifts.get(out["campaign_id"])
+            if lift is not None:
+                out.update(lift.columns())
+    return CampaignReport(since=lo, until=to_utc_naive(until) if until is not None else None, now=when, by=dims,
+                          rows=tuple(rows), summaries=figures.summaries, lifts=lifts, policy=policy,
+                          daily=figures.daily, ab_tests=tests, method=figures.method)
+
+
+def _reference_figures(shop: Shop, ids: list[str] | None, lo: datetime | None, hi: datetime, when: datetime,
+                       dims: tuple[str, ...], policy: AttributionPolicy) -> Figures:
+    """The figures through the pure reference: the store's rows read into Python, :func:`attribute` and
+    :func:`summarise` (a shop whose campaign store is not in a SQL database, and the tests' yardstick)."""
+    store = shop.source.campaign_store()
     # the outbox: who was planned and who was held out
     decided = [r for status in ("planned", "holdout") for r in store.outbox(campaign_ids=ids, status=status)]
     decided = [r for r in decided if _exposure(r) < when and _in(_exposure(r), lo, hi)]
@@ -413,74 +504,43 @@ def build_report(
         elif row.state == "failed" and planned is not None and _in(_exposure(planned), lo, hi):
             failed.append(row)
 
-    # conversions: from the earliest touch or exposure up to now
-    starts = [s.sent_at for s in sends] + [_exposure(r) for r in decided]
-    first = min(starts) if starts else when
-    conversion_rows = _conversion_rows(shop, policy, first, when)
-    convs = conversions(conversion_rows, policy)
+    # conversions from the report's start (all history without one) up to now
+    convs = conversions(_conversion_rows(shop, policy, lo, when), policy)
     credits = attribute(sends, clicks, convs, policy)
     summaries = summarise(credits, dims)
 
-    # the rows
     def cell_of(values: Mapping[str, str], campaign_id: str) -> tuple[str, ...]:
         return (campaign_id, *(str(values.get(d, "")) for d in dims))
 
-    outbox_counts = not (set(dims) & {"channel", "kind"})
-    counts: dict[tuple[str, ...], dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    for r in decided:
-        cell = cell_of({"variant": r.variant, "step": r.step}, r.campaign_id)
-        counts[cell]["planned" if r.status == "planned" else "held_out"] += 1
+    funnel: dict[tuple[str, ...], dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    if not set(dims) & {"channel", "kind"}:
+        for r in decided:
+            cell = cell_of({"variant": r.variant, "step": r.step}, r.campaign_id)
+            funnel[cell]["planned" if r.status == "planned" else "held_out"] += 1
     for lost in failed:
         planned = outbox_of.get(lost.key)
         values = {"variant": planned.variant if planned else "", "step": planned.step if planned else "",
                   "channel": lost.channel or (planned.channel if planned else ""),
                   "kind": lost.kind or (planned.kind if planned else "")}
-        counts[cell_of(values, lost.campaign_id)]["failed"] += 1
+        funnel[cell_of(values, lost.campaign_id)]["failed"] += 1
     sends_in: dict[tuple[str, ...], list[Send]] = defaultdict(list)
     for send in sends:
         sends_in[cell_of({d: str(getattr(send, d)) for d in BREAKDOWNS}, send.campaign_id)].append(send)
     opt_outs = {_cid(c): list(groups.values()) for c, groups in store.opt_outs().items()}
+    for cell, cell_sends in sends_in.items():
+        funnel[cell]["delivered"] += sum(1 for s in cell_sends if states[s.message_key].state == "delivered")
+        funnel[cell]["fallen_back"] += sum(1 for s in cell_sends if states[s.message_key].chain_index > 0)
+        funnel[cell]["opt_outs_after"] += _fatigue(cell_sends, opt_outs, when)
 
-    by_cell = {(s.campaign_id, *(v for _, v in s.cell)): s for s in summaries}
-    cells = set(by_cell) | ({c for c in counts if outbox_counts} | {c for c, n in counts.items() if n.get("failed")})
-    rows: list[dict[str, Any]] = []
-    for cell in sorted(cells):
-        summary = by_cell.get(cell) or Summary(
-            campaign_id=cell[0], cell=tuple(zip(dims, cell[1:], strict=True)), sends=0, recipients=0, clicked=0,
-            attributed_conversions=0, attributed_revenue=0.0, attributed_customers=0, influenced_conversions=0,
-            influenced_revenue=0.0, influenced_customers=0, cost=0.0)
-        n = counts.get(cell, {})
-        cell_sends = sends_in.get(cell, [])
-        out: dict[str, Any] = summary.to_dict()
-        if outbox_counts:
-            out.update(planned=n.get("planned", 0), held_out=n.get("held_out", 0))
-            out["audience"] = out["planned"] + out["held_out"]
-        else:
-            out.update(dict.fromkeys(_OUTBOX_COLUMNS))
-        out["sent"] = summary.sends
-        out["delivered"] = sum(1 for s in cell_sends if states[s.message_key].state == "delivered")
-        out["fallen_back"] = sum(1 for s in cell_sends if states[s.message_key].chain_index > 0)
-        out["failed"] = n.get("failed", 0)
-        out["opt_outs_after"] = _fatigue(cell_sends, opt_outs, when)
-        out.update(dict.fromkeys(_LIFT_COLUMNS))
-        rows.append(out)
-
-    lifts: dict[str, CampaignLift] = {}
-    for campaign_id in sorted({r.campaign_id for r in decided}):
-        model = models.get(campaign_id)
-        share = (model.holdout_percent / 100) if model is not None else 0.0
-        members = [r for r in decided if r.campaign_id == campaign_id]
-        if not share and not any(r.status == "holdout" for r in members):
-            continue
-        cost = math.fsum(sorted(s.cost for s in sends if s.campaign_id == campaign_id))
-        lifts[campaign_id] = _lift(campaign_id, share, members, convs, policy.measurement_window, when, cost)
-    if not dims:
-        for out in rows:
-            found = lifts.get(out["campaign_id"])
-            if found is not None:
-                out.update(found.columns())
-    return CampaignReport(since=lo, until=to_utc_naive(until) if until is not None else None, now=when, by=dims,
-                          rows=tuple(rows), summaries=tuple(summaries), lifts=lifts, credits=credits, policy=policy)
+    members = [Member(customer_id=r.customer_id, campaign_id=r.campaign_id, variant=r.variant, status=r.status,
+                      exposed_at=_exposure(r)) for r in decided]
+    outcomes = member_outcomes(members, convs, policy, now=when)
+    daily: dict[tuple[str, str], list[float]] = defaultdict(list)
+    for credit in credits.attributed:
+        daily[(credit.send.campaign_id, credit.conversion.ts.date().isoformat())].append(credit.conversion.revenue)
+    return Figures(summaries=tuple(summaries), funnel={c: dict(n) for c, n in funnel.items()}, outcomes=outcomes,
+                   daily=tuple((c, d, len(v), math.fsum(sorted(v))) for (c, d), v in sorted(daily.items())),
+                   method="reference")
 
 
 def _fatigue(sends: Iterable[Send], opt_outs: Mapping[str, list[datetime]], now: datetime) -> int:
@@ -493,36 +553,40 @@ def _fatigue(sends: Iterable[Send], opt_outs: Mapping[str, list[datetime]], now:
     return len(tired)
 
 
-def _lift(campaign_id: str, share: float, members: Sequence[OutboxRow], convs: Sequence[Any], window: timedelta,
-          now: datetime, cost: float) -> CampaignLift:
-    """Treatment (planned members) against holdout (held-out members), each member's outcome within the
-    measurement window after their earliest exposure."""
+def _lift(campaign_id: str, share: float, outcomes: Mapping[tuple[str, str], Outcome], cost: float) -> CampaignLift:
+    """Treatment (planned members, all variants) against holdout (held-out members), each member's outcome within
+    the measurement window after their earliest exposure."""
     from shopcrm.measurement import stats
 
-    exposure: dict[str, tuple[datetime, str]] = {}
-    for r in members:
-        who = _cid(r.customer_id)
-        at = _exposure(r)
-        if who not in exposure or at < exposure[who][0]:
-            exposure[who] = (at, r.status)
-    of: dict[str, list[Any]] = defaultdict(list)
-    for c in convs:
-        of[_cid(c.customer_id)].append(c)
-    outcome: dict[str, list[float]] = {"planned": [], "holdout": []}
-    converted = {"planned": 0, "holdout": 0}
-    for who, (at, status) in exposure.items():
-        inside = [c for c in of.get(who, ()) if at <= c.ts < at + window and c.ts < now]
-        converted[status] += bool(inside)
-        outcome[status].append(math.fsum(sorted(c.revenue for c in inside)))
-    treated, held = RevenueStats.from_values(outcome["planned"]), RevenueStats.from_values(outcome["holdout"])
+    def pooled(status: str) -> tuple[int, RevenueStats]:
+        found = [o for (_, st), o in outcomes.items() if st == status]
+        return (sum(o.converted for o in found),
+                RevenueStats(sum(o.n for o in found), math.fsum(o.revenue for o in found),
+                             max(0.0, math.fsum(o.revenue_squares for o in found))))
+
+    (treated_conv, treated), (held_conv, held) = pooled("planned"), pooled("holdout")
     lift: Lift | None = None
     srm: SampleRatioMismatch | None = None
     note = None
     try:
-        lift = stats.lift(treated.n, converted["planned"], held.n, converted["holdout"], treated_revenue=treated,
+        lift = stats.lift(treated.n, treated_conv, held.n, held_conv, treated_revenue=treated,
                           holdout_revenue=held, cost=cost)
         srm = stats.sample_ratio_mismatch(treated.n, held.n, share)
     except ImportError:
-        note = "the intervals and the sample-ratio test need scipy and statsmodels: pip install 'shopcrm[measurement]'"
-    return CampaignLift(campaign_id, share, treated.n, converted["planned"], held.n, converted["holdout"], treated, held,
-                        cost, lift, srm, note)
+        note = _STATS_NOTE
+    return CampaignLift(campaign_id, share, treated.n, treated_conv, held.n, held_conv, treated, held, cost, lift, srm,
+                        note)
+
+
+def _ab(campaign_id: str, model: Any, arms: Mapping[str, Outcome], sequential: bool) -> ABTest | None:
+    """The A/B test of a campaign's variants (treated members only, intention to treat); the control is the
+    campaign's first variant (else the first by name).  None without the statistics packages."""
+    from shopcrm.measurement import stats
+
+    names = [v.name for v in getattr(model, "variants", None) or ()]
+    control = next((n for n in names if n in arms), min(arms))
+    try:
+        return stats.ab_test({v: (o.n, o.converted, RevenueStats(o.n, o.revenue, o.revenue_squares))
+                              for v, o in sorted(arms.items())}, control, sequential=sequential)
+    except ImportError:
+        return None

@@ -15,7 +15,6 @@ from __future__ import annotations
 import html
 import json
 import math
-from collections import defaultdict
 from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -74,10 +73,7 @@ def _funnel_data(report: CampaignReport) -> list[dict[str, Any]]:
 
 def _daily_data(report: CampaignReport) -> list[dict[str, Any]]:
     """Attributed conversions per campaign and (UTC) day of the conversion."""
-    counts: dict[tuple[str, str], int] = defaultdict(int)
-    for credit in report.credits.attributed:
-        counts[(credit.send.campaign_id, credit.conversion.ts.date().isoformat())] += 1
-    return [{"campaign": c, "day": d, "conversions": n} for (c, d), n in sorted(counts.items())]
+    return [{"campaign": c, "day": d, "conversions": n} for c, d, n, _ in sorted(report.daily)]
 
 
 def _lift_data(report: CampaignReport) -> list[dict[str, Any]]:

@@ -47,15 +47,15 @@ def _c(name: str, table: str | None = None) -> exp.Column:
     return exp.column(name, table=table, quoted=True)
 
 
-def _n(value: int) -> exp.Expression:
+def _n(value: int) -> exp.Expr:
     return exp.Literal.number(value)
 
 
-def _s(value: str) -> exp.Literal:
+def _s(value: str) -> exp.Expr:
     return exp.Literal.string(value)
 
 
-def _alias(expression: exp.Expression, name: str) -> exp.Alias:
+def _alias(expression: exp.Expr, name: str) -> exp.Expr:
     return exp.alias_(expression, name, quoted=True)
 
 
@@ -63,7 +63,7 @@ def _micros(window: timedelta) -> int:
     return (window.days * 86_400 + window.seconds) * 1_000_000 + window.microseconds
 
 
-def window_micros(channel: exp.Expression, windows: Mapping[str, timedelta]) -> exp.Expression:
+def window_micros(channel: exp.Expr, windows: Mapping[str, timedelta]) -> exp.Expr:
     """The window of a message carried by ``channel`` in microseconds, as the policy's lookup gives it (``lms``
     and ``mms`` share ``sms``'s, other channels take ``"*"``; NULL, which covers nothing, without one)."""
     case = exp.Case()
@@ -80,11 +80,21 @@ def window_micros(channel: exp.Expression, windows: Mapping[str, timedelta]) -> 
                                               else exp.Null())
 
 
-def _sub(query: exp.Query, name: str) -> exp.Expression:
+def _sub(query: exp.Query, name: str) -> exp.Expr:
     return exp.Subquery(this=query, alias=exp.TableAlias(this=exp.to_identifier(name, quoted=True)))
 
 
-def conversions(events: exp.Expression, dialect: Dialect) -> exp.Select:
+def _ref(name: str, alias: str) -> exp.Expr:
+    return exp.alias_(exp.to_table(name), alias, table=True)
+
+
+def _with(query: exp.Select, ctes: Sequence[tuple[str, exp.Query]]) -> exp.Select:
+    for name, cte in ctes:
+        query = query.with_(name, as_=cte.copy())
+    return query
+
+
+def conversions(events: exp.Expr, dialect: Dialect) -> exp.Select:
     """One row per conversion from the conversion events relation ``events`` (see the module's docstring):
     ``conv_id, customer, ts_us, revenue``.  One customer's events with one order id are one conversion, the
     earliest (at one instant the larger revenue); events without an order id are one each.  ``conv_id`` numbers
@@ -105,13 +115,11 @@ def conversions(events: exp.Expression, dialect: Dialect) -> exp.Select:
         order=exp.Order(expressions=[exp.Ordered(this=_c("ts_us", "o")),
                                      exp.Ordered(this=_c("revenue", "o"), desc=True)]),
     )
-    ranked = exp.select(_c("customer", "o"), _c("ts_us", "o"), _c("revenue", "o"), _alias(first, "rank_")).from_(
-        _sub(cleaned, "o")).where(exp.Not(this=exp.Is(this=_c("order_id", "o"), expression=exp.Null())))
-    ordered = exp.select(_c("customer", "r"), _c("ts_us", "r"), _c("revenue", "r")).from_(_sub(ranked, "r")).where(
-        exp.EQ(this=_c("rank_", "r"), expression=_n(1)))
-    loose = exp.select(_c("customer", "l"), _c("ts_us", "l"), _c("revenue", "l")).from_(_sub(cleaned.copy(), "l")).where(
-        exp.Is(this=_c("order_id", "l"), expression=exp.Null()))
-    union = exp.union(ordered, loose, distinct=False)
+    # one pass: events without an order id share a partition whose ranks are ignored
+    ranked = exp.select(_c("customer", "o"), _c("ts_us", "o"), _c("revenue", "o"), _c("order_id", "o"),
+                        _alias(first, "rank_")).from_(_sub(cleaned, "o"))
+    union = exp.select(_c("customer", "r"), _c("ts_us", "r"), _c("revenue", "r")).from_(_sub(ranked, "r")).where(
+        exp.or_(exp.Is(this=_c("order_id", "r"), expression=exp.Null()), exp.EQ(this=_c("rank_", "r"), expression=_n(1))))
     number = exp.Window(this=exp.RowNumber(), order=exp.Order(expressions=[
         exp.Ordered(this=_c("customer", "u")), exp.Ordered(this=_c("ts_us", "u")), exp.Ordered(this=_c("revenue", "u"))]))
     return exp.select(_alias(number, "conv_id"), _c("customer", "u"), _c("ts_us", "u"), _c("revenue", "u")).from_(
@@ -138,8 +146,8 @@ class AttributionQueries:
 
 
 def attribution_queries(
-    *, sends: exp.Expression, clicks: exp.Expression, events: exp.Expression, dialect: Dialect,
-    policy: AttributionPolicy | None = None, by: Sequence[str] = (), members: exp.Expression | None = None,
+    *, sends: exp.Expr, clicks: exp.Expr, events: exp.Expr, dialect: Dialect,
+    policy: AttributionPolicy | None = None, by: Sequence[str] = (), members: exp.Expr | None = None,
     now_us: int | None = None,
 ) -> AttributionQueries:
     """The report's aggregates as queries over the relations ``sends``, ``clicks`` and conversion ``events`` (and
@@ -152,7 +160,7 @@ def attribution_queries(
     dims = _by(by)
     d = dialect
 
-    def key(column: exp.Expression) -> exp.Expression:
+    def key(column: exp.Expression) -> exp.Expr:
         return d.string_equality(column)
 
     # sends, with keys wrapped for exact comparison (MySQL's default collations ignore case)
@@ -169,7 +177,7 @@ def attribution_queries(
         _alias(_c("message_key", "sx"), "message_key"), _alias(_c("customer", "sx"), "customer"),
         _alias(_c("clicked_us", "k"), "clicked_us"), _alias(_c("sent_us", "sx"), "sent_us"),
         _alias(click_window, "window_us"),
-    ).from_(_sub(sends_q, "sx")).join(
+    ).from_(_ref("shopcrm_s", "sx")).join(
         exp.select(_alias(key(_c("message_key", "k0")), "message_key"), _alias(_c("clicked_us", "k0"), "clicked_us"))
         .from_(clicks).subquery("k"),
         on=exp.and_(exp.EQ(this=_c("message_key", "k"), expression=_c("message_key", "sx")),
@@ -194,13 +202,13 @@ def attribution_queries(
         _alias(_c("conv_id", "cv"), "conv_id"), _alias(_c("customer", "cv"), "customer"),
         _alias(_c("ts_us", "cv"), "ts_us"), _alias(_c("revenue", "cv"), "revenue"),
         _alias(_c("message_key", "k"), "message_key"), _alias(winner, "rank_"),
-    ).from_(_sub(convs, "cv")).join(_sub(valid, "k"), on=covering, join_type="inner")
+    ).from_(_ref("shopcrm_cv", "cv")).join(_ref("shopcrm_v", "k"), on=covering, join_type="inner")
     won = exp.select(*[_c(n, "w") for n in ("conv_id", "customer", "ts_us", "revenue", "message_key")]).from_(
         _sub(candidates, "w")).where(exp.EQ(this=_c("rank_", "w"), expression=_n(1)))
     credited = exp.select(
         _c("conv_id", "a"), _c("customer", "a"), _c("ts_us", "a"), _c("revenue", "a"),
         *[_alias(_c(n, "ss"), n) for n in ("campaign_id", *dims)],
-    ).from_(_sub(won, "a")).join(_sub(sends_q.copy(), "ss"),
+    ).from_(_ref("shopcrm_w", "a")).join(_ref("shopcrm_s", "ss"),
                                  on=exp.EQ(this=_c("message_key", "ss"), expression=_c("message_key", "a")),
                                  join_type="inner")
 
@@ -209,7 +217,7 @@ def attribution_queries(
         *[_alias(_c(n, "sx"), n) for n in ("campaign_id", *dims)],
         _alias(_c("conv_id", "cv"), "conv_id"), _alias(_c("customer", "cv"), "customer"),
         _alias(_c("revenue", "cv"), "revenue"),
-    ).distinct().from_(_sub(sends_q.copy(), "sx")).join(_sub(convs.copy(), "cv"), on=exp.and_(
+    ).distinct().from_(_ref("shopcrm_s", "sx")).join(_ref("shopcrm_cv", "cv"), on=exp.and_(
         exp.EQ(this=_c("customer", "cv"), expression=_c("customer", "sx")),
         exp.LTE(this=_c("sent_us", "sx"), expression=_c("ts_us", "cv")),
         exp.LT(this=_c("ts_us", "cv"), expression=exp.Add(this=_c("sent_us", "sx"), expression=receipt_window)),
@@ -225,18 +233,18 @@ def attribution_queries(
             _alias(exp.Count(this=exp.Distinct(expressions=[_c("customer", name)])), f"{prefix}_customers"),
         ).from_(_sub(relation, name)).group_by(*[_c(n, name) for n in cell])
 
-    clicked_keys = exp.select(_c("message_key", "v")).distinct().from_(_sub(valid.copy(), "v"))
+    clicked_keys = exp.select(_c("message_key", "v")).distinct().from_(_ref("shopcrm_v", "v"))
     per_send = exp.select(
         *[_c(n, "s1") for n in cell],
         _alias(exp.Count(this=exp.Star()), "sends"),
         _alias(exp.Count(this=exp.Distinct(expressions=[_c("customer", "s1")])), "recipients"),
         _alias(exp.Count(this=_c("message_key", "ck")), "clicked"),
         _alias(exp.Sum(this=_c("cost", "s1")), "cost"),
-    ).from_(_sub(sends_q.copy(), "s1")).join(
+    ).from_(_ref("shopcrm_s", "s1")).join(
         _sub(clicked_keys, "ck"), on=exp.EQ(this=_c("message_key", "ck"), expression=_c("message_key", "s1")),
         join_type="left").group_by(*[_c(n, "s1") for n in cell])
 
-    def same_cell(left: str, right: str) -> exp.Expression:
+    def same_cell(left: str, right: str) -> exp.Expr:
         return exp.and_(*[exp.EQ(this=_c(n, left), expression=_c(n, right)) for n in cell])
 
     zero = exp.Literal.number(0)
@@ -250,7 +258,8 @@ def attribution_queries(
         _alias(exp.Coalesce(this=_c("influenced_customers", "inf"), expressions=[zero.copy()]), "influenced_customers"),
         _alias(exp.Coalesce(this=_c("cost", "p"), expressions=[zero.copy()]), "cost"),
     ).from_(_sub(per_send, "p")).join(
-        _sub(tally(credited, "ac", "attributed"), "at"), on=same_cell("at", "p"), join_type="left",
+        _sub(tally(exp.select("*").from_(_ref("shopcrm_a", "a0")), "ac", "attributed"), "at"), on=same_cell("at", "p"),
+        join_type="left",
     ).join(
         _sub(tally(receipts, "rc", "influenced"), "inf"), on=same_cell("inf", "p"), join_type="left",
     ).order_by(*[_c(n, "p") for n in cell])
@@ -259,20 +268,22 @@ def attribution_queries(
     daily = exp.select(
         _c("campaign_id", "dc"), _alias(floor_day, "day"),
         _alias(exp.Count(this=exp.Star()), "conversions"), _alias(exp.Sum(this=_c("revenue", "dc")), "revenue"),
-    ).from_(_sub(credited.copy(), "dc")).group_by(_c("campaign_id", "dc"), floor_day.copy()).order_by(
+    ).from_(_ref("shopcrm_a", "dc")).group_by(_c("campaign_id", "dc"), floor_day.copy()).order_by(
         _c("campaign_id", "dc"), floor_day.copy())
 
     credits = exp.select(*[_c(n, "w") for n in ("conv_id", "customer", "ts_us", "revenue", "message_key")]).from_(
-        _sub(won.copy(), "w"))
+        _ref("shopcrm_w", "w"))
 
+    ctes = [("shopcrm_s", sends_q), ("shopcrm_v", valid), ("shopcrm_cv", convs), ("shopcrm_w", won),
+            ("shopcrm_a", credited)]
     member_query = None
     if members is not None:
-        member_query = _members(members, convs.copy(), d, policy, now_us)
-    return AttributionQueries(summary=summary, daily=daily, members=member_query, credits=credits, by=dims)
+        member_query = _with(_members(members, d, policy, now_us), [("shopcrm_cv", convs)])
+    return AttributionQueries(summary=_with(summary, ctes), daily=_with(daily, ctes), members=member_query,
+                              credits=_with(credits, ctes[:4]), by=dims)
 
 
-def _members(members: exp.Expression, convs: exp.Select, d: Dialect, policy: AttributionPolicy,
-             now_us: int | None) -> exp.Select:
+def _members(members: exp.Expr, d: Dialect, policy: AttributionPolicy, now_us: int | None) -> exp.Select:
     """Each member's earliest exposure per campaign (planned before held out at one instant, then the smaller
     variant), their conversions within the measurement window, summed per campaign, variant and group."""
     first = exp.Window(
@@ -303,7 +314,7 @@ def _members(members: exp.Expression, convs: exp.Select, d: Dialect, policy: Att
         *group,
         _alias(exp.Count(this=_c("conv_id", "cv")), "conversions"),
         _alias(exp.Coalesce(this=exp.Sum(this=_c("revenue", "cv")), expressions=[exp.Literal.number(0)]), "revenue"),
-    ).from_(_sub(exposed, "m")).join(_sub(convs, "cv"), on=exp.and_(*inside), join_type="left").group_by(*group)
+    ).from_(_sub(exposed, "m")).join(_ref("shopcrm_cv", "cv"), on=exp.and_(*inside), join_type="left").group_by(*group)
     outcome = [_c(n, "pm") for n in ("campaign_id", "variant", "status")]
     converted = exp.Case().when(exp.GT(this=_c("conversions", "pm"), expression=_n(0)), _n(1)).else_(_n(0))
     return exp.select(

@@ -1,0 +1,312 @@
+"""The campaign report computed where the data lives: the shop's tables as the relations the attribution compiler
+(:mod:`shopcrm.measurement._sql`) reads, and a handful of aggregate queries.
+
+Used when the library's tables share the shop's database (the embedded DuckDB store, DB-API shops on SQLite,
+PostgreSQL and MySQL); a shop whose campaign store lives elsewhere (Spark, in memory) is reported through the pure
+reference instead (:mod:`shopcrm.report`).  Both paths return the same :class:`Figures`; the tests hold them equal.
+
+How the library's rows meet the shop's: the ledger and outbox keep customer ids as JSON text and instants as ISO
+text.  An id is compared in the events table's own type (``CAST`` to an integer for a numeric id column, the JSON
+string's text otherwise), and every instant becomes integer microseconds since 1970 (SQLite keeps milliseconds).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from sqlglot import exp
+
+from shopcrm.compiler._dialects import Dialect, dialect_for
+from shopcrm.measurement import AttributionPolicy, Outcome, Summary
+from shopcrm.measurement._sql import SUMMARY_COLUMNS, attribution_queries
+
+if TYPE_CHECKING:
+    from shopcrm.report import Figures
+    from shopcrm.shop import Shop
+
+__all__ = ["SQL_DIALECTS", "can_compute", "sql_figures"]
+
+#: the engines whose shops keep the library's tables beside their own, where the report runs as SQL
+SQL_DIALECTS = ("duckdb", "sqlite", "postgres", "mysql")
+_EPOCH = datetime(1970, 1, 1)
+_SENT_STATES = ("sent", "delivered")
+
+
+def _us(at: datetime) -> int:
+    delta = at - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def _c(name: str, table: str | None = None) -> exp.Column:
+    return exp.column(name, table=table, quoted=True)
+
+
+def _s(value: str) -> exp.Expr:
+    return exp.Literal.string(value)
+
+
+def _n(value: int) -> exp.Expr:
+    return exp.Literal.number(value)
+
+
+def _as(expression: exp.Expr, name: str) -> exp.Expr:
+    return exp.alias_(expression, name, quoted=True)
+
+
+def _fn(name: str, *args: exp.Expr) -> exp.Expr:
+    return exp.Anonymous(this=name, expressions=list(args))
+
+
+def _sub(query: exp.Query, alias: str) -> exp.Expr:
+    return exp.Subquery(this=query, alias=exp.TableAlias(this=exp.to_identifier(alias, quoted=True)))
+
+
+def _table(name: str, alias: str) -> exp.Expr:
+    return exp.alias_(exp.to_table(name), alias, table=True)
+
+
+def can_compute(shop: Shop) -> bool:
+    """Whether the report of ``shop`` runs as SQL: its library tables share its database on a SQL engine."""
+    source = shop.source
+    return source.dialect in SQL_DIALECTS and getattr(source, "library", None) is not None
+
+
+class _Relations:
+    """The shop's tables as the compiler's input relations."""
+
+    def __init__(self, shop: Shop, ids: Sequence[str] | None, lo: datetime | None, hi: datetime, now: datetime,
+                 policy: AttributionPolicy) -> None:
+        source = shop.source
+        self.shop, self.ids, self.policy = shop, ids, policy
+        self.dialect = source.dialect
+        self.quirks: Dialect = dialect_for(source.dialect)
+        self.tables = source.library.tables  # type: ignore[attr-defined]
+        self.events = source.schema().events
+        self.numeric_ids = self.events.type_of("customer_id").is_numeric
+        self.lo_us = None if lo is None else _us(lo)
+        self.hi_us = _us(hi)
+        self.now_us = _us(now)
+
+    # -- conversions of the library's text ---------------------------------------------------------------------
+    def customer(self, column: exp.Expr) -> exp.Expr:
+        """A JSON customer id of the library's tables as the events table's id."""
+        if self.numeric_ids:
+            return exp.cast(column, exp.DataType.build("BIGINT"))
+        if self.dialect == "duckdb":
+            return _fn("json_extract_string", column, _s("$"))
+        if self.dialect == "sqlite":
+            return _fn("json_extract", column, _s("$"))
+        if self.dialect == "postgres":
+            return exp.JSONBExtractScalar(this=exp.cast(column, exp.DataType.build("JSONB", dialect="postgres")),
+                                          expression=_s("{}"))
+        return _fn("JSON_UNQUOTE", _fn("JSON_EXTRACT", column, _s("$")))
+
+    def text_us(self, column: exp.Expression) -> exp.Expr:
+        """An ISO text instant of the library's tables in microseconds."""
+        if self.dialect != "sqlite":
+            column = exp.cast(column, exp.DataType.build(self.quirks.timestamp_type, dialect=self.dialect))
+        return self.quirks.epoch_micros(column)
+
+    def event_us(self, column: exp.Expression) -> exp.Expr:
+        """A timestamp of the shop's events table in microseconds."""
+        return self.quirks.epoch_micros(self.quirks.timestamp_column(column))
+
+    def _campaigns(self, column: exp.Expr) -> list[exp.Expr]:
+        if self.ids is None:
+            return []
+        return [exp.In(this=column, expressions=[_s(c) for c in self.ids])]
+
+    def _range(self, column: exp.Expr, *, upper: int) -> exp.Expr:
+        parts: list[exp.Expr] = [exp.LT(this=column, expression=_n(upper))]
+        if self.lo_us is not None:
+            parts.append(exp.GTE(this=column.copy(), expression=_n(self.lo_us)))
+        return exp.and_(*parts)
+
+    # -- message events -------------------------------------------------------------------------------------------
+    def message_events(self, name: str) -> exp.Query:
+        """``message_key, ts_us`` of the events named ``name`` before now, from the events table (when it keeps
+        message keys) and the library's ``message_events``."""
+        parts: list[exp.Select] = [
+            exp.select(_as(_c("message_key", "x"), "message_key"), _as(self.text_us(_c("ts", "x")), "ts_us"))
+            .from_(_table(self.tables.message_events, "x"))
+            .where(exp.and_(exp.EQ(this=_c("event", "x"), expression=_s(name)), *self._campaigns(_c("campaign_id", "x"))))
+        ]
+        if self.events.has("message_key"):
+            where: list[exp.Expr] = [exp.EQ(this=_c("event", "e"), expression=_s(name))]
+            if self.events.has("campaign_id"):
+                where += self._campaigns(_c("campaign_id", "e"))
+            parts.insert(0, exp.select(_as(_c("message_key", "e"), "message_key"),
+                                       _as(self.event_us(_c("ts", "e")), "ts_us"))
+                         .from_(self.events.relation("e")).where(exp.and_(*where)))
+        union: exp.Query = parts[0]
+        for part in parts[1:]:
+            union = exp.union(union, part, distinct=False)
+        return (exp.select(_c("message_key", "u"), _c("ts_us", "u")).from_(_sub(union, "u"))
+                .where(exp.LT(this=_c("ts_us", "u"), expression=_n(self.now_us))))
+
+    # -- the compiler's inputs ---------------------------------------------------------------------------------
+    def sends(self) -> exp.Select:
+        """Sent or delivered messages in range (send time: the earliest ``message_sent``, else the ledger row's last
+        update), with their ledger state and chain index."""
+        first = (exp.select(_c("message_key", "f0"), _as(exp.Min(this=_c("ts_us", "f0")), "ts_us"))
+                 .from_(_sub(self.message_events("message_sent"), "f0")).group_by(_c("message_key", "f0")))
+        sent_us = exp.Coalesce(this=_c("ts_us", "f"), expressions=[self.text_us(_c("updated_at", "l"))])
+
+        def carried(name: str) -> exp.Expr:
+            return exp.Coalesce(this=exp.Nullif(this=_c(name, "l"), expression=_s("")),
+                                expressions=[_c(name, "o"), _s("")])
+
+        inner = exp.select(
+            _as(_c("key_", "l"), "message_key"), _as(self.customer(_c("customer_id", "l")), "customer"),
+            _as(_c("campaign_id", "l"), "campaign_id"),
+            _as(exp.Coalesce(this=_c("variant", "o"), expressions=[_s("")]), "variant"),
+            _as(exp.Coalesce(this=_c("step", "o"), expressions=[_s("")]), "step"),
+            _as(carried("channel"), "channel"), _as(carried("kind"), "kind"), _as(sent_us, "sent_us"),
+            _as(_c("cost", "l"), "cost"), _as(_c("state", "l"), "state"), _as(_c("chain_index", "l"), "chain_index"),
+        ).from_(_table(self.tables.sends, "l")).join(
+            _table(self.tables.outbox, "o"), on=exp.EQ(this=_c("key_", "o"), expression=_c("key_", "l")), join_type="left",
+        ).join(_sub(first, "f"), on=exp.EQ(this=_c("message_key", "f"), expression=_c("key_", "l")), join_type="left",
+               ).where(exp.and_(exp.In(this=_c("state", "l"), expressions=[_s(s) for s in _SENT_STATES]),
+                                *self._campaigns(_c("campaign_id", "l"))))
+        return exp.select("*").from_(_sub(inner, "sb")).where(
+            exp.and_(self._range(_c("sent_us", "sb"), upper=self.hi_us),
+                     exp.LT(this=_c("sent_us", "sb"), expression=_n(self.now_us))))
+
+    def clicks(self) -> exp.Select:
+        return exp.select(_c("message_key", "kc"), _as(_c("ts_us", "kc"), "clicked_us")).from_(
+            _sub(self.message_events("message_clicked"), "kc"))
+
+    def conversion_events(self) -> exp.Select:
+        """``customer, ts_us, revenue, order_id`` of the conversion events from ``since`` to now."""
+        from shopcrm.program_lift import _property
+
+        ts = self.event_us(_c("ts", "e"))
+        inner = exp.select(
+            _as(_c("customer_id", "e"), "customer"), _as(ts, "ts_us"),
+            _as(_property(self.quirks, self.dialect, self.shop.source, self.policy.revenue_property, number=True),
+                "revenue"),
+            _as(_property(self.quirks, self.dialect, self.shop.source, self.policy.order_property, number=False),
+                "order_id"),
+        ).from_(self.events.relation("e")).where(exp.EQ(this=_c("event", "e"), expression=_s(self.policy.conversion_event)))
+        return exp.select("*").from_(_sub(inner, "ce")).where(self._range(_c("ts_us", "ce"), upper=self.now_us))
+
+    def decisions(self) -> exp.Select:
+        """Planned and held-out outbox rows exposed in range: ``campaign_id, variant, step, status, customer,
+        exposure_us``."""
+        exposure = self.text_us(exp.Coalesce(this=_c("send_at", "ob"), expressions=[_c("due_at", "ob")]))
+        inner = exp.select(
+            _as(_c("campaign_id", "ob"), "campaign_id"), _as(_c("variant", "ob"), "variant"),
+            _as(_c("step", "ob"), "step"), _as(_c("status", "ob"), "status"),
+            _as(self.customer(_c("customer_id", "ob")), "customer"), _as(exposure, "exposure_us"),
+        ).from_(_table(self.tables.outbox, "ob")).where(exp.and_(
+            exp.In(this=_c("status", "ob"), expressions=[_s("planned"), _s("holdout")]),
+            *self._campaigns(_c("campaign_id", "ob"))))
+        return exp.select("*").from_(_sub(inner, "dc")).where(self._range(_c("exposure_us", "dc"), upper=self.hi_us))
+
+    def failed(self, dims: Sequence[str]) -> exp.Select:
+        """Failed messages whose outbox exposure is in range, per cell."""
+        exposure = self.text_us(exp.Coalesce(this=_c("send_at", "o"), expressions=[_c("due_at", "o")]))
+        values = {
+            "variant": _c("variant", "o"), "step": _c("step", "o"),
+            "channel": exp.Coalesce(this=exp.Nullif(this=_c("channel", "l"), expression=_s("")), expressions=[_c("channel", "o")]),
+            "kind": exp.Coalesce(this=exp.Nullif(this=_c("kind", "l"), expression=_s("")), expressions=[_c("kind", "o")]),
+        }
+        inner = exp.select(
+            _as(_c("campaign_id", "l"), "campaign_id"), *[_as(values[d], d) for d in dims], _as(exposure, "exposure_us"),
+        ).from_(_table(self.tables.sends, "l")).join(
+            _table(self.tables.outbox, "o"), on=exp.EQ(this=_c("key_", "o"), expression=_c("key_", "l")), join_type="inner",
+        ).where(exp.and_(exp.EQ(this=_c("state", "l"), expression=_s("failed")), *self._campaigns(_c("campaign_id", "l"))))
+        cell = [self.quirks.string_equality(_c(n, "fl")) for n in ("campaign_id", *dims)]
+        return (exp.select(*[_as(c, n) for c, n in zip(cell, ("campaign_id", *dims), strict=True)],
+                           _as(exp.Count(this=exp.Star()), "n"))
+                .from_(_sub(inner, "fl")).where(self._range(_c("exposure_us", "fl"), upper=self.hi_us))
+                .group_by(*[c.copy() for c in cell]))
+
+
+def _text(value: Any) -> Any:
+    return value.decode("utf-8") if isinstance(value, bytes | bytearray) else value
+
+
+def sql_figures(
+    shop: Shop, ids: Sequence[str] | None, lo: datetime | None, hi: datetime, now: datetime, dims: tuple[str, ...],
+    policy: AttributionPolicy, fatigue: timedelta,
+) -> Figures:
+    """The report's figures of ``shop`` computed by its engine (see the module's docstring)."""
+    from shopcrm.program_lift import _sqlite_functions
+    from shopcrm.report import Figures
+
+    source = shop.source
+    store = source.campaign_store()
+    store.sends(keys=[])  # the library's tables exist (created on first use)
+    if source.dialect == "sqlite":
+        _sqlite_functions(source)
+    r = _Relations(shop, ids, lo, hi, now, policy)
+    quirks = r.quirks
+    decisions = r.decisions()
+    queries = attribution_queries(
+        sends=_sub(r.sends(), "s"), clicks=_sub(r.clicks(), "k0"), events=_sub(r.conversion_events(), "e"),
+        members=_sub(decisions.copy(), "m0"), dialect=quirks, policy=policy, by=dims, now_us=r.now_us)
+
+    summaries = []
+    for found in source.fetch(queries.summary):
+        cell = tuple(_text(v) for v in found[:1 + len(dims)])
+        values = dict(zip(SUMMARY_COLUMNS, found[1 + len(dims):], strict=True))
+        money = {k: float(values.pop(k) or 0.0) for k in ("attributed_revenue", "influenced_revenue", "cost")}
+        tallies = {k: int(v or 0) for k, v in values.items()}
+        summaries.append(Summary(campaign_id=str(cell[0]), cell=tuple(zip(dims, map(str, cell[1:]), strict=True)),
+                                 attributed_revenue=money["attributed_revenue"],
+                                 influenced_revenue=money["influenced_revenue"], cost=money["cost"], **tallies))
+    summaries.sort(key=lambda s: (s.campaign_id, tuple(v for _, v in s.cell)))
+
+    daily = tuple((str(_text(c)), (_EPOCH + timedelta(days=int(day))).date().isoformat(), int(n), float(rev or 0.0))
+                  for c, day, n, rev in source.fetch(queries.daily))
+    assert queries.members is not None
+    outcomes = {(str(_text(c)), str(_text(v)), str(st)): Outcome(int(n), int(conv or 0), float(rev or 0.0),
+                                                                   max(0.0, float(sq or 0.0)))
+                for c, v, st, n, conv, rev, sq in source.fetch(queries.members)}
+
+    funnel: dict[tuple[str, ...], dict[str, int]] = {}
+
+    def add(cell: tuple[Any, ...], column: str, value: Any) -> None:
+        key = tuple(str(_text(v)) for v in cell)
+        funnel.setdefault(key, {})[column] = funnel.get(key, {}).get(column, 0) + int(value or 0)
+
+    if not set(dims) & {"channel", "kind"}:
+        group = [quirks.string_equality(_c(n, "d")) for n in ("campaign_id", *dims)] + [_c("status", "d")]
+        counts = exp.select(*group, exp.Count(this=exp.Star())).from_(_sub(decisions, "d")).group_by(
+            *[g.copy() for g in group])
+        for got in source.fetch(counts):
+            add(tuple(got[:-2]), "planned" if got[-2] == "planned" else "held_out", got[-1])
+    for got in source.fetch(r.failed(dims)):
+        add(tuple(got[:-1]), "failed", got[-1])
+    # delivered, fallen back and opt-outs within the fatigue window, per cell of the sends
+    opt_outs = exp.select(
+        _as(r.customer(_c("customer_id", "oo")), "customer"), _as(r.text_us(_c("opted_out_at", "oo")), "t_us"),
+    ).from_(_table(r.tables.opt_outs, "oo"))
+    tired = exp.select(_c("message_key", "sa")).distinct().from_(_sub(r.sends(), "sa")).join(
+        _sub(opt_outs, "op"), on=exp.and_(
+            exp.EQ(this=quirks.string_equality(_c("customer", "op")), expression=quirks.string_equality(_c("customer", "sa"))),
+            exp.LTE(this=_c("sent_us", "sa"), expression=_c("t_us", "op")),
+            exp.LT(this=_c("t_us", "op"), expression=exp.Add(this=_c("sent_us", "sa"), expression=_n(_us(_EPOCH + fatigue)))),
+            exp.LT(this=_c("t_us", "op"), expression=_n(r.now_us)),
+        ), join_type="inner")
+    cell_cols = [quirks.string_equality(_c(n, "sd")) for n in ("campaign_id", *dims)]
+    state = exp.select(
+        *cell_cols,
+        exp.Sum(this=exp.Case().when(exp.EQ(this=_c("state", "sd"), expression=_s("delivered")), _n(1)).else_(_n(0))),
+        exp.Sum(this=exp.Case().when(exp.GT(this=_c("chain_index", "sd"), expression=_n(0)), _n(1)).else_(_n(0))),
+        exp.Count(this=exp.Distinct(expressions=[exp.Case().when(
+            exp.Not(this=exp.Is(this=_c("message_key", "td"), expression=exp.Null())),
+            quirks.string_equality(_c("customer", "sd")))])),
+    ).from_(_sub(r.sends(), "sd")).join(
+        _sub(tired, "td"), on=exp.EQ(this=_c("message_key", "td"), expression=_c("message_key", "sd")), join_type="left",
+    ).group_by(*[c.copy() for c in cell_cols])
+    for row in source.fetch(state):
+        delivered, fallen, tired_n = row[1 + len(dims):]
+        cell = tuple(row[:1 + len(dims)])
+        add(cell, "delivered", delivered)
+        add(cell, "fallen_back", fallen)
+        add(cell, "opt_outs_after", tired_n)
+    return Figures(summaries=tuple(summaries), funnel=funnel, outcomes=outcomes, daily=daily, method="sql")
