@@ -136,26 +136,51 @@ class AttributionQueries:
     - ``members``: intention-to-treat outcomes per campaign, variant and group, or None without a members
       relation: ``campaign_id, variant, status, n, converted, revenue, revenue_squares``.
     - ``credits``: the attributed credits ``conv_id, customer, ts_us, revenue, message_key`` (tests compare them
-      with the reference's, one by one)."""
+      with the reference's, one by one).
 
-    summary: exp.Select
-    daily: exp.Select
-    members: exp.Select | None
-    credits: exp.Select
+    Each query carries the common table expressions it needs.  ``ctes`` lists them in order (``shopcrm_s`` the
+    sends with their keys wrapped for exact comparison and the caller's extra columns, ``shopcrm_m`` the members
+    likewise, ``shopcrm_cv`` the conversions, ...) and ``bare`` holds the same queries without them: an engine that
+    gains from it creates each as a temporary table once (:meth:`staged`) and runs the bare queries."""
+
     by: tuple[str, ...]
+    ctes: tuple[tuple[str, exp.Select], ...]
+    bare: Mapping[str, exp.Select]
+
+    @property
+    def summary(self) -> exp.Select:
+        return self.with_ctes(self.bare["summary"])
+
+    @property
+    def daily(self) -> exp.Select:
+        return self.with_ctes(self.bare["daily"])
+
+    @property
+    def members(self) -> exp.Select | None:
+        return self.with_ctes(self.bare["members"]) if "members" in self.bare else None
+
+    @property
+    def credits(self) -> exp.Select:
+        return self.with_ctes(self.bare["credits"])
+
+    def with_ctes(self, query: exp.Select) -> exp.Select:
+        """``query`` (which may read any of :attr:`ctes` by name) with every common table expression attached."""
+        return _with(query, self.ctes)
 
 
 def attribution_queries(
     *, sends: exp.Expr, clicks: exp.Expr, events: exp.Expr, dialect: Dialect,
     policy: AttributionPolicy | None = None, by: Sequence[str] = (), members: exp.Expr | None = None,
-    now_us: int | None = None,
+    now_us: int | None = None, send_extra: Sequence[str] = (), member_extra: Sequence[str] = (),
 ) -> AttributionQueries:
     """The report's aggregates as queries over the relations ``sends``, ``clicks`` and conversion ``events`` (and
     ``members``), each a table or aliased subquery whose columns the module's docstring names.
 
     ``by`` breaks each campaign down by send dimensions (``variant``, ``step``, ``channel``, ``kind``), as
     :func:`shopcrm.measurement.summarise` does.  The members' outcomes count conversions in
-    ``[exposure, exposure + measurement window)`` and before ``now_us`` (when given)."""
+    ``[exposure, exposure + measurement window)`` and before ``now_us`` (when given).  ``send_extra`` and
+    ``member_extra`` name further columns of ``sends`` and ``members`` carried into ``shopcrm_s`` and ``shopcrm_m``
+    (for the caller's own queries over them)."""
     policy = policy or AttributionPolicy()
     dims = _by(by)
     d = dialect
@@ -167,7 +192,7 @@ def attribution_queries(
     s_cols = [_alias(key(_c(name, "s")), name) for name in ("message_key", "campaign_id", "variant", "step",
                                                              "channel", "kind")]
     s_cols += [_alias(key(_c("customer", "s")), "customer"), _alias(_c("sent_us", "s"), "sent_us"),
-               _alias(_c("cost", "s"), "cost")]
+               _alias(_c("cost", "s"), "cost"), *[_alias(_c(n, "s"), n) for n in send_extra]]
     sends_q = exp.select(*s_cols).from_(sends)
     click_window = window_micros(_c("channel", "sx"), policy.click_windows)
     receipt_window = window_micros(_c("channel", "sx"), policy.receipt_windows)
@@ -274,33 +299,37 @@ def attribution_queries(
     credits = exp.select(*[_c(n, "w") for n in ("conv_id", "customer", "ts_us", "revenue", "message_key")]).from_(
         _ref("shopcrm_w", "w"))
 
-    ctes = [("shopcrm_s", sends_q), ("shopcrm_v", valid), ("shopcrm_cv", convs), ("shopcrm_w", won),
-            ("shopcrm_a", credited)]
-    member_query = None
+    ctes: list[tuple[str, exp.Select]] = [("shopcrm_s", sends_q), ("shopcrm_v", valid), ("shopcrm_cv", convs),
+                                          ("shopcrm_w", won), ("shopcrm_a", credited)]
+    bare = {"summary": summary, "daily": daily, "credits": credits}
     if members is not None:
-        member_query = _with(_members(members, d, policy, now_us), [("shopcrm_cv", convs)])
-    return AttributionQueries(summary=_with(summary, ctes), daily=_with(daily, ctes), members=member_query,
-                              credits=_with(credits, ctes[:4]), by=dims)
+        m_cols = [_alias(d.string_equality(_c(n, "m0")), n) for n in ("campaign_id", "variant", "customer")]
+        m_cols += [_alias(_c(n, "m0"), n) for n in ("status", "exposure_us", *member_extra)]
+        ctes += [("shopcrm_m", exp.select(*m_cols).from_(members)), ("shopcrm_x", _exposed(d))]
+        bare["members"] = _members(d, policy, now_us)
+    return AttributionQueries(by=dims, ctes=tuple(ctes), bare=bare)
 
 
-def _members(members: exp.Expr, d: Dialect, policy: AttributionPolicy, now_us: int | None) -> exp.Select:
-    """Each member's earliest exposure per campaign (planned before held out at one instant, then the smaller
-    variant), their conversions within the measurement window, summed per campaign, variant and group."""
+def _exposed(d: Dialect) -> exp.Select:
+    """Each member's earliest exposure per campaign (at one instant planned before held out, then the smaller
+    variant): ``campaign_id, variant, status, customer, exposure_us``."""
     first = exp.Window(
-        this=exp.RowNumber(),
-        partition_by=[d.string_equality(_c("campaign_id", "m0")), d.string_equality(_c("customer", "m0"))],
+        this=exp.RowNumber(), partition_by=[_c("campaign_id", "m0"), _c("customer", "m0")],
         order=exp.Order(expressions=[exp.Ordered(this=_c("exposure_us", "m0")),
                                      exp.Ordered(this=_c("status", "m0"), desc=True),
                                      exp.Ordered(this=d.string_order(_c("variant", "m0")))]),
     )
     ranked = exp.select(
-        _alias(d.string_equality(_c("campaign_id", "m0")), "campaign_id"),
-        _alias(d.string_equality(_c("variant", "m0")), "variant"),
-        _alias(_c("status", "m0"), "status"), _alias(d.string_equality(_c("customer", "m0")), "customer"),
-        _alias(_c("exposure_us", "m0"), "exposure_us"), _alias(first, "rank_"),
-    ).from_(members)
-    exposed = exp.select(*[_c(n, "m1") for n in ("campaign_id", "variant", "status", "customer", "exposure_us")]).from_(
+        *[_c(n, "m0") for n in ("campaign_id", "variant", "status", "customer", "exposure_us")], _alias(first, "rank_"),
+    ).from_(_ref("shopcrm_m", "m0"))
+    return exp.select(*[_c(n, "m1") for n in ("campaign_id", "variant", "status", "customer", "exposure_us")]).from_(
         _sub(ranked, "m1")).where(exp.EQ(this=_c("rank_", "m1"), expression=_n(1)))
+
+
+def _members(d: Dialect, policy: AttributionPolicy, now_us: int | None) -> exp.Select:
+    """Members per campaign, variant and group (of ``shopcrm_x``), and of them those who converted within the
+    measurement window after exposure, with the sum and sum of squares of their revenue there.  Only members with a
+    conversion are grouped one by one (a join of the exposed with the conversions), so the cost follows buyers."""
     inside = [
         exp.EQ(this=_c("customer", "cv"), expression=_c("customer", "m")),
         exp.LTE(this=_c("exposure_us", "m"), expression=_c("ts_us", "cv")),
@@ -309,18 +338,26 @@ def _members(members: exp.Expr, d: Dialect, policy: AttributionPolicy, now_us: i
     ]
     if now_us is not None:
         inside.append(exp.LT(this=_c("ts_us", "cv"), expression=_n(now_us)))
-    group = [_c(n, "m") for n in ("campaign_id", "variant", "status", "customer")]
-    per_member = exp.select(
-        *group,
-        _alias(exp.Count(this=_c("conv_id", "cv")), "conversions"),
-        _alias(exp.Coalesce(this=exp.Sum(this=_c("revenue", "cv")), expressions=[exp.Literal.number(0)]), "revenue"),
-    ).from_(_sub(exposed, "m")).join(_ref("shopcrm_cv", "cv"), on=exp.and_(*inside), join_type="left").group_by(*group)
-    outcome = [_c(n, "pm") for n in ("campaign_id", "variant", "status")]
-    converted = exp.Case().when(exp.GT(this=_c("conversions", "pm"), expression=_n(0)), _n(1)).else_(_n(0))
+    member = [_c(n, "m") for n in ("campaign_id", "variant", "status", "customer")]
+    buyers = exp.select(
+        *member, _alias(exp.Sum(this=_c("revenue", "cv")), "revenue"),
+    ).from_(_ref("shopcrm_x", "m")).join(_ref("shopcrm_cv", "cv"), on=exp.and_(*inside), join_type="inner").group_by(
+        *[m.copy() for m in member])
+    cell = ("campaign_id", "variant", "status")
+    bought = exp.select(
+        *[_c(n, "b") for n in cell],
+        _alias(exp.Count(this=exp.Star()), "converted"),
+        _alias(exp.Sum(this=_c("revenue", "b")), "revenue"),
+        _alias(exp.Sum(this=exp.Mul(this=_c("revenue", "b"), expression=_c("revenue", "b"))), "revenue_squares"),
+    ).from_(_sub(buyers, "b")).group_by(*[_c(n, "b") for n in cell])
+    sizes = exp.select(*[_c(n, "x") for n in cell], _alias(exp.Count(this=exp.Star()), "n")).from_(
+        _ref("shopcrm_x", "x")).group_by(*[_c(n, "x") for n in cell])
+    zero = exp.Literal.number(0)
     return exp.select(
-        *outcome,
-        _alias(exp.Count(this=exp.Star()), "n"),
-        _alias(exp.Sum(this=converted), "converted"),
-        _alias(exp.Sum(this=_c("revenue", "pm")), "revenue"),
-        _alias(exp.Sum(this=exp.Mul(this=_c("revenue", "pm"), expression=_c("revenue", "pm"))), "revenue_squares"),
-    ).from_(_sub(per_member, "pm")).group_by(*outcome).order_by(*[o.copy() for o in outcome])
+        *[_c(n, "z") for n in cell], _c("n", "z"),
+        _alias(exp.Coalesce(this=_c("converted", "y"), expressions=[zero.copy()]), "converted"),
+        _alias(exp.Coalesce(this=_c("revenue", "y"), expressions=[zero.copy()]), "revenue"),
+        _alias(exp.Coalesce(this=_c("revenue_squares", "y"), expressions=[zero.copy()]), "revenue_squares"),
+    ).from_(_sub(sizes, "z")).join(
+        _sub(bought, "y"), on=exp.and_(*[exp.EQ(this=_c(n, "y"), expression=_c(n, "z")) for n in cell]), join_type="left",
+    ).order_by(*[_c(n, "z") for n in cell])
