@@ -1,0 +1,66 @@
+"""The campaign report on PostgreSQL and MariaDB shops (DB-API): computed in SQL by the engine, equal to the pure
+reference path figure by figure (the DuckDB and SQLite runs are in tests/test_report.py)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import test_report as scenario
+
+from shopcrm import Shop
+
+TABLES = ("shopcrm_outbox", "shopcrm_occurrences", "shopcrm_campaigns", "shopcrm_sends", "shopcrm_opt_outs",
+          "shopcrm_message_events", "shopcrm_settings", "shopcrm_segments", "r_customers", "r_events")
+
+
+def _shop(con: Any, dialect: str, text: str, stamp: str) -> Shop:
+    cur = con.cursor()
+    for table in TABLES:
+        cur.execute(f"DROP TABLE IF EXISTS {table}")
+    cur.execute(f"CREATE TABLE r_customers (customer_id {text}, name {text}, phone {text}, sms_consent BOOLEAN, "
+                "kakao_consent BOOLEAN, kakao_friend BOOLEAN, night_consent BOOLEAN)")
+    cur.executemany("INSERT INTO r_customers VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                    [tuple(p.values()) for p in scenario.PEOPLE])
+    cur.execute(f"CREATE TABLE r_events (customer_id {text}, event {text}, ts {stamp}, amount DOUBLE PRECISION, "
+                f"order_id {text}, message_key {text}, campaign_id {text})".replace(
+                    "DOUBLE PRECISION", "DOUBLE" if dialect == "mysql" else "DOUBLE PRECISION"))
+    con.commit()
+    cur.close()
+    shop = Shop.from_dbapi(con, dialect=dialect, customers="r_customers", events="r_events")
+    treated, held = scenario._plan_and_send(shop)
+    clicks, orders = scenario._activity(treated, held, scenario._keys(shop))
+    columns = ("customer_id", "event", "ts", "amount", "order_id", "message_key", "campaign_id")
+    cur = con.cursor()
+    cur.executemany("INSERT INTO r_events VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                    [tuple(e.get(c) for c in columns) for e in clicks + orders])
+    con.commit()
+    cur.close()
+    shop.record_opt_out(treated[3], "kakao", at=scenario.T0 + timedelta(days=2))
+    return shop
+
+
+def _check(shop: Shop) -> None:
+    assert shop.report(now=scenario.NOW).method == "sql"
+    row = shop.report("spring", now=scenario.NOW).row("spring")
+    assert (row["sent"], row["fallen_back"], row["clicked"], row["attributed_revenue"], row["opt_outs_after"]) == (
+        15, 4, 2, 50000.0, 1)
+    for by in ((), ("variant",), ("step", "channel"), ("kind",)):
+        scenario._same_reports(shop, now=scenario.NOW, by=by)
+    scenario._same_reports(shop, since=scenario.T0, until=scenario.T0 + timedelta(hours=1), now=scenario.NOW)
+
+
+def test_postgres(postgres_loader: Any) -> None:
+    con = postgres_loader.con
+    try:
+        _check(_shop(con, "postgres", "TEXT", "TIMESTAMP"))
+    finally:
+        con.rollback()
+
+
+def test_mysql(mysql_loader: Any) -> None:
+    con = mysql_loader.con
+    try:
+        _check(_shop(con, "mysql", "VARCHAR(64)", "DATETIME(6)"))
+    finally:
+        con.rollback()
