@@ -246,6 +246,15 @@ def test_the_cli_prints_the_report(tmp_path: Any, capsys: pytest.CaptureFixture[
     assert "holdout lift of 'spring'" in out
     assert main(["report", "--db", str(path), "--campaign", "autumn", "--now", NOW.isoformat()]) == 2
     assert "no campaign 'autumn'" in capsys.readouterr().err
+    shop = Shop.open(path)
+    shop.save_segment("first_five", SEGMENTS["first_five"])
+    shop.close()
+    assert main(["report", "--db", str(path), "--campaign", "spring", "--now", NOW.isoformat(), "--by", "segment",
+                 "--segment", "first_five", "--segments-at", T0.isoformat(), "--sequential"]) == 0
+    out = capsys.readouterr().out
+    assert "spring / segment=first_five" in out
+    assert "spring / segment=(none)" in out
+    assert "A/B test of 'spring'" in out
 
 
 def test_without_the_statistics_packages_the_counts_remain(embedded: tuple[Shop, list[str], list[str]],
@@ -335,3 +344,44 @@ def test_the_method_is_checked() -> None:
     shop = Shop.open()
     with pytest.raises(ValueError, match="method is 'sql'"):
         shop.report(now=NOW, method="spark")
+
+
+SEGMENTS = {"first_five": {"attribute": "customer_id", "in": [f"c{i}" for i in range(5)]},
+            "kakao_friends": {"attribute": "kakao_friend", "eq": True}}
+
+
+@pytest.mark.parametrize("build", [_embedded, _sqlite], ids=["duckdb", "sqlite"])
+def test_a_breakdown_by_segment_partitions_the_recipients(build: Callable[[], tuple[Shop, list[str], list[str]]]) -> None:
+    shop, treated, held = build()
+    whole = shop.report("spring", now=NOW).row("spring")
+    report = shop.report("spring", now=NOW, by="segment", segments=SEGMENTS, segments_at=T0)
+    assert report.method == "sql"
+    cells = {r["segment"]: r for r in report.rows}
+    # every customer is a kakao friend, so the second segment takes everyone but the first five
+    first = {f"c{i}" for i in range(5)}
+    assert set(cells) == {"first_five", "kakao_friends"}
+    assert cells["first_five"]["sent"] == len(first & set(treated))
+    assert cells["first_five"]["held_out"] == len(first & set(held))
+    for column in ("sent", "planned", "held_out", "clicked", "attributed_conversions", "attributed_revenue", "cost"):
+        assert sum(r[column] for r in report.rows) == whole[column], column
+    _same_reports(shop, now=NOW, by=("segment", "variant"), segments=SEGMENTS, segments_at=T0)
+    _same_reports(shop, since=T0 - timedelta(hours=1), now=NOW, by="segment", segments={"nobody": {
+        "attribute": "customer_id", "in": ["zz"]}})  # nobody in it: every recipient in the empty cell
+
+
+def test_a_segment_breakdown_explains_what_it_needs(embedded: tuple[Shop, list[str], list[str]]) -> None:
+    shop, _, _ = embedded
+    with pytest.raises(ValueError, match="reads membership at one instant"):
+        shop.report("spring", now=NOW, by="segment", segments=SEGMENTS)
+    with pytest.raises(ValueError, match="has none saved"):
+        shop.report("spring", now=NOW, by="segment", segments_at=T0)
+    with pytest.raises(ValueError, match="add by='segment'"):
+        shop.report("spring", now=NOW, segments=SEGMENTS)
+    with pytest.raises(ValueError, match="write segments=\\['vip'\\]"):
+        shop.report("spring", now=NOW, by="segment", segments="vip", segments_at=T0)
+    shop.save_segment("everyone_else", {"everyone": True})
+    try:
+        saved = shop.report("spring", since=T0, now=NOW, by="segment")
+        assert {r["segment"] for r in saved.rows} == {"everyone_else"}
+    finally:
+        shop.delete_segment("everyone_else")

@@ -201,15 +201,22 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--since", type=_now, default=None, help="messages sent at or after this instant")
     report.add_argument("--until", type=_now, default=None, help="messages sent before this instant")
     report.add_argument("--now", type=_now, default=None, help="report as of this instant (default: now)")
-    report.add_argument("--by", action="append", default=[], choices=("variant", "step", "channel", "kind"),
+    report.add_argument("--by", action="append", default=[], choices=("variant", "step", "channel", "kind", "segment"),
                         help="break each campaign down by this (repeat for several)")
+    report.add_argument("--segment", action="append", default=None, metavar="NAME",
+                        help="with --by segment: a saved segment, in order (repeat; default: every saved segment)")
+    report.add_argument("--segments-at", type=_now, default=None,
+                        help="with --by segment: read membership at this instant (default: --since)")
+    report.add_argument("--sequential", action="store_true",
+                        help="A/B tests with always-valid intervals, safe to look at every day")
     report.add_argument("--html", default=None, metavar="PATH",
                         help="also write the report as one self-contained HTML page with charts (needs shopcrm[report])")
 
     def _report(args: argparse.Namespace) -> int:
         with _shop(args) as shop:
             found = shop.report(args.campaign, since=args.since, until=args.until, now=args.now or _utcnow(),
-                                by=tuple(args.by))
+                                by=tuple(args.by), segments=args.segment, segments_at=args.segments_at,
+                                sequential=args.sequential)
             print(found)
             if args.html:
                 found.to_html(args.html)

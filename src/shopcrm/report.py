@@ -56,7 +56,7 @@ if TYPE_CHECKING:
     from shopcrm.shop import Shop
     from shopcrm.sources._campaign_store import OutboxRow, SendRow
 
-__all__ = ["FATIGUE_WINDOW", "CampaignLift", "CampaignReport", "Figures", "build_report"]
+__all__ = ["FATIGUE_WINDOW", "CampaignLift", "CampaignReport", "Figures", "SegmentLabels", "build_report"]
 
 _STATS_NOTE = "the intervals and the sample-ratio test need scipy and statsmodels: pip install 'shopcrm[measurement]'"
 
@@ -379,7 +379,8 @@ class Figures:
 def build_report(
     shop: Shop, campaign: str | Sequence[str] | None = None, *, since: datetime | str | None = None,
     until: datetime | str | None = None, now: datetime | str, by: str | Sequence[str] = (),
-    method: str | None = None, sequential: bool = False,
+    method: str | None = None, sequential: bool = False, segments: Mapping[str, Any] | Sequence[str] | None = None,
+    segments_at: datetime | str | None = None,
 ) -> CampaignReport:
     """The campaign report of ``shop`` (see :meth:`shopcrm.Shop.report`)."""
     from shopcrm.measurement._attribution import _by
@@ -404,14 +405,15 @@ def build_report(
         unknown = [c for c in ids if c not in models]
         if unknown:
             raise KeyError(f"no campaign {', '.join(map(repr, unknown))}; the shop has {sorted(models) or 'none'}")
+    labels = _segments(shop, dims, segments, segments_at if segments_at is not None else since)
     use_sql = can_compute(shop) if method is None else method == "sql"
     if use_sql and not can_compute(shop):
         raise ValueError(f"this shop's report cannot run as SQL: its campaign store is not in its "
                          f"{shop.source.dialect} database; use method='reference' (or None)")
     if use_sql:
-        figures = sql_figures(shop, ids, lo, hi, when, dims, policy, FATIGUE_WINDOW)
+        figures = sql_figures(shop, ids, lo, hi, when, dims, policy, FATIGUE_WINDOW, labels)
     else:
-        figures = _reference_figures(shop, ids, lo, hi, when, dims, policy)
+        figures = _reference_figures(shop, ids, lo, hi, when, dims, policy, labels)
 
     outbox_counts = not (set(dims) & {"channel", "kind"})
     by_cell = {(s.campaign_id, *(v for _, v in s.cell)): s for s in figures.summaries}
@@ -460,8 +462,53 @@ def build_report(
                           daily=figures.daily, ab_tests=tests, method=figures.method)
 
 
+@attrs.frozen
+class SegmentLabels:
+    """The segments of a ``segment`` breakdown: ``(name, rule)`` pairs in order (a customer takes the first that
+    matches, so the cells partition the recipients) and the instant membership is read at."""
+
+    rules: tuple[tuple[str, Any], ...]
+    at: datetime
+
+    def of(self, shop: Shop) -> dict[str, str]:
+        """Each member's label, keyed by the customer id's JSON (the pure path; the SQL path compiles the rules)."""
+        out: dict[str, str] = {}
+        for name, rule in self.rules:
+            for customer in shop.members(rule, now=self.at):
+                out.setdefault(_cid(customer), name)
+        return out
+
+
+def _segments(shop: Shop, dims: tuple[str, ...], segments: Mapping[str, Any] | Sequence[str] | None,
+              at: datetime | str | None) -> SegmentLabels | None:
+    if "segment" not in dims:
+        if segments is not None:
+            raise ValueError("segments= is for a breakdown by segment: add by='segment' (or leave segments out)")
+        return None
+    if segments is None:
+        pairs = [(s.name, shop.segment(s.name)) for s in shop.segments()]
+    elif isinstance(segments, Mapping):
+        pairs = [(str(name), shop._resolve(rule)) for name, rule in segments.items()]
+    elif isinstance(segments, str):
+        raise ValueError(f"segments= is a list of saved segment names or a {{name: rule}} mapping, not the text "
+                         f"{segments!r}; write segments=[{segments!r}]")
+    else:
+        pairs = [(name, shop.segment(name)) for name in segments]
+    if not pairs:
+        raise ValueError("a breakdown by segment needs segments: pass segments={'vip': rule, ...} or the names of "
+                         "saved segments (the shop has none saved)")
+    if any(name == "" for name, _ in pairs):
+        raise ValueError("a segment of the breakdown needs a non-empty name (an empty one is the cell of the others)")
+    if at is None:
+        raise ValueError("a breakdown by segment reads membership at one instant: give since= (the default) or "
+                         "segments_at=")
+    resolved = [(name, shop._resolve(rule)) for name, rule in pairs]
+    return SegmentLabels(tuple(resolved), to_utc_naive(at))
+
+
 def _reference_figures(shop: Shop, ids: list[str] | None, lo: datetime | None, hi: datetime, when: datetime,
-                       dims: tuple[str, ...], policy: AttributionPolicy) -> Figures:
+                       dims: tuple[str, ...], policy: AttributionPolicy,
+                       segments: SegmentLabels | None = None) -> Figures:
     """The figures through the pure reference: the store's rows read into Python, :func:`attribute` and
     :func:`summarise` (a shop whose campaign store is not in a SQL database, and the tests' yardstick)."""
     store = shop.source.campaign_store()
@@ -483,6 +530,7 @@ def _reference_figures(shop: Shop, ids: list[str] | None, lo: datetime | None, h
                 sent_times[str(key)] = event["ts"]
         else:
             clicks.append(Click(message_key=str(key), clicked_at=event["ts"]))
+    labels = segments.of(shop) if segments is not None else {}
     missing = [r.key for r in ledger if r.key not in planned_rows]
     outbox_of = dict(planned_rows)
     outbox_of.update(store.outbox_by_keys(missing) if missing else {})
@@ -499,7 +547,8 @@ def _reference_figures(shop: Shop, ids: list[str] | None, lo: datetime | None, h
             sends.append(Send(message_key=row.key, customer_id=row.customer_id, campaign_id=row.campaign_id,
                               variant=planned.variant if planned else "", step=planned.step if planned else "",
                               channel=row.channel or (planned.channel if planned else ""),
-                              kind=row.kind or (planned.kind if planned else ""), sent_at=at, cost=row.cost))
+                              kind=row.kind or (planned.kind if planned else ""), sent_at=at, cost=row.cost,
+                              segment=labels.get(_cid(row.customer_id), "")))
             states[row.key] = row
         elif row.state == "failed" and planned is not None and _in(_exposure(planned), lo, hi):
             failed.append(row)
@@ -515,13 +564,15 @@ def _reference_figures(shop: Shop, ids: list[str] | None, lo: datetime | None, h
     funnel: dict[tuple[str, ...], dict[str, int]] = defaultdict(lambda: defaultdict(int))
     if not set(dims) & {"channel", "kind"}:
         for r in decided:
-            cell = cell_of({"variant": r.variant, "step": r.step}, r.campaign_id)
+            cell = cell_of({"variant": r.variant, "step": r.step, "segment": labels.get(_cid(r.customer_id), "")},
+                           r.campaign_id)
             funnel[cell]["planned" if r.status == "planned" else "held_out"] += 1
     for lost in failed:
         planned = outbox_of.get(lost.key)
         values = {"variant": planned.variant if planned else "", "step": planned.step if planned else "",
                   "channel": lost.channel or (planned.channel if planned else ""),
-                  "kind": lost.kind or (planned.kind if planned else "")}
+                  "kind": lost.kind or (planned.kind if planned else ""),
+                  "segment": labels.get(_cid(lost.customer_id), "")}
         funnel[cell_of(values, lost.campaign_id)]["failed"] += 1
     sends_in: dict[tuple[str, ...], list[Send]] = defaultdict(list)
     for send in sends:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from sqlglot import exp
 
@@ -24,7 +24,7 @@ from shopcrm.measurement import AttributionPolicy, Outcome, Summary
 from shopcrm.measurement._sql import SUMMARY_COLUMNS, attribution_queries
 
 if TYPE_CHECKING:
-    from shopcrm.report import Figures
+    from shopcrm.report import Figures, SegmentLabels
     from shopcrm.shop import Shop
 
 __all__ = ["SQL_DIALECTS", "can_compute", "sql_figures"]
@@ -78,7 +78,7 @@ class _Relations:
     """The shop's tables as the compiler's input relations."""
 
     def __init__(self, shop: Shop, ids: Sequence[str] | None, lo: datetime | None, hi: datetime, now: datetime,
-                 policy: AttributionPolicy) -> None:
+                 policy: AttributionPolicy, segments: SegmentLabels | None = None) -> None:
         source = shop.source
         self.shop, self.ids, self.policy = shop, ids, policy
         self.dialect = source.dialect
@@ -89,6 +89,23 @@ class _Relations:
         self.lo_us = None if lo is None else _us(lo)
         self.hi_us = _us(hi)
         self.now_us = _us(now)
+        self.segments = segments
+
+    def segment(self, customer: exp.Expr) -> list[exp.Expr]:
+        """The ``segment`` column of a breakdown by segment (the first segment whose members, compiled for the
+        engine as of the chosen instant, include ``customer``; empty text otherwise), or nothing."""
+        if self.segments is None:
+            return []
+        from shopcrm.compiler import compile_members
+
+        case = exp.Case()
+        for name, rule in self.segments.rules:
+            members = compile_members(rule, self.shop.source.schema(), now=self.segments.at, dialect=self.dialect,
+                                      lifecycle_policy=self.shop.lifecycle_policy)
+            ids = exp.select(self.quirks.string_equality(_c("customer_id", "sg"))).from_(_sub(members, "sg"))
+            case = case.when(exp.In(this=self.quirks.string_equality(customer.copy()), query=ids.subquery()),  # type: ignore[arg-type]
+                             _s(name))
+        return [_as(case.else_(_s("")), "segment")]
 
     # -- conversions of the library's text ---------------------------------------------------------------------
     def customer(self, column: exp.Expr) -> exp.Expr:
@@ -166,6 +183,7 @@ class _Relations:
             _as(exp.Coalesce(this=_c("step", "o"), expressions=[_s("")]), "step"),
             _as(carried("channel"), "channel"), _as(carried("kind"), "kind"), _as(sent_us, "sent_us"),
             _as(_c("cost", "l"), "cost"), _as(_c("state", "l"), "state"), _as(_c("chain_index", "l"), "chain_index"),
+            *self.segment(self.customer(_c("customer_id", "l"))),
         ).from_(_table(self.tables.sends, "l")).join(
             _table(self.tables.outbox, "o"), on=exp.EQ(this=_c("key_", "o"), expression=_c("key_", "l")), join_type="left",
         ).join(_sub(first, "f"), on=exp.EQ(this=_c("message_key", "f"), expression=_c("key_", "l")), join_type="left",
@@ -201,6 +219,7 @@ class _Relations:
             _as(_c("campaign_id", "ob"), "campaign_id"), _as(_c("variant", "ob"), "variant"),
             _as(_c("step", "ob"), "step"), _as(_c("status", "ob"), "status"), _as(_c("key_", "ob"), "message_key"),
             _as(_c("channel", "ob"), "channel"), _as(_c("kind", "ob"), "kind"),
+            *self.segment(self.customer(_c("customer_id", "ob"))),
             _as(self.customer(_c("customer_id", "ob")), "customer"), _as(exposure, "exposure_us"),
         ).from_(_table(self.tables.outbox, "ob")).where(exp.and_(
             exp.In(this=_c("status", "ob"), expressions=[_s("planned"), _s("holdout")]),
@@ -210,7 +229,7 @@ class _Relations:
     def failed(self, dims: Sequence[str]) -> exp.Select:
         """Failed messages of planned decisions in range (``shopcrm_m``), per cell."""
         values: dict[str, exp.Expr] = {
-            "variant": _c("variant", "m"), "step": _c("step", "m"),
+            "variant": _c("variant", "m"), "step": _c("step", "m"), "segment": _c("segment", "m"),
             "channel": exp.Coalesce(this=exp.Nullif(this=_c("channel", "l"), expression=_s("")), expressions=[_c("channel", "m")]),
             "kind": exp.Coalesce(this=exp.Nullif(this=_c("kind", "l"), expression=_s("")), expressions=[_c("kind", "m")]),
         }
@@ -251,10 +270,15 @@ class _Runner:
         if self.staged:
             from shopcrm.compiler import render
 
-            for name, query in self.ctes:
-                table = f'"{name}_{self.suffix}"'
-                self.source.con.execute(f"CREATE TEMP TABLE {table} AS {render(self._rename(query), 'duckdb')}")
-                self.created.append(table)
+            try:
+                for name, query in self.ctes:
+                    table = f'"{name}_{self.suffix}"'
+                    sql = render(cast(exp.Expression, self._rename(query)), "duckdb")
+                    self.source.con.execute(f"CREATE TEMP TABLE {table} AS {sql}")
+                    self.created.append(table)
+            except BaseException:
+                self.__exit__()
+                raise
         return self
 
     def __exit__(self, *_: object) -> None:
@@ -275,7 +299,7 @@ def _with_all(query: exp.Select, ctes: Sequence[tuple[str, exp.Select]]) -> exp.
 
 def sql_figures(
     shop: Shop, ids: Sequence[str] | None, lo: datetime | None, hi: datetime, now: datetime, dims: tuple[str, ...],
-    policy: AttributionPolicy, fatigue: timedelta,
+    policy: AttributionPolicy, fatigue: timedelta, segments: SegmentLabels | None = None,
 ) -> Figures:
     """The report's figures of ``shop`` computed by its engine (see the module's docstring)."""
     from shopcrm.program_lift import _sqlite_functions
@@ -286,12 +310,13 @@ def sql_figures(
     store.sends(keys=[])  # the library's tables exist (created on first use)
     if source.dialect == "sqlite":
         _sqlite_functions(source)
-    r = _Relations(shop, ids, lo, hi, now, policy)
+    r = _Relations(shop, ids, lo, hi, now, policy, segments)
     quirks = r.quirks
     queries = attribution_queries(
         sends=_sub(r.sends(), "s"), clicks=_sub(r.clicks(), "k0"), events=_sub(r.conversion_events(), "e"),
         members=_sub(r.decisions(), "m0"), dialect=quirks, policy=policy, by=dims, now_us=r.now_us,
-        send_extra=("state", "chain_index"), member_extra=("step", "message_key", "channel", "kind"))
+        send_extra=("state", "chain_index"),
+        member_extra=("step", "message_key", "channel", "kind", *(("segment",) if segments is not None else ())))
     ctes = list(queries.ctes)
     # the funnel's counts per cell: decisions (planned, held out) and, of the sends, delivered, fallen back and
     # recipients with an opt-out within the fatigue window after one of their sends
@@ -300,7 +325,7 @@ def sql_figures(
     decided = exp.select(*group, exp.Count(this=exp.Star())).from_(_table("shopcrm_m", "d")).group_by(
         *[g.copy() for g in group])
     opt_outs = exp.select(
-        _as(quirks.string_equality(r.customer(_c("customer_id", "oo"))), "customer"),
+        _as(quirks.string_equality(cast(exp.Expression, r.customer(_c("customer_id", "oo")))), "customer"),
         _as(r.text_us(_c("opted_out_at", "oo")), "t_us"),
     ).from_(_table(r.tables.opt_outs, "oo"))
     tired = exp.select(_c("message_key", "sa")).distinct().from_(_table("shopcrm_s", "sa")).join(

@@ -720,19 +720,21 @@ class Shop:
         self, campaign: str | Sequence[str] | None = None, *, since: datetime | str | None = None,
         until: datetime | str | None = None, now: datetime | str, by: str | Sequence[str] = (),
         method: str | None = None, sequential: bool = False,
+        segments: Mapping[str, RuleLike] | Sequence[str] | None = None, segments_at: datetime | str | None = None,
     ) -> CampaignReport:
         """What the campaigns' messages sent in ``[since, until)`` did, as of ``now``: the funnel (audience, held
         out, planned, sent, delivered, fallen back, failed), clicks and CTR, attributed and influenced conversions
         and revenue, cost, ROAS, cost per conversion, messages per purchase, opt-outs after a message, the
         holdout lift and the A/B test of the variants (``sequential=True``: always-valid intervals, safe to look at
         daily); per campaign (all when ``campaign`` is None) or per cell of ``by`` (``variant``, ``step``,
-        ``channel``, ``kind``).  The shop's engine computes it in SQL where the library's tables share its
+        ``channel``, ``kind``, ``segment``: the first of ``segments`` (names of saved segments or a ``{name: rule}``
+        mapping; all saved ones by default) each recipient was in at ``segments_at``, by default ``since``).  The shop's engine computes it in SQL where the library's tables share its
         database (``method="reference"``: the pure Python reference instead).  See :mod:`shopcrm.report` and
         docs/measurement.md."""
         from shopcrm.report import build_report
 
         return build_report(self, campaign, since=since, until=until, now=now, by=by, method=method,
-                            sequential=sequential)
+                            sequential=sequential, segments=segments, segments_at=segments_at)
 
     # ---- issue 13 (program lift): the global control group against everyone else (shopcrm.program_lift)
     def program_lift(

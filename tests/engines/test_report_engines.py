@@ -48,6 +48,7 @@ def _check(shop: Shop) -> None:
     for by in ((), ("variant",), ("step", "channel"), ("kind",)):
         scenario._same_reports(shop, now=scenario.NOW, by=by)
     scenario._same_reports(shop, since=scenario.T0, until=scenario.T0 + timedelta(hours=1), now=scenario.NOW)
+    scenario._same_reports(shop, now=scenario.NOW, by=("segment",), segments=scenario.SEGMENTS, segments_at=scenario.T0)
 
 
 def test_postgres(postgres_loader: Any) -> None:

@@ -35,8 +35,9 @@ __all__ = [
 ]
 
 CustomerId = str | int
-#: the dimensions a campaign can be broken down by (``channel`` is the carrying channel)
-BREAKDOWNS = ("variant", "step", "channel", "kind")
+#: the dimensions a campaign can be broken down by (``channel`` is the carrying channel; ``segment`` the
+#: recipient's segment, see :class:`Send`)
+BREAKDOWNS = ("variant", "step", "channel", "kind", "segment")
 
 
 def _instant(value: datetime | str) -> datetime:
@@ -60,6 +61,9 @@ class Send:
     kind: str = ""
     sent_at: datetime = attrs.field(converter=_instant)
     cost: float = 0.0
+    #: the recipient's segment (the report's ``segment`` breakdown: the first of the given segments the customer
+    #: was in at the chosen instant); empty when none
+    segment: str = ""
 
 
 @attrs.frozen(kw_only=True)

@@ -10,7 +10,7 @@ Input relations and their columns (every instant as exact integer microseconds s
 windows are integer comparisons on every engine; ``customer`` any comparable key):
 
 - **sends**: ``message_key, customer, campaign_id, variant, step, channel, kind, sent_us, cost``
-  (sent or delivered messages only; ``channel`` the carrying channel).
+  (sent or delivered messages only; ``channel`` the carrying channel), and ``segment`` for a breakdown by it.
 - **clicks**: ``message_key, clicked_us`` (every ``message_clicked`` event; clicks before their message's send
   time and clicks of messages that are not sends are dropped here, as in the reference).
 - **conversion events**: ``customer, ts_us, revenue, order_id`` (``revenue`` a double or NULL, NULL counting
@@ -189,8 +189,8 @@ def attribution_queries(
         return d.string_equality(column)
 
     # sends, with keys wrapped for exact comparison (MySQL's default collations ignore case)
-    s_cols = [_alias(key(_c(name, "s")), name) for name in ("message_key", "campaign_id", "variant", "step",
-                                                             "channel", "kind")]
+    labels = ("message_key", "campaign_id", "variant", "step", "channel", "kind", *(("segment",) if "segment" in dims else ()))
+    s_cols = [_alias(key(_c(name, "s")), name) for name in labels]
     s_cols += [_alias(key(_c("customer", "s")), "customer"), _alias(_c("sent_us", "s"), "sent_us"),
                _alias(_c("cost", "s"), "cost"), *[_alias(_c(n, "s"), n) for n in send_extra]]
     sends_q = exp.select(*s_cols).from_(sends)
