@@ -207,7 +207,7 @@ def test_a_range_before_the_sends_has_no_messages_and_undefined_ratios(embedded:
     with pytest.raises(KeyError, match="no campaign 'autumn'"):
         shop.report("autumn", now=NOW)
     with pytest.raises(ValueError, match="choose among"):
-        shop.report(now=NOW, by="segment")
+        shop.report(now=NOW, by="persona")
 
 
 def test_the_report_as_arrow_pandas_polars_and_html(embedded: tuple[Shop, list[str], list[str]]) -> None:

@@ -7,7 +7,6 @@ from datetime import timedelta
 from typing import Any
 
 import test_report as scenario
-
 from shopcrm import Shop
 
 TABLES = ("shopcrm_outbox", "shopcrm_occurrences", "shopcrm_campaigns", "shopcrm_sends", "shopcrm_opt_outs",

@@ -248,8 +248,8 @@ def shopcrm_tally(conversions: int, revenue: float, customers: int = 1) -> Any:
 
 def test_breakdowns_are_checked() -> None:
     credits = attribute([], [], [])
-    with pytest.raises(ValueError, match="cannot break a campaign down by 'segment'; choose among 'variant'"):
-        influenced(credits, by=("segment",))
+    with pytest.raises(ValueError, match="cannot break a campaign down by 'persona'; choose among 'variant'"):
+        influenced(credits, by=("persona",))
     with pytest.raises(ValueError, match="names a dimension twice"):
         summarise(credits, by=("step", "step"))
 
