@@ -21,7 +21,8 @@ from sqlglot import exp
 
 from shopcrm.compiler._dialects import Dialect, dialect_for
 from shopcrm.measurement import AttributionPolicy, Outcome, Summary
-from shopcrm.measurement._sql import SUMMARY_COLUMNS, attribution_queries
+from shopcrm.measurement._sql import SUMMARY_COLUMNS, _c, _n, _ref, _s, _sub, attribution_queries
+from shopcrm.measurement._sql import _alias as _as
 
 if TYPE_CHECKING:
     from shopcrm.report import Figures, SegmentLabels
@@ -40,32 +41,12 @@ def _us(at: datetime) -> int:
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
-def _c(name: str, table: str | None = None) -> exp.Column:
-    return exp.column(name, table=table, quoted=True)
-
-
-def _s(value: str) -> exp.Expr:
-    return exp.Literal.string(value)
-
-
-def _n(value: int) -> exp.Expr:
-    return exp.Literal.number(value)
-
-
-def _as(expression: exp.Expr, name: str) -> exp.Expr:
-    return exp.alias_(expression, name, quoted=True)
-
-
 def _fn(name: str, *args: exp.Expr) -> exp.Expr:
     return exp.Anonymous(this=name, expressions=list(args))
 
 
-def _sub(query: exp.Query, alias: str) -> exp.Expr:
-    return exp.Subquery(this=query, alias=exp.TableAlias(this=exp.to_identifier(alias, quoted=True)))
-
-
 def _table(name: str, alias: str) -> exp.Expr:
-    return exp.alias_(exp.to_table(name), alias, table=True)
+    return _ref(name, alias)
 
 
 def can_compute(shop: Shop) -> bool:
