@@ -179,3 +179,10 @@ def check(fetch: Any, queries: AttributionQueries, history: History, dialect: st
     members = fetch(queries.members.sql(dialect))
     assert all(len(r) == 3 + len(MEMBER_COLUMNS) for r in members)
     _same(members, want["members"], "member outcomes")
+    # the shortcut without ranking: the count of repeated members is right, and with none it gives the same outcomes
+    pairs = Counter((m["campaign_id"], m["customer"]) for m in history.members)
+    [(repeated,)] = fetch(queries.with_ctes(queries.bare["repeated_members"]).sql(dialect))
+    assert repeated == sum(1 for n in pairs.values() if n > 1)
+    if not repeated:
+        _same(fetch(queries.with_ctes(queries.bare["members_unique"]).sql(dialect)), want["members"],
+              "member outcomes without ranking")

@@ -385,3 +385,32 @@ def test_a_segment_breakdown_explains_what_it_needs(embedded: tuple[Shop, list[s
         assert {r["segment"] for r in saved.rows} == {"everyone_else"}
     finally:
         shop.delete_segment("everyone_else")
+
+
+def test_members_planned_twice_count_once_at_their_earliest_exposure() -> None:
+    """A daily campaign reaches the same customers on two days: each member counts once per campaign, in the
+    group and variant of their first exposure, on the engine's path (which ranks them) as on the reference's."""
+    shop = Shop.open()
+    shop.load_customers(PEOPLE)
+    shop.messaging_policy = POLICY
+    daily = {**CAMPAIGN, "id": "daily", "schedule": {"kind": "recurring", "at": "10:00", "reentry": "every_time"}}
+    shop.save_campaign(daily, now=T0 - timedelta(days=1))
+    shop.tick(now=T0)
+    shop.tick(now=T0 + timedelta(days=1))
+    decided = [r for r in shop.outbox(status=None) if r.status in ("planned", "holdout")]
+    assert len(decided) == 40  # twenty customers, two days
+    texts = Scripted(lambda m: Accepted(provider_id="s"))
+    asyncio.run(Dispatcher(shop, {"alimtalk": texts, "sms": texts}, clock=lambda: T0 + timedelta(days=1), seed=1).run())
+    first = {}
+    for r in sorted(decided, key=lambda r: r.due_at):
+        first.setdefault(r.customer_id, r)
+    buyers = [c for c, r in first.items() if r.status == "planned"][:3] + [c for c, r in first.items() if r.status == "holdout"][:1]
+    shop.load_events([{"customer_id": c, "event": "order_completed", "ts": T0 + timedelta(days=1, hours=5),
+                       "amount": 1000.0, "order_id": f"o-{c}"} for c in buyers])
+    report = shop.report("daily", now=T0 + timedelta(days=3))
+    lift = report.lifts["daily"]
+    assert lift.treated_n + lift.holdout_n == 20
+    assert lift.treated_n == sum(1 for r in first.values() if r.status == "planned")
+    assert (lift.treated_conversions, lift.holdout_conversions) == (3, 1)
+    _same_reports(shop, now=T0 + timedelta(days=3))
+    _same_reports(shop, now=T0 + timedelta(days=3), by="variant")

@@ -232,8 +232,8 @@ class _Runner:
     once as a temporary table of this call (names suffixed, dropped afterwards), which is several times faster
     when every query reads the same sends and conversions."""
 
-    def __init__(self, source: Any, ctes: Sequence[tuple[str, exp.Select]]) -> None:
-        self.source, self.ctes = source, list(ctes)
+    def __init__(self, source: Any, ctes: Sequence[tuple[str, exp.Select]], lazy: Sequence[str] = ()) -> None:
+        self.source, self.ctes, self.lazy = source, list(ctes), set(lazy)
         self.names = {name for name, _ in ctes}
         self.staged = source.dialect == "duckdb" and hasattr(source, "con")
         self.suffix = uuid.uuid4().hex[:12]
@@ -249,18 +249,27 @@ class _Runner:
 
     def __enter__(self) -> _Runner:
         if self.staged:
-            from shopcrm.compiler import render
 
             try:
-                for name, query in self.ctes:
-                    table = f'"{name}_{self.suffix}"'
-                    sql = render(cast(exp.Expression, self._rename(query)), "duckdb")
-                    self.source.con.execute(f"CREATE TEMP TABLE {table} AS {sql}")
-                    self.created.append(table)
+                for name, _ in self.ctes:
+                    if name not in self.lazy:
+                        self.stage(name)
             except BaseException:
                 self.__exit__()
                 raise
         return self
+
+    def stage(self, name: str) -> None:
+        """Create the temporary table of the relation ``name`` (staged runs only; one left lazy until needed)."""
+        from shopcrm.compiler import render
+
+        if not self.staged:
+            return
+        query = dict(self.ctes)[name]
+        table = f'"{name}_{self.suffix}"'
+        sql = render(cast(exp.Expression, self._rename(query)), "duckdb")
+        self.source.con.execute(f"CREATE TEMP TABLE {table} AS {sql}")
+        self.created.append(table)
 
     def __exit__(self, *_: object) -> None:
         for table in reversed(self.created):
@@ -333,10 +342,15 @@ def sql_figures(
         key = tuple(str(_text(v)) for v in cell)
         funnel.setdefault(key, {})[column] = funnel.get(key, {}).get(column, 0) + int(value or 0)
 
-    with _Runner(source, ctes) as run:
+    with _Runner(source, ctes, lazy=("shopcrm_x",)) as run:
         summary_rows = run.fetch(queries.bare["summary"])
         daily_rows = run.fetch(queries.bare["daily"])
-        member_rows = run.fetch(queries.bare["members"])
+        # ranking members by exposure is the costliest step of a broadcast's report; skip it when nobody is repeated
+        if run.staged and not run.fetch(queries.bare["repeated_members"])[0][0]:
+            member_rows = run.fetch(queries.bare["members_unique"])
+        else:
+            run.stage("shopcrm_x")
+            member_rows = run.fetch(queries.bare["members"])
         if outbox_counts:
             for got in run.fetch(decided):
                 add(got[:-2], "planned" if got[-2] == "planned" else "held_out", got[-1])

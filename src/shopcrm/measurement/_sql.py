@@ -308,6 +308,13 @@ def attribution_queries(
         m_cols += [_alias(_c(n, "m0"), n) for n in ("status", "exposure_us", *member_extra)]
         ctes += [("shopcrm_m", exp.select(*m_cols).from_(members)), ("shopcrm_x", _exposed(d))]
         bare["members"] = _members(d, policy, now_us)
+        # when no customer has two decisions in one campaign the earliest exposure is the only one: a caller that
+        # checks (``bare["repeated_members"]`` counts them) reads the members directly, without the ranking
+        bare["members_unique"] = _members(d, policy, now_us, exposed="shopcrm_m")
+        pair = [_c("campaign_id", "r"), _c("customer", "r")]
+        bare["repeated_members"] = exp.select(_alias(exp.Count(this=exp.Star()), "n")).from_(_sub(
+            exp.select(*pair).from_(_ref("shopcrm_m", "r")).group_by(*[p.copy() for p in pair]).having(
+                exp.GT(this=exp.Count(this=exp.Star()), expression=_n(1))), "rp"))
     return AttributionQueries(by=dims, ctes=tuple(ctes), bare=bare)
 
 
@@ -327,7 +334,7 @@ def _exposed(d: Dialect) -> exp.Select:
         _sub(ranked, "m1")).where(exp.EQ(this=_c("rank_", "m1"), expression=_n(1)))
 
 
-def _members(d: Dialect, policy: AttributionPolicy, now_us: int | None) -> exp.Select:
+def _members(d: Dialect, policy: AttributionPolicy, now_us: int | None, exposed: str = "shopcrm_x") -> exp.Select:
     """Members per campaign, variant and group (of ``shopcrm_x``), and of them those who converted within the
     measurement window after exposure, with the sum and sum of squares of their revenue there.  Only members with a
     conversion are grouped one by one (a join of the exposed with the conversions), so the cost follows buyers."""
@@ -342,7 +349,7 @@ def _members(d: Dialect, policy: AttributionPolicy, now_us: int | None) -> exp.S
     member = [_c(n, "m") for n in ("campaign_id", "variant", "status", "customer")]
     buyers = exp.select(
         *member, _alias(exp.Sum(this=_c("revenue", "cv")), "revenue"),
-    ).from_(_ref("shopcrm_x", "m")).join(_ref("shopcrm_cv", "cv"), on=exp.and_(*inside), join_type="inner").group_by(
+    ).from_(_ref(exposed, "m")).join(_ref("shopcrm_cv", "cv"), on=exp.and_(*inside), join_type="inner").group_by(
         *[m.copy() for m in member])
     cell = ("campaign_id", "variant", "status")
     bought = exp.select(
@@ -352,7 +359,7 @@ def _members(d: Dialect, policy: AttributionPolicy, now_us: int | None) -> exp.S
         _alias(exp.Sum(this=exp.Mul(this=_c("revenue", "b"), expression=_c("revenue", "b"))), "revenue_squares"),
     ).from_(_sub(buyers, "b")).group_by(*[_c(n, "b") for n in cell])
     sizes = exp.select(*[_c(n, "x") for n in cell], _alias(exp.Count(this=exp.Star()), "n")).from_(
-        _ref("shopcrm_x", "x")).group_by(*[_c(n, "x") for n in cell])
+        _ref(exposed, "x")).group_by(*[_c(n, "x") for n in cell])
     zero = exp.Literal.number(0)
     return exp.select(
         *[_c(n, "z") for n in cell], _c("n", "z"),
