@@ -159,6 +159,29 @@ def test_bad_tokens_and_unknown_messages_record_nothing() -> None:
     assert len(clicks(shop)) == 1
 
 
+def test_a_batch_of_clicks_is_judged_click_by_click_and_written_at_once() -> None:
+    shop = shop_with("세일 {{ link('https://shop.example/p/123') }}")
+    rows = {r.customer_id: r for r in shop.outbox()}
+    good = [tokens(rows[c].chain[0]["text"])[0] for c in ("c0", "c1")]
+    forged = good[0][:-2]
+    foreign = tokens(TRACKING.link("9" * 32, "https://shop.example/p/123"))[0]
+    batch = [(good[0], T0 + timedelta(hours=1)), (forged, T0), (foreign, T0), (good[1], T0 + timedelta(hours=2)),
+             (good[0], T0 + timedelta(hours=3))]
+    writes = []
+    store = shop.source.campaign_store()
+    original = store.add_events
+    store.add_events = lambda events: (writes.append(len(events)), original(events))[1]  # type: ignore[method-assign]
+    assert shop.record_clicks(batch) == ["https://shop.example/p/123", None, None, "https://shop.example/p/123",
+                                         "https://shop.example/p/123"]
+    assert writes == [3]  # one write for the batch
+    assert [(c[0], c[1], c[2]) for c in clicks(shop)] == [
+        ("c0", T0 + timedelta(hours=1), rows["c0"].key), ("c1", T0 + timedelta(hours=2), rows["c1"].key),
+        ("c0", T0 + timedelta(hours=3), rows["c0"].key)]
+    assert shop.record_clicks([(forged, T0)]) == [None]
+    assert shop.record_clicks([]) == []
+    assert writes == [3]
+
+
 def test_a_click_before_the_send_is_recorded_for_the_attribution_layer_to_filter() -> None:
     shop = shop_with("세일 {{ link('https://shop.example/p/123') }}")
     row = shop.outbox()[0]

@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
@@ -607,32 +607,50 @@ class Shop:
         id) and returns the URL to redirect to.  Anything else (a forged, truncated or foreign token, an unknown
         message) records nothing and returns None.  A click before the message was sent is recorded too: the
         measurement counts only clicks at or after the send (docs/tracking.md)."""
+        return self.record_clicks([(token, at)])[0]
+
+    def record_clicks(self, clicks: Iterable[tuple[str, datetime]]) -> list[str | None]:
+        """Many clicks at once (a batch from a click log or a queue): ``(token, at)`` pairs, each judged as
+        :meth:`record_click` judges one, the valid ones written in one transaction with two reads of the store
+        for the whole batch.  Returns each click's redirect target, or None where nothing was recorded."""
         from shopcrm.tracking import link_id
 
+        given = list(clicks)
         tracking = self.messaging_policy.tracking
-        found = tracking.read(token, "click") if tracking is not None and isinstance(token, str) else None
-        if found is None or found.link is None:
-            return None
+        found = [tracking.read(token, "click") if tracking is not None and isinstance(token, str) else None
+                 for token, _ in given]
+        keys = sorted({f.message_key for f in found if f is not None and f.link is not None})
+        if not keys:
+            return [None] * len(given)
         store = self.source.campaign_store()
-        row = store.outbox_by_keys([found.message_key]).get(found.message_key)
-        if row is None or row.status != "planned":
-            return None
-        chain = row.chain
-        sent = store.sends(keys=[row.key])
-        index = sent[0].chain_index if sent and sent[0].chain_index < len(chain) else 0
-        ordered = [chain[index], *(item for i, item in enumerate(chain) if i != index)] if chain else []
-        for item in ordered:
-            for url in item.get("links") or ():
-                if link_id(str(url)) == found.link:
-                    carrier = chain[index] if chain else item
-                    store.add_events([{
-                        "customer_id": row.customer_id, "event": "message_clicked", "ts": to_utc_naive(at),
-                        "message_key": row.key, "campaign_id": row.campaign_id, "channel": str(carrier.get("channel", "")),
-                        "kind": str(carrier.get("kind", "")), "link": str(url), "code": found.link.hex(),
-                        "purpose": row.purpose, "cost": 0.0, "provider_id": "", "reason": "",
-                    }])
-                    return str(url)
-        return None
+        rows = store.outbox_by_keys(keys)
+        sends = {r.key: r for r in store.sends(keys=keys)}
+        out: list[str | None] = []
+        events: list[dict[str, Any]] = []
+        for (_, at), token in zip(given, found, strict=True):
+            row = rows.get(token.message_key) if token is not None else None
+            if token is None or token.link is None or row is None or row.status != "planned":
+                out.append(None)
+                continue
+            link = token.link
+            chain = row.chain
+            sent = sends.get(row.key)
+            index = sent.chain_index if sent is not None and sent.chain_index < len(chain) else 0
+            ordered = [chain[index], *(item for i, item in enumerate(chain) if i != index)] if chain else []
+            target = next((str(url) for item in ordered for url in item.get("links") or ()
+                           if link_id(str(url)) == link), None)
+            out.append(target)
+            if target is not None:
+                carrier = chain[index] if chain else {}
+                events.append({
+                    "customer_id": row.customer_id, "event": "message_clicked", "ts": to_utc_naive(at),
+                    "message_key": row.key, "campaign_id": row.campaign_id, "channel": str(carrier.get("channel", "")),
+                    "kind": str(carrier.get("kind", "")), "link": target, "code": link.hex(),
+                    "purpose": row.purpose, "cost": 0.0, "provider_id": "", "reason": "",
+                })
+        if events:
+            store.add_events(events)
+        return out
 
     def record_unsubscribe(self, token: str, *, at: datetime) -> bool:
         """A one-click unsubscribe (RFC 8058) through the signed link of an e-mail: when ``token`` is valid and

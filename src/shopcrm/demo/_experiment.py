@@ -95,7 +95,7 @@ def simulate_responses(shop: Shop, *, seed: int = 0, planted: Mapping[str, Plant
     Every member (planned or held out) orders once within the measurement window with probability ``baseline``, and
     a planned member with ``baseline + effect``; the order is an ``order_completed`` event (``order_id``, ``amount``)
     at a delay after the member's exposure.  Members whose message was sent click its tracked link (through
-    :meth:`Shop.record_click`, with a valid token) before ordering with probability :data:`CLICK_IF_BUYING`, and
+    :meth:`Shop.record_clicks`, with valid tokens) before ordering with probability :data:`CLICK_IF_BUYING`, and
     without ordering with :data:`CLICK_IF_NOT`.  Deterministic for a seed."""
     import numpy as np
     import pyarrow as pa
@@ -146,10 +146,9 @@ def simulate_responses(shop: Shop, *, seed: int = 0, planted: Mapping[str, Plant
             elif not buys[i] and clicked_u[i] < CLICK_IF_NOT:
                 clicks.append((sent_at + timedelta(days=min(float(idle_click[i]), 4.0)), row.key, truth.link))
     recorded = 0
-    if tracking is not None:
-        for at, key, url in clicks:
-            token = tracking.link(key, url).rsplit("/", 1)[1]
-            recorded += shop.record_click(token, at=at) is not None
+    if tracking is not None and clicks:
+        batch = [(tracking.link(key, url).rsplit("/", 1)[1], at) for at, key, url in clicks]
+        recorded = sum(target is not None for target in shop.record_clicks(batch))
     if orders["customer_id"]:
         events = pa.table({
             "customer_id": pa.array(orders["customer_id"]),
