@@ -414,3 +414,15 @@ def test_members_planned_twice_count_once_at_their_earliest_exposure() -> None:
     assert (lift.treated_conversions, lift.holdout_conversions) == (3, 1)
     _same_reports(shop, now=T0 + timedelta(days=3))
     _same_reports(shop, now=T0 + timedelta(days=3), by="variant")
+
+
+def test_sends_whose_ledger_rows_lack_the_channel_take_it_from_the_outbox() -> None:
+    """Ledger rows written before the ledger kept the carrying channel and kind (an upgraded store): the engine's
+    report then reads them from the outbox, as the reference does."""
+    shop, _, _ = _embedded()
+    shop.source.con.execute("UPDATE shopcrm_sends SET channel = NULL, kind = NULL WHERE chain_index = 0")  # type: ignore[attr-defined]
+    by_channel = shop.report("spring", now=NOW, by=("channel", "kind"))
+    assert {(r["channel"], r["kind"]): r["sent"] for r in by_channel.rows} == {("alimtalk", "alimtalk"): 11,
+                                                                              ("sms", "lms"): 4}
+    _same_reports(shop, now=NOW)
+    _same_reports(shop, now=NOW, by=("channel", "kind"))

@@ -146,30 +146,46 @@ class _Relations:
                 .where(exp.LT(this=_c("ts_us", "u"), expression=_n(self.now_us))))
 
     # -- the compiler's inputs ---------------------------------------------------------------------------------
-    def sends(self) -> exp.Select:
+    def ledger_lacks_channels(self) -> exp.Select:
+        """How many sent rows of the ledger do not name their carrying channel or kind (rows written before the
+        ledger kept them): only then do the sends need the outbox for them."""
+        blank = [exp.or_(exp.Is(this=_c(n, "l"), expression=exp.Null()), exp.EQ(this=_c(n, "l"), expression=_s("")))
+                 for n in ("channel", "kind")]
+        return exp.select(exp.Count(this=exp.Star())).from_(_table(self.tables.sends, "l")).where(exp.and_(
+            exp.In(this=_c("state", "l"), expressions=[_s(s) for s in _SENT_STATES]), exp.or_(*blank),
+            *self._campaigns(_c("campaign_id", "l"))))
+
+    def sends(self, *, outbox: bool = True) -> exp.Select:
         """Sent or delivered messages in range (send time: the earliest ``message_sent``, else the ledger row's last
-        update), with their ledger state and chain index."""
+        update), with their ledger state and chain index.  ``outbox=False`` leaves out the join with the outbox
+        (variant and step empty, channel and kind the ledger's): a third faster, right when the breakdown needs
+        neither variant nor step and the ledger names every send's channel and kind."""
         first = (exp.select(_c("message_key", "f0"), _as(exp.Min(this=_c("ts_us", "f0")), "ts_us"))
                  .from_(_sub(self.message_events("message_sent"), "f0")).group_by(_c("message_key", "f0")))
         sent_us = exp.Coalesce(this=_c("ts_us", "f"), expressions=[self.text_us(_c("updated_at", "l"))])
 
         def carried(name: str) -> exp.Expr:
-            return exp.Coalesce(this=exp.Nullif(this=_c(name, "l"), expression=_s("")),
-                                expressions=[_c(name, "o"), _s("")])
+            fallback = [_c(name, "o"), _s("")] if outbox else [_s("")]
+            return exp.Coalesce(this=exp.Nullif(this=_c(name, "l"), expression=_s("")), expressions=fallback)
+
+        def planned(name: str) -> exp.Expr:
+            return exp.Coalesce(this=_c(name, "o"), expressions=[_s("")]) if outbox else _s("")
 
         inner = exp.select(
             _as(_c("key_", "l"), "message_key"), _as(self.customer(_c("customer_id", "l")), "customer"),
-            _as(_c("campaign_id", "l"), "campaign_id"),
-            _as(exp.Coalesce(this=_c("variant", "o"), expressions=[_s("")]), "variant"),
-            _as(exp.Coalesce(this=_c("step", "o"), expressions=[_s("")]), "step"),
+            _as(_c("campaign_id", "l"), "campaign_id"), _as(planned("variant"), "variant"),
+            _as(planned("step"), "step"),
             _as(carried("channel"), "channel"), _as(carried("kind"), "kind"), _as(sent_us, "sent_us"),
             _as(_c("cost", "l"), "cost"), _as(_c("state", "l"), "state"), _as(_c("chain_index", "l"), "chain_index"),
             *self.segment(self.customer(_c("customer_id", "l"))),
-        ).from_(_table(self.tables.sends, "l")).join(
-            _table(self.tables.outbox, "o"), on=exp.EQ(this=_c("key_", "o"), expression=_c("key_", "l")), join_type="left",
-        ).join(_sub(first, "f"), on=exp.EQ(this=_c("message_key", "f"), expression=_c("key_", "l")), join_type="left",
-               ).where(exp.and_(exp.In(this=_c("state", "l"), expressions=[_s(s) for s in _SENT_STATES]),
-                                *self._campaigns(_c("campaign_id", "l"))))
+        ).from_(_table(self.tables.sends, "l"))
+        if outbox:
+            inner = inner.join(_table(self.tables.outbox, "o"), on=exp.EQ(this=_c("key_", "o"), expression=_c("key_", "l")),
+                               join_type="left")
+        inner = inner.join(_sub(first, "f"), on=exp.EQ(this=_c("message_key", "f"), expression=_c("key_", "l")),
+                           join_type="left").where(exp.and_(
+                               exp.In(this=_c("state", "l"), expressions=[_s(s) for s in _SENT_STATES]),
+                               *self._campaigns(_c("campaign_id", "l"))))
         return exp.select("*").from_(_sub(inner, "sb")).where(
             exp.and_(self._range(_c("sent_us", "sb"), upper=self.hi_us),
                      exp.LT(this=_c("sent_us", "sb"), expression=_n(self.now_us))))
@@ -302,8 +318,9 @@ def sql_figures(
         _sqlite_functions(source)
     r = _Relations(shop, ids, lo, hi, now, policy, segments)
     quirks = r.quirks
+    outbox = bool({"variant", "step"} & set(dims)) or bool(source.fetch(r.ledger_lacks_channels())[0][0])
     queries = attribution_queries(
-        sends=_sub(r.sends(), "s"), clicks=_sub(r.clicks(), "k0"), events=_sub(r.conversion_events(), "e"),
+        sends=_sub(r.sends(outbox=outbox), "s"), clicks=_sub(r.clicks(), "k0"), events=_sub(r.conversion_events(), "e"),
         members=_sub(r.decisions(), "m0"), dialect=quirks, policy=policy, by=dims, now_us=r.now_us,
         send_extra=("state", "chain_index"),
         member_extra=("step", "message_key", "channel", "kind", *(("segment",) if segments is not None else ())))
