@@ -42,10 +42,10 @@ from sqlglot import exp
 from shopcrm.campaigns._policy import MessagingPolicy, in_global_control
 from shopcrm.measurement import AttributionPolicy, conversions
 from shopcrm.measurement.stats import Lift, RevenueStats, SampleRatioMismatch
+from shopcrm.sources._event_values import SQLITE_SHA, event_property, register_sqlite_functions
 from shopcrm.timeline import to_utc_naive
 
 if TYPE_CHECKING:
-    from shopcrm.compiler._dialects import Dialect
     from shopcrm.shop import Shop
     from shopcrm.sources._base import Source
 
@@ -57,10 +57,6 @@ __all__ = [
 _SPAN = 2 ** 64
 #: the engines whose own SHA-256 the query uses (SQLite through a function registered on the connection)
 SQL_HASH_DIALECTS = ("duckdb", "postgres", "mysql", "spark", "sqlite")
-_SQLITE_SHA = "shopcrm_sha256"
-_SQLITE_NUMBER = "shopcrm_revenue"
-#: a number as Python's float() reads it (no 'nan', 'inf' or underscores: those are revenue 0, like text)
-_NUMBER = r"^[+-]?([0-9]+[.]?[0-9]*|[.][0-9]+)([eE][+-]?[0-9]+)?$"
 _SENT_STATES = ("sent", "delivered")
 _EXTRA_NOTE = "the intervals and the sample-ratio test need scipy and statsmodels: pip install 'shopcrm[measurement]'"
 
@@ -226,40 +222,10 @@ def _sha_hex16(dialect: str, text: exp.Expression) -> exp.Expression:
     elif dialect in ("mysql", "spark"):
         digest = exp.Lower(this=_fn("SHA2", text, exp.Literal.number(256)))
     elif dialect == "sqlite":
-        digest = _fn(_SQLITE_SHA, text)
+        digest = _fn(SQLITE_SHA, text)
     else:  # pragma: no cover - guarded by the caller
         raise ValueError(f"no SHA-256 in SQL for {dialect!r}")
     return _fn("substr", digest, exp.Literal.number(1), exp.Literal.number(16))
-
-
-def _number(quirks: Dialect, dialect: str, value: exp.Expression, numeric: bool) -> exp.Expression:
-    """A revenue value as a double: numbers as they are, numeric text parsed, anything else NULL (counted 0)."""
-    if numeric:
-        return quirks.to_double(value)
-    if dialect == "sqlite":
-        return _fn(_SQLITE_NUMBER, value)
-    text = exp.Trim(this=quirks.to_text(value))
-    pattern = exp.Literal.string(_NUMBER)
-    if dialect == "mysql":  # MariaDB has no REGEXP_LIKE
-        test: exp.Expression = exp.GT(this=_fn("REGEXP_INSTR", text, pattern), expression=exp.Literal.number(0))
-    else:
-        test = exp.RegexpLike(this=text, expression=pattern)
-    return exp.Case(ifs=[exp.If(this=test, true=quirks.to_double(text.copy()))])
-
-
-def _property(quirks: Dialect, dialect: str, source: Source, name: str, *, number: bool) -> exp.Expression:
-    """A conversion property from its own column (when not NULL), else from a JSON ``properties`` column."""
-    table = source.schema().events
-    parts: list[exp.Expression] = []
-    if table.has(name):
-        numeric = table.type_of(name).is_numeric
-        parts.append(_number(quirks, dialect, _col(name), numeric) if number else quirks.to_text(_col(name)))
-    if table.has("properties") and name != "properties":
-        text = quirks.json_text(_col("properties"), name)
-        parts.append(_number(quirks, dialect, text, False) if number else text)
-    if not parts:
-        return exp.null()
-    return parts[0] if len(parts) == 1 else exp.Coalesce(this=parts[0], expressions=parts[1:])
 
 
 def _outcome_cte(source: Source, policy: AttributionPolicy, since: datetime, end: datetime) -> exp.Select:
@@ -269,9 +235,9 @@ def _outcome_cte(source: Source, policy: AttributionPolicy, since: datetime, end
     dialect = source.dialect
     quirks = dialect_for(dialect)
     ts = quirks.timestamp_column(_col("ts"))
-    revenue = exp.Coalesce(this=_property(quirks, dialect, source, policy.revenue_property, number=True),
+    revenue = exp.Coalesce(this=event_property(quirks, dialect, source, policy.revenue_property, number=True),
                            expressions=[exp.Literal.number(0)])
-    order = exp.Nullif(this=_property(quirks, dialect, source, policy.order_property, number=False),
+    order = exp.Nullif(this=event_property(quirks, dialect, source, policy.order_property, number=False),
                        expression=exp.Literal.string(""))
     events = exp.select(
         exp.alias_(_col("customer_id"), "customer_id", quoted=True), exp.alias_(ts, "ts", quoted=True),
@@ -334,27 +300,6 @@ def group_query(source: Source, messaging: MessagingPolicy, policy: AttributionP
         .group_by(_col("g", "m")))
 
 
-def _sqlite_functions(source: Source) -> bool:
-    """Register SHA-256 and the revenue parser on a SQLite connection; False when there is none to register on."""
-    import hashlib
-
-    from shopcrm.measurement._attribution import _revenue
-
-    connection = getattr(source, "connection", None)
-    if connection is None or not hasattr(connection, "create_function"):
-        return False
-
-    def sha(value: Any) -> str | None:
-        return None if value is None else hashlib.sha256(str(value).encode()).hexdigest()
-
-    def number(value: Any) -> float | None:
-        return None if value is None else _revenue(value)
-
-    connection.create_function(_SQLITE_SHA, 1, sha, deterministic=True)
-    connection.create_function(_SQLITE_NUMBER, 1, number, deterministic=True)
-    return True
-
-
 def _stats(n: Any, converted: Any, total: Any, squares: Any) -> GroupOutcome:
     return GroupOutcome(int(n or 0), int(converted or 0),
                         RevenueStats(int(n or 0), float(total or 0.0), max(0.0, float(squares or 0.0))))
@@ -368,7 +313,7 @@ def group_outcomes(source: Source, messaging: MessagingPolicy, policy: Attributi
                    end: datetime, *, method: str | None = None) -> tuple[GroupOutcome, GroupOutcome, str]:
     """``(control, rest, method)`` over ``source``: the hash in SQL where the engine has SHA-256 (``"sql"``), else
     the ids hashed in Python (``"python"``).  ``method`` forces one (tests compare them)."""
-    registered = source.dialect == "sqlite" and _sqlite_functions(source)
+    registered = source.dialect == "sqlite" and register_sqlite_functions(source)
     use_sql = source.dialect in SQL_HASH_DIALECTS and (source.dialect != "sqlite" or registered)
     if method is None:
         method = "sql" if use_sql else "python"

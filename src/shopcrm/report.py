@@ -1,10 +1,12 @@
 """The campaign report: what a campaign's messages did, read from the shop's store (``shop.report(...)``).
 
-The shell around :mod:`shopcrm.measurement`: it reads the sends (the ledger's ``sent`` and ``delivered`` rows, their
-``message_sent`` times, variant and step from the outbox), the clicks (``message_clicked`` events) and the
-conversion events in a few set-based queries, hands them to the pure reference
-:func:`shopcrm.measurement.attribute`, and adds the funnel (planned, held out, delivered, failed, fallen back), the
-fatigue figure and the holdout lift.  The figures' meaning is the contract's (``docs/measurement.md``).
+The shell around :mod:`shopcrm.measurement`.  The figures (:class:`Figures`) come from the shop's engine where the
+library's tables share its database (:mod:`shopcrm.report_sql`: the compiled attribution of
+:mod:`shopcrm.measurement._sql`), else from the pure reference: the sends (the ledger's ``sent`` and ``delivered``
+rows, their ``message_sent`` times, variant and step from the outbox), the clicks and the conversion events read into
+Python and handed to :func:`shopcrm.measurement.attribute`.  This module turns either into the rows (the funnel,
+the ratios, the fatigue figure), the holdout lift and the A/B tests.  The figures' meaning is the contract's
+(``docs/measurement.md``).
 
 Choices this module makes (also in ``docs/measurement.md``, "The campaign report"):
 

@@ -21,8 +21,9 @@ from sqlglot import exp
 
 from shopcrm.compiler._dialects import Dialect, dialect_for
 from shopcrm.measurement import AttributionPolicy, Outcome, Summary
-from shopcrm.measurement._sql import SUMMARY_COLUMNS, _c, _n, _ref, _s, _sub, attribution_queries
+from shopcrm.measurement._sql import SUMMARY_COLUMNS, _c, _n, _ref, _s, _sub, _with, attribution_queries
 from shopcrm.measurement._sql import _alias as _as
+from shopcrm.sources._event_values import event_property, register_sqlite_functions
 
 if TYPE_CHECKING:
     from shopcrm.report import Figures, SegmentLabels
@@ -196,14 +197,12 @@ class _Relations:
 
     def conversion_events(self) -> exp.Select:
         """``customer, ts_us, revenue, order_id`` of the conversion events from ``since`` to now."""
-        from shopcrm.program_lift import _property
-
         ts = self.event_us(_c("ts", "e"))
         inner = exp.select(
             _as(_c("customer_id", "e"), "customer"), _as(ts, "ts_us"),
-            _as(_property(self.quirks, self.dialect, self.shop.source, self.policy.revenue_property, number=True),
+            _as(event_property(self.quirks, self.dialect, self.shop.source, self.policy.revenue_property, number=True),
                 "revenue"),
-            _as(_property(self.quirks, self.dialect, self.shop.source, self.policy.order_property, number=False),
+            _as(event_property(self.quirks, self.dialect, self.shop.source, self.policy.order_property, number=False),
                 "order_id"),
         ).from_(self.events.relation("e")).where(exp.EQ(this=_c("event", "e"), expression=_s(self.policy.conversion_event)))
         return exp.select("*").from_(_sub(inner, "ce")).where(self._range(_c("ts_us", "ce"), upper=self.now_us))
@@ -294,13 +293,7 @@ class _Runner:
     def fetch(self, query: exp.Select) -> list[tuple[Any, ...]]:
         if self.staged:
             return list(self.source.fetch(self._rename(query)))
-        return list(self.source.fetch(_with_all(query, self.ctes)))
-
-
-def _with_all(query: exp.Select, ctes: Sequence[tuple[str, exp.Select]]) -> exp.Select:
-    for name, cte in ctes:
-        query = query.with_(name, as_=cte.copy())
-    return query
+        return list(self.source.fetch(_with(query, self.ctes)))
 
 
 def sql_figures(
@@ -308,14 +301,13 @@ def sql_figures(
     policy: AttributionPolicy, fatigue: timedelta, segments: SegmentLabels | None = None,
 ) -> Figures:
     """The report's figures of ``shop`` computed by its engine (see the module's docstring)."""
-    from shopcrm.program_lift import _sqlite_functions
     from shopcrm.report import Figures
 
     source = shop.source
     store = source.campaign_store()
     store.sends(keys=[])  # the library's tables exist (created on first use)
     if source.dialect == "sqlite":
-        _sqlite_functions(source)
+        register_sqlite_functions(source)
     r = _Relations(shop, ids, lo, hi, now, policy, segments)
     quirks = r.quirks
     outbox = bool({"variant", "step"} & set(dims)) or bool(source.fetch(r.ledger_lacks_channels())[0][0])
