@@ -16,6 +16,7 @@ a note saying why.
 from __future__ import annotations
 
 import html
+import importlib
 import math
 import operator
 from collections.abc import Iterable, Mapping, Sequence
@@ -52,52 +53,36 @@ _EXTRA_HINT = (
 )
 
 
-def _scipy_stats() -> Any:
+def _optional(module: str) -> Any:
+    """A module of the ``measurement`` extra, imported when first used; a clear ImportError without it."""
     try:
-        import scipy.stats
+        return importlib.import_module(module)
     except ImportError as error:  # pragma: no cover - depends on the environment
         raise ImportError(_EXTRA_HINT) from error
-    return scipy.stats
+
+
+def _scipy_stats() -> Any:
+    return _optional("scipy.stats")
 
 
 def _scipy_special() -> Any:
-    try:
-        import scipy.special
-    except ImportError as error:  # pragma: no cover
-        raise ImportError(_EXTRA_HINT) from error
-    return scipy.special
+    return _optional("scipy.special")
 
 
 def _sm_proportion() -> Any:
-    try:
-        import statsmodels.stats.proportion
-    except ImportError as error:  # pragma: no cover
-        raise ImportError(_EXTRA_HINT) from error
-    return statsmodels.stats.proportion
+    return _optional("statsmodels.stats.proportion")
 
 
 def _sm_multitest() -> Any:
-    try:
-        import statsmodels.stats.multitest
-    except ImportError as error:  # pragma: no cover
-        raise ImportError(_EXTRA_HINT) from error
-    return statsmodels.stats.multitest
+    return _optional("statsmodels.stats.multitest")
 
 
 def _sm_power() -> Any:
-    try:
-        import statsmodels.stats.power
-    except ImportError as error:  # pragma: no cover
-        raise ImportError(_EXTRA_HINT) from error
-    return statsmodels.stats.power
+    return _optional("statsmodels.stats.power")
 
 
 def _numpy() -> Any:
-    try:
-        import numpy
-    except ImportError as error:  # pragma: no cover
-        raise ImportError(_EXTRA_HINT) from error
-    return numpy
+    return _optional("numpy")
 
 
 # ---------------------------------------------------------------------------------------------
