@@ -118,7 +118,7 @@ class Table:
 
 @attrs.frozen
 class Schema:
-    """The customers and events tables a rule runs on.
+    """The customers and events tables a rule runs on, and the shop's catalog when it has one.
 
     ``customers`` has ``customer_id`` and attribute columns; ``events`` has
     ``customer_id``, ``event``, ``ts`` and property columns (and optionally a JSON
@@ -127,6 +127,12 @@ class Schema:
 
     customers: Table
     events: Table
+    #: the catalog (``product_id``, ``name``, ``category``, ``price``, ``stock``, ``image_url``, ``product_url``,
+    #: ``available``; extra columns allowed), when the shop has one
+    products: Table | None = attrs.field(default=None, kw_only=True)
+    #: the catalog's history: one row per change of a product's state (``product_id``, ``ts`` and the
+    #: ``price`` / ``stock`` / ``available`` it had from ``ts`` on), when the shop keeps one
+    product_history: Table | None = attrs.field(default=None, kw_only=True)
 
     def __attrs_post_init__(self) -> None:
         for column in ("customer_id",):
@@ -141,3 +147,11 @@ class Schema:
                     f"the events table {self.events.name!r} has no {column!r} column; "
                     f"it has {sorted(self.events.columns)}"
                 )
+        for table, required in ((self.products, ("product_id",)), (self.product_history, ("product_id", "ts"))):
+            if table is None:
+                continue
+            for column in required:
+                if not table.has(column):
+                    raise ValueError(
+                        f"the products table {table.name!r} has no {column!r} column; it has {sorted(table.columns)}"
+                    )
