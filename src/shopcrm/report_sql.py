@@ -213,8 +213,8 @@ class _Relations:
         exposure = self.text_us(exp.Coalesce(this=_c("send_at", "ob"), expressions=[_c("due_at", "ob")]))
         inner = exp.select(
             _as(_c("campaign_id", "ob"), "campaign_id"), _as(_c("variant", "ob"), "variant"),
-            _as(_c("step", "ob"), "step"), _as(_c("status", "ob"), "status"), _as(_c("key_", "ob"), "message_key"),
-            _as(_c("channel", "ob"), "channel"), _as(_c("kind", "ob"), "kind"),
+            _as(_c("step", "ob"), "step"), _as(_c("occurrence", "ob"), "occurrence"), _as(_c("status", "ob"), "status"),
+            _as(_c("key_", "ob"), "message_key"), _as(_c("channel", "ob"), "channel"), _as(_c("kind", "ob"), "kind"),
             *self.segment(self.customer(_c("customer_id", "ob"))),
             _as(self.customer(_c("customer_id", "ob")), "customer"), _as(exposure, "exposure_us"),
         ).from_(_table(self.tables.outbox, "ob")).where(exp.and_(
@@ -222,20 +222,39 @@ class _Relations:
             *self._campaigns(_c("campaign_id", "ob"))))
         return exp.select("*").from_(_sub(inner, "dc")).where(self._range(_c("exposure_us", "dc"), upper=self.hi_us))
 
+    def failed_decisions(self) -> exp.Select:
+        """The ledger's failed rows with their planned decision (``shopcrm_f``), in no range yet: the join comes first
+        so that the decisions' instants are read for these few rows only."""
+        carried = {n: exp.Coalesce(this=exp.Nullif(this=_c(n, "l"), expression=_s("")), expressions=[_c(n, "ob")])
+                   for n in ("channel", "kind")}
+        return exp.select(
+            *[_as(_c(n, "ob"), n) for n in ("campaign_id", "variant", "step")],
+            *[_as(value, n) for n, value in carried.items()],
+            *self.segment(self.customer(_c("customer_id", "ob"))),
+            _as(exp.Coalesce(this=_c("send_at", "ob"), expressions=[_c("due_at", "ob")]), "exposure"),
+        ).from_(_table(self.tables.sends, "l")).join(
+            _table(self.tables.outbox, "ob"), on=exp.EQ(this=_c("key_", "ob"), expression=_c("key_", "l")),
+            join_type="inner",
+        ).where(exp.and_(exp.EQ(this=_c("state", "l"), expression=_s("failed")),
+                         exp.EQ(this=_c("status", "ob"), expression=_s("planned")),
+                         *self._campaigns(_c("campaign_id", "ob"))))
+
     def failed(self, dims: Sequence[str]) -> exp.Select:
-        """Failed messages of planned decisions in range (``shopcrm_m``), per cell."""
-        values: dict[str, exp.Expr] = {
-            "variant": _c("variant", "m"), "step": _c("step", "m"), "segment": _c("segment", "m"),
-            "channel": exp.Coalesce(this=exp.Nullif(this=_c("channel", "l"), expression=_s("")), expressions=[_c("channel", "m")]),
-            "kind": exp.Coalesce(this=exp.Nullif(this=_c("kind", "l"), expression=_s("")), expressions=[_c("kind", "m")]),
-        }
-        cell: list[exp.Expr] = [_c("campaign_id", "m"), *[self.quirks.string_equality(values[d]) for d in dims]]  # type: ignore[arg-type]
-        return (exp.select(*cell, exp.Count(this=exp.Star())).from_(_table(self.tables.sends, "l"))
-                .join(_table("shopcrm_m", "m"), on=exp.EQ(this=_c("message_key", "m"), expression=_c("key_", "l")),
-                      join_type="inner")
-                .where(exp.and_(exp.EQ(this=_c("state", "l"), expression=_s("failed")),
-                                exp.EQ(this=_c("status", "m"), expression=_s("planned"))))
+        """Failed messages of planned decisions in range, per cell, from ``shopcrm_f``."""
+        cell: list[exp.Expr] = [_c("campaign_id", "f"), *[self.quirks.string_equality(_c(d, "f")) for d in dims]]  # type: ignore[arg-type]
+        return (exp.select(*cell, exp.Count(this=exp.Star())).from_(_table("shopcrm_f", "f"))
+                .where(self._range(self.text_us(_c("exposure", "f")), upper=self.hi_us))
                 .group_by(*[c.copy() for c in cell]))
+
+    @staticmethod
+    def repeats_possible() -> exp.Select:
+        """How many campaigns of ``shopcrm_m`` have decisions of more than one occurrence or step: only in those can
+        a customer have two decisions (a decision's key is its campaign, occurrence, step and customer)."""
+        many = [exp.GT(this=exp.Count(this=exp.Distinct(expressions=[_c(n, "r")])), expression=_n(1))
+                for n in ("occurrence", "step")]
+        return exp.select(exp.Count(this=exp.Star())).from_(_sub(
+            exp.select(_c("campaign_id", "r")).from_(_table("shopcrm_m", "r")).group_by(_c("campaign_id", "r"))
+            .having(exp.or_(*many)), "rp"))
 
 
 def _text(value: Any) -> Any:
@@ -315,8 +334,8 @@ def sql_figures(
         sends=_sub(r.sends(outbox=outbox), "s"), clicks=_sub(r.clicks(), "k0"), events=_sub(r.conversion_events(), "e"),
         members=_sub(r.decisions(), "m0"), dialect=quirks, policy=policy, by=dims, now_us=r.now_us,
         send_extra=("state", "chain_index"),
-        member_extra=("step", "message_key", "channel", "kind", *(("segment",) if segments is not None else ())))
-    ctes = list(queries.ctes)
+        member_extra=("step", "occurrence", *(("segment",) if segments is not None else ())))
+    ctes = [*queries.ctes, ("shopcrm_f", r.failed_decisions())]
     # the funnel's counts per cell: decisions (planned, held out) and, of the sends, delivered, fallen back and
     # recipients with an opt-out within the fatigue window after one of their sends
     outbox_counts = not set(dims) & {"channel", "kind"}
@@ -355,7 +374,9 @@ def sql_figures(
         summary_rows = run.fetch(queries.bare["summary"])
         daily_rows = run.fetch(queries.bare["daily"])
         # ranking members by exposure is the costliest step of a broadcast's report; skip it when nobody is repeated
-        if run.staged and not run.fetch(queries.bare["repeated_members"])[0][0]:
+        # (certainly so when every campaign has decisions of one occurrence and step; else counted)
+        if run.staged and (not run.fetch(r.repeats_possible())[0][0]
+                           or not run.fetch(queries.bare["repeated_members"])[0][0]):
             member_rows = run.fetch(queries.bare["members_unique"])
         else:
             run.stage("shopcrm_x")
