@@ -241,7 +241,7 @@ class _Relations:
 
     def failed(self, dims: Sequence[str]) -> exp.Select:
         """Failed messages of planned decisions in range, per cell, from ``shopcrm_f``."""
-        cell: list[exp.Expr] = [_c("campaign_id", "f"), *[self.quirks.string_equality(_c(d, "f")) for d in dims]]  # type: ignore[arg-type]
+        cell: list[exp.Expr] = [_c("campaign_id", "f"), *[self.quirks.string_equality(_c(d, "f")) for d in dims]]
         return (exp.select(*cell, exp.Count(this=exp.Star())).from_(_table("shopcrm_f", "f"))
                 .where(self._range(self.text_us(_c("exposure", "f")), upper=self.hi_us))
                 .group_by(*[c.copy() for c in cell]))

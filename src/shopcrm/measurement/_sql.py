@@ -121,9 +121,9 @@ def conversions(events: exp.Expr, dialect: Dialect) -> exp.Select:
     union = exp.select(_c("customer", "r"), _c("ts_us", "r"), _c("revenue", "r")).from_(_sub(ranked, "r")).where(
         exp.or_(exp.Is(this=_c("order_id", "r"), expression=exp.Null()), exp.EQ(this=_c("rank_", "r"), expression=_n(1))))
     # any numbering will do; DuckDB numbers without sorting, which the engines that need an order cannot
-    order = None if dialect.name == "duckdb" else exp.Order(expressions=[
+    numbering = None if dialect.name == "duckdb" else exp.Order(expressions=[
         exp.Ordered(this=_c("customer", "u")), exp.Ordered(this=_c("ts_us", "u")), exp.Ordered(this=_c("revenue", "u"))])
-    number = exp.Window(this=exp.RowNumber(), order=order)
+    number = exp.Window(this=exp.RowNumber(), order=numbering)
     return exp.select(_alias(number, "conv_id"), _c("customer", "u"), _c("ts_us", "u"), _c("revenue", "u")).from_(
         _sub(union, "u"))
 
