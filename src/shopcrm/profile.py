@@ -11,7 +11,7 @@ import attrs
 
 from shopcrm.lifecycle import LifecyclePolicy, LifecycleRow
 
-__all__ = ["CartItem", "CustomerProfile", "current_cart"]
+__all__ = ["CartItem", "CustomerProfile", "current_cart", "current_wishlist"]
 
 
 def esc(value: object) -> str:
@@ -43,6 +43,27 @@ def current_cart(events: Sequence[Mapping[str, Any]], policy: LifecyclePolicy, r
                 items.clear()
             else:
                 items.pop(product, None)
+    return sorted(items.values(), key=lambda item: item.added_at, reverse=True)
+
+
+def current_wishlist(
+    events: Sequence[Mapping[str, Any]], *, added_event: str = "wishlist_added", removed_event: str = "wishlist_removed",
+    order_event: str = "order_completed",
+) -> list[CartItem]:
+    """The wishlist from a customer's events (oldest first), newest first: a product stays from its
+    ``wishlist_added`` until a ``wishlist_removed`` or an order *of that product* (bought, it is no longer wished
+    for); an order without a product id leaves the wishlist as it is, unlike the cart, which it empties.  A re-add
+    restarts the item (its ``added_at`` is the latest add)."""
+    items: dict[Any, CartItem] = {}
+    for event in sorted(events, key=lambda e: e["ts"]):
+        name, product = event.get("event"), event.get("product_id")
+        if product is None:
+            continue
+        if name == added_event:
+            details = {k: v for k, v in event.items() if v is not None and k not in ("customer_id", "event", "ts")}
+            items[product] = CartItem(product, event["ts"], details)
+        elif name in (removed_event, order_event):
+            items.pop(product, None)
     return sorted(items.values(), key=lambda item: item.added_at, reverse=True)
 
 
