@@ -314,13 +314,14 @@ class Shop:
 
         from shopcrm.compiler._dialects import dialect_for
         from shopcrm.products import SITUATION_COLUMNS, SITUATIONS, situations_query
+        from shopcrm.products._sql import history_relation
 
         schema = self.source.schema()
         if schema.product_history is None:
             raise ValueError("this shop keeps no product history; load products (shop.load_products) or map the "
                              "shop's history table (Mapping(product_history=ProductHistoryMap(...)))")
         products = schema.products.relation if schema.products is not None and schema.products.has("name") else None
-        query = situations_query(schema.events.relation, schema.product_history.relation, now=to_utc_naive(now),
+        query = situations_query(schema.events.relation, history_relation(schema.product_history), now=to_utc_naive(now),
                                  dialect=dialect_for(self.source.dialect), policy=policy, products=products,
                                  names=names or SITUATIONS)
         ordered = exp.select("*").from_(query.subquery("shopcrm_situations")).order_by(

@@ -31,7 +31,7 @@ from shopcrm.products._situations import (
 )
 from shopcrm.schema import ColumnType, Schema, Table
 
-__all__ = ["SituationEvents", "situation_schema", "situations_query"]
+__all__ = ["SituationEvents", "history_relation", "situation_schema", "situations_query"]
 
 #: a relation under an alias: ``Table.relation``, or ``lambda a: exp.to_table("t").as_(a)``
 Relation = Callable[[str], exp.Expression]
@@ -233,6 +233,19 @@ def situations_query(
     return query
 
 
+def history_relation(table: Table) -> Relation:
+    """The history table as :func:`situations_query` reads it: a state column the table lacks reads as NULL."""
+    if all(table.has(c) for c in ("price", "stock", "available")):
+        return table.relation
+
+    def relation(alias: str) -> exp.Expression:
+        columns = [_as(_c(c, "h0") if table.has(c) else exp.Null(), c)
+                   for c in ("product_id", "ts", "price", "stock", "available")]
+        return exp.select(*columns).from_(table.relation("h0")).subquery(alias)
+
+    return relation
+
+
 _DERIVED_TYPES = {"price": ColumnType.FLOAT, "old_price": ColumnType.FLOAT, "new_price": ColumnType.FLOAT,
                   "percent": ColumnType.FLOAT, "stock": ColumnType.INTEGER, "name": ColumnType.STRING}
 
@@ -254,7 +267,7 @@ class SituationEvents(Table):
     def relation(self, alias: str) -> exp.Expression:
         d = dialect_for(self.dialect)
         products = self.products.relation if self.products is not None and self.products.has("name") else None
-        derived = situations_query(self.events.relation, self.history.relation, now=self.now, dialect=d,
+        derived = situations_query(self.events.relation, history_relation(self.history), now=self.now, dialect=d,
                                    policy=self.policy, products=products, names=self.names)
         own = list(self.events.columns)
         shop = exp.select(*[_as(_c(n, "e0"), n) for n in own], *[
@@ -270,12 +283,15 @@ def situation_schema(
 ) -> Schema:
     """``schema`` whose events include the product situations among ``names`` (the event names a rule or a
     trigger reads), when the shop keeps a product history; otherwise ``schema`` itself."""
-    wanted = tuple(n for n in SITUATIONS if n in set(names))
+    given = set(names)
+    if isinstance(schema.events, SituationEvents):  # already read with situations: add the ones missing
+        given |= set(schema.events.names)
+        if given <= set(schema.events.names):
+            return schema
+        schema = attrs.evolve(schema, events=schema.events.events)
+    wanted = tuple(n for n in SITUATIONS if n in given)
     history = schema.product_history
-    if not wanted or history is None or isinstance(schema.events, SituationEvents) or not schema.events.has("product_id"):
-        return schema
-    missing = [c for c in ("price", "stock", "available") if not history.has(c)]
-    if missing:
+    if not wanted or history is None or not schema.events.has("product_id"):
         return schema
     columns = dict(schema.events.columns)
     for name in SITUATION_COLUMNS:
