@@ -156,10 +156,14 @@ class DBAPISource(Transactions, Source):
         (:class:`shopcrm.errors.MappingError` when they do not fit)."""
         if self._schema is None:
             customers, events = self._columns(self.customers_table), self._columns(self.events_table)
+            products, history = (self._columns(t.table) for t in self.mapping.product_tables())
+            explicit = self.mapping.products is not None and not products or (
+                self.mapping.product_history is not None and not history)
             self._schema = resolve(
                 self.mapping, customers, events, kind_of=column_type, types=self.types,
-                tables=self._tables() if not customers or not events else (),
+                tables=self._tables() if not customers or not events or explicit else (),
                 where=f"this {self.dialect} connection", compare_ids=self.dialect != "sqlite",
+                products=products, product_history=history,
             )
         return self._schema
 

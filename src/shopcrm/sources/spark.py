@@ -43,9 +43,11 @@ class SparkSource(Source):
     def schema(self) -> Schema:
         if self._schema is None:
             customers, events = self._columns(self.customers_table), self._columns(self.events_table)
+            products, history = (self._columns(t.table) for t in self.mapping.product_tables())
             tables = [t.name for t in self.spark.catalog.listTables()] if not customers or not events else []
             self._schema = resolve(
-                self.mapping, customers, events, kind_of=column_type, tables=tables, where="this Spark session"
+                self.mapping, customers, events, kind_of=column_type, tables=tables, where="this Spark session",
+                products=products, product_history=history,
             )
         return self._schema
 
