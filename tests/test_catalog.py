@@ -36,7 +36,8 @@ def shop() -> Shop:
 
 
 def test_a_product_loaded_again_replaces_its_row_and_only_changes_enter_the_history(shop: Shop) -> None:
-    assert shop.schema.products is None and shop.schema.product_history is None
+    assert shop.schema.products is None
+    assert shop.schema.product_history is None
     shop.load_products(pa.table({"product_id": ["P1", "P2"], "name": ["머그", "컵"], "price": [10000, 5000],
                                  "stock": [3, 0], "available": [True, True]}), at=T0)
     shop.load_products([{"product_id": "P1", "name": "머그컵", "price": 10000, "stock": 3, "available": True},
@@ -51,8 +52,10 @@ def test_a_product_loaded_again_replaces_its_row_and_only_changes_enter_the_hist
         ("P2", T0, 5000.0, 0, True), ("P2", T0 + timedelta(hours=2), 4500.0, 0, True),
         ("P3", T0 + timedelta(hours=1), 7000.0, 9, None),
     ]
-    assert shop.schema.products is not None and shop.schema.products.has("image_url") is False
-    assert shop.schema.product_history is not None and shop.schema.product_history.has("stock")
+    assert shop.schema.products is not None
+    assert shop.schema.products.has("image_url") is False
+    assert shop.schema.product_history is not None
+    assert shop.schema.product_history.has("stock")
 
 
 def test_a_change_at_the_same_instant_replaces_that_history_row(shop: Shop) -> None:
@@ -77,7 +80,7 @@ def test_bad_catalog_data_is_refused_whole_with_what_to_do(shop: Shop) -> None:
         shop.load_product_history([{"product_id": "P1", "ts": T0, "price": 5}])
     with pytest.raises(LoadError, match=r"unique within one load.*'P7 at"):
         shop.load_product_history([{"product_id": "P7", "ts": T0, "price": 5}, {"product_id": "P7", "ts": T0, "price": 6}])
-    with pytest.raises(LoadError, match="product_history.stock holds BIGINT values"):
+    with pytest.raises(LoadError, match=r"product_history\.stock holds BIGINT values"):
         shop.load_product_history([{"product_id": "P7", "ts": T0, "stock": 1.5}])
     assert shop.products().column("product_id").to_pylist() == ["P1"]
     assert _history(shop) == [("P1", T0, 100.0, 1, None)]
@@ -195,7 +198,8 @@ def test_a_db_api_shop_maps_its_own_catalog_tables(tmp_path: Any) -> None:
     assert [(r["ts"], r["old_price"], r["new_price"], r["name"]) for r in drop] == [
         ("2026-11-21 00:00:00", 10000.0, 9000.0, "머그")]  # exactly 10% below counts; one per cart stay
     reopened = Shop.from_dbapi(con, dialect="sqlite")  # the saved mapping names the catalog too
-    assert reopened.schema.product_history is not None and reopened.schema.product_history.name == "item_changes"
+    assert reopened.schema.product_history is not None
+    assert reopened.schema.product_history.name == "item_changes"
     with pytest.raises(MappingError, match="no table 'goods'"):
         Shop.from_dbapi(con, dialect="sqlite", mapping=Mapping(products=ProductsMap("goods")))
     with pytest.raises(MappingError, match="no column 'price_krw'"):
@@ -205,10 +209,12 @@ def test_a_db_api_shop_maps_its_own_catalog_tables(tmp_path: Any) -> None:
 def test_a_db_api_shop_reads_tables_named_like_the_library_without_a_mapping(tmp_path: Any) -> None:
     con = _sqlite_shop(str(tmp_path / "plain.db"), own_names=False)
     shop = Shop.from_dbapi(con, dialect="sqlite")
-    assert shop.schema.products is not None and shop.schema.products.name == "products"
+    assert shop.schema.products is not None
+    assert shop.schema.products.name == "products"
     assert shop.members({"performed": "cart_item_price_dropped"}, now=datetime(2026, 11, 23)) == ["c1"]
     con.execute("DROP TABLE product_history")
     con.execute("DROP TABLE products")
     bare = Shop.from_dbapi(con, dialect="sqlite")
-    assert bare.schema.products is None and bare.schema.product_history is None
+    assert bare.schema.products is None
+    assert bare.schema.product_history is None
     assert bare.members({"performed": "cart_item_price_dropped"}, now=datetime(2026, 11, 23)) == []

@@ -11,8 +11,10 @@ from typing import Any
 
 import attrs
 from hypothesis import strategies as st
+from sqlglot import exp
 
-from shopcrm.products import ProductSituations, product_situations
+from shopcrm.compiler._dialects import dialect_for
+from shopcrm.products import ProductSituations, product_situations, situations_query
 from shopcrm.timeline import to_utc_naive
 
 T0 = datetime(2026, 3, 1, 9, 0, 0)
@@ -73,10 +75,20 @@ def normalize(rows: Any) -> list[tuple[Any, ...]]:
     for row in rows:
         customer, event, ts, product, price, old, new, percent, stock, name = row
         number = [None if v is None else float(v) for v in (price, old, new)]
-        out.append((str(customer), event, to_utc_naive(ts) if not isinstance(ts, str) else to_utc_naive(ts), str(product),
+        out.append((str(customer), event, to_utc_naive(ts), str(product),
                     *number, None if percent is None else round(float(percent), 9),
                     None if stock is None else int(stock), name))
     return sorted(out, key=lambda r: tuple((x is None, str(x)) for x in r))
+
+
+def situations_sql(case: Case, dialect: str, prefix: str = "") -> str:
+    """The situations query over tables ``{prefix}events``, ``{prefix}history`` and ``{prefix}products``."""
+    def table(name: str) -> Any:
+        return lambda alias: exp.to_table(f"{prefix}{name}").as_(alias)
+
+    query = situations_query(table("events"), table("history"), now=case.now, dialect=dialect_for(dialect),
+                             policy=case.policy, products=table("products") if case.products else None)
+    return query.sql(dialect=dialect)
 
 
 def check(fetch: Callable[[str], Sequence[Sequence[Any]]], sql: str, case: Case) -> None:

@@ -10,11 +10,9 @@ from typing import Any
 import duckdb
 import pytest
 from hypothesis import HealthCheck, given, settings
-from sqlglot import exp
 
-from products.situation_histories import Case, at, cases, check
-from shopcrm.compiler._dialects import dialect_for
-from shopcrm.products import ProductSituations, product_situations, situations_query
+from products.situation_histories import Case, at, cases, check, situations_sql
+from shopcrm.products import ProductSituations, product_situations
 
 
 def _load(con: Any, case: Case) -> None:
@@ -26,15 +24,6 @@ def _load(con: Any, case: Case) -> None:
         rows = case.rows(table)
         if rows:
             con.executemany(f"INSERT INTO {table} VALUES ({', '.join('?' * width)})", rows)
-
-
-def situations_sql(case: Case, dialect: str, prefix: str = "") -> str:
-    def table(name: str) -> Any:
-        return lambda alias: exp.to_table(f"{prefix}{name}").as_(alias)
-
-    query = situations_query(table("events"), table("history"), now=case.now, dialect=dialect_for(dialect),
-                             policy=case.policy, products=table("products") if case.products else None)
-    return query.sql(dialect=dialect)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
-from typing import Any
 
 import attrs
 from sqlglot import exp
@@ -25,7 +24,6 @@ from shopcrm.products._situations import (
     CART_PRICE_DROPPED,
     SITUATION_COLUMNS,
     SITUATIONS,
-    WISHLIST_BACK_IN_STOCK,
     WISHLIST_LOW_STOCK,
     ProductSituations,
 )
@@ -52,11 +50,14 @@ def _n(value: float) -> exp.Expression:
 
 
 def _as(expression: exp.Expression, name: str) -> exp.Expression:
-    return exp.alias_(expression, name, quoted=True)
+    return exp.Alias(this=expression, alias=exp.to_identifier(name, quoted=True))
 
 
 def _and(*parts: exp.Expression) -> exp.Expression:
-    return exp.and_(*parts, copy=False)
+    out = parts[0]
+    for part in parts[1:]:
+        out = exp.And(this=out, expression=part)
+    return out
 
 
 def _not_null(value: exp.Expression) -> exp.Expression:

@@ -157,7 +157,7 @@ class DBAPISource(Transactions, Source):
         if self._schema is None:
             customers, events = self._columns(self.customers_table), self._columns(self.events_table)
             products, history = (self._columns(t.table) for t in self.mapping.product_tables())
-            explicit = self.mapping.products is not None and not products or (
+            explicit = (self.mapping.products is not None and not products) or (
                 self.mapping.product_history is not None and not history)
             self._schema = resolve(
                 self.mapping, customers, events, kind_of=column_type, types=self.types,
