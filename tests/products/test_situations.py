@@ -100,3 +100,22 @@ def test_the_policy_refuses_meaningless_thresholds() -> None:
         ProductSituations(price_drop_percent=0)
     with pytest.raises(ValueError, match="low_stock"):
         ProductSituations(low_stock=0)
+
+
+@settings(max_examples=200, deadline=None)
+@given(case=cases())
+def test_the_wishlist_holds_what_a_wishlist_situation_can_still_fire_for(case: Case) -> None:
+    """current_wishlist and the situations agree on stays: a product is in the wishlist at the end iff its latest
+    stay has not ended, so a back-in-stock row after every event reaches exactly the wishlist's holders."""
+    from datetime import timedelta
+
+    from shopcrm.profile import current_wishlist
+
+    late = max([e["ts"] for e in case.events], default=at(0)) + timedelta(minutes=1)
+    history = [{"product_id": p, "ts": at(-2), "price": 1.0, "stock": 0, "available": True} for p in ("p1", "p2")]
+    history += [{"product_id": p, "ts": late, "price": 1.0, "stock": 9, "available": True} for p in ("p1", "p2")]
+    fired = {(r["customer_id"], r["product_id"]) for r in product_situations(
+        case.events, history, now=late + timedelta(minutes=1), names=["wishlist_item_back_in_stock"])}
+    held = {(c, item.product_id) for c in ("c1", "c2", "c3")
+            for item in current_wishlist([e for e in case.events if e["customer_id"] == c])}
+    assert fired == held
