@@ -218,3 +218,10 @@ def test_a_db_api_shop_reads_tables_named_like_the_library_without_a_mapping(tmp
     assert bare.schema.products is None
     assert bare.schema.product_history is None
     assert bare.members({"performed": "cart_item_price_dropped"}, now=datetime(2026, 11, 23)) == []
+
+
+def test_a_catalog_without_stock_leaves_the_history_stock_as_it_was(shop: Shop) -> None:
+    shop.load_product_history([{"product_id": "P1", "ts": T0, "price": 100, "stock": 4, "available": True}])
+    shop.load_products([{"product_id": "P1", "name": "머그"}], at=T0 + timedelta(hours=1))  # no state at all
+    shop.load_products([{"product_id": "P1", "name": "머그", "price": 90}], at=T0 + timedelta(hours=2))
+    assert _history(shop) == [("P1", T0, 100.0, 4, True), ("P1", T0 + timedelta(hours=2), 90.0, 4, True)]

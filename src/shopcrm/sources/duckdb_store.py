@@ -476,15 +476,15 @@ class DuckDBSource(Transactions, Source):
             self.con.execute(f'CREATE TABLE "{HISTORY}" (product_id {id_type}, ts TIMESTAMP, '
                              + ", ".join(f'"{c}" {k}' for c, k in _STATE.items()) + ")")
         catalog = self._columns(PRODUCTS)
-        state = ", ".join(f'CAST(p."{c}" AS {k}) AS "{c}"' if c in catalog else f'CAST(NULL AS {k}) AS "{c}"'
-                          for c, k in _STATE.items())
-        changed = " OR ".join(f'n."{c}" IS DISTINCT FROM h."{c}"' for c in _STATE)
+        kept = [c for c in _STATE if c in catalog]  # a state the catalog does not hold carries over from the history
+        state = ", ".join(f'CAST(p."{c}" AS {k}) AS "{c}"' if c in kept else f'h."{c}" AS "{c}"' for c, k in _STATE.items())
+        changed = " OR ".join([f'CAST(p."{c}" AS {_STATE[c]}) IS DISTINCT FROM h."{c}"' for c in kept] or ["FALSE"])
         latest = (f'SELECT product_id, ts, {", ".join(chr(34) + c + chr(34) for c in _STATE)} FROM "{HISTORY}" '
                   "QUALIFY row_number() OVER (PARTITION BY product_id ORDER BY ts DESC) = 1")
         self.con.execute(
-            f"CREATE OR REPLACE TEMP TABLE shopcrm_changed AS SELECT n.*, h.ts AS latest FROM "
-            f'(SELECT p.product_id, {state} FROM "{PRODUCTS}" p WHERE p.product_id IN (SELECT product_id FROM ({view}))) n '
-            f"LEFT JOIN ({latest}) h ON h.product_id = n.product_id WHERE h.product_id IS NULL OR {changed}"
+            f"CREATE OR REPLACE TEMP TABLE shopcrm_changed AS SELECT p.product_id, {state}, h.ts AS latest "
+            f'FROM "{PRODUCTS}" p LEFT JOIN ({latest}) h ON h.product_id = p.product_id '
+            f"WHERE p.product_id IN (SELECT product_id FROM ({view})) AND (h.product_id IS NULL OR {changed})"
         )
         try:
             self.con.execute(f'DELETE FROM "{HISTORY}" WHERE ts = ? AND product_id IN '
