@@ -197,7 +197,12 @@ def test_a_db_api_shop_maps_its_own_catalog_tables(tmp_path: Any) -> None:
     drop = shop.product_situations(now=now, names=["cart_item_price_dropped"]).to_pylist()
     assert [(r["ts"], r["old_price"], r["new_price"], r["name"]) for r in drop] == [
         ("2026-11-21 00:00:00", 10000.0, 9000.0, "머그")]  # exactly 10% below counts; one per cart stay
+    from shopcrm import ProductSituations
+
+    shop.product_situations_policy = ProductSituations(price_drop_percent=25)  # 20% is not enough any more
+    assert shop.members({"performed": "cart_item_price_dropped"}, now=now) == []
     reopened = Shop.from_dbapi(con, dialect="sqlite")  # the saved mapping names the catalog too
+    assert reopened.members({"performed": "cart_item_price_dropped"}, now=now) == []  # and the thresholds
     assert reopened.schema.product_history is not None
     assert reopened.schema.product_history.name == "item_changes"
     with pytest.raises(MappingError, match="no table 'goods'"):
@@ -225,3 +230,28 @@ def test_a_catalog_without_stock_leaves_the_history_stock_as_it_was(shop: Shop) 
     shop.load_products([{"product_id": "P1", "name": "머그"}], at=T0 + timedelta(hours=1))  # no state at all
     shop.load_products([{"product_id": "P1", "name": "머그", "price": 90}], at=T0 + timedelta(hours=2))
     assert _history(shop) == [("P1", T0, 100.0, 4, True), ("P1", T0 + timedelta(hours=2), 90.0, 4, True)]
+
+
+def test_the_shop_s_thresholds_apply_to_rules_and_are_saved_with_it(tmp_path: Any) -> None:
+    from shopcrm import ProductSituations
+
+    path = tmp_path / "shop.duckdb"
+    with Shop.open(path) as stored:
+        stored.load_customers([{"customer_id": "c1"}])
+        stored.load_products([{"product_id": "P1", "price": 10000, "stock": 10}], at=T0 - timedelta(days=3))
+        stored.load_events([{"customer_id": "c1", "event": "cart_added", "ts": T0 - timedelta(days=2), "product_id": "P1"}])
+        stored.load_products([{"product_id": "P1", "price": 8500, "stock": 10}], at=T0 - timedelta(days=1))
+        dropped = {"performed": "cart_item_price_dropped"}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UnseenEventWarning)
+            assert stored.members(dropped, now=T0) == ["c1"]  # 15% >= the default 10%
+            stored.product_situations_policy = ProductSituations(price_drop_percent=20)
+            assert stored.members(dropped, now=T0) == []
+            assert stored.product_situations(now=T0).num_rows == 0
+    with Shop.open(path) as reopened, warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnseenEventWarning)
+        assert reopened.product_situations_policy == ProductSituations(price_drop_percent=20)
+        assert reopened.members(dropped, now=T0) == []
+        reopened.product_situations_policy = ProductSituations(price_drop_percent=15)
+        assert reopened.members(dropped, now=T0) == ["c1"]  # exactly 15% counts
+        assert reopened.product_situations(now=T0).column("percent").to_pylist() == [15.0]

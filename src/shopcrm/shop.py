@@ -38,6 +38,7 @@ from shopcrm.timeline import to_utc_naive
 if TYPE_CHECKING:  # issue 12: checks
     from shopcrm.checks import CheckReport, SeenEvent
     from shopcrm.measurement import AttributionPolicy  # issue 13: attribution
+    from shopcrm.products import ProductSituations  # issue 14: the catalog
     from shopcrm.program_lift import ProgramLift  # issue 13: the programme's lift
     from shopcrm.report import CampaignReport  # issue 13: the campaign report
 
@@ -305,11 +306,28 @@ class Shop:
             exp.column("product_id", table="p", quoted=True))
         return self.source.fetch_arrow(query, names)
 
+    @property
+    def product_situations_policy(self) -> ProductSituations:
+        """The thresholds of the product situations that rules and scenario triggers read (price drop percent,
+        low stock); assigning one saves it with the shop (a Spark shop keeps it for this Shop object)."""
+        from shopcrm.products import ProductSituations
+        from shopcrm.products._sql import saved_policy
+
+        given = getattr(self.source, "product_situations", None)
+        return given or saved_policy(self.settings.get("product_situations")) or ProductSituations()
+
+    @product_situations_policy.setter
+    def product_situations_policy(self, policy: ProductSituations) -> None:
+        self.settings.put("product_situations", policy.to_dict())
+        self.source.product_situations = policy  # type: ignore[attr-defined]
+        if hasattr(self.source, "_schema"):
+            self.source._schema = None  # the schema is read again: its history table carries the thresholds
+
     def product_situations(self, *, now: datetime, policy: Any = None, names: Sequence[str] | None = None) -> Any:
         """The derived product events before ``now`` (``cart_item_price_dropped``, ``wishlist_item_low_stock``,
         ``wishlist_item_back_in_stock``; ``names`` picks some) for every customer, as a pyarrow Table: columns
         customer_id, event, ts, product_id, price, old_price, new_price, percent, stock, name.  ``policy`` is a
-        :class:`shopcrm.products.ProductSituations` (default thresholds: 10% and 5 left)."""
+        :class:`shopcrm.products.ProductSituations` (default: :attr:`product_situations_policy`)."""
         from sqlglot import exp
 
         from shopcrm.compiler._dialects import dialect_for
@@ -322,7 +340,8 @@ class Shop:
                              "shop's history table (Mapping(product_history=ProductHistoryMap(...)))")
         products = schema.products.relation if schema.products is not None and schema.products.has("name") else None
         query = situations_query(schema.events.relation, history_relation(schema.product_history), now=to_utc_naive(now),
-                                 dialect=dialect_for(self.source.dialect), policy=policy, products=products,
+                                 dialect=dialect_for(self.source.dialect), policy=policy or self.product_situations_policy,
+                                 products=products,
                                  names=names or SITUATIONS)
         ordered = exp.select("*").from_(query.subquery("shopcrm_situations")).order_by(
             *[exp.column(c, quoted=True) for c in ("customer_id", "event", "ts", "product_id")])

@@ -68,6 +68,20 @@ class ProductSituations:
     wishlist_removed_event: str = attrs.field(default="wishlist_removed", validator=_name)
     order_event: str = attrs.field(default="order_completed", validator=_name)
 
+    def to_dict(self) -> dict[str, Any]:
+        """The policy as JSON-ready values, for the shop's settings table."""
+        return attrs.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ProductSituations:
+        """The policy :meth:`to_dict` wrote; fields it lacks keep their defaults."""
+        known = {f.name for f in attrs.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"product situations have no field {', '.join(map(repr, unknown))}; "
+                             f"their fields are {', '.join(sorted(known))}")
+        return cls(**dict(data))
+
     def event_names(self) -> tuple[str, ...]:
         """The shop events the situations read."""
         return (self.cart_event, self.cart_removed_event, self.wishlist_event, self.wishlist_removed_event,

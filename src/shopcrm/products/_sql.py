@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
+from typing import Any
 
 import attrs
 from sqlglot import exp
@@ -29,7 +30,8 @@ from shopcrm.products._situations import (
 )
 from shopcrm.schema import ColumnType, Schema, Table
 
-__all__ = ["SituationEvents", "history_relation", "situation_schema", "situations_query"]
+__all__ = ["ProductHistoryTable", "SituationEvents", "history_relation", "saved_policy", "situation_schema",
+           "situations_query", "with_policy"]
 
 #: a relation under an alias: ``Table.relation``, or ``lambda a: exp.to_table("t").as_(a)``
 Relation = Callable[[str], exp.Expression]
@@ -279,6 +281,26 @@ class SituationEvents(Table):
         return exp.union(shop, situation, distinct=False, copy=False).subquery(alias)
 
 
+@attrs.frozen
+class ProductHistoryTable(Table):
+    """The product history table, carrying the thresholds of the situations that rules and triggers read from it
+    (the shop's ``product_situations`` setting, :attr:`shopcrm.Shop.product_situations_policy`)."""
+
+    situations: ProductSituations = attrs.field(factory=ProductSituations, kw_only=True)
+
+
+def with_policy(table: Table | None, policy: ProductSituations | None) -> Table | None:
+    """The history table carrying ``policy`` (``table`` itself without one)."""
+    if table is None or policy is None:
+        return table
+    return ProductHistoryTable(table.name, table.columns, sources=table.sources, values=table.values, situations=policy)
+
+
+def saved_policy(document: Any) -> ProductSituations | None:
+    """The policy of a shop's ``product_situations`` setting, if it has one."""
+    return ProductSituations.from_dict(document) if document else None
+
+
 def situation_schema(
     schema: Schema, *, now: datetime, dialect: str, names: Iterable[str], policy: ProductSituations | None = None,
 ) -> Schema:
@@ -298,9 +320,9 @@ def situation_schema(
     for name in SITUATION_COLUMNS:
         if name not in columns:
             columns[name] = history.type_of("product_id") if name == "product_id" else _DERIVED_TYPES[name]
+    chosen = policy or (history.situations if isinstance(history, ProductHistoryTable) else ProductSituations())
     events = SituationEvents(schema.events.name, columns, events=schema.events, history=history,
-                             products=schema.products, now=now, dialect=dialect,
-                             policy=policy or ProductSituations(), names=wanted)
+                             products=schema.products, now=now, dialect=dialect, policy=chosen, names=wanted)
     return attrs.evolve(schema, events=events)
 
 

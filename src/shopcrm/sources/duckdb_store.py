@@ -13,6 +13,8 @@ import duckdb
 from sqlglot import exp
 
 from shopcrm.compiler import render
+from shopcrm.products._situations import ProductSituations
+from shopcrm.products._sql import saved_policy, with_policy
 from shopcrm.schema import ColumnType, Schema, Table, check_identifier
 from shopcrm.sources._base import SegmentStore, Source, column_type
 from shopcrm.sources._campaign_store import CampaignStore, SQLCampaignStore
@@ -66,6 +68,8 @@ class DuckDBSource(Transactions, Source):
     """
 
     dialect = "duckdb"
+    #: issue 14: the thresholds of the product situations rules and triggers read (else the saved setting)
+    product_situations: ProductSituations | None = None
 
     def __init__(
         self, path: str | Path = ":memory:", *, connection: duckdb.DuckDBPyConnection | None = None,
@@ -183,7 +187,9 @@ class DuckDBSource(Transactions, Source):
                 Table(CUSTOMERS, {n: column_type(t) for n, t in customers.items()}),
                 Table(EVENTS, {n: column_type(t) for n, t in events.items()}),
                 products=Table(PRODUCTS, {n: column_type(t) for n, t in products.items()}) if products else None,
-                product_history=Table(HISTORY, {n: column_type(t) for n, t in history.items()}) if history else None,
+                product_history=with_policy(Table(HISTORY, {n: column_type(t) for n, t in history.items()}),
+                                            self.product_situations or saved_policy(self._settings.get("product_situations")))
+                if history else None,
             )
         return self._schema
 
