@@ -155,6 +155,8 @@ def test_a_price_drop_triggers_a_scenario_exactly_once(shop: Shop) -> None:
     assert first.messages[0].chain[0].text.startswith("머그 10000원 → 8000원 (20% 인하)")
     assert shop.tick(now=T0 + timedelta(minutes=20)).messages == ()
     assert shop.tick(now=T0 + timedelta(hours=5)).messages == ()
+    preview = shop.preview("price-drop", now=T0 + timedelta(minutes=30))  # the scenario's audience: its triggers
+    assert preview.audience == 1
 
 
 def _sqlite_shop(path: Any, *, own_names: bool) -> Any:
