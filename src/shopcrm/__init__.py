@@ -25,9 +25,10 @@ from shopcrm.errors import (
 from shopcrm.explain import Explanation
 from shopcrm.labels import set_locale
 from shopcrm.lifecycle import LifecyclePolicy
-from shopcrm.mapping import CustomersMap, EventsMap, Mapping
+from shopcrm.mapping import CustomersMap, EventsMap, Mapping, ProductHistoryMap, ProductsMap
 from shopcrm.measurement import AttributionPolicy
 from shopcrm.notebook import Breakdown, Overlap, Trend
+from shopcrm.products import ProductSituations  # issue 14: the product situations
 from shopcrm.program_lift import ProgramLift
 from shopcrm.recipients import RecipientColumns
 from shopcrm.reference import evaluate
@@ -59,6 +60,9 @@ __all__ = [
     "OutboxRow",
     "Overlap",
     "PluginError",
+    "ProductHistoryMap",
+    "ProductSituations",
+    "ProductsMap",
     "ProgramLift",
     "ReadOnlyShopError",
     "RecipientColumns",

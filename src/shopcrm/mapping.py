@@ -28,7 +28,7 @@ import attrs
 from shopcrm.errors import MappingError
 from shopcrm.schema import ColumnType, Schema, Table, check_identifier
 
-__all__ = ["CustomersMap", "EventsMap", "Mapping", "resolve"]
+__all__ = ["CustomersMap", "EventsMap", "Mapping", "ProductHistoryMap", "ProductsMap", "resolve"]
 
 
 def _names(value: abc.Mapping[str, str] | None) -> dict[str, str]:
@@ -96,6 +96,36 @@ class EventsMap:
         return out
 
 
+@attrs.frozen
+class ProductsMap:
+    """The catalog: its table, the column holding the product id, and renamed columns (``{"name": "title",
+    "price": "sale_price"}``; the library reads ``name``, ``category``, ``price``, ``stock``, ``image_url``,
+    ``product_url`` and ``available``, and keeps other columns under their own names)."""
+
+    table: str = attrs.field(default="products", validator=_table_name)
+    id: str = attrs.field(default="product_id", validator=_column)
+    columns: dict[str, str] = attrs.field(factory=dict, converter=_names, validator=_columns)
+
+    def declared(self) -> dict[str, str]:
+        """Every library column the mapping names -> the shop's column holding it."""
+        return {"product_id": self.id, **self.columns}
+
+
+@attrs.frozen
+class ProductHistoryMap:
+    """The catalog's history: one row per change of a product (``product_id``, ``ts`` and the ``price``,
+    ``stock`` and ``available`` it had from ``ts`` on); ``columns`` renames those (``{"stock": "qty"}``)."""
+
+    table: str = attrs.field(default="product_history", validator=_table_name)
+    id: str = attrs.field(default="product_id", validator=_column)
+    ts: str = attrs.field(default="ts", validator=_column)
+    columns: dict[str, str] = attrs.field(factory=dict, converter=_names, validator=_columns)
+
+    def declared(self) -> dict[str, str]:
+        """Every library column the mapping names -> the shop's column holding it."""
+        return {"product_id": self.id, "ts": self.ts, **self.columns}
+
+
 def _event_names(_: Any, attribute: attrs.Attribute[Any], value: dict[str, str]) -> None:
     seen: dict[str, str] = {}
     for library, shop in value.items():
@@ -116,11 +146,22 @@ class Mapping:
     ``event_names`` maps the library's event names to the shop's (``{"order_completed": "ORDER_PAID"}``):
     a rule saying ``did("order_completed")`` matches the shop's ``ORDER_PAID`` rows; events not named
     here keep their own names.
+
+    ``products`` and ``product_history`` name the catalog's tables (:class:`ProductsMap`,
+    :class:`ProductHistoryMap`); left out, tables called ``products`` and ``product_history`` are read when the
+    shop has them (with a ``product_id`` column, and a ``ts`` for the history), and the shop has no catalog
+    otherwise.
     """
 
     customers: CustomersMap = attrs.field(factory=CustomersMap)
     events: EventsMap = attrs.field(factory=EventsMap)
     event_names: dict[str, str] = attrs.field(factory=dict, converter=_names, validator=_event_names)
+    products: ProductsMap | None = attrs.field(default=None, kw_only=True)
+    product_history: ProductHistoryMap | None = attrs.field(default=None, kw_only=True)
+
+    def product_tables(self) -> tuple[ProductsMap, ProductHistoryMap]:
+        """The catalog's tables as read: the mapped ones, else the library's names."""
+        return self.products or ProductsMap(), self.product_history or ProductHistoryMap()
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict; :meth:`from_dict` reads it back."""
@@ -135,17 +176,26 @@ class Mapping:
                 "columns": dict(self.events.columns),
             },
             "event_names": dict(self.event_names),
+            **({"products": attrs.asdict(self.products)} if self.products is not None else {}),
+            **({"product_history": attrs.asdict(self.product_history)} if self.product_history is not None else {}),
         }
 
     @classmethod
     def from_dict(cls, data: abc.Mapping[str, Any]) -> Mapping:
         """The mapping :meth:`to_dict` wrote (missing keys take the library's names)."""
-        _known(data, {"customers", "events", "event_names"}, "mapping")
+        _known(data, {"customers", "events", "event_names", "products", "product_history"}, "mapping")
         customers = data.get("customers") or {}
         events = data.get("events") or {}
         _known(customers, {f.name for f in attrs.fields(CustomersMap)}, "customers")
         _known(events, {f.name for f in attrs.fields(EventsMap)}, "events")
-        return cls(CustomersMap(**customers), EventsMap(**events), data.get("event_names") or {})
+        products, history = data.get("products"), data.get("product_history")
+        if products is not None:
+            _known(products, {f.name for f in attrs.fields(ProductsMap)}, "products")
+        if history is not None:
+            _known(history, {f.name for f in attrs.fields(ProductHistoryMap)}, "product_history")
+        return cls(CustomersMap(**customers), EventsMap(**events), data.get("event_names") or {},
+                   products=ProductsMap(**products) if products is not None else None,
+                   product_history=ProductHistoryMap(**history) if history is not None else None)
 
 
 def _known(data: Any, keys: set[str], where: str) -> None:
@@ -176,6 +226,8 @@ def resolve(
     tables: abc.Sequence[str] = (),
     where: str = "this connection",
     compare_ids: bool = True,
+    products: abc.Mapping[str, str] | None = None,
+    product_history: abc.Mapping[str, str] | None = None,
 ) -> Schema:
     """The schema rules compile for, from the shop's tables' declared columns (``{column: declared type}``).
 
@@ -183,7 +235,8 @@ def resolve(
     were, for a did-you-mean).  ``types`` overrides column types by the library's column name.  Raises
     :class:`MappingError` for a missing table or column, customer ids of different types in the two
     tables (unless ``compare_ids`` is false: SQLite compares a text id with a number by its value),
-    or a properties column that holds neither JSON nor text.
+    or a properties column that holds neither JSON nor text.  ``products`` and ``product_history`` are the
+    declared columns of the catalog's tables (:meth:`Mapping.product_tables`; empty or None: not found).
     """
     types = dict(types or {})
     for what, table, declared in (("customers", mapping.customers.table, customers), ("events", mapping.events.table, events)):
@@ -216,7 +269,32 @@ def resolve(
                 f"{events[mapping.events.properties]}, which holds no JSON; name a JSON, JSONB or text column "
                 "holding a JSON object per event, or leave properties out",
             )
-    return Schema(customer_table, event_table)
+    catalog = _catalog(mapping, products or {}, product_history or {}, kind_of, tables, where)
+    return Schema(customer_table, event_table, products=catalog[0], product_history=catalog[1])
+
+
+def _catalog(
+    mapping: Mapping, products: abc.Mapping[str, str], history: abc.Mapping[str, str], kind_of: KindOf,
+    tables: abc.Sequence[str], where: str,
+) -> tuple[Table | None, Table | None]:
+    """The catalog's tables: a mapped table must exist and have its columns; an unmapped one is read when a table of
+    the library's name has the library's id (and ts) columns."""
+    out: list[Table | None] = []
+    for what, given, declared, required in (("products", mapping.products, products, ("product_id",)),
+                                            ("product_history", mapping.product_history, history, ("product_id", "ts"))):
+        table = given or (ProductsMap() if what == "products" else ProductHistoryMap())
+        if given is None and not all(c in declared for c in required):
+            out.append(None)
+            continue
+        if not declared:
+            raise MappingError.at(
+                f"{what}.table",
+                f"no table {table.table!r} is visible through {where}{_did_you_mean(table.table, tables)}; name the "
+                f"table that holds the {what.replace('_', ' ')} ({'ProductsMap' if what == 'products' else 'ProductHistoryMap'}"
+                "(table=...)) or leave it out of the mapping",
+            )
+        out.append(_table(table.table, what, declared, table.declared(), {}, kind_of, {}))
+    return out[0], out[1]
 
 
 def _table(
@@ -231,10 +309,10 @@ def _table(
     for library, shop in names.items():
         if shop in existing:
             continue
-        key = {"customer_id": "id", "event": "name"}.get(library, library)
+        key = {"customer_id": "id", "product_id": "id", "event": "name"}.get(library, library)
         path = f"{what}.{key}" if key in ("id", "name", "ts", "properties") else f"{what}.columns.{library}"
         found = f"{_did_you_mean(shop, existing)}; its columns are {', '.join(existing)}"
-        if library == shop and library in ("customer_id", "event", "ts"):
+        if library == shop and library in ("customer_id", "product_id", "event", "ts"):
             message = f"the {what} table {name!r} has no {library!r} column{found}: say which column holds it ({path}=...)"
         else:
             message = f"the {what} table {name!r} has no column {shop!r}{found}; name the column that holds {library!r}"

@@ -11,7 +11,7 @@ import attrs
 
 from shopcrm.lifecycle import LifecyclePolicy, LifecycleRow
 
-__all__ = ["CartItem", "CustomerProfile", "current_cart"]
+__all__ = ["CartItem", "CustomerProfile", "current_cart", "current_wishlist"]
 
 
 def esc(value: object) -> str:
@@ -44,6 +44,33 @@ def current_cart(events: Sequence[Mapping[str, Any]], policy: LifecyclePolicy, r
             else:
                 items.pop(product, None)
     return sorted(items.values(), key=lambda item: item.added_at, reverse=True)
+
+
+def current_wishlist(
+    events: Sequence[Mapping[str, Any]], *, added_event: str = "wishlist_added", removed_event: str = "wishlist_removed",
+    order_event: str = "order_completed",
+) -> list[CartItem]:
+    """The wishlist from a customer's events, newest first: a product stays from its latest ``wishlist_added``
+    unless a ``wishlist_removed`` or an order *of that product* comes strictly after it (bought, it is no longer
+    wished for).  An order without a product id leaves the wishlist as it is (the cart, by contrast, empties), and an
+    event at the very instant of the add does not remove it: the stays of the wishlist situations
+    (:mod:`shopcrm.products`, docs/catalog.md) follow the same rule."""
+    added: dict[Any, Mapping[str, Any]] = {}
+    ended: dict[Any, Any] = {}
+    for event in events:
+        name, product = event.get("event"), event.get("product_id")
+        if product is None:
+            continue
+        if name == added_event and (product not in added or event["ts"] >= added[product]["ts"]):
+            added[product] = event
+        elif name in (removed_event, order_event) and (product not in ended or event["ts"] > ended[product]):
+            ended[product] = event["ts"]
+    items = [
+        CartItem(product, event["ts"],
+                 {k: v for k, v in event.items() if v is not None and k not in ("customer_id", "event", "ts")})
+        for product, event in added.items() if product not in ended or ended[product] <= event["ts"]
+    ]
+    return sorted(items, key=lambda item: item.added_at, reverse=True)
 
 
 @attrs.frozen

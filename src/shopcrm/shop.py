@@ -38,6 +38,7 @@ from shopcrm.timeline import to_utc_naive
 if TYPE_CHECKING:  # issue 12: checks
     from shopcrm.checks import CheckReport, SeenEvent
     from shopcrm.measurement import AttributionPolicy  # issue 13: attribution
+    from shopcrm.products import ProductSituations  # issue 14: the catalog
     from shopcrm.program_lift import ProgramLift  # issue 13: the programme's lift
     from shopcrm.report import CampaignReport  # issue 13: the campaign report
 
@@ -269,6 +270,82 @@ class Shop:
     def schema(self) -> Schema:
         """The customers and events tables with their column types."""
         return self.source.schema()
+
+    # -- issue 14 (catalog): products, their history and the product situations (docs/catalog.md) ------------
+    def load_products(self, data: Any, *, at: datetime | None = None, progress: bool = False) -> int:
+        """Add products (the inputs :meth:`load_customers` takes); they need ``product_id``, and the library reads
+        ``name``, ``category``, ``price``, ``stock``, ``image_url``, ``product_url`` and ``available`` (other
+        columns are kept).  A product id loaded again replaces its row.  The load also appends to the
+        ``product_history`` table, at ``at`` (default: now, UTC), the price, stock and availability of every product
+        that is new or changed; ``at`` before a loaded product's newest history row is refused (LoadError).
+        Returns the rows loaded."""
+        from shopcrm._progress import bar
+
+        when = to_utc_naive(at) if at is not None else datetime.now(UTC).replace(tzinfo=None)
+        with bar(progress, total=1, desc="load products", unit="table") as shown:
+            rows = int(self._store().load("products", data, at=when))
+            shown.step(f"{rows:,} rows")
+        return rows
+
+    def load_product_history(self, data: Any) -> int:
+        """Append a product history the shop already keeps (change events or snapshots): rows of ``product_id``,
+        ``ts`` and the ``price`` / ``stock`` / ``available`` the product had from ``ts`` on.  A (product_id, ts)
+        the history already has is refused (LoadError).  Returns the rows loaded."""
+        return int(self._store().load("product_history", data))
+
+    def products(self) -> Any:
+        """The catalog as a pyarrow Table sorted by product_id (ValueError when the shop has no products table)."""
+        from sqlglot import exp
+
+        table = self.source.schema().products
+        if table is None:
+            raise ValueError("this shop has no products table; load one with shop.load_products(...) or map the "
+                             "shop's own (Mapping(products=ProductsMap(...)))")
+        names = list(table.columns)
+        query = exp.select(*[exp.column(n, table="p", quoted=True) for n in names]).from_(table.relation("p")).order_by(
+            exp.column("product_id", table="p", quoted=True))
+        return self.source.fetch_arrow(query, names)
+
+    @property
+    def product_situations_policy(self) -> ProductSituations:
+        """The thresholds of the product situations that rules and scenario triggers read (price drop percent,
+        low stock); assigning one saves it with the shop (a Spark shop keeps it for this Shop object)."""
+        from shopcrm.products import ProductSituations
+        from shopcrm.products._sql import saved_policy
+
+        given = getattr(self.source, "product_situations", None)
+        return given or saved_policy(self.settings.get("product_situations")) or ProductSituations()
+
+    @product_situations_policy.setter
+    def product_situations_policy(self, policy: ProductSituations) -> None:
+        self.settings.put("product_situations", policy.to_dict())
+        self.source.product_situations = policy  # type: ignore[attr-defined]
+        if hasattr(self.source, "_schema"):
+            self.source._schema = None  # the schema is read again: its history table carries the thresholds
+
+    def product_situations(self, *, now: datetime, policy: Any = None, names: Sequence[str] | None = None) -> Any:
+        """The derived product events before ``now`` (``cart_item_price_dropped``, ``wishlist_item_low_stock``,
+        ``wishlist_item_back_in_stock``; ``names`` picks some) for every customer, as a pyarrow Table: columns
+        customer_id, event, ts, product_id, price, old_price, new_price, percent, stock, name.  ``policy`` is a
+        :class:`shopcrm.products.ProductSituations` (default: :attr:`product_situations_policy`)."""
+        from sqlglot import exp
+
+        from shopcrm.compiler._dialects import dialect_for
+        from shopcrm.products import SITUATION_COLUMNS, SITUATIONS, situations_query
+        from shopcrm.products._sql import history_relation
+
+        schema = self.source.schema()
+        if schema.product_history is None:
+            raise ValueError("this shop keeps no product history; load products (shop.load_products) or map the "
+                             "shop's history table (Mapping(product_history=ProductHistoryMap(...)))")
+        products = schema.products.relation if schema.products is not None and schema.products.has("name") else None
+        query = situations_query(schema.events.relation, history_relation(schema.product_history), now=to_utc_naive(now),
+                                 dialect=dialect_for(self.source.dialect), policy=policy or self.product_situations_policy,
+                                 products=products,
+                                 names=names or SITUATIONS)
+        ordered = exp.select("*").from_(query.subquery("shopcrm_situations")).order_by(
+            *[exp.column(c, quoted=True) for c in ("customer_id", "event", "ts", "product_id")])
+        return self.source.fetch_arrow(ordered, list(SITUATION_COLUMNS))
 
     # --------------------------------------------------------------- segments
     def _resolve(self, rule: RuleLike) -> Rule:

@@ -142,10 +142,14 @@ def template_names(campaign: Campaign, renderer: Renderer) -> set[str]:
 class _Reader:
     """Builds and runs the tick's queries on the shop's engine."""
 
-    def __init__(self, shop: Shop, now: datetime) -> None:
+    def __init__(self, shop: Shop, now: datetime, triggers: Sequence[str] = ()) -> None:
         self.shop = shop
         self.now = now
         self.schema = shop.source.schema()
+        if triggers and self.schema.product_history is not None:  # issue 14: product situations as trigger events
+            from shopcrm.products import situation_schema
+
+            self.schema = situation_schema(self.schema, now=now, dialect=shop.source.dialect, names=triggers)
         self.quirks = dialect_for(shop.source.dialect)
 
     def col(self, name: str, table: str) -> exp.Column:
@@ -224,6 +228,11 @@ class _Reader:
                                lifecycle_policy=self.shop.lifecycle_policy)
 
 
+def _trigger_names(campaigns: Iterable[Campaign]) -> list[str]:
+    """The events scenarios start and end on (issue 14: a product situation among them is read as an event)."""
+    return [name for c in campaigns if isinstance(c.schedule, Triggered) for name in (c.schedule.on, *c.schedule.exit_on)]
+
+
 def _properties(event: Mapping[str, Any]) -> dict[str, Any]:
     """An event's properties for templates: its columns (but customer_id and event), a JSON ``properties``
     column merged in."""
@@ -246,7 +255,7 @@ def gather(
     """The planner's input for a tick at ``now`` and the occurrences this tick plans; ``step`` is told each
     campaign read (a progress bar)."""
     done = step or (lambda _: None)
-    reader = _Reader(shop, now)
+    reader = _Reader(shop, now, _trigger_names(c for c, _ in campaigns))
     store = shop.source.campaign_store()
     columns: RecipientColumns = shop.recipient_columns
     customer_columns = list(reader.schema.customers.columns)
@@ -558,7 +567,7 @@ def preview_state(shop: Shop, campaign: Campaign, now: datetime, *, step: Callab
     """The audience of ``campaign`` at ``now`` with contact points, the planned messages caps count, and
     what its templates read (each member's cart, a scenario's trigger event); ``step`` is told each read."""
     done = step or (lambda _: None)
-    reader = _Reader(shop, now)
+    reader = _Reader(shop, now, _trigger_names([campaign]))
     columns: RecipientColumns = shop.recipient_columns
     customer_columns = list(reader.schema.customers.columns)
     names = template_names(campaign, Renderer())
@@ -667,7 +676,7 @@ def sample_recipients(
     latest trigger event as the sample ``event`` of a scenario, and the latest cart item as every
     sample's ``cart`` when a template reads it.  An empty shop gives no samples."""
     try:
-        reader = _Reader(shop, now)
+        reader = _Reader(shop, now, _trigger_names([campaign]))
     except ValueError:
         return [], None, {}
     columns = list(reader.schema.customers.columns)

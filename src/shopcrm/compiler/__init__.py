@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlglot import exp
 
-from shopcrm.compiler._compile import QueryBuilder
+from shopcrm.compiler._compile import QueryBuilder, with_situations
 from shopcrm.compiler._dialects import DIALECTS, SQLITE_FUNCTIONS, dialect_for
 from shopcrm.dsl import (
     Aggregate,
@@ -56,6 +56,7 @@ def compile_members(
         When a value does not fit its column, or a named segment is unresolved.
     """
     quirks = dialect_for(dialect)
+    schema = with_situations(schema, [rule], now, dialect)  # issue 14: rules may name product situations
     builder = QueryBuilder(schema, now, quirks, lifecycle_policy)
     _check(rule, builder.now, "")
     return builder.members_in_sets(rule) if quirks.set_form else builder.members(rule)
@@ -71,6 +72,7 @@ def compile_counts(
     if not rules:
         raise ValueError("compile_counts needs at least one rule")
     quirks = dialect_for(dialect)
+    schema = with_situations(schema, rules, now, dialect)  # issue 14: rules may name product situations
     builder = QueryBuilder(schema, now, quirks, lifecycle_policy)
     for i, rule in enumerate(rules):
         _check(rule, builder.now, "" if len(rules) == 1 else f"[{i}]")

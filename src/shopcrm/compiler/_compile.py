@@ -735,3 +735,18 @@ def _zero_ok(ops: dict[str, Any]) -> bool:
         "in": lambda v: 0 in v, "not_in": lambda v: 0 not in v,
     }
     return all(tests[op](v) for op, v in ops.items())
+
+
+# -- issue 14 (catalog): the product situations as events ----------------------------------------------------------
+def with_situations(schema: Schema, rules: Sequence[Rule], now: datetime, dialect: str) -> Schema:
+    """``schema`` whose events relation also holds the derived product situations (``events UNION ALL
+    situations(now)``, see :mod:`shopcrm.products`) that ``rules`` name, when the shop keeps a product history;
+    ``schema`` itself otherwise, so that rules naming none read the events table as before."""
+    if schema.product_history is None:
+        return schema
+    from shopcrm.products._situations import SITUATIONS
+    from shopcrm.products._sql import situation_schema
+
+    text = " ".join(r.to_json() for r in rules)
+    named = [n for n in SITUATIONS if f'"{n}"' in text]
+    return situation_schema(schema, now=to_utc_naive(now), dialect=dialect, names=named) if named else schema

@@ -7,10 +7,13 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from typing import Any
 
+import attrs
 from sqlglot import exp
 
 from shopcrm.compiler import DIALECTS, SQLITE_FUNCTIONS, render
 from shopcrm.mapping import CustomersMap, EventsMap, Mapping, resolve
+from shopcrm.products._situations import ProductSituations
+from shopcrm.products._sql import saved_policy, with_policy
 from shopcrm.schema import ColumnType, Schema, check_identifier
 from shopcrm.sources._base import SegmentStore, Source, column_type
 from shopcrm.sources._bind import PARAM_STYLES, bind
@@ -35,6 +38,9 @@ class DBAPISource(Transactions, Source):
     they are named otherwise (:class:`shopcrm.mapping.Mapping`); it replaces ``customers`` and
     ``events``.
     """
+
+    #: issue 14: the thresholds of the product situations rules and triggers read (else the saved setting)
+    product_situations: ProductSituations | None = None
 
     def __init__(
         self,
@@ -156,11 +162,17 @@ class DBAPISource(Transactions, Source):
         (:class:`shopcrm.errors.MappingError` when they do not fit)."""
         if self._schema is None:
             customers, events = self._columns(self.customers_table), self._columns(self.events_table)
+            products, history = (self._columns(t.table) for t in self.mapping.product_tables())
+            explicit = (self.mapping.products is not None and not products) or (
+                self.mapping.product_history is not None and not history)
             self._schema = resolve(
                 self.mapping, customers, events, kind_of=column_type, types=self.types,
-                tables=self._tables() if not customers or not events else (),
+                tables=self._tables() if not customers or not events or explicit else (),
                 where=f"this {self.dialect} connection", compare_ids=self.dialect != "sqlite",
+                products=products, product_history=history,
             )
+            policy = self.product_situations or saved_policy(self._settings.get("product_situations"))
+            self._schema = attrs.evolve(self._schema, product_history=with_policy(self._schema.product_history, policy))
         return self._schema
 
     def fetch(self, query: exp.Expression) -> list[tuple[Any, ...]]:

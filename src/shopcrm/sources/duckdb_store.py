@@ -13,6 +13,8 @@ import duckdb
 from sqlglot import exp
 
 from shopcrm.compiler import render
+from shopcrm.products._situations import ProductSituations
+from shopcrm.products._sql import saved_policy, with_policy
 from shopcrm.schema import ColumnType, Schema, Table, check_identifier
 from shopcrm.sources._base import SegmentStore, Source, column_type
 from shopcrm.sources._campaign_store import CampaignStore, SQLCampaignStore
@@ -32,8 +34,17 @@ __all__ = ["DuckDBSource", "LoadError"]
 
 CUSTOMERS = "customers"
 EVENTS = "events"
-_REQUIRED = {CUSTOMERS: ("customer_id",), EVENTS: ("customer_id", "event", "ts")}
-_NEEDS = {CUSTOMERS: "a customer_id", EVENTS: "a customer_id, an event name and a ts"}
+PRODUCTS = "products"
+HISTORY = "product_history"
+_REQUIRED = {CUSTOMERS: ("customer_id",), EVENTS: ("customer_id", "event", "ts"), PRODUCTS: ("product_id",),
+             HISTORY: ("product_id", "ts")}
+_NEEDS = {CUSTOMERS: "a customer_id", EVENTS: "a customer_id, an event name and a ts", PRODUCTS: "a product_id",
+          HISTORY: "a product_id and a ts"}
+#: the column holding each table's id, and the columns unique within one load
+_ID = {CUSTOMERS: "customer_id", EVENTS: "customer_id", PRODUCTS: "product_id", HISTORY: "product_id"}
+_UNIQUE = {CUSTOMERS: ("customer_id",), PRODUCTS: ("product_id",), HISTORY: ("product_id", "ts")}
+#: the product history's state columns and the types they are kept as
+_STATE = {"price": "DOUBLE", "stock": "BIGINT", "available": "BOOLEAN"}
 _INCOMING = "shopcrm_incoming"
 _WANTED = {
     ColumnType.INTEGER: "whole numbers",
@@ -57,6 +68,8 @@ class DuckDBSource(Transactions, Source):
     """
 
     dialect = "duckdb"
+    #: issue 14: the thresholds of the product situations rules and triggers read (else the saved setting)
+    product_situations: ProductSituations | None = None
 
     def __init__(
         self, path: str | Path = ":memory:", *, connection: duckdb.DuckDBPyConnection | None = None,
@@ -169,9 +182,14 @@ class DuckDBSource(Transactions, Source):
                     f"the shop has no {' and no '.join(missing)} yet; load data first with "
                     "shop.load_customers(...) and shop.load_events(...)"
                 )
+            products, history = self._columns(PRODUCTS), self._columns(HISTORY)
             self._schema = Schema(
                 Table(CUSTOMERS, {n: column_type(t) for n, t in customers.items()}),
                 Table(EVENTS, {n: column_type(t) for n, t in events.items()}),
+                products=Table(PRODUCTS, {n: column_type(t) for n, t in products.items()}) if products else None,
+                product_history=with_policy(Table(HISTORY, {n: column_type(t) for n, t in history.items()}),
+                                            self.product_situations or saved_policy(self._settings.get("product_situations")))
+                if history else None,
             )
         return self._schema
 
@@ -278,15 +296,19 @@ class DuckDBSource(Transactions, Source):
             self._snapshot = None
 
     # ---------------------------------------------------------------- loading
-    def load(self, table: str, data: Any) -> int:
-        """Append rows to ``customers`` (replacing ids loaded before) or ``events``.
+    def load(self, table: str, data: Any, *, at: datetime | None = None) -> int:
+        """Append rows to ``customers`` or ``products`` (replacing ids loaded before), ``events`` or
+        ``product_history``.
 
         All or nothing: the data is checked first (every row has its required values,
-        customer ids are unique within one load, every value fits the column it goes to),
-        then stored in one transaction.  Returns the number of rows loaded.
+        customer and product ids are unique within one load, every value fits the column it goes to),
+        then stored in one transaction.  Returns the number of rows loaded.  Products loaded ``at`` an instant
+        also append to the product history the state of every product that is new there or changed.
         """
         if self.read_only:
             raise _read_only()
+        if table == PRODUCTS and at is None:
+            raise ValueError("products are loaded at an instant: pass at= (the shop passes the current time)")
         relation = self._relation(data, table)
         incoming = {c: str(t) for c, t in zip(relation.columns, relation.types, strict=True)}
         for column in incoming:
@@ -302,17 +324,29 @@ class DuckDBSource(Transactions, Source):
             existing = self._columns(table)
             select = ", ".join(self._select_expr(c, t) for c, t in incoming.items())
             view = f"SELECT {select} FROM {_INCOMING}"
+            history = self._columns(HISTORY) if table in (PRODUCTS, HISTORY) else {}
+            if table == HISTORY and not existing:  # the state columns keep their types whatever the first load has
+                existing = {"product_id": incoming["product_id"], "ts": "TIMESTAMP", **_STATE}
             count = self._check(table, incoming, existing, view)
+            if table in (PRODUCTS, HISTORY) and history:
+                self._check_history(table, view, at)
             with self._transaction():
-                if not existing:
+                if table == HISTORY and not history:
+                    self.con.execute(f'CREATE TABLE "{HISTORY}" AS SELECT product_id, CAST(NULL AS TIMESTAMP) AS ts, '
+                                     + ", ".join(f'CAST(NULL AS {k}) AS "{c}"' for c, k in _STATE.items())
+                                     + f" FROM ({view}) LIMIT 0")
+                    self._add_columns(table, self._columns(HISTORY), view)
+                elif not existing:
                     self.con.execute(f'CREATE TABLE "{table}" AS {view} LIMIT 0')
                 else:
                     self._add_columns(table, existing, view)
-                if table == CUSTOMERS:
-                    self.con.execute(
-                        f'DELETE FROM "{table}" WHERE customer_id IN (SELECT customer_id FROM ({view}))'
-                    )
+                if table in (CUSTOMERS, PRODUCTS):
+                    key = _ID[table]
+                    self.con.execute(f'DELETE FROM "{table}" WHERE "{key}" IN (SELECT "{key}" FROM ({view}))')
                 self.con.execute(f'INSERT INTO "{table}" BY NAME {view}')
+                if table == PRODUCTS:
+                    assert at is not None
+                    self._record_history(view, at, history)
         except duckdb.Error as exc:
             raise LoadError(f"{table} could not be loaded, and nothing of it was stored: {exc}") from exc
         finally:
@@ -353,17 +387,21 @@ class DuckDBSource(Transactions, Source):
                 )
         if existing:
             self._check_id_type(table, existing, view)
-        if table == CUSTOMERS:
+        if table in _UNIQUE:
+            keys = ", ".join(f'"{k}"' for k in _UNIQUE[table])
+            shown_key = " || ' at ' || ".join(f'CAST("{k}" AS VARCHAR)' for k in _UNIQUE[table])
             dupes = self.con.execute(
-                f"SELECT CAST(customer_id AS VARCHAR), list(shopcrm_row ORDER BY shopcrm_row) FROM {numbered} "
-                "GROUP BY customer_id HAVING COUNT(*) > 1 ORDER BY min(shopcrm_row) LIMIT 5"
+                f"SELECT {shown_key}, list(shopcrm_row ORDER BY shopcrm_row) FROM {numbered} "
+                f"GROUP BY {keys} HAVING COUNT(*) > 1 ORDER BY min(shopcrm_row) LIMIT 5"
             ).fetchall()
             if dupes:
                 shown = "; ".join(f"{d[0]!r} ({_rows_named(d[1])})" for d in dupes)
-                raise LoadError(
-                    f"customer ids must be unique within one load; repeated: {shown}; "
-                    "keep one row per customer (a later load replaces it)"
-                )
+                what = {CUSTOMERS: "customer ids", PRODUCTS: "product ids",
+                        HISTORY: "a product's history instants (product_id, ts)"}[table]
+                keep = {CUSTOMERS: "keep one row per customer (a later load replaces it)",
+                        PRODUCTS: "keep one row per product (a later load replaces it)",
+                        HISTORY: "keep one row per product and instant: the state it had from then on"}[table]
+                raise LoadError(f"{what} must be unique within one load; repeated: {shown}; {keep}")
         for column, kind in incoming.items():
             self._check_fits(table, column, kind, existing.get(column), numbered)
         counted = self.con.execute(f"SELECT COUNT(*) FROM {_INCOMING}").fetchall()
@@ -400,12 +438,68 @@ class DuckDBSource(Transactions, Source):
     def _check_id_type(self, table: str, existing: dict[str, str], view: str) -> None:
         described = self.con.execute(f"DESCRIBE {view}").fetchall()
         incoming = {str(r[0]): str(r[1]) for r in described}
-        old, new = column_type(existing["customer_id"]), column_type(incoming["customer_id"])
+        key = _ID[table]
+        old, new = column_type(existing[key]), column_type(incoming[key])
         if old is not new and ColumnType.STRING in (old, new):
             raise LoadError(
-                f"{table}.customer_id holds {existing['customer_id']} values, but the new data has "
-                f"{incoming['customer_id']}; load ids of one kind (all strings or all integers)"
+                f"{table}.{key} holds {existing[key]} values, but the new data has "
+                f"{incoming[key]}; load ids of one kind (all strings or all integers)"
             )
+
+    # -- issue 14 (catalog): the product history, kept by load_products and load_product_history ------------------
+    def _check_history(self, table: str, view: str, at: datetime | None) -> None:
+        """History only moves forward: products loaded ``at`` an instant before a product's newest history row are
+        refused; history rows repeating a (product_id, ts) the history has are refused."""
+        if table == PRODUCTS:
+            late = self.con.execute(
+                f'SELECT CAST(h.product_id AS VARCHAR), max(h.ts) FROM "{HISTORY}" h WHERE h.product_id IN '
+                f"(SELECT product_id FROM ({view})) GROUP BY h.product_id HAVING max(h.ts) > ? ORDER BY 1 LIMIT 5",
+                [at],
+            ).fetchall()
+            if late:
+                shown = ", ".join(f"{r[0]!r} (history at {r[1]:%Y-%m-%d %H:%M:%S})" for r in late)
+                raise LoadError(
+                    f"products loaded at {at:%Y-%m-%d %H:%M:%S} UTC would rewrite the past of {shown}: a product's "
+                    "history only moves forward; load them at or after their newest history row"
+                )
+            return
+        clash = self.con.execute(
+            f'SELECT CAST(v.product_id AS VARCHAR), v.ts FROM ({view}) v JOIN "{HISTORY}" h '
+            "ON h.product_id = v.product_id AND h.ts = v.ts ORDER BY 1, 2 LIMIT 5"
+        ).fetchall()
+        if clash:
+            shown = ", ".join(f"{r[0]!r} at {r[1]:%Y-%m-%d %H:%M:%S}" for r in clash)
+            raise LoadError(
+                f"the product history already has a row for {shown}; one row per product and instant (the state from "
+                "then on): leave those rows out"
+            )
+
+    def _record_history(self, view: str, at: datetime, history: dict[str, str]) -> None:
+        """Append ``at`` the state of every loaded product that is new to the history or whose price, stock or
+        availability differs from its newest history row (a row already at ``at`` is replaced)."""
+        if not history:
+            id_type = self._columns(PRODUCTS)["product_id"]
+            self.con.execute(f'CREATE TABLE "{HISTORY}" (product_id {id_type}, ts TIMESTAMP, '
+                             + ", ".join(f'"{c}" {k}' for c, k in _STATE.items()) + ")")
+        catalog = self._columns(PRODUCTS)
+        kept = [c for c in _STATE if c in catalog]  # a state the catalog does not hold carries over from the history
+        state = ", ".join(f'CAST(p."{c}" AS {k}) AS "{c}"' if c in kept else f'h."{c}" AS "{c}"' for c, k in _STATE.items())
+        changed = " OR ".join([f'CAST(p."{c}" AS {_STATE[c]}) IS DISTINCT FROM h."{c}"' for c in kept] or ["FALSE"])
+        latest = (f'SELECT product_id, ts, {", ".join(chr(34) + c + chr(34) for c in _STATE)} FROM "{HISTORY}" '
+                  "QUALIFY row_number() OVER (PARTITION BY product_id ORDER BY ts DESC) = 1")
+        self.con.execute(
+            f"CREATE OR REPLACE TEMP TABLE shopcrm_changed AS SELECT p.product_id, {state}, h.ts AS latest "
+            f'FROM "{PRODUCTS}" p LEFT JOIN ({latest}) h ON h.product_id = p.product_id '
+            f"WHERE p.product_id IN (SELECT product_id FROM ({view})) AND (h.product_id IS NULL OR {changed})"
+        )
+        try:
+            self.con.execute(f'DELETE FROM "{HISTORY}" WHERE ts = ? AND product_id IN '
+                             "(SELECT product_id FROM shopcrm_changed WHERE latest = ?)", [at, at])
+            columns = ", ".join(f'"{c}"' for c in _STATE)
+            self.con.execute(f'INSERT INTO "{HISTORY}" (product_id, ts, {columns}) '
+                             f"SELECT product_id, ?, {columns} FROM shopcrm_changed", [at])
+        finally:
+            self.con.execute("DROP TABLE IF EXISTS shopcrm_changed")
 
     def _add_columns(self, table: str, existing: dict[str, str], view: str) -> None:
         described = self.con.execute(f"DESCRIBE {view}").fetchall()

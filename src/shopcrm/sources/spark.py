@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import attrs
 from sqlglot import exp
 
 from shopcrm.compiler import render
 from shopcrm.mapping import CustomersMap, EventsMap, Mapping, resolve
+from shopcrm.products._situations import ProductSituations
+from shopcrm.products._sql import with_policy
 from shopcrm.schema import Schema
 from shopcrm.sources._base import Source, column_type
 
@@ -22,6 +25,8 @@ class SparkSource(Source):
     """
 
     dialect = "spark"
+    #: issue 14: the thresholds of the product situations rules and triggers read (a Spark shop keeps no settings)
+    product_situations: ProductSituations | None = None
 
     def __init__(
         self, spark: Any, *, customers: str = "customers", events: str = "events", mapping: Mapping | None = None
@@ -43,10 +48,15 @@ class SparkSource(Source):
     def schema(self) -> Schema:
         if self._schema is None:
             customers, events = self._columns(self.customers_table), self._columns(self.events_table)
+            products, history = (self._columns(t.table) for t in self.mapping.product_tables())
             tables = [t.name for t in self.spark.catalog.listTables()] if not customers or not events else []
             self._schema = resolve(
-                self.mapping, customers, events, kind_of=column_type, tables=tables, where="this Spark session"
+                self.mapping, customers, events, kind_of=column_type, tables=tables, where="this Spark session",
+                products=products, product_history=history,
             )
+            if self.product_situations is not None:
+                history_table = with_policy(self._schema.product_history, self.product_situations)
+                self._schema = attrs.evolve(self._schema, product_history=history_table)
         return self._schema
 
     def fetch(self, query: exp.Expression) -> list[tuple[Any, ...]]:
