@@ -113,7 +113,7 @@ def test_rules_read_the_product_situations_as_events(shop: Shop) -> None:
     dropped = {"performed": "cart_item_price_dropped", "within": {"last": "7d"}}
     low = {"performed": "wishlist_item_low_stock", "within": {"last": "7d"}}
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UnseenEventWarning)
+        warnings.simplefilter("error", UnseenEventWarning)
         assert shop.members(dropped, now=T0) == []
         shop.load_products([{"product_id": "P1", "name": "머그", "price": 8900, "stock": 4, "available": True}],
                            at=T0 + timedelta(hours=1))
@@ -137,8 +137,8 @@ def save(shop: Shop, campaign: dict[str, Any]) -> None:
 
 def test_a_price_drop_triggers_a_scenario_exactly_once(shop: Shop) -> None:
     _cart_shop(shop)
-    with warnings.catch_warnings():  # the shop's checks do not know the derived events yet (see docs/catalog.md)
-        warnings.simplefilter("ignore", CampaignWarning)
+    with warnings.catch_warnings():  # the checks know the derived events and their columns: no warning
+        warnings.simplefilter("error", CampaignWarning)
         save(shop, {
         "id": "price-drop", "purpose": "informational", "channels": ["sms"],
         "variants": [{"name": "a", "content": {
@@ -224,7 +224,8 @@ def test_a_db_api_shop_reads_tables_named_like_the_library_without_a_mapping(tmp
     bare = Shop.from_dbapi(con, dialect="sqlite")
     assert bare.schema.products is None
     assert bare.schema.product_history is None
-    assert bare.members({"performed": "cart_item_price_dropped"}, now=datetime(2026, 11, 23)) == []
+    with pytest.warns(UnseenEventWarning, match="cart_item_price_dropped"):  # without a history it never occurs
+        assert bare.members({"performed": "cart_item_price_dropped"}, now=datetime(2026, 11, 23)) == []
 
 
 def test_a_catalog_without_stock_leaves_the_history_stock_as_it_was(shop: Shop) -> None:
@@ -245,15 +246,28 @@ def test_the_shop_s_thresholds_apply_to_rules_and_are_saved_with_it(tmp_path: An
         stored.load_products([{"product_id": "P1", "price": 8500, "stock": 10}], at=T0 - timedelta(days=1))
         dropped = {"performed": "cart_item_price_dropped"}
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UnseenEventWarning)
+            warnings.simplefilter("error", UnseenEventWarning)
             assert stored.members(dropped, now=T0) == ["c1"]  # 15% >= the default 10%
             stored.product_situations_policy = ProductSituations(price_drop_percent=20)
             assert stored.members(dropped, now=T0) == []
             assert stored.product_situations(now=T0).num_rows == 0
     with Shop.open(path) as reopened, warnings.catch_warnings():
-        warnings.simplefilter("ignore", UnseenEventWarning)
+        warnings.simplefilter("error", UnseenEventWarning)
         assert reopened.product_situations_policy == ProductSituations(price_drop_percent=20)
         assert reopened.members(dropped, now=T0) == []
         reopened.product_situations_policy = ProductSituations(price_drop_percent=15)
         assert reopened.members(dropped, now=T0) == ["c1"]  # exactly 15% counts
         assert reopened.product_situations(now=T0).column("percent").to_pylist() == [15.0]
+
+
+def test_the_profile_shows_the_wish_list(shop: Shop) -> None:
+    shop.load_customers([{"customer_id": "w1"}])
+    shop.load_events([
+        {"customer_id": "w1", "event": "wishlist_added", "ts": T0 - timedelta(days=3), "product_id": "P7"},
+        {"customer_id": "w1", "event": "wishlist_added", "ts": T0 - timedelta(days=2), "product_id": "P8"},
+        {"customer_id": "w1", "event": "order_completed", "ts": T0 - timedelta(days=1), "product_id": "P8"},  # bought
+    ])
+    profile = shop.profile("w1", now=T0)
+    assert [item.product_id for item in profile.wishlist] == ["P7"]
+    assert "wish list:\n    P7" in str(profile)
+    assert "<h4>Wish list</h4><ul><li>P7" in profile._repr_html_()

@@ -1,4 +1,4 @@
-"""One customer as a person: attributes, lifecycle, timeline and what sits in the cart."""
+"""One customer as a person: attributes, lifecycle, timeline and what sits in the cart and the wish list."""
 
 from __future__ import annotations
 
@@ -89,6 +89,8 @@ class CustomerProfile:
     timeline: tuple[Mapping[str, Any], ...]  # newest first
     cart: tuple[CartItem, ...]
     timezone: str = "Asia/Seoul"
+    #: the wish list (newest first), as :func:`current_wishlist` reads it
+    wishlist: tuple[CartItem, ...] = ()
 
     def local_time(self, when: Any) -> str:
         """An instant (naive UTC) as people read it: ``2026-03-01 21:00:05 KST``; other values as they are."""
@@ -133,6 +135,9 @@ class CustomerProfile:
         if self.cart:
             lines.append("  cart:")
             lines += [f"    {item.product_id} (added {show(item.added_at)})" for item in self.cart]
+        if self.wishlist:
+            lines.append("  wish list:")
+            lines += [f"    {item.product_id} (added {show(item.added_at)})" for item in self.wishlist]
         lines.append(f"  timeline ({len(self.timeline)} latest events):")
         for event in self.timeline:
             extra = self._details(event)
@@ -147,11 +152,14 @@ class CustomerProfile:
             for b in self._badges()
         )
         cart = "".join(f"<li>{esc(i.product_id)} <small>{esc(show(i.added_at))}</small></li>" for i in self.cart) or "<li>empty</li>"
+        wished = "".join(f"<li>{esc(i.product_id)} <small>{esc(show(i.added_at))}</small></li>"
+                         for i in self.wishlist) or "<li>empty</li>"
         events = "".join(
             f"<tr><td>{esc(show(e['ts']))}</td><td>{esc(e['event'])}</td><td>{esc(self._details(e))}</td></tr>" for e in self.timeline
         )
         return (
             f"<div class='shopcrm-profile'><h3>{esc(self.customer_id)} <small>as of {esc(show(self.now))}</small></h3>"
             f"<div>{badges}</div><table>{attrs_rows}</table><h4>Cart</h4><ul>{cart}</ul>"
+            f"<h4>Wish list</h4><ul>{wished}</ul>"
             f"<h4>Timeline</h4><table>{events}</table></div>"
         )

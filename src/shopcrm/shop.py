@@ -524,10 +524,10 @@ class Shop:
         return summarize_table(self.lifecycle(now=now, policy=policy), to_utc_naive(now))
 
     def profile(self, customer_id: Any, *, now: datetime, timeline_limit: int = 50) -> CustomerProfile:
-        """One customer: attributes, lifecycle, the latest events (newest first) and the current cart."""
+        """One customer: attributes, lifecycle, the latest events (newest first), the current cart and wish list."""
         from sqlglot import exp
 
-        from shopcrm.profile import CustomerProfile, current_cart
+        from shopcrm.profile import CustomerProfile, current_cart, current_wishlist
 
         schema = self.source.schema()
         when = to_utc_naive(now)
@@ -560,6 +560,7 @@ class Shop:
             lifecycle=lifecycle,
             timeline=tuple(events[:timeline_limit]),
             cart=tuple(current_cart(events, self.lifecycle_policy)),
+            wishlist=tuple(current_wishlist(events, order_event=self.lifecycle_policy.order_event)),
             timezone=self.messaging_policy.timezone,
         )
 
@@ -922,7 +923,7 @@ class Shop:
         facts = ShopFacts(
             seen_events=self._seen_events(fresh=True) if schema else {},
             customer_columns=tuple(schema.customers.columns) if schema else None,
-            event_columns=tuple(schema.events.columns) if schema else (),
+            event_columns=_event_columns(schema),
             segments={s.name: parse_rule(s.rule_json) for s in store.all()},
             campaigns=[model] if model is not None else self.campaigns(),
             messaging_policy=self.messaging_policy,
@@ -948,6 +949,13 @@ class Shop:
         rows = self.source.fetch(seen_events_query(self.source.schema()))
         seen = {str(r[0]): SeenEvent(int(r[1]), to_utc_naive(r[2]) if r[2] is not None else None)
                 for r in rows if r[0] is not None}
+        if self.source.schema().product_history is not None:
+            # the product situations are derived from carts, wish lists and the catalog's history at each instant:
+            # a rule or a trigger may name them (their count is not read here: deriving them costs a query of its own)
+            from shopcrm.products import SITUATIONS
+
+            for name in SITUATIONS:
+                seen.setdefault(name, SeenEvent(0, None))
         self._seen_cache = (time.monotonic(), seen)
         return seen
 
@@ -985,6 +993,19 @@ class Shop:
         serious = CheckReport(tuple(f for f in report.findings if f.severity != "info"))
         if serious.findings:
             warnings.warn(CampaignWarning(model.id, serious), stacklevel=_caller_level())
+
+
+def _event_columns(schema: Schema | None) -> tuple[str, ...]:
+    """The columns an event may have: the events table's, and the product situations' when the catalog keeps a
+    history (``event.old_price`` in a template of a scenario on ``cart_item_price_dropped``)."""
+    if schema is None:
+        return ()
+    columns = tuple(schema.events.columns)
+    if schema.product_history is not None:
+        from shopcrm.products import SITUATION_COLUMNS
+
+        columns += tuple(c for c in SITUATION_COLUMNS if c not in columns)
+    return columns
 
 
 def _caller_level() -> int:
