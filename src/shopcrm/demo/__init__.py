@@ -18,13 +18,13 @@ from shopcrm.demo._experiment import (
     SimulatedResponses,
     simulate_responses,
 )
-from shopcrm.demo._generator import DEMO_NOW, DemoShop, generate
+from shopcrm.demo._generator import DEMO_NOW, PLANTED_PAIRS, DemoShop, generate
 
 if TYPE_CHECKING:
     from shopcrm.report import CampaignReport
 
 __all__ = [
-    "DEMO_NOW", "PLANTED", "PLANTED_EFFECTS", "REPORT_AFTER", "SEED_RULES", "DemoShop", "Planted", "SimulatedResponses",
+    "DEMO_NOW", "PLANTED", "PLANTED_EFFECTS", "PLANTED_PAIRS", "REPORT_AFTER", "SEED_RULES", "DemoShop", "Planted", "SimulatedResponses",
     "generate", "run", "simulate_responses", "write_parquet",
 ]
 
