@@ -5,10 +5,12 @@ from shopcrm.campaigns._models import (
     CHANNELS,
     AlimTalk,
     Branch,
+    BrandLayout,
     Button,
     Campaign,
     Content,
     OneOff,
+    Recommend,
     Recurring,
     Send,
     Triggered,
@@ -38,12 +40,21 @@ from shopcrm.campaigns._planner import (
 from shopcrm.campaigns._playbooks import PLAYBOOKS, Playbook, playbook
 from shopcrm.campaigns._policy import Cap, MessagingPolicy, Window, global_control_members, in_global_control
 from shopcrm.campaigns._preview import ChannelFunnel, Preview, preview
-from shopcrm.campaigns._templates import Decorations, Rendered, Renderer, TemplateLimits
+from shopcrm.campaigns._templates import (
+    SAMPLE_RECOMMENDATIONS,
+    Decorations,
+    RecommendedProduct,
+    Rendered,
+    Renderer,
+    TemplateLimits,
+    product_grid,
+)
 from shopcrm.campaigns._validate import check_templates
 
 __all__ = [
     "AlimTalk",
     "Branch",
+    "BrandLayout",
     "Button",
     "CHANNELS",
     "Campaign",
@@ -61,9 +72,12 @@ __all__ = [
     "Preview",
     "REASONS",
     "Recipient",
+    "Recommend",
+    "RecommendedProduct",
     "Recurring",
     "Rendered",
     "Renderer",
+    "SAMPLE_RECOMMENDATIONS",
     "Send",
     "ShopState",
     "Suppression",
@@ -91,6 +105,7 @@ __all__ = [
     "plan",
     "playbook",
     "preview",
+    "product_grid",
     "scenario_span",
     "with_particle",
 ]

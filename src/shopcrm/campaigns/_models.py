@@ -32,6 +32,7 @@ from shopcrm.timeline import parse_duration
 __all__ = [
     "CHANNELS",
     "AlimTalk",
+    "BrandLayout",
     "Branch",
     "Button",
     "Campaign",
@@ -39,6 +40,7 @@ __all__ = [
     "Content",
     "OneOff",
     "Purpose",
+    "Recommend",
     "Recurring",
     "Schedule",
     "Send",
@@ -108,9 +110,51 @@ class AlimTalk(_Frozen):
     variables: dict[str, str] = Field(default_factory=dict)
 
 
+_STRATEGY = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
+#: how many products one message may ask for (a carousel holds at most 6; an e-mail grid is meant to be short)
+MAX_RECOMMENDATIONS = 12
+
+
+class Recommend(_Frozen):
+    """``{"strategy": "also_bought", "k": 4}``: the message's templates get ``recommendations``, the top ``k``
+    products of ``strategy`` for each recipient (see :func:`shopcrm.recommend.for_customers`), gathered for the
+    whole audience in one batch when a tick plans.  In a triggered scenario the trigger event's ``product_id``
+    is left out unless ``exclude_trigger`` is false."""
+
+    strategy: str = "also_bought"
+    k: int = Field(default=4, ge=1, le=MAX_RECOMMENDATIONS)
+    exclude_trigger: bool = True
+
+    @field_validator("strategy")
+    @classmethod
+    def _strategy(cls, value: str) -> str:
+        if not _STRATEGY.match(value):
+            raise ValueError(f"strategy {value!r} is a recommender's name such as 'also_bought', 'popular' or 'personal' "
+                             "(lower-case letters, digits and '_')")
+        return value
+
+
+#: the Brand Message layouts a content may ask for, and how many products each holds (from, to)
+BRAND_LAYOUT_ITEMS: dict[str, tuple[int, int]] = {"list": (3, 4), "carousel": (2, 6)}
+
+
+class BrandLayout(_Frozen):
+    """How a Brand Message shows ``recommendations``: ``text`` (the body only, the default), ``list`` (a wide item
+    list: a ``header`` of at most 20 characters and 3-4 products with images, at most 2 buttons) or ``carousel``
+    (a carousel feed of 2-6 product cards with images, each with one ``item_button``).  The products come from
+    ``content.recommend``; products without an image are skipped."""
+
+    layout: Literal["text", "list", "carousel"] = "text"
+    header: str | None = None
+    item_button: str = Field(default="보러 가기", min_length=1, max_length=8)
+
+
 class Content(_Frozen):
     """One message's copy.  ``text`` is the body of SMS/LMS/MMS, Brand Message and push and the plain
-    text of e-mail; ``subject`` is the LMS/MMS and e-mail subject and the push title.  All are jinja2."""
+    text of e-mail; ``subject`` is the LMS/MMS and e-mail subject and the push title.  All are jinja2.
+
+    ``recommend`` asks for product recommendations (templates read them as ``recommendations``);
+    ``brand_message`` shows them as a Brand Message list or carousel."""
 
     text: str = Field(min_length=1)
     subject: str | None = None
@@ -118,6 +162,35 @@ class Content(_Frozen):
     alimtalk: AlimTalk | None = None
     buttons: tuple[Button, ...] = ()
     image_url: str | None = None
+    recommend: Recommend | None = None
+    brand_message: BrandLayout | None = None
+
+    @model_validator(mode="after")
+    def _recommendations(self) -> Content:
+        problems: list[str] = []
+        sources = [self.text, self.subject, self.html, *(x for b in self.buttons for x in (b.name, b.url))]
+        if self.alimtalk is not None:
+            sources += list(self.alimtalk.variables.values())
+        if self.recommend is None and any(s is not None and "recommendations" in s for s in sources):
+            problems.append("the templates read recommendations but the content asks for none: add "
+                            "\"recommend\": {\"strategy\": \"also_bought\", \"k\": 4}")
+        layout = self.brand_message.layout if self.brand_message is not None else "text"
+        if layout != "text":
+            low, high = BRAND_LAYOUT_ITEMS[layout]
+            if self.recommend is None:
+                problems.append(f"a Brand Message {layout} shows recommended products: add \"recommend\": "
+                                f"{{\"strategy\": \"also_bought\", \"k\": {high}}}")
+            elif self.recommend.k < low:
+                problems.append(f"a Brand Message {layout} holds {low} to {high} products; recommend.k is "
+                                f"{self.recommend.k}: ask for at least {low}")
+            if layout == "list" and not (self.brand_message and self.brand_message.header):
+                problems.append("a Brand Message list needs a header (at most 20 characters): set brand_message.header")
+            if layout == "carousel" and self.buttons:
+                problems.append("a Brand Message carousel has one button per card (brand_message.item_button), "
+                                "not content.buttons; remove them")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
 
 class Variant(_Frozen):
