@@ -37,7 +37,14 @@ from shopcrm.campaigns._planner import (
     plan,
     scenario_span,
 )
-from shopcrm.campaigns._playbooks import PLAYBOOKS, Playbook, playbook
+from shopcrm.campaigns._playbooks import (
+    PLAYBOOKS,
+    Playbook,
+    draw_winners,
+    grade_changed_events,
+    playbook,
+    winners_rule,
+)
 from shopcrm.campaigns._policy import Cap, MessagingPolicy, Window, global_control_members, in_global_control
 from shopcrm.campaigns._preview import ChannelFunnel, Preview, preview
 from shopcrm.campaigns._templates import (
@@ -92,9 +99,11 @@ __all__ = [
     "check_templates",
     "consent_block",
     "cp949_length",
+    "draw_winners",
     "due_occurrence",
     "format_date",
     "global_control_members",
+    "grade_changed_events",
     "idempotency_key",
     "in_global_control",
     "krw",
@@ -107,5 +116,6 @@ __all__ = [
     "preview",
     "product_grid",
     "scenario_span",
+    "winners_rule",
     "with_particle",
 ]

@@ -209,7 +209,8 @@ class OneOff(_Frozen):
 
 
 class Recurring(_Frozen):
-    """Send every day, or on some weekdays (0 Monday .. 6 Sunday), at a local time, between optional dates.
+    """Send every day, or on some weekdays (0 Monday .. 6 Sunday), or on some days of the month (``month_days``,
+    1 to 28: every month has them), at a local time, between optional dates.
 
     ``reentry`` says how often one customer may get it: ``every_time`` (each occurrence they are in the
     audience), ``once`` (ever), or a duration such as ``"30d"`` (a customer who stays in a segment
@@ -219,6 +220,7 @@ class Recurring(_Frozen):
     kind: Literal["recurring"] = "recurring"
     at: time
     weekdays: tuple[int, ...] = (0, 1, 2, 3, 4, 5, 6)
+    month_days: tuple[int, ...] | None = None
     starts: datetime | None = None
     ends: datetime | None = None
     reentry: Reentry = "every_time"
@@ -231,6 +233,13 @@ class Recurring(_Frozen):
         if not value or any(not 0 <= d <= 6 for d in value):
             raise ValueError(f"weekdays are 0 (Monday) to 6 (Sunday), at least one; got {list(value)}")
         return tuple(sorted(set(value)))
+
+    @field_validator("month_days")
+    @classmethod
+    def _month_days(cls, value: tuple[int, ...] | None) -> tuple[int, ...] | None:
+        if value is not None and (not value or any(not 1 <= d <= 28 for d in value)):
+            raise ValueError(f"month_days are days 1 to 28 of the month (every month has them), at least one; got {list(value)}")
+        return None if value is None else tuple(sorted(set(value)))
 
 
 class Wait(_Frozen):

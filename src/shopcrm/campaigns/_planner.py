@@ -245,9 +245,9 @@ def due_occurrence(campaign: Campaign, now: datetime, timezone: str = "Asia/Seou
     if not isinstance(schedule, Recurring):
         return None
     today = local(now, timezone).date()
-    for back in range(8):
+    for back in range(8 if schedule.month_days is None else 32):
         day = today - timedelta(days=back)
-        if day.weekday() not in schedule.weekdays:
+        if day.weekday() not in schedule.weekdays or (schedule.month_days is not None and day.day not in schedule.month_days):
             continue
         moment = datetime.combine(day, schedule.at)
         if schedule.starts is not None and moment < schedule.starts:
