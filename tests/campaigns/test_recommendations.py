@@ -377,3 +377,49 @@ def test_saving_checks_the_templates_with_sample_products() -> None:
                                 "brand_message": {"layout": "list", "header": "{{ recommendations[5].name }}"}}}],
                             "schedule": {"kind": "one_off", "at": "2026-11-25T10:00:00"}}, now=T0)
     assert len(SAMPLE_RECOMMENDATIONS) >= 12
+
+
+def test_the_email_grid_in_chromium_reads_without_images(tmp_path: Any) -> None:
+    """The grid as a mail client with images off shows it: every product's name and price visible, two per row,
+    the links tracked, a hostile name shown as text (no script runs)."""
+    import shutil
+
+    chromium = shutil.which("chromium")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        sync_playwright = None  # type: ignore[assignment]
+    if chromium is None or sync_playwright is None:
+        pytest.skip("chromium or playwright is not installed (apt-get install chromium; pip install playwright)")
+    content = Content(text="추천", subject="추천", html="{{ recommendations|product_grid }}", recommend={"k": 4})
+    items = [product(1, name="<script>window.hacked=1</script>"), product(2, image=False), product(3), product(4)]
+    page_file = tmp_path / "mail.html"
+    html_text = render(content, "email", items, key="56" * 16).html
+    page_file.write_text(f"<!doctype html><meta charset='utf-8'><body style='width:600px'>{html_text}</body>",
+                         encoding="utf-8")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, headless=True, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 800, "height": 900})
+            page.route("**/*", lambda route: route.continue_() if route.request.url.startswith("file:") else route.abort())
+            page.goto(page_file.as_uri(), wait_until="load")
+            assert page.evaluate("window.hacked === undefined")
+            cells = page.locator("td.shopcrm-product")
+            assert cells.count() == 4
+            texts = [cells.nth(i).inner_text() for i in range(4)]
+            assert texts[0].startswith("<script>window.hacked=1</script>")
+            assert all("10,000원" in t for t in texts)
+            assert "상품 2" in texts[1]
+            boxes = [cells.nth(i).bounding_box() for i in range(4)]
+            assert all(b is not None for b in boxes)
+            first, second, third = boxes[0], boxes[1], boxes[2]
+            assert first is not None
+            assert second is not None
+            assert third is not None
+            assert abs(first["y"] - second["y"]) < 1
+            assert second["x"] > first["x"]
+            assert third["y"] > first["y"]  # the next row
+            hrefs = page.eval_on_selector_all("td.shopcrm-product a", "els => els.map(e => e.href)")
+            assert set(hrefs) == {TRACKING.link("56" * 16, f"https://shop.example/p/{i}") for i in (1, 2, 3, 4)}
+        finally:
+            browser.close()
