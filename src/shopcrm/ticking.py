@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -380,6 +380,7 @@ def gather(
         recipients=recipients, audiences=audiences, triggers=triggers, exits=exits, histories=histories,
         contexts=contexts, trigger_events=trigger_events, ledger=ledger, settled=frozenset(settled), received=received,
         schema=reader.schema, lifecycle_policy=shop.lifecycle_policy,
+        recommendations=recommendations_for(shop, [c for c, _ in enabled], audiences, triggers, trigger_events, now),
     )
     return state, occurrences
 
@@ -400,6 +401,61 @@ def _carts(reader: _Reader, ids: exp.Select | Sequence[Any]) -> dict[Any, tuple[
         if items:
             out[cid] = tuple(_Sample({"product_id": item.product_id, "added_at": item.added_at, **item.details})
                              for item in items)
+    return out
+
+
+# ---- recommendations in messages (issue 14): one batch per campaign and request, never one query per customer ----
+def _for_customers(
+    shop: Shop, customer_ids: list[Any], *, strategy: str, k: int, now: datetime,
+    exclude: Mapping[Any, Collection[Any]] | None = None,
+) -> Mapping[Any, Sequence[Mapping[str, Any]]]:
+    """The recommender (a seam tests replace): :func:`shopcrm.recommend.for_customers`, imported when first needed."""
+    import importlib
+
+    recommend = importlib.import_module("shopcrm.recommend")
+    found: Mapping[Any, Sequence[Mapping[str, Any]]] = recommend.for_customers(
+        shop, customer_ids, strategy=strategy, k=k, now=now, exclude=exclude)
+    return found
+
+
+def recommendations_for(
+    shop: Shop, campaigns: Sequence[Campaign], members: Mapping[str, Iterable[Any]],
+    triggers: Mapping[str, Mapping[Any, Sequence[datetime]]],
+    trigger_events: Mapping[tuple[Any, str, datetime], Mapping[str, Any]], now: datetime,
+) -> dict[tuple[str, Any, Any], Sequence[Mapping[str, Any]]]:
+    """The products each campaign's contents ask for (``content.recommend``), keyed (campaign id, request,
+    customer id): one recommender call per campaign and distinct request, for all of the campaign's members (a
+    broadcast's audience, a scenario's triggered customers).  In a scenario whose request has
+    ``exclude_trigger``, each customer's trigger events' ``product_id`` are left out."""
+    from shopcrm.errors import CampaignError
+
+    out: dict[tuple[str, Any, Any], Sequence[Mapping[str, Any]]] = {}
+    for campaign in campaigns:
+        requests = list(dict.fromkeys(v.content.recommend for s in campaign.send_steps() for v in campaign.variants_of(s)
+                                      if v.content.recommend is not None))
+        if not requests:
+            continue
+        schedule = campaign.schedule
+        ids = list(triggers.get(campaign.id, {})) if campaign.id in triggers else list(members.get(campaign.id, ()))
+        if not ids:
+            continue
+        triggered: dict[Any, set[Any]] = {}
+        if isinstance(schedule, Triggered):
+            wanted = set(ids)
+            for (cid, name, _), properties in trigger_events.items():
+                if name == schedule.on and cid in wanted and properties.get("product_id") is not None:
+                    triggered.setdefault(cid, set()).add(properties["product_id"])
+        for request in requests:
+            exclude = triggered if request.exclude_trigger and triggered else None
+            try:
+                found = _for_customers(shop, ids, strategy=request.strategy, k=request.k, now=now, exclude=exclude)
+            except ModuleNotFoundError as error:
+                raise CampaignError([(f"{campaign.id}.recommend", f"recommendations need shopcrm.recommend ({error})")]) from None
+            except (ValueError, KeyError) as error:
+                raise CampaignError([(f"{campaign.id}.recommend", f"the recommender refused {request.strategy!r} "
+                                      f"(k={request.k}): {error}")]) from None
+            for cid, products in found.items():
+                out[(campaign.id, request, cid)] = products
     return out
 
 
@@ -598,7 +654,8 @@ def preview_state(shop: Shop, campaign: Campaign, now: datetime, *, step: Callab
         for cid, props in _latest_events(reader, schedule.on, audience, list(recipients)).items():
             samples[cid]["event"] = _Sample(props or {})
     done("samples")
-    return ShopState(recipients=recipients, audiences={campaign.id: list(recipients)}, ledger=ledger, contexts=samples)
+    return ShopState(recipients=recipients, audiences={campaign.id: list(recipients)}, ledger=ledger, contexts=samples,
+                     recommendations=recommendations_for(shop, [campaign], {campaign.id: list(recipients)}, {}, {}, now))
 
 
 class _Sample(Mapping[str, Any]):

@@ -5,10 +5,12 @@ from shopcrm.campaigns._models import (
     CHANNELS,
     AlimTalk,
     Branch,
+    BrandLayout,
     Button,
     Campaign,
     Content,
     OneOff,
+    Recommend,
     Recurring,
     Send,
     Triggered,
@@ -35,15 +37,31 @@ from shopcrm.campaigns._planner import (
     plan,
     scenario_span,
 )
-from shopcrm.campaigns._playbooks import PLAYBOOKS, Playbook, playbook
+from shopcrm.campaigns._playbooks import (
+    PLAYBOOKS,
+    Playbook,
+    draw_winners,
+    grade_changed_events,
+    playbook,
+    winners_rule,
+)
 from shopcrm.campaigns._policy import Cap, MessagingPolicy, Window, global_control_members, in_global_control
 from shopcrm.campaigns._preview import ChannelFunnel, Preview, preview
-from shopcrm.campaigns._templates import Decorations, Rendered, Renderer, TemplateLimits
+from shopcrm.campaigns._templates import (
+    SAMPLE_RECOMMENDATIONS,
+    Decorations,
+    RecommendedProduct,
+    Rendered,
+    Renderer,
+    TemplateLimits,
+    product_grid,
+)
 from shopcrm.campaigns._validate import check_templates
 
 __all__ = [
     "AlimTalk",
     "Branch",
+    "BrandLayout",
     "Button",
     "CHANNELS",
     "Campaign",
@@ -61,9 +79,12 @@ __all__ = [
     "Preview",
     "REASONS",
     "Recipient",
+    "Recommend",
+    "RecommendedProduct",
     "Recurring",
     "Rendered",
     "Renderer",
+    "SAMPLE_RECOMMENDATIONS",
     "Send",
     "ShopState",
     "Suppression",
@@ -78,9 +99,11 @@ __all__ = [
     "check_templates",
     "consent_block",
     "cp949_length",
+    "draw_winners",
     "due_occurrence",
     "format_date",
     "global_control_members",
+    "grade_changed_events",
     "idempotency_key",
     "in_global_control",
     "krw",
@@ -91,6 +114,8 @@ __all__ = [
     "plan",
     "playbook",
     "preview",
+    "product_grid",
     "scenario_span",
+    "winners_rule",
     "with_particle",
 ]

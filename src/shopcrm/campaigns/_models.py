@@ -32,6 +32,7 @@ from shopcrm.timeline import parse_duration
 __all__ = [
     "CHANNELS",
     "AlimTalk",
+    "BrandLayout",
     "Branch",
     "Button",
     "Campaign",
@@ -39,6 +40,7 @@ __all__ = [
     "Content",
     "OneOff",
     "Purpose",
+    "Recommend",
     "Recurring",
     "Schedule",
     "Send",
@@ -108,9 +110,51 @@ class AlimTalk(_Frozen):
     variables: dict[str, str] = Field(default_factory=dict)
 
 
+_STRATEGY = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
+#: how many products one message may ask for (a carousel holds at most 6; an e-mail grid is meant to be short)
+MAX_RECOMMENDATIONS = 12
+
+
+class Recommend(_Frozen):
+    """``{"strategy": "also_bought", "k": 4}``: the message's templates get ``recommendations``, the top ``k``
+    products of ``strategy`` for each recipient (see :func:`shopcrm.recommend.for_customers`), gathered for the
+    whole audience in one batch when a tick plans.  In a triggered scenario the trigger event's ``product_id``
+    is left out unless ``exclude_trigger`` is false."""
+
+    strategy: str = "also_bought"
+    k: int = Field(default=4, ge=1, le=MAX_RECOMMENDATIONS)
+    exclude_trigger: bool = True
+
+    @field_validator("strategy")
+    @classmethod
+    def _strategy(cls, value: str) -> str:
+        if not _STRATEGY.match(value):
+            raise ValueError(f"strategy {value!r} is a recommender's name such as 'also_bought', 'popular' or 'personal' "
+                             "(lower-case letters, digits and '_')")
+        return value
+
+
+#: the Brand Message layouts a content may ask for, and how many products each holds (from, to)
+BRAND_LAYOUT_ITEMS: dict[str, tuple[int, int]] = {"list": (3, 4), "carousel": (2, 6)}
+
+
+class BrandLayout(_Frozen):
+    """How a Brand Message shows ``recommendations``: ``text`` (the body only, the default), ``list`` (a wide item
+    list: a ``header`` of at most 20 characters and 3-4 products with images, at most 2 buttons) or ``carousel``
+    (a carousel feed of 2-6 product cards with images, each with one ``item_button``).  The products come from
+    ``content.recommend``; products without an image are skipped."""
+
+    layout: Literal["text", "list", "carousel"] = "text"
+    header: str | None = None
+    item_button: str = Field(default="보러 가기", min_length=1, max_length=8)
+
+
 class Content(_Frozen):
     """One message's copy.  ``text`` is the body of SMS/LMS/MMS, Brand Message and push and the plain
-    text of e-mail; ``subject`` is the LMS/MMS and e-mail subject and the push title.  All are jinja2."""
+    text of e-mail; ``subject`` is the LMS/MMS and e-mail subject and the push title.  All are jinja2.
+
+    ``recommend`` asks for product recommendations (templates read them as ``recommendations``);
+    ``brand_message`` shows them as a Brand Message list or carousel."""
 
     text: str = Field(min_length=1)
     subject: str | None = None
@@ -118,6 +162,35 @@ class Content(_Frozen):
     alimtalk: AlimTalk | None = None
     buttons: tuple[Button, ...] = ()
     image_url: str | None = None
+    recommend: Recommend | None = None
+    brand_message: BrandLayout | None = None
+
+    @model_validator(mode="after")
+    def _recommendations(self) -> Content:
+        problems: list[str] = []
+        sources = [self.text, self.subject, self.html, *(x for b in self.buttons for x in (b.name, b.url))]
+        if self.alimtalk is not None:
+            sources += list(self.alimtalk.variables.values())
+        if self.recommend is None and any(s is not None and "recommendations" in s for s in sources):
+            problems.append("the templates read recommendations but the content asks for none: add "
+                            "\"recommend\": {\"strategy\": \"also_bought\", \"k\": 4}")
+        layout = self.brand_message.layout if self.brand_message is not None else "text"
+        if layout != "text":
+            low, high = BRAND_LAYOUT_ITEMS[layout]
+            if self.recommend is None:
+                problems.append(f"a Brand Message {layout} shows recommended products: add \"recommend\": "
+                                f"{{\"strategy\": \"also_bought\", \"k\": {high}}}")
+            elif self.recommend.k < low:
+                problems.append(f"a Brand Message {layout} holds {low} to {high} products; recommend.k is "
+                                f"{self.recommend.k}: ask for at least {low}")
+            if layout == "list" and not (self.brand_message and self.brand_message.header):
+                problems.append("a Brand Message list needs a header (at most 20 characters): set brand_message.header")
+            if layout == "carousel" and self.buttons:
+                problems.append("a Brand Message carousel has one button per card (brand_message.item_button), "
+                                "not content.buttons; remove them")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
 
 class Variant(_Frozen):
@@ -136,7 +209,8 @@ class OneOff(_Frozen):
 
 
 class Recurring(_Frozen):
-    """Send every day, or on some weekdays (0 Monday .. 6 Sunday), at a local time, between optional dates.
+    """Send every day, or on some weekdays (0 Monday .. 6 Sunday), or on some days of the month (``month_days``,
+    1 to 28: every month has them), at a local time, between optional dates.
 
     ``reentry`` says how often one customer may get it: ``every_time`` (each occurrence they are in the
     audience), ``once`` (ever), or a duration such as ``"30d"`` (a customer who stays in a segment
@@ -146,6 +220,7 @@ class Recurring(_Frozen):
     kind: Literal["recurring"] = "recurring"
     at: time
     weekdays: tuple[int, ...] = (0, 1, 2, 3, 4, 5, 6)
+    month_days: tuple[int, ...] | None = None
     starts: datetime | None = None
     ends: datetime | None = None
     reentry: Reentry = "every_time"
@@ -158,6 +233,13 @@ class Recurring(_Frozen):
         if not value or any(not 0 <= d <= 6 for d in value):
             raise ValueError(f"weekdays are 0 (Monday) to 6 (Sunday), at least one; got {list(value)}")
         return tuple(sorted(set(value)))
+
+    @field_validator("month_days")
+    @classmethod
+    def _month_days(cls, value: tuple[int, ...] | None) -> tuple[int, ...] | None:
+        if value is not None and (not value or any(not 1 <= d <= 28 for d in value)):
+            raise ValueError(f"month_days are days 1 to 28 of the month (every month has them), at least one; got {list(value)}")
+        return None if value is None else tuple(sorted(set(value)))
 
 
 class Wait(_Frozen):

@@ -36,7 +36,7 @@ from shopcrm.campaigns._models import (
     reentry_blocks,
 )
 from shopcrm.campaigns._policy import CONSENT_GROUP, MessagingPolicy, in_global_control, local, utc
-from shopcrm.campaigns._templates import Decorations, Rendered, Renderer
+from shopcrm.campaigns._templates import Decorations, Rendered, Renderer, recommended
 from shopcrm.dsl import Everyone, sample_bucket
 from shopcrm.errors import CampaignError
 from shopcrm.lifecycle import LifecyclePolicy
@@ -149,6 +149,9 @@ class ShopState:
     contexts: Mapping[Any, Mapping[str, Any]] = attrs.field(factory=dict)
     #: the trigger events' properties by (customer id, event name, instant): a scenario's templates see them as ``event``
     trigger_events: Mapping[tuple[Any, str, datetime], Mapping[str, Any]] = attrs.field(factory=dict)
+    #: recommended products by (campaign id, the content's :class:`Recommend`, customer id): the product dicts of
+    #: :func:`shopcrm.recommend.for_customers`; templates of a content that asks for them see them as ``recommendations``
+    recommendations: Mapping[tuple[str, Any, Any], Sequence[Mapping[str, Any]]] = attrs.field(factory=dict)
     ledger: Sequence[LedgerEntry] = ()
     #: per recurring campaign, when each customer last got it (or was held out of it): its reentry rule reads this
     received: Mapping[str, Mapping[Any, datetime]] = attrs.field(factory=dict)
@@ -242,9 +245,9 @@ def due_occurrence(campaign: Campaign, now: datetime, timezone: str = "Asia/Seou
     if not isinstance(schedule, Recurring):
         return None
     today = local(now, timezone).date()
-    for back in range(8):
+    for back in range(8 if schedule.month_days is None else 32):
         day = today - timedelta(days=back)
-        if day.weekday() not in schedule.weekdays:
+        if day.weekday() not in schedule.weekdays or (schedule.month_days is not None and day.day not in schedule.month_days):
             continue
         moment = datetime.combine(day, schedule.at)
         if schedule.starts is not None and moment < schedule.starts:
@@ -421,6 +424,7 @@ class _Planner:
     in_control: dict[Any, bool] = attrs.field(factory=dict)
     #: render the fallback channels of each chain too (a preview needs only the first, for the cost)
     render_fallbacks: bool = True
+    recommendation_views: dict[int, tuple[Any, tuple[Any, ...]]] = attrs.field(factory=dict)
 
     def __attrs_post_init__(self) -> None:
         self.keys = {entry.key for entry in self.state.ledger}
@@ -619,7 +623,7 @@ class _Planner:
             return
         variant = _choose(campaign.variants_of(step), campaign.id, step.send, customer_id)
         try:
-            context = self.context(recipient, campaign, step, due_at, entry)
+            context = self.context(recipient, campaign, step, due_at, entry, variant.content.recommend)
             rendered = tuple([
                 self.renderer.render_cached(variant.content, channel, context, advertising=advertising, decorations=self.decorations,
                                             message_key=key)
@@ -671,14 +675,28 @@ class _Planner:
     def _allowed(self, due: datetime, chain: Sequence[str], recipient: Recipient, zone: str, advertising: bool) -> datetime:
         return allowed_from(due, chain, recipient, zone, advertising, self.policy)
 
-    def context(self, recipient: Recipient, campaign: Campaign, step: Send, due_at: datetime, entry: datetime | None) -> _ContextView:
+    def context(
+        self, recipient: Recipient, campaign: Campaign, step: Send, due_at: datetime, entry: datetime | None,
+        recommend: Any = None,
+    ) -> _ContextView:
         event = None
         if entry is not None and isinstance(campaign.schedule, Triggered):
             event = self.state.trigger_events.get((recipient.customer_id, campaign.schedule.on, entry), {})
+        extra = self.state.contexts.get(recipient.customer_id, {})
+        if recommend is not None:  # an empty list for a customer the recommender had nothing for
+            found = self.state.recommendations.get((campaign.id, recommend, recipient.customer_id), ())
+            extra = {**extra, "recommendations": self.recommended(found)}
         return _ContextView(
-            recipient, self.state.contexts.get(recipient.customer_id, {}), campaign, step.send, due_at,
-            recipient.timezone or self.policy.timezone, self.policy, event,
+            recipient, extra, campaign, step.send, due_at, recipient.timezone or self.policy.timezone, self.policy, event,
         )
+
+    def recommended(self, found: Sequence[Mapping[str, Any]]) -> tuple[Any, ...]:
+        """The template values of a recommendation list, one tuple per list (equal lists share renderings)."""
+        key = id(found)
+        got = self.recommendation_views.get(key)
+        if got is None or got[0] is not found:
+            got = self.recommendation_views[key] = (found, recommended(found))
+        return got[1]
 
 
 class _ContextView(Mapping[str, Any]):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from typing import Any
 from urllib.parse import quote
@@ -23,11 +23,14 @@ import markupsafe
 
 from shopcrm.campaigns._korean import PARTICLES, cp949_length, format_date, krw, with_particle
 from shopcrm.campaigns._limits import LimitedEnvironment, TemplateLimitError, TemplateLimits, metered
-from shopcrm.campaigns._models import Content
+from shopcrm.campaigns._models import BRAND_LAYOUT_ITEMS, Content
 from shopcrm.errors import CampaignError
 from shopcrm.tracking import TrackingPolicy
 
-__all__ = ["LIMITS", "SAMPLE_KEY", "Decorations", "Rendered", "Renderer", "TemplateLimits", "uses_link"]
+__all__ = [
+    "LIMITS", "SAMPLE_KEY", "SAMPLE_RECOMMENDATIONS", "Decorations", "RecommendedProduct", "Rendered", "Renderer",
+    "TemplateLimits", "product_grid", "recommended", "uses_link",
+]
 
 #: channel limits (see docs/campaigns/templates.md for the sources)
 LIMITS: dict[str, int] = {
@@ -40,6 +43,13 @@ LIMITS: dict[str, int] = {
     "button_name_chars": 14,
     "brand_message_chars": 1300,
     "push_chars": 1000,
+    # Brand Message list (wide item list) and carousel feed (providers.md section 2.3)
+    "brand_list_header_chars": 20,
+    "brand_list_main_title_chars": 25,
+    "brand_list_title_chars": 30,
+    "brand_list_buttons": 2,
+    "brand_card_header_chars": 20,
+    "brand_card_text_chars": 180,
 }
 _MISSING = object()
 _SLOT = re.compile(r"#\{([^{}]+)\}")
@@ -86,16 +96,25 @@ class Rendered:
     #: the targets of the message's tracked links (``{{ link(url) }}``), in order of first use: a click token
     #: names one of them by :func:`shopcrm.tracking.link_id`
     links: tuple[str, ...] = ()
+    #: a Brand Message's layout when it is not plain text: ``list`` (wide item list) or ``carousel`` (carousel feed)
+    layout: str | None = None
+    #: the header of a Brand Message list
+    header: str | None = None
+    #: the products of a Brand Message list or carousel: (title, description, image URL, tracked link, the card's
+    #: button label: carousel only, "" in a list)
+    items: tuple[tuple[str, str, str, str, str], ...] = ()
 
 
 class _Links:
-    """The tracked links of one message being rendered: its key, the tracking policy, the targets seen."""
+    """The tracked links of one message being rendered: its key, the tracking policy, the targets seen, and the
+    product lines (``sms_line``) waiting to be filled in once the rest of the message is known."""
 
-    __slots__ = ("key", "tracking", "urls")
+    __slots__ = ("key", "lines", "tracking", "urls")
 
     def __init__(self, key: str, tracking: TrackingPolicy | None) -> None:
         self.key, self.tracking = key, tracking
         self.urls: dict[str, None] = {}
+        self.lines: list[tuple[tuple[RecommendedProduct, ...], int | None, str]] = []
 
 
 _LINKS: ContextVar[_Links | None] = ContextVar("shopcrm_template_links", default=None)
@@ -113,6 +132,166 @@ def _link(url: object) -> str:
         raise ValueError(f"link() takes an http(s) URL without spaces; got {url!r}")
     links.urls[url] = None
     return links.tracking.link(links.key, url)
+
+
+# ------------------------------------------------------------------ recommended products in messages
+_PRODUCT_FIELDS = ("product_id", "name", "price", "category", "image_url", "url")
+
+
+class RecommendedProduct(Mapping[str, Any]):
+    """One recommended product as a template sees it: ``name``, ``price``, ``url`` (the product page as a tracked
+    link of the message being rendered, or the plain product URL when the policy has no tracking base),
+    ``image_url``, ``product_id`` and ``category``.  Hashable, so customers with the same recommendations share
+    one rendering (each with its own link tokens)."""
+
+    __slots__ = ("_hash", "_values")
+
+    def __init__(self, values: Mapping[str, Any]) -> None:
+        self._values = {k: values.get(k) for k in ("product_id", "name", "price", "category", "image_url",
+                                                   "product_url", "strategy")}
+        self._hash: int | None = None
+
+    def __getitem__(self, key: str) -> Any:
+        if key == "url":
+            return _product_link(self._values["product_url"])
+        if key in self._values:
+            return self._values[key]
+        raise KeyError(key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(_PRODUCT_FIELDS)
+
+    def __len__(self) -> int:
+        return len(_PRODUCT_FIELDS)
+
+    def __hash__(self) -> int:
+        if self._hash is None:
+            self._hash = hash(tuple(self._values.items()))
+        return self._hash
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, RecommendedProduct) and self._values == other._values
+
+    def __repr__(self) -> str:
+        return f"RecommendedProduct({self._values!r})"
+
+
+def recommended(items: Sequence[Mapping[str, Any]]) -> tuple[RecommendedProduct, ...]:
+    """What templates get as ``recommendations`` from the recommender's dicts (product_id, name, price, category,
+    image_url, product_url, strategy)."""
+    return tuple(item if isinstance(item, RecommendedProduct) else RecommendedProduct(item) for item in items)
+
+
+#: products a campaign's templates are checked with when it is saved (real ones come at tick time)
+SAMPLE_RECOMMENDATIONS: tuple[RecommendedProduct, ...] = recommended([
+    {"product_id": f"SAMPLE{i}", "name": name, "price": price, "category": "sample",
+     "image_url": f"https://shop.example.com/images/sample-{i}.jpg", "product_url": f"https://shop.example.com/products/sample-{i}"}
+    for i, (name, price) in enumerate([("프리미엄 캐시미어 니트 베이지", 89_000), ("데일리 러닝화 화이트", 59_000),
+                                       ("클래식 울 코트 네이비", 189_000), ("소프트 머플러 그레이", 29_000),
+                                       ("라이트 크로스백 블랙", 49_000), ("베이직 맨투맨 카키", 35_000)] * 2, 1)
+])
+
+
+def _product_link(url: object) -> str:
+    """A product page's URL as a tracked link of the message being rendered (plain without a tracking base)."""
+    if url is None or url == "":
+        return ""
+    links = _LINKS.get()
+    if links is None or links.tracking is None:
+        return str(url)
+    return _link(url)
+
+
+def _price(value: object) -> str:
+    return "" if value is None else krw(value)
+
+
+def product_grid(items: object, columns: int = 2) -> markupsafe.Markup:
+    """``{{ recommendations|product_grid }}`` in an e-mail's ``html``: the products as a table of ``columns`` cells
+    per row (image when there is one, name, price, a tracked link); every value escaped, readable without images."""
+    if not isinstance(columns, int) or not 1 <= columns <= 4:
+        raise ValueError(f"product_grid takes 1 to 4 columns, not {columns!r}")
+    products = list(items) if isinstance(items, list | tuple) else []
+    if not products:
+        return markupsafe.Markup("")
+    esc = markupsafe.escape
+    cells = []
+    for item in products:
+        url = item["url"] if isinstance(item, Mapping) else ""
+        name, price, image = item.get("name"), item.get("price"), item.get("image_url")
+        picture = (f'<a href="{esc(url)}"><img src="{esc(image)}" alt="{esc(name)}" width="240" '
+                   f'style="display:block;width:100%;max-width:240px;height:auto;border:0"></a>') if image else ""
+        cells.append(
+            f'<td class="shopcrm-product" valign="top" width="{100 // columns}%" style="padding:8px">{picture}'
+            f'<p style="margin:8px 0 4px"><a href="{esc(url)}">{esc(name)}</a></p>'
+            f'<p style="margin:0"><strong>{esc(_price(price))}</strong></p></td>'
+        )
+    rows = []
+    for start in range(0, len(cells), columns):
+        row = cells[start:start + columns]
+        row += [f'<td width="{100 // columns}%"></td>'] * (columns - len(row))
+        rows.append("<tr>" + "".join(row) + "</tr>")
+    return markupsafe.Markup('<table class="shopcrm-products" role="presentation" width="100%" cellpadding="0" '
+                             'cellspacing="0" border="0">' + "".join(rows) + "</table>")
+
+
+_LINE_MARK = re.compile("\ue000(\\d+)\ue001")
+
+
+def _sms_line(items: object, max_bytes: int | None = None, sep: str = "\n") -> str:
+    """``{{ recommendations|sms_line }}``: one line per product (name, price, link), as many whole products as fit.
+
+    In an SMS/LMS the products fill what the message's byte budget (2,000 CP949 bytes of an LMS, ad lines
+    included) leaves once the rest of the text is in; ``max_bytes`` caps the products' part further.  Products
+    are never cut in the middle; one whose name cannot be sent by SMS is left out."""
+    if max_bytes is not None and (not isinstance(max_bytes, int) or max_bytes < 0):
+        raise ValueError(f"sms_line's max_bytes is a number of bytes, not {max_bytes!r}")
+    products = tuple(i for i in (items if isinstance(items, list | tuple) else ()) if isinstance(i, RecommendedProduct))
+    links = _LINKS.get()
+    if links is None:
+        return sep.join(_product_line(p, _product_link(p["product_url"])) for p in products)
+    links.lines.append((products, max_bytes, str(sep)))
+    return f"\ue000{len(links.lines) - 1}\ue001"
+
+
+def _product_line(product: RecommendedProduct, url: str) -> str:
+    return " ".join(x for x in (str(product["name"] or ""), _price(product["price"]), url) if x)
+
+
+def _fill_lines(text: str, budget: int | None, *, escape: bool = False) -> str:
+    """``text`` with each ``sms_line`` mark replaced by the products that fit: within ``budget`` CP949 bytes all
+    marks together (None: no budget but each mark's own ``max_bytes``)."""
+    links = _LINKS.get()
+    if links is None or "\ue000" not in text:
+        return text
+    left = budget
+
+    def fill(match: re.Match[str]) -> str:
+        nonlocal left
+        products, cap, sep = links.lines[int(match.group(1))]
+        chosen: list[str] = []
+        used = 0
+        for product in products:
+            target = product["product_url"]
+            url = ("" if not target else links.tracking.link(links.key, str(target)) if links.tracking is not None
+                   else str(target))
+            line = _product_line(product, url)
+            try:
+                size = cp949_length(line) + (cp949_length(sep) if chosen else 0)
+            except ValueError:
+                continue  # a name SMS cannot carry
+            if (cap is not None and used + size > cap) or (left is not None and size > left):
+                break
+            if target:
+                _product_link(target)  # recorded as a tracked link of the message
+            chosen.append(line)
+            used += size
+            if left is not None:
+                left -= size
+        out = sep.join(chosen)
+        return str(markupsafe.escape(out)) if escape else out
+
+    return _LINE_MARK.sub(fill, text)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -139,12 +318,13 @@ def _personal(shared: Rendered, tracking: TrackingPolicy, key: str, unsubscribe:
         html=None if shared.html is None else swap(shared.html),
         variables=tuple((k, swap(v)) for k, v in shared.variables),
         buttons=tuple((n, swap(u)) for n, u in shared.buttons), headers=tuple((n, swap(v)) for n, v in shared.headers),
+        items=tuple((t, d, i, swap(u), b) for t, d, i, u, b in shared.items),
     )
 
 
 def uses_link(names: Sequence[str]) -> bool:
-    """Whether templates reading ``names`` call ``link``."""
-    return "link" in names
+    """Whether templates reading ``names`` make tracked links: they call ``link`` or show recommended products."""
+    return "link" in names or "recommendations" in names
 
 
 def _josa_filter(pair: str) -> Any:
@@ -160,6 +340,8 @@ def _environment(autoescape: bool, limits: TemplateLimits) -> LimitedEnvironment
     env.filters["date"] = format_date
     env.filters["josa"] = with_particle
     env.globals["link"] = _link
+    env.filters["product_grid"] = product_grid
+    env.filters["sms_line"] = _sms_line
     for pair in PARTICLES:
         env.filters[pair.replace("/", "")] = _josa_filter(pair)  # {{ name|은는 }}
     env.guard_filters()
@@ -324,16 +506,21 @@ class Renderer:
         if advertising:
             _require_ad_lines(channel, decorations, at)
         body = self.text(content.text, context, where=f"{at}.text")
-        subject = None if content.subject is None else self.text(content.subject, context, where=f"{at}.subject")
-        buttons = tuple((self.text(b.name, context, where=f"{at}.buttons"), self.text(b.url, context, where=f"{at}.buttons"))
+        subject = None if content.subject is None else _fill_lines(self.text(content.subject, context, where=f"{at}.subject"), None)
+        buttons = tuple((_fill_lines(self.text(b.name, context, where=f"{at}.buttons"), None),
+                         _fill_lines(self.text(b.url, context, where=f"{at}.buttons"), None))
                         for b in content.buttons)
         if channel == "sms":
             return self._sms(content, body, subject, context, advertising, decorations, at)
+        body = _fill_lines(body, None)  # sms_line: every product (only SMS/LMS has a byte budget)
         if channel == "alimtalk":
             return self._alimtalk(content, context, buttons, at)
         if channel == "brand_message":
             if advertising and decorations.opt_out_line:
                 body = f"{body}\n{decorations.opt_out_line}"
+            layout = content.brand_message.layout if content.brand_message is not None else "text"
+            if layout != "text":
+                return self._brand_layout(content, layout, body, buttons, context, at)
             self._check_buttons(buttons, at)
             if len(body) > LIMITS["brand_message_chars"]:
                 raise CampaignError([(at, f"{len(body):,} characters; a Brand Message holds at most {LIMITS['brand_message_chars']:,}")])
@@ -341,7 +528,8 @@ class Renderer:
         if channel == "email":
             if subject is None:
                 raise CampaignError([(f"{at}.subject", "an e-mail needs a subject; set content.subject")])
-            html = None if content.html is None else self.text(content.html, context, html=True, where=f"{at}.html")
+            html = None if content.html is None else _fill_lines(
+                self.text(content.html, context, html=True, where=f"{at}.html"), None, escape=True)
             headers: tuple[tuple[str, str], ...] = ()
             if advertising:
                 if decorations.ad_prefix:
@@ -370,6 +558,49 @@ class Renderer:
             return Rendered(channel=channel, kind="webhook", text=body, subject=subject, buttons=buttons, image_url=content.image_url)
         raise CampaignError([(at, f"unknown channel {channel!r}")])
 
+    def _brand_layout(
+        self, content: Content, layout: str, body: str, buttons: tuple[tuple[str, str], ...], context: Mapping[str, Any],
+        at: str,
+    ) -> Rendered:
+        """A Brand Message list (wide item list) or carousel (carousel feed) of the recommended products that have
+        an image: product names longer than a title holds are shortened with an ellipsis; too few products, a
+        header or buttons over their limits fail."""
+        assert content.brand_message is not None
+        low, high = BRAND_LAYOUT_ITEMS[layout]
+        offered = [p for p in (context.get("recommendations") or ()) if isinstance(p, Mapping)]
+        pictured = [p for p in offered if p.get("image_url")][:high]
+        if len(pictured) < low:
+            raise CampaignError([(f"{at}.brand_message", f"a Brand Message {layout} needs at least {low} recommended "
+                                  f"products with an image; {len(pictured)} of the {len(offered)} recommended have one "
+                                  "(ask for more with recommend.k, or send the text layout)")])
+        problems: list[tuple[str, str]] = []
+        header = None
+        items: list[tuple[str, str, str, str, str]] = []
+        if layout == "list":
+            header = self.text(content.brand_message.header or "", context, where=f"{at}.brand_message.header")
+            if not header or len(header) > LIMITS["brand_list_header_chars"]:
+                problems.append((f"{at}.brand_message.header", f"the list header {header!r} has {len(header)} "
+                                 f"characters; it needs 1 to {LIMITS['brand_list_header_chars']}"))
+            if len(buttons) > LIMITS["brand_list_buttons"]:
+                problems.append((f"{at}.buttons", f"{len(buttons)} buttons; a Brand Message list allows at most "
+                                 f"{LIMITS['brand_list_buttons']}"))
+            for i, product in enumerate(pictured):
+                limit = LIMITS["brand_list_main_title_chars"] if i == 0 else LIMITS["brand_list_title_chars"]
+                items.append((_shorten(str(product.get("name") or ""), limit), _price(product.get("price")),
+                              str(product["image_url"]), str(product["url"]), ""))
+        else:
+            for product in pictured:
+                text = " · ".join(x for x in (_price(product.get("price")), str(product.get("category") or "")) if x)
+                items.append((_shorten(str(product.get("name") or ""), LIMITS["brand_card_header_chars"]),
+                              _shorten(text, LIMITS["brand_card_text_chars"]), str(product["image_url"]), str(product["url"]),
+                              content.brand_message.item_button))
+        if problems:
+            raise CampaignError(problems)
+        if layout == "list":
+            self._check_buttons(buttons, at)
+        return Rendered(channel="brand_message", kind="brand_message", text=body, buttons=buttons if layout == "list" else (),
+                        layout=layout, header=header if layout == "list" else None, items=tuple(items))
+
     def _sms(
         self, content: Content, body: str, subject: str | None, context: Mapping[str, Any],
         advertising: bool, decorations: Decorations, at: str,
@@ -380,6 +611,13 @@ class Renderer:
             if decorations.opt_out_line:
                 lines.append(decorations.opt_out_line)
             body = "\n".join(lines)
+        if "\ue000" in body:  # sms_line: products fill what the LMS leaves once the rest (ad lines included) is in
+            rest = _LINE_MARK.sub("", body)
+            try:
+                budget = LIMITS["lms_bytes"] - cp949_length(rest)
+            except ValueError as error:
+                raise CampaignError([(f"{at}.text", str(error))]) from None
+            body = _fill_lines(body, max(budget, 0))
         problems: list[tuple[str, str]] = []
         try:
             size = cp949_length(body)
@@ -421,7 +659,8 @@ class Renderer:
             problems.append((f"{at}.body", f"{len(slots)} variables; AlimTalk allows at most {LIMITS['alimtalk_variables']}"))
         if problems:
             raise CampaignError(problems)
-        values = {name: self.text(source, context, where=f"{at}.variables.{name}") for name, source in template.variables.items()}
+        values = {name: _fill_lines(self.text(source, context, where=f"{at}.variables.{name}"), None)
+                  for name, source in template.variables.items()}
         text = _SLOT.sub(lambda m: values[m.group(1)], template.body)
         if len(text) > LIMITS["alimtalk_chars"]:
             raise CampaignError([(at, f"{len(text):,} characters once filled in; AlimTalk holds at most {LIMITS['alimtalk_chars']:,}")])
@@ -437,6 +676,11 @@ class Renderer:
         for name, _ in buttons:
             if len(name) > LIMITS["button_name_chars"]:
                 raise CampaignError([(f"{at}.buttons", f"button name {name!r} has {len(name)} characters; at most {LIMITS['button_name_chars']}")])
+
+
+def _shorten(text: str, limit: int) -> str:
+    """``text`` within ``limit`` characters, an ellipsis marking a cut."""
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
 def _require_ad_lines(channel: str, decorations: Decorations, at: str) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 from shopcrm.campaigns._models import Campaign, Triggered
 from shopcrm.campaigns._planner import Recipient, message_context
 from shopcrm.campaigns._policy import MessagingPolicy, local
-from shopcrm.campaigns._templates import Renderer
+from shopcrm.campaigns._templates import SAMPLE_RECOMMENDATIONS, Renderer
 from shopcrm.errors import CampaignError
 from shopcrm.timeline import to_utc_naive
 
@@ -64,8 +64,11 @@ def check_templates(
                 if reads_event and (event is None or not triggered):
                     continue
                 for recipient in samples:
+                    extra = (contexts or {}).get(recipient.customer_id, {})
+                    if content.recommend is not None and "recommendations" not in extra:  # real ones come at tick time
+                        extra = {**extra, "recommendations": SAMPLE_RECOMMENDATIONS[:content.recommend.k]}
                     context = message_context(
-                        recipient, (contexts or {}).get(recipient.customer_id, {}), campaign, step.send,
+                        recipient, extra, campaign, step.send,
                         local(when, recipient.timezone or rules.timezone), rules, event=event if triggered else None,
                     )
                     try:

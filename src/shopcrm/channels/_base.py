@@ -71,6 +71,11 @@ class Message:
     #: for a Brand Message: whether the recipient is the Kakao channel's friend (targeting ``I``) or a
     #: marketing-consent user who is not (``M``), as the planner saw it; None when unknown or not Kakao
     friend: bool | None = None
+    #: a Brand Message's layout when it is not plain text (``list`` or ``carousel``), its list header and its
+    #: products: (title, description, image URL, link, the card's button label)
+    layout: str | None = None
+    header: str | None = None
+    items: tuple[tuple[str, str, str, str, str], ...] = ()
 
     @classmethod
     def from_rendered(cls, item: Mapping[str, Any], **fields: Any) -> Message:
@@ -82,7 +87,9 @@ class Message:
             buttons=tuple(tuple(b) for b in item.get("buttons") or ()),
             headers=tuple(tuple(h) for h in item.get("headers") or ()),
             image_url=item.get("image_url"),
-            friend=None if item.get("friend") is None else bool(item["friend"]), **fields,
+            friend=None if item.get("friend") is None else bool(item["friend"]),
+            layout=item.get("layout"), header=item.get("header"),
+            items=tuple((str(a), str(b), str(c), str(d), str(e)) for a, b, c, d, e in item.get("items") or ()), **fields,
         )
 
     def as_dict(self) -> dict[str, Any]:

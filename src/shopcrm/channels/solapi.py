@@ -181,6 +181,11 @@ class SolapiChannel(Channel):
             problems.append("AlimTalk needs the approved template's id (template_code)")
         if message.kind == "mms" and message.image_url not in self.image_ids:
             problems.append(f"the MMS image {message.image_url!r} has no Solapi file id: upload it and map it in image_ids")
+        if message.kind == "brand_message" and message.layout in ("list", "carousel"):
+            missing = [image for _, _, image, _, _ in message.items if image not in self.image_ids]
+            if missing:
+                problems.append(f"the Brand Message {message.layout}'s product images {missing[:3]} have no Solapi file id "
+                                "(storage type BMS): upload them and map them in image_ids")
         if not 9 <= len(_digits(message.to)) <= 11:
             problems.append(f"{message.to!r} is not a Korean mobile number")
         return problems
@@ -210,6 +215,10 @@ class SolapiChannel(Channel):
             item["type"] = "BMS_TEXT"
             # channel friends are targeted I; a non-friend (licensed channels only) M: marketing-consent users
             targeting = "M" if message.friend is False else "I"
+            if message.layout in ("list", "carousel"):
+                item["type"], bms = self._bms_layout(message)
+                item["kakaoOptions"] = {"pfId": self.pf_id, "bms": {"targeting": targeting, **bms}}
+                return item
             item["kakaoOptions"] = {"pfId": self.pf_id, "bms": {"targeting": targeting},
                                     **({"buttons": buttons} if buttons else {})}
         else:  # the legacy FriendTalk type, for accounts that still accept it
@@ -217,6 +226,26 @@ class SolapiChannel(Channel):
             item["kakaoOptions"] = {"pfId": self.pf_id, "adFlag": message.purpose == "advertising",
                                     **({"buttons": buttons} if buttons else {})}
         return item
+
+    def _bms_layout(self, message: Message) -> tuple[str, dict[str, Any]]:
+        """The message type and ``bms`` options of a Brand Message list (``BMS_WIDE_ITEM_LIST``: a header, the first
+        product as the main wide item, the others as sub items, up to 2 buttons) or carousel
+        (``BMS_CAROUSEL_FEED``: one card per product with its image, title, text and one link button)."""
+        def link(url: str) -> dict[str, str]:
+            return {"linkMobile": url, "linkPc": url}
+
+        if message.layout == "list":
+            main, *rest = message.items
+            return "BMS_WIDE_ITEM_LIST", {
+                "chatBubbleType": "WIDE_ITEM_LIST", "header": message.header or "",
+                "mainWideItem": {"title": main[0], "imageId": self.image_ids[main[2]], **link(main[3])},
+                "subWideItemList": [{"title": t, "imageId": self.image_ids[i], **link(u)} for t, _, i, u, _ in rest],
+                **({"buttons": [{"name": n, "linkType": "WL", **link(u)} for n, u in message.buttons]}
+                   if message.buttons else {}),
+            }
+        cards = [{"header": t, "content": d, "imageId": self.image_ids[i], "imageLink": u,
+                  "buttons": [{"name": b, "linkType": "WL", **link(u)}]} for t, d, i, u, b in message.items]
+        return "BMS_CAROUSEL_FEED", {"chatBubbleType": "CAROUSEL_FEED", "carousel": {"list": cards}}
 
     def headers(self) -> dict[str, str]:
         date = self._clock().astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")

@@ -18,13 +18,13 @@ from shopcrm.demo._experiment import (
     SimulatedResponses,
     simulate_responses,
 )
-from shopcrm.demo._generator import DEMO_NOW, DemoShop, generate
+from shopcrm.demo._generator import DEMO_NOW, PLANTED_PAIRS, DemoShop, generate
 
 if TYPE_CHECKING:
     from shopcrm.report import CampaignReport
 
 __all__ = [
-    "DEMO_NOW", "PLANTED", "PLANTED_EFFECTS", "REPORT_AFTER", "SEED_RULES", "DemoShop", "Planted", "SimulatedResponses",
+    "DEMO_NOW", "PLANTED", "PLANTED_EFFECTS", "PLANTED_PAIRS", "REPORT_AFTER", "SEED_RULES", "DemoShop", "Planted", "SimulatedResponses",
     "generate", "run", "simulate_responses", "write_parquet",
 ]
 
@@ -88,6 +88,14 @@ LABELS = {
     "seoul_gold_kakao": "서울 골드/VIP 카카오 수신동의",
     "vip_holdout_10pct": "VIP 10% 대조군 (holdout)",
 }
+
+
+#: the playbooks the demo enables: the first eleven (the later ones need data the demo shop does not have -- a
+#: membership_saved column, payment and points events -- or dates and winners a shop sets itself)
+DEMO_PLAYBOOKS = (
+    "welcome_coupon", "signup_dropoff", "cart_reminder", "price_drop", "coupon_expiry", "order_completed",
+    "delivered_review", "first_purchase_cross_sell", "vip_upgrade", "cooling_off", "lapsed_winback",
+)
 
 
 def write_parquet(demo: DemoShop, directory: str | Path) -> tuple[Path, Path]:
@@ -171,7 +179,7 @@ def _campaigns(shop: Any, when: datetime, out: Callable[[str], None], progress: 
     """Enable the playbooks, preview a broadcast, and run the morning's tick (nothing is sent: the outbox fills)."""
     from datetime import timedelta
 
-    from shopcrm.campaigns import PLAYBOOKS, MessagingPolicy
+    from shopcrm.campaigns import MessagingPolicy
     from shopcrm.tracking import TrackingPolicy
 
     # assigned, the policy is saved with the shop: Shop.open(path) and `shopcrm tick --db path` use it again;
@@ -180,7 +188,7 @@ def _campaigns(shop: Any, when: datetime, out: Callable[[str], None], progress: 
         sender_name="모아샵", sender_contact="1588-0000", opt_out_number="080-000-0000",
         tracking=TrackingPolicy(base_url="https://shop.example.com/r", secret=DEMO_TRACKING_SECRET),
     )
-    for name in PLAYBOOKS:
+    for name in DEMO_PLAYBOOKS:
         if name == "lapsed_winback":  # measured: a 20% holdout (the playbook has 10%), the copy with a tracked link
             shop.enable_playbook(name, now=when - timedelta(days=2), holdout_percent=20, variants=[{"name": "기본", "content": {
                 "text": "{{ name }}님, 오랜만이에요! 다시 찾아 주시면 15% 할인 쿠폰을 드려요. "
@@ -206,7 +214,7 @@ def _campaigns(shop: Any, when: datetime, out: Callable[[str], None], progress: 
         "schedule": {"kind": "one_off", "at": "2026-11-24T11:00:00"},
     }, now=when - timedelta(days=1))
     morning = when + timedelta(hours=1)  # 10:00 in Seoul
-    out(f"Campaigns: {len(PLAYBOOKS)} playbooks enabled, one broadcast saved (and a placebo notice for 11:00); the "
+    out(f"Campaigns: {len(DEMO_PLAYBOOKS)} playbooks enabled, one broadcast saved (and a placebo notice for 11:00); the "
         f"broadcast's audience preview:")
     previewed = shop.preview(sale.id, now=morning, progress=progress)
     out(str(previewed))
