@@ -22,8 +22,8 @@ from pathlib import Path
 from bench_segments import dataset, peak_rss_mib
 
 import shopcrm
-from shopcrm.campaigns import PLAYBOOKS, MessagingPolicy
-from shopcrm.demo import DEMO_NOW
+from shopcrm.campaigns import MessagingPolicy
+from shopcrm.demo import DEMO_NOW, DEMO_PLAYBOOKS
 
 MORNING = DEMO_NOW + timedelta(hours=1)  # 10:00 in Seoul
 POLICY = MessagingPolicy(sender_name="모아샵", sender_contact="1588-0000", opt_out_number="080-000-0000")
@@ -48,7 +48,7 @@ def measure(scale: int, folder: Path) -> dict[str, str]:
         out["load customers + events (Parquet)"] = f"{time.perf_counter() - started:.2f} s"
         shop.messaging_policy = POLICY
         started = time.perf_counter()
-        for name in PLAYBOOKS:
+        for name in DEMO_PLAYBOOKS:
             shop.enable_playbook(name, now=DEMO_NOW - timedelta(days=2))
         shop.save_campaign(SALE, now=DEMO_NOW - timedelta(days=1))
         out["save 11 playbooks + 1 broadcast (checked)"] = f"{time.perf_counter() - started:.2f} s"

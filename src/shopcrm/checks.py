@@ -67,7 +67,7 @@ Severity = Literal["error", "warning", "info"]
 _ORDER: tuple[Severity, ...] = ("error", "warning", "info")
 _PLURAL = {"error": "errors", "warning": "warnings", "info": "infos"}
 #: names every template sees besides the customer's columns (see ``message_context``, and ``link`` for tracked links), and jinja2's globals
-_CONTEXT = frozenset({"customer_id", "campaign", "shop", "now", "cart", "link"})
+_CONTEXT = frozenset({"customer_id", "campaign", "shop", "now", "cart", "link", "recommendations"})
 _GLOBALS = frozenset(jinja2.Environment().globals)
 #: the customer column (a RecipientColumns field) that addresses each channel
 _CONTACT = {"sms": "phone", "alimtalk": "phone", "brand_message": "phone", "email": "email", "push": "push_token"}

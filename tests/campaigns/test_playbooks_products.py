@@ -48,12 +48,12 @@ def person(cid: str, **changes: Any) -> dict[str, Any]:
     return row
 
 
-COLUMNS = ("product_id", "product_name", "order_id", "amount", "bank_account", "old_price", "new_price", "percent",
+COLUMNS = ("product_id", "name", "order_id", "amount", "bank_account", "old_price", "new_price", "percent",
            "stock", "points", "balance", "expires_at", "old_grade", "new_grade")
 
 
-def event(cid: str, name: str, at: datetime, **properties: Any) -> dict[str, Any]:
-    row: dict[str, Any] = {"customer_id": cid, "event": name, "ts": at, **dict.fromkeys(COLUMNS)}
+def event(cid: str, event_name: str, at: datetime, **properties: Any) -> dict[str, Any]:
+    row: dict[str, Any] = {"customer_id": cid, "event": event_name, "ts": at, **dict.fromkeys(COLUMNS)}
     row.update(properties)
     return row
 
@@ -70,11 +70,11 @@ LIVE = [
     event("payer", "order_placed", kst(0, 9), order_id="W1", amount=45_000, bank_account="국민 123-45-6789"),
     event("prompt", "order_placed", kst(0, 10), order_id="W2", amount=30_000),
     event("prompt", "payment_completed", kst(0, 12), order_id="W2"),
-    event("carter", "cart_item_price_dropped", kst(1, 12), product_id="P7", product_name="울 머플러",
+    event("carter", "cart_item_price_dropped", kst(1, 12), product_id="P7", name="울 머플러",
           old_price=50_000, new_price=40_000, percent=20.0),
     event("nightowl", "cart_item_price_dropped", kst(1, 22), product_id="P7", old_price=50_000, new_price=45_000,
           percent=10.0),
-    event("wisher", "wishlist_item_low_stock", kst(2, 15), product_id="P8", product_name="캐시미어 니트", stock=3),
+    event("wisher", "wishlist_item_low_stock", kst(2, 15), product_id="P8", name="캐시미어 니트", stock=3),
     *[{**dict.fromkeys(COLUMNS), **e} for e in grade_changed_events(BEFORE, CUSTOMERS[:8], at=kst(3, 9))],
     event("earner", "points_earned", kst(3, 14), points=1_500, balance=12_000),
     event("expirer", "points_expiring", kst(4, 9), points=3_000, expires_at=kst(11, 0)),

@@ -307,12 +307,13 @@ _BOOKS += [
         title="장바구니 상품 가격 인하",
         situation="An item still in the cart got cheaper since it was added (the derived event cart_item_price_dropped), "
                   "at most once a day; an order ends it.",
-        needs=("event cart_item_price_dropped (product_id, old_price, new_price, percent; optional product_name)",),
+        needs=("the catalog and its history (shop.load_products): the derived event cart_item_price_dropped "
+               "(product_id, old_price, new_price, percent, name)",),
         document={
             "id": "cart_price_drop", "name": "장바구니 가격 인하", "purpose": "advertising", "priority": 58,
             "channels": ["brand_message", "sms"],
             "variants": _variant(
-                "{{ name }}님, 장바구니에 담아 두신 {{ event.product_name | default('상품', true) }} 가격이 {{ event.percent|float|round|int }}% "
+                "{{ name }}님, 장바구니에 담아 두신 {{ event.name | default('상품', true) }} 가격이 {{ event.percent|float|round|int }}% "
                 "내려갔어요. {{ event.old_price|krw }} → {{ event.new_price|krw }}",
                 buttons=[{"name": "장바구니 보기", "url": "{{ cart_url | default('https://shop.example.com/cart') }}"}],
             ),
@@ -324,12 +325,13 @@ _BOOKS += [
         name="wishlist_low_stock",
         title="찜한 상품 품절 임박",
         situation="An item on the wishlist is nearly sold out (the derived event wishlist_item_low_stock), once per 3 days.",
-        needs=("event wishlist_item_low_stock (product_id, stock; optional product_name)",),
+        needs=("the catalog and its history (shop.load_products): the derived event wishlist_item_low_stock "
+               "(product_id, stock, name)",),
         document={
             "id": "wishlist_low_stock", "name": "찜 상품 품절 임박", "purpose": "advertising", "priority": 57,
             "channels": ["brand_message", "sms"],
             "variants": _variant(
-                "{{ name }}님이 찜하신 {{ event.product_name | default('상품', true) }}, 이제 {{ event.stock }}개 남았어요. "
+                "{{ name }}님이 찜하신 {{ event.name | default('상품', true) }}, 이제 {{ event.stock }}개 남았어요. "
                 "품절되기 전에 만나 보세요.",
                 buttons=[_SHOP_LINK],
             ),

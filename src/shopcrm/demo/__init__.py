@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from shopcrm.report import CampaignReport
 
 __all__ = [
-    "DEMO_NOW", "PLANTED", "PLANTED_EFFECTS", "PLANTED_PAIRS", "REPORT_AFTER", "SEED_RULES", "DemoShop", "Planted", "SimulatedResponses",
+    "DEMO_NOW", "DEMO_PLAYBOOKS", "PLANTED", "PLANTED_EFFECTS", "PLANTED_PAIRS", "REPORT_AFTER", "SEED_RULES", "DemoShop", "Planted", "SimulatedResponses",
     "generate", "run", "simulate_responses", "write_parquet",
 ]
 
@@ -90,11 +90,12 @@ LABELS = {
 }
 
 
-#: the playbooks the demo enables: the first eleven (the later ones need data the demo shop does not have -- a
-#: membership_saved column, payment and points events -- or dates and winners a shop sets itself)
+#: the playbooks the demo enables: those whose data the demo shop has (its catalog history gives the cart price
+#: drops and low wish-list stock); the others need a membership_saved column, payment, points, delivery or coupon
+#: events, or dates and winners a shop sets itself
 DEMO_PLAYBOOKS = (
-    "welcome_coupon", "signup_dropoff", "cart_reminder", "price_drop", "coupon_expiry", "order_completed",
-    "delivered_review", "first_purchase_cross_sell", "vip_upgrade", "cooling_off", "lapsed_winback",
+    "welcome_coupon", "signup_dropoff", "cart_reminder", "cart_price_drop", "wishlist_low_stock", "order_completed",
+    "first_purchase_cross_sell", "vip_upgrade", "cooling_off", "lapsed_winback",
 )
 
 
@@ -136,8 +137,13 @@ def run(
         started = time.perf_counter()
         shop.load_customers(demo.customers, progress=progress)
         shop.load_events(demo.events, progress=progress)
+        if demo.product_history is not None and demo.products is not None:
+            # the history first: the catalog as of now then matches its last rows and adds none
+            shop.load_product_history(demo.product_history)
+            shop.load_products(demo.products, at=when)
         loaded = time.perf_counter() - started
-        out(f"shopcrm demo shop: {demo.customers.num_rows:,} customers, {demo.events.num_rows:,} events -> {path}")
+        products = f", {demo.products.num_rows:,} products" if demo.products is not None else ""
+        out(f"shopcrm demo shop: {demo.customers.num_rows:,} customers, {demo.events.num_rows:,} events{products} -> {path}")
         out(f"  generated in {generated:.2f}s, loaded in {loaded:.2f}s; segments as of {when.isoformat()}")
         for name, rule in SEED_RULES.items():
             shop.save_segment(name, rule, LABELS.get(name), now=when)
