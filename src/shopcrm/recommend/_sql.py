@@ -18,8 +18,9 @@ nothing to recommend have no rows).
 Exactness: every key compared is an integer count or ONE division of two exact integer-valued doubles, correctly
 rounded on every engine as in Python; strings are compared as bytes (MySQL's collations ignore case) and ordered
 by code point (PostgreSQL's ``COLLATE "C"``).  Each strategy keeps only the candidates that can still reach a
-customer's top 2k: per anchor, category or overall ranking, 2k plus the number of products that customer has
-excluded (the bound is exact: the tests compare every list with the reference).
+customer's top k: per anchor, category or overall ranking, k plus the number of products that customer has
+excluded (an earlier strategy's picks can only displace as many of a later one's as they are, so k per strategy
+suffices; the tests compare every list with the reference).
 """
 
 from __future__ import annotations
@@ -87,7 +88,7 @@ class _Compiler:
         self.request, self.d, self.now_us, self.catalog = request, dialect, now_us, catalog
         self.ctes: list[tuple[str, exp.Query]] = []
         self.names: set[str] = set()
-        self.limit = 2 * request.k
+        self.limit = request.k
 
     def cte(self, name: str, query: exp.Query) -> str:
         if name not in self.names:
