@@ -6,12 +6,10 @@ from __future__ import annotations
 from typing import Any
 
 import duckdb
-import pytest
 from hypothesis import HealthCheck, given, settings
 
 from recommend.recommend_shops import EVENT_COLUMNS, PRODUCT_COLUMNS, RecShop, check, relations, shops
 from shopcrm.compiler._dialects import dialect_for
-from shopcrm.recommend import RecommendError, parse_request
 from shopcrm.recommend._sql import recommend_query
 
 

@@ -9,7 +9,9 @@ The pure reference is :mod:`shopcrm.recommend._reference`, the SQL compiler :mod
 docs/products.md.
 """
 
+from shopcrm.recommend._shop import for_customers
 from shopcrm.recommend._strategies import (
+    DEFAULT_FALLBACK,
     AlsoBought,
     AlsoViewed,
     Filters,
@@ -24,6 +26,7 @@ from shopcrm.recommend._strategies import (
 )
 
 __all__ = [
+    "DEFAULT_FALLBACK",
     "AlsoBought",
     "AlsoViewed",
     "Filters",
@@ -33,6 +36,7 @@ __all__ = [
     "Recommendation",
     "Trending",
     "ViewedNotBought",
+    "for_customers",
     "parse_request",
     "parse_strategy",
 ]

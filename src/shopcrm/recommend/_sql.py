@@ -25,6 +25,8 @@ suffices; the tests compare every list with the reference).
 
 from __future__ import annotations
 
+from typing import cast
+
 from sqlglot import exp
 
 from shopcrm.compiler._dialects import Dialect
@@ -84,8 +86,10 @@ def _is_null(column: exp.Expr) -> exp.Expr:
 
 
 class _Compiler:
-    def __init__(self, request: Recommendation, dialect: Dialect, now_us: int, catalog: bool) -> None:
+    def __init__(self, request: Recommendation, dialect: Dialect, now_us: int, catalog: bool,
+                 details: tuple[str, ...] = ()) -> None:
         self.request, self.d, self.now_us, self.catalog = request, dialect, now_us, catalog
+        self.details = details
         self.ctes: list[tuple[str, exp.Query]] = []
         self.names: set[str] = set()
         self.limit = request.k
@@ -103,7 +107,7 @@ class _Compiler:
         return exp.Div(this=exp.Paren(this=top), expression=exp.Paren(this=bottom), typed=False, safe=False)
 
     def order_key(self, column: exp.Expr) -> exp.Expr:
-        return self.d.string_order(column)
+        return self.d.string_order(cast(exp.Expression, column))
 
     def ranked(self, partition: list[exp.Expr], key: exp.Expr, product: exp.Expr) -> exp.Expr:
         return exp.Window(this=exp.RowNumber(), partition_by=partition, order=exp.Order(expressions=[
@@ -127,12 +131,12 @@ class _Compiler:
         self.cte("shopcrm_ra", exp.select(_as(d.string_equality(_c("customer", "a")), "customer")).distinct()
                  .from_(audience).where(_not_null(_c("customer", "a"))))
         if products is not None:
-            extra = [_c(n, "p") for n in ("stock", "available", "image_url")
-                     if getattr(f, {"stock": "in_stock", "available": "in_stock", "image_url": "has_image"}[n])]
+            extra = [_c(n, "p") for n in ("stock", "available", "image_url") if n not in self.details
+                     and getattr(f, {"stock": "in_stock", "available": "in_stock", "image_url": "has_image"}[n])]
             attrs = exp.select(
                 _as(d.string_equality(_c("product_id", "p")), "product_id"),
                 _as(d.string_equality(_c("category", "p")), "category"), _as(self.double(_c("price", "p")), "price"),
-                *extra).from_(products).where(_not_null(_c("product_id", "p")))
+                *extra, *[_c(n, "p") for n in self.details]).from_(products).where(_not_null(_c("product_id", "p")))
         else:
             latest = exp.select(_c("product_id", "lp"), _c("price", "lp"), _as(exp.Window(
                 this=exp.RowNumber(), partition_by=[_c("product_id", "lp")], order=exp.Order(expressions=[
@@ -269,7 +273,7 @@ class _Compiler:
             if strategy.category is not None:
                 inner = inner.join(_t("shopcrm_rp", "pc"), on=_eq(_c("product_id", "pc"), _c("product_id", "e")),
                                    join_type="inner")
-                where.append(_eq(_c("category", "pc"), self.d.string_equality(_s(strategy.category))))
+                where.append(_eq(_c("category", "pc"), self.d.string_equality(cast(exp.Expression, _s(strategy.category)))))
             inner = inner.where(exp.and_(*where)).group_by(_c("product_id", "e"))
         ranked = exp.select(_c("product_id", "g"), _c("key_", "g"), _c("score", "g"), _as(
             self.ranked([], _c("key_", "g"), _c("product_id", "g")), "gr")).from_(_sub(inner, "g"))
@@ -326,7 +330,7 @@ class _Compiler:
             return self.shared(strategy, i)
         raise RecommendError(f"not a strategy: {strategy!r}")
 
-    def query(self) -> exp.Select:
+    def query(self, attributes: bool = False) -> exp.Select:
         parts: list[exp.Select] = []
         for i, strategy in enumerate(self.request.strategies):
             found = self.strategy(strategy, i)
@@ -342,7 +346,7 @@ class _Compiler:
                 self.ranked([_c("customer", "r")], _c("key_", "r"), _c("product_id", "r")), "rn")).from_(
                 _sub(candidates, "r"))
             parts.append(exp.select(_c("customer", "t"), _c("product_id", "t"), _c("score", "t"), _c("rn", "t"),
-                                    _as(_n(i), "s"), _as(_s(strategy.kind), "strategy"))  # type: ignore[attr-defined]
+                                    _as(_n(i), "s"), _as(_s(strategy.kind), "strategy"))
                          .from_(_sub(ranked, "t")).where(exp.LTE(this=_c("rn", "t"), expression=_n(self.limit))))
         union: exp.Query = parts[0]
         for part in parts[1:]:
@@ -358,21 +362,30 @@ class _Compiler:
                  .from_(_sub(unique, "f")).where(_eq(_c("dup", "f"), _n(1))))
         query = (exp.select(*[_c(name, "z") for name in OUTPUT_COLUMNS]).from_(_sub(final, "z"))
                  .where(exp.LTE(this=_c("rank", "z"), expression=_n(self.request.k))))
+        if attributes:
+            query = query.select(*[_c(n, "pz") for n in ("category", "price", *self.details)]).join(
+                _t("shopcrm_rp", "pz"), on=_eq(_c("product_id", "pz"), _c("product_id", "z")), join_type="left")
         for name, cte in self.ctes:
-            query = query.with_(exp.to_identifier(name, quoted=True), as_=cte)  # type: ignore[arg-type]
+            query = query.with_(exp.to_identifier(name, quoted=True), as_=cte)
         return query
 
 
 def recommend_query(
     request: Recommendation, *, events: exp.Expr, audience: exp.Expr, dialect: Dialect, now_us: int,
-    products: exp.Expr | None = None, exclusions: exp.Expr | None = None,
+    products: exp.Expr | None = None, exclusions: exp.Expr | None = None, attributes: bool = False,
+    details: tuple[str, ...] = (),
 ) -> exp.Select:
     """ONE query giving up to ``request.k`` recommendations for every customer of ``audience`` (see the module's
     docstring for the relations, their aliases' columns and the output).  The events relation must be aliased
-    ``e``, products ``p``, audience ``a`` and exclusions ``xe`` (the aliases the query refers to)."""
+    ``e``, products ``p``, audience ``a`` and exclusions ``xe`` (the aliases the query refers to).
+
+    ``attributes=True`` adds each product's ``category`` and ``price`` (the catalog's, else the events') and the
+    catalog columns named in ``details`` (``name``, ``image_url``, ...) after the output columns."""
     if request.filters.needs_catalog and products is None:
         raise RecommendError(f"the filters {', '.join(request.filters.needs_catalog)} need the shop's catalog "
                              "(Schema.products); load products first or leave those filters out")
-    compiler = _Compiler(request, dialect, now_us, products is not None)
+    if details and products is None:
+        raise RecommendError(f"the columns {', '.join(details)} come from the catalog, and there is none")
+    compiler = _Compiler(request, dialect, now_us, products is not None, tuple(details))
     compiler.inputs(events, products, audience, exclusions)
-    return compiler.query()
+    return compiler.query(attributes)
