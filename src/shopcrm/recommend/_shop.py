@@ -193,11 +193,9 @@ def _request(strategy: Any, k: int, exclude: Any, filters: dict[str, Any]) -> tu
     return parse_request(strategy, k=k, filters=parsed, fallback=fallback), per_customer
 
 
-def recommend_rows(shop: Shop, customers: Any, *, strategy: Any = "personal", k: int = 10,
-                   now: datetime | str | None = None, exclude: Any = None,
-                   **filters: Any) -> tuple[list[dict[str, Any]], list[Any] | None]:
-    """Every recommended row as a dict of :data:`TABLE_COLUMNS` (sorted by customer and rank) and, when ids were
-    given, those ids."""
+def _fetch(shop: Shop, customers: Any, *, strategy: Any, k: int, now: datetime | str | None, exclude: Any,
+           arrow: bool, **filters: Any) -> tuple[Any, tuple[str, ...], list[Any] | None]:
+    """The rows of ONE query (an Arrow table with ``arrow=True`` on DuckDB), their column names, the given ids."""
     request, per_customer = _request(strategy, k, exclude, dict(filters))
     at = _instant(now)
     r = _Relations(shop)
@@ -207,8 +205,19 @@ def recommend_rows(shop: Shop, customers: Any, *, strategy: Any = "personal", k:
         query = recommend_query(request, events=r.events(), audience=audience, dialect=r.quirks, now_us=_us(at),
                                 products=products, exclusions=None if per_customer is None else r.exclusions(per_customer),
                                 attributes=True, details=details)
-        fetched = shop.source.fetch(query)
-    names = (*OUTPUT_COLUMNS, "category", "price", *details)
+        names = (*OUTPUT_COLUMNS, "category", "price", *details)
+        if arrow:
+            return shop.source.fetch_arrow(query, list(names)), names, ids
+        return shop.source.fetch(query), names, ids
+
+
+def recommend_rows(shop: Shop, customers: Any, *, strategy: Any = "personal", k: int = 10,
+                   now: datetime | str | None = None, exclude: Any = None,
+                   **filters: Any) -> tuple[list[dict[str, Any]], list[Any] | None]:
+    """Every recommended row as a dict of :data:`TABLE_COLUMNS` (sorted by customer and rank) and, when ids were
+    given, those ids."""
+    fetched, names, ids = _fetch(shop, customers, strategy=strategy, k=k, now=now, exclude=exclude, arrow=False,
+                                 **filters)
     rows = []
     for found in fetched:
         row = {name: _text(value) for name, value in zip(names, found, strict=True)}
@@ -252,10 +261,17 @@ def recommend_table(shop: Shop, customers: Any = None, *, strategy: Any = "perso
 
     empty = customers is not None and not isinstance(customers, str | int | Mapping) and \
         not hasattr(customers, "model_dump") and not list(customers)
-    rows = [] if empty else recommend_rows(shop, customers, strategy=strategy, k=k, now=now, exclude=exclude,
-                                           **filters)[0]
     id_type = pa.int64() if shop.source.schema().customers.type_of("customer_id") == ColumnType.INTEGER else pa.string()
     types = {"customer_id": id_type, "rank": pa.int32(), "product_id": pa.string(), "score": pa.float64(),
              "strategy": pa.string(), "name": pa.string(), "price": pa.float64(), "category": pa.string(),
              "image_url": pa.string(), "product_url": pa.string()}
+    if not empty and shop.source.dialect == "duckdb" and hasattr(shop.source, "fetch_arrow"):
+        # the engine's Arrow straight through: no Python object per row
+        table, _, _ = _fetch(shop, customers, strategy=strategy, k=k, now=now, exclude=exclude, arrow=True, **filters)
+        table = table.rename_columns(["customer_id" if n == "customer" else n for n in table.column_names])
+        columns = {c: table.column(c).cast(types[c]) if c in table.column_names else pa.nulls(table.num_rows, types[c])
+                   for c in TABLE_COLUMNS}
+        return pa.table(columns).sort_by([("customer_id", "ascending"), ("rank", "ascending")])
+    rows = [] if empty else recommend_rows(shop, customers, strategy=strategy, k=k, now=now, exclude=exclude,
+                                           **filters)[0]
     return pa.table({c: pa.array([row[c] for row in rows], type=types[c]) for c in TABLE_COLUMNS})
