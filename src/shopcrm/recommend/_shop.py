@@ -77,8 +77,12 @@ class _Relations:
             raise RecommendError(f"the events table {self.events_table.name!r} has no 'product_id' column, which the "
                                  f"recommenders read; it has {sorted(self.events_table.columns)}")
 
-    def events(self) -> exp.Expr:
+    def events(self, now: datetime) -> exp.Expr:
         t, q = self.events_table, self.quirks
+        where: list[exp.Expr] = [exp.In(this=_c("event", "ev"), expressions=[exp.Literal.string(n) for n in CATALOG_EVENTS]),
+                                 exp.Not(this=exp.Is(this=_c("product_id", "ev"), expression=exp.Null()))]
+        if self.dialect != "sqlite":  # a plain timestamp comparison the scan can use (SQLite keeps milliseconds)
+            where.append(exp.LT(this=_c("ts", "ev"), expression=q.timestamp_literal(now)))
 
         def optional(name: str) -> exp.Expr:
             return _c(name, "ev") if t.has(name) else exp.Null()
@@ -88,8 +92,7 @@ class _Relations:
             _as(_c("product_id", "ev"), "product_id"), _as(optional("category"), "category"),
             _as(optional("price"), "price"),
             _as(q.epoch_micros(q.timestamp_column(_c("ts", "ev"))), "ts_us"),
-        ).from_(t.relation("ev")).where(exp.In(this=_c("event", "ev"), expressions=[
-            exp.Literal.string(n) for n in CATALOG_EVENTS]))
+        ).from_(t.relation("ev")).where(exp.and_(*where))
         return exp.Subquery(this=inner, alias=exp.TableAlias(this=exp.to_identifier("e", quoted=True)))
 
     def products(self, request: Recommendation) -> tuple[exp.Expr | None, tuple[str, ...]]:
@@ -202,7 +205,7 @@ def _fetch(shop: Shop, customers: Any, *, strategy: Any, k: int, now: datetime |
     with r.session():
         products, details = r.products(request)
         audience, ids = r.audience(customers, at)
-        query = recommend_query(request, events=r.events(), audience=audience, dialect=r.quirks, now_us=_us(at),
+        query = recommend_query(request, events=r.events(at), audience=audience, dialect=r.quirks, now_us=_us(at),
                                 products=products, exclusions=None if per_customer is None else r.exclusions(per_customer),
                                 attributes=True, details=details)
         names = (*OUTPUT_COLUMNS, "category", "price", *details)

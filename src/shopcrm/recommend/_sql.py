@@ -138,10 +138,14 @@ class _Compiler:
                 _as(d.string_equality(_c("category", "p")), "category"), _as(self.double(_c("price", "p")), "price"),
                 *extra, *[_c(n, "p") for n in self.details]).from_(products).where(_not_null(_c("product_id", "p")))
         else:
-            latest = exp.select(_c("product_id", "lp"), _c("price", "lp"), _as(exp.Window(
-                this=exp.RowNumber(), partition_by=[_c("product_id", "lp")], order=exp.Order(expressions=[
-                    exp.Ordered(this=_c("ts_us", "lp"), desc=True), exp.Ordered(this=_c("price", "lp"), desc=True)])),
-                "n")).from_(_t("shopcrm_re", "lp")).where(_not_null(_c("price", "lp")))
+            # the latest price: the largest at each product's last instant with one (grouping, not a window sort)
+            last = (exp.select(_c("product_id", "lt0"), _as(exp.Max(this=_c("ts_us", "lt0")), "t"))
+                    .from_(_t("shopcrm_re", "lt0")).where(_not_null(_c("price", "lt0"))).group_by(_c("product_id", "lt0")))
+            latest = (exp.select(_c("product_id", "lp"), _as(exp.Max(this=_c("price", "lp")), "price"), _as(_n(1), "n"))
+                      .from_(_t("shopcrm_re", "lp"))
+                      .join(_sub(last, "lt1"), on=exp.and_(_eq(_c("product_id", "lt1"), _c("product_id", "lp")),
+                                                           _eq(_c("t", "lt1"), _c("ts_us", "lp"))), join_type="inner")
+                      .where(_not_null(_c("price", "lp"))).group_by(_c("product_id", "lp")))
             names = exp.select(_c("product_id", "ln"), _as(exp.Min(this=self.order_key(_c("category", "ln"))), "category")
                                ).from_(_t("shopcrm_re", "ln")).group_by(_c("product_id", "ln"))
             attrs = exp.select(_c("product_id", "nm"), _c("category", "nm"), _c("price", "lt")).from_(_sub(names, "nm")).join(
@@ -187,6 +191,17 @@ class _Compiler:
         else:
             self.cte("shopcrm_rl", exp.select(_c("customer", "al"), _as(_n(self.limit), "lim")).from_(_t("shopcrm_ra", "al")))
 
+    def deepest(self) -> exp.Expr:
+        """How far down any customer needs a shared ranking: k, or k plus the most products one customer excludes."""
+        if not self.excluding:
+            return _n(self.limit)
+        return exp.Subquery(this=exp.select(exp.Max(this=_c("lim", "dl"))).from_(_t("shopcrm_rl", "dl")))
+
+    def pruned(self, ranked: exp.Select, column: str) -> exp.Select:
+        """``ranked`` without the rows no customer can reach (joins then compare far fewer rows)."""
+        return exp.select("*").from_(_sub(ranked, "pr_")).where(
+            exp.LTE(this=_c(column, "pr_"), expression=self.deepest()))
+
     def distinct_pairs(self, event: str) -> str:
         if event == "order_completed":
             return "shopcrm_rb"
@@ -225,7 +240,7 @@ class _Compiler:
                   .join(_sub(total, "tt"), join_type="cross"))
         ranked = exp.select(_c("a", "sc"), _c("b", "sc"), _c("key_", "sc"), _c("score", "sc"), _as(
             self.ranked([_c("a", "sc")], _c("key_", "sc"), _c("b", "sc")), "ra")).from_(_sub(scored, "sc"))
-        name = self.cte(f"shopcrm_rc{i}", ranked)
+        name = self.cte(f"shopcrm_rc{i}", self.pruned(ranked, "ra"))
         return (exp.select(_c("customer", "al"), _as(_c("b", "nr"), "product_id"),
                            _as(exp.Max(this=_c("key_", "nr")), "key_"), _as(exp.Max(this=_c("score", "nr")), "score"))
                 .from_(_t("shopcrm_rl", "al"))
@@ -277,7 +292,7 @@ class _Compiler:
             inner = inner.where(exp.and_(*where)).group_by(_c("product_id", "e"))
         ranked = exp.select(_c("product_id", "g"), _c("key_", "g"), _c("score", "g"), _as(
             self.ranked([], _c("key_", "g"), _c("product_id", "g")), "gr")).from_(_sub(inner, "g"))
-        name = self.cte(f"shopcrm_rc{i}", ranked)
+        name = self.cte(f"shopcrm_rc{i}", self.pruned(ranked, "gr"))
         return (exp.select(_c("customer", "al"), _c("product_id", "gl"), _c("key_", "gl"), _c("score", "gl"))
                 .from_(_t("shopcrm_rl", "al"))
                 .join(_t(name, "gl"), on=exp.LTE(this=_c("gr", "gl"), expression=_c("lim", "al")), join_type="inner"))
@@ -296,7 +311,7 @@ class _Compiler:
                       .from_(_t("shopcrm_rpc", "pc"))
                       .join(_sub(per_category, "cn"), on=_eq(_c("category", "cn"), _c("category", "pc")), join_type="inner")
                       .join(_t("shopcrm_rk", "ok"), on=_eq(_c("product_id", "ok"), _c("product_id", "pc")), join_type="inner"))
-        cand = self.cte(f"shopcrm_rc{i}", candidates)
+        cand = self.cte(f"shopcrm_rc{i}", self.pruned(candidates, "gr"))
         weight = exp.Case()
         for event, w in AFFINITY_WEIGHTS.items():
             weight = weight.when(_eq(_c("event", "e"), _s(event)), _n(w))
@@ -348,6 +363,10 @@ class _Compiler:
             parts.append(exp.select(_c("customer", "t"), _c("product_id", "t"), _c("score", "t"), _c("rn", "t"),
                                     _as(_n(i), "s"), _as(_s(strategy.kind), "strategy"))
                          .from_(_sub(ranked, "t")).where(exp.LTE(this=_c("rn", "t"), expression=_n(self.limit))))
+        if len(parts) == 1:  # one strategy: its ranks are the final ones
+            final = exp.select(_c("customer", "o1"), _as(_c("rn", "o1"), "rank"), _c("product_id", "o1"),
+                               _c("score", "o1"), _c("strategy", "o1")).from_(_sub(parts[0], "o1"))
+            return self.finish(final, attributes)
         union: exp.Query = parts[0]
         for part in parts[1:]:
             union = exp.union(union, part, distinct=False)
@@ -360,6 +379,9 @@ class _Compiler:
         final = (exp.select(_c("customer", "f"), _as(place, "rank"), _c("product_id", "f"), _c("score", "f"),
                             _c("strategy", "f"))
                  .from_(_sub(unique, "f")).where(_eq(_c("dup", "f"), _n(1))))
+        return self.finish(final, attributes)
+
+    def finish(self, final: exp.Select, attributes: bool) -> exp.Select:
         query = (exp.select(*[_c(name, "z") for name in OUTPUT_COLUMNS]).from_(_sub(final, "z"))
                  .where(exp.LTE(this=_c("rank", "z"), expression=_n(self.request.k))))
         if attributes:
