@@ -53,6 +53,11 @@ def hand_written(audience: str | None, fallback: bool) -> str:
     with anything they bought), top 10 per customer, ties by product id; optionally topped up by popularity."""
     now = NOW.strftime("%Y-%m-%d %H:%M:%S")
     who = "customers" if audience is None else audience
+    # each product's category (the smallest its events name) and latest price, as the items carry them
+    attributes = f"""
+    , attrs AS (SELECT product_id AS p, min(category) AS category, arg_max(price, (ts, price)) AS price FROM events
+                WHERE event IN ('product_viewed', 'cart_added', 'order_completed') AND ts < TIMESTAMP '{now}'
+                  AND customer_id IS NOT NULL AND product_id IS NOT NULL GROUP BY ALL)"""
     popular = f"""
     , pop AS (SELECT p, count(*)::DOUBLE AS score FROM b GROUP BY p
               QUALIFY row_number() OVER (ORDER BY count(*) DESC, p) <= {K})
@@ -61,10 +66,11 @@ def hand_written(audience: str | None, fallback: bool) -> str:
                 SELECT a.customer_id, pop.p, pop.score, 1, row_number() OVER (PARTITION BY a.customer_id
                        ORDER BY pop.score DESC, pop.p) FROM {who} a, pop)
     , firsts AS (SELECT * FROM chain QUALIFY row_number() OVER (PARTITION BY c, p ORDER BY s, rn) = 1)
-    SELECT c, row_number() OVER (PARTITION BY c ORDER BY s, rn) AS rank, p, score,
-           CASE s WHEN 0 THEN 'also_bought' ELSE 'popular' END AS strategy
-    FROM firsts QUALIFY rank <= {K}""" if fallback else f"""
-    SELECT c, rn AS rank, p, score, 'also_bought' AS strategy FROM ab WHERE rn <= {K}"""
+    , ranked AS (SELECT c, row_number() OVER (PARTITION BY c ORDER BY s, rn) AS rank, p, score,
+                 CASE s WHEN 0 THEN 'also_bought' ELSE 'popular' END AS strategy FROM firsts QUALIFY rank <= {K})
+    SELECT ranked.*, attrs.category, attrs.price FROM ranked LEFT JOIN attrs USING (p)""" if fallback else f"""
+    SELECT c, rn AS rank, p, score, 'also_bought' AS strategy, attrs.category, attrs.price
+    FROM ab LEFT JOIN attrs USING (p) WHERE rn <= {K} ORDER BY c, rank"""
     audience_join = "" if audience is None else f"SEMI JOIN {audience} a ON a.customer_id = b.c"
     return f"""
     WITH b AS (SELECT DISTINCT customer_id AS c, product_id AS p FROM events
@@ -80,13 +86,14 @@ def hand_written(audience: str | None, fallback: bool) -> str:
     mine AS (SELECT * FROM b {audience_join}),
     per AS (SELECT mine.c, lift.q AS p, max(lift.lift) AS score FROM mine JOIN lift ON lift.a = mine.p GROUP BY ALL),
     ab AS (SELECT c, p, score, row_number() OVER (PARTITION BY c ORDER BY score DESC, p) AS rn FROM per)
+    {attributes}
     {popular}
     """
 
 
 def _lists(rows: Any) -> dict[Any, list[tuple[str, str]]]:
     out: dict[Any, list[tuple[int, str, str]]] = {}
-    for c, rank, p, _score, strategy in rows:
+    for c, rank, p, _score, strategy, *_ in rows:
         out.setdefault(c, []).append((int(rank), p, strategy))
     return {c: [(p, s) for _, p, s in sorted(items)] for c, items in out.items()}
 

@@ -30,6 +30,7 @@ from shopcrm.measurement import AttributionPolicy
 from shopcrm.notebook import Breakdown, Overlap, Trend
 from shopcrm.program_lift import ProgramLift
 from shopcrm.recipients import RecipientColumns
+from shopcrm.recommend import RecommendError  # issue 14: recommendations (shopcrm.recommend)
 from shopcrm.reference import evaluate
 from shopcrm.report import CampaignReport
 from shopcrm.schema import ColumnType, Schema, Table
@@ -62,6 +63,7 @@ __all__ = [
     "ProgramLift",
     "ReadOnlyShopError",
     "RecipientColumns",
+    "RecommendError",
     "Rule",
     "RuleError",
     "SavedSegment",

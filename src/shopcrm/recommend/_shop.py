@@ -207,7 +207,7 @@ def _fetch(shop: Shop, customers: Any, *, strategy: Any, k: int, now: datetime |
         audience, ids = r.audience(customers, at)
         query = recommend_query(request, events=r.events(at), audience=audience, dialect=r.quirks, now_us=_us(at),
                                 products=products, exclusions=None if per_customer is None else r.exclusions(per_customer),
-                                attributes=True, details=details)
+                                attributes=True, details=details, ordered=arrow)
         names = (*OUTPUT_COLUMNS, "category", "price", *details)
         if arrow:
             return shop.source.fetch_arrow(query, list(names)), names, ids
@@ -248,12 +248,26 @@ def for_customers(shop: Shop, customer_ids: Sequence[Any], *, strategy: Any = "p
     out: dict[Any, list[dict[str, Any]]] = {c: [] for c in customer_ids}
     if not out:
         return out
-    rows, _ = recommend_rows(shop, list(out), strategy=strategy, k=k, now=now, exclude=exclude)
     norm = _Relations(shop).customer_value
     given = {norm(c): c for c in out}
-    for row in rows:
-        key = given.get(row["customer_id"], row["customer_id"])
-        out.setdefault(key, []).append({name: row[name] for name in ITEM_KEYS})
+    arrow = shop.source.dialect == "duckdb" and hasattr(shop.source, "fetch_arrow")
+    fetched, names, _ = _fetch(shop, list(out), strategy=strategy, k=k, now=now, exclude=exclude, arrow=arrow)
+    if arrow:  # whole columns to Python at once, rows already in rank order
+        columns = [fetched.column(n).to_pylist() for n in names]
+        found: Any = zip(*columns, strict=True)
+    else:
+        found = sorted(fetched, key=lambda row: int(row[1]))
+    at = {name: i for i, name in enumerate(names)}
+    customer, product, price, category, kind = at["customer"], at["product_id"], at["price"], at["category"], at["strategy"]
+    details = [(name, at.get(name)) for name in DETAILS]
+    for row in found:
+        item = {"product_id": _text(row[product]), "name": None, "price": None if row[price] is None else float(row[price]),
+                "category": _text(row[category]), "image_url": None, "product_url": None, "strategy": _text(row[kind])}
+        for name, i in details:
+            if i is not None:
+                item[name] = _text(row[i])
+        c = _text(row[customer])
+        out.setdefault(given.get(c, c), []).append(item)
     return out
 
 
@@ -274,7 +288,7 @@ def recommend_table(shop: Shop, customers: Any = None, *, strategy: Any = "perso
         table = table.rename_columns(["customer_id" if n == "customer" else n for n in table.column_names])
         columns = {c: table.column(c).cast(types[c]) if c in table.column_names else pa.nulls(table.num_rows, types[c])
                    for c in TABLE_COLUMNS}
-        return pa.table(columns).sort_by([("customer_id", "ascending"), ("rank", "ascending")])
+        return pa.table(columns)  # sorted by customer and rank by the engine
     rows = [] if empty else recommend_rows(shop, customers, strategy=strategy, k=k, now=now, exclude=exclude,
                                            **filters)[0]
     return pa.table({c: pa.array([row[c] for row in rows], type=types[c]) for c in TABLE_COLUMNS})

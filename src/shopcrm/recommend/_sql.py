@@ -92,12 +92,17 @@ class _Compiler:
         self.details = details
         self.ctes: list[tuple[str, exp.Query]] = []
         self.names: set[str] = set()
+        self.materialized: set[str] = set()
         self.limit = request.k
 
-    def cte(self, name: str, query: exp.Query) -> str:
+    def cte(self, name: str, query: exp.Query, materialized: bool = False) -> str:
+        """``name``, added as a common table expression once; ``materialized`` asks DuckDB to compute it first
+        (a hint its join-order optimiser otherwise undoes: filtering the audience's anchors before the join)."""
         if name not in self.names:
             self.ctes.append((name, query))
             self.names.add(name)
+            if materialized and self.d.name == "duckdb":
+                self.materialized.add(name)
         return name
 
     def double(self, value: exp.Expr) -> exp.Expr:
@@ -241,14 +246,23 @@ class _Compiler:
         ranked = exp.select(_c("a", "sc"), _c("b", "sc"), _c("key_", "sc"), _c("score", "sc"), _as(
             self.ranked([_c("a", "sc")], _c("key_", "sc"), _c("b", "sc")), "ra")).from_(_sub(scored, "sc"))
         name = self.cte(f"shopcrm_rc{i}", self.pruned(ranked, "ra"))
-        return (exp.select(_c("customer", "al"), _as(_c("b", "nr"), "product_id"),
-                           _as(exp.Max(this=_c("key_", "nr")), "key_"), _as(exp.Max(this=_c("score", "nr")), "score"))
-                .from_(_t("shopcrm_rl", "al"))
-                .join(_t(ix, "an"), on=_eq(_c("customer", "an"), _c("customer", "al")), join_type="inner")
-                .join(_t(name, "nr"), on=exp.and_(_eq(_c("a", "nr"), _c("product_id", "an")),
-                                                  exp.LTE(this=_c("ra", "nr"), expression=_c("lim", "al"))),
-                      join_type="inner")
-                .group_by(_c("customer", "al"), _c("b", "nr")))
+        per_customer = (exp.select(_c("customer", "an"), _as(_c("b", "nr"), "product_id"),
+                                   _as(exp.Max(this=_c("key_", "nr")), "key_"), _as(exp.Max(this=_c("score", "nr")), "score"))
+                        .from_(_t(ix, "an")))
+        if self.excluding:  # how far down each anchor's list depends on the customer
+            per_customer = (per_customer.join(_t("shopcrm_rl", "al"), on=_eq(_c("customer", "al"), _c("customer", "an")),
+                                              join_type="inner")
+                            .join(_t(name, "nr"), on=exp.and_(_eq(_c("a", "nr"), _c("product_id", "an")),
+                                                              exp.LTE(this=_c("ra", "nr"), expression=_c("lim", "al"))),
+                                  join_type="inner"))
+        else:  # the same depth for everyone: the pruned lists, for the audience's anchors
+            anchors = exp.select(_c("customer", "ax"), _c("product_id", "ax")).from_(_t(ix, "ax")).where(
+                exp.In(this=_c("customer", "ax"), query=exp.select(_c("customer", "aq")).from_(
+                    _t("shopcrm_ra", "aq")).subquery()))
+            held = self.cte(f"shopcrm_rq{i}", anchors, materialized=True)
+            per_customer = (per_customer.from_(_t(held, "an"))
+                            .join(_t(name, "nr"), on=_eq(_c("a", "nr"), _c("product_id", "an")), join_type="inner"))
+        return per_customer.group_by(_c("customer", "an"), _c("b", "nr"))
 
     def viewed_not_bought(self) -> exp.Select:
         views = self.double(exp.Count(this=exp.Star()))
@@ -388,21 +402,23 @@ class _Compiler:
             query = query.select(*[_c(n, "pz") for n in ("category", "price", *self.details)]).join(
                 _t("shopcrm_rp", "pz"), on=_eq(_c("product_id", "pz"), _c("product_id", "z")), join_type="left")
         for name, cte in self.ctes:
-            query = query.with_(exp.to_identifier(name, quoted=True), as_=cte)
+            query = query.with_(exp.to_identifier(name, quoted=True), as_=cte,
+                                materialized=True if name in self.materialized else None)
         return query
 
 
 def recommend_query(
     request: Recommendation, *, events: exp.Expr, audience: exp.Expr, dialect: Dialect, now_us: int,
     products: exp.Expr | None = None, exclusions: exp.Expr | None = None, attributes: bool = False,
-    details: tuple[str, ...] = (),
+    details: tuple[str, ...] = (), ordered: bool = False,
 ) -> exp.Select:
     """ONE query giving up to ``request.k`` recommendations for every customer of ``audience`` (see the module's
     docstring for the relations, their aliases' columns and the output).  The events relation must be aliased
     ``e``, products ``p``, audience ``a`` and exclusions ``xe`` (the aliases the query refers to).
 
     ``attributes=True`` adds each product's ``category`` and ``price`` (the catalog's, else the events') and the
-    catalog columns named in ``details`` (``name``, ``image_url``, ...) after the output columns."""
+    catalog columns named in ``details`` (``name``, ``image_url``, ...) after the output columns.  ``ordered=True``
+    sorts the rows by customer (by code point, numbers as numbers) and rank."""
     if request.filters.needs_catalog and products is None:
         raise RecommendError(f"the filters {', '.join(request.filters.needs_catalog)} need the shop's catalog "
                              "(Schema.products); load products first or leave those filters out")
@@ -410,4 +426,8 @@ def recommend_query(
         raise RecommendError(f"the columns {', '.join(details)} come from the catalog, and there is none")
     compiler = _Compiler(request, dialect, now_us, products is not None, tuple(details))
     compiler.inputs(events, products, audience, exclusions)
-    return compiler.query(attributes)
+    query = compiler.query(attributes)
+    if ordered:
+        query = query.order_by(exp.Ordered(this=dialect.string_order(cast(exp.Expression, _c("customer", "z")))),
+                               exp.Ordered(this=_c("rank", "z")))
+    return query
