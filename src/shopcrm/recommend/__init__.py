@@ -9,6 +9,7 @@ The pure reference is :mod:`shopcrm.recommend._reference`, the SQL compiler :mod
 docs/products.md.
 """
 
+from shopcrm.recommend._evaluation import Evaluation, Metrics, evaluate, score_lists
 from shopcrm.recommend._shop import for_customers
 from shopcrm.recommend._strategies import (
     DEFAULT_FALLBACK,
@@ -29,14 +30,18 @@ __all__ = [
     "DEFAULT_FALLBACK",
     "AlsoBought",
     "AlsoViewed",
+    "Evaluation",
     "Filters",
+    "Metrics",
     "Personal",
     "Popular",
     "RecommendError",
     "Recommendation",
     "Trending",
     "ViewedNotBought",
+    "evaluate",
     "for_customers",
     "parse_request",
     "parse_strategy",
+    "score_lists",
 ]
