@@ -176,7 +176,7 @@ def _global(data: _Data, strategy: Trending | Popular, ok: set[str]) -> list[Ran
         factor = strategy.baseline_days / strategy.recent_days
         items = {}
         for pid, r in recent.items():
-            key = r / (base[pid] + 1)
+            key = r / (base[pid] + strategy.smoothing)
             items[pid] = (key, key * factor)
         return _ranked(items)
     since = None if strategy.days is None else now - strategy.days * DAY_US

@@ -282,7 +282,7 @@ class _Compiler:
             recent = exp.GTE(this=_c("ts_us", "e"), expression=_n(self.now_us - strategy.recent_days * DAY_US))
             r = exp.Sum(this=exp.Case().when(recent, _n(1)).else_(_n(0)))
             b = exp.Count(this=exp.Star())
-            key = self.ratio(self.double(r), self.double(exp.Add(this=b, expression=_n(1))))
+            key = self.ratio(self.double(r), self.double(exp.Add(this=b, expression=_n(strategy.smoothing))))
             factor = self.double(exp.Literal.number(repr(strategy.baseline_days / strategy.recent_days)))
             inner = (exp.select(_c("product_id", "e"), _as(key, "key_"), _as(exp.Mul(this=key.copy(), expression=factor),
                                                                               "score"))

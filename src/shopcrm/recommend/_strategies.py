@@ -75,14 +75,15 @@ class ViewedNotBought(_Value):
 class Trending(_Value):
     """Products whose ``event`` count in the last ``recent_days`` runs ahead of their last ``baseline_days``.
 
-    score = (r / recent_days) / ((b + 1) / baseline_days) with r the recent count and b the baseline's (which
-    includes the recent days; the +1 keeps a brand-new product from an infinite score).  Only products with at least
-    one recent event."""
+    score = (r / recent_days) / ((b + smoothing) / baseline_days) with r the recent count and b the baseline's
+    (which includes the recent days).  ``smoothing`` keeps a product with one or two sales, all of them recent,
+    from topping the list: a product needs some volume to trend.  Only products with at least one recent event."""
 
     kind: Literal["trending"] = "trending"
     recent_days: int = Field(default=7, ge=1)
     baseline_days: int = Field(default=28, ge=2)
     event: Literal["order_completed", "product_viewed", "cart_added"] = "order_completed"
+    smoothing: int = Field(default=10, ge=1)
 
     @model_validator(mode="after")
     def _windows(self) -> Trending:
