@@ -776,7 +776,8 @@ class Shop:
     ) -> Any:
         """Up to ``k`` products for each customer, as a pyarrow Table (``customer_id, rank, product_id, score,
         strategy, name, price, category, image_url, product_url``), computed in ONE query.  ``customers``: one id, a
-        list of ids, a rule (its members at ``now``) or None for everyone.  ``strategy``: ``personal`` (default),
+        list of ids, a rule (its members at ``now``) or None for everyone (the customers table's customers and any
+        other with catalog events).  ``strategy``: ``personal`` (default),
         ``also_bought``, ``also_viewed``, ``viewed_not_bought``, ``trending``, ``popular`` (a name, a dict with
         options or a list: the whole fallback chain); a single strategy falls back (``personal`` -> ``also_bought``
         -> ``popular``; ``fallback=()`` for none) so that everyone gets k items.  Filters: ``in_stock``,

@@ -42,7 +42,7 @@ def _load_dbapi(con: Any, shop: RecShop, ddl: dict[str, str], mark: str, prefix:
 
 
 def _run(con: Any, shop: RecShop, dialect: str, prefix: str = "") -> list[tuple[Any, ...]]:
-    query = recommend_query(shop.request, dialect=dialect_for(dialect), now_us=shop.now_us, **relations(shop, prefix))
+    query = recommend_query(shop.request, dialect=dialect_for(dialect), now_us=shop.now_us, everyone=shop.everyone, **relations(shop, prefix))
     cur = con.cursor()
     try:
         cur.execute(query.sql(dialect))
@@ -94,5 +94,5 @@ def test_spark_agrees(spark_loader: Any, shop: RecShop) -> None:
     for name, columns in COLUMNS.items():
         schema = T.StructType([T.StructField(c, types.get(c, T.StringType())) for c in columns])
         spark.createDataFrame(shop.rows(name), schema).createOrReplaceTempView(f"rec_{name}")
-    query = recommend_query(shop.request, dialect=dialect_for("spark"), now_us=shop.now_us, **relations(shop, "rec_"))
+    query = recommend_query(shop.request, dialect=dialect_for("spark"), now_us=shop.now_us, everyone=shop.everyone, **relations(shop, "rec_"))
     check([tuple(r) for r in spark.sql(query.sql("spark")).collect()], shop)

@@ -37,6 +37,7 @@ class RecShop:
     audience: list[Any]
     exclusions: dict[Any, list[str]] | None
     request: Recommendation
+    everyone: bool = False
     now_us: int = NOW
 
     def rows(self, name: str) -> list[tuple[Any, ...]]:
@@ -50,7 +51,7 @@ class RecShop:
 
     def expected(self) -> list[tuple[Any, ...]]:
         lists = recommend_reference(self.request, events=self.events, audience=self.audience, now_us=self.now_us,
-                                    products=self.products, exclusions=self.exclusions)
+                                    products=self.products, exclusions=self.exclusions, everyone=self.everyone)
         return sorted((c, i + 1, p, s, kind) for c, items in lists.items() for i, (p, s, kind) in enumerate(items))
 
 
@@ -134,4 +135,4 @@ def shops(draw: st.DrawFn) -> RecShop:
         min_price=draw(st.sampled_from([None, None, 15.0])), max_price=draw(st.sampled_from([None, None, 20.0])),
     )
     request = Recommendation(strategies=chain, k=draw(st.integers(1, 4)), filters=filters)
-    return RecShop(id_kind, events, products, audience, exclusions, request)
+    return RecShop(id_kind, events, products, audience, exclusions, request, draw(st.booleans()))

@@ -29,7 +29,7 @@ def load(con: Any, shop: RecShop) -> None:
 
 
 def run(con: Any, shop: RecShop) -> list[tuple[Any, ...]]:
-    query = recommend_query(shop.request, dialect=dialect_for("duckdb"), now_us=shop.now_us, **relations(shop))
+    query = recommend_query(shop.request, dialect=dialect_for("duckdb"), now_us=shop.now_us, everyone=shop.everyone, **relations(shop))
     return list(con.execute(query.sql("duckdb")).fetchall())
 
 

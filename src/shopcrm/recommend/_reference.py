@@ -226,15 +226,19 @@ def _personal(data: _Data, customers: Iterable[Hashable], ok: set[str]) -> dict[
 def recommend_reference(
     request: Recommendation, *, events: Iterable[Mapping[str, Any]], audience: Iterable[Hashable], now_us: int,
     products: Sequence[Mapping[str, Any]] | None = None, exclusions: Mapping[Hashable, Iterable[str]] | None = None,
+    everyone: bool = False,
 ) -> dict[Hashable, list[tuple[str, float, str]]]:
     """Up to ``request.k`` ``(product_id, score, strategy kind)`` per customer of ``audience``: the first strategy's
     ranking, then each next strategy's filling the places left with products not yet chosen.  ``exclusions`` holds
-    further products per customer that must not be shown."""
+    further products per customer that must not be shown; ``everyone=True`` adds to the audience every customer
+    with catalog events before now."""
     if request.filters.needs_catalog and products is None:
         raise RecommendError(f"the filters {', '.join(request.filters.needs_catalog)} need the shop's catalog "
                              "(Schema.products); load products first or leave those filters out")
     data = _Data(events, products, now_us)
     customers = list(dict.fromkeys(audience))
+    if everyone:
+        customers = list(dict.fromkeys([*customers, *(e["customer"] for e in data.events)]))
     candidates = set(data.category) | {pid for _, pid in data.pairs["order_completed"]}
     ok = {pid for pid in candidates if data.passes(pid, request)}
     if data.catalog:

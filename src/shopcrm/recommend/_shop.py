@@ -207,7 +207,7 @@ def _fetch(shop: Shop, customers: Any, *, strategy: Any, k: int, now: datetime |
         audience, ids = r.audience(customers, at)
         query = recommend_query(request, events=r.events(at), audience=audience, dialect=r.quirks, now_us=_us(at),
                                 products=products, exclusions=None if per_customer is None else r.exclusions(per_customer),
-                                attributes=True, details=details, ordered=arrow)
+                                attributes=True, details=details, ordered=arrow, everyone=customers is None)
         names = (*OUTPUT_COLUMNS, "category", "price", *details)
         if arrow:
             return shop.source.fetch_arrow(query, list(names)), names, ids

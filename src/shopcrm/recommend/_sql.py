@@ -87,8 +87,9 @@ def _is_null(column: exp.Expr) -> exp.Expr:
 
 class _Compiler:
     def __init__(self, request: Recommendation, dialect: Dialect, now_us: int, catalog: bool,
-                 details: tuple[str, ...] = ()) -> None:
+                 details: tuple[str, ...] = (), everyone: bool = False) -> None:
         self.request, self.d, self.now_us, self.catalog = request, dialect, now_us, catalog
+        self.everyone = everyone
         self.details = details
         self.ctes: list[tuple[str, exp.Query]] = []
         self.names: set[str] = set()
@@ -133,8 +134,11 @@ class _Compiler:
             exp.In(this=_c("event", "e"), expressions=[_s(n) for n in CATALOG_EVENTS]))))
         self.cte("shopcrm_rb", exp.select(_c("customer", "b"), _c("product_id", "b")).distinct()
                  .from_(_t("shopcrm_re", "b")).where(_eq(_c("event", "b"), _s("order_completed"))))
-        self.cte("shopcrm_ra", exp.select(_as(d.string_equality(_c("customer", "a")), "customer")).distinct()
-                 .from_(audience).where(_not_null(_c("customer", "a"))))
+        given: exp.Query = exp.select(_as(d.string_equality(_c("customer", "a")), "customer")).from_(audience).where(
+            _not_null(_c("customer", "a")))
+        if self.everyone:  # the audience and every customer with history: per-customer lists need no restriction
+            given = exp.union(given, exp.select(_c("customer", "eh")).from_(_t("shopcrm_re", "eh")), distinct=False)
+        self.cte("shopcrm_ra", exp.select(_c("customer", "ag")).distinct().from_(_sub(given, "ag")))
         if products is not None:
             extra = [_c(n, "p") for n in ("stock", "available", "image_url") if n not in self.details
                      and getattr(f, {"stock": "in_stock", "available": "in_stock", "image_url": "has_image"}[n])]
@@ -255,6 +259,9 @@ class _Compiler:
                             .join(_t(name, "nr"), on=exp.and_(_eq(_c("a", "nr"), _c("product_id", "an")),
                                                               exp.LTE(this=_c("ra", "nr"), expression=_c("lim", "al"))),
                                   join_type="inner"))
+        elif self.everyone:  # every customer with anchors is in the audience
+            per_customer = (per_customer.from_(_t(ix, "an"))
+                            .join(_t(name, "nr"), on=_eq(_c("a", "nr"), _c("product_id", "an")), join_type="inner"))
         else:  # the same depth for everyone: the pruned lists, for the audience's anchors
             anchors = exp.select(_c("customer", "ax"), _c("product_id", "ax")).from_(_t(ix, "ax")).where(
                 exp.In(this=_c("customer", "ax"), query=exp.select(_c("customer", "aq")).from_(
@@ -410,7 +417,7 @@ class _Compiler:
 def recommend_query(
     request: Recommendation, *, events: exp.Expr, audience: exp.Expr, dialect: Dialect, now_us: int,
     products: exp.Expr | None = None, exclusions: exp.Expr | None = None, attributes: bool = False,
-    details: tuple[str, ...] = (), ordered: bool = False,
+    details: tuple[str, ...] = (), ordered: bool = False, everyone: bool = False,
 ) -> exp.Select:
     """ONE query giving up to ``request.k`` recommendations for every customer of ``audience`` (see the module's
     docstring for the relations, their aliases' columns and the output).  The events relation must be aliased
@@ -418,13 +425,15 @@ def recommend_query(
 
     ``attributes=True`` adds each product's ``category`` and ``price`` (the catalog's, else the events') and the
     catalog columns named in ``details`` (``name``, ``image_url``, ...) after the output columns.  ``ordered=True``
-    sorts the rows by customer (by code point, numbers as numbers) and rank."""
+    sorts the rows by customer (by code point, numbers as numbers) and rank.  ``everyone=True`` adds to the audience
+    every customer with catalog events before now (a whole shop's run: the per-customer lists then need no
+    restriction to the audience, which saves a join over every candidate)."""
     if request.filters.needs_catalog and products is None:
         raise RecommendError(f"the filters {', '.join(request.filters.needs_catalog)} need the shop's catalog "
                              "(Schema.products); load products first or leave those filters out")
     if details and products is None:
         raise RecommendError(f"the columns {', '.join(details)} come from the catalog, and there is none")
-    compiler = _Compiler(request, dialect, now_us, products is not None, tuple(details))
+    compiler = _Compiler(request, dialect, now_us, products is not None, tuple(details), everyone)
     compiler.inputs(events, products, audience, exclusions)
     query = compiler.query(attributes)
     if ordered:
