@@ -252,11 +252,21 @@ def for_customers(shop: Shop, customer_ids: Sequence[Any], *, strategy: Any = "p
     given = {norm(c): c for c in out}
     arrow = shop.source.dialect == "duckdb" and hasattr(shop.source, "fetch_arrow")
     fetched, names, _ = _fetch(shop, list(out), strategy=strategy, k=k, now=now, exclude=exclude, arrow=arrow)
-    if arrow:  # whole columns to Python at once, rows already in rank order
-        columns = [fetched.column(n).to_pylist() for n in names]
-        found: Any = zip(*columns, strict=True)
-    else:
-        found = sorted(fetched, key=lambda row: int(row[1]))
+    if arrow:  # whole columns to Python at once (text already str), rows already in rank order
+        none = [None] * fetched.num_rows
+        columns = {n: fetched.column(n).to_pylist() for n in names}
+        pick = [columns.get(n, none) for n in ("customer", "product_id", "name", "price", "category", "image_url",
+                                                "product_url", "strategy")]
+        same = all(k == v for k, v in given.items())
+        for c, p, name, price, category, image, url, kind in zip(*pick, strict=True):
+            key = c if same else given.get(c, c)
+            items = out.get(key)
+            if items is None:
+                items = out[key] = []
+            items.append({"product_id": p, "name": name, "price": price, "category": category, "image_url": image,
+                          "product_url": url, "strategy": kind})
+        return out
+    found = sorted(fetched, key=lambda row: int(row[1]))
     at = {name: i for i, name in enumerate(names)}
     customer, product, price, category, kind = at["customer"], at["product_id"], at["price"], at["category"], at["strategy"]
     details = [(name, at.get(name)) for name in DETAILS]
