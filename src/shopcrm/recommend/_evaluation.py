@@ -138,7 +138,8 @@ def _known_products(shop: Shop, split_at: datetime) -> int:
     return int(shop.source.fetch(count)[0][0])
 
 
-def _als(shop: Shop, customers: list[Any], split_at: datetime, k: int, factors: int, seed: int) -> dict[Any, list[str]]:
+def _als(shop: Shop, customers: list[Any], split_at: datetime, k: int, factors: int, seed: int,
+         alpha: float = 1.0) -> dict[Any, list[str]]:
     """``implicit``'s ALS fitted on the orders (and, weighted lower, views and cart additions) before the split."""
     try:
         import numpy as np
@@ -166,7 +167,7 @@ def _als(shop: Shop, customers: list[Any], split_at: datetime, k: int, factors: 
     users = {c: i for i, c in enumerate(sorted({_text(r[0]) for r in rows}, key=str))}
     items = {p: i for i, p in enumerate(sorted({_text(r[1]) for r in rows}))}
     names = sorted(items, key=items.__getitem__)
-    matrix = sparse.csr_matrix((np.array([float(r[2]) for r in rows], dtype=np.float32),
+    matrix = sparse.csr_matrix((np.array([alpha * float(r[2]) for r in rows], dtype=np.float32),
                                 ([users[_text(r[0])] for r in rows], [items[_text(r[1])] for r in rows])),
                                shape=(len(users), len(items)))
     model = AlternatingLeastSquares(factors=factors, iterations=15, regularization=0.05, random_state=seed)
