@@ -221,10 +221,11 @@ def recommend_rows(shop: Shop, customers: Any, *, strategy: Any = "personal", k:
     given, those ids."""
     fetched, names, ids = _fetch(shop, customers, strategy=strategy, k=k, now=now, exclude=exclude, arrow=False,
                                  **filters)
+    norm = _Relations(shop).customer_value
     rows = []
     for found in fetched:
         row = {name: _text(value) for name, value in zip(names, found, strict=True)}
-        row["customer_id"] = row.pop("customer")
+        row["customer_id"] = norm(row.pop("customer"))  # MySQL's exact comparison returns ids as bytes
         row["rank"] = int(row["rank"])
         row["score"] = float(row["score"])
         row["price"] = None if row["price"] is None else float(row["price"])
@@ -276,7 +277,7 @@ def for_customers(shop: Shop, customer_ids: Sequence[Any], *, strategy: Any = "p
         for name, i in details:
             if i is not None:
                 item[name] = _text(row[i])
-        c = _text(row[customer])
+        c = norm(_text(row[customer]))  # MySQL's exact comparison returns ids as bytes
         out.setdefault(given.get(c, c), []).append(item)
     return out
 
