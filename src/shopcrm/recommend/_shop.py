@@ -123,21 +123,17 @@ class _Relations:
         return value
 
     def _literal_rows(self, columns: Sequence[str], rows: Sequence[tuple[Any, ...]], alias: str) -> exp.Expr:
-        """A small relation of literal rows (an empty one when there are none)."""
+        """A relation of literal rows (a VALUES list; an empty relation when there are none)."""
         if not rows:
-            rows, empty = [tuple(exp.Null() for _ in columns)], True
+            empty = exp.select(*[_as(exp.Null(), c) for c in columns]).where(exp.false())
+            return exp.Subquery(this=empty, alias=exp.TableAlias(this=exp.to_identifier(alias, quoted=True)))
+        values = exp.values([tuple(exp.convert(v) for v in row) for row in rows], alias="lv",
+                            columns=None if self.dialect == "sqlite" else list(columns))
+        if self.dialect == "sqlite":  # SQLite names a VALUES list's columns column1, column2, ...
+            picked = [_as(exp.column(f"column{i + 1}"), c) for i, c in enumerate(columns)]
         else:
-            empty = False
-        selects = [exp.select(*[_as(v if isinstance(v, exp.Expr) else exp.convert(v), c) for c, v in zip(columns, row,
-                                                                                                          strict=True)])
-                   for row in rows]
-        union: exp.Query = selects[0]
-        for part in selects[1:]:
-            union = exp.union(union, part, distinct=False)
-        query = exp.select(*[_c(c, "lr") for c in columns]).from_(
-            exp.Subquery(this=union, alias=exp.TableAlias(this=exp.to_identifier("lr", quoted=True))))
-        if empty:
-            query = query.where(exp.false())
+            picked = [_c(c, "lv") for c in columns]
+        query = exp.select(*picked).from_(values)
         return exp.Subquery(this=query, alias=exp.TableAlias(this=exp.to_identifier(alias, quoted=True)))
 
     def _register(self, columns: dict[str, list[Any]], alias: str) -> exp.Expr | None:
