@@ -31,6 +31,7 @@ from shopcrm.notebook import Breakdown, Overlap, Trend
 from shopcrm.products import ProductSituations  # issue 14: the product situations
 from shopcrm.program_lift import ProgramLift
 from shopcrm.recipients import RecipientColumns
+from shopcrm.recommend import RecommendError  # issue 14: recommendations (shopcrm.recommend)
 from shopcrm.reference import evaluate
 from shopcrm.report import CampaignReport
 from shopcrm.schema import ColumnType, Schema, Table
@@ -66,6 +67,7 @@ __all__ = [
     "ProgramLift",
     "ReadOnlyShopError",
     "RecipientColumns",
+    "RecommendError",
     "Rule",
     "RuleError",
     "SavedSegment",

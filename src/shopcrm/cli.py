@@ -240,6 +240,34 @@ def _parser() -> argparse.ArgumentParser:
         return 0
 
     program.set_defaults(run=_program_lift)
+    # issue 14: product recommendations (shopcrm.recommend)
+    recommend = commands.add_parser("recommend", help="print product recommendations for customers (one query)")
+    _db_options(recommend, read_only=True)
+    recommend.add_argument("customer", nargs="+", help="customer ids")
+    recommend.add_argument("--strategy", default="personal",
+                           help="personal, also_bought, also_viewed, viewed_not_bought, trending, popular, or JSON "
+                                "(a dict with options or a list: the whole fallback chain)")
+    recommend.add_argument("--k", type=int, default=10, help="products per customer (default 10)")
+    recommend.add_argument("--now", type=_now, default=None, help="read events before this instant (default: now)")
+    recommend.add_argument("--json", action="store_true", help="print {customer_id: [items]} as JSON")
+
+    def _recommend(args: argparse.Namespace) -> int:
+        from shopcrm.recommend import for_customers
+
+        strategy = json.loads(args.strategy) if args.strategy.lstrip()[:1] in ("{", "[") else args.strategy
+        with _shop(args) as shop:
+            found = for_customers(shop, args.customer, strategy=strategy, k=args.k, now=args.now or _utcnow())
+        if args.json:
+            print(json.dumps(found, ensure_ascii=False, indent=2))
+            return 0
+        for customer, items in found.items():
+            print(f"{customer}:" + ("" if items else " (nothing to recommend)"))
+            for rank, item in enumerate(items, 1):
+                price = "" if item["price"] is None else f"  {item['price']:,.0f}"
+                print(f"  {rank:>2}. {item['product_id']}  {item['name'] or ''}{price}  [{item['strategy']}]")
+        return 0
+
+    recommend.set_defaults(run=_recommend)
     ddl = commands.add_parser("ddl", help="print the DDL of the library's own tables, for review before a first run")
     ddl.add_argument("--dialect", default="duckdb", help="duckdb, sqlite, postgres or mysql (default duckdb)")
     ddl.add_argument("--library-schema", help="the schema (PostgreSQL, DuckDB) or database (MySQL) of the tables")

@@ -846,6 +846,28 @@ class Shop:
 
         return build_program_lift(self, since=since, until=until, now=now, method=method)
 
+    # ---- issue 14 (recommend): product recommendations for a landing page (shopcrm.recommend)
+    def recommend(
+        self, customers: Any = None, *, k: int = 10, strategy: Any = "personal", now: datetime | str | None = None,
+        exclude: Any = None, fallback: Sequence[Any] | None = None, in_stock: bool = False, has_image: bool = False,
+        not_bought: bool = False, min_price: float | None = None, max_price: float | None = None,
+    ) -> Any:
+        """Up to ``k`` products for each customer, as a pyarrow Table (``customer_id, rank, product_id, score,
+        strategy, name, price, category, image_url, product_url``), computed in ONE query.  ``customers``: one id, a
+        list of ids, a rule (its members at ``now``) or None for everyone (the customers table's customers and any
+        other with catalog events).  ``strategy``: ``personal`` (default),
+        ``also_bought``, ``also_viewed``, ``viewed_not_bought``, ``trending``, ``popular`` (a name, a dict with
+        options or a list: the whole fallback chain); a single strategy falls back (``personal`` -> ``also_bought``
+        -> ``popular``; ``fallback=()`` for none) so that everyone gets k items.  Filters: ``in_stock``,
+        ``has_image`` (both need the catalog), ``not_bought``, ``exclude`` (product ids, or ``{customer_id: ids}``),
+        ``min_price`` / ``max_price``.  Only events before ``now`` (default: the clock) count.  See
+        docs/products.md."""
+        from shopcrm.recommend._shop import recommend_table
+
+        return recommend_table(self, customers, k=k, strategy=strategy, now=now, exclude=exclude, fallback=fallback,
+                               in_stock=in_stock, has_image=has_image, not_bought=not_bought, min_price=min_price,
+                               max_price=max_price)
+
     # ---- notebook helpers (issue 12 item 7: shopcrm.notebook)
     def __repr__(self) -> str:
         source = self.source
