@@ -93,7 +93,7 @@ _strategy = st.one_of(
               st.sampled_from([1, 10])),
     st.builds(lambda c, d: {"kind": "popular", "category": c, "days": d},
               st.sampled_from([None, None, "x", "X"]), st.sampled_from([None, 7, 30])),
-    st.just({"kind": "personal"}),
+    st.just({"kind": "personal"}), st.builds(lambda p: {"kind": "personal", "prior": p}, st.integers(0, 7)),
 )
 
 

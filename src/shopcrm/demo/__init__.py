@@ -166,6 +166,9 @@ def run(
         out("  (the moment 'lapsed' is no activity of any kind -- session, view, cart, order -- for 90 days, buyers or"
             " not; the segment buyers_no_session_90d is buyers with no session_started for 90 days)")
         out("")
+        if demo.products is not None:
+            _recommendations(shop, when, out)
+            out("")
         _campaigns(shop, when, out, progress)
         out("")
         report = _measure(shop, when, seed, None if path == ":memory:" else _sent_path(target), out, progress)
@@ -174,6 +177,29 @@ def run(
         out(f"  import datetime, shopcrm; shopcrm.Shop.open({path!r}).count({{'in_segment': 'vip_spenders'}}, "
             f"now={when!r})")
     return report
+
+
+def _recommendations(shop: Any, when: datetime, out: Callable[[str], None]) -> None:
+    """A landing page of one customer, and the planted pairs found by also-bought for every buyer at once."""
+    stocked = {r["product_id"] for r in shop.products().to_pylist() if r["available"] and (r["stock"] or 0) > 0}
+    a, b = next(((a, b) for a, b in PLANTED_PAIRS if b in stocked), PLANTED_PAIRS[0])  # the filter hides sold-out ones
+    buyers = {"performed": "order_completed", "where": {"product_id": a}}
+    started = time.perf_counter()
+    everyone = shop.recommend(buyers, k=3, strategy="also_bought", now=when, not_bought=True, in_stock=True)
+    elapsed = time.perf_counter() - started
+    first = [r["product_id"] for r in everyone.to_pylist() if r["rank"] == 1]
+    customer = everyone.column("customer_id")[0].as_py() if everyone.num_rows else None
+    out(f"Recommendations (shop.recommend; docs/products.md): also-bought for the {len(first):,} buyers of {a} in one "
+        f"query ({elapsed:.2f}s, in stock, not bought yet): {first.count(b):,} get {b} first, the partner the "
+        "generator planted")
+    if customer is None:
+        return
+    page = shop.recommend(customer, k=5, strategy="personal", now=when, in_stock=True, not_bought=True)
+    out(f"  a landing page for {customer} (personal, falling back to also-bought and popular):")
+    for row in page.to_pylist():
+        price = f"{row['price']:,.0f}원" if row["price"] is not None else ""
+        out(f"    {row['rank']}. {row['product_id']:<5} {row['name'] or '':<22} {price:>10}  {row['category']:<12} "
+            f"({row['strategy']})")
 
 
 def _sent_path(target: Path) -> Path:

@@ -192,7 +192,7 @@ def _global(data: _Data, strategy: Trending | Popular, ok: set[str]) -> list[Ran
     return _ranked({pid: (float(len(c)), float(len(c))) for pid, c in buyers.items()})
 
 
-def _personal(data: _Data, customers: Iterable[Hashable], ok: set[str]) -> dict[Hashable, list[Ranked]]:
+def _personal(data: _Data, strategy: Personal, customers: Iterable[Hashable], ok: set[str]) -> dict[Hashable, list[Ranked]]:
     n_p: dict[str, int] = defaultdict(int)
     for _, pid in data.pairs["order_completed"]:
         n_p[pid] += 1
@@ -205,6 +205,8 @@ def _personal(data: _Data, customers: Iterable[Hashable], ok: set[str]) -> dict[
         n_c[category] += n
         if pid in ok:
             by_category[category].append(pid)
+    n_all = sum(n_c.values())
+    prior = strategy.prior
     weights: dict[Hashable, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     for e in data.events:
         category = data.category.get(e["product_id"])
@@ -215,9 +217,11 @@ def _personal(data: _Data, customers: Iterable[Hashable], ok: set[str]) -> dict[
         mine = weights.get(customer, {})
         total = sum(mine.values())
         items = {}
-        for category, w in mine.items():
+        for category in (by_category if prior and total else mine):
+            w = mine.get(category, 0)
             for pid in by_category.get(category, ()):
-                key = (w * n_p[pid]) / (total * n_c[category])
+                # exact integers, one correctly rounded division (as every engine computes it)
+                key = (n_p[pid] * (w * n_all + prior * n_c[category])) / (n_c[category] * n_all * (total + prior))
                 items[pid] = (key, key)
         out[customer] = _ranked(items)
     return out
@@ -257,7 +261,7 @@ def recommend_reference(
         elif isinstance(strategy, ViewedNotBought):
             ranked = _viewed_not_bought(data, customers, ok)
         elif isinstance(strategy, Personal):
-            ranked = _personal(data, customers, ok)
+            ranked = _personal(data, strategy, customers, ok)
         else:
             shared = _global(data, strategy, ok)
             ranked = dict.fromkeys(customers, shared)

@@ -318,21 +318,24 @@ class _Compiler:
                 .from_(_t("shopcrm_rl", "al"))
                 .join(_t(name, "gl"), on=exp.LTE(this=_c("gr", "gl"), expression=_c("lim", "al")), join_type="inner"))
 
-    def personal(self, i: int) -> exp.Select:
+    def personal(self, strategy: Personal, i: int) -> exp.Select:
         buyers = self.buyers()
         products = (exp.select(_c("product_id", "bp"), _c("category", "pp"), _c("n", "bp")).from_(_t(buyers, "bp"))
                     .join(_t("shopcrm_rp", "pp"), on=_eq(_c("product_id", "pp"), _c("product_id", "bp")), join_type="inner")
                     .where(_not_null(_c("category", "pp"))))
         self.cte("shopcrm_rpc", products)
-        per_category = (exp.select(_c("category", "cs"), _as(exp.Sum(this=_c("n", "cs")), "n")).from_(_t("shopcrm_rpc", "cs"))
-                        .group_by(_c("category", "cs")))
-        candidates = (exp.select(_c("product_id", "pc"), _c("category", "pc"), _as(_c("n", "pc"), "n"),
-                                 _as(_c("n", "cn"), "ncat"),
-                                 _as(self.ranked([_c("category", "pc")], _c("n", "pc"), _c("product_id", "pc")), "gr"))
-                      .from_(_t("shopcrm_rpc", "pc"))
-                      .join(_sub(per_category, "cn"), on=_eq(_c("category", "cn"), _c("category", "pc")), join_type="inner")
-                      .join(_t("shopcrm_rk", "ok"), on=_eq(_c("product_id", "ok"), _c("product_id", "pc")), join_type="inner"))
-        cand = self.cte(f"shopcrm_rc{i}", self.pruned(candidates, "gr"))
+        self.cte("shopcrm_rcn", exp.select(_c("category", "cs"), _as(exp.Sum(this=_c("n", "cs")), "n"))
+                 .from_(_t("shopcrm_rpc", "cs")).group_by(_c("category", "cs")))
+        self.cte("shopcrm_rna", exp.select(_as(exp.Sum(this=_c("n", "ns")), "n")).from_(_t("shopcrm_rcn", "ns")))
+
+        def ranked_by(partition: list[exp.Expr]) -> exp.Select:
+            return (exp.select(_c("product_id", "pc"), _c("category", "pc"), _as(_c("n", "pc"), "n"),
+                               _as(_c("n", "cn"), "ncat"), _as(self.ranked(partition, _c("n", "pc"), _c("product_id", "pc")), "gr"))
+                    .from_(_t("shopcrm_rpc", "pc"))
+                    .join(_t("shopcrm_rcn", "cn"), on=_eq(_c("category", "cn"), _c("category", "pc")), join_type="inner")
+                    .join(_t("shopcrm_rk", "ok"), on=_eq(_c("product_id", "ok"), _c("product_id", "pc")), join_type="inner"))
+
+        cand = self.cte(f"shopcrm_rc{i}", self.pruned(ranked_by([_c("category", "pc")]), "gr"))
         weight = exp.Case()
         for event, w in AFFINITY_WEIGHTS.items():
             weight = weight.when(_eq(_c("event", "e"), _s(event)), _n(w))
@@ -342,17 +345,46 @@ class _Compiler:
                     .join(_t("shopcrm_rp", "p"), on=_eq(_c("product_id", "p"), _c("product_id", "e")), join_type="inner")
                     .where(_not_null(_c("category", "p"))).group_by(_c("customer", "e"), _c("category", "p")))
         self.cte("shopcrm_rw", affinity)
-        totals = (exp.select(_c("customer", "ws"), _as(exp.Sum(this=_c("w", "ws")), "w")).from_(_t("shopcrm_rw", "ws"))
-                  .group_by(_c("customer", "ws")))
-        key = self.ratio(exp.Mul(this=self.double(_c("w", "w")), expression=self.double(_c("n", "cd"))),
-                         exp.Mul(this=self.double(_c("w", "wt")), expression=self.double(_c("ncat", "cd"))))
-        return (exp.select(_c("customer", "w"), _c("product_id", "cd"), _as(key, "key_"), _as(key.copy(), "score"))
-                .from_(_t("shopcrm_rw", "w"))
-                .join(_sub(totals, "wt"), on=_eq(_c("customer", "wt"), _c("customer", "w")), join_type="inner")
-                .join(_t("shopcrm_rl", "al"), on=_eq(_c("customer", "al"), _c("customer", "w")), join_type="inner")
-                .join(_t(cand, "cd"), on=exp.and_(_eq(_c("category", "cd"), _c("category", "w")),
-                                                  exp.LTE(this=_c("gr", "cd"), expression=_c("lim", "al"))),
-                      join_type="inner"))
+        self.cte("shopcrm_rwt", exp.select(_c("customer", "ws"), _as(exp.Sum(this=_c("w", "ws")), "w"))
+                 .from_(_t("shopcrm_rw", "ws")).group_by(_c("customer", "ws")))
+        prior = strategy.prior
+
+        def key(w: exp.Expr, cd: str) -> exp.Expr:
+            # n(p) · (w·N + prior·n(c)) / (n(c) · N · (w(customer) + prior)): integers, one division
+            mixed = exp.Add(this=exp.Mul(this=w, expression=_c("n", "na")),
+                            expression=exp.Mul(this=_n(prior), expression=_c("ncat", cd)))
+            scale = exp.Mul(this=_c("n", "na"), expression=exp.Paren(this=exp.Add(this=_c("w", "wt"), expression=_n(prior))))
+            return self.ratio(exp.Mul(this=self.double(_c("n", cd)), expression=self.double(mixed)),
+                              exp.Mul(this=self.double(_c("ncat", cd)), expression=self.double(scale)))
+
+        touched = (exp.select(_c("customer", "w"), _c("product_id", "cd"), _as(key(_c("w", "w"), "cd"), "key_"))
+                   .from_(_t("shopcrm_rw", "w"))
+                   .join(_t("shopcrm_rwt", "wt"), on=_eq(_c("customer", "wt"), _c("customer", "w")), join_type="inner")
+                   .join(_t("shopcrm_rl", "al"), on=_eq(_c("customer", "al"), _c("customer", "w")), join_type="inner")
+                   .join(_t(cand, "cd"), on=exp.and_(_eq(_c("category", "cd"), _c("category", "w")),
+                                                     exp.LTE(this=_c("gr", "cd"), expression=_c("lim", "al"))),
+                         join_type="inner")
+                   .join(_t("shopcrm_rna", "na"), join_type="cross"))
+        if not prior:
+            return exp.select(_c("customer", "pt"), _c("product_id", "pt"), _c("key_", "pt"),
+                              _as(_c("key_", "pt"), "score")).from_(_sub(touched, "pt"))
+        # with a prior every category counts a little: the shop's best-sellers reach each customer too (their own
+        # categories' products among them score as above; the rest by prior alone)
+        overall = self.cte(f"shopcrm_rg{i}", self.pruned(ranked_by([]), "gr"))
+        seen = exp.Coalesce(this=_c("w", "w"), expressions=[_n(0)])
+        everywhere = (exp.select(_c("customer", "wt"), _c("product_id", "cd"), _as(key(seen, "cd"), "key_"))
+                      .from_(_t("shopcrm_rwt", "wt"))
+                      .join(_t("shopcrm_rl", "al"), on=_eq(_c("customer", "al"), _c("customer", "wt")), join_type="inner")
+                      .join(_t(overall, "cd"), on=exp.LTE(this=_c("gr", "cd"), expression=_c("lim", "al")),
+                            join_type="inner")
+                      .join(_t("shopcrm_rw", "w"), on=exp.and_(_eq(_c("customer", "w"), _c("customer", "wt")),
+                                                               _eq(_c("category", "w"), _c("category", "cd"))),
+                            join_type="left")
+                      .join(_t("shopcrm_rna", "na"), join_type="cross"))
+        both = exp.union(touched, everywhere, distinct=False)
+        return (exp.select(_c("customer", "pb"), _c("product_id", "pb"), _as(exp.Max(this=_c("key_", "pb")), "key_"),
+                           _as(exp.Max(this=_c("key_", "pb")), "score"))
+                .from_(_sub(both, "pb")).group_by(_c("customer", "pb"), _c("product_id", "pb")))
 
     # -- the whole request ----------------------------------------------------------------------------------------
     def strategy(self, strategy: object, i: int) -> exp.Select:
@@ -361,7 +393,7 @@ class _Compiler:
         if isinstance(strategy, ViewedNotBought):
             return self.viewed_not_bought()
         if isinstance(strategy, Personal):
-            return self.personal(i)
+            return self.personal(strategy, i)
         if isinstance(strategy, Trending | Popular):
             return self.shared(strategy, i)
         raise RecommendError(f"not a strategy: {strategy!r}")

@@ -104,10 +104,15 @@ class Popular(_Value):
 
 class Personal(_Value):
     """A blend by the customer's category affinity: for a product p of category c,
-    score = (w(customer, c) / w(customer)) · (n(p) / n(c)) where w sums the customer's catalog events by weight
-    (viewed 1, added to cart 2, ordered 3) and n counts distinct buyers (n(c): summed over c's products)."""
+    score = a(customer, c) · n(p) / n(c), where n counts distinct buyers (n(c) summed over c's products, N over
+    every category) and the affinity a(customer, c) = (w(customer, c) + prior · n(c) / N) / (w(customer) + prior)
+    is the share of the customer's catalog events in c (by weight: viewed 1, added to cart 2, ordered 3), drawn
+    towards the shop's own mix of categories by ``prior`` (in the same weight units: a customer with few events
+    still sees the shop's best-sellers of the categories they have not touched; ``prior=0`` keeps to the touched
+    categories).  A customer without catalog events gets nothing from it (the fallback takes over)."""
 
     kind: Literal["personal"] = "personal"
+    prior: int = Field(default=6, ge=0)
 
 
 Strategy = Annotated[AlsoBought | AlsoViewed | ViewedNotBought | Trending | Popular | Personal, Field(discriminator="kind")]
