@@ -30,6 +30,8 @@ from typing import cast
 from sqlglot import exp
 
 from shopcrm.compiler._dialects import Dialect
+from shopcrm.measurement._sql import _alias as _as
+from shopcrm.measurement._sql import _c, _n, _s, _sub
 from shopcrm.recommend._reference import DAY_US
 from shopcrm.recommend._strategies import (
     AFFINITY_WEIGHTS,
@@ -49,28 +51,8 @@ __all__ = ["OUTPUT_COLUMNS", "recommend_query"]
 OUTPUT_COLUMNS = ("customer", "rank", "product_id", "score", "strategy")
 
 
-def _c(name: str, table: str | None = None) -> exp.Column:
-    return exp.column(name, table=table, quoted=True)
-
-
-def _n(value: int) -> exp.Expr:
-    return exp.Literal.number(value)
-
-
-def _s(value: str) -> exp.Expr:
-    return exp.Literal.string(value)
-
-
-def _as(expression: exp.Expr, name: str) -> exp.Expr:
-    return exp.alias_(expression, name, quoted=True)
-
-
 def _t(name: str, alias: str) -> exp.Expr:
     return exp.alias_(exp.to_table(name, quoted=True), alias, table=True)
-
-
-def _sub(query: exp.Query, name: str) -> exp.Expr:
-    return exp.Subquery(this=query, alias=exp.TableAlias(this=exp.to_identifier(name, quoted=True)))
 
 
 def _eq(a: exp.Expr, b: exp.Expr) -> exp.Expr:
