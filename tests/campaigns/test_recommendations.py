@@ -231,27 +231,31 @@ def test_a_brand_message_carousel_makes_a_card_per_product() -> None:
 
 
 def test_solapi_builds_the_wide_item_list_and_carousel_feed_payloads() -> None:
-    images = {f"https://img.example/{i}.jpg": f"FILE{i}" for i in range(1, 5)}
+    images = {f"https://img.example/{i}.jpg": f"FILE{i}" for i in range(1, 6)}
     channel = SolapiChannel(api_key="k", api_secret="s", sender="0212345678", pf_id="PF1", image_ids=images)
     listed = Message(key="k1", customer_id="C1", channel="brand_message", kind="brand_message", to="010-1234-5678",
                      text="추천", purpose="advertising", layout="list", header="추천 상품",
                      buttons=(("더 보기", "https://shop.example"),),
-                     items=tuple((f"상품 {i}", "1,000원", f"https://img.example/{i}.jpg", f"https://r/{i}", "") for i in (1, 2, 3)))
+                     items=tuple((f"상품 {i}", "1,000원", f"https://img.example/{i}.jpg", f"https://r/{i}", "") for i in (1, 2, 3, 4)))
     assert channel.validate(listed) == []
+    # Solapi's SDKs require a main item and at least three sub items
+    assert channel.validate(attrs_evolve(listed, items=listed.items[:3])) == [
+        "Solapi's Brand Message list (BMS_WIDE_ITEM_LIST) needs 4 products with images (a main item and at least 3 sub "
+        "items); this one has 3: ask for recommend k=4 or more, or use the carousel layout (2 to 6 cards)"]
     body = channel.body(listed)
     assert body["type"] == "BMS_WIDE_ITEM_LIST"
     bms = body["kakaoOptions"]["bms"]
     assert bms["targeting"] == "I"
     assert bms["header"] == "추천 상품"
     assert bms["mainWideItem"] == {"title": "상품 1", "imageId": "FILE1", "linkMobile": "https://r/1", "linkPc": "https://r/1"}
-    assert [i["imageId"] for i in bms["subWideItemList"]] == ["FILE2", "FILE3"]
+    assert [i["imageId"] for i in bms["subWideItemList"]] == ["FILE2", "FILE3", "FILE4"]
     assert bms["buttons"][0]["name"] == "더 보기"
     carousel = Message(key="k2", customer_id="C1", channel="brand_message", kind="brand_message", to="010-1234-5678",
                        text="추천", purpose="advertising", layout="carousel", friend=False,
                        items=tuple((f"상품 {i}", "1,000원", f"https://img.example/{i}.jpg", f"https://r/{i}", "보기")
-                                   for i in (1, 5)))
+                                   for i in (1, 6)))
     assert channel.validate(carousel) == [
-        "the Brand Message carousel's product images ['https://img.example/5.jpg'] have no Solapi file id (storage type "
+        "the Brand Message carousel's product images ['https://img.example/6.jpg'] have no Solapi file id (storage type "
         "BMS): upload them and map them in image_ids"]
     cards = channel.body(attrs_evolve(carousel, items=carousel.items[:1] * 2))["kakaoOptions"]["bms"]
     assert cards["targeting"] == "M"

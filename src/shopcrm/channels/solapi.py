@@ -181,6 +181,11 @@ class SolapiChannel(Channel):
             problems.append("AlimTalk needs the approved template's id (template_code)")
         if message.kind == "mms" and message.image_url not in self.image_ids:
             problems.append(f"the MMS image {message.image_url!r} has no Solapi file id: upload it and map it in image_ids")
+        if message.kind == "brand_message" and message.layout == "list" and len(message.items) < 4:
+            # Solapi's SDKs refuse a WIDE_ITEM_LIST with fewer than three sub items under its main item
+            problems.append(f"Solapi's Brand Message list (BMS_WIDE_ITEM_LIST) needs 4 products with images (a main item "
+                            f"and at least 3 sub items); this one has {len(message.items)}: ask for recommend k=4 or more, "
+                            "or use the carousel layout (2 to 6 cards)")
         if message.kind == "brand_message" and message.layout in ("list", "carousel"):
             missing = [image for _, _, image, _, _ in message.items if image not in self.image_ids]
             if missing:
