@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 
 from products.situation_histories import Case, cases, check, situations_sql
 
-SLOW = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+SLOW = settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 PREFIX = "ps_"
 
 
@@ -84,7 +84,7 @@ def test_mysql_agrees(mysql_loader: Any, case: Case) -> None:
     con.commit()
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(case=cases())
 def test_spark_agrees(spark_loader: Any, case: Case) -> None:
     from pyspark.sql import types as T

@@ -16,7 +16,7 @@ from shopcrm.recommend._sql import recommend_query
 from strategies import RandomShop
 from strategies import shops as rule_shops
 
-SLOW = settings(max_examples=40, deadline=None,
+SLOW = settings(max_examples=20, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 COLUMNS = {"events": EVENT_COLUMNS, "products": PRODUCT_COLUMNS, "audience": ("customer",),
            "exclusions": ("customer", "product_id")}
@@ -86,7 +86,7 @@ def test_mysql_agrees(mysql_loader: Any, shop: RecShop) -> None:
     con.commit()
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(shop=shops())
 def test_spark_agrees(spark_loader: Any, shop: RecShop) -> None:
     from pyspark.sql import types as T
@@ -126,7 +126,7 @@ def _lists(shop: Any, case: RandomShop) -> list[Any]:
     return out
 
 
-SHELL = settings(max_examples=15, deadline=None,
+SHELL = settings(max_examples=8, deadline=None,
                  suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 
 
@@ -148,7 +148,7 @@ def test_mysql_shop_lists(mysql_loader: Any, case: RandomShop) -> None:
     assert _lists(mysql_loader(case), case) == _lists(duckdb_shop(case), case)
 
 
-@settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@settings(max_examples=3, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(case=rule_shops())
 def test_spark_shop_lists(spark_loader: Any, case: RandomShop) -> None:
     assert _lists(spark_loader(case), case) == _lists(duckdb_shop(case), case)

@@ -26,7 +26,7 @@ def _load(con: Any, case: Case) -> None:
             con.executemany(f"INSERT INTO {table} VALUES ({', '.join('?' * width)})", rows)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(case=cases())
 def test_duckdb_agrees_with_the_reference(case: Case) -> None:
     con = duckdb.connect()
@@ -102,7 +102,7 @@ def test_the_policy_refuses_meaningless_thresholds() -> None:
         ProductSituations(low_stock=0)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=120, deadline=None)
 @given(case=cases())
 def test_the_wishlist_holds_what_a_wishlist_situation_can_still_fire_for(case: Case) -> None:
     """current_wishlist and the situations agree on stays: a product is in the wishlist at the end iff its latest

@@ -63,7 +63,7 @@ def _kwargs(shop: RecShop) -> dict[str, Any]:
             "min_price": f.min_price, "max_price": f.max_price}
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(shop=shops())
 def test_shop_recommend_equals_the_reference(shop: RecShop) -> None:
     result = duckdb_shop(shop)
