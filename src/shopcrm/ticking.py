@@ -410,12 +410,9 @@ def _for_customers(
     exclude: Mapping[Any, Collection[Any]] | None = None,
 ) -> Mapping[Any, Sequence[Mapping[str, Any]]]:
     """The recommender (a seam tests replace): :func:`shopcrm.recommend.for_customers`, imported when first needed."""
-    import importlib
+    from shopcrm.recommend import for_customers
 
-    recommend = importlib.import_module("shopcrm.recommend")
-    found: Mapping[Any, Sequence[Mapping[str, Any]]] = recommend.for_customers(
-        shop, customer_ids, strategy=strategy, k=k, now=now, exclude=exclude)
-    return found
+    return for_customers(shop, customer_ids, strategy=strategy, k=k, now=now, exclude=exclude)
 
 
 def recommendations_for(
@@ -436,7 +433,7 @@ def recommendations_for(
         if not requests:
             continue
         schedule = campaign.schedule
-        ids = list(triggers.get(campaign.id, {})) if campaign.id in triggers else list(members.get(campaign.id, ()))
+        ids = list(triggers[campaign.id]) if campaign.id in triggers else list(members.get(campaign.id, ()))
         if not ids:
             continue
         triggered: dict[Any, set[Any]] = {}
@@ -449,8 +446,6 @@ def recommendations_for(
             exclude = triggered if request.exclude_trigger and triggered else None
             try:
                 found = _for_customers(shop, ids, strategy=request.strategy, k=request.k, now=now, exclude=exclude)
-            except ModuleNotFoundError as error:
-                raise CampaignError([(f"{campaign.id}.recommend", f"recommendations need shopcrm.recommend ({error})")]) from None
             except (ValueError, KeyError) as error:
                 raise CampaignError([(f"{campaign.id}.recommend", f"the recommender refused {request.strategy!r} "
                                       f"(k={request.k}): {error}")]) from None

@@ -337,6 +337,26 @@ def test_a_broadcast_gathers_recommendations_once_for_its_whole_audience(fake: F
         assert first.links == tuple(f"https://shop.example/p/{i}" for i in (10, 11, 12))
 
 
+def test_a_tick_renders_the_real_recommenders_products_from_the_catalog() -> None:
+    shop = _shop()  # no fake: shopcrm.recommend.for_customers answers from the shop's events and catalog
+    shop.load_products([{"product_id": f"P{i}", "name": f"상품 {i}", "price": 1000 * i, "category": "shoes",
+                         "image_url": f"https://img.example/{i}.jpg", "product_url": f"https://shop.example/p/{i}"}
+                        for i in (10, 11, 12)], at=T0 - timedelta(days=3))
+    shop.load_events([{"customer_id": c, "event": "order_completed", "ts": T0 - timedelta(days=2), "product_id": p}
+                      for c, p in (("C2", "P11"), ("C3", "P11"), ("C3", "P12"), ("C4", "P12"))])
+    shop.save_campaign({
+        "id": "picks", "purpose": "advertising", "channels": ["sms"],
+        "variants": [{"name": "a", "content": {
+            "text": "{% for p in recommendations %}{{ p.name }}({{ p.price|int }}) {% endfor %}",
+            "recommend": {"strategy": "popular", "k": 2}}}],
+        "schedule": {"kind": "one_off", "at": "2026-11-25T10:00:00"},
+    }, now=T0 - timedelta(days=1))
+    texts = {m.customer_id: m.chain[0].text for m in shop.tick(now=T0).messages}
+    # popular: P11 and P12 have two buyers each (ties by product id), P10 none
+    assert all("상품 11(11000) 상품 12(12000)" in text for text in texts.values()), texts
+    assert sorted(texts) == ["C1", "C2", "C3", "C4"]
+
+
 def test_a_scenario_leaves_out_the_product_that_triggered_it(fake: FakeRecommender) -> None:
     shop = _shop()
     shop.save_campaign({
