@@ -638,12 +638,16 @@ class Shop:
         if not self.source.campaign_store().delete_campaign(campaign_id):
             raise KeyError(f"no campaign {campaign_id!r}")
 
-    def tick(self, *, now: datetime, dry_run: bool = False, progress: bool = False) -> TickResult:
+    def tick(self, *, now: datetime, dry_run: bool = False, progress: bool = False, full: bool = False) -> TickResult:
         """Plan every enabled campaign as of ``now`` and record the plan in the outbox (see
-        :mod:`shopcrm.ticking`); a tick run twice plans nothing twice.  ``progress`` draws a bar on stderr."""
+        :mod:`shopcrm.ticking`); a tick run twice plans nothing twice.  ``progress`` draws a bar on stderr.
+
+        A scenario is read from its last tick on: customers with trigger or exit events since then (less
+        ``messaging_policy.late_events_within``) and those with a step come due; ``full=True`` reads every
+        scenario whole (after events older than that allowance were written by another pipeline)."""
         from shopcrm.ticking import tick
 
-        return tick(self, now, dry_run=dry_run, progress=progress)
+        return tick(self, now, dry_run=dry_run, progress=progress, full=full)
 
     def dispatch(self, channels: Mapping[str, Any], *, drain: bool = False, **options: Any) -> Any:
         """Deliver the planned messages that are due through ``channels`` (chain channel -> Channel, or the

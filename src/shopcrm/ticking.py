@@ -57,6 +57,7 @@ from shopcrm.dsl import Everyone, Rule, children
 from shopcrm.dsl._nodes import Aggregate, Cycle, FirstPerformed, LastPerformed, Lifecycle, Performed, Rfm
 from shopcrm.recipients import RecipientColumns, with_opt_outs
 from shopcrm.sources._campaign_store import OutboxRow
+from shopcrm.sources._tick_marks import TickAdvance
 from shopcrm.timeline import to_utc_naive
 
 if TYPE_CHECKING:
@@ -177,6 +178,12 @@ class _Reader:
     def customers_table(self, alias: str) -> exp.Expr:
         return self.schema.customers.relation(alias)
 
+    def ids_with(self, names: Sequence[str], since: datetime) -> list[Any]:
+        """The customers with an event of ``names`` in ``[since, now]`` (a watermark tick's new arrivals)."""
+        query = exp.select(self.col("customer_id", "t")).distinct().from_(self.events_table("t")).where(
+            self.events_named(list(dict.fromkeys(names)), since, "t"))
+        return [row[0] for row in self.shop.source.fetch(query)]
+
     def triggered_ids(self, on: str, since: datetime) -> exp.Select:
         """The customers with an ``on`` event in ``[since, now]``."""
         return exp.select(self.col("customer_id", "t")).distinct().from_(self.events_table("t")).where(
@@ -250,10 +257,15 @@ def _properties(event: Mapping[str, Any]) -> dict[str, Any]:
 
 def gather(
     shop: Shop, campaigns: Sequence[tuple[Campaign, datetime]], now: datetime, policy: MessagingPolicy,
-    *, step: Callable[[str], None] | None = None,
+    *, step: Callable[[str], None] | None = None, full: bool = False, reads: dict[str, Read] | None = None,
 ) -> tuple[ShopState, list[tuple[str, str]]]:
     """The planner's input for a tick at ``now`` and the occurrences this tick plans; ``step`` is told each
-    campaign read (a progress bar)."""
+    campaign read (a progress bar).
+
+    A triggered scenario ticked before (its :class:`~shopcrm.sources._tick_marks.TickMark`, the campaign as
+    saved then) is read from its mark on: the customers with a trigger or exit event since the mark (less
+    ``policy.late_events_within``) and those whose wake-up has come.  ``full`` reads every scenario whole.
+    ``reads`` receives, per scenario, what was read (the tick advances the marks with it once it has recorded)."""
     done = step or (lambda _: None)
     reader = _Reader(shop, now, _trigger_names(c for c, _ in campaigns))
     store = shop.source.campaign_store()
@@ -303,15 +315,29 @@ def gather(
     settled: set[str] = set()
     ledger: list[LedgerEntry] = []
     scenario_rows: dict[str, OutboxRow] = {}
-    for campaign, saved_at in enabled:
+    scenarios = [(c, saved) for c, saved in enabled if isinstance(c.schedule, Triggered)]
+    marks = store.tick_marks()
+    known = {} if full or not scenarios else marks.marks([c.id for c, _ in scenarios])
+    for campaign, saved_at in scenarios:
         schedule = campaign.schedule
-        if not isinstance(schedule, Triggered):
-            continue
+        assert isinstance(schedule, Triggered)
         done(campaign.id)
         horizon = scenario_span(schedule.steps) + campaign.max_delay
         window_start = max(now - horizon, saved_at)
         since = None if schedule.reentry == "every_time" else saved_at
-        ids = reader.triggered_ids(schedule.on, window_start)
+        mark = known.get(campaign.id)
+        ids: exp.Select | list[Any]
+        if mark is not None and mark.saved_at == saved_at and mark.ticked_at <= now:
+            # from the mark on: new trigger or exit events, and the customers whose next step has come due
+            fresh_from = max(mark.ticked_at - policy.late_events_within, window_start)
+            fresh = reader.ids_with([schedule.on, *schedule.exit_on], fresh_from)
+            ids = sorted({*fresh, *marks.due(campaign.id, now)}, key=repr)
+            if reads is not None:
+                reads[campaign.id] = Read(saved_at=saved_at, examined=tuple(ids))
+        else:
+            ids = reader.triggered_ids(schedule.on, window_start)
+            if reads is not None:
+                reads[campaign.id] = Read(saved_at=saved_at, examined=None)
         found = reader.events(reader.events_named([schedule.on], since if since is not None else window_start), ids)
         per_customer: dict[Any, list[datetime]] = defaultdict(list)
         for event in found:
@@ -363,10 +389,15 @@ def gather(
                 if needs_rows and cid not in histories:
                     histories[cid] = ({"customer_id": cid}, [])
 
-    apply_opt_outs(shop, recipients, now)
+    # the customers this plan can decide for; when they are few (a watermark tick), their opt-outs and capped
+    # messages are read by id instead of whole tables (the planner reads them for these customers only)
+    deciding = {*recipients, *(cid for found in triggers.values() for cid in found)}
+    by_id = len(deciding) <= _READ_BY_ID
+    apply_opt_outs(shop, recipients, now, deciding if by_id else None)
     longest_cap = max((cap.per for cap in policy.caps), default=timedelta(0))
     keys_seen: set[str] = set()
-    for done_row in store.planned_since(now - longest_cap):
+    capped = store.planned_since_of(now - longest_cap, deciding) if by_id else store.planned_since(now - longest_cap)
+    for done_row in capped:
         ledger.append(_entry(done_row))
         keys_seen.add(done_row.key)
     for done_row in scenario_rows.values():
@@ -463,9 +494,15 @@ def _merge(recipients: dict[Any, Recipient], found: Iterable[Recipient]) -> None
         recipients[recipient.customer_id] = recipient
 
 
-def apply_opt_outs(shop: Shop, recipients: dict[Any, Recipient], now: datetime) -> None:
-    """The opt-outs providers and 080 services reported (K3) over the customers table's consents, in place."""
-    for cid, outs in shop.source.campaign_store().opt_outs().items():
+#: up to how many customers a tick reads opt-outs and capped messages by id rather than whole
+_READ_BY_ID = 20_000
+
+
+def apply_opt_outs(shop: Shop, recipients: dict[Any, Recipient], now: datetime, among: Collection[Any] | None = None) -> None:
+    """The opt-outs providers and 080 services reported (K3) over the customers table's consents, in place
+    (``among``: read only these customers' opt-outs)."""
+    store = shop.source.campaign_store()
+    for cid, outs in (store.opt_outs() if among is None else store.opt_outs_of(among)).items():
         if cid in recipients:
             recipients[cid] = with_opt_outs(recipients[cid], outs, now=now)
 
@@ -577,9 +614,33 @@ def outbox_rows(result: Plan, campaigns: Iterable[Campaign], now: datetime) -> l
     return rows
 
 
-def tick(shop: Shop, now: datetime, *, dry_run: bool = False, progress: bool = False) -> TickResult:
+@attrs.frozen(kw_only=True)
+class Read:
+    """What a tick read of one scenario: the campaign as saved at ``saved_at``; ``examined`` the customers read
+    from the scenario's mark on, or None when it was read whole."""
+
+    saved_at: datetime
+    examined: tuple[Any, ...] | None
+
+
+def advances(result: Plan, read: Mapping[str, Read], now: datetime) -> list[TickAdvance]:
+    """The marks a recorded tick leaves: each scenario read up to ``now``, its examined customers' wake-ups
+    replaced by the plan's."""
+    woken: dict[str, dict[Any, datetime]] = defaultdict(dict)
+    for (campaign_id, customer_id), at in result.wakeups.items():
+        woken[campaign_id][customer_id] = at
+    return [TickAdvance(campaign_id=campaign_id, saved_at=r.saved_at, ticked_at=now, whole=r.examined is None,
+                        examined=r.examined or (), wakeups=woken.get(campaign_id, {}))
+            for campaign_id, r in read.items()]
+
+
+def tick(shop: Shop, now: datetime, *, dry_run: bool = False, progress: bool = False, full: bool = False) -> TickResult:
     """Plan every enabled campaign of ``shop`` as of ``now`` and record the plan (unless ``dry_run``);
-    ``progress`` draws a bar on stderr: a step per campaign read, then planning and recording."""
+    ``progress`` draws a bar on stderr: a step per campaign read, then planning and recording.
+
+    Scenarios are read from their watermarks on (see :func:`gather`); ``full`` reads them whole.  The marks are
+    advanced after the plan is recorded, in a transaction of their own: a crash between the two leaves the older
+    marks, and the next tick reads that stretch again and decides nothing twice."""
     from shopcrm._progress import bar
 
     when = to_utc_naive(now)
@@ -587,7 +648,9 @@ def tick(shop: Shop, now: datetime, *, dry_run: bool = False, progress: bool = F
     campaigns = [(Campaign.model_validate_json(document), saved) for _, document, saved in store.campaigns()]
     policy = shop.messaging_policy
     with paused_gc(), bar(progress, total=sum(1 for c, _ in campaigns if c.enabled) + 2, desc="tick") as shown:
-        state, occurrences = gather(shop, campaigns, when, policy, step=lambda what: shown.step(f"reading {what}"))
+        read: dict[str, Read] = {}
+        state, occurrences = gather(shop, campaigns, when, policy, step=lambda what: shown.step(f"reading {what}"),
+                                    full=full, reads=read)
         shown.note("planning")
         result = plan([c for c, _ in campaigns], state, now=when, policy=policy)
         rows = outbox_rows(result, [c for c, _ in campaigns], when)
@@ -595,6 +658,7 @@ def tick(shop: Shop, now: datetime, *, dry_run: bool = False, progress: bool = F
         del state
         if not dry_run:
             store.record(rows, occurrences, when)
+            store.tick_marks().advance(advances(result, read, when))
         shown.step(f"recorded {len(rows):,} rows" if not dry_run else "dry run")
     return TickResult(now=when, plan=result, recorded=0 if dry_run else len(rows), occurrences=tuple(occurrences), dry_run=dry_run,
                       rows_by_status=dict(Counter(row.status for row in rows)))

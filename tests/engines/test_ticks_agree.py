@@ -98,7 +98,7 @@ def _check(load: Callable[[RandomShop], shopcrm.Shop], case: tuple[RandomShop, s
 
 def _fresh(connection: Any) -> None:
     with connection.cursor() as cur:
-        for table in ("shopcrm_outbox", "shopcrm_occurrences", "shopcrm_campaigns"):
+        for table in ("shopcrm_outbox", "shopcrm_occurrences", "shopcrm_campaigns", "shopcrm_tick_marks", "shopcrm_wakeups"):
             cur.execute(f"DROP TABLE IF EXISTS {table}")
     connection.commit()
 

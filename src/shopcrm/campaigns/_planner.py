@@ -226,6 +226,10 @@ class Plan:
     pending: tuple[tuple[Any, str, str, datetime], ...] = ()
     #: scenario entries decided by an audience rule in this plan (record them: later ticks need not decide again)
     entries: tuple[Entry, ...] = ()
+    #: (campaign, customer) -> the earliest instant after ``now`` at which a step (a send or a branch) of one of
+    #: the customer's walked entries comes due: with no new event, nothing is decided for them before it (a
+    #: watermark tick reads only the customers whose wake-up has come, and those with new events)
+    wakeups: Mapping[tuple[str, Any], datetime] = attrs.field(factory=dict)
 
     def reasons(self) -> Counter[str]:
         return Counter(s.reason for s in self.suppressions)
@@ -417,6 +421,7 @@ class _Planner:
     suppressions: list[Suppression] = attrs.field(factory=list)
     pending: list[tuple[Any, str, str, datetime]] = attrs.field(factory=list)
     entries: list[Entry] = attrs.field(factory=list)
+    wakeups: dict[tuple[str, Any], datetime] = attrs.field(factory=dict)
     keys: set[str] = attrs.field(init=False)
     caps: _Caps = attrs.field(init=False)
     decorations: Decorations = attrs.field(init=False)
@@ -463,7 +468,7 @@ class _Planner:
                         continue
                     self.send(campaign, step, occurrence, customer_id, due_at)
         return Plan(messages=tuple(self.messages), suppressions=tuple(self.suppressions), pending=tuple(self.pending),
-                    entries=tuple(self.entries))
+                    entries=tuple(self.entries), wakeups=self.wakeups)
 
     # -- when ---------------------------------------------------------------------------------
     def occurrence(self, campaign: Campaign) -> tuple[str, datetime] | None:
@@ -536,6 +541,9 @@ class _Planner:
                 continue
             name = step.send if isinstance(step, Send) else "branch"
             if at > self.now:
+                woken = (campaign.id, customer_id)
+                if woken not in self.wakeups or at < self.wakeups[woken]:
+                    self.wakeups[woken] = at
                 if isinstance(step, Send):
                     key = idempotency_key(campaign.id, occurrence, step.send, customer_id)
                     if key not in self.keys:

@@ -116,6 +116,12 @@ def _check_control_percent(_: object, __: object, value: object) -> None:
                          f"group) up to, not including, 100 (5 for 5%); got {value!r}")
 
 
+def _check_late_events(_: object, __: object, value: timedelta) -> None:
+    if not isinstance(value, timedelta) or value < timedelta(0):
+        raise ValueError(f"MessagingPolicy.late_events_within is a duration of zero or more (e.g. timedelta(minutes=10)); "
+                         f"got {value!r}")
+
+
 def _check_control_salt(_: object, __: object, value: object) -> None:
     if not isinstance(value, str) or not value:
         raise ValueError(f"MessagingPolicy.global_control_salt is a non-empty text (e.g. 'gc-2026'); got {value!r}")
@@ -162,6 +168,10 @@ class MessagingPolicy:
     #: what the global control group's hash is salted with: the same salt keeps the same customers, a new one
     #: draws a new group
     global_control_salt: str = attrs.field(default="global_control", validator=_check_control_salt)
+    #: issue 15, watermark ticks: how late an event may arrive after its ``ts`` and still start or end a scenario.
+    #: A tick reads the trigger and exit events since its scenario's last tick less this allowance (events loaded
+    #: through the embedded shop's ``load_events`` are always seen: an older one moves the marks back)
+    late_events_within: timedelta = attrs.field(default=timedelta(minutes=10), validator=_check_late_events)
 
     @classmethod
     def united_states(cls, **changes: object) -> MessagingPolicy:
@@ -231,6 +241,7 @@ class MessagingPolicy:
             **({"tracking": self.tracking.to_dict()} if self.tracking is not None else {}),
             "global_control_percent": float(self.global_control_percent),
             "global_control_salt": self.global_control_salt,
+            "late_events_within": self.late_events_within.total_seconds(),
         }
 
     @classmethod
@@ -254,6 +265,8 @@ class MessagingPolicy:
                                    for c in values["caps"])
         if "prices" in values:
             values["prices"] = dict(values["prices"])
+        if "late_events_within" in values:
+            values["late_events_within"] = timedelta(seconds=float(values["late_events_within"]))
         if values.get("tracking") is not None:
             values["tracking"] = TrackingPolicy.from_dict(values["tracking"])
         if isinstance(values.get("global_control_percent"), int) and not isinstance(values["global_control_percent"], bool):

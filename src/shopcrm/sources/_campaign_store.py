@@ -14,12 +14,13 @@ import functools
 import json
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
 from typing import Any, NamedTuple
 
 from shopcrm.sources._library import LibraryStore, LibraryTables
+from shopcrm.sources._tick_marks import MemoryTickMarks, SQLTickMarks, TickMarks
 
 __all__ = ["OUTBOX_COLUMNS", "CampaignStore", "MemoryCampaignStore", "OutboxRow", "SQLCampaignStore", "TickConflict"]
 
@@ -284,6 +285,25 @@ class CampaignStore(ABC):
     def add_events(self, events: Sequence[Mapping[str, Any]]) -> None:
         """Write message events (``message_clicked``) where :meth:`settle` writes outcome events, in one transaction."""
 
+    # watermark ticks (issue 15): what a tick that reads few customers reads of them only
+    def opt_outs_of(self, customer_ids: Collection[Any]) -> dict[Any, dict[str, datetime]]:
+        """:meth:`opt_outs` of these customers."""
+        wanted = set(customer_ids)
+        return {c: groups for c, groups in self.opt_outs().items() if c in wanted}
+
+    def planned_since_of(self, since: datetime, customer_ids: Collection[Any]) -> list[OutboxRow]:
+        """:meth:`planned_since` of these customers."""
+        wanted = set(customer_ids)
+        return [r for r in self.planned_since(since) if r.customer_id in wanted]
+
+    def tick_marks(self) -> TickMarks:
+        """How far each scenario was ticked and when its customers' next steps come due; kept in memory unless the
+        store keeps them (a store without them simply makes every tick read its scenarios whole)."""
+        marks: TickMarks | None = getattr(self, "_memory_marks", None)
+        if marks is None:
+            marks = self._memory_marks = MemoryTickMarks()
+        return marks
+
 
 class MemoryCampaignStore(CampaignStore):
     """Everything in memory (sources with nowhere to write, tests)."""
@@ -501,6 +521,32 @@ class SQLCampaignStore(CampaignStore):
 
     def _send_select(self) -> str:
         return f"SELECT {_SEND_SELECT_COLUMNS} FROM {self.SENDS}"
+
+    def opt_outs_of(self, customer_ids: Collection[Any]) -> dict[Any, dict[str, datetime]]:
+        self._ensure()
+        out: dict[Any, dict[str, datetime]] = {}
+        for chunk in _chunks([json.dumps(c) for c in dict.fromkeys(customer_ids)]):
+            marks = ", ".join([self._p] * len(chunk))
+            rows = self._run(f"SELECT customer_id, consent_group, opted_out_at FROM {self.OPT_OUTS} "
+                             f"WHERE customer_id IN ({marks})", list(chunk))
+            for customer, group, at in rows:
+                out.setdefault(json.loads(customer), {})[str(group)] = datetime.fromisoformat(str(at))
+        return out
+
+    def planned_since_of(self, since: datetime, customer_ids: Collection[Any]) -> list[OutboxRow]:
+        self._ensure()
+        p = self._p
+        out: list[OutboxRow] = []
+        for chunk in _chunks([json.dumps(c) for c in dict.fromkeys(customer_ids)]):
+            rows = self._run(self._select() + f" WHERE status = 'planned' AND send_at >= {p} AND customer_id IN "
+                             f"({', '.join([p] * len(chunk))})", [_stamp(since), *chunk])
+            out += [OutboxRow.from_tuple(r) for r in rows]
+        return out
+
+    def tick_marks(self) -> TickMarks:
+        tables = self._library.tables
+        return SQLTickMarks(tables.tick_marks, tables.wakeups, self._run, self._insert, self._transaction, self._ensure,
+                            placeholder=self._p, present=lambda: self._library.has_table("tick_marks"))
 
     @contextmanager
     def _placeholders(self, keys: Sequence[str]) -> Iterator[tuple[str, list[Any]]]:

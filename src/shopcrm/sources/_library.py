@@ -109,6 +109,14 @@ class LibraryTables:
         return self.name("segments")
 
     @property
+    def tick_marks(self) -> str:
+        return self.name("tick_marks")
+
+    @property
+    def wakeups(self) -> str:
+        return self.name("wakeups")
+
+    @property
     def settings(self) -> str:
         return self.name("settings")
 
@@ -156,6 +164,11 @@ class LibraryTables:
             "kind VARCHAR(20), cost DOUBLE PRECISION, provider_id VARCHAR(200), reason TEXT, code VARCHAR(64), "
             "priced_as VARCHAR(60), price_source VARCHAR(20))",
             self.segments_ddl(),
+            # watermark ticks (issue 15): how far each scenario was ticked, and when each customer's next step is due
+            f"CREATE TABLE IF NOT EXISTS {self.tick_marks} (campaign_id VARCHAR(100) PRIMARY KEY, "
+            "saved_at VARCHAR(32) NOT NULL, ticked_at VARCHAR(32) NOT NULL)",
+            f"CREATE TABLE IF NOT EXISTS {self.wakeups} (campaign_id VARCHAR(100) NOT NULL, customer_id VARCHAR(200) NOT NULL, "
+            "due_at VARCHAR(32) NOT NULL, PRIMARY KEY (campaign_id, customer_id))",
         ]
         return statements
 

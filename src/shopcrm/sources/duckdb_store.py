@@ -89,6 +89,7 @@ class DuckDBSource(Transactions, Source):
         #: the library's tables (campaigns, outbox, ledger, segments, settings): their schema/prefix and version
         self.library = LibraryStore(LibraryTables(library_schema, library_prefix), self._run, self._transaction,
                                     placeholder="?", dialect="duckdb", read_only=read_only)
+        self._marks_present = False  # issue 15: whether the tick marks table exists (once it does, it stays)
         self._segments = SQLSegmentStore(self._run, "?", transaction=self._transaction, library=self.library)
         self._settings = SQLSettingsStore(self.library)
         self._schema: Schema | None = None
@@ -265,6 +266,9 @@ class DuckDBSource(Transactions, Source):
             self._schema = None
             self._types.clear()
         self.con.execute(f'INSERT INTO "{EVENTS}" BY NAME {rows}', bound)
+        instants = [e["ts"] for e in events if isinstance(e.get("ts"), datetime)]
+        if instants:  # a report or click older than a tick's mark (issue 15)
+            self._rewind_marks(to_utc_naive(min(instants)))
 
     def _begin(self) -> None:
         self.con.begin()
@@ -344,6 +348,8 @@ class DuckDBSource(Transactions, Source):
                     key = _ID[table]
                     self.con.execute(f'DELETE FROM "{table}" WHERE "{key}" IN (SELECT "{key}" FROM ({view}))')
                 self.con.execute(f'INSERT INTO "{table}" BY NAME {view}')
+                if table == EVENTS:
+                    self._rewind_ticks(view)
                 if table == PRODUCTS:
                     assert at is not None
                     self._record_history(view, at, history)
@@ -355,6 +361,23 @@ class DuckDBSource(Transactions, Source):
             with suppress(duckdb.Error):
                 self.con.unregister(_INCOMING)
         return count
+
+    def _rewind_ticks(self, view: str) -> None:
+        """Issue 15: events older than a scenario's watermark arrived late; inside the load's transaction, move the
+        watermarks back to the oldest of them, so that the next tick reads them (a watermark tick reads only what
+        came after its mark)."""
+        oldest = self.con.execute(f"SELECT CAST(min(ts) AS VARCHAR) FROM ({view})").fetchone()
+        if oldest is not None and oldest[0] is not None:
+            self._rewind_marks(datetime.fromisoformat(str(oldest[0])))
+
+    def _rewind_marks(self, to: datetime) -> None:
+        """Every watermark after ``to`` moved back to it (inside the caller's transaction)."""
+        if not self._marks_present:
+            self._marks_present = self.library.has_table("tick_marks")
+            if not self._marks_present:
+                return
+        stamp = to.isoformat(sep=" ", timespec="microseconds")
+        self.con.execute(f"UPDATE {self.library.tables.tick_marks} SET ticked_at = ? WHERE ticked_at > ?", [stamp, stamp])
 
     def _select_expr(self, column: str, kind: str, *, try_: bool = False) -> str:
         """How an incoming column is stored: timestamps as naive UTC, properties as JSON.

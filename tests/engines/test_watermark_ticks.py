@@ -1,0 +1,257 @@
+"""Watermark ticks (issue 15) decide exactly what ticks reading every scenario whole decide, on every engine.
+
+A random shop, a scenario with waits, a branch, a local time of day, exits and a random re-entry rule, and a
+random timeline: events arriving a little after their ``ts`` (late), ticks at random instants.  Two shops read
+the same tables: one ticks from its watermarks (``shop.tick(now=...)``), the other reads every scenario whole
+each time (``full=True``).  After every tick both outboxes hold the same decisions.
+
+On the embedded DuckDB shop events arrive through ``load_events``, which moves the marks back, so they may be
+arbitrarily late; on the DB-API engines the shop's own pipeline writes them, so they arrive within the policy's
+``late_events_within``.  A crash between recording a tick and advancing its marks (the marks' transaction fails)
+loses nothing and repeats nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta
+from typing import Any
+
+import attrs
+import duckdb
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import shopcrm
+from engines.loaders import CUSTOMER_COLS, EVENT_COLS, _rows
+from shopcrm.campaigns import MessagingPolicy
+from shopcrm.sources.duckdb_store import DuckDBSource
+from strategies import RandomShop, rule_dicts, shops
+
+SCALE = float(os.environ.get("SHOPCRM_EXAMPLES_SCALE", "1"))
+ALLOWANCE = timedelta(minutes=30)
+POLICY = MessagingPolicy(late_events_within=ALLOWANCE, caps=())
+LIVE_EVENTS = ("cart_added", "order_completed", "product_viewed")
+
+
+def common(n: int) -> settings:
+    return settings(deadline=None, suppress_health_check=list(HealthCheck), print_blob=True,
+                    max_examples=max(3, int(n * SCALE)))
+
+
+@attrs.frozen
+class Timeline:
+    shop: RandomShop
+    campaign: dict[str, Any]
+    #: events before the first tick (loaded at once)
+    before: list[dict[str, Any]]
+    #: (arrival, event): loaded when a tick at or after ``arrival`` comes
+    live: list[tuple[datetime, dict[str, Any]]]
+    ticks: list[datetime]
+
+
+@st.composite
+def timelines(draw: st.DrawFn, late: timedelta) -> Timeline:
+    shop = draw(shops(max_customers=6, max_events=15))
+    start, end = shop.now - timedelta(hours=30), shop.now + timedelta(hours=6)
+    seconds = int((end - start).total_seconds())
+    owners = [c["customer_id"] for c in shop.customers]
+    live: list[tuple[datetime, dict[str, Any]]] = []
+    for _ in range(draw(st.integers(0, 16))):
+        ts = start + timedelta(seconds=draw(st.integers(0, seconds)))
+        event = {"customer_id": draw(st.sampled_from(owners)), "event": draw(st.sampled_from(LIVE_EVENTS)), "ts": ts,
+                 "category": None, "product_id": draw(st.sampled_from([None, "P1"])), "amount": None, "price": None,
+                 "promotion_id": None}
+        delay = timedelta(seconds=draw(st.integers(0, int(late.total_seconds()))))
+        live.append((ts + delay, event))
+    before = [e for e in shop.events if e["ts"] < start]
+    live += [(e["ts"], e) for e in shop.events if e["ts"] >= start]
+    minutes = draw(st.lists(st.integers(0, seconds // 60), min_size=2, max_size=10, unique=True))
+    ticks = [start + timedelta(minutes=m) for m in sorted(minutes)]
+    reentry = draw(st.sampled_from(["once", "every_time", "3h"]))
+    audience = draw(st.one_of(st.just({"everyone": True}), rule_dicts(max_depth=1)))
+    branch = draw(rule_dicts(max_depth=1))
+    campaign = {
+        "id": "scenario", "purpose": "informational", "audience": audience, "channels": ["webhook"],
+        "variants": [{"name": "a", "content": {"text": "hello {{ customer_id }}"}}], "max_delay": "1d",
+        "schedule": {"kind": "triggered", "on": "cart_added", "exit_on": ["order_completed"], "reentry": reentry,
+                     "steps": [{"wait": "1h"}, {"send": "first"},
+                               {"if": branch, "then": [{"wait": "3h"}, {"send": "second"}],
+                                "else": [{"wait_until": "10:00"}, {"send": "third"}]}]},
+    }
+    return Timeline(shop, campaign, before, live, ticks)
+
+
+Rows = set[tuple[Any, ...]]
+
+
+def _decisions(shop: shopcrm.Shop) -> Rows:
+    return {(r.key, r.customer_id, r.step, r.occurrence, r.status, r.due_at, r.send_at)
+            for r in shop.source.campaign_store().outbox()}
+
+
+Engine = Callable[[RandomShop], tuple[shopcrm.Shop, shopcrm.Shop, Callable[[list[dict[str, Any]]], None]]]
+
+
+def _run(engine: Engine, timeline: Timeline, *, crash_at: int | None = None) -> None:
+    incremental, whole, append = engine(timeline.shop)
+    for shop in (incremental, whole):
+        shop.messaging_policy = POLICY
+        shop.save_campaign(timeline.campaign, now=timeline.ticks[0] - timedelta(hours=1), check=False)
+    if timeline.before:
+        append(timeline.before)
+    pending = sorted(timeline.live, key=lambda p: (p[0], repr(p[1]["customer_id"])))
+    for number, at in enumerate(timeline.ticks):
+        arrived = [event for arrival, event in pending if arrival <= at]
+        pending = [(arrival, event) for arrival, event in pending if arrival > at]
+        if arrived:
+            append(arrived)
+        if number == crash_at:
+            with _marks_fail(incremental), pytest.raises(RuntimeError, match="killed"):
+                incremental.tick(now=at)
+        else:
+            got = incremental.tick(now=at)
+            expected = whole.tick(now=at, full=True)
+            assert {m.key for m in got.messages} == {m.key for m in expected.messages}, f"tick {number} at {at}"
+        if number != crash_at:
+            assert _decisions(incremental) == _decisions(whole), f"after tick {number} at {at}"
+
+
+@contextmanager
+def _marks_fail(shop: shopcrm.Shop) -> Iterator[None]:
+    """The process dies after the tick's decisions are recorded, before its marks are advanced."""
+    store = shop.source.campaign_store()
+    original = type(store).tick_marks
+
+    def failing(self: Any) -> Any:
+        marks = original(self)
+
+        def advance(changes: Any) -> None:
+            raise RuntimeError("killed between recording the tick and advancing its marks")
+
+        marks.advance = advance
+        return marks
+
+    type(store).tick_marks = failing  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        type(store).tick_marks = original  # type: ignore[method-assign]
+
+
+# ------------------------------------------------------------------------------------------------- engines
+def _duckdb(shop: RandomShop) -> tuple[shopcrm.Shop, shopcrm.Shop, Callable[[list[dict[str, Any]]], None]]:
+    con = duckdb.connect()
+    id_type = "BIGINT" if shop.id_kind == "int" else "VARCHAR"
+    con.execute(f"CREATE TABLE customers (customer_id {id_type}, age BIGINT, grade VARCHAR, score DOUBLE, vip BOOLEAN, "
+                "signed_up_at TIMESTAMP)")
+    con.execute(f"CREATE TABLE events (customer_id {id_type}, event VARCHAR, ts TIMESTAMP, category VARCHAR, "
+                "product_id VARCHAR, amount BIGINT, price DOUBLE, promotion_id VARCHAR)")
+    incremental = shopcrm.Shop(DuckDBSource(connection=con, library_prefix="inc_"))
+    whole = shopcrm.Shop(DuckDBSource(connection=con, library_prefix="whole_"))
+    incremental.load_customers(shop.customers)
+    return incremental, whole, incremental.load_events  # load_events moves the incremental shop's marks back
+
+
+def _sqlite(shop: RandomShop) -> tuple[shopcrm.Shop, shopcrm.Shop, Callable[[list[dict[str, Any]]], None]]:
+    con = sqlite3.connect(":memory:")
+    id_type = "INTEGER" if shop.id_kind == "int" else "TEXT"
+    con.execute(f"CREATE TABLE customers (customer_id {id_type}, age INTEGER, grade TEXT, score REAL, vip BOOLEAN, "
+                "signed_up_at TIMESTAMP)")
+    con.execute(f"CREATE TABLE events (customer_id {id_type}, event TEXT, ts TIMESTAMP, category TEXT, product_id TEXT, "
+                "amount INTEGER, price REAL, promotion_id TEXT)")
+    def iso(value: Any) -> Any:
+        return value.isoformat(sep=" ") if isinstance(value, datetime) else value
+
+    con.executemany("INSERT INTO customers VALUES (?,?,?,?,?,?)", _rows(shop.customers, CUSTOMER_COLS, iso))
+    con.commit()
+
+    def append(events: list[dict[str, Any]]) -> None:
+        con.executemany("INSERT INTO events VALUES (?,?,?,?,?,?,?,?)", _rows(events, EVENT_COLS, iso))
+        con.commit()
+
+    return (shopcrm.Shop.from_dbapi(con, dialect="sqlite", library_prefix="inc_"),
+            shopcrm.Shop.from_dbapi(con, dialect="sqlite", library_prefix="whole_"), append)
+
+
+def _server(loader: Any, dialect: str, placeholder: str) -> Engine:
+    def make(shop: RandomShop) -> tuple[shopcrm.Shop, shopcrm.Shop, Callable[[list[dict[str, Any]]], None]]:
+        kind = shop.id_kind
+        con = loader.con
+        with con.cursor() as cur:
+            for prefix in ("inc_", "whole_"):
+                for table in ("outbox", "occurrences", "campaigns", "tick_marks", "wakeups"):
+                    cur.execute(f"DROP TABLE IF EXISTS {prefix}{table}")
+            cur.execute(f"DELETE FROM customers_{kind}")
+            cur.execute(f"DELETE FROM events_{kind}")
+            marks = ",".join([placeholder] * len(CUSTOMER_COLS))
+            cur.executemany(f"INSERT INTO customers_{kind} VALUES ({marks})", _rows(shop.customers, CUSTOMER_COLS))
+        con.commit()
+
+        def append(events: list[dict[str, Any]]) -> None:
+            with con.cursor() as cur:
+                marks = ",".join([placeholder] * len(EVENT_COLS))
+                cur.executemany(f"INSERT INTO events_{kind} VALUES ({marks})", _rows(events, EVENT_COLS))
+            con.commit()
+
+        tables = {"customers": f"customers_{kind}", "events": f"events_{kind}"}
+        return (shopcrm.Shop.from_dbapi(con, dialect=dialect, library_prefix="inc_", **tables),
+                shopcrm.Shop.from_dbapi(con, dialect=dialect, library_prefix="whole_", **tables), append)
+
+    return make
+
+
+# --------------------------------------------------------------------------------------------------- tests
+@common(40)
+@given(timelines(late=timedelta(days=1)))
+def test_duckdb_watermark_ticks_decide_what_whole_ticks_decide(timeline: Timeline) -> None:
+    _run(_duckdb, timeline)
+
+
+@common(40)
+@given(timelines(late=ALLOWANCE))
+def test_sqlite_watermark_ticks_decide_what_whole_ticks_decide(timeline: Timeline) -> None:
+    _run(_sqlite, timeline)
+
+
+@common(15)
+@given(timelines(late=timedelta(hours=6)), st.integers(0, 9))
+def test_a_crash_between_recording_and_marking_loses_and_repeats_nothing(timeline: Timeline, crash_at: int) -> None:
+    _run(_duckdb, timeline, crash_at=crash_at % len(timeline.ticks))
+
+
+@common(12)
+@given(timeline=timelines(late=ALLOWANCE))
+def test_postgres_watermark_ticks_decide_what_whole_ticks_decide(postgres_loader: Any, timeline: Timeline) -> None:
+    _run(_server(postgres_loader, "postgres", "%s"), timeline)
+
+
+@common(12)
+@given(timeline=timelines(late=ALLOWANCE))
+def test_mysql_watermark_ticks_decide_what_whole_ticks_decide(mysql_loader: Any, timeline: Timeline) -> None:
+    _run(_server(mysql_loader, "mysql", "%s"), timeline)
+
+
+def test_an_event_later_than_the_allowance_needs_a_full_tick() -> None:
+    """What the allowance means on a shop whose pipeline writes the events: an event written after a tick, older
+    than the tick's mark less the allowance, is not seen by the next watermark tick; ``full=True`` sees it."""
+    now = datetime(2026, 3, 1, 12)
+    shop = RandomShop([{"customer_id": "a", "age": None, "grade": None, "score": None, "vip": None, "signed_up_at": None}],
+                      [], now, "str", None)  # type: ignore[arg-type]
+    incremental, _, append = _sqlite(shop)
+    incremental.messaging_policy = MessagingPolicy(late_events_within=timedelta(minutes=10), caps=())
+    campaign = {"id": "cart", "purpose": "informational", "channels": ["webhook"],
+                "variants": [{"name": "a", "content": {"text": "hi"}}],
+                "schedule": {"kind": "triggered", "on": "cart_added", "steps": [{"send": "now"}]}}
+    incremental.save_campaign(campaign, now=now - timedelta(days=1), check=False)
+    incremental.tick(now=now)
+    append([{"customer_id": "a", "event": "cart_added", "ts": now - timedelta(minutes=30), "category": None,
+             "product_id": None, "amount": None, "price": None, "promotion_id": None}])
+    assert incremental.tick(now=now + timedelta(minutes=5)).messages == ()
+    assert len(incremental.tick(now=now + timedelta(minutes=5), dry_run=True, full=True).messages) == 1
+    assert len(incremental.tick(now=now + timedelta(minutes=6), full=True).messages) == 1
+    assert incremental.tick(now=now + timedelta(minutes=7)).messages == ()
