@@ -140,6 +140,20 @@ def template_names(campaign: Campaign, renderer: Renderer) -> set[str]:
     return names
 
 
+@attrs.frozen
+class Preloaded:
+    """A watermark tick's customers: their events up to the tick (by customer, in the engine's order) and their
+    customers rows."""
+
+    events: Mapping[Any, Sequence[dict[str, Any]]]
+    rows: Mapping[Any, dict[str, Any]]
+
+    def take(self, ids: Iterable[Any], names: Collection[str] | None = None, since: datetime | None = None) -> list[dict[str, Any]]:
+        """The events of these customers named ``names`` (any when None) at or after ``since``."""
+        return [e for cid in ids for e in self.events.get(cid, ())
+                if (names is None or e["event"] in names) and (since is None or e["ts"] >= since)]
+
+
 class _Reader:
     """Builds and runs the tick's queries on the shop's engine."""
 
@@ -178,26 +192,39 @@ class _Reader:
     def customers_table(self, alias: str) -> exp.Expr:
         return self.schema.customers.relation(alias)
 
-    def ids_with(self, names: Sequence[str], since: datetime) -> list[Any]:
-        """The customers with an event of ``names`` in ``[since, now]`` (a watermark tick's new arrivals)."""
-        query = exp.select(self.col("customer_id", "t")).distinct().from_(self.events_table("t")).where(
-            self.events_named(list(dict.fromkeys(names)), since, "t"))
-        return [row[0] for row in self.shop.source.fetch(query)]
-
     def triggered_ids(self, on: str, since: datetime) -> exp.Select:
         """The customers with an ``on`` event in ``[since, now]``."""
         return exp.select(self.col("customer_id", "t")).distinct().from_(self.events_table("t")).where(
             self.events_named([on], since, "t"))
 
+    def arrivals(self, names: Sequence[str], since: datetime) -> list[tuple[Any, str]]:
+        """(customer, event) of the events of ``names`` in ``[since, now]``: a watermark tick's new arrivals."""
+        query = exp.select(self.col("customer_id", "t"), self.col("event", "t")).distinct().from_(
+            self.events_table("t")).where(self.events_named(list(dict.fromkeys(names)), since, "t"))
+        return [(cid, str(name)) for cid, name in self.shop.source.fetch(query)]
+
+    def preload(self, ids: Sequence[Any]) -> Preloaded:
+        """Every event (up to ``now``) and the customers row of these customers, each table read once for all
+        of a watermark tick's scenarios (a scan of the events per scenario and read is what a tick with little
+        new cannot afford)."""
+        everything = exp.LTE(this=self.ts("e"), expression=self.at(self.now))
+        events: dict[Any, list[dict[str, Any]]] = defaultdict(list)
+        for event in self.events(everything, ids):
+            events[event["customer_id"]].append(event)
+        rows = {row["customer_id"]: row for row in self.customers(list(self.schema.customers.columns), ids)}
+        return Preloaded(events=dict(events), rows=rows)
+
     def _in(self, alias: str, ids: exp.Select | Sequence[Any]) -> list[exp.Expr]:
-        """``customer_id IN (subquery)``, or IN lists of at most 1,000 values (engines bound a statement's size)."""
+        """``customer_id IN (subquery)``, or IN lists of at most 1,000 values (engines bound a statement's size;
+        DuckDB does not: one list, one scan)."""
         column = self.col("customer_id", alias)
         if isinstance(ids, exp.Select):
             if ids.args.get("limit") is not None:  # MariaDB takes no LIMIT directly inside IN: a derived table does
                 ids = exp.select(exp.column("customer_id", table="limited")).from_(ids.subquery("limited"))
             return [column.isin(query=ids)]
         values = list(ids)
-        return [column.isin(*[exp.convert(v) for v in values[i:i + 1000]]) for i in range(0, len(values), 1000)]
+        size = 100_000 if self.shop.source.dialect == "duckdb" else 1000
+        return [column.isin(*[exp.convert(v) for v in values[i:i + size]]) for i in range(0, len(values), size)]
 
     def customers(self, columns: Sequence[str], ids: exp.Select | Sequence[Any]) -> list[dict[str, Any]]:
         out = []
@@ -318,6 +345,29 @@ def gather(
     scenarios = [(c, saved) for c, saved in enabled if isinstance(c.schedule, Triggered)]
     marks = store.tick_marks()
     known = {} if full or not scenarios else marks.marks([c.id for c, _ in scenarios])
+    # the scenarios read from their marks on, and where their new events start
+    fresh_from: dict[str, datetime] = {}
+    for campaign, saved_at in scenarios:
+        mark = known.get(campaign.id)
+        if mark is not None and mark.saved_at == saved_at and mark.ticked_at <= now:
+            window_start = max(now - scenario_span(campaign.schedule.steps) - campaign.max_delay, saved_at)  # type: ignore[union-attr]
+            fresh_from[campaign.id] = max(mark.ticked_at - policy.late_events_within, window_start)
+    # their customers: new trigger or exit events since the mark, and those whose next step has come due; the
+    # events and rows of all of them read once (arrivals since the earliest mark: a customer read once more than
+    # needed decides nothing new)
+    candidates: dict[str, list[Any]] = {}
+    pre = Preloaded(events={}, rows={})
+    if fresh_from:
+        arrived = reader.arrivals([n for c, _ in scenarios if c.id in fresh_from
+                                   for n in (c.schedule.on, *c.schedule.exit_on)], min(fresh_from.values()))  # type: ignore[union-attr]
+        for campaign, _ in scenarios:
+            if campaign.id in fresh_from:
+                names = {campaign.schedule.on, *campaign.schedule.exit_on}  # type: ignore[union-attr]
+                candidates[campaign.id] = sorted({*(cid for cid, name in arrived if name in names),
+                                                  *marks.due(campaign.id, now)}, key=repr)
+        everybody = sorted({cid for found in candidates.values() for cid in found}, key=repr)
+        if everybody:
+            pre = reader.preload(everybody)
     for campaign, saved_at in scenarios:
         schedule = campaign.schedule
         assert isinstance(schedule, Triggered)
@@ -325,28 +375,27 @@ def gather(
         horizon = scenario_span(schedule.steps) + campaign.max_delay
         window_start = max(now - horizon, saved_at)
         since = None if schedule.reentry == "every_time" else saved_at
-        mark = known.get(campaign.id)
         ids: exp.Select | list[Any]
-        if mark is not None and mark.saved_at == saved_at and mark.ticked_at <= now:
-            # from the mark on: new trigger or exit events, and the customers whose next step has come due
-            fresh_from = max(mark.ticked_at - policy.late_events_within, window_start)
-            fresh = reader.ids_with([schedule.on, *schedule.exit_on], fresh_from)
-            ids = sorted({*fresh, *marks.due(campaign.id, now)}, key=repr)
-            if reads is not None:
-                reads[campaign.id] = Read(saved_at=saved_at, examined=tuple(ids))
+        marked = campaign.id in candidates
+        if marked:
+            ids = candidates[campaign.id]
+            found = pre.take(ids, {schedule.on}, since if since is not None else window_start)
         else:
             ids = reader.triggered_ids(schedule.on, window_start)
             if reads is not None:
                 reads[campaign.id] = Read(saved_at=saved_at, examined=None)
-        found = reader.events(reader.events_named([schedule.on], since if since is not None else window_start), ids)
+            found = reader.events(reader.events_named([schedule.on], since if since is not None else window_start), ids)
         per_customer: dict[Any, list[datetime]] = defaultdict(list)
         for event in found:
             per_customer[event["customer_id"]].append(event["ts"])
             trigger_events[(event["customer_id"], schedule.on, event["ts"])] = _properties(event)
         triggers[campaign.id] = dict(per_customer)
+        if reads is not None and marked:  # whose wake-ups this tick replaces
+            reads[campaign.id] = Read(saved_at=saved_at, examined=tuple(ids))
         if schedule.exit_on:
             ended: dict[Any, list[datetime]] = defaultdict(list)
-            for event in reader.events(reader.events_named(list(schedule.exit_on), window_start), ids):
+            for event in (pre.take(ids, set(schedule.exit_on), window_start) if marked
+                          else reader.events(reader.events_named(list(schedule.exit_on), window_start), ids)):
                 ended[event["customer_id"]].append(event["ts"])
             exits[campaign.id] = dict(ended)
         rules = [shop._resolve(r) for r in [campaign.audience, *branch_rules(schedule.steps)]]
@@ -364,15 +413,24 @@ def gather(
         else:
             needy = {cid for cid, times in per_customer.items()
                      if _undecided(campaign, schedule, cid, times, keys, now, cart="cart" in names)}
-        data = reader.customer_columns(list(dict.fromkeys(["customer_id", *contact_columns, *wanted])), ids)
+        read_columns = list(dict.fromkeys(["customer_id", *contact_columns, *wanted]))
+        if marked:
+            data = {c: [pre.rows[cid][c] for cid in ids if cid in pre.rows] for c in read_columns}
+        else:
+            data = reader.customer_columns(read_columns, ids)
         _merge(recipients, columns.recipients(data, now=now, attributes=wanted))
         if needy and (needs_rows or "cart" in names):
             history_events: dict[Any, list[dict[str, Any]]] = defaultdict(list)
             if needs_events:
                 everything = exp.LTE(this=reader.ts("e"), expression=reader.at(now))
-                for event in reader.events(everything, sorted(needy, key=repr)):
+                for event in (pre.take(sorted(needy, key=repr)) if marked else reader.events(everything, sorted(needy, key=repr))):
                     history_events[event["customer_id"]].append(event)
-            people = reader.customers(customer_columns, sorted(needy, key=repr)) if needs_rows else []
+            if not needs_rows:
+                people = []
+            elif marked:
+                people = [pre.rows[cid] for cid in sorted(needy, key=repr) if cid in pre.rows]
+            else:
+                people = reader.customers(customer_columns, sorted(needy, key=repr))
             for row in people:
                 histories[row["customer_id"]] = (row, history_events.get(row["customer_id"], []))
             if "cart" in names:
