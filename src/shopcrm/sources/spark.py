@@ -9,6 +9,7 @@ import attrs
 from sqlglot import exp
 
 from shopcrm.compiler import render
+from shopcrm.errors import ShopCRMWarning
 from shopcrm.mapping import CustomersMap, EventsMap, Mapping, resolve
 from shopcrm.products._situations import ProductSituations
 from shopcrm.products._sql import saved_policy, with_policy
@@ -20,7 +21,7 @@ from shopcrm.sources._store import Store
 __all__ = ["NotDurableWarning", "SparkSource"]
 
 
-class NotDurableWarning(UserWarning):
+class NotDurableWarning(ShopCRMWarning):
     """A shop keeps its campaigns, outbox and send ledger in memory only (a Spark shop without ``store=``)."""
 
 
