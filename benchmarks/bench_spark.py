@@ -80,6 +80,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--cores", type=int, default=2)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--queries", default="count,lifecycle,audience", help="which of count, lifecycle, audience")
     args = parser.parse_args()
     repeat = 1 if args.quick else args.repeat
     customers, events = dataset(args.scale)
@@ -107,7 +108,7 @@ def main() -> None:
     print(f"{'query':<10} {'spark s':>9} {'duckdb s':>9} {'ratio':>6} {'slice s':>8} {'per-row us':>11}  "
           + "  ".join(f"100M@{c} cores" for c in EXECUTOR_CORES))
     big, small, local = work(shop), work(tiny), work(embedded)
-    for name in big:
+    for name in [q for q in args.queries.split(",") if q in big]:
         small_t, _ = best_of(repeat, small[name])
         spark_t, spark_v = best_of(repeat, big[name])
         duck_t, duck_v = best_of(repeat, local[name])

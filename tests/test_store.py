@@ -88,6 +88,7 @@ def test_the_library_tables_are_beside_the_events_only_on_one_connection(tmp_pat
 def test_settings_and_the_saved_mapping_live_in_the_store(tmp_path: Path) -> None:
     from shopcrm.campaigns import MessagingPolicy
     from shopcrm.mapping import CustomersMap, EventsMap, Mapping
+    from shopcrm.products import ProductSituations
 
     data = _sqlite_shop_file(tmp_path / "shop.db")
     store = f"sqlite:///{tmp_path / 'crm.db'}"
@@ -98,12 +99,14 @@ def test_settings_and_the_saved_mapping_live_in_the_store(tmp_path: Path) -> Non
     shop = shopcrm.Shop.from_dbapi(connection, dialect="sqlite", mapping=Mapping(CustomersMap("members"), EventsMap()),
                                    store=store)
     shop.messaging_policy = policy
+    shop.product_situations_policy = ProductSituations(low_stock=3)
     shop.close()
     again = shopcrm.Shop.from_dbapi(connection, dialect="sqlite", store=store)
     assert again.messaging_policy == policy
+    assert again.product_situations_policy == ProductSituations(low_stock=3)
     assert again.count({"attribute": "grade", "eq": "VIP"}, now=T0) == 3  # the saved mapping names "members"
     saved = sqlite3.connect(tmp_path / "crm.db").execute("SELECT name FROM shopcrm_settings ORDER BY name").fetchall()
-    assert [r[0] for r in saved] == ["library", "mapping", "messaging_policy"]
+    assert [r[0] for r in saved] == ["library", "mapping", "messaging_policy", "product_situations"]
 
 
 @pytest.mark.parametrize(("store", "message"), [
