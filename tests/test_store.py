@@ -13,7 +13,7 @@ import pytest
 
 import shopcrm
 from shopcrm.report_sql import can_compute
-from shopcrm.sources._store import Store, library_beside, store_from
+from shopcrm.sources._store import Store, library_beside, library_of, store_from
 from store_scenario import CUSTOMERS, EVENTS, T0, check, embedded, live
 
 
@@ -73,6 +73,7 @@ def test_the_library_tables_are_beside_the_events_only_on_one_connection(tmp_pat
     assert can_compute(plain)
     apart = shopcrm.Shop.from_dbapi(connection, dialect="sqlite", store=f"sqlite:///{tmp_path / 'crm.db'}")
     assert library_beside(apart.source) is None
+    assert library_of(apart.source) is apart.source.store.library  # type: ignore[union-attr]
     assert not can_compute(apart)  # the report reads the store, not a join across two databases
     with pytest.raises(ValueError, match="method='reference'"):
         apart.report(now=T0, method="sql")

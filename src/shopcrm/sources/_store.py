@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from shopcrm.sources._base import SegmentStore, Source
     from shopcrm.sources._campaign_store import CampaignStore
 
-__all__ = ["STORE_DIALECTS", "Store", "library_beside", "store_from"]
+__all__ = ["STORE_DIALECTS", "Store", "library_beside", "library_of", "store_from"]
 
 #: the dialects a store may be kept in (aliases accepted) -> the library's name for each
 STORE_DIALECTS = {"postgres": "postgres", "postgresql": "postgres", "mysql": "mysql", "mariadb": "mysql",
@@ -171,3 +171,15 @@ def library_beside(source: Source) -> LibraryStore | None:
         return store.library if store.shares(source) and store.dialect == source.dialect else None
     library = getattr(source, "library", None)
     return library if isinstance(library, LibraryStore) else None
+
+
+def library_of(source: Source) -> LibraryStore | None:
+    """The library's tables wherever they live: the source's store, else the source's own database; None when the
+    source keeps them in memory.  A store of further library tables (segment membership, ...) reaches its database
+    through this object, and may join them with the events in SQL only when :func:`library_beside` is not None."""
+    store = getattr(source, "store", None)
+    if store is not None:
+        library: LibraryStore = store.library
+        return library
+    own = getattr(source, "library", None)
+    return own if isinstance(own, LibraryStore) else None
