@@ -5,6 +5,7 @@ campaign report; then a second Shop over the same data and store, which sees it 
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -121,3 +122,19 @@ def embedded(tmp_path: Path) -> Callable[[], shopcrm.Shop]:
         return shop
 
     return make
+
+
+def sqlite_shop_file(path: Path) -> Path:
+    """The shop's customers and events in a SQLite file (its own tables only)."""
+    connection = sqlite3.connect(path)
+    connection.execute("CREATE TABLE customers (customer_id TEXT, name TEXT, phone TEXT, grade TEXT)")
+    connection.execute("CREATE TABLE events (customer_id TEXT, event TEXT, ts TIMESTAMP, product_id TEXT, "
+                       "amount INTEGER)")
+    connection.executemany("INSERT INTO customers VALUES (?, ?, ?, ?)",
+                           [(c["customer_id"], c["name"], c["phone"], c["grade"]) for c in CUSTOMERS])
+    connection.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?)",
+                           [(e["customer_id"], e["event"], e["ts"].isoformat(sep=" "), e["product_id"], e["amount"])
+                            for e in EVENTS])
+    connection.commit()
+    connection.close()
+    return path

@@ -14,26 +14,11 @@ import pytest
 import shopcrm
 from shopcrm.report_sql import can_compute
 from shopcrm.sources._store import Store, library_beside, library_of, store_from
-from store_scenario import CUSTOMERS, EVENTS, T0, check, embedded, live
-
-
-def _sqlite_shop_file(path: Path) -> Path:
-    connection = sqlite3.connect(path)
-    connection.execute("CREATE TABLE customers (customer_id TEXT, name TEXT, phone TEXT, grade TEXT)")
-    connection.execute("CREATE TABLE events (customer_id TEXT, event TEXT, ts TIMESTAMP, product_id TEXT, "
-                       "amount INTEGER)")
-    connection.executemany("INSERT INTO customers VALUES (?, ?, ?, ?)",
-                           [(c["customer_id"], c["name"], c["phone"], c["grade"]) for c in CUSTOMERS])
-    connection.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?)",
-                           [(e["customer_id"], e["event"], e["ts"].isoformat(sep=" "), e["product_id"], e["amount"])
-                            for e in EVENTS])
-    connection.commit()
-    connection.close()
-    return path
+from store_scenario import T0, check, embedded, live, sqlite_shop_file
 
 
 def _with_store(tmp_path: Path, store: str) -> Callable[[], shopcrm.Shop]:
-    data = _sqlite_shop_file(tmp_path / "shop.db")
+    data = sqlite_shop_file(tmp_path / "shop.db")
 
     def make() -> shopcrm.Shop:
         return shopcrm.Shop.connect(f"sqlite:///{data}", store=store)
@@ -66,7 +51,7 @@ def test_a_sqlite_shop_keeps_its_library_tables_in_another_file_and_lives_as_the
 
 
 def test_the_library_tables_are_beside_the_events_only_on_one_connection(tmp_path: Path) -> None:
-    data = _sqlite_shop_file(tmp_path / "shop.db")
+    data = sqlite_shop_file(tmp_path / "shop.db")
     connection = sqlite3.connect(data)
     plain = shopcrm.Shop.from_dbapi(connection, dialect="sqlite")
     assert library_beside(plain.source) is not None
@@ -91,7 +76,7 @@ def test_settings_and_the_saved_mapping_live_in_the_store(tmp_path: Path) -> Non
     from shopcrm.mapping import CustomersMap, EventsMap, Mapping
     from shopcrm.products import ProductSituations
 
-    data = _sqlite_shop_file(tmp_path / "shop.db")
+    data = sqlite_shop_file(tmp_path / "shop.db")
     store = f"sqlite:///{tmp_path / 'crm.db'}"
     connection = sqlite3.connect(data)
     connection.execute("ALTER TABLE customers RENAME TO members")
@@ -142,7 +127,7 @@ def test_a_source_with_library_tables_of_its_own_takes_no_store(tmp_path: Path) 
 def test_a_store_over_an_open_duckdb_connection_is_left_open(tmp_path: Path) -> None:
     connection = duckdb.connect(str(tmp_path / "crm.duckdb"))
     store = Store(connection, dialect="duckdb")
-    data = _sqlite_shop_file(tmp_path / "shop.db")
+    data = sqlite_shop_file(tmp_path / "shop.db")
     shop = shopcrm.Shop.from_dbapi(sqlite3.connect(data), dialect="sqlite", store=store)
     shop.save_segment("vip", {"attribute": "grade", "eq": "VIP"}, now=T0)
     shop.close()

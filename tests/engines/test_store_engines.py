@@ -5,6 +5,7 @@ nothing twice."""
 
 from __future__ import annotations
 
+import sqlite3
 import warnings
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ import pytest
 
 import shopcrm
 from shopcrm.sources._store import library_beside
-from store_scenario import CUSTOMERS, EVENTS, check, embedded, live
+from store_scenario import CUSTOMERS, EVENTS, check, embedded, live, sqlite_shop_file
 
 SCHEMA = "crm_store"
 
@@ -112,3 +113,28 @@ def test_a_spark_shop_without_a_store_says_once_that_nothing_is_durable(spark_lo
         shop.source.campaign_store()  # once per process
         shopcrm.Shop.from_spark(spark_loader.spark, customers="store_customers", events="store_events") \
             .source.campaign_store()
+
+
+def test_a_sqlite_shop_keeps_its_library_tables_in_mariadb(mysql_loader: Any, tmp_path: Path) -> None:
+    """The store over an open connection (``shopcrm.Store(connection, dialect="mysql")``), in a database of its own."""
+    connection = mysql_loader.con
+    with connection.cursor() as cursor:
+        cursor.execute(f"DROP DATABASE IF EXISTS {SCHEMA}")
+    connection.commit()
+    store = shopcrm.Store(connection, dialect="mariadb", library_schema=SCHEMA)
+    data = sqlite_shop_file(tmp_path / "shop.db")
+
+    def make() -> shopcrm.Shop:
+        return shopcrm.Shop.from_dbapi(sqlite3.connect(data), dialect="sqlite", store=store)
+
+    (tmp_path / "reference").mkdir()
+    reference = live(embedded(tmp_path / "reference"), tmp_path / "reference")
+    seen = live(make, tmp_path)
+    check(seen)
+    for name in reference:
+        if name != "message_events":
+            assert seen[name] == reference[name], name
+    with connection.cursor() as cursor:  # the connection was the caller's: still open, holding the ledger
+        cursor.execute(f"SELECT count(*) FROM {SCHEMA}.shopcrm_sends")
+        assert cursor.fetchone() == (4,)
+    connection.commit()
