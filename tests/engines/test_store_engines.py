@@ -39,6 +39,8 @@ def _views(spark: Any) -> None:
         .createOrReplaceTempView("store_events")
 
 
+@pytest.mark.spark
+@pytest.mark.postgres
 def test_a_spark_shop_keeps_its_campaigns_outbox_and_ledger_in_postgres(
     spark_loader: Any, postgres_loader: Any, tmp_path: Path,
 ) -> None:
@@ -78,6 +80,8 @@ def test_a_spark_shop_keeps_its_campaigns_outbox_and_ledger_in_postgres(
     shop.close()
 
 
+@pytest.mark.spark
+@pytest.mark.postgres
 def test_a_spark_shop_saves_its_mapping_and_policies_in_the_store(
     spark_loader: Any, postgres_loader: Any, tmp_path: Path,
 ) -> None:
@@ -99,6 +103,7 @@ def test_a_spark_shop_saves_its_mapping_and_policies_in_the_store(
         assert again.count({"attribute": "grade", "eq": "VIP"}, now=EVENTS[0]["ts"]) == 3
 
 
+@pytest.mark.spark
 def test_a_spark_shop_without_a_store_says_once_that_nothing_is_durable(spark_loader: Any) -> None:
     import shopcrm.sources.spark as spark_module
 
@@ -115,6 +120,7 @@ def test_a_spark_shop_without_a_store_says_once_that_nothing_is_durable(spark_lo
             .source.campaign_store()
 
 
+@pytest.mark.mysql
 def test_a_sqlite_shop_keeps_its_library_tables_in_mariadb(mysql_loader: Any, tmp_path: Path) -> None:
     """The store over an open connection (``shopcrm.Store(connection, dialect="mysql")``), in a database of its own."""
     connection = mysql_loader.con
