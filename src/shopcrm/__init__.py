@@ -39,6 +39,7 @@ from shopcrm.shop import Shop
 from shopcrm.sources import SavedSegment, Source
 from shopcrm.sources._campaign_store import OutboxRow, TickConflict
 from shopcrm.sources._library import ReadOnlyShopError, ShopLockedError, StoreVersionError
+from shopcrm.sources._store import Store  # issue 15: the library's tables beside any engine
 from shopcrm.sources.urls import connect
 from shopcrm.ticking import TickResult
 from shopcrm.tracking import TrackingPolicy
@@ -79,6 +80,7 @@ __all__ = [
     "ShopCRMWarning",
     "ShopLockedError",
     "Source",
+    "Store",
     "StoreVersionError",
     "Table",
     "TickConflict",

@@ -383,8 +383,10 @@ def advertising_cost(shop: Shop, since: datetime, end: datetime, *, method: str 
     advertising = sorted(c.id for c in shop.campaigns() if c.purpose == "advertising")
     if not advertising:
         return 0.0
+    from shopcrm.sources._store import library_beside
+
     source = shop.source
-    library = getattr(source, "library", None)
+    library = library_beside(source)  # None when the ledger is in a store of its own (issue 15) or in memory
     store = source.campaign_store()
     if method != "python" and library is not None and source.dialect in SQL_HASH_DIALECTS:
         store.sends(keys=[])  # the library's tables exist (created on first use)

@@ -51,9 +51,12 @@ def _table(name: str, alias: str) -> exp.Expr:
 
 
 def can_compute(shop: Shop) -> bool:
-    """Whether the report of ``shop`` runs as SQL: its library tables share its database on a SQL engine."""
+    """Whether the report of ``shop`` runs as SQL: its library tables share its connection on a SQL engine (not
+    when they live in a store of their own, issue 15: the report then computes in Python over the store)."""
+    from shopcrm.sources._store import library_beside
+
     source = shop.source
-    return source.dialect in SQL_DIALECTS and getattr(source, "library", None) is not None
+    return source.dialect in SQL_DIALECTS and library_beside(source) is not None
 
 
 class _Relations:
@@ -65,7 +68,12 @@ class _Relations:
         self.shop, self.ids, self.policy = shop, ids, policy
         self.dialect = source.dialect
         self.quirks: Dialect = dialect_for(source.dialect)
-        self.tables = source.library.tables  # type: ignore[attr-defined]
+        from shopcrm.sources._store import library_beside
+
+        library = library_beside(source)
+        if library is None:
+            raise ValueError("the report's SQL needs the library's tables beside the shop's events; see can_compute")
+        self.tables = library.tables
         self.events = source.schema().events
         self.numeric_ids = self.events.type_of("customer_id").is_numeric
         self.lo_us = None if lo is None else _us(lo)

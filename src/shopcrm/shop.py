@@ -41,6 +41,7 @@ if TYPE_CHECKING:  # issue 12: checks
     from shopcrm.products import ProductSituations  # issue 14: the catalog
     from shopcrm.program_lift import ProgramLift  # issue 13: the programme's lift
     from shopcrm.report import CampaignReport  # issue 13: the campaign report
+    from shopcrm.sources._store import Store  # issue 15: the store
 
 __all__ = ["Shop"]
 
@@ -186,6 +187,7 @@ class Shop:
         mapping: ShopMapping | None = None,
         library_schema: str | None = None,
         library_prefix: str = "shopcrm_",
+        store: Store | str | Path | None = None,
     ) -> Shop:
         """A shop over your own database through a DB-API connection (sqlite3, psycopg, PyMySQL).
 
@@ -194,32 +196,69 @@ class Shop:
         mapping is saved with the shop, so that a later ``from_dbapi`` without one (and ``shopcrm --db URL``)
         reads the same tables.  The
         library's tables go into ``library_schema`` (PostgreSQL schema, MySQL database), named
-        ``library_prefix`` + name.
+        ``library_prefix`` + name; given a ``store`` (a URL, a DuckDB path or a :class:`shopcrm.Store`; issue 15),
+        they live in that database instead, and the library writes nothing beside your tables.
         """
+        from shopcrm.sources._store import store_from
         from shopcrm.sources.dbapi import DBAPISource
 
-        source = DBAPISource(connection, dialect=dialect, customers=customers, events=events, types=types,
-                             mapping=mapping, library_schema=library_schema, library_prefix=library_prefix)
-        if mapping is not None:
-            source.schema()  # checked before it is kept
-            source.settings_store().put("mapping", mapping.to_dict())  # reopened shops and the CLI read it
+        kept = None if store is None else store_from(store)
+        try:
+            source = DBAPISource(connection, dialect=dialect, customers=customers, events=events, types=types,
+                                 mapping=mapping, library_schema=library_schema, library_prefix=library_prefix,
+                                 store=kept)
+            if mapping is not None:
+                source.schema()  # checked before it is kept
+                source.settings_store().put("mapping", mapping.to_dict())  # reopened shops and the CLI read it
+        except BaseException:
+            if kept is not None and kept is not store:
+                kept.close()
+            raise
         return cls(source)
 
+    # -- issue 15 (store): Spark and any source with the library's tables in an operational database -----------
     @classmethod
     def from_spark(
-        cls, spark: Any, *, customers: str = "customers", events: str = "events", mapping: ShopMapping | None = None
+        cls, spark: Any, *, customers: str = "customers", events: str = "events", mapping: ShopMapping | None = None,
+        store: Store | str | Path | None = None,
     ) -> Shop:
-        """A shop over Spark tables or temporary views (``mapping`` as in :meth:`from_dbapi`)."""
+        """A shop over Spark tables or temporary views (``mapping`` as in :meth:`from_dbapi`).
+
+        ``store`` keeps segments, settings, campaigns, the outbox, the send ledger, opt-outs and message events in
+        an operational database: a URL (``postgresql://user:pw@host/crm``, ``mysql://...``, ``sqlite:///crm.db``,
+        ``duckdb:///crm.duckdb``), a DuckDB file path, or ``shopcrm.Store(connection, dialect=...)``.  Without one
+        they live in memory for as long as this Shop (tests and ad-hoc sessions only: nothing is durable).  With
+        one, ``mapping`` is saved in the store, and a later ``from_spark(spark, store=...)`` without one reads
+        the same tables."""
+        from shopcrm.sources._store import store_from
         from shopcrm.sources.spark import SparkSource
 
-        source = SparkSource(spark, customers=customers, events=events, mapping=mapping)
-        if mapping is not None:
-            source.schema()
+        kept = None if store is None else store_from(store)
+        try:
+            source = SparkSource(spark, customers=customers, events=events, mapping=mapping, store=kept)
+            if mapping is not None:
+                source.schema()
+                if kept is not None:
+                    kept.settings.put("mapping", mapping.to_dict())
+        except BaseException:
+            if kept is not None and kept is not store:
+                kept.close()
+            raise
         return cls(source)
 
     @classmethod
-    def from_source(cls, source: Source) -> Shop:
-        """A shop over any source, e.g. one installed as a plugin."""
+    def from_source(cls, source: Source, *, store: Store | str | Path | None = None) -> Shop:
+        """A shop over any source, e.g. one installed as a plugin; ``store`` as in :meth:`from_spark` (for a
+        source that keeps no library tables of its own)."""
+        if store is not None:
+            from shopcrm.sources._store import store_from
+
+            if getattr(source, "library", None) is not None or source.store is not None:
+                raise ValueError(
+                    f"a {type(source).__name__} keeps the library's tables itself (or has a store already); give "
+                    "store= only to a source without its own (Spark, a plugin), or use Shop.from_dbapi(..., store=...)"
+                )
+            source.store = store_from(store)
         return cls(source)
 
     def __enter__(self) -> Shop:

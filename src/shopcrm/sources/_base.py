@@ -4,13 +4,17 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 from sqlglot import exp
 
 from shopcrm.schema import ColumnType, Schema
 from shopcrm.sources._campaign_store import CampaignStore, MemoryCampaignStore
+from shopcrm.sources._library import MemorySettingsStore, SettingsStore
+
+if TYPE_CHECKING:
+    from shopcrm.sources._store import Store
 
 __all__ = ["MemorySegmentStore", "SavedSegment", "SegmentStore", "Source", "column_type"]
 
@@ -68,6 +72,10 @@ class Source(ABC):
 
     #: The sqlglot dialect the engine speaks; one of ``shopcrm.compiler.DIALECTS``.
     dialect: str = ""
+    #: issue 15: the library's tables in an operational database of their own (``Shop.from_spark(spark,
+    #: store=...)``); None: beside the source's own tables (the embedded and DB-API shops), or, for a source with
+    #: nowhere to write (Spark without a store, plugins), in memory for as long as the object lives (tests only)
+    store: Store | None = None
 
     @abstractmethod
     def schema(self) -> Schema:
@@ -88,7 +96,9 @@ class Source(ABC):
         return pa.table({name: [row[i] for row in rows] for i, name in enumerate(columns)})
 
     def segment_store(self) -> SegmentStore:
-        """Where named segments live; in memory unless the source can store them."""
+        """Where named segments live: the store given, else in memory unless the source can store them."""
+        if self.store is not None:
+            return self.store.segments
         store = getattr(self, "_memory_segments", None)
         if store is None:
             store = MemorySegmentStore()
@@ -96,17 +106,31 @@ class Source(ABC):
         return store
 
     def campaign_store(self) -> CampaignStore:
-        """Where campaigns, the outbox and planned occurrences live (a ``CampaignStore``); in memory
-        unless the source can store them."""
+        """Where campaigns, the outbox and planned occurrences live (a ``CampaignStore``): the store given, else
+        in memory unless the source can store them."""
+        if self.store is not None:
+            return self.store.campaigns
         store = getattr(self, "_memory_campaigns", None)
         if store is None:
             store = MemoryCampaignStore()
             self._memory_campaigns = store
         return store
 
+    def settings_store(self) -> SettingsStore:
+        """Settings kept with the shop: the store given, else in memory unless the source can store them."""
+        if self.store is not None:
+            return self.store.settings
+        store = getattr(self, "_memory_settings", None)
+        if store is None:
+            store = MemorySettingsStore()
+            self._memory_settings = store
+        return store
+
     def close(self) -> None:
-        """Release the engine's resources (connections are the caller's to close)."""
-        return None
+        """Release the engine's resources (connections are the caller's to close; a store opened from a URL is
+        closed)."""
+        if self.store is not None:
+            self.store.close()
 
 
 _NAME_TO_TYPE: tuple[tuple[tuple[str, ...], ColumnType], ...] = (

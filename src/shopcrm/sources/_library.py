@@ -195,6 +195,15 @@ class LibraryStore:
         #: whether the tables exist (a read-only store over a database the library never wrote: no)
         self.present = True
 
+    def run(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """One statement on the database holding the library's tables (``placeholder`` marks its parameters), for
+        stores of further library tables (issue 15: wherever the tables live, beside the events or in a store)."""
+        return self._run(sql, params)
+
+    def transaction(self) -> AbstractContextManager[None]:
+        """A transaction on that database (re-entrant: a block inside a block joins it)."""
+        return self._transaction()
+
     def writable(self, what: str) -> None:
         """ReadOnlyShopError when this store may not write."""
         if self.read_only:

@@ -20,6 +20,7 @@ from shopcrm.sources._bind import PARAM_STYLES, bind
 from shopcrm.sources._campaign_store import CampaignStore, SQLCampaignStore
 from shopcrm.sources._library import LibraryStore, LibraryTables, SettingsStore, SQLSettingsStore
 from shopcrm.sources._sql_segments import SQLSegmentStore
+from shopcrm.sources._store import Store
 from shopcrm.sources._transactions import Transactions
 
 __all__ = ["DBAPISource"]
@@ -32,7 +33,7 @@ class DBAPISource(Transactions, Source):
     """Reads ``customers`` and ``events`` tables through a DB-API connection.
 
     The shop's tables are only read; named segments go to a ``shopcrm_segments``
-    table in the same database.  ``types`` overrides column types by name
+    table in the same database (or, given a ``store``, all the library's tables go there).  ``types`` overrides column types by name
     (``{"signed_up_at": "timestamp"}``), for SQLite columns declared as TEXT.
     ``mapping`` says which of the shop's tables and columns hold what the library reads, when
     they are named otherwise (:class:`shopcrm.mapping.Mapping`); it replaces ``customers`` and
@@ -53,6 +54,7 @@ class DBAPISource(Transactions, Source):
         mapping: Mapping | None = None,
         library_schema: str | None = None,
         library_prefix: str = "shopcrm_",
+        store: Store | None = None,
     ) -> None:
         if dialect not in DIALECTS:
             raise ValueError(f"unknown dialect {dialect!r}; use one of {', '.join(DIALECTS)}")
@@ -82,7 +84,11 @@ class DBAPISource(Transactions, Source):
                                     placeholder=placeholder, dialect=dialect)
         if library_schema and dialect == "sqlite":
             self.library.tables.ddl("sqlite")  # SQLite has no schemas: the error says to use a prefix
-        self._settings = SQLSettingsStore(self.library)
+        self._settings: SettingsStore = SQLSettingsStore(self.library)
+        #: issue 15: the library's tables in a database of their own (settings, segments, campaigns, ...)
+        self.store = store
+        if store is not None:
+            self._settings = store.settings
         if mapping is None and (customers, events) == ("customers", "events"):
             saved = self._settings.get("mapping")  # the mapping saved with the shop (Shop.from_dbapi(mapping=...))
             if saved is not None:
@@ -183,9 +189,13 @@ class DBAPISource(Transactions, Source):
         return self._run(render(query, self.dialect), ())
 
     def segment_store(self) -> SegmentStore:
+        if self.store is not None:
+            return self.store.segments
         return self._segments
 
     def campaign_store(self) -> CampaignStore:
+        if self.store is not None:
+            return self.store.campaigns
         if self._campaigns is None:
             self._campaigns = SQLCampaignStore(
                 self._run, self._insert, self._transaction, placeholder=_PLACEHOLDER.get(self.dialect, "%s"),
