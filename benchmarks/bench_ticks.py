@@ -104,12 +104,12 @@ def main() -> None:
             hour = SCENARIO_NOW + timedelta(minutes=5)
             con = duckdb.connect()
             _, events = dataset(scale)
-            new = con.execute(
-                "SELECT * REPLACE (CAST(? AS TIMESTAMP) + to_microseconds(CAST(hash(row_number() OVER ()) % 3600000000 AS BIGINT)) AS ts) "
-                "FROM read_parquet(?) WHERE event IN ('product_viewed', 'cart_added', 'order_completed') "
-                f"USING SAMPLE reservoir({int(args.new_events)} ROWS) REPEATABLE (7)",
-                [hour, str(events)],
-            ).arrow()
+            new = con.sql(
+                f"SELECT * REPLACE (TIMESTAMP '{hour:%Y-%m-%d %H:%M:%S}' + to_microseconds(CAST(hash(row_number() OVER ()) "
+                f"% 3600000000 AS BIGINT)) AS ts) FROM read_parquet('{events}') "
+                "WHERE event IN ('product_viewed', 'cart_added', 'order_completed') "
+                f"USING SAMPLE reservoir({int(args.new_events)} ROWS) REPEATABLE (7)"
+            ).to_arrow_table()
             shop.load_events(new)
             counts = dict(con.execute("SELECT event, count(*) FROM new GROUP BY ALL ORDER BY ALL").fetchall())
             pair(shop, hour + timedelta(hours=1), f"2. after an hour of {new.num_rows:,} new events", 1.0)

@@ -7,6 +7,8 @@ the embedded DuckDB store, your own database or Spark.  Campaigns
 ``Shop.tick`` plans them into the shop's outbox.
 """
 
+from shopcrm import _version
+from shopcrm._connect import connect
 from shopcrm.checks import CheckReport, Finding
 from shopcrm.compiler import to_sql
 from shopcrm.dsl import Rule, parse_rule, rule_json_schema
@@ -40,7 +42,6 @@ from shopcrm.sources import SavedSegment, Source
 from shopcrm.sources._campaign_store import OutboxRow, TickConflict
 from shopcrm.sources._library import ReadOnlyShopError, ShopLockedError, StoreVersionError
 from shopcrm.sources._store import Store  # issue 15: the library's tables beside any engine
-from shopcrm.sources.urls import connect
 from shopcrm.ticking import TickResult
 from shopcrm.tracking import TrackingPolicy
 
@@ -95,4 +96,4 @@ __all__ = [
     "set_locale",
     "to_sql",
 ]
-__version__ = "0.1.0"
+__version__ = _version.__version__

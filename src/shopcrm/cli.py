@@ -48,7 +48,7 @@ def _demo(args: argparse.Namespace) -> int:
 def _shop(args: argparse.Namespace, **settings: Any) -> Any:
     """The shop ``--db`` names (a DuckDB path or a URL), its library tables where ``--library-schema`` /
     ``--library-prefix`` say; ``settings`` given here are used, not saved."""
-    from shopcrm.sources.urls import connect
+    from shopcrm._connect import connect
 
     options: dict[str, Any] = {k: v for k, v in settings.items() if v is not None}
     if getattr(args, "library_schema", None):

@@ -53,7 +53,7 @@ from shopcrm.channels import (
 from shopcrm.sources._campaign_store import OutboxRow, SendRow
 
 if TYPE_CHECKING:
-    from shopcrm.shop import Shop
+    from shopcrm._view import ShopView
 
 __all__ = ["DispatchReport", "Dispatcher", "RetryPolicy"]
 
@@ -146,7 +146,7 @@ class Dispatcher:
 
     def __init__(
         self,
-        shop: Shop,
+        shop: ShopView,
         channels: Mapping[str, Channel],
         *,
         policy: MessagingPolicy | None = None,
@@ -429,9 +429,10 @@ class Dispatcher:
                 checked.append((row, planned, channel))
         if not checked:
             return out
-        from shopcrm.ticking import _Reader, apply_opt_outs
+        from shopcrm.sources._reads import EngineReader
+        from shopcrm.ticking import apply_opt_outs
 
-        reader = _Reader(self.shop, now)
+        reader = EngineReader(self.shop.source, now, lifecycle_policy=self.shop.lifecycle_policy)
         columns = [c for c in reader.schema.customers.columns if c in self.shop.recipient_columns.names()]
         wanted = sorted({r.customer_id for r, _, _ in checked}, key=repr)
         data = reader.customer_columns(list(dict.fromkeys(["customer_id", *columns])), wanted)

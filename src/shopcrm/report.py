@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from shopcrm._figures import Figures, SegmentLabels, _cid
 from shopcrm.measurement import (
     AttributionPolicy,
     Click,
@@ -360,24 +361,6 @@ def _exposure(row: OutboxRow) -> datetime:
     return row.send_at or row.due_at
 
 
-def _cid(customer: Any) -> str:
-    return json.dumps(customer, default=str)
-
-
-@attrs.frozen
-class Figures:
-    """What a report reads, however it was computed (the engine's SQL or the pure reference): per-cell summaries,
-    the funnel's other counts per cell (``planned``, ``held_out``, ``failed``, ``delivered``, ``fallen_back``,
-    ``opt_outs_after``), member outcomes per ``(campaign, variant, status)`` and attributed conversions per campaign
-    and UTC day ``(campaign, "YYYY-MM-DD", conversions, revenue)``."""
-
-    summaries: tuple[Summary, ...]
-    funnel: Mapping[tuple[str, ...], Mapping[str, int]]
-    outcomes: Mapping[tuple[str, str, str], Outcome]
-    daily: tuple[tuple[str, str, int, float], ...]
-    method: str
-
-
 def build_report(
     shop: Shop, campaign: str | Sequence[str] | None = None, *, since: datetime | str | None = None,
     until: datetime | str | None = None, now: datetime | str, by: str | Sequence[str] = (),
@@ -462,23 +445,6 @@ def build_report(
     return CampaignReport(since=lo, until=to_utc_naive(until) if until is not None else None, now=when, by=dims,
                           rows=tuple(rows), summaries=figures.summaries, lifts=lifts, policy=policy,
                           daily=figures.daily, ab_tests=tests, method=figures.method)
-
-
-@attrs.frozen
-class SegmentLabels:
-    """The segments of a ``segment`` breakdown: ``(name, rule)`` pairs in order (a customer takes the first that
-    matches, so the cells partition the recipients) and the instant membership is read at."""
-
-    rules: tuple[tuple[str, Any], ...]
-    at: datetime
-
-    def of(self, shop: Shop) -> dict[str, str]:
-        """Each member's label, keyed by the customer id's JSON (the pure path; the SQL path compiles the rules)."""
-        out: dict[str, str] = {}
-        for name, rule in self.rules:
-            for customer in shop.members(rule, now=self.at):
-                out.setdefault(_cid(customer), name)
-        return out
 
 
 def _segments(shop: Shop, dims: tuple[str, ...], segments: Mapping[str, Any] | Sequence[str] | None,

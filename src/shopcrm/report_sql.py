@@ -26,8 +26,8 @@ from shopcrm.measurement._sql import _alias as _as
 from shopcrm.sources._event_values import event_property, register_sqlite_functions
 
 if TYPE_CHECKING:
-    from shopcrm.report import Figures, SegmentLabels
-    from shopcrm.shop import Shop
+    from shopcrm._figures import Figures, SegmentLabels
+    from shopcrm._view import ShopView
 
 __all__ = ["SQL_DIALECTS", "can_compute", "sql_figures"]
 
@@ -50,7 +50,7 @@ def _table(name: str, alias: str) -> exp.Expr:
     return _ref(name, alias)
 
 
-def can_compute(shop: Shop) -> bool:
+def can_compute(shop: ShopView) -> bool:
     """Whether the report of ``shop`` runs as SQL: its library tables share its connection on a SQL engine (not
     when they live in a store of their own, issue 15: the report then computes in Python over the store)."""
     from shopcrm.sources._store import library_beside
@@ -62,7 +62,7 @@ def can_compute(shop: Shop) -> bool:
 class _Relations:
     """The shop's tables as the compiler's input relations."""
 
-    def __init__(self, shop: Shop, ids: Sequence[str] | None, lo: datetime | None, hi: datetime, now: datetime,
+    def __init__(self, shop: ShopView, ids: Sequence[str] | None, lo: datetime | None, hi: datetime, now: datetime,
                  policy: AttributionPolicy, segments: SegmentLabels | None = None) -> None:
         source = shop.source
         self.shop, self.ids, self.policy = shop, ids, policy
@@ -324,11 +324,11 @@ class _Runner:
 
 
 def sql_figures(
-    shop: Shop, ids: Sequence[str] | None, lo: datetime | None, hi: datetime, now: datetime, dims: tuple[str, ...],
+    shop: ShopView, ids: Sequence[str] | None, lo: datetime | None, hi: datetime, now: datetime, dims: tuple[str, ...],
     policy: AttributionPolicy, fatigue: timedelta, segments: SegmentLabels | None = None,
 ) -> Figures:
     """The report's figures of ``shop`` computed by its engine (see the module's docstring)."""
-    from shopcrm.report import Figures
+    from shopcrm._figures import Figures
 
     source = shop.source
     store = source.campaign_store()

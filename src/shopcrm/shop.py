@@ -171,7 +171,7 @@ class Shop:
     def connect(cls, url: str | Path, **options: Any) -> Shop:
         """A shop from a DuckDB path or a URL: ``postgresql://user:pw@host:5432/db``, ``mysql://...``,
         ``sqlite:///shop.db``, ``duckdb:///shop.duckdb``; ``options`` go to :meth:`open` / :meth:`from_dbapi`."""
-        from shopcrm.sources.urls import connect
+        from shopcrm._connect import connect
 
         return connect(url, **options)
 

@@ -51,18 +51,17 @@ from shopcrm.campaigns._planner import (
     paused_gc,
     scenario_span,
 )
-from shopcrm.compiler import compile_members
-from shopcrm.compiler._dialects import dialect_for
 from shopcrm.dsl import Everyone, Rule, children
 from shopcrm.dsl._nodes import Aggregate, Cycle, FirstPerformed, LastPerformed, Lifecycle, Performed, Rfm
 from shopcrm.recipients import RecipientColumns, with_opt_outs
 from shopcrm.sources._campaign_store import OutboxRow
+from shopcrm.sources._reads import EngineReader, Preloaded
 from shopcrm.sources._tick_marks import TickAdvance
 from shopcrm.timeline import to_utc_naive
 
 if TYPE_CHECKING:
+    from shopcrm._view import ShopView
     from shopcrm.campaigns import Preview
-    from shopcrm.shop import Shop
 
 __all__ = ["TickResult", "gather", "tick"]
 
@@ -140,128 +139,6 @@ def template_names(campaign: Campaign, renderer: Renderer) -> set[str]:
     return names
 
 
-@attrs.frozen
-class Preloaded:
-    """A watermark tick's customers: their events up to the tick (by customer, in the engine's order) and their
-    customers rows."""
-
-    events: Mapping[Any, Sequence[dict[str, Any]]]
-    rows: Mapping[Any, dict[str, Any]]
-
-    def take(self, ids: Iterable[Any], names: Collection[str] | None = None, since: datetime | None = None) -> list[dict[str, Any]]:
-        """The events of these customers named ``names`` (any when None) at or after ``since``."""
-        return [e for cid in ids for e in self.events.get(cid, ())
-                if (names is None or e["event"] in names) and (since is None or e["ts"] >= since)]
-
-
-class _Reader:
-    """Builds and runs the tick's queries on the shop's engine."""
-
-    def __init__(self, shop: Shop, now: datetime, triggers: Sequence[str] = ()) -> None:
-        self.shop = shop
-        self.now = now
-        self.schema = shop.source.schema()
-        if triggers and self.schema.product_history is not None:  # issue 14: product situations as trigger events
-            from shopcrm.products import situation_schema
-
-            self.schema = situation_schema(self.schema, now=now, dialect=shop.source.dialect, names=triggers)
-        self.quirks = dialect_for(shop.source.dialect)
-
-    def col(self, name: str, table: str) -> exp.Column:
-        return exp.column(name, table=table, quoted=True)
-
-    def ts(self, table: str) -> exp.Expression:
-        return self.quirks.timestamp_column(self.col("ts", table))
-
-    def at(self, when: datetime) -> exp.Expression:
-        return self.quirks.timestamp_literal(when)
-
-    def events_named(self, names: Sequence[str], since: datetime | None, alias: str = "e") -> exp.Expr:
-        """``event IN names AND since <= ts <= now`` on events aliased ``alias``."""
-        conditions: list[exp.Expression] = [
-            self.col("event", alias).isin(*[exp.Literal.string(n) for n in names]),
-            exp.LTE(this=self.ts(alias), expression=self.at(self.now)),
-        ]
-        if since is not None:
-            conditions.append(exp.GTE(this=self.ts(alias), expression=self.at(since)))
-        return exp.and_(*conditions)
-
-    def events_table(self, alias: str) -> exp.Expr:
-        return self.schema.events.relation(alias)
-
-    def customers_table(self, alias: str) -> exp.Expr:
-        return self.schema.customers.relation(alias)
-
-    def triggered_ids(self, on: str, since: datetime) -> exp.Select:
-        """The customers with an ``on`` event in ``[since, now]``."""
-        return exp.select(self.col("customer_id", "t")).distinct().from_(self.events_table("t")).where(
-            self.events_named([on], since, "t"))
-
-    def arrivals(self, names: Sequence[str], since: datetime) -> list[tuple[Any, str]]:
-        """(customer, event) of the events of ``names`` in ``[since, now]``: a watermark tick's new arrivals."""
-        query = exp.select(self.col("customer_id", "t"), self.col("event", "t")).distinct().from_(
-            self.events_table("t")).where(self.events_named(list(dict.fromkeys(names)), since, "t"))
-        return [(cid, str(name)) for cid, name in self.shop.source.fetch(query)]
-
-    def preload(self, ids: Sequence[Any]) -> Preloaded:
-        """Every event (up to ``now``) and the customers row of these customers, each table read once for all
-        of a watermark tick's scenarios (a scan of the events per scenario and read is what a tick with little
-        new cannot afford)."""
-        everything = exp.LTE(this=self.ts("e"), expression=self.at(self.now))
-        events: dict[Any, list[dict[str, Any]]] = defaultdict(list)
-        for event in self.events(everything, ids):
-            events[event["customer_id"]].append(event)
-        rows = {row["customer_id"]: row for row in self.customers(list(self.schema.customers.columns), ids)}
-        return Preloaded(events=dict(events), rows=rows)
-
-    def _in(self, alias: str, ids: exp.Select | Sequence[Any]) -> list[exp.Expr]:
-        """``customer_id IN (subquery)``, or IN lists of at most 1,000 values (engines bound a statement's size;
-        DuckDB does not: one list, one scan)."""
-        column = self.col("customer_id", alias)
-        if isinstance(ids, exp.Select):
-            if ids.args.get("limit") is not None:  # MariaDB takes no LIMIT directly inside IN: a derived table does
-                ids = exp.select(exp.column("customer_id", table="limited")).from_(ids.subquery("limited"))
-            return [column.isin(query=ids)]
-        values = list(ids)
-        size = 100_000 if self.shop.source.dialect == "duckdb" else 1000
-        return [column.isin(*[exp.convert(v) for v in values[i:i + size]]) for i in range(0, len(values), size)]
-
-    def customers(self, columns: Sequence[str], ids: exp.Select | Sequence[Any]) -> list[dict[str, Any]]:
-        out = []
-        for condition in self._in("c", ids):
-            query = exp.select(*[self.col(c, "c") for c in columns]).from_(self.customers_table("c")).where(condition)
-            out += [dict(zip(columns, row, strict=True)) for row in self.shop.source.fetch(query)]
-        return out
-
-    def customer_columns(self, columns: Sequence[str], ids: exp.Select | Sequence[Any]) -> dict[str, list[Any]]:
-        """Like :meth:`customers`, column-wise (through Arrow where the engine speaks it)."""
-        out: dict[str, list[Any]] = {c: [] for c in columns}
-        for condition in self._in("c", ids):
-            query = exp.select(*[self.col(c, "c") for c in columns]).from_(self.customers_table("c")).where(condition)
-            table = self.shop.source.fetch_arrow(query, list(columns))
-            for name in columns:
-                out[name] += table.column(name).to_pylist()
-        return out
-
-    def events(self, where: exp.Expr, ids: exp.Select | Sequence[Any]) -> list[dict[str, Any]]:
-        columns = list(self.schema.events.columns)
-        rows = []
-        for condition in self._in("e", ids):
-            query = exp.select(*[self.col(c, "e") for c in columns]).from_(self.events_table("e")).where(
-                exp.and_(where, condition))
-            for row in self.shop.source.fetch(query):
-                event = dict(zip(columns, row, strict=True))
-                ts = event["ts"]
-                if not isinstance(ts, datetime) or ts.tzinfo is not None:
-                    event["ts"] = to_utc_naive(ts)
-                rows.append(event)
-        return rows
-
-    def members(self, rule: Rule) -> exp.Select:
-        return compile_members(rule, self.schema, now=self.now, dialect=self.shop.source.dialect,
-                               lifecycle_policy=self.shop.lifecycle_policy)
-
-
 def _trigger_names(campaigns: Iterable[Campaign]) -> list[str]:
     """The events scenarios start and end on (issue 14: a product situation among them is read as an event)."""
     return [name for c in campaigns if isinstance(c.schedule, Triggered) for name in (c.schedule.on, *c.schedule.exit_on)]
@@ -283,7 +160,7 @@ def _properties(event: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def gather(
-    shop: Shop, campaigns: Sequence[tuple[Campaign, datetime]], now: datetime, policy: MessagingPolicy,
+    shop: ShopView, campaigns: Sequence[tuple[Campaign, datetime]], now: datetime, policy: MessagingPolicy,
     *, step: Callable[[str], None] | None = None, full: bool = False, reads: dict[str, Read] | None = None,
 ) -> tuple[ShopState, list[tuple[str, str]]]:
     """The planner's input for a tick at ``now`` and the occurrences this tick plans; ``step`` is told each
@@ -294,7 +171,8 @@ def gather(
     ``policy.late_events_within``) and those whose wake-up has come.  ``full`` reads every scenario whole.
     ``reads`` receives, per scenario, what was read (the tick advances the marks with it once it has recorded)."""
     done = step or (lambda _: None)
-    reader = _Reader(shop, now, _trigger_names(c for c, _ in campaigns))
+    reader = EngineReader(shop.source, now, lifecycle_policy=shop.lifecycle_policy,
+                          triggers=_trigger_names(c for c, _ in campaigns))
     store = shop.source.campaign_store()
     columns: RecipientColumns = shop.recipient_columns
     customer_columns = list(reader.schema.customers.columns)
@@ -474,13 +352,13 @@ def gather(
     return state, occurrences
 
 
-def _carts(reader: _Reader, ids: exp.Select | Sequence[Any]) -> dict[Any, tuple[Mapping[str, Any], ...]]:
+def _carts(reader: EngineReader, ids: exp.Select | Sequence[Any]) -> dict[Any, tuple[Mapping[str, Any], ...]]:
     """The current cart of every customer of ``ids`` that has one (newest item first), from their cart,
     cart-removal and order events read in one query (IN lists of 1,000 ids at most), never one query per
     customer.  Items are hashable mappings, so equal carts share a rendering."""
     from shopcrm.profile import current_cart
 
-    policy = reader.shop.lifecycle_policy
+    policy = reader.lifecycle_policy
     per_customer: dict[Any, list[dict[str, Any]]] = defaultdict(list)
     for event in reader.events(reader.events_named([policy.cart_event, "cart_removed", policy.order_event], None), ids):
         per_customer[event["customer_id"]].append(event)
@@ -495,17 +373,17 @@ def _carts(reader: _Reader, ids: exp.Select | Sequence[Any]) -> dict[Any, tuple[
 
 # ---- recommendations in messages (issue 14): one batch per campaign and request, never one query per customer ----
 def _for_customers(
-    shop: Shop, customer_ids: list[Any], *, strategy: str, k: int, now: datetime,
+    shop: ShopView, customer_ids: list[Any], *, strategy: str, k: int, now: datetime,
     exclude: Mapping[Any, Collection[Any]] | None = None,
 ) -> Mapping[Any, Sequence[Mapping[str, Any]]]:
     """The recommender (a seam tests replace): :func:`shopcrm.recommend.for_customers`, imported when first needed."""
-    from shopcrm.recommend import for_customers
+    from shopcrm.recommend._shop import for_customers
 
     return for_customers(shop, customer_ids, strategy=strategy, k=k, now=now, exclude=exclude)
 
 
 def recommendations_for(
-    shop: Shop, campaigns: Sequence[Campaign], members: Mapping[str, Iterable[Any]],
+    shop: ShopView, campaigns: Sequence[Campaign], members: Mapping[str, Iterable[Any]],
     triggers: Mapping[str, Mapping[Any, Sequence[datetime]]],
     trigger_events: Mapping[tuple[Any, str, datetime], Mapping[str, Any]], now: datetime,
 ) -> dict[tuple[str, Any, Any], Sequence[Mapping[str, Any]]]:
@@ -556,7 +434,7 @@ def _merge(recipients: dict[Any, Recipient], found: Iterable[Recipient]) -> None
 _READ_BY_ID = 20_000
 
 
-def apply_opt_outs(shop: Shop, recipients: dict[Any, Recipient], now: datetime, among: Collection[Any] | None = None) -> None:
+def apply_opt_outs(shop: ShopView, recipients: dict[Any, Recipient], now: datetime, among: Collection[Any] | None = None) -> None:
     """The opt-outs providers and 080 services reported (K3) over the customers table's consents, in place
     (``among``: read only these customers' opt-outs)."""
     store = shop.source.campaign_store()
@@ -692,7 +570,7 @@ def advances(result: Plan, read: Mapping[str, Read], now: datetime) -> list[Tick
             for campaign_id, r in read.items()]
 
 
-def tick(shop: Shop, now: datetime, *, dry_run: bool = False, progress: bool = False, full: bool = False) -> TickResult:
+def tick(shop: ShopView, now: datetime, *, dry_run: bool = False, progress: bool = False, full: bool = False) -> TickResult:
     """Plan every enabled campaign of ``shop`` as of ``now`` and record the plan (unless ``dry_run``);
     ``progress`` draws a bar on stderr: a step per campaign read, then planning and recording.
 
@@ -722,7 +600,7 @@ def tick(shop: Shop, now: datetime, *, dry_run: bool = False, progress: bool = F
                       rows_by_status=dict(Counter(row.status for row in rows)))
 
 
-def preview_campaign(shop: Shop, campaign: Campaign, now: datetime, *, progress: bool = False) -> Preview:
+def preview_campaign(shop: ShopView, campaign: Campaign, now: datetime, *, progress: bool = False) -> Preview:
     """:func:`shopcrm.campaigns.preview` of ``campaign`` on the shop's data; ``progress`` draws a bar on
     stderr (reading the audience, the templates' samples, then the funnel and the plan)."""
     from shopcrm._progress import bar
@@ -736,11 +614,11 @@ def preview_campaign(shop: Shop, campaign: Campaign, now: datetime, *, progress:
     return found
 
 
-def preview_state(shop: Shop, campaign: Campaign, now: datetime, *, step: Callable[[str], None] | None = None) -> ShopState:
+def preview_state(shop: ShopView, campaign: Campaign, now: datetime, *, step: Callable[[str], None] | None = None) -> ShopState:
     """The audience of ``campaign`` at ``now`` with contact points, the planned messages caps count, and
     what its templates read (each member's cart, a scenario's trigger event); ``step`` is told each read."""
     done = step or (lambda _: None)
-    reader = _Reader(shop, now, _trigger_names([campaign]))
+    reader = EngineReader(shop.source, now, lifecycle_policy=shop.lifecycle_policy, triggers=_trigger_names([campaign]))
     columns: RecipientColumns = shop.recipient_columns
     customer_columns = list(reader.schema.customers.columns)
     names = template_names(campaign, Renderer())
@@ -808,7 +686,7 @@ class _Sample(Mapping[str, Any]):
 
 
 def _latest_events(
-    reader: _Reader, name: str, ids: exp.Select | Sequence[Any], customers: Iterable[Any],
+    reader: EngineReader, name: str, ids: exp.Select | Sequence[Any], customers: Iterable[Any],
 ) -> dict[Any, dict[str, Any] | None]:
     """For each of ``customers``, the properties of their latest ``name`` event, read for all of ``ids`` in one
     query keyed by customer (a window over their events; IN lists of 1,000 ids at most), never one query per
@@ -826,7 +704,7 @@ def _latest_events(
             reader.events_table("e")).where(exp.and_(reader.events_named([name], None), condition))
         query = exp.select(*[exp.column(c, table="r", quoted=True) for c in names]).from_(inner.subquery("r")).where(
             exp.EQ(this=exp.column("shopcrm_rank", table="r"), expression=exp.Literal.number(1)))
-        for row in reader.shop.source.fetch(query):
+        for row in reader.source.fetch(query):
             event = dict(zip(names, row, strict=True))
             latest[event["customer_id"]] = _properties(event)
     wanted = list(customers)
@@ -834,23 +712,23 @@ def _latest_events(
     return {cid: latest.get(cid, fallback) for cid in wanted}
 
 
-def _latest_event(reader: _Reader, name: str) -> dict[str, Any] | None:
+def _latest_event(reader: EngineReader, name: str) -> dict[str, Any] | None:
     """The properties of the shop's latest ``name`` event (one query), or ``None``."""
     query = exp.select(*[reader.col(c, "e") for c in reader.schema.events.columns]).from_(reader.events_table("e")).where(
         reader.events_named([name], None)).order_by(exp.Ordered(this=reader.col("ts", "e"), desc=True)).limit(1)
-    rows = reader.shop.source.fetch(query)
+    rows = reader.source.fetch(query)
     return _properties(dict(zip(reader.schema.events.columns, rows[0], strict=True))) if rows else None
 
 
 def sample_recipients(
-    shop: Shop, campaign: Campaign, now: datetime, limit: int = 20,
+    shop: ShopView, campaign: Campaign, now: datetime, limit: int = 20,
 ) -> tuple[list[Recipient], dict[str, Any] | None, dict[Any, dict[str, Any]]]:
     """Customers to render a campaign's templates for when it is saved: up to ``limit`` audience members
     and, for every customer field the templates read, the customer with its longest value; plus the
     latest trigger event as the sample ``event`` of a scenario, and the latest cart item as every
     sample's ``cart`` when a template reads it.  An empty shop gives no samples."""
     try:
-        reader = _Reader(shop, now, _trigger_names([campaign]))
+        reader = EngineReader(shop.source, now, lifecycle_policy=shop.lifecycle_policy, triggers=_trigger_names([campaign]))
     except ValueError:
         return [], None, {}
     columns = list(reader.schema.customers.columns)

@@ -19,7 +19,7 @@ from sqlglot import exp
 from shopcrm.recommend._strategies import RecommendError, parse_strategy
 
 if TYPE_CHECKING:
-    from shopcrm.shop import Shop
+    from shopcrm._view import ShopView
 
 __all__ = ["DEFAULT_STRATEGIES", "Evaluation", "Metrics", "evaluate", "score_lists"]
 
@@ -102,7 +102,7 @@ def _label(strategy: Any) -> str:
     return str(parsed.kind) + (f"({', '.join(f'{k}={v}' for k, v in extra.items())})" if extra else "")
 
 
-def _truth(shop: Shop, split_at: datetime, until: datetime | None, *, repurchases: bool = False) -> dict[Any, set[str]]:
+def _truth(shop: ShopView, split_at: datetime, until: datetime | None, *, repurchases: bool = False) -> dict[Any, set[str]]:
     """Per customer, the products ordered in ``[split_at, until)``; without ``repurchases``, only those the customer
     had not ordered before the split (buying again is not something a recommender finds)."""
     from shopcrm.compiler._dialects import dialect_for
@@ -134,7 +134,7 @@ def _truth(shop: Shop, split_at: datetime, until: datetime | None, *, repurchase
     return {customer: products for customer, products in truth.items() if products}
 
 
-def _known_products(shop: Shop, split_at: datetime) -> int:
+def _known_products(shop: ShopView, split_at: datetime) -> int:
     from shopcrm.compiler._dialects import dialect_for
     from shopcrm.recommend._shop import _c
 
@@ -150,7 +150,7 @@ def _known_products(shop: Shop, split_at: datetime) -> int:
     return int(shop.source.fetch(count)[0][0])
 
 
-def _als(shop: Shop, customers: list[Any], split_at: datetime, k: int, factors: int, seed: int,
+def _als(shop: ShopView, customers: list[Any], split_at: datetime, k: int, factors: int, seed: int,
          alpha: float = 1.0, *, repurchases: bool = False) -> dict[Any, list[str]]:
     """``implicit``'s ALS fitted on the orders (and, weighted lower, views and cart additions) before the split;
     without ``repurchases`` it leaves out what each customer already ordered, like the strategies' ``not_bought``."""
@@ -208,7 +208,7 @@ def _als(shop: Shop, customers: list[Any], split_at: datetime, k: int, factors: 
 
 
 def evaluate(
-    shop: Shop, *, split_at: datetime | str, until: datetime | str | None = None, k: int = 10,
+    shop: ShopView, *, split_at: datetime | str, until: datetime | str | None = None, k: int = 10,
     strategies: Sequence[Any] | None = None, als: bool = False, als_factors: int = 64, seed: int = 0,
     max_customers: int | None = None, repurchases: bool = False,
 ) -> Evaluation:

@@ -27,7 +27,7 @@ from shopcrm.schema import ColumnType, Table
 from shopcrm.timeline import to_utc_naive
 
 if TYPE_CHECKING:
-    from shopcrm.shop import Shop
+    from shopcrm._view import ShopView
 
 __all__ = ["ITEM_KEYS", "TABLE_COLUMNS", "for_customers", "recommend_rows", "recommend_table"]
 
@@ -63,7 +63,7 @@ def _instant(now: datetime | str | None) -> datetime:
 
 
 class _Relations:
-    def __init__(self, shop: Shop) -> None:
+    def __init__(self, shop: ShopView) -> None:
         self.shop = shop
         self.source = shop.source
         self.dialect = self.source.dialect
@@ -192,7 +192,7 @@ def _request(strategy: Any, k: int, exclude: Any, filters: dict[str, Any]) -> tu
     return parse_request(strategy, k=k, filters=parsed, fallback=fallback), per_customer
 
 
-def _fetch(shop: Shop, customers: Any, *, strategy: Any, k: int, now: datetime | str | None, exclude: Any,
+def _fetch(shop: ShopView, customers: Any, *, strategy: Any, k: int, now: datetime | str | None, exclude: Any,
            arrow: bool, **filters: Any) -> tuple[Any, tuple[str, ...], list[Any] | None]:
     """The rows of ONE query (an Arrow table with ``arrow=True`` on DuckDB), their column names, the given ids."""
     request, per_customer = _request(strategy, k, exclude, dict(filters))
@@ -210,7 +210,7 @@ def _fetch(shop: Shop, customers: Any, *, strategy: Any, k: int, now: datetime |
         return shop.source.fetch(query), names, ids
 
 
-def recommend_rows(shop: Shop, customers: Any, *, strategy: Any = "personal", k: int = 10,
+def recommend_rows(shop: ShopView, customers: Any, *, strategy: Any = "personal", k: int = 10,
                    now: datetime | str | None = None, exclude: Any = None,
                    **filters: Any) -> tuple[list[dict[str, Any]], list[Any] | None]:
     """Every recommended row as a dict of :data:`TABLE_COLUMNS` (sorted by customer and rank) and, when ids were
@@ -232,7 +232,7 @@ def recommend_rows(shop: Shop, customers: Any, *, strategy: Any = "personal", k:
     return rows, ids
 
 
-def for_customers(shop: Shop, customer_ids: Sequence[Any], *, strategy: Any = "personal", k: int = 10,
+def for_customers(shop: ShopView, customer_ids: Sequence[Any], *, strategy: Any = "personal", k: int = 10,
                   now: datetime | str | None = None, exclude: Any = None) -> dict[Any, list[dict[str, Any]]]:
     """Up to ``k`` products for each of ``customer_ids`` in ONE query, for message templates at plan time:
     ``{customer_id: [{product_id, name, price, category, image_url, product_url, strategy}, ...]}`` in rank order
@@ -278,7 +278,7 @@ def for_customers(shop: Shop, customer_ids: Sequence[Any], *, strategy: Any = "p
     return out
 
 
-def recommend_table(shop: Shop, customers: Any = None, *, strategy: Any = "personal", k: int = 10,
+def recommend_table(shop: ShopView, customers: Any = None, *, strategy: Any = "personal", k: int = 10,
                     now: datetime | str | None = None, exclude: Any = None, **filters: Any) -> Any:
     """``Shop.recommend``'s pyarrow Table (see :meth:`shopcrm.Shop.recommend`)."""
     import pyarrow as pa

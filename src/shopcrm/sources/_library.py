@@ -251,7 +251,7 @@ class LibraryStore:
 
     def _refuse_newer(self, version: int) -> None:
         if version > SCHEMA_VERSION:
-            from shopcrm import __version__
+            from shopcrm._version import __version__
 
             raise StoreVersionError(
                 f"the library's tables ({self.tables.settings}) are at schema version {version}, written by a newer "

@@ -1,0 +1,157 @@
+"""The queries the shell's workers run on the shop's engine (issue 15: one home for operational SQL).
+
+Every statement the shell runs is written under ``shopcrm.sources``: the library's own tables in
+``_library`` (DDL, settings), ``_campaign_store`` (campaigns, outbox, occurrences, send ledger, opt-outs,
+message events), ``_tick_marks`` (watermarks and wake-ups) and ``_sql_segments`` (saved segments); and here,
+what ticks, previews and the dispatcher read of the shop's customers and events, built as sqlglot trees on the
+engine's dialect.  Rules, lifecycle stages, reports and recommendations are compiled by the pure compilers of
+the core (``shopcrm.compiler``, ``lifecycle._sql``, ``measurement._sql``, ``recommend._sql``, ``products._sql``).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import attrs
+from sqlglot import exp
+
+from shopcrm.compiler import compile_members
+from shopcrm.compiler._dialects import dialect_for
+from shopcrm.timeline import to_utc_naive
+
+if TYPE_CHECKING:
+    from shopcrm.dsl import Rule
+    from shopcrm.lifecycle import LifecyclePolicy
+    from shopcrm.sources._base import Source
+
+__all__ = ["EngineReader", "Preloaded"]
+
+
+@attrs.frozen
+class Preloaded:
+    """A watermark tick's customers: their events up to the tick (by customer, in the engine's order) and their
+    customers rows."""
+
+    events: Mapping[Any, Sequence[dict[str, Any]]]
+    rows: Mapping[Any, dict[str, Any]]
+
+    def take(self, ids: Iterable[Any], names: Collection[str] | None = None, since: datetime | None = None) -> list[dict[str, Any]]:
+        """The events of these customers named ``names`` (any when None) at or after ``since``."""
+        return [e for cid in ids for e in self.events.get(cid, ())
+                if (names is None or e["event"] in names) and (since is None or e["ts"] >= since)]
+
+
+class EngineReader:
+    """Builds and runs, on the shop's engine, the queries a tick, a preview and a dispatcher's recheck read at
+    ``now``: trigger and exit events, customers rows, histories, audiences.  ``triggers``: the event names scenarios
+    start and end on (a product situation among them is read as a derived event, issue 14)."""
+
+    def __init__(
+        self, source: Source, now: datetime, *, lifecycle_policy: LifecyclePolicy, triggers: Sequence[str] = (),
+    ) -> None:
+        self.source = source
+        self.now = now
+        self.lifecycle_policy = lifecycle_policy
+        self.schema = source.schema()
+        if triggers and self.schema.product_history is not None:  # issue 14: product situations as trigger events
+            from shopcrm.products import situation_schema
+
+            self.schema = situation_schema(self.schema, now=now, dialect=source.dialect, names=triggers)
+        self.quirks = dialect_for(source.dialect)
+
+    def col(self, name: str, table: str) -> exp.Column:
+        return exp.column(name, table=table, quoted=True)
+
+    def ts(self, table: str) -> exp.Expression:
+        return self.quirks.timestamp_column(self.col("ts", table))
+
+    def at(self, when: datetime) -> exp.Expression:
+        return self.quirks.timestamp_literal(when)
+
+    def events_named(self, names: Sequence[str], since: datetime | None, alias: str = "e") -> exp.Expr:
+        """``event IN names AND since <= ts <= now`` on events aliased ``alias``."""
+        conditions: list[exp.Expression] = [
+            self.col("event", alias).isin(*[exp.Literal.string(n) for n in names]),
+            exp.LTE(this=self.ts(alias), expression=self.at(self.now)),
+        ]
+        if since is not None:
+            conditions.append(exp.GTE(this=self.ts(alias), expression=self.at(since)))
+        return exp.and_(*conditions)
+
+    def events_table(self, alias: str) -> exp.Expr:
+        return self.schema.events.relation(alias)
+
+    def customers_table(self, alias: str) -> exp.Expr:
+        return self.schema.customers.relation(alias)
+
+    def triggered_ids(self, on: str, since: datetime) -> exp.Select:
+        """The customers with an ``on`` event in ``[since, now]``."""
+        return exp.select(self.col("customer_id", "t")).distinct().from_(self.events_table("t")).where(
+            self.events_named([on], since, "t"))
+
+    def arrivals(self, names: Sequence[str], since: datetime) -> list[tuple[Any, str]]:
+        """(customer, event) of the events of ``names`` in ``[since, now]``: a watermark tick's new arrivals."""
+        query = exp.select(self.col("customer_id", "t"), self.col("event", "t")).distinct().from_(
+            self.events_table("t")).where(self.events_named(list(dict.fromkeys(names)), since, "t"))
+        return [(cid, str(name)) for cid, name in self.source.fetch(query)]
+
+    def preload(self, ids: Sequence[Any]) -> Preloaded:
+        """Every event (up to ``now``) and the customers row of these customers, each table read once for all
+        of a watermark tick's scenarios (a scan of the events per scenario and read is what a tick with little
+        new cannot afford)."""
+        everything = exp.LTE(this=self.ts("e"), expression=self.at(self.now))
+        events: dict[Any, list[dict[str, Any]]] = defaultdict(list)
+        for event in self.events(everything, ids):
+            events[event["customer_id"]].append(event)
+        rows = {row["customer_id"]: row for row in self.customers(list(self.schema.customers.columns), ids)}
+        return Preloaded(events=dict(events), rows=rows)
+
+    def _in(self, alias: str, ids: exp.Select | Sequence[Any]) -> list[exp.Expr]:
+        """``customer_id IN (subquery)``, or IN lists of at most 1,000 values (engines bound a statement's size;
+        DuckDB does not: one list, one scan)."""
+        column = self.col("customer_id", alias)
+        if isinstance(ids, exp.Select):
+            if ids.args.get("limit") is not None:  # MariaDB takes no LIMIT directly inside IN: a derived table does
+                ids = exp.select(exp.column("customer_id", table="limited")).from_(ids.subquery("limited"))
+            return [column.isin(query=ids)]
+        values = list(ids)
+        size = 100_000 if self.source.dialect == "duckdb" else 1000
+        return [column.isin(*[exp.convert(v) for v in values[i:i + size]]) for i in range(0, len(values), size)]
+
+    def customers(self, columns: Sequence[str], ids: exp.Select | Sequence[Any]) -> list[dict[str, Any]]:
+        out = []
+        for condition in self._in("c", ids):
+            query = exp.select(*[self.col(c, "c") for c in columns]).from_(self.customers_table("c")).where(condition)
+            out += [dict(zip(columns, row, strict=True)) for row in self.source.fetch(query)]
+        return out
+
+    def customer_columns(self, columns: Sequence[str], ids: exp.Select | Sequence[Any]) -> dict[str, list[Any]]:
+        """Like :meth:`customers`, column-wise (through Arrow where the engine speaks it)."""
+        out: dict[str, list[Any]] = {c: [] for c in columns}
+        for condition in self._in("c", ids):
+            query = exp.select(*[self.col(c, "c") for c in columns]).from_(self.customers_table("c")).where(condition)
+            table = self.source.fetch_arrow(query, list(columns))
+            for name in columns:
+                out[name] += table.column(name).to_pylist()
+        return out
+
+    def events(self, where: exp.Expr, ids: exp.Select | Sequence[Any]) -> list[dict[str, Any]]:
+        columns = list(self.schema.events.columns)
+        rows = []
+        for condition in self._in("e", ids):
+            query = exp.select(*[self.col(c, "e") for c in columns]).from_(self.events_table("e")).where(
+                exp.and_(where, condition))
+            for row in self.source.fetch(query):
+                event = dict(zip(columns, row, strict=True))
+                ts = event["ts"]
+                if not isinstance(ts, datetime) or ts.tzinfo is not None:
+                    event["ts"] = to_utc_naive(ts)
+                rows.append(event)
+        return rows
+
+    def members(self, rule: Rule) -> exp.Select:
+        return compile_members(rule, self.schema, now=self.now, dialect=self.source.dialect,
+                               lifecycle_policy=self.lifecycle_policy)
