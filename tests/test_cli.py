@@ -121,3 +121,33 @@ def test_no_progress_bars_when_stderr_is_not_a_terminal(tmp_path: Path, capsys: 
         shop.load_customers([{"customer_id": "c1"}])
     assert main(["tick", "--db", str(db)]) == 0
     assert capsys.readouterr().err == ""
+
+
+def test_tick_full_reads_a_scenario_whole_after_a_late_backfill(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 15: a watermark tick reads a scenario's events from its last tick on (less the allowance); an event
+    the shop's own pipeline wrote later than that is planned by ``shopcrm tick --full``."""
+    import sqlite3
+    from datetime import datetime, timedelta
+
+    path = tmp_path / "shop.db"
+    connection = sqlite3.connect(path)
+    connection.execute("CREATE TABLE customers (customer_id TEXT, name TEXT, phone TEXT)")
+    connection.execute("CREATE TABLE events (customer_id TEXT, event TEXT, ts TEXT)")
+    connection.execute("INSERT INTO customers VALUES ('c1', '김민서', '010-3000-0001')")
+    connection.commit()
+    now = datetime(2026, 11, 24, 1)
+    shop = shopcrm.Shop.from_dbapi(connection, dialect="sqlite")
+    shop.save_campaign({"id": "welcome", "purpose": "informational", "channels": ["sms"],
+                        "variants": [{"name": "a", "content": {"text": "{{ name }}님, 환영합니다."}}],
+                        "schedule": {"kind": "triggered", "on": "signed_up", "steps": [{"send": "hello"}]}},
+                       now=now - timedelta(days=1), check=False)
+    assert main(["tick", "--db", f"sqlite:///{path}", "--now", now.isoformat()]) == 0
+    connection.execute("INSERT INTO events VALUES ('c1', 'signed_up', ?)", [(now - timedelta(hours=1)).isoformat(sep=" ")])
+    connection.commit()
+    capsys.readouterr()
+    later = (now + timedelta(minutes=5)).isoformat()
+    assert main(["tick", "--db", f"sqlite:///{path}", "--now", later]) == 0
+    assert "0 messages planned" in capsys.readouterr().out  # an hour late: before the mark less the 10-minute allowance
+    assert main(["tick", "--db", f"sqlite:///{path}", "--now", later, "--full"]) == 0
+    assert "welcome: planned 1" in capsys.readouterr().out
+    connection.close()

@@ -118,7 +118,7 @@ def _policy(path: str | None) -> Any:
 
 def _tick(args: argparse.Namespace) -> int:
     with _shop(args, messaging_policy=_policy(args.policy)) as shop:
-        print(shop.tick(now=args.now or _utcnow(), dry_run=args.dry_run, progress=_progress()))
+        print(shop.tick(now=args.now or _utcnow(), dry_run=args.dry_run, progress=_progress(), full=args.full))
     return 0
 
 
@@ -177,6 +177,8 @@ def _parser() -> argparse.ArgumentParser:
     tick.add_argument("--policy", help="a JSON file of MessagingPolicy settings (sender_name, opt_out_number, ...) "
                                        "for this run (default: the policy saved with the shop)")
     tick.add_argument("--dry-run", action="store_true", help="plan and print, record nothing")
+    tick.add_argument("--full", action="store_true", help="read every scenario whole, not from its last tick on (after "
+                      "events older than the policy's late_events_within were written)")
     tick.set_defaults(run=_tick)
 
     send = commands.add_parser("send", help="deliver the due planned messages of a shop")
