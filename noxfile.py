@@ -60,6 +60,7 @@ def bench(session: nox.Session) -> None:
     session.run("python", "benchmarks/bench_segments.py", *args)
     session.run("python", "benchmarks/bench_lifecycle.py", *args)
     session.run("python", "benchmarks/bench_planner.py", *args)
+    session.run("python", "benchmarks/bench_ticks.py", *args)  # issue 15: watermark ticks
     session.run("python", "benchmarks/bench_preview.py", *args)
     session.run("python", "benchmarks/bench_report.py", *args)
     session.run("python", "benchmarks/bench_recommend.py", *args)  # issue 14: recommendations
