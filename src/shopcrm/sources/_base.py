@@ -11,6 +11,8 @@ from sqlglot import exp
 
 from shopcrm.schema import ColumnType, Schema
 from shopcrm.sources._campaign_store import CampaignStore, MemoryCampaignStore
+from shopcrm.sources._library import LibraryStore
+from shopcrm.sources._membership_store import MembershipStore, MemoryMembershipStore, SQLMembershipStore
 
 __all__ = ["MemorySegmentStore", "SavedSegment", "SegmentStore", "Source", "column_type"]
 
@@ -102,6 +104,19 @@ class Source(ABC):
         if store is None:
             store = MemoryCampaignStore()
             self._memory_campaigns = store
+        return store
+
+    def membership_store(self) -> MembershipStore:
+        """Where tracked segments keep their members (issue 15): the library's tables when the source has a
+        :class:`LibraryStore` (``self.library``), else in memory."""
+        store = getattr(self, "_memberships", None)
+        if store is None:
+            library = getattr(self, "library", None)
+            if isinstance(library, LibraryStore):
+                store = SQLMembershipStore(library, insert=getattr(self, "_insert", None))
+            else:
+                store = MemoryMembershipStore()
+            self._memberships = store
         return store
 
     def close(self) -> None:

@@ -1,0 +1,249 @@
+"""Tracked segments and attributes: who entered and who left, refreshed incrementally (issue 15).
+
+A refresh at ``now`` recomputes a tracked segment only for its *candidates*: the customers with an event at or
+after the last refresh's instant (the watermark; "at" too, since an event at exactly the last ``now`` was not
+yet visible then: only ``ts < now`` exists), and the customers whose ``next_change_at`` (see
+:mod:`shopcrm.dsl._boundaries`) has come.  Every other customer's answer cannot have changed, so the
+members kept from the last refresh stand.  It recomputes in full instead on the first refresh, when asked
+(``full=True``), when the rule changed, when the rule is population-relative (``lifecycle``, ``rfm``,
+``cycle``), and when the customers table changed (detected on the embedded DuckDB store by a hash of its
+rows; elsewhere pass ``full=True`` after reloading customers).  An event that arrives late, with a ``ts``
+before the watermark, is seen by the next ``full=True`` refresh.
+
+The shell gathers (the engine's members and boundary values, the store's members), the core decides
+(:func:`shopcrm.dsl._boundaries.next_change_at`'s compiled form), and the shell applies (the store, the
+``segment_entered`` / ``segment_exited`` events).  Members are compared through Python, so the events may be on
+one engine and the membership tables in another database.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import attrs
+from sqlglot import exp
+
+from shopcrm.compiler import compile_members
+from shopcrm.compiler._boundaries import compile_next_changes, next_changes_from_rows, only_candidates
+from shopcrm.compiler._dialects import dialect_for
+from shopcrm.dsl import Rule
+from shopcrm.dsl._boundaries import boundaries
+from shopcrm.timeline import to_utc_naive
+
+if TYPE_CHECKING:
+    from shopcrm.lifecycle import LifecyclePolicy
+    from shopcrm.sources import Source
+
+__all__ = ["AttributeChange", "SegmentChange", "SegmentRefresh", "refresh"]
+
+#: the events a refresh writes, and the property that names the segment
+ENTERED, EXITED = "segment_entered", "segment_exited"
+
+
+@attrs.frozen
+class SegmentChange:
+    """One tracked segment's refresh: who entered, who left, how many are members now, and how it was computed
+    (``full`` names why every customer was recomputed; else ``candidates`` were)."""
+
+    segment: str
+    entered: tuple[Any, ...]
+    exited: tuple[Any, ...]
+    members: int
+    candidates: int | None
+    full: str | None = None
+    #: the first refresh records the members without events (they did not *enter* now)
+    initial: bool = False
+
+    def __str__(self) -> str:
+        how = f"full ({self.full})" if self.full else f"{self.candidates:,} candidates rechecked"
+        first = ", first refresh: no events" if self.initial else ""
+        return (f"{self.segment}: {len(self.entered):,} entered, {len(self.exited):,} exited, "
+                f"{self.members:,} members; {how}{first}")
+
+
+@attrs.frozen
+class AttributeChange:
+    """One tracked attribute's refresh: ``(customer_id, old, new)`` per customer whose value changed."""
+
+    attribute: str
+    changed: tuple[tuple[Any, Any, Any], ...]
+    initial: bool = False
+    skipped: bool = False
+
+    def __str__(self) -> str:
+        if self.skipped:
+            return f"{self.attribute}: the customers table is unchanged"
+        first = " (first refresh: values recorded, no events)" if self.initial else ""
+        return f"{self.attribute}: {len(self.changed):,} changed{first}"
+
+
+@attrs.frozen
+class SegmentRefresh:
+    """What a refresh changed, per tracked segment and attribute, and how many events it wrote."""
+
+    now: datetime
+    segments: tuple[SegmentChange, ...] = ()
+    attributes: tuple[AttributeChange, ...] = ()
+    events: int = 0
+
+    def __getitem__(self, name: str) -> SegmentChange:
+        for change in self.segments:
+            if change.segment == name:
+                return change
+        raise KeyError(f"no tracked segment {name!r} in this refresh; it has {', '.join(c.segment for c in self.segments) or 'none'}")
+
+    def __str__(self) -> str:
+        lines = [f"segments refreshed at {self.now:%Y-%m-%d %H:%M:%S} UTC: {self.events:,} events written"]
+        lines += [f"  {change}" for change in (*self.segments, *self.attributes)]
+        return "\n".join(lines)
+
+
+def segment_key(name: str) -> str:
+    return f"segment:{name}"
+
+
+def attribute_key(column: str) -> str:
+    return f"attribute:{column}"
+
+
+def customers_signature(source: Source) -> str | None:
+    """A cheap fingerprint of the customers table (row count and a sum of row hashes) on DuckDB; None elsewhere
+    (no cheap way to notice a reload there: refresh with ``full=True`` after one)."""
+    if source.dialect != "duckdb":
+        return None
+    table = source.schema().customers
+    query = exp.select(exp.Count(this=exp.Star()), exp.Sum(this=exp.Anonymous(this="HASH", expressions=[exp.column("c")])))
+    row = source.fetch(query.from_(table.relation("c")))[0]
+    return f"{row[0]}:{row[1]}"
+
+
+def _ids(source: Source, query: exp.Select) -> set[Any]:
+    return {row[0] for row in source.fetch(query)}
+
+
+def _recent(source: Source, since: datetime) -> set[Any]:
+    """The customers with an event at or after ``since``."""
+    d = dialect_for(source.dialect)
+    column = exp.column("customer_id", table="e", quoted=True)
+    query = exp.select(column).distinct().from_(source.schema().events.relation("e")).where(
+        exp.GTE(this=d.timestamp_column(exp.column("ts", table="e", quoted=True)), expression=d.timestamp_literal(since)))
+    return _ids(source, query)
+
+
+def refresh(
+    source: Source, rules: Mapping[str, Rule], *, now: datetime, full: bool = False,
+    lifecycle_policy: LifecyclePolicy | None = None,
+) -> SegmentRefresh:
+    """Refresh every tracked segment (``rules``: each tracked segment's resolved rule) and attribute at ``now``,
+    write the ``segment_entered`` / ``segment_exited`` and ``<attribute>_changed`` events, and say what changed."""
+    now = to_utc_naive(now)
+    store = source.membership_store()
+    tracked = store.tracked()
+    signature = customers_signature(source) if tracked else None
+    changes: list[SegmentChange] = []
+    attributes: list[AttributeChange] = []
+    events: list[dict[str, Any]] = []
+    for key, state in tracked.items():
+        kind, name = key.split(":", 1)
+        if kind == "segment":
+            change = _refresh_segment(source, name, rules[name], state, now=now, full=full, signature=signature,
+                                      lifecycle_policy=lifecycle_policy)
+            changes.append(change)
+            if not change.initial:
+                events += [{"customer_id": cid, "event": ENTERED, "ts": now, "segment": name} for cid in change.entered]
+                events += [{"customer_id": cid, "event": EXITED, "ts": now, "segment": name} for cid in change.exited]
+        elif kind == "attribute":
+            found = _refresh_attribute(source, name, state, now=now, full=full, signature=signature)
+            attributes.append(found)
+            events += [{"customer_id": cid, "event": f"{name}_changed", "ts": now, f"old_{name}": old, f"new_{name}": new}
+                       for cid, old, new in found.changed]
+    if events:
+        events.sort(key=lambda e: (e["event"], json.dumps(e["customer_id"])))
+        source.campaign_store().add_events(events)
+    return SegmentRefresh(now, tuple(changes), tuple(attributes), len(events))
+
+
+def _refresh_segment(
+    source: Source, name: str, rule: Rule, state: Mapping[str, Any], *, now: datetime, full: bool,
+    signature: str | None, lifecycle_policy: LifecyclePolicy | None,
+) -> SegmentChange:
+    store = source.membership_store()
+    found = boundaries(rule)
+    rule_json = rule.to_json()
+    watermark = datetime.fromisoformat(state["watermark"]) if state.get("watermark") else None
+    reason = ("asked (full=True)" if full else "first refresh" if watermark is None
+              else "the rule changed" if state.get("rule") != rule_json
+              else found.full if found.full is not None
+              else "the customers table changed" if signature is not None and state.get("customers") != signature
+              else "now is before the last refresh" if now < watermark else None)
+    schema = source.schema()
+    dialect = source.dialect
+    candidates: list[Any] | None
+    if reason is None:
+        assert watermark is not None
+        wanted = _recent(source, watermark) | set(store.due(name, now))
+        candidates = sorted(wanted, key=repr)
+        if not candidates:
+            return SegmentChange(name, (), (), len(store.members(name)), 0)
+        schema = only_candidates(schema, since=watermark, ids=store.due(name, now), dialect=dialect)
+        current = store.members(name, among=candidates)
+    else:
+        candidates = None
+        current = store.members(name)
+    members = _ids(source, compile_members(rule, schema, now=now, dialect=dialect, lifecycle_policy=lifecycle_policy))
+    next_changes: dict[Any, datetime] = {}
+    if found.full is None and found.items:
+        queries = compile_next_changes(found, schema, now=now, dialect=dialect)
+        next_changes = next_changes_from_rows([(source.fetch(q), offsets) for q, offsets in queries], now=now)
+        if candidates is not None:
+            allowed = set(candidates)
+            next_changes = {cid: at for cid, at in next_changes.items() if cid in allowed}
+    entered = sorted(members - current, key=repr)
+    exited = sorted(current - members, key=repr)
+    new_state = {"kind": "segment", "rule": rule_json, "watermark": now.isoformat(sep=" ", timespec="microseconds"),
+                 "customers": signature, "tracked_at": state.get("tracked_at")}
+    store.apply(name, entered=entered, exited=exited, at=now, changes=next_changes, candidates=candidates,
+                state=new_state)
+    total = len(members) if candidates is None else len(store.members(name))
+    return SegmentChange(name, tuple(entered), tuple(exited), total, None if candidates is None else len(candidates),
+                         reason, initial=watermark is None)
+
+
+def _plain(value: Any) -> Any:
+    """A value as the store keeps it (JSON): a timestamp as its ISO text."""
+    return json.loads(json.dumps(value, default=str))
+
+
+def _refresh_attribute(
+    source: Source, column: str, state: Mapping[str, Any], *, now: datetime, full: bool, signature: str | None,
+) -> AttributeChange:
+    store = source.membership_store()
+    initial = not state.get("seen_at")
+    if not initial and not full and signature is not None and state.get("customers") == signature:
+        return AttributeChange(column, (), skipped=True)
+    table = source.schema().customers
+    query = exp.select(exp.column("customer_id", table="c", quoted=True), exp.column(column, table="c", quoted=True)).from_(
+        table.relation("c"))
+    current = {row[0]: _plain(row[1]) for row in source.fetch(query)}
+    old = {} if initial else store.values(column)
+    changed = tuple(sorted(((cid, old[cid], value) for cid, value in current.items() if cid in old and old[cid] != value),
+                           key=lambda c: repr(c[0])))
+    fresh = current if initial else {cid: v for cid, v in current.items() if cid not in old or old[cid] != v}
+    stamp = now.isoformat(sep=" ", timespec="microseconds")
+    store.put_values(column, fresh, replace=initial,
+                     state={"kind": "attribute", "seen_at": stamp, "customers": signature, "tracked_at": state.get("tracked_at")})
+    return AttributeChange(column, changed, initial=initial)
+
+
+def check_trackable(source: Source, rule: Rule, name: str) -> None:
+    """A rule whose boundaries cannot be computed on this shop's tables fails when tracked, not at refresh."""
+    found = boundaries(rule)
+    if found.full is None and found.items:
+        compile_next_changes(found, source.schema(), now=datetime(2000, 1, 1), dialect=source.dialect)
+
+
+def sorted_ids(ids: Sequence[Any]) -> list[Any]:
+    return sorted(ids, key=repr)
