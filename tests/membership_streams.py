@@ -58,12 +58,13 @@ def _timed(draw: st.DrawFn) -> shopcrm.Rule:
 
 
 @st.composite
-def streams(draw: st.DrawFn, *, edits: bool = False, max_events: int = 30) -> Stream:
+def streams(draw: st.DrawFn, *, edits: bool = False, max_events: int = 30, step: timedelta = MICRO) -> Stream:
+    """``step``: the smallest difference of instants the engine keeps (SQLite: a millisecond)."""
     shop = draw(shops(max_customers=8, max_events=max_events))
     rule = draw(st.one_of(rules(max_depth=3), _timed(), _timed().map(lambda r: ~r)))
     now = shop.now
     near = [e["ts"] + parse_duration(d) + delta for e in shop.events for d in ("0s", *DURATIONS)
-            for delta in (timedelta(0), MICRO, -MICRO)] or [now]
+            for delta in (timedelta(0), step, -step)] or [now]
     instant = st.one_of(
         st.sampled_from(near),
         st.integers(-35 * 86400, 35 * 86400).map(lambda s: now + timedelta(seconds=s)),

@@ -153,13 +153,15 @@ def refresh(
                                       lifecycle_policy=lifecycle_policy)
             changes.append(change)
             if not change.initial:
-                events += [{"customer_id": cid, "event": ENTERED, "ts": now, "segment": name} for cid in change.entered]
-                events += [{"customer_id": cid, "event": EXITED, "ts": now, "segment": name} for cid in change.exited]
+                events += [{"customer_id": cid, "event": ENTERED, "ts": now, "segment": name, "message_key": "", "cost": 0.0}
+                           for cid in change.entered]
+                events += [{"customer_id": cid, "event": EXITED, "ts": now, "segment": name, "message_key": "", "cost": 0.0}
+                           for cid in change.exited]
         elif kind == "attribute":
             found = _refresh_attribute(source, name, state, now=now, full=full, signature=signature)
             attributes.append(found)
-            events += [{"customer_id": cid, "event": f"{name}_changed", "ts": now, f"old_{name}": old, f"new_{name}": new}
-                       for cid, old, new in found.changed]
+            events += [{"customer_id": cid, "event": f"{name}_changed", "ts": now, f"old_{name}": old, f"new_{name}": new,
+                        "message_key": "", "cost": 0.0} for cid, old, new in found.changed]
     if events:
         events.sort(key=lambda e: (e["event"], json.dumps(e["customer_id"])))
         source.campaign_store().add_events(events)
