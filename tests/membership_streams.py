@@ -17,9 +17,9 @@ import attrs
 from hypothesis import strategies as st
 
 import shopcrm
+from shopcrm.dsl import parse_rule
 from shopcrm.reference import evaluate
 from shopcrm.timeline import parse_duration
-from shopcrm.dsl import parse_rule
 from strategies import DURATIONS, EVENT_NAMES, RandomShop, rules, shops, texts
 
 SEGMENT = "tracked"
@@ -118,11 +118,14 @@ def check(load: Callable[[RandomShop], shopcrm.Shop], stream: Stream, append: Ap
         expected = evaluate(stream.rule, customers, arrived + written, now=now, schema=stream.shop.schema)
         assert set(store.members(SEGMENT)) == expected, (i, now)
         if i == 0:
-            assert result.initial and set(result.entered) == expected and not result.exited
+            assert result.initial
+            assert set(result.entered) == expected
+            assert not result.exited
         else:
             assert set(result.entered) == expected - before, (i, now, result)
             assert set(result.exited) == before - expected, (i, now, result)
-        assert len(result.entered) == len(set(result.entered)) and result.members == len(expected)
+        assert len(result.entered) == len(set(result.entered))
+        assert result.members == len(expected)
         if engine.source.dialect == "duckdb" and i:  # the embedded store's events table holds them: rules see them
             written += [{"customer_id": c, "event": "segment_entered", "ts": now, "segment": SEGMENT} for c in result.entered]
             written += [{"customer_id": c, "event": "segment_exited", "ts": now, "segment": SEGMENT} for c in result.exited]

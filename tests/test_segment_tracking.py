@@ -66,7 +66,8 @@ def test_entering_vip_starts_the_scenario_and_entering_another_segment_does_not(
     second = shop.tick(now=T0 + timedelta(hours=1))
     assert [m.customer_id for m in second.messages] == [2]  # 3 entered buyers only
     refreshed = shop.refresh_segments(now=T0 + timedelta(hours=2))
-    assert refreshed["vip"].entered == () and refreshed["buyers"].entered == ()
+    assert refreshed["vip"].entered == ()
+    assert refreshed["buyers"].entered == ()
     assert "vip" in str(refreshed)
 
 
@@ -88,12 +89,13 @@ def test_leaving_a_segment_is_an_event_at_its_boundary_without_new_events() -> N
     assert shop.source.membership_store().next_changes("buyers") == {1: T0 - timedelta(days=1) + timedelta(days=30)}
     assert shop.refresh_segments(now=T0 + timedelta(days=29) - timedelta(seconds=1))["buyers"].exited == ()
     left = shop.refresh_segments(now=T0 + timedelta(days=29))["buyers"]
-    assert left.exited == (1,) and left.candidates == 1
+    assert left.exited == (1,)
+    assert left.candidates == 1
     stays = shop.segment_stays("buyers")
     assert [(s.customer_id, s.entered_at, s.exited_at) for s in stays] == [(1, T0, T0 + timedelta(days=29))]
 
 
-@pytest.mark.parametrize("where, message", [
+@pytest.mark.parametrize(("where", "message"), [
     ({}, "non-empty mapping"),
     ({"segment": ["vip"]}, "one text, number or true/false"),
     ({"seg ment": "vip"}, "not an event property name"),
@@ -116,7 +118,8 @@ def test_grade_changes_between_refreshes_are_events_the_playbook_sends_on() -> N
     assert shop.refresh_segments(now=T0 + timedelta(hours=2)).attributes[0].skipped
     planned = shop.tick(now=T0 + timedelta(hours=2))
     assert [m.customer_id for m in planned.messages] == [2]
-    assert "gold" in planned.messages[0].chain[0].text and "silver" in planned.messages[0].chain[0].text
+    assert "gold" in planned.messages[0].chain[0].text
+    assert "silver" in planned.messages[0].chain[0].text
 
 
 def test_clear_errors() -> None:

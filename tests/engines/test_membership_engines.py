@@ -11,7 +11,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 
 import shopcrm
-from engines.loaders import EVENT_COLS, PostgresLoader, MySQLLoader, _iso, _rows, sqlite_shop
+from engines.loaders import EVENT_COLS, MySQLLoader, PostgresLoader, _iso, _rows, sqlite_shop
 from membership_streams import Stream, check, streams
 
 SCALE = float(os.environ.get("SHOPCRM_EXAMPLES_SCALE", "1"))

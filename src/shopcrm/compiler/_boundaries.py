@@ -11,6 +11,7 @@ rule compiled on it answers for those customers alone.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from contextlib import suppress
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -58,7 +59,7 @@ class CandidateTable(Table):
                 exp.GTE(this=d.timestamp_column(_col("ts", "k1")), expression=d.timestamp_literal(self.since)))
             conditions.append(column.copy().isin(query=recent))
         conditions += _ids_in(column, list(self.ids))
-        condition: exp.Expression = exp.or_(*conditions) if conditions else exp.false()
+        condition: exp.Expr = exp.or_(*conditions) if conditions else exp.false()
         select = exp.select(*[exp.alias_(_col(c, "k0"), c, quoted=True) for c in self.base.columns]).from_(
             self.base.relation("k0")).where(condition)
         return select.subquery(alias)
@@ -89,7 +90,7 @@ def compile_next_changes(
     for table_name in ("events", "customers"):
         table = schema.events if table_name == "events" else schema.customers
         alias = "b"
-        columns: list[exp.Expression] = []
+        columns: list[exp.Expr] = []
         offsets: list[timedelta] = []
         names: set[str] = set()
         for boundary in found.items:
@@ -103,14 +104,12 @@ def compile_next_changes(
                                      "a timestamp column; give it a TIMESTAMP type")
             value = d.timestamp_column(_col(boundary.column, alias))
             for offset in boundary.offsets:
-                conditions: list[exp.Expression] = []
+                conditions: list[exp.Expr] = []
                 if boundary.event is not None:
                     names.add(boundary.event)
                     conditions.append(exp.EQ(this=_col("event", alias), expression=exp.Literal.string(boundary.event)))
-                try:
+                with suppress(OverflowError):  # a cutoff before the year 1: every value qualifies
                     conditions.append(exp.GTE(this=value.copy(), expression=d.timestamp_literal(now - offset)))
-                except OverflowError:  # the cutoff falls before the year 1: every value qualifies
-                    pass
                 case = exp.Case(ifs=[exp.If(this=exp.and_(*conditions) if conditions else exp.true(),
                                             true=d.epoch_micros(value.copy()))])
                 name = f"b{len(columns)}"
