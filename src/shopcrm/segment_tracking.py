@@ -146,22 +146,26 @@ def refresh(
     changes: list[SegmentChange] = []
     attributes: list[AttributeChange] = []
     events: list[dict[str, Any]] = []
-    for key, state in tracked.items():
-        kind, name = key.split(":", 1)
-        if kind == "segment":
-            change = _refresh_segment(source, name, rules[name], state, now=now, full=full, signature=signature,
-                                      lifecycle_policy=lifecycle_policy)
-            changes.append(change)
-            if not change.initial:
-                events += [{"customer_id": cid, "event": ENTERED, "ts": now, "segment": name, "message_key": "", "cost": 0.0}
-                           for cid in change.entered]
-                events += [{"customer_id": cid, "event": EXITED, "ts": now, "segment": name, "message_key": "", "cost": 0.0}
-                           for cid in change.exited]
-        elif kind == "attribute":
-            found = _refresh_attribute(source, name, state, now=now, full=full, signature=signature)
-            attributes.append(found)
-            events += [{"customer_id": cid, "event": f"{name}_changed", "ts": now, f"old_{name}": old, f"new_{name}": new,
-                        "message_key": "", "cost": 0.0} for cid, old, new in found.changed]
+    recent: dict[datetime, set[Any]] = {}  # the customers with events since a watermark, read once per watermark
+    with store.batch():
+        for key, state in tracked.items():
+            kind, name = key.split(":", 1)
+            if kind == "segment":
+                changes.append(_refresh_segment(source, name, rules[name], state, now=now, full=full,
+                                                signature=signature, lifecycle_policy=lifecycle_policy, recent=recent))
+            elif kind == "attribute":
+                attributes.append(_refresh_attribute(source, name, state, now=now, full=full, signature=signature))
+    for change in changes:
+        if not change.initial:
+            name = change.segment
+            events += [{"customer_id": cid, "event": ENTERED, "ts": now, "segment": name, "message_key": "", "cost": 0.0}
+                       for cid in change.entered]
+            events += [{"customer_id": cid, "event": EXITED, "ts": now, "segment": name, "message_key": "", "cost": 0.0}
+                       for cid in change.exited]
+    for found in attributes:
+        name = found.attribute
+        events += [{"customer_id": cid, "event": f"{name}_changed", "ts": now, f"old_{name}": old, f"new_{name}": new,
+                    "message_key": "", "cost": 0.0} for cid, old, new in found.changed]
     if events:
         events.sort(key=lambda e: (e["event"], json.dumps(e["customer_id"])))
         source.campaign_store().add_events(events)
@@ -170,7 +174,7 @@ def refresh(
 
 def _refresh_segment(
     source: Source, name: str, rule: Rule, state: Mapping[str, Any], *, now: datetime, full: bool,
-    signature: str | None, lifecycle_policy: LifecyclePolicy | None,
+    signature: str | None, lifecycle_policy: LifecyclePolicy | None, recent: dict[datetime, set[Any]],
 ) -> SegmentChange:
     store = source.membership_store()
     found = boundaries(rule)
@@ -186,18 +190,19 @@ def _refresh_segment(
     candidates: list[Any] | None
     if reason is None:
         assert watermark is not None
-        wanted = _recent(source, watermark) | set(store.due(name, now))
-        candidates = sorted(wanted, key=repr)
-        if not candidates:
-            return SegmentChange(name, (), (), len(store.members(name)), 0)
-        schema = only_candidates(schema, since=watermark, ids=store.due(name, now), dialect=dialect)
+        if watermark not in recent:
+            recent[watermark] = _recent(source, watermark)
+        due = store.due(name, now)
+        candidates = sorted(recent[watermark] | set(due), key=repr)
+        schema = only_candidates(schema, since=watermark, ids=due, dialect=dialect)
         current = store.members(name, among=candidates)
     else:
         candidates = None
         current = store.members(name)
-    members = _ids(source, compile_members(rule, schema, now=now, dialect=dialect, lifecycle_policy=lifecycle_policy))
+    members = _ids(source, compile_members(rule, schema, now=now, dialect=dialect, lifecycle_policy=lifecycle_policy)
+                   ) if candidates != [] else set()
     next_changes: dict[Any, datetime] = {}
-    if found.full is None and found.items:
+    if found.full is None and found.items and candidates != []:
         queries = compile_next_changes(found, schema, now=now, dialect=dialect)
         next_changes = next_changes_from_rows([(source.fetch(q), offsets) for q, offsets in queries], now=now)
         if candidates is not None:
@@ -205,11 +210,11 @@ def _refresh_segment(
             next_changes = {cid: at for cid, at in next_changes.items() if cid in allowed}
     entered = sorted(members - current, key=repr)
     exited = sorted(current - members, key=repr)
+    total = len(members) if candidates is None else int(state.get("members", 0)) + len(entered) - len(exited)
     new_state = {"kind": "segment", "rule": rule_json, "watermark": now.isoformat(sep=" ", timespec="microseconds"),
-                 "customers": signature, "tracked_at": state.get("tracked_at")}
+                 "customers": signature, "tracked_at": state.get("tracked_at"), "members": total}
     store.apply(name, entered=entered, exited=exited, at=now, changes=next_changes, candidates=candidates,
                 state=new_state)
-    total = len(members) if candidates is None else len(store.members(name))
     return SegmentChange(name, tuple(entered), tuple(exited), total, None if candidates is None else len(candidates),
                          reason, initial=watermark is None)
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import datetime
 from typing import Any, NamedTuple
 
@@ -70,6 +70,10 @@ class MembershipStore(ABC):
     ) -> None:
         """One refresh, at once: open a stay for ``entered``, close the open stay of ``exited``, replace the next
         changes of ``candidates`` (None: of everyone) by ``changes``, and record ``state``."""
+
+    def batch(self) -> AbstractContextManager[None]:
+        """One transaction around many ``apply`` calls (a refresh of many segments commits once)."""
+        return nullcontext()
 
     @abstractmethod
     def stays(self, segment: str) -> list[Stay]:
@@ -173,6 +177,10 @@ class SQLMembershipStore(MembershipStore):
 
     def _run(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         return self._library._run(sql, params)
+
+    def batch(self) -> AbstractContextManager[None]:
+        self._ready()
+        return self._library._transaction()
 
     def _ready(self) -> None:
         self._library.writable("track segments")
