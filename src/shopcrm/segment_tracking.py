@@ -194,7 +194,8 @@ def _refresh_segment(
             recent[watermark] = _recent(source, watermark)
         due = store.due(name, now)
         candidates = sorted(recent[watermark] | set(due), key=repr)
-        schema = only_candidates(schema, since=watermark, ids=due, dialect=dialect)
+        schema = only_candidates(schema, since=watermark, ids=sorted(set(due) - recent[watermark], key=repr),
+                                 dialect=dialect)
         current = store.members(name, among=candidates)
     else:
         candidates = None

@@ -42,7 +42,8 @@ def _ids_in(column: exp.Expression, ids: Sequence[Any]) -> list[exp.Expression]:
 @attrs.frozen
 class CandidateTable(Table):
     """A customers or events table restricted to the candidates: customers with an event at or after
-    ``since`` in ``events`` (when given) and the customers listed in ``ids``."""
+    ``since`` in ``events`` (when given) and the customers listed in ``ids``, who must not be among the first
+    (the caller leaves them out: the two parts are appended, not merged)."""
 
     base: Table = attrs.field(kw_only=True)
     events: Table = attrs.field(kw_only=True)
@@ -51,18 +52,26 @@ class CandidateTable(Table):
     dialect: str = attrs.field(kw_only=True)
 
     def relation(self, alias: str) -> exp.Expression:
+        """The base table's rows of the candidates: the customers with a recent event (a semi-join on the events)
+        and, disjoint from them, the listed ones (IN lists), as one UNION ALL; never an OR of the two, which
+        engines (DuckDB) cannot run as a join."""
         d = dialect_for(self.dialect)
         column = _col("customer_id", "k0")
-        conditions: list[exp.Expression] = []
+        columns = [exp.alias_(_col(c, "k0"), c, quoted=True) for c in self.base.columns]
+        parts: list[exp.Select] = []
         if self.since is not None:
             recent = exp.select(_col("customer_id", "k1")).from_(self.events.relation("k1")).where(
                 exp.GTE(this=d.timestamp_column(_col("ts", "k1")), expression=d.timestamp_literal(self.since)))
-            conditions.append(column.copy().isin(query=recent))
-        conditions += _ids_in(column, list(self.ids))
-        condition: exp.Expr = exp.or_(*conditions) if conditions else exp.false()
-        select = exp.select(*[exp.alias_(_col(c, "k0"), c, quoted=True) for c in self.base.columns]).from_(
-            self.base.relation("k0")).where(condition)
-        return select.subquery(alias)
+            parts.append(exp.select(*columns).from_(self.base.relation("k0")).where(column.copy().isin(query=recent)))
+        listed = _ids_in(column, list(self.ids))
+        if listed:
+            parts.append(exp.select(*columns).from_(self.base.relation("k0")).where(exp.or_(*listed)))
+        if not parts:
+            parts.append(exp.select(*columns).from_(self.base.relation("k0")).where(exp.false()))
+        query: exp.Query = parts[0]
+        for part in parts[1:]:
+            query = exp.union(query, part, distinct=False)
+        return query.subquery(alias)
 
 
 def only_candidates(schema: Schema, *, since: datetime | None, ids: Iterable[Any], dialect: str) -> Schema:
