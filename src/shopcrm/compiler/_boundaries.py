@@ -35,7 +35,18 @@ def _col(name: str, alias: str) -> exp.Column:
     return exp.column(name, table=alias, quoted=True)
 
 
-def _ids_in(column: exp.Expression, ids: Sequence[Any]) -> list[exp.Expression]:
+#: engines that join a subquery of VALUES (a hash semi-join) where a long IN list would be compared row by row
+_VALUES_JOIN = ("duckdb", "postgres")
+
+
+def _ids_in(column: exp.Expression, ids: Sequence[Any], dialect: str = "") -> list[exp.Expression]:
+    """Conditions (to be OR'ed) that hold for exactly ``ids``: one semi-join on a VALUES list where the engine
+    joins it, else IN lists of at most 1,000 values."""
+    if not ids:
+        return []
+    if dialect in _VALUES_JOIN:
+        rows = exp.values([exp.Tuple(expressions=[exp.convert(v)]) for v in ids], alias="v", columns=["id"])
+        return [column.copy().isin(query=exp.select(exp.column("id", table="v")).from_(rows))]
     return [column.copy().isin(*[exp.convert(v) for v in ids[i:i + _CHUNK]]) for i in range(0, len(ids), _CHUNK)]
 
 
@@ -63,7 +74,7 @@ class CandidateTable(Table):
             recent = exp.select(_col("customer_id", "k1")).from_(self.events.relation("k1")).where(
                 exp.GTE(this=d.timestamp_column(_col("ts", "k1")), expression=d.timestamp_literal(self.since)))
             parts.append(exp.select(*columns).from_(self.base.relation("k0")).where(column.copy().isin(query=recent)))
-        listed = _ids_in(column, list(self.ids))
+        listed = _ids_in(column, list(self.ids), self.dialect)
         if listed:
             parts.append(exp.select(*columns).from_(self.base.relation("k0")).where(exp.or_(*listed)))
         if not parts:
