@@ -146,15 +146,18 @@ def refresh(
     changes: list[SegmentChange] = []
     attributes: list[AttributeChange] = []
     events: list[dict[str, Any]] = []
-    recent: dict[datetime, set[Any]] = {}  # the customers with events since a watermark, read once per watermark
+    segments = {key.split(":", 1)[1]: state for key, state in tracked.items() if key.startswith("segment:")}
+    reasons = {name: _full_reason(source, rules[name], state, now=now, full=full, signature=signature)
+               for name, state in segments.items()}
     with store.batch():
+        shared = _candidates(source, {name: segments[name] for name, reason in reasons.items() if reason is None}, now)
+        for name, state in segments.items():
+            changes.append(_refresh_segment(source, name, rules[name], state, now=now, reason=reasons[name],
+                                            shared=shared, signature=signature, lifecycle_policy=lifecycle_policy))
         for key, state in tracked.items():
-            kind, name = key.split(":", 1)
-            if kind == "segment":
-                changes.append(_refresh_segment(source, name, rules[name], state, now=now, full=full,
-                                                signature=signature, lifecycle_policy=lifecycle_policy, recent=recent))
-            elif kind == "attribute":
-                attributes.append(_refresh_attribute(source, name, state, now=now, full=full, signature=signature))
+            if key.startswith("attribute:"):
+                attributes.append(_refresh_attribute(source, key.split(":", 1)[1], state, now=now, full=full,
+                                                     signature=signature))
     for change in changes:
         if not change.initial:
             name = change.segment
@@ -172,33 +175,77 @@ def refresh(
     return SegmentRefresh(now, tuple(changes), tuple(attributes), len(events))
 
 
+def _full_reason(
+    source: Source, rule: Rule, state: Mapping[str, Any], *, now: datetime, full: bool, signature: str | None,
+) -> str | None:
+    """Why this refresh recomputes the segment for everyone (None: only its candidates)."""
+    found = boundaries(rule)
+    watermark = datetime.fromisoformat(state["watermark"]) if state.get("watermark") else None
+    situations = _situations_named(source, found)
+    return ("asked (full=True)" if full else "first refresh" if watermark is None
+            else "the rule changed" if state.get("rule") != rule.to_json()
+            else found.full if found.full is not None
+            else f"product situations ({situations}) change with the catalog" if situations
+            else "the customers table changed" if signature is not None and state.get("customers") != signature
+            else "now is before the last refresh" if now < watermark else None)
+
+
+def _situations_named(source: Source, found: Any) -> str:
+    """The product situations (derived from the catalog's history, not the customer's events) a rule names."""
+    if source.schema().product_history is None:
+        return ""
+    from shopcrm.products import SITUATIONS
+
+    return ", ".join(sorted({b.event for b in found.items if b.event in SITUATIONS}))
+
+
+@attrs.frozen
+class _Shared:
+    """The candidates of every incrementally refreshed segment (one set: recomputing a customer more is always
+    exact) and the schema restricted to them (materialised once where the engine keeps scratch tables)."""
+
+    ids: tuple[Any, ...]
+    schema: Any
+
+
+#: the scratch tables a refresh materialises the candidates' rows into (DuckDB)
+SCRATCH = ("shopcrm_candidate_customers", "shopcrm_candidate_events")
+
+
+def _candidates(source: Source, segments: Mapping[str, Mapping[str, Any]], now: datetime) -> _Shared | None:
+    if not segments:
+        return None
+    store = source.membership_store()
+    since = min(datetime.fromisoformat(state["watermark"]) for state in segments.values())
+    recent = _recent(source, since)
+    due: set[Any] = set()
+    for name in segments:
+        due.update(store.due(name, now))
+    listed = sorted(due - recent, key=repr)
+    schema = source.schema()
+    restricted = only_candidates(schema, since=since, ids=listed, dialect=source.dialect)
+    scratch = getattr(source, "scratch_table", None)
+    if scratch is not None:
+        customers = scratch(SCRATCH[0], exp.select("*").from_(restricted.customers.relation("c")), schema.customers.columns)
+        events = scratch(SCRATCH[1], exp.select("*").from_(restricted.events.relation("e")), schema.events.columns)
+        restricted = attrs.evolve(schema, customers=customers, events=events)
+    return _Shared(tuple(sorted(recent | due, key=repr)), restricted)
+
+
 def _refresh_segment(
-    source: Source, name: str, rule: Rule, state: Mapping[str, Any], *, now: datetime, full: bool,
-    signature: str | None, lifecycle_policy: LifecyclePolicy | None, recent: dict[datetime, set[Any]],
+    source: Source, name: str, rule: Rule, state: Mapping[str, Any], *, now: datetime, reason: str | None,
+    shared: _Shared | None, signature: str | None, lifecycle_policy: LifecyclePolicy | None,
 ) -> SegmentChange:
     store = source.membership_store()
     found = boundaries(rule)
-    rule_json = rule.to_json()
-    watermark = datetime.fromisoformat(state["watermark"]) if state.get("watermark") else None
-    reason = ("asked (full=True)" if full else "first refresh" if watermark is None
-              else "the rule changed" if state.get("rule") != rule_json
-              else found.full if found.full is not None
-              else "the customers table changed" if signature is not None and state.get("customers") != signature
-              else "now is before the last refresh" if now < watermark else None)
-    schema = source.schema()
     dialect = source.dialect
-    candidates: list[Any] | None
+    candidates: list[Any] | None = None
+    schema = source.schema()
     if reason is None:
-        assert watermark is not None
-        if watermark not in recent:
-            recent[watermark] = _recent(source, watermark)
-        due = store.due(name, now)
-        candidates = sorted(recent[watermark] | set(due), key=repr)
-        schema = only_candidates(schema, since=watermark, ids=sorted(set(due) - recent[watermark], key=repr),
-                                 dialect=dialect)
+        assert shared is not None
+        candidates, schema = list(shared.ids), shared.schema
         current = store.members(name, among=candidates)
     else:
-        candidates = None
         current = store.members(name)
     members = _ids(source, compile_members(rule, schema, now=now, dialect=dialect, lifecycle_policy=lifecycle_policy)
                    ) if candidates != [] else set()
@@ -206,18 +253,15 @@ def _refresh_segment(
     if found.full is None and found.items and candidates != []:
         queries = compile_next_changes(found, schema, now=now, dialect=dialect)
         next_changes = next_changes_from_rows([(source.fetch(q), offsets) for q, offsets in queries], now=now)
-        if candidates is not None:
-            allowed = set(candidates)
-            next_changes = {cid: at for cid, at in next_changes.items() if cid in allowed}
     entered = sorted(members - current, key=repr)
     exited = sorted(current - members, key=repr)
     total = len(members) if candidates is None else int(state.get("members", 0)) + len(entered) - len(exited)
-    new_state = {"kind": "segment", "rule": rule_json, "watermark": now.isoformat(sep=" ", timespec="microseconds"),
+    new_state = {"kind": "segment", "rule": rule.to_json(), "watermark": now.isoformat(sep=" ", timespec="microseconds"),
                  "customers": signature, "tracked_at": state.get("tracked_at"), "members": total}
     store.apply(name, entered=entered, exited=exited, at=now, changes=next_changes, candidates=candidates,
                 state=new_state)
     return SegmentChange(name, tuple(entered), tuple(exited), total, None if candidates is None else len(candidates),
-                         reason, initial=watermark is None)
+                         reason, initial=not state.get("watermark"))
 
 
 def _plain(value: Any) -> Any:

@@ -203,6 +203,13 @@ class DuckDBSource(Transactions, Source):
     def segment_store(self) -> SegmentStore:
         return self._segments
 
+    def scratch_table(self, name: str, query: exp.Expression, columns: Mapping[str, ColumnType]) -> Table:
+        """Issue 15: a temporary table of the query's rows (this connection only), for a shell that reads them
+        many times (a refresh reads its candidates' rows once per segment)."""
+        check_identifier(name, "table name")
+        self.con.execute(f'CREATE OR REPLACE TEMP TABLE "{name}" AS {render(query, self.dialect)}')
+        return Table(name, dict(columns))
+
     def settings_store(self) -> SettingsStore:
         """Settings kept with the shop, in its ``shopcrm_settings`` table."""
         return self._settings
