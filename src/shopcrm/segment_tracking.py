@@ -209,7 +209,7 @@ class _Shared:
 
 
 #: the scratch tables a refresh materialises the candidates' rows into (DuckDB)
-SCRATCH = ("shopcrm_candidate_customers", "shopcrm_candidate_events")
+SCRATCH = ("shopcrm_candidate_customers", "shopcrm_candidate_events", "shopcrm_candidates")
 
 
 def _candidates(source: Source, segments: Mapping[str, Mapping[str, Any]], now: datetime) -> _Shared | None:
@@ -223,13 +223,20 @@ def _candidates(source: Source, segments: Mapping[str, Mapping[str, Any]], now: 
         due.update(store.due(name, now))
     listed = sorted(due - recent, key=repr)
     schema = source.schema()
-    restricted = only_candidates(schema, since=since, ids=listed, dialect=source.dialect)
-    scratch = getattr(source, "scratch_table", None)
-    if scratch is not None:
-        customers = scratch(SCRATCH[0], exp.select("*").from_(restricted.customers.relation("c")), schema.customers.columns)
-        events = scratch(SCRATCH[1], exp.select("*").from_(restricted.events.relation("e")), schema.events.columns)
-        restricted = attrs.evolve(schema, customers=customers, events=events)
-    return _Shared(tuple(sorted(recent | due, key=repr)), restricted)
+    everyone = tuple(sorted(recent | due, key=repr))
+    scratch, scratch_ids = getattr(source, "scratch_table", None), getattr(source, "scratch_ids", None)
+    if scratch is None or scratch_ids is None:
+        return _Shared(everyone, only_candidates(schema, since=since, ids=listed, dialect=source.dialect))
+    ids = scratch_ids(SCRATCH[2], everyone)
+
+    def rows(table: Any, alias: str) -> exp.Select:
+        keys = exp.select(exp.column("customer_id", table="k", quoted=True)).from_(ids.relation("k"))
+        return exp.select("*").from_(table.relation(alias)).where(
+            exp.column("customer_id", table=alias, quoted=True).isin(query=keys))
+
+    customers = scratch(SCRATCH[0], rows(schema.customers, "c"), schema.customers.columns)
+    events = scratch(SCRATCH[1], rows(schema.events, "e"), schema.events.columns)
+    return _Shared(everyone, attrs.evolve(schema, customers=customers, events=events))
 
 
 def _refresh_segment(

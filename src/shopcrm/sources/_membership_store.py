@@ -10,6 +10,7 @@ apart), instants as ISO text, as in the campaign store.
 
 from __future__ import annotations
 
+import functools
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
@@ -36,8 +37,14 @@ def _stamp(value: datetime) -> str:
     return value.isoformat(sep=" ", timespec="microseconds")
 
 
-def _key(customer_id: Any) -> str:
+@functools.lru_cache(maxsize=1 << 20)
+def _stored(customer_id: Any, kind: str) -> str:
     return json.dumps(customer_id)
+
+
+def _key(customer_id: Any) -> str:
+    """A customer id as stored (JSON; the same ids recur in every segment of a refresh, so encoded once)."""
+    return _stored(customer_id, type(customer_id).__name__)  # 1 and True are equal keys of a cache
 
 
 class MembershipStore(ABC):

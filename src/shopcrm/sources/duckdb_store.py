@@ -210,6 +210,14 @@ class DuckDBSource(Transactions, Source):
         self.con.execute(f'CREATE OR REPLACE TEMP TABLE "{name}" AS {render(query, self.dialect)}')
         return Table(name, dict(columns))
 
+    def scratch_ids(self, name: str, ids: Sequence[Any]) -> Table:
+        """Issue 15: a temporary table of customer ids (one list parameter), typed as the customers table's ids."""
+        check_identifier(name, "table name")
+        kind = self._declared(CUSTOMERS, ["customer_id"]).get("customer_id", "VARCHAR")
+        self.con.execute(f'CREATE OR REPLACE TEMP TABLE "{name}" AS SELECT unnest(CAST(? AS {kind}[])) AS customer_id',
+                         [list(ids)])
+        return Table(name, {"customer_id": self.schema().customers.type_of("customer_id")})
+
     def settings_store(self) -> SettingsStore:
         """Settings kept with the shop, in its ``shopcrm_settings`` table."""
         return self._settings
