@@ -124,13 +124,18 @@ def _ids(source: Source, query: exp.Select) -> set[Any]:
     return {row[0] for row in source.fetch(query)}
 
 
-def _recent(source: Source, since: datetime) -> set[Any]:
-    """The customers with an event at or after ``since``."""
+def _recent(source: Source, since: datetime) -> set[tuple[Any, Any]]:
+    """The customers with an event at or after ``since``, with the names of those events."""
     d = dialect_for(source.dialect)
-    column = exp.column("customer_id", table="e", quoted=True)
-    query = exp.select(column).distinct().from_(source.schema().events.relation("e")).where(
+    query = exp.select(exp.column("customer_id", table="e", quoted=True), exp.column("event", table="e", quoted=True)
+                       ).distinct().from_(source.schema().events.relation("e")).where(
         exp.GTE(this=d.timestamp_column(exp.column("ts", table="e", quoted=True)), expression=d.timestamp_literal(since)))
-    return _ids(source, query)
+    return {(row[0], row[1]) for row in source.fetch(query)}
+
+
+def _reads(rule: Rule) -> set[str]:
+    """The event names a rule's answer depends on (every event-reading node names its event)."""
+    return {b.event for b in boundaries(rule).items if b.table == "events" and b.event is not None}
 
 
 def refresh(
@@ -150,7 +155,8 @@ def refresh(
     reasons = {name: _full_reason(source, rules[name], state, now=now, full=full, signature=signature)
                for name, state in segments.items()}
     with store.batch():
-        shared = _candidates(source, {name: segments[name] for name, reason in reasons.items() if reason is None}, now)
+        shared = _candidates(source, {name: segments[name] for name, reason in reasons.items() if reason is None},
+                             rules, now)
         for name, state in segments.items():
             changes.append(_refresh_segment(source, name, rules[name], state, now=now, reason=reasons[name],
                                             shared=shared, signature=signature, lifecycle_policy=lifecycle_policy))
@@ -201,10 +207,12 @@ def _situations_named(source: Source, found: Any) -> str:
 
 @attrs.frozen
 class _Shared:
-    """The candidates of every incrementally refreshed segment (one set: recomputing a customer more is always
-    exact) and the schema restricted to them (materialised once where the engine keeps scratch tables)."""
+    """The candidates of the incrementally refreshed segments: per segment, the customers with a new event of a
+    name its rule reads (events of other names cannot change its answer) and those whose next change has come;
+    and the schema restricted to all of them (materialised once where the engine keeps scratch tables).
+    Recomputing a customer who is not a segment's candidate is harmless: the answer is the one kept."""
 
-    ids: tuple[Any, ...]
+    ids: Mapping[str, tuple[Any, ...]]
     schema: Any
 
 
@@ -212,21 +220,27 @@ class _Shared:
 SCRATCH = ("shopcrm_candidate_customers", "shopcrm_candidate_events", "shopcrm_candidates")
 
 
-def _candidates(source: Source, segments: Mapping[str, Mapping[str, Any]], now: datetime) -> _Shared | None:
+def _candidates(
+    source: Source, segments: Mapping[str, Mapping[str, Any]], rules: Mapping[str, Rule], now: datetime,
+) -> _Shared | None:
     if not segments:
         return None
     store = source.membership_store()
     since = min(datetime.fromisoformat(state["watermark"]) for state in segments.values())
     recent = _recent(source, since)
-    due: set[Any] = set()
+    per_segment: dict[str, tuple[Any, ...]] = {}
     for name in segments:
-        due.update(store.due(name, now))
-    listed = sorted(due - recent, key=repr)
+        names = _reads(rules[name])
+        mine = {cid for cid, event in recent if event in names} | set(store.due(name, now))
+        per_segment[name] = tuple(sorted(mine, key=repr))
+    everyone = sorted({cid for ids in per_segment.values() for cid in ids}, key=repr)
     schema = source.schema()
-    everyone = tuple(sorted(recent | due, key=repr))
     scratch, scratch_ids = getattr(source, "scratch_table", None), getattr(source, "scratch_ids", None)
     if scratch is None or scratch_ids is None:
-        return _Shared(everyone, only_candidates(schema, since=since, ids=listed, dialect=source.dialect))
+        # the customers with any new event, by a semi-join on the events, and the rest listed (a superset: harmless)
+        seen = {cid for cid, _ in recent}
+        listed = [cid for cid in everyone if cid not in seen]
+        return _Shared(per_segment, only_candidates(schema, since=since, ids=listed, dialect=source.dialect))
     ids = scratch_ids(SCRATCH[2], everyone)
 
     def rows(table: Any, alias: str) -> exp.Select:
@@ -236,7 +250,7 @@ def _candidates(source: Source, segments: Mapping[str, Mapping[str, Any]], now: 
 
     customers = scratch(SCRATCH[0], rows(schema.customers, "c"), schema.customers.columns)
     events = scratch(SCRATCH[1], rows(schema.events, "e"), schema.events.columns)
-    return _Shared(everyone, attrs.evolve(schema, customers=customers, events=events))
+    return _Shared(per_segment, attrs.evolve(schema, customers=customers, events=events))
 
 
 def _refresh_segment(
@@ -250,7 +264,7 @@ def _refresh_segment(
     schema = source.schema()
     if reason is None:
         assert shared is not None
-        candidates, schema = list(shared.ids), shared.schema
+        candidates, schema = list(shared.ids[name]), shared.schema
         current = store.members(name, among=candidates)
     else:
         current = store.members(name)
@@ -260,6 +274,10 @@ def _refresh_segment(
     if found.full is None and found.items and candidates != []:
         queries = compile_next_changes(found, schema, now=now, dialect=dialect)
         next_changes = next_changes_from_rows([(source.fetch(q), offsets) for q, offsets in queries], now=now)
+    if candidates is not None:  # the shared rows hold other segments' candidates too: their answers stand
+        mine = set(candidates)
+        members &= mine
+        next_changes = {cid: at for cid, at in next_changes.items() if cid in mine}
     entered = sorted(members - current, key=repr)
     exited = sorted(current - members, key=repr)
     total = len(members) if candidates is None else int(state.get("members", 0)) + len(entered) - len(exited)
