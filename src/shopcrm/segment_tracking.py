@@ -249,8 +249,32 @@ def _candidates(
             exp.column("customer_id", table=alias, quoted=True).isin(query=keys))
 
     customers = scratch(SCRATCH[0], rows(schema.customers, "c"), schema.customers.columns)
-    events = scratch(SCRATCH[1], rows(schema.events, "e"), schema.events.columns)
+    # only the events and the columns the rules read: copying every column of the matching rows costs 3x the scan
+    read = sorted({event for name in segments for event in _reads(rules[name])})
+    wanted = {"customer_id", "event", "ts"} | {f for name in segments for f in _event_fields(rules[name].to_dict())}
+    columns = {c: kind for c, kind in schema.events.columns.items() if c in wanted}
+    picked = rows(schema.events, "e").select(*[exp.column(c, table="e", quoted=True) for c in columns], append=False)
+    picked = picked.where(exp.column("event", table="e", quoted=True).isin(*[exp.Literal.string(n) for n in read])
+                          if read else exp.false())
+    events = scratch(SCRATCH[1], picked, columns)
     return _Shared(per_segment, attrs.evolve(schema, customers=customers, events=events))
+
+
+def _event_fields(node: Any) -> set[str]:
+    """The events columns a rule (as JSON data) names: its ``where`` keys and ``of`` fields (``properties.x``: the
+    ``properties`` column)."""
+    found: set[str] = set()
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "where" and isinstance(value, dict):
+                found.update(k.split(".", 1)[0] for k in value)
+            elif key == "of" and isinstance(value, str):
+                found.add(value.split(".", 1)[0])
+            found |= _event_fields(value)
+    elif isinstance(node, list):
+        for item in node:
+            found |= _event_fields(item)
+    return found
 
 
 def _refresh_segment(
