@@ -144,3 +144,44 @@ def test_population_relative_rules_are_recomputed_in_full() -> None:
     shop.track_segment("champions")
     shop.refresh_segments(now=T0)
     assert "whole shop" in (shop.refresh_segments(now=T0 + timedelta(hours=1))["champions"].full or "")
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck), print_blob=True)
+@given(streams())
+def test_compiled_next_change_equals_the_pure_reference(stream: Stream) -> None:
+    """``compile_next_changes`` on DuckDB gives every customer the instant ``next_change_at`` computes in Python."""
+    from shopcrm.compiler._boundaries import compile_next_changes, next_changes_from_rows
+    from shopcrm.dsl._boundaries import boundaries, next_change_at
+
+    found = boundaries(stream.rule)
+    if found.full is not None:
+        return
+    shop = duckdb_shop(stream.shop)
+    for now in stream.times:
+        queries = compile_next_changes(found, shop.source.schema(), now=now, dialect="duckdb")
+        compiled = next_changes_from_rows([(shop.source.fetch(q), offsets) for q, offsets in queries], now=now)
+        expected = {}
+        for person in stream.shop.customers:
+            mine = [e for e in stream.shop.events if e["customer_id"] == person["customer_id"]]
+            at = next_change_at(found, person, mine, now=now)
+            if at is not None:
+                expected[person["customer_id"]] = at
+        known = {c["customer_id"] for c in stream.shop.customers}  # events of strangers have instants too: not asked
+        assert {k: v for k, v in compiled.items() if k in known} == expected
+
+
+def test_boundaries_of_a_rule() -> None:
+    from shopcrm.dsl import parse_rule
+    from shopcrm.dsl._boundaries import Boundary, boundaries
+
+    found = boundaries(parse_rule({"and": [
+        {"performed": "order_completed", "within": {"last": "30d"}},
+        {"not": {"attribute": "signed_up_at", "ago": {"lt": "7d"}}},
+        {"rfm": "champions"},
+    ]}))
+    assert found.items == (
+        Boundary("customers", "signed_up_at", None, (timedelta(0), timedelta(days=7))),
+        Boundary("events", "ts", "order_completed", (timedelta(0), timedelta(days=30))),
+    )
+    assert found.full is not None and "rfm" in found.full
+    assert boundaries(parse_rule({"attribute": "grade", "eq": "gold"})).static
