@@ -183,5 +183,6 @@ def test_boundaries_of_a_rule() -> None:
         Boundary("customers", "signed_up_at", None, (timedelta(0), timedelta(days=7))),
         Boundary("events", "ts", "order_completed", (timedelta(0), timedelta(days=30))),
     )
-    assert found.full is not None and "rfm" in found.full
+    assert found.full is not None
+    assert "rfm" in found.full
     assert boundaries(parse_rule({"attribute": "grade", "eq": "gold"})).static
