@@ -1,6 +1,6 @@
-"""Incremental refreshes of a tracked segment equal the reference's full recomputation on SQLite, PostgreSQL and
-MariaDB: events arrive in the shop's own tables between refreshes, the membership tables are the library's in
-the same database (customers are not edited here: only the embedded store notices a reload by itself)."""
+"""Incremental refreshes of a tracked segment equal the reference's full recomputation on SQLite, PostgreSQL,
+MariaDB and Spark: events arrive in the shop's own tables between refreshes, the membership tables are the
+library's in the same database (in memory on Spark) (customers are not edited here: only the embedded store notices a reload by itself)."""
 
 from __future__ import annotations
 
@@ -56,3 +56,15 @@ def test_postgres(postgres_loader: PostgresLoader, stream: Stream) -> None:
 @given(stream=streams(max_events=20))
 def test_mariadb(mysql_loader: MySQLLoader, stream: Stream) -> None:
     check(mysql_loader, stream, _server_append("%s"))
+
+
+def _spark_append(shop: shopcrm.Shop, events: list[dict[str, Any]]) -> None:
+    spark = shop.source.spark  # type: ignore[attr-defined]
+    fresh = spark.createDataFrame(_rows(events, EVENT_COLS), spark.table("events").schema)
+    spark.table("events").unionByName(fresh).localCheckpoint().createOrReplaceTempView("events")
+
+
+@common(6)
+@given(stream=streams(max_events=12))
+def test_spark(spark_loader: Any, stream: Stream) -> None:
+    check(spark_loader, stream, _spark_append)
