@@ -64,6 +64,7 @@ def bench(session: nox.Session) -> None:
     session.run("python", "benchmarks/bench_preview.py", *args)
     session.run("python", "benchmarks/bench_report.py", *args)
     session.run("python", "benchmarks/bench_recommend.py", *args)  # issue 14: recommendations
+    session.run("python", "benchmarks/bench_membership.py", *(["--quick"] if "--quick" in args else []))  # issue 15
     session.run("python", "benchmarks/bench_dispatch.py", *(["--quick"] if "--quick" in args else []))
     session.run("python", "benchmarks/bench_spark.py", *(["--quick"] if "--quick" in args else []))  # issue 15
 

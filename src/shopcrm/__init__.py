@@ -37,6 +37,7 @@ from shopcrm.recommend import RecommendError  # issue 14: recommendations (shopc
 from shopcrm.reference import evaluate
 from shopcrm.report import CampaignReport
 from shopcrm.schema import ColumnType, Schema, Table
+from shopcrm.segment_tracking import SegmentRefresh  # issue 15: tracked segments
 from shopcrm.shop import Shop
 from shopcrm.sources import SavedSegment, Source
 from shopcrm.sources._campaign_store import OutboxRow, TickConflict
@@ -76,6 +77,7 @@ __all__ = [
     "Schema",
     "SchemaError",
     "SegmentCycleError",
+    "SegmentRefresh",
     "Shop",
     "ShopCRMError",
     "ShopCRMWarning",

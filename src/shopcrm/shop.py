@@ -686,7 +686,72 @@ class Shop:
         scenario whole (after events older than that allowance were written by another pipeline)."""
         from shopcrm.ticking import tick
 
+        if not dry_run and self.source.membership_store().tracked():  # issue 15: entries and exits first
+            self.refresh_segments(now=now, full=full)
         return tick(self, now, dry_run=dry_run, progress=progress, full=full)
+
+    # ---- issue 15: tracked segments (members with entries and exits) and tracked attributes
+    def track_segment(self, name: str, *, now: datetime | None = None) -> None:
+        """Keep the members of the saved segment ``name`` with when each entered and left (a row per stay);
+        each :meth:`refresh_segments` (and each :meth:`tick`) then writes ``segment_entered`` /
+        ``segment_exited`` events with ``segment`` = ``name``.  The first refresh records members silently."""
+        from shopcrm.segment_tracking import check_trackable, segment_key
+
+        check_trackable(self.source, self._resolve(self.segment(name)), name)
+        store = self.source.membership_store()
+        if segment_key(name) not in store.tracked():
+            stamp = to_utc_naive(now) if now else datetime.now(UTC).replace(tzinfo=None)
+            store.put_tracked(segment_key(name), {"kind": "segment", "tracked_at": stamp.isoformat(sep=" ")})
+
+    def untrack_segment(self, name: str) -> None:
+        """Stop tracking ``name`` and drop its kept members and their history."""
+        from shopcrm.segment_tracking import segment_key
+
+        if not self.source.membership_store().forget(segment_key(name)):
+            raise KeyError(f"segment {name!r} is not tracked; tracked: {', '.join(self.tracked_segments()) or 'none'}")
+
+    def tracked_segments(self) -> list[str]:
+        """The names of the tracked segments."""
+        return [k.split(":", 1)[1] for k in self.source.membership_store().tracked() if k.startswith("segment:")]
+
+    def track_attribute(self, column: str = "grade", *, now: datetime | None = None) -> None:
+        """Keep each customer's last seen ``column`` (a customers column, e.g. the membership grade); a refresh
+        that finds it changed writes a ``<column>_changed`` event with ``old_<column>`` and ``new_<column>``
+        (``grade_changed``, ``old_grade``, ``new_grade``: what the ``grade_changed`` playbook sends on).  The
+        first refresh records the values without events."""
+        from shopcrm.segment_tracking import attribute_key
+
+        columns = self.source.schema().customers.columns
+        if column not in columns:
+            raise KeyError(f"the customers table has no column {column!r}; its columns are {', '.join(sorted(columns))}")
+        store = self.source.membership_store()
+        if attribute_key(column) not in store.tracked():
+            stamp = to_utc_naive(now) if now else datetime.now(UTC).replace(tzinfo=None)
+            store.put_tracked(attribute_key(column), {"kind": "attribute", "tracked_at": stamp.isoformat(sep=" ")})
+
+    def untrack_attribute(self, column: str) -> None:
+        """Stop tracking ``column`` and drop its last seen values."""
+        from shopcrm.segment_tracking import attribute_key
+
+        if not self.source.membership_store().forget(attribute_key(column)):
+            raise KeyError(f"attribute {column!r} is not tracked")
+
+    def refresh_segments(self, *, now: datetime, full: bool = False) -> Any:
+        """Recompute the tracked segments and attributes at ``now`` (incrementally unless ``full``), record entries
+        and exits, write their events, and return what changed (a :class:`shopcrm.SegmentRefresh`)."""
+        from shopcrm.segment_tracking import refresh
+
+        rules = {}
+        for name in self.tracked_segments():
+            if self.source.segment_store().get(name) is None:
+                raise KeyError(f"segment {name!r} is tracked but no longer saved; save it again or "
+                               f"shop.untrack_segment({name!r})")
+            rules[name] = self._resolve(self.segment(name))
+        return refresh(self.source, rules, now=now, full=full, lifecycle_policy=self.lifecycle_policy)
+
+    def segment_stays(self, name: str) -> list[Any]:
+        """Every stay in the tracked segment ``name``: ``Stay(segment, customer_id, entered_at, exited_at)``."""
+        return self.source.membership_store().stays(name)
 
     def dispatch(self, channels: Mapping[str, Any], *, drain: bool = False, **options: Any) -> Any:
         """Deliver the planned messages that are due through ``channels`` (chain channel -> Channel, or the

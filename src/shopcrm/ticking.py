@@ -263,6 +263,8 @@ def gather(
             if reads is not None:
                 reads[campaign.id] = Read(saved_at=saved_at, examined=None)
             found = reader.events(reader.events_named([schedule.on], since if since is not None else window_start), ids)
+        if schedule.where is not None:  # issue 15: e.g. segment_entered with segment "vip" only
+            found = [event for event in found if schedule.matches(_properties(event))]
         per_customer: dict[Any, list[datetime]] = defaultdict(list)
         for event in found:
             per_customer[event["customer_id"]].append(event["ts"])

@@ -22,7 +22,8 @@ from shopcrm.sources._library import SCHEMA_VERSION
 NOW = datetime(2026, 11, 24, 1)
 POLICY = MessagingPolicy(sender_name="모아샵", sender_contact="1588-0000", opt_out_number="080-000-0000")
 LIBRARY = {f"shopcrm_{n}" for n in ("campaigns", "outbox", "occurrences", "sends", "opt_outs", "message_events",
-                                    "segments", "settings")}
+                                    "segments", "settings", "memberships", "membership_changes", "tracked",
+                                    "tracked_values")}  # issue 15: tracked segments
 
 
 def _url(connection: Any, query: str = "") -> str:

@@ -320,8 +320,36 @@ class Triggered(_Frozen):
     steps: tuple[Step, ...] = Field(min_length=1)
     exit_on: tuple[str, ...] = ()
     reentry: Reentry = "once"
+    #: issue 15: only trigger events whose properties have these values start the scenario, e.g.
+    #: ``{"segment": "vip"}`` on ``segment_entered`` (a property the event lacks matches nothing)
+    where: dict[str, str | int | float | bool] | None = None
 
     _reentry = field_validator("reentry", mode="before")(_reentry_value)
+
+    @field_validator("where", mode="before")
+    @classmethod
+    def _where_values(cls, value: Any) -> Any:
+        if value is None:
+            return value
+        if not isinstance(value, dict) or not value:
+            raise ValueError(f"where is {value!r}; give a non-empty mapping of event property to the value it must "
+                             "have, e.g. {'segment': 'vip'}")
+        for key, wanted in value.items():
+            if not isinstance(key, str) or not re.match(r"^[^\W\d]\w*$", key):
+                raise ValueError(f"{key!r} is not an event property name; use letters, digits and underscores, "
+                                 "e.g. 'segment'")
+            if wanted is None or isinstance(wanted, dict | list | tuple):
+                raise ValueError(f"where[{key!r}] is {wanted!r}; give one text, number or true/false the property "
+                                 f"must equal, e.g. {{{key!r}: 'vip'}}")
+        return value
+
+    def matches(self, properties: Any) -> bool:
+        """Whether a trigger event with these properties starts the scenario (every ``where`` value equal)."""
+        def equal(value: Any, wanted: Any) -> bool:
+            return value is wanted if isinstance(value, bool) or isinstance(wanted, bool) else bool(value == wanted)
+
+        return self.where is None or all(key in properties and equal(properties[key], wanted)
+                                         for key, wanted in self.where.items())
 
 
 Schedule = Annotated[

@@ -11,7 +11,8 @@ from sqlglot import exp
 
 from shopcrm.schema import ColumnType, Schema
 from shopcrm.sources._campaign_store import CampaignStore, MemoryCampaignStore
-from shopcrm.sources._library import MemorySettingsStore, SettingsStore
+from shopcrm.sources._library import LibraryStore, MemorySettingsStore, SettingsStore
+from shopcrm.sources._membership_store import MembershipStore, MemoryMembershipStore, SQLMembershipStore
 
 if TYPE_CHECKING:
     from shopcrm.sources._store import Store
@@ -120,10 +121,25 @@ class Source(ABC):
         """Settings kept with the shop: the store given, else in memory unless the source can store them."""
         if self.store is not None:
             return self.store.settings
-        store = getattr(self, "_memory_settings", None)
+        settings = getattr(self, "_memory_settings", None)
+        if settings is None:
+            settings = MemorySettingsStore()
+            self._memory_settings = settings
+        return settings
+
+    def membership_store(self) -> MembershipStore:
+        """Where tracked segments keep their members (issue 15): the store given, else the library's tables when
+        the source has a :class:`LibraryStore` (``self.library``), else in memory."""
+        if self.store is not None:
+            return self.store.memberships
+        store = getattr(self, "_memberships", None)
         if store is None:
-            store = MemorySettingsStore()
-            self._memory_settings = store
+            library = getattr(self, "library", None)
+            if isinstance(library, LibraryStore):
+                store = SQLMembershipStore(library, insert=getattr(self, "_insert", None))
+            else:
+                store = MemoryMembershipStore()
+            self._memberships = store
         return store
 
     def close(self) -> None:

@@ -120,6 +120,36 @@ class LibraryTables:
     def settings(self) -> str:
         return self.name("settings")
 
+    # -- issue 15: tracked segments (entries and exits) and tracked attributes ------------------------------
+    @property
+    def memberships(self) -> str:
+        return self.name("memberships")
+
+    @property
+    def membership_changes(self) -> str:
+        return self.name("membership_changes")
+
+    @property
+    def tracked(self) -> str:
+        return self.name("tracked")
+
+    @property
+    def tracked_values(self) -> str:
+        return self.name("tracked_values")
+
+    def membership_ddl(self) -> list[str]:
+        """A row per stay of a customer in a tracked segment; each customer's next possible change; what is
+        tracked (and its watermark); the last seen value of each tracked attribute."""
+        return [
+            f"CREATE TABLE IF NOT EXISTS {self.memberships} (segment VARCHAR(200) NOT NULL, customer_id VARCHAR(200) NOT NULL, "
+            "entered_at VARCHAR(32) NOT NULL, exited_at VARCHAR(32))",
+            f"CREATE TABLE IF NOT EXISTS {self.membership_changes} (segment VARCHAR(200) NOT NULL, "
+            "customer_id VARCHAR(200) NOT NULL, next_change_at VARCHAR(32) NOT NULL, PRIMARY KEY (segment, customer_id))",
+            f"CREATE TABLE IF NOT EXISTS {self.tracked} (name VARCHAR(210) PRIMARY KEY, document TEXT NOT NULL)",
+            f"CREATE TABLE IF NOT EXISTS {self.tracked_values} (attribute VARCHAR(200) NOT NULL, "
+            "customer_id VARCHAR(200) NOT NULL, value TEXT, PRIMARY KEY (attribute, customer_id))",
+        ]
+
     def segments_ddl(self) -> str:
         return (f"CREATE TABLE IF NOT EXISTS {self.segments} (name VARCHAR(200) PRIMARY KEY, rule TEXT NOT NULL, "
                 "description TEXT, updated_at VARCHAR(40) NOT NULL)")
@@ -169,6 +199,7 @@ class LibraryTables:
             "saved_at VARCHAR(32) NOT NULL, ticked_at VARCHAR(32) NOT NULL)",
             f"CREATE TABLE IF NOT EXISTS {self.wakeups} (campaign_id VARCHAR(100) NOT NULL, customer_id VARCHAR(200) NOT NULL, "
             "due_at VARCHAR(32) NOT NULL, PRIMARY KEY (campaign_id, customer_id))",
+            *self.membership_ddl(),
         ]
         return statements
 

@@ -22,6 +22,7 @@ from shopcrm.sources._library import LibraryStore, SettingsStore
 if TYPE_CHECKING:
     from shopcrm.sources._base import SegmentStore, Source
     from shopcrm.sources._campaign_store import CampaignStore
+    from shopcrm.sources._membership_store import MembershipStore
 
 __all__ = ["STORE_DIALECTS", "Store", "library_beside", "library_of", "store_from"]
 
@@ -95,6 +96,12 @@ class Store:
         """Settings kept with the shop (``shopcrm_settings``)."""
         store: SettingsStore = self._holder.settings_store()
         return store
+
+    @property
+    def memberships(self) -> MembershipStore:
+        """Tracked segments' members, their stays and tracked attributes' last values (issue 15)."""
+        memberships: MembershipStore = self._holder.membership_store()
+        return memberships
 
     @property
     def campaigns(self) -> CampaignStore:

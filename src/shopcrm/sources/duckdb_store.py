@@ -204,6 +204,21 @@ class DuckDBSource(Transactions, Source):
     def segment_store(self) -> SegmentStore:
         return self._segments
 
+    def scratch_table(self, name: str, query: exp.Expression, columns: Mapping[str, ColumnType]) -> Table:
+        """Issue 15: a temporary table of the query's rows (this connection only), for a shell that reads them
+        many times (a refresh reads its candidates' rows once per segment)."""
+        check_identifier(name, "table name")
+        self.con.execute(f'CREATE OR REPLACE TEMP TABLE "{name}" AS {render(query, self.dialect)}')
+        return Table(name, dict(columns))
+
+    def scratch_ids(self, name: str, ids: Sequence[Any]) -> Table:
+        """Issue 15: a temporary table of customer ids (one list parameter), typed as the customers table's ids."""
+        check_identifier(name, "table name")
+        kind = self._declared(CUSTOMERS, ["customer_id"]).get("customer_id", "VARCHAR")
+        self.con.execute(f'CREATE OR REPLACE TEMP TABLE "{name}" AS SELECT unnest(CAST(? AS {kind}[])) AS customer_id',
+                         [list(ids)])
+        return Table(name, {"customer_id": self.schema().customers.type_of("customer_id")})
+
     def settings_store(self) -> SettingsStore:
         """Settings kept with the shop, in its ``shopcrm_settings`` table."""
         return self._settings

@@ -1,0 +1,350 @@
+"""Tracked segments and attributes: who entered and who left, refreshed incrementally (issue 15).
+
+A refresh at ``now`` recomputes a tracked segment only for its *candidates*: the customers with an event at or
+after the last refresh's instant (the watermark; "at" too, since an event at exactly the last ``now`` was not
+yet visible then: only ``ts < now`` exists), and the customers whose ``next_change_at`` (see
+:mod:`shopcrm.dsl._boundaries`) has come.  Every other customer's answer cannot have changed, so the
+members kept from the last refresh stand.  It recomputes in full instead on the first refresh, when asked
+(``full=True``), when the rule changed, when the rule is population-relative (``lifecycle``, ``rfm``,
+``cycle``), and when the customers table changed (detected on the embedded DuckDB store by a hash of its
+rows; elsewhere pass ``full=True`` after reloading customers).  An event that arrives late, with a ``ts``
+before the watermark, is seen by the next ``full=True`` refresh.
+
+The shell gathers (the engine's members and boundary values, the store's members), the core decides
+(:func:`shopcrm.dsl._boundaries.next_change_at`'s compiled form), and the shell applies (the store, the
+``segment_entered`` / ``segment_exited`` events).  Members are compared through Python, so the events may be on
+one engine and the membership tables in another database.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import attrs
+from sqlglot import exp
+
+from shopcrm.compiler import compile_members
+from shopcrm.compiler._boundaries import compile_next_changes, next_changes_from_rows, only_candidates
+from shopcrm.compiler._dialects import dialect_for
+from shopcrm.dsl import Rule
+from shopcrm.dsl._boundaries import boundaries
+from shopcrm.timeline import to_utc_naive
+
+if TYPE_CHECKING:
+    from shopcrm.lifecycle import LifecyclePolicy
+    from shopcrm.sources import Source
+
+__all__ = ["AttributeChange", "SegmentChange", "SegmentRefresh", "refresh"]
+
+#: the events a refresh writes, and the property that names the segment
+ENTERED, EXITED = "segment_entered", "segment_exited"
+
+
+@attrs.frozen
+class SegmentChange:
+    """One tracked segment's refresh: who entered, who left, how many are members now, and how it was computed
+    (``full`` names why every customer was recomputed; else ``candidates`` were)."""
+
+    segment: str
+    entered: tuple[Any, ...]
+    exited: tuple[Any, ...]
+    members: int
+    candidates: int | None
+    full: str | None = None
+    #: the first refresh records the members without events (they did not *enter* now)
+    initial: bool = False
+
+    def __str__(self) -> str:
+        how = f"full ({self.full})" if self.full else f"{self.candidates:,} candidates rechecked"
+        first = ", first refresh: no events" if self.initial else ""
+        return (f"{self.segment}: {len(self.entered):,} entered, {len(self.exited):,} exited, "
+                f"{self.members:,} members; {how}{first}")
+
+
+@attrs.frozen
+class AttributeChange:
+    """One tracked attribute's refresh: ``(customer_id, old, new)`` per customer whose value changed."""
+
+    attribute: str
+    changed: tuple[tuple[Any, Any, Any], ...]
+    initial: bool = False
+    skipped: bool = False
+
+    def __str__(self) -> str:
+        if self.skipped:
+            return f"{self.attribute}: the customers table is unchanged"
+        first = " (first refresh: values recorded, no events)" if self.initial else ""
+        return f"{self.attribute}: {len(self.changed):,} changed{first}"
+
+
+@attrs.frozen
+class SegmentRefresh:
+    """What a refresh changed, per tracked segment and attribute, and how many events it wrote."""
+
+    now: datetime
+    segments: tuple[SegmentChange, ...] = ()
+    attributes: tuple[AttributeChange, ...] = ()
+    events: int = 0
+
+    def __getitem__(self, name: str) -> SegmentChange:
+        for change in self.segments:
+            if change.segment == name:
+                return change
+        raise KeyError(f"no tracked segment {name!r} in this refresh; it has {', '.join(c.segment for c in self.segments) or 'none'}")
+
+    def __str__(self) -> str:
+        lines = [f"segments refreshed at {self.now:%Y-%m-%d %H:%M:%S} UTC: {self.events:,} events written"]
+        lines += [f"  {change}" for change in (*self.segments, *self.attributes)]
+        return "\n".join(lines)
+
+
+def segment_key(name: str) -> str:
+    return f"segment:{name}"
+
+
+def attribute_key(column: str) -> str:
+    return f"attribute:{column}"
+
+
+def customers_signature(source: Source) -> str | None:
+    """A cheap fingerprint of the customers table (row count and a sum of row hashes) on DuckDB; None elsewhere
+    (no cheap way to notice a reload there: refresh with ``full=True`` after one)."""
+    if source.dialect != "duckdb":
+        return None
+    table = source.schema().customers
+    query = exp.select(exp.Count(this=exp.Star()), exp.Sum(this=exp.Anonymous(this="HASH", expressions=[exp.column("c")])))
+    row = source.fetch(query.from_(table.relation("c")))[0]
+    return f"{row[0]}:{row[1]}"
+
+
+def _ids(source: Source, query: exp.Select) -> set[Any]:
+    return {row[0] for row in source.fetch(query)}
+
+
+def _recent(source: Source, since: datetime) -> set[tuple[Any, Any]]:
+    """The customers with an event at or after ``since``, with the names of those events."""
+    d = dialect_for(source.dialect)
+    query = exp.select(exp.column("customer_id", table="e", quoted=True), exp.column("event", table="e", quoted=True)
+                       ).distinct().from_(source.schema().events.relation("e")).where(
+        exp.GTE(this=d.timestamp_column(exp.column("ts", table="e", quoted=True)), expression=d.timestamp_literal(since)))
+    return {(row[0], row[1]) for row in source.fetch(query)}
+
+
+def _reads(rule: Rule) -> set[str]:
+    """The event names a rule's answer depends on (every event-reading node names its event)."""
+    return {b.event for b in boundaries(rule).items if b.table == "events" and b.event is not None}
+
+
+def refresh(
+    source: Source, rules: Mapping[str, Rule], *, now: datetime, full: bool = False,
+    lifecycle_policy: LifecyclePolicy | None = None,
+) -> SegmentRefresh:
+    """Refresh every tracked segment (``rules``: each tracked segment's resolved rule) and attribute at ``now``,
+    write the ``segment_entered`` / ``segment_exited`` and ``<attribute>_changed`` events, and say what changed."""
+    now = to_utc_naive(now)
+    store = source.membership_store()
+    tracked = store.tracked()
+    signature = customers_signature(source) if tracked else None
+    changes: list[SegmentChange] = []
+    attributes: list[AttributeChange] = []
+    events: list[dict[str, Any]] = []
+    segments = {key.split(":", 1)[1]: state for key, state in tracked.items() if key.startswith("segment:")}
+    reasons = {name: _full_reason(source, rules[name], state, now=now, full=full, signature=signature)
+               for name, state in segments.items()}
+    with store.batch():
+        shared = _candidates(source, {name: segments[name] for name, reason in reasons.items() if reason is None},
+                             rules, now)
+        for name, state in segments.items():
+            changes.append(_refresh_segment(source, name, rules[name], state, now=now, reason=reasons[name],
+                                            shared=shared, signature=signature, lifecycle_policy=lifecycle_policy))
+        for key, state in tracked.items():
+            if key.startswith("attribute:"):
+                attributes.append(_refresh_attribute(source, key.split(":", 1)[1], state, now=now, full=full,
+                                                     signature=signature))
+    for change in changes:
+        if not change.initial:
+            name = change.segment
+            events += [{"customer_id": cid, "event": ENTERED, "ts": now, "segment": name, "message_key": "", "cost": 0.0}
+                       for cid in change.entered]
+            events += [{"customer_id": cid, "event": EXITED, "ts": now, "segment": name, "message_key": "", "cost": 0.0}
+                       for cid in change.exited]
+    for found in attributes:
+        name = found.attribute
+        events += [{"customer_id": cid, "event": f"{name}_changed", "ts": now, f"old_{name}": old, f"new_{name}": new,
+                    "message_key": "", "cost": 0.0} for cid, old, new in found.changed]
+    if events:
+        events.sort(key=lambda e: (e["event"], json.dumps(e["customer_id"])))
+        source.campaign_store().add_events(events)
+    return SegmentRefresh(now, tuple(changes), tuple(attributes), len(events))
+
+
+def _full_reason(
+    source: Source, rule: Rule, state: Mapping[str, Any], *, now: datetime, full: bool, signature: str | None,
+) -> str | None:
+    """Why this refresh recomputes the segment for everyone (None: only its candidates)."""
+    found = boundaries(rule)
+    watermark = datetime.fromisoformat(state["watermark"]) if state.get("watermark") else None
+    situations = _situations_named(source, found)
+    return ("asked (full=True)" if full else "first refresh" if watermark is None
+            else "the rule changed" if state.get("rule") != rule.to_json()
+            else found.full if found.full is not None
+            else f"product situations ({situations}) change with the catalog" if situations
+            else "the customers table changed" if signature is not None and state.get("customers") != signature
+            else "now is before the last refresh" if now < watermark else None)
+
+
+def _situations_named(source: Source, found: Any) -> str:
+    """The product situations (derived from the catalog's history, not the customer's events) a rule names."""
+    if source.schema().product_history is None:
+        return ""
+    from shopcrm.products import SITUATIONS
+
+    return ", ".join(sorted({b.event for b in found.items if b.event in SITUATIONS}))
+
+
+@attrs.frozen
+class _Shared:
+    """The candidates of the incrementally refreshed segments: per segment, the customers with a new event of a
+    name its rule reads (events of other names cannot change its answer) and those whose next change has come;
+    and the schema restricted to all of them (materialised once where the engine keeps scratch tables).
+    Recomputing a customer who is not a segment's candidate is harmless: the answer is the one kept."""
+
+    ids: Mapping[str, tuple[Any, ...]]
+    schema: Any
+
+
+#: the scratch tables a refresh materialises the candidates' rows into (DuckDB)
+SCRATCH = ("shopcrm_candidate_customers", "shopcrm_candidate_events", "shopcrm_candidates")
+
+
+def _candidates(
+    source: Source, segments: Mapping[str, Mapping[str, Any]], rules: Mapping[str, Rule], now: datetime,
+) -> _Shared | None:
+    if not segments:
+        return None
+    store = source.membership_store()
+    since = min(datetime.fromisoformat(state["watermark"]) for state in segments.values())
+    recent = _recent(source, since)
+    per_segment: dict[str, tuple[Any, ...]] = {}
+    for name in segments:
+        names = _reads(rules[name])
+        mine = {cid for cid, event in recent if event in names} | set(store.due(name, now))
+        per_segment[name] = tuple(sorted(mine, key=repr))
+    everyone = sorted({cid for ids in per_segment.values() for cid in ids}, key=repr)
+    schema = source.schema()
+    scratch, scratch_ids = getattr(source, "scratch_table", None), getattr(source, "scratch_ids", None)
+    if scratch is None or scratch_ids is None:
+        # the customers with any new event, by a semi-join on the events, and the rest listed (a superset: harmless)
+        seen = {cid for cid, _ in recent}
+        listed = [cid for cid in everyone if cid not in seen]
+        return _Shared(per_segment, only_candidates(schema, since=since, ids=listed, dialect=source.dialect))
+    ids = scratch_ids(SCRATCH[2], everyone)
+
+    def rows(table: Any, alias: str) -> exp.Select:
+        keys = exp.select(exp.column("customer_id", table="k", quoted=True)).from_(ids.relation("k"))
+        return exp.select("*").from_(table.relation(alias)).where(
+            exp.column("customer_id", table=alias, quoted=True).isin(query=keys))
+
+    customers = scratch(SCRATCH[0], rows(schema.customers, "c"), schema.customers.columns)
+    # only the events and the columns the rules read: copying every column of the matching rows costs 3x the scan
+    read = sorted({event for name in segments for event in _reads(rules[name])})
+    wanted = {"customer_id", "event", "ts"} | {f for name in segments for f in _event_fields(rules[name].to_dict())}
+    columns = {c: kind for c, kind in schema.events.columns.items() if c in wanted}
+    picked = rows(schema.events, "e").select(*[exp.column(c, table="e", quoted=True) for c in columns], append=False)
+    picked = picked.where(exp.column("event", table="e", quoted=True).isin(*[exp.Literal.string(n) for n in read])
+                          if read else exp.false())
+    events = scratch(SCRATCH[1], picked, columns)
+    return _Shared(per_segment, attrs.evolve(schema, customers=customers, events=events))
+
+
+def _event_fields(node: Any) -> set[str]:
+    """The events columns a rule (as JSON data) names: its ``where`` keys and ``of`` fields (``properties.x``: the
+    ``properties`` column)."""
+    found: set[str] = set()
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "where" and isinstance(value, dict):
+                found.update(k.split(".", 1)[0] for k in value)
+            elif key == "of" and isinstance(value, str):
+                found.add(value.split(".", 1)[0])
+            found |= _event_fields(value)
+    elif isinstance(node, list):
+        for item in node:
+            found |= _event_fields(item)
+    return found
+
+
+def _refresh_segment(
+    source: Source, name: str, rule: Rule, state: Mapping[str, Any], *, now: datetime, reason: str | None,
+    shared: _Shared | None, signature: str | None, lifecycle_policy: LifecyclePolicy | None,
+) -> SegmentChange:
+    store = source.membership_store()
+    found = boundaries(rule)
+    dialect = source.dialect
+    candidates: list[Any] | None = None
+    schema = source.schema()
+    if reason is None:
+        assert shared is not None
+        candidates, schema = list(shared.ids[name]), shared.schema
+        current = store.members(name, among=candidates)
+    else:
+        current = store.members(name)
+    members = _ids(source, compile_members(rule, schema, now=now, dialect=dialect, lifecycle_policy=lifecycle_policy)
+                   ) if candidates != [] else set()
+    next_changes: dict[Any, datetime] = {}
+    if found.full is None and found.items and candidates != []:
+        queries = compile_next_changes(found, schema, now=now, dialect=dialect)
+        next_changes = next_changes_from_rows([(source.fetch(q), offsets) for q, offsets in queries], now=now)
+    if candidates is not None:  # the shared rows hold other segments' candidates too: their answers stand
+        mine = set(candidates)
+        members &= mine
+        next_changes = {cid: at for cid, at in next_changes.items() if cid in mine}
+    entered = sorted(members - current, key=repr)
+    exited = sorted(current - members, key=repr)
+    total = len(members) if candidates is None else int(state.get("members", 0)) + len(entered) - len(exited)
+    new_state = {"kind": "segment", "rule": rule.to_json(), "watermark": now.isoformat(sep=" ", timespec="microseconds"),
+                 "customers": signature, "tracked_at": state.get("tracked_at"), "members": total}
+    store.apply(name, entered=entered, exited=exited, at=now, changes=next_changes, candidates=candidates,
+                state=new_state)
+    return SegmentChange(name, tuple(entered), tuple(exited), total, None if candidates is None else len(candidates),
+                         reason, initial=not state.get("watermark"))
+
+
+def _plain(value: Any) -> Any:
+    """A value as the store keeps it (JSON): a timestamp as its ISO text."""
+    return json.loads(json.dumps(value, default=str))
+
+
+def _refresh_attribute(
+    source: Source, column: str, state: Mapping[str, Any], *, now: datetime, full: bool, signature: str | None,
+) -> AttributeChange:
+    store = source.membership_store()
+    initial = not state.get("seen_at")
+    if not initial and not full and signature is not None and state.get("customers") == signature:
+        return AttributeChange(column, (), skipped=True)
+    table = source.schema().customers
+    query = exp.select(exp.column("customer_id", table="c", quoted=True), exp.column(column, table="c", quoted=True)).from_(
+        table.relation("c"))
+    current = {row[0]: _plain(row[1]) for row in source.fetch(query)}
+    old = {} if initial else store.values(column)
+    changed = tuple(sorted(((cid, old[cid], value) for cid, value in current.items() if cid in old and old[cid] != value),
+                           key=lambda c: repr(c[0])))
+    fresh = current if initial else {cid: v for cid, v in current.items() if cid not in old or old[cid] != v}
+    stamp = now.isoformat(sep=" ", timespec="microseconds")
+    store.put_values(column, fresh, replace=initial,
+                     state={"kind": "attribute", "seen_at": stamp, "customers": signature, "tracked_at": state.get("tracked_at")})
+    return AttributeChange(column, changed, initial=initial)
+
+
+def check_trackable(source: Source, rule: Rule, name: str) -> None:
+    """A rule whose boundaries cannot be computed on this shop's tables fails when tracked, not at refresh."""
+    found = boundaries(rule)
+    if found.full is None and found.items:
+        compile_next_changes(found, source.schema(), now=datetime(2000, 1, 1), dialect=source.dialect)
+
+
+def sorted_ids(ids: Sequence[Any]) -> list[Any]:
+    return sorted(ids, key=repr)

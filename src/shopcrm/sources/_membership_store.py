@@ -1,0 +1,334 @@
+"""Where a shop keeps the members of its tracked segments: a row per stay (``entered_at``, ``exited_at``), the
+instant each customer's membership may next change with no new event (``next_change_at``), the tracking state
+(the rule tracked, the watermark of the last refresh) and the last seen values of tracked attributes.
+
+Two implementations: in memory (sources with nowhere to write: Spark without a store, tests) and SQL in the
+library's tables beside the campaign store (DuckDB, SQLite, PostgreSQL, MySQL), reached through the source's
+:class:`~shopcrm.sources._library.LibraryStore`.  Customer ids are kept as JSON text (``1`` and ``"1"`` stay
+apart), instants as ISO text, as in the campaign store.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from datetime import datetime
+from typing import Any, NamedTuple
+
+from shopcrm.sources._library import LibraryStore
+
+__all__ = ["MembershipStore", "MemoryMembershipStore", "SQLMembershipStore", "Stay"]
+
+
+class Stay(NamedTuple):
+    """One stay of a customer in a tracked segment: entered at ``entered_at``, left at ``exited_at`` (None:
+    still a member)."""
+
+    segment: str
+    customer_id: Any
+    entered_at: datetime
+    exited_at: datetime | None
+
+
+def _stamp(value: datetime) -> str:
+    return value.isoformat(sep=" ", timespec="microseconds")
+
+
+@functools.lru_cache(maxsize=1 << 20)
+def _stored(customer_id: Any, kind: str) -> str:
+    return json.dumps(customer_id)
+
+
+def _key(customer_id: Any) -> str:
+    """A customer id as stored (JSON; the same ids recur in every segment of a refresh, so encoded once)."""
+    return _stored(customer_id, type(customer_id).__name__)  # 1 and True are equal keys of a cache
+
+
+class MembershipStore(ABC):
+    """Tracked segments' members, their next changes and the tracking state."""
+
+    @abstractmethod
+    def tracked(self) -> dict[str, dict[str, Any]]:
+        """Every tracked segment or attribute: its key (``segment:vip``, ``attribute:grade``) and state."""
+
+    @abstractmethod
+    def put_tracked(self, key: str, document: Mapping[str, Any]) -> None:
+        """Start tracking, or record the state after a refresh."""
+
+    @abstractmethod
+    def forget(self, key: str) -> bool:
+        """Stop tracking and drop what was kept for it (stays, next changes, values)."""
+
+    @abstractmethod
+    def members(self, segment: str, among: Sequence[Any] | None = None) -> set[Any]:
+        """The customers with an open stay (all, or those of ``among``)."""
+
+    @abstractmethod
+    def due(self, segment: str, now: datetime) -> list[Any]:
+        """The customers whose ``next_change_at`` is at or before ``now``."""
+
+    @abstractmethod
+    def apply(
+        self, segment: str, *, entered: Sequence[Any], exited: Sequence[Any], at: datetime,
+        changes: Mapping[Any, datetime], candidates: Sequence[Any] | None, state: Mapping[str, Any],
+    ) -> None:
+        """One refresh, at once: open a stay for ``entered``, close the open stay of ``exited``, replace the next
+        changes of ``candidates`` (None: of everyone) by ``changes``, and record ``state``."""
+
+    def batch(self) -> AbstractContextManager[None]:
+        """One transaction around many ``apply`` calls (a refresh of many segments commits once)."""
+        return nullcontext()
+
+    @abstractmethod
+    def stays(self, segment: str) -> list[Stay]:
+        """Every stay, by entry time then customer."""
+
+    @abstractmethod
+    def next_changes(self, segment: str) -> dict[Any, datetime]:
+        """Every customer's next change that is kept."""
+
+    @abstractmethod
+    def values(self, attribute: str) -> dict[Any, Any]:
+        """The last seen value of a tracked attribute, per customer."""
+
+    @abstractmethod
+    def put_values(self, attribute: str, values: Mapping[Any, Any], *, state: Mapping[str, Any], replace: bool) -> None:
+        """Record values (all of them when ``replace``) and the attribute's ``state``, at once."""
+
+
+class MemoryMembershipStore(MembershipStore):
+    """Everything in memory: it lasts as long as the source object."""
+
+    def __init__(self) -> None:
+        self._tracked: dict[str, str] = {}
+        self._stays: dict[str, list[list[Any]]] = {}
+        self._open: dict[str, dict[str, int]] = {}
+        self._changes: dict[str, dict[str, datetime]] = {}
+        self._values: dict[str, dict[str, Any]] = {}
+
+    def tracked(self) -> dict[str, dict[str, Any]]:
+        return {k: dict(json.loads(v)) for k, v in sorted(self._tracked.items())}
+
+    def put_tracked(self, key: str, document: Mapping[str, Any]) -> None:
+        self._tracked[key] = json.dumps(dict(document), ensure_ascii=False)
+
+    def forget(self, key: str) -> bool:
+        name = key.split(":", 1)[1]
+        for kept in (self._stays, self._open, self._changes, self._values):
+            kept.pop(name, None)
+        return self._tracked.pop(key, None) is not None
+
+    def members(self, segment: str, among: Sequence[Any] | None = None) -> set[Any]:
+        found = self._open.get(segment, {})
+        if among is None:
+            return {json.loads(k) for k in found}
+        return {cid for cid in among if _key(cid) in found}
+
+    def due(self, segment: str, now: datetime) -> list[Any]:
+        return [json.loads(k) for k, at in self._changes.get(segment, {}).items() if at <= now]
+
+    def apply(
+        self, segment: str, *, entered: Sequence[Any], exited: Sequence[Any], at: datetime,
+        changes: Mapping[Any, datetime], candidates: Sequence[Any] | None, state: Mapping[str, Any],
+    ) -> None:
+        stays = self._stays.setdefault(segment, [])
+        open_ = self._open.setdefault(segment, {})
+        for cid in exited:
+            index = open_.pop(_key(cid), None)
+            if index is not None:
+                stays[index][3] = at
+        for cid in entered:
+            open_[_key(cid)] = len(stays)
+            stays.append([segment, cid, at, None])
+        kept = self._changes.setdefault(segment, {})
+        if candidates is None:
+            kept.clear()
+        else:
+            for cid in candidates:
+                kept.pop(_key(cid), None)
+        kept.update((_key(cid), when) for cid, when in changes.items())
+        self.put_tracked(f"segment:{segment}", state)
+
+    def stays(self, segment: str) -> list[Stay]:
+        return sorted((Stay(*row) for row in self._stays.get(segment, [])), key=lambda s: (s.entered_at, _key(s.customer_id)))
+
+    def next_changes(self, segment: str) -> dict[Any, datetime]:
+        return {json.loads(k): v for k, v in self._changes.get(segment, {}).items()}
+
+    def values(self, attribute: str) -> dict[Any, Any]:
+        return {json.loads(k): v for k, v in self._values.get(attribute, {}).items()}
+
+    def put_values(self, attribute: str, values: Mapping[Any, Any], *, state: Mapping[str, Any], replace: bool) -> None:
+        kept = self._values.setdefault(attribute, {})
+        if replace:
+            kept.clear()
+        kept.update((_key(cid), value) for cid, value in values.items())
+        self.put_tracked(f"attribute:{attribute}", state)
+
+
+class SQLMembershipStore(MembershipStore):
+    """The library's ``memberships``, ``membership_changes``, ``tracked`` and ``tracked_values`` tables, in the
+    database of ``library`` (created with the other library tables)."""
+
+    def __init__(self, library: LibraryStore, *, insert: Any = None) -> None:
+        self._library = library
+        tables = library.tables
+        self.STAYS, self.CHANGES = tables.memberships, tables.membership_changes
+        self.TRACKED, self.VALUES = tables.tracked, tables.tracked_values
+        self._p = library.placeholder
+        #: insert(table, columns, values column by column), the source's fast path when it has one
+        self._insert_many = insert
+
+    def _run(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return self._library._run(sql, params)
+
+    def batch(self) -> AbstractContextManager[None]:
+        self._ready()
+        return self._library._transaction()
+
+    def _ready(self) -> None:
+        self._library.writable("track segments")
+        self._library.ensure()
+
+    def _readable(self) -> bool:
+        return self._library.readable() and self._library.has_table("tracked")
+
+    def _insert(self, table: str, columns: Sequence[str], values: Sequence[Sequence[Any]]) -> None:
+        if not values or not values[0]:
+            return
+        if self._insert_many is not None:
+            self._insert_many(table, columns, values)
+            return
+        marks = ", ".join([self._p] * len(columns))
+        for row in zip(*values, strict=True):
+            self._run(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", row)
+
+    @contextmanager
+    def _ids(self, ids: Sequence[Any]) -> Iterator[list[tuple[str, list[Any]]]]:
+        """Conditions on ``customer_id`` that together select ``ids`` (as stored: JSON)."""
+        keys = [_key(cid) for cid in ids]
+        dialect = self._library.dialect
+        if dialect == "duckdb":
+            yield [("customer_id IN (SELECT unnest(CAST(? AS VARCHAR[])))", [keys])]
+        elif dialect == "postgres":
+            yield [(f"customer_id = ANY(CAST({self._p} AS text[]))", [keys])]
+        else:
+            yield [(f"customer_id IN ({', '.join([self._p] * len(part))})", list(part))
+                   for part in (keys[i:i + 500] for i in range(0, len(keys), 500))]
+
+    def tracked(self) -> dict[str, dict[str, Any]]:
+        if not self._readable():
+            return {}
+        rows = self._run(f"SELECT name, document FROM {self.TRACKED} ORDER BY name")
+        return {str(name): dict(json.loads(str(document))) for name, document in rows}
+
+    def _put_tracked(self, key: str, document: Mapping[str, Any]) -> None:
+        p = self._p
+        self._run(f"DELETE FROM {self.TRACKED} WHERE name = {p}", (key,))
+        self._run(f"INSERT INTO {self.TRACKED} (name, document) VALUES ({p}, {p})",
+                  (key, json.dumps(dict(document), ensure_ascii=False)))
+
+    def put_tracked(self, key: str, document: Mapping[str, Any]) -> None:
+        self._ready()
+        with self._library._transaction():
+            self._put_tracked(key, document)
+
+    def forget(self, key: str) -> bool:
+        self._ready()
+        p = self._p
+        kind, name = key.split(":", 1)
+        with self._library._transaction():
+            found = bool(self._run(f"SELECT name FROM {self.TRACKED} WHERE name = {p}", (key,)))
+            self._run(f"DELETE FROM {self.TRACKED} WHERE name = {p}", (key,))
+            if kind == "segment":
+                self._run(f"DELETE FROM {self.STAYS} WHERE segment = {p}", (name,))
+                self._run(f"DELETE FROM {self.CHANGES} WHERE segment = {p}", (name,))
+            else:
+                self._run(f"DELETE FROM {self.VALUES} WHERE attribute = {p}", (name,))
+        return found
+
+    def members(self, segment: str, among: Sequence[Any] | None = None) -> set[Any]:
+        if not self._readable():
+            return set()
+        p = self._p
+        sql = f"SELECT customer_id FROM {self.STAYS} WHERE segment = {p} AND exited_at IS NULL"
+        if among is None:
+            return {json.loads(str(r[0])) for r in self._run(sql, (segment,))}
+        out: set[Any] = set()
+        if not among:
+            return out
+        with self._ids(among) as conditions:
+            for condition, params in conditions:
+                out.update(json.loads(str(r[0])) for r in self._run(f"{sql} AND {condition}", [segment, *params]))
+        return out
+
+    def due(self, segment: str, now: datetime) -> list[Any]:
+        if not self._readable():
+            return []
+        p = self._p
+        rows = self._run(f"SELECT customer_id FROM {self.CHANGES} WHERE segment = {p} AND next_change_at <= {p}",
+                         (segment, _stamp(now)))
+        return [json.loads(str(r[0])) for r in rows]
+
+    def apply(
+        self, segment: str, *, entered: Sequence[Any], exited: Sequence[Any], at: datetime,
+        changes: Mapping[Any, datetime], candidates: Sequence[Any] | None, state: Mapping[str, Any],
+    ) -> None:
+        self._ready()
+        p = self._p
+        stamp = _stamp(at)
+        with self._library._transaction():
+            if exited:
+                with self._ids(exited) as conditions:
+                    for condition, params in conditions:
+                        self._run(f"UPDATE {self.STAYS} SET exited_at = {p} WHERE segment = {p} AND exited_at IS NULL "
+                                  f"AND {condition}", [stamp, segment, *params])
+            self._insert(self.STAYS, ["segment", "customer_id", "entered_at"],
+                         [[segment] * len(entered), [_key(c) for c in entered], [stamp] * len(entered)])
+            if candidates is None:
+                self._run(f"DELETE FROM {self.CHANGES} WHERE segment = {p}", (segment,))
+            elif candidates:
+                with self._ids(candidates) as conditions:
+                    for condition, params in conditions:
+                        self._run(f"DELETE FROM {self.CHANGES} WHERE segment = {p} AND {condition}", [segment, *params])
+            self._insert(self.CHANGES, ["segment", "customer_id", "next_change_at"],
+                         [[segment] * len(changes), [_key(c) for c in changes], [_stamp(v) for v in changes.values()]])
+            self._put_tracked(f"segment:{segment}", state)
+
+    def stays(self, segment: str) -> list[Stay]:
+        if not self._readable():
+            return []
+        rows = self._run(f"SELECT customer_id, entered_at, exited_at FROM {self.STAYS} WHERE segment = {self._p} "
+                         "ORDER BY entered_at, customer_id", (segment,))
+        return [Stay(segment, json.loads(str(c)), datetime.fromisoformat(str(e)),
+                     None if x is None else datetime.fromisoformat(str(x))) for c, e, x in rows]
+
+    def next_changes(self, segment: str) -> dict[Any, datetime]:
+        if not self._readable():
+            return {}
+        rows = self._run(f"SELECT customer_id, next_change_at FROM {self.CHANGES} WHERE segment = {self._p}", (segment,))
+        return {json.loads(str(c)): datetime.fromisoformat(str(v)) for c, v in rows}
+
+    def values(self, attribute: str) -> dict[Any, Any]:
+        if not self._readable():
+            return {}
+        rows = self._run(f"SELECT customer_id, value FROM {self.VALUES} WHERE attribute = {self._p}", (attribute,))
+        return {json.loads(str(c)): json.loads(str(v)) for c, v in rows}
+
+    def put_values(self, attribute: str, values: Mapping[Any, Any], *, state: Mapping[str, Any], replace: bool) -> None:
+        self._ready()
+        p = self._p
+        with self._library._transaction():
+            if replace:
+                self._run(f"DELETE FROM {self.VALUES} WHERE attribute = {p}", (attribute,))
+            elif values:
+                with self._ids(list(values)) as conditions:
+                    for condition, params in conditions:
+                        self._run(f"DELETE FROM {self.VALUES} WHERE attribute = {p} AND {condition}", [attribute, *params])
+            self._insert(self.VALUES, ["attribute", "customer_id", "value"],
+                         [[attribute] * len(values), [_key(c) for c in values],
+                          [json.dumps(v, default=str) for v in values.values()]])
+            self._put_tracked(f"attribute:{attribute}", state)

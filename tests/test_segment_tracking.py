@@ -1,0 +1,188 @@
+"""Tracked segments on the embedded store: incremental refreshes equal full recomputation, entries and exits
+as events, scenarios started by them, grade changes, and the errors."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+
+import shopcrm
+from engines.loaders import duckdb_shop
+from membership_streams import Stream, check, streams
+
+#: the shop's checks warn that no segment_entered / grade_changed event was seen yet: true before the first refresh
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+
+def _append(shop: shopcrm.Shop, events: list[dict[str, Any]]) -> None:
+    shop.load_events(events)
+
+
+def _edit(shop: shopcrm.Shop, customers: list[dict[str, Any]]) -> None:
+    shop.load_customers(customers)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck), print_blob=True)
+@given(streams(edits=True))
+def test_incremental_refresh_equals_full_recomputation(stream: Stream) -> None:
+    check(duckdb_shop, stream, _append, _edit)
+
+
+T0 = datetime(2026, 3, 1, 9)
+
+
+def _vip_shop() -> shopcrm.Shop:
+    shop = shopcrm.Shop.open(path=":memory:")
+    shop.load_customers([{"customer_id": i, "name": f"고객{i}", "grade": "silver", "phone": f"0101234000{i}",
+                          "sms_opt_in": True} for i in range(1, 5)])
+    shop.load_events([{"customer_id": 1, "event": "order_completed", "ts": T0 - timedelta(days=1), "amount": 10}])
+    shop.save_segment("vip", {"aggregate": "sum", "of": "amount", "performed": "order_completed",
+                              "within": {"last": "30d"}, "gte": 100})
+    shop.save_segment("buyers", {"performed": "order_completed", "within": {"last": "30d"}})
+    return shop
+
+
+def _scenario(where: dict[str, Any] | None) -> dict[str, Any]:
+    schedule: dict[str, Any] = {"kind": "triggered", "on": "segment_entered", "reentry": "every_time",
+                                "steps": [{"send": "hello"}]}
+    if where is not None:
+        schedule["where"] = where
+    return {"id": "vip_welcome", "purpose": "informational", "channels": ["sms"],
+            "variants": [{"name": "a", "content": {"text": "{{ name }}님, VIP가 되셨습니다"}}], "schedule": schedule}
+
+
+def test_entering_vip_starts_the_scenario_and_entering_another_segment_does_not() -> None:
+    shop = _vip_shop()
+    shop.track_segment("vip", now=T0)
+    shop.track_segment("buyers", now=T0)
+    shop.save_campaign(_scenario({"segment": "vip"}), now=T0)
+    first = shop.tick(now=T0)  # the first refresh records members silently
+    assert first.messages == ()
+    shop.load_events([{"customer_id": 2, "event": "order_completed", "ts": T0 + timedelta(minutes=5), "amount": 150},
+                      {"customer_id": 3, "event": "order_completed", "ts": T0 + timedelta(minutes=6), "amount": 5}])
+    second = shop.tick(now=T0 + timedelta(hours=1))
+    assert [m.customer_id for m in second.messages] == [2]  # 3 entered buyers only
+    refreshed = shop.refresh_segments(now=T0 + timedelta(hours=2))
+    assert refreshed["vip"].entered == ()
+    assert refreshed["buyers"].entered == ()
+    assert "vip" in str(refreshed)
+
+
+def test_without_where_every_segment_entry_starts_it() -> None:
+    shop = _vip_shop()
+    shop.track_segment("vip", now=T0)
+    shop.track_segment("buyers", now=T0)
+    shop.save_campaign(_scenario(None), now=T0)
+    shop.tick(now=T0)
+    shop.load_events([{"customer_id": 2, "event": "order_completed", "ts": T0 + timedelta(minutes=5), "amount": 150},
+                      {"customer_id": 3, "event": "order_completed", "ts": T0 + timedelta(minutes=6), "amount": 5}])
+    assert sorted(m.customer_id for m in shop.tick(now=T0 + timedelta(hours=1)).messages) == [2, 3]
+
+
+def test_leaving_a_segment_is_an_event_at_its_boundary_without_new_events() -> None:
+    shop = _vip_shop()
+    shop.track_segment("buyers", now=T0)
+    shop.refresh_segments(now=T0)
+    assert shop.source.membership_store().next_changes("buyers") == {1: T0 - timedelta(days=1) + timedelta(days=30)}
+    assert shop.refresh_segments(now=T0 + timedelta(days=29) - timedelta(seconds=1))["buyers"].exited == ()
+    left = shop.refresh_segments(now=T0 + timedelta(days=29))["buyers"]
+    assert left.exited == (1,)
+    assert left.candidates == 1
+    stays = shop.segment_stays("buyers")
+    assert [(s.customer_id, s.entered_at, s.exited_at) for s in stays] == [(1, T0, T0 + timedelta(days=29))]
+
+
+@pytest.mark.parametrize(("where", "message"), [
+    ({}, "non-empty mapping"),
+    ({"segment": ["vip"]}, "one text, number or true/false"),
+    ({"seg ment": "vip"}, "not an event property name"),
+])
+def test_where_errors_say_what_is_right(where: Any, message: str) -> None:
+    from shopcrm.errors import CampaignError
+
+    with pytest.raises((CampaignError, ValueError), match=message):
+        shopcrm.campaigns.parse_campaign(_scenario(where))
+
+
+def test_grade_changes_between_refreshes_are_events_the_playbook_sends_on() -> None:
+    shop = _vip_shop()
+    shop.track_attribute("grade", now=T0)
+    shop.enable_playbook("grade_changed", now=T0)
+    assert shop.tick(now=T0).messages == ()  # the first refresh records the grades
+    shop.load_customers([{"customer_id": 2, "name": "고객2", "grade": "gold", "phone": "01012340002", "sms_opt_in": True}])
+    result = shop.refresh_segments(now=T0 + timedelta(hours=1))
+    assert result.attributes[0].changed == ((2, "silver", "gold"),)
+    assert shop.refresh_segments(now=T0 + timedelta(hours=2)).attributes[0].skipped
+    planned = shop.tick(now=T0 + timedelta(hours=2))
+    assert [m.customer_id for m in planned.messages] == [2]
+    assert "gold" in planned.messages[0].chain[0].text
+    assert "silver" in planned.messages[0].chain[0].text
+
+
+def test_clear_errors() -> None:
+    shop = _vip_shop()
+    with pytest.raises(KeyError, match="no segment named 'nope'"):
+        shop.track_segment("nope")
+    with pytest.raises(KeyError, match="is not tracked"):
+        shop.untrack_segment("vip")
+    with pytest.raises(KeyError, match="has no column 'tier'"):
+        shop.track_attribute("tier")
+    shop.track_segment("vip")
+    shop.delete_segment("vip")
+    with pytest.raises(KeyError, match="untrack_segment"):
+        shop.refresh_segments(now=T0)
+    shop.untrack_segment("vip")
+    assert shop.tracked_segments() == []
+
+
+def test_population_relative_rules_are_recomputed_in_full() -> None:
+    shop = _vip_shop()
+    shop.save_segment("champions", {"rfm": "champions"})
+    shop.track_segment("champions")
+    shop.refresh_segments(now=T0)
+    assert "whole shop" in (shop.refresh_segments(now=T0 + timedelta(hours=1))["champions"].full or "")
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck), print_blob=True)
+@given(streams())
+def test_compiled_next_change_equals_the_pure_reference(stream: Stream) -> None:
+    """``compile_next_changes`` on DuckDB gives every customer the instant ``next_change_at`` computes in Python."""
+    from shopcrm.compiler._boundaries import compile_next_changes, next_changes_from_rows
+    from shopcrm.dsl._boundaries import boundaries, next_change_at
+
+    found = boundaries(stream.rule)
+    if found.full is not None:
+        return
+    shop = duckdb_shop(stream.shop)
+    for now in stream.times:
+        queries = compile_next_changes(found, shop.source.schema(), now=now, dialect="duckdb")
+        compiled = next_changes_from_rows([(shop.source.fetch(q), offsets) for q, offsets in queries], now=now)
+        expected = {}
+        for person in stream.shop.customers:
+            mine = [e for e in stream.shop.events if e["customer_id"] == person["customer_id"]]
+            at = next_change_at(found, person, mine, now=now)
+            if at is not None:
+                expected[person["customer_id"]] = at
+        known = {c["customer_id"] for c in stream.shop.customers}  # events of strangers have instants too: not asked
+        assert {k: v for k, v in compiled.items() if k in known} == expected
+
+
+def test_boundaries_of_a_rule() -> None:
+    from shopcrm.dsl import parse_rule
+    from shopcrm.dsl._boundaries import Boundary, boundaries
+
+    found = boundaries(parse_rule({"and": [
+        {"performed": "order_completed", "within": {"last": "30d"}},
+        {"not": {"attribute": "signed_up_at", "ago": {"lt": "7d"}}},
+        {"rfm": "champions"},
+    ]}))
+    assert found.items == (
+        Boundary("customers", "signed_up_at", None, (timedelta(0), timedelta(days=7))),
+        Boundary("events", "ts", "order_completed", (timedelta(0), timedelta(days=30))),
+    )
+    assert found.full is not None
+    assert "rfm" in found.full
+    assert boundaries(parse_rule({"attribute": "grade", "eq": "gold"})).static
