@@ -8,13 +8,16 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import attrs
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import shopcrm
 from shopcrm.campaigns import PlannedMessage
 from shopcrm.campaigns._templates import Rendered
 from shopcrm.recipients import RecipientColumns
-from shopcrm.sources._campaign_store import OutboxRow, stored_columns
+from shopcrm.sources._campaign_store import OutboxRow, TickConflict, stored_columns
+from shopcrm.sources.duckdb_store import DuckDBSource
 from shopcrm.ticking import _MessageEncoder, _plain
 
 NOW = datetime(2026, 11, 24, 13)
@@ -110,3 +113,22 @@ def test_customer_ids_are_stored_as_their_json(ids: list[Any]) -> None:
                       NOW + timedelta(hours=1), 12, "{}", NOW) for i, cid in enumerate(ids)]
     stored = stored_columns(rows)[1] if rows else []
     assert stored == [json.dumps(cid) for cid in ids]
+
+
+@pytest.mark.parametrize("arrow_rows", [1, 10**9])
+def test_a_tick_records_the_same_rows_through_arrow_as_through_list_parameters(
+    monkeypatch: pytest.MonkeyPatch, arrow_rows: int,
+) -> None:
+    monkeypatch.setattr(DuckDBSource, "ARROW_ROWS", arrow_rows)
+    ids: list[Any] = ["c1", 'c"2', "민수", 7]
+    rows = [OutboxRow(f"k{i}", cid, "x", "main", "once", "a", "advertising", "sms", "sms", status, NOW,
+                      None if status != "planned" else NOW + timedelta(hours=i), 12 if i else 0.5, '{"chain": []}', NOW)
+            for i, (cid, status) in enumerate(zip(ids, ["planned", "holdout", "planned", "global_control"], strict=True))]
+    with shopcrm.Shop.open(":memory:") as shop:
+        store = shop.source.campaign_store()
+        store.record(rows, [("x", "once")], NOW)
+        assert sorted(store.outbox(), key=lambda r: r.key) == [r._replace(cost=float(r.cost)) for r in rows]
+        assert store.occurrences(["x"]) == {("x", "once")}
+        with pytest.raises(TickConflict):
+            store.record(rows[:1], [], NOW)
+        assert len(store.outbox()) == len(rows)  # all or nothing
