@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from shopcrm.campaigns import Campaign, LedgerEntry, MessagingPolicy, Recipient, ShopState, parse_campaign
 from shopcrm.campaigns._planner import _Planner, idempotency_key, paused_gc
+from shopcrm.campaigns._preview import _preview
 from shopcrm.campaigns._policy import Cap, Window
 from shopcrm.errors import CampaignError
 from shopcrm.tracking import TrackingPolicy
@@ -173,3 +174,40 @@ def test_members_sharing_template_values_share_one_rendering_object() -> None:
     assert batch == walked
     assert len(batch.messages) == 50
     assert len({id(m.chain) for m in batch.messages}) == 1
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@given(shops())
+def test_the_one_pass_preview_equals_the_member_by_member_preview(
+    shop: tuple[list[Campaign], ShopState, MessagingPolicy, datetime],
+) -> None:
+    campaigns, state, policy, now = shop
+
+    def preview(by_member: bool) -> Any:
+        try:
+            with paused_gc():
+                return [_preview(c, state, now, policy, by_member=by_member) for c in campaigns]
+        except CampaignError as error:
+            return error.problems
+
+    assert preview(by_member=False) == preview(by_member=True)
+
+
+def test_members_alike_but_for_their_zone_or_night_consent_get_their_own_funnel_stage() -> None:
+    base = {"phone": "010", "consents": {"sms": GIVEN}, "attributes": {"name": "민수"}}
+    people = {
+        "seoul": Recipient(customer_id="seoul", timezone="Asia/Seoul", **base),  # type: ignore[arg-type]
+        "new-york": Recipient(customer_id="new-york", timezone="America/New_York", **base),  # type: ignore[arg-type]
+        "night": Recipient(customer_id="night", timezone="Asia/Seoul", night_consent=True, **base),  # type: ignore[arg-type]
+    }
+    campaign = parse_campaign({
+        "id": "sale", "purpose": "advertising", "channels": ["sms"],
+        "variants": [{"name": "a", "content": {"text": "{{ name }}님 세일"}}],
+        "schedule": {"kind": "one_off", "at": "2026-11-25T10:00:00"},
+    })
+    policy = MessagingPolicy(sender_name="s", sender_contact="1588", opt_out_number="080")
+    now = datetime(2026, 11, 25, 14)  # 23:00 in Seoul, 09:00 in New York
+    state = ShopState(recipients=people, audiences={"sale": list(people)})
+    fast, slow = (_preview(campaign, state, now, policy, by_member=b) for b in (False, True))
+    assert fast == slow
+    assert (fast.funnels[0].sendable_now, fast.funnels[0].deferred) == (2, 1)
