@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 
 from shopcrm.campaigns import Campaign, LedgerEntry, MessagingPolicy, Recipient, ShopState, parse_campaign
 from shopcrm.campaigns._planner import _Planner, idempotency_key, paused_gc
-from shopcrm.campaigns._preview import _preview
 from shopcrm.campaigns._policy import Cap, Window
+from shopcrm.campaigns._preview import _preview
 from shopcrm.errors import CampaignError
 from shopcrm.tracking import TrackingPolicy
 
