@@ -140,8 +140,11 @@ def _preview(campaign: Campaign, state: ShopState, when: datetime, rules: Messag
         "variants": campaign.variants_of(first) if isinstance(first, Send) else campaign.variants,
         "enabled": True,
     })
-    result: Plan = _Planner([broadcast], attrs.evolve(state, audiences={campaign.id: members}), when, rules,
-                            render_fallbacks=False, batch=not by_member).run()
+    planning = _Planner([broadcast], attrs.evolve(state, audiences={campaign.id: members}), when, rules,
+                        render_fallbacks=False, batch=not by_member)
+    if advertising and not by_member and rules.global_control_percent:  # the funnels' hashes, not computed again
+        planning.in_control = dict.fromkeys(members, False) | dict.fromkeys(controlled, True)
+    result: Plan = planning.run()
     reasons = result.reasons()
     return Preview(
         campaign_id=campaign.id,
