@@ -77,6 +77,7 @@ def shops(draw: st.DrawFn) -> tuple[list[Campaign], ShopState, MessagingPolicy, 
     audiences: dict[str, list[Any]] = {}
     received: dict[str, dict[Any, datetime]] = {}
     settled: set[str] = set()
+    planned: list[LedgerEntry] = []
     for k in range(draw(st.integers(1, 3))):
         texts = draw(st.lists(st.sampled_from(TEXTS), min_size=1, max_size=3))
         recurring = draw(st.booleans())
@@ -104,12 +105,16 @@ def shops(draw: st.DrawFn) -> tuple[list[Campaign], ShopState, MessagingPolicy, 
         for c in members:
             if draw(st.integers(0, 7)) == 0:
                 occurrence = "once" if not recurring else draw(st.sampled_from(["2026-11-24", "2026-11-25"]))
-                settled.add(idempotency_key(campaign.id, occurrence, "main", c))
+                if draw(st.booleans()):
+                    settled.add(idempotency_key(campaign.id, occurrence, "main", c))
+                else:  # planned by an earlier tick: in the ledger
+                    planned.append(LedgerEntry(idempotency_key(campaign.id, occurrence, "main", c), c, campaign.id,
+                                               campaign.purpose, campaign.channels[0], now - timedelta(hours=1)))
     ledger = [
         LedgerEntry(f"old{i}", cid, "earlier", draw(st.sampled_from(["advertising", "informational"])),
                     draw(st.sampled_from(["sms", "brand_message"])), now - timedelta(hours=draw(st.integers(-30, 30))))
         for i, cid in enumerate(draw(st.lists(st.sampled_from(ids), max_size=15)))
-    ]
+    ] + planned
     policy = MessagingPolicy(
         sender_name="s", sender_contact="1588", opt_out_number="080", unsubscribe_url="https://u/{customer_id}",
         consent_valid_for=draw(st.sampled_from([None, timedelta(days=730)])),

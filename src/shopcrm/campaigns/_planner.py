@@ -407,6 +407,31 @@ class _Caps:
 
 
 @attrs.define
+class _Tally:
+    """What a plan of one broadcast counts, without its messages: per first channel and kind, the deferred ones,
+    the cost (summed in plan order, as over the messages) and the suppression reasons."""
+
+    by_channel: Counter[str] = attrs.field(factory=Counter)
+    by_kind: Counter[str] = attrs.field(factory=Counter)
+    deferred: int = 0
+    cost: float = 0  # an int until a message adds its cost, like sum() over no messages
+    reasons: Counter[str] = attrs.field(factory=Counter)
+
+    def suppress(
+        self, campaign: Campaign, step: str, customer_id: Any, reason: str, detail: str = "", key: str | None = None,
+        occurrence: str = "", due_at: datetime | None = None,
+    ) -> None:
+        """:meth:`_Planner.suppress`, counted."""
+        self.reasons[reason] += 1
+
+    def add(self, channel: str, kind: str, deferred: bool, cost: float) -> None:
+        self.by_channel[channel] += 1
+        self.by_kind[kind] += 1
+        self.deferred += deferred
+        self.cost += cost
+
+
+@attrs.define
 class _Planner:
     campaigns: Sequence[Campaign]
     state: ShopState
@@ -428,6 +453,8 @@ class _Planner:
     #: plan a one-off or recurring campaign's members in one pass (:meth:`broadcast`) that decides what many members
     #: share once; False walks them one by one through :meth:`send` (the same plan: tests and benchmarks compare them)
     batch: bool = True
+    #: count a broadcast's messages and suppressions here instead of building them (a preview's one campaign)
+    tally: _Tally | None = None
 
     def __attrs_post_init__(self) -> None:
         self.keys = {entry.key for entry in self.state.ledger}
@@ -607,15 +634,23 @@ class _Planner:
         local_now: dict[str, datetime] = {}
         prices: dict[tuple[str, bool], float] = {}
         default_zone = policy.timezone
+        tally = self.tally
+        if tally is not None:
+            suppress = tally.suppress
+        # a message key is needed to find this campaign's earlier decisions, a repeated member or a tracked link
+        keyed = tally is None or bool(state.settled) or any(e.campaign_id == campaign_id for e in state.ledger) or len(
+            set(members)) != len(members) or len(plain) != len({id(v.content) for v in variants})
+        key = ""
         for customer_id in members:
-            key = sha256(f"{prefix}{customer_id!r}".encode()).hexdigest()[:32]
+            if keyed:
+                key = sha256(f"{prefix}{customer_id!r}".encode()).hexdigest()[:32]
             if recurring is not None:
                 got = last.get(customer_id)
                 if reentry_blocks(recurring, got, due_at):
                     suppress(campaign, name, customer_id, "already_received", f"last {got}", key=key, occurrence=occurrence,
                              due_at=due_at)
                     continue
-            if key in keys:
+            if keyed and key in keys:
                 suppress(campaign, name, customer_id, "already_planned", key=key, occurrence=occurrence, due_at=due_at)
                 continue
             if expired:
@@ -715,6 +750,9 @@ class _Planner:
             cost = prices.get((first.kind, friend))
             if cost is None:
                 cost = prices[(first.kind, friend)] = policy.price(first.kind, friend=friend)
+            if tally is not None:
+                tally.add(chain[0], first.kind, send_at > earliest, cost)
+                continue
             messages.append(PlannedMessage(
                 key=key, customer_id=customer_id, campaign_id=campaign_id, step=name, occurrence=occurrence,
                 variant=variant.name, purpose=purpose, chain=rendered,

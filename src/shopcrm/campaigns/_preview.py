@@ -19,7 +19,7 @@ from typing import Any
 import attrs
 
 from shopcrm.campaigns._models import Campaign, OneOff, Send, Triggered
-from shopcrm.campaigns._planner import Plan, ShopState, _Planner, bucket, paused_gc, scenario_span
+from shopcrm.campaigns._planner import Plan, ShopState, _Planner, _Tally, bucket, paused_gc, scenario_span
 from shopcrm.campaigns._policy import CONSENT_GROUP, MessagingPolicy, global_control_members
 from shopcrm.timeline import to_utc_naive
 
@@ -144,20 +144,27 @@ def _preview(campaign: Campaign, state: ShopState, when: datetime, rules: Messag
                         render_fallbacks=False, batch=not by_member)
     if advertising and not by_member and rules.global_control_percent:  # the funnels' hashes, not computed again
         planning.in_control = dict.fromkeys(members, False) | dict.fromkeys(controlled, True)
-    result: Plan = planning.run()
-    reasons = result.reasons()
+    if by_member:
+        result: Plan = planning.run()
+        counted = _Tally(reasons=result.reasons())
+        for m in result.messages:
+            counted.add(m.channel, m.chain[0].kind, m.deferred, m.estimated_cost)
+    else:  # counted as the plan goes: no message objects built for a preview
+        counted = planning.tally = _Tally()
+        planning.run()
+    reasons = counted.reasons
     return Preview(
         campaign_id=campaign.id,
         now=when,
         audience=len(members),
         funnels=tuple(funnels),
-        planned_by_channel=dict(Counter(m.channel for m in result.messages)),
-        planned_by_kind=dict(Counter(m.chain[0].kind for m in result.messages)),
-        deferred=sum(1 for m in result.messages if m.deferred),
+        planned_by_channel=dict(counted.by_channel),
+        planned_by_kind=dict(counted.by_kind),
+        deferred=counted.deferred,
         holdout=reasons.pop("holdout", 0),
         global_control=reasons.pop("global_control", 0),
         suppressed=dict(reasons),
-        estimated_cost=sum(m.estimated_cost for m in result.messages),
+        estimated_cost=counted.cost,
         triggered_since=(when - scenario_span(campaign.schedule.steps) - campaign.max_delay
                          if isinstance(campaign.schedule, Triggered) else None),
         ledger=len(state.ledger),
