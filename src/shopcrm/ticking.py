@@ -580,6 +580,7 @@ def outbox_rows(result: Plan, campaigns: Iterable[Campaign], now: datetime) -> l
         for e in result.entries
     ]
     seen = {row.key for row in rows}
+    details: dict[str, str] = {}  # the JSON of each detail (a holdout's is empty: one for them all)
     for s in result.suppressions:
         if s.key is None or s.reason == "already_planned" or s.key in seen:
             continue
@@ -588,7 +589,8 @@ def outbox_rows(result: Plan, campaigns: Iterable[Campaign], now: datetime) -> l
         rows.append(OutboxRow(
             key=s.key, customer_id=s.customer_id, campaign_id=s.campaign_id, step=s.step, occurrence=s.occurrence,
             variant="", purpose=purposes.get(s.campaign_id, ""), channel="", kind="", status=s.reason,
-            due_at=s.due_at or now, send_at=None, cost=0.0, message=json.dumps({"detail": s.detail}, ensure_ascii=False),
+            due_at=s.due_at or now, send_at=None, cost=0.0,
+            message=details.get(s.detail) or details.setdefault(s.detail, json.dumps({"detail": s.detail}, ensure_ascii=False)),
             planned_at=now,
         ))
         seen.add(s.key)

@@ -634,6 +634,7 @@ class _Planner:
         local_now: dict[str, datetime] = {}
         prices: dict[tuple[str, bool], float] = {}
         default_zone = policy.timezone
+        clock: dict[tuple[tuple[str, ...], bool, str], datetime] = {}  # when a chain may send, per night consent and zone
         tally = self.tally
         if tally is not None:
             suppress = tally.suppress
@@ -677,7 +678,10 @@ class _Planner:
                          occurrence=occurrence, due_at=due_at)
                 continue
             zone = recipient.timezone or default_zone
-            send_at = self.allowed(earliest, chain, recipient, zone, advertising)
+            when = (chain, recipient.night_consent, zone)
+            send_at = clock.get(when)
+            if send_at is None:
+                send_at = clock[when] = self.allowed(earliest, chain, recipient, zone, advertising)
             if zero_limits or sent.get(customer_id):
                 cap = self.caps.binding(customer_id, purpose, chain[0], send_at)
                 if cap is not None:
