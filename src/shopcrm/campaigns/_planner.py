@@ -612,7 +612,7 @@ class _Planner:
         earliest = max(due_at, now)
         groups = tuple(dict.fromkeys(g for c in campaign.channels if (g := CONSENT_GROUP[c]) is not None))
         valid_for = policy.consent_valid_for
-        chains: dict[tuple[Any, ...], tuple[tuple[str, ...], list[tuple[str, str]]]] = {}
+        chains: dict[tuple[Any, ...], tuple[tuple[str, ...], str, str]] = {}  # the chain, or why none and the details
         sent, zero_limits = self.caps.sent, self.caps.zero_limits
         control = advertising and bool(policy.global_control_percent)
         holdout = campaign.holdout_percent * 100 if campaign.holdout_percent else 0
@@ -670,12 +670,12 @@ class _Planner:
                            for g in groups])
             found = chains.get(pattern)
             if found is None:
-                found = chains[pattern] = self.chain(campaign, recipient, advertising)
-            chain, why = found
-            if not chain:
+                chain, why = self.chain(campaign, recipient, advertising)
                 reason, detail = why[0] if why else ("no_contact", "")
-                suppress(campaign, name, customer_id, reason, "; ".join(f"{c}: {r}" for c, r in why[1:]) or detail, key=key,
-                         occurrence=occurrence, due_at=due_at)
+                found = chains[pattern] = (chain, reason, "; ".join(f"{c}: {r}" for c, r in why[1:]) or detail)
+            chain = found[0]
+            if not chain:
+                suppress(campaign, name, customer_id, found[1], found[2], key=key, occurrence=occurrence, due_at=due_at)
                 continue
             zone = recipient.timezone or default_zone
             when = (chain, recipient.night_consent, zone)
