@@ -120,6 +120,14 @@ def test_a_tick_records_the_same_rows_through_arrow_as_through_list_parameters(
     monkeypatch: pytest.MonkeyPatch, arrow_rows: int,
 ) -> None:
     monkeypatch.setattr(DuckDBSource, "ARROW_ROWS", arrow_rows)
+    through_arrow: list[bool] = []
+    original = DuckDBSource._insert_arrow
+
+    def spy(self: DuckDBSource, *args: Any) -> bool:
+        through_arrow.append(original(self, *args))
+        return through_arrow[-1]
+
+    monkeypatch.setattr(DuckDBSource, "_insert_arrow", spy)
     ids: list[Any] = ["c1", 'c"2', "민수", 7]
     rows = [OutboxRow(f"k{i}", cid, "x", "main", "once", "a", "advertising", "sms", "sms", status, NOW,
                       None if status != "planned" else NOW + timedelta(hours=i), 12 if i else 0.5, '{"chain": []}', NOW)
@@ -132,3 +140,4 @@ def test_a_tick_records_the_same_rows_through_arrow_as_through_list_parameters(
         with pytest.raises(TickConflict):
             store.record(rows[:1], [], NOW)
         assert len(store.outbox()) == len(rows)  # all or nothing
+    assert (True in through_arrow) == (arrow_rows == 1)

@@ -295,12 +295,15 @@ class DuckDBSource(Transactions, Source):
 
     def _insert_arrow(self, table: str, quoted: str, names: str, columns: Sequence[str], values: Sequence[Sequence[Any]]) -> bool:
         """The rows as Arrow arrays, each cast to the type the table declares for it; False (nothing inserted) when
-        a column's values have no single Arrow type (then the list parameters take them)."""
+        a column's values are not all text, numbers, booleans or None (then the list parameters take them)."""
         import pyarrow as pa
 
         try:
             arrays = [pa.array(v if isinstance(v, list) else list(v)) for v in values]
         except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OverflowError):
+            return False
+        plain = (pa.string(), pa.float64(), pa.int64(), pa.bool_(), pa.null())
+        if any(array.type not in plain for array in arrays):  # instants, structures: the list parameters cast them
             return False
         declared = self._declared(table, columns)
         selected = []
