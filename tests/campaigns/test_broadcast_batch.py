@@ -147,7 +147,7 @@ def plans(campaigns: list[Campaign], state: ShopState, policy: MessagingPolicy, 
     return run(campaigns, state, policy, now, **options), run(campaigns, state, policy, now, batch=False, **options)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
 @given(shops())
 def test_the_one_pass_broadcast_plans_what_the_member_by_member_walk_plans(
     shop: tuple[list[Campaign], ShopState, MessagingPolicy, datetime],
@@ -181,7 +181,7 @@ def test_members_sharing_template_values_share_one_rendering_object() -> None:
     assert len({id(m.chain) for m in batch.messages}) == 1
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))
 @given(shops())
 def test_the_one_pass_preview_equals_the_member_by_member_preview(
     shop: tuple[list[Campaign], ShopState, MessagingPolicy, datetime],
