@@ -83,6 +83,68 @@ class RecipientColumns:
         """Recipients from column lists (``customer_id`` and any mapped columns, equally long); the
         template context gets the ``attributes`` columns."""
         ids = columns["customer_id"]
+        count = len(ids)
+        nothing: Sequence[Any] = [None] * count
+
+        def values(name: str | None) -> Sequence[Any] | None:
+            return columns.get(name) if name else None
+
+        def texts(name: str | None) -> Sequence[Any]:  # _text of each value, column by column
+            found = values(name)
+            if found is None:
+                return nothing
+            return [None if v is None else ((v if type(v) is str else _text_of(v)).strip() or None) for v in found]
+
+        def flags(name: str | None) -> Sequence[bool]:  # _flag of each value
+            found = values(name)
+            if found is None:
+                return [False] * count
+            return [v is True or (v is not False and v is not None and _flag(v)) for v in found]
+
+        everything = values(self.opted_out_all)
+        # per consent group, when each customer gave it (None: not given), decided column by column
+        groups: list[str] = []
+        given_columns: list[Sequence[datetime | None]] = []
+        for group, column in self.consents.items():
+            if column not in columns:
+                continue
+            times = values(self.consent_times.get(group))
+            groups.append(group)
+            given_columns.append([
+                now if value is True and (stamp is None or stamp is False) else None if value is None or value is False
+                else _given(value, stamp, now, timed=times is not None)
+                for value, stamp in zip(columns[column], times if times is not None else nothing, strict=True)
+            ])
+        opt_outs = [(group, columns[column]) for group, column in self.opted_out.items() if column in columns]
+        if opt_outs or everything is not None:
+            opted: Sequence[frozenset[str]] = [
+                frozenset([group for group, flagged in opt_outs if _flag(flagged[i])]
+                          + (["all"] if everything is not None and _flag(everything[i]) else []))
+                for i in range(count)
+            ]
+        else:
+            opted = [frozenset()] * count
+        names = [name for name in attributes if name in columns]
+        shown = zip(*[columns[name] for name in names], strict=True) if names else iter([()] * count)
+        consents = zip(*given_columns, strict=True) if given_columns else iter([()] * count)
+        out = []
+        for customer_id, phone, email, token, friend, zone, night, opted_out, gave, row in zip(
+            ids, texts(self.phone), texts(self.email), texts(self.push_token), flags(self.kakao_friend),
+            texts(self.timezone), flags(self.night_consent), opted, consents, shown, strict=True,
+        ):
+            out.append(Recipient(
+                customer_id=customer_id, phone=phone, email=email, push_token=token, kakao_friend=friend, timezone=zone,
+                consents={group: when for group, when in zip(groups, gave, strict=True) if when is not None},
+                night_consent=night, opted_out=opted_out, attributes=dict(zip(names, row, strict=True)),
+            ))
+        return out
+
+    def recipients_by_row(
+        self, columns: Mapping[str, Sequence[Any]], *, now: datetime, attributes: Collection[str] = (),
+    ) -> list[Recipient]:
+        """:meth:`recipients` customer by customer, as it was before it went column by column (kept to prove
+        them equal in tests and to measure the difference; slower)."""
+        ids = columns["customer_id"]
 
         def values(name: str | None) -> Sequence[Any] | None:
             return columns.get(name) if name else None
@@ -127,6 +189,22 @@ class RecipientColumns:
                 attributes={name: column[i] for name, column in shown},
             ))
         return out
+
+
+def _text_of(value: Any) -> str:
+    return value if isinstance(value, str) else str(value)
+
+
+def _given(value: Any, stamp: Any, now: datetime, *, timed: bool) -> datetime | None:
+    """When a consent column's ``value`` (not None or False) says the consent was given, its time column's
+    ``stamp`` (when there is one: ``timed``) winning over a boolean or text value."""
+    when = now if value is True else _consent(value, now)
+    if when is None:
+        return None
+    if timed and not isinstance(value, datetime) and (
+            isinstance(stamp, datetime) or (isinstance(stamp, str) and stamp.strip())):
+        return to_utc_naive(stamp)
+    return when
 
 
 def with_opt_outs(recipient: Recipient, opt_outs: Mapping[str, datetime], *, now: datetime) -> Recipient:

@@ -19,7 +19,6 @@ planned occurrence is not planned again.
 from __future__ import annotations
 
 import json
-import re
 from collections import Counter, defaultdict
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from datetime import date, datetime, timedelta
@@ -480,6 +479,8 @@ class _MessageEncoder:
 
     def __init__(self) -> None:
         self._encoded: dict[int, tuple[Any, str]] = {}
+        #: per chain object (customers who share renderings share the tuple) and friendship: the JSON around the contacts
+        self._chains: dict[tuple[int, bool], tuple[Any, tuple[str, ...]]] = {}
 
     def rendered(self, rendered: Any) -> str:
         found = self._encoded.get(id(rendered))
@@ -490,22 +491,39 @@ class _MessageEncoder:
         return found[1]
 
     def __call__(self, message: PlannedMessage) -> str:
+        chain, contacts = message.chain, message.contacts
+        found = self._chains.get((id(chain), message.friend))
+        if found is None or found[0] is not chain:
+            found = self._chains[(id(chain), message.friend)] = (chain, self.pieces(chain, message.friend))
+        pieces = found[1]
+        if len(contacts) != len(chain):
+            raise ValueError(f"a message has {len(chain)} renderings and {len(contacts)} contacts; they go in pairs")
+        if len(contacts) == 1:
+            return f"{pieces[0]}{_json_text(contacts[0])}{pieces[1]}"
+        if len(contacts) == 2:
+            first = _json_text(contacts[0])
+            second = first if contacts[1] == contacts[0] else _json_text(contacts[1])
+            return f"{pieces[0]}{first}{pieces[1]}{second}{pieces[2]}"
+        out = [pieces[0]]
+        for contact, after in zip(contacts, pieces[1:], strict=True):
+            out += (_json_text(contact), after)
+        return "".join(out)
+
+    def pieces(self, chain: Sequence[Any], friend: bool) -> tuple[str, ...]:
+        """The message's JSON split where each contact goes: one more piece than the chain has renderings."""
         # a Brand Message item says whether its recipient is a channel friend (its targeting and price; i13-cost)
-        friend = f', "friend": {"true" if message.friend else "false"}'
-        parts = [
-            f"{self.rendered(rendered)}, \"contact\": {_json_text(contact)}"
-            f"{friend if rendered.channel == 'brand_message' else ''}}}"
-            for rendered, contact in zip(message.chain, message.contacts, strict=True)
-        ]
-        return '{"chain": [' + ", ".join(parts) + "]}"
-
-
-_PLAIN = re.compile(r"[ -~]*")  # printable ASCII
+        flag = f', "friend": {"true" if friend else "false"}'
+        out = ['{"chain": [']
+        for i, rendered in enumerate(chain):
+            out[-1] += f"{', ' if i else ''}{self.rendered(rendered)}, \"contact\": "
+            out.append(f"{flag if rendered.channel == 'brand_message' else ''}}}")
+        out[-1] += "]}"
+        return tuple(out)
 
 
 def _json_text(text: str) -> str:
     """``json.dumps(text)``, without the call for the usual phone numbers and addresses."""
-    if _PLAIN.fullmatch(text) and '"' not in text and "\\" not in text:
+    if text.isascii() and text.isprintable() and '"' not in text and "\\" not in text:  # printable ASCII
         return f'"{text}"'
     return json.dumps(text, ensure_ascii=False)
 
@@ -537,6 +555,7 @@ def outbox_rows(result: Plan, campaigns: Iterable[Campaign], now: datetime) -> l
         for e in result.entries
     ]
     seen = {row.key for row in rows}
+    details: dict[str, str] = {}  # the JSON of each detail (a holdout's is empty: one for them all)
     for s in result.suppressions:
         if s.key is None or s.reason == "already_planned" or s.key in seen:
             continue
@@ -545,7 +564,8 @@ def outbox_rows(result: Plan, campaigns: Iterable[Campaign], now: datetime) -> l
         rows.append(OutboxRow(
             key=s.key, customer_id=s.customer_id, campaign_id=s.campaign_id, step=s.step, occurrence=s.occurrence,
             variant="", purpose=purposes.get(s.campaign_id, ""), channel="", kind="", status=s.reason,
-            due_at=s.due_at or now, send_at=None, cost=0.0, message=json.dumps({"detail": s.detail}, ensure_ascii=False),
+            due_at=s.due_at or now, send_at=None, cost=0.0,
+            message=details.get(s.detail) or details.setdefault(s.detail, json.dumps({"detail": s.detail}, ensure_ascii=False)),
             planned_at=now,
         ))
         seen.add(s.key)

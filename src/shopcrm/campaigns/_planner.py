@@ -36,7 +36,7 @@ from shopcrm.campaigns._models import (
     reentry_blocks,
 )
 from shopcrm.campaigns._policy import CONSENT_GROUP, MessagingPolicy, in_global_control, local, utc
-from shopcrm.campaigns._templates import Decorations, Rendered, Renderer, recommended
+from shopcrm.campaigns._templates import _MISSING, Decorations, Rendered, Renderer, recommended, uses_link
 from shopcrm.dsl import Everyone, sample_bucket
 from shopcrm.errors import CampaignError
 from shopcrm.lifecycle import LifecyclePolicy
@@ -411,6 +411,31 @@ class _Caps:
 
 
 @attrs.define
+class _Tally:
+    """What a plan of one broadcast counts, without its messages: per first channel and kind, the deferred ones,
+    the cost (summed in plan order, as over the messages) and the suppression reasons."""
+
+    by_channel: Counter[str] = attrs.field(factory=Counter)
+    by_kind: Counter[str] = attrs.field(factory=Counter)
+    deferred: int = 0
+    cost: float = 0  # an int until a message adds its cost, like sum() over no messages
+    reasons: Counter[str] = attrs.field(factory=Counter)
+
+    def suppress(
+        self, campaign: Campaign, step: str, customer_id: Any, reason: str, detail: str = "", key: str | None = None,
+        occurrence: str = "", due_at: datetime | None = None,
+    ) -> None:
+        """:meth:`_Planner.suppress`, counted."""
+        self.reasons[reason] += 1
+
+    def add(self, channel: str, kind: str, deferred: bool, cost: float) -> None:
+        self.by_channel[channel] += 1
+        self.by_kind[kind] += 1
+        self.deferred += deferred
+        self.cost += cost
+
+
+@attrs.define
 class _Planner:
     campaigns: Sequence[Campaign]
     state: ShopState
@@ -430,6 +455,11 @@ class _Planner:
     #: render the fallback channels of each chain too (a preview needs only the first, for the cost)
     render_fallbacks: bool = True
     recommendation_views: dict[int, tuple[Any, tuple[Any, ...]]] = attrs.field(factory=dict)
+    #: plan a one-off or recurring campaign's members in one pass (:meth:`broadcast`) that decides what many members
+    #: share once; False walks them one by one through :meth:`send` (the same plan: tests and benchmarks compare them)
+    batch: bool = True
+    #: count a broadcast's messages and suppressions here instead of building them (a preview's one campaign)
+    tally: _Tally | None = None
 
     def __attrs_post_init__(self) -> None:
         self.keys = {entry.key for entry in self.state.ledger}
@@ -459,6 +489,9 @@ class _Planner:
                 step = campaign.send_steps()[0]
                 schedule = campaign.schedule
                 last = self.state.received.get(campaign.id, {})
+                if self.batch:
+                    self.broadcast(campaign, step, occurrence, due_at, members, last)
+                    continue
                 for customer_id in members:
                     got = last.get(customer_id)
                     if isinstance(schedule, Recurring) and reentry_blocks(schedule.reentry, got, due_at):
@@ -564,6 +597,186 @@ class _Planner:
             assert isinstance(step, Send)
             self.send(campaign, step, occurrence, customer_id, at, quiet_duplicates=True, entry=entry)
         return at
+
+    # -- a broadcast ---------------------------------------------------------------------------
+    def broadcast(
+        self, campaign: Campaign, step: Send, occurrence: str, due_at: datetime, members: Sequence[Any],
+        last: Mapping[Any, datetime],
+    ) -> None:
+        """:meth:`send` for every member of a one-off or recurring campaign's occurrence, in order, with the same
+        results: what is the same for many members is decided once (the channel chain per consent pattern, the
+        clock rules per zone and night consent, the renderings per template values, the price per kind), and
+        a member costs a few hashes and the objects the plan returns."""
+        schedule = campaign.schedule
+        recurring = schedule.reentry if isinstance(schedule, Recurring) else None
+        policy, now, keys, state = self.policy, self.now, self.keys, self.state
+        recipients, contexts = state.recipients, state.contexts
+        suppress, messages = self.suppress, self.messages
+        advertising = campaign.purpose == "advertising"
+        purpose, campaign_id, name = campaign.purpose, campaign.id, step.send
+        prefix = f"{campaign_id}\x1f{occurrence}\x1f{name}\x1f"
+        sha256 = hashlib.sha256
+        expired = now - due_at > campaign.max_delay
+        earliest = max(due_at, now)
+        groups = tuple(dict.fromkeys(g for c in campaign.channels if (g := CONSENT_GROUP[c]) is not None))
+        valid_for = policy.consent_valid_for
+        chains: dict[tuple[Any, ...], tuple[tuple[str, ...], str, str]] = {}  # the chain, or why none and the details
+        sent, zero_limits = self.caps.sent, self.caps.zero_limits
+        control = advertising and bool(policy.global_control_percent)
+        holdout = campaign.holdout_percent * 100 if campaign.holdout_percent else 0
+        holdout_salt = f"holdout:{campaign_id}:"  # bucket(f"holdout:{campaign_id}", id) inlined below
+        md5, from_bytes = hashlib.md5, int.from_bytes
+        variants = campaign.variants_of(step)
+        choose = len(variants) > 1
+        total = sum(v.weight for v in variants)
+        variant_salt = f"variant:{campaign_id}:{name}:"
+        renderer, decorations = self.renderer, self.decorations
+        tracking = decorations.tracking
+        # the contents whose renderings depend only on plain customer values (no links, e-mail or recommendations)
+        plain = {
+            id(v.content): names for v in variants
+            if v.content.recommend is None and "campaign" not in (names := renderer.names(v.content))
+            and "shop" not in names and (tracking is None or not uses_link(names)) and "email" not in campaign.channels
+        }
+        renderings: dict[tuple[Any, ...], tuple[Rendered, ...]] = {}
+        local_now: dict[str, datetime] = {}
+        prices: dict[tuple[str, bool], float] = {}
+        default_zone = policy.timezone
+        clock: dict[tuple[tuple[str, ...], bool, str], datetime] = {}  # when a chain may send, per night consent and zone
+        tally = self.tally
+        if tally is not None:
+            suppress = tally.suppress
+        # a message key is needed to find this campaign's earlier decisions, a repeated member or a tracked link
+        keyed = tally is None or bool(state.settled) or any(e.campaign_id == campaign_id for e in state.ledger) or len(
+            set(members)) != len(members) or len(plain) != len({id(v.content) for v in variants})
+        key = ""
+        for customer_id in members:
+            if keyed:
+                key = sha256(f"{prefix}{customer_id!r}".encode()).hexdigest()[:32]
+            if recurring is not None:
+                got = last.get(customer_id)
+                if reentry_blocks(recurring, got, due_at):
+                    suppress(campaign, name, customer_id, "already_received", f"last {got}", key=key, occurrence=occurrence,
+                             due_at=due_at)
+                    continue
+            if keyed and key in keys:
+                suppress(campaign, name, customer_id, "already_planned", key=key, occurrence=occurrence, due_at=due_at)
+                continue
+            if expired:
+                suppress(campaign, name, customer_id, "expired", f"due {due_at.isoformat()}", key=key, occurrence=occurrence,
+                         due_at=due_at)
+                continue
+            recipient = recipients.get(customer_id)
+            if recipient is None:
+                suppress(campaign, name, customer_id, "no_recipient", key=key, occurrence=occurrence, due_at=due_at)
+                continue
+            # what consent_block reads, per channel of the chain: contact points, friendship, opt-outs, consent ages
+            consents = recipient.consents
+            pattern = (recipient.phone is None, recipient.email is None, recipient.push_token is None, recipient.kakao_friend,
+                       recipient.opted_out, *[
+                           None if (given := consents.get(g)) is None else valid_for is not None and now - given > valid_for
+                           for g in groups])
+            found = chains.get(pattern)
+            if found is None:
+                chain, why = self.chain(campaign, recipient, advertising)
+                reason, detail = why[0] if why else ("no_contact", "")
+                found = chains[pattern] = (chain, reason, "; ".join(f"{c}: {r}" for c, r in why[1:]) or detail)
+            chain = found[0]
+            if not chain:
+                suppress(campaign, name, customer_id, found[1], found[2], key=key, occurrence=occurrence, due_at=due_at)
+                continue
+            zone = recipient.timezone or default_zone
+            when = (chain, recipient.night_consent, zone)
+            send_at = clock.get(when)
+            if send_at is None:
+                send_at = clock[when] = self.allowed(earliest, chain, recipient, zone, advertising)
+            if zero_limits or sent.get(customer_id):
+                cap = self.caps.binding(customer_id, purpose, chain[0], send_at)
+                if cap is not None:
+                    suppress(campaign, name, customer_id, "capped", cap, key=key, occurrence=occurrence, due_at=due_at)
+                    continue
+            if control and self.global_control(customer_id):
+                suppress(campaign, name, customer_id, "global_control", f"would send at {send_at.isoformat()}",
+                         key=key, occurrence=occurrence, due_at=due_at)
+                keys.add(key)
+                continue
+            if holdout and from_bytes(md5(f"{holdout_salt}{customer_id}".encode()).digest()[:4], "big") % 10000 < holdout:
+                suppress(campaign, name, customer_id, "holdout", key=key, occurrence=occurrence, due_at=due_at)
+                keys.add(key)
+                continue
+            if choose:
+                point = from_bytes(md5(f"{variant_salt}{customer_id}".encode()).digest()[:4], "big") % 10000 * total // 10000
+                variant = variants[-1]
+                for option in variants:
+                    if point < option.weight:
+                        variant = option
+                        break
+                    point -= option.weight
+            else:
+                variant = variants[0]
+            content = variant.content
+            shown = chain if self.render_fallbacks else chain[:1]
+            read = plain.get(id(content))
+            memo: tuple[Any, ...] | None = None
+            rendered: tuple[Rendered, ...] | None = None
+            if read is not None:
+                extra = contexts.get(customer_id)
+                attributes = recipient.attributes
+                values: list[Any] = []
+                value: Any
+                for n in read:  # what _ContextView.get(n, _MISSING) gives, without building the view
+                    if n == "now":
+                        value = local_now.get(zone)
+                        if value is None:
+                            value = local_now[zone] = local(due_at, zone)
+                    elif extra is not None and n in extra:
+                        value = extra[n]
+                    elif n in attributes:
+                        value = attributes[n]
+                    elif n == "customer_id":
+                        value = customer_id
+                    else:
+                        value = _MISSING
+                    values.append(value)
+                memo = (id(content), shown, *values)
+                try:
+                    rendered = renderings.get(memo)
+                except TypeError:  # unhashable values (a cart): rendered per message below
+                    memo = None
+            if rendered is None:
+                try:
+                    context = self.context(recipient, campaign, step, due_at, None, content.recommend)
+                    rendered = tuple([
+                        self.renderer.render_cached(content, channel, context, advertising=advertising,
+                                                    decorations=decorations, message_key=key)
+                        for channel in shown
+                    ])
+                except Exception as error:
+                    detail = str(error) if isinstance(error, CampaignError) else f"{type(error).__name__}: {error}"
+                    suppress(campaign, name, customer_id, "render_failed", detail, key=key, occurrence=occurrence, due_at=due_at)
+                    continue
+                if memo is not None and len(renderings) < 100_000:
+                    renderings[memo] = rendered
+            first = rendered[0]
+            friend = recipient.kakao_friend
+            cost = prices.get((first.kind, friend))
+            if cost is None:
+                cost = prices[(first.kind, friend)] = policy.price(first.kind, friend=friend)
+            if tally is not None:
+                tally.add(chain[0], first.kind, send_at > earliest, cost)
+                continue
+            messages.append(PlannedMessage(
+                key=key, customer_id=customer_id, campaign_id=campaign_id, step=name, occurrence=occurrence,
+                variant=variant.name, purpose=purpose, chain=rendered,
+                contacts=tuple([recipient.contact(c) or "" for c in chain[:len(rendered)]]), due_at=due_at, send_at=send_at,
+                deferred=send_at > earliest, estimated_cost=cost, friend=friend,
+            ))
+            keys.add(key)
+            history = sent.get(customer_id)
+            if history is None:
+                sent[customer_id] = [(send_at, purpose, chain[0])]
+            else:
+                history.append((send_at, purpose, chain[0]))
 
     # -- one message ---------------------------------------------------------------------------
     def global_control(self, customer_id: Any) -> bool:

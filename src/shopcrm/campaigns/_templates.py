@@ -362,6 +362,10 @@ class Renderer:
         self._cache: dict[tuple[bool, str], jinja2.Template] = {}
         self._names: dict[int, tuple[Content, tuple[str, ...]]] = {}
         self._rendered: dict[tuple[Any, ...], Rendered | CampaignError] = {}
+        #: per content whose text template has no side effect (no link(), sms_line or product_grid): its rendered
+        #: text by the values of the names the content reads, shared by the channels of a chain
+        self._pure: dict[int, tuple[Content, bool]] = {}
+        self._texts: dict[tuple[Any, ...], str] = {}
 
     def names(self, content: Content) -> tuple[str, ...]:
         """The context names ``content`` reads (every template of it), sorted; ``link`` when it makes tracked links."""
@@ -505,7 +509,7 @@ class Renderer:
     ) -> Rendered:
         if advertising:
             _require_ad_lines(channel, decorations, at)
-        body = self.text(content.text, context, where=f"{at}.text")
+        body = self._body(content, context, at)
         subject = None if content.subject is None else _fill_lines(self.text(content.subject, context, where=f"{at}.subject"), None)
         buttons = tuple((_fill_lines(self.text(b.name, context, where=f"{at}.buttons"), None),
                          _fill_lines(self.text(b.url, context, where=f"{at}.buttons"), None))
@@ -557,6 +561,38 @@ class Renderer:
         if channel == "webhook":
             return Rendered(channel=channel, kind="webhook", text=body, subject=subject, buttons=buttons, image_url=content.image_url)
         raise CampaignError([(at, f"unknown channel {channel!r}")])
+
+    def _body(self, content: Content, context: Mapping[str, Any], at: str) -> str:
+        """``self.text(content.text, ...)``, remembered by the values of the names the content reads when its text
+        template has no side effect: the channels of a chain (a Brand Message and its SMS fallback) and customers
+        sharing those values render it once.  A failure is not remembered (its message names the channel)."""
+        found = self._pure.get(id(content))
+        if found is None or found[0] is not content:
+            found = self._pure[id(content)] = (content, self._side_effect_free(content.text))
+        if not found[1]:
+            return self.text(content.text, context, where=f"{at}.text")
+        get = context.get
+        key = (id(content), *[get(n, _MISSING) for n in self.names(content)])
+        try:
+            text = self._texts.get(key)
+        except TypeError:  # unhashable values
+            return self.text(content.text, context, where=f"{at}.text")
+        if text is None:
+            text = self.text(content.text, context, where=f"{at}.text")
+            if len(self._texts) < 100_000:
+                self._texts[key] = text
+        return text
+
+    def _side_effect_free(self, source: str) -> bool:
+        """Whether rendering ``source`` only turns the values it reads into text: it names no global (``link``
+        records the message's tracked links; ``lipsum`` is random) and applies no ``sms_line`` or ``product_grid``
+        (they record the message's product lines)."""
+        try:
+            tree = self._text.parse(source)
+        except Exception:  # a syntax error: render reports it
+            return False
+        return not any(n.name in self._text.globals for n in tree.find_all(jinja2.nodes.Name)) and not any(
+            f.name in ("sms_line", "product_grid") for f in tree.find_all(jinja2.nodes.Filter))
 
     def _brand_layout(
         self, content: Content, layout: str, body: str, buttons: tuple[tuple[str, str], ...], context: Mapping[str, Any],

@@ -176,7 +176,10 @@ def stored_columns(rows: Sequence[OutboxRow]) -> list[list[Any]]:
         return found
 
     index = {name: i for i, name in enumerate(OUTBOX_COLUMNS)}
-    columns[index["customer_id"]] = [json.dumps(c) for c in columns[index["customer_id"]]]
+    columns[index["customer_id"]] = [
+        f'"{c}"' if type(c) is str and c.isascii() and c.isprintable() and '"' not in c and "\\" not in c else json.dumps(c)
+        for c in columns[index["customer_id"]]
+    ]  # json.dumps(c), without the call for the usual plain text ids
     for name in ("due_at", "send_at", "planned_at"):
         columns[index[name]] = [stamp(v) for v in columns[index[name]]]
     columns[index["cost"]] = [float(v) for v in columns[index["cost"]]]

@@ -301,10 +301,44 @@ class DuckDBSource(Transactions, Source):
         lists are as fast as a registered Arrow table and import neither pyarrow nor pandas)."""
         for part in table.split("."):
             check_identifier(part, "table name")
-        rows, bound = self._unnested(table, columns, values)
         names = ", ".join(f'"{c}"' for c in columns)
         quoted = ".".join(f'"{part}"' for part in table.split("."))
+        if values and len(values[0]) >= self.ARROW_ROWS and self._insert_arrow(table, quoted, names, columns, values):
+            return
+        rows, bound = self._unnested(table, columns, values)
         self._run(f"INSERT INTO {quoted} ({names}) {rows}", bound)
+
+    #: from how many rows :meth:`_insert` hands DuckDB Arrow arrays instead of list parameters: a broadcast's million
+    #: outbox rows go in about three times faster, at the price of importing pandas (pyarrow's list conversion does)
+    ARROW_ROWS = 100_000
+
+    def _insert_arrow(self, table: str, quoted: str, names: str, columns: Sequence[str], values: Sequence[Sequence[Any]]) -> bool:
+        """The rows as Arrow arrays, each cast to the type the table declares for it; False (nothing inserted) when
+        a column's values are not all text, numbers, booleans or None (then the list parameters take them)."""
+        import pyarrow as pa
+
+        try:
+            arrays = [pa.array(v if isinstance(v, list) else list(v)) for v in values]
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OverflowError):
+            return False
+        plain = (pa.string(), pa.float64(), pa.int64(), pa.bool_(), pa.null())
+        if any(array.type not in plain for array in arrays):  # instants, structures: the list parameters cast them
+            return False
+        declared = self._declared(table, columns)
+        selected = []
+        for i, column in enumerate(columns):
+            check_identifier(column, "column name")
+            kind = declared.get(column)
+            selected.append(f'"c{i}"' if kind is None or kind == '"NULL"' else f'CAST("c{i}" AS {kind})')
+        view = "__shopcrm_rows"
+        self.con.from_arrow(pa.Table.from_arrays(arrays, names=[f"c{i}" for i in range(len(columns))])).create_view(
+            view, replace=True)
+        try:
+            self._run(f"INSERT INTO {quoted} ({names}) SELECT {', '.join(selected)} FROM {view}")
+        finally:
+            with suppress(duckdb.Error):
+                self.con.execute(f"DROP VIEW IF EXISTS {view}")
+        return True
 
     def close(self) -> None:
         self.con.close()

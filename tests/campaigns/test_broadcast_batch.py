@@ -1,0 +1,218 @@
+"""The planner's one-pass broadcast (``_Planner.broadcast``) plans exactly what the member-by-member walk does.
+
+The batch path decides once what many members share (the channel chain per consent pattern, the clock rules
+per zone, renderings per template values, prices per kind); these properties draw small random shops with
+every case that path distinguishes and compare the two plans field by field.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, time, timedelta
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from shopcrm.campaigns import Campaign, LedgerEntry, MessagingPolicy, Recipient, ShopState, parse_campaign
+from shopcrm.campaigns._planner import _Planner, idempotency_key, paused_gc
+from shopcrm.campaigns._policy import Cap, Window
+from shopcrm.campaigns._preview import _preview
+from shopcrm.errors import CampaignError
+from shopcrm.tracking import TrackingPolicy
+
+GIVEN = datetime(2026, 1, 1)
+OLD = datetime(2023, 6, 1)
+TEXTS = [
+    "{{ name }}님, 겨울 세일 20%",
+    "{{ name|은는 }} 대상이에요. 오늘 {{ now.hour }}시",
+    "{{ customer_id }} {{ campaign.id }}",  # a dict value: rendered per message
+    "{{ 100 // n }}% 할인",  # fails for n = 0 (render_failed) and for a missing n
+    "{{ name }} " + "가" * 40,  # an LMS for long names
+    "{{ coupon }} 쿠폰 {{ link('https://shop.example/sale') }}",
+    "{{ cart|length }}개",  # a list in the context: unhashable
+]
+
+
+@st.composite
+def profile(draw: st.DrawFn) -> dict[str, Any]:
+    attributes: dict[str, Any] = {"name": draw(st.sampled_from(["민수", "지영", "Kim", "가" * 30]))}
+    if draw(st.booleans()):
+        attributes["n"] = draw(st.integers(0, 3))
+    return {
+        "phone": draw(st.sampled_from([None, "010-1234-5678"])),
+        "email": draw(st.sampled_from([None, "a@b.c"])),
+        "push_token": draw(st.sampled_from([None, "tok"])),
+        "kakao_friend": draw(st.booleans()),
+        "timezone": draw(st.sampled_from([None, "Asia/Seoul", "America/New_York"])),
+        "consents": draw(st.dictionaries(st.sampled_from(["sms", "kakao", "email", "push"]), st.sampled_from([GIVEN, OLD]))),
+        "night_consent": draw(st.booleans()),
+        "opted_out": frozenset(draw(st.sets(st.sampled_from(["sms", "kakao", "email", "all"]), max_size=2))),
+        "attributes": attributes,
+    }
+
+
+@st.composite
+def shops(draw: st.DrawFn) -> tuple[list[Campaign], ShopState, MessagingPolicy, datetime]:
+    n = draw(st.integers(1, 25))
+    ints = draw(st.booleans())
+    ids: list[Any] = [i if ints else f"c{i}" for i in range(n)]
+    people = {}
+    contexts: dict[Any, dict[str, Any]] = {}
+    # a few profiles, each member a copy with one field changed or not: members that differ in one thing only
+    profiles = [draw(profile()) for _ in range(draw(st.integers(1, 3)))]
+    for cid in ids:
+        if draw(st.integers(0, 9)) == 0:
+            continue  # in an audience, not among the recipients
+        fields = dict(draw(st.sampled_from(profiles)))
+        if draw(st.booleans()):
+            other = draw(profile())
+            changed = draw(st.sampled_from(sorted(other)))
+            fields[changed] = other[changed]
+        people[cid] = Recipient(customer_id=cid, **fields)
+        extra = draw(st.sampled_from([None, {"coupon": "C1"}, {"coupon": "C2", "name": "덮어씀"}, {"cart": [1, 2]}]))
+        if extra is not None:
+            contexts[cid] = extra
+    now = datetime(2026, 11, 24, 12) + timedelta(minutes=draw(st.integers(0, 60 * 30)))
+    campaigns = []
+    audiences: dict[str, list[Any]] = {}
+    received: dict[str, dict[Any, datetime]] = {}
+    settled: set[str] = set()
+    planned: list[LedgerEntry] = []
+    for k in range(draw(st.integers(1, 3))):
+        texts = draw(st.lists(st.sampled_from(TEXTS), min_size=1, max_size=3))
+        recurring = draw(st.booleans())
+        hour = draw(st.integers(0, 23))
+        purpose = draw(st.sampled_from(["advertising", "informational"]))
+        offered = ["brand_message", "sms", "email", "push"] + (["alimtalk"] if purpose == "informational" else [])
+        doc: dict[str, Any] = {
+            "id": f"k{k}", "purpose": purpose,
+            "channels": draw(st.lists(st.sampled_from(offered), min_size=1, max_size=3, unique=True)),
+            "priority": draw(st.integers(0, 2)), "holdout_percent": draw(st.sampled_from([0, 10, 50])),
+            "variants": [{"name": f"v{i}", "weight": draw(st.integers(1, 3)),
+                          "content": {"text": text, "subject": "제목",
+                                      "alimtalk": {"template_code": "T1", "body": "#{name}", "variables": {"name": "{{ name }}"}}}}
+                         for i, text in enumerate(texts)],
+            "schedule": ({"kind": "recurring", "at": f"{hour:02d}:30:00", "weekdays": [0, 1, 2, 3, 4, 5, 6],
+                          "reentry": draw(st.sampled_from(["once", "every_time", "3d"]))} if recurring
+                         else {"kind": "one_off", "at": f"2026-11-2{draw(st.integers(3, 5))}T{hour:02d}:00:00"}),
+            "max_delay": draw(st.sampled_from(["1h", "1d", "7d"])),
+        }
+        campaign = parse_campaign(doc)
+        campaigns.append(campaign)
+        members = draw(st.lists(st.sampled_from(ids), max_size=30))  # duplicates: the second is already planned
+        audiences[campaign.id] = members
+        received[campaign.id] = {c: now - timedelta(days=draw(st.integers(0, 6))) for c in members if draw(st.booleans())}
+        for c in members:
+            if draw(st.integers(0, 7)) == 0:
+                occurrence = "once" if not recurring else draw(st.sampled_from(["2026-11-24", "2026-11-25"]))
+                if draw(st.booleans()):
+                    settled.add(idempotency_key(campaign.id, occurrence, "main", c))
+                else:  # planned by an earlier tick: in the ledger
+                    planned.append(LedgerEntry(idempotency_key(campaign.id, occurrence, "main", c), c, campaign.id,
+                                               campaign.purpose, campaign.channels[0], now - timedelta(hours=1)))
+    ledger = [
+        LedgerEntry(f"old{i}", cid, "earlier", draw(st.sampled_from(["advertising", "informational"])),
+                    draw(st.sampled_from(["sms", "brand_message"])), now - timedelta(hours=draw(st.integers(-30, 30))))
+        for i, cid in enumerate(draw(st.lists(st.sampled_from(ids), max_size=15)))
+    ] + planned
+    policy = MessagingPolicy(
+        sender_name="s", sender_contact="1588", opt_out_number="080", unsubscribe_url="https://u/{customer_id}",
+        consent_valid_for=draw(st.sampled_from([None, timedelta(days=730)])),
+        brand_message_friends_only=draw(st.booleans()),
+        night_consent_lifts_quiet_hours=draw(st.booleans()),
+        quiet_hours=draw(st.sampled_from([Window(time(21), time(8)), Window(time(1), time(2))])),
+        caps=draw(st.sampled_from([
+            MessagingPolicy().caps, (), (Cap("advertising", 0, timedelta(days=1)),),
+            (Cap("any", 2, timedelta(hours=12)), Cap("advertising", 1, timedelta(days=1), channel="sms")),
+        ])),
+        global_control_percent=draw(st.sampled_from([0.0, 20.0])),
+        tracking=draw(st.sampled_from([None, TrackingPolicy(base_url="https://t.example/r", secret="s" * 32,
+                                                            unsubscribe_url=draw(st.sampled_from(["", "https://t.example/u"])))])),
+    )
+    state = ShopState(recipients=people, audiences=audiences, ledger=ledger, received=received, settled=frozenset(settled),
+                      contexts=contexts)
+    return campaigns, state, policy, now
+
+
+def run(campaigns: list[Campaign], state: ShopState, policy: MessagingPolicy, now: datetime, **options: Any) -> Any:
+    """The plan, or the problems of a refused campaign (a tracked link without a tracking base)."""
+    try:
+        with paused_gc():
+            return _Planner(campaigns, state, now, policy, **options).run()
+    except CampaignError as error:
+        return error.problems
+
+
+def plans(campaigns: list[Campaign], state: ShopState, policy: MessagingPolicy, now: datetime, **options: Any) -> tuple[Any, Any]:
+    return run(campaigns, state, policy, now, **options), run(campaigns, state, policy, now, batch=False, **options)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
+@given(shops())
+def test_the_one_pass_broadcast_plans_what_the_member_by_member_walk_plans(
+    shop: tuple[list[Campaign], ShopState, MessagingPolicy, datetime],
+) -> None:
+    campaigns, state, policy, now = shop
+    batch, walked = plans(campaigns, state, policy, now)
+    assert batch == walked
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))
+@given(shops())
+def test_without_fallback_renderings_too(shop: tuple[list[Campaign], ShopState, MessagingPolicy, datetime]) -> None:
+    campaigns, state, policy, now = shop
+    batch, walked = plans(campaigns, state, policy, now, render_fallbacks=False)
+    assert batch == walked
+
+
+def test_members_sharing_template_values_share_one_rendering_object() -> None:
+    people = {f"c{i}": Recipient(customer_id=f"c{i}", phone="010", consents={"sms": GIVEN}, attributes={"name": "민수"})
+              for i in range(50)}
+    campaign = parse_campaign({
+        "id": "sale", "purpose": "advertising", "channels": ["sms"],
+        "variants": [{"name": "a", "content": {"text": "{{ name }}님 세일"}}],
+        "schedule": {"kind": "one_off", "at": "2026-11-25T10:00:00"},
+    })
+    policy = MessagingPolicy(sender_name="s", sender_contact="1588", opt_out_number="080")
+    now = datetime(2026, 11, 25, 2)
+    batch, walked = plans([campaign], ShopState(recipients=people, audiences={"sale": list(people)}), policy, now)
+    assert batch == walked
+    assert len(batch.messages) == 50
+    assert len({id(m.chain) for m in batch.messages}) == 1
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))
+@given(shops())
+def test_the_one_pass_preview_equals_the_member_by_member_preview(
+    shop: tuple[list[Campaign], ShopState, MessagingPolicy, datetime],
+) -> None:
+    campaigns, state, policy, now = shop
+
+    def preview(by_member: bool) -> Any:
+        try:
+            with paused_gc():
+                return [_preview(c, state, now, policy, by_member=by_member) for c in campaigns]
+        except CampaignError as error:
+            return error.problems
+
+    assert preview(by_member=False) == preview(by_member=True)
+
+
+def test_members_alike_but_for_their_zone_or_night_consent_get_their_own_funnel_stage() -> None:
+    base = {"phone": "010", "consents": {"sms": GIVEN}, "attributes": {"name": "민수"}}
+    people = {
+        "seoul": Recipient(customer_id="seoul", timezone="Asia/Seoul", **base),  # type: ignore[arg-type]
+        "new-york": Recipient(customer_id="new-york", timezone="America/New_York", **base),  # type: ignore[arg-type]
+        "night": Recipient(customer_id="night", timezone="Asia/Seoul", night_consent=True, **base),  # type: ignore[arg-type]
+    }
+    campaign = parse_campaign({
+        "id": "sale", "purpose": "advertising", "channels": ["sms"],
+        "variants": [{"name": "a", "content": {"text": "{{ name }}님 세일"}}],
+        "schedule": {"kind": "one_off", "at": "2026-11-25T10:00:00"},
+    })
+    policy = MessagingPolicy(sender_name="s", sender_contact="1588", opt_out_number="080")
+    now = datetime(2026, 11, 25, 14)  # 23:00 in Seoul, 09:00 in New York
+    state = ShopState(recipients=people, audiences={"sale": list(people)})
+    fast, slow = (_preview(campaign, state, now, policy, by_member=b) for b in (False, True))
+    assert fast == slow
+    assert (fast.funnels[0].sendable_now, fast.funnels[0].deferred) == (2, 1)
