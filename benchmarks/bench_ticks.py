@@ -106,8 +106,8 @@ def main() -> None:
             _, events = dataset(scale)
             new = con.sql(
                 f"SELECT * REPLACE (TIMESTAMP '{hour:%Y-%m-%d %H:%M:%S}' + to_microseconds(CAST(hash(row_number() OVER ()) "
-                f"% 3600000000 AS BIGINT)) AS ts) FROM read_parquet('{events}') "
-                "WHERE event IN ('product_viewed', 'cart_added', 'order_completed') "
+                f"% 3600000000 AS BIGINT)) AS ts) FROM (SELECT * FROM read_parquet('{events}') "
+                "WHERE event IN ('product_viewed', 'cart_added', 'order_completed')) "
                 f"USING SAMPLE reservoir({int(args.new_events)} ROWS) REPEATABLE (7)"
             ).to_arrow_table()
             shop.load_events(new)

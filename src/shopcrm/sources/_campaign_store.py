@@ -525,13 +525,22 @@ class SQLCampaignStore(CampaignStore):
     def _send_select(self) -> str:
         return f"SELECT {_SEND_SELECT_COLUMNS} FROM {self.SENDS}"
 
+    @contextmanager
+    def _customers_in(self, stored: Sequence[str]) -> Iterator[tuple[str, list[Any]]]:
+        """``customer_id IN (...)`` over stored (JSON) customer ids, the way the engine takes a set of keys (one
+        list parameter on DuckDB and PostgreSQL, placeholders elsewhere): the key set's condition on ``key_``,
+        put on ``customer_id``."""
+        with self._key_set(stored) as (clause, params):
+            assert clause.startswith("key_ "), clause
+            yield "customer_id" + clause[len("key_"):], params
+
     def opt_outs_of(self, customer_ids: Collection[Any]) -> dict[Any, dict[str, datetime]]:
         self._ensure()
         out: dict[Any, dict[str, datetime]] = {}
-        for chunk in _chunks([json.dumps(c) for c in dict.fromkeys(customer_ids)]):
-            marks = ", ".join([self._p] * len(chunk))
-            rows = self._run(f"SELECT customer_id, consent_group, opted_out_at FROM {self.OPT_OUTS} "
-                             f"WHERE customer_id IN ({marks})", list(chunk))
+        for chunk in _chunks([json.dumps(c) for c in dict.fromkeys(customer_ids)], self._key_chunk):
+            with self._customers_in(chunk) as (clause, params):
+                rows = self._run(f"SELECT customer_id, consent_group, opted_out_at FROM {self.OPT_OUTS} WHERE {clause}",
+                                 params)
             for customer, group, at in rows:
                 out.setdefault(json.loads(customer), {})[str(group)] = datetime.fromisoformat(str(at))
         return out
@@ -540,9 +549,10 @@ class SQLCampaignStore(CampaignStore):
         self._ensure()
         p = self._p
         out: list[OutboxRow] = []
-        for chunk in _chunks([json.dumps(c) for c in dict.fromkeys(customer_ids)]):
-            rows = self._run(self._select() + f" WHERE status = 'planned' AND send_at >= {p} AND customer_id IN "
-                             f"({', '.join([p] * len(chunk))})", [_stamp(since), *chunk])
+        for chunk in _chunks([json.dumps(c) for c in dict.fromkeys(customer_ids)], self._key_chunk):
+            with self._customers_in(chunk) as (clause, params):
+                rows = self._run(self._select() + f" WHERE status = 'planned' AND send_at >= {p} AND {clause}",
+                                 [_stamp(since), *params])
             out += [OutboxRow.from_tuple(r) for r in rows]
         return out
 
@@ -601,8 +611,8 @@ class SQLCampaignStore(CampaignStore):
         if customer_ids is not None:  # in chunks: engines bound the number of parameters
             ids = list(dict.fromkeys(json.dumps(c) for c in customer_ids))
             found: list[OutboxRow] = []
-            for start in range(0, len(ids), 500):
-                found += self._outbox(campaign_ids, since, status, ids[start:start + 500])
+            for start in range(0, len(ids), self._key_chunk):
+                found += self._outbox(campaign_ids, since, status, ids[start:start + self._key_chunk])
             return sorted(found, key=lambda r: (r.due_at, r.campaign_id, json.dumps(r.customer_id), r.step, r.key))
         return self._outbox(campaign_ids, since, status, None)
 
@@ -616,8 +626,9 @@ class SQLCampaignStore(CampaignStore):
         if customers is not None:
             if not customers:
                 return []
-            where.append(f"customer_id IN ({', '.join([p] * len(customers))})")
-            params += customers
+            with self._customers_in(customers) as (clause, bound):
+                where.append(clause)
+                params += bound
         if campaign_ids is not None:
             if not campaign_ids:
                 return []
