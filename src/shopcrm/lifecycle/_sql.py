@@ -230,7 +230,7 @@ class _Lifecycle:
         #   when at least q = ceil((k - 1) * n / 5) values lie below, i.e. when R exceeds the q-th smallest
         #   R, picked by ROW_NUMBER (5 * rn >= (k - 1) * n > 5 * rn - 5 is rn = q, in integers).
         cuts: list[tuple[str, exp.Expression]] = []
-        scores: list[exp.Expression] = []
+        scores: list[Any] = []  # aliased score columns
         rn, n = _col("rn"), _col("n", "n")
         for measure in ("r", "f", "m"):
             name = f"shopcrm_{measure}_cuts"
