@@ -110,7 +110,8 @@ def test_identical_conditions_are_computed_once_and_shared_by_count_many() -> No
     query = compile_counts([parse_rule(viewed), parse_rule({"not": viewed}), parse_rule({"and": [viewed, {"attribute": "age", "gt": 1}]})],
                            SCHEMA, now=NOW, dialect="duckdb")
     sql = render(query, "duckdb")
-    assert sql.count("SUM(CASE WHEN") == 1  # one feature column shared by the three rules
+    assert sql.count('COUNT(CASE WHEN "e"') == 1  # one feature column shared by the three rules
+    assert sql.count("AS f") == 1
     assert sql.count('FROM "events"') == 1
 
 
@@ -167,3 +168,22 @@ def test_windows_reaching_before_the_year_1000_agree_with_the_reference_on_sqlit
     got = {row[0] for row in con.execute(to_sql(rule, "sqlite", now=now))}
     expected = evaluate(rule, [{"customer_id": 1}], [{"customer_id": 1, "event": "order_completed", "ts": datetime(2026, 2, 1)}], now=now)
     assert got == expected == {1}
+
+
+def test_count_many_leaves_no_coalesce_where_zero_fails_and_guards_not() -> None:
+    """A customer without rows has NULL counts: left NULL where 0 fails the comparison as well (``>= 1``),
+    turned into FALSE under ``not`` and kept as 0 where 0 passes (``= 0``), so the counts stay exact."""
+    viewed = {"performed": "product_viewed", "within": {"last": "30d"}}
+    never = {"performed": "product_viewed", "within": {"last": "30d"}, "times": {"eq": 0}}
+    sql = render(compile_counts([parse_rule(viewed), parse_rule({"not": viewed}), parse_rule(never)], SCHEMA, now=NOW,
+                                dialect="postgres"), "postgres")
+    assert "COUNT(CASE WHEN shopcrm_f0.f0 >= 1 THEN 1 END) AS c0" in sql
+    assert "COUNT(CASE WHEN NOT COALESCE(shopcrm_f0.f0 >= 1, FALSE) THEN 1 END) AS c1" in sql
+    assert "COUNT(CASE WHEN COALESCE(shopcrm_f0.f0, 0) = 0 THEN 1 END) AS c2" in sql
+    con = duckdb.connect()
+    con.execute("CREATE TABLE customers (customer_id VARCHAR, age INTEGER)")
+    con.execute("CREATE TABLE events (customer_id VARCHAR, event VARCHAR, ts TIMESTAMP, category VARCHAR)")
+    con.execute("INSERT INTO customers VALUES ('a', 30), ('b', 40)")
+    con.execute("INSERT INTO events VALUES ('a', 'product_viewed', TIMESTAMP '2026-02-20 00:00:00', 'shoes')")
+    query = compile_counts([parse_rule(viewed), parse_rule({"not": viewed}), parse_rule(never)], SCHEMA, now=NOW, dialect="duckdb")
+    assert con.execute(render(query, "duckdb")).fetchone() == (1, 1, 1)

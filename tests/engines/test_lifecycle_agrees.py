@@ -42,6 +42,20 @@ def test_duckdb_and_sqlite(shop: RandomShop) -> None:
     _check(sqlite_shop, shop, arrow=True)
 
 
+@cases(25)
+@given(shops(max_customers=40, max_events=200))
+def test_rfm_scores_on_larger_shops(shop: RandomShop) -> None:
+    """shop.rfm scores by cut points (the q-th smallest R by ROW_NUMBER, the F and M histograms' first
+    values per score): equal to the classifier's ranks with more scored customers and ties than above."""
+    pure = classify_shop(shop.customers, shop.events, now=shop.now)
+    rfm_columns = ("recency_days", "frequency", "monetary", "r_score", "f_score", "m_score", "rfm_segment")
+    expected = {r.customer_id: {c: getattr(r, c) for c in rfm_columns} for r in pure if r.r_score is not None}
+    for load in (duckdb_shop, sqlite_shop):
+        table = load(shop).rfm(now=shop.now)
+        assert table["customer_id"].to_pylist() == sorted(expected)
+        assert {row.pop("customer_id"): row for row in table.to_pylist()} == expected
+
+
 @pytest.mark.postgres
 @pytest.mark.mysql
 @cases(80)

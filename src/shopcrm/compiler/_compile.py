@@ -320,16 +320,29 @@ class QueryBuilder:
         else:
             cond = self._event_condition(rule.performed, rule.where, bounds, at, _EVENTS)
             key = ("count", rule.performed, where, [(b.op, b.at) for b in bounds])
+            # COUNT of a CASE without ELSE, not SUM(CASE ... ELSE 0): the same numbers as a BIGINT rather
+            # than a HUGEINT/DECIMAL sum, cheaper to aggregate and to carry through the joins
             column = self._feature(
                 key,
                 lambda: exp.Count(this=exp.Star()) if self._inline else
-                exp.Sum(this=exp.Case(ifs=[exp.If(this=cond, true=exp.Literal.number(1))], default=exp.Literal.number(0))),
+                exp.Count(this=exp.Case(ifs=[exp.If(this=cond, true=exp.Literal.number(1))])),
             )
-            count = exp.Coalesce(this=column, expressions=[exp.Literal.number(0)])
+            count = column
             self._leaf = (cond, _EVENTS, _zero_ok(ops))
         if self._leaf is not None and rule.not_followed_by is not None:
             self._leaf = (self._leaf[0], self._leaf[1], _zero_ok(ops))
-        return _Pred(self._compare_number(count, ops), False)
+        if self._inline and rule.not_followed_by is not None:  # COUNT(*) of the set form's rows, never NULL
+            return _Pred(self._compare_number(count, ops), False)
+        return self._tally(count, ops)
+
+    def _tally(self, total: exp.Expression, ops: dict[str, Any]) -> _Pred:
+        """A count or sum, NULL for a customer without rows, against numeric operators.
+
+        Where 0 fails the operators, the NULL is left as it is (it fails them too, and the predicate is
+        marked nullable, so that ``not`` reads it as FALSE): one COALESCE less per customer row."""
+        if self._inline or _zero_ok(ops):
+            return _Pred(self._compare_number(exp.Coalesce(this=total, expressions=[exp.Literal.number(0)]), ops), False)
+        return _Pred(self._compare_number(total, ops), True)
 
     def _follow_count(self, rule: Performed, bounds: Sequence[TsBound], path: str) -> exp.Expression:
         follow = rule.not_followed_by
@@ -380,7 +393,7 @@ class QueryBuilder:
             )
             self._follows[token] = (name, query)
         name = self._follows[token][0]
-        return exp.Coalesce(this=exp.column("n", table=name), expressions=[exp.Literal.number(0)])
+        return exp.column("n", table=name)
 
     def _aggregate(self, rule: Aggregate, path: str) -> _Pred:
         at = _join(path, "aggregate")
@@ -411,10 +424,10 @@ class QueryBuilder:
         self._leaf = (cond, _EVENTS, rule.aggregate in ("sum", "count_distinct") and _zero_ok(ops))
         if rule.aggregate == "sum":
             total = self._feature(["sum", *base], lambda: exp.Sum(this=case(value)))
-            return _Pred(self._compare_number(exp.Coalesce(this=total, expressions=[zero]), ops), False)
+            return self._tally(total, ops)
         if rule.aggregate == "count_distinct":
             distinct = self._feature(["count_distinct", *base], lambda: exp.Count(this=exp.Distinct(expressions=[case(value)])))
-            return _Pred(self._compare_number(exp.Coalesce(this=distinct, expressions=[zero]), ops), False)
+            return self._tally(distinct, ops)
         if rule.aggregate in ("min", "max"):
             fn = exp.Min if rule.aggregate == "min" else exp.Max
             extreme = self._feature([rule.aggregate, *base], lambda: fn(this=case(value)))
@@ -425,7 +438,7 @@ class QueryBuilder:
         count = self._feature(
             ["count", *base],
             lambda: exp.Count(this=value) if self._inline else
-            exp.Sum(this=exp.Case(ifs=[exp.If(this=present, true=exp.Literal.number(1))], default=zero)),
+            exp.Count(this=exp.Case(ifs=[exp.If(this=present, true=exp.Literal.number(1))])),
         )
         parts: list[exp.Expression] = [exp.GT(this=count, expression=zero)]
         for op, v in ops.items():
@@ -566,16 +579,18 @@ class QueryBuilder:
                 .where(rows, copy=False)
                 .group_by(self._col("customer_id", _EVENTS), copy=False)
             )
-            select = select.with_(name, as_=features).join(
+            select = select.with_(name, as_=features, copy=False).join(
                 exp.to_table(name),
-                on=exp.EQ(this=customer_id, expression=exp.column("customer_id", table=name)),
+                on=exp.EQ(this=customer_id.copy(), expression=exp.column("customer_id", table=name)),
                 join_type="left",
+                copy=False,
             )
         for name, query in self._follows.values():
-            select = select.with_(name, as_=query).join(
+            select = select.with_(name, as_=query.copy(), copy=False).join(
                 exp.to_table(name),
-                on=exp.EQ(this=customer_id, expression=exp.column("customer_id", table=name)),
+                on=exp.EQ(this=customer_id.copy(), expression=exp.column("customer_id", table=name)),
                 join_type="left",
+                copy=False,
             )
         return self._attach_lifecycle(select)
 
@@ -586,13 +601,18 @@ class QueryBuilder:
         return self._from(select).where(pred.expr, copy=False)
 
     def counts(self, rules: Sequence[Rule]) -> exp.Select:
-        """One row of counts: a 0/1 flag per rule and customer, summed over customers.
+        """One row of counts: per rule, the customers whose predicate holds.
 
-        The flags are computed in a derived table first: MariaDB refuses subqueries
-        (lifecycle membership) inside an aggregate.
+        ``COUNT(CASE WHEN rule THEN 1 END)`` over the joined customer rows, in one aggregate; when a
+        rule reads the lifecycle (a subquery), the flags are computed in a derived table first and
+        summed: MariaDB refuses subqueries inside an aggregate.
         """
         preds = [self.predicate(r, "" if len(rules) == 1 else f"[{i}]") for i, r in enumerate(rules)]
         one, zero = exp.Literal.number(1), exp.Literal.number(0)
+        if self._lifecycle is None:
+            return self._from(exp.select(*[
+                exp.alias_(exp.Count(this=exp.Case(ifs=[exp.If(this=p.expr, true=one)])), f"c{i}") for i, p in enumerate(preds)
+            ]))
         flags = self._from(
             exp.select(*[exp.alias_(exp.Case(ifs=[exp.If(this=p.expr, true=one)], default=zero), f"p{i}") for i, p in enumerate(preds)])
         )

@@ -187,11 +187,14 @@ class _Lifecycle:
 
     def segment(self) -> exp.Expression:
         """The named RFM segment of ``r_score`` and ``f_score`` (NULL when unscored)."""
-        cells = [
-            (_and([exp.EQ(this=_col("r_score"), expression=_num(r)), exp.EQ(this=_col("f_score"), expression=_num(f))]), _lit(name))
-            for (r, f), name in sorted(self.p.rfm_lookup.items())
-        ]
-        return _case(*cells)
+        # nested on r then f: at most ten tests a row instead of up to fifty for the flat (r, f) list
+        by_r: dict[int, list[tuple[int, str]]] = {}
+        for (r, f), name in sorted(self.p.rfm_lookup.items()):
+            by_r.setdefault(r, []).append((f, name))
+        return exp.Case(this=_col("r_score"), ifs=[
+            exp.If(this=_num(r), true=exp.Case(this=_col("f_score"), ifs=[exp.If(this=_num(f), true=_lit(name)) for f, name in cells]))
+            for r, cells in by_r.items()
+        ])
 
     def build_rfm(self) -> exp.Select:
         """Recency, frequency, monetary, scores and segment of every customer with an order in the lookback."""
@@ -219,21 +222,58 @@ class _Lifecycle:
             exp.LT(this=e_ts, expression=self.at(self.now)),
             exp.GT(this=e_ts, expression=self.at(self.now - p.rfm_lookback)),
         ])).group_by(_col("customer_id", "e"))
+        # Scores without joining anything back by value. A score never falls as its measure grows, so each
+        # score is 1 + the number of four cut points the measure reaches (one row of cuts per measure,
+        # cross-joined), which spares three hash joins of every scored row:
+        # - F and M (few distinct values): cut k is the smallest value of the histogram scoring k or more;
+        # - R (the last order's instant, nearly unique): no histogram; 1 + floor(5 * below / n) >= k holds
+        #   when at least q = ceil((k - 1) * n / 5) values lie below, i.e. when R exceeds the q-th smallest
+        #   R, picked by ROW_NUMBER (5 * rn >= (k - 1) * n > 5 * rn - 5 is rn = q, in integers).
+        cuts: list[tuple[str, exp.Expression]] = []
+        scores: list[Any] = []  # aliased score columns
+        rn, n = _col("rn"), _col("n", "n")
+        for measure in ("r", "f", "m"):
+            name = f"shopcrm_{measure}_cuts"
+            if measure == "r":
+                ranked = exp.select(
+                    _col("r"), exp.alias_(exp.Window(this=exp.RowNumber(), order=exp.Order(expressions=[exp.Ordered(this=_col("r"))])), "rn")
+                ).from_("shopcrm_scored")
+                five_rn = exp.Mul(this=_num(5), expression=rn)
+                cut_columns = [
+                    exp.alias_(exp.Max(this=_case((_and([
+                        exp.GTE(this=five_rn, expression=exp.Mul(this=_num(k - 1), expression=n)),
+                        exp.LT(this=five_rn.copy(), expression=exp.Add(this=exp.Mul(this=_num(k - 1), expression=n.copy()), expression=_num(5))),
+                    ]), _col("r")))), f"c{k}")
+                    for k in range(2, 6)
+                ]
+                cuts.append((name, exp.select(*cut_columns).from_(ranked.subquery("ranked")).join(
+                    exp.to_table("shopcrm_n_scored").as_("n"), join_type="cross")))
+            else:
+                cuts.append((name, exp.select(*[
+                    exp.alias_(exp.Min(this=_case((exp.GTE(this=_col("score"), expression=_num(k)), _col("v")))), f"c{k}")
+                    for k in range(2, 6)
+                ]).from_(f"shopcrm_{measure}_scores")))
+            steps: exp.Expression = _num(1)
+            for k in range(2, 6):
+                cut = _col(f"c{k}", f"{measure}c")
+                reached = exp.GT(this=_col(measure, "sc"), expression=cut) if measure == "r" else exp.GTE(this=_col(measure, "sc"), expression=cut)
+                steps = exp.Add(this=steps, expression=_case((reached, _num(1)), default=_num(0)))
+            scores.append(exp.alias_(exp.cast(steps, exp.DataType.build("BIGINT")), f"{measure}_score"))
         scored = exp.select(
             _col("customer_id", "sc"),
             exp.alias_(exp.Sub(this=_num(_micros(self.now - _EPOCH)), expression=_col("r", "sc")), "recency_us"),
             exp.alias_(_col("f", "sc"), "frequency"),
             exp.alias_(_col("m", "sc"), "monetary"),
-            exp.alias_(_col("score", "rs"), "r_score"),
-            exp.alias_(_col("score", "fs"), "f_score"),
-            exp.alias_(_col("score", "ms"), "m_score"),
+            *scores,
         ).from_(exp.to_table("shopcrm_scored").as_("sc"))
-        scored = self.join_scores(scored)
+        for measure in ("r", "f", "m"):
+            scored = scored.join(exp.to_table(f"shopcrm_{measure}_cuts").as_(f"{measure}c"), join_type="cross")
         final = exp.select(
             *[_col(c) for c in RFM_COLUMNS[:-1]], exp.alias_(self.segment(), "rfm_segment")
         ).from_(scored.subquery("shopcrm_rfm"))
-        for name, cte in [("shopcrm_rfm_facts", facts), *self.score_ctes("shopcrm_rfm_facts")]:
-            final = final.with_(name, as_=cte)
+        histograms = [c for c in self.score_ctes("shopcrm_rfm_facts") if c[0] != "shopcrm_r_scores"]
+        for name, cte in [("shopcrm_rfm_facts", facts), *histograms, *cuts]:
+            final = final.with_(name, as_=cte, copy=False)
         return final
 
     def _has_order_id(self) -> bool:

@@ -29,4 +29,4 @@ FROM "customers" AS c
 LEFT JOIN shopcrm_nf0
   ON "c"."customer_id" = shopcrm_nf0.customer_id
 WHERE
-  COALESCE(shopcrm_nf0.n, 0) >= 1
+  shopcrm_nf0.n >= 1

@@ -7,12 +7,11 @@ WITH shopcrm_f0 AS (
         THEN "e"."amount"
       END
     ) AS f0,
-    SUM(
+    COUNT(
       CASE
         WHEN "e"."ts" < CAST('2026-03-01 12:00:00.000000' AS TIMESTAMP)
         AND NOT "e"."amount" IS NULL
         THEN 1
-        ELSE 0
       END
     ) AS f1
   FROM "events" AS e

@@ -1,13 +1,12 @@
 WITH shopcrm_f0 AS (
   SELECT
     `e`.`customer_id` AS customer_id,
-    SUM(
+    COUNT(
       CASE
         WHEN `e`.`category` = 'shoes'
         AND `e`.`ts` < CAST('2026-03-01 12:00:00.000000' AS TIMESTAMP)
         AND `e`.`ts` > CAST('2026-01-30 12:00:00.000000' AS TIMESTAMP)
         THEN 1
-        ELSE 0
       END
     ) AS f0
   FROM `events` AS e
@@ -24,20 +23,18 @@ WITH shopcrm_f0 AS (
 ), shopcrm_f1 AS (
   SELECT
     `e`.`customer_id` AS customer_id,
-    SUM(
+    COUNT(
       CASE
         WHEN `e`.`product_id` = 'P1'
         AND `e`.`ts` < CAST('2026-03-01 12:00:00.000000' AS TIMESTAMP)
         THEN 1
-        ELSE 0
       END
     ) AS f1,
-    SUM(
+    COUNT(
       CASE
         WHEN `e`.`product_id` = 'P2'
         AND `e`.`ts` < CAST('2026-03-01 12:00:00.000000' AS TIMESTAMP)
         THEN 1
-        ELSE 0
       END
     ) AS f2
   FROM `events` AS e
@@ -59,12 +56,11 @@ WITH shopcrm_f0 AS (
 ), shopcrm_f2 AS (
   SELECT
     `e`.`customer_id` AS customer_id,
-    SUM(
+    COUNT(
       CASE
         WHEN `e`.`promotion_id` = 'PROMO1'
         AND `e`.`ts` < CAST('2026-03-01 12:00:00.000000' AS TIMESTAMP)
         THEN 1
-        ELSE 0
       END
     ) AS f3
   FROM `events` AS e
@@ -90,19 +86,17 @@ LEFT JOIN shopcrm_f2
 WHERE
   (
     (
-      COALESCE(shopcrm_f0.f0, 0) >= 3
+      shopcrm_f0.f0 >= 3
     )
     AND (
       (
-        COALESCE(shopcrm_f1.f1, 0) >= 1
+        shopcrm_f1.f1 >= 1
       ) OR (
-        COALESCE(shopcrm_f1.f2, 0) >= 1
+        shopcrm_f1.f2 >= 1
       )
     )
     AND (
-      NOT (
-        COALESCE(shopcrm_f2.f3, 0) >= 1
-      )
+      NOT COALESCE(shopcrm_f2.f3 >= 1, FALSE)
     )
     AND (
       `c`.`age` >= 20 AND `c`.`age` <= 39

@@ -1,14 +1,13 @@
 WITH shopcrm_f0 AS (
   SELECT
     `e`.`customer_id` AS customer_id,
-    SUM(
+    COUNT(
       CASE
         WHEN CAST(`e`.`event` AS BINARY) = CAST('product_viewed' AS BINARY)
         AND CAST(`e`.`category` AS BINARY) = CAST('shoes' AS BINARY)
         AND `e`.`ts` < CAST('2026-03-01 12:00:00.000000' AS DATETIME(6))
         AND `e`.`ts` > CAST('2026-01-30 12:00:00.000000' AS DATETIME(6))
         THEN 1
-        ELSE 0
       END
     ) AS f0
   FROM `events` AS e
@@ -26,22 +25,20 @@ WITH shopcrm_f0 AS (
 ), shopcrm_f1 AS (
   SELECT
     `e`.`customer_id` AS customer_id,
-    SUM(
+    COUNT(
       CASE
         WHEN CAST(`e`.`event` AS BINARY) = CAST('order_completed' AS BINARY)
         AND CAST(`e`.`product_id` AS BINARY) = CAST('P1' AS BINARY)
         AND `e`.`ts` < CAST('2026-03-01 12:00:00.000000' AS DATETIME(6))
         THEN 1
-        ELSE 0
       END
     ) AS f1,
-    SUM(
+    COUNT(
       CASE
         WHEN CAST(`e`.`event` AS BINARY) = CAST('order_completed' AS BINARY)
         AND CAST(`e`.`product_id` AS BINARY) = CAST('P2' AS BINARY)
         AND `e`.`ts` < CAST('2026-03-01 12:00:00.000000' AS DATETIME(6))
         THEN 1
-        ELSE 0
       END
     ) AS f2
   FROM `events` AS e
@@ -65,13 +62,12 @@ WITH shopcrm_f0 AS (
 ), shopcrm_f2 AS (
   SELECT
     `e`.`customer_id` AS customer_id,
-    SUM(
+    COUNT(
       CASE
         WHEN CAST(`e`.`event` AS BINARY) = CAST('promotion_joined' AS BINARY)
         AND CAST(`e`.`promotion_id` AS BINARY) = CAST('PROMO1' AS BINARY)
         AND `e`.`ts` < CAST('2026-03-01 12:00:00.000000' AS DATETIME(6))
         THEN 1
-        ELSE 0
       END
     ) AS f3
   FROM `events` AS e
@@ -98,19 +94,17 @@ LEFT JOIN shopcrm_f2
 WHERE
   (
     (
-      COALESCE(shopcrm_f0.f0, 0) >= 3
+      shopcrm_f0.f0 >= 3
     )
     AND (
       (
-        COALESCE(shopcrm_f1.f1, 0) >= 1
+        shopcrm_f1.f1 >= 1
       ) OR (
-        COALESCE(shopcrm_f1.f2, 0) >= 1
+        shopcrm_f1.f2 >= 1
       )
     )
     AND (
-      NOT (
-        COALESCE(shopcrm_f2.f3, 0) >= 1
-      )
+      NOT COALESCE(shopcrm_f2.f3 >= 1, FALSE)
     )
     AND (
       `c`.`age` >= 20 AND `c`.`age` <= 39

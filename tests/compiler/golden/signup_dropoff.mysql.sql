@@ -1,12 +1,11 @@
 WITH shopcrm_f0 AS (
   SELECT
     `e`.`customer_id` AS customer_id,
-    SUM(
+    COUNT(
       CASE
         WHEN CAST(`e`.`event` AS BINARY) = CAST('order_completed' AS BINARY)
         AND `e`.`ts` < CAST('2026-03-01 12:00:00.000000' AS DATETIME(6))
         THEN 1
-        ELSE 0
       END
     ) AS f0
   FROM `events` AS e

@@ -1,13 +1,7 @@
 WITH shopcrm_f0 AS (
   SELECT
     `e`.`customer_id` AS customer_id,
-    SUM(
-      CASE
-        WHEN `e`.`ts` < CAST('2026-03-01 12:00:00.000000' AS TIMESTAMP)
-        THEN 1
-        ELSE 0
-      END
-    ) AS f0
+    COUNT(CASE WHEN `e`.`ts` < CAST('2026-03-01 12:00:00.000000' AS TIMESTAMP) THEN 1 END) AS f0
   FROM `events` AS e
   WHERE
     `e`.`event` = 'order_completed'

@@ -1,11 +1,10 @@
 WITH shopcrm_f0 AS (
   SELECT
     "e"."customer_id" AS customer_id,
-    SUM(
+    COUNT(
       CASE
         WHEN STRFTIME('%Y-%m-%d %H:%M:%f', "e"."ts") < '2026-03-01 12:00:00.000'
         THEN 1
-        ELSE 0
       END
     ) AS f0
   FROM "events" AS e

@@ -25,4 +25,4 @@ FROM "customers" AS c
 LEFT JOIN shopcrm_f0
   ON "c"."customer_id" = shopcrm_f0.customer_id
 WHERE
-  COALESCE(shopcrm_f0.f0, 0) >= 300000
+  shopcrm_f0.f0 >= 300000
