@@ -453,6 +453,9 @@ class Shop:
         users = [s.name for s in store.all() if s.name != name and _uses(parse_rule(s.rule_json), name)]
         if users:
             raise RuleError.at("", f"segment {name!r} is used by {', '.join(users)}; change those first")
+        if name in self.tracked_segments():  # issue 15: a tick would refresh a segment that no longer exists
+            raise RuleError.at("", f"segment {name!r} is tracked; stop tracking it first with "
+                                   f"shop.untrack_segment({name!r}) (which forgets its members' stays)")
         if not store.delete(name):
             raise KeyError(f"no segment named {name!r}")
 

@@ -13,7 +13,7 @@ from shopcrm.campaigns import MessagingPolicy
 from shopcrm.tracking import TrackingPolicy, link_id
 
 T0 = datetime(2026, 11, 25, 1)
-TABLES = ("shopcrm_outbox", "shopcrm_occurrences", "shopcrm_campaigns", "shopcrm_tick_marks", "shopcrm_wakeups", "shopcrm_sends", "shopcrm_opt_outs",
+TABLES = ("shopcrm_outbox", "shopcrm_occurrences", "shopcrm_campaigns", "shopcrm_tick_marks", "shopcrm_wakeups", "shopcrm_memberships", "shopcrm_membership_changes", "shopcrm_tracked", "shopcrm_tracked_values", "shopcrm_sends", "shopcrm_opt_outs",
           "shopcrm_message_events", "shopcrm_settings", "k_customers", "k_events")
 TRACKING = TrackingPolicy(base_url="https://shop.example/r", secret="engine-test-secret-0123456789")
 

@@ -16,7 +16,7 @@ from shopcrm.channels import JsonlChannel
 from shopcrm.dispatching import Dispatcher
 
 T0 = datetime(2026, 11, 25, 1)
-TABLES = ("shopcrm_outbox", "shopcrm_occurrences", "shopcrm_campaigns", "shopcrm_tick_marks", "shopcrm_wakeups", "shopcrm_sends", "shopcrm_opt_outs",
+TABLES = ("shopcrm_outbox", "shopcrm_occurrences", "shopcrm_campaigns", "shopcrm_tick_marks", "shopcrm_wakeups", "shopcrm_memberships", "shopcrm_membership_changes", "shopcrm_tracked", "shopcrm_tracked_values", "shopcrm_sends", "shopcrm_opt_outs",
           "shopcrm_message_events", "d_customers", "d_events")
 
 

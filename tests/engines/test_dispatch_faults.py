@@ -251,7 +251,7 @@ def test_duckdb_ledger_through_faults_and_deaths(seed: int) -> None:
 
 def _own_tables(connection: Any, placeholder: str, people: Sequence[tuple[str, str, str]] | None = None) -> None:
     cursor = connection.cursor()
-    for table in ("shopcrm_outbox", "shopcrm_occurrences", "shopcrm_campaigns", "shopcrm_tick_marks", "shopcrm_wakeups", "shopcrm_sends", "shopcrm_opt_outs",
+    for table in ("shopcrm_outbox", "shopcrm_occurrences", "shopcrm_campaigns", "shopcrm_tick_marks", "shopcrm_wakeups", "shopcrm_memberships", "shopcrm_membership_changes", "shopcrm_tracked", "shopcrm_tracked_values", "shopcrm_sends", "shopcrm_opt_outs",
                   "shopcrm_message_events", "f_customers", "f_events"):
         cursor.execute(f"DROP TABLE IF EXISTS {table}")
     cursor.execute("CREATE TABLE f_customers (customer_id VARCHAR(20), name VARCHAR(40), phone VARCHAR(20))")

@@ -15,7 +15,7 @@ import shopcrm
 from mapping_shop import EVENTS, MAPPING, MEMBERS, NOW, answers, campaign_run, fill, reference_shop
 from shopcrm.mapping import EventsMap, Mapping
 
-_LEDGER = ("shopcrm_outbox", "shopcrm_occurrences", "shopcrm_campaigns", "shopcrm_tick_marks", "shopcrm_wakeups", "shopcrm_sends", "shopcrm_opt_outs",
+_LEDGER = ("shopcrm_outbox", "shopcrm_occurrences", "shopcrm_campaigns", "shopcrm_tick_marks", "shopcrm_wakeups", "shopcrm_memberships", "shopcrm_membership_changes", "shopcrm_tracked", "shopcrm_tracked_values", "shopcrm_sends", "shopcrm_opt_outs",
            "shopcrm_message_events")
 
 

@@ -13,7 +13,7 @@ from shopcrm.campaigns import MessagingPolicy
 
 NOW = datetime(2026, 11, 25, 1)
 POLICY = MessagingPolicy(sender_name="마음상점", sender_contact="1588-0000", opt_out_number="080-123-4567")
-TABLES = ("shopcrm_outbox", "shopcrm_occurrences", "shopcrm_campaigns", "shopcrm_tick_marks", "shopcrm_wakeups", "shopcrm_sends", "shopcrm_opt_outs",
+TABLES = ("shopcrm_outbox", "shopcrm_occurrences", "shopcrm_campaigns", "shopcrm_tick_marks", "shopcrm_wakeups", "shopcrm_memberships", "shopcrm_membership_changes", "shopcrm_tracked", "shopcrm_tracked_values", "shopcrm_sends", "shopcrm_opt_outs",
           "shopcrm_message_events", "p_customers", "p_events")
 CART = {
     "id": "cart", "purpose": "informational", "channels": ["sms"],

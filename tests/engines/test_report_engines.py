@@ -9,7 +9,7 @@ from typing import Any
 import test_report as scenario
 from shopcrm import Shop
 
-TABLES = ("shopcrm_outbox", "shopcrm_occurrences", "shopcrm_campaigns", "shopcrm_tick_marks", "shopcrm_wakeups", "shopcrm_sends", "shopcrm_opt_outs",
+TABLES = ("shopcrm_outbox", "shopcrm_occurrences", "shopcrm_campaigns", "shopcrm_tick_marks", "shopcrm_wakeups", "shopcrm_memberships", "shopcrm_membership_changes", "shopcrm_tracked", "shopcrm_tracked_values", "shopcrm_sends", "shopcrm_opt_outs",
           "shopcrm_message_events", "shopcrm_settings", "shopcrm_segments", "r_customers", "r_events")
 
 

@@ -98,7 +98,7 @@ def _check(load: Callable[[RandomShop], shopcrm.Shop], case: tuple[RandomShop, s
 
 def _fresh(connection: Any) -> None:
     with connection.cursor() as cur:
-        for table in ("shopcrm_outbox", "shopcrm_occurrences", "shopcrm_campaigns", "shopcrm_tick_marks", "shopcrm_wakeups"):
+        for table in ("shopcrm_outbox", "shopcrm_occurrences", "shopcrm_campaigns", "shopcrm_tick_marks", "shopcrm_wakeups", "shopcrm_memberships", "shopcrm_membership_changes", "shopcrm_tracked", "shopcrm_tracked_values"):
             cur.execute(f"DROP TABLE IF EXISTS {table}")
     connection.commit()
 
