@@ -76,7 +76,8 @@ def _fill(connection: Any, dialect: str, integer_ids: bool, ids: list[Any], even
     cursor = connection.cursor()
     for table in ("pl_customers", "pl_events", "shopcrm_settings", "shopcrm_campaigns", "shopcrm_outbox",
                   "shopcrm_occurrences", "shopcrm_sends", "shopcrm_opt_outs", "shopcrm_message_events",
-                  "shopcrm_segments"):
+                  "shopcrm_segments", "shopcrm_tick_marks", "shopcrm_wakeups", "shopcrm_memberships",
+                  "shopcrm_membership_changes", "shopcrm_tracked", "shopcrm_tracked_values"):
         cursor.execute(f"DROP TABLE IF EXISTS {table}")
     cursor.execute(f"CREATE TABLE pl_customers (customer_id {id_type}, name VARCHAR(40), phone VARCHAR(20), "
                    "sms_consent BOOLEAN)")
