@@ -189,3 +189,26 @@ def test_boundaries_of_a_rule() -> None:
     assert found.full is not None
     assert "rfm" in found.full
     assert boundaries(parse_rule({"attribute": "grade", "eq": "gold"})).static
+
+
+def test_a_scenario_on_a_tracked_segment_is_not_warned_about_as_never_seen() -> None:
+    """Before the first refresh writes one, segment_entered occurs nowhere in the events table; a shop that tracks
+    segments writes it, so saving a scenario on it warns only while nothing is tracked (likewise grade_changed)."""
+    import warnings
+
+    from shopcrm.errors import CampaignWarning
+
+    def never_seen(shop: shopcrm.Shop, campaign: dict[str, Any]) -> list[str]:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            shop.save_campaign(campaign, now=T0)
+        return [str(w.message) for w in caught if issubclass(w.category, CampaignWarning) and "never occurs" in str(w.message)]
+
+    shop = _vip_shop()
+    assert never_seen(shop, _scenario({"segment": "vip"}))  # nothing tracked: nothing writes segment_entered
+    shop.track_segment("vip", now=T0)
+    assert never_seen(shop, _scenario({"segment": "vip"})) == []
+    grade = {**_scenario(None), "id": "grade", "schedule": {"kind": "triggered", "on": "grade_changed", "steps": [{"send": "hi"}]}}
+    assert never_seen(shop, grade)
+    shop.track_attribute("grade", now=T0)
+    assert never_seen(shop, grade) == []

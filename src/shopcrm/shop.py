@@ -701,6 +701,7 @@ class Shop:
         from shopcrm.segment_tracking import check_trackable, segment_key
 
         check_trackable(self.source, self._resolve(self.segment(name)), name)
+        self._seen_cache = None  # checks: segment_entered / segment_exited become events the shop writes
         store = self.source.membership_store()
         if segment_key(name) not in store.tracked():
             stamp = to_utc_naive(now) if now else datetime.now(UTC).replace(tzinfo=None)
@@ -727,6 +728,7 @@ class Shop:
         columns = self.source.schema().customers.columns
         if column not in columns:
             raise KeyError(f"the customers table has no column {column!r}; its columns are {', '.join(sorted(columns))}")
+        self._seen_cache = None  # checks: <column>_changed becomes an event the shop writes
         store = self.source.membership_store()
         if attribute_key(column) not in store.tracked():
             stamp = to_utc_naive(now) if now else datetime.now(UTC).replace(tzinfo=None)
@@ -1089,6 +1091,14 @@ class Shop:
 
             for name in SITUATIONS:
                 seen.setdefault(name, SeenEvent(0, None))
+        # issue 15: a refresh writes the events of tracked segments and attributes; a trigger may name them first
+        tracked = self.source.membership_store().tracked()
+        if any(key.startswith("segment:") for key in tracked):
+            for name in ("segment_entered", "segment_exited"):
+                seen.setdefault(name, SeenEvent(0, None))
+        for key in tracked:
+            if key.startswith("attribute:"):
+                seen.setdefault(f"{key.split(':', 1)[1]}_changed", SeenEvent(0, None))
         self._seen_cache = (time.monotonic(), seen)
         return seen
 
