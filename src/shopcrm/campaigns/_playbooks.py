@@ -344,7 +344,8 @@ _BOOKS += [
         title="회원 등급 변경 안내",
         situation="The membership grade changed (up or down) between two loads of the customers: a notice of the "
                   "account's new grade (informational; no offer in it).",
-        needs=("event grade_changed (old_grade, new_grade): see grade_changed_events",),
+        needs=("event grade_changed (old_grade, new_grade): shop.track_attribute('grade') writes them at each tick; "
+               "or see grade_changed_events",),
         document={
             "id": "grade_changed", "name": "회원 등급 변경", "purpose": "informational", "priority": 75,
             "channels": ["alimtalk", "sms"],
