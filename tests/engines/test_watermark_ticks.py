@@ -124,23 +124,16 @@ def _run(engine: Engine, timeline: Timeline, *, crash_at: int | None = None) -> 
 @contextmanager
 def _marks_fail(shop: shopcrm.Shop) -> Iterator[None]:
     """The process dies after the tick's decisions are recorded, before its marks are advanced."""
-    store = shop.source.campaign_store()
-    original = type(store).tick_marks
+    marks = shop.source.campaign_store().tick_marks()  # the store keeps one: the tick advances this one
 
-    def failing(self: Any) -> Any:
-        marks = original(self)
+    def advance(changes: Any) -> None:
+        raise RuntimeError("killed between recording the tick and advancing its marks")
 
-        def advance(changes: Any) -> None:
-            raise RuntimeError("killed between recording the tick and advancing its marks")
-
-        marks.advance = advance
-        return marks
-
-    type(store).tick_marks = failing  # type: ignore[method-assign]
+    marks.advance = advance  # type: ignore[method-assign]
     try:
         yield
     finally:
-        type(store).tick_marks = original  # type: ignore[method-assign]
+        del marks.advance  # type: ignore[attr-defined]
 
 
 # ------------------------------------------------------------------------------------------------- engines

@@ -557,9 +557,13 @@ class SQLCampaignStore(CampaignStore):
         return out
 
     def tick_marks(self) -> TickMarks:
-        tables = self._library.tables
-        return SQLTickMarks(tables.tick_marks, tables.wakeups, self._run, self._insert, self._transaction, self._ensure,
-                            placeholder=self._p, present=lambda: self._library.has_table("tick_marks"))
+        marks: TickMarks | None = getattr(self, "_sql_marks", None)
+        if marks is None:  # one per store: it remembers that its tables exist (no catalogue query per tick)
+            tables = self._library.tables
+            marks = self._sql_marks = SQLTickMarks(
+                tables.tick_marks, tables.wakeups, self._run, self._insert, self._transaction, self._ensure,
+                placeholder=self._p, present=lambda: self._library.has_table("tick_marks"))
+        return marks
 
     @contextmanager
     def _placeholders(self, keys: Sequence[str]) -> Iterator[tuple[str, list[Any]]]:
