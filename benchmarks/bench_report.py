@@ -24,7 +24,10 @@ dispatcher write (ticking and dispatching a million messages would take far long
 Then, one after the other in one process (the file cached, the OS cache warm from building it): ``shop.report`` of
 the ten campaigns, and ONE hand-written DuckDB query computing the attributed revenue per campaign (last click within
 the carrying channel's click window, ties to the later send then the smaller key; conversions de-duplicated by order).
-Prints both times and their ratio, and fails if the attributed revenue of any campaign differs by more than 1e-6
+The hand-written query takes send times from the ``message_sent`` events, as the contract words it; a second one
+takes them from the send ledger's ``sent_at`` (where the dispatcher records the same instant since schema version 4,
+and where the report reads them), the fairest anchor for a report that reads it too: both are printed.
+Prints the times and ratios, and fails if the attributed revenue of any campaign differs by more than 1e-6
 (relative).  The target (issue 13): the report within 1.5x of the query and under 2 s at 1M customers.  Last,
 ``shop.program_lift`` with a 5% global control group over the same 30 days.  Never fails on timing.
 """
@@ -49,7 +52,7 @@ from shopcrm.measurement import AttributionPolicy
 from shopcrm.tracking import link_id
 
 #: bump when the rows written below change, so that a stale cached shop is rebuilt
-VERSION = 1
+VERSION = 2
 LINK = "https://shop.example/p/1"
 POLICY = MessagingPolicy(sender_name="모아샵", sender_contact="1588-0000", opt_out_number="080-000-0000")
 GLOBAL_CONTROL = MessagingPolicy(global_control_percent=5, global_control_salt="bench")
@@ -134,7 +137,7 @@ def build(scale: int, path: Path) -> None:
         FROM m LEFT JOIN s USING (key_);
         INSERT INTO shopcrm_sends (key_, customer_id, campaign_id, chain_index, state, attempts, next_at, lease_until,
                                    claim, provider_id, code, reason, cost, updated_at, batch_ref, checks, channel, kind,
-                                   priced_as, price_source)
+                                   priced_as, price_source, sent_at)
         SELECT key_, to_json(customer_id)::VARCHAR, campaign_id, CASE WHEN fell_back THEN 1 ELSE 0 END,
                CASE WHEN failed THEN 'failed' WHEN delivered THEN 'delivered' ELSE 'sent' END, 1, {_stamp('due')}, NULL,
                '', CASE WHEN failed THEN '' ELSE 'p' END, CASE WHEN failed THEN '3104' ELSE '' END,
@@ -143,7 +146,8 @@ def build(scale: int, path: Path) -> None:
                {_stamp("sent_at + CASE WHEN delivered THEN INTERVAL 30 SECOND ELSE INTERVAL 0 SECOND END")}, '', 0,
                CASE WHEN fell_back THEN fb_channel ELSE channel END, CASE WHEN fell_back THEN fb_kind ELSE kind END,
                CASE WHEN failed THEN '' WHEN fell_back THEN fb_priced_as ELSE priced_as END,
-               CASE WHEN failed THEN '' ELSE 'table' END
+               CASE WHEN failed THEN '' ELSE 'table' END,
+               CASE WHEN failed THEN NULL ELSE {_stamp('sent_at')} END
         FROM s;
         INSERT INTO events BY NAME
         SELECT customer_id, CASE WHEN failed THEN 'message_failed' ELSE 'message_sent' END AS event, sent_at AS ts,
@@ -208,21 +212,29 @@ def _ts(at: datetime) -> str:
     return f"TIMESTAMP '{at.isoformat(sep=' ')}'"
 
 
-def hand_written_sql(policy: AttributionPolicy) -> str:
-    """Attributed revenue per campaign in one DuckDB query, written by hand from the contract (section 3)."""
+def hand_written_sql(policy: AttributionPolicy, *, ledger_times: bool = False) -> str:
+    """Attributed revenue per campaign in one DuckDB query, written by hand from the contract (section 3): send
+    times from the ``message_sent`` events, as the contract words it, or (``ledger_times``) from the send ledger's
+    ``sent_at``, where the dispatcher records the same instant (schema version 4) and the report reads it."""
     windows = " ".join(f"WHEN '{channel}' THEN INTERVAL {int(window.total_seconds())} SECOND"
                        for channel, window in sorted(policy.click_windows.items()) if channel != "*")
     other = int(policy.click_window("*").total_seconds())
     since, now, until = _ts(SINCE), _ts(NOW), _ts(min(UNTIL, NOW))
-    return f"""
-    WITH sent_times AS (
-        SELECT message_key, min(ts) AS ts FROM events WHERE event = 'message_sent' AND ts < {now} GROUP BY message_key
-    ), sends AS (
+    sends = """
+        SELECT l.key_ AS message_key, json_extract_string(l.customer_id, '$') AS customer_id, l.campaign_id,
+               CASE WHEN l.channel IN ('lms', 'mms') THEN 'sms' ELSE l.channel END AS channel,
+               CAST(l.sent_at AS TIMESTAMP) AS sent_at
+        FROM shopcrm_sends l WHERE l.state IN ('sent', 'delivered')""" if ledger_times else """
         SELECT l.key_ AS message_key, json_extract_string(l.customer_id, '$') AS customer_id, l.campaign_id,
                CASE WHEN l.channel IN ('lms', 'mms') THEN 'sms' ELSE l.channel END AS channel,
                coalesce(t.ts, CAST(l.updated_at AS TIMESTAMP)) AS sent_at
         FROM shopcrm_sends l LEFT JOIN sent_times t ON t.message_key = l.key_
-        WHERE l.state IN ('sent', 'delivered')
+        WHERE l.state IN ('sent', 'delivered')"""
+    sent_times = "" if ledger_times else f"""sent_times AS (
+        SELECT message_key, min(ts) AS ts FROM events WHERE event = 'message_sent' AND ts < {now} GROUP BY message_key
+    ), """
+    return f"""
+    WITH {sent_times}sends AS ({sends}
     ), clicks AS (
         SELECT s.message_key, s.customer_id, s.campaign_id, s.sent_at, c.ts AS clicked_at,
                c.ts + CASE s.channel {windows} ELSE INTERVAL {other} SECOND END AS closes
@@ -250,10 +262,17 @@ def measure(scale: int) -> None:
         policy = shop.attribution_policy
         con: duckdb.DuckDBPyConnection = shop.source.con  # type: ignore[attr-defined]
         sql = hand_written_sql(policy)
+        ledger_sql = hand_written_sql(policy, ledger_times=True)
         con.execute(sql).fetchall()  # warm both alike: the first query of a process pays for loading the file
+        rows = con.execute(ledger_sql).fetchall()
         started = time.perf_counter()
         rows = con.execute(sql).fetchall()
         query_s = time.perf_counter() - started
+        started = time.perf_counter()
+        ledger_rows = con.execute(ledger_sql).fetchall()
+        ledger_s = time.perf_counter() - started
+        if sorted(ledger_rows) != sorted(rows):
+            raise SystemExit("the two hand-written queries disagree: the ledger's sent_at is not the message_sent time")
         # the first report of a process also imports scipy and statsmodels (the lift and A/B statistics) and reads
         # the campaigns; it is shown apart, and the ratio uses a second, warm report like the warm query
         started = time.perf_counter()
@@ -273,8 +292,9 @@ def measure(scale: int) -> None:
           f"clicked {sum(r['clicked'] for r in report.rows):,}, "
           f"attributed conversions {sum(r['attributed_conversions'] for r in report.rows):,}")
     print(f"  hand-written DuckDB query  {query_s:8.3f} s")
-    print(f"  shop.report (10 campaigns) {report_s:8.3f} s   ratio {report_s / query_s:,.1f}x "
-          f"(target: within 1.5x and under 2 s)")
+    print(f"  hand-written, sent_at from the ledger {ledger_s:8.3f} s")
+    print(f"  shop.report (10 campaigns) {report_s:8.3f} s   ratio {report_s / query_s:,.2f}x "
+          f"(target: within 1.5x and under 2 s); {report_s / ledger_s:,.2f}x the query reading the ledger's sent_at")
     print(f"  shop.report, first in process {cold_s:8.3f} s   (imports scipy/statsmodels, reads the campaigns)")
     print(f"  shop.program_lift          {programme_s:8.3f} s   ({programme.control.n:,} in the 5% global control "
           f"group, {programme.rest.n:,} others; hash {programme.method})")

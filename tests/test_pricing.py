@@ -187,11 +187,11 @@ def test_a_ledger_written_before_pricing_is_upgraded_on_open(tmp_path: Path) -> 
     [old] = shop.source.campaign_store().sends()
     assert (old.key, old.cost, old.priced_as, old.price_source, old.kind) == ("k1", 25.0, "", "", "")  # unknown, kept
     sends_columns = [r[1] for r in connection.execute("PRAGMA table_info(shopcrm_sends)")]
-    assert sends_columns[-4:] == ["channel", "kind", "priced_as", "price_source"]
+    assert sends_columns[-5:] == ["channel", "kind", "priced_as", "price_source", "sent_at"]
     event_columns = [r[1] for r in connection.execute("PRAGMA table_info(shopcrm_message_events)")]
     assert event_columns[-2:] == ["priced_as", "price_source"]
     [(document,)] = connection.execute("SELECT document FROM shopcrm_settings WHERE name = 'library'").fetchall()
-    assert json.loads(document) == {"schema_version": SCHEMA_VERSION} == {"schema_version": 3}
+    assert json.loads(document) == {"schema_version": SCHEMA_VERSION} == {"schema_version": 4}
     # and the upgraded store records prices: a new send through it
     connection.execute("INSERT INTO customers VALUES ('c1', '김민서', '010-0000-0001')")
     connection.commit()

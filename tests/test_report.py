@@ -426,3 +426,54 @@ def test_sends_whose_ledger_rows_lack_the_channel_take_it_from_the_outbox() -> N
                                                                               ("sms", "lms"): 4}
     _same_reports(shop, now=NOW)
     _same_reports(shop, now=NOW, by=("channel", "kind"))
+
+
+def test_the_ledger_keeps_each_send_time_and_rows_without_it_read_the_message_sent_event() -> None:
+    """The dispatcher writes a send's time twice, in its ``message_sent`` event and in its ledger row's ``sent_at``
+    (which the report reads); rows without it (written before the ledger kept it) read the event, as before."""
+    shop, _, _ = _embedded()
+    con = shop.source.con  # type: ignore[attr-defined]
+    events = dict(con.execute("SELECT message_key, ts FROM events WHERE event = 'message_sent'").fetchall())
+    ledger = {r.key: r.sent_at for r in shop.source.campaign_store().sends() if r.state in ("sent", "delivered")}
+    assert len(ledger) == 15
+    assert ledger == {key: events[key] for key in ledger}
+    before = [shop.report(now=NOW, by=by).rows for by in ((), ("channel",))]
+    con.execute("UPDATE shopcrm_sends SET sent_at = NULL")
+    assert [shop.report(now=NOW, by=by).rows for by in ((), ("channel",))] == before
+    _same_reports(shop, now=NOW)
+    # and a send time moved (by hand) is read from the ledger, by the engine and the reference alike
+    con.execute("UPDATE shopcrm_sends SET sent_at = '2026-11-26 01:00:00.000000' WHERE chain_index = 1")
+    moved = shop.report(now=NOW, since=T0 + timedelta(hours=12))
+    assert moved.row("spring")["sent"] == 4
+    _same_reports(shop, now=NOW, since=T0 + timedelta(hours=12))
+
+
+@pytest.mark.parametrize("odd", ["김민서", 'c"q', "c\\b", "c\tt", "é"], ids=["hangul", "quote", "backslash", "tab", "accent"])
+def test_customer_ids_that_are_not_plain_text_are_compared_exactly(odd: str) -> None:
+    """The engine compares customers as the library's JSON text when every converting customer's id is plain
+    ASCII; an id that JSON escapes (or quotes differently) turns that off.  Either way the report equals the
+    reference, with the odd customer converting and not."""
+    people = [{**p, "customer_id": f"{odd}{i}"} for i, p in enumerate(PEOPLE[:8])]
+    shop = Shop.open()
+    shop.load_customers(people)
+    shop.messaging_policy = POLICY
+    shop.save_campaign({**CAMPAIGN, "holdout_percent": 25}, now=T0 - timedelta(days=1))
+    shop.tick(now=T0)
+    asyncio.run(Dispatcher(shop, {"alimtalk": Scripted(lambda m: Accepted(provider_id="k")),
+                                  "sms": Scripted(lambda m: Accepted(provider_id="s"))}, clock=lambda: T0, seed=1).run())
+    keys = _keys(shop)
+    sent = sorted(keys)
+    held = sorted(r.customer_id for r in shop.outbox(status="holdout"))
+    shop.load_events([
+        {"customer_id": sent[0], "event": "message_clicked", "ts": T0 + timedelta(hours=1), "message_key": keys[sent[0]],
+         "campaign_id": "spring"},
+        {"customer_id": sent[0], "event": "order_completed", "ts": T0 + timedelta(hours=2), "amount": 30000.0, "order_id": "o1"},
+        {"customer_id": held[0], "event": "order_completed", "ts": T0 + timedelta(hours=3), "amount": 10000.0, "order_id": "o2"},
+        {"customer_id": "plain", "event": "order_completed", "ts": T0 + timedelta(hours=4), "amount": 5000.0, "order_id": "o3"},
+    ])
+    shop.record_opt_out(sent[1], "kakao", at=T0 + timedelta(days=1))
+    row = shop.report("spring", now=NOW).row("spring")
+    assert (row["clicked"], row["attributed_conversions"], row["attributed_revenue"], row["opt_outs_after"]) == (1, 1, 30000.0, 1)
+    assert shop.report("spring", now=NOW).lifts["spring"].holdout_conversions == 1
+    _same_reports(shop, now=NOW)
+    _same_reports(shop, now=NOW, by=("variant",))

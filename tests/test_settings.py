@@ -173,7 +173,7 @@ def test_an_older_store_is_upgraded_and_its_version_recorded(tmp_path: Path) -> 
     shop = Shop.from_dbapi(connection, dialect="sqlite")
     assert shop.source.campaign_store().sends() == []
     columns = [r[1] for r in connection.execute("PRAGMA table_info(shopcrm_sends)")]
-    assert columns[-6:] == ["batch_ref", "checks", "channel", "kind", "priced_as", "price_source"]
+    assert columns[-7:] == ["batch_ref", "checks", "channel", "kind", "priced_as", "price_source", "sent_at"]
     [(document,)] = connection.execute("SELECT document FROM shopcrm_settings WHERE name = 'library'").fetchall()
     assert json.loads(document) == {"schema_version": SCHEMA_VERSION}
 

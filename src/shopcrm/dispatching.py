@@ -585,7 +585,7 @@ class Dispatcher:
             self.outcomes["sent"] += 1
             settlement.rows.append(self.final(row, "sent", now, provider_id=result.provider_id, cost=cost, code="", reason="",
                                               channel=message.channel, kind=message.kind, priced_as=priced_as,
-                                              price_source=source))
+                                              price_source=source, sent_at=now))
             return
         if isinstance(result, Transient) and (recovering or row.attempts < self.retry.max_attempts):
             wait = self.retry.delay(row.attempts, result.retry_after, self.rng)

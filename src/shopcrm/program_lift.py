@@ -375,8 +375,8 @@ def reference_outcomes(customer_ids: Iterable[Any], events: Iterable[Mapping[str
 
 
 def advertising_cost(shop: Shop, since: datetime, end: datetime, *, method: str | None = None) -> float:
-    """The ledger cost of advertising campaigns' sends (sent or delivered) whose send time (the earliest
-    ``message_sent`` event, else the ledger row's last update) is in ``[since, end)``.
+    """The ledger cost of advertising campaigns' sends (sent or delivered) whose send time (the ledger's ``sent_at``;
+    for rows without it the earliest ``message_sent`` event, else the ledger row's last update) is in ``[since, end)``.
 
     One SQL sum where the library's tables share the shop's database (the embedded DuckDB store, DB-API shops);
     elsewhere (``method="python"``, a Spark shop) the ledger is read into Python."""
@@ -400,7 +400,7 @@ def advertising_cost(shop: Shop, since: datetime, end: datetime, *, method: str 
     sent_at = _sent_times(shop, advertising, end)
     costs = []
     for row in rows:
-        at = sent_at.get(row.key, row.updated_at)
+        at = row.sent_at or sent_at.get(row.key, row.updated_at)
         if since <= at < end:
             costs.append(row.cost)
     return math.fsum(sorted(costs))
@@ -444,7 +444,7 @@ def _cost_query(source: Source, tables: Any, campaign_ids: Sequence[str], since:
              .from_(exp.Subquery(this=sent, alias=exp.TableAlias(this=exp.to_identifier("u"))))
              .where(exp.LT(this=_col("ts", "u"), expression=quirks.timestamp_literal(end)))
              .group_by(_col("k", "u")))
-    at = exp.Coalesce(this=_col("ts", "f"), expressions=[instant(_col("updated_at", "l"))])
+    at = exp.Coalesce(this=instant(_col("sent_at", "l")), expressions=[_col("ts", "f"), instant(_col("updated_at", "l"))])
     return (exp.select(exp.Sum(this=_col("cost", "l")))
             .from_(library(tables.sends, "l"))
             .join(first.subquery("f"), on=exp.EQ(this=_col("k", "f"), expression=_col("key_", "l")), join_type="LEFT")

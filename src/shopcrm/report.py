@@ -16,7 +16,9 @@ Choices this module makes (also in ``docs/measurement.md``, "The campaign report
 - ``audience``, ``planned`` and ``held_out`` count outbox decisions (one per customer, step and occurrence):
   ``audience = planned + held_out``.  They have no carrying channel, so a breakdown by ``channel`` or ``kind``
   leaves them empty (null).
-- A send without a ``message_sent`` event (a ledger filled by hand) takes its ledger row's last update as send time.
+- A send's time is its ledger row's ``sent_at`` (the instant the dispatcher recorded its ``message_sent`` event);
+  a row without it (written before the ledger kept it, or filled by hand) takes its earliest ``message_sent``
+  event, else its ledger row's last update.
 - **Opt-outs after a message** (fatigue): recipients in the row with an opt-out recorded at ``t`` where
   ``s <= t < s + 7 days`` for one of their sends ``s`` in the row (only each customer's latest opt-out per consent
   group is kept by the store, so an opt-out later withdrawn and renewed counts at its latest time).
@@ -509,7 +511,7 @@ def _reference_figures(shop: Shop, ids: list[str] | None, lo: datetime | None, h
     for row in ledger:
         planned = outbox_of.get(row.key)
         if row.state in _SENT_STATES:
-            at = sent_times.get(row.key, row.updated_at)
+            at = row.sent_at or sent_times.get(row.key, row.updated_at)
             if at >= when or not _in(at, lo, hi):
                 continue
             sends.append(Send(message_key=row.key, customer_id=row.customer_id, campaign_id=row.campaign_id,

@@ -80,6 +80,19 @@ class _Relations:
         self.hi_us = _us(hi)
         self.now_us = _us(now)
         self.segments = segments
+        #: compare customers as the library's JSON text (see :meth:`plain_conversions`): set by the caller
+        self.json_keys = False
+
+    def plain_conversions(self) -> exp.Select:
+        """How many conversion events (of the report's range) have a customer id that is not plain text (printable
+        ASCII without quotes or backslashes), or no id.  When none has, a customer's id in the library's tables
+        (JSON text, written by ``json.dumps``) is exactly the id in quotes: the report compares customers in that
+        form (``json_keys``), reading the million ids of the ledger and outbox as they are instead of parsing each.
+        DuckDB only (a regular expression)."""
+        inner = self.conversion_events()
+        return exp.select(exp.Count(this=exp.Star())).from_(_sub(inner, "pc")).where(exp.or_(
+            exp.Is(this=_c("customer", "pc"), expression=exp.Null()),
+            exp.Not(this=_fn("regexp_full_match", _c("customer", "pc"), _s(r'[ !#-\[\]-~]*')))))
 
     def segment(self, customer: exp.Expr) -> list[exp.Expr]:
         """The ``segment`` column of a breakdown by segment (the first segment whose members, compiled for the
@@ -99,7 +112,9 @@ class _Relations:
 
     # -- conversions of the library's text ---------------------------------------------------------------------
     def customer(self, column: exp.Expr) -> exp.Expr:
-        """A JSON customer id of the library's tables as the events table's id."""
+        """A JSON customer id of the library's tables as the events table's id (as it is, in ``json_keys`` mode)."""
+        if self.json_keys:
+            return column
         if self.numeric_ids:
             return exp.cast(column, exp.DataType.build("BIGINT"))
         if self.dialect == "duckdb":
@@ -121,6 +136,21 @@ class _Relations:
         """A timestamp of the shop's events table in microseconds."""
         return self.quirks.epoch_micros(self.quirks.timestamp_column(column))
 
+    def event_before(self, column: exp.Expression, upper_us: int, lower_us: int | None = None) -> exp.Expr:
+        """An events table's ``ts`` in ``[lower, upper)``: on DuckDB compared with timestamp literals, as the segment
+        compiler does, so that the scan skips row groups by their minimum and maximum; elsewhere in microseconds."""
+        if self.dialect != "duckdb":
+            us = self.event_us(column)
+            return exp.and_(exp.LT(this=us, expression=_n(upper_us)),
+                            *([exp.GTE(this=us.copy(), expression=_n(lower_us))] if lower_us is not None else []))
+
+        def literal(us: int) -> exp.Expr:
+            return cast(exp.Expr, self.quirks.timestamp_literal(_EPOCH + timedelta(microseconds=us)))
+
+        ts = self.quirks.timestamp_column(column)
+        return exp.and_(exp.LT(this=ts, expression=literal(upper_us)),
+                        *([exp.GTE(this=ts.copy(), expression=literal(lower_us))] if lower_us is not None else []))
+
     def _campaigns(self, column: exp.Expr) -> list[exp.Expr]:
         if self.ids is None:
             return []
@@ -139,10 +169,12 @@ class _Relations:
         parts: list[exp.Select] = [
             exp.select(_as(_c("message_key", "x"), "message_key"), _as(self.text_us(_c("ts", "x")), "ts_us"))
             .from_(_table(self.tables.message_events, "x"))
-            .where(exp.and_(exp.EQ(this=_c("event", "x"), expression=_s(name)), *self._campaigns(_c("campaign_id", "x"))))
+            .where(exp.and_(exp.EQ(this=_c("event", "x"), expression=_s(name)), *self._campaigns(_c("campaign_id", "x")),
+                            exp.LT(this=self.text_us(_c("ts", "x")), expression=_n(self.now_us))))
         ]
         if self.events.has("message_key"):
-            where: list[exp.Expr] = [exp.EQ(this=_c("event", "e"), expression=_s(name))]
+            where: list[exp.Expr] = [exp.EQ(this=_c("event", "e"), expression=_s(name)),
+                                     self.event_before(_c("ts", "e"), self.now_us)]
             if self.events.has("campaign_id"):
                 where += self._campaigns(_c("campaign_id", "e"))
             parts.insert(0, exp.select(_as(_c("message_key", "e"), "message_key"),
@@ -151,27 +183,40 @@ class _Relations:
         union: exp.Query = parts[0]
         for part in parts[1:]:
             union = exp.union(union, part, distinct=False)
-        return (exp.select(_c("message_key", "u"), _c("ts_us", "u")).from_(_sub(union, "u"))
-                .where(exp.LT(this=_c("ts_us", "u"), expression=_n(self.now_us))))
+        return exp.select(_c("message_key", "u"), _c("ts_us", "u")).from_(_sub(union, "u"))
 
     # -- the compiler's inputs ---------------------------------------------------------------------------------
-    def ledger_lacks_channels(self) -> exp.Select:
-        """How many sent rows of the ledger do not name their carrying channel or kind (rows written before the
-        ledger kept them): only then do the sends need the outbox for them."""
-        blank = [exp.or_(exp.Is(this=_c(n, "l"), expression=exp.Null()), exp.EQ(this=_c(n, "l"), expression=_s("")))
-                 for n in ("channel", "kind")]
-        return exp.select(exp.Count(this=exp.Star())).from_(_table(self.tables.sends, "l")).where(exp.and_(
-            exp.In(this=_c("state", "l"), expressions=[_s(s) for s in _SENT_STATES]), exp.or_(*blank),
-            *self._campaigns(_c("campaign_id", "l"))))
+    def ledger_gaps(self) -> exp.Select:
+        """How many sent rows of the ledger do not name their carrying channel or kind, and how many lack their send
+        time (rows written before the ledger kept them): only then do the sends need the outbox, or the
+        ``message_sent`` events, for them."""
+        def blank(name: str) -> exp.Expr:
+            return exp.or_(exp.Is(this=_c(name, "l"), expression=exp.Null()),
+                           exp.EQ(this=_c(name, "l"), expression=_s("")))
 
-    def sends(self, *, outbox: bool = True) -> exp.Select:
-        """Sent or delivered messages in range (send time: the earliest ``message_sent``, else the ledger row's last
-        update), with their ledger state and chain index.  ``outbox=False`` leaves out the join with the outbox
-        (variant and step empty, channel and kind the ledger's): a third faster, right when the breakdown needs
-        neither variant nor step and the ledger names every send's channel and kind."""
+        def count(condition: exp.Expr) -> exp.Expr:
+            return exp.Sum(this=exp.Case().when(condition, _n(1)).else_(_n(0)))
+
+        return exp.select(count(exp.or_(blank("channel"), blank("kind"))), count(blank("sent_at"))).from_(
+            _table(self.tables.sends, "l")).where(exp.and_(
+                exp.In(this=_c("state", "l"), expressions=[_s(s) for s in _SENT_STATES]),
+                *self._campaigns(_c("campaign_id", "l"))))
+
+    def sends(self, *, outbox: bool = True, events: bool = True, joinable: bool = False) -> exp.Select:
+        """Sent or delivered messages in range (send time: the ledger's ``sent_at``, the instant the dispatcher
+        recorded the ``message_sent`` event; for rows without it the earliest ``message_sent`` event, else the
+        ledger row's last update), with their ledger state and chain index.  ``outbox=False`` leaves out the join
+        with the outbox (variant and step empty, channel and kind the ledger's): a third faster, right when the
+        breakdown needs neither variant nor step and the ledger names every send's channel and kind.
+        ``events=False`` leaves out the ``message_sent`` events (right when every row has its ``sent_at``): the
+        grouping of a million events by message is most of what the sends cost.  ``joinable`` keeps only the sends
+        that can meet something: of a customer with a conversion (``shopcrm_cv``) or an opt-out, or clicked (the
+        caller counts every send apart, see ``attribution_queries(send_counts=)``)."""
         first = (exp.select(_c("message_key", "f0"), _as(exp.Min(this=_c("ts_us", "f0")), "ts_us"))
                  .from_(_sub(self.message_events("message_sent"), "f0")).group_by(_c("message_key", "f0")))
-        sent_us = exp.Coalesce(this=_c("ts_us", "f"), expressions=[self.text_us(_c("updated_at", "l"))])
+        recorded = self.text_us(_c("sent_at", "l"))
+        sent_us = exp.Coalesce(this=recorded, expressions=[
+            *([_c("ts_us", "f")] if events else []), self.text_us(_c("updated_at", "l"))])
 
         def carried(name: str) -> exp.Expr:
             fallback = [_c(name, "o"), _s("")] if outbox else [_s("")]
@@ -191,10 +236,26 @@ class _Relations:
         if outbox:
             inner = inner.join(_table(self.tables.outbox, "o"), on=exp.EQ(this=_c("key_", "o"), expression=_c("key_", "l")),
                                join_type="left")
-        inner = inner.join(_sub(first, "f"), on=exp.EQ(this=_c("message_key", "f"), expression=_c("key_", "l")),
-                           join_type="left").where(exp.and_(
+        if events:
+            inner = inner.join(_sub(first, "f"), on=exp.EQ(this=_c("message_key", "f"), expression=_c("key_", "l")),
+                               join_type="left")
+        inner = inner.where(exp.and_(
                                exp.In(this=_c("state", "l"), expressions=[_s(s) for s in _SENT_STATES]),
                                *self._campaigns(_c("campaign_id", "l"))))
+        if joinable:
+            customer = self.quirks.string_equality(cast(exp.Expression, self.customer(_c("customer_id", "l"))))
+            bought = exp.select(_c("customer", "jc")).from_(_table("shopcrm_cv", "jc"))
+            opted = exp.select(self.quirks.string_equality(cast(exp.Expression, self.customer(_c("customer_id", "jo"))))
+                               ).from_(_table(self.tables.opt_outs, "jo"))
+            clicked = exp.select(_c("message_key", "jk")).from_(_sub(self.message_events("message_clicked"), "jk"))
+            inner = inner.where(exp.or_(
+                exp.In(this=customer, query=bought.subquery()),
+                exp.In(this=customer.copy(), query=opted.subquery()),
+                exp.In(this=_c("key_", "l"), query=clicked.subquery())), append=True)
+        if not events:  # the send time is the ledger's own: its range on the text, parsed only for the rows in it
+            stamped = exp.Coalesce(this=_c("sent_at", "l"), expressions=[_c("updated_at", "l")])
+            return inner.where(exp.and_(*self._text_range(stamped, min(self.hi_us, self.now_us), self.lo_us)),
+                               append=True)
         return exp.select("*").from_(_sub(inner, "sb")).where(
             exp.and_(self._range(_c("sent_us", "sb"), upper=self.hi_us),
                      exp.LT(this=_c("sent_us", "sb"), expression=_n(self.now_us))))
@@ -206,18 +267,25 @@ class _Relations:
     def conversion_events(self) -> exp.Select:
         """``customer, ts_us, revenue, order_id`` of the conversion events from ``since`` to now."""
         ts = self.event_us(_c("ts", "e"))
+        customer: exp.Expr = _c("customer_id", "e")
+        if self.json_keys:  # the id in quotes: its JSON text (plain ids only, see plain_conversions)
+            customer = exp.DPipe(this=exp.DPipe(this=_s('"'), expression=customer, safe=True), expression=_s('"'),
+                                 safe=True)
         inner = exp.select(
-            _as(_c("customer_id", "e"), "customer"), _as(ts, "ts_us"),
+            _as(customer, "customer"), _as(ts, "ts_us"),
             _as(event_property(self.quirks, self.dialect, self.shop.source, self.policy.revenue_property, number=True),
                 "revenue"),
             _as(event_property(self.quirks, self.dialect, self.shop.source, self.policy.order_property, number=False),
                 "order_id"),
-        ).from_(self.events.relation("e")).where(exp.EQ(this=_c("event", "e"), expression=_s(self.policy.conversion_event)))
-        return exp.select("*").from_(_sub(inner, "ce")).where(self._range(_c("ts_us", "ce"), upper=self.now_us))
+        ).from_(self.events.relation("e")).where(exp.and_(
+            exp.EQ(this=_c("event", "e"), expression=_s(self.policy.conversion_event)),
+            self.event_before(_c("ts", "e"), self.now_us, self.lo_us)))
+        return inner
 
-    def decisions(self) -> exp.Select:
+    def decisions(self, *, buyers: str | None = None) -> exp.Select:
         """Planned and held-out outbox rows exposed in range: ``campaign_id, variant, step, status, customer,
-        exposure_us``."""
+        exposure_us``; with ``buyers`` (the name of the conversions relation) only the rows of customers who have a
+        conversion (the members' sizes then come from :meth:`decision_sizes`)."""
         exposure = self.text_us(exp.Coalesce(this=_c("send_at", "ob"), expressions=[_c("due_at", "ob")]))
         inner = exp.select(
             _as(_c("campaign_id", "ob"), "campaign_id"), _as(_c("variant", "ob"), "variant"),
@@ -227,8 +295,47 @@ class _Relations:
             _as(self.customer(_c("customer_id", "ob")), "customer"), _as(exposure, "exposure_us"),
         ).from_(_table(self.tables.outbox, "ob")).where(exp.and_(
             exp.In(this=_c("status", "ob"), expressions=[_s("planned"), _s("holdout")]),
-            *self._campaigns(_c("campaign_id", "ob"))))
+            *self._campaigns(_c("campaign_id", "ob")),
+            *([exp.In(this=self.quirks.string_equality(cast(exp.Expression, self.customer(_c("customer_id", "ob")))),
+                      query=exp.select(_c("customer", "by")).from_(_table(buyers, "by")).subquery())]
+              if buyers else [])))
+        if self.dialect == "duckdb":  # the range on the text: parsed only for the rows that remain
+            return inner.where(exp.and_(*self._exposure_range()), append=True)
         return exp.select("*").from_(_sub(inner, "dc")).where(self._range(_c("exposure_us", "dc"), upper=self.hi_us))
+
+    def _exposure_range(self) -> list[exp.Expr]:
+        """The outbox's exposure (planned send time, else due time) in range, as conditions on ``ob``: on DuckDB
+        compared as the text it is (the library writes every instant in one fixed-width ISO form, whose order is
+        the instants' order), elsewhere parsed."""
+        exposure = exp.Coalesce(this=_c("send_at", "ob"), expressions=[_c("due_at", "ob")])
+        return self._text_range(exposure, self.hi_us, self.lo_us)
+
+    def _text_range(self, text: exp.Expression, upper_us: int, lower_us: int | None) -> list[exp.Expr]:
+        """An instant of the library's tables (ISO text) in ``[lower, upper)``: on DuckDB compared as the text it
+        is (the library writes every instant in one fixed-width form, ``YYYY-MM-DD HH:MM:SS.ffffff``, whose order
+        is the instants' order), so that a million rows are not parsed; elsewhere parsed."""
+        if self.dialect != "duckdb":
+            us = self.text_us(text)
+            return [exp.LT(this=us, expression=_n(upper_us)),
+                    *([exp.GTE(this=us.copy(), expression=_n(lower_us))] if lower_us is not None else [])]
+
+        def stamp(us: int) -> exp.Expr:
+            return _s((_EPOCH + timedelta(microseconds=us)).isoformat(sep=" ", timespec="microseconds"))
+
+        return [exp.LT(this=text, expression=stamp(upper_us)),
+                *([exp.GTE(this=text.copy(), expression=stamp(lower_us))] if lower_us is not None else [])]
+
+    def decision_sizes(self) -> exp.Select:
+        """How many planned and held-out decisions were exposed in range, per campaign, variant and status:
+        ``campaign_id, variant, status, n`` (the outbox's instants compared as the text they are on DuckDB, where
+        the library writes every one in one fixed-width ISO form, so that a million rows are not parsed)."""
+        in_range = self._exposure_range()
+        cell = [_as(self.quirks.string_equality(_c(n, "ob")), n) for n in ("campaign_id", "variant")]
+        return exp.select(*cell, _as(_c("status", "ob"), "status"), _as(exp.Count(this=exp.Star()), "n")).from_(
+            _table(self.tables.outbox, "ob")).where(exp.and_(
+                exp.In(this=_c("status", "ob"), expressions=[_s("planned"), _s("holdout")]),
+                *self._campaigns(_c("campaign_id", "ob")), *in_range)).group_by(
+            *[self.quirks.string_equality(_c(n, "ob")) for n in ("campaign_id", "variant")], _c("status", "ob"))
 
     def failed_decisions(self) -> exp.Select:
         """The ledger's failed rows with their planned decision (``shopcrm_f``), in no range yet: the join comes first
@@ -254,15 +361,21 @@ class _Relations:
                 .where(self._range(self.text_us(_c("exposure", "f")), upper=self.hi_us))
                 .group_by(*[c.copy() for c in cell]))
 
-    @staticmethod
-    def repeats_possible() -> exp.Select:
-        """How many campaigns of ``shopcrm_m`` have decisions of more than one occurrence or step: only in those can
-        a customer have two decisions (a decision's key is its campaign, occurrence, step and customer)."""
-        many = [exp.GT(this=exp.Count(this=exp.Distinct(expressions=[_c(n, "r")])), expression=_n(1))
-                for n in ("occurrence", "step")]
+    def repeats_possible(self) -> exp.Select:
+        """How many of the chosen campaigns have decisions of more than one occurrence or step in the outbox (at any
+        time, so a few more than needed): only in those can a customer have two decisions, or two sends (the ledger's
+        rows are the outbox's planned decisions, key for key; a decision's key is its campaign, occurrence, step and
+        customer)."""
+        # the distinct (campaign, occurrence, step) first: a grouping of a few keys, cheaper than MIN/MAX of text
+        parts = [self.quirks.string_equality(_c(n, "r")) for n in ("campaign_id", "occurrence", "step")]
+        kinds = (exp.select(*[_as(p, n) for p, n in zip(parts, ("campaign_id", "occurrence", "step"), strict=True)])
+                 .from_(_table(self.tables.outbox, "r"))
+                 .where(exp.and_(exp.In(this=_c("status", "r"), expressions=[_s("planned"), _s("holdout")]),
+                                 *self._campaigns(_c("campaign_id", "r"))))
+                 .group_by(*[p.copy() for p in parts]))
         return exp.select(exp.Count(this=exp.Star())).from_(_sub(
-            exp.select(_c("campaign_id", "r")).from_(_table("shopcrm_m", "r")).group_by(_c("campaign_id", "r"))
-            .having(exp.or_(*many)), "rp"))
+            exp.select(_c("campaign_id", "k")).from_(_sub(kinds, "k")).group_by(_c("campaign_id", "k"))
+            .having(exp.GT(this=exp.Count(this=exp.Star()), expression=_n(1))), "rp"))
 
 
 def _text(value: Any) -> Any:
@@ -337,16 +450,49 @@ def sql_figures(
         register_sqlite_functions(source)
     r = _Relations(shop, ids, lo, hi, now, policy, segments)
     quirks = r.quirks
-    outbox = bool({"variant", "step"} & set(dims)) or bool(source.fetch(r.ledger_lacks_channels())[0][0])
+    [(no_channel, no_sent_at)] = source.fetch(r.ledger_gaps())
+    outbox = bool({"variant", "step"} & set(dims)) or bool(no_channel)
+    # every chosen campaign's decisions of one occurrence and step (a broadcast, a one-step scenario): no customer has
+    # two decisions or two sends in one campaign, so recipients are sends and members need no ranking by exposure
+    single = not source.fetch(r.repeats_possible())[0][0]
+    staged = source.dialect == "duckdb" and hasattr(source, "con")
+    # DuckDB: compare customers as the library's JSON text when every converting customer's id is plain text
+    # (and both tables keep ids as text, so that the library wrote each as a JSON string)
+    from shopcrm.schema import ColumnType
+
+    schema = source.schema()
+    text_ids = all(t.type_of("customer_id") is ColumnType.STRING for t in (schema.customers, schema.events))
+    r.json_keys = (staged and text_ids and segments is None and not source.fetch(r.plain_conversions())[0][0])
+    # no customer repeated: the members table holds only those who bought, the sizes counted from the outbox (and
+    # the decisions' counts taken from the sizes: right when the cells are no finer than campaign and variant)
+    outbox_counts = not set(dims) & {"channel", "kind"}
+    buyers_only = single and staged and (not outbox_counts or set(dims) <= {"variant"})
+    # DuckDB: every send counted straight from the ledger, and only the sends that can meet a click, a conversion or
+    # an opt-out staged for the joins (a few hundred thousand rows of a million-message report, not all)
+    narrow = staged and segments is None
+    every_send = r.sends(outbox=outbox, events=bool(no_sent_at))
     queries = attribution_queries(
-        sends=_sub(r.sends(outbox=outbox), "s"), clicks=_sub(r.clicks(), "k0"), events=_sub(r.conversion_events(), "e"),
-        members=_sub(r.decisions(), "m0"), dialect=quirks, policy=policy, by=dims, now_us=r.now_us,
-        send_extra=("state", "chain_index"),
-        member_extra=("step", "occurrence", *(("segment",) if segments is not None else ())))
+        send_counts="shopcrm_n" if narrow else None,
+        sends=_sub(r.sends(outbox=outbox, events=bool(no_sent_at), joinable=narrow), "s"), clicks=_sub(r.clicks(), "k0"), events=_sub(r.conversion_events(), "e"),
+        members=_sub(r.decisions(buyers="shopcrm_cv" if buyers_only else None), "m0"),
+        member_sizes=r.decision_sizes() if buyers_only else None, dialect=quirks, policy=policy, by=dims, now_us=r.now_us,
+        send_extra=("state", "chain_index"), one_send_per_customer=single,
+        member_extra=(*(("step",) if "step" in dims else ()), *(("segment",) if segments is not None else ())))
     ctes = [*queries.ctes, ("shopcrm_f", r.failed_decisions())]
+    cells = [quirks.string_equality(_c(n, "sc")) for n in ("campaign_id", *dims)]
+    delivered_n = exp.Sum(this=exp.Case().when(exp.EQ(this=_c("state", "sc"), expression=_s("delivered")), _n(1)).else_(_n(0)))
+    fallen_n = exp.Sum(this=exp.Case().when(exp.GT(this=_c("chain_index", "sc"), expression=_n(0)), _n(1)).else_(_n(0)))
+    if narrow:
+        recipients = exp.Count(this=exp.Star()) if single else exp.Count(this=exp.Distinct(
+            expressions=[quirks.string_equality(_c("customer", "sc"))]))
+        counts = exp.select(
+            *[_as(c, n) for c, n in zip(cells, ("campaign_id", *dims), strict=True)],
+            _as(exp.Count(this=exp.Star()), "sends"), _as(recipients, "recipients"), _as(exp.Sum(this=_c("cost", "sc")), "cost"),
+            _as(delivered_n, "delivered"), _as(fallen_n, "fallen_back"),
+        ).from_(_sub(every_send, "sc")).group_by(*[c.copy() for c in cells])
+        ctes.insert(0, ("shopcrm_n", counts))
     # the funnel's counts per cell: decisions (planned, held out) and, of the sends, delivered, fallen back and
     # recipients with an opt-out within the fatigue window after one of their sends
-    outbox_counts = not set(dims) & {"channel", "kind"}
     group = [_c(n, "d") for n in ("campaign_id", *dims)] + [_c("status", "d")]
     decided = exp.select(*group, exp.Count(this=exp.Star())).from_(_table("shopcrm_m", "d")).group_by(
         *[g.copy() for g in group])
@@ -362,6 +508,14 @@ def sql_figures(
             exp.LT(this=_c("t_us", "op"), expression=_n(r.now_us)),
         ), join_type="inner")
     cell_cols = [_c(n, "sd") for n in ("campaign_id", *dims)]
+    # (narrow: delivered and fallen back counted with every send in shopcrm_n; the opt-outs from the staged sends,
+    # which hold every send of a customer who opted out)
+    sent_counts = exp.select(*[_c(n, "nn") for n in ("campaign_id", *dims, "delivered", "fallen_back")]).from_(
+        _table("shopcrm_n", "nn"))
+    tired_counts = exp.select(
+        *cell_cols, exp.Count(this=exp.Distinct(expressions=[_c("customer", "sd")]))).from_(_table("shopcrm_s", "sd")).join(
+        _sub(tired.copy(), "td"), on=exp.EQ(this=_c("message_key", "td"), expression=_c("message_key", "sd")),
+        join_type="inner").group_by(*[c.copy() for c in cell_cols])
     states = exp.select(
         *cell_cols,
         exp.Sum(this=exp.Case().when(exp.EQ(this=_c("state", "sd"), expression=_s("delivered")), _n(1)).else_(_n(0))),
@@ -383,20 +537,31 @@ def sql_figures(
         daily_rows = run.fetch(queries.bare["daily"])
         # ranking members by exposure is the costliest step of a broadcast's report; skip it when nobody is repeated
         # (certainly so when every campaign has decisions of one occurrence and step; else counted)
-        if run.staged and (not run.fetch(r.repeats_possible())[0][0]
-                           or not run.fetch(queries.bare["repeated_members"])[0][0]):
+        unique = single or (run.staged and not run.fetch(queries.bare["repeated_members"])[0][0])
+        if unique:
             member_rows = run.fetch(queries.bare["members_unique"])
         else:
             run.stage("shopcrm_x")
             member_rows = run.fetch(queries.bare["members"])
-        if outbox_counts:
+        if outbox_counts and unique and set(dims) <= {"variant"}:
+            # the members' sizes are the decisions' counts then (both count shopcrm_m): no query of their own
+            for c, v, st, n, *_ in member_rows:
+                add((c, v) if dims else (c,), "planned" if st == "planned" else "held_out", n)
+        elif outbox_counts:
             for got in run.fetch(decided):
                 add(got[:-2], "planned" if got[-2] == "planned" else "held_out", got[-1])
-        for got in run.fetch(states):
-            delivered, fallen, tired_n = got[1 + len(dims):]
-            add(got[:1 + len(dims)], "delivered", delivered)
-            add(got[:1 + len(dims)], "fallen_back", fallen)
-            add(got[:1 + len(dims)], "opt_outs_after", tired_n)
+        if narrow:
+            for got in run.fetch(sent_counts):
+                add(got[:1 + len(dims)], "delivered", got[-2])
+                add(got[:1 + len(dims)], "fallen_back", got[-1])
+            for got in run.fetch(tired_counts):
+                add(got[:-1], "opt_outs_after", got[-1])
+        else:
+            for got in run.fetch(states):
+                delivered, fallen, tired_n = got[1 + len(dims):]
+                add(got[:1 + len(dims)], "delivered", delivered)
+                add(got[:1 + len(dims)], "fallen_back", fallen)
+                add(got[:1 + len(dims)], "opt_outs_after", tired_n)
         for got in run.fetch(r.failed(dims)):
             add(got[:-1], "failed", got[-1])
 

@@ -174,6 +174,7 @@ def attribution_queries(
     *, sends: exp.Expr, clicks: exp.Expr, events: exp.Expr, dialect: Dialect,
     policy: AttributionPolicy | None = None, by: Sequence[str] = (), members: exp.Expr | None = None,
     now_us: int | None = None, send_extra: Sequence[str] = (), member_extra: Sequence[str] = (),
+    one_send_per_customer: bool = False, member_sizes: exp.Query | None = None, send_counts: str | None = None,
 ) -> AttributionQueries:
     """The report's aggregates as queries over the relations ``sends``, ``clicks`` and conversion ``events`` (and
     ``members``), each a table or aliased subquery whose columns the module's docstring names.
@@ -182,7 +183,16 @@ def attribution_queries(
     :func:`shopcrm.measurement.summarise` does.  The members' outcomes count conversions in
     ``[exposure, exposure + measurement window)`` and before ``now_us`` (when given).  ``send_extra`` and
     ``member_extra`` name further columns of ``sends`` and ``members`` carried into ``shopcrm_s`` and ``shopcrm_m``
-    (for the caller's own queries over them)."""
+    (for the caller's own queries over them).  ``one_send_per_customer`` is the caller's promise that no customer
+    has two sends in one campaign (it checked that every campaign's decisions are of one occurrence and step): a
+    cell's recipients are then its sends, counted without the costly distinct count.  ``member_sizes``
+    (``campaign_id, variant, status, n``: the members counted by the caller, e.g. straight from its table) lets
+    ``members`` hold only the members who may have converted: ``bare["members_unique"]`` then takes its sizes
+    from there (right only when no customer has two decisions in one campaign).  ``send_counts`` names a relation
+    the caller adds to the common table expressions (``campaign_id, *by, sends, recipients, cost``: every send
+    counted per cell, e.g. straight from its ledger): the summary takes the counts from there, and ``sends`` may
+    then hold only the sends that can meet a click, a conversion or whatever else the caller joins them with.
+    ``shopcrm_cv`` comes first among the common table expressions, so that ``sends`` may read it by that name."""
     policy = policy or AttributionPolicy()
     dims = _by(by)
     d = dialect
@@ -200,11 +210,11 @@ def attribution_queries(
     click_window = window_micros(_c("channel", "sx"), policy.click_windows)
     receipt_window = window_micros(_c("channel", "sx"), policy.receipt_windows)
 
-    # the clicks that count: of a send, at or after its send time
+    # the clicks that count: of a send, at or after its send time (with the send's cell, to count clicked sends)
     valid = exp.select(
         _alias(_c("message_key", "sx"), "message_key"), _alias(_c("customer", "sx"), "customer"),
         _alias(_c("clicked_us", "k"), "clicked_us"), _alias(_c("sent_us", "sx"), "sent_us"),
-        _alias(click_window, "window_us"),
+        _alias(click_window, "window_us"), *[_alias(_c(n, "sx"), f"cell_{n}") for n in ("campaign_id", *dims)],
     ).from_(_ref("shopcrm_s", "sx")).join(
         exp.select(_alias(key(_c("message_key", "k0")), "message_key"), _alias(_c("clicked_us", "k0"), "clicked_us"))
         .from_(clicks).subquery("k"),
@@ -261,16 +271,24 @@ def attribution_queries(
             _alias(exp.Count(this=exp.Distinct(expressions=[_c("customer", name)])), f"{prefix}_customers"),
         ).from_(_sub(relation, name)).group_by(*[_c(n, name) for n in cell])
 
-    clicked_keys = exp.select(_c("message_key", "v")).distinct().from_(_ref("shopcrm_v", "v"))
-    per_send = exp.select(
+    # clicked sends per cell, from the few valid clicks (not a join of every send with them)
+    clicked = exp.select(
+        *[_alias(_c(f"cell_{n}", "v"), n) for n in cell],
+        _alias(exp.Count(this=exp.Distinct(expressions=[_c("message_key", "v")])), "clicked"),
+    ).from_(_ref("shopcrm_v", "v")).group_by(*[_c(f"cell_{n}", "v") for n in cell])
+    sent = exp.select(
         *[_c(n, "s1") for n in cell],
         _alias(exp.Count(this=exp.Star()), "sends"),
-        _alias(exp.Count(this=exp.Distinct(expressions=[_c("customer", "s1")])), "recipients"),
-        _alias(exp.Count(this=_c("message_key", "ck")), "clicked"),
+        _alias(exp.Count(this=exp.Star()) if one_send_per_customer
+               else exp.Count(this=exp.Distinct(expressions=[_c("customer", "s1")])), "recipients"),
         _alias(exp.Sum(this=_c("cost", "s1")), "cost"),
-    ).from_(_ref("shopcrm_s", "s1")).join(
-        _sub(clicked_keys, "ck"), on=exp.EQ(this=_c("message_key", "ck"), expression=_c("message_key", "s1")),
-        join_type="left").group_by(*[_c(n, "s1") for n in cell])
+    ).from_(_ref("shopcrm_s", "s1")).group_by(*[_c(n, "s1") for n in cell])
+    per_send = exp.select(
+        *[_c(n, "sn") for n in cell], _c("sends", "sn"), _c("recipients", "sn"),
+        _alias(exp.Coalesce(this=_c("clicked", "ck"), expressions=[_n(0)]), "clicked"), _c("cost", "sn"),
+    ).from_(_sub(sent, "sn") if send_counts is None else _ref(send_counts, "sn")).join(
+        _sub(clicked, "ck"), on=exp.and_(*[exp.EQ(this=_c(n, "ck"), expression=_c(n, "sn")) for n in cell]),
+        join_type="left")
 
     def same_cell(left: str, right: str) -> exp.Expr:
         return exp.and_(*[exp.EQ(this=_c(n, left), expression=_c(n, right)) for n in cell])
@@ -302,7 +320,7 @@ def attribution_queries(
     credits = exp.select(*[_c(n, "w") for n in ("conv_id", "customer", "ts_us", "revenue", "message_key")]).from_(
         _ref("shopcrm_w", "w"))
 
-    ctes: list[tuple[str, exp.Select]] = [("shopcrm_s", sends_q), ("shopcrm_v", valid), ("shopcrm_cv", convs),
+    ctes: list[tuple[str, exp.Select]] = [("shopcrm_cv", convs), ("shopcrm_s", sends_q), ("shopcrm_v", valid),
                                           ("shopcrm_w", won), ("shopcrm_a", credited)]
     bare = {"summary": summary, "daily": daily, "credits": credits}
     if members is not None:
@@ -312,7 +330,7 @@ def attribution_queries(
         bare["members"] = _members(d, policy, now_us)
         # when no customer has two decisions in one campaign the earliest exposure is the only one: a caller that
         # checks (``bare["repeated_members"]`` counts them) reads the members directly, without the ranking
-        bare["members_unique"] = _members(d, policy, now_us, exposed="shopcrm_m")
+        bare["members_unique"] = _members(d, policy, now_us, exposed="shopcrm_m", sizes=member_sizes)
         pair = [_c("campaign_id", "r"), _c("customer", "r")]
         bare["repeated_members"] = exp.select(_alias(exp.Count(this=exp.Star()), "n")).from_(_sub(
             exp.select(*pair).from_(_ref("shopcrm_m", "r")).group_by(*[p.copy() for p in pair]).having(
@@ -336,7 +354,8 @@ def _exposed(d: Dialect) -> exp.Select:
         _sub(ranked, "m1")).where(exp.EQ(this=_c("rank_", "m1"), expression=_n(1)))
 
 
-def _members(d: Dialect, policy: AttributionPolicy, now_us: int | None, exposed: str = "shopcrm_x") -> exp.Select:
+def _members(d: Dialect, policy: AttributionPolicy, now_us: int | None, exposed: str = "shopcrm_x",
+             sizes: exp.Query | None = None) -> exp.Select:
     """Members per campaign, variant and group (of ``shopcrm_x``), and of them those who converted within the
     measurement window after exposure, with the sum and sum of squares of their revenue there.  Only members with a
     conversion are grouped one by one (a join of the exposed with the conversions), so the cost follows buyers."""
@@ -360,8 +379,9 @@ def _members(d: Dialect, policy: AttributionPolicy, now_us: int | None, exposed:
         _alias(exp.Sum(this=_c("revenue", "b")), "revenue"),
         _alias(exp.Sum(this=exp.Mul(this=_c("revenue", "b"), expression=_c("revenue", "b"))), "revenue_squares"),
     ).from_(_sub(buyers, "b")).group_by(*[_c(n, "b") for n in cell])
-    sizes = exp.select(*[_c(n, "x") for n in cell], _alias(exp.Count(this=exp.Star()), "n")).from_(
-        _ref(exposed, "x")).group_by(*[_c(n, "x") for n in cell])
+    if sizes is None:
+        sizes = exp.select(*[_c(n, "x") for n in cell], _alias(exp.Count(this=exp.Star()), "n")).from_(
+            _ref(exposed, "x")).group_by(*[_c(n, "x") for n in cell])
     zero = exp.Literal.number(0)
     return exp.select(
         *[_c(n, "z") for n in cell], _c("n", "z"),

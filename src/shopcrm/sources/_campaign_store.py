@@ -94,7 +94,7 @@ class OutboxRow(NamedTuple):
 SEND_COLUMNS = (
     "key", "customer_id", "campaign_id", "chain_index", "state", "attempts", "next_at", "lease_until", "claim",
     "provider_id", "code", "reason", "cost", "updated_at", "batch_ref", "checks",
-    "channel", "kind", "priced_as", "price_source",
+    "channel", "kind", "priced_as", "price_source", "sent_at",
 )
 #: states of a send: waiting to go (``queued``, ``retry``), taken by a dispatcher but not yet handed to a channel
 #: (``claimed``: a crash here loses nothing, the row goes back to the queue), handed to a channel (``inflight``: a
@@ -137,22 +137,25 @@ class SendRow(NamedTuple):
     #: ``reported`` (the provider's charge) or ``table`` (the messaging policy's prices); "" while unpriced
     priced_as: str = ""
     price_source: str = ""
+    #: when the channel took the message: the instant of its ``message_sent`` event (None until sent, and in rows
+    #: written before the ledger kept it); the report reads send times here rather than from the events
+    sent_at: datetime | None = None
 
     @classmethod
     def from_tuple(cls, row: Sequence[Any]) -> SendRow:
         """A row as an engine returns it, field by field in order (a dispatcher reads two per message)."""
         (key, customer, campaign, chain_index, state, attempts, next_at, lease_until, claim, provider_id, code, reason,
-         cost, updated_at, batch_ref, checks, channel, kind, priced_as, price_source) = row
+         cost, updated_at, batch_ref, checks, channel, kind, priced_as, price_source, *rest) = row
         return cls(key, _customer_id(customer), campaign, int(chain_index), state, int(attempts), _instant(next_at),
                    _instant(lease_until), claim or "", provider_id or "", code or "", reason or "", float(cost or 0),
                    _instant(updated_at), batch_ref or "", int(checks or 0), channel or "", kind or "", priced_as or "",
-                   price_source or "")
+                   price_source or "", _instant(rest[0]) if rest and rest[0] else None)
 
     def stored(self) -> tuple[Any, ...]:
         return (self.key, json.dumps(self.customer_id), self.campaign_id, self.chain_index, self.state, self.attempts,
                 _stamp(self.next_at), _stamp(self.lease_until), self.claim, self.provider_id, self.code,
                 self.reason, float(self.cost), _stamp(self.updated_at), self.batch_ref, self.checks, self.channel,
-                self.kind, self.priced_as, self.price_source)
+                self.kind, self.priced_as, self.price_source, _stamp(self.sent_at))
 
 
 def _customer_id(stored: str) -> Any:
@@ -689,7 +692,7 @@ class SQLCampaignStore(CampaignStore):
                 self._run(
                     f"INSERT INTO {self.SENDS} ({columns}) "
                     f"SELECT o.key_, o.customer_id, o.campaign_id, 0, 'queued', 0, o.send_at, NULL, '', '', '', '', 0, {p}, '', 0, "
-                    "'', '', '', '' "
+                    "'', '', '', '', NULL "
                     f"FROM {self.OUTBOX} o WHERE o.status = 'planned' AND o.send_at <= {p} "
                     f"AND NOT EXISTS (SELECT 1 FROM {self.SENDS} s WHERE s.key_ = o.key_)",
                     (stamp, stamp),

@@ -29,7 +29,7 @@ __all__ = [
 #: ``checks`` in the send ledger), 2 adds them and the settings table, 3 prices each send by what carried it
 #: (``channel``, ``kind``, ``priced_as``, ``price_source`` in the send ledger; ``priced_as``, ``price_source``
 #: in the message events)
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 #: the dialects ``shopcrm ddl`` prints for (aliases accepted)
 DDL_DIALECTS = {"duckdb": "duckdb", "sqlite": "sqlite", "postgres": "postgres", "postgresql": "postgres",
                 "mysql": "mysql", "mariadb": "mysql"}
@@ -186,7 +186,7 @@ class LibraryTables:
             "attempts INTEGER NOT NULL, next_at VARCHAR(32) NOT NULL, lease_until VARCHAR(32), claim VARCHAR(64), "
             "provider_id VARCHAR(200), code VARCHAR(64), reason TEXT, cost DOUBLE PRECISION NOT NULL, "
             "updated_at VARCHAR(32) NOT NULL, batch_ref VARCHAR(200), checks INTEGER NOT NULL DEFAULT 0, "
-            "channel VARCHAR(20), kind VARCHAR(20), priced_as VARCHAR(60), price_source VARCHAR(20))",
+            "channel VARCHAR(20), kind VARCHAR(20), priced_as VARCHAR(60), price_source VARCHAR(20), sent_at VARCHAR(32))",
             f"CREATE TABLE IF NOT EXISTS {self.opt_outs} (customer_id VARCHAR(200) NOT NULL, consent_group VARCHAR(20) NOT NULL, "
             "opted_out_at VARCHAR(32) NOT NULL, reason TEXT, PRIMARY KEY (customer_id, consent_group))",
             f"CREATE TABLE IF NOT EXISTS {self.message_events} (customer_id VARCHAR(200) NOT NULL, event VARCHAR(40) NOT NULL, "
@@ -329,12 +329,15 @@ class LibraryStore:
     def _upgrade(self, version: int) -> None:
         """From version 1: a send ledger made by shopcrm 0.1 lacks the batch reference and the check count.  From
         version 2: the send ledger lacks the carrying channel and kind and the pricing (``priced_as``,
-        ``price_source``), the message events the pricing (rows sent before keep them empty: unknown)."""
+        ``price_source``), the message events the pricing (rows sent before keep them empty: unknown).  From version
+        3: the send ledger lacks the send time (``sent_at``; rows sent before keep it empty, and their send time is
+        read from their ``message_sent`` events as before)."""
         sends = self.tables.sends
         self._add_columns(sends, [("batch_ref", "VARCHAR(200)"), ("checks", "INTEGER NOT NULL DEFAULT 0")])
         self._add_columns(sends, [("channel", "VARCHAR(20)"), ("kind", "VARCHAR(20)"), ("priced_as", "VARCHAR(60)"),
                                   ("price_source", "VARCHAR(20)")])
         self._add_columns(self.tables.message_events, [("priced_as", "VARCHAR(60)"), ("price_source", "VARCHAR(20)")])
+        self._add_columns(sends, [("sent_at", "VARCHAR(32)")])
 
     def _add_columns(self, table: str, columns: Sequence[tuple[str, str]]) -> None:
         """Add ``columns`` (name, type) to ``table`` unless it has them (all or none: they came together)."""
