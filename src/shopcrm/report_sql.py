@@ -211,7 +211,8 @@ class _Relations:
         ``events=False`` leaves out the ``message_sent`` events (right when every row has its ``sent_at``): the
         grouping of a million events by message is most of what the sends cost.  ``joinable`` keeps only the sends
         that can meet something: of a customer with a conversion (``shopcrm_cv``) or an opt-out, or clicked (the
-        caller counts every send apart, see ``attribution_queries(send_counts=)``)."""
+        clicks staged as ``shopcrm_k``; the caller counts every send apart, see
+        ``attribution_queries(send_counts=)``)."""
         first = (exp.select(_c("message_key", "f0"), _as(exp.Min(this=_c("ts_us", "f0")), "ts_us"))
                  .from_(_sub(self.message_events("message_sent"), "f0")).group_by(_c("message_key", "f0")))
         recorded = self.text_us(_c("sent_at", "l"))
@@ -247,7 +248,7 @@ class _Relations:
             bought = exp.select(_c("customer", "jc")).from_(_table("shopcrm_cv", "jc"))
             opted = exp.select(self.quirks.string_equality(cast(exp.Expression, self.customer(_c("customer_id", "jo"))))
                                ).from_(_table(self.tables.opt_outs, "jo"))
-            clicked = exp.select(_c("message_key", "jk")).from_(_sub(self.message_events("message_clicked"), "jk"))
+            clicked = exp.select(_c("message_key", "jk")).from_(_table("shopcrm_k", "jk"))
             inner = inner.where(exp.or_(
                 exp.In(this=customer, query=bought.subquery()),
                 exp.In(this=customer.copy(), query=opted.subquery()),
@@ -473,7 +474,8 @@ def sql_figures(
     every_send = r.sends(outbox=outbox, events=bool(no_sent_at))
     queries = attribution_queries(
         send_counts="shopcrm_n" if narrow else None,
-        sends=_sub(r.sends(outbox=outbox, events=bool(no_sent_at), joinable=narrow), "s"), clicks=_sub(r.clicks(), "k0"), events=_sub(r.conversion_events(), "e"),
+        sends=_sub(r.sends(outbox=outbox, events=bool(no_sent_at), joinable=narrow), "s"),
+        clicks=_ref("shopcrm_k", "k0") if narrow else _sub(r.clicks(), "k0"), events=_sub(r.conversion_events(), "e"),
         members=_sub(r.decisions(buyers="shopcrm_cv" if buyers_only else None), "m0"),
         member_sizes=r.decision_sizes() if buyers_only else None, dialect=quirks, policy=policy, by=dims, now_us=r.now_us,
         send_extra=("state", "chain_index"), one_send_per_customer=single,
@@ -490,7 +492,7 @@ def sql_figures(
             _as(exp.Count(this=exp.Star()), "sends"), _as(recipients, "recipients"), _as(exp.Sum(this=_c("cost", "sc")), "cost"),
             _as(delivered_n, "delivered"), _as(fallen_n, "fallen_back"),
         ).from_(_sub(every_send, "sc")).group_by(*[c.copy() for c in cells])
-        ctes.insert(0, ("shopcrm_n", counts))
+        ctes[:0] = [("shopcrm_n", counts), ("shopcrm_k", r.clicks())]
     # the funnel's counts per cell: decisions (planned, held out) and, of the sends, delivered, fallen back and
     # recipients with an opt-out within the fatigue window after one of their sends
     group = [_c(n, "d") for n in ("campaign_id", *dims)] + [_c("status", "d")]
