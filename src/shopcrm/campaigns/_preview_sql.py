@@ -22,7 +22,7 @@ whose sum would not be exact in floating point in any order (the planner adds co
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from fractions import Fraction
 from typing import Any
@@ -38,7 +38,7 @@ from shopcrm.campaigns._templates import Renderer, uses_link
 from shopcrm.schema import ColumnType
 
 __all__ = [
-    "WHITESPACE", "PreviewGroup", "blank_text", "control_threshold", "exact_costs", "groups_of", "grouping_blockers", "hash_columns", "preview_of_groups", "variant_bounds",
+    "WHITESPACE", "PreviewGroup", "blank_text", "control_threshold", "exact_costs", "groups_of", "grouping_blockers", "hash_columns", "plan_groups", "preview_of_groups", "variant_bounds",
 ]
 
 #: what Python's ``str.strip()`` removes (``str.isspace``): a text made only of these is a missing contact point
@@ -168,7 +168,7 @@ def blank_text(value: exp.Expression) -> exp.Expression:
     every white-space character replaced away leaves nothing."""
     stripped: exp.Expression = value
     for char in WHITESPACE:
-        stripped = exp.Anonymous(this="REPLACE", expressions=[stripped, exp.Literal.string(char)] + [exp.Literal.string("")])
+        stripped = exp.Anonymous(this="REPLACE", expressions=[stripped, exp.Literal.string(char), exp.Literal.string("")])
     return stripped.eq(exp.Literal.string(""))
 
 
@@ -176,23 +176,47 @@ def _number(value: float) -> exp.Expression:
     return exp.Literal.number(int(value) if float(value).is_integer() else value)
 
 
-def preview_of_groups(
-    campaign: Campaign, groups: Sequence[PreviewGroup], *, now: datetime, policy: MessagingPolicy, ledger: int = 0,
-    rest: Preview | None = None,
-) -> Preview:
-    """The preview of ``campaign`` at ``now`` (naive UTC) for an audience given as groups of alike members (none of
-    them with planned messages in the ledger), plus ``rest``: the preview of the other members, computed one by one
-    (its funnels, counts and cost are added in; ``ledger`` is the number of ledger messages the caps counted)."""
-    advertising = campaign.purpose == "advertising"
+@attrs.frozen(kw_only=True)
+class RenderClass:
+    """Groups whose members reach the rendering alike: the same variant, first channel, zone and template values of
+    ``recipient`` (its other values do not matter), the same deferral and friendship (the price)."""
+
+    variant: int
+    channel: str
+    deferred: bool
+    recipient: Recipient
+
+
+@attrs.define
+class GroupPlan:
+    """What the groups decide before rendering: the funnels' stages, the reasons members are left out, and for each
+    group whose members reach the rendering the index of its :class:`RenderClass` (else None)."""
+
+    audience: int
+    stages: dict[str, list[int]]
+    reasons: Counter[str]
+    classes: list[RenderClass]
+    class_of: list[int | None]
+
+
+def _planners(campaign: Campaign, now: datetime, policy: MessagingPolicy) -> tuple[_Planner, _Planner, Campaign]:
+    """The funnels' planner and the plan's (of the campaign as a broadcast of its first step at ``now``)."""
     empty = ShopState(recipients={})
-    planner = _Planner([campaign], empty, now, policy)
     first = campaign.send_steps()[0]
     broadcast = campaign.model_copy(update={
         "schedule": OneOff(at=now.replace(tzinfo=UTC)),
         "variants": campaign.variants_of(first) if isinstance(first, Send) else campaign.variants,
         "enabled": True,
     })
-    planning = _Planner([broadcast], empty, now, policy, render_fallbacks=False)
+    return _Planner([campaign], empty, now, policy), _Planner([broadcast], empty, now, policy, render_fallbacks=False), broadcast
+
+
+def plan_groups(campaign: Campaign, groups: Sequence[PreviewGroup], *, now: datetime, policy: MessagingPolicy) -> GroupPlan:
+    """Every group's funnel and plan up to the rendering (:func:`_preview._funnels` and :meth:`_Planner.broadcast`,
+    decided once per group and counted by its size); raises the plan's own :class:`~shopcrm.errors.CampaignError`
+    when the policy lacks what the campaign needs."""
+    advertising = campaign.purpose == "advertising"
+    planner, planning, broadcast = _planners(campaign, now, policy)
     planning.run()  # nobody to plan: the policy's own checks (sender lines, a tracking base), as the plan makes them
     caps = _Caps(policy, ())  # the groups have no history: only a cap of 0 can bind
     due = planning.occurrence(broadcast)
@@ -200,16 +224,17 @@ def preview_of_groups(
     _, due_at = due
     expired = now - due_at > broadcast.max_delay
     earliest = max(due_at, now)
-    step = broadcast.send_steps()[0]
-    variants = broadcast.variants_of(step)
+    variants = broadcast.variants_of(broadcast.send_steps()[0])
     control = advertising and bool(policy.global_control_percent)
     channels = list(campaign.channels)
     stages = {stage: [0] * len(channels) for stage in _STAGES if stage != "audience"}
-    by_channel, by_kind, reasons = Counter[str](), Counter[str](), Counter[str]()
-    deferred = 0
-    costs: Counter[float] = Counter()
+    reasons = Counter[str]()
+    classes: dict[str, int] = {}
+    found: list[RenderClass] = []
+    class_of: list[int | None] = []
     audience = 0
     for group in groups:
+        class_of.append(None)
         n, recipient = group.count, group.recipient
         if n <= 0:
             continue
@@ -250,23 +275,72 @@ def preview_of_groups(
         if campaign.holdout_percent and group.held_out:
             reasons["holdout"] += n
             continue
-        content = variants[group.variant if len(variants) > 1 else 0].content
-        try:
-            context = planning.context(recipient, broadcast, step, due_at, None, content.recommend)
-            rendered = planning.renderer.render_cached(content, chain[0], context, advertising=advertising,
-                                                       decorations=planning.decorations, message_key="")
-        except Exception:  # the planner's render_failed (its detail is not counted)
+        variant = group.variant if len(variants) > 1 else 0
+        shared = attrs.evolve(recipient, customer_id=None, phone=None, email=None, push_token=None, consents={},
+                              opted_out=frozenset(), night_consent=False, timezone=zone)
+        render_class = RenderClass(variant=variant, channel=chain[0], deferred=send_at > earliest, recipient=shared)
+        key = repr(render_class)
+        index = classes.get(key)
+        if index is None:
+            index = classes[key] = len(found)
+            found.append(render_class)
+        class_of[-1] = index
+    return GroupPlan(audience=audience, stages=stages, reasons=reasons, classes=found, class_of=class_of)
+
+
+def preview_of_groups(
+    campaign: Campaign, plan: GroupPlan, rendered: Iterable[tuple[int, Mapping[str, Any], int]], *, now: datetime,
+    policy: MessagingPolicy, ledger: int = 0, rest: Preview | None = None,
+) -> Preview:
+    """The preview of ``campaign`` at ``now`` (naive UTC) from :func:`plan_groups`'s ``plan`` and ``rendered``: for
+    each render class, the members' template values (the customers-table columns the first step's templates read)
+    and how many share them; plus ``rest``, the preview of the members computed one by one (its funnels, counts and
+    cost are added in; ``ledger``: the number of ledger messages the caps counted).  Each distinct (class, values)
+    is rendered once."""
+    advertising = campaign.purpose == "advertising"
+    _, planning, broadcast = _planners(campaign, now, policy)
+    due = planning.occurrence(broadcast)
+    assert due is not None
+    _, due_at = due
+    step = broadcast.send_steps()[0]
+    variants = broadcast.variants_of(step)
+    reasons = Counter(plan.reasons)
+    by_channel, by_kind = Counter[str](), Counter[str]()
+    deferred = 0
+    costs: Counter[float] = Counter()
+    kinds: dict[tuple[Any, ...], str | None] = {}
+    for index, values, n in rendered:
+        if n <= 0:
+            continue
+        render_class = plan.classes[index]
+        recipient = render_class.recipient
+        memo = (render_class.variant, render_class.channel, recipient.timezone, repr(recipient.attributes), repr(values))
+        kind = kinds.get(memo, "")
+        if kind == "":
+            content = variants[render_class.variant].content
+            if values:
+                recipient = attrs.evolve(recipient, attributes={**recipient.attributes, **values})
+            try:
+                context = planning.context(recipient, broadcast, step, due_at, None, content.recommend)
+                kind = planning.renderer.render_cached(content, render_class.channel, context, advertising=advertising,
+                                                       decorations=planning.decorations, message_key="").kind
+            except Exception:  # the planner's render_failed (its detail is not counted)
+                kind = None
+            kinds[memo] = kind
+        if kind is None:
             reasons["render_failed"] += n
             continue
-        by_channel[chain[0]] += n
-        by_kind[rendered.kind] += n
-        deferred += n if send_at > earliest else 0
-        costs[policy.price(rendered.kind, friend=recipient.kakao_friend)] += n
-    # every partial sum of these prices is exact (the caller checked exact_costs), so any order gives the sum
-    # the planner makes message by message; no message at all leaves the planner's integer 0
+        by_channel[render_class.channel] += n
+        by_kind[kind] += n
+        deferred += n if render_class.deferred else 0
+        costs[policy.price(kind, friend=render_class.recipient.kakao_friend)] += n
+    # every partial sum of these prices is exact (the caller checked exact_costs), so any order gives the sum the
+    # planner makes message by message; no message at all leaves the planner's integer 0
     cost: float = float(sum(Fraction(price) * n for price, n in costs.items())) if costs else 0
+    stages = plan.stages
     funnels = [ChannelFunnel(channel=channel, audience=0, **{stage: counts[i] for stage, counts in stages.items()})
-               for i, channel in enumerate(channels)]
+               for i, channel in enumerate(campaign.channels)]
+    audience = plan.audience
     if rest is not None:
         audience += rest.audience
         funnels = [attrs.evolve(f, **{stage: getattr(f, stage) + getattr(r, stage) for stage in _STAGES if stage != "audience"})
@@ -299,14 +373,18 @@ def preview_of_groups(
 
 def groups_of(
     campaign: Campaign, recipients: Mapping[Any, Recipient], members: Collection[Any], policy: MessagingPolicy,
-) -> list[PreviewGroup]:
-    """The groups of ``members`` as the engine's aggregate would count them, computed in Python (one per distinct
-    recipient apart from its id, with the same hashes the planner draws): the reference side of the tests."""
+    template_columns: Collection[str],
+) -> tuple[list[PreviewGroup], list[list[Any]]]:
+    """The groups of ``members`` as the engine's aggregate counts them, computed in Python (one per distinct
+    recipient apart from its id and ``template_columns``, with the hashes the planner draws), and per group its
+    members' ids: the reference side of the tests."""
     from shopcrm.campaigns._policy import in_global_control
 
     bounds = variant_bounds(campaign)
     step = campaign.send_steps()[0]
-    found: dict[str, PreviewGroup] = {}
+    found: dict[str, int] = {}
+    groups: list[PreviewGroup] = []
+    ids: list[list[Any]] = []
     for customer_id in dict.fromkeys(members):
         recipient = recipients.get(customer_id)
         if recipient is None:
@@ -315,9 +393,14 @@ def groups_of(
         held = bool(campaign.holdout_percent) and bucket(f"holdout:{campaign.id}", customer_id) < campaign.holdout_percent * 100
         point = bucket(f"variant:{campaign.id}:{step.send}", customer_id)
         variant = sum(1 for b in bounds if point >= b)
-        shared = attrs.evolve(recipient, customer_id=None)
+        shared = attrs.evolve(recipient, customer_id=None, attributes={
+            k: v for k, v in recipient.attributes.items() if k not in template_columns})
         key = repr((shared, controlled, held, variant))
-        group = found.get(key)
-        found[key] = PreviewGroup(recipient=shared, count=1 + (group.count if group else 0), controlled=controlled,
-                                  held_out=held, variant=variant)
-    return list(found.values())
+        at = found.get(key)
+        if at is None:
+            at = found[key] = len(groups)
+            groups.append(PreviewGroup(recipient=shared, count=0, controlled=controlled, held_out=held, variant=variant))
+            ids.append([])
+        groups[at] = attrs.evolve(groups[at], count=groups[at].count + 1)
+        ids[at].append(customer_id)
+    return groups, ids

@@ -30,6 +30,7 @@ from shopcrm.campaigns._preview_sql import (
     exact_costs,
     grouping_blockers,
     hash_columns,
+    plan_groups,
     preview_of_groups,
 )
 from shopcrm.campaigns._templates import Renderer
@@ -73,7 +74,8 @@ def grouped_preview(
     contacts = {c for c in (columns.phone, columns.email, columns.push_token) if c}
     present = [c for c in types if c in roles]
     reduced = [c for c in present if c in contacts and c not in wanted and c not in _others(columns)]
-    raw = [c for c in dict.fromkeys([*present, *wanted]) if c not in reduced]
+    raw = [c for c in present if c not in reduced]
+    values_of = [c for c in wanted if c not in present]  # the template's own columns: phase 2
 
     def col(name: str) -> exp.Column:
         return exp.column(name, table="c", quoted=True)
@@ -98,43 +100,100 @@ def grouped_preview(
     selected = [*[e for _, e in keys], *hashes.values()]
     aliases = [f"k{i}" for i in range(len(selected))]
     member = col("customer_id").isin(query=audience)
-    query = exp.select(*[exp.alias_(e, a, quoted=True) for e, a in zip(selected, aliases, strict=True)],
+
+    def keyed(extra: Sequence[tuple[str, str]], condition: exp.Expression | None = None) -> exp.Select:
+        """Each audience member's keys (computed once) and ``extra`` columns (name, alias), as ``q``."""
+        where = member.copy() if condition is None else exp.and_(member.copy(), condition)
+        return exp.select(*[exp.alias_(e.copy(), a, quoted=True) for e, a in zip(selected, aliases, strict=True)],
+                          *[exp.alias_(col(c), a, quoted=True) for c, a in extra]).from_(
+            reader.customers_table("c")).where(where)
+
+    def q(name: str) -> exp.Column:
+        return exp.column(name, table="q", quoted=True)
+
+    # one text per combination (length-prefixed parts, '~' for NULL): phase 2 finds each member's group by it
+    parts = [exp.Case().when(exp.Is(this=q(a), expression=exp.null()), exp.Literal.string("~")).else_(quirks.concat(
+        quirks.to_text(exp.Length(this=quirks.to_text(q(a)))), exp.Literal.string(":"), quirks.to_text(q(a))))
+        for a in aliases]
+    pattern = quirks.concat(*parts) if len(parts) > 1 else parts[0] if parts else exp.Literal.string("")
+    query = exp.select(*[q(a) for a in aliases], exp.alias_(pattern.copy(), "p", quoted=True),
                        exp.alias_(exp.Count(this=exp.Star()), "n", quoted=True)).from_(
-        reader.customers_table("c")).where(member).group_by(*[e.copy() for e in selected])
-    table = source.fetch_arrow(query, [*aliases, "n"])
+        keyed(()).subquery("q")).group_by(*[q(a) for a in aliases])
+    table = source.fetch_arrow(query, [*aliases, "p", "n"])
     values = [table.column(a).to_pylist() for a in aliases]
+    patterns: list[str] = table.column("p").to_pylist()
     counts: list[int] = table.column("n").to_pylist()
     rows = list(zip(*values, strict=True)) if values else [()] * len(counts)
-    index = {_key(row): i for i, row in enumerate(rows)}
-    # the customers previewed one by one: their full rows, and their keys to take them out of their groups
+    index = {p: i for i, p in enumerate(patterns)}
+    # the customers previewed one by one: their full rows, and their patterns to take them out of their groups
     singles = list(dict.fromkeys([e.customer_id for e in ledger] + list(opt_outs)))
     full = list(dict.fromkeys(["customer_id", *present, *wanted]))
     data: dict[str, list[Any]] = {c: [] for c in full}
+    single_patterns: list[str] = []
     if singles:
+        named = [(c, f"f{i}") for i, c in enumerate(full)]
         for condition in reader._in("c", singles):
-            picked = exp.select(*[exp.alias_(col(c), f"f{i}", quoted=True) for i, c in enumerate(full)],
-                                *[exp.alias_(e.copy(), a, quoted=True) for e, a in zip(selected, aliases, strict=True)]).from_(
-                reader.customers_table("c")).where(exp.and_(member.copy(), condition))
-            got = source.fetch_arrow(picked, [*[f"f{i}" for i in range(len(full))], *aliases])
-            for i, c in enumerate(full):
-                data[c] += got.column(f"f{i}").to_pylist()
-            for row in zip(*[got.column(a).to_pylist() for a in aliases], strict=True) if aliases else ():
-                at = index.get(_key(row))
-                if at is None or counts[at] <= 0:  # pragma: no cover - the same expressions on the same rows
-                    why.append("a customer read alone did not match its group")
-                    return None
-                counts[at] -= 1
+            picked = exp.select(*[q(a) for _, a in named], exp.alias_(pattern.copy(), "p", quoted=True)).from_(
+                keyed(named, condition).subquery("q"))
+            got = source.fetch_arrow(picked, [*[a for _, a in named], "p"])
+            for c, a in named:
+                data[c] += got.column(a).to_pylist()
+            single_patterns += got.column("p").to_pylist()
+        for p in single_patterns:
+            at = index.get(p)
+            if at is None or counts[at] <= 0:  # pragma: no cover - the same expressions on the same rows
+                why.append("a customer read alone did not match its group")
+                return None
+            counts[at] -= 1
     total = sum(counts) + len(data["customer_id"])
     if not exact_costs(policy, total):
         why.append("prices whose sum over the audience is not exact in floating point")
         return None
     shown = {c: [row[i] for row in rows] for i, (c, _) in enumerate(keys)}
     shown["customer_id"] = list(range(len(rows)))
-    standing = columns.recipients(shown, now=now, attributes=wanted)
+    standing = columns.recipients(shown, now=now, attributes=[c for c in wanted if c in present])
     flags = list(hashes)
     groups = [PreviewGroup(recipient=r, count=n, **{f: (bool(v) if f != "variant" else int(v))
                                                     for f, v in zip(flags, row[len(keys):], strict=True)})
               for r, n, row in zip(standing, counts, rows, strict=True)]
+    plan = plan_groups(campaign, groups, now=now, policy=policy)
+    rendered: list[tuple[int, dict[str, Any], int]] = []
+    reaching = [(p, c) for p, c in zip(patterns, plan.class_of, strict=True) if c is not None]
+    if reaching:
+        by_class: dict[int, list[str]] = {}
+        for p, c in reaching:
+            by_class.setdefault(c, []).append(p)
+        which = exp.Case()
+        for c, found in by_class.items():
+            which = which.when(exp.In(this=pattern.copy(), expressions=[exp.Literal.string(p) for p in found]),
+                               exp.Literal.number(c))
+        shown_values = [(c, f"v{i}") for i, c in enumerate(values_of)]
+        second = exp.select(exp.alias_(which, "cls", quoted=True), *[q(a) for _, a in shown_values],
+                            exp.alias_(exp.Count(this=exp.Star()), "n", quoted=True)).from_(
+            keyed(shown_values).subquery("q")).group_by(which.copy(), *[q(a) for _, a in shown_values])
+        got = source.fetch_arrow(second, ["cls", *[f"v{i}" for i in range(len(values_of))], "n"])
+        classes = got.column("cls").to_pylist()
+        shared = [got.column(f"v{i}").to_pylist() for i in range(len(values_of))]
+        amounts: list[int] = got.column("n").to_pylist()
+        place: dict[tuple[int, tuple[str, ...]], int] = {}
+        for i, (c, n) in enumerate(zip(classes, amounts, strict=True)):
+            if c is None:
+                continue
+            named = {name: shared[j][i] for j, name in enumerate(values_of)}
+            place[(int(c), _key(list(named.values())))] = len(rendered)
+            rendered.append((int(c), named, n))
+        if data["customer_id"]:  # the singles' members of these classes are previewed one by one: out of the counts
+            class_by_pattern = dict(reaching)
+            for at_row, p in enumerate(single_patterns):
+                c = class_by_pattern.get(p)
+                if c is None:
+                    continue
+                spot = place.get((c, _key([data[name][at_row] for name in values_of])))
+                if spot is None:  # pragma: no cover - the same expressions on the same rows
+                    why.append("a customer read alone did not match its rendering group")
+                    return None
+                cls_index, named, n = rendered[spot]
+                rendered[spot] = (cls_index, named, n - 1)
     rest = None
     if data["customer_id"]:
         alone = {r.customer_id: r for r in columns.recipients(data, now=now, attributes=wanted)}
@@ -143,7 +202,7 @@ def grouped_preview(
                 alone[cid] = with_opt_outs(alone[cid], outs, now=now)
         state = ShopState(recipients=alone, audiences={campaign.id: list(alone)}, ledger=ledger)
         rest = _preview(campaign, state, now, policy)
-    return preview_of_groups(campaign, groups, now=now, policy=policy, ledger=len(ledger), rest=rest)
+    return preview_of_groups(campaign, plan, rendered, now=now, policy=policy, ledger=len(ledger), rest=rest)
 
 
 def _others(columns: RecipientColumns) -> set[str]:
