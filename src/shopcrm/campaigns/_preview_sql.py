@@ -30,7 +30,7 @@ from typing import Any
 import attrs
 from sqlglot import exp
 
-from shopcrm.campaigns._models import Campaign, OneOff, Send, Triggered
+from shopcrm.campaigns._models import Campaign, Content, OneOff, Send, Triggered
 from shopcrm.campaigns._planner import Recipient, ShopState, _Caps, _Planner, bucket, scenario_span
 from shopcrm.campaigns._policy import MessagingPolicy
 from shopcrm.campaigns._preview import _STAGES, ChannelFunnel, Preview
@@ -38,7 +38,7 @@ from shopcrm.campaigns._templates import Renderer, uses_link
 from shopcrm.schema import ColumnType
 
 __all__ = [
-    "WHITESPACE", "PreviewGroup", "blank_text", "control_threshold", "exact_costs", "groups_of", "grouping_blockers", "hash_columns", "plan_groups", "preview_of_groups", "variant_bounds",
+    "WHITESPACE", "PreviewGroup", "blank_text", "control_threshold", "exact_costs", "groups_of", "grouping_blockers", "hash_columns", "plan_groups", "preview_of_groups", "render_signature", "variant_bounds",
 ]
 
 #: what Python's ``str.strip()`` removes (``str.isspace``): a text made only of these is a missing contact point
@@ -170,6 +170,73 @@ def blank_text(value: exp.Expression) -> exp.Expression:
     for char in WHITESPACE:
         stripped = exp.Anonymous(this="REPLACE", expressions=[stripped, exp.Literal.string(char), exp.Literal.string("")])
     return stripped.eq(exp.Literal.string(""))
+
+
+def render_signature(renderer: Renderer, content: Content) -> Callable[[Mapping[str, Any]], Any] | None:
+    """For a content whose kind and success can depend on its values only through their lengths, a function giving
+    each values mapping a signature: values with equal signatures render to the same kind, or fail alike, on every
+    channel; None when the content is not of that shape (then every distinct value is rendered).
+
+    The shape: no subject, HTML, buttons, AlimTalk or Brand Message layout, and a text template made only of literal
+    text and ``{{ name }}`` or ``{{ name|은는 }}`` (a particle filter without arguments).  Each output then is the
+    value, or the value with its particle, so the text is the literal parts and these pieces in order: what decides
+    its kind (its CP949 bytes for SMS against LMS, its characters against a channel's limit, the template meter's
+    charges, which count characters) are sums of the pieces' lengths.  A signature holds, per piece, the value's and
+    the piece's lengths in characters and the piece's CP949 bytes (or that it has none); a value that is not text,
+    or a piece that is empty, starts or ends with white space (``strip`` could cut into it) or carries the marks of
+    ``sms_line``, signs as itself."""
+    import jinja2.nodes as nodes
+
+    from shopcrm.campaigns._korean import PARTICLES, cp949_length
+
+    if content.subject is not None or content.html is not None or content.buttons or content.alimtalk is not None or (
+            content.brand_message is not None and content.brand_message.layout != "text"):
+        return None
+    environment = renderer._text
+    try:
+        tree = environment.parse(content.text)
+    except Exception:
+        return None
+    particles = {pair.replace("/", "") for pair in PARTICLES}
+    pieces: list[tuple[str, Callable[..., Any] | None]] = []
+    for output in tree.body:
+        if not isinstance(output, nodes.Output):
+            return None
+        for node in output.nodes:
+            if isinstance(node, nodes.TemplateData):
+                continue
+            if isinstance(node, nodes.Name) and node.ctx == "load":
+                pieces.append((node.name, None))
+            elif (isinstance(node, nodes.Filter) and isinstance(node.node, nodes.Name) and node.name in particles
+                  and not node.args and not node.kwargs and node.dyn_args is None and node.dyn_kwargs is None):
+                pieces.append((node.node.name, environment.filters[node.name]))
+            else:
+                return None
+
+    def signature(values: Mapping[str, Any]) -> Any:
+        out: list[Any] = []
+        for name, particle in pieces:
+            value = values.get(name, _ABSENT)
+            if type(value) is not str:
+                return ("itself", repr(dict(values)))
+            try:
+                piece = value if particle is None else particle(None, value)
+            except Exception:
+                return ("itself", repr(dict(values)))
+            if (type(piece) is not str or not piece or piece[0].isspace() or piece[-1].isspace() or "\ue000" in piece
+                    or "\ue001" in piece):
+                return ("itself", repr(dict(values)))
+            try:
+                size = cp949_length(piece)
+            except ValueError:
+                size = -1
+            out.append((len(value), len(piece), size))
+        return tuple(out)
+
+    return signature
+
+
+_ABSENT = object()
 
 
 def _number(value: float) -> exp.Expression:
@@ -309,12 +376,15 @@ def preview_of_groups(
     deferred = 0
     costs: Counter[float] = Counter()
     kinds: dict[tuple[Any, ...], str | None] = {}
+    signatures = [render_signature(planning.renderer, v.content) for v in variants]
     for index, values, n in rendered:
         if n <= 0:
             continue
         render_class = plan.classes[index]
         recipient = render_class.recipient
-        memo = (render_class.variant, render_class.channel, recipient.timezone, repr(recipient.attributes), repr(values))
+        sign = signatures[render_class.variant]
+        memo = (render_class.variant, render_class.channel, recipient.timezone, repr(recipient.attributes),
+                repr(values) if sign is None else sign(values))
         kind = kinds.get(memo, "")
         if kind == "":
             content = variants[render_class.variant].content

@@ -163,26 +163,28 @@ def grouped_preview(
         by_class: dict[int, list[str]] = {}
         for p, c in reaching:
             by_class.setdefault(c, []).append(p)
-        which = exp.Case()
-        for c, found in by_class.items():
-            which = which.when(exp.In(this=pattern.copy(), expressions=[exp.Literal.string(p) for p in found]),
-                               exp.Literal.number(c))
+        # each member's class, from its combination's text (computed once per member in a subquery)
         shown_values = [(c, f"v{i}") for i, c in enumerate(values_of)]
-        second = exp.select(exp.alias_(which, "cls", quoted=True), *[q(a) for _, a in shown_values],
+        texts = exp.select(exp.alias_(pattern, "p", quoted=True), *[q(a) for _, a in shown_values]).from_(
+            keyed(shown_values).subquery("q"))
+
+        def r(name: str) -> exp.Column:
+            return exp.column(name, table="r", quoted=True)
+
+        which = exp.Case(ifs=[exp.If(this=exp.In(this=r("p"), expressions=[exp.Literal.string(p) for p in found]),
+                                     true=exp.Literal.number(c)) for c, found in by_class.items()])
+        second = exp.select(exp.alias_(which, "cls", quoted=True), *[r(a) for _, a in shown_values],
                             exp.alias_(exp.Count(this=exp.Star()), "n", quoted=True)).from_(
-            keyed(shown_values).subquery("q")).group_by(which.copy(), *[q(a) for _, a in shown_values])
+            texts.subquery("r")).group_by(which.copy(), *[r(a) for _, a in shown_values])
         got = source.fetch_arrow(second, ["cls", *[f"v{i}" for i in range(len(values_of))], "n"])
         classes = got.column("cls").to_pylist()
         shared = [got.column(f"v{i}").to_pylist() for i in range(len(values_of))]
         amounts: list[int] = got.column("n").to_pylist()
-        place: dict[tuple[int, tuple[str, ...]], int] = {}
         for i, (c, n) in enumerate(zip(classes, amounts, strict=True)):
-            if c is None:
-                continue
-            named = {name: shared[j][i] for j, name in enumerate(values_of)}
-            place[(int(c), _key(list(named.values())))] = len(rendered)
-            rendered.append((int(c), named, n))
+            if c is not None:
+                rendered.append((int(c), {name: shared[j][i] for j, name in enumerate(values_of)}, n))
         if data["customer_id"]:  # the singles' members of these classes are previewed one by one: out of the counts
+            place = {(c, _key(list(named.values()))): i for i, (c, named, _) in enumerate(rendered)}
             class_by_pattern = dict(reaching)
             for at_row, p in enumerate(single_patterns):
                 c = class_by_pattern.get(p)
