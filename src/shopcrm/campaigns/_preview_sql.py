@@ -245,10 +245,9 @@ def _number(value: float) -> exp.Expression:
 
 @attrs.frozen(kw_only=True)
 class RenderClass:
-    """Groups whose members reach the rendering alike: the same variant, first channel, zone and template values of
+    """Groups whose members reach the rendering alike: the same first channel, zone and template values of
     ``recipient`` (its other values do not matter), the same deferral and friendship (the price)."""
 
-    variant: int
     channel: str
     deferred: bool
     recipient: Recipient
@@ -291,7 +290,6 @@ def plan_groups(campaign: Campaign, groups: Sequence[PreviewGroup], *, now: date
     _, due_at = due
     expired = now - due_at > broadcast.max_delay
     earliest = max(due_at, now)
-    variants = broadcast.variants_of(broadcast.send_steps()[0])
     control = advertising and bool(policy.global_control_percent)
     channels = list(campaign.channels)
     stages = {stage: [0] * len(channels) for stage in _STAGES if stage != "audience"}
@@ -342,10 +340,9 @@ def plan_groups(campaign: Campaign, groups: Sequence[PreviewGroup], *, now: date
         if campaign.holdout_percent and group.held_out:
             reasons["holdout"] += n
             continue
-        variant = group.variant if len(variants) > 1 else 0
         shared = attrs.evolve(recipient, customer_id=None, phone=None, email=None, push_token=None, consents={},
                               opted_out=frozenset(), night_consent=False, timezone=zone)
-        render_class = RenderClass(variant=variant, channel=chain[0], deferred=send_at > earliest, recipient=shared)
+        render_class = RenderClass(channel=chain[0], deferred=send_at > earliest, recipient=shared)
         key = repr(render_class)
         index = classes.get(key)
         if index is None:
@@ -356,11 +353,11 @@ def plan_groups(campaign: Campaign, groups: Sequence[PreviewGroup], *, now: date
 
 
 def preview_of_groups(
-    campaign: Campaign, plan: GroupPlan, rendered: Iterable[tuple[int, Mapping[str, Any], int]], *, now: datetime,
+    campaign: Campaign, plan: GroupPlan, rendered: Iterable[tuple[RenderClass, int, Mapping[str, Any], int]], *, now: datetime,
     policy: MessagingPolicy, ledger: int = 0, rest: Preview | None = None,
 ) -> Preview:
     """The preview of ``campaign`` at ``now`` (naive UTC) from :func:`plan_groups`'s ``plan`` and ``rendered``: for
-    each render class, the members' template values (the customers-table columns the first step's templates read)
+    each render class and variant (an index of the first step's variants), the members' template values (the customers-table columns the first step's templates read)
     and how many share them; plus ``rest``, the preview of the members computed one by one (its funnels, counts and
     cost are added in; ``ledger``: the number of ledger messages the caps counted).  Each distinct (class, values)
     is rendered once."""
@@ -377,17 +374,17 @@ def preview_of_groups(
     costs: Counter[float] = Counter()
     kinds: dict[tuple[Any, ...], str | None] = {}
     signatures = [render_signature(planning.renderer, v.content) for v in variants]
-    for index, values, n in rendered:
+    for render_class, variant, values, n in rendered:
         if n <= 0:
             continue
-        render_class = plan.classes[index]
+        variant = variant if len(variants) > 1 else 0
         recipient = render_class.recipient
-        sign = signatures[render_class.variant]
-        memo = (render_class.variant, render_class.channel, recipient.timezone, repr(recipient.attributes),
+        sign = signatures[variant]
+        memo = (variant, render_class.channel, recipient.timezone, repr(recipient.attributes),
                 repr(values) if sign is None else sign(values))
         kind = kinds.get(memo, "")
         if kind == "":
-            content = variants[render_class.variant].content
+            content = variants[variant].content
             if values:
                 recipient = attrs.evolve(recipient, attributes={**recipient.attributes, **values})
             try:

@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+import attrs
 from sqlglot import exp
 
 from shopcrm.campaigns import Campaign, LedgerEntry, MessagingPolicy, Preview, ShopState
@@ -97,114 +98,148 @@ def grouped_preview(
     hashes = hash_columns(campaign, policy, col("customer_id"), to_text=quirks.to_text, concat=quirks.concat,
                           md5_bucket=md5_bucket, sha_hex16=lambda t: _sha_hex16(source.dialect, t),
                           string_order=quirks.string_order)
-    selected = [*[e for _, e in keys], *hashes.values()]
-    aliases = [f"k{i}" for i in range(len(selected))]
+    patterns_k = [e for _, e in keys]
+    k_names = [f"k{i}" for i in range(len(patterns_k))]
+    h_names = list(hashes)
     member = col("customer_id").isin(query=audience)
+    v_names = [(c, f"v{i}") for i, c in enumerate(values_of)]
 
-    def keyed(extra: Sequence[tuple[str, str]], condition: exp.Expression | None = None) -> exp.Select:
-        """Each audience member's keys (computed once) and ``extra`` columns (name, alias), as ``q``."""
+    def keyed(extra: Sequence[tuple[str, str]] = (), *, with_hashes: bool = True,
+              condition: exp.Expression | None = None) -> exp.Select:
+        """Each audience member's pattern keys, hashes (when asked) and ``extra`` columns (name, alias)."""
         where = member.copy() if condition is None else exp.and_(member.copy(), condition)
-        return exp.select(*[exp.alias_(e.copy(), a, quoted=True) for e, a in zip(selected, aliases, strict=True)],
+        return exp.select(*[exp.alias_(e.copy(), a, quoted=True) for e, a in zip(patterns_k, k_names, strict=True)],
+                          *[exp.alias_(e.copy(), a, quoted=True) for a, e in hashes.items() if with_hashes],
                           *[exp.alias_(col(c), a, quoted=True) for c, a in extra]).from_(
             reader.customers_table("c")).where(where)
 
-    def q(name: str) -> exp.Column:
-        return exp.column(name, table="q", quoted=True)
+    def at(table: str, name: str) -> exp.Column:
+        return exp.column(name, table=table, quoted=True)
 
-    # one text per combination (length-prefixed parts, '~' for NULL): phase 2 finds each member's group by it
-    parts = [exp.Case().when(exp.Is(this=q(a), expression=exp.null()), exp.Literal.string("~")).else_(quirks.concat(
-        quirks.to_text(exp.Length(this=quirks.to_text(q(a)))), exp.Literal.string(":"), quirks.to_text(q(a))))
-        for a in aliases]
-    pattern = quirks.concat(*parts) if len(parts) > 1 else parts[0] if parts else exp.Literal.string("")
-    query = exp.select(*[q(a) for a in aliases], exp.alias_(pattern.copy(), "p", quoted=True),
-                       exp.alias_(exp.Count(this=exp.Star()), "n", quoted=True)).from_(
-        keyed(()).subquery("q")).group_by(*[q(a) for a in aliases])
-    table = source.fetch_arrow(query, [*aliases, "p", "n"])
-    values = [table.column(a).to_pylist() for a in aliases]
-    patterns: list[str] = table.column("p").to_pylist()
+    def numbered() -> exp.Select:
+        """The distinct patterns, numbered in their order (the same numbers in every query: the same data)."""
+        order = exp.Window(this=exp.RowNumber(), order=exp.Order(expressions=[exp.Ordered(this=at("d", k)) for k in k_names])) \
+            if k_names else exp.Window(this=exp.RowNumber())
+        return exp.select(*[at("d", k) for k in k_names], exp.alias_(order, "pid", quoted=True),
+                          exp.alias_(exp.Count(this=exp.Star()), "n", quoted=True)).from_(
+            keyed(with_hashes=False).subquery("d")).group_by(*[at("d", k) for k in k_names])
+
+    # phase 0: the patterns of what the recipient columns say, with their sizes (no hash computed)
+    first = source.fetch_arrow(numbered(), [*k_names, "pid", "n"])
+    pattern_values = [first.column(k).to_pylist() for k in k_names]
+    pids: list[int] = [int(p) for p in first.column("pid").to_pylist()]
+    sizes = dict(zip(pids, [int(n) for n in first.column("n").to_pylist()], strict=True))
+    shown = {c: list(pattern_values[i]) for i, (c, _) in enumerate(keys)}
+    shown["customer_id"] = list(pids)
+    standing = {r.customer_id: attrs.evolve(r, customer_id=None)
+                for r in columns.recipients(shown, now=now, attributes=[c for c in wanted if c in present])}
+    # which patterns reach the rendering when their members are neither in the global control nor held out, and how
+    ahead = plan_groups(campaign, [PreviewGroup(recipient=r, count=1) for r in standing.values()], now=now, policy=policy)
+    reach = {pid: c for pid, c in zip(standing, ahead.class_of, strict=True) if c is not None}
+    classes = ahead.classes
+
+    def joined(extra: Sequence[tuple[str, str]], condition: exp.Expression | None = None) -> exp.Select:
+        """Each member's keys, hashes, ``extra`` columns and pattern number."""
+        on = [exp.NullSafeEQ(this=at("q", k), expression=at("p", k)) for k in k_names]
+        picked = exp.select(*[at("q", a) for a in [*h_names, *[a for _, a in extra]]], at("p", "pid")).from_(
+            keyed(extra, condition=condition).subquery("q"))
+        if on:
+            return picked.join(numbered().subquery("p"), on=exp.and_(*on), join_type="inner")
+        return picked.join(numbered().subquery("p"), join_type="cross")
+
+    def reaching(table: str) -> exp.Expression:
+        """Whether a member reaches the rendering: its pattern does, and no hash keeps it out."""
+        parts: list[exp.Expression] = [exp.In(this=at(table, "pid"), expressions=[exp.Literal.number(p) for p in reach])
+                                       if reach else exp.false()]
+        parts += [exp.Not(this=at(table, h)) for h in ("controlled", "held_out") if h in hashes]
+        return exp.and_(*[exp.Paren(this=p) for p in parts])
+
+    def when(condition: exp.Expression, value: exp.Expression) -> exp.Expression:
+        return exp.Case(ifs=[exp.If(this=condition.copy(), true=value)])
+
+    grouped = exp.Paren(this=reaching("j"))  # parenthesised: sqlglot writes NOT (a AND b) as NOT a AND b
+    render = exp.Case(ifs=[exp.If(this=exp.In(this=at("j", "pid"), expressions=[exp.Literal.number(p) for p in found]),
+                                  true=exp.Literal.number(c))
+                           for c, found in _by_class(reach).items()]) if reach else exp.null()
+    # the main pass: members who do not reach the rendering by pattern and hashes, and those who do by render
+    # class, variant and template values (the hashes computed once per member)
+    outs: list[tuple[str, exp.Expression]] = [
+        ("g", exp.Case(ifs=[exp.If(this=grouped.copy(), true=exp.null())], default=at("j", "pid"))),
+        ("r", when(grouped, render)),
+        *[(h, when(exp.Not(this=grouped.copy()), at("j", h))) for h in h_names if h != "variant"],
+        *[(h, when(grouped, at("j", h))) for h in h_names if h == "variant"],
+        *[(a, when(grouped, at("j", a))) for _, a in v_names],
+    ]
+    inner = exp.select(*[exp.alias_(e, a, quoted=True) for a, e in outs]).from_(joined(v_names).subquery("j"))
+    main = exp.select(*[at("s", a) for a, _ in outs], exp.alias_(exp.Count(this=exp.Star()), "n", quoted=True)).from_(
+        inner.subquery("s")).group_by(*[at("s", a) for a, _ in outs])
+    table = source.fetch_arrow(main, [*[a for a, _ in outs], "n"])
+    got = {a: table.column(a).to_pylist() for a, _ in outs}
     counts: list[int] = table.column("n").to_pylist()
-    rows = list(zip(*values, strict=True)) if values else [()] * len(counts)
-    index = {p: i for i, p in enumerate(patterns)}
-    # the customers previewed one by one: their full rows, and their patterns to take them out of their groups
+    outside: dict[tuple[int, bool, bool], int] = {}
+    rendered: dict[tuple[int, int, tuple[str, ...]], list[Any]] = {}
+    for i, n in enumerate(counts):
+        if got["g"][i] is not None:
+            spot = (int(got["g"][i]), bool(got.get("controlled", [False] * len(counts))[i]),
+                    bool(got.get("held_out", [False] * len(counts))[i]))
+            outside[spot] = outside.get(spot, 0) + n
+        else:
+            named = {c: got[a][i] for c, a in v_names}
+            variant = int(got["variant"][i]) if "variant" in got else 0
+            rendered[(int(got["r"][i]), variant, _key(list(named.values())))] = [int(got["r"][i]), variant, named, n]
+    # the customers previewed one by one: their full rows, hashes and patterns, out of the counts
     singles = list(dict.fromkeys([e.customer_id for e in ledger] + list(opt_outs)))
     full = list(dict.fromkeys(["customer_id", *present, *wanted]))
     data: dict[str, list[Any]] = {c: [] for c in full}
-    single_patterns: list[str] = []
     if singles:
-        named = [(c, f"f{i}") for i, c in enumerate(full)]
+        named_full = [(c, f"f{i}") for i, c in enumerate(full)]
         for condition in reader._in("c", singles):
-            picked = exp.select(*[q(a) for _, a in named], exp.alias_(pattern.copy(), "p", quoted=True)).from_(
-                keyed(named, condition).subquery("q"))
-            got = source.fetch_arrow(picked, [*[a for _, a in named], "p"])
-            for c, a in named:
-                data[c] += got.column(a).to_pylist()
-            single_patterns += got.column("p").to_pylist()
-        for p in single_patterns:
-            at = index.get(p)
-            if at is None or counts[at] <= 0:  # pragma: no cover - the same expressions on the same rows
-                why.append("a customer read alone did not match its group")
-                return None
-            counts[at] -= 1
-    total = sum(counts) + len(data["customer_id"])
+            picked = source.fetch_arrow(joined(named_full, condition), [*h_names, *[a for _, a in named_full], "pid"])
+            rows = {a: picked.column(a).to_pylist() for a in [*h_names, *[a for _, a in named_full], "pid"]}
+            for c, a in named_full:
+                data[c] += rows[a]
+            for i, pid in enumerate(rows["pid"]):
+                pid = int(pid)
+                controlled = bool(rows["controlled"][i]) if "controlled" in rows else False
+                held = bool(rows["held_out"][i]) if "held_out" in rows else False
+                sizes[pid] -= 1
+                if pid in reach and not controlled and not held:
+                    variant = int(rows["variant"][i]) if "variant" in rows else 0
+                    entry = rendered.get((reach[pid], variant, _key([rows[f"f{full.index(c)}"][i] for c in values_of])))
+                else:
+                    entry = None
+                    outside[(pid, controlled, held)] -= 1
+                if pid in reach and not controlled and not held:
+                    if entry is None:  # pragma: no cover - the same expressions on the same rows
+                        why.append("a customer read alone did not match its group")
+                        return None
+                    entry[3] -= 1
+    total = sum(sizes.values())
     if not exact_costs(policy, total):
         why.append("prices whose sum over the audience is not exact in floating point")
         return None
-    shown = {c: [row[i] for row in rows] for i, (c, _) in enumerate(keys)}
-    shown["customer_id"] = list(range(len(rows)))
-    standing = columns.recipients(shown, now=now, attributes=[c for c in wanted if c in present])
-    flags = list(hashes)
-    groups = [PreviewGroup(recipient=r, count=n, **{f: (bool(v) if f != "variant" else int(v))
-                                                    for f, v in zip(flags, row[len(keys):], strict=True)})
-              for r, n, row in zip(standing, counts, rows, strict=True)]
+    groups = [PreviewGroup(recipient=standing[pid], count=n, controlled=c, held_out=h) for (pid, c, h), n in outside.items()]
+    for pid in reach:  # the members of a reaching pattern who reach the rendering: the rest of the pattern
+        left = sizes[pid] - sum(n for (p, _, _), n in outside.items() if p == pid)
+        groups.append(PreviewGroup(recipient=standing[pid], count=left))
     plan = plan_groups(campaign, groups, now=now, policy=policy)
-    rendered: list[tuple[int, dict[str, Any], int]] = []
-    reaching = [(p, c) for p, c in zip(patterns, plan.class_of, strict=True) if c is not None]
-    if reaching:
-        by_class: dict[int, list[str]] = {}
-        for p, c in reaching:
-            by_class.setdefault(c, []).append(p)
-        # each member's class, from its combination's text (computed once per member in a subquery)
-        shown_values = [(c, f"v{i}") for i, c in enumerate(values_of)]
-        texts = exp.select(exp.alias_(pattern, "p", quoted=True), *[q(a) for _, a in shown_values]).from_(
-            keyed(shown_values).subquery("q"))
-
-        def r(name: str) -> exp.Column:
-            return exp.column(name, table="r", quoted=True)
-
-        which = exp.Case(ifs=[exp.If(this=exp.In(this=r("p"), expressions=[exp.Literal.string(p) for p in found]),
-                                     true=exp.Literal.number(c)) for c, found in by_class.items()])
-        second = exp.select(exp.alias_(which, "cls", quoted=True), *[r(a) for _, a in shown_values],
-                            exp.alias_(exp.Count(this=exp.Star()), "n", quoted=True)).from_(
-            texts.subquery("r")).group_by(which.copy(), *[r(a) for _, a in shown_values])
-        got = source.fetch_arrow(second, ["cls", *[f"v{i}" for i in range(len(values_of))], "n"])
-        classes = got.column("cls").to_pylist()
-        shared = [got.column(f"v{i}").to_pylist() for i in range(len(values_of))]
-        amounts: list[int] = got.column("n").to_pylist()
-        for i, (c, n) in enumerate(zip(classes, amounts, strict=True)):
-            if c is not None:
-                rendered.append((int(c), {name: shared[j][i] for j, name in enumerate(values_of)}, n))
-        if data["customer_id"]:  # the singles' members of these classes are previewed one by one: out of the counts
-            place = {(c, _key(list(named.values()))): i for i, (c, named, _) in enumerate(rendered)}
-            class_by_pattern = dict(reaching)
-            for at_row, p in enumerate(single_patterns):
-                c = class_by_pattern.get(p)
-                if c is None:
-                    continue
-                spot = place.get((c, _key([data[name][at_row] for name in values_of])))
-                if spot is None:  # pragma: no cover - the same expressions on the same rows
-                    why.append("a customer read alone did not match its rendering group")
-                    return None
-                cls_index, named, n = rendered[spot]
-                rendered[spot] = (cls_index, named, n - 1)
     rest = None
     if data["customer_id"]:
         alone = {r.customer_id: r for r in columns.recipients(data, now=now, attributes=wanted)}
-        for cid, outs in opt_outs.items():
+        for cid, outs_of in opt_outs.items():
             if cid in alone:
-                alone[cid] = with_opt_outs(alone[cid], outs, now=now)
+                alone[cid] = with_opt_outs(alone[cid], outs_of, now=now)
         state = ShopState(recipients=alone, audiences={campaign.id: list(alone)}, ledger=ledger)
         rest = _preview(campaign, state, now, policy)
-    return preview_of_groups(campaign, plan, rendered, now=now, policy=policy, ledger=len(ledger), rest=rest)
+    return preview_of_groups(campaign, plan, [(classes[r], v, named, n) for r, v, named, n in rendered.values()],
+                             now=now, policy=policy, ledger=len(ledger), rest=rest)
+
+
+def _by_class(reach: Mapping[int, int]) -> dict[int, list[int]]:
+    out: dict[int, list[int]] = {}
+    for pid, c in reach.items():
+        out.setdefault(c, []).append(pid)
+    return out
 
 
 def _others(columns: RecipientColumns) -> set[str]:
