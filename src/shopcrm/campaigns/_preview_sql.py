@@ -165,11 +165,9 @@ def hash_columns(
 
 def blank_text(value: exp.Expression) -> exp.Expression:
     """Whether a non-NULL text is empty once Python's ``str.strip()`` is applied (made only of white space):
-    every white-space character replaced away leaves nothing."""
-    stripped: exp.Expression = value
-    for char in WHITESPACE:
-        stripped = exp.Anonymous(this="REPLACE", expressions=[stripped, exp.Literal.string(char), exp.Literal.string("")])
-    return stripped.eq(exp.Literal.string(""))
+    trimming every white-space character from both ends leaves nothing (``TRIM(text, characters)`` on DuckDB and
+    SQLite, ``TRIM(characters FROM text)`` on PostgreSQL: each removes any of the characters, not a prefix)."""
+    return exp.Trim(this=value, expression=exp.Literal.string(WHITESPACE)).eq(exp.Literal.string(""))
 
 
 def render_signature(renderer: Renderer, content: Content) -> Callable[[Mapping[str, Any]], Any] | None:
@@ -374,14 +372,24 @@ def preview_of_groups(
     costs: Counter[float] = Counter()
     kinds: dict[tuple[Any, ...], str | None] = {}
     signatures = [render_signature(planning.renderer, v.content) for v in variants]
+    signed: dict[tuple[int, tuple[Any, ...]], Any] = {}
     for render_class, variant, values, n in rendered:
         if n <= 0:
             continue
         variant = variant if len(variants) > 1 else 0
         recipient = render_class.recipient
         sign = signatures[variant]
-        memo = (variant, render_class.channel, recipient.timezone, repr(recipient.attributes),
-                repr(values) if sign is None else sign(values))
+        if sign is None:
+            signature: Any = repr(values)
+        else:
+            try:
+                plain = (variant, tuple(values.items()))
+                signature = signed.get(plain)
+                if signature is None:
+                    signature = signed[plain] = sign(values)
+            except TypeError:  # unhashable values
+                signature = sign(values)
+        memo = (variant, render_class.channel, recipient.timezone, repr(recipient.attributes), signature)
         kind = kinds.get(memo, "")
         if kind == "":
             content = variants[variant].content

@@ -105,7 +105,7 @@ def grouped_preview(
     v_names = [(c, f"v{i}") for i, c in enumerate(values_of)]
 
     def keyed(extra: Sequence[tuple[str, str]] = (), *, with_hashes: bool = True,
-              condition: exp.Expression | None = None) -> exp.Select:
+              condition: exp.Expr | None = None) -> exp.Select:
         """Each audience member's pattern keys, hashes (when asked) and ``extra`` columns (name, alias)."""
         where = member.copy() if condition is None else exp.and_(member.copy(), condition)
         return exp.select(*[exp.alias_(e.copy(), a, quoted=True) for e, a in zip(patterns_k, k_names, strict=True)],
@@ -138,7 +138,7 @@ def grouped_preview(
     reach = {pid: c for pid, c in zip(standing, ahead.class_of, strict=True) if c is not None}
     classes = ahead.classes
 
-    def joined(extra: Sequence[tuple[str, str]], condition: exp.Expression | None = None) -> exp.Select:
+    def joined(extra: Sequence[tuple[str, str]], condition: exp.Expr | None = None) -> exp.Select:
         """Each member's keys, hashes, ``extra`` columns and pattern number."""
         on = [exp.NullSafeEQ(this=at("q", k), expression=at("p", k)) for k in k_names]
         picked = exp.select(*[at("q", a) for a in [*h_names, *[a for _, a in extra]]], at("p", "pid")).from_(
@@ -147,7 +147,7 @@ def grouped_preview(
             return picked.join(numbered().subquery("p"), on=exp.and_(*on), join_type="inner")
         return picked.join(numbered().subquery("p"), join_type="cross")
 
-    def reaching(table: str) -> exp.Expression:
+    def reaching(table: str) -> exp.Expr:
         """Whether a member reaches the rendering: its pattern does, and no hash keeps it out."""
         parts: list[exp.Expression] = [exp.In(this=at(table, "pid"), expressions=[exp.Literal.number(p) for p in reach])
                                        if reach else exp.false()]
@@ -177,21 +177,21 @@ def grouped_preview(
     got = {a: table.column(a).to_pylist() for a, _ in outs}
     counts: list[int] = table.column("n").to_pylist()
     outside: dict[tuple[int, bool, bool], int] = {}
-    rendered: dict[tuple[int, int, tuple[str, ...]], list[Any]] = {}
+    rendered: list[list[Any]] = []  # [render class, variant, template values, count]
+    no = [None] * len(counts)
+    controlled_of, held_of, variant_of = got.get("controlled", no), got.get("held_out", no), got.get("variant", no)
     for i, n in enumerate(counts):
         if got["g"][i] is not None:
-            spot = (int(got["g"][i]), bool(got.get("controlled", [False] * len(counts))[i]),
-                    bool(got.get("held_out", [False] * len(counts))[i]))
+            spot = (int(got["g"][i]), bool(controlled_of[i]), bool(held_of[i]))
             outside[spot] = outside.get(spot, 0) + n
         else:
-            named = {c: got[a][i] for c, a in v_names}
-            variant = int(got["variant"][i]) if "variant" in got else 0
-            rendered[(int(got["r"][i]), variant, _key(list(named.values())))] = [int(got["r"][i]), variant, named, n]
+            rendered.append([int(got["r"][i]), int(variant_of[i] or 0), {c: got[a][i] for c, a in v_names}, n])
     # the customers previewed one by one: their full rows, hashes and patterns, out of the counts
     singles = list(dict.fromkeys([e.customer_id for e in ledger] + list(opt_outs)))
     full = list(dict.fromkeys(["customer_id", *present, *wanted]))
     data: dict[str, list[Any]] = {c: [] for c in full}
     if singles:
+        place = {(r, v, _key(list(named.values()))): entry for entry in rendered for r, v, named, _ in [entry]}
         named_full = [(c, f"f{i}") for i, c in enumerate(full)]
         for condition in reader._in("c", singles):
             picked = source.fetch_arrow(joined(named_full, condition), [*h_names, *[a for _, a in named_full], "pid"])
@@ -205,7 +205,7 @@ def grouped_preview(
                 sizes[pid] -= 1
                 if pid in reach and not controlled and not held:
                     variant = int(rows["variant"][i]) if "variant" in rows else 0
-                    entry = rendered.get((reach[pid], variant, _key([rows[f"f{full.index(c)}"][i] for c in values_of])))
+                    entry = place.get((reach[pid], variant, _key([rows[f"f{full.index(c)}"][i] for c in values_of])))
                 else:
                     entry = None
                     outside[(pid, controlled, held)] -= 1
@@ -231,7 +231,7 @@ def grouped_preview(
                 alone[cid] = with_opt_outs(alone[cid], outs_of, now=now)
         state = ShopState(recipients=alone, audiences={campaign.id: list(alone)}, ledger=ledger)
         rest = _preview(campaign, state, now, policy)
-    return preview_of_groups(campaign, plan, [(classes[r], v, named, n) for r, v, named, n in rendered.values()],
+    return preview_of_groups(campaign, plan, [(classes[r], v, named, n) for r, v, named, n in rendered],
                              now=now, policy=policy, ledger=len(ledger), rest=rest)
 
 
