@@ -639,8 +639,9 @@ def preview_campaign(
             from shopcrm.sources._preview_groups import grouped_preview
 
             reader = EngineReader(shop.source, now, lifecycle_policy=shop.lifecycle_policy, triggers=_trigger_names([campaign]))
+            everyone = isinstance(shop._resolve(campaign.audience), Everyone) and not isinstance(campaign.schedule, Triggered)
             found_groups = grouped_preview(
-                reader, campaign, _preview_audience(shop, reader, campaign, now), now=to_utc_naive(now),
+                reader, campaign, None if everyone else _preview_audience(shop, reader, campaign, now), now=to_utc_naive(now),
                 policy=shop.messaging_policy, columns=shop.recipient_columns, ledger=_preview_ledger(shop, now),
                 opt_outs=shop.source.campaign_store().opt_outs())
             if found_groups is not None:

@@ -45,12 +45,12 @@ GROUPED_DIALECTS = ("duckdb", "sqlite", "postgres")
 
 
 def grouped_preview(
-    reader: EngineReader, campaign: Campaign, audience: exp.Select, *, now: datetime, policy: MessagingPolicy,
+    reader: EngineReader, campaign: Campaign, audience: exp.Select | None, *, now: datetime, policy: MessagingPolicy,
     columns: RecipientColumns, ledger: Sequence[LedgerEntry], opt_outs: Mapping[Any, Mapping[str, datetime]],
     blockers: list[str] | None = None,
 ) -> Preview | None:
     """:func:`shopcrm.campaigns.preview` of ``campaign`` at ``now`` for the customers of ``audience`` (a query of
-    ``customer_id``), from one aggregate query; ``None`` when it cannot be exact here (``blockers``, when given,
+    ``customer_id``; None: every customer with an id, read without a semi-join), from aggregate queries; ``None`` when it cannot be exact here (``blockers``, when given,
     receives why), and the caller previews customer by customer."""
     from shopcrm.compiler._dialects import dialect_for
     from shopcrm.program_lift import _sha_hex16
@@ -101,7 +101,8 @@ def grouped_preview(
     patterns_k = [e for _, e in keys]
     k_names = [f"k{i}" for i in range(len(patterns_k))]
     h_names = list(hashes)
-    member = col("customer_id").isin(query=audience)
+    member = exp.Not(this=exp.Is(this=col("customer_id"), expression=exp.null())) if audience is None else col(
+        "customer_id").isin(query=audience)
     v_names = [(c, f"v{i}") for i, c in enumerate(values_of)]
 
     def keyed(extra: Sequence[tuple[str, str]] = (), *, with_hashes: bool = True,
