@@ -85,8 +85,9 @@ def grouped_preview(
     for c in reduced:  # NULL: none; '': only white space (None to the recipient); 'x': a contact point
         text = quirks.to_text(col(c))
         first = exp.Substring(this=text.copy(), start=exp.Literal.number(1), length=exp.Literal.number(1))
-        printable = exp.Between(this=quirks.string_order(first), low=quirks.string_order(exp.Literal.string("!")),
-                                high=quirks.string_order(exp.Literal.string("~")))
+        printable = exp.and_(  # a printable ASCII first character: a contact point without stripping anything
+            exp.GTE(this=quirks.string_order(first), expression=quirks.string_order(exp.Literal.string("!"))),
+            exp.LTE(this=quirks.string_order(first.copy()), expression=quirks.string_order(exp.Literal.string("~"))))
         keys.append((c, exp.Case().when(exp.Is(this=col(c), expression=exp.null()), exp.null())
                      .when(printable, exp.Literal.string("x"))
                      .when(blank_text(text), exp.Literal.string("")).else_(exp.Literal.string("x"))))
