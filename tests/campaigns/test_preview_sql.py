@@ -264,3 +264,26 @@ def test_prices_decide_exactness(price: float) -> None:
 
     policy = attrs.evolve(POLICY, prices={**POLICY.prices, "lms": price})
     assert exact_costs(policy, 1_000_000) is (price == 39.5)
+
+
+def test_repeated_ids_in_a_shops_own_table_fall_back() -> None:
+    """A shop's own customers table may repeat an id (a tick reads one row of it): no groups then, and the same preview."""
+    connection = sqlite3.connect(":memory:")
+    connection.execute("CREATE TABLE p_customers (customer_id TEXT, name TEXT, phone TEXT)")
+    connection.execute("CREATE TABLE p_events (customer_id TEXT, event TEXT, ts TIMESTAMP)")
+    connection.executemany("INSERT INTO p_customers VALUES (?, ?, ?)",
+                           [("c1", "민수", "010-1111-2222"), ("c1", "지영", None), ("c2", "Kim", "010-3333-4444")])
+    connection.commit()
+    shop = shopcrm.Shop.from_dbapi(connection, dialect="sqlite", customers="p_customers", events="p_events")
+    campaign = parse_campaign({"id": "c", "purpose": "informational", "channels": ["sms"],
+                               "variants": [{"name": "a", "content": {"text": TEXTS[2]}}],
+                               "schedule": {"kind": "one_off", "at": "2026-11-24T10:00:00"}})
+    shop.messaging_policy = POLICY
+    reader = EngineReader(shop.source, NOW, lifecycle_policy=shop.lifecycle_policy)
+    why: list[str] = []
+    assert grouped_preview(reader, campaign, _preview_audience(shop, reader, campaign, NOW), now=NOW, policy=POLICY,
+                           columns=shop.recipient_columns, ledger=[], opt_outs={}, blockers=why) is None
+    assert why == ["1 repeated customer ids in the customers table"]
+    found = preview_campaign(shop, campaign, NOW)
+    assert found == preview_campaign(shop, campaign, NOW, grouped=False)
+    assert found.audience == 2

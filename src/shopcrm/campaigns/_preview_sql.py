@@ -3,11 +3,15 @@
 A broadcast preview at a million customers spends its time on customers, not on decisions: most of them share
 every input the funnel and the planner read (which contact points they have, their consents, opt-outs, zone and
 night consent, the values their templates read, whether their hashes put them in the global control group, the
-holdout or a variant).  The engine can count customers per distinct combination of those inputs in one
-aggregate query (:func:`group_columns` says what to group by, :func:`hash_columns` builds the hash expressions
-as sqlglot trees for each engine), and :func:`preview_of_groups` decides each combination once, with the
-planner's own functions, weighting it by its count.  The result is :func:`shopcrm.campaigns.preview`'s, exactly:
-the property tests compare the two on random shops (``tests/campaigns/test_preview_sql.py``, DuckDB and SQLite).
+holdout or a variant).  The engine counts customers per distinct combination of those inputs
+(``sources/_preview_groups.py``; :func:`hash_columns` builds the hash expressions as sqlglot trees from each
+engine's quirks), :func:`plan_groups` decides each combination once with the planner's own functions, weighting
+it by its count, up to the rendering, and :func:`preview_of_groups` renders once per render class, variant and
+:func:`render_signature` of the template values (for a text of literal parts and names, with or without a Korean
+particle, the values' lengths and CP949 bytes decide SMS against LMS: a name is not rendered per customer, nor
+even per distinct name).  The result is :func:`shopcrm.campaigns.preview`'s, exactly: the property tests compare
+the two on random shops (``tests/campaigns/test_preview_sql.py`` in Python, on DuckDB and SQLite;
+``tests/engines/test_preview_groups_engines.py`` on PostgreSQL).
 
 What a group cannot carry stays with the exact per-customer path (:func:`shopcrm.campaigns._preview._preview`):
 customers with planned messages in the ledger (their frequency caps read their own history, and an earlier
@@ -15,8 +19,9 @@ decision of this campaign is found by a per-customer key) or with a recorded opt
 after it, customer by customer) are previewed one by one and added in (``rest``).  :func:`grouping_blockers`
 names what keeps a whole campaign on the per-customer path: templates reading a cart, a trigger event, the
 customer id, recommendations, the campaign or the shop, tracked links or an e-mail channel (what the planner
-itself does not share between customers), a template value of a float, JSON or unknown column type, and prices
-whose sum would not be exact in floating point in any order (the planner adds costs message by message).
+itself does not share between customers) and a template value of a float, JSON or unknown column type;
+:func:`exact_costs` refuses prices whose sum would not be exact in floating point in any order (the planner adds
+costs message by message: whole prices, or halves and quarters, are exact far beyond a million messages).
 """
 
 from __future__ import annotations

@@ -1,17 +1,21 @@
-"""The grouped preview's reads: one aggregate query counts a campaign's audience per combination of what decides
-(see :mod:`shopcrm.campaigns._preview_sql`); the customers it cannot group are read row by row.
+"""The grouped preview's reads: a campaign's audience counted per combination of what decides, in two aggregate
+queries, so a preview at a million customers reads a few thousand rows instead of a million (see
+:mod:`shopcrm.campaigns._preview_sql` for the pure part).
 
-The query, per audience member: the raw values of the consent, opt-out, friendship, zone and night-consent columns
-and of the columns the first step's templates read (few distinct values in practice), whether each contact column
-is missing (NULL, or only white space as Python strips it), and the hashes the planner draws (global control,
-holdout, variant; :func:`~shopcrm.campaigns._preview_sql.hash_columns`), then ``GROUP BY`` all of them with a count.
-The groups' raw values become representative recipients through the shop's own
-:meth:`~shopcrm.recipients.RecipientColumns.recipients`, so a value means what it means to a tick.
+Phase 0 groups the audience by what the recipient columns say: the raw values of the consent, opt-out, friendship,
+zone and night-consent columns (few distinct values in practice) and whether each contact column is missing (NULL,
+or only white space as Python strips it); each distinct pattern gets a number (``ROW_NUMBER`` over the patterns in
+their order, the same in every query on the same data).  The patterns become representative recipients through the
+shop's own :meth:`~shopcrm.recipients.RecipientColumns.recipients`, so a value means what it means to a tick, and
+the planner's functions decide which patterns reach the rendering and how (first channel, deferral, price).
 
-Customers with planned messages in the ledger or with a recorded opt-out are read with their full rows (the same
-key columns with them), taken out of their groups, and previewed one by one.  Engines: DuckDB, SQLite (with the
-library's hash functions registered on its connection) and PostgreSQL; any other returns ``None`` and the caller
-takes the per-customer path.
+The main pass computes each member's hashes once (global control, holdout, variant:
+:func:`~shopcrm.campaigns._preview_sql.hash_columns`), joins its pattern number, and groups the members who do not
+reach the rendering by pattern and hashes, and those who do by render class, variant and the values of the columns
+the first step's templates read.  Customers with planned messages in the ledger or a recorded opt-out are read
+with their full rows, taken out of their groups and previewed one by one.  Engines: DuckDB, SQLite (with the
+library's hash functions registered on its connection) and PostgreSQL; on any other, or when a shop's own table
+repeats a customer id, ``None``: the caller previews customer by customer.
 """
 
 from __future__ import annotations
@@ -126,6 +130,15 @@ def grouped_preview(
                           exp.alias_(exp.Count(this=exp.Star()), "n", quoted=True)).from_(
             keyed(with_hashes=False).subquery("d")).group_by(*[at("d", k) for k in k_names])
 
+    from shopcrm.sources.duckdb_store import DuckDBSource
+
+    if not isinstance(source, DuckDBSource):  # the embedded store keeps one row per id; a shop's own table may not
+        rows_and_ids = exp.select(exp.Count(this=exp.Star()), exp.Count(this=exp.Distinct(expressions=[col("customer_id")]))).from_(
+            reader.customers_table("c")).where(member.copy())
+        total_rows, distinct_ids = source.fetch(rows_and_ids)[0]
+        if total_rows != distinct_ids:  # a tick reads one row per id (the last): groups would count every row
+            why.append(f"{total_rows - distinct_ids:,} repeated customer ids in the customers table")
+            return None
     # phase 0: the patterns of what the recipient columns say, with their sizes (no hash computed)
     first = source.fetch_arrow(numbered(), [*k_names, "pid", "n"])
     pattern_values = [first.column(k).to_pylist() for k in k_names]
