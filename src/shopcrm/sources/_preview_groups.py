@@ -59,6 +59,7 @@ def grouped_preview(
     from shopcrm.compiler._dialects import dialect_for
     from shopcrm.program_lift import _sha_hex16
     from shopcrm.sources._event_values import register_sqlite_functions
+    from shopcrm.sources.duckdb_store import DuckDBSource
 
     why = blockers if blockers is not None else []
     source = reader.source
@@ -106,6 +107,13 @@ def grouped_preview(
     patterns_k = [e for _, e in keys]
     k_names = [f"k{i}" for i in range(len(patterns_k))]
     h_names = list(hashes)
+    if audience is not None and isinstance(source, DuckDBSource):  # a rule read once, not in every query below
+        try:
+            kept = source.scratch_table("shopcrm_preview_audience", audience, {"customer_id": types["customer_id"]})
+        except Exception:  # pragma: no cover - a connection that cannot hold a temporary table: the rule, each time
+            pass
+        else:
+            audience = exp.select(exp.column("customer_id", table="a", quoted=True)).from_(kept.relation("a"))
     member = exp.Not(this=exp.Is(this=col("customer_id"), expression=exp.null())) if audience is None else col(
         "customer_id").isin(query=audience)
     v_names = [(c, f"v{i}") for i, c in enumerate(values_of)]
@@ -129,8 +137,6 @@ def grouped_preview(
         return exp.select(*[at("d", k) for k in k_names], exp.alias_(order, "pid", quoted=True),
                           exp.alias_(exp.Count(this=exp.Star()), "n", quoted=True)).from_(
             keyed(with_hashes=False).subquery("d")).group_by(*[at("d", k) for k in k_names])
-
-    from shopcrm.sources.duckdb_store import DuckDBSource
 
     if not isinstance(source, DuckDBSource):  # the embedded store keeps one row per id; a shop's own table may not
         rows_and_ids = exp.select(exp.Count(this=exp.Star()), exp.Count(this=exp.Distinct(expressions=[col("customer_id")]))).from_(
