@@ -235,7 +235,7 @@ def grouped_preview(
                         why.append("a customer read alone did not match its group")
                         return None
                     entry[3] -= 1
-    total = sum(sizes.values())
+    total = sum(sizes.values()) + len(data["customer_id"])  # the singles were taken out of their patterns
     if not exact_costs(policy, total):
         why.append("prices whose sum over the audience is not exact in floating point")
         return None
