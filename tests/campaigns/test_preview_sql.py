@@ -287,3 +287,23 @@ def test_repeated_ids_in_a_shops_own_table_fall_back() -> None:
     found = preview_campaign(shop, campaign, NOW)
     assert found == preview_campaign(shop, campaign, NOW, grouped=False)
     assert found.audience == 2
+
+
+def test_too_many_patterns_fall_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Recipient columns that differ for nearly every customer (consent times, say) leave nothing to share."""
+    import shopcrm.sources._preview_groups as groups
+
+    monkeypatch.setattr(groups, "MAX_PATTERNS", 2)
+    with shopcrm.Shop.open(":memory:") as shop:
+        shop.load_customers([{"customer_id": f"c{i}", "name": "민수", "phone": "010-1111-2222", "sms_consent": i % 2 == 0,
+                              "kakao_friend": i % 3 == 0} for i in range(12)])
+        campaign = parse_campaign({"id": "c", "purpose": "advertising", "channels": ["sms"],
+                                   "variants": [{"name": "a", "content": {"text": "세일"}}],
+                                   "schedule": {"kind": "one_off", "at": "2026-11-24T10:00:00"}})
+        shop.messaging_policy = POLICY
+        reader = EngineReader(shop.source, NOW, lifecycle_policy=shop.lifecycle_policy)
+        why: list[str] = []
+        assert grouped_preview(reader, campaign, None, now=NOW, policy=POLICY, columns=shop.recipient_columns, ledger=[],
+                               opt_outs={}, blockers=why) is None
+        assert why == ["4 distinct patterns of the recipient columns (at most 2 are grouped)"]
+        assert preview_campaign(shop, campaign, NOW) == preview_campaign(shop, campaign, NOW, grouped=False)

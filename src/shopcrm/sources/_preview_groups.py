@@ -42,8 +42,10 @@ from shopcrm.campaigns._templates import Renderer
 from shopcrm.recipients import RecipientColumns, with_opt_outs
 from shopcrm.sources._reads import EngineReader
 
-__all__ = ["GROUPED_DIALECTS", "grouped_preview"]
+__all__ = ["GROUPED_DIALECTS", "MAX_PATTERNS", "grouped_preview"]
 
+#: beyond this many distinct patterns of the recipient columns the customers share too little to group
+MAX_PATTERNS = 10_000
 #: the engines the grouped preview runs on (their hashes, text order and white space are the reference's)
 GROUPED_DIALECTS = ("duckdb", "sqlite", "postgres")
 
@@ -149,6 +151,9 @@ def grouped_preview(
     first = source.fetch_arrow(numbered(), [*k_names, "pid", "n"])
     pattern_values = [first.column(k).to_pylist() for k in k_names]
     pids: list[int] = [int(p) for p in first.column("pid").to_pylist()]
+    if len(pids) > MAX_PATTERNS:  # consent timestamps, say: as many patterns as customers, nothing shared
+        why.append(f"{len(pids):,} distinct patterns of the recipient columns (at most {MAX_PATTERNS:,} are grouped)")
+        return None
     sizes = dict(zip(pids, [int(n) for n in first.column("n").to_pylist()], strict=True))
     shown = {c: list(pattern_values[i]) for i, (c, _) in enumerate(keys)}
     shown["customer_id"] = list(pids)
