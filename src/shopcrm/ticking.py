@@ -622,18 +622,57 @@ def tick(shop: ShopView, now: datetime, *, dry_run: bool = False, progress: bool
                       rows_by_status=dict(Counter(row.status for row in rows)))
 
 
-def preview_campaign(shop: ShopView, campaign: Campaign, now: datetime, *, progress: bool = False) -> Preview:
+def preview_campaign(
+    shop: ShopView, campaign: Campaign, now: datetime, *, progress: bool = False, grouped: bool = True,
+) -> Preview:
     """:func:`shopcrm.campaigns.preview` of ``campaign`` on the shop's data; ``progress`` draws a bar on
-    stderr (reading the audience, the templates' samples, then the funnel and the plan)."""
+    stderr (reading the audience, the templates' samples, then the funnel and the plan).
+
+    ``grouped``: count the audience per combination of what decides in one aggregate query and decide each
+    combination once (:mod:`shopcrm.sources._preview_groups`; the same preview), where it can be exact; else
+    (or with False) read every member and preview them one by one."""
     from shopcrm._progress import bar
     from shopcrm.campaigns._preview import preview
 
     with bar(progress, total=3, desc=f"preview {campaign.id}") as shown:
+        if grouped:
+            from shopcrm.sources._preview_groups import grouped_preview
+
+            reader = EngineReader(shop.source, now, lifecycle_policy=shop.lifecycle_policy, triggers=_trigger_names([campaign]))
+            everyone = isinstance(shop._resolve(campaign.audience), Everyone) and not isinstance(campaign.schedule, Triggered)
+            found_groups = grouped_preview(
+                reader, campaign, None if everyone else _preview_audience(shop, reader, campaign, now), now=to_utc_naive(now),
+                policy=shop.messaging_policy, columns=shop.recipient_columns, ledger=_preview_ledger(shop, now),
+                opt_outs=shop.source.campaign_store().opt_outs())
+            if found_groups is not None:
+                shown.step(f"audience {found_groups.audience:,} in groups")
+                shown.step("samples: none needed")
+                shown.step(f"{found_groups.planned:,} planned")
+                return found_groups
         state = preview_state(shop, campaign, now, step=shown.step)
         shown.note("funnel and plan")
         found = preview(campaign, state, now=now, policy=shop.messaging_policy)
         shown.step(f"{found.planned:,} planned")
     return found
+
+
+def _preview_audience(shop: ShopView, reader: EngineReader, campaign: Campaign, now: datetime) -> exp.Select:
+    """The ids a preview of ``campaign`` at ``now`` reaches: its audience, and for a scenario only the members
+    whose trigger event a tick at ``now`` still walks."""
+    audience = reader.members(shop._resolve(campaign.audience))
+    schedule = campaign.schedule
+    if isinstance(schedule, Triggered):
+        since = now - scenario_span(schedule.steps) - campaign.max_delay
+        member = exp.column("customer_id", table="m", quoted=True)
+        audience = exp.select(member).from_(audience.subquery("m")).where(
+            member.isin(query=reader.triggered_ids(schedule.on, since)))
+    return audience
+
+
+def _preview_ledger(shop: ShopView, now: datetime) -> list[LedgerEntry]:
+    """The messages planned within the policy's longest frequency cap before ``now`` (what a preview's caps count)."""
+    longest_cap = max((cap.per for cap in shop.messaging_policy.caps), default=timedelta(0))
+    return [_entry(r) for r in shop.source.campaign_store().planned_since(now - longest_cap)]
 
 
 def preview_state(shop: ShopView, campaign: Campaign, now: datetime, *, step: Callable[[str], None] | None = None) -> ShopState:
@@ -646,20 +685,13 @@ def preview_state(shop: ShopView, campaign: Campaign, now: datetime, *, step: Ca
     names = template_names(campaign, Renderer())
     wanted = [c for c in customer_columns if c in names]
     contact = [c for c in customer_columns if c in columns.names()]
-    audience = reader.members(shop._resolve(campaign.audience))
+    audience = _preview_audience(shop, reader, campaign, now)
     schedule = campaign.schedule
-    if isinstance(schedule, Triggered):
-        # a scenario reaches only the audience members whose trigger event a tick at ``now`` still walks
-        since = now - scenario_span(schedule.steps) - campaign.max_delay
-        member = exp.column("customer_id", table="m", quoted=True)
-        audience = exp.select(member).from_(audience.subquery("m")).where(
-            member.isin(query=reader.triggered_ids(schedule.on, since)))
     data = reader.customer_columns(list(dict.fromkeys(["customer_id", *contact, *wanted])), audience)
     with paused_gc():
         recipients = {r.customer_id: r for r in columns.recipients(data, now=now, attributes=wanted)}
     apply_opt_outs(shop, recipients, now)
-    longest_cap = max((cap.per for cap in shop.messaging_policy.caps), default=timedelta(0))
-    ledger = [_entry(r) for r in shop.source.campaign_store().planned_since(now - longest_cap)]
+    ledger = _preview_ledger(shop, now)
     done(f"audience {len(recipients):,}")
     samples: dict[Any, dict[str, Any]] = {cid: {} for cid in recipients} if "cart" in names or "event" in names else {}
     if "cart" in names:  # each member's current cart, as a tick reads it (an empty cart for those with none)

@@ -6,6 +6,9 @@ advertising only) -> not over a frequency cap -> sendable now or deferred by the
 clock rules -> outside the shop's global control group (advertising only) ->
 outside the holdout.  The ``planned`` part runs the planner itself on the whole chain (fallbacks included), so its counts and cost are exactly what
 a tick at ``now`` would plan.
+
+This module is the reference: ``shop.preview`` answers from groups of alike customers counted by the engine where
+that is exact (:mod:`shopcrm.campaigns._preview_sql`), and the property tests hold the two equal.
 """
 
 from __future__ import annotations
