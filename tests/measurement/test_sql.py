@@ -48,7 +48,7 @@ def _queries(history: History, by: tuple[str, ...], dialect: str = "duckdb") -> 
         dialect=dialect_for(dialect), policy=POLICY, by=by, now_us=history.now_us)
 
 
-@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(history=histories())
 def test_duckdb_agrees_with_the_reference(history: History) -> None:
     con = duckdb.connect()

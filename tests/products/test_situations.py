@@ -102,7 +102,7 @@ def test_the_policy_refuses_meaningless_thresholds() -> None:
         ProductSituations(low_stock=0)
 
 
-@settings(max_examples=120, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(case=cases())
 def test_the_wishlist_holds_what_a_wishlist_situation_can_still_fire_for(case: Case) -> None:
     """current_wishlist and the situations agree on stays: a product is in the wishlist at the end iff its latest

@@ -33,7 +33,7 @@ def run(con: Any, shop: RecShop) -> list[tuple[Any, ...]]:
     return list(con.execute(query.sql("duckdb")).fetchall())
 
 
-@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(shop=shops())
 def test_duckdb_agrees_with_the_reference(shop: RecShop) -> None:
     con = duckdb.connect()
