@@ -415,22 +415,23 @@ class _Caps:
         self.sent: dict[Any, list[tuple[datetime, str, str]]] = {}
         for entry in ledger:
             self.sent.setdefault(entry.customer_id, []).append((entry.send_at, entry.purpose, entry.channel))
-        self._later: list[tuple[str, list[tuple[Any, datetime, str]]]] = []
+        self._later: list[tuple[str, Sequence[PlannedMessage], int, int]] = []
 
-    def later(self, purpose: str, sends: list[tuple[Any, datetime, str]]) -> None:
-        """Messages of ``purpose`` planned as (customer, send instant, first channel), counted from the next question on."""
-        self._later.append((purpose, sends))
+    def later(self, purpose: str, messages: Sequence[PlannedMessage], start: int, end: int) -> None:
+        """The messages of ``purpose`` from ``start`` up to ``end``, counted from the next question on."""
+        self._later.append((purpose, messages, start, end))
 
     def flush(self) -> None:
         """Add the messages handed over by :meth:`later` to :attr:`sent` (call before reading it)."""
         sent = self.sent
-        for purpose, sends in self._later:
-            for customer_id, at, channel in sends:
-                history = sent.get(customer_id)
+        for purpose, messages, start, end in self._later:
+            for message in messages[start:end]:
+                history = sent.get(message.customer_id)
+                sending = (message.send_at, purpose, message.chain[0].channel)
                 if history is None:
-                    sent[customer_id] = [(at, purpose, channel)]
+                    sent[message.customer_id] = [sending]
                 else:
-                    history.append((at, purpose, channel))
+                    history.append(sending)
         self._later.clear()
 
     def binding(self, customer_id: Any, purpose: str, channel: str, at: datetime) -> str | None:
@@ -470,10 +471,10 @@ _Memo = tuple[tuple[Rendered, ...], str, float, float]
 
 @attrs.define
 class _ChainPlan:
-    """What a broadcast decides once per consent pattern: the channel chain (empty: the ``reason`` none is left,
-    with its ``detail``), the channels rendered, whether each reaches the phone, the renderings per variant
-    (shared by the patterns rendering the same channels) and when the chain may send, per zone, without and with
-    night consent."""
+    """What a broadcast decides once per consent pattern, zone and night consent: the channel chain (empty: the
+    ``reason`` none is left, with its ``detail``), the channels rendered, whether each reaches the phone, the
+    renderings per variant (shared by the patterns rendering the same channels), when the chain may send and
+    whether a clock rule deferred it."""
 
     chain: tuple[str, ...]
     reason: str
@@ -481,8 +482,8 @@ class _ChainPlan:
     shown: tuple[str, ...]
     phone_only: bool
     renderings: tuple[dict[Any, _Memo], ...]
-    day: dict[str, tuple[datetime, bool]] = attrs.field(factory=dict)
-    night: dict[str, tuple[datetime, bool]] = attrs.field(factory=dict)
+    send_at: datetime
+    deferred: bool
 
 
 @attrs.define
@@ -705,7 +706,7 @@ class _Planner:
         self.caps.flush()
         sent_to, zero_limits = self.caps.sent.get, self.caps.zero_limits
         capped_by = self.caps.binding
-        sends: list[tuple[Any, datetime, str]] = []  # this broadcast's messages, for the caps of later campaigns
+        planned = len(self.messages)  # this broadcast's messages from here on: the caps of later campaigns count them
         control = advertising and bool(policy.global_control_percent)
         holdout = campaign.holdout_percent * 100 if campaign.holdout_percent else 0
         holdout_salt = f"holdout:{campaign_id}:"  # bucket(f"holdout:{campaign_id}", id) inlined below
@@ -778,26 +779,21 @@ class _Planner:
                 pattern: tuple[Any, ...] = (
                     recipient.phone is None, recipient.email is None, recipient.push_token is None, friend,
                     recipient.opted_out, None if first is None else stale is not None and first < stale,
-                    None if second is None else stale is not None and second < stale)
+                    None if second is None else stale is not None and second < stale, recipient.timezone,
+                    recipient.night_consent)
             else:
                 pattern = (recipient.phone is None, recipient.email is None, recipient.push_token is None, friend,
-                           recipient.opted_out, *[
+                           recipient.opted_out, recipient.timezone, recipient.night_consent, *[
                                None if (given := consents.get(g)) is None else valid_for is not None and now - given > valid_for
                                for g in groups])
             found = chains.get(pattern)
             if found is None:
-                found = chains[pattern] = self._chain_plan(campaign, recipient, advertising, shared, len(variants))
+                found = chains[pattern] = self._chain_plan(campaign, recipient, advertising, shared, len(variants), earliest)
             chain = found.chain
             if not chain:
                 left_out(customer_id, found.reason, found.detail, key)
                 continue
-            zone = recipient.timezone or default_zone
-            clock = found.night if recipient.night_consent else found.day
-            timing = clock.get(zone)
-            if timing is None:
-                send_at = self.allowed(earliest, chain, recipient, zone, advertising)
-                timing = clock[zone] = (send_at, send_at > earliest)
-            send_at = timing[0]
+            send_at = found.send_at
             if zero_limits or sent_to(customer_id):
                 cap = capped_by(customer_id, purpose, chain[0], send_at)
                 if cap is not None:
@@ -834,6 +830,7 @@ class _Planner:
                 attributes = recipient.attributes
                 values: list[Any] = []
                 value: Any
+                zone = recipient.timezone or default_zone
                 for n in read:  # what _ContextView.get(n, _MISSING) gives, without building the view
                     if n == "now":
                         value = local_now.get(zone)
@@ -893,7 +890,7 @@ class _Planner:
                     memos += 1
             rendered = remembered[0]
             if tally is not None:
-                tally.add(chain[0], remembered[1], timing[1], remembered[2] if friend else remembered[3])
+                tally.add(chain[0], remembered[1], found.deferred, remembered[2] if friend else remembered[3])
                 continue
             if found.phone_only:
                 phone = recipient.phone or ""
@@ -902,18 +899,18 @@ class _Planner:
             else:
                 contacts = tuple([recipient.contact(c) or "" for c in shown])
             add_message(new_message(key, customer_id, campaign_id, name, occurrence, variant.name, purpose, rendered,
-                                    contacts, due_at, send_at, remembered[2] if friend else remembered[3], timing[1],
+                                    contacts, due_at, send_at, remembered[2] if friend else remembered[3], found.deferred,
                                     friend))
             keys.add(key)
-            sends.append((customer_id, send_at, chain[0]))
-        if sends:
-            self.caps.later(purpose, sends)
+        if tally is None and len(self.messages) > planned:
+            self.caps.later(purpose, self.messages, planned, len(self.messages))
 
     def _chain_plan(
         self, campaign: Campaign, recipient: Recipient, advertising: bool,
-        shared: dict[tuple[str, ...], tuple[dict[Any, _Memo], ...]], variants: int,
+        shared: dict[tuple[str, ...], tuple[dict[Any, _Memo], ...]], variants: int, earliest: datetime,
     ) -> _ChainPlan:
-        """What :meth:`broadcast` decides once per consent pattern (``recipient`` shows one)."""
+        """What :meth:`broadcast` decides once per consent pattern, zone and night consent (``recipient`` shows
+        them); a message may go from ``earliest``."""
         chain, why = self.chain(campaign, recipient, advertising)
         reason, detail = why[0] if why else ("no_contact", "")
         detail = "; ".join(f"{c}: {r}" for c, r in why[1:]) or detail
@@ -921,9 +918,12 @@ class _Planner:
         renderings = shared.get(shown)
         if renderings is None:
             renderings = shared[shown] = tuple({} for _ in range(variants))
+        send_at = earliest
+        if chain:
+            send_at = self.allowed(earliest, chain, recipient, recipient.timezone or self.policy.timezone, advertising)
         return _ChainPlan(chain=chain, reason=reason, detail=detail, shown=shown,
                           phone_only=all(c in ("sms", "alimtalk", "brand_message") for c in shown),
-                          renderings=renderings)
+                          renderings=renderings, send_at=send_at, deferred=send_at > earliest)
 
     # -- one message ---------------------------------------------------------------------------
     def global_control(self, customer_id: Any) -> bool:
