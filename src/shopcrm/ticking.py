@@ -511,7 +511,7 @@ class _MessageEncoder:
         return "".join(out)
 
     #: how many messages :meth:`arrow` joins at a time (bounds its transient columns and each chunk's size)
-    CHUNK = 200_000
+    CHUNK = 25_000
 
     def arrow(self, chains: Sequence[Sequence[Any]], contacts: Sequence[Sequence[str]], friends: Sequence[bool]) -> Any:
         """The JSON of many messages (their chains, contacts and friendship, in order) as an Arrow string array,
