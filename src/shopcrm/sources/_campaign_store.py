@@ -221,6 +221,10 @@ class OutboxBatch(Sequence[OutboxRow]):
         texts = self.column("message")
         return OutboxRow._make([*[column[index] for column in self._columns[:13]], texts[index], self._columns[14][index]])
 
+    def __iter__(self) -> Iterator[OutboxRow]:
+        columns = [*self._columns[:13], self.column("message"), self._columns[14]]
+        return map(OutboxRow._make, zip(*columns, strict=True))
+
     def column(self, name: str) -> Sequence[Any]:
         """One column's values (the messages as Python text)."""
         if name != "message":
