@@ -160,10 +160,10 @@ def broadcast(scale: int, customers: Any, events: Any, campaign: Any, repeat: in
     shop.source.campaign_store().record([row(e) for e in ledger], [], NOW - timedelta(hours=5))
     shop.save_campaign(campaign, now=NOW - timedelta(days=1))
     phases: dict[str, float] = {}
-    started, cpu = time.perf_counter(), time.process_time()
+    started, used = time.perf_counter(), time.process_time()
     with _timed(phases):
         ticked = shop.tick(now=NOW)
-    tick_s, tick_cpu = time.perf_counter() - started, time.process_time() - cpu
+    tick_s, tick_cpu = time.perf_counter() - started, time.process_time() - used
     same = sorted(m.key for m in ticked.messages) == sorted(m.key for m in pure.messages)
     deferred = sum(m.deferred for m in pure.messages)
     line("build Recipient objects from Parquet (caller's side)", build_s)

@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import gc
 import hashlib
+from bisect import bisect_right
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
+from itertools import accumulate
 from typing import Any, TypeVar, cast
 
 import attrs
@@ -714,6 +716,7 @@ class _Planner:
         variants = campaign.variants_of(step)
         choose = len(variants) > 1
         total = sum(v.weight for v in variants)
+        totals = list(accumulate(v.weight for v in variants))
         variant_salt = f"variant:{campaign_id}:{name}:"
         renderer, decorations = self.renderer, self.decorations
         tracking = decorations.tracking
@@ -808,13 +811,9 @@ class _Planner:
                 keys.add(key)
                 continue
             if choose:
-                point = from_bytes(md5(f"{variant_salt}{customer_id}".encode()).digest()[:4], "big") % 10000 * total // 10000
-                index = len(variants) - 1
-                for i, option in enumerate(variants):
-                    if point < option.weight:
-                        index = i
-                        break
-                    point -= option.weight
+                # _choose: the first variant whose running total of weights exceeds the point (point < total)
+                index = bisect_right(totals, from_bytes(md5(f"{variant_salt}{customer_id}".encode()).digest()[:4], "big")
+                                     % 10000 * total // 10000)
             variant = variants[index]
             shown = found.shown
             one = plain_one[index]
