@@ -22,6 +22,7 @@ import json
 from collections import Counter, defaultdict
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from datetime import date, datetime, timedelta
+from operator import attrgetter, itemgetter
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -53,7 +54,7 @@ from shopcrm.campaigns._planner import (
 from shopcrm.dsl import Everyone, Rule, children
 from shopcrm.dsl._nodes import Aggregate, Cycle, FirstPerformed, LastPerformed, Lifecycle, Performed, Rfm
 from shopcrm.recipients import RecipientColumns, with_opt_outs
-from shopcrm.sources._campaign_store import OutboxRow
+from shopcrm.sources._campaign_store import OutboxBatch, OutboxRow
 from shopcrm.sources._reads import EngineReader, Preloaded
 from shopcrm.sources._tick_marks import TickAdvance
 from shopcrm.timeline import to_utc_naive
@@ -485,7 +486,7 @@ class _MessageEncoder:
     def rendered(self, rendered: Any) -> str:
         found = self._encoded.get(id(rendered))
         if found is None or found[0] is not rendered:
-            text = json.dumps(attrs.asdict(rendered), ensure_ascii=False, default=_plain)
+            text = json.dumps(_as_dict(rendered), ensure_ascii=False, default=_plain)
             found = (rendered, text[:-1])  # without the closing brace: the contact follows
             self._encoded[id(rendered)] = found
         return found[1]
@@ -509,6 +510,54 @@ class _MessageEncoder:
             out += (_json_text(contact), after)
         return "".join(out)
 
+    #: how many messages :meth:`arrow` joins at a time (bounds its transient columns and each chunk's size)
+    CHUNK = 25_000
+
+    def arrow(self, chains: Sequence[Sequence[Any]], contacts: Sequence[Sequence[str]], friends: Sequence[bool]) -> Any:
+        """The JSON of many messages (their chains, contacts and friendship, in order) as an Arrow string array,
+        each equal to :meth:`__call__`'s: the JSON around the contacts is built once per chain object and
+        friendship (:meth:`pieces`), and each message's pieces are taken by index and joined with its contacts in
+        Arrow, without a Python string per message."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        lengths = list(map(len, chains))
+        if lengths != list(map(len, contacts)):
+            chain, found = next((c, f) for c, f in zip(chains, contacts, strict=True) if len(c) != len(f))
+            raise ValueError(f"a message has {len(chain)} renderings and {len(found)} contacts; they go in pairs")
+        # each message's pieces: its chain object's number, twice, plus one for a channel friend
+        chain_of = dict(zip(map(id, chains), chains, strict=True))
+        numbers = {chain_id: 2 * number for number, chain_id in enumerate(chain_of)}
+        index = pc.add(pa.array(list(map(numbers.__getitem__, map(id, chains))), pa.int32()),
+                       pc.cast(pa.array(list(map(bool, friends)), pa.bool_()), pa.int32()))
+        used = set(pc.unique(index).to_pylist())
+        width = max(lengths, default=1)
+        # per chain and friendship, the text before, between and after its contacts (quotes included); "" past its end
+        segments: list[list[str]] = [[] for _ in range(width + 1)]
+        for chain_id, number in numbers.items():
+            chain = chain_of[chain_id]
+            for friend in (False, True):
+                pieces, length = self.pieces(chain, friend) if number + friend in used else ("",) * (len(chain) + 1), len(chain)
+                for j, column in enumerate(segments):
+                    column.append("" if j > length else f'{pieces[0]}"' if j == 0 else f'"{pieces[j]}' if j == length
+                                  else f'"{pieces[j]}"')
+        parts: list[Any] = []
+        for j, column in enumerate(segments):
+            parts.append(pa.array(column, pa.string()))
+            if j < width:
+                texts = list(map(itemgetter(j), contacts)) if all(len(c) > j for c in contacts) else [
+                    c[j] if len(c) > j else "" for c in contacts]
+                found = pa.array(texts, pa.string())
+                if not pc.all(pc.match_substring_regex(found, r"^[ !#-\[\]-~]*$")).as_py():  # _json_text's plain text
+                    found = pa.array([_json_text(text)[1:-1] for text in texts], pa.string())
+                parts.append(found)
+        chunks = []
+        for start in range(0, len(chains), self.CHUNK):
+            taken = index[start:start + self.CHUNK]
+            chunks.append(pc.binary_join_element_wise(*[
+                part.take(taken) if i % 2 == 0 else part[start:start + self.CHUNK] for i, part in enumerate(parts)], ""))
+        return pa.chunked_array(chunks, pa.string())
+
     def pieces(self, chain: Sequence[Any], friend: bool) -> tuple[str, ...]:
         """The message's JSON split where each contact goes: one more piece than the chain has renderings."""
         # a Brand Message item says whether its recipient is a channel friend (its targeting and price; i13-cost)
@@ -519,6 +568,18 @@ class _MessageEncoder:
             out.append(f"{flag if rendered.channel == 'brand_message' else ''}}}")
         out[-1] += "]}"
         return tuple(out)
+
+
+def _flat(value: Any) -> bool:
+    """Whether ``attrs.asdict`` would leave ``value`` as it is but for turning tuples into lists (JSON cannot tell)."""
+    return value is None or type(value) in (str, int, float, bool) or (type(value) is tuple and all(map(_flat, value)))
+
+
+def _as_dict(rendered: Any) -> dict[str, Any]:
+    """``attrs.asdict(rendered)`` for JSON, read field by field when every value is text or tuples of text (a
+    rendering's usual fields): asdict's recursion costs a broadcast's tens of thousands of renderings a second."""
+    values = {field.name: getattr(rendered, field.name) for field in attrs.fields(type(rendered))}
+    return values if all(map(_flat, values.values())) else attrs.asdict(rendered)
 
 
 def _json_text(text: str) -> str:
@@ -534,19 +595,33 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
-def outbox_rows(result: Plan, campaigns: Iterable[Campaign], now: datetime) -> list[OutboxRow]:
+#: the fields of a planned message its outbox row takes, in one C call per message
+_MESSAGE_FIELDS = attrgetter("key", "customer_id", "campaign_id", "step", "occurrence", "variant", "purpose", "chain",
+                             "contacts", "due_at", "send_at", "estimated_cost", "friend")
+#: from how many planned messages a tick assembles their JSON in Arrow (below, per message in Python: no pyarrow)
+ARROW_MESSAGES = 20_000
+
+
+def outbox_rows(result: Plan, campaigns: Iterable[Campaign], now: datetime) -> OutboxBatch:
     """The rows a plan records: every planned message; holdouts and global control members; every failed rendering (``render_failed``, its
     reason in the message's ``detail``); every suppression of a scenario step; the scenario entries an audience
-    rule decided."""
+    rule decided.  Column by column: the planned messages' columns are taken from the messages in C loops, and
+    a large plan's message JSON is assembled in Arrow (see :meth:`_MessageEncoder.arrow`)."""
     scenarios = {c.id for c in campaigns if isinstance(c.schedule, Triggered)}
     purposes = {c.id: c.purpose for c in campaigns}
     encode = _MessageEncoder()
-    rows = [  # positional: a million keyword calls cost seconds (the order is OUTBOX_COLUMNS')
-        OutboxRow(m.key, m.customer_id, m.campaign_id, m.step, m.occurrence, m.variant, m.purpose, m.chain[0].channel,
-                  m.chain[0].kind, "planned", m.due_at, m.send_at, m.estimated_cost, encode(m), now)
-        for m in result.messages
+    messages = result.messages
+    n = len(messages)
+    fields: list[Sequence[Any]] = list(zip(*map(_MESSAGE_FIELDS, messages), strict=True)) if n else [()] * 13
+    keys, customers, campaign_ids, steps, occurrences, variants, purposes_of, chains, contacts, due, send, cost, friends = fields
+    heads = list(map(itemgetter(0), chains))
+    texts: Any = encode.arrow(chains, contacts, friends) if n >= ARROW_MESSAGES else list(map(encode, messages))
+    columns: list[list[Any]] = [
+        list(keys), list(customers), list(campaign_ids), list(steps), list(occurrences), list(variants), list(purposes_of),
+        list(map(attrgetter("channel"), heads)), list(map(attrgetter("kind"), heads)), ["planned"] * n, list(due), list(send),
+        list(cost), [], [now] * n,
     ]
-    rows += [
+    others = [
         OutboxRow(
             key=e.key, customer_id=e.customer_id, campaign_id=e.campaign_id, step="entered", occurrence=e.at.isoformat(),
             variant="", purpose=purposes.get(e.campaign_id, ""), channel="", kind="", status="entered", due_at=e.at,
@@ -554,22 +629,32 @@ def outbox_rows(result: Plan, campaigns: Iterable[Campaign], now: datetime) -> l
         )
         for e in result.entries
     ]
-    seen = {row.key for row in rows}
+    seen = set(keys)
+    seen.update(row.key for row in others)
     details: dict[str, str] = {}  # the JSON of each detail (a holdout's is empty: one for them all)
     for s in result.suppressions:
         if s.key is None or s.reason == "already_planned" or s.key in seen:
             continue
         if s.reason not in ("holdout", "global_control", "render_failed") and s.campaign_id not in scenarios:
             continue  # a broadcast's other reasons are re-derived; a failed rendering is kept with its reason
-        rows.append(OutboxRow(
-            key=s.key, customer_id=s.customer_id, campaign_id=s.campaign_id, step=s.step, occurrence=s.occurrence,
-            variant="", purpose=purposes.get(s.campaign_id, ""), channel="", kind="", status=s.reason,
-            due_at=s.due_at or now, send_at=None, cost=0.0,
-            message=details.get(s.detail) or details.setdefault(s.detail, json.dumps({"detail": s.detail}, ensure_ascii=False)),
-            planned_at=now,
+        others.append(OutboxRow(
+            s.key, s.customer_id, s.campaign_id, s.step, s.occurrence, "", purposes.get(s.campaign_id, ""), "", "", s.reason,
+            s.due_at or now, None, 0.0,
+            details.get(s.detail) or details.setdefault(s.detail, json.dumps({"detail": s.detail}, ensure_ascii=False)),
+            now,
         ))
         seen.add(s.key)
-    return rows
+    if others:
+        for column, values in zip(columns, zip(*others, strict=True), strict=True):
+            column.extend(values)
+    if isinstance(texts, list):
+        texts.extend(row.message for row in others)
+    elif others:
+        import pyarrow as pa
+
+        texts = pa.chunked_array([*texts.chunks, pa.array([row.message for row in others], pa.string())])
+    columns[13] = texts
+    return OutboxBatch(columns)
 
 
 @attrs.frozen(kw_only=True)
@@ -619,7 +704,7 @@ def tick(shop: ShopView, now: datetime, *, dry_run: bool = False, progress: bool
             store.tick_marks().advance(advances(result, read, when))
         shown.step(f"recorded {len(rows):,} rows" if not dry_run else "dry run")
     return TickResult(now=when, plan=result, recorded=0 if dry_run else len(rows), occurrences=tuple(occurrences), dry_run=dry_run,
-                      rows_by_status=dict(Counter(row.status for row in rows)))
+                      rows_by_status=dict(Counter(rows.column("status"))))
 
 
 def preview_campaign(

@@ -216,3 +216,33 @@ def test_members_alike_but_for_their_zone_or_night_consent_get_their_own_funnel_
     fast, slow = (_preview(campaign, state, now, policy, by_member=b) for b in (False, True))
     assert fast == slow
     assert (fast.funnels[0].sendable_now, fast.funnels[0].deferred) == (2, 1)
+
+
+def test_a_scenario_after_a_broadcast_counts_the_broadcasts_messages_against_its_caps() -> None:
+    """The one-pass broadcast hands its messages to the caps in one batch: a lower-priority scenario planned after it
+    in the same plan still sees them (one advertising message a day: the scenario's send is capped), and its own
+    message is not counted twice."""
+    people = {f"c{i}": Recipient(customer_id=f"c{i}", phone="010", consents={"sms": GIVEN}, attributes={"name": "민수"})
+              for i in range(4)}
+    sale = parse_campaign({
+        "id": "sale", "purpose": "advertising", "channels": ["sms"], "priority": 2,
+        "variants": [{"name": "a", "content": {"text": "{{ name }}님 세일"}}],
+        "schedule": {"kind": "one_off", "at": "2026-11-25T10:00:00"},
+    })
+    reminder = parse_campaign({
+        "id": "reminder", "purpose": "advertising", "channels": ["sms"], "priority": 1,
+        "variants": [{"name": "a", "content": {"text": "장바구니"}}],
+        "schedule": {"kind": "triggered", "on": "cart_added", "steps": [{"send": "main"}, {"wait": "1h"}, {"send": "again"}]},
+    })
+    policy = MessagingPolicy(sender_name="s", sender_contact="1588", opt_out_number="080",
+                             caps=(Cap("advertising", 2, timedelta(days=1)),))
+    now = datetime(2026, 11, 25, 3)
+    state = ShopState(recipients=people, audiences={"sale": ["c0", "c1"]},
+                      triggers={"reminder": {"c1": [now - timedelta(hours=2)], "c2": [now - timedelta(hours=2)]}})
+    batch, walked = plans([sale, reminder], state, policy, now)
+    assert batch == walked
+    planned = sorted((m.campaign_id, m.customer_id, m.step) for m in batch.messages)
+    # c1 got the sale: one reminder fits under the cap of two, the second is capped; c2 gets both reminders
+    assert planned == [("reminder", "c1", "main"), ("reminder", "c2", "again"), ("reminder", "c2", "main"),
+                       ("sale", "c0", "main"), ("sale", "c1", "main")]
+    assert [(s.customer_id, s.step, s.reason) for s in batch.suppressions] == [("c1", "again", "capped")]

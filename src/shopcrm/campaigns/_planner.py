@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import gc
 import hashlib
+from bisect import bisect_right
 from collections import Counter
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
-from typing import Any
+from itertools import accumulate
+from typing import Any, TypeVar, cast
 
 import attrs
 
@@ -43,6 +45,13 @@ from shopcrm.lifecycle import LifecyclePolicy
 from shopcrm.reference import evaluate
 from shopcrm.schema import Schema
 from shopcrm.timeline import to_utc_naive
+
+try:  # CPython's own MD5 hashes a short text about twice as fast as OpenSSL's (the same digest)
+    from _md5 import md5 as _md5  # type: ignore[import-not-found]
+except ImportError:  # pragma: no cover - a build without it
+    _md5 = hashlib.md5
+
+_T = TypeVar("_T")
 
 __all__ = [
     "ENTERED",
@@ -238,6 +247,28 @@ class Plan:
         return [LedgerEntry(m.key, m.customer_id, m.campaign_id, m.purpose, m.channel, m.send_at) for m in self.messages]
 
 
+def _maker(cls: type[_T]) -> Callable[..., _T]:
+    """A constructor of the frozen, slotted attrs class ``cls`` taking its fields positionally, in order: it fills
+    the slots as attrs's ``__init__`` does, but through each slot's descriptor rather than a bound
+    ``object.__setattr__`` call with keyword parsing, which halves the cost of the million messages and
+    suppressions a broadcast builds.  Only for classes without defaults computed, validators or converters."""
+    fields = attrs.fields(cast(Any, cls))
+    if any(f.validator is not None or f.converter is not None or not f.init for f in fields):
+        raise TypeError(f"{cls.__name__} validates or converts a field: build it through its __init__")
+    names = [f.name for f in fields]
+    scope: dict[str, Any] = {"_new": object.__new__, "_cls": cls}
+    scope.update({f"_set_{name}": getattr(cls, name).__set__ for name in names})
+    lines = [f"def make({', '.join(names)}):", "    made = _new(_cls)"]
+    lines += [f"    _set_{name}(made, {name})" for name in names]
+    exec("\n".join([*lines, "    return made"]), scope)  # generated as attrs generates __init__
+    return cast(Callable[..., _T], scope["make"])
+
+
+#: ``PlannedMessage(...)`` and ``Suppression(...)`` with their fields in order (the broadcast's hot loop)
+_new_message = _maker(PlannedMessage)
+_new_suppression = _maker(Suppression)
+
+
 def due_occurrence(campaign: Campaign, now: datetime, timezone: str = "Asia/Seoul") -> tuple[str, datetime] | None:
     """The latest occurrence of a one-off or recurring campaign due at or before ``now`` (naive UTC):
     its id (``once`` or the local date) and its UTC instant; None when none is due (or triggered)."""
@@ -374,7 +405,10 @@ def _choose(variants: Sequence[Variant], campaign_id: str, step: str, customer_i
 
 
 class _Caps:
-    """Per-customer send times per (purpose, channel), from the ledger and this plan."""
+    """Per-customer send times per (purpose, channel), from the ledger and this plan.
+
+    A broadcast hands its messages over in one batch (:meth:`later`); they join :attr:`sent` when something next
+    asks (:meth:`flush`), so a plan of one broadcast never builds a history per customer it planned."""
 
     def __init__(self, policy: MessagingPolicy, ledger: Iterable[LedgerEntry]) -> None:
         self.policy = policy
@@ -383,12 +417,32 @@ class _Caps:
         self.sent: dict[Any, list[tuple[datetime, str, str]]] = {}
         for entry in ledger:
             self.sent.setdefault(entry.customer_id, []).append((entry.send_at, entry.purpose, entry.channel))
+        self._later: list[tuple[str, Sequence[PlannedMessage], int, int]] = []
+
+    def later(self, purpose: str, messages: Sequence[PlannedMessage], start: int, end: int) -> None:
+        """The messages of ``purpose`` from ``start`` up to ``end``, counted from the next question on."""
+        self._later.append((purpose, messages, start, end))
+
+    def flush(self) -> None:
+        """Add the messages handed over by :meth:`later` to :attr:`sent` (call before reading it)."""
+        sent = self.sent
+        for purpose, messages, start, end in self._later:
+            for message in messages[start:end]:
+                history = sent.get(message.customer_id)
+                sending = (message.send_at, purpose, message.chain[0].channel)
+                if history is None:
+                    sent[message.customer_id] = [sending]
+                else:
+                    history.append(sending)
+        self._later.clear()
 
     def binding(self, customer_id: Any, purpose: str, channel: str, at: datetime) -> str | None:
         """The name of the first cap that one more message at ``at`` would exceed, or None.
 
         Exact for rolling windows: every window of length ``per`` that contains ``at`` is checked.
         """
+        if self._later:
+            self.flush()
         history = self.sent.get(customer_id)
         if not history and not self.zero_limits:
             return None
@@ -407,7 +461,31 @@ class _Caps:
         return None
 
     def add(self, customer_id: Any, purpose: str, channel: str, at: datetime) -> None:
+        if self._later:
+            self.flush()
         self.sent.setdefault(customer_id, []).append((at, purpose, channel))
+
+
+#: a rendered chain remembered by :meth:`_Planner.broadcast`: the renderings, the first one's kind, and its price to a
+#: channel friend and to anyone else
+_Memo = tuple[tuple[Rendered, ...], str, float, float]
+
+
+@attrs.define
+class _ChainPlan:
+    """What a broadcast decides once per consent pattern, zone and night consent: the channel chain (empty: the
+    ``reason`` none is left, with its ``detail``), the channels rendered, whether each reaches the phone, the
+    renderings per variant (shared by the patterns rendering the same channels), when the chain may send and
+    whether a clock rule deferred it."""
+
+    chain: tuple[str, ...]
+    reason: str
+    detail: str
+    shown: tuple[str, ...]
+    phone_only: bool
+    renderings: tuple[dict[Any, _Memo], ...]
+    send_at: datetime
+    deferred: bool
 
 
 @attrs.define
@@ -605,13 +683,12 @@ class _Planner:
     ) -> None:
         """:meth:`send` for every member of a one-off or recurring campaign's occurrence, in order, with the same
         results: what is the same for many members is decided once (the channel chain per consent pattern, the
-        clock rules per zone and night consent, the renderings per template values, the price per kind), and
-        a member costs a few hashes and the objects the plan returns."""
+        clock rules per chain, zone and night consent, the renderings and their prices per template values), and
+        a member costs a few hashes, dictionary look-ups and the objects the plan returns."""
         schedule = campaign.schedule
         recurring = schedule.reentry if isinstance(schedule, Recurring) else None
         policy, now, keys, state = self.policy, self.now, self.keys, self.state
-        recipients, contexts = state.recipients, state.contexts
-        suppress, messages = self.suppress, self.messages
+        recipient_of, contexts = state.recipients.get, state.contexts
         advertising = campaign.purpose == "advertising"
         purpose, campaign_id, name = campaign.purpose, campaign.id, step.send
         prefix = f"{campaign_id}\x1f{occurrence}\x1f{name}\x1f"
@@ -620,110 +697,139 @@ class _Planner:
         earliest = max(due_at, now)
         groups = tuple(dict.fromkeys(g for c in campaign.channels if (g := CONSENT_GROUP[c]) is not None))
         valid_for = policy.consent_valid_for
-        chains: dict[tuple[Any, ...], tuple[tuple[str, ...], str, str]] = {}  # the chain, or why none and the details
-        sent, zero_limits = self.caps.sent, self.caps.zero_limits
+        # a chain with at most two consent groups reads them without a loop (a group it lacks reads as never given)
+        quick_pattern = len(groups) <= 2
+        first_group, second_group = (*groups, "", "")[:2]
+        stale = None if valid_for is None else now - valid_for  # `now - given > valid_for`, exactly, as `given < stale`
+        #: per consent pattern: the chain (or () and why none, with the details), and for a chain the channels
+        #: rendered, whether every one reaches the phone, the renderings per variant and the send times per zone
+        chains: dict[tuple[Any, ...], _ChainPlan] = {}
+        shared: dict[tuple[str, ...], tuple[dict[Any, _Memo], ...]] = {}  # equal chains share their renderings
+        self.caps.flush()
+        sent_to, zero_limits = self.caps.sent.get, self.caps.zero_limits
+        capped_by = self.caps.binding
+        planned = len(self.messages)  # this broadcast's messages from here on: the caps of later campaigns count them
         control = advertising and bool(policy.global_control_percent)
         holdout = campaign.holdout_percent * 100 if campaign.holdout_percent else 0
         holdout_salt = f"holdout:{campaign_id}:"  # bucket(f"holdout:{campaign_id}", id) inlined below
-        md5, from_bytes = hashlib.md5, int.from_bytes
+        md5, from_bytes = _md5, int.from_bytes
         variants = campaign.variants_of(step)
         choose = len(variants) > 1
         total = sum(v.weight for v in variants)
+        totals = list(accumulate(v.weight for v in variants))
         variant_salt = f"variant:{campaign_id}:{name}:"
         renderer, decorations = self.renderer, self.decorations
         tracking = decorations.tracking
-        # the contents whose renderings depend only on plain customer values (no links, e-mail or recommendations)
-        plain = {
-            id(v.content): names for v in variants
-            if v.content.recommend is None and "campaign" not in (names := renderer.names(v.content))
+        # per variant, the names its renderings depend on when only plain customer values decide them (no links,
+        # e-mail or recommendations): None renders per message; a string is the one attribute it reads (no
+        # contexts, no local time, no customer id), looked up directly
+        reads: list[tuple[str, ...] | None] = [
+            names if v.content.recommend is None and "campaign" not in (names := renderer.names(v.content))
             and "shop" not in names and (tracking is None or not uses_link(names)) and "email" not in campaign.channels
-        }
-        renderings: dict[tuple[Any, ...], tuple[Rendered, ...]] = {}
+            else None
+            for v in variants
+        ]
+        plain_one: list[str | None] = [
+            r[0] if r is not None and len(r) == 1 and r[0] not in ("now", "customer_id") and not contexts else None
+            for r in reads
+        ]
+        memos = 0  # renderings remembered (at most 100,000)
+        by_channel: list[dict[str, dict[Any, Rendered]]] = [{} for _ in variants]  # per variant and channel
         local_now: dict[str, datetime] = {}
         prices: dict[tuple[str, bool], float] = {}
         default_zone = policy.timezone
-        clock: dict[tuple[tuple[str, ...], bool, str], datetime] = {}  # when a chain may send, per night consent and zone
         tally = self.tally
-        if tally is not None:
-            suppress = tally.suppress
+        new_message, add_message = _new_message, self.messages.append
+        if tally is None:
+            add_suppression = self.suppressions.append
+
+            def left_out(customer_id: Any, reason: str, detail: str, key: str) -> None:
+                add_suppression(_new_suppression(customer_id, campaign_id, name, reason, detail, key, occurrence, due_at))
+        else:
+            counted = tally.reasons
+
+            def left_out(customer_id: Any, reason: str, detail: str, key: str) -> None:
+                counted[reason] += 1
+
         # a message key is needed to find this campaign's earlier decisions, a repeated member or a tracked link
         keyed = tally is None or bool(state.settled) or any(e.campaign_id == campaign_id for e in state.ledger) or len(
-            set(members)) != len(members) or len(plain) != len({id(v.content) for v in variants})
+            set(members)) != len(members) or any(r is None for r in reads)
         key = ""
+        index = 0
         for customer_id in members:
             if keyed:
                 key = sha256(f"{prefix}{customer_id!r}".encode()).hexdigest()[:32]
             if recurring is not None:
                 got = last.get(customer_id)
                 if reentry_blocks(recurring, got, due_at):
-                    suppress(campaign, name, customer_id, "already_received", f"last {got}", key=key, occurrence=occurrence,
-                             due_at=due_at)
+                    left_out(customer_id, "already_received", f"last {got}", key)
                     continue
             if keyed and key in keys:
-                suppress(campaign, name, customer_id, "already_planned", key=key, occurrence=occurrence, due_at=due_at)
+                left_out(customer_id, "already_planned", "", key)
                 continue
             if expired:
-                suppress(campaign, name, customer_id, "expired", f"due {due_at.isoformat()}", key=key, occurrence=occurrence,
-                         due_at=due_at)
+                left_out(customer_id, "expired", f"due {due_at.isoformat()}", key)
                 continue
-            recipient = recipients.get(customer_id)
+            recipient = recipient_of(customer_id)
             if recipient is None:
-                suppress(campaign, name, customer_id, "no_recipient", key=key, occurrence=occurrence, due_at=due_at)
+                left_out(customer_id, "no_recipient", "", key)
                 continue
             # what consent_block reads, per channel of the chain: contact points, friendship, opt-outs, consent ages
             consents = recipient.consents
-            pattern = (recipient.phone is None, recipient.email is None, recipient.push_token is None, recipient.kakao_friend,
-                       recipient.opted_out, *[
-                           None if (given := consents.get(g)) is None else valid_for is not None and now - given > valid_for
-                           for g in groups])
+            friend = recipient.kakao_friend
+            if quick_pattern:
+                first, second = consents.get(first_group), consents.get(second_group)
+                pattern: tuple[Any, ...] = (
+                    recipient.phone is None, recipient.email is None, recipient.push_token is None, friend,
+                    recipient.opted_out, None if first is None else stale is not None and first < stale,
+                    None if second is None else stale is not None and second < stale, recipient.timezone,
+                    recipient.night_consent)
+            else:
+                pattern = (recipient.phone is None, recipient.email is None, recipient.push_token is None, friend,
+                           recipient.opted_out, recipient.timezone, recipient.night_consent, *[
+                               None if (given := consents.get(g)) is None else valid_for is not None and now - given > valid_for
+                               for g in groups])
             found = chains.get(pattern)
             if found is None:
-                chain, why = self.chain(campaign, recipient, advertising)
-                reason, detail = why[0] if why else ("no_contact", "")
-                found = chains[pattern] = (chain, reason, "; ".join(f"{c}: {r}" for c, r in why[1:]) or detail)
-            chain = found[0]
+                found = chains[pattern] = self._chain_plan(campaign, recipient, advertising, shared, len(variants), earliest)
+            chain = found.chain
             if not chain:
-                suppress(campaign, name, customer_id, found[1], found[2], key=key, occurrence=occurrence, due_at=due_at)
+                left_out(customer_id, found.reason, found.detail, key)
                 continue
-            zone = recipient.timezone or default_zone
-            when = (chain, recipient.night_consent, zone)
-            send_at = clock.get(when)
-            if send_at is None:
-                send_at = clock[when] = self.allowed(earliest, chain, recipient, zone, advertising)
-            if zero_limits or sent.get(customer_id):
-                cap = self.caps.binding(customer_id, purpose, chain[0], send_at)
+            send_at = found.send_at
+            if zero_limits or sent_to(customer_id):
+                cap = capped_by(customer_id, purpose, chain[0], send_at)
                 if cap is not None:
-                    suppress(campaign, name, customer_id, "capped", cap, key=key, occurrence=occurrence, due_at=due_at)
+                    left_out(customer_id, "capped", cap, key)
                     continue
             if control and self.global_control(customer_id):
-                suppress(campaign, name, customer_id, "global_control", f"would send at {send_at.isoformat()}",
-                         key=key, occurrence=occurrence, due_at=due_at)
+                left_out(customer_id, "global_control", f"would send at {send_at.isoformat()}", key)
                 keys.add(key)
                 continue
             if holdout and from_bytes(md5(f"{holdout_salt}{customer_id}".encode()).digest()[:4], "big") % 10000 < holdout:
-                suppress(campaign, name, customer_id, "holdout", key=key, occurrence=occurrence, due_at=due_at)
+                left_out(customer_id, "holdout", "", key)
                 keys.add(key)
                 continue
             if choose:
-                point = from_bytes(md5(f"{variant_salt}{customer_id}".encode()).digest()[:4], "big") % 10000 * total // 10000
-                variant = variants[-1]
-                for option in variants:
-                    if point < option.weight:
-                        variant = option
-                        break
-                    point -= option.weight
-            else:
-                variant = variants[0]
-            content = variant.content
-            shown = chain if self.render_fallbacks else chain[:1]
-            read = plain.get(id(content))
-            memo: tuple[Any, ...] | None = None
-            rendered: tuple[Rendered, ...] | None = None
-            if read is not None:
+                # _choose: the first variant whose running total of weights exceeds the point (point < total)
+                index = bisect_right(totals, from_bytes(md5(f"{variant_salt}{customer_id}".encode()).digest()[:4], "big")
+                                     % 10000 * total // 10000)
+            variant = variants[index]
+            shown = found.shown
+            one = plain_one[index]
+            memo: Any = None
+            table: dict[Any, _Memo] | None = None
+            remembered: _Memo | None = None
+            if one is not None:
+                table = found.renderings[index]
+                memo = recipient.attributes.get(one, _MISSING)
+            elif (read := reads[index]) is not None:
+                table = found.renderings[index]
                 extra = contexts.get(customer_id)
                 attributes = recipient.attributes
                 values: list[Any] = []
                 value: Any
+                zone = recipient.timezone or default_zone
                 for n in read:  # what _ContextView.get(n, _MISSING) gives, without building the view
                     if n == "now":
                         value = local_now.get(zone)
@@ -738,45 +844,85 @@ class _Planner:
                     else:
                         value = _MISSING
                     values.append(value)
-                memo = (id(content), shown, *values)
+                memo = tuple(values)
+            if table is not None:
                 try:
-                    rendered = renderings.get(memo)
+                    remembered = table.get(memo)
                 except TypeError:  # unhashable values (a cart): rendered per message below
-                    memo = None
-            if rendered is None:
+                    table = None
+            if remembered is None:
+                content = variant.content
                 try:
                     context = self.context(recipient, campaign, step, due_at, None, content.recommend)
-                    rendered = tuple([
-                        self.renderer.render_cached(content, channel, context, advertising=advertising,
-                                                    decorations=decorations, message_key=key)
-                        for channel in shown
-                    ])
+                    if table is None:
+                        rendered = tuple([
+                            renderer.render_cached(content, channel, context, advertising=advertising,
+                                                   decorations=decorations, message_key=key)
+                            for channel in shown
+                        ])
+                    else:  # each channel's rendering by the same values, shared by the chains that show it
+                        pieces = []
+                        for channel in shown:
+                            by_values = by_channel[index].setdefault(channel, {})
+                            piece = by_values.get(memo)
+                            if piece is None:
+                                piece = renderer.render_cached(content, channel, context, advertising=advertising,
+                                                               decorations=decorations, message_key=key)
+                                if memos < 100_000:
+                                    by_values[memo] = piece
+                            pieces.append(piece)
+                        rendered = tuple(pieces)
                 except Exception as error:
                     detail = str(error) if isinstance(error, CampaignError) else f"{type(error).__name__}: {error}"
-                    suppress(campaign, name, customer_id, "render_failed", detail, key=key, occurrence=occurrence, due_at=due_at)
+                    left_out(customer_id, "render_failed", detail, key)
                     continue
-                if memo is not None and len(renderings) < 100_000:
-                    renderings[memo] = rendered
-            first = rendered[0]
-            friend = recipient.kakao_friend
-            cost = prices.get((first.kind, friend))
-            if cost is None:
-                cost = prices[(first.kind, friend)] = policy.price(first.kind, friend=friend)
+                kind = rendered[0].kind
+                costs = []
+                for is_friend in (False, True):  # the price per friendship, looked up once per kind
+                    cost = prices.get((kind, is_friend))
+                    if cost is None:
+                        cost = prices[(kind, is_friend)] = policy.price(kind, friend=is_friend)
+                    costs.append(cost)
+                remembered = (rendered, kind, costs[1], costs[0])
+                if table is not None and memos < 100_000:
+                    table[memo] = remembered
+                    memos += 1
+            rendered = remembered[0]
             if tally is not None:
-                tally.add(chain[0], first.kind, send_at > earliest, cost)
+                tally.add(chain[0], remembered[1], found.deferred, remembered[2] if friend else remembered[3])
                 continue
-            messages.append(PlannedMessage(
-                key=key, customer_id=customer_id, campaign_id=campaign_id, step=name, occurrence=occurrence,
-                variant=variant.name, purpose=purpose, chain=rendered,
-                contacts=tuple([recipient.contact(c) or "" for c in chain[:len(rendered)]]), due_at=due_at, send_at=send_at,
-                deferred=send_at > earliest, estimated_cost=cost, friend=friend,
-            ))
-            keys.add(key)
-            history = sent.get(customer_id)
-            if history is None:
-                sent[customer_id] = [(send_at, purpose, chain[0])]
+            if found.phone_only:
+                phone = recipient.phone or ""
+                contacts: tuple[str, ...] = (phone,) if len(shown) == 1 else (phone, phone) if len(shown) == 2 else (
+                    phone,) * len(shown)
             else:
-                history.append((send_at, purpose, chain[0]))
+                contacts = tuple([recipient.contact(c) or "" for c in shown])
+            add_message(new_message(key, customer_id, campaign_id, name, occurrence, variant.name, purpose, rendered,
+                                    contacts, due_at, send_at, remembered[2] if friend else remembered[3], found.deferred,
+                                    friend))
+            keys.add(key)
+        if tally is None and len(self.messages) > planned:
+            self.caps.later(purpose, self.messages, planned, len(self.messages))
+
+    def _chain_plan(
+        self, campaign: Campaign, recipient: Recipient, advertising: bool,
+        shared: dict[tuple[str, ...], tuple[dict[Any, _Memo], ...]], variants: int, earliest: datetime,
+    ) -> _ChainPlan:
+        """What :meth:`broadcast` decides once per consent pattern, zone and night consent (``recipient`` shows
+        them); a message may go from ``earliest``."""
+        chain, why = self.chain(campaign, recipient, advertising)
+        reason, detail = why[0] if why else ("no_contact", "")
+        detail = "; ".join(f"{c}: {r}" for c, r in why[1:]) or detail
+        shown = chain if self.render_fallbacks else chain[:1]
+        renderings = shared.get(shown)
+        if renderings is None:
+            renderings = shared[shown] = tuple({} for _ in range(variants))
+        send_at = earliest
+        if chain:
+            send_at = self.allowed(earliest, chain, recipient, recipient.timezone or self.policy.timezone, advertising)
+        return _ChainPlan(chain=chain, reason=reason, detail=detail, shown=shown,
+                          phone_only=all(c in ("sms", "alimtalk", "brand_message") for c in shown),
+                          renderings=renderings, send_at=send_at, deferred=send_at > earliest)
 
     # -- one message ---------------------------------------------------------------------------
     def global_control(self, customer_id: Any) -> bool:
@@ -796,10 +942,7 @@ class _Planner:
         self, campaign: Campaign, step: str, customer_id: Any, reason: str, detail: str = "", key: str | None = None,
         occurrence: str = "", due_at: datetime | None = None,
     ) -> None:
-        self.suppressions.append(Suppression(
-            customer_id=customer_id, campaign_id=campaign.id, step=step, reason=reason, detail=detail, key=key,
-            occurrence=occurrence, due_at=due_at,
-        ))
+        self.suppressions.append(_new_suppression(customer_id, campaign.id, step, reason, detail, key, occurrence, due_at))
 
     def send(
         self, campaign: Campaign, step: Send, occurrence: str, customer_id: Any, due_at: datetime,

@@ -17,12 +17,12 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, overload
 
 from shopcrm.sources._library import LibraryStore, LibraryTables
 from shopcrm.sources._tick_marks import MemoryTickMarks, SQLTickMarks, TickMarks
 
-__all__ = ["OUTBOX_COLUMNS", "CampaignStore", "MemoryCampaignStore", "OutboxRow", "SQLCampaignStore", "TickConflict"]
+__all__ = ["OUTBOX_COLUMNS", "CampaignStore", "MemoryCampaignStore", "OutboxBatch", "OutboxRow", "SQLCampaignStore", "TickConflict"]
 
 #: the outbox's columns, in order
 OUTBOX_COLUMNS = (
@@ -167,26 +167,88 @@ def _customer_id(stored: str) -> Any:
 
 def stored_columns(rows: Sequence[OutboxRow]) -> list[list[Any]]:
     """The rows column by column, as the tables store them: customer ids as JSON, instants as ISO text."""
+    if isinstance(rows, OutboxBatch):
+        return rows.stored()
     if not rows:
         return [[] for _ in OUTBOX_COLUMNS]
-    columns = [list(column) for column in zip(*rows, strict=True)]
-    stamps: dict[datetime | None, str | None] = {}
+    return _stored([list(column) for column in zip(*rows, strict=True)])
 
-    def stamp(value: datetime | None) -> str | None:
-        found = stamps.get(value, "")
-        if found == "":
-            found = stamps[value] = _stamp(value)
-        return found
 
-    index = {name: i for i, name in enumerate(OUTBOX_COLUMNS)}
-    columns[index["customer_id"]] = [
+_INDEX = {name: i for i, name in enumerate(OUTBOX_COLUMNS)}
+
+
+def _stored(columns: list[Any]) -> list[Any]:
+    """Outbox columns (row values) in place as the tables store them: customer ids as JSON, instants as ISO text,
+    costs as floats (each distinct instant is written once)."""
+    columns[_INDEX["customer_id"]] = [
         f'"{c}"' if type(c) is str and c.isascii() and c.isprintable() and '"' not in c and "\\" not in c else json.dumps(c)
-        for c in columns[index["customer_id"]]
+        for c in columns[_INDEX["customer_id"]]
     ]  # json.dumps(c), without the call for the usual plain text ids
     for name in ("due_at", "send_at", "planned_at"):
-        columns[index[name]] = [stamp(v) for v in columns[index[name]]]
-    columns[index["cost"]] = [float(v) for v in columns[index["cost"]]]
+        column = columns[_INDEX[name]]
+        stamps = {value: _stamp(value) for value in set(column)}
+        columns[_INDEX[name]] = list(map(stamps.__getitem__, column))
+    columns[_INDEX["cost"]] = list(map(float, columns[_INDEX["cost"]]))
     return columns
+
+
+class OutboxBatch(Sequence[OutboxRow]):
+    """Outbox rows held column by column, in :data:`OUTBOX_COLUMNS`' order, as a tick builds them: a million rows
+    of a broadcast are never a million tuples.  Indexing builds a row on demand; a store inserts the columns
+    (:meth:`stored`).  The ``message`` column may be an Arrow string array (a tick assembles a broadcast's
+    messages in Arrow); then :meth:`stored` can hand the engine Arrow arrays."""
+
+    def __init__(self, columns: Sequence[Sequence[Any]]) -> None:
+        if len(columns) != len(OUTBOX_COLUMNS):
+            raise ValueError(f"an outbox batch has {len(OUTBOX_COLUMNS)} columns ({', '.join(OUTBOX_COLUMNS)}); "
+                             f"{len(columns)} were given")
+        lengths = {len(column) for column in columns}
+        if len(lengths) > 1:
+            raise ValueError(f"the columns of an outbox batch have one length; these have {sorted(lengths)}")
+        self._columns = list(columns)
+        self._length = lengths.pop()
+        self._texts: Sequence[str] | None = None
+
+    def __len__(self) -> int:
+        return self._length
+
+    @overload
+    def __getitem__(self, index: int) -> OutboxRow: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[OutboxRow]: ...
+
+    def __getitem__(self, index: int | slice) -> OutboxRow | list[OutboxRow]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(self._length))]
+        texts = self.column("message")
+        return OutboxRow._make([*[column[index] for column in self._columns[:13]], texts[index], self._columns[14][index]])
+
+    def __iter__(self) -> Iterator[OutboxRow]:
+        columns = [*self._columns[:13], self.column("message"), self._columns[14]]
+        return map(OutboxRow._make, zip(*columns, strict=True))
+
+    def column(self, name: str) -> Sequence[Any]:
+        """One column's values (the messages as Python text)."""
+        if name != "message":
+            return self._columns[_INDEX[name]]
+        if self._texts is None:
+            found: Any = self._columns[_INDEX["message"]]
+            self._texts = found if isinstance(found, list | tuple) else found.to_pylist()
+        return self._texts
+
+    def stored(self, *, arrow: bool = False) -> list[Any]:
+        """The columns as the tables store them (see :func:`stored_columns`); with ``arrow``, as Arrow arrays when
+        the messages already are one (a large batch), so that the engine takes them without Python objects."""
+        messages = self._columns[_INDEX["message"]]
+        columns = _stored([[] if i == _INDEX["message"] else list(column) for i, column in enumerate(self._columns)])
+        if not arrow or isinstance(messages, list | tuple):
+            columns[_INDEX["message"]] = list(self.column("message"))
+            return columns
+        import pyarrow as pa
+
+        return [messages if i == _INDEX["message"] else pa.array(column, pa.float64() if i == _INDEX["cost"] else pa.string())
+                for i, column in enumerate(columns)]
 
 
 class CampaignStore(ABC):
@@ -499,6 +561,7 @@ class SQLCampaignStore(CampaignStore):
         lookup_chunk: int | None = None,
         returning: bool = False,
         library: LibraryStore | None = None,
+        arrow: bool = False,
     ) -> None:
         #: the library's tables (names, version), shared with the segment and settings stores of the same source
         self._library = library or LibraryStore(LibraryTables(), run, transaction, placeholder=placeholder)
@@ -523,6 +586,8 @@ class SQLCampaignStore(CampaignStore):
         self._lookup_chunk = lookup_chunk
         #: ``UPDATE ... RETURNING`` (PostgreSQL, DuckDB, SQLite 3.35+): a claim reads back what it took in one statement
         self._returning = returning
+        #: ``insert`` takes Arrow arrays (DuckDB): a large batch's columns go in without a Python object per row
+        self._arrow = arrow
         self._ready = False
 
     def _send_select(self) -> str:
@@ -670,7 +735,8 @@ class SQLCampaignStore(CampaignStore):
         try:
             with self._transaction():
                 if rows:
-                    self._insert(self.OUTBOX, columns, stored_columns(rows))
+                    self._insert(self.OUTBOX, columns, rows.stored(arrow=self._arrow) if isinstance(rows, OutboxBatch)
+                                 else stored_columns(rows))
                 pairs = [(c, o, _stamp(at)) for c, o in occurrences]
                 if pairs:
                     self._insert(self.OCCURRENCES, ["campaign_id", "occurrence", "planned_at"],

@@ -228,7 +228,7 @@ class DuckDBSource(Transactions, Source):
             # delivery outcomes are events like any other: they go into the events table, in the ledger's transaction
             self._campaigns = SQLCampaignStore(self._run, self._insert, self._transaction,
                                                write_events=self._write_message_events, key_set=self._key_set,
-                                               library=self.library)
+                                               library=self.library, arrow=True)
         return self._campaigns
 
     @contextmanager
@@ -303,8 +303,11 @@ class DuckDBSource(Transactions, Source):
             check_identifier(part, "table name")
         names = ", ".join(f'"{c}"' for c in columns)
         quoted = ".".join(f'"{part}"' for part in table.split("."))
-        if values and len(values[0]) >= self.ARROW_ROWS and self._insert_arrow(table, quoted, names, columns, values):
+        arrow = any(type(v).__module__.startswith("pyarrow") for v in values)  # a batch's ready Arrow columns
+        if values and (arrow or len(values[0]) >= self.ARROW_ROWS) and self._insert_arrow(table, quoted, names, columns, values):
             return
+        if arrow:
+            values = [v.to_pylist() if type(v).__module__.startswith("pyarrow") else v for v in values]  # type: ignore[attr-defined]
         rows, bound = self._unnested(table, columns, values)
         self._run(f"INSERT INTO {quoted} ({names}) {rows}", bound)
 
@@ -318,7 +321,7 @@ class DuckDBSource(Transactions, Source):
         import pyarrow as pa
 
         try:
-            arrays = [pa.array(v if isinstance(v, list) else list(v)) for v in values]
+            arrays = [v if isinstance(v, pa.Array | pa.ChunkedArray) else pa.array(v if isinstance(v, list) else list(v)) for v in values]
         except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OverflowError):
             return False
         plain = (pa.string(), pa.float64(), pa.int64(), pa.bool_(), pa.null())
