@@ -42,7 +42,7 @@ from sqlglot import exp
 from shopcrm.campaigns._policy import MessagingPolicy, in_global_control
 from shopcrm.measurement import AttributionPolicy, conversions
 from shopcrm.measurement.stats import Lift, RevenueStats, SampleRatioMismatch
-from shopcrm.sources._event_values import SQLITE_SHA, event_property, register_sqlite_functions
+from shopcrm.sources._event_values import event_property, register_sqlite_functions, sha_hex16
 from shopcrm.timeline import to_utc_naive
 
 if TYPE_CHECKING:
@@ -212,22 +212,6 @@ def _fn(name: str, *args: exp.Expression) -> exp.Expression:
     return exp.Anonymous(this=name, expressions=list(args))
 
 
-def _sha_hex16(dialect: str, text: exp.Expression) -> exp.Expression:
-    """The first 16 lower-case hex digits of SHA-256 of ``text`` (UTF-8), on an engine of SQL_HASH_DIALECTS."""
-    if dialect == "duckdb":
-        digest = _fn("sha256", text)
-    elif dialect == "postgres":
-        digest = _fn("encode", _fn("sha256", _fn("convert_to", text, exp.Literal.string("UTF8"))),
-                     exp.Literal.string("hex"))
-    elif dialect in ("mysql", "spark"):
-        digest = exp.Lower(this=_fn("SHA2", text, exp.Literal.number(256)))
-    elif dialect == "sqlite":
-        digest = _fn(SQLITE_SHA, text)
-    else:  # pragma: no cover - guarded by the caller
-        raise ValueError(f"no SHA-256 in SQL for {dialect!r}")
-    return _fn("substr", digest, exp.Literal.number(1), exp.Literal.number(16))
-
-
 def _outcome_cte(source: Source, policy: AttributionPolicy, since: datetime, end: datetime) -> exp.Select:
     """``customer_id, revenue`` of every customer with a conversion in ``[since, end)`` (orders de-duplicated)."""
     from shopcrm.compiler._dialects import dialect_for
@@ -285,7 +269,7 @@ def group_query(source: Source, messaging: MessagingPolicy, policy: AttributionP
     else:
         text = quirks.concat(exp.Literal.string(f"{messaging.global_control_salt}:"),
                              quirks.to_text(_col("customer_id", "c")))
-        inside = exp.LT(this=quirks.string_order(_sha_hex16(source.dialect, text)),
+        inside = exp.LT(this=quirks.string_order(sha_hex16(source.dialect, text)),
                         expression=quirks.string_order(exp.Literal.string(f"{threshold:016x}")))
     group = exp.Case(ifs=[exp.If(this=inside, true=exp.Literal.number(1))], default=exp.Literal.number(0))
     revenue = exp.Coalesce(this=_col("revenue", "o"), expressions=[exp.Literal.number(0)])

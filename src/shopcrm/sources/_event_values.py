@@ -15,7 +15,7 @@ from sqlglot import exp
 from shopcrm.compiler._dialects import Dialect
 from shopcrm.sources._base import Source
 
-__all__ = ["SQLITE_NUMBER", "SQLITE_SHA", "event_property", "register_sqlite_functions", "revenue_number"]
+__all__ = ["SQLITE_NUMBER", "SQLITE_SHA", "event_property", "register_sqlite_functions", "revenue_number", "sha_hex16"]
 
 SQLITE_SHA = "shopcrm_sha256"
 SQLITE_NUMBER = "shopcrm_revenue"
@@ -80,3 +80,22 @@ def register_sqlite_functions(source: Source) -> bool:
     connection.create_function(SQLITE_SHA, 1, sha, deterministic=True)
     connection.create_function(SQLITE_NUMBER, 1, number, deterministic=True)
     return True
+
+
+def sha_hex16(dialect: str, text: exp.Expression) -> exp.Expression:
+    """The first 16 lower-case hex digits of SHA-256 of ``text`` (UTF-8), on DuckDB, PostgreSQL, MySQL, Spark or SQLite (with :func:`register_sqlite_functions`)."""
+    def _fn(name: str, *args: exp.Expression) -> exp.Expression:
+        return exp.Anonymous(this=name, expressions=list(args))
+
+    if dialect == "duckdb":
+        digest = _fn("sha256", text)
+    elif dialect == "postgres":
+        digest = _fn("encode", _fn("sha256", _fn("convert_to", text, exp.Literal.string("UTF8"))),
+                     exp.Literal.string("hex"))
+    elif dialect in ("mysql", "spark"):
+        digest = exp.Lower(this=_fn("SHA2", text, exp.Literal.number(256)))
+    elif dialect == "sqlite":
+        digest = _fn(SQLITE_SHA, text)
+    else:  # pragma: no cover - guarded by the caller
+        raise ValueError(f"no SHA-256 in SQL for {dialect!r}")
+    return _fn("substr", digest, exp.Literal.number(1), exp.Literal.number(16))

@@ -59,8 +59,7 @@ def grouped_preview(
     ``customer_id``; None: every customer with an id, read without a semi-join), from aggregate queries; ``None`` when it cannot be exact here (``blockers``, when given,
     receives why), and the caller previews customer by customer."""
     from shopcrm.compiler._dialects import dialect_for
-    from shopcrm.program_lift import _sha_hex16
-    from shopcrm.sources._event_values import register_sqlite_functions
+    from shopcrm.sources._event_values import register_sqlite_functions, sha_hex16
     from shopcrm.sources.duckdb_store import DuckDBSource
 
     why = blockers if blockers is not None else []
@@ -104,7 +103,7 @@ def grouped_preview(
         return exp.Mod(this=exp.Paren(this=quirks.hex_to_int(hex8)), expression=exp.Literal.number(10000))
 
     hashes = hash_columns(campaign, policy, col("customer_id"), to_text=quirks.to_text, concat=quirks.concat,
-                          md5_bucket=md5_bucket, sha_hex16=lambda t: _sha_hex16(source.dialect, t),
+                          md5_bucket=md5_bucket, sha_hex16=lambda t: sha_hex16(source.dialect, t),
                           string_order=quirks.string_order)
     patterns_k = [e for _, e in keys]
     k_names = [f"k{i}" for i in range(len(patterns_k))]
