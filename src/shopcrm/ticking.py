@@ -40,6 +40,8 @@ from shopcrm.campaigns import (
     ShopState,
     Suppression,
     Triggered,
+    Wait,
+    WaitUntil,
     plan,
 )
 from shopcrm.campaigns._models import reentry_blocks
@@ -51,7 +53,20 @@ from shopcrm.campaigns._planner import (
     scenario_span,
 )
 from shopcrm.dsl import Everyone, Rule, children
-from shopcrm.dsl._nodes import Aggregate, Cycle, FirstPerformed, LastPerformed, Lifecycle, Performed, Rfm
+from shopcrm.dsl._nodes import (
+    Aggregate,
+    And,
+    Attribute,
+    Cycle,
+    FirstPerformed,
+    LastPerformed,
+    Lifecycle,
+    Not,
+    Or,
+    Performed,
+    Rfm,
+    Sample,
+)
 from shopcrm.recipients import RecipientColumns, with_opt_outs
 from shopcrm.sources._campaign_store import OutboxRow
 from shopcrm.sources._reads import EngineReader, Preloaded
@@ -61,6 +76,7 @@ from shopcrm.timeline import to_utc_naive
 if TYPE_CHECKING:
     from shopcrm._view import ShopView
     from shopcrm.campaigns import Preview
+    from shopcrm.lifecycle import LifecyclePolicy
 
 __all__ = ["TickResult", "gather", "tick"]
 
@@ -119,6 +135,41 @@ class TickResult:
 def reads_events(rule: Rule) -> bool:
     """Whether evaluating ``rule`` needs the customer's events (not only attributes)."""
     return isinstance(rule, _EVENT_NODES) or any(reads_events(c) for c in children(rule))
+
+
+def history_names(rule: Rule, policy: LifecyclePolicy) -> frozenset[str] | None:
+    """The event names whose events decide ``rule`` for one customer (the reference reads no other event of
+    the history), or None when any event may (a node this does not know).  A lifecycle stage, an RFM segment
+    and a purchase cycle read the order events; a lifecycle moment also the cart and activity events."""
+    if isinstance(rule, Performed):
+        follow = rule.not_followed_by
+        return frozenset({rule.performed, *([follow.performed] if follow is not None else [])})
+    if isinstance(rule, Aggregate):
+        return frozenset({rule.performed})
+    if isinstance(rule, FirstPerformed):
+        return frozenset({rule.first_performed})
+    if isinstance(rule, LastPerformed):
+        return frozenset({rule.last_performed})
+    if isinstance(rule, Lifecycle) and rule.moment is not None:
+        return frozenset({policy.order_event, policy.cart_event, *policy.activity_events})
+    if isinstance(rule, Lifecycle | Rfm | Cycle):
+        return frozenset({policy.order_event})
+    if isinstance(rule, Everyone | Attribute | Sample):
+        return frozenset()
+    if isinstance(rule, And | Or | Not):
+        found: set[str] = set()
+        for child in children(rule):
+            names = history_names(child, policy)
+            if names is None:
+                return None
+            found |= names
+        return frozenset(found)
+    return None
+
+
+def _cart_names(policy: LifecyclePolicy) -> frozenset[str]:
+    """The events :func:`shopcrm.profile.current_cart` reads."""
+    return frozenset({policy.cart_event, "cart_removed", policy.order_event})
 
 
 def branch_rules(steps: Sequence[Any]) -> list[Rule]:
@@ -235,8 +286,8 @@ def gather(
     candidates: dict[str, list[Any]] = {}
     pre = Preloaded(events={}, rows={})
     if fresh_from:
-        arrived = reader.arrivals([n for c, _ in scenarios if c.id in fresh_from
-                                   for n in (c.schedule.on, *c.schedule.exit_on)], min(fresh_from.values()))  # type: ignore[union-attr]
+        arriving = [n for c, _ in scenarios if c.id in fresh_from for n in (c.schedule.on, *c.schedule.exit_on)]  # type: ignore[union-attr]
+        arrived = reader.arrivals(arriving, min(fresh_from.values()))
         for campaign, _ in scenarios:
             if campaign.id in fresh_from:
                 names = {campaign.schedule.on, *campaign.schedule.exit_on}  # type: ignore[union-attr]
@@ -244,7 +295,15 @@ def gather(
                                                   *marks.due(campaign.id, now)}, key=repr)
         everybody = sorted({cid for found in candidates.values() for cid in found}, key=repr)
         if everybody:
-            pre = reader.preload(everybody)
+            # their trigger and exit events since the earliest instant a scenario reads them from, and their rows:
+            # the new arrivals selected by the query that found them (not listed), the woken customers listed
+            since_all = min(_reads_from(c, saved, now) for c, saved in scenarios if c.id in candidates)
+            new = {cid for cid, _ in arrived}
+            pre = reader.preload([cid for cid in everybody if cid not in new], names=arriving, since=since_all,
+                                 arrived=reader.arrived(arriving, min(fresh_from.values())) if new else None)
+    # the customers whose history a rule or a cart may need, per scenario: read after the loop, once for all
+    later: list[_Needy] = []
+    rows_of: dict[Any, dict[str, Any]] = dict(pre.rows)
     for campaign, saved_at in scenarios:
         schedule = campaign.schedule
         assert isinstance(schedule, Triggered)
@@ -299,32 +358,35 @@ def gather(
             data = reader.customer_columns(read_columns, ids)
         _merge(recipients, columns.recipients(data, now=now, attributes=wanted))
         if needy and (needs_rows or "cart" in names):
-            history_events: dict[Any, list[dict[str, Any]]] = defaultdict(list)
-            if needs_events:
-                everything = exp.LTE(this=reader.ts("e"), expression=reader.at(now))
-                for event in (pre.take(sorted(needy, key=repr)) if marked else reader.events(everything, sorted(needy, key=repr))):
-                    history_events[event["customer_id"]].append(event)
-            if not needs_rows:
-                people = []
-            elif marked:
-                people = [pre.rows[cid] for cid in sorted(needy, key=repr) if cid in pre.rows]
-            else:
-                people = reader.customers(customer_columns, sorted(needy, key=repr))
-            for row in people:
-                histories[row["customer_id"]] = (row, history_events.get(row["customer_id"], []))
-            if "cart" in names:
-                from shopcrm.profile import current_cart
-
-                for cid in needy:
-                    contexts.setdefault(cid, {})["cart"] = [
-                        {"product_id": item.product_id, "added_at": item.added_at, **item.details}
-                        for item in current_cart(history_events.get(cid, []), shop.lifecycle_policy)
-                    ]
-            # events of customers not in the customers table: no attributes and, as in SQL, no history a rule can
-            # see (a rule reads the customers table first); an audience of everyone reports them as no_recipient
-            for cid in needy:
-                if needs_rows and cid not in histories:
-                    histories[cid] = ({"customer_id": cid}, [])
+            reading: frozenset[str] | None = frozenset()
+            if needs_events:  # only the events its rules and its carts read
+                parts = [history_names(r, shop.lifecycle_policy) for r in rules]
+                if "cart" in names:
+                    parts.append(_cart_names(shop.lifecycle_policy))
+                reading = None if None in parts else frozenset().union(*parts)  # type: ignore[arg-type]
+            wants = _Needy(needy=sorted(needy, key=repr), rows=needs_rows, events=reading, cart="cart" in names)
+            later.append(wants)
+            if needs_rows and not marked:
+                rows_of.update((row["customer_id"], row) for row in reader.customers(customer_columns, wants.needy))
+    # the histories: each customer's events of the names any scenario that needs them reads (None: every event),
+    # one read per distinct set of names; a history is shared by the scenarios, so it holds what each reads
+    needs: dict[Any, frozenset[str] | None] = {}
+    for wants in later:
+        if wants.events != frozenset():
+            for cid in wants.needy:
+                have = needs.get(cid, frozenset())
+                needs[cid] = None if have is None or wants.events is None else have | wants.events
+    groups: dict[frozenset[str] | None, list[Any]] = defaultdict(list)
+    for cid, reading in needs.items():
+        groups[reading].append(cid)
+    history_events: dict[Any, list[dict[str, Any]]] = defaultdict(list)
+    for reading, group in groups.items():
+        where = (exp.LTE(this=reader.ts("e"), expression=reader.at(now)) if reading is None
+                 else reader.events_named(sorted(reading), None))
+        for event in reader.events(where, sorted(group, key=repr)):
+            history_events[event["customer_id"]].append(event)
+    for wants in later:
+        _histories(wants, history_events, rows_of, histories, contexts, shop.lifecycle_policy)
 
     # the customers this plan can decide for; when they are few (a watermark tick), their opt-outs and capped
     # messages are read by id instead of whole tables (the planner reads them for these customers only)
@@ -351,6 +413,56 @@ def gather(
         recommendations=recommendations_for(shop, [c for c, _ in enabled], audiences, triggers, trigger_events, now),
     )
     return state, occurrences
+
+
+def _reads_from(campaign: Campaign, saved_at: datetime, now: datetime) -> datetime:
+    """The earliest instant a tick reads a scenario's trigger and exit events from: the campaign's saving when
+    its re-entry rule reads old entries, else the window a tick walks."""
+    schedule = campaign.schedule
+    assert isinstance(schedule, Triggered)
+    window_start = max(now - scenario_span(schedule.steps) - campaign.max_delay, saved_at)
+    return window_start if schedule.reentry == "every_time" else saved_at
+
+
+@attrs.frozen
+class _Needy:
+    """The customers of one scenario whose history the planner may need: their customers ``rows`` (for rules),
+    their ``events`` (rules or a cart) and their ``cart`` (templates)."""
+
+    needy: list[Any]
+    rows: bool
+    #: the event names its rules and carts read (None: every event)
+    events: frozenset[str] | None
+    cart: bool
+
+
+def _histories(
+    wants: _Needy, events: Mapping[Any, list[dict[str, Any]]], rows: Mapping[Any, dict[str, Any]],
+    histories: dict[Any, tuple[Mapping[str, Any], Sequence[Mapping[str, Any]]]], contexts: dict[Any, dict[str, Any]],
+    policy: LifecyclePolicy,
+) -> None:
+    """The planner's histories and carts of one scenario's needy customers, from their events (of every name
+    any of their scenarios reads) and rows."""
+    empty: list[dict[str, Any]] = []
+    if wants.rows:
+        for cid in wants.needy:
+            row = rows.get(cid)
+            if row is not None:
+                histories[cid] = (row, events.get(cid, empty))
+    if wants.cart:
+        from shopcrm.profile import current_cart
+
+        for cid in wants.needy:
+            contexts.setdefault(cid, {})["cart"] = [
+                {"product_id": item.product_id, "added_at": item.added_at, **item.details}
+                for item in current_cart(events.get(cid, empty), policy)
+            ]
+    # events of customers not in the customers table: no attributes and, as in SQL, no history a rule can see (a
+    # rule reads the customers table first); an audience of everyone reports them as no_recipient
+    if wants.rows:
+        for cid in wants.needy:
+            if cid not in histories:
+                histories[cid] = ({"customer_id": cid}, [])
 
 
 def _carts(reader: EngineReader, ids: exp.Select | Sequence[Any]) -> dict[Any, tuple[Mapping[str, Any], ...]]:
@@ -464,9 +576,23 @@ def _undecided(
         if decision:
             entered = at
             occurrence = at.isoformat()
-            if cart and at >= walked_from and not all(idempotency_key(campaign.id, occurrence, s, customer_id) in keys for s in sends):
+            # a step can send (and read the cart) only once the waits before it have passed
+            if (cart and at >= walked_from and at + _lead(schedule.steps) <= now
+                    and not all(idempotency_key(campaign.id, occurrence, s, customer_id) in keys for s in sends)):
                 return True
     return False
+
+
+def _lead(steps: Sequence[Any]) -> timedelta:
+    """The shortest time from an entry to the scenario's first step that is not a wait: the leading waits'
+    durations (a wait until a time of day may last no time at all)."""
+    lead = timedelta(0)
+    for step in steps:
+        if isinstance(step, Wait):
+            lead += step.wait
+        elif not isinstance(step, WaitUntil):
+            break
+    return lead
 
 
 def _entry(row: OutboxRow) -> LedgerEntry:
