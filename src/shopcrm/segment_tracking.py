@@ -154,9 +154,10 @@ def refresh(
     segments = {key.split(":", 1)[1]: state for key, state in tracked.items() if key.startswith("segment:")}
     reasons = {name: _full_reason(source, rules[name], state, now=now, full=full, signature=signature)
                for name, state in segments.items()}
+    # the candidates' scratch tables are made before the transaction: they are this connection's, not the shop's
+    shared = _candidates(source, {name: segments[name] for name, reason in reasons.items() if reason is None},
+                         rules, now)
     with store.batch():
-        shared = _candidates(source, {name: segments[name] for name, reason in reasons.items() if reason is None},
-                             rules, now)
         for name, state in segments.items():
             changes.append(_refresh_segment(source, name, rules[name], state, now=now, reason=reasons[name],
                                             shared=shared, signature=signature, lifecycle_policy=lifecycle_policy))
