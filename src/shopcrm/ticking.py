@@ -234,7 +234,7 @@ def gather(
     exits: dict[str, dict[Any, list[datetime]]] = {}
     histories: dict[Any, tuple[Mapping[str, Any], Sequence[Mapping[str, Any]]]] = {}
     contexts: dict[Any, dict[str, Any]] = {}
-    trigger_events: dict[tuple[Any, str, datetime], Mapping[str, Any]] = {}
+    trigger_events = _TriggerEvents()
     occurrences: list[tuple[str, str]] = []
     received: dict[str, dict[Any, datetime]] = {}
     enabled = [(c, saved) for c, saved in campaigns if c.enabled]
@@ -304,6 +304,7 @@ def gather(
     # the customers whose history a rule or a cart may need, per scenario: read after the loop, once for all
     later: list[_Needy] = []
     rows_of: dict[Any, dict[str, Any]] = dict(pre.rows)
+    built: dict[Any, frozenset[str]] = {}  # the template fields each watermark-read recipient was made with
     for campaign, saved_at in scenarios:
         schedule = campaign.schedule
         assert isinstance(schedule, Triggered)
@@ -326,7 +327,7 @@ def gather(
         per_customer: dict[Any, list[datetime]] = defaultdict(list)
         for event in found:
             per_customer[event["customer_id"]].append(event["ts"])
-            trigger_events[(event["customer_id"], schedule.on, event["ts"])] = _properties(event)
+            trigger_events.raw[(event["customer_id"], schedule.on, event["ts"])] = event
         triggers[campaign.id] = dict(per_customer)
         if reads is not None and marked:  # whose wake-ups this tick replaces
             reads[campaign.id] = Read(saved_at=saved_at, examined=tuple(ids))
@@ -349,11 +350,17 @@ def gather(
         if any(not isinstance(r, Everyone) for r in rules[1:]):
             needy = set(per_customer)  # a branch may come due for anyone
         else:
-            needy = {cid for cid, times in per_customer.items()
-                     if _undecided(campaign, schedule, cid, times, keys, now, cart="cart" in names)}
+            undecided = _Undecided(campaign, schedule, now, cart="cart" in names)
+            needy = {cid for cid, times in per_customer.items() if undecided(cid, times, keys)}
         read_columns = list(dict.fromkeys(["customer_id", *contact_columns, *wanted]))
         if marked:
-            data = {c: [pre.rows[cid][c] for cid in ids if cid in pre.rows] for c in read_columns}
+            # a customer already made a recipient with these template fields (by an earlier scenario) is the same
+            # recipient again: only the others are made
+            have = frozenset(wanted)
+            fresh = [cid for cid in ids if cid in pre.rows and not (cid in built and have <= built[cid])]
+            for cid in fresh:
+                built[cid] = built.get(cid, frozenset()) | have
+            data = {c: [pre.rows[cid][c] for cid in fresh] for c in read_columns}
         else:
             data = reader.customer_columns(read_columns, ids)
         _merge(recipients, columns.recipients(data, now=now, attributes=wanted))
@@ -374,8 +381,8 @@ def gather(
     for wants in later:
         if wants.events != frozenset():
             for cid in wants.needy:
-                have = needs.get(cid, frozenset())
-                needs[cid] = None if have is None or wants.events is None else have | wants.events
+                so_far = needs.get(cid, frozenset())
+                needs[cid] = None if so_far is None or wants.events is None else so_far | wants.events
     groups: dict[frozenset[str] | None, list[Any]] = defaultdict(list)
     for cid, reading in needs.items():
         groups[reading].append(cid)
@@ -413,6 +420,32 @@ def gather(
         recommendations=recommendations_for(shop, [c for c, _ in enabled], audiences, triggers, trigger_events, now),
     )
     return state, occurrences
+
+
+class _TriggerEvents(Mapping[tuple[Any, str, datetime], Mapping[str, Any]]):
+    """The trigger events' properties by (customer, event name, instant), each made from its event when first
+    read (a tick reads tens of thousands of trigger events; templates and recommendations read a few)."""
+
+    __slots__ = ("_made", "raw")
+
+    def __init__(self) -> None:
+        self.raw: dict[tuple[Any, str, datetime], Mapping[str, Any]] = {}
+        self._made: dict[tuple[Any, str, datetime], Mapping[str, Any]] = {}
+
+    def __getitem__(self, key: tuple[Any, str, datetime]) -> Mapping[str, Any]:
+        found = self._made.get(key)
+        if found is None:
+            found = self._made[key] = _properties(self.raw[key])
+        return found
+
+    def __iter__(self) -> Iterator[tuple[Any, str, datetime]]:
+        return iter(self.raw)
+
+    def __len__(self) -> int:
+        return len(self.raw)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.raw
 
 
 def _reads_from(campaign: Campaign, saved_at: datetime, now: datetime) -> datetime:
@@ -556,31 +589,34 @@ def apply_opt_outs(shop: ShopView, recipients: dict[Any, Recipient], now: dateti
             recipients[cid] = with_opt_outs(recipients[cid], outs, now=now)
 
 
-def _undecided(
-    campaign: Campaign, schedule: Triggered, customer_id: Any, times: Sequence[datetime], keys: set[str], now: datetime,
-    *, cart: bool,
-) -> bool:
-    """Whether the planner may need this customer's history this tick: a trigger whose entry is not recorded
-    (and not made moot by the re-entry rule), or, when templates read the cart, an entered occurrence with
-    a send step still to decide."""
-    sends = [step.send for step in campaign.send_steps()]
-    everyone = isinstance(campaign.audience, Everyone)
-    walked_from = now - scenario_span(schedule.steps) - campaign.max_delay  # older entries are not walked
-    entered: datetime | None = None
-    for at in sorted({t for t in times if t <= now}):
-        if reentry_blocks(schedule.reentry, entered, at):
-            continue
-        decision = True if everyone else entry_decision(campaign, customer_id, at, keys)
-        if decision is None:
-            return True
-        if decision:
-            entered = at
-            occurrence = at.isoformat()
-            # a step can send (and read the cart) only once the waits before it have passed
-            if (cart and at >= walked_from and at + _lead(schedule.steps) <= now
-                    and not all(idempotency_key(campaign.id, occurrence, s, customer_id) in keys for s in sends)):
+class _Undecided:
+    """Whether the planner may need a customer's history this tick: a trigger whose entry is not recorded (and
+    not made moot by the re-entry rule), or, when templates read the cart, an entered occurrence with a send step
+    still to decide (the scenario's constants computed once)."""
+
+    def __init__(self, campaign: Campaign, schedule: Triggered, now: datetime, *, cart: bool) -> None:
+        self.campaign, self.schedule, self.now, self.cart = campaign, schedule, now, cart
+        self.sends = [step.send for step in campaign.send_steps()]
+        self.everyone = isinstance(campaign.audience, Everyone)
+        self.walked_from = now - scenario_span(schedule.steps) - campaign.max_delay  # older entries are not walked
+        # a step can send (and read the cart) only once the waits before it have passed
+        self.sending_from = now - _lead(schedule.steps)
+
+    def __call__(self, customer_id: Any, times: Sequence[datetime], keys: set[str]) -> bool:
+        campaign, schedule = self.campaign, self.schedule
+        entered: datetime | None = None
+        for at in sorted({t for t in times if t <= self.now}):
+            if reentry_blocks(schedule.reentry, entered, at):
+                continue
+            decision = True if self.everyone else entry_decision(campaign, customer_id, at, keys)
+            if decision is None:
                 return True
-    return False
+            if decision:
+                entered = at
+                if (self.cart and self.walked_from <= at <= self.sending_from
+                        and not all(idempotency_key(campaign.id, at.isoformat(), s, customer_id) in keys for s in self.sends)):
+                    return True
+        return False
 
 
 def _lead(steps: Sequence[Any]) -> timedelta:
