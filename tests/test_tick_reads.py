@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 import duckdb
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -23,7 +24,7 @@ POLICIES = st.sampled_from([LifecyclePolicy(), LifecyclePolicy(order_id_property
                                             activity_events=("session_started",))])
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))
 @given(shops(max_customers=6, max_events=40), rule_dicts(max_depth=2), POLICIES)
 def test_a_rule_decides_the_same_on_the_events_it_reads(shop: RandomShop, rule: dict[str, object],
                                                          policy: LifecyclePolicy) -> None:
@@ -40,6 +41,39 @@ def test_a_rule_decides_the_same_on_the_events_it_reads(shop: RandomShop, rule: 
         for customer in shop.customers:
             mine = [e for e in shop.events if e["customer_id"] == customer["customer_id"]]
             assert members([e for e in mine if e in kept], [customer]) == members(mine, [customer])
+
+
+@pytest.mark.parametrize("rule", [
+    {"performed": "cart_added", "not_followed_by": {"performed": "order_completed"}},
+    {"lifecycle": "any", "moment": "cart_abandoned"}, {"lifecycle": "any", "moment": "lapsed"},
+    {"lifecycle": "repeat", "moment": "cooling_off"}, {"lifecycle": "never_purchased", "moment": "signup_dropoff"},
+    {"lifecycle": "repeat"}, {"rfm": "champions"}, {"cycle": "at_risk"},
+    {"and": [{"last_performed": "session_started", "ago": {"lt": "10d"}}, {"not": {"lifecycle": "loyal"}}]},
+])
+def test_a_rule_decides_the_same_on_the_events_it_reads_in_a_busy_history(rule: dict[str, object]) -> None:
+    """Hand-made histories where the events a rule does not name would decide otherwise (a cart followed by an
+    order, visits long after the last order), evaluated before, between and after them."""
+    policy = LifecyclePolicy()
+    start = datetime(2026, 1, 1)
+    shapes = {
+        "c1": [("signed_up", 0), ("order_completed", 1), ("order_completed", 9), ("cart_added", 20),
+               ("order_completed", 21), ("session_started", 80), ("product_viewed", 80)],
+        "c2": [("signed_up", 0), ("session_started", 2), ("cart_added", 3), ("cart_removed", 3.5), ("cart_added", 4)],
+        "c3": [("order_completed", 1), ("order_completed", 2), ("session_started", 40), ("cart_added", 41)],
+    }
+    customers = [{"customer_id": cid, "signed_up_at": start} for cid in shapes]
+    events = [{"customer_id": cid, "event": name, "ts": start + timedelta(days=day), "amount": 1000, "product_id": "P1"}
+              for cid, shape in shapes.items() for name, day in shape]
+    model = parse_rule(rule)
+    names = history_names(model, policy)
+    assert names is not None
+    kept = [e for e in events if e["event"] in names]
+    for day in (2, 4, 6, 10, 22, 25, 45, 60, 85, 100, 200):
+        now = start + timedelta(days=day)
+        for customer in customers:
+            mine = [e for e in events if e["customer_id"] == customer["customer_id"]]
+            assert (evaluate(model, [customer], [e for e in mine if e in kept], now=now, lifecycle_policy=policy)
+                    == evaluate(model, [customer], mine, now=now, lifecycle_policy=policy)), (day, customer)
 
 
 def test_history_names_by_node() -> None:
