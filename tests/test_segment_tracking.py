@@ -212,3 +212,24 @@ def test_a_scenario_on_a_tracked_segment_is_not_warned_about_as_never_seen() -> 
     assert never_seen(shop, grade)
     shop.track_attribute("grade", now=T0)
     assert never_seen(shop, grade) == []
+
+
+@pytest.mark.parametrize("kind", ["duckdb", "memory"])
+def test_a_refresh_replaces_exactly_its_candidates_next_changes(kind: str) -> None:
+    """``apply`` with candidates: a candidate with a new next change has it (inserted or replaced), a candidate
+    without one has none left, and every other customer keeps theirs (DuckDB upserts instead of deleting)."""
+    from shopcrm.sources._membership_store import MemoryMembershipStore
+
+    shop = shopcrm.Shop.open(path=":memory:")
+    store = shop.source.membership_store() if kind == "duckdb" else MemoryMembershipStore()
+    t0 = datetime(2026, 1, 1)
+    day = timedelta(days=1)
+    store.apply("s", entered=["a", 1], exited=[], at=t0, changes={"a": t0 + day, 1: t0 + 2 * day, "b": t0 + 3 * day,
+                                                                     "c": t0 + 4 * day},
+                candidates=None, state={"kind": "segment"})
+    store.apply("other", entered=[], exited=[], at=t0, changes={"a": t0}, candidates=None, state={"kind": "segment"})
+    store.apply("s", entered=["d"], exited=["a"], at=t0 + day, changes={"a": t0 + 5 * day, "d": t0 + 6 * day},
+                candidates=["a", 1, "d", "x"], state={"kind": "segment"})
+    assert store.next_changes("s") == {"a": t0 + 5 * day, "b": t0 + 3 * day, "c": t0 + 4 * day, "d": t0 + 6 * day}
+    assert store.next_changes("other") == {"a": t0}
+    assert store.members("s") == {1, "d"}

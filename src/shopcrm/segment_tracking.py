@@ -154,9 +154,10 @@ def refresh(
     segments = {key.split(":", 1)[1]: state for key, state in tracked.items() if key.startswith("segment:")}
     reasons = {name: _full_reason(source, rules[name], state, now=now, full=full, signature=signature)
                for name, state in segments.items()}
+    # the candidates' scratch tables are made before the transaction: they are this connection's, not the shop's
+    shared = _candidates(source, {name: segments[name] for name, reason in reasons.items() if reason is None},
+                         rules, now)
     with store.batch():
-        shared = _candidates(source, {name: segments[name] for name, reason in reasons.items() if reason is None},
-                             rules, now)
         for name, state in segments.items():
             changes.append(_refresh_segment(source, name, rules[name], state, now=now, reason=reasons[name],
                                             shared=shared, signature=signature, lifecycle_policy=lifecycle_policy))
@@ -295,13 +296,15 @@ def _refresh_segment(
     members = _ids(source, compile_members(rule, schema, now=now, dialect=dialect, lifecycle_policy=lifecycle_policy)
                    ) if candidates != [] else set()
     next_changes: dict[Any, datetime] = {}
+    # the shared rows hold other segments' candidates too: their answers stand
+    mine = None if candidates is None else set(candidates)
     if found.full is None and found.items and candidates != []:
         queries = compile_next_changes(found, schema, now=now, dialect=dialect)
-        next_changes = next_changes_from_rows([(source.fetch(q), offsets) for q, offsets in queries], now=now)
-    if candidates is not None:  # the shared rows hold other segments' candidates too: their answers stand
-        mine = set(candidates)
+        next_changes = next_changes_from_rows(
+            [(source.fetch(q) if mine is None else [r for r in source.fetch(q) if r[0] in mine], offsets)
+             for q, offsets in queries], now=now)
+    if mine is not None:
         members &= mine
-        next_changes = {cid: at for cid, at in next_changes.items() if cid in mine}
     entered = sorted(members - current, key=repr)
     exited = sorted(current - members, key=repr)
     total = len(members) if candidates is None else int(state.get("members", 0)) + len(entered) - len(exited)

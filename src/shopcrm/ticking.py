@@ -41,6 +41,8 @@ from shopcrm.campaigns import (
     ShopState,
     Suppression,
     Triggered,
+    Wait,
+    WaitUntil,
     plan,
 )
 from shopcrm.campaigns._models import reentry_blocks
@@ -52,7 +54,20 @@ from shopcrm.campaigns._planner import (
     scenario_span,
 )
 from shopcrm.dsl import Everyone, Rule, children
-from shopcrm.dsl._nodes import Aggregate, Cycle, FirstPerformed, LastPerformed, Lifecycle, Performed, Rfm
+from shopcrm.dsl._nodes import (
+    Aggregate,
+    And,
+    Attribute,
+    Cycle,
+    FirstPerformed,
+    LastPerformed,
+    Lifecycle,
+    Not,
+    Or,
+    Performed,
+    Rfm,
+    Sample,
+)
 from shopcrm.recipients import RecipientColumns, with_opt_outs
 from shopcrm.sources._campaign_store import OutboxBatch, OutboxRow
 from shopcrm.sources._reads import EngineReader, Preloaded
@@ -62,6 +77,7 @@ from shopcrm.timeline import to_utc_naive
 if TYPE_CHECKING:
     from shopcrm._view import ShopView
     from shopcrm.campaigns import Preview
+    from shopcrm.lifecycle import LifecyclePolicy
 
 __all__ = ["TickResult", "gather", "tick"]
 
@@ -120,6 +136,41 @@ class TickResult:
 def reads_events(rule: Rule) -> bool:
     """Whether evaluating ``rule`` needs the customer's events (not only attributes)."""
     return isinstance(rule, _EVENT_NODES) or any(reads_events(c) for c in children(rule))
+
+
+def history_names(rule: Rule, policy: LifecyclePolicy) -> frozenset[str] | None:
+    """The event names whose events decide ``rule`` for one customer (the reference reads no other event of
+    the history), or None when any event may (a node this does not know).  A lifecycle stage, an RFM segment
+    and a purchase cycle read the order events; a lifecycle moment also the cart and activity events."""
+    if isinstance(rule, Performed):
+        follow = rule.not_followed_by
+        return frozenset({rule.performed, *([follow.performed] if follow is not None else [])})
+    if isinstance(rule, Aggregate):
+        return frozenset({rule.performed})
+    if isinstance(rule, FirstPerformed):
+        return frozenset({rule.first_performed})
+    if isinstance(rule, LastPerformed):
+        return frozenset({rule.last_performed})
+    if isinstance(rule, Lifecycle) and rule.moment is not None:
+        return frozenset({policy.order_event, policy.cart_event, *policy.activity_events})
+    if isinstance(rule, Lifecycle | Rfm | Cycle):
+        return frozenset({policy.order_event})
+    if isinstance(rule, Everyone | Attribute | Sample):
+        return frozenset()
+    if isinstance(rule, And | Or | Not):
+        found: set[str] = set()
+        for child in children(rule):
+            names = history_names(child, policy)
+            if names is None:
+                return None
+            found |= names
+        return frozenset(found)
+    return None
+
+
+def _cart_names(policy: LifecyclePolicy) -> frozenset[str]:
+    """The events :func:`shopcrm.profile.current_cart` reads."""
+    return frozenset({policy.cart_event, "cart_removed", policy.order_event})
 
 
 def branch_rules(steps: Sequence[Any]) -> list[Rule]:
@@ -184,7 +235,7 @@ def gather(
     exits: dict[str, dict[Any, list[datetime]]] = {}
     histories: dict[Any, tuple[Mapping[str, Any], Sequence[Mapping[str, Any]]]] = {}
     contexts: dict[Any, dict[str, Any]] = {}
-    trigger_events: dict[tuple[Any, str, datetime], Mapping[str, Any]] = {}
+    trigger_events = _TriggerEvents()
     occurrences: list[tuple[str, str]] = []
     received: dict[str, dict[Any, datetime]] = {}
     enabled = [(c, saved) for c, saved in campaigns if c.enabled]
@@ -236,8 +287,8 @@ def gather(
     candidates: dict[str, list[Any]] = {}
     pre = Preloaded(events={}, rows={})
     if fresh_from:
-        arrived = reader.arrivals([n for c, _ in scenarios if c.id in fresh_from
-                                   for n in (c.schedule.on, *c.schedule.exit_on)], min(fresh_from.values()))  # type: ignore[union-attr]
+        arriving = [n for c, _ in scenarios if c.id in fresh_from for n in (c.schedule.on, *c.schedule.exit_on)]  # type: ignore[union-attr]
+        arrived = reader.arrivals(arriving, min(fresh_from.values()))
         for campaign, _ in scenarios:
             if campaign.id in fresh_from:
                 names = {campaign.schedule.on, *campaign.schedule.exit_on}  # type: ignore[union-attr]
@@ -245,7 +296,16 @@ def gather(
                                                   *marks.due(campaign.id, now)}, key=repr)
         everybody = sorted({cid for found in candidates.values() for cid in found}, key=repr)
         if everybody:
-            pre = reader.preload(everybody)
+            # their trigger and exit events since the earliest instant a scenario reads them from, and their rows:
+            # the new arrivals selected by the query that found them (not listed), the woken customers listed
+            since_all = min(_reads_from(c, saved, now) for c, saved in scenarios if c.id in candidates)
+            new = {cid for cid, _ in arrived}
+            pre = reader.preload([cid for cid in everybody if cid not in new], names=arriving, since=since_all,
+                                 arrived=reader.arrived(arriving, min(fresh_from.values())) if new else None)
+    # the customers whose history a rule or a cart may need, per scenario: read after the loop, once for all
+    later: list[_Needy] = []
+    rows_of: dict[Any, dict[str, Any]] = dict(pre.rows)
+    built: dict[Any, frozenset[str]] = {}  # the template fields each watermark-read recipient was made with
     for campaign, saved_at in scenarios:
         schedule = campaign.schedule
         assert isinstance(schedule, Triggered)
@@ -268,7 +328,7 @@ def gather(
         per_customer: dict[Any, list[datetime]] = defaultdict(list)
         for event in found:
             per_customer[event["customer_id"]].append(event["ts"])
-            trigger_events[(event["customer_id"], schedule.on, event["ts"])] = _properties(event)
+            trigger_events.raw[(event["customer_id"], schedule.on, event["ts"])] = event
         triggers[campaign.id] = dict(per_customer)
         if reads is not None and marked:  # whose wake-ups this tick replaces
             reads[campaign.id] = Read(saved_at=saved_at, examined=tuple(ids))
@@ -291,41 +351,50 @@ def gather(
         if any(not isinstance(r, Everyone) for r in rules[1:]):
             needy = set(per_customer)  # a branch may come due for anyone
         else:
-            needy = {cid for cid, times in per_customer.items()
-                     if _undecided(campaign, schedule, cid, times, keys, now, cart="cart" in names)}
+            undecided = _Undecided(campaign, schedule, now, cart="cart" in names)
+            needy = {cid for cid, times in per_customer.items() if undecided(cid, times, keys)}
         read_columns = list(dict.fromkeys(["customer_id", *contact_columns, *wanted]))
         if marked:
-            data = {c: [pre.rows[cid][c] for cid in ids if cid in pre.rows] for c in read_columns}
+            # a customer already made a recipient with these template fields (by an earlier scenario) is the same
+            # recipient again: only the others are made
+            have = frozenset(wanted)
+            fresh = [cid for cid in ids if cid in pre.rows and not (cid in built and have <= built[cid])]
+            for cid in fresh:
+                built[cid] = built.get(cid, frozenset()) | have
+            data = {c: [pre.rows[cid][c] for cid in fresh] for c in read_columns}
         else:
             data = reader.customer_columns(read_columns, ids)
         _merge(recipients, columns.recipients(data, now=now, attributes=wanted))
         if needy and (needs_rows or "cart" in names):
-            history_events: dict[Any, list[dict[str, Any]]] = defaultdict(list)
-            if needs_events:
-                everything = exp.LTE(this=reader.ts("e"), expression=reader.at(now))
-                for event in (pre.take(sorted(needy, key=repr)) if marked else reader.events(everything, sorted(needy, key=repr))):
-                    history_events[event["customer_id"]].append(event)
-            if not needs_rows:
-                people = []
-            elif marked:
-                people = [pre.rows[cid] for cid in sorted(needy, key=repr) if cid in pre.rows]
-            else:
-                people = reader.customers(customer_columns, sorted(needy, key=repr))
-            for row in people:
-                histories[row["customer_id"]] = (row, history_events.get(row["customer_id"], []))
-            if "cart" in names:
-                from shopcrm.profile import current_cart
-
-                for cid in needy:
-                    contexts.setdefault(cid, {})["cart"] = [
-                        {"product_id": item.product_id, "added_at": item.added_at, **item.details}
-                        for item in current_cart(history_events.get(cid, []), shop.lifecycle_policy)
-                    ]
-            # events of customers not in the customers table: no attributes and, as in SQL, no history a rule can
-            # see (a rule reads the customers table first); an audience of everyone reports them as no_recipient
-            for cid in needy:
-                if needs_rows and cid not in histories:
-                    histories[cid] = ({"customer_id": cid}, [])
+            reading: frozenset[str] | None = frozenset()
+            if needs_events:  # only the events its rules and its carts read
+                parts = [history_names(r, shop.lifecycle_policy) for r in rules]
+                if "cart" in names:
+                    parts.append(_cart_names(shop.lifecycle_policy))
+                reading = None if None in parts else frozenset().union(*parts)  # type: ignore[arg-type]
+            wants = _Needy(needy=sorted(needy, key=repr), rows=needs_rows, events=reading, cart="cart" in names)
+            later.append(wants)
+            if needs_rows and not marked:
+                rows_of.update((row["customer_id"], row) for row in reader.customers(customer_columns, wants.needy))
+    # the histories: each customer's events of the names any scenario that needs them reads (None: every event),
+    # one read per distinct set of names; a history is shared by the scenarios, so it holds what each reads
+    needs: dict[Any, frozenset[str] | None] = {}
+    for wants in later:
+        if wants.events != frozenset():
+            for cid in wants.needy:
+                so_far = needs.get(cid, frozenset())
+                needs[cid] = None if so_far is None or wants.events is None else so_far | wants.events
+    groups: dict[frozenset[str] | None, list[Any]] = defaultdict(list)
+    for cid, reading in needs.items():
+        groups[reading].append(cid)
+    history_events: dict[Any, list[dict[str, Any]]] = defaultdict(list)
+    for reading, group in groups.items():
+        where = (exp.LTE(this=reader.ts("e"), expression=reader.at(now)) if reading is None
+                 else reader.events_named(sorted(reading), None))
+        for event in reader.events(where, sorted(group, key=repr)):
+            history_events[event["customer_id"]].append(event)
+    for wants in later:
+        _histories(wants, history_events, rows_of, histories, contexts, shop.lifecycle_policy)
 
     # the customers this plan can decide for; when they are few (a watermark tick), their opt-outs and capped
     # messages are read by id instead of whole tables (the planner reads them for these customers only)
@@ -352,6 +421,82 @@ def gather(
         recommendations=recommendations_for(shop, [c for c, _ in enabled], audiences, triggers, trigger_events, now),
     )
     return state, occurrences
+
+
+class _TriggerEvents(Mapping[tuple[Any, str, datetime], Mapping[str, Any]]):
+    """The trigger events' properties by (customer, event name, instant), each made from its event when first
+    read (a tick reads tens of thousands of trigger events; templates and recommendations read a few)."""
+
+    __slots__ = ("_made", "raw")
+
+    def __init__(self) -> None:
+        self.raw: dict[tuple[Any, str, datetime], Mapping[str, Any]] = {}
+        self._made: dict[tuple[Any, str, datetime], Mapping[str, Any]] = {}
+
+    def __getitem__(self, key: tuple[Any, str, datetime]) -> Mapping[str, Any]:
+        found = self._made.get(key)
+        if found is None:
+            found = self._made[key] = _properties(self.raw[key])
+        return found
+
+    def __iter__(self) -> Iterator[tuple[Any, str, datetime]]:
+        return iter(self.raw)
+
+    def __len__(self) -> int:
+        return len(self.raw)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.raw
+
+
+def _reads_from(campaign: Campaign, saved_at: datetime, now: datetime) -> datetime:
+    """The earliest instant a tick reads a scenario's trigger and exit events from: the campaign's saving when
+    its re-entry rule reads old entries, else the window a tick walks."""
+    schedule = campaign.schedule
+    assert isinstance(schedule, Triggered)
+    window_start = max(now - scenario_span(schedule.steps) - campaign.max_delay, saved_at)
+    return window_start if schedule.reentry == "every_time" else saved_at
+
+
+@attrs.frozen
+class _Needy:
+    """The customers of one scenario whose history the planner may need: their customers ``rows`` (for rules),
+    their ``events`` (rules or a cart) and their ``cart`` (templates)."""
+
+    needy: list[Any]
+    rows: bool
+    #: the event names its rules and carts read (None: every event)
+    events: frozenset[str] | None
+    cart: bool
+
+
+def _histories(
+    wants: _Needy, events: Mapping[Any, list[dict[str, Any]]], rows: Mapping[Any, dict[str, Any]],
+    histories: dict[Any, tuple[Mapping[str, Any], Sequence[Mapping[str, Any]]]], contexts: dict[Any, dict[str, Any]],
+    policy: LifecyclePolicy,
+) -> None:
+    """The planner's histories and carts of one scenario's needy customers, from their events (of every name
+    any of their scenarios reads) and rows."""
+    empty: list[dict[str, Any]] = []
+    if wants.rows:
+        for cid in wants.needy:
+            row = rows.get(cid)
+            if row is not None:
+                histories[cid] = (row, events.get(cid, empty))
+    if wants.cart:
+        from shopcrm.profile import current_cart
+
+        for cid in wants.needy:
+            contexts.setdefault(cid, {})["cart"] = [
+                {"product_id": item.product_id, "added_at": item.added_at, **item.details}
+                for item in current_cart(events.get(cid, empty), policy)
+            ]
+    # events of customers not in the customers table: no attributes and, as in SQL, no history a rule can see (a
+    # rule reads the customers table first); an audience of everyone reports them as no_recipient
+    if wants.rows:
+        for cid in wants.needy:
+            if cid not in histories:
+                histories[cid] = ({"customer_id": cid}, [])
 
 
 def _carts(reader: EngineReader, ids: exp.Select | Sequence[Any]) -> dict[Any, tuple[Mapping[str, Any], ...]]:
@@ -445,29 +590,46 @@ def apply_opt_outs(shop: ShopView, recipients: dict[Any, Recipient], now: dateti
             recipients[cid] = with_opt_outs(recipients[cid], outs, now=now)
 
 
-def _undecided(
-    campaign: Campaign, schedule: Triggered, customer_id: Any, times: Sequence[datetime], keys: set[str], now: datetime,
-    *, cart: bool,
-) -> bool:
-    """Whether the planner may need this customer's history this tick: a trigger whose entry is not recorded
-    (and not made moot by the re-entry rule), or, when templates read the cart, an entered occurrence with
-    a send step still to decide."""
-    sends = [step.send for step in campaign.send_steps()]
-    everyone = isinstance(campaign.audience, Everyone)
-    walked_from = now - scenario_span(schedule.steps) - campaign.max_delay  # older entries are not walked
-    entered: datetime | None = None
-    for at in sorted({t for t in times if t <= now}):
-        if reentry_blocks(schedule.reentry, entered, at):
-            continue
-        decision = True if everyone else entry_decision(campaign, customer_id, at, keys)
-        if decision is None:
-            return True
-        if decision:
-            entered = at
-            occurrence = at.isoformat()
-            if cart and at >= walked_from and not all(idempotency_key(campaign.id, occurrence, s, customer_id) in keys for s in sends):
+class _Undecided:
+    """Whether the planner may need a customer's history this tick: a trigger whose entry is not recorded (and
+    not made moot by the re-entry rule), or, when templates read the cart, an entered occurrence with a send step
+    still to decide (the scenario's constants computed once)."""
+
+    def __init__(self, campaign: Campaign, schedule: Triggered, now: datetime, *, cart: bool) -> None:
+        self.campaign, self.schedule, self.now, self.cart = campaign, schedule, now, cart
+        self.sends = [step.send for step in campaign.send_steps()]
+        self.everyone = isinstance(campaign.audience, Everyone)
+        self.walked_from = now - scenario_span(schedule.steps) - campaign.max_delay  # older entries are not walked
+        # a step can send (and read the cart) only once the waits before it have passed
+        self.sending_from = now - _lead(schedule.steps)
+
+    def __call__(self, customer_id: Any, times: Sequence[datetime], keys: set[str]) -> bool:
+        campaign, schedule = self.campaign, self.schedule
+        entered: datetime | None = None
+        for at in sorted({t for t in times if t <= self.now}):
+            if reentry_blocks(schedule.reentry, entered, at):
+                continue
+            decision = True if self.everyone else entry_decision(campaign, customer_id, at, keys)
+            if decision is None:
                 return True
-    return False
+            if decision:
+                entered = at
+                if (self.cart and self.walked_from <= at <= self.sending_from
+                        and not all(idempotency_key(campaign.id, at.isoformat(), s, customer_id) in keys for s in self.sends)):
+                    return True
+        return False
+
+
+def _lead(steps: Sequence[Any]) -> timedelta:
+    """The shortest time from an entry to the scenario's first step that is not a wait: the leading waits'
+    durations (a wait until a time of day may last no time at all)."""
+    lead = timedelta(0)
+    for step in steps:
+        if isinstance(step, Wait):
+            lead += step.wait
+        elif not isinstance(step, WaitUntil):
+            break
+    return lead
 
 
 def _entry(row: OutboxRow) -> LedgerEntry:

@@ -19,7 +19,7 @@ import attrs
 from sqlglot import exp
 
 from shopcrm.compiler._dialects import dialect_for
-from shopcrm.dsl._boundaries import Boundaries, earliest
+from shopcrm.dsl._boundaries import Boundaries
 from shopcrm.errors import SchemaError
 from shopcrm.schema import ColumnType, Schema, Table
 from shopcrm.timeline import to_utc_naive
@@ -27,6 +27,9 @@ from shopcrm.timeline import to_utc_naive
 __all__ = ["CandidateTable", "compile_next_changes", "next_changes_from_rows", "only_candidates"]
 
 _EPOCH = datetime(1970, 1, 1)
+_MICROSECOND = timedelta(microseconds=1)
+#: the last instant a datetime holds, in microseconds since the epoch
+_LAST = (datetime.max - _EPOCH) // _MICROSECOND
 #: literal ids per IN list (engines bound a statement's size)
 _CHUNK = 1000
 
@@ -150,16 +153,21 @@ def next_changes_from_rows(
     results: Iterable[tuple[Iterable[Sequence[Any]], Sequence[timedelta]]], *, now: datetime,
 ) -> dict[Any, datetime]:
     """Per customer, the earliest ``value + offset >= now`` over the rows of every query of
-    :func:`compile_next_changes` (customers without one are left out)."""
-    now = to_utc_naive(now)
-    best: dict[Any, datetime] = {}
+    :func:`compile_next_changes` (customers without one are left out): :func:`~shopcrm.dsl._boundaries.earliest`
+    in integer microseconds (an instant past the year 9999 is never), a datetime made once per customer."""
+    now_us = (to_utc_naive(now) - _EPOCH) // _MICROSECOND
+    best: dict[Any, int] = {}
     for rows, offsets in results:
+        shifts = [offset // _MICROSECOND for offset in offsets]
         for row in rows:
-            pairs = [(None if v is None else _EPOCH + timedelta(microseconds=int(v)), o)
-                     for v, o in zip(row[1:], offsets, strict=True)]
-            at = earliest(pairs, now)
+            at: int | None = None
+            for value, shift in zip(row[1:], shifts, strict=True):
+                if value is not None:
+                    moment = int(value) + shift
+                    if now_us <= moment <= _LAST and (at is None or moment < at):
+                        at = moment
             if at is not None:
                 known = best.get(row[0])
                 if known is None or at < known:
                     best[row[0]] = at
-    return best
+    return {cid: _EPOCH + timedelta(microseconds=at) for cid, at in best.items()}

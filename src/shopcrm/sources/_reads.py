@@ -94,20 +94,38 @@ class EngineReader:
 
     def arrivals(self, names: Sequence[str], since: datetime) -> list[tuple[Any, str]]:
         """(customer, event) of the events of ``names`` in ``[since, now]``: a watermark tick's new arrivals."""
-        query = exp.select(self.col("customer_id", "t"), self.col("event", "t")).distinct().from_(
-            self.events_table("t")).where(self.events_named(list(dict.fromkeys(names)), since, "t"))
-        return [(cid, str(name)) for cid, name in self.source.fetch(query)]
+        return [(cid, str(name)) for cid, name in self.source.fetch(self.arrived(names, since, with_names=True))]
 
-    def preload(self, ids: Sequence[Any]) -> Preloaded:
-        """Every event (up to ``now``) and the customers row of these customers, each table read once for all
-        of a watermark tick's scenarios (a scan of the events per scenario and read is what a tick with little
-        new cannot afford)."""
-        everything = exp.LTE(this=self.ts("e"), expression=self.at(self.now))
-        events: dict[Any, list[dict[str, Any]]] = defaultdict(list)
-        for event in self.events(everything, ids):
-            events[event["customer_id"]].append(event)
-        rows = {row["customer_id"]: row for row in self.customers(list(self.schema.customers.columns), ids)}
-        return Preloaded(events=dict(events), rows=rows)
+    def arrived(self, names: Sequence[str], since: datetime, *, with_names: bool = False) -> exp.Select:
+        """The customers (and, ``with_names``, the event names) of the events of ``names`` in ``[since, now]``."""
+        columns = [self.col("customer_id", "t"), *([self.col("event", "t")] if with_names else [])]
+        return exp.select(*columns).distinct().from_(self.events_table("t")).where(
+            self.events_named(list(dict.fromkeys(names)), since, "t"))
+
+    def preload(
+        self, ids: Sequence[Any], *, names: Sequence[str] | None = None, since: datetime | None = None,
+        arrived: exp.Select | None = None,
+    ) -> Preloaded:
+        """The events (up to ``now``; of ``names`` at or after ``since`` when given) and the customers row of
+        these customers and of those ``arrived`` selects (a query, so that a tick's many new customers are not
+        listed in the statement), each table read once for all of a watermark tick's scenarios (a scan of the
+        events per scenario and read is what a tick with little new cannot afford)."""
+        where: exp.Expr = (exp.LTE(this=self.ts("e"), expression=self.at(self.now)) if names is None
+                           else self.events_named(list(dict.fromkeys(names)), since))
+        if names is None and since is not None:
+            where = exp.and_(where, exp.GTE(this=self.ts("e"), expression=self.at(since)))
+        events: dict[Any, list[dict[str, Any]]] = {}
+        rows: dict[Any, dict[str, Any]] = {}
+        columns = list(self.schema.customers.columns)
+        for part in ([arrived] if arrived is not None else []) + ([ids] if ids else []):
+            found: dict[Any, list[dict[str, Any]]] = defaultdict(list)
+            for event in self.events(where, part):
+                found[event["customer_id"]].append(event)
+            # a customer both selected and listed is read once (the first read stands)
+            events.update((cid, got) for cid, got in found.items() if cid not in events)
+            for row in self.customers(columns, part):
+                rows.setdefault(row["customer_id"], row)
+        return Preloaded(events=events, rows=rows)
 
     def _in(self, alias: str, ids: exp.Select | Sequence[Any]) -> list[exp.Expr]:
         """``customer_id IN (subquery)``, or IN lists of at most 1,000 values (engines bound a statement's size;
