@@ -233,3 +233,40 @@ def test_a_refresh_replaces_exactly_its_candidates_next_changes(kind: str) -> No
     assert store.next_changes("s") == {"a": t0 + 5 * day, "b": t0 + 3 * day, "c": t0 + 4 * day, "d": t0 + 6 * day}
     assert store.next_changes("other") == {"a": t0}
     assert store.members("s") == {1, "d"}
+
+
+def test_next_changes_on_duckdb_keep_one_row_per_customer_without_a_key(tmp_path: Any) -> None:
+    """DuckDB keeps the next changes in a table without a primary key (its index rewrite at each checkpoint was most
+    of a refresh at 1M): a refresh deletes a candidate's moved or vanished row before writing, so each customer
+    keeps one row; a store from before (schema version 3, keyed) is un-keyed on open, its rows kept."""
+    import duckdb
+
+    path = tmp_path / "shop.duckdb"
+    t0, day = datetime(2026, 1, 1), timedelta(days=1)
+    with shopcrm.Shop.open(path) as shop:
+        store = shop.source.membership_store()
+        store.apply("s", entered=["a"], exited=[], at=t0, changes={"a": t0 + day, "b": t0 + 2 * day}, candidates=None,
+                    state={"kind": "segment"})
+        for moved in (t0 + 3 * day, t0 + 3 * day, t0 + 4 * day):  # unchanged once, then moved
+            store.apply("s", entered=[], exited=[], at=t0, changes={"a": moved}, candidates=["a", "b"],
+                        state={"kind": "segment"})
+            con = shop.source.con  # type: ignore[attr-defined]
+            assert con.execute("SELECT customer_id, COUNT(*) FROM shopcrm_membership_changes GROUP BY 1").fetchall() == [
+                ('"a"', 1)]
+        assert store.next_changes("s") == {"a": t0 + 4 * day}
+        keys = "SELECT COUNT(*) FROM duckdb_constraints() WHERE table_name = 'shopcrm_membership_changes' AND constraint_type = 'PRIMARY KEY'"
+        assert con.execute(keys).fetchone() == (0,)
+    # the table as schema version 3 made it (keyed), and the version row saying 3
+    con = duckdb.connect(str(path))
+    con.execute("DROP TABLE shopcrm_membership_changes")
+    con.execute("CREATE TABLE shopcrm_membership_changes (segment VARCHAR(200) NOT NULL, customer_id VARCHAR(200) NOT NULL, "
+                "next_change_at VARCHAR(32) NOT NULL, PRIMARY KEY (segment, customer_id))")
+    con.execute("INSERT INTO shopcrm_membership_changes VALUES ('s', '\"a\"', '2026-01-05 00:00:00.000000')")
+    con.execute("UPDATE shopcrm_settings SET document = '{\"schema_version\": 3}' WHERE name = 'library'")
+    con.close()
+    with shopcrm.Shop.open(path) as shop:
+        store = shop.source.membership_store()
+        assert store.next_changes("s") == {"a": t0 + 4 * day}
+        store.apply("s", entered=[], exited=[], at=t0, changes={"a": t0 + 9 * day}, candidates=["a"], state={"kind": "segment"})
+        assert shop.source.con.execute(keys).fetchone() == (0,)  # type: ignore[attr-defined]  # upgraded on first write
+        assert store.next_changes("s") == {"a": t0 + 9 * day}

@@ -137,14 +137,18 @@ class LibraryTables:
     def tracked_values(self) -> str:
         return self.name("tracked_values")
 
-    def membership_ddl(self) -> list[str]:
+    def membership_ddl(self, dialect: str = "duckdb") -> list[str]:
         """A row per stay of a customer in a tracked segment; each customer's next possible change; what is
-        tracked (and its watermark); the last seen value of each tracked attribute."""
+        tracked (and its watermark); the last seen value of each tracked attribute.  On DuckDB the next changes
+        have no primary key: DuckDB rewrites a keyed table's index at the checkpoint after every write (most of a
+        refresh's time at 1M customers), and the store keeps one row per customer itself (it deletes a
+        candidate's row before writing its new one)."""
+        key = "" if dialect == "duckdb" else ", PRIMARY KEY (segment, customer_id)"
         return [
             f"CREATE TABLE IF NOT EXISTS {self.memberships} (segment VARCHAR(200) NOT NULL, customer_id VARCHAR(200) NOT NULL, "
             "entered_at VARCHAR(32) NOT NULL, exited_at VARCHAR(32))",
             f"CREATE TABLE IF NOT EXISTS {self.membership_changes} (segment VARCHAR(200) NOT NULL, "
-            "customer_id VARCHAR(200) NOT NULL, next_change_at VARCHAR(32) NOT NULL, PRIMARY KEY (segment, customer_id))",
+            f"customer_id VARCHAR(200) NOT NULL, next_change_at VARCHAR(32) NOT NULL{key})",
             f"CREATE TABLE IF NOT EXISTS {self.tracked} (name VARCHAR(210) PRIMARY KEY, document TEXT NOT NULL)",
             f"CREATE TABLE IF NOT EXISTS {self.tracked_values} (attribute VARCHAR(200) NOT NULL, "
             "customer_id VARCHAR(200) NOT NULL, value TEXT, PRIMARY KEY (attribute, customer_id))",
@@ -199,7 +203,7 @@ class LibraryTables:
             "saved_at VARCHAR(32) NOT NULL, ticked_at VARCHAR(32) NOT NULL)",
             f"CREATE TABLE IF NOT EXISTS {self.wakeups} (campaign_id VARCHAR(100) NOT NULL, customer_id VARCHAR(200) NOT NULL, "
             "due_at VARCHAR(32) NOT NULL, PRIMARY KEY (campaign_id, customer_id))",
-            *self.membership_ddl(),
+            *self.membership_ddl(dialect),
         ]
         return statements
 
@@ -338,6 +342,25 @@ class LibraryStore:
                                   ("price_source", "VARCHAR(20)")])
         self._add_columns(self.tables.message_events, [("priced_as", "VARCHAR(60)"), ("price_source", "VARCHAR(20)")])
         self._add_columns(sends, [("sent_at", "VARCHAR(32)")])
+        if self.dialect == "duckdb":
+            self._unkey_membership_changes()
+
+    def _unkey_membership_changes(self) -> None:
+        """From version 3 on DuckDB: the next changes of tracked segments lose their primary key (see
+        :meth:`LibraryTables.membership_ddl`); the rows are copied into a table without it."""
+        changes = self.tables.membership_changes
+        bare = changes.rsplit(".", 1)[-1]
+        schema = self.tables.schema
+        [(keyed,)] = self._run(
+            "SELECT COUNT(*) FROM duckdb_constraints() WHERE table_name = ? AND constraint_type = 'PRIMARY KEY' "
+            + ("AND schema_name = ?" if schema else "AND schema_name = current_schema()"),
+            (bare, schema) if schema else (bare,))
+        if not keyed:
+            return
+        with self._transaction():
+            self._run(f"CREATE TABLE {changes}_unkeyed AS SELECT * FROM {changes}", ())
+            self._run(f"DROP TABLE {changes}", ())
+            self._run(f"ALTER TABLE {changes}_unkeyed RENAME TO {bare}", ())
 
     def _add_columns(self, table: str, columns: Sequence[tuple[str, str]]) -> None:
         """Add ``columns`` (name, type) to ``table`` unless it has them (all or none: they came together)."""
