@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 from sqlglot import exp
 
-from shopcrm.campaigns._policy import MessagingPolicy, in_global_control
+from shopcrm.campaigns._policy import MessagingPolicy, control_threshold, in_global_control
 from shopcrm.measurement import AttributionPolicy, conversions
 from shopcrm.measurement.stats import Lift, RevenueStats, SampleRatioMismatch
 from shopcrm.sources._event_values import event_property, register_sqlite_functions, sha_hex16
@@ -182,22 +182,6 @@ class ProgramLift:
 
 # ---------------------------------------------------------------------------------------------------------------------
 # the group line, the same in SQL and in Python
-
-
-def control_threshold(percent: float) -> int:
-    """The smallest 64-bit number ``x`` whose point ``x / 2**64 * 100`` (as :func:`global_control_point` computes
-    it, in floating point) is not below ``percent``: a customer is in the group exactly when the first 8 bytes of
-    their digest, as an integer, are below it (2**64 when everyone is)."""
-    low, high = 0, _SPAN  # invariant: point(low) < percent <= point(high), or low == 0
-    if percent <= 0:
-        return 0
-    while high - low > 1:
-        middle = (low + high) // 2
-        if middle / float(_SPAN) * 100.0 < percent:
-            low = middle
-        else:
-            high = middle
-    return high
 
 
 # ---------------------------------------------------------------------------------------------------------------------

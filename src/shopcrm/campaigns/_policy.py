@@ -299,6 +299,24 @@ def global_control_point(customer_id: Any, salt: str) -> float:
     return int.from_bytes(digest[:8], "big") / _SPAN * 100.0
 
 
+def control_threshold(percent: float) -> int:
+    """The smallest 64-bit number ``x`` whose point ``x / 2**64 * 100`` (as :func:`global_control_point` computes
+    it, in floating point) is not below ``percent``: a customer is in the group exactly when the first 8 bytes of
+    their digest, as an integer, are below it (2**64 when everyone is).  Engines compare the digest's first 16 hex
+    digits with it (the programme's lift, the grouped preview)."""
+    span = 2 ** 64
+    low, high = 0, span  # invariant: point(low) < percent <= point(high), or low == 0
+    if percent <= 0:
+        return 0
+    while high - low > 1:
+        middle = (low + high) // 2
+        if middle / float(span) * 100.0 < percent:
+            low = middle
+        else:
+            high = middle
+    return high
+
+
 def in_global_control(customer_id: Any, policy: MessagingPolicy) -> bool:
     """Whether ``customer_id`` is in ``policy``'s global control group: its :func:`global_control_point`
     (salted with ``policy.global_control_salt``) is below ``policy.global_control_percent``. The same

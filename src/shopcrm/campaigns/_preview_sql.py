@@ -37,7 +37,7 @@ from sqlglot import exp
 
 from shopcrm.campaigns._models import Campaign, Content, OneOff, Send, Triggered
 from shopcrm.campaigns._planner import Recipient, ShopState, _Caps, _Planner, bucket, scenario_span
-from shopcrm.campaigns._policy import MessagingPolicy
+from shopcrm.campaigns._policy import MessagingPolicy, control_threshold
 from shopcrm.campaigns._preview import _STAGES, ChannelFunnel, Preview
 from shopcrm.campaigns._templates import Renderer, uses_link
 from shopcrm.schema import ColumnType
@@ -95,22 +95,6 @@ def exact_costs(policy: MessagingPolicy, audience: int) -> bool:
         return True
     scale = max(p.denominator for p in prices)
     return audience * max(prices) * scale < 2 ** 53
-
-
-def control_threshold(percent: float) -> int:
-    """The smallest 64-bit ``x`` whose point ``x / 2**64 * 100`` (as :func:`~shopcrm.campaigns.global_control_point`
-    computes it, in floating point) is not below ``percent``: that point only grows with ``x``, so a customer is
-    in the group exactly when the first 16 hex digits of their digest are below ``x``'s (``2**64``: everyone)."""
-    if percent <= 0:
-        return 0
-    low, high = 0, _SPAN
-    while high - low > 1:
-        middle = (low + high) // 2
-        if middle / float(_SPAN) * 100.0 < percent:
-            low = middle
-        else:
-            high = middle
-    return high
 
 
 def variant_bounds(campaign: Campaign) -> list[int]:
