@@ -92,7 +92,7 @@ class _Relations:
         inner = self.conversion_events()
         return exp.select(exp.Count(this=exp.Star())).from_(_sub(inner, "pc")).where(exp.or_(
             exp.Is(this=_c("customer", "pc"), expression=exp.Null()),
-            exp.Not(this=_fn("regexp_full_match", _c("customer", "pc"), _s(r'[ !#-\[\]-~]*')))))
+            exp.Not(this=_fn("regexp_full_match", _c("customer", "pc"), _s(r'[ !#-\[\]-~]*')))), copy=False)
 
     def segment(self, customer: exp.Expr) -> list[exp.Expr]:
         """The ``segment`` column of a breakdown by segment (the first segment whose members, compiled for the
@@ -170,7 +170,7 @@ class _Relations:
             exp.select(_as(_c("message_key", "x"), "message_key"), _as(self.text_us(_c("ts", "x")), "ts_us"))
             .from_(_table(self.tables.message_events, "x"))
             .where(exp.and_(exp.EQ(this=_c("event", "x"), expression=_s(name)), *self._campaigns(_c("campaign_id", "x")),
-                            exp.LT(this=self.text_us(_c("ts", "x")), expression=_n(self.now_us))))
+                            exp.LT(this=self.text_us(_c("ts", "x")), expression=_n(self.now_us))), copy=False)
         ]
         if self.events.has("message_key"):
             where: list[exp.Expr] = [exp.EQ(this=_c("event", "e"), expression=_s(name)),
@@ -179,7 +179,7 @@ class _Relations:
                 where += self._campaigns(_c("campaign_id", "e"))
             parts.insert(0, exp.select(_as(_c("message_key", "e"), "message_key"),
                                        _as(self.event_us(_c("ts", "e")), "ts_us"))
-                         .from_(self.events.relation("e")).where(exp.and_(*where)))
+                         .from_(self.events.relation("e")).where(exp.and_(*where), copy=False))
         union: exp.Query = parts[0]
         for part in parts[1:]:
             union = exp.union(union, part, distinct=False)
@@ -200,7 +200,7 @@ class _Relations:
         return exp.select(count(exp.or_(blank("channel"), blank("kind"))), count(blank("sent_at"))).from_(
             _table(self.tables.sends, "l")).where(exp.and_(
                 exp.In(this=_c("state", "l"), expressions=[_s(s) for s in _SENT_STATES]),
-                *self._campaigns(_c("campaign_id", "l"))))
+                *self._campaigns(_c("campaign_id", "l"))), copy=False)
 
     def sends(self, *, outbox: bool = True, events: bool = True, joinable: bool = False) -> exp.Select:
         """Sent or delivered messages in range (send time: the ledger's ``sent_at``, the instant the dispatcher
@@ -242,7 +242,7 @@ class _Relations:
                                join_type="left")
         inner = inner.where(exp.and_(
                                exp.In(this=_c("state", "l"), expressions=[_s(s) for s in _SENT_STATES]),
-                               *self._campaigns(_c("campaign_id", "l"))))
+                               *self._campaigns(_c("campaign_id", "l"))), copy=False)
         if joinable:
             customer = self.quirks.string_equality(cast(exp.Expression, self.customer(_c("customer_id", "l"))))
             bought = exp.select(_c("customer", "jc")).from_(_table("shopcrm_cv", "jc"))
@@ -252,14 +252,14 @@ class _Relations:
             inner = inner.where(exp.or_(
                 exp.In(this=customer, query=bought.subquery()),
                 exp.In(this=customer.copy(), query=opted.subquery()),
-                exp.In(this=_c("key_", "l"), query=clicked.subquery())), append=True)
+                exp.In(this=_c("key_", "l"), query=clicked.subquery())), append=True, copy=False)
         if not events:  # the send time is the ledger's own: its range on the text, parsed only for the rows in it
             stamped = exp.Coalesce(this=_c("sent_at", "l"), expressions=[_c("updated_at", "l")])
             return inner.where(exp.and_(*self._text_range(stamped, min(self.hi_us, self.now_us), self.lo_us)),
-                               append=True)
+                               append=True, copy=False)
         return exp.select("*").from_(_sub(inner, "sb")).where(
             exp.and_(self._range(_c("sent_us", "sb"), upper=self.hi_us),
-                     exp.LT(this=_c("sent_us", "sb"), expression=_n(self.now_us))))
+                     exp.LT(this=_c("sent_us", "sb"), expression=_n(self.now_us))), copy=False)
 
     def clicks(self) -> exp.Select:
         return exp.select(_c("message_key", "kc"), _as(_c("ts_us", "kc"), "clicked_us")).from_(
@@ -280,7 +280,7 @@ class _Relations:
                 "order_id"),
         ).from_(self.events.relation("e")).where(exp.and_(
             exp.EQ(this=_c("event", "e"), expression=_s(self.policy.conversion_event)),
-            self.event_before(_c("ts", "e"), self.now_us, self.lo_us)))
+            self.event_before(_c("ts", "e"), self.now_us, self.lo_us)), copy=False)
         return inner
 
     def decisions(self, *, buyers: str | None = None) -> exp.Select:
@@ -299,10 +299,10 @@ class _Relations:
             *self._campaigns(_c("campaign_id", "ob")),
             *([exp.In(this=self.quirks.string_equality(cast(exp.Expression, self.customer(_c("customer_id", "ob")))),
                       query=exp.select(_c("customer", "by")).from_(_table(buyers, "by")).subquery())]
-              if buyers else [])))
+              if buyers else [])), copy=False)
         if self.dialect == "duckdb":  # the range on the text: parsed only for the rows that remain
-            return inner.where(exp.and_(*self._exposure_range()), append=True)
-        return exp.select("*").from_(_sub(inner, "dc")).where(self._range(_c("exposure_us", "dc"), upper=self.hi_us))
+            return inner.where(exp.and_(*self._exposure_range()), append=True, copy=False)
+        return exp.select("*").from_(_sub(inner, "dc")).where(self._range(_c("exposure_us", "dc"), upper=self.hi_us), copy=False)
 
     def _exposure_range(self) -> list[exp.Expr]:
         """The outbox's exposure (planned send time, else due time) in range, as conditions on ``ob``: on DuckDB
@@ -335,7 +335,7 @@ class _Relations:
         return exp.select(*cell, _as(_c("status", "ob"), "status"), _as(exp.Count(this=exp.Star()), "n")).from_(
             _table(self.tables.outbox, "ob")).where(exp.and_(
                 exp.In(this=_c("status", "ob"), expressions=[_s("planned"), _s("holdout")]),
-                *self._campaigns(_c("campaign_id", "ob")), *in_range)).group_by(
+                *self._campaigns(_c("campaign_id", "ob")), *in_range), copy=False).group_by(
             *[self.quirks.string_equality(_c(n, "ob")) for n in ("campaign_id", "variant")], _c("status", "ob"))
 
     def failed_decisions(self) -> exp.Select:
@@ -353,13 +353,13 @@ class _Relations:
             join_type="inner",
         ).where(exp.and_(exp.EQ(this=_c("state", "l"), expression=_s("failed")),
                          exp.EQ(this=_c("status", "ob"), expression=_s("planned")),
-                         *self._campaigns(_c("campaign_id", "ob"))))
+                         *self._campaigns(_c("campaign_id", "ob"))), copy=False)
 
     def failed(self, dims: Sequence[str]) -> exp.Select:
         """Failed messages of planned decisions in range, per cell, from ``shopcrm_f``."""
         cell: list[exp.Expr] = [_c("campaign_id", "f"), *[self.quirks.string_equality(_c(d, "f")) for d in dims]]
         return (exp.select(*cell, exp.Count(this=exp.Star())).from_(_table("shopcrm_f", "f"))
-                .where(self._range(self.text_us(_c("exposure", "f")), upper=self.hi_us))
+                .where(self._range(self.text_us(_c("exposure", "f")), upper=self.hi_us), copy=False)
                 .group_by(*[c.copy() for c in cell]))
 
     def repeats_possible(self) -> exp.Select:
@@ -372,7 +372,7 @@ class _Relations:
         kinds = (exp.select(*[_as(p, n) for p, n in zip(parts, ("campaign_id", "occurrence", "step"), strict=True)])
                  .from_(_table(self.tables.outbox, "r"))
                  .where(exp.and_(exp.In(this=_c("status", "r"), expressions=[_s("planned"), _s("holdout")]),
-                                 *self._campaigns(_c("campaign_id", "r"))))
+                                 *self._campaigns(_c("campaign_id", "r"))), copy=False)
                  .group_by(*[p.copy() for p in parts]))
         return exp.select(exp.Count(this=exp.Star())).from_(_sub(
             exp.select(_c("campaign_id", "k")).from_(_sub(kinds, "k")).group_by(_c("campaign_id", "k"))
@@ -423,7 +423,7 @@ class _Runner:
             return
         query = dict(self.ctes)[name]
         table = f'"{name}_{self.suffix}"'
-        sql = render(cast(exp.Expression, self._rename(query)), "duckdb")
+        sql = render(cast(exp.Expression, self._rename(query)), "duckdb", copy=False)  # _rename made a copy
         self.source.con.execute(f"CREATE TEMP TABLE {table} AS {sql}")
         self.created.append(table)
 
@@ -433,7 +433,9 @@ class _Runner:
 
     def fetch(self, query: exp.Select) -> list[tuple[Any, ...]]:
         if self.staged:
-            return list(self.source.fetch(self._rename(query)))
+            from shopcrm.compiler import render
+
+            return self.source.con.execute(render(cast(exp.Expression, self._rename(query)), "duckdb", copy=False)).fetchall()  # type: ignore[no-any-return]
         return list(self.source.fetch(_with(query, self.ctes)))
 
 

@@ -88,10 +88,11 @@ def _check(rule: Rule, now: datetime, path: str) -> None:
     check_windows(rule, now, path)
 
 
-def render(query: exp.Expression, dialect: str, *, pretty: bool = False) -> str:
-    """The SQL text of a compiled query for a dialect."""
+def render(query: exp.Expression, dialect: str, *, pretty: bool = False, copy: bool = True) -> str:
+    """The SQL text of a compiled query for a dialect (``copy=False``: the generator may rewrite ``query`` in
+    place, for a caller that made it for this one rendering)."""
     dialect_for(dialect)
-    return query.sql(dialect=dialect, pretty=pretty)
+    return query.sql(dialect=dialect, pretty=pretty, copy=copy)
 
 
 def _fields(rule: Rule) -> tuple[dict[str, ColumnType], dict[str, ColumnType]]:

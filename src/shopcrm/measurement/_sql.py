@@ -108,7 +108,7 @@ def conversions(events: exp.Expr, dialect: Dialect) -> exp.Select:
     ).from_(events).where(exp.and_(
         exp.Not(this=exp.Is(this=_c("customer", "e"), expression=exp.Null())),
         exp.Not(this=exp.Is(this=_c("ts_us", "e"), expression=exp.Null())),
-    ))
+    ), copy=False)
     first = exp.Window(
         this=exp.RowNumber(),
         partition_by=[_c("customer", "o"), _c("order_id", "o")],
@@ -119,7 +119,7 @@ def conversions(events: exp.Expr, dialect: Dialect) -> exp.Select:
     ranked = exp.select(_c("customer", "o"), _c("ts_us", "o"), _c("revenue", "o"), _c("order_id", "o"),
                         _alias(first, "rank_")).from_(_sub(cleaned, "o"))
     union = exp.select(_c("customer", "r"), _c("ts_us", "r"), _c("revenue", "r")).from_(_sub(ranked, "r")).where(
-        exp.or_(exp.Is(this=_c("order_id", "r"), expression=exp.Null()), exp.EQ(this=_c("rank_", "r"), expression=_n(1))))
+        exp.or_(exp.Is(this=_c("order_id", "r"), expression=exp.Null()), exp.EQ(this=_c("rank_", "r"), expression=_n(1))), copy=False)
     # any numbering will do; DuckDB numbers without sorting, which the engines that need an order cannot
     numbering = None if dialect.name == "duckdb" else exp.Order(expressions=[
         exp.Ordered(this=_c("customer", "u")), exp.Ordered(this=_c("ts_us", "u")), exp.Ordered(this=_c("revenue", "u"))])
@@ -242,7 +242,7 @@ def attribution_queries(
         _alias(_c("message_key", "k"), "message_key"), _alias(winner, "rank_"),
     ).from_(_ref("shopcrm_cv", "cv")).join(_ref("shopcrm_v", "k"), on=covering, join_type="inner")
     won = exp.select(*[_c(n, "w") for n in ("conv_id", "customer", "ts_us", "revenue", "message_key")]).from_(
-        _sub(candidates, "w")).where(exp.EQ(this=_c("rank_", "w"), expression=_n(1)))
+        _sub(candidates, "w")).where(exp.EQ(this=_c("rank_", "w"), expression=_n(1)), copy=False)
     credited = exp.select(
         _c("conv_id", "a"), _c("customer", "a"), _c("ts_us", "a"), _c("revenue", "a"),
         *[_alias(_c(n, "ss"), n) for n in ("campaign_id", *dims)],
@@ -351,7 +351,7 @@ def _exposed(d: Dialect) -> exp.Select:
         *[_c(n, "m0") for n in ("campaign_id", "variant", "status", "customer", "exposure_us")], _alias(first, "rank_"),
     ).from_(_ref("shopcrm_m", "m0"))
     return exp.select(*[_c(n, "m1") for n in ("campaign_id", "variant", "status", "customer", "exposure_us")]).from_(
-        _sub(ranked, "m1")).where(exp.EQ(this=_c("rank_", "m1"), expression=_n(1)))
+        _sub(ranked, "m1")).where(exp.EQ(this=_c("rank_", "m1"), expression=_n(1)), copy=False)
 
 
 def _members(d: Dialect, policy: AttributionPolicy, now_us: int | None, exposed: str = "shopcrm_x",
