@@ -35,7 +35,7 @@ def cases(n: int) -> settings:
     return settings(deadline=None, suppress_health_check=list(HealthCheck), max_examples=n, print_blob=True)
 
 
-@cases(150)
+@cases(80)
 @given(shops(max_customers=10, max_events=50))
 def test_duckdb_and_sqlite(shop: RandomShop) -> None:
     _check(duckdb_shop, shop, arrow=True)
