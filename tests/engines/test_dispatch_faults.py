@@ -228,12 +228,24 @@ def _check(shop: shopcrm.Shop, world: World, events: list[dict[str, Any]]) -> No
         wanted = "message_sent" if row.state == "sent" else "message_failed"
         assert by_key[(row.key, wanted)] == 1, f"{row.key} is {row.state} with {by_key[(row.key, wanted)]} {wanted} events"
     assert sum(1 for e in events if e["event"] == "message_sent") == states["sent"]
+    _sent_at_is_the_message_sent_time(final, events)
 
 
 def _events_of_duckdb(shop: shopcrm.Shop) -> list[dict[str, Any]]:
     rows = shop.source.con.execute(  # type: ignore[attr-defined]
-        "SELECT message_key, event FROM events WHERE event LIKE 'message_%'").fetchall()
-    return [{"message_key": k, "event": e} for k, e in rows]
+        "SELECT message_key, event, ts FROM events WHERE event LIKE 'message_%'").fetchall()
+    return [{"message_key": k, "event": e, "ts": t} for k, e, t in rows]
+
+
+def _sent_at_is_the_message_sent_time(final: list[Any], events: list[dict[str, Any]]) -> None:
+    """Through every fault and death, the ledger's send time (which reports read) is the instant of the message's one
+    ``message_sent`` event, and only sent messages have one."""
+    sent = {e["message_key"]: e["ts"] for e in events if e["event"] == "message_sent"}
+    for row in final:
+        if row.state in ("sent", "delivered"):
+            assert row.sent_at == sent[row.key], (row.key, row.sent_at, sent.get(row.key))
+        else:
+            assert row.sent_at is None, (row.key, row.state, row.sent_at)
 
 
 FAULTS = settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -419,6 +431,7 @@ def _check_solapi(shop: shopcrm.Shop, server: Any, events: list[dict[str, Any]])
     by_key = Counter((e["message_key"], e["event"]) for e in events)
     for row in final:
         assert by_key[(row.key, "message_sent" if row.state == "sent" else "message_failed")] == 1
+    _sent_at_is_the_message_sent_time(final, events)
 
 
 def _solapi_people() -> list[tuple[str, str, str]]:
