@@ -520,15 +520,20 @@ def sql_figures(
         *cell_cols, exp.Count(this=exp.Distinct(expressions=[_c("customer", "sd")]))).from_(_table("shopcrm_s", "sd")).join(
         _sub(tired.copy(), "td"), on=exp.EQ(this=_c("message_key", "td"), expression=_c("message_key", "sd")),
         join_type="inner").group_by(*[c.copy() for c in cell_cols])
-    states = exp.select(
-        *cell_cols,
-        exp.Sum(this=exp.Case().when(exp.EQ(this=_c("state", "sd"), expression=_s("delivered")), _n(1)).else_(_n(0))),
-        exp.Sum(this=exp.Case().when(exp.GT(this=_c("chain_index", "sd"), expression=_n(0)), _n(1)).else_(_n(0))),
-        exp.Count(this=exp.Distinct(expressions=[exp.Case().when(
-            exp.Not(this=exp.Is(this=_c("message_key", "td"), expression=exp.Null())), _c("customer", "sd"))])),
-    ).from_(_table("shopcrm_s", "sd")).join(
-        _sub(tired, "td"), on=exp.EQ(this=_c("message_key", "td"), expression=_c("message_key", "sd")), join_type="left",
-    ).group_by(*[c.copy() for c in cell_cols])
+
+    def states() -> exp.Select:
+        """Without ``shopcrm_n`` (every send staged): delivered, fallen back and tired recipients per cell."""
+        delivered = exp.Case().when(exp.EQ(this=_c("state", "sd"), expression=_s("delivered")), _n(1)).else_(_n(0))
+        fallen = exp.Case().when(exp.GT(this=_c("chain_index", "sd"), expression=_n(0)), _n(1)).else_(_n(0))
+        tired_customer = exp.Case().when(
+            exp.Not(this=exp.Is(this=_c("message_key", "td"), expression=exp.Null())), _c("customer", "sd"))
+        return exp.select(
+            *[c.copy() for c in cell_cols], exp.Sum(this=delivered), exp.Sum(this=fallen),
+            exp.Count(this=exp.Distinct(expressions=[tired_customer])),
+        ).from_(_table("shopcrm_s", "sd")).join(
+            _sub(tired.copy(), "td"), on=exp.EQ(this=_c("message_key", "td"), expression=_c("message_key", "sd")),
+            join_type="left",
+        ).group_by(*[c.copy() for c in cell_cols])
 
     funnel: dict[tuple[str, ...], dict[str, int]] = {}
 
@@ -561,7 +566,7 @@ def sql_figures(
             for got in run.fetch(tired_counts):
                 add(got[:-1], "opt_outs_after", got[-1])
         else:
-            for got in run.fetch(states):
+            for got in run.fetch(states()):
                 delivered, fallen, tired_n = got[1 + len(dims):]
                 add(got[:1 + len(dims)], "delivered", delivered)
                 add(got[:1 + len(dims)], "fallen_back", fallen)
