@@ -290,6 +290,9 @@ def test_a_message_whose_every_step_failed_counts_as_failed_not_sent() -> None:
     assert shop.report("spring", now=NOW).lifts == {}  # no holdout: no lift
     by_channel = shop.report("spring", now=NOW, by="channel")
     assert sum(r["failed"] for r in by_channel.rows) == 2
+    for by in ((), ("variant",), ("step",), ("variant", "step"), ("channel",), ("kind", "variant")):
+        _same_reports(shop, now=NOW, by=by)
+    _same_reports(shop, since=T0 + timedelta(hours=1), now=NOW)  # the failed decisions' exposure is out of range
 
 
 def _same_reports(shop: Shop, **kwargs: Any) -> None:

@@ -13,7 +13,7 @@ string's text otherwise), and every instant becomes integer microseconds since 1
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, cast
 
@@ -83,16 +83,16 @@ class _Relations:
         #: compare customers as the library's JSON text (see :meth:`plain_conversions`): set by the caller
         self.json_keys = False
 
-    def plain_conversions(self) -> exp.Select:
-        """How many conversion events (of the report's range) have a customer id that is not plain text (printable
-        ASCII without quotes or backslashes), or no id.  When none has, a customer's id in the library's tables
-        (JSON text, written by ``json.dumps``) is exactly the id in quotes: the report compares customers in that
-        form (``json_keys``), reading the million ids of the ledger and outbox as they are instead of parsing each.
-        DuckDB only (a regular expression)."""
-        inner = self.conversion_events()
-        return exp.select(exp.Count(this=exp.Star())).from_(_sub(inner, "pc")).where(exp.or_(
-            exp.Is(this=_c("customer", "pc"), expression=exp.Null()),
-            exp.Not(this=_fn("regexp_full_match", _c("customer", "pc"), _s(r'[ !#-\[\]-~]*')))), copy=False)
+    @staticmethod
+    def plain_conversions(conversions: str) -> exp.Select:
+        """How many rows of the staged conversions ``conversions`` (built in ``json_keys`` mode: each customer id in
+        quotes) have an id that is not plain text (printable ASCII without quotes or backslashes).  When none has,
+        every converting customer's id in the library's tables (JSON text, written by ``json.dumps``) is exactly the
+        id in quotes, and an id that is not plain cannot equal one in quotes (its JSON text escapes a character), so
+        comparing customers in that form (``json_keys``) is exact: the million ids of the ledger and outbox are read
+        as they are instead of parsed one by one.  DuckDB only (a regular expression)."""
+        return exp.select(exp.Count(this=exp.Star())).from_(_table(conversions, "pc")).where(exp.Not(
+            this=_fn("regexp_full_match", _c("customer", "pc"), _s(r'"[ !#-\[\]-~]*"'))), copy=False)
 
     def segment(self, customer: exp.Expr) -> list[exp.Expr]:
         """The ``segment`` column of a breakdown by segment (the first segment whose members, compiled for the
@@ -362,6 +362,24 @@ class _Relations:
                 .where(self._range(self.text_us(_c("exposure", "f")), upper=self.hi_us), copy=False)
                 .group_by(*[c.copy() for c in cell]))
 
+    def outbox_census(self) -> exp.Select:
+        """One pass over the chosen campaigns' planned and held-out decisions (DuckDB): per campaign, variant, step,
+        occurrence and status, how many were exposed in range (``n``) and how many of the planned ones in range
+        failed in the ledger (``failed``).  It answers :meth:`repeats_possible` (every group counts, in range or
+        not), :meth:`decision_sizes` and :meth:`failed` (for cells no finer than variant and step) at once."""
+        in_range = exp.and_(*self._exposure_range())
+        failed_keys = exp.select(_c("key_", "fk")).from_(_table(self.tables.sends, "fk")).where(
+            exp.EQ(this=_c("state", "fk"), expression=_s("failed")), copy=False)
+        failed = exp.and_(in_range.copy(), exp.EQ(this=_c("status", "ob"), expression=_s("planned")),
+                          exp.In(this=_c("key_", "ob"), query=failed_keys.subquery()))
+        group = [_c(n, "ob") for n in ("campaign_id", "variant", "step", "occurrence", "status")]
+        return exp.select(
+            *group, _as(exp.Sum(this=exp.Case().when(in_range, _n(1)).else_(_n(0))), "n"),
+            _as(exp.Sum(this=exp.Case().when(failed, _n(1)).else_(_n(0))), "failed"),
+        ).from_(_table(self.tables.outbox, "ob")).where(exp.and_(
+            exp.In(this=_c("status", "ob"), expressions=[_s("planned"), _s("holdout")]),
+            *self._campaigns(_c("campaign_id", "ob"))), copy=False).group_by(*[g.copy() for g in group])
+
     def repeats_possible(self) -> exp.Select:
         """How many of the chosen campaigns have decisions of more than one occurrence or step in the outbox (at any
         time, so a few more than needed): only in those can a customer have two decisions, or two sends (the ledger's
@@ -379,6 +397,23 @@ class _Relations:
             .having(exp.GT(this=exp.Count(this=exp.Star()), expression=_n(1))), "rp"))
 
 
+def _sizes(census: Sequence[tuple[Any, ...]]) -> exp.Select:
+    """The decisions' sizes (``campaign_id, variant, status, n``: exposed in range) from the outbox's census, as a
+    relation of literal rows."""
+    sizes: dict[tuple[str, str, str], int] = {}
+    for campaign, variant, _step, _occurrence, status, n, _failed in census:
+        if n:
+            cell = (str(campaign), str(variant), str(status))
+            sizes[cell] = sizes.get(cell, 0) + int(n)
+    columns = ("campaign_id", "variant", "status", "n")
+    if not sizes:
+        return exp.select(*[_as(_s(""), c) for c in columns[:3]], _as(_n(0), "n")).where(exp.false(), copy=False)
+    rows = [exp.Tuple(expressions=[_s(c), _s(v), _s(st), _n(n)]) for (c, v, st), n in sorted(sizes.items())]
+    return exp.select(*[_c(c, "zs") for c in columns]).from_(
+        exp.Values(expressions=rows, alias=exp.TableAlias(this=exp.to_identifier("zs"),
+                                                           columns=[exp.to_identifier(c) for c in columns])))
+
+
 def _text(value: Any) -> Any:
     return value.decode("utf-8") if isinstance(value, bytes | bytearray) else value
 
@@ -388,8 +423,11 @@ class _Runner:
     once as a temporary table of this call (names suffixed, dropped afterwards), which is several times faster
     when every query reads the same sends and conversions."""
 
-    def __init__(self, source: Any, ctes: Sequence[tuple[str, exp.Select]], lazy: Sequence[str] = ()) -> None:
+    def __init__(self, source: Any, ctes: Sequence[tuple[str, exp.Select]], lazy: Sequence[str] = (),
+                 after: Mapping[str, Callable[[_Runner], None]] | None = None) -> None:
         self.source, self.ctes, self.lazy = source, list(ctes), set(lazy)
+        #: a check run once the relation of that name is staged (staged runs only), which may raise to abandon the run
+        self.after = dict(after or {})
         self.names = {name for name, _ in ctes}
         self.staged = source.dialect == "duckdb" and hasattr(source, "con")
         self.suffix = uuid.uuid4().hex[:12]
@@ -410,6 +448,8 @@ class _Runner:
                 for name, _ in self.ctes:
                     if name not in self.lazy:
                         self.stage(name)
+                        if name in self.after:
+                            self.after[name](self)
             except BaseException:
                 self.__exit__()
                 raise
@@ -444,28 +484,57 @@ def sql_figures(
     policy: AttributionPolicy, fatigue: timedelta, segments: SegmentLabels | None = None,
 ) -> Figures:
     """The report's figures of ``shop`` computed by its engine (see the module's docstring)."""
-    from shopcrm._figures import Figures
-
     source = shop.source
     store = source.campaign_store()
     store.sends(keys=[])  # the library's tables exist (created on first use)
     if source.dialect == "sqlite":
         register_sqlite_functions(source)
-    r = _Relations(shop, ids, lo, hi, now, policy, segments)
-    quirks = r.quirks
-    [(no_channel, no_sent_at)] = source.fetch(r.ledger_gaps())
-    outbox = bool({"variant", "step"} & set(dims)) or bool(no_channel)
-    # every chosen campaign's decisions of one occurrence and step (a broadcast, a one-step scenario): no customer has
-    # two decisions or two sends in one campaign, so recipients are sends and members need no ranking by exposure
-    single = not source.fetch(r.repeats_possible())[0][0]
     staged = source.dialect == "duckdb" and hasattr(source, "con")
-    # DuckDB: compare customers as the library's JSON text when every converting customer's id is plain text
-    # (and both tables keep ids as text, so that the library wrote each as a JSON string)
+    # DuckDB: compare customers as the library's JSON text when every converting customer's id is plain text (and
+    # both tables keep ids as text, so that the library wrote each as a JSON string): tried first, and checked on the
+    # staged conversions (see _Relations.plain_conversions); when an id is not plain, computed again without
     from shopcrm.schema import ColumnType
 
     schema = source.schema()
     text_ids = all(t.type_of("customer_id") is ColumnType.STRING for t in (schema.customers, schema.events))
-    r.json_keys = (staged and text_ids and segments is None and not source.fetch(r.plain_conversions())[0][0])
+    if staged and text_ids and segments is None:
+        try:
+            return _figures(shop, ids, lo, hi, now, dims, policy, fatigue, segments, json_keys=True)
+        except _NotPlain:
+            pass
+    return _figures(shop, ids, lo, hi, now, dims, policy, fatigue, segments, json_keys=False)
+
+
+class _NotPlain(Exception):
+    """A converting customer's id is not plain text: the report is computed again without ``json_keys``."""
+
+
+def _figures(
+    shop: ShopView, ids: Sequence[str] | None, lo: datetime | None, hi: datetime, now: datetime, dims: tuple[str, ...],
+    policy: AttributionPolicy, fatigue: timedelta, segments: SegmentLabels | None, *, json_keys: bool,
+) -> Figures:
+    from shopcrm._figures import Figures
+
+    source = shop.source
+    r = _Relations(shop, ids, lo, hi, now, policy, segments)
+    r.json_keys = json_keys
+    quirks = r.quirks
+    [(no_channel, no_sent_at)] = source.fetch(r.ledger_gaps())
+    outbox = bool({"variant", "step"} & set(dims)) or bool(no_channel)
+    staged = source.dialect == "duckdb" and hasattr(source, "con")
+    # DuckDB: the outbox read once for the repeat check, the decisions' sizes and (cells no finer than variant and
+    # step) the failed messages
+    census = source.fetch(r.outbox_census()) if staged else None
+    # every chosen campaign's decisions of one occurrence and step (a broadcast, a one-step scenario): no customer has
+    # two decisions or two sends in one campaign, so recipients are sends and members need no ranking by exposure
+    if census is not None:
+        kinds: dict[str, set[tuple[str, str]]] = {}
+        for campaign, _variant, step, occurrence, *_ in census:
+            kinds.setdefault(campaign, set()).add((occurrence, step))
+        single = all(len(k) == 1 for k in kinds.values())
+    else:
+        single = not source.fetch(r.repeats_possible())[0][0]
+    census_failed = census is not None and segments is None and set(dims) <= {"variant", "step"}
     # no customer repeated: the members table holds only those who bought, the sizes counted from the outbox (and
     # the decisions' counts taken from the sizes: right when the cells are no finer than campaign and variant)
     outbox_counts = not set(dims) & {"channel", "kind"}
@@ -479,7 +548,8 @@ def sql_figures(
         sends=_sub(r.sends(outbox=outbox, events=bool(no_sent_at), joinable=narrow), "s"),
         clicks=_ref("shopcrm_k", "k0") if narrow else _sub(r.clicks(), "k0"), events=_sub(r.conversion_events(), "e"),
         members=_sub(r.decisions(buyers="shopcrm_cv" if buyers_only else None), "m0"),
-        member_sizes=r.decision_sizes() if buyers_only else None, dialect=quirks, policy=policy, by=dims, now_us=r.now_us,
+        member_sizes=(_sizes(census) if census is not None else r.decision_sizes()) if buyers_only else None,
+        dialect=quirks, policy=policy, by=dims, now_us=r.now_us,
         send_extra=("state", "chain_index"), one_send_per_customer=single,
         member_extra=(*(("step",) if "step" in dims else ()), *(("segment",) if segments is not None else ())))
     ctes = [*queries.ctes, ("shopcrm_f", r.failed_decisions())]
@@ -494,7 +564,7 @@ def sql_figures(
             _as(exp.Count(this=exp.Star()), "sends"), _as(recipients, "recipients"), _as(exp.Sum(this=_c("cost", "sc")), "cost"),
             _as(delivered_n, "delivered"), _as(fallen_n, "fallen_back"),
         ).from_(_sub(every_send, "sc")).group_by(*[c.copy() for c in cells])
-        ctes[:0] = [("shopcrm_n", counts), ("shopcrm_k", r.clicks())]
+        ctes[1:1] = [("shopcrm_n", counts), ("shopcrm_k", r.clicks())]  # after the conversions (checked first)
     # the funnel's counts per cell: decisions (planned, held out) and, of the sends, delivered, fallen back and
     # recipients with an opt-out within the fatigue window after one of their sends
     group = [_c(n, "d") for n in ("campaign_id", *dims)] + [_c("status", "d")]
@@ -541,7 +611,12 @@ def sql_figures(
         key = tuple(str(_text(v)) for v in cell)
         funnel.setdefault(key, {})[column] = funnel.get(key, {}).get(column, 0) + int(value or 0)
 
-    with _Runner(source, ctes, lazy=("shopcrm_x",)) as run:
+    def plain(run: _Runner) -> None:
+        if r.json_keys and run.fetch(r.plain_conversions("shopcrm_cv"))[0][0]:
+            raise _NotPlain
+
+    lazy = ("shopcrm_x", *(("shopcrm_f",) if census_failed else ()))
+    with _Runner(source, ctes, lazy=lazy, after={"shopcrm_cv": plain}) as run:
         summary_rows = run.fetch(queries.bare["summary"])
         daily_rows = run.fetch(queries.bare["daily"])
         # ranking members by exposure is the costliest step of a broadcast's report; skip it when nobody is repeated
@@ -571,8 +646,14 @@ def sql_figures(
                 add(got[:1 + len(dims)], "delivered", delivered)
                 add(got[:1 + len(dims)], "fallen_back", fallen)
                 add(got[:1 + len(dims)], "opt_outs_after", tired_n)
-        for got in run.fetch(r.failed(dims)):
-            add(got[:-1], "failed", got[-1])
+        if census_failed:
+            positions = [("campaign_id", "variant", "step").index(d) for d in ("campaign_id", *dims)]
+            for got in census or ():
+                if got[-1]:
+                    add([got[i] for i in positions], "failed", got[-1])
+        else:
+            for got in run.fetch(r.failed(dims)):
+                add(got[:-1], "failed", got[-1])
 
     summaries = []
     for found in summary_rows:

@@ -56,7 +56,8 @@ def _s(value: str) -> exp.Expr:
 
 
 def _alias(expression: exp.Expr, name: str) -> exp.Expr:
-    return exp.alias_(expression, name, quoted=True)
+    """``expression AS "name"``: ``expression`` itself, not a copy (every caller builds it for this one use)."""
+    return exp.alias_(expression, name, quoted=True, copy=False)
 
 
 def _micros(window: timedelta) -> int:
@@ -85,7 +86,8 @@ def _sub(query: exp.Query, name: str) -> exp.Expr:
 
 
 def _ref(name: str, alias: str) -> exp.Expr:
-    return exp.alias_(exp.to_table(name), alias, table=True)
+    """The table ``name`` (a plain identifier) as ``alias``."""
+    return exp.alias_(exp.Table(this=exp.to_identifier(name)), alias, table=True, copy=False)
 
 
 def _with(query: exp.Select, ctes: Sequence[tuple[str, exp.Query]]) -> exp.Select:
