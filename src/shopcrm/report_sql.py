@@ -91,7 +91,7 @@ class _Relations:
         id in quotes, and an id that is not plain cannot equal one in quotes (its JSON text escapes a character), so
         comparing customers in that form (``json_keys``) is exact: the million ids of the ledger and outbox are read
         as they are instead of parsed one by one.  DuckDB only (a regular expression)."""
-        return exp.select(exp.Count(this=exp.Star())).from_(_table(conversions, "pc")).where(exp.Not(
+        return exp.select(exp.Count(this=exp.Star())).from_(_table(conversions, "pc"), copy=False).where(exp.Not(
             this=_fn("regexp_full_match", _c("customer", "pc"), _s(r'"[ !#-\[\]-~]*"'))), copy=False)
 
     def segment(self, customer: exp.Expr) -> list[exp.Expr]:
@@ -105,7 +105,7 @@ class _Relations:
         for name, rule in self.segments.rules:
             members = compile_members(rule, self.shop.source.schema(), now=self.segments.at, dialect=self.dialect,
                                       lifecycle_policy=self.shop.lifecycle_policy)
-            ids = exp.select(self.quirks.string_equality(_c("customer_id", "sg"))).from_(_sub(members, "sg"))
+            ids = exp.select(self.quirks.string_equality(_c("customer_id", "sg"))).from_(_sub(members, "sg"), copy=False)
             case = case.when(exp.In(this=self.quirks.string_equality(customer.copy()), query=ids.subquery()),  # type: ignore[arg-type]
                              _s(name))
         return [_as(case.else_(_s("")), "segment")]
@@ -168,7 +168,7 @@ class _Relations:
         message keys) and the library's ``message_events``."""
         parts: list[exp.Select] = [
             exp.select(_as(_c("message_key", "x"), "message_key"), _as(self.text_us(_c("ts", "x")), "ts_us"))
-            .from_(_table(self.tables.message_events, "x"))
+            .from_(_table(self.tables.message_events, "x"), copy=False)
             .where(exp.and_(exp.EQ(this=_c("event", "x"), expression=_s(name)), *self._campaigns(_c("campaign_id", "x")),
                             exp.LT(this=self.text_us(_c("ts", "x")), expression=_n(self.now_us))), copy=False)
         ]
@@ -179,11 +179,11 @@ class _Relations:
                 where += self._campaigns(_c("campaign_id", "e"))
             parts.insert(0, exp.select(_as(_c("message_key", "e"), "message_key"),
                                        _as(self.event_us(_c("ts", "e")), "ts_us"))
-                         .from_(self.events.relation("e")).where(exp.and_(*where), copy=False))
+                         .from_(self.events.relation("e"), copy=False).where(exp.and_(*where), copy=False))
         union: exp.Query = parts[0]
         for part in parts[1:]:
             union = exp.union(union, part, distinct=False)
-        return exp.select(_c("message_key", "u"), _c("ts_us", "u")).from_(_sub(union, "u"))
+        return exp.select(_c("message_key", "u"), _c("ts_us", "u")).from_(_sub(union, "u"), copy=False)
 
     # -- the compiler's inputs ---------------------------------------------------------------------------------
     def ledger_gaps(self) -> exp.Select:
@@ -198,7 +198,7 @@ class _Relations:
             return exp.Sum(this=exp.Case().when(condition, _n(1)).else_(_n(0)))
 
         return exp.select(count(exp.or_(blank("channel"), blank("kind"))), count(blank("sent_at"))).from_(
-            _table(self.tables.sends, "l")).where(exp.and_(
+            _table(self.tables.sends, "l"), copy=False).where(exp.and_(
                 exp.In(this=_c("state", "l"), expressions=[_s(s) for s in _SENT_STATES]),
                 *self._campaigns(_c("campaign_id", "l"))), copy=False)
 
@@ -214,7 +214,7 @@ class _Relations:
         clicks staged as ``shopcrm_k``; the caller counts every send apart, see
         ``attribution_queries(send_counts=)``)."""
         first = (exp.select(_c("message_key", "f0"), _as(exp.Min(this=_c("ts_us", "f0")), "ts_us"))
-                 .from_(_sub(self.message_events("message_sent"), "f0")).group_by(_c("message_key", "f0")))
+                 .from_(_sub(self.message_events("message_sent"), "f0"), copy=False).group_by(_c("message_key", "f0"), copy=False))
         recorded = self.text_us(_c("sent_at", "l"))
         sent_us = exp.Coalesce(this=recorded, expressions=[
             *([_c("ts_us", "f")] if events else []), self.text_us(_c("updated_at", "l"))])
@@ -233,22 +233,22 @@ class _Relations:
             _as(carried("channel"), "channel"), _as(carried("kind"), "kind"), _as(sent_us, "sent_us"),
             _as(_c("cost", "l"), "cost"), _as(_c("state", "l"), "state"), _as(_c("chain_index", "l"), "chain_index"),
             *self.segment(self.customer(_c("customer_id", "l"))),
-        ).from_(_table(self.tables.sends, "l"))
+        ).from_(_table(self.tables.sends, "l"), copy=False)
         if outbox:
             inner = inner.join(_table(self.tables.outbox, "o"), on=exp.EQ(this=_c("key_", "o"), expression=_c("key_", "l")),
-                               join_type="left")
+                               join_type="left", copy=False)
         if events:
             inner = inner.join(_sub(first, "f"), on=exp.EQ(this=_c("message_key", "f"), expression=_c("key_", "l")),
-                               join_type="left")
+                               join_type="left", copy=False)
         inner = inner.where(exp.and_(
                                exp.In(this=_c("state", "l"), expressions=[_s(s) for s in _SENT_STATES]),
                                *self._campaigns(_c("campaign_id", "l"))), copy=False)
         if joinable:
             customer = self.quirks.string_equality(cast(exp.Expression, self.customer(_c("customer_id", "l"))))
-            bought = exp.select(_c("customer", "jc")).from_(_table("shopcrm_cv", "jc"))
+            bought = exp.select(_c("customer", "jc")).from_(_table("shopcrm_cv", "jc"), copy=False)
             opted = exp.select(self.quirks.string_equality(cast(exp.Expression, self.customer(_c("customer_id", "jo"))))
-                               ).from_(_table(self.tables.opt_outs, "jo"))
-            clicked = exp.select(_c("message_key", "jk")).from_(_table("shopcrm_k", "jk"))
+                               ).from_(_table(self.tables.opt_outs, "jo"), copy=False)
+            clicked = exp.select(_c("message_key", "jk")).from_(_table("shopcrm_k", "jk"), copy=False)
             inner = inner.where(exp.or_(
                 exp.In(this=customer, query=bought.subquery()),
                 exp.In(this=customer.copy(), query=opted.subquery()),
@@ -257,13 +257,13 @@ class _Relations:
             stamped = exp.Coalesce(this=_c("sent_at", "l"), expressions=[_c("updated_at", "l")])
             return inner.where(exp.and_(*self._text_range(stamped, min(self.hi_us, self.now_us), self.lo_us)),
                                append=True, copy=False)
-        return exp.select("*").from_(_sub(inner, "sb")).where(
+        return exp.select("*").from_(_sub(inner, "sb"), copy=False).where(
             exp.and_(self._range(_c("sent_us", "sb"), upper=self.hi_us),
                      exp.LT(this=_c("sent_us", "sb"), expression=_n(self.now_us))), copy=False)
 
     def clicks(self) -> exp.Select:
         return exp.select(_c("message_key", "kc"), _as(_c("ts_us", "kc"), "clicked_us")).from_(
-            _sub(self.message_events("message_clicked"), "kc"))
+            _sub(self.message_events("message_clicked"), "kc"), copy=False)
 
     def conversion_events(self) -> exp.Select:
         """``customer, ts_us, revenue, order_id`` of the conversion events from ``since`` to now."""
@@ -278,7 +278,7 @@ class _Relations:
                 "revenue"),
             _as(event_property(self.quirks, self.dialect, self.shop.source, self.policy.order_property, number=False),
                 "order_id"),
-        ).from_(self.events.relation("e")).where(exp.and_(
+        ).from_(self.events.relation("e"), copy=False).where(exp.and_(
             exp.EQ(this=_c("event", "e"), expression=_s(self.policy.conversion_event)),
             self.event_before(_c("ts", "e"), self.now_us, self.lo_us)), copy=False)
         return inner
@@ -294,15 +294,15 @@ class _Relations:
             _as(_c("key_", "ob"), "message_key"), _as(_c("channel", "ob"), "channel"), _as(_c("kind", "ob"), "kind"),
             *self.segment(self.customer(_c("customer_id", "ob"))),
             _as(self.customer(_c("customer_id", "ob")), "customer"), _as(exposure, "exposure_us"),
-        ).from_(_table(self.tables.outbox, "ob")).where(exp.and_(
+        ).from_(_table(self.tables.outbox, "ob"), copy=False).where(exp.and_(
             exp.In(this=_c("status", "ob"), expressions=[_s("planned"), _s("holdout")]),
             *self._campaigns(_c("campaign_id", "ob")),
             *([exp.In(this=self.quirks.string_equality(cast(exp.Expression, self.customer(_c("customer_id", "ob")))),
-                      query=exp.select(_c("customer", "by")).from_(_table(buyers, "by")).subquery())]
+                      query=exp.select(_c("customer", "by")).from_(_table(buyers, "by"), copy=False).subquery())]
               if buyers else [])), copy=False)
         if self.dialect == "duckdb":  # the range on the text: parsed only for the rows that remain
             return inner.where(exp.and_(*self._exposure_range()), append=True, copy=False)
-        return exp.select("*").from_(_sub(inner, "dc")).where(self._range(_c("exposure_us", "dc"), upper=self.hi_us), copy=False)
+        return exp.select("*").from_(_sub(inner, "dc"), copy=False).where(self._range(_c("exposure_us", "dc"), upper=self.hi_us), copy=False)
 
     def _exposure_range(self) -> list[exp.Expr]:
         """The outbox's exposure (planned send time, else due time) in range, as conditions on ``ob``: on DuckDB
@@ -333,10 +333,10 @@ class _Relations:
         in_range = self._exposure_range()
         cell = [_as(self.quirks.string_equality(_c(n, "ob")), n) for n in ("campaign_id", "variant")]
         return exp.select(*cell, _as(_c("status", "ob"), "status"), _as(exp.Count(this=exp.Star()), "n")).from_(
-            _table(self.tables.outbox, "ob")).where(exp.and_(
+            _table(self.tables.outbox, "ob"), copy=False).where(exp.and_(
                 exp.In(this=_c("status", "ob"), expressions=[_s("planned"), _s("holdout")]),
                 *self._campaigns(_c("campaign_id", "ob")), *in_range), copy=False).group_by(
-            *[self.quirks.string_equality(_c(n, "ob")) for n in ("campaign_id", "variant")], _c("status", "ob"))
+            *[self.quirks.string_equality(_c(n, "ob")) for n in ("campaign_id", "variant")], _c("status", "ob"), copy=False)
 
     def failed_decisions(self) -> exp.Select:
         """The ledger's failed rows with their planned decision (``shopcrm_f``), in no range yet: the join comes first
@@ -348,9 +348,9 @@ class _Relations:
             *[_as(value, n) for n, value in carried.items()],
             *self.segment(self.customer(_c("customer_id", "ob"))),
             _as(exp.Coalesce(this=_c("send_at", "ob"), expressions=[_c("due_at", "ob")]), "exposure"),
-        ).from_(_table(self.tables.sends, "l")).join(
+        ).from_(_table(self.tables.sends, "l"), copy=False).join(
             _table(self.tables.outbox, "ob"), on=exp.EQ(this=_c("key_", "ob"), expression=_c("key_", "l")),
-            join_type="inner",
+            join_type="inner", copy=False,
         ).where(exp.and_(exp.EQ(this=_c("state", "l"), expression=_s("failed")),
                          exp.EQ(this=_c("status", "ob"), expression=_s("planned")),
                          *self._campaigns(_c("campaign_id", "ob"))), copy=False)
@@ -358,9 +358,9 @@ class _Relations:
     def failed(self, dims: Sequence[str]) -> exp.Select:
         """Failed messages of planned decisions in range, per cell, from ``shopcrm_f``."""
         cell: list[exp.Expr] = [_c("campaign_id", "f"), *[self.quirks.string_equality(_c(d, "f")) for d in dims]]
-        return (exp.select(*cell, exp.Count(this=exp.Star())).from_(_table("shopcrm_f", "f"))
+        return (exp.select(*cell, exp.Count(this=exp.Star())).from_(_table("shopcrm_f", "f"), copy=False)
                 .where(self._range(self.text_us(_c("exposure", "f")), upper=self.hi_us), copy=False)
-                .group_by(*[c.copy() for c in cell]))
+                .group_by(*[c.copy() for c in cell], copy=False))
 
     def outbox_census(self) -> exp.Select:
         """One pass over the chosen campaigns' planned and held-out decisions (DuckDB): per campaign, variant, step,
@@ -368,7 +368,7 @@ class _Relations:
         failed in the ledger (``failed``).  It answers :meth:`repeats_possible` (every group counts, in range or
         not), :meth:`decision_sizes` and :meth:`failed` (for cells no finer than variant and step) at once."""
         in_range = exp.and_(*self._exposure_range())
-        failed_keys = exp.select(_c("key_", "fk")).from_(_table(self.tables.sends, "fk")).where(
+        failed_keys = exp.select(_c("key_", "fk")).from_(_table(self.tables.sends, "fk"), copy=False).where(
             exp.EQ(this=_c("state", "fk"), expression=_s("failed")), copy=False)
         failed = exp.and_(in_range.copy(), exp.EQ(this=_c("status", "ob"), expression=_s("planned")),
                           exp.In(this=_c("key_", "ob"), query=failed_keys.subquery()))
@@ -376,9 +376,9 @@ class _Relations:
         return exp.select(
             *group, _as(exp.Sum(this=exp.Case().when(in_range, _n(1)).else_(_n(0))), "n"),
             _as(exp.Sum(this=exp.Case().when(failed, _n(1)).else_(_n(0))), "failed"),
-        ).from_(_table(self.tables.outbox, "ob")).where(exp.and_(
+        ).from_(_table(self.tables.outbox, "ob"), copy=False).where(exp.and_(
             exp.In(this=_c("status", "ob"), expressions=[_s("planned"), _s("holdout")]),
-            *self._campaigns(_c("campaign_id", "ob"))), copy=False).group_by(*[g.copy() for g in group])
+            *self._campaigns(_c("campaign_id", "ob"))), copy=False).group_by(*[g.copy() for g in group], copy=False)
 
     def repeats_possible(self) -> exp.Select:
         """How many of the chosen campaigns have decisions of more than one occurrence or step in the outbox (at any
@@ -388,13 +388,13 @@ class _Relations:
         # the distinct (campaign, occurrence, step) first: a grouping of a few keys, cheaper than MIN/MAX of text
         parts = [self.quirks.string_equality(_c(n, "r")) for n in ("campaign_id", "occurrence", "step")]
         kinds = (exp.select(*[_as(p, n) for p, n in zip(parts, ("campaign_id", "occurrence", "step"), strict=True)])
-                 .from_(_table(self.tables.outbox, "r"))
+                 .from_(_table(self.tables.outbox, "r"), copy=False)
                  .where(exp.and_(exp.In(this=_c("status", "r"), expressions=[_s("planned"), _s("holdout")]),
                                  *self._campaigns(_c("campaign_id", "r"))), copy=False)
-                 .group_by(*[p.copy() for p in parts]))
+                 .group_by(*[p.copy() for p in parts], copy=False))
         return exp.select(exp.Count(this=exp.Star())).from_(_sub(
-            exp.select(_c("campaign_id", "k")).from_(_sub(kinds, "k")).group_by(_c("campaign_id", "k"))
-            .having(exp.GT(this=exp.Count(this=exp.Star()), expression=_n(1))), "rp"))
+            exp.select(_c("campaign_id", "k")).from_(_sub(kinds, "k"), copy=False).group_by(_c("campaign_id", "k"), copy=False)
+            .having(exp.GT(this=exp.Count(this=exp.Star()), expression=_n(1)), copy=False), "rp"), copy=False)
 
 
 def _sizes(census: Sequence[tuple[Any, ...]]) -> exp.Select:
@@ -411,7 +411,7 @@ def _sizes(census: Sequence[tuple[Any, ...]]) -> exp.Select:
     rows = [exp.Tuple(expressions=[_s(c), _s(v), _s(st), _n(n)]) for (c, v, st), n in sorted(sizes.items())]
     return exp.select(*[_c(c, "zs") for c in columns]).from_(
         exp.Values(expressions=rows, alias=exp.TableAlias(this=exp.to_identifier("zs"),
-                                                           columns=[exp.to_identifier(c) for c in columns])))
+                                                           columns=[exp.to_identifier(c) for c in columns])), copy=False)
 
 
 def _text(value: Any) -> Any:
@@ -563,33 +563,33 @@ def _figures(
             *[_as(c, n) for c, n in zip(cells, ("campaign_id", *dims), strict=True)],
             _as(exp.Count(this=exp.Star()), "sends"), _as(recipients, "recipients"), _as(exp.Sum(this=_c("cost", "sc")), "cost"),
             _as(delivered_n, "delivered"), _as(fallen_n, "fallen_back"),
-        ).from_(_sub(every_send, "sc")).group_by(*[c.copy() for c in cells])
+        ).from_(_sub(every_send, "sc"), copy=False).group_by(*[c.copy() for c in cells], copy=False)
         ctes[1:1] = [("shopcrm_n", counts), ("shopcrm_k", r.clicks())]  # after the conversions (checked first)
     # the funnel's counts per cell: decisions (planned, held out) and, of the sends, delivered, fallen back and
     # recipients with an opt-out within the fatigue window after one of their sends
     group = [_c(n, "d") for n in ("campaign_id", *dims)] + [_c("status", "d")]
-    decided = exp.select(*group, exp.Count(this=exp.Star())).from_(_table("shopcrm_m", "d")).group_by(
-        *[g.copy() for g in group])
+    decided = exp.select(*group, exp.Count(this=exp.Star())).from_(_table("shopcrm_m", "d"), copy=False).group_by(
+        *[g.copy() for g in group], copy=False)
     opt_outs = exp.select(
         _as(quirks.string_equality(cast(exp.Expression, r.customer(_c("customer_id", "oo")))), "customer"),
         _as(r.text_us(_c("opted_out_at", "oo")), "t_us"),
-    ).from_(_table(r.tables.opt_outs, "oo"))
-    tired = exp.select(_c("message_key", "sa")).distinct().from_(_table("shopcrm_s", "sa")).join(
+    ).from_(_table(r.tables.opt_outs, "oo"), copy=False)
+    tired = exp.select(_c("message_key", "sa")).distinct(copy=False).from_(_table("shopcrm_s", "sa"), copy=False).join(
         _sub(opt_outs, "op"), on=exp.and_(
             exp.EQ(this=_c("customer", "op"), expression=_c("customer", "sa")),
             exp.LTE(this=_c("sent_us", "sa"), expression=_c("t_us", "op")),
             exp.LT(this=_c("t_us", "op"), expression=exp.Add(this=_c("sent_us", "sa"), expression=_n(_us(_EPOCH + fatigue)))),
             exp.LT(this=_c("t_us", "op"), expression=_n(r.now_us)),
-        ), join_type="inner")
+        ), join_type="inner", copy=False)
     cell_cols = [_c(n, "sd") for n in ("campaign_id", *dims)]
     # (narrow: delivered and fallen back counted with every send in shopcrm_n; the opt-outs from the staged sends,
     # which hold every send of a customer who opted out)
     sent_counts = exp.select(*[_c(n, "nn") for n in ("campaign_id", *dims, "delivered", "fallen_back")]).from_(
-        _table("shopcrm_n", "nn"))
+        _table("shopcrm_n", "nn"), copy=False)
     tired_counts = exp.select(
-        *cell_cols, exp.Count(this=exp.Distinct(expressions=[_c("customer", "sd")]))).from_(_table("shopcrm_s", "sd")).join(
+        *cell_cols, exp.Count(this=exp.Distinct(expressions=[_c("customer", "sd")]))).from_(_table("shopcrm_s", "sd"), copy=False).join(
         _sub(tired.copy(), "td"), on=exp.EQ(this=_c("message_key", "td"), expression=_c("message_key", "sd")),
-        join_type="inner").group_by(*[c.copy() for c in cell_cols])
+        join_type="inner", copy=False).group_by(*[c.copy() for c in cell_cols], copy=False)
 
     def states() -> exp.Select:
         """Without ``shopcrm_n`` (every send staged): delivered, fallen back and tired recipients per cell."""
@@ -600,10 +600,10 @@ def _figures(
         return exp.select(
             *[c.copy() for c in cell_cols], exp.Sum(this=delivered), exp.Sum(this=fallen),
             exp.Count(this=exp.Distinct(expressions=[tired_customer])),
-        ).from_(_table("shopcrm_s", "sd")).join(
+        ).from_(_table("shopcrm_s", "sd"), copy=False).join(
             _sub(tired.copy(), "td"), on=exp.EQ(this=_c("message_key", "td"), expression=_c("message_key", "sd")),
-            join_type="left",
-        ).group_by(*[c.copy() for c in cell_cols])
+            join_type="left", copy=False,
+        ).group_by(*[c.copy() for c in cell_cols], copy=False)
 
     funnel: dict[tuple[str, ...], dict[str, int]] = {}
 

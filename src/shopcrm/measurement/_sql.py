@@ -107,7 +107,7 @@ def conversions(events: exp.Expr, dialect: Dialect) -> exp.Select:
         _alias(dialect.string_equality(_c("customer", "e")), "customer"), _alias(_c("ts_us", "e"), "ts_us"),
         _alias(exp.cast(revenue, exp.DataType.build(dialect.double_type, dialect=dialect.name)), "revenue"),
         _alias(dialect.string_equality(order), "order_id"),
-    ).from_(events).where(exp.and_(
+    ).from_(events, copy=False).where(exp.and_(
         exp.Not(this=exp.Is(this=_c("customer", "e"), expression=exp.Null())),
         exp.Not(this=exp.Is(this=_c("ts_us", "e"), expression=exp.Null())),
     ), copy=False)
@@ -119,15 +119,15 @@ def conversions(events: exp.Expr, dialect: Dialect) -> exp.Select:
     )
     # one pass: events without an order id share a partition whose ranks are ignored
     ranked = exp.select(_c("customer", "o"), _c("ts_us", "o"), _c("revenue", "o"), _c("order_id", "o"),
-                        _alias(first, "rank_")).from_(_sub(cleaned, "o"))
-    union = exp.select(_c("customer", "r"), _c("ts_us", "r"), _c("revenue", "r")).from_(_sub(ranked, "r")).where(
+                        _alias(first, "rank_")).from_(_sub(cleaned, "o"), copy=False)
+    union = exp.select(_c("customer", "r"), _c("ts_us", "r"), _c("revenue", "r")).from_(_sub(ranked, "r"), copy=False).where(
         exp.or_(exp.Is(this=_c("order_id", "r"), expression=exp.Null()), exp.EQ(this=_c("rank_", "r"), expression=_n(1))), copy=False)
     # any numbering will do; DuckDB numbers without sorting, which the engines that need an order cannot
     numbering = None if dialect.name == "duckdb" else exp.Order(expressions=[
         exp.Ordered(this=_c("customer", "u")), exp.Ordered(this=_c("ts_us", "u")), exp.Ordered(this=_c("revenue", "u"))])
     number = exp.Window(this=exp.RowNumber(), order=numbering)
     return exp.select(_alias(number, "conv_id"), _c("customer", "u"), _c("ts_us", "u"), _c("revenue", "u")).from_(
-        _sub(union, "u"))
+        _sub(union, "u"), copy=False)
 
 
 @attrs.frozen
@@ -208,7 +208,7 @@ def attribution_queries(
     s_cols = [_alias(key(_c(name, "s")), name) for name in labels]
     s_cols += [_alias(key(_c("customer", "s")), "customer"), _alias(_c("sent_us", "s"), "sent_us"),
                _alias(_c("cost", "s"), "cost"), *[_alias(_c(n, "s"), n) for n in send_extra]]
-    sends_q = exp.select(*s_cols).from_(sends)
+    sends_q = exp.select(*s_cols).from_(sends, copy=False)
     click_window = window_micros(_c("channel", "sx"), policy.click_windows)
     receipt_window = window_micros(_c("channel", "sx"), policy.receipt_windows)
 
@@ -217,12 +217,12 @@ def attribution_queries(
         _alias(_c("message_key", "sx"), "message_key"), _alias(_c("customer", "sx"), "customer"),
         _alias(_c("clicked_us", "k"), "clicked_us"), _alias(_c("sent_us", "sx"), "sent_us"),
         _alias(click_window, "window_us"), *[_alias(_c(n, "sx"), f"cell_{n}") for n in ("campaign_id", *dims)],
-    ).from_(_ref("shopcrm_s", "sx")).join(
+    ).from_(_ref("shopcrm_s", "sx"), copy=False).join(
         exp.select(_alias(key(_c("message_key", "k0")), "message_key"), _alias(_c("clicked_us", "k0"), "clicked_us"))
-        .from_(clicks).subquery("k"),
+        .from_(clicks, copy=False).subquery("k"),
         on=exp.and_(exp.EQ(this=_c("message_key", "k"), expression=_c("message_key", "sx")),
                     exp.GTE(this=_c("clicked_us", "k"), expression=_c("sent_us", "sx"))),
-        join_type="inner",
+        join_type="inner", copy=False,
     )
     convs = conversions(events, d)
 
@@ -242,26 +242,26 @@ def attribution_queries(
         _alias(_c("conv_id", "cv"), "conv_id"), _alias(_c("customer", "cv"), "customer"),
         _alias(_c("ts_us", "cv"), "ts_us"), _alias(_c("revenue", "cv"), "revenue"),
         _alias(_c("message_key", "k"), "message_key"), _alias(winner, "rank_"),
-    ).from_(_ref("shopcrm_cv", "cv")).join(_ref("shopcrm_v", "k"), on=covering, join_type="inner")
+    ).from_(_ref("shopcrm_cv", "cv"), copy=False).join(_ref("shopcrm_v", "k"), on=covering, join_type="inner", copy=False)
     won = exp.select(*[_c(n, "w") for n in ("conv_id", "customer", "ts_us", "revenue", "message_key")]).from_(
-        _sub(candidates, "w")).where(exp.EQ(this=_c("rank_", "w"), expression=_n(1)), copy=False)
+        _sub(candidates, "w"), copy=False).where(exp.EQ(this=_c("rank_", "w"), expression=_n(1)), copy=False)
     credited = exp.select(
         _c("conv_id", "a"), _c("customer", "a"), _c("ts_us", "a"), _c("revenue", "a"),
         *[_alias(_c(n, "ss"), n) for n in ("campaign_id", *dims)],
-    ).from_(_ref("shopcrm_w", "a")).join(_ref("shopcrm_s", "ss"),
+    ).from_(_ref("shopcrm_w", "a"), copy=False).join(_ref("shopcrm_s", "ss"),
                                  on=exp.EQ(this=_c("message_key", "ss"), expression=_c("message_key", "a")),
-                                 join_type="inner")
+                                 join_type="inner", copy=False)
 
     # influenced: every send whose receipt window covers the conversion, each conversion once per cell
     receipts = exp.select(
         *[_alias(_c(n, "sx"), n) for n in ("campaign_id", *dims)],
         _alias(_c("conv_id", "cv"), "conv_id"), _alias(_c("customer", "cv"), "customer"),
         _alias(_c("revenue", "cv"), "revenue"),
-    ).distinct().from_(_ref("shopcrm_s", "sx")).join(_ref("shopcrm_cv", "cv"), on=exp.and_(
+    ).distinct(copy=False).from_(_ref("shopcrm_s", "sx"), copy=False).join(_ref("shopcrm_cv", "cv"), on=exp.and_(
         exp.EQ(this=_c("customer", "cv"), expression=_c("customer", "sx")),
         exp.LTE(this=_c("sent_us", "sx"), expression=_c("ts_us", "cv")),
         exp.LT(this=_c("ts_us", "cv"), expression=exp.Add(this=_c("sent_us", "sx"), expression=receipt_window)),
-    ), join_type="inner")
+    ), join_type="inner", copy=False)
 
     cell = ("campaign_id", *dims)
 
@@ -271,26 +271,26 @@ def attribution_queries(
             _alias(exp.Count(this=exp.Star()), f"{prefix}_conversions"),
             _alias(exp.Sum(this=_c("revenue", name)), f"{prefix}_revenue"),
             _alias(exp.Count(this=exp.Distinct(expressions=[_c("customer", name)])), f"{prefix}_customers"),
-        ).from_(_sub(relation, name)).group_by(*[_c(n, name) for n in cell])
+        ).from_(_sub(relation, name), copy=False).group_by(*[_c(n, name) for n in cell], copy=False)
 
     # clicked sends per cell, from the few valid clicks (not a join of every send with them)
     clicked = exp.select(
         *[_alias(_c(f"cell_{n}", "v"), n) for n in cell],
         _alias(exp.Count(this=exp.Distinct(expressions=[_c("message_key", "v")])), "clicked"),
-    ).from_(_ref("shopcrm_v", "v")).group_by(*[_c(f"cell_{n}", "v") for n in cell])
+    ).from_(_ref("shopcrm_v", "v"), copy=False).group_by(*[_c(f"cell_{n}", "v") for n in cell], copy=False)
     sent = exp.select(
         *[_c(n, "s1") for n in cell],
         _alias(exp.Count(this=exp.Star()), "sends"),
         _alias(exp.Count(this=exp.Star()) if one_send_per_customer
                else exp.Count(this=exp.Distinct(expressions=[_c("customer", "s1")])), "recipients"),
         _alias(exp.Sum(this=_c("cost", "s1")), "cost"),
-    ).from_(_ref("shopcrm_s", "s1")).group_by(*[_c(n, "s1") for n in cell])
+    ).from_(_ref("shopcrm_s", "s1"), copy=False).group_by(*[_c(n, "s1") for n in cell], copy=False)
     per_send = exp.select(
         *[_c(n, "sn") for n in cell], _c("sends", "sn"), _c("recipients", "sn"),
         _alias(exp.Coalesce(this=_c("clicked", "ck"), expressions=[_n(0)]), "clicked"), _c("cost", "sn"),
-    ).from_(_sub(sent, "sn") if send_counts is None else _ref(send_counts, "sn")).join(
+    ).from_(_sub(sent, "sn") if send_counts is None else _ref(send_counts, "sn"), copy=False).join(
         _sub(clicked, "ck"), on=exp.and_(*[exp.EQ(this=_c(n, "ck"), expression=_c(n, "sn")) for n in cell]),
-        join_type="left")
+        join_type="left", copy=False)
 
     def same_cell(left: str, right: str) -> exp.Expr:
         return exp.and_(*[exp.EQ(this=_c(n, left), expression=_c(n, right)) for n in cell])
@@ -305,22 +305,22 @@ def attribution_queries(
         _alias(exp.Coalesce(this=_c("influenced_revenue", "inf"), expressions=[zero.copy()]), "influenced_revenue"),
         _alias(exp.Coalesce(this=_c("influenced_customers", "inf"), expressions=[zero.copy()]), "influenced_customers"),
         _alias(exp.Coalesce(this=_c("cost", "p"), expressions=[zero.copy()]), "cost"),
-    ).from_(_sub(per_send, "p")).join(
-        _sub(tally(exp.select("*").from_(_ref("shopcrm_a", "a0")), "ac", "attributed"), "at"), on=same_cell("at", "p"),
-        join_type="left",
+    ).from_(_sub(per_send, "p"), copy=False).join(
+        _sub(tally(exp.select("*").from_(_ref("shopcrm_a", "a0"), copy=False), "ac", "attributed"), "at"), on=same_cell("at", "p"),
+        join_type="left", copy=False,
     ).join(
-        _sub(tally(receipts, "rc", "influenced"), "inf"), on=same_cell("inf", "p"), join_type="left",
-    ).order_by(*[_c(n, "p") for n in cell])
+        _sub(tally(receipts, "rc", "influenced"), "inf"), on=same_cell("inf", "p"), join_type="left", copy=False,
+    ).order_by(*[_c(n, "p") for n in cell], copy=False)
 
     floor_day = exp.IntDiv(this=_c("ts_us", "dc"), expression=_n(86_400_000_000))
     daily = exp.select(
         _c("campaign_id", "dc"), _alias(floor_day, "day"),
         _alias(exp.Count(this=exp.Star()), "conversions"), _alias(exp.Sum(this=_c("revenue", "dc")), "revenue"),
-    ).from_(_ref("shopcrm_a", "dc")).group_by(_c("campaign_id", "dc"), floor_day.copy()).order_by(
-        _c("campaign_id", "dc"), floor_day.copy())
+    ).from_(_ref("shopcrm_a", "dc"), copy=False).group_by(_c("campaign_id", "dc"), floor_day.copy(), copy=False).order_by(
+        _c("campaign_id", "dc"), floor_day.copy(), copy=False)
 
     credits = exp.select(*[_c(n, "w") for n in ("conv_id", "customer", "ts_us", "revenue", "message_key")]).from_(
-        _ref("shopcrm_w", "w"))
+        _ref("shopcrm_w", "w"), copy=False)
 
     ctes: list[tuple[str, exp.Select]] = [("shopcrm_cv", convs), ("shopcrm_s", sends_q), ("shopcrm_v", valid),
                                           ("shopcrm_w", won), ("shopcrm_a", credited)]
@@ -328,15 +328,15 @@ def attribution_queries(
     if members is not None:
         m_cols = [_alias(d.string_equality(_c(n, "m0")), n) for n in ("campaign_id", "variant", "customer")]
         m_cols += [_alias(_c(n, "m0"), n) for n in ("status", "exposure_us", *member_extra)]
-        ctes += [("shopcrm_m", exp.select(*m_cols).from_(members)), ("shopcrm_x", _exposed(d))]
+        ctes += [("shopcrm_m", exp.select(*m_cols).from_(members, copy=False)), ("shopcrm_x", _exposed(d))]
         bare["members"] = _members(d, policy, now_us)
         # when no customer has two decisions in one campaign the earliest exposure is the only one: a caller that
         # checks (``bare["repeated_members"]`` counts them) reads the members directly, without the ranking
         bare["members_unique"] = _members(d, policy, now_us, exposed="shopcrm_m", sizes=member_sizes)
         pair = [_c("campaign_id", "r"), _c("customer", "r")]
         bare["repeated_members"] = exp.select(_alias(exp.Count(this=exp.Star()), "n")).from_(_sub(
-            exp.select(*pair).from_(_ref("shopcrm_m", "r")).group_by(*[p.copy() for p in pair]).having(
-                exp.GT(this=exp.Count(this=exp.Star()), expression=_n(1))), "rp"))
+            exp.select(*pair).from_(_ref("shopcrm_m", "r"), copy=False).group_by(*[p.copy() for p in pair], copy=False).having(
+                exp.GT(this=exp.Count(this=exp.Star()), expression=_n(1)), copy=False), "rp"), copy=False)
     return AttributionQueries(by=dims, ctes=tuple(ctes), bare=bare)
 
 
@@ -351,9 +351,9 @@ def _exposed(d: Dialect) -> exp.Select:
     )
     ranked = exp.select(
         *[_c(n, "m0") for n in ("campaign_id", "variant", "status", "customer", "exposure_us")], _alias(first, "rank_"),
-    ).from_(_ref("shopcrm_m", "m0"))
+    ).from_(_ref("shopcrm_m", "m0"), copy=False)
     return exp.select(*[_c(n, "m1") for n in ("campaign_id", "variant", "status", "customer", "exposure_us")]).from_(
-        _sub(ranked, "m1")).where(exp.EQ(this=_c("rank_", "m1"), expression=_n(1)), copy=False)
+        _sub(ranked, "m1"), copy=False).where(exp.EQ(this=_c("rank_", "m1"), expression=_n(1)), copy=False)
 
 
 def _members(d: Dialect, policy: AttributionPolicy, now_us: int | None, exposed: str = "shopcrm_x",
@@ -372,24 +372,24 @@ def _members(d: Dialect, policy: AttributionPolicy, now_us: int | None, exposed:
     member = [_c(n, "m") for n in ("campaign_id", "variant", "status", "customer")]
     buyers = exp.select(
         *member, _alias(exp.Sum(this=_c("revenue", "cv")), "revenue"),
-    ).from_(_ref(exposed, "m")).join(_ref("shopcrm_cv", "cv"), on=exp.and_(*inside), join_type="inner").group_by(
-        *[m.copy() for m in member])
+    ).from_(_ref(exposed, "m"), copy=False).join(_ref("shopcrm_cv", "cv"), on=exp.and_(*inside), join_type="inner", copy=False).group_by(
+        *[m.copy() for m in member], copy=False)
     cell = ("campaign_id", "variant", "status")
     bought = exp.select(
         *[_c(n, "b") for n in cell],
         _alias(exp.Count(this=exp.Star()), "converted"),
         _alias(exp.Sum(this=_c("revenue", "b")), "revenue"),
         _alias(exp.Sum(this=exp.Mul(this=_c("revenue", "b"), expression=_c("revenue", "b"))), "revenue_squares"),
-    ).from_(_sub(buyers, "b")).group_by(*[_c(n, "b") for n in cell])
+    ).from_(_sub(buyers, "b"), copy=False).group_by(*[_c(n, "b") for n in cell], copy=False)
     if sizes is None:
         sizes = exp.select(*[_c(n, "x") for n in cell], _alias(exp.Count(this=exp.Star()), "n")).from_(
-            _ref(exposed, "x")).group_by(*[_c(n, "x") for n in cell])
+            _ref(exposed, "x"), copy=False).group_by(*[_c(n, "x") for n in cell], copy=False)
     zero = exp.Literal.number(0)
     return exp.select(
         *[_c(n, "z") for n in cell], _c("n", "z"),
         _alias(exp.Coalesce(this=_c("converted", "y"), expressions=[zero.copy()]), "converted"),
         _alias(exp.Coalesce(this=_c("revenue", "y"), expressions=[zero.copy()]), "revenue"),
         _alias(exp.Coalesce(this=_c("revenue_squares", "y"), expressions=[zero.copy()]), "revenue_squares"),
-    ).from_(_sub(sizes, "z")).join(
-        _sub(bought, "y"), on=exp.and_(*[exp.EQ(this=_c(n, "y"), expression=_c(n, "z")) for n in cell]), join_type="left",
-    ).order_by(*[_c(n, "z") for n in cell])
+    ).from_(_sub(sizes, "z"), copy=False).join(
+        _sub(bought, "y"), on=exp.and_(*[exp.EQ(this=_c(n, "y"), expression=_c(n, "z")) for n in cell]), join_type="left", copy=False,
+    ).order_by(*[_c(n, "z") for n in cell], copy=False)

@@ -15,6 +15,7 @@ a note saying why.
 
 from __future__ import annotations
 
+import functools
 import html
 import importlib
 import math
@@ -521,6 +522,15 @@ def sequential_half_width(
 _PANELS, _NODES = 8, 64
 
 
+@functools.cache
+def _legendre() -> tuple[Any, Any]:
+    """The Gauss-Legendre nodes and weights of :func:`chance_to_beat` (computed once: an eigenvalue problem)."""
+    nodes, weights = _scipy_special().roots_legendre(_NODES)
+    nodes.setflags(write=False)
+    weights.setflags(write=False)
+    return nodes, weights
+
+
 def chance_to_beat(conversions: int, n: int, control_conversions: int, control_n: int) -> float:
     """P(rate > control rate) under Beta(1 + conversions, 1 + non-conversions) posteriors.
 
@@ -528,18 +538,20 @@ def chance_to_beat(conversions: int, n: int, control_conversions: int, control_n
     posterior (Gauss-Legendre, deterministic; agrees with adaptive quadrature to about 1e-9).
     """
     stats = _scipy_stats()
-    special = _scipy_special()
-    variant = stats.beta(1 + conversions, 1 + n - conversions)
-    control = stats.beta(1 + control_conversions, 1 + control_n - control_conversions)
-    low, high = float(control.ppf(1e-13)), float(control.isf(1e-13))
+    # the distribution's methods with its parameters, not frozen distributions: freezing builds a new distribution
+    # object each time (a few milliseconds, the most of this function's cost in a report of ten campaigns)
+    beta = stats.beta
+    variant = (1 + conversions, 1 + n - conversions)
+    control = (1 + control_conversions, 1 + control_n - control_conversions)
+    low, high = float(beta.ppf(1e-13, *control)), float(beta.isf(1e-13, *control))
 
     # Gauss-Legendre over the control posterior's whole mass, in panels: smooth integrand, vectorised
     np = _numpy()
-    nodes, weights = special.roots_legendre(_NODES)
+    nodes, weights = _legendre()
     half = (high - low) / _PANELS / 2
     centres = low + half * (2 * np.arange(_PANELS) + 1)
     x = (centres[:, None] + half * nodes[None, :]).ravel()
-    value = float(np.sum(np.tile(weights, _PANELS) * control.pdf(x) * variant.sf(x)) * half)
+    value = float(np.sum(np.tile(weights, _PANELS) * beta.pdf(x, *control) * beta.sf(x, *variant)) * half)
     return min(1.0, max(0.0, float(value)))
 
 
