@@ -550,7 +550,7 @@ def _figures(
         members=_sub(r.decisions(buyers="shopcrm_cv" if buyers_only else None), "m0"),
         member_sizes=(_sizes(census) if census is not None else r.decision_sizes()) if buyers_only else None,
         dialect=quirks, policy=policy, by=dims, now_us=r.now_us,
-        send_extra=("state", "chain_index"), one_send_per_customer=single,
+        send_extra=() if narrow else ("state", "chain_index"), one_send_per_customer=single,
         member_extra=(*(("step",) if "step" in dims else ()), *(("segment",) if segments is not None else ())))
     ctes = [*queries.ctes, ("shopcrm_f", r.failed_decisions())]
     cells = [quirks.string_equality(_c(n, "sc")) for n in ("campaign_id", *dims)]

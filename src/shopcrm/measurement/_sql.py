@@ -207,7 +207,8 @@ def attribution_queries(
     labels = ("message_key", "campaign_id", "channel", *(n for n in ("variant", "step", "kind", "segment") if n in dims))
     s_cols = [_alias(key(_c(name, "s")), name) for name in labels]
     s_cols += [_alias(key(_c("customer", "s")), "customer"), _alias(_c("sent_us", "s"), "sent_us"),
-               _alias(_c("cost", "s"), "cost"), *[_alias(_c(n, "s"), n) for n in send_extra]]
+               *([_alias(_c("cost", "s"), "cost")] if send_counts is None else []),  # else costs come counted
+               *[_alias(_c(n, "s"), n) for n in send_extra]]
     sends_q = exp.select(*s_cols).from_(sends, copy=False)
     click_window = window_micros(_c("channel", "sx"), policy.click_windows)
     receipt_window = window_micros(_c("channel", "sx"), policy.receipt_windows)
