@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import attrs
 from sqlglot import exp
@@ -93,6 +93,47 @@ def _or(parts: Sequence[exp.Expression]) -> exp.Expression:
 
 def _paren(e: exp.Expression) -> exp.Expression:
     return e if isinstance(e, exp.Paren | exp.Column | exp.Literal | exp.Boolean) else exp.Paren(this=e)
+
+
+def _conjuncts(condition: exp.Expression) -> list[exp.Expression]:
+    """The parts of a conjunction (through nested ANDs and parenthesised ANDs)."""
+    inner = condition.this if isinstance(condition, exp.Paren) else condition
+    if isinstance(inner, exp.And):
+        return _conjuncts(inner.this) + _conjuncts(inner.expression)
+    return [condition]
+
+
+def _hoisted(conditions: Sequence[exp.Expression]) -> tuple[list[exp.Expression], set[str], bool]:
+    """The conjuncts common to every feature condition of one grouped pass (they go to its WHERE, once), their
+    texts, and whether some condition has nothing else (then those rows are all the pass needs).  Inside the pass
+    the common conjuncts hold for every row, so a feature tests only the rest of its condition (ten category
+    counts over one window test the window once per row, not ten times): see :func:`_within`."""
+    split = [_conjuncts(c) for c in conditions]
+    texts = [[p.sql() for p in parts] for parts in split]
+    shared = set(texts[0]).intersection(*map(set, texts[1:]))
+    common = [p.copy() for p, t in zip(split[0], texts[0], strict=True) if t in shared]
+    return common, shared, any(set(t) <= shared for t in texts)
+
+
+def _rest(condition: exp.Expression, shared: set[str]) -> exp.Expression | None:
+    """``condition`` without the conjuncts whose text is in ``shared`` (None when none remains)."""
+    rest = [p.copy() for p in _conjuncts(condition) if p.sql() not in shared]
+    return _and(rest) if rest else None
+
+
+def _within(aggregate: exp.Expression, shared: set[str]) -> exp.Expression:
+    """``aggregate`` (a grouped pass's feature) with the pass's common conjuncts (true for each of its rows) taken
+    out of its conditions: ``CASE WHEN common AND rest THEN x END`` becomes ``CASE WHEN rest THEN x END``, or
+    ``x`` when nothing remains."""
+    def reduce(node: exp.Expression) -> exp.Expression:
+        if isinstance(node, exp.Case) and not node.args.get("default") and len(node.args.get("ifs") or []) == 1:
+            branch = node.args["ifs"][0]
+            rest = _rest(branch.this, shared)
+            if rest is None:
+                return branch.args["true"].copy()  # type: ignore[no-any-return]
+            return exp.Case(ifs=[exp.If(this=rest, true=branch.args["true"].copy())])
+        return node
+    return aggregate.transform(reduce)
 
 
 def _number(value: int | float) -> exp.Expression:
@@ -566,15 +607,21 @@ class QueryBuilder:
         for index, (event, columns) in enumerate(self._features.items()):
             name = f"{_FEATURES}{index}"
             customer = self._col("customer_id", _EVENTS)
+            conditions = list(self._feature_conds[event].values())
+            common, shared, whole = _hoisted(conditions)
+            rests = [cast(exp.Expression, _rest(c, shared)) for c in conditions] if not whole else []
             rows = _and(
                 [
                     exp.EQ(this=self._col("event", _EVENTS), expression=exp.Literal.string(event)),
                     exp.Not(this=exp.Is(this=customer, expression=exp.Null())),
-                    _paren(_or([_paren(c) for c in self._feature_conds[event].values()])),
+                    *common,
+                    *([_paren(_or([_paren(r) for r in rests]))] if rests else []),
                 ]
             )
+            aggregates = [_within(agg, shared) if shared else agg for _, agg in columns.values()]
             features = (
-                exp.select(exp.alias_(customer, "customer_id"), *[exp.alias_(agg, col) for col, agg in columns.values()])
+                exp.select(exp.alias_(customer, "customer_id"),
+                           *[exp.alias_(agg, col) for (col, _), agg in zip(columns.values(), aggregates, strict=True)])
                 .from_(self._table(self.schema.events, _EVENTS))
                 .where(rows, copy=False)
                 .group_by(self._col("customer_id", _EVENTS), copy=False)

@@ -1,46 +1,25 @@
 WITH shopcrm_f0 AS (
   SELECT
     `e`.`customer_id` AS customer_id,
-    SUM(
-      CASE
-        WHEN `e`.`ts` < CAST('2026-03-01 12:00:00.000000' AS TIMESTAMP)
-        THEN `e`.`amount`
-      END
-    ) AS f0,
-    COUNT(
-      CASE
-        WHEN `e`.`ts` < CAST('2026-03-01 12:00:00.000000' AS TIMESTAMP)
-        AND NOT `e`.`amount` IS NULL
-        THEN 1
-      END
-    ) AS f1
+    SUM(`e`.`amount`) AS f0,
+    COUNT(CASE WHEN NOT `e`.`amount` IS NULL THEN 1 END) AS f1
   FROM `events` AS e
   WHERE
     `e`.`event` = 'order_completed'
     AND NOT `e`.`customer_id` IS NULL
-    AND (
-      `e`.`ts` < CAST('2026-03-01 12:00:00.000000' AS TIMESTAMP)
-    )
+    AND `e`.`ts` < CAST('2026-03-01 12:00:00.000000' AS TIMESTAMP)
   GROUP BY
     `e`.`customer_id`
 ), shopcrm_f1 AS (
   SELECT
     `e`.`customer_id` AS customer_id,
-    MAX(
-      CASE
-        WHEN JSON_VALUE(`e`.`properties`, '$.device') = 'ios'
-        AND `e`.`ts` < CAST('2026-03-01 12:00:00.000000' AS TIMESTAMP)
-        THEN `e`.`ts`
-      END
-    ) AS f2
+    MAX(`e`.`ts`) AS f2
   FROM `events` AS e
   WHERE
     `e`.`event` = 'session_started'
     AND NOT `e`.`customer_id` IS NULL
-    AND (
-      JSON_VALUE(`e`.`properties`, '$.device') = 'ios'
-      AND `e`.`ts` < CAST('2026-03-01 12:00:00.000000' AS TIMESTAMP)
-    )
+    AND JSON_VALUE(`e`.`properties`, '$.device') = 'ios'
+    AND `e`.`ts` < CAST('2026-03-01 12:00:00.000000' AS TIMESTAMP)
   GROUP BY
     `e`.`customer_id`
 )

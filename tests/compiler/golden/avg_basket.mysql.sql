@@ -1,51 +1,27 @@
 WITH shopcrm_f0 AS (
   SELECT
     `e`.`customer_id` AS customer_id,
-    SUM(
-      CASE
-        WHEN CAST(`e`.`event` AS BINARY) = CAST('order_completed' AS BINARY)
-        AND `e`.`ts` < CAST('2026-03-01 12:00:00.000000' AS DATETIME(6))
-        THEN `e`.`amount`
-      END
-    ) AS f0,
-    COUNT(
-      CASE
-        WHEN CAST(`e`.`event` AS BINARY) = CAST('order_completed' AS BINARY)
-        AND `e`.`ts` < CAST('2026-03-01 12:00:00.000000' AS DATETIME(6))
-        AND NOT `e`.`amount` IS NULL
-        THEN 1
-      END
-    ) AS f1
+    SUM(`e`.`amount`) AS f0,
+    COUNT(CASE WHEN NOT `e`.`amount` IS NULL THEN 1 END) AS f1
   FROM `events` AS e
   WHERE
     `e`.`event` = 'order_completed'
     AND NOT `e`.`customer_id` IS NULL
-    AND (
-      CAST(`e`.`event` AS BINARY) = CAST('order_completed' AS BINARY)
-      AND `e`.`ts` < CAST('2026-03-01 12:00:00.000000' AS DATETIME(6))
-    )
+    AND CAST(`e`.`event` AS BINARY) = CAST('order_completed' AS BINARY)
+    AND `e`.`ts` < CAST('2026-03-01 12:00:00.000000' AS DATETIME(6))
   GROUP BY
     `e`.`customer_id`
 ), shopcrm_f1 AS (
   SELECT
     `e`.`customer_id` AS customer_id,
-    MAX(
-      CASE
-        WHEN CAST(`e`.`event` AS BINARY) = CAST('session_started' AS BINARY)
-        AND CAST(JSON_UNQUOTE(JSON_EXTRACT(`e`.`properties`, '$.device')) AS BINARY) = CAST('ios' AS BINARY)
-        AND `e`.`ts` < CAST('2026-03-01 12:00:00.000000' AS DATETIME(6))
-        THEN `e`.`ts`
-      END
-    ) AS f2
+    MAX(`e`.`ts`) AS f2
   FROM `events` AS e
   WHERE
     `e`.`event` = 'session_started'
     AND NOT `e`.`customer_id` IS NULL
-    AND (
-      CAST(`e`.`event` AS BINARY) = CAST('session_started' AS BINARY)
-      AND CAST(JSON_UNQUOTE(JSON_EXTRACT(`e`.`properties`, '$.device')) AS BINARY) = CAST('ios' AS BINARY)
-      AND `e`.`ts` < CAST('2026-03-01 12:00:00.000000' AS DATETIME(6))
-    )
+    AND CAST(`e`.`event` AS BINARY) = CAST('session_started' AS BINARY)
+    AND CAST(JSON_UNQUOTE(JSON_EXTRACT(`e`.`properties`, '$.device')) AS BINARY) = CAST('ios' AS BINARY)
+    AND `e`.`ts` < CAST('2026-03-01 12:00:00.000000' AS DATETIME(6))
   GROUP BY
     `e`.`customer_id`
 )

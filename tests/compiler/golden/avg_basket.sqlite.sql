@@ -1,46 +1,25 @@
 WITH shopcrm_f0 AS (
   SELECT
     "e"."customer_id" AS customer_id,
-    SUM(
-      CASE
-        WHEN STRFTIME('%Y-%m-%d %H:%M:%f', "e"."ts") < '2026-03-01 12:00:00.000'
-        THEN "e"."amount"
-      END
-    ) AS f0,
-    COUNT(
-      CASE
-        WHEN STRFTIME('%Y-%m-%d %H:%M:%f', "e"."ts") < '2026-03-01 12:00:00.000'
-        AND NOT "e"."amount" IS NULL
-        THEN 1
-      END
-    ) AS f1
+    SUM("e"."amount") AS f0,
+    COUNT(CASE WHEN NOT "e"."amount" IS NULL THEN 1 END) AS f1
   FROM "events" AS e
   WHERE
     "e"."event" = 'order_completed'
     AND NOT "e"."customer_id" IS NULL
-    AND (
-      STRFTIME('%Y-%m-%d %H:%M:%f', "e"."ts") < '2026-03-01 12:00:00.000'
-    )
+    AND STRFTIME('%Y-%m-%d %H:%M:%f', "e"."ts") < '2026-03-01 12:00:00.000'
   GROUP BY
     "e"."customer_id"
 ), shopcrm_f1 AS (
   SELECT
     "e"."customer_id" AS customer_id,
-    MAX(
-      CASE
-        WHEN JSON_EXTRACT("e"."properties", '$.device') = 'ios'
-        AND STRFTIME('%Y-%m-%d %H:%M:%f', "e"."ts") < '2026-03-01 12:00:00.000'
-        THEN STRFTIME('%Y-%m-%d %H:%M:%f', "e"."ts")
-      END
-    ) AS f2
+    MAX(STRFTIME('%Y-%m-%d %H:%M:%f', "e"."ts")) AS f2
   FROM "events" AS e
   WHERE
     "e"."event" = 'session_started'
     AND NOT "e"."customer_id" IS NULL
-    AND (
-      JSON_EXTRACT("e"."properties", '$.device') = 'ios'
-      AND STRFTIME('%Y-%m-%d %H:%M:%f', "e"."ts") < '2026-03-01 12:00:00.000'
-    )
+    AND JSON_EXTRACT("e"."properties", '$.device') = 'ios'
+    AND STRFTIME('%Y-%m-%d %H:%M:%f', "e"."ts") < '2026-03-01 12:00:00.000'
   GROUP BY
     "e"."customer_id"
 )

@@ -1,60 +1,34 @@
 WITH shopcrm_f0 AS (
   SELECT
     `e`.`customer_id` AS customer_id,
-    COUNT(
-      CASE
-        WHEN CAST(`e`.`event` AS BINARY) = CAST('product_viewed' AS BINARY)
-        AND CAST(`e`.`category` AS BINARY) = CAST('shoes' AS BINARY)
-        AND `e`.`ts` < CAST('2026-03-01 12:00:00.000000' AS DATETIME(6))
-        AND `e`.`ts` > CAST('2026-01-30 12:00:00.000000' AS DATETIME(6))
-        THEN 1
-      END
-    ) AS f0
+    COUNT(1) AS f0
   FROM `events` AS e
   WHERE
     `e`.`event` = 'product_viewed'
     AND NOT `e`.`customer_id` IS NULL
-    AND (
-      CAST(`e`.`event` AS BINARY) = CAST('product_viewed' AS BINARY)
-      AND CAST(`e`.`category` AS BINARY) = CAST('shoes' AS BINARY)
-      AND `e`.`ts` < CAST('2026-03-01 12:00:00.000000' AS DATETIME(6))
-      AND `e`.`ts` > CAST('2026-01-30 12:00:00.000000' AS DATETIME(6))
-    )
+    AND CAST(`e`.`event` AS BINARY) = CAST('product_viewed' AS BINARY)
+    AND CAST(`e`.`category` AS BINARY) = CAST('shoes' AS BINARY)
+    AND `e`.`ts` < CAST('2026-03-01 12:00:00.000000' AS DATETIME(6))
+    AND `e`.`ts` > CAST('2026-01-30 12:00:00.000000' AS DATETIME(6))
   GROUP BY
     `e`.`customer_id`
 ), shopcrm_f1 AS (
   SELECT
     `e`.`customer_id` AS customer_id,
-    COUNT(
-      CASE
-        WHEN CAST(`e`.`event` AS BINARY) = CAST('order_completed' AS BINARY)
-        AND CAST(`e`.`product_id` AS BINARY) = CAST('P1' AS BINARY)
-        AND `e`.`ts` < CAST('2026-03-01 12:00:00.000000' AS DATETIME(6))
-        THEN 1
-      END
-    ) AS f1,
-    COUNT(
-      CASE
-        WHEN CAST(`e`.`event` AS BINARY) = CAST('order_completed' AS BINARY)
-        AND CAST(`e`.`product_id` AS BINARY) = CAST('P2' AS BINARY)
-        AND `e`.`ts` < CAST('2026-03-01 12:00:00.000000' AS DATETIME(6))
-        THEN 1
-      END
-    ) AS f2
+    COUNT(CASE WHEN CAST(`e`.`product_id` AS BINARY) = CAST('P1' AS BINARY) THEN 1 END) AS f1,
+    COUNT(CASE WHEN CAST(`e`.`product_id` AS BINARY) = CAST('P2' AS BINARY) THEN 1 END) AS f2
   FROM `events` AS e
   WHERE
     `e`.`event` = 'order_completed'
     AND NOT `e`.`customer_id` IS NULL
+    AND CAST(`e`.`event` AS BINARY) = CAST('order_completed' AS BINARY)
+    AND `e`.`ts` < CAST('2026-03-01 12:00:00.000000' AS DATETIME(6))
     AND (
       (
-        CAST(`e`.`event` AS BINARY) = CAST('order_completed' AS BINARY)
-        AND CAST(`e`.`product_id` AS BINARY) = CAST('P1' AS BINARY)
-        AND `e`.`ts` < CAST('2026-03-01 12:00:00.000000' AS DATETIME(6))
+        CAST(`e`.`product_id` AS BINARY) = CAST('P1' AS BINARY)
       )
       OR (
-        CAST(`e`.`event` AS BINARY) = CAST('order_completed' AS BINARY)
-        AND CAST(`e`.`product_id` AS BINARY) = CAST('P2' AS BINARY)
-        AND `e`.`ts` < CAST('2026-03-01 12:00:00.000000' AS DATETIME(6))
+        CAST(`e`.`product_id` AS BINARY) = CAST('P2' AS BINARY)
       )
     )
   GROUP BY
@@ -62,23 +36,14 @@ WITH shopcrm_f0 AS (
 ), shopcrm_f2 AS (
   SELECT
     `e`.`customer_id` AS customer_id,
-    COUNT(
-      CASE
-        WHEN CAST(`e`.`event` AS BINARY) = CAST('promotion_joined' AS BINARY)
-        AND CAST(`e`.`promotion_id` AS BINARY) = CAST('PROMO1' AS BINARY)
-        AND `e`.`ts` < CAST('2026-03-01 12:00:00.000000' AS DATETIME(6))
-        THEN 1
-      END
-    ) AS f3
+    COUNT(1) AS f3
   FROM `events` AS e
   WHERE
     `e`.`event` = 'promotion_joined'
     AND NOT `e`.`customer_id` IS NULL
-    AND (
-      CAST(`e`.`event` AS BINARY) = CAST('promotion_joined' AS BINARY)
-      AND CAST(`e`.`promotion_id` AS BINARY) = CAST('PROMO1' AS BINARY)
-      AND `e`.`ts` < CAST('2026-03-01 12:00:00.000000' AS DATETIME(6))
-    )
+    AND CAST(`e`.`event` AS BINARY) = CAST('promotion_joined' AS BINARY)
+    AND CAST(`e`.`promotion_id` AS BINARY) = CAST('PROMO1' AS BINARY)
+    AND `e`.`ts` < CAST('2026-03-01 12:00:00.000000' AS DATETIME(6))
   GROUP BY
     `e`.`customer_id`
 )

@@ -1,54 +1,31 @@
 WITH shopcrm_f0 AS (
   SELECT
     `e`.`customer_id` AS customer_id,
-    COUNT(
-      CASE
-        WHEN `e`.`category` = 'shoes'
-        AND `e`.`ts` < CAST('2026-03-01 12:00:00.000000' AS TIMESTAMP)
-        AND `e`.`ts` > CAST('2026-01-30 12:00:00.000000' AS TIMESTAMP)
-        THEN 1
-      END
-    ) AS f0
+    COUNT(1) AS f0
   FROM `events` AS e
   WHERE
     `e`.`event` = 'product_viewed'
     AND NOT `e`.`customer_id` IS NULL
-    AND (
-      `e`.`category` = 'shoes'
-      AND `e`.`ts` < CAST('2026-03-01 12:00:00.000000' AS TIMESTAMP)
-      AND `e`.`ts` > CAST('2026-01-30 12:00:00.000000' AS TIMESTAMP)
-    )
+    AND `e`.`category` = 'shoes'
+    AND `e`.`ts` < CAST('2026-03-01 12:00:00.000000' AS TIMESTAMP)
+    AND `e`.`ts` > CAST('2026-01-30 12:00:00.000000' AS TIMESTAMP)
   GROUP BY
     `e`.`customer_id`
 ), shopcrm_f1 AS (
   SELECT
     `e`.`customer_id` AS customer_id,
-    COUNT(
-      CASE
-        WHEN `e`.`product_id` = 'P1'
-        AND `e`.`ts` < CAST('2026-03-01 12:00:00.000000' AS TIMESTAMP)
-        THEN 1
-      END
-    ) AS f1,
-    COUNT(
-      CASE
-        WHEN `e`.`product_id` = 'P2'
-        AND `e`.`ts` < CAST('2026-03-01 12:00:00.000000' AS TIMESTAMP)
-        THEN 1
-      END
-    ) AS f2
+    COUNT(CASE WHEN `e`.`product_id` = 'P1' THEN 1 END) AS f1,
+    COUNT(CASE WHEN `e`.`product_id` = 'P2' THEN 1 END) AS f2
   FROM `events` AS e
   WHERE
     `e`.`event` = 'order_completed'
     AND NOT `e`.`customer_id` IS NULL
+    AND `e`.`ts` < CAST('2026-03-01 12:00:00.000000' AS TIMESTAMP)
     AND (
       (
         `e`.`product_id` = 'P1'
-        AND `e`.`ts` < CAST('2026-03-01 12:00:00.000000' AS TIMESTAMP)
-      )
-      OR (
+      ) OR (
         `e`.`product_id` = 'P2'
-        AND `e`.`ts` < CAST('2026-03-01 12:00:00.000000' AS TIMESTAMP)
       )
     )
   GROUP BY
@@ -56,21 +33,13 @@ WITH shopcrm_f0 AS (
 ), shopcrm_f2 AS (
   SELECT
     `e`.`customer_id` AS customer_id,
-    COUNT(
-      CASE
-        WHEN `e`.`promotion_id` = 'PROMO1'
-        AND `e`.`ts` < CAST('2026-03-01 12:00:00.000000' AS TIMESTAMP)
-        THEN 1
-      END
-    ) AS f3
+    COUNT(1) AS f3
   FROM `events` AS e
   WHERE
     `e`.`event` = 'promotion_joined'
     AND NOT `e`.`customer_id` IS NULL
-    AND (
-      `e`.`promotion_id` = 'PROMO1'
-      AND `e`.`ts` < CAST('2026-03-01 12:00:00.000000' AS TIMESTAMP)
-    )
+    AND `e`.`promotion_id` = 'PROMO1'
+    AND `e`.`ts` < CAST('2026-03-01 12:00:00.000000' AS TIMESTAMP)
   GROUP BY
     `e`.`customer_id`
 )

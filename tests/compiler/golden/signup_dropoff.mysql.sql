@@ -1,21 +1,13 @@
 WITH shopcrm_f0 AS (
   SELECT
     `e`.`customer_id` AS customer_id,
-    COUNT(
-      CASE
-        WHEN CAST(`e`.`event` AS BINARY) = CAST('order_completed' AS BINARY)
-        AND `e`.`ts` < CAST('2026-03-01 12:00:00.000000' AS DATETIME(6))
-        THEN 1
-      END
-    ) AS f0
+    COUNT(1) AS f0
   FROM `events` AS e
   WHERE
     `e`.`event` = 'order_completed'
     AND NOT `e`.`customer_id` IS NULL
-    AND (
-      CAST(`e`.`event` AS BINARY) = CAST('order_completed' AS BINARY)
-      AND `e`.`ts` < CAST('2026-03-01 12:00:00.000000' AS DATETIME(6))
-    )
+    AND CAST(`e`.`event` AS BINARY) = CAST('order_completed' AS BINARY)
+    AND `e`.`ts` < CAST('2026-03-01 12:00:00.000000' AS DATETIME(6))
   GROUP BY
     `e`.`customer_id`
 )

@@ -1,14 +1,12 @@
 WITH shopcrm_f0 AS (
   SELECT
     `e`.`customer_id` AS customer_id,
-    COUNT(CASE WHEN `e`.`ts` < CAST('2026-03-01 12:00:00.000000' AS TIMESTAMP) THEN 1 END) AS f0
+    COUNT(1) AS f0
   FROM `events` AS e
   WHERE
     `e`.`event` = 'order_completed'
     AND NOT `e`.`customer_id` IS NULL
-    AND (
-      `e`.`ts` < CAST('2026-03-01 12:00:00.000000' AS TIMESTAMP)
-    )
+    AND `e`.`ts` < CAST('2026-03-01 12:00:00.000000' AS TIMESTAMP)
   GROUP BY
     `e`.`customer_id`
 )

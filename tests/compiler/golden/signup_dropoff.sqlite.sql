@@ -1,19 +1,12 @@
 WITH shopcrm_f0 AS (
   SELECT
     "e"."customer_id" AS customer_id,
-    COUNT(
-      CASE
-        WHEN STRFTIME('%Y-%m-%d %H:%M:%f', "e"."ts") < '2026-03-01 12:00:00.000'
-        THEN 1
-      END
-    ) AS f0
+    COUNT(1) AS f0
   FROM "events" AS e
   WHERE
     "e"."event" = 'order_completed'
     AND NOT "e"."customer_id" IS NULL
-    AND (
-      STRFTIME('%Y-%m-%d %H:%M:%f', "e"."ts") < '2026-03-01 12:00:00.000'
-    )
+    AND STRFTIME('%Y-%m-%d %H:%M:%f', "e"."ts") < '2026-03-01 12:00:00.000'
   GROUP BY
     "e"."customer_id"
 )
