@@ -72,6 +72,9 @@ _first_four = struct.Struct(">I").unpack_from
 
 _T = TypeVar("_T")
 
+#: not looked up yet (a remembered answer may be None)
+_UNSET: Any = object()
+
 __all__ = [
     "ENTERED",
     "NOT_ENTERED",
@@ -727,6 +730,7 @@ class _Planner:
         self.caps.flush()
         sent_to, zero_limits = self.caps.sent.get, self.caps.zero_limits
         capped_by = self.caps.binding
+        bound: dict[tuple[Any, ...], Any] = {}  # (history, channel, instant) -> the binding cap's name or None
         planned = len(self.messages)  # this broadcast's messages from here on: the caps of later campaigns count them
         control = advertising and bool(policy.global_control_percent)
         holdout = campaign.holdout_percent * 100 if campaign.holdout_percent else 0
@@ -816,8 +820,14 @@ class _Planner:
                 left_out(customer_id, found.reason, found.detail, key)
                 continue
             send_at = found.send_at
-            if zero_limits or sent_to(customer_id):
-                cap = capped_by(customer_id, purpose, chain[0], send_at)
+            history = sent_to(customer_id)
+            if history or zero_limits:
+                # the binding cap is a function of the customer's sending history (this broadcast adds to it only
+                # after its loop), the channel and the instant: customers with equal histories share the answer
+                asked = (tuple(history) if history else (), chain[0], send_at)
+                cap = bound.get(asked, _UNSET)
+                if cap is _UNSET:
+                    cap = bound[asked] = capped_by(customer_id, purpose, chain[0], send_at)
                 if cap is not None:
                     left_out(customer_id, "capped", cap, key)
                     continue
