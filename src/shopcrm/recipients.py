@@ -14,11 +14,15 @@ from typing import Any
 import attrs
 
 from shopcrm.campaigns import Recipient
+from shopcrm.campaigns._planner import _maker
 from shopcrm.timeline import to_utc_naive
 
 __all__ = ["RecipientColumns", "with_opt_outs"]
 
 _GROUPS = ("sms", "kakao", "email", "push")
+
+#: ``Recipient(...)`` with its fields in order, through the slots (a broadcast tick makes a million of them)
+_new_recipient = _maker(Recipient)
 
 
 def _consents() -> dict[str, str]:
@@ -84,6 +88,8 @@ class RecipientColumns:
         template context gets the ``attributes`` columns."""
         ids = columns["customer_id"]
         count = len(ids)
+        if any(len(column) != count for column in columns.values()):
+            raise ValueError(f"recipient columns have one length; these have {sorted({len(c) for c in columns.values()})}")
         nothing: Sequence[Any] = [None] * count
 
         def values(name: str | None) -> Sequence[Any] | None:
@@ -125,19 +131,31 @@ class RecipientColumns:
         else:
             opted = [frozenset()] * count
         names = [name for name in attributes if name in columns]
-        shown = zip(*[columns[name] for name in names], strict=True) if names else iter([()] * count)
-        consents = zip(*given_columns, strict=True) if given_columns else iter([()] * count)
-        out = []
-        for customer_id, phone, email, token, friend, zone, night, opted_out, gave, row in zip(
-            ids, texts(self.phone), texts(self.email), texts(self.push_token), flags(self.kakao_friend),
-            texts(self.timezone), flags(self.night_consent), opted, consents, shown, strict=True,
-        ):
-            out.append(Recipient(
-                customer_id=customer_id, phone=phone, email=email, push_token=token, kakao_friend=friend, timezone=zone,
-                consents={group: when for group, when in zip(groups, gave, strict=True) if when is not None},
-                night_consent=night, opted_out=opted_out, attributes=dict(zip(names, row, strict=True)),
-            ))
-        return out
+        # each recipient's template values: a dict of its own (one name: a dict display, without zip per row)
+        shown: Sequence[dict[str, Any]]
+        if not names:
+            shown = [{} for _ in range(count)]
+        elif len(names) == 1:
+            only = names[0]
+            shown = [{only: value} for value in columns[only]]
+        else:
+            shown = [dict(zip(names, row, strict=True)) for row in zip(*[columns[name] for name in names], strict=True)]
+        # the consent dicts, one per distinct combination of consent instants (bare booleans give few): recipients
+        # share them read-only, as they share the empty opt-out set
+        given_of: dict[tuple[datetime | None, ...], dict[str, datetime]] = {}
+        consents: list[dict[str, datetime]] = []
+        for gave in zip(*given_columns, strict=True) if given_columns else [()] * count:
+            found = given_of.get(gave)
+            if found is None:
+                found = {group: when for group, when in zip(groups, gave, strict=True) if when is not None}
+                if len(given_of) < 4096:
+                    given_of[gave] = found
+            consents.append(found)
+        new = _new_recipient
+        return list(map(
+            new, ids, texts(self.phone), texts(self.email), texts(self.push_token), flags(self.kakao_friend),
+            texts(self.timezone), consents, flags(self.night_consent), opted, shown,
+        ))
 
     def recipients_by_row(
         self, columns: Mapping[str, Sequence[Any]], *, now: datetime, attributes: Collection[str] = (),

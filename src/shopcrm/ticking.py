@@ -570,6 +570,9 @@ def recommendations_for(
 
 def _merge(recipients: dict[Any, Recipient], found: Iterable[Recipient]) -> None:
     """Add recipients read for one campaign; a customer several campaigns read keeps every template field."""
+    if not recipients:  # the first campaign read (a broadcast's million): nobody to merge with
+        recipients.update([(recipient.customer_id, recipient) for recipient in found])
+        return
     for recipient in found:
         known = recipients.get(recipient.customer_id)
         if known is not None and known.attributes.keys() != recipient.attributes.keys():

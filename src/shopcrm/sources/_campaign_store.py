@@ -177,13 +177,14 @@ def stored_columns(rows: Sequence[OutboxRow]) -> list[list[Any]]:
 _INDEX = {name: i for i, name in enumerate(OUTBOX_COLUMNS)}
 
 
-def _stored(columns: list[Any]) -> list[Any]:
-    """Outbox columns (row values) in place as the tables store them: customer ids as JSON, instants as ISO text,
-    costs as floats (each distinct instant is written once)."""
-    columns[_INDEX["customer_id"]] = [
-        f'"{c}"' if type(c) is str and c.isascii() and c.isprintable() and '"' not in c and "\\" not in c else json.dumps(c)
-        for c in columns[_INDEX["customer_id"]]
-    ]  # json.dumps(c), without the call for the usual plain text ids
+def _stored(columns: list[Any], *, ids: bool = True) -> list[Any]:
+    """Outbox columns (row values) in place as the tables store them: customer ids as JSON (unless not ``ids``: the
+    caller quotes them), instants as ISO text, costs as floats (each distinct instant is written once)."""
+    if ids:
+        columns[_INDEX["customer_id"]] = [
+            f'"{c}"' if type(c) is str and c.isascii() and c.isprintable() and '"' not in c and "\\" not in c else json.dumps(c)
+            for c in columns[_INDEX["customer_id"]]
+        ]  # json.dumps(c), without the call for the usual plain text ids
     for name in ("due_at", "send_at", "planned_at"):
         column = columns[_INDEX[name]]
         stamps = {value: _stamp(value) for value in set(column)}
@@ -241,14 +242,35 @@ class OutboxBatch(Sequence[OutboxRow]):
         """The columns as the tables store them (see :func:`stored_columns`); with ``arrow``, as Arrow arrays when
         the messages already are one (a large batch), so that the engine takes them without Python objects."""
         messages = self._columns[_INDEX["message"]]
-        columns = _stored([[] if i == _INDEX["message"] else list(column) for i, column in enumerate(self._columns)])
+        quoted = None if not arrow or isinstance(messages, list | tuple) else _quoted_ids(self._columns[_INDEX["customer_id"]])
+        columns = _stored([[] if i == _INDEX["message"] else list(column) for i, column in enumerate(self._columns)],
+                          ids=quoted is None)
         if not arrow or isinstance(messages, list | tuple):
             columns[_INDEX["message"]] = list(self.column("message"))
             return columns
         import pyarrow as pa
 
-        return [messages if i == _INDEX["message"] else pa.array(column, pa.float64() if i == _INDEX["cost"] else pa.string())
-                for i, column in enumerate(columns)]
+        columns[_INDEX["message"]] = messages
+        if quoted is not None:
+            columns[_INDEX["customer_id"]] = quoted
+        return [column if isinstance(column, pa.Array | pa.ChunkedArray) else pa.array(
+            column, pa.float64() if i == _INDEX["cost"] else pa.string()) for i, column in enumerate(columns)]
+
+
+def _quoted_ids(ids: Sequence[Any]) -> Any:
+    """The customer ids as their JSON, in Arrow, when every one is text that JSON writes as it is (printable ASCII
+    without quotes or backslashes: ``"`` + id + ``"``, what :func:`_stored` writes for them); None otherwise."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    try:
+        found = pa.array(ids if isinstance(ids, list) else list(ids))
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+        return None
+    if found.type != pa.string() or found.null_count or not pc.all(pc.match_substring_regex(
+            found, r"^[ !#-\[\]-~]*$")).as_py():
+        return None
+    return pc.binary_join_element_wise(pa.scalar('"'), found, pa.scalar('"'), "")
 
 
 class CampaignStore(ABC):
