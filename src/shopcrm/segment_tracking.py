@@ -27,7 +27,12 @@ import attrs
 from sqlglot import exp
 
 from shopcrm.compiler import compile_members
-from shopcrm.compiler._boundaries import compile_next_changes, next_changes_from_rows, only_candidates
+from shopcrm.compiler._boundaries import (
+    compile_next_changes,
+    next_changes_from_rows,
+    only_candidates,
+    only_listed,
+)
 from shopcrm.compiler._dialects import dialect_for
 from shopcrm.dsl import Rule
 from shopcrm.dsl._boundaries import boundaries
@@ -109,27 +114,59 @@ def attribute_key(column: str) -> str:
     return f"attribute:{column}"
 
 
-def customers_signature(source: Source) -> str | None:
-    """A cheap fingerprint of the customers table (row count and a sum of row hashes) on DuckDB; None elsewhere
-    (no cheap way to notice a reload there: refresh with ``full=True`` after one)."""
+def customers_signature(source: Source, columns: Sequence[str] | None = None) -> str | None:
+    """A cheap fingerprint of the customers table on DuckDB (its row count and a sum of row hashes over ``columns``:
+    the ids and the attributes that tracked rules and attributes read, a change to any other column cannot
+    change an answer; None: every column); None elsewhere (no cheap way to notice a reload there: refresh with
+    ``full=True`` after one)."""
     if source.dialect != "duckdb":
         return None
     table = source.schema().customers
-    query = exp.select(exp.Count(this=exp.Star()), exp.Sum(this=exp.Anonymous(this="HASH", expressions=[exp.column("c")])))
+    hashed: list[exp.Expression] = ([exp.column("c")] if columns is None
+                                    else [exp.column(c, table="c", quoted=True) for c in columns])
+    query = exp.select(exp.Count(this=exp.Star()), exp.Sum(this=exp.Anonymous(this="HASH", expressions=hashed)))
     row = source.fetch(query.from_(table.relation("c")))[0]
-    return f"{row[0]}:{row[1]}"
+    return f"{row[0]}:{row[1]}" if columns is None else f"{','.join(columns)}:{row[0]}:{row[1]}"
+
+
+def _attributes(node: Any) -> set[str]:
+    """The customer attributes a rule (as JSON data) compares (``attribute`` nodes; ``properties.x``: the
+    ``properties`` column)."""
+    found: set[str] = set()
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "attribute" and isinstance(value, str):
+                found.add(value.split(".", 1)[0])
+            found |= _attributes(value)
+    elif isinstance(node, list):
+        for item in node:
+            found |= _attributes(item)
+    return found
+
+
+def _customer_columns(source: Source, rules: Sequence[Rule], attributes: Sequence[str]) -> list[str]:
+    """The customers columns some tracked rule or attribute reads, ``customer_id`` first (in the table's order)."""
+    named = {"customer_id", *attributes}
+    for rule in rules:
+        named |= _attributes(rule.to_dict())
+    return ["customer_id", *(c for c in source.schema().customers.columns if c in named and c != "customer_id")]
 
 
 def _ids(source: Source, query: exp.Select) -> set[Any]:
     return {row[0] for row in source.fetch(query)}
 
 
-def _recent(source: Source, since: datetime) -> set[tuple[Any, Any]]:
-    """The customers with an event at or after ``since``, with the names of those events."""
+def _recent(source: Source, since: datetime, names: Sequence[str] | None = None) -> set[tuple[Any, Any]]:
+    """The customers with an event at or after ``since`` (of one of ``names``, when given), with the names of
+    those events."""
+    if names is not None and not names:
+        return set()
     d = dialect_for(source.dialect)
     query = exp.select(exp.column("customer_id", table="e", quoted=True), exp.column("event", table="e", quoted=True)
                        ).distinct().from_(source.schema().events.relation("e")).where(
         exp.GTE(this=d.timestamp_column(exp.column("ts", table="e", quoted=True)), expression=d.timestamp_literal(since)))
+    if names is not None:
+        query = query.where(exp.column("event", table="e", quoted=True).isin(*[exp.Literal.string(n) for n in names]))
     return {(row[0], row[1]) for row in source.fetch(query)}
 
 
@@ -147,7 +184,12 @@ def refresh(
     now = to_utc_naive(now)
     store = source.membership_store()
     tracked = store.tracked()
-    signature = customers_signature(source) if tracked else None
+    # the customers columns the tracked rules and attributes read: what the fingerprint hashes and the candidates'
+    # copy keeps (a change to another column cannot change an answer)
+    columns = _customer_columns(source, [rules[key.split(":", 1)[1]] for key in tracked if key.startswith("segment:")],
+                                [key.split(":", 1)[1] for key in tracked if key.startswith("attribute:")]
+                                ) if tracked else []
+    signature = customers_signature(source, columns) if tracked else None
     changes: list[SegmentChange] = []
     attributes: list[AttributeChange] = []
     events: list[dict[str, Any]] = []
@@ -156,7 +198,7 @@ def refresh(
                for name, state in segments.items()}
     # the candidates' scratch tables are made before the transaction: they are this connection's, not the shop's
     shared = _candidates(source, {name: segments[name] for name, reason in reasons.items() if reason is None},
-                         rules, now)
+                         rules, now, columns)
     with store.batch():
         for name, state in segments.items():
             changes.append(_refresh_segment(source, name, rules[name], state, now=now, reason=reasons[name],
@@ -210,55 +252,75 @@ def _situations_named(source: Source, found: Any) -> str:
 class _Shared:
     """The candidates of the incrementally refreshed segments: per segment, the customers with a new event of a
     name its rule reads (events of other names cannot change its answer) and those whose next change has come;
-    and the schema restricted to all of them (materialised once where the engine keeps scratch tables).
-    Recomputing a customer who is not a segment's candidate is harmless: the answer is the one kept."""
+    and per segment the schema restricted to its candidates (where the engine keeps scratch tables: the rows of
+    all of them materialised once, each segment reading its own by a semi-join on its small table of ids; else
+    one schema restricted to all of them, a superset: recomputing a customer who is not a segment's candidate is
+    harmless, the answer is the one kept)."""
 
     ids: Mapping[str, tuple[Any, ...]]
-    schema: Any
+    schemas: Mapping[str, Any]
+    #: per segment, its candidates that are members now (one read of the store for all)
+    members: Mapping[str, set[Any]]
 
 
-#: the scratch tables a refresh materialises the candidates' rows into (DuckDB)
+#: the scratch tables a refresh materialises the candidates' rows into (DuckDB); each segment's ids are in
+#: ``shopcrm_candidates_<i>``
 SCRATCH = ("shopcrm_candidate_customers", "shopcrm_candidate_events", "shopcrm_candidates")
 
 
 def _candidates(
     source: Source, segments: Mapping[str, Mapping[str, Any]], rules: Mapping[str, Rule], now: datetime,
+    columns: Sequence[str] = (),
 ) -> _Shared | None:
     if not segments:
         return None
     store = source.membership_store()
     since = min(datetime.fromisoformat(state["watermark"]) for state in segments.values())
-    recent = _recent(source, since)
-    per_segment: dict[str, tuple[Any, ...]] = {}
-    for name in segments:
-        names = _reads(rules[name])
-        mine = {cid for cid, event in recent if event in names} | set(store.due(name, now))
-        per_segment[name] = tuple(sorted(mine, key=repr))
-    everyone = sorted({cid for ids in per_segment.values() for cid in ids}, key=repr)
-    schema = source.schema()
     scratch, scratch_ids = getattr(source, "scratch_table", None), getattr(source, "scratch_ids", None)
+    materialised = scratch is not None and scratch_ids is not None
+    reads = {name: _reads(rules[name]) for name in segments}
+    read = sorted(set().union(*reads.values()))
+    # where the rows are copied, only the events of the names read matter; elsewhere the semi-join on the events
+    # picks every customer with a new event, and the listed ones must be the others
+    recent = _recent(source, since, read if materialised else None)
+    by_name: dict[Any, set[Any]] = {}
+    for cid, event in recent:
+        by_name.setdefault(event, set()).add(cid)
+    due = store.due_many(list(segments), now)
+    mine = {name: set(due[name]).union(*(by_name.get(event, ()) for event in reads[name])) for name in segments}
+    everyone = sorted(set().union(*mine.values()), key=repr)
+    per_segment = {name: tuple(cid for cid in everyone if cid in ids) for name, ids in mine.items()}
+    schema = source.schema()
     if scratch is None or scratch_ids is None:
         # the customers with any new event, by a semi-join on the events, and the rest listed (a superset: harmless)
         seen = {cid for cid, _ in recent}
         listed = [cid for cid in everyone if cid not in seen]
-        return _Shared(per_segment, only_candidates(schema, since=since, ids=listed, dialect=source.dialect))
+        restricted = only_candidates(schema, since=since, ids=listed, dialect=source.dialect)
+        return _Shared(per_segment, dict.fromkeys(segments, restricted), store.members_among(per_segment))
     ids = scratch_ids(SCRATCH[2], everyone)
 
-    def rows(table: Any, alias: str) -> exp.Select:
+    def rows(table: Any, alias: str, kept: Mapping[str, Any]) -> exp.Select:
         keys = exp.select(exp.column("customer_id", table="k", quoted=True)).from_(ids.relation("k"))
-        return exp.select("*").from_(table.relation(alias)).where(
+        return exp.select(*[exp.column(c, table=alias, quoted=True) for c in kept]).from_(table.relation(alias)).where(
             exp.column("customer_id", table=alias, quoted=True).isin(query=keys))
 
-    customers = scratch(SCRATCH[0], rows(schema.customers, "c"), schema.customers.columns)
-    # only the events and the columns the rules read: copying every column of the matching rows costs 3x the scan
-    read = sorted({event for name in segments for event in _reads(rules[name])})
+    # only the columns the rules read: copying every column of the matching rows costs 3x the scan
+    kept = {c: kind for c, kind in schema.customers.columns.items() if c in columns} or dict(schema.customers.columns)
+    customers = scratch(SCRATCH[0], rows(schema.customers, "c", kept), kept)
     wanted = {"customer_id", "event", "ts"} | {f for name in segments for f in _event_fields(rules[name].to_dict())}
-    columns = {c: kind for c, kind in schema.events.columns.items() if c in wanted}
-    picked = rows(schema.events, "e").select(*[exp.column(c, table="e", quoted=True) for c in columns], append=False)
-    picked = picked.where(exp.column("event", table="e", quoted=True).isin(*[exp.Literal.string(n) for n in read])
-                          if read else exp.false())
-    events = scratch(SCRATCH[1], picked, columns)
-    return _Shared(per_segment, attrs.evolve(schema, customers=customers, events=events))
+    kept = {c: kind for c, kind in schema.events.columns.items() if c in wanted}
+    picked = rows(schema.events, "e", kept).where(
+        exp.column("event", table="e", quoted=True).isin(*[exp.Literal.string(n) for n in read]) if read else exp.false())
+    shared = attrs.evolve(schema, customers=customers, events=scratch(SCRATCH[1], picked, kept))
+    schemas: dict[str, Any] = {}
+    for i, name in enumerate(segments):
+        if len(per_segment[name]) == len(everyone):
+            schemas[name] = shared
+            continue
+        own = scratch_ids(f"{SCRATCH[2]}_{i}", per_segment[name])
+        schemas[name] = attrs.evolve(shared, customers=only_listed(shared.customers, own),
+                                     events=only_listed(shared.events, own))
+    return _Shared(per_segment, schemas, store.members_among(per_segment))
 
 
 def _event_fields(node: Any) -> set[str]:
@@ -289,8 +351,8 @@ def _refresh_segment(
     schema = source.schema()
     if reason is None:
         assert shared is not None
-        candidates, schema = list(shared.ids[name]), shared.schema
-        current = store.members(name, among=candidates)
+        candidates, schema = list(shared.ids[name]), shared.schemas[name]
+        current = shared.members[name]
     else:
         current = store.members(name)
     members = _ids(source, compile_members(rule, schema, now=now, dialect=dialect, lifecycle_policy=lifecycle_policy)

@@ -70,6 +70,14 @@ class MembershipStore(ABC):
     def due(self, segment: str, now: datetime) -> list[Any]:
         """The customers whose ``next_change_at`` is at or before ``now``."""
 
+    def members_among(self, among: Mapping[str, Sequence[Any]]) -> dict[str, set[Any]]:
+        """Per segment, the customers of its ``among`` with an open stay (one read where the store can)."""
+        return {segment: self.members(segment, among=ids) for segment, ids in among.items()}
+
+    def due_many(self, segments: Sequence[str], now: datetime) -> dict[str, list[Any]]:
+        """Per segment, :meth:`due` (one read where the store can)."""
+        return {segment: self.due(segment, now) for segment in segments}
+
     @abstractmethod
     def apply(
         self, segment: str, *, entered: Sequence[Any], exited: Sequence[Any], at: datetime,
@@ -207,9 +215,10 @@ class SQLMembershipStore(MembershipStore):
             self._run(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", row)
 
     @contextmanager
-    def _ids(self, ids: Sequence[Any]) -> Iterator[list[tuple[str, list[Any]]]]:
-        """Conditions on ``customer_id`` that together select ``ids`` (as stored: JSON)."""
-        keys = [_key(cid) for cid in ids]
+    def _ids(self, ids: Sequence[Any], *, keyed: bool = False) -> Iterator[list[tuple[str, list[Any]]]]:
+        """Conditions on ``customer_id`` that together select ``ids`` (as stored: JSON; ``keyed``: ids already
+        are)."""
+        keys = list(ids) if keyed else [_key(cid) for cid in ids]
         dialect = self._library.dialect
         if dialect == "duckdb":
             yield [("customer_id IN (SELECT unnest(CAST(? AS VARCHAR[])))", [keys])]
@@ -273,6 +282,36 @@ class SQLMembershipStore(MembershipStore):
                          (segment, _stamp(now)))
         return [json.loads(str(r[0])) for r in rows]
 
+    def members_among(self, among: Mapping[str, Sequence[Any]]) -> dict[str, set[Any]]:
+        """One read of the stays of every segment's candidates (a scan of the table, not one per segment)."""
+        empty: dict[str, set[Any]] = {segment: set() for segment, ids in among.items() if not ids}
+        among = {segment: ids for segment, ids in among.items() if ids}
+        if len(among) < 2 or not self._readable():
+            return {**empty, **super().members_among(among)}
+        ids = {cid: _key(cid) for cid in set().union(*among.values())}
+        back = {key: cid for cid, key in ids.items()}
+        found: dict[str, set[str]] = {segment: set() for segment in among}
+        p = self._p
+        names = ", ".join([p] * len(among))
+        with self._ids(list(ids.values()), keyed=True) as conditions:
+            for condition, params in conditions:
+                for segment, key in self._run(f"SELECT segment, customer_id FROM {self.STAYS} WHERE segment IN ({names}) "
+                                              f"AND exited_at IS NULL AND {condition}", [*among, *params]):
+                    found[str(segment)].add(str(key))
+        return {**empty, **{segment: {back[key] for key in (ids[cid] for cid in among[segment]) if key in found[segment]}
+                            for segment in among}}
+
+    def due_many(self, segments: Sequence[str], now: datetime) -> dict[str, list[Any]]:
+        if len(segments) < 2 or not self._readable():
+            return super().due_many(segments, now)
+        p = self._p
+        out: dict[str, list[Any]] = {segment: [] for segment in segments}
+        for segment, key in self._run(f"SELECT segment, customer_id FROM {self.CHANGES} WHERE segment IN "
+                                      f"({', '.join([p] * len(segments))}) AND next_change_at <= {p}",
+                                      [*segments, _stamp(now)]):
+            out[str(segment)].append(json.loads(str(key)))
+        return out
+
     def apply(
         self, segment: str, *, entered: Sequence[Any], exited: Sequence[Any], at: datetime,
         changes: Mapping[Any, datetime], candidates: Sequence[Any] | None, state: Mapping[str, Any],
@@ -292,26 +331,28 @@ class SQLMembershipStore(MembershipStore):
             # DuckDB: the fewer rows written the better (each write adds to the next checkpoint): only the
             # candidates whose kept next change went away or moved are deleted, and only the new or moved ones
             # written (the table has no key there: one row per customer is kept by deleting first)
-            gone: Sequence[Any] | None = candidates
-            if sparing and candidates:
+            # every id and instant encoded once, as stored
+            fresh = {_key(c): _stamp(v) for c, v in changes.items()}
+            gone: list[str] | None = None if candidates is None else [_key(c) for c in candidates]
+            if sparing and gone:
                 kept: dict[str, str] = {}
-                with self._ids(candidates) as conditions:
+                with self._ids(gone, keyed=True) as conditions:
                     for condition, params in conditions:
                         kept.update((str(c), str(v)) for c, v in self._run(
                             f"SELECT customer_id, next_change_at FROM {self.CHANGES} WHERE segment = {p} AND {condition}",
                             [segment, *params]))
                 # a kept row stays only when its customer's next change is the same instant
-                gone = [c for c in candidates if _key(c) in kept and (c not in changes or kept[_key(c)] != _stamp(changes[c]))]
-                changes = {c: at for c, at in changes.items() if kept.get(_key(c)) != _stamp(at)}
-            if candidates is None:
+                gone = [key for key in gone if key in kept and fresh.get(key) != kept[key]]
+                fresh = {key: stamp for key, stamp in fresh.items() if kept.get(key) != stamp}
+            if gone is None:
                 self._run(f"DELETE FROM {self.CHANGES} WHERE segment = {p}", (segment,))
             elif gone:
-                with self._ids(gone) as conditions:
+                with self._ids(gone, keyed=True) as conditions:
                     for condition, params in conditions:
                         self._run(f"DELETE FROM {self.CHANGES} WHERE segment = {p} AND {condition}", [segment, *params])
-            if changes:
+            if fresh:
                 self._insert(self.CHANGES, ["segment", "customer_id", "next_change_at"],
-                             [[segment] * len(changes), [_key(c) for c in changes], [_stamp(v) for v in changes.values()]])
+                             [[segment] * len(fresh), list(fresh), list(fresh.values())])
             self._put_tracked(f"segment:{segment}", state)
 
     def stays(self, segment: str) -> list[Stay]:
