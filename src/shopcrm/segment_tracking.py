@@ -34,8 +34,21 @@ from shopcrm.compiler._boundaries import (
     only_listed,
 )
 from shopcrm.compiler._dialects import dialect_for
-from shopcrm.dsl import Rule
+from shopcrm.dsl import Rule, children
 from shopcrm.dsl._boundaries import boundaries
+from shopcrm.dsl._nodes import (
+    Aggregate,
+    And,
+    Attribute,
+    Everyone,
+    FirstPerformed,
+    LastPerformed,
+    Not,
+    Or,
+    Performed,
+    Sample,
+)
+from shopcrm.sources._membership_store import Refreshed
 from shopcrm.timeline import to_utc_naive
 
 if TYPE_CHECKING:
@@ -175,6 +188,61 @@ def _reads(rule: Rule) -> set[str]:
     return {b.event for b in boundaries(rule).items if b.table == "events" and b.event is not None}
 
 
+#: the earliest instant of a name's events that can decide an answer (None: any, the whole history)
+Horizon = datetime | None
+
+
+def _horizons(rule: Rule, now: datetime) -> dict[str, Horizon] | None:
+    """Per event name ``rule`` reads, the earliest ``ts`` of those events that can decide its answer at ``now`` or
+    its next change after (the lower end of the window that reads them; None: the whole history); None for a node
+    this does not know (then every event of every name read is kept).  A performed event cancelled by a later one
+    (``not_followed_by``) is inside the window, so its canceller is after the window's start too."""
+    if isinstance(rule, Performed | Aggregate):
+        start = _window_start(rule.within, now)
+        found: dict[str, Horizon] = {rule.performed: start}
+        follow = rule.not_followed_by if isinstance(rule, Performed) else None
+        if follow is not None:
+            found = _earliest(found, {follow.performed: start})
+        return found
+    if isinstance(rule, FirstPerformed):
+        return {rule.first_performed: None}  # the first event may be any
+    if isinstance(rule, LastPerformed):
+        return {rule.last_performed: None}  # the last one may be any
+    if isinstance(rule, Everyone | Attribute | Sample):
+        return {}
+    if isinstance(rule, And | Or | Not):
+        merged: dict[str, Horizon] = {}
+        for child in children(rule):
+            inner = _horizons(child, now)
+            if inner is None:
+                return None
+            merged = _earliest(merged, inner)
+        return merged
+    return None
+
+
+def _earliest(a: Mapping[str, Horizon], b: Mapping[str, Horizon]) -> dict[str, Horizon]:
+    """Per name of either, the earlier horizon (None, the whole history, is the earliest)."""
+    out = dict(a)
+    for name, at in b.items():
+        if name in out:
+            out[name] = None if out[name] is None or at is None else min(out[name], at)  # type: ignore[type-var]
+        else:
+            out[name] = at
+    return out
+
+
+def _window_start(within: Any, now: datetime) -> Horizon:
+    """The earliest ``ts`` a window admits at ``now`` (None: no lower end, or one this cannot compute)."""
+    if within is None:
+        return None
+    try:
+        starts = [bound.at for bound in within.bounds(now) if bound.op in ("gt", "gte")]
+    except (ValueError, OverflowError):  # a window reaching before the year 1: the whole history
+        return None
+    return max(starts) if starts else None
+
+
 def refresh(
     source: Source, rules: Mapping[str, Rule], *, now: datetime, full: bool = False,
     lifecycle_policy: LifecyclePolicy | None = None,
@@ -200,9 +268,13 @@ def refresh(
     shared = _candidates(source, {name: segments[name] for name, reason in reasons.items() if reason is None},
                          rules, now, columns)
     with store.batch():
+        writes: list[Refreshed] = []
         for name, state in segments.items():
-            changes.append(_refresh_segment(source, name, rules[name], state, now=now, reason=reasons[name],
-                                            shared=shared, signature=signature, lifecycle_policy=lifecycle_policy))
+            change, write = _refresh_segment(source, name, rules[name], state, now=now, reason=reasons[name],
+                                             shared=shared, signature=signature, lifecycle_policy=lifecycle_policy)
+            changes.append(change)
+            writes.append(write)
+        store.apply_many(writes)
         for key, state in tracked.items():
             if key.startswith("attribute:"):
                 attributes.append(_refresh_attribute(source, key.split(":", 1)[1], state, now=now, full=full,
@@ -309,8 +381,7 @@ def _candidates(
     customers = scratch(SCRATCH[0], rows(schema.customers, "c", kept), kept)
     wanted = {"customer_id", "event", "ts"} | {f for name in segments for f in _event_fields(rules[name].to_dict())}
     kept = {c: kind for c, kind in schema.events.columns.items() if c in wanted}
-    picked = rows(schema.events, "e", kept).where(
-        exp.column("event", table="e", quoted=True).isin(*[exp.Literal.string(n) for n in read]) if read else exp.false())
+    picked = rows(schema.events, "e", kept).where(_read_events(source, [rules[name] for name in segments], read, now))
     shared = attrs.evolve(schema, customers=customers, events=scratch(SCRATCH[1], picked, kept))
     schemas: dict[str, Any] = {}
     for i, name in enumerate(segments):
@@ -321,6 +392,27 @@ def _candidates(
         schemas[name] = attrs.evolve(shared, customers=only_listed(shared.customers, own),
                                      events=only_listed(shared.events, own))
     return _Shared(per_segment, schemas, store.members_among(per_segment))
+
+
+def _read_events(source: Source, rules: Sequence[Rule], read: Sequence[str], now: datetime) -> exp.Expr:
+    """The condition on an event that some rule can read it at ``now``: one of the names read, at or after the
+    name's horizon (the windows that read it; see :func:`_horizons`).  A refresh at 1M with a 7-day rule on
+    product views copies the last week's views, not every one."""
+    horizons: dict[str, Horizon] = {}
+    for rule in rules:
+        found = _horizons(rule, now)
+        horizons = _earliest(horizons, dict.fromkeys(_reads(rule)) if found is None else
+                             {name: found.get(name) for name in _reads(rule)})
+    d = dialect_for(source.dialect)
+    event, ts = exp.column("event", table="e", quoted=True), exp.column("ts", table="e", quoted=True)
+    whole = [exp.Literal.string(name) for name in read if horizons.get(name) is None]
+    parts: list[exp.Expr] = [event.copy().isin(*whole)] if whole else []
+    for name in read:
+        at = horizons.get(name)
+        if at is not None:
+            parts.append(exp.and_(exp.EQ(this=event.copy(), expression=exp.Literal.string(name)),
+                                  exp.GTE(this=d.timestamp_column(ts.copy()), expression=d.timestamp_literal(at))))
+    return exp.or_(*parts) if parts else exp.false()
 
 
 def _event_fields(node: Any) -> set[str]:
@@ -343,7 +435,8 @@ def _event_fields(node: Any) -> set[str]:
 def _refresh_segment(
     source: Source, name: str, rule: Rule, state: Mapping[str, Any], *, now: datetime, reason: str | None,
     shared: _Shared | None, signature: str | None, lifecycle_policy: LifecyclePolicy | None,
-) -> SegmentChange:
+) -> tuple[SegmentChange, Refreshed]:
+    """The segment's change and what the store must write for it (all segments' writes go together)."""
     store = source.membership_store()
     found = boundaries(rule)
     dialect = source.dialect
@@ -372,10 +465,9 @@ def _refresh_segment(
     total = len(members) if candidates is None else int(state.get("members", 0)) + len(entered) - len(exited)
     new_state = {"kind": "segment", "rule": rule.to_json(), "watermark": now.isoformat(sep=" ", timespec="microseconds"),
                  "customers": signature, "tracked_at": state.get("tracked_at"), "members": total}
-    store.apply(name, entered=entered, exited=exited, at=now, changes=next_changes, candidates=candidates,
-                state=new_state)
-    return SegmentChange(name, tuple(entered), tuple(exited), total, None if candidates is None else len(candidates),
-                         reason, initial=not state.get("watermark"))
+    change = SegmentChange(name, tuple(entered), tuple(exited), total, None if candidates is None else len(candidates),
+                           reason, initial=not state.get("watermark"))
+    return change, Refreshed(name, entered, exited, now, next_changes, candidates, new_state)
 
 
 def _plain(value: Any) -> Any:

@@ -20,7 +20,7 @@ from typing import Any, NamedTuple
 
 from shopcrm.sources._library import LibraryStore
 
-__all__ = ["MembershipStore", "MemoryMembershipStore", "SQLMembershipStore", "Stay"]
+__all__ = ["MembershipStore", "MemoryMembershipStore", "Refreshed", "SQLMembershipStore", "Stay"]
 
 
 class Stay(NamedTuple):
@@ -31,6 +31,18 @@ class Stay(NamedTuple):
     customer_id: Any
     entered_at: datetime
     exited_at: datetime | None
+
+
+class Refreshed(NamedTuple):
+    """One segment's refresh, as :meth:`MembershipStore.apply` takes it (for :meth:`MembershipStore.apply_many`)."""
+
+    segment: str
+    entered: Sequence[Any]
+    exited: Sequence[Any]
+    at: datetime
+    changes: Mapping[Any, datetime]
+    candidates: Sequence[Any] | None
+    state: Mapping[str, Any]
 
 
 def _stamp(value: datetime) -> str:
@@ -69,6 +81,13 @@ class MembershipStore(ABC):
     @abstractmethod
     def due(self, segment: str, now: datetime) -> list[Any]:
         """The customers whose ``next_change_at`` is at or before ``now``."""
+
+    def apply_many(self, refreshed: Sequence[Refreshed]) -> None:
+        """:meth:`apply` of each, in one transaction (in a few statements where the store can)."""
+        with self.batch():
+            for one in refreshed:
+                self.apply(one.segment, entered=one.entered, exited=one.exited, at=one.at, changes=one.changes,
+                           candidates=one.candidates, state=one.state)
 
     def members_among(self, among: Mapping[str, Sequence[Any]]) -> dict[str, set[Any]]:
         """Per segment, the customers of its ``among`` with an open stay (one read where the store can)."""
@@ -343,7 +362,7 @@ class SQLMembershipStore(MembershipStore):
                             [segment, *params]))
                 # a kept row stays only when its customer's next change is the same instant
                 gone = [key for key in gone if key in kept and fresh.get(key) != kept[key]]
-                fresh = {key: stamp for key, stamp in fresh.items() if kept.get(key) != stamp}
+                fresh = {key: instant for key, instant in fresh.items() if kept.get(key) != instant}
             if gone is None:
                 self._run(f"DELETE FROM {self.CHANGES} WHERE segment = {p}", (segment,))
             elif gone:
@@ -354,6 +373,63 @@ class SQLMembershipStore(MembershipStore):
                 self._insert(self.CHANGES, ["segment", "customer_id", "next_change_at"],
                              [[segment] * len(fresh), list(fresh), list(fresh.values())])
             self._put_tracked(f"segment:{segment}", state)
+
+    def apply_many(self, refreshed: Sequence[Refreshed]) -> None:
+        """On DuckDB, the incremental refreshes of many segments in one statement per table and kind of write
+        (every statement scans its table: five segments cost one scan, not five); elsewhere, and for a segment
+        refreshed in full, :meth:`apply` of each."""
+        sparing = [one for one in refreshed if one.candidates is not None]
+        if self._library.dialect != "duckdb" or len(sparing) < 2:
+            super().apply_many(refreshed)
+            return
+        self._ready()
+        p = self._p
+        pairs = "(SELECT unnest(CAST(? AS VARCHAR[])) AS s, unnest(CAST(? AS VARCHAR[])) AS k) AS x"
+        with self._library._transaction():
+            for one in refreshed:
+                if one.candidates is None:
+                    self.apply(one.segment, entered=one.entered, exited=one.exited, at=one.at, changes=one.changes,
+                               candidates=None, state=one.state)
+            # the open stays of the exited closed, then the entered opened
+            closing = [(one.segment, _key(c), _stamp(one.at)) for one in sparing for c in one.exited]
+            if closing:
+                segments, keys, stamps = (list(column) for column in zip(*closing, strict=True))
+                self._run(f"UPDATE {self.STAYS} SET exited_at = x.t FROM (SELECT unnest(CAST(? AS VARCHAR[])) AS s, "
+                          "unnest(CAST(? AS VARCHAR[])) AS k, unnest(CAST(? AS VARCHAR[])) AS t) AS x WHERE "
+                          f"{self.STAYS}.segment = x.s AND {self.STAYS}.customer_id = x.k AND {self.STAYS}.exited_at IS NULL",
+                          [segments, keys, stamps])
+            opening = [(one.segment, _key(c), _stamp(one.at)) for one in sparing for c in one.entered]
+            if opening:
+                self._insert(self.STAYS, ["segment", "customer_id", "entered_at"],
+                             [list(column) for column in zip(*opening, strict=True)])
+            # the next changes: only the candidates' rows that went away or moved are deleted, only the new or
+            # moved ones written (see apply); the kept rows of every segment's candidates read at once
+            candidates = {one.segment: [_key(c) for c in one.candidates or ()] for one in sparing}
+            everyone = sorted(set().union(*candidates.values()))
+            kept: dict[str, dict[str, str]] = {one.segment: {} for one in sparing}
+            if everyone:
+                names = ", ".join([p] * len(candidates))
+                with self._ids(everyone, keyed=True) as conditions:
+                    for condition, params in conditions:
+                        for segment, key, at in self._run(
+                                f"SELECT segment, customer_id, next_change_at FROM {self.CHANGES} WHERE segment IN "
+                                f"({names}) AND {condition}", [*candidates, *params]):
+                            kept[str(segment)][str(key)] = str(at)
+            gone: list[tuple[str, str]] = []
+            fresh: list[tuple[str, str, str]] = []
+            for one in sparing:
+                mine = kept[one.segment]
+                new = {_key(c): _stamp(v) for c, v in one.changes.items()}
+                gone += [(one.segment, key) for key in candidates[one.segment] if key in mine and new.get(key) != mine[key]]
+                fresh += [(one.segment, key, at) for key, at in new.items() if mine.get(key) != at]
+            if gone:
+                self._run(f"DELETE FROM {self.CHANGES} USING {pairs} WHERE {self.CHANGES}.segment = x.s AND "
+                          f"{self.CHANGES}.customer_id = x.k", [list(column) for column in zip(*gone, strict=True)])
+            if fresh:
+                self._insert(self.CHANGES, ["segment", "customer_id", "next_change_at"],
+                             [list(column) for column in zip(*fresh, strict=True)])
+            for one in sparing:
+                self._put_tracked(f"segment:{one.segment}", one.state)
 
     def stays(self, segment: str) -> list[Stay]:
         if not self._readable():
