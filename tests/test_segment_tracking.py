@@ -412,3 +412,38 @@ def test_many_segments_written_together_equal_each_written_alone() -> None:
             assert duck.next_changes(segment) == memory.next_changes(segment), segment
     assert duck.members_among({"s": ["a", "c", 1, "q"], "t": ["a", "c"], "u": []}) == {"s": {"a"}, "t": {"a"}, "u": set()}
     assert duck.due_many(["s", "t", "u"], t0 + day) == {"s": [], "t": [], "u": ["z"]}
+
+
+def test_a_new_event_makes_a_candidate_only_when_some_rule_reading_it_would_count_it() -> None:
+    """A new event whose name every node reading it filters (``where``) makes its customer a candidate only when
+    one of those filters holds: a bag view rechecks nobody for a shoe-view rule, a small order nobody for a cart
+    cancelled only by a big one; a rule reading the name unfiltered makes every such customer one again."""
+    shop = shopcrm.Shop.open(path=":memory:")
+    shop.load_customers([{"customer_id": i, "grade": "silver"} for i in (1, 2, 3)])
+    shop.load_events([{"customer_id": c, "event": "cart_added", "ts": T0 - timedelta(days=1), "amount": 0, "category": "x"}
+                      for c in (1, 2)])
+    segments = {"shoes": {"performed": "product_viewed", "where": {"category": "shoes"}, "within": {"last": "7d"}},
+                "carts": {"performed": "cart_added", "within": {"last": "3d"},
+                          "not_followed_by": {"performed": "order_completed", "where": {"amount": {"gte": 100}}}}}
+    for name, rule in segments.items():
+        shop.save_segment(name, rule)
+        shop.track_segment(name)
+    shop.refresh_segments(now=T0)
+    new = [{"customer_id": 1, "event": "product_viewed", "category": "shoes", "amount": 0},
+           {"customer_id": 2, "event": "product_viewed", "category": "bags", "amount": 0},
+           {"customer_id": 1, "event": "order_completed", "category": "x", "amount": 500},
+           {"customer_id": 2, "event": "order_completed", "category": "x", "amount": 5}]
+    shop.load_events([{**event, "ts": T0 + timedelta(minutes=10)} for event in new])
+    later = shop.refresh_segments(now=T0 + timedelta(hours=1))
+    assert (later["shoes"].entered, later["shoes"].candidates) == ((1,), 1)
+    assert (later["carts"].exited, later["carts"].candidates) == ((1,), 1)  # the big order cancels 1's cart
+    assert shop.source.membership_store().members("carts") == {2}
+    # a rule reading views unfiltered: every viewer is a candidate again, and enters it
+    shop.save_segment("viewers", {"performed": "product_viewed", "within": {"last": "1h"}})
+    shop.track_segment("viewers")
+    shop.refresh_segments(now=T0 + timedelta(hours=1))
+    shop.load_events([{"customer_id": c, "event": "product_viewed", "category": "bags", "amount": 0,
+                       "ts": T0 + timedelta(hours=1, minutes=10)} for c in (2, 3)])
+    last = shop.refresh_segments(now=T0 + timedelta(hours=2))
+    assert last["viewers"].entered == (3,)  # 2 and 1 were members already (1's view is 80 minutes old: left)
+    assert (last["shoes"].candidates, last["shoes"].entered) == (2, ())

@@ -54,8 +54,19 @@ def _stored(customer_id: Any, kind: str) -> str:
     return json.dumps(customer_id)
 
 
+#: text ids as stored, by id (the common case, without the cache's key tuple: a refresh at 1M encodes ~100k)
+_TEXT_KEYS: dict[str, str] = {}
+
+
 def _key(customer_id: Any) -> str:
     """A customer id as stored (JSON; the same ids recur in every segment of a refresh, so encoded once)."""
+    if type(customer_id) is str:
+        key = _TEXT_KEYS.get(customer_id)
+        if key is None:
+            if len(_TEXT_KEYS) >= 1 << 20:
+                _TEXT_KEYS.clear()
+            key = _TEXT_KEYS[customer_id] = json.dumps(customer_id)
+        return key
     return _stored(customer_id, type(customer_id).__name__)  # 1 and True are equal keys of a cache
 
 
@@ -405,7 +416,7 @@ class SQLMembershipStore(MembershipStore):
             # the next changes: only the candidates' rows that went away or moved are deleted, only the new or
             # moved ones written (see apply); the kept rows of every segment's candidates read at once
             candidates = {one.segment: [_key(c) for c in one.candidates or ()] for one in sparing}
-            everyone = sorted(set().union(*candidates.values()))
+            everyone = list(set().union(*candidates.values()))
             kept: dict[str, dict[str, str]] = {one.segment: {} for one in sparing}
             if everyone:
                 names = ", ".join([p] * len(candidates))
