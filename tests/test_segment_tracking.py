@@ -447,3 +447,20 @@ def test_a_new_event_makes_a_candidate_only_when_some_rule_reading_it_would_coun
     last = shop.refresh_segments(now=T0 + timedelta(hours=2))
     assert last["viewers"].entered == (3,)  # 2 and 1 were members already (1's view is 80 minutes old: left)
     assert (last["shoes"].candidates, last["shoes"].entered) == (2, ())
+
+
+def test_a_filter_comparing_an_event_timestamp_by_age_keeps_every_new_event_of_its_name() -> None:
+    """``where`` comparing an event's timestamp by age can hold later for an event it rejects now: a new order
+    delivered five minutes ago is not "delivered at least a day ago" yet, but its customer is rechecked (its
+    boundary computed) so the refresh a day later lets them in."""
+    shop = shopcrm.Shop.open(path=":memory:")
+    shop.load_customers([{"customer_id": i, "grade": "silver"} for i in (1, 2)])
+    shop.load_events([{"customer_id": 2, "event": "order_completed", "ts": T0 - timedelta(days=3),
+                       "delivered_at": T0 - timedelta(days=2)}])
+    shop.save_segment("delivered", {"performed": "order_completed", "where": {"delivered_at": {"ago": {"gte": "1d"}}}})
+    shop.track_segment("delivered")
+    shop.refresh_segments(now=T0)
+    shop.load_events([{"customer_id": 1, "event": "order_completed", "ts": T0 + timedelta(minutes=10),
+                       "delivered_at": T0 + timedelta(minutes=5)}])
+    assert shop.refresh_segments(now=T0 + timedelta(hours=1))["delivered"].entered == ()
+    assert shop.refresh_segments(now=T0 + timedelta(days=1, hours=1))["delivered"].entered == (1,)

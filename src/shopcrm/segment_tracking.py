@@ -7,8 +7,15 @@ yet visible then: only ``ts < now`` exists), and the customers whose ``next_chan
 members kept from the last refresh stand.  It recomputes in full instead on the first refresh, when asked
 (``full=True``), when the rule changed, when the rule is population-relative (``lifecycle``, ``rfm``,
 ``cycle``), and when the customers table changed (detected on the embedded DuckDB store by a hash of its
-rows; elsewhere pass ``full=True`` after reloading customers).  An event that arrives late, with a ``ts``
-before the watermark, is seen by the next ``full=True`` refresh.
+ids and of the columns tracked rules and attributes read; elsewhere pass ``full=True`` after reloading
+customers).  An event that arrives late, with a ``ts`` before the watermark, is seen by the next ``full=True``
+refresh.
+
+Only new events a rule could count make candidates (a name it reads; when every node reading the name filters it,
+one of the filters holds).  Where the engine keeps scratch tables (DuckDB) the candidates' rows are copied once
+for every segment, the events only of the names read and only as far back as some window reading each name
+reaches at ``now`` (:func:`_horizons`); each segment reads its own candidates from that copy, and the store
+reads and writes every segment's rows in one statement per table and kind.
 
 The shell gathers (the engine's members and boundary values, the store's members), the core decides
 (:func:`shopcrm.dsl._boundaries.next_change_at`'s compiled form), and the shell applies (the store, the
@@ -404,7 +411,10 @@ def _wheres(node: Any, found: dict[str, list[Any] | None]) -> None:
             name = node.get(key)
             if isinstance(name, str):
                 where, known = node.get("where"), found.get(name, [])
-                found[name] = None if where is None or known is None else [*known, where]
+                # a filter comparing an event's timestamp by age may hold later for an event it rejects now: that
+                # event's boundary must be computed now, so its customer is a candidate
+                timed = '"ago"' in json.dumps(where, default=str)
+                found[name] = None if where is None or known is None or timed else [*known, where]
         for value in node.values():
             _wheres(value, found)
     elif isinstance(node, list):
