@@ -6,13 +6,19 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
+import attrs
 import pytest
 from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import shopcrm
 from engines.loaders import duckdb_shop
-from membership_streams import Stream, check, streams
+from membership_streams import Stream, _timed, check, streams
+from shopcrm.dsl import parse_rule
 from shopcrm.errors import RuleError
+from shopcrm.reference import evaluate
+from shopcrm.segment_tracking import _horizons
+from strategies import rules
 
 #: the shop's checks warn that no segment_entered / grade_changed event was seen yet: true before the first refresh
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
@@ -270,3 +276,191 @@ def test_next_changes_on_duckdb_keep_one_row_per_customer_without_a_key(tmp_path
         store.apply("s", entered=[], exited=[], at=t0, changes={"a": t0 + 9 * day}, candidates=["a"], state={"kind": "segment"})
         assert shop.source.con.execute(keys).fetchone() == (0,)  # type: ignore[attr-defined]  # upgraded on first write
         assert store.next_changes("s") == {"a": t0 + 9 * day}
+
+
+# ---- issue 15, refresh speed: the fast paths of a refresh of many segments, each against a full recomputation
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=list(HealthCheck), print_blob=True)
+@given(streams(max_events=20), st.one_of(rules(max_depth=2), _timed()))
+def test_segments_refreshed_together_each_equal_full_recomputation(stream: Stream, second: Any) -> None:
+    """Two segments refreshed together share one copy of their candidates' rows (each reading its own candidates,
+    the events of the names and windows either reads): each one's members equal the reference's at every
+    refresh, whatever the other reads (few examples: each refreshes two segments up to five times)."""
+    first = [e for e, at in zip(stream.shop.events, stream.arrivals, strict=True) if at == 0]
+    shop = duckdb_shop(attrs.evolve(stream.shop, events=first))
+    tracked = {"a": stream.rule, "b": second}
+    for name, rule in tracked.items():
+        shop.save_segment(name, rule)
+        shop.track_segment(name)
+    store = shop.source.membership_store()
+    arrived = list(first)
+    for i, now in enumerate(stream.times):
+        if i:
+            batch = [e for e, at in zip(stream.shop.events, stream.arrivals, strict=True) if at == i]
+            if batch:
+                shop.load_events(batch)
+                arrived += batch
+        refreshed = shop.refresh_segments(now=now)
+        for name, rule in tracked.items():
+            expected = evaluate(rule, stream.shop.customers, arrived, now=now, schema=stream.shop.schema)
+            assert store.members(name) == expected, (i, name, refreshed[name])
+        # the refresh's own entry and exit events are in the events table: rules see them
+        arrived += [{"customer_id": c, "event": e, "ts": now, "segment": change.segment}
+                    for change in refreshed.segments if not change.initial
+                    for e, ids in (("segment_entered", change.entered), ("segment_exited", change.exited)) for c in ids]
+
+
+def _refreshed_after_new_orders(rules_: dict[str, Any]) -> shopcrm.Shop:
+    """Customer 1 added to the cart 2.5 days before T0 and ordered 2 days before (within a day: it cancels the
+    cart); customer 2 ordered 40 days before; both order again half an hour after T0, refreshed at T0 + 1h."""
+    day = timedelta(days=1)
+    shop = shopcrm.Shop.open(path=":memory:")
+    shop.load_customers([{"customer_id": i, "grade": "silver"} for i in (1, 2)])
+    shop.load_events([{"customer_id": 1, "event": "cart_added", "ts": T0 - 2.5 * day, "amount": 0},
+                      {"customer_id": 1, "event": "order_completed", "ts": T0 - 2 * day, "amount": 10},
+                      {"customer_id": 2, "event": "order_completed", "ts": T0 - 40 * day, "amount": 10}])
+    for name, rule in rules_.items():
+        shop.save_segment(name, rule)
+        shop.track_segment(name)
+    assert shop.refresh_segments(now=T0).segments[0].initial
+    shop.load_events([{"customer_id": c, "event": "order_completed", "ts": T0 + timedelta(minutes=30), "amount": 5}
+                      for c in (1, 2)])
+    later = shop.refresh_segments(now=T0 + timedelta(hours=1))
+    assert all(change.full is None for change in later.segments)  # the fast path ran
+    return shop
+
+
+ABANDONED = {"performed": "cart_added", "within": {"last": "3d"},
+             "not_followed_by": {"performed": "order_completed", "within": "1d"}}
+ORDERED_NOW = {"performed": "order_completed", "within": {"last": "1h"}}
+OLD_BUYERS = {"first_performed": "order_completed", "ago": {"gte": "30d"}}
+
+
+def test_the_copied_events_reach_back_as_far_as_any_window_that_reads_them() -> None:
+    """A refresh copies of each event name only what some tracked rule's window can read at ``now``: the order
+    that cancelled a cart (``not_followed_by``) two days back is kept although the other rule on orders reads
+    one hour, and a customer's first order is kept for ``first_performed`` (the whole history)."""
+    shop = _refreshed_after_new_orders({"abandoned": ABANDONED, "ordered_now": ORDERED_NOW})
+    members = shop.source.membership_store().members
+    assert members("abandoned") == set()  # the cart was cancelled by the order within a day of it
+    assert members("ordered_now") == {1, 2}
+    shop = _refreshed_after_new_orders({"ordered_now": ORDERED_NOW, "old_buyers": OLD_BUYERS})
+    assert shop.source.membership_store().members("old_buyers") == {2}
+    day, now = timedelta(days=1), T0 + timedelta(hours=1)
+    assert _horizons(parse_rule(ABANDONED), now) == {"cart_added": now - 3 * day, "order_completed": now - 3 * day}
+    assert _horizons(parse_rule({"or": [ORDERED_NOW, ABANDONED]}), now) == {"cart_added": now - 3 * day,
+                                                                          "order_completed": now - 3 * day}
+    assert _horizons(parse_rule({"or": [ORDERED_NOW, OLD_BUYERS]}), now) == {"order_completed": None}
+    assert _horizons(parse_rule({"performed": "x", "within": {"ago": {"gte": "1d"}}}), now) == {"x": None}
+    assert _horizons(parse_rule({"lifecycle": "repeat"}), now) is None
+
+
+def test_the_customers_fingerprint_reads_the_columns_tracked_rules_and_attributes_read() -> None:
+    """A change to a customers column no tracked rule or attribute reads keeps the refresh incremental; a change
+    to one a rule reads (or a tracked attribute) is noticed: the next refresh recomputes in full, and is right."""
+    shop = shopcrm.Shop.open(path=":memory:")
+    rows = [{"customer_id": i, "name": f"n{i}", "grade": "silver", "signed_up_at": T0 - timedelta(days=10)}
+            for i in (1, 2, 3)]
+    shop.load_customers(rows)
+    shop.load_events([{"customer_id": 1, "event": "order_completed", "ts": T0 - timedelta(days=1), "amount": 1}])
+    shop.save_segment("new", {"attribute": "signed_up_at", "ago": {"lt": "7d"}})
+    shop.track_segment("new")
+    shop.refresh_segments(now=T0)
+    shop.load_customers([{**row, "name": "renamed"} for row in rows])
+    quiet = shop.refresh_segments(now=T0 + timedelta(hours=1))
+    assert quiet["new"].full is None
+    rows[1]["signed_up_at"] = T0  # customer 2 signs up again: new since now
+    shop.load_customers(rows)
+    moved = shop.refresh_segments(now=T0 + timedelta(hours=2))
+    assert moved["new"].full == "the customers table changed"
+    assert moved["new"].entered == (2,)
+    assert shop.source.membership_store().members("new") == {2}
+    shop.track_attribute("grade", now=T0)
+    shop.refresh_segments(now=T0 + timedelta(hours=3))
+    rows[0]["grade"] = "gold"
+    shop.load_customers(rows)
+    graded = shop.refresh_segments(now=T0 + timedelta(hours=4))
+    assert graded["new"].full == "the customers table changed"  # grade is read now: by the tracked attribute
+    assert graded.attributes[0].changed == ((1, "silver", "gold"),)
+
+
+def test_many_segments_written_together_equal_each_written_alone() -> None:
+    """``apply_many`` (on DuckDB a few statements for every segment) leaves the stays and next changes that
+    ``apply`` of each, one by one, leaves (the in-memory store)."""
+    from shopcrm.sources._membership_store import MemoryMembershipStore, Refreshed
+
+    t0, day = datetime(2026, 1, 1), timedelta(days=1)
+    duck = shopcrm.Shop.open(path=":memory:").source.membership_store()
+    memory = MemoryMembershipStore()
+    rounds = [
+        [Refreshed("s", ["a", 1, "b"], [], t0, {"a": t0 + day, 1: t0 + 2 * day, "b": t0 + 3 * day}, None, {"kind": "segment"}),
+         Refreshed("t", ["a"], [], t0, {"a": t0 + day, "c": t0 + day}, None, {"kind": "segment"})],
+        [Refreshed("s", ["c"], ["a"], t0 + day, {"a": t0 + 4 * day, "c": t0 + 5 * day}, ["a", "c", 1], {"kind": "segment"}),
+         Refreshed("t", [], ["a"], t0 + day, {"a": t0 + day, "c": t0 + 6 * day}, ["a", "c", "x"], {"kind": "segment"}),
+         Refreshed("u", ["z"], [], t0 + day, {"z": t0 + day}, None, {"kind": "segment"})],
+        [Refreshed("s", ["a"], ["c", 1], t0 + 2 * day, {}, ["a", "c", 1], {"kind": "segment"}),
+         Refreshed("t", ["a"], [], t0 + 2 * day, {"c": t0 + 7 * day}, ["a", "c"], {"kind": "segment"})],
+    ]
+    for writes in rounds:
+        duck.apply_many(writes)
+        for one in writes:
+            memory.apply(one.segment, entered=one.entered, exited=one.exited, at=one.at, changes=one.changes,
+                         candidates=one.candidates, state=one.state)
+        for segment in ("s", "t", "u"):
+            assert duck.stays(segment) == memory.stays(segment), segment
+            assert duck.next_changes(segment) == memory.next_changes(segment), segment
+    assert duck.members_among({"s": ["a", "c", 1, "q"], "t": ["a", "c"], "u": []}) == {"s": {"a"}, "t": {"a"}, "u": set()}
+    assert duck.due_many(["s", "t", "u"], t0 + day) == {"s": [], "t": [], "u": ["z"]}
+
+
+def test_a_new_event_makes_a_candidate_only_when_some_rule_reading_it_would_count_it() -> None:
+    """A new event whose name every node reading it filters (``where``) makes its customer a candidate only when
+    one of those filters holds: a bag view rechecks nobody for a shoe-view rule, a small order nobody for a cart
+    cancelled only by a big one; a rule reading the name unfiltered makes every such customer one again."""
+    shop = shopcrm.Shop.open(path=":memory:")
+    shop.load_customers([{"customer_id": i, "grade": "silver"} for i in (1, 2, 3)])
+    shop.load_events([{"customer_id": c, "event": "cart_added", "ts": T0 - timedelta(days=1), "amount": 0, "category": "x"}
+                      for c in (1, 2)])
+    segments = {"shoes": {"performed": "product_viewed", "where": {"category": "shoes"}, "within": {"last": "7d"}},
+                "carts": {"performed": "cart_added", "within": {"last": "3d"},
+                          "not_followed_by": {"performed": "order_completed", "where": {"amount": {"gte": 100}}}}}
+    for name, rule in segments.items():
+        shop.save_segment(name, rule)
+        shop.track_segment(name)
+    shop.refresh_segments(now=T0)
+    new = [{"customer_id": 1, "event": "product_viewed", "category": "shoes", "amount": 0},
+           {"customer_id": 2, "event": "product_viewed", "category": "bags", "amount": 0},
+           {"customer_id": 1, "event": "order_completed", "category": "x", "amount": 500},
+           {"customer_id": 2, "event": "order_completed", "category": "x", "amount": 5}]
+    shop.load_events([{**event, "ts": T0 + timedelta(minutes=10)} for event in new])
+    later = shop.refresh_segments(now=T0 + timedelta(hours=1))
+    assert (later["shoes"].entered, later["shoes"].candidates) == ((1,), 1)
+    assert (later["carts"].exited, later["carts"].candidates) == ((1,), 1)  # the big order cancels 1's cart
+    assert shop.source.membership_store().members("carts") == {2}
+    # a rule reading views unfiltered: every viewer is a candidate again, and enters it
+    shop.save_segment("viewers", {"performed": "product_viewed", "within": {"last": "1h"}})
+    shop.track_segment("viewers")
+    shop.refresh_segments(now=T0 + timedelta(hours=1))
+    shop.load_events([{"customer_id": c, "event": "product_viewed", "category": "bags", "amount": 0,
+                       "ts": T0 + timedelta(hours=1, minutes=10)} for c in (2, 3)])
+    last = shop.refresh_segments(now=T0 + timedelta(hours=2))
+    assert last["viewers"].entered == (3,)  # 2 and 1 were members already (1's view is 80 minutes old: left)
+    assert (last["shoes"].candidates, last["shoes"].entered) == (2, ())
+
+
+def test_a_filter_comparing_an_event_timestamp_by_age_keeps_every_new_event_of_its_name() -> None:
+    """``where`` comparing an event's timestamp by age can hold later for an event it rejects now: a new order
+    delivered five minutes ago is not "delivered at least a day ago" yet, but its customer is rechecked (its
+    boundary computed) so the refresh a day later lets them in."""
+    shop = shopcrm.Shop.open(path=":memory:")
+    shop.load_customers([{"customer_id": i, "grade": "silver"} for i in (1, 2)])
+    shop.load_events([{"customer_id": 2, "event": "order_completed", "ts": T0 - timedelta(days=3),
+                       "delivered_at": T0 - timedelta(days=2)}])
+    shop.save_segment("delivered", {"performed": "order_completed", "where": {"delivered_at": {"ago": {"gte": "1d"}}}})
+    shop.track_segment("delivered")
+    shop.refresh_segments(now=T0)
+    shop.load_events([{"customer_id": 1, "event": "order_completed", "ts": T0 + timedelta(minutes=10),
+                       "delivered_at": T0 + timedelta(minutes=5)}])
+    assert shop.refresh_segments(now=T0 + timedelta(hours=1))["delivered"].entered == ()
+    assert shop.refresh_segments(now=T0 + timedelta(days=1, hours=1))["delivered"].entered == (1,)

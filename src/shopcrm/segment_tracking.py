@@ -7,8 +7,15 @@ yet visible then: only ``ts < now`` exists), and the customers whose ``next_chan
 members kept from the last refresh stand.  It recomputes in full instead on the first refresh, when asked
 (``full=True``), when the rule changed, when the rule is population-relative (``lifecycle``, ``rfm``,
 ``cycle``), and when the customers table changed (detected on the embedded DuckDB store by a hash of its
-rows; elsewhere pass ``full=True`` after reloading customers).  An event that arrives late, with a ``ts``
-before the watermark, is seen by the next ``full=True`` refresh.
+ids and of the columns tracked rules and attributes read; elsewhere pass ``full=True`` after reloading
+customers).  An event that arrives late, with a ``ts`` before the watermark, is seen by the next ``full=True``
+refresh.
+
+Only new events a rule could count make candidates (a name it reads; when every node reading the name filters it,
+one of the filters holds).  Where the engine keeps scratch tables (DuckDB) the candidates' rows are copied once
+for every segment, the events only of the names read and only as far back as some window reading each name
+reaches at ``now`` (:func:`_horizons`); each segment reads its own candidates from that copy, and the store
+reads and writes every segment's rows in one statement per table and kind.
 
 The shell gathers (the engine's members and boundary values, the store's members), the core decides
 (:func:`shopcrm.dsl._boundaries.next_change_at`'s compiled form), and the shell applies (the store, the
@@ -27,10 +34,29 @@ import attrs
 from sqlglot import exp
 
 from shopcrm.compiler import compile_members
-from shopcrm.compiler._boundaries import compile_next_changes, next_changes_from_rows, only_candidates
+from shopcrm.compiler._boundaries import (
+    compile_next_changes,
+    next_changes_from_rows,
+    only_candidates,
+    only_listed,
+)
 from shopcrm.compiler._dialects import dialect_for
-from shopcrm.dsl import Rule
+from shopcrm.dsl import Rule, children, parse_rule
 from shopcrm.dsl._boundaries import boundaries
+from shopcrm.dsl._nodes import (
+    Aggregate,
+    And,
+    Attribute,
+    Everyone,
+    FirstPerformed,
+    LastPerformed,
+    Not,
+    Or,
+    Performed,
+    Sample,
+)
+from shopcrm.errors import RuleError, SchemaError
+from shopcrm.sources._membership_store import Refreshed
 from shopcrm.timeline import to_utc_naive
 
 if TYPE_CHECKING:
@@ -109,33 +135,120 @@ def attribute_key(column: str) -> str:
     return f"attribute:{column}"
 
 
-def customers_signature(source: Source) -> str | None:
-    """A cheap fingerprint of the customers table (row count and a sum of row hashes) on DuckDB; None elsewhere
-    (no cheap way to notice a reload there: refresh with ``full=True`` after one)."""
+def customers_signature(source: Source, columns: Sequence[str] | None = None) -> str | None:
+    """A cheap fingerprint of the customers table on DuckDB (its row count and a sum of row hashes over ``columns``:
+    the ids and the attributes that tracked rules and attributes read, a change to any other column cannot
+    change an answer; None: every column); None elsewhere (no cheap way to notice a reload there: refresh with
+    ``full=True`` after one)."""
     if source.dialect != "duckdb":
         return None
     table = source.schema().customers
-    query = exp.select(exp.Count(this=exp.Star()), exp.Sum(this=exp.Anonymous(this="HASH", expressions=[exp.column("c")])))
+    hashed: list[exp.Expression] = ([exp.column("c")] if columns is None
+                                    else [exp.column(c, table="c", quoted=True) for c in columns])
+    query = exp.select(exp.Count(this=exp.Star()), exp.Sum(this=exp.Anonymous(this="HASH", expressions=hashed)))
     row = source.fetch(query.from_(table.relation("c")))[0]
-    return f"{row[0]}:{row[1]}"
+    return f"{row[0]}:{row[1]}" if columns is None else f"{','.join(columns)}:{row[0]}:{row[1]}"
+
+
+def _attributes(node: Any) -> set[str]:
+    """The customer attributes a rule (as JSON data) compares (``attribute`` nodes; ``properties.x``: the
+    ``properties`` column)."""
+    found: set[str] = set()
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "attribute" and isinstance(value, str):
+                found.add(value.split(".", 1)[0])
+            found |= _attributes(value)
+    elif isinstance(node, list):
+        for item in node:
+            found |= _attributes(item)
+    return found
+
+
+def _customer_columns(source: Source, rules: Sequence[Rule], attributes: Sequence[str]) -> list[str]:
+    """The customers columns some tracked rule or attribute reads, ``customer_id`` first (in the table's order)."""
+    named = {"customer_id", *attributes}
+    for rule in rules:
+        named |= _attributes(rule.to_dict())
+    return ["customer_id", *(c for c in source.schema().customers.columns if c in named and c != "customer_id")]
 
 
 def _ids(source: Source, query: exp.Select) -> set[Any]:
     return {row[0] for row in source.fetch(query)}
 
 
-def _recent(source: Source, since: datetime) -> set[tuple[Any, Any]]:
-    """The customers with an event at or after ``since``, with the names of those events."""
+def _recent(source: Source, since: datetime, names: Sequence[str] | None = None) -> set[tuple[Any, Any]]:
+    """The customers with an event at or after ``since`` (of one of ``names``, when given), with the names of
+    those events."""
+    if names is not None and not names:
+        return set()
     d = dialect_for(source.dialect)
     query = exp.select(exp.column("customer_id", table="e", quoted=True), exp.column("event", table="e", quoted=True)
                        ).distinct().from_(source.schema().events.relation("e")).where(
         exp.GTE(this=d.timestamp_column(exp.column("ts", table="e", quoted=True)), expression=d.timestamp_literal(since)))
+    if names is not None:
+        query = query.where(exp.column("event", table="e", quoted=True).isin(*[exp.Literal.string(n) for n in names]))
     return {(row[0], row[1]) for row in source.fetch(query)}
 
 
 def _reads(rule: Rule) -> set[str]:
     """The event names a rule's answer depends on (every event-reading node names its event)."""
     return {b.event for b in boundaries(rule).items if b.table == "events" and b.event is not None}
+
+
+#: the earliest instant of a name's events that can decide an answer (None: any, the whole history)
+Horizon = datetime | None
+
+
+def _horizons(rule: Rule, now: datetime) -> dict[str, Horizon] | None:
+    """Per event name ``rule`` reads, the earliest ``ts`` of those events that can decide its answer at ``now`` or
+    its next change after (the lower end of the window that reads them; None: the whole history); None for a node
+    this does not know (then every event of every name read is kept).  A performed event cancelled by a later one
+    (``not_followed_by``) is inside the window, so its canceller is after the window's start too."""
+    if isinstance(rule, Performed | Aggregate):
+        start = _window_start(rule.within, now)
+        found: dict[str, Horizon] = {rule.performed: start}
+        follow = rule.not_followed_by if isinstance(rule, Performed) else None
+        if follow is not None:
+            found = _earliest(found, {follow.performed: start})
+        return found
+    if isinstance(rule, FirstPerformed):
+        return {rule.first_performed: None}  # the first event may be any
+    if isinstance(rule, LastPerformed):
+        return {rule.last_performed: None}  # the last one may be any
+    if isinstance(rule, Everyone | Attribute | Sample):
+        return {}
+    if isinstance(rule, And | Or | Not):
+        merged: dict[str, Horizon] = {}
+        for child in children(rule):
+            inner = _horizons(child, now)
+            if inner is None:
+                return None
+            merged = _earliest(merged, inner)
+        return merged
+    return None
+
+
+def _earliest(a: Mapping[str, Horizon], b: Mapping[str, Horizon]) -> dict[str, Horizon]:
+    """Per name of either, the earlier horizon (None, the whole history, is the earliest)."""
+    out = dict(a)
+    for name, at in b.items():
+        if name in out:
+            out[name] = None if out[name] is None or at is None else min(out[name], at)  # type: ignore[type-var]
+        else:
+            out[name] = at
+    return out
+
+
+def _window_start(within: Any, now: datetime) -> Horizon:
+    """The earliest ``ts`` a window admits at ``now`` (None: no lower end, or one this cannot compute)."""
+    if within is None:
+        return None
+    try:
+        starts = [bound.at for bound in within.bounds(now) if bound.op in ("gt", "gte")]
+    except (ValueError, OverflowError):  # a window reaching before the year 1: the whole history
+        return None
+    return max(starts) if starts else None
 
 
 def refresh(
@@ -147,7 +260,12 @@ def refresh(
     now = to_utc_naive(now)
     store = source.membership_store()
     tracked = store.tracked()
-    signature = customers_signature(source) if tracked else None
+    # the customers columns the tracked rules and attributes read: what the fingerprint hashes and the candidates'
+    # copy keeps (a change to another column cannot change an answer)
+    columns = _customer_columns(source, [rules[key.split(":", 1)[1]] for key in tracked if key.startswith("segment:")],
+                                [key.split(":", 1)[1] for key in tracked if key.startswith("attribute:")]
+                                ) if tracked else []
+    signature = customers_signature(source, columns) if tracked else None
     changes: list[SegmentChange] = []
     attributes: list[AttributeChange] = []
     events: list[dict[str, Any]] = []
@@ -156,11 +274,15 @@ def refresh(
                for name, state in segments.items()}
     # the candidates' scratch tables are made before the transaction: they are this connection's, not the shop's
     shared = _candidates(source, {name: segments[name] for name, reason in reasons.items() if reason is None},
-                         rules, now)
+                         rules, now, columns)
     with store.batch():
+        writes: list[Refreshed] = []
         for name, state in segments.items():
-            changes.append(_refresh_segment(source, name, rules[name], state, now=now, reason=reasons[name],
-                                            shared=shared, signature=signature, lifecycle_policy=lifecycle_policy))
+            change, write = _refresh_segment(source, name, rules[name], state, now=now, reason=reasons[name],
+                                             shared=shared, signature=signature, lifecycle_policy=lifecycle_policy)
+            changes.append(change)
+            writes.append(write)
+        store.apply_many(writes)
         for key, state in tracked.items():
             if key.startswith("attribute:"):
                 attributes.append(_refresh_attribute(source, key.split(":", 1)[1], state, now=now, full=full,
@@ -210,55 +332,142 @@ def _situations_named(source: Source, found: Any) -> str:
 class _Shared:
     """The candidates of the incrementally refreshed segments: per segment, the customers with a new event of a
     name its rule reads (events of other names cannot change its answer) and those whose next change has come;
-    and the schema restricted to all of them (materialised once where the engine keeps scratch tables).
-    Recomputing a customer who is not a segment's candidate is harmless: the answer is the one kept."""
+    and per segment the schema restricted to its candidates (where the engine keeps scratch tables: the rows of
+    all of them materialised once, each segment reading its own by a semi-join on its small table of ids; else
+    one schema restricted to all of them, a superset: recomputing a customer who is not a segment's candidate is
+    harmless, the answer is the one kept)."""
 
     ids: Mapping[str, tuple[Any, ...]]
-    schema: Any
+    schemas: Mapping[str, Any]
+    #: per segment, its candidates that are members now (one read of the store for all)
+    members: Mapping[str, set[Any]]
 
 
-#: the scratch tables a refresh materialises the candidates' rows into (DuckDB)
+#: the scratch tables a refresh materialises the candidates' rows into (DuckDB); each segment's ids are in
+#: ``shopcrm_candidates_<i>``
 SCRATCH = ("shopcrm_candidate_customers", "shopcrm_candidate_events", "shopcrm_candidates")
 
 
 def _candidates(
     source: Source, segments: Mapping[str, Mapping[str, Any]], rules: Mapping[str, Rule], now: datetime,
+    columns: Sequence[str] = (),
 ) -> _Shared | None:
     if not segments:
         return None
     store = source.membership_store()
     since = min(datetime.fromisoformat(state["watermark"]) for state in segments.values())
-    recent = _recent(source, since)
-    per_segment: dict[str, tuple[Any, ...]] = {}
-    for name in segments:
-        names = _reads(rules[name])
-        mine = {cid for cid, event in recent if event in names} | set(store.due(name, now))
-        per_segment[name] = tuple(sorted(mine, key=repr))
-    everyone = sorted({cid for ids in per_segment.values() for cid in ids}, key=repr)
-    schema = source.schema()
     scratch, scratch_ids = getattr(source, "scratch_table", None), getattr(source, "scratch_ids", None)
+    materialised = scratch is not None and scratch_ids is not None
+    reads = {name: _reads(rules[name]) for name in segments}
+    read = sorted(set().union(*reads.values()))
+    # where the rows are copied, only the events of the names read matter; elsewhere the semi-join on the events
+    # picks every customer with a new event, and the listed ones must be the others
+    recent = _recent(source, since, read if materialised else None)
+    by_name: dict[Any, set[Any]] = {}
+    for cid, event in recent:
+        by_name.setdefault(event, set()).add(cid)
+    if materialised:
+        _narrow(source, by_name, {name: rules[name] for name in segments}, since, now)
+    due = store.due_many(list(segments), now)
+    mine = {name: set(due[name]).union(*(by_name.get(event, ()) for event in reads[name])) for name in segments}
+    everyone = sorted(set().union(*mine.values()), key=repr)
+    per_segment = {name: tuple(cid for cid in everyone if cid in ids) for name, ids in mine.items()}
+    schema = source.schema()
     if scratch is None or scratch_ids is None:
         # the customers with any new event, by a semi-join on the events, and the rest listed (a superset: harmless)
         seen = {cid for cid, _ in recent}
         listed = [cid for cid in everyone if cid not in seen]
-        return _Shared(per_segment, only_candidates(schema, since=since, ids=listed, dialect=source.dialect))
+        restricted = only_candidates(schema, since=since, ids=listed, dialect=source.dialect)
+        return _Shared(per_segment, dict.fromkeys(segments, restricted), store.members_among(per_segment))
     ids = scratch_ids(SCRATCH[2], everyone)
 
-    def rows(table: Any, alias: str) -> exp.Select:
+    def rows(table: Any, alias: str, kept: Mapping[str, Any]) -> exp.Select:
         keys = exp.select(exp.column("customer_id", table="k", quoted=True)).from_(ids.relation("k"))
-        return exp.select("*").from_(table.relation(alias)).where(
+        return exp.select(*[exp.column(c, table=alias, quoted=True) for c in kept]).from_(table.relation(alias)).where(
             exp.column("customer_id", table=alias, quoted=True).isin(query=keys))
 
-    customers = scratch(SCRATCH[0], rows(schema.customers, "c"), schema.customers.columns)
-    # only the events and the columns the rules read: copying every column of the matching rows costs 3x the scan
-    read = sorted({event for name in segments for event in _reads(rules[name])})
+    # only the columns the rules read: copying every column of the matching rows costs 3x the scan
+    kept = {c: kind for c, kind in schema.customers.columns.items() if c in columns} or dict(schema.customers.columns)
+    customers = scratch(SCRATCH[0], rows(schema.customers, "c", kept), kept)
     wanted = {"customer_id", "event", "ts"} | {f for name in segments for f in _event_fields(rules[name].to_dict())}
-    columns = {c: kind for c, kind in schema.events.columns.items() if c in wanted}
-    picked = rows(schema.events, "e").select(*[exp.column(c, table="e", quoted=True) for c in columns], append=False)
-    picked = picked.where(exp.column("event", table="e", quoted=True).isin(*[exp.Literal.string(n) for n in read])
-                          if read else exp.false())
-    events = scratch(SCRATCH[1], picked, columns)
-    return _Shared(per_segment, attrs.evolve(schema, customers=customers, events=events))
+    kept = {c: kind for c, kind in schema.events.columns.items() if c in wanted}
+    picked = rows(schema.events, "e", kept).where(_read_events(source, [rules[name] for name in segments], read, now))
+    shared = attrs.evolve(schema, customers=customers, events=scratch(SCRATCH[1], picked, kept))
+    schemas: dict[str, Any] = {}
+    for i, name in enumerate(segments):
+        if len(per_segment[name]) == len(everyone):
+            schemas[name] = shared
+            continue
+        own = scratch_ids(f"{SCRATCH[2]}_{i}", per_segment[name])
+        schemas[name] = attrs.evolve(shared, customers=only_listed(shared.customers, own),
+                                     events=only_listed(shared.events, own))
+    return _Shared(per_segment, schemas, store.members_among(per_segment))
+
+
+def _wheres(node: Any, found: dict[str, list[Any] | None]) -> None:
+    """Per event name a rule (as JSON data) reads, the ``where`` of every node reading it (None: some node reads it
+    unfiltered)."""
+    if isinstance(node, dict):
+        for key in ("performed", "first_performed", "last_performed"):
+            name = node.get(key)
+            if isinstance(name, str):
+                where, known = node.get("where"), found.get(name, [])
+                # a filter comparing an event's timestamp by age may hold later for an event it rejects now: that
+                # event's boundary must be computed now, so its customer is a candidate
+                timed = '"ago"' in json.dumps(where, default=str)
+                found[name] = None if where is None or known is None or timed else [*known, where]
+        for value in node.values():
+            _wheres(value, found)
+    elif isinstance(node, list):
+        for item in node:
+            _wheres(item, found)
+
+
+def _narrow(source: Source, by_name: dict[Any, set[Any]], rules: Mapping[str, Rule], since: datetime,
+            now: datetime) -> None:
+    """Keep in ``by_name[event]`` only the customers whose new event of that name some node reading it counts
+    (its ``where`` holds), when every node of every rule reading it has one: a new product view of another category
+    cannot change a rule on shoe views (at 1M, a refresh's candidates of a 7-day shoe-view rule: 21k -> 8k, most
+    of the rest due: a boundary counts every view).  The customers with such an event are found by the compiled
+    rule ``performed <event> where <where>`` between ``since`` and ``now`` (the new events); a filter that does
+    not compile alone leaves the name's customers as they are."""
+    wheres: dict[str, list[Any] | None] = {}
+    for rule in rules.values():
+        _wheres(rule.to_dict(), wheres)
+    window = {"between": [since.isoformat(), now.isoformat()]}
+    schema = source.schema()
+    for event, filters in wheres.items():
+        if filters is None or event not in by_name:
+            continue
+        matched: set[Any] = set()
+        try:
+            for where in {json.dumps(w, sort_keys=True, default=str): w for w in filters}.values():
+                rule = parse_rule({"performed": event, "where": where, "within": window})
+                matched |= _ids(source, compile_members(rule, schema, now=now, dialect=source.dialect))
+        except (RuleError, SchemaError):  # pragma: no cover - the tracked rule compiles, so its filters do
+            continue
+        by_name[event] &= matched
+
+
+def _read_events(source: Source, rules: Sequence[Rule], read: Sequence[str], now: datetime) -> exp.Expr:
+    """The condition on an event that some rule can read it at ``now``: one of the names read, at or after the
+    name's horizon (the windows that read it; see :func:`_horizons`).  A refresh at 1M with a 7-day rule on
+    product views copies the last week's views, not every one."""
+    horizons: dict[str, Horizon] = {}
+    for rule in rules:
+        found = _horizons(rule, now)
+        horizons = _earliest(horizons, dict.fromkeys(_reads(rule)) if found is None else
+                             {name: found.get(name) for name in _reads(rule)})
+    d = dialect_for(source.dialect)
+    event, ts = exp.column("event", table="e", quoted=True), exp.column("ts", table="e", quoted=True)
+    whole = [exp.Literal.string(name) for name in read if horizons.get(name) is None]
+    parts: list[exp.Expr] = [event.copy().isin(*whole)] if whole else []
+    for name in read:
+        at = horizons.get(name)
+        if at is not None:
+            parts.append(exp.and_(exp.EQ(this=event.copy(), expression=exp.Literal.string(name)),
+                                  exp.GTE(this=d.timestamp_column(ts.copy()), expression=d.timestamp_literal(at))))
+    return exp.or_(*parts) if parts else exp.false()
 
 
 def _event_fields(node: Any) -> set[str]:
@@ -281,7 +490,8 @@ def _event_fields(node: Any) -> set[str]:
 def _refresh_segment(
     source: Source, name: str, rule: Rule, state: Mapping[str, Any], *, now: datetime, reason: str | None,
     shared: _Shared | None, signature: str | None, lifecycle_policy: LifecyclePolicy | None,
-) -> SegmentChange:
+) -> tuple[SegmentChange, Refreshed]:
+    """The segment's change and what the store must write for it (all segments' writes go together)."""
     store = source.membership_store()
     found = boundaries(rule)
     dialect = source.dialect
@@ -289,8 +499,8 @@ def _refresh_segment(
     schema = source.schema()
     if reason is None:
         assert shared is not None
-        candidates, schema = list(shared.ids[name]), shared.schema
-        current = store.members(name, among=candidates)
+        candidates, schema = list(shared.ids[name]), shared.schemas[name]
+        current = shared.members[name]
     else:
         current = store.members(name)
     members = _ids(source, compile_members(rule, schema, now=now, dialect=dialect, lifecycle_policy=lifecycle_policy)
@@ -310,10 +520,9 @@ def _refresh_segment(
     total = len(members) if candidates is None else int(state.get("members", 0)) + len(entered) - len(exited)
     new_state = {"kind": "segment", "rule": rule.to_json(), "watermark": now.isoformat(sep=" ", timespec="microseconds"),
                  "customers": signature, "tracked_at": state.get("tracked_at"), "members": total}
-    store.apply(name, entered=entered, exited=exited, at=now, changes=next_changes, candidates=candidates,
-                state=new_state)
-    return SegmentChange(name, tuple(entered), tuple(exited), total, None if candidates is None else len(candidates),
-                         reason, initial=not state.get("watermark"))
+    change = SegmentChange(name, tuple(entered), tuple(exited), total, None if candidates is None else len(candidates),
+                           reason, initial=not state.get("watermark"))
+    return change, Refreshed(name, entered, exited, now, next_changes, candidates, new_state)
 
 
 def _plain(value: Any) -> Any:

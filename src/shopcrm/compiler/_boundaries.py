@@ -24,7 +24,8 @@ from shopcrm.errors import SchemaError
 from shopcrm.schema import ColumnType, Schema, Table
 from shopcrm.timeline import to_utc_naive
 
-__all__ = ["CandidateTable", "compile_next_changes", "next_changes_from_rows", "only_candidates"]
+__all__ = ["CandidateTable", "ListedTable", "compile_next_changes", "next_changes_from_rows", "only_candidates",
+           "only_listed"]
 
 _EPOCH = datetime(1970, 1, 1)
 _MICROSECOND = timedelta(microseconds=1)
@@ -86,6 +87,25 @@ class CandidateTable(Table):
         for part in parts[1:]:
             query = exp.union(query, part, distinct=False)
         return query.subquery(alias)
+
+
+@attrs.frozen
+class ListedTable(Table):
+    """A table's rows of the customers in another table's ``customer_id`` column (a semi-join: where that table
+    is small, a hash join the engine builds on it)."""
+
+    base: Table = attrs.field(kw_only=True)
+    listed: Table = attrs.field(kw_only=True)
+
+    def relation(self, alias: str) -> exp.Expression:
+        keys = exp.select(_col("customer_id", "k")).from_(self.listed.relation("k"))
+        return exp.select(*[exp.alias_(_col(c, "r"), c, quoted=True) for c in self.base.columns]).from_(
+            self.base.relation("r")).where(_col("customer_id", "r").isin(query=keys)).subquery(alias)
+
+
+def only_listed(table: Table, listed: Table) -> ListedTable:
+    """``table`` restricted to the customers of ``listed`` (see :class:`ListedTable`)."""
+    return ListedTable(table.name, table.columns, base=table, listed=listed)
 
 
 def only_candidates(schema: Schema, *, since: datetime | None, ids: Iterable[Any], dialect: str) -> Schema:

@@ -20,7 +20,7 @@ from typing import Any, NamedTuple
 
 from shopcrm.sources._library import LibraryStore
 
-__all__ = ["MembershipStore", "MemoryMembershipStore", "SQLMembershipStore", "Stay"]
+__all__ = ["MembershipStore", "MemoryMembershipStore", "Refreshed", "SQLMembershipStore", "Stay"]
 
 
 class Stay(NamedTuple):
@@ -33,6 +33,18 @@ class Stay(NamedTuple):
     exited_at: datetime | None
 
 
+class Refreshed(NamedTuple):
+    """One segment's refresh, as :meth:`MembershipStore.apply` takes it (for :meth:`MembershipStore.apply_many`)."""
+
+    segment: str
+    entered: Sequence[Any]
+    exited: Sequence[Any]
+    at: datetime
+    changes: Mapping[Any, datetime]
+    candidates: Sequence[Any] | None
+    state: Mapping[str, Any]
+
+
 def _stamp(value: datetime) -> str:
     return value.isoformat(sep=" ", timespec="microseconds")
 
@@ -42,8 +54,19 @@ def _stored(customer_id: Any, kind: str) -> str:
     return json.dumps(customer_id)
 
 
+#: text ids as stored, by id (the common case, without the cache's key tuple: a refresh at 1M encodes ~100k)
+_TEXT_KEYS: dict[str, str] = {}
+
+
 def _key(customer_id: Any) -> str:
     """A customer id as stored (JSON; the same ids recur in every segment of a refresh, so encoded once)."""
+    if type(customer_id) is str:
+        key = _TEXT_KEYS.get(customer_id)
+        if key is None:
+            if len(_TEXT_KEYS) >= 1 << 20:
+                _TEXT_KEYS.clear()
+            key = _TEXT_KEYS[customer_id] = json.dumps(customer_id)
+        return key
     return _stored(customer_id, type(customer_id).__name__)  # 1 and True are equal keys of a cache
 
 
@@ -69,6 +92,21 @@ class MembershipStore(ABC):
     @abstractmethod
     def due(self, segment: str, now: datetime) -> list[Any]:
         """The customers whose ``next_change_at`` is at or before ``now``."""
+
+    def apply_many(self, refreshed: Sequence[Refreshed]) -> None:
+        """:meth:`apply` of each, in one transaction (in a few statements where the store can)."""
+        with self.batch():
+            for one in refreshed:
+                self.apply(one.segment, entered=one.entered, exited=one.exited, at=one.at, changes=one.changes,
+                           candidates=one.candidates, state=one.state)
+
+    def members_among(self, among: Mapping[str, Sequence[Any]]) -> dict[str, set[Any]]:
+        """Per segment, the customers of its ``among`` with an open stay (one read where the store can)."""
+        return {segment: self.members(segment, among=ids) for segment, ids in among.items()}
+
+    def due_many(self, segments: Sequence[str], now: datetime) -> dict[str, list[Any]]:
+        """Per segment, :meth:`due` (one read where the store can)."""
+        return {segment: self.due(segment, now) for segment in segments}
 
     @abstractmethod
     def apply(
@@ -207,9 +245,10 @@ class SQLMembershipStore(MembershipStore):
             self._run(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", row)
 
     @contextmanager
-    def _ids(self, ids: Sequence[Any]) -> Iterator[list[tuple[str, list[Any]]]]:
-        """Conditions on ``customer_id`` that together select ``ids`` (as stored: JSON)."""
-        keys = [_key(cid) for cid in ids]
+    def _ids(self, ids: Sequence[Any], *, keyed: bool = False) -> Iterator[list[tuple[str, list[Any]]]]:
+        """Conditions on ``customer_id`` that together select ``ids`` (as stored: JSON; ``keyed``: ids already
+        are)."""
+        keys = list(ids) if keyed else [_key(cid) for cid in ids]
         dialect = self._library.dialect
         if dialect == "duckdb":
             yield [("customer_id IN (SELECT unnest(CAST(? AS VARCHAR[])))", [keys])]
@@ -273,6 +312,36 @@ class SQLMembershipStore(MembershipStore):
                          (segment, _stamp(now)))
         return [json.loads(str(r[0])) for r in rows]
 
+    def members_among(self, among: Mapping[str, Sequence[Any]]) -> dict[str, set[Any]]:
+        """One read of the stays of every segment's candidates (a scan of the table, not one per segment)."""
+        empty: dict[str, set[Any]] = {segment: set() for segment, ids in among.items() if not ids}
+        among = {segment: ids for segment, ids in among.items() if ids}
+        if len(among) < 2 or not self._readable():
+            return {**empty, **super().members_among(among)}
+        ids = {cid: _key(cid) for cid in set().union(*among.values())}
+        back = {key: cid for cid, key in ids.items()}
+        found: dict[str, set[str]] = {segment: set() for segment in among}
+        p = self._p
+        names = ", ".join([p] * len(among))
+        with self._ids(list(ids.values()), keyed=True) as conditions:
+            for condition, params in conditions:
+                for segment, key in self._run(f"SELECT segment, customer_id FROM {self.STAYS} WHERE segment IN ({names}) "
+                                              f"AND exited_at IS NULL AND {condition}", [*among, *params]):
+                    found[str(segment)].add(str(key))
+        return {**empty, **{segment: {back[key] for key in (ids[cid] for cid in among[segment]) if key in found[segment]}
+                            for segment in among}}
+
+    def due_many(self, segments: Sequence[str], now: datetime) -> dict[str, list[Any]]:
+        if len(segments) < 2 or not self._readable():
+            return super().due_many(segments, now)
+        p = self._p
+        out: dict[str, list[Any]] = {segment: [] for segment in segments}
+        for segment, key in self._run(f"SELECT segment, customer_id FROM {self.CHANGES} WHERE segment IN "
+                                      f"({', '.join([p] * len(segments))}) AND next_change_at <= {p}",
+                                      [*segments, _stamp(now)]):
+            out[str(segment)].append(json.loads(str(key)))
+        return out
+
     def apply(
         self, segment: str, *, entered: Sequence[Any], exited: Sequence[Any], at: datetime,
         changes: Mapping[Any, datetime], candidates: Sequence[Any] | None, state: Mapping[str, Any],
@@ -292,27 +361,86 @@ class SQLMembershipStore(MembershipStore):
             # DuckDB: the fewer rows written the better (each write adds to the next checkpoint): only the
             # candidates whose kept next change went away or moved are deleted, and only the new or moved ones
             # written (the table has no key there: one row per customer is kept by deleting first)
-            gone: Sequence[Any] | None = candidates
-            if sparing and candidates:
+            # every id and instant encoded once, as stored
+            fresh = {_key(c): _stamp(v) for c, v in changes.items()}
+            gone: list[str] | None = None if candidates is None else [_key(c) for c in candidates]
+            if sparing and gone:
                 kept: dict[str, str] = {}
-                with self._ids(candidates) as conditions:
+                with self._ids(gone, keyed=True) as conditions:
                     for condition, params in conditions:
                         kept.update((str(c), str(v)) for c, v in self._run(
                             f"SELECT customer_id, next_change_at FROM {self.CHANGES} WHERE segment = {p} AND {condition}",
                             [segment, *params]))
                 # a kept row stays only when its customer's next change is the same instant
-                gone = [c for c in candidates if _key(c) in kept and (c not in changes or kept[_key(c)] != _stamp(changes[c]))]
-                changes = {c: at for c, at in changes.items() if kept.get(_key(c)) != _stamp(at)}
-            if candidates is None:
+                gone = [key for key in gone if key in kept and fresh.get(key) != kept[key]]
+                fresh = {key: instant for key, instant in fresh.items() if kept.get(key) != instant}
+            if gone is None:
                 self._run(f"DELETE FROM {self.CHANGES} WHERE segment = {p}", (segment,))
             elif gone:
-                with self._ids(gone) as conditions:
+                with self._ids(gone, keyed=True) as conditions:
                     for condition, params in conditions:
                         self._run(f"DELETE FROM {self.CHANGES} WHERE segment = {p} AND {condition}", [segment, *params])
-            if changes:
+            if fresh:
                 self._insert(self.CHANGES, ["segment", "customer_id", "next_change_at"],
-                             [[segment] * len(changes), [_key(c) for c in changes], [_stamp(v) for v in changes.values()]])
+                             [[segment] * len(fresh), list(fresh), list(fresh.values())])
             self._put_tracked(f"segment:{segment}", state)
+
+    def apply_many(self, refreshed: Sequence[Refreshed]) -> None:
+        """On DuckDB, the incremental refreshes of many segments in one statement per table and kind of write
+        (every statement scans its table: five segments cost one scan, not five); elsewhere, and for a segment
+        refreshed in full, :meth:`apply` of each."""
+        sparing = [one for one in refreshed if one.candidates is not None]
+        if self._library.dialect != "duckdb" or len(sparing) < 2:
+            super().apply_many(refreshed)
+            return
+        self._ready()
+        p = self._p
+        pairs = "(SELECT unnest(CAST(? AS VARCHAR[])) AS s, unnest(CAST(? AS VARCHAR[])) AS k) AS x"
+        with self._library._transaction():
+            for one in refreshed:
+                if one.candidates is None:
+                    self.apply(one.segment, entered=one.entered, exited=one.exited, at=one.at, changes=one.changes,
+                               candidates=None, state=one.state)
+            # the open stays of the exited closed, then the entered opened
+            closing = [(one.segment, _key(c), _stamp(one.at)) for one in sparing for c in one.exited]
+            if closing:
+                segments, keys, stamps = (list(column) for column in zip(*closing, strict=True))
+                self._run(f"UPDATE {self.STAYS} SET exited_at = x.t FROM (SELECT unnest(CAST(? AS VARCHAR[])) AS s, "
+                          "unnest(CAST(? AS VARCHAR[])) AS k, unnest(CAST(? AS VARCHAR[])) AS t) AS x WHERE "
+                          f"{self.STAYS}.segment = x.s AND {self.STAYS}.customer_id = x.k AND {self.STAYS}.exited_at IS NULL",
+                          [segments, keys, stamps])
+            opening = [(one.segment, _key(c), _stamp(one.at)) for one in sparing for c in one.entered]
+            if opening:
+                self._insert(self.STAYS, ["segment", "customer_id", "entered_at"],
+                             [list(column) for column in zip(*opening, strict=True)])
+            # the next changes: only the candidates' rows that went away or moved are deleted, only the new or
+            # moved ones written (see apply); the kept rows of every segment's candidates read at once
+            candidates = {one.segment: [_key(c) for c in one.candidates or ()] for one in sparing}
+            everyone = list(set().union(*candidates.values()))
+            kept: dict[str, dict[str, str]] = {one.segment: {} for one in sparing}
+            if everyone:
+                names = ", ".join([p] * len(candidates))
+                with self._ids(everyone, keyed=True) as conditions:
+                    for condition, params in conditions:
+                        for segment, key, at in self._run(
+                                f"SELECT segment, customer_id, next_change_at FROM {self.CHANGES} WHERE segment IN "
+                                f"({names}) AND {condition}", [*candidates, *params]):
+                            kept[str(segment)][str(key)] = str(at)
+            gone: list[tuple[str, str]] = []
+            fresh: list[tuple[str, str, str]] = []
+            for one in sparing:
+                mine = kept[one.segment]
+                new = {_key(c): _stamp(v) for c, v in one.changes.items()}
+                gone += [(one.segment, key) for key in candidates[one.segment] if key in mine and new.get(key) != mine[key]]
+                fresh += [(one.segment, key, at) for key, at in new.items() if mine.get(key) != at]
+            if gone:
+                self._run(f"DELETE FROM {self.CHANGES} USING {pairs} WHERE {self.CHANGES}.segment = x.s AND "
+                          f"{self.CHANGES}.customer_id = x.k", [list(column) for column in zip(*gone, strict=True)])
+            if fresh:
+                self._insert(self.CHANGES, ["segment", "customer_id", "next_change_at"],
+                             [list(column) for column in zip(*fresh, strict=True)])
+            for one in sparing:
+                self._put_tracked(f"segment:{one.segment}", one.state)
 
     def stays(self, segment: str) -> list[Stay]:
         if not self._readable():
