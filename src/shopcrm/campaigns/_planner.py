@@ -25,6 +25,7 @@ from typing import Any, TypeVar, cast
 
 import attrs
 
+from shopcrm.campaigns._entry import EntryRule, entry_rule
 from shopcrm.campaigns._models import (
     Branch,
     Campaign,
@@ -533,6 +534,8 @@ class _Planner:
     #: render the fallback channels of each chain too (a preview needs only the first, for the cost)
     render_fallbacks: bool = True
     recommendation_views: dict[int, tuple[Any, tuple[Any, ...]]] = attrs.field(factory=dict)
+    #: per scenario entry rule (by id): the rule and its one-customer form (:func:`entry_rule`), or None
+    entry_rules: dict[int, tuple[Any, EntryRule | None]] = attrs.field(factory=dict)
     #: plan a one-off or recurring campaign's members in one pass (:meth:`broadcast`) that decides what many members
     #: share once; False walks them one by one through :meth:`send` (the same plan: tests and benchmarks compare them)
     batch: bool = True
@@ -628,6 +631,13 @@ class _Planner:
                                                "which a rule of this scenario needs")])
         person, events = history
         # events at exactly `at` count as before the step (the trigger itself is part of the moment)
+        found = self.entry_rules.get(id(rule))
+        if found is None or found[0] is not rule:
+            found = self.entry_rules[id(rule)] = (rule, entry_rule(rule, self.state.lifecycle_policy))
+        if found[1] is not None:  # a rule of lifecycle stages: decided without the reference's classification
+            decided = found[1](person, events, at + timedelta(microseconds=1))
+            if decided is not None:
+                return decided
         return customer_id in evaluate(
             rule, [person], events, now=at + timedelta(microseconds=1), segments=self.state.segments, schema=self.state.schema,
             lifecycle_policy=self.state.lifecycle_policy,

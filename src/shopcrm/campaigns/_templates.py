@@ -366,6 +366,8 @@ class Renderer:
         #: text by the values of the names the content reads, shared by the channels of a chain
         self._pure: dict[int, tuple[Content, bool]] = {}
         self._texts: dict[tuple[Any, ...], str] = {}
+        #: per template source, the names it reads from the context (:meth:`_reads`)
+        self._source_names: dict[str, tuple[str, ...]] = {}
 
     def names(self, content: Content) -> tuple[str, ...]:
         """The context names ``content`` reads (every template of it), sorted; ``link`` when it makes tracked links."""
@@ -457,7 +459,7 @@ class Renderer:
         another exception."""
         template = self.template(source, html=html, where=where)
         try:
-            return metered(self.limits, template.generate(context)).strip()
+            return metered(self.limits, template.generate(self._reads(source, context))).strip()
         except jinja2.UndefinedError as error:
             available = ", ".join(sorted(context)) or "nothing"
             raise CampaignError([(where, f"{error.message}; the context has {available}")]) from None
@@ -471,6 +473,22 @@ class Renderer:
             raise CampaignError([(where, "the template recursed too deeply (a macro calling itself?)")]) from None
         except Exception as error:
             raise CampaignError([(where, _describe(error))]) from None
+
+    def _reads(self, source: str, context: Mapping[str, Any]) -> dict[str, Any]:
+        """The values of ``context`` the template ``source`` reads (its undeclared names), as the plain dict jinja2
+        copies for each render: a context computed name by name is asked only for those, not for every name it has
+        (the template cannot see any other name; a name it reads that the context lacks stays undefined)."""
+        names = self._source_names.get(source)
+        if names is None:
+            try:
+                names = tuple(sorted(jinja2.meta.find_undeclared_variables(self._text.parse(source))))
+            except Exception:  # a syntax error: the template's compilation reports it
+                names = None
+            if names is None:
+                return dict(context)
+            self._source_names[source] = names
+        get = context.get
+        return {name: value for name in names if (value := get(name, _MISSING)) is not _MISSING}
 
     def render(
         self,
