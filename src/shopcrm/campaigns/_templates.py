@@ -10,8 +10,9 @@ from __future__ import annotations
 import contextlib
 import functools
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, MutableMapping, Sequence
 from contextvars import ContextVar
+from datetime import date, datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -19,6 +20,7 @@ import attrs
 import jinja2
 import jinja2.meta
 import jinja2.nodes
+import jinja2.runtime
 import markupsafe
 
 from shopcrm.campaigns._korean import PARTICLES, cp949_length, format_date, krw, with_particle
@@ -52,6 +54,9 @@ LIMITS: dict[str, int] = {
     "brand_card_text_chars": 180,
 }
 _MISSING = object()
+#: the types of values a rendered text is remembered by (:meth:`Renderer._text_key`); instants only when naive
+_PLAIN = frozenset({str, int, bool, type(None)})
+_INSTANTS = frozenset({datetime, date})
 _SLOT = re.compile(r"#\{([^{}]+)\}")
 #: the message key a render runs for when it has none (save-time checks): lengths come out as in a real message
 SAMPLE_KEY = "0" * 32
@@ -368,6 +373,13 @@ class Renderer:
         self._texts: dict[tuple[Any, ...], str] = {}
         #: per template source, the names it reads from the context (:meth:`_reads`)
         self._source_names: dict[str, tuple[str, ...]] = {}
+        #: the last body rendered for a read-only context whose values are unhashable: its content, context and text
+        self._last_body: tuple[Content, Mapping[str, Any], str] | None = None
+        #: per template source: whether it has no side effect (:meth:`_side_effect_free`); the texts rendered by values
+        self._free: dict[str, bool] = {}
+        self._by_values: dict[tuple[Any, ...], str] = {}
+        #: per compiled template (by id): the template and its globals as one dict (:meth:`_context`)
+        self._globals: dict[int, tuple[jinja2.Template, dict[str, Any]]] = {}
 
     def names(self, content: Content) -> tuple[str, ...]:
         """The context names ``content`` reads (every template of it), sorted; ``link`` when it makes tracked links."""
@@ -416,7 +428,7 @@ class Renderer:
                                         message_key=_SHARED)
             return _personal(shared, tracking, message_key, channel == "email" and bool(tracking.unsubscribe_url))
         # id(content) is stable: self._names keeps every content seen alive
-        key = (id(content), channel, advertising, decorations, values)
+        key = (id(content), channel, advertising, decorations, values, tuple(map(type, values)))  # 1, 1.0: apart
         try:
             found = self._rendered.get(key)
         except TypeError:  # unhashable values (lists of cart items): render every time
@@ -458,8 +470,14 @@ class Renderer:
         :class:`~shopcrm.errors.CampaignError` naming ``where``: one customer's failure never escapes as
         another exception."""
         template = self.template(source, html=html, where=where)
+        reads = self._reads(source, context)
+        key = self._text_key(source, html, reads)
+        if key is not None:
+            found = self._by_values.get(key)
+            if found is not None:
+                return found
         try:
-            return metered(self.limits, template.generate(self._reads(source, context))).strip()
+            text = metered(self.limits, template.root_render_func(self._context(template, reads))).strip()
         except jinja2.UndefinedError as error:
             available = ", ".join(sorted(context)) or "nothing"
             raise CampaignError([(where, f"{error.message}; the context has {available}")]) from None
@@ -473,6 +491,35 @@ class Renderer:
             raise CampaignError([(where, "the template recursed too deeply (a macro calling itself?)")]) from None
         except Exception as error:
             raise CampaignError([(where, _describe(error))]) from None
+        if key is not None and len(self._by_values) < 100_000:
+            self._by_values[key] = text
+        return text
+
+    def _text_key(self, source: str, html: bool, reads: Mapping[str, Any]) -> tuple[Any, ...] | None:
+        """What a rendering of ``source`` is remembered by (:attr:`_by_values`): the values it reads, each with its
+        type, when every one is plain text, a whole number, a flag, None or a naive instant (values that are equal
+        but print differently, such as 1 and 1.0, never share) and the template has no side effect; else None."""
+        free = self._free.get(source)
+        if free is None:
+            free = self._free[source] = self._side_effect_free(source)
+        if not free:
+            return None
+        key: list[Any] = [html, source]
+        for name, value in reads.items():
+            kind = type(value)
+            if kind not in _PLAIN and not (kind in _INSTANTS and getattr(value, "tzinfo", None) is None):
+                return None
+            key += (name, kind, value)
+        return tuple(key)
+
+    def _context(self, template: jinja2.Template, reads: dict[str, Any]) -> jinja2.runtime.Context:
+        """What ``template.generate(reads)`` renders in: the template's globals (read once per template, not through
+        jinja2's chain of mappings at each render) with the values it reads over them."""
+        found = self._globals.get(id(template))
+        if found is None or found[0] is not template:
+            found = self._globals[id(template)] = (template, dict(template.globals))
+        return jinja2.runtime.new_context(template.environment, template.name, template.blocks, {**found[1], **reads},
+                                          shared=True)
 
     def _reads(self, source: str, context: Mapping[str, Any]) -> dict[str, Any]:
         """The values of ``context`` the template ``source`` reads (its undeclared names), as the plain dict jinja2
@@ -590,11 +637,19 @@ class Renderer:
         if not found[1]:
             return self.text(content.text, context, where=f"{at}.text")
         get = context.get
-        key = (id(content), *[get(n, _MISSING) for n in self.names(content)])
+        values = [get(n, _MISSING) for n in self.names(content)]
+        key = (id(content), *values, *map(type, values))  # equal values that print differently (1, 1.0) apart
         try:
             text = self._texts.get(key)
-        except TypeError:  # unhashable values
-            return self.text(content.text, context, where=f"{at}.text")
+        except TypeError:  # unhashable values (an event's properties): the channels of one message's chain share it
+            if isinstance(context, MutableMapping):
+                return self.text(content.text, context, where=f"{at}.text")
+            last = self._last_body  # a read-only context (the planner's): the same object gives the same values
+            if last is not None and last[0] is content and last[1] is context:
+                return last[2]
+            text = self.text(content.text, context, where=f"{at}.text")
+            self._last_body = (content, context, text)
+            return text
         if text is None:
             text = self.text(content.text, context, where=f"{at}.text")
             if len(self._texts) < 100_000:
