@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -27,7 +28,7 @@ TEXTS = [
     "{{ name }} {% for i in range(n|int) %}*{% endfor %}",
     "{{ missing }}",  # undefined: the error lists every name the context has
 ]
-VALUES = st.sampled_from([1, 1.0, True, -0.0, 0.0, 0, "1", None])
+VALUES = st.sampled_from([1, 1.0, True, -0.0, 0.0, 0, "1", None, Decimal("1.0"), Decimal("1")])
 NOWS = st.sampled_from([datetime(2026, 1, 1, 9), datetime(2026, 1, 1, 9, tzinfo=UTC), datetime(2026, 1, 1, 0, tzinfo=UTC)])
 
 

@@ -13,6 +13,7 @@ import re
 from collections.abc import Iterator, Mapping, MutableMapping, Sequence
 from contextvars import ContextVar
 from datetime import date, datetime
+from decimal import Decimal
 from typing import Any
 from urllib.parse import quote
 
@@ -428,7 +429,7 @@ class Renderer:
                                         message_key=_SHARED)
             return _personal(shared, tracking, message_key, channel == "email" and bool(tracking.unsubscribe_url))
         # id(content) is stable: self._names keeps every content seen alive
-        key = (id(content), channel, advertising, decorations, values, tuple(map(type, values)))  # 1, 1.0: apart
+        key = (id(content), channel, advertising, decorations, *_apart(values))
         try:
             found = self._rendered.get(key)
         except TypeError:  # unhashable values (lists of cart items): render every time
@@ -638,7 +639,7 @@ class Renderer:
             return self.text(content.text, context, where=f"{at}.text")
         get = context.get
         values = [get(n, _MISSING) for n in self.names(content)]
-        key = (id(content), *values, *map(type, values))  # equal values that print differently (1, 1.0) apart
+        key = (id(content), *_apart(values))
         try:
             text = self._texts.get(key)
         except TypeError:  # unhashable values (an event's properties): the channels of one message's chain share it
@@ -785,6 +786,15 @@ class Renderer:
         for name, _ in buttons:
             if len(name) > LIMITS["button_name_chars"]:
                 raise CampaignError([(f"{at}.buttons", f"button name {name!r} has {len(name)} characters; at most {LIMITS['button_name_chars']}")])
+
+
+def _apart(values: Sequence[Any]) -> tuple[Any, ...]:
+    """``values`` as a cache key that keeps apart the equal values that print differently: each with its type (1,
+    1.0 and True), and a float or decimal by its exact text (-0.0 and 0.0, Decimal("1.0") and Decimal("1"))."""
+    kinds = tuple(map(type, values))
+    if float in kinds or Decimal in kinds:
+        values = [repr(v) if type(v) is float or type(v) is Decimal else v for v in values]
+    return (*values, *kinds)
 
 
 def _shorten(text: str, limit: int) -> str:
