@@ -27,6 +27,8 @@ TEXTS = [
     "{{ name|은는 }} {{ now }}",  # an aware and a naive instant may be equal and print differently
     "{{ name }} {% for i in range(n|int) %}*{% endfor %}",
     "{{ missing }}",  # undefined: the error lists every name the context has
+    "{{ event.amount|krw }}",  # remembered by the attribute's value
+    "{{ event.order_id }} {{ event|length }} {{ event.gone|default('-') }}",  # the event read whole too: not by attribute
 ]
 VALUES = st.sampled_from([1, 1.0, True, -0.0, 0.0, 0, "1", None, Decimal("1.0"), Decimal("1")])
 NOWS = st.sampled_from([datetime(2026, 1, 1, 9), datetime(2026, 1, 1, 9, tzinfo=UTC), datetime(2026, 1, 1, 0, tzinfo=UTC)])
@@ -81,7 +83,7 @@ def render(renderer: Renderer, content: Content, channel: str, context: Mapping[
     st.sampled_from(TEXTS), st.booleans(),
     st.fixed_dictionaries({"name": st.sampled_from(["민수", "지영"]), "n": VALUES, "now": NOWS,
                            "event": st.fixed_dictionaries({"order_id": st.sampled_from(["A1", "A2"]),
-                                                           "amount": st.sampled_from([1000, 1000.0, 2500])})}),
+                                                           "amount": st.sampled_from([1000, 1000.0, 2500, -0.0, 0.0])})}),
 ), min_size=1, max_size=10))
 def test_a_shared_renderer_renders_what_jinja_does(calls: list[tuple[str, bool, dict[str, Any]]]) -> None:
     """Each call renders a message's chain (AlimTalk or a Brand Message, then its SMS fallback) through one view."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import re
+from collections import Counter, defaultdict
 from collections.abc import Iterator, Mapping, MutableMapping, Sequence
 from contextvars import ContextVar
 from datetime import date, datetime
@@ -379,6 +380,8 @@ class Renderer:
         #: per template source: whether it has no side effect (:meth:`_side_effect_free`); the texts rendered by values
         self._free: dict[str, bool] = {}
         self._by_values: dict[tuple[Any, ...], str] = {}
+        #: per template source: the names it reads only through attribute look-ups, and those attributes
+        self._paths: dict[str, dict[str, tuple[str, ...]]] = {}
         #: per compiled template (by id): the template and its globals as one dict (:meth:`_context`)
         self._globals: dict[int, tuple[jinja2.Template, dict[str, Any]]] = {}
 
@@ -498,8 +501,11 @@ class Renderer:
 
     def _text_key(self, source: str, html: bool, reads: Mapping[str, Any]) -> tuple[Any, ...] | None:
         """What a rendering of ``source`` is remembered by (:attr:`_by_values`): the values it reads, each with its
-        type, when every one is plain text, a whole number, a flag, None or a naive instant (values that are equal
-        but print differently, such as 1 and 1.0, never share) and the template has no side effect; else None."""
+        type (and a float or decimal by its exact text: values that are equal but print differently, such as 1,
+        1.0 and True, never share), when every one is plain (text, a number, a flag, None, a naive instant) and the
+        template has no side effect; else None.  A mapping the template reads only as ``name.attribute`` (an
+        event's properties: ``{{ event.amount|krw }}``) is remembered by those attributes' plain values, looked up
+        as the template looks them up."""
         free = self._free.get(source)
         if free is None:
             free = self._free[source] = self._side_effect_free(source)
@@ -508,10 +514,46 @@ class Renderer:
         key: list[Any] = [html, source]
         for name, value in reads.items():
             kind = type(value)
-            if kind not in _PLAIN and not (kind in _INSTANTS and getattr(value, "tzinfo", None) is None):
+            if kind in _PLAIN or (kind in _INSTANTS and getattr(value, "tzinfo", None) is None):
+                key += (name, kind, value)
+                continue
+            attributes = self._attributes(source).get(name) if kind is dict else None
+            if attributes is None:
                 return None
-            key += (name, kind, value)
+            environment = self._html if html else self._text
+            key.append(name)
+            for attribute in attributes:
+                found = environment.getattr(value, attribute)
+                kind = type(found)
+                if not (kind in _PLAIN or (kind in _INSTANTS and getattr(found, "tzinfo", None) is None)):
+                    return None
+                key += (attribute, kind, repr(found) if kind is float or kind is Decimal else found)
         return tuple(key)
+
+    def _attributes(self, source: str) -> dict[str, tuple[str, ...]]:
+        """Per name the template ``source`` reads only as ``name.attribute`` (never alone, never as ``name[...]``), those
+        attributes, sorted (remembered per source)."""
+        found = self._paths.get(source)
+        if found is None:
+            found = {}
+            try:
+                tree = self._text.parse(source)
+            except Exception:  # a syntax error: the template's compilation reports it
+                tree = None
+            if tree is not None:
+                through: dict[str, set[str]] = defaultdict(set)
+                for node in tree.find_all(jinja2.nodes.Getattr):
+                    if isinstance(node.node, jinja2.nodes.Name):
+                        through[node.node.name].add(node.attr)
+                bare = Counter(n.name for n in tree.find_all(jinja2.nodes.Name))
+                for name, attributes in through.items():
+                    # every appearance of the name is the object of one of those look-ups
+                    uses = sum(1 for node in tree.find_all(jinja2.nodes.Getattr)
+                               if isinstance(node.node, jinja2.nodes.Name) and node.node.name == name)
+                    if bare[name] == uses:
+                        found[name] = tuple(sorted(attributes))
+            self._paths[source] = found
+        return found
 
     def _context(self, template: jinja2.Template, reads: dict[str, Any]) -> jinja2.runtime.Context:
         """What ``template.generate(reads)`` renders in: the template's globals (read once per template, not through
