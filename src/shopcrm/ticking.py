@@ -651,7 +651,7 @@ class _MessageEncoder:
     def rendered(self, rendered: Any) -> str:
         found = self._encoded.get(id(rendered))
         if found is None or found[0] is not rendered:
-            text = json.dumps(_as_dict(rendered), ensure_ascii=False, default=_plain)
+            text = _ENCODER.encode(_as_dict(rendered))
             found = (rendered, text[:-1])  # without the closing brace: the contact follows
             self._encoded[id(rendered)] = found
         return found[1]
@@ -743,8 +743,18 @@ def _flat(value: Any) -> bool:
 def _as_dict(rendered: Any) -> dict[str, Any]:
     """``attrs.asdict(rendered)`` for JSON, read field by field when every value is text or tuples of text (a
     rendering's usual fields): asdict's recursion costs a broadcast's tens of thousands of renderings a second."""
-    values = {field.name: getattr(rendered, field.name) for field in attrs.fields(type(rendered))}
+    names = _FIELDS.get(type(rendered))
+    if names is None:
+        names = _FIELDS[type(rendered)] = tuple(field.name for field in attrs.fields(type(rendered)))
+    values = dict(zip(names, attrgetter(*names)(rendered), strict=True)) if len(names) > 1 else {
+        name: getattr(rendered, name) for name in names}
     return values if all(map(_flat, values.values())) else attrs.asdict(rendered)
+
+
+#: the field names of each attrs class a rendering is (:func:`_as_dict`)
+_FIELDS: dict[type, tuple[str, ...]] = {}
+#: ``json.dumps(value, ensure_ascii=False, default=_plain)`` without an encoder made per call
+_ENCODER = json.JSONEncoder(ensure_ascii=False, default=lambda value: _plain(value))
 
 
 def _json_text(text: str) -> str:

@@ -8,6 +8,7 @@ every case that path distinguishes and compare the two plans field by field.
 from __future__ import annotations
 
 from datetime import datetime, time, timedelta
+from decimal import Decimal
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
@@ -30,6 +31,7 @@ TEXTS = [
     "{{ name }} " + "가" * 40,  # an LMS for long names
     "{{ coupon }} 쿠폰 {{ link('https://shop.example/sale') }}",
     "{{ cart|length }}개",  # a list in the context: unhashable
+    "{{ n }}점",  # equal values that print differently (1, 1.0, True; 0.0, -0.0) never share a rendering
 ]
 
 
@@ -37,7 +39,7 @@ TEXTS = [
 def profile(draw: st.DrawFn) -> dict[str, Any]:
     attributes: dict[str, Any] = {"name": draw(st.sampled_from(["민수", "지영", "Kim", "가" * 30]))}
     if draw(st.booleans()):
-        attributes["n"] = draw(st.integers(0, 3))
+        attributes["n"] = draw(st.integers(0, 3) | st.sampled_from([1.0, True, 0.0, -0.0, Decimal("1.0"), Decimal("1")]))
     return {
         "phone": draw(st.sampled_from([None, "010-1234-5678"])),
         "email": draw(st.sampled_from([None, "a@b.c"])),
@@ -179,6 +181,24 @@ def test_members_sharing_template_values_share_one_rendering_object() -> None:
     assert batch == walked
     assert len(batch.messages) == 50
     assert len({id(m.chain) for m in batch.messages}) == 1
+
+
+def test_equal_values_that_print_differently_never_share_a_rendering() -> None:
+    values = [1, True, 1.0, Decimal("1.0"), 0.0, -0.0, "1", datetime(2026, 1, 1, 9)]
+    people = {f"c{i}": Recipient(customer_id=f"c{i}", phone="010", consents={"sms": GIVEN}, attributes={"n": v})
+              for i, v in enumerate(values)}
+    campaign = parse_campaign({
+        "id": "sale", "purpose": "advertising", "channels": ["sms"],
+        "variants": [{"name": "a", "content": {"text": "{{ n }}점"}}],
+        "schedule": {"kind": "one_off", "at": "2026-11-25T10:00:00"},
+    })
+    policy = MessagingPolicy(sender_name="s", sender_contact="1588", opt_out_number="080")
+    batch, walked = plans([campaign], ShopState(recipients=people, audiences={"sale": list(people)}),
+                          policy, datetime(2026, 11, 25, 2))
+    assert batch == walked
+    texts = {m.customer_id: m.chain[0].text for m in batch.messages}
+    assert [texts[f"c{i}"].split("점")[0].split()[-1] for i in range(len(values))] == [
+        "1", "True", "1.0", "1.0", "0.0", "-0.0", "1", "09:00:00"]
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))

@@ -20,13 +20,16 @@ from bisect import bisect_right
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import datetime, timedelta
+from datetime import datetime, time, timedelta
+from decimal import Decimal
+from functools import lru_cache
 from importlib import import_module
 from itertools import accumulate
 from typing import Any, TypeVar, cast
 
 import attrs
 
+from shopcrm.campaigns._entry import EntryRule, entry_rule
 from shopcrm.campaigns._models import (
     Branch,
     Campaign,
@@ -408,8 +411,27 @@ def entry_decision(campaign: Campaign, customer_id: Any, at: datetime, keys: Col
 bucket = sample_bucket
 
 
+def _exact(value: Any) -> Any:
+    """A value as a rendering is remembered by: with its type, and a float, decimal or instant by its exact text, so
+    that values that are equal but print differently (1, 1.0 and True; -0.0 and 0.0; one instant in two zones)
+    never share a rendering."""
+    kind = type(value)
+    if kind is float or kind is Decimal or kind is datetime or kind is time:
+        return (kind, repr(value))
+    return (kind, value)
+
+
 def idempotency_key(campaign_id: str, occurrence: str, step: str, customer_id: Any) -> str:
     """Deterministic: the same campaign occurrence, step and customer always give the same key."""
+    if type(customer_id) is str or type(customer_id) is int:  # a scenario asks for the same keys again and again
+        return _remembered_key(campaign_id, occurrence, step, customer_id)
+    raw = f"{campaign_id}\x1f{occurrence}\x1f{step}\x1f{customer_id!r}".encode()
+    return hashlib.sha256(raw).hexdigest()[:32]
+
+
+@lru_cache(maxsize=1 << 16, typed=True)
+def _remembered_key(campaign_id: str, occurrence: str, step: str, customer_id: str | int) -> str:
+    """:func:`idempotency_key` of a text or integer customer id (equal ids of these types print alike), remembered."""
     raw = f"{campaign_id}\x1f{occurrence}\x1f{step}\x1f{customer_id!r}".encode()
     return hashlib.sha256(raw).hexdigest()[:32]
 
@@ -555,6 +577,8 @@ class _Planner:
     #: render the fallback channels of each chain too (a preview needs only the first, for the cost)
     render_fallbacks: bool = True
     recommendation_views: dict[int, tuple[Any, tuple[Any, ...]]] = attrs.field(factory=dict)
+    #: per scenario entry rule (by id): the rule and its one-customer form (:func:`entry_rule`), or None
+    entry_rules: dict[int, tuple[Any, EntryRule | None]] = attrs.field(factory=dict)
     #: plan a one-off or recurring campaign's members in one pass (:meth:`broadcast`) that decides what many members
     #: share once; False walks them one by one through :meth:`send` (the same plan: tests and benchmarks compare them)
     batch: bool = True
@@ -650,6 +674,13 @@ class _Planner:
                                                "which a rule of this scenario needs")])
         person, events = history
         # events at exactly `at` count as before the step (the trigger itself is part of the moment)
+        found = self.entry_rules.get(id(rule))
+        if found is None or found[0] is not rule:
+            found = self.entry_rules[id(rule)] = (rule, entry_rule(rule, self.state.lifecycle_policy))
+        if found[1] is not None:  # a rule of lifecycle stages: decided without the reference's classification
+            decided = found[1](person, events, at + timedelta(microseconds=1))
+            if decided is not None:
+                return decided
         return customer_id in evaluate(
             rule, [person], events, now=at + timedelta(microseconds=1), segments=self.state.segments, schema=self.state.schema,
             lifecycle_policy=self.state.lifecycle_policy,
@@ -852,6 +883,8 @@ class _Planner:
             if one is not None:
                 table = found.renderings[index]
                 memo = recipient.attributes.get(one, _MISSING)
+                if type(memo) is not str:
+                    memo = _exact(memo)
             elif (read := reads[index]) is not None:
                 table = found.renderings[index]
                 extra = contexts.get(customer_id)
@@ -873,7 +906,7 @@ class _Planner:
                     else:
                         value = _MISSING
                     values.append(value)
-                memo = tuple(values)
+                memo = tuple([v if type(v) is str else _exact(v) for v in values])
             if table is not None:
                 try:
                     remembered = table.get(memo)

@@ -10,8 +10,11 @@ from __future__ import annotations
 import contextlib
 import functools
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections import Counter, defaultdict
+from collections.abc import Iterator, Mapping, MutableMapping, Sequence
 from contextvars import ContextVar
+from datetime import date, datetime
+from decimal import Decimal
 from typing import Any
 from urllib.parse import quote
 
@@ -19,6 +22,7 @@ import attrs
 import jinja2
 import jinja2.meta
 import jinja2.nodes
+import jinja2.runtime
 import markupsafe
 
 from shopcrm.campaigns._korean import PARTICLES, cp949_length, format_date, krw, with_particle
@@ -52,6 +56,9 @@ LIMITS: dict[str, int] = {
     "brand_card_text_chars": 180,
 }
 _MISSING = object()
+#: the types of values a rendered text is remembered by (:meth:`Renderer._text_key`); instants only when naive
+_PLAIN = frozenset({str, int, bool, type(None)})
+_INSTANTS = frozenset({datetime, date})
 _SLOT = re.compile(r"#\{([^{}]+)\}")
 #: the message key a render runs for when it has none (save-time checks): lengths come out as in a real message
 SAMPLE_KEY = "0" * 32
@@ -366,6 +373,17 @@ class Renderer:
         #: text by the values of the names the content reads, shared by the channels of a chain
         self._pure: dict[int, tuple[Content, bool]] = {}
         self._texts: dict[tuple[Any, ...], str] = {}
+        #: per template source, the names it reads from the context (:meth:`_reads`)
+        self._source_names: dict[str, tuple[str, ...]] = {}
+        #: the last body rendered for a read-only context whose values are unhashable: its content, context and text
+        self._last_body: tuple[Content, Mapping[str, Any], str] | None = None
+        #: per template source: whether it has no side effect (:meth:`_side_effect_free`); the texts rendered by values
+        self._free: dict[str, bool] = {}
+        self._by_values: dict[tuple[Any, ...], str] = {}
+        #: per template source: the names it reads only through attribute look-ups, and those attributes
+        self._paths: dict[str, dict[str, tuple[str, ...]]] = {}
+        #: per compiled template (by id): the template and its globals as one dict (:meth:`_context`)
+        self._globals: dict[int, tuple[jinja2.Template, dict[str, Any]]] = {}
 
     def names(self, content: Content) -> tuple[str, ...]:
         """The context names ``content`` reads (every template of it), sorted; ``link`` when it makes tracked links."""
@@ -414,7 +432,7 @@ class Renderer:
                                         message_key=_SHARED)
             return _personal(shared, tracking, message_key, channel == "email" and bool(tracking.unsubscribe_url))
         # id(content) is stable: self._names keeps every content seen alive
-        key = (id(content), channel, advertising, decorations, values)
+        key = (id(content), channel, advertising, decorations, *_apart(values))
         try:
             found = self._rendered.get(key)
         except TypeError:  # unhashable values (lists of cart items): render every time
@@ -456,8 +474,14 @@ class Renderer:
         :class:`~shopcrm.errors.CampaignError` naming ``where``: one customer's failure never escapes as
         another exception."""
         template = self.template(source, html=html, where=where)
+        reads = self._reads(source, context)
+        key = self._text_key(source, html, reads)
+        if key is not None:
+            found = self._by_values.get(key)
+            if found is not None:
+                return found
         try:
-            return metered(self.limits, template.generate(context)).strip()
+            text = metered(self.limits, template.root_render_func(self._context(template, reads))).strip()
         except jinja2.UndefinedError as error:
             available = ", ".join(sorted(context)) or "nothing"
             raise CampaignError([(where, f"{error.message}; the context has {available}")]) from None
@@ -471,6 +495,90 @@ class Renderer:
             raise CampaignError([(where, "the template recursed too deeply (a macro calling itself?)")]) from None
         except Exception as error:
             raise CampaignError([(where, _describe(error))]) from None
+        if key is not None and len(self._by_values) < 100_000:
+            self._by_values[key] = text
+        return text
+
+    def _text_key(self, source: str, html: bool, reads: Mapping[str, Any]) -> tuple[Any, ...] | None:
+        """What a rendering of ``source`` is remembered by (:attr:`_by_values`): the values it reads, each with its
+        type (and a float or decimal by its exact text: values that are equal but print differently, such as 1,
+        1.0 and True, never share), when every one is plain (text, a number, a flag, None, a naive instant) and the
+        template has no side effect; else None.  A mapping the template reads only as ``name.attribute`` (an
+        event's properties: ``{{ event.amount|krw }}``) is remembered by those attributes' plain values, looked up
+        as the template looks them up."""
+        free = self._free.get(source)
+        if free is None:
+            free = self._free[source] = self._side_effect_free(source)
+        if not free:
+            return None
+        key: list[Any] = [html, source]
+        for name, value in reads.items():
+            kind = type(value)
+            if kind in _PLAIN or (kind in _INSTANTS and getattr(value, "tzinfo", None) is None):
+                key += (name, kind, value)
+                continue
+            attributes = self._attributes(source).get(name) if kind is dict else None
+            if attributes is None:
+                return None
+            environment = self._html if html else self._text
+            key.append(name)
+            for attribute in attributes:
+                found = environment.getattr(value, attribute)
+                kind = type(found)
+                if not (kind in _PLAIN or (kind in _INSTANTS and getattr(found, "tzinfo", None) is None)):
+                    return None
+                key += (attribute, kind, repr(found) if kind is float or kind is Decimal else found)
+        return tuple(key)
+
+    def _attributes(self, source: str) -> dict[str, tuple[str, ...]]:
+        """Per name the template ``source`` reads only as ``name.attribute`` (never alone, never as ``name[...]``), those
+        attributes, sorted (remembered per source)."""
+        found = self._paths.get(source)
+        if found is None:
+            found = {}
+            try:
+                tree = self._text.parse(source)
+            except Exception:  # a syntax error: the template's compilation reports it
+                tree = None
+            if tree is not None:
+                through: dict[str, set[str]] = defaultdict(set)
+                for node in tree.find_all(jinja2.nodes.Getattr):
+                    if isinstance(node.node, jinja2.nodes.Name):
+                        through[node.node.name].add(node.attr)
+                bare = Counter(n.name for n in tree.find_all(jinja2.nodes.Name))
+                for name, attributes in through.items():
+                    # every appearance of the name is the object of one of those look-ups
+                    uses = sum(1 for node in tree.find_all(jinja2.nodes.Getattr)
+                               if isinstance(node.node, jinja2.nodes.Name) and node.node.name == name)
+                    if bare[name] == uses:
+                        found[name] = tuple(sorted(attributes))
+            self._paths[source] = found
+        return found
+
+    def _context(self, template: jinja2.Template, reads: dict[str, Any]) -> jinja2.runtime.Context:
+        """What ``template.generate(reads)`` renders in: the template's globals (read once per template, not through
+        jinja2's chain of mappings at each render) with the values it reads over them."""
+        found = self._globals.get(id(template))
+        if found is None or found[0] is not template:
+            found = self._globals[id(template)] = (template, dict(template.globals))
+        return jinja2.runtime.new_context(template.environment, template.name, template.blocks, {**found[1], **reads},
+                                          shared=True)
+
+    def _reads(self, source: str, context: Mapping[str, Any]) -> dict[str, Any]:
+        """The values of ``context`` the template ``source`` reads (its undeclared names), as the plain dict jinja2
+        copies for each render: a context computed name by name is asked only for those, not for every name it has
+        (the template cannot see any other name; a name it reads that the context lacks stays undefined)."""
+        names = self._source_names.get(source)
+        if names is None:
+            try:
+                names = tuple(sorted(jinja2.meta.find_undeclared_variables(self._text.parse(source))))
+            except Exception:  # a syntax error: the template's compilation reports it
+                names = None
+            if names is None:
+                return dict(context)
+            self._source_names[source] = names
+        get = context.get
+        return {name: value for name in names if (value := get(name, _MISSING)) is not _MISSING}
 
     def render(
         self,
@@ -572,11 +680,19 @@ class Renderer:
         if not found[1]:
             return self.text(content.text, context, where=f"{at}.text")
         get = context.get
-        key = (id(content), *[get(n, _MISSING) for n in self.names(content)])
+        values = [get(n, _MISSING) for n in self.names(content)]
+        key = (id(content), *_apart(values))
         try:
             text = self._texts.get(key)
-        except TypeError:  # unhashable values
-            return self.text(content.text, context, where=f"{at}.text")
+        except TypeError:  # unhashable values (an event's properties): the channels of one message's chain share it
+            if isinstance(context, MutableMapping):
+                return self.text(content.text, context, where=f"{at}.text")
+            last = self._last_body  # a read-only context (the planner's): the same object gives the same values
+            if last is not None and last[0] is content and last[1] is context:
+                return last[2]
+            text = self.text(content.text, context, where=f"{at}.text")
+            self._last_body = (content, context, text)
+            return text
         if text is None:
             text = self.text(content.text, context, where=f"{at}.text")
             if len(self._texts) < 100_000:
@@ -712,6 +828,15 @@ class Renderer:
         for name, _ in buttons:
             if len(name) > LIMITS["button_name_chars"]:
                 raise CampaignError([(f"{at}.buttons", f"button name {name!r} has {len(name)} characters; at most {LIMITS['button_name_chars']}")])
+
+
+def _apart(values: Sequence[Any]) -> tuple[Any, ...]:
+    """``values`` as a cache key that keeps apart the equal values that print differently: each with its type (1,
+    1.0 and True), and a float or decimal by its exact text (-0.0 and 0.0, Decimal("1.0") and Decimal("1"))."""
+    kinds = tuple(map(type, values))
+    if float in kinds or Decimal in kinds:
+        values = [repr(v) if type(v) is float or type(v) is Decimal else v for v in values]
+    return (*values, *kinds)
 
 
 def _shorten(text: str, limit: int) -> str:

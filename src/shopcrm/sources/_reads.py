@@ -109,7 +109,8 @@ class EngineReader:
         """The events (up to ``now``; of ``names`` at or after ``since`` when given) and the customers row of
         these customers and of those ``arrived`` selects (a query, so that a tick's many new customers are not
         listed in the statement), each table read once for all of a watermark tick's scenarios (a scan of the
-        events per scenario and read is what a tick with little new cannot afford)."""
+        events per scenario and read is what a tick with little new cannot afford); on DuckDB the selected and the
+        listed customers in one statement (a scan each, not two)."""
         where: exp.Expr = (exp.LTE(this=self.ts("e"), expression=self.at(self.now)) if names is None
                            else self.events_named(list(dict.fromkeys(names)), since))
         if names is None and since is not None:
@@ -117,7 +118,11 @@ class EngineReader:
         events: dict[Any, list[dict[str, Any]]] = {}
         rows: dict[Any, dict[str, Any]] = {}
         columns = list(self.schema.customers.columns)
-        for part in ([arrived] if arrived is not None else []) + ([ids] if ids else []):
+        listed: list[exp.Select | Sequence[Any]] = ([arrived] if arrived is not None else []) + ([ids] if ids else [])
+        parts: list[exp.Select | Sequence[Any] | _Either] = list(listed)
+        if len(listed) == 2 and self.source.dialect == "duckdb":
+            parts = [_Either(listed)]
+        for part in parts:
             found: dict[Any, list[dict[str, Any]]] = defaultdict(list)
             for event in self.events(where, part):
                 found[event["customer_id"]].append(event)
@@ -127,21 +132,34 @@ class EngineReader:
                 rows.setdefault(row["customer_id"], row)
         return Preloaded(events=events, rows=rows)
 
-    def _in(self, alias: str, ids: exp.Select | Sequence[Any]) -> list[exp.Expr]:
+    def _in(self, alias: str, ids: exp.Select | Sequence[Any] | _Either) -> list[exp.Expr]:
         """``customer_id IN (subquery)``, or IN lists of at most 1,000 values (engines bound a statement's size;
-        DuckDB does not: one list, one scan)."""
+        DuckDB does not: one list, one scan); for :class:`_Either`, one condition: either of its parts."""
         column = self.col("customer_id", alias)
+        if isinstance(ids, _Either):  # the query's ids and the listed ones, as one query (an OR of two INs is slow)
+            queries = [part if isinstance(part, exp.Select) else exp.select(exp.column("customer_id", table="v")).from_(
+                exp.Values(expressions=[exp.Tuple(expressions=[_literal(v)]) for v in part],
+                           alias=exp.TableAlias(this=exp.to_identifier("v"), columns=[exp.to_identifier("customer_id")])))
+                for part in ids.parts if isinstance(part, exp.Select) or part]
+            union: exp.Query = queries[0]
+            for query in queries[1:]:
+                union = exp.union(union, query, distinct=False)
+            return [column.isin(query=union)]
         if isinstance(ids, exp.Select):
             if ids.args.get("limit") is not None:  # MariaDB takes no LIMIT directly inside IN: a derived table does
                 ids = exp.select(exp.column("customer_id", table="limited")).from_(ids.subquery("limited"))
             return [column.isin(query=ids)]
         values = list(ids)
-        size = 100_000 if self.source.dialect == "duckdb" else 1000
+        size = self._list_size()
         # literals built directly: ``isin`` deep-copies each one, which costs more than the query for 10,000 ids
         return [exp.In(this=column.copy(), expressions=[_literal(v) for v in values[i:i + size]])
                 for i in range(0, len(values), size)]
 
-    def customers(self, columns: Sequence[str], ids: exp.Select | Sequence[Any]) -> list[dict[str, Any]]:
+    def _list_size(self) -> int:
+        """The most ids one IN list holds."""
+        return 100_000 if self.source.dialect == "duckdb" else 1000
+
+    def customers(self, columns: Sequence[str], ids: exp.Select | Sequence[Any] | _Either) -> list[dict[str, Any]]:
         out = []
         for condition in self._in("c", ids):
             query = exp.select(*[self.col(c, "c") for c in columns]).from_(self.customers_table("c")).where(
@@ -160,7 +178,7 @@ class EngineReader:
                 out[name] += table.column(name).to_pylist()
         return out
 
-    def events(self, where: exp.Expr, ids: exp.Select | Sequence[Any]) -> list[dict[str, Any]]:
+    def events(self, where: exp.Expr, ids: exp.Select | Sequence[Any] | _Either) -> list[dict[str, Any]]:
         columns = list(self.schema.events.columns)
         rows = []
         for condition in self._in("e", ids):
@@ -177,6 +195,13 @@ class EngineReader:
     def members(self, rule: Rule) -> exp.Select:
         return compile_members(rule, self.schema, now=self.now, dialect=self.source.dialect,
                                lifecycle_policy=self.lifecycle_policy)
+
+
+@attrs.frozen
+class _Either:
+    """The customers of any of ``parts`` (queries, lists), read in one statement (:meth:`EngineReader._in`)."""
+
+    parts: Sequence[exp.Select | Sequence[Any]]
 
 
 def _literal(value: Any) -> exp.Expr:
