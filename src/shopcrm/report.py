@@ -370,6 +370,7 @@ def build_report(
     segments_at: datetime | str | None = None,
 ) -> CampaignReport:
     """The campaign report of ``shop`` (see :meth:`shopcrm.Shop.report`)."""
+    from shopcrm.campaigns._planner import paused_gc
     from shopcrm.measurement._attribution import _by
     from shopcrm.report_sql import can_compute, sql_figures
 
@@ -398,7 +399,11 @@ def build_report(
         raise ValueError(f"this shop's report cannot run as SQL: its campaign store is not in its "
                          f"{shop.source.dialect} database; use method='reference' (or None)")
     if use_sql:
-        figures = sql_figures(shop, ids, lo, hi, when, dims, policy, FATIGUE_WINDOW, labels)
+        # the collector paused while the queries are built and run: their trees (whose nodes point at their parents)
+        # are a few thousand small objects, and a collection among them walks every live object of the process;
+        # what they leave is collected at the next collection after the pause
+        with paused_gc():
+            figures = sql_figures(shop, ids, lo, hi, when, dims, policy, FATIGUE_WINDOW, labels)
     else:
         figures = _reference_figures(shop, ids, lo, hi, when, dims, policy, labels)
 

@@ -434,12 +434,12 @@ class _Runner:
         self.created: list[str] = []
 
     def _rename(self, query: exp.Expr) -> exp.Expr:
-        def swap(node: exp.Expr) -> exp.Expr:
-            if isinstance(node, exp.Table) and not node.args.get("db") and node.name in self.names:
-                node = node.copy()
+        """``query`` reading this call's tables by their suffixed names: renamed in place (every query of a report
+        is built for one use, and a name renamed already is no longer one of :attr:`names`)."""
+        for node in list(query.find_all(exp.Table)):
+            if not node.args.get("db") and node.name in self.names:
                 node.set("this", exp.to_identifier(f"{node.name}_{self.suffix}", quoted=True))
-            return node
-        return query.transform(swap)
+        return query
 
     def __enter__(self) -> _Runner:
         if self.staged:
@@ -463,7 +463,7 @@ class _Runner:
             return
         query = dict(self.ctes)[name]
         table = f'"{name}_{self.suffix}"'
-        sql = render(cast(exp.Expression, self._rename(query)), "duckdb", copy=False)  # _rename made a copy
+        sql = render(cast(exp.Expression, self._rename(query)), "duckdb", copy=False)
         self.source.con.execute(f"CREATE TEMP TABLE {table} AS {sql}")
         self.created.append(table)
 
