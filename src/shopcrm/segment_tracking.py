@@ -26,7 +26,7 @@ one engine and the membership tables in another database.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -150,19 +150,24 @@ def customers_signature(source: Source, columns: Sequence[str] | None = None) ->
     return f"{row[0]}:{row[1]}" if columns is None else f"{','.join(columns)}:{row[0]}:{row[1]}"
 
 
-def _attributes(node: Any) -> set[str]:
-    """The customer attributes a rule (as JSON data) compares (``attribute`` nodes; ``properties.x``: the
-    ``properties`` column)."""
+def _named(node: Any, names: Callable[[str, Any], Iterable[str]]) -> set[str]:
+    """What ``names(key, value)`` gives for every key of a rule as JSON data, at any depth."""
     found: set[str] = set()
     if isinstance(node, dict):
         for key, value in node.items():
-            if key == "attribute" and isinstance(value, str):
-                found.add(value.split(".", 1)[0])
-            found |= _attributes(value)
+            found.update(names(key, value))
+            found |= _named(value, names)
     elif isinstance(node, list):
         for item in node:
-            found |= _attributes(item)
+            found |= _named(item, names)
     return found
+
+
+def _attributes(node: Any) -> set[str]:
+    """The customer attributes a rule (as JSON data) compares (``attribute`` nodes; ``properties.x``: the
+    ``properties`` column)."""
+    return _named(node, lambda key, value: [value.split(".", 1)[0]] if key == "attribute" and isinstance(value, str)
+                  else [])
 
 
 def _customer_columns(source: Source, rules: Sequence[Rule], attributes: Sequence[str]) -> list[str]:
@@ -473,18 +478,11 @@ def _read_events(source: Source, rules: Sequence[Rule], read: Sequence[str], now
 def _event_fields(node: Any) -> set[str]:
     """The events columns a rule (as JSON data) names: its ``where`` keys and ``of`` fields (``properties.x``: the
     ``properties`` column)."""
-    found: set[str] = set()
-    if isinstance(node, dict):
-        for key, value in node.items():
-            if key == "where" and isinstance(value, dict):
-                found.update(k.split(".", 1)[0] for k in value)
-            elif key == "of" and isinstance(value, str):
-                found.add(value.split(".", 1)[0])
-            found |= _event_fields(value)
-    elif isinstance(node, list):
-        for item in node:
-            found |= _event_fields(item)
-    return found
+    def names(key: str, value: Any) -> list[str]:
+        if key == "where" and isinstance(value, dict):
+            return [k.split(".", 1)[0] for k in value]
+        return [value.split(".", 1)[0]] if key == "of" and isinstance(value, str) else []
+    return _named(node, names)
 
 
 def _refresh_segment(
