@@ -20,8 +20,7 @@ from bisect import bisect_right
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import datetime, time, timedelta
-from decimal import Decimal
+from datetime import datetime, timedelta
 from functools import lru_cache
 from importlib import import_module
 from itertools import accumulate
@@ -43,7 +42,15 @@ from shopcrm.campaigns._models import (
     reentry_blocks,
 )
 from shopcrm.campaigns._policy import CONSENT_GROUP, MessagingPolicy, in_global_control, local, utc
-from shopcrm.campaigns._templates import _MISSING, Decorations, Rendered, Renderer, recommended, uses_link
+from shopcrm.campaigns._templates import (
+    _MISSING,
+    Decorations,
+    Rendered,
+    Renderer,
+    _apart,
+    recommended,
+    uses_link,
+)
 from shopcrm.dsl import Everyone, sample_bucket
 from shopcrm.errors import CampaignError
 from shopcrm.lifecycle import LifecyclePolicy
@@ -409,16 +416,6 @@ def entry_decision(campaign: Campaign, customer_id: Any, at: datetime, keys: Col
 
 #: the DSL's sample bucket: the holdout of campaign X at P% is exactly ``{"sample": {"percent": P, "salt": "holdout:X"}}``
 bucket = sample_bucket
-
-
-def _exact(value: Any) -> Any:
-    """A value as a rendering is remembered by: with its type, and a float, decimal or instant by its exact text, so
-    that values that are equal but print differently (1, 1.0 and True; -0.0 and 0.0; one instant in two zones)
-    never share a rendering."""
-    kind = type(value)
-    if kind is float or kind is Decimal or kind is datetime or kind is time:
-        return (kind, repr(value))
-    return (kind, value)
 
 
 def idempotency_key(campaign_id: str, occurrence: str, step: str, customer_id: Any) -> str:
@@ -883,8 +880,8 @@ class _Planner:
             if one is not None:
                 table = found.renderings[index]
                 memo = recipient.attributes.get(one, _MISSING)
-                if type(memo) is not str:
-                    memo = _exact(memo)
+                if type(memo) is not str:  # equal values that print differently never share a rendering
+                    memo = _apart((memo,))
             elif (read := reads[index]) is not None:
                 table = found.renderings[index]
                 extra = contexts.get(customer_id)
@@ -906,7 +903,7 @@ class _Planner:
                     else:
                         value = _MISSING
                     values.append(value)
-                memo = tuple([v if type(v) is str else _exact(v) for v in values])
+                memo = _apart(values)
             if table is not None:
                 try:
                     remembered = table.get(memo)

@@ -13,7 +13,7 @@ import re
 from collections import Counter, defaultdict
 from collections.abc import Iterator, Mapping, MutableMapping, Sequence
 from contextvars import ContextVar
-from datetime import date, datetime
+from datetime import date, datetime, time
 from decimal import Decimal
 from typing import Any
 from urllib.parse import quote
@@ -830,12 +830,17 @@ class Renderer:
                 raise CampaignError([(f"{at}.buttons", f"button name {name!r} has {len(name)} characters; at most {LIMITS['button_name_chars']}")])
 
 
+#: the types whose equal values may print differently: kept apart by their exact text in a cache key (:func:`_apart`)
+_BY_TEXT = frozenset({float, Decimal, datetime, time})
+
+
 def _apart(values: Sequence[Any]) -> tuple[Any, ...]:
     """``values`` as a cache key that keeps apart the equal values that print differently: each with its type (1,
-    1.0 and True), and a float or decimal by its exact text (-0.0 and 0.0, Decimal("1.0") and Decimal("1"))."""
+    1.0 and True), and a float, decimal or instant by its exact text (-0.0 and 0.0, Decimal("1.0") and
+    Decimal("1"), one instant in two zones)."""
     kinds = tuple(map(type, values))
-    if float in kinds or Decimal in kinds:
-        values = [repr(v) if type(v) is float or type(v) is Decimal else v for v in values]
+    if not _BY_TEXT.isdisjoint(kinds):
+        values = [repr(v) if type(v) in _BY_TEXT else v for v in values]
     return (*values, *kinds)
 
 
