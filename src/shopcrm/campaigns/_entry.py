@@ -24,6 +24,7 @@ from typing import Any
 from shopcrm.dsl import And, Everyone, Not, Or, Rule
 from shopcrm.dsl._nodes import Lifecycle
 from shopcrm.lifecycle import LifecyclePolicy
+from shopcrm.lifecycle._classify import stage_of
 from shopcrm.timeline import to_utc_naive
 
 __all__ = ["EntryRule", "entry_rule"]
@@ -78,7 +79,7 @@ def entry_rule(rule: Rule, policy: LifecyclePolicy | None) -> EntryRule | None:
         return lambda person, events, now: constant if person.get("customer_id") is not None else False
     chosen = policy or LifecyclePolicy()
     order_event, order_id, amount = chosen.order_event, chosen.order_id_property, chosen.amount_property
-    signed_up, lookback, loyal = chosen.signed_up_attribute, chosen.rfm_lookback, chosen.loyal_min_orders
+    signed_up, lookback = chosen.signed_up_attribute, chosen.rfm_lookback
 
     def decide(person: Mapping[str, Any], events: Sequence[Mapping[str, Any]], now: datetime) -> bool | None:
         customer_id = person.get("customer_id")
@@ -107,9 +108,7 @@ def entry_rule(rule: Rule, policy: LifecyclePolicy | None) -> EntryRule | None:
             count = len({key for _, e in orders if (key := e.get(order_id)) is not None})
         else:
             count = len(orders)
-        stage = ("never_purchased" if count == 0 else "first_purchase" if count == 1
-                 else "repeat" if count < loyal else "loyal")
-        return _holds(rule, stage)
+        return _holds(rule, stage_of(count, chosen))
 
     return decide
 

@@ -169,18 +169,20 @@ def _strictly_below(sorted_values: Sequence[Any], value: Any) -> int:
     return bisect_left(sorted_values, value)
 
 
+def stage_of(orders: int, policy: LifecyclePolicy) -> str:
+    """The lifecycle stage of a customer with ``orders`` orders (distinct order ids when the policy names them)."""
+    if orders == 0:
+        return "never_purchased"
+    if orders == 1:
+        return "first_purchase"
+    return "repeat" if orders < policy.loyal_min_orders else "loyal"
+
+
 def classify(facts: CustomerFacts, now: datetime, policy: LifecyclePolicy, context: ShopContext) -> LifecycleRow:
     """Stage, moments, RFM and cycle status of one customer."""
     now = to_utc_naive(now)
     orders = facts.orders
-    if orders == 0:
-        stage = "never_purchased"
-    elif orders == 1:
-        stage = "first_purchase"
-    elif orders < policy.loyal_min_orders:
-        stage = "repeat"
-    else:
-        stage = "loyal"
+    stage = stage_of(orders, policy)
     flags = {
         "cart_abandoned": facts.cart_abandoned,
         "signup_dropoff": orders == 0 and _aged(facts.signed_up_at, now, *policy.signup_dropoff_ages),
