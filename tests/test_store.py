@@ -3,6 +3,7 @@ a DuckDB file lives the same life as the embedded shop, and a second Shop over t
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
@@ -10,6 +11,8 @@ from typing import Any
 
 import duckdb
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import shopcrm
 from shopcrm.report_sql import can_compute
@@ -134,3 +137,11 @@ def test_a_store_over_an_open_duckdb_connection_is_left_open(tmp_path: Path) -> 
     rows: list[Any] = connection.execute("SELECT name FROM shopcrm_segments").fetchall()
     assert rows == [("vip",)]
     assert repr(store) == "Store(duckdb, tables shopcrm_*)"
+
+
+@given(st.one_of(st.text(), st.integers(), st.sampled_from(['a"b', "a\\b", "\x7f", "김민서", "c\tt"])))
+def test_a_customer_id_is_stored_as_its_json_text(customer_id: object) -> None:
+    """The library's tables keep a customer id as ``json.dumps`` writes it; plain text takes a shorter way there."""
+    from shopcrm.sources._library import stored_id
+
+    assert stored_id(customer_id) == json.dumps(customer_id)

@@ -19,7 +19,7 @@ from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
 from typing import Any, NamedTuple, overload
 
-from shopcrm.sources._library import LibraryStore, LibraryTables
+from shopcrm.sources._library import LibraryStore, LibraryTables, stored_id
 from shopcrm.sources._tick_marks import MemoryTickMarks, SQLTickMarks, TickMarks
 
 __all__ = ["OUTBOX_COLUMNS", "CampaignStore", "MemoryCampaignStore", "OutboxBatch", "OutboxRow", "SQLCampaignStore", "TickConflict"]
@@ -181,10 +181,7 @@ def _stored(columns: list[Any], *, ids: bool = True) -> list[Any]:
     """Outbox columns (row values) in place as the tables store them: customer ids as JSON (unless not ``ids``: the
     caller quotes them), instants as ISO text, costs as floats (each distinct instant is written once)."""
     if ids:
-        columns[_INDEX["customer_id"]] = [
-            f'"{c}"' if type(c) is str and c.isascii() and c.isprintable() and '"' not in c and "\\" not in c else json.dumps(c)
-            for c in columns[_INDEX["customer_id"]]
-        ]  # json.dumps(c), without the call for the usual plain text ids
+        columns[_INDEX["customer_id"]] = [stored_id(c) for c in columns[_INDEX["customer_id"]]]
     for name in ("due_at", "send_at", "planned_at"):
         column = columns[_INDEX[name]]
         stamps = {value: _stamp(value) for value in set(column)}

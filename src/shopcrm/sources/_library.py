@@ -22,7 +22,7 @@ from shopcrm.errors import ShopCRMError
 
 __all__ = [
     "DDL_DIALECTS", "SCHEMA_VERSION", "LibraryStore", "LibraryTables", "MemorySettingsStore", "ReadOnlyShopError",
-    "SQLSettingsStore", "SettingsStore", "ShopLockedError", "StoreVersionError",
+    "SQLSettingsStore", "SettingsStore", "ShopLockedError", "StoreVersionError", "stored_id",
 ]
 
 #: the version of the library's tables this shopcrm writes: 1 is shopcrm 0.1's ledger (no ``batch_ref`` and
@@ -37,6 +37,15 @@ _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,40}$")
 _PREFIX = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,30}$")
 #: the settings row that records the version of the library's tables
 VERSION_ROW = "library"
+
+
+def stored_id(customer_id: Any) -> str:
+    """A customer id as the library's tables keep it: its JSON text (``json.dumps``), without the call for the
+    usual plain text ids (printable ASCII without a quote or backslash: the text in quotes)."""
+    if type(customer_id) is str and customer_id.isascii() and customer_id.isprintable() and '"' not in customer_id \
+            and "\\" not in customer_id:
+        return f'"{customer_id}"'
+    return json.dumps(customer_id)
 
 Run = Callable[[str, Sequence[Any]], list[tuple[Any, ...]]]
 Transaction = Callable[[], AbstractContextManager[None]]

@@ -18,7 +18,7 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from shopcrm.sources._library import LibraryStore
+from shopcrm.sources._library import LibraryStore, stored_id
 
 __all__ = ["MembershipStore", "MemoryMembershipStore", "Refreshed", "SQLMembershipStore", "Stay"]
 
@@ -54,19 +54,10 @@ def _stored(customer_id: Any, kind: str) -> str:
     return json.dumps(customer_id)
 
 
-#: text ids as stored, by id (the common case, without the cache's key tuple: a refresh at 1M encodes ~100k)
-_TEXT_KEYS: dict[str, str] = {}
-
-
 def _key(customer_id: Any) -> str:
     """A customer id as stored (JSON; the same ids recur in every segment of a refresh, so encoded once)."""
     if type(customer_id) is str:
-        key = _TEXT_KEYS.get(customer_id)
-        if key is None:
-            if len(_TEXT_KEYS) >= 1 << 20:
-                _TEXT_KEYS.clear()
-            key = _TEXT_KEYS[customer_id] = json.dumps(customer_id)
-        return key
+        return stored_id(customer_id)  # plain text needs no cache
     return _stored(customer_id, type(customer_id).__name__)  # 1 and True are equal keys of a cache
 
 
