@@ -7,7 +7,7 @@ every case that path distinguishes and compare the two plans field by field.
 
 from __future__ import annotations
 
-from datetime import datetime, time, timedelta, timezone
+from datetime import UTC, datetime, time, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
@@ -186,7 +186,7 @@ def test_members_sharing_template_values_share_one_rendering_object() -> None:
 def test_equal_values_that_print_differently_never_share_a_rendering() -> None:
     seoul = timezone(timedelta(hours=9))
     values = [1, True, 1.0, Decimal("1.0"), 0.0, -0.0, "1", datetime(2026, 1, 1, 9),
-              datetime(2026, 1, 1, 9, tzinfo=seoul), datetime(2026, 1, 1, tzinfo=timezone.utc)]  # one instant, two zones
+              datetime(2026, 1, 1, 9, tzinfo=seoul), datetime(2026, 1, 1, tzinfo=UTC)]  # one instant, two zones
     people = {f"c{i}": Recipient(customer_id=f"c{i}", phone="010", consents={"sms": GIVEN}, attributes={"n": v})
               for i, v in enumerate(values)}
     campaign = parse_campaign({
