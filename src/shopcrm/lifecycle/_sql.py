@@ -174,7 +174,8 @@ class _Lifecycle:
         if customer_id is not None:
             join_type = "left"
             query = query.join(
-                exp.to_table("shopcrm_scored").as_("sc"), on=exp.EQ(this=customer_id, expression=_col("customer_id", "sc")), join_type="left"
+                exp.to_table("shopcrm_scored").as_("sc"), on=exp.EQ(this=customer_id.copy(), expression=_col("customer_id", "sc")), join_type="left",
+                copy=False,
             )
         for measure in ("r", "f", "m"):
             alias = f"{measure}s"
@@ -182,6 +183,7 @@ class _Lifecycle:
                 exp.to_table(f"shopcrm_{measure}_scores").as_(alias),
                 on=exp.EQ(this=_col(measure, "sc"), expression=_col("v", alias)),
                 join_type=join_type,
+                copy=False,
             )
         return query
 
@@ -441,12 +443,15 @@ class _Lifecycle:
             .from_(self.table("customers", "c"))
         )
         for alias, name in fact_tables.items():
-            base = base.join(exp.to_table(name).as_(alias), on=exp.EQ(this=c_id, expression=_col("customer_id", alias)), join_type="left")
+            base = base.join(
+                exp.to_table(name).as_(alias), on=exp.EQ(this=c_id.copy(), expression=_col("customer_id", alias)), join_type="left", copy=False
+            )
         base = (
             self.join_scores(base, c_id)
-            .join(exp.to_table("shopcrm_own_median").as_("om"), on=exp.EQ(this=c_id, expression=_col("customer_id", "om")), join_type="left")
-            .join(exp.to_table("shopcrm_shop_median").as_("sm"), join_type="cross")
-            .where(exp.Not(this=exp.Is(this=c_id, expression=exp.Null())))
+            .join(exp.to_table("shopcrm_own_median").as_("om"), on=exp.EQ(this=c_id.copy(), expression=_col("customer_id", "om")), join_type="left",
+                  copy=False)
+            .join(exp.to_table("shopcrm_shop_median").as_("sm"), join_type="cross", copy=False)
+            .where(exp.Not(this=exp.Is(this=c_id.copy(), expression=exp.Null())), copy=False)
         )
         twice = exp.Mul(this=_num(2), expression=_col("recency_us"))
         status = _case(
@@ -472,7 +477,7 @@ class _Lifecycle:
                 self.median2("shopcrm_shop_gaps", by_customer=False).subquery("m"))),
         ]
         for name, cte in ctes:
-            final = final.with_(name, as_=cte)
+            final = final.with_(name, as_=cte, copy=False)
         return final
 
 
