@@ -268,3 +268,32 @@ def test_a_scenario_after_a_broadcast_counts_the_broadcasts_messages_against_its
     assert planned == [("reminder", "c1", "main"), ("reminder", "c2", "again"), ("reminder", "c2", "main"),
                        ("sale", "c0", "main"), ("sale", "c1", "main")]
     assert [(s.customer_id, s.step, s.reason) for s in batch.suppressions] == [("c1", "again", "capped")]
+
+
+def test_the_positional_constructors_give_the_real_frozen_class() -> None:
+    """``_maker`` builds a class without a ``__weakref__`` slot through a plain slotted twin, then gives it its real
+    class: the object is of that class (equal, hashed and frozen like one built by ``__init__``); a class with the
+    slot is filled through its slots' descriptors instead."""
+    import attrs
+    import pytest
+
+    from shopcrm.campaigns._planner import PlannedMessage, Suppression, _maker, _new_message, _new_suppression
+
+    message = _new_message("k", "c1", "sale", "main", "once", "a", "advertising", (), ("010",), GIVEN, GIVEN, 1.5,
+                           False, True)
+    assert type(message) is PlannedMessage
+    assert message == PlannedMessage(key="k", customer_id="c1", campaign_id="sale", step="main", occurrence="once",
+                                     variant="a", purpose="advertising", chain=(), contacts=("010",), due_at=GIVEN,
+                                     send_at=GIVEN, estimated_cost=1.5, deferred=False, friend=True)
+    assert type(_new_suppression("c1", "sale", "main", "holdout", "", "k", "once", GIVEN)) is Suppression
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        message.key = "other"  # type: ignore[misc]
+
+    @attrs.frozen
+    class Weak:  # a __weakref__ slot: CPython refuses the class change, so the descriptors fill it
+        a: int
+        b: str
+
+    made = _maker(Weak)(1, "x")
+    assert type(made) is Weak
+    assert made == Weak(1, "x")
