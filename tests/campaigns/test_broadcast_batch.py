@@ -297,3 +297,34 @@ def test_the_positional_constructors_give_the_real_frozen_class() -> None:
     made = _maker(Weak)(1, "x")
     assert type(made) is Weak
     assert made == Weak(1, "x")
+
+
+def test_members_whose_values_fail_the_template_render_it_once_per_channel(monkeypatch: Any) -> None:
+    """The broadcast remembers a failed rendering by its values as it remembers a good one: fifty members with
+    ``n = 0`` render ``100 // n`` once per channel (not fifty times), and each is left out as the walk leaves it out."""
+    from shopcrm.campaigns._templates import Renderer
+
+    people = {f"c{i}": Recipient(customer_id=f"c{i}", phone="010", consents={"sms": GIVEN, "kakao": GIVEN},
+                                 kakao_friend=True, attributes={"n": 0}) for i in range(50)}
+    campaign = parse_campaign({
+        "id": "sale", "purpose": "advertising", "channels": ["brand_message", "sms"],
+        "variants": [{"name": "a", "content": {"text": "{{ 100 // n }}% 할인"}}],
+        "schedule": {"kind": "one_off", "at": "2026-11-25T10:00:00"},
+    })
+    policy = MessagingPolicy(sender_name="s", sender_contact="1588", opt_out_number="080")
+    now = datetime(2026, 11, 25, 2)
+    state = ShopState(recipients=people, audiences={"sale": list(people)})
+    batch, walked = plans([campaign], state, policy, now)
+    assert batch == walked
+    assert batch.reasons() == {"render_failed": 50}
+    renders = []
+    original = Renderer.render
+
+    def counted(self: Renderer, *args: Any, **kwargs: Any) -> Any:
+        renders.append(args[1])
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Renderer, "render", counted)
+    with paused_gc():
+        _Planner([campaign], state, now, policy).run()
+    assert renders == ["brand_message"]  # the chain's first channel fails: the member is left out there

@@ -800,7 +800,7 @@ class _Planner:
             for r in reads
         ]
         memos = 0  # renderings remembered (at most 100,000)
-        by_channel: list[dict[str, dict[Any, Rendered]]] = [{} for _ in variants]  # per variant and channel
+        by_channel: list[dict[str, dict[Any, Rendered | CampaignError]]] = [{} for _ in variants]  # per variant and channel
         local_now: dict[str, datetime] = {}
         prices: dict[tuple[str, bool], float] = {}
         default_zone = policy.timezone
@@ -939,11 +939,16 @@ class _Planner:
                         for channel in shown:
                             by_values = by_channel[index].setdefault(channel, {})
                             piece = by_values.get(memo)
-                            if piece is None:
-                                piece = renderer.render_cached(content, channel, context, advertising=advertising,
-                                                               decorations=decorations, message_key=key)
+                            if piece is None:  # remembered here (a failure too): the renderer's memo would repeat it
+                                try:
+                                    piece = renderer.render(content, channel, context, advertising=advertising,
+                                                            decorations=decorations, message_key=key)
+                                except CampaignError as error:
+                                    piece = error
                                 if memos < 100_000:
                                     by_values[memo] = piece
+                            if isinstance(piece, CampaignError):
+                                raise CampaignError(piece.problems)  # a fresh error, as the renderer's memo raises
                             pieces.append(piece)
                         rendered = tuple(pieces)
                 except Exception as error:
