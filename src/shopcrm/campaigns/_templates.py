@@ -477,15 +477,17 @@ class Renderer:
         another exception."""
         template = self.template(source, html=html, where=where)
         reads = self._reads(source, context)
+        if not html:  # a simple template is rendered as cheaply as a remembered rendering is found (not remembered)
+            simple = self._simple(source, reads)
+            if simple is not None:
+                return simple
         key = self._text_key(source, html, reads)
         if key is not None:
             found = self._by_values.get(key)
             if found is not None:
                 return found
-        simple = None if html else self._simple(source, reads)
         try:
-            text = simple if simple is not None else metered(
-                self.limits, template.root_render_func(self._context(template, reads))).strip()
+            text = metered(self.limits, template.root_render_func(self._context(template, reads))).strip()
         except jinja2.UndefinedError as error:
             available = ", ".join(sorted(context)) or "nothing"
             raise CampaignError([(where, f"{error.message}; the context has {available}")]) from None
