@@ -780,6 +780,7 @@ class _Planner:
         holdout_salt = f"holdout:{campaign_id}:"  # bucket(f"holdout:{campaign_id}", id) inlined below
         md5, first_four = _md5, _first_four
         variants = campaign.variants_of(step)
+        variant_names = [v.name for v in variants]
         choose = len(variants) > 1
         total = sum(v.weight for v in variants)
         totals = list(accumulate(v.weight for v in variants))
@@ -886,7 +887,6 @@ class _Planner:
                 # _choose: the first variant whose running total of weights exceeds the point (point < total)
                 index = bisect_right(totals, first_four(md5(f"{variant_salt}{customer_id}".encode()).digest())[0]
                                      % 10000 * total // 10000)
-            variant = variants[index]
             shown = found.shown
             one = plain_one[index]
             memo: Any = None
@@ -895,7 +895,9 @@ class _Planner:
             if one is not None:
                 table = found.renderings[index]
                 memo = recipient.attributes.get(one, _MISSING)
-                if type(memo) is not str:  # equal values that print differently never share a rendering
+                if type(memo) is str:  # the common case: one text value, remembered by itself
+                    remembered = table.get(memo)
+                else:  # equal values that print differently never share a rendering
                     memo = _apart((memo,))
             elif (read := reads[index]) is not None:
                 table = found.renderings[index]
@@ -919,13 +921,13 @@ class _Planner:
                         value = _MISSING
                     values.append(value)
                 memo = _apart(values)
-            if table is not None:
+            if remembered is None and table is not None:
                 try:
                     remembered = table.get(memo)
                 except TypeError:  # unhashable values (a cart): rendered per message below
                     table = None
             if remembered is None:
-                content = variant.content
+                content = variants[index].content
                 try:
                     context = self.context(recipient, campaign, step, due_at, None, content.recommend)
                     if table is None:
@@ -976,7 +978,7 @@ class _Planner:
                     phone,) * len(shown)
             else:
                 contacts = tuple([recipient.contact(c) or "" for c in shown])
-            add_message(new_message(key, customer_id, campaign_id, name, occurrence, variant.name, purpose, rendered,
+            add_message(new_message(key, customer_id, campaign_id, name, occurrence, variant_names[index], purpose, rendered,
                                     contacts, due_at, send_at, remembered[2] if friend else remembered[3], found.deferred,
                                     friend))
             keys.add(key)
