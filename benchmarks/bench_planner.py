@@ -174,7 +174,7 @@ def broadcast(scale: int, customers: Any, events: Any, campaign: Any, repeat: in
          f"{scale / best[False]:,.0f} customers/s, {cpu[False]:.1f} s CPU")
     line("pure planner: plan(campaigns, state), one pass", plan_s,
          f"{scale / plan_s:,.0f} customers/s, {cpu[True]:.1f} s CPU  = {best[False] / plan_s:.2f}x faster  (target: 1M in < 5 s; "
-         f"issue 15 measured 10.1 s, then 9.2 s; 6.9 s CPU loaded before its third round)")
+         f"issue 15 measured 10.1 s, then 9.2 s; 6.9 s CPU loaded before its third round, 5.4 s quiet before its fourth)")
     line("shop.tick end to end (query, recipients, plan, outbox)", tick_s,
          f"{scale / tick_s:,.0f} customers/s  = {tick_s / plan_s:.2f}x the pure plan, {tick_cpu:.1f} s CPU  (target: 1M in "
          "< 10 s; issue 15 measured 23.5 s, then 23.2 s; 21.8 s CPU loaded before its third round)")

@@ -268,3 +268,63 @@ def test_a_scenario_after_a_broadcast_counts_the_broadcasts_messages_against_its
     assert planned == [("reminder", "c1", "main"), ("reminder", "c2", "again"), ("reminder", "c2", "main"),
                        ("sale", "c0", "main"), ("sale", "c1", "main")]
     assert [(s.customer_id, s.step, s.reason) for s in batch.suppressions] == [("c1", "again", "capped")]
+
+
+def test_the_positional_constructors_give_the_real_frozen_class() -> None:
+    """``_maker`` builds a class without a ``__weakref__`` slot through a plain slotted twin, then gives it its real
+    class: the object is of that class (equal, hashed and frozen like one built by ``__init__``); a class with the
+    slot is filled through its slots' descriptors instead."""
+    import attrs
+    import pytest
+
+    from shopcrm.campaigns._planner import PlannedMessage, Suppression, _maker, _new_message, _new_suppression
+
+    message = _new_message("k", "c1", "sale", "main", "once", "a", "advertising", (), ("010",), GIVEN, GIVEN, 1.5,
+                           False, True)
+    assert type(message) is PlannedMessage
+    assert message == PlannedMessage(key="k", customer_id="c1", campaign_id="sale", step="main", occurrence="once",
+                                     variant="a", purpose="advertising", chain=(), contacts=("010",), due_at=GIVEN,
+                                     send_at=GIVEN, estimated_cost=1.5, deferred=False, friend=True)
+    assert type(_new_suppression("c1", "sale", "main", "holdout", "", "k", "once", GIVEN)) is Suppression
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        message.key = "other"  # type: ignore[misc]
+
+    @attrs.frozen
+    class Weak:  # a __weakref__ slot: CPython refuses the class change, so the descriptors fill it
+        a: int
+        b: str
+
+    made = _maker(Weak)(1, "x")
+    assert type(made) is Weak
+    assert made == Weak(1, "x")
+
+
+def test_members_whose_values_fail_the_template_render_it_once_per_channel(monkeypatch: Any) -> None:
+    """The broadcast remembers a failed rendering by its values as it remembers a good one: fifty members with
+    ``n = 0`` render ``100 // n`` once per channel (not fifty times), and each is left out as the walk leaves it out."""
+    from shopcrm.campaigns._templates import Renderer
+
+    people = {f"c{i}": Recipient(customer_id=f"c{i}", phone="010", consents={"sms": GIVEN, "kakao": GIVEN},
+                                 kakao_friend=True, attributes={"n": 0}) for i in range(50)}
+    campaign = parse_campaign({
+        "id": "sale", "purpose": "advertising", "channels": ["brand_message", "sms"],
+        "variants": [{"name": "a", "content": {"text": "{{ 100 // n }}% 할인"}}],
+        "schedule": {"kind": "one_off", "at": "2026-11-25T10:00:00"},
+    })
+    policy = MessagingPolicy(sender_name="s", sender_contact="1588", opt_out_number="080")
+    now = datetime(2026, 11, 25, 2)
+    state = ShopState(recipients=people, audiences={"sale": list(people)})
+    batch, walked = plans([campaign], state, policy, now)
+    assert batch == walked
+    assert batch.reasons() == {"render_failed": 50}
+    renders = []
+    original = Renderer.render
+
+    def counted(self: Renderer, *args: Any, **kwargs: Any) -> Any:
+        renders.append(args[1])
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Renderer, "render", counted)
+    with paused_gc():
+        _Planner([campaign], state, now, policy).run()
+    assert renders == ["brand_message"]  # the chain's first channel fails: the member is left out there

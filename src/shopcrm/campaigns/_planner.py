@@ -129,7 +129,7 @@ REASONS: dict[str, str] = {
 }
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, weakref_slot=False)
 class Recipient:
     """A customer's contact points, consents and template context.
 
@@ -205,7 +205,7 @@ class ShopState:
     lifecycle_policy: LifecyclePolicy | None = None
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, weakref_slot=False)
 class PlannedMessage:
     """A message to send: to whom, from which campaign step and variant, through which channel chain
     (each already rendered), when (naive UTC): ``due_at`` is when it came due, ``send_at`` when it may go
@@ -234,7 +234,7 @@ class PlannedMessage:
         return self.chain[0].channel
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, weakref_slot=False)
 class Suppression:
     """An audience member left out, and why (``reason`` is a key of :data:`REASONS`)."""
 
@@ -280,15 +280,30 @@ class Plan:
 
 
 def _maker(cls: type[_T]) -> Callable[..., _T]:
-    """A constructor of the frozen, slotted attrs class ``cls`` taking its fields positionally, in order: it fills
-    the slots as attrs's ``__init__`` does, but through each slot's descriptor rather than a bound
-    ``object.__setattr__`` call with keyword parsing, which halves the cost of the million messages and
-    suppressions a broadcast builds.  Only for classes without defaults computed, validators or converters."""
+    """A constructor of the frozen, slotted attrs class ``cls`` taking its fields positionally, in order, for the
+    million messages and suppressions a broadcast builds.  Only for classes without defaults computed, validators
+    or converters.
+
+    A class without a ``__weakref__`` slot is built as a plain slotted twin (the same slots in the same order, so
+    the same memory layout) whose ``__init__`` stores each field with a plain attribute store, and then given its
+    real class: a third of the cost of filling a frozen class's slots one descriptor call at a time.  CPython
+    refuses that class change for a class with a ``__weakref__`` slot; such a class is filled through its slots'
+    descriptors (what attrs's ``__init__`` does, without its keyword parsing)."""
     fields = attrs.fields(cast(Any, cls))
     if any(f.validator is not None or f.converter is not None or not f.init for f in fields):
         raise TypeError(f"{cls.__name__} validates or converts a field: build it through its __init__")
     names = [f.name for f in fields]
+    slots = tuple(getattr(cls, "__slots__", ()))
     scope: dict[str, Any] = {"_new": object.__new__, "_cls": cls}
+    if "__weakref__" not in slots and sorted(slots) == sorted(names):
+        twin = type(f"_{cls.__name__}Twin", (), {"__slots__": slots})
+        lines = [f"def __init__(self, {', '.join(names)}):"] + [f"    self.{name} = {name}" for name in names]
+        lines.append("    self.__class__ = _cls")
+        exec("\n".join(lines), scope)  # generated as attrs generates __init__
+        twin.__init__ = scope["__init__"]  # type: ignore[misc]
+        made = twin(*([None] * len(names)))
+        if type(made) is cls:  # the layouts agree (else fall back below)
+            return cast(Callable[..., _T], twin)
     scope.update({f"_set_{name}": getattr(cls, name).__set__ for name in names})
     lines = [f"def make({', '.join(names)}):", "    made = _new(_cls)"]
     lines += [f"    _set_{name}(made, {name})" for name in names]
@@ -765,6 +780,7 @@ class _Planner:
         holdout_salt = f"holdout:{campaign_id}:"  # bucket(f"holdout:{campaign_id}", id) inlined below
         md5, first_four = _md5, _first_four
         variants = campaign.variants_of(step)
+        variant_names = [v.name for v in variants]
         choose = len(variants) > 1
         total = sum(v.weight for v in variants)
         totals = list(accumulate(v.weight for v in variants))
@@ -785,7 +801,7 @@ class _Planner:
             for r in reads
         ]
         memos = 0  # renderings remembered (at most 100,000)
-        by_channel: list[dict[str, dict[Any, Rendered]]] = [{} for _ in variants]  # per variant and channel
+        by_channel: list[dict[str, dict[Any, Rendered | CampaignError]]] = [{} for _ in variants]  # per variant and channel
         local_now: dict[str, datetime] = {}
         prices: dict[tuple[str, bool], float] = {}
         default_zone = policy.timezone
@@ -871,7 +887,6 @@ class _Planner:
                 # _choose: the first variant whose running total of weights exceeds the point (point < total)
                 index = bisect_right(totals, first_four(md5(f"{variant_salt}{customer_id}".encode()).digest())[0]
                                      % 10000 * total // 10000)
-            variant = variants[index]
             shown = found.shown
             one = plain_one[index]
             memo: Any = None
@@ -880,7 +895,9 @@ class _Planner:
             if one is not None:
                 table = found.renderings[index]
                 memo = recipient.attributes.get(one, _MISSING)
-                if type(memo) is not str:  # equal values that print differently never share a rendering
+                if type(memo) is str:  # the common case: one text value, remembered by itself
+                    remembered = table.get(memo)
+                else:  # equal values that print differently never share a rendering
                     memo = _apart((memo,))
             elif (read := reads[index]) is not None:
                 table = found.renderings[index]
@@ -904,13 +921,13 @@ class _Planner:
                         value = _MISSING
                     values.append(value)
                 memo = _apart(values)
-            if table is not None:
+            if remembered is None and table is not None:
                 try:
                     remembered = table.get(memo)
                 except TypeError:  # unhashable values (a cart): rendered per message below
                     table = None
             if remembered is None:
-                content = variant.content
+                content = variants[index].content
                 try:
                     context = self.context(recipient, campaign, step, due_at, None, content.recommend)
                     if table is None:
@@ -924,11 +941,16 @@ class _Planner:
                         for channel in shown:
                             by_values = by_channel[index].setdefault(channel, {})
                             piece = by_values.get(memo)
-                            if piece is None:
-                                piece = renderer.render_cached(content, channel, context, advertising=advertising,
-                                                               decorations=decorations, message_key=key)
+                            if piece is None:  # remembered here (a failure too): the renderer's memo would repeat it
+                                try:
+                                    piece = renderer.render(content, channel, context, advertising=advertising,
+                                                            decorations=decorations, message_key=key)
+                                except CampaignError as error:
+                                    piece = error
                                 if memos < 100_000:
                                     by_values[memo] = piece
+                            if isinstance(piece, CampaignError):
+                                raise CampaignError(piece.problems)  # a fresh error, as the renderer's memo raises
                             pieces.append(piece)
                         rendered = tuple(pieces)
                 except Exception as error:
@@ -956,7 +978,7 @@ class _Planner:
                     phone,) * len(shown)
             else:
                 contacts = tuple([recipient.contact(c) or "" for c in shown])
-            add_message(new_message(key, customer_id, campaign_id, name, occurrence, variant.name, purpose, rendered,
+            add_message(new_message(key, customer_id, campaign_id, name, occurrence, variant_names[index], purpose, rendered,
                                     contacts, due_at, send_at, remembered[2] if friend else remembered[3], found.deferred,
                                     friend))
             keys.add(key)

@@ -384,6 +384,8 @@ class Renderer:
         self._paths: dict[str, dict[str, tuple[str, ...]]] = {}
         #: per compiled template (by id): the template and its globals as one dict (:meth:`_context`)
         self._globals: dict[int, tuple[jinja2.Template, dict[str, Any]]] = {}
+        #: per text template source: its parts when it is simple enough to render without jinja2 (:meth:`_simple`)
+        self._simple_parts: dict[str, tuple[str | tuple[str, str | None, tuple[Any, ...]], ...] | None] = {}
 
     def names(self, content: Content) -> tuple[str, ...]:
         """The context names ``content`` reads (every template of it), sorted; ``link`` when it makes tracked links."""
@@ -475,6 +477,10 @@ class Renderer:
         another exception."""
         template = self.template(source, html=html, where=where)
         reads = self._reads(source, context)
+        if not html:  # a simple template is rendered as cheaply as a remembered rendering is found (not remembered)
+            simple = self._simple(source, reads)
+            if simple is not None:
+                return simple
         key = self._text_key(source, html, reads)
         if key is not None:
             found = self._by_values.get(key)
@@ -554,6 +560,89 @@ class Renderer:
                         found[name] = tuple(sorted(attributes))
             self._paths[source] = found
         return found
+
+    def _simple(self, source: str, reads: Mapping[str, Any]) -> str | None:
+        """What jinja2 renders from the text template ``source`` with ``reads``, computed without it, or None (then
+        jinja2 renders).  Only for a template made of text and ``{{ name }}``, ``{{ name.attribute }}`` outputs, each
+        with any of the pure one-value filters (``krw``, ``date``, the particles: ``{{ name|은는 }}``), when every
+        name is in ``reads`` and every value is plain and small: then jinja2 yields the text and ``str`` of each
+        output, and no limit, undefined value or failing filter can stop it (anything else goes to jinja2, which
+        renders or reports it)."""
+        if source in self._simple_parts:
+            parts = self._simple_parts[source]
+        else:
+            parts = self._simple_parts[source] = self._simple_plan(source)
+        if parts is None:
+            return None
+        limits = self.limits
+        out: list[str] = []
+        work = size = 0
+        for part in parts:
+            if isinstance(part, str):
+                out.append(part)
+                work += 2 + len(part) // 64
+                size += len(part)
+                continue
+            name, attribute, filters = part
+            value = reads.get(name, _MISSING)
+            if value is _MISSING:
+                return None
+            if attribute is not None:
+                if type(value) is not dict:
+                    return None
+                value = self._text.getattr(value, attribute)
+            for function in filters:
+                if type(value) not in _SIMPLE_INPUTS or (type(value) is str and len(value) > 1000):
+                    return None
+                try:
+                    value = function(value)
+                except Exception:  # jinja2 reports it, naming the template
+                    return None
+            kind = type(value)
+            if kind not in _SIMPLE_OUTPUTS or (kind is int and not -10**18 < value < 10**18):
+                return None
+            text = value if kind is str else str(value)
+            if len(text) > 1000:
+                return None
+            out.append(text)
+            work += (1 + len(filters)) * 3 * (2 + len(text) // 64)
+            size += len(text)
+        if work > limits.max_work // 2 or size > limits.max_output_chars or size > limits.max_value_size:
+            return None
+        return "".join(out).strip()
+
+    def _simple_plan(self, source: str) -> tuple[str | tuple[str, str | None, tuple[Any, ...]], ...] | None:
+        """The parts :meth:`_simple` renders ``source`` from: its text pieces, and per output the name, the attribute
+        read from it (or None) and the filters' functions in the order applied; None for any other template."""
+        try:
+            tree = self._text.parse(source)
+        except Exception:  # a syntax error: jinja2 reports it
+            return None
+        parts: list[str | tuple[str, str | None, tuple[Any, ...]]] = []
+        for statement in tree.body:
+            if not isinstance(statement, jinja2.nodes.Output):
+                return None
+            for output in statement.nodes:
+                if isinstance(output, jinja2.nodes.TemplateData):
+                    parts.append(output.data)
+                    continue
+                node: jinja2.nodes.Node | None = output
+                filters: list[Any] = []
+                while isinstance(node, jinja2.nodes.Filter):
+                    if node.name not in _SIMPLE_FILTERS or node.args or node.kwargs or node.dyn_args or node.dyn_kwargs:
+                        return None
+                    function = getattr(self._text.filters.get(node.name), "__wrapped__", None)
+                    if function is None or (function is not _SIMPLE_FILTERS[node.name] and node.name not in _PARTICLE_FILTERS):
+                        return None
+                    filters.append(function)
+                    node = node.node
+                attribute = None
+                if isinstance(node, jinja2.nodes.Getattr):
+                    attribute, node = node.attr, node.node
+                if not isinstance(node, jinja2.nodes.Name) or node.ctx != "load":
+                    return None
+                parts.append((node.name, attribute, tuple(reversed(filters))))
+        return tuple(parts)
 
     def _context(self, template: jinja2.Template, reads: dict[str, Any]) -> jinja2.runtime.Context:
         """What ``template.generate(reads)`` renders in: the template's globals (read once per template, not through
@@ -842,6 +931,15 @@ def _apart(values: Sequence[Any]) -> tuple[Any, ...]:
     if not _BY_TEXT.isdisjoint(kinds):
         values = [repr(v) if type(v) in _BY_TEXT else v for v in values]
     return (*values, *kinds)
+
+
+#: the filters :meth:`Renderer._simple` applies itself (pure functions of one value: no context, no meter), with
+#: the function each wraps (the particle filters wrap closures made per environment: checked by name)
+_PARTICLE_FILTERS = frozenset(pair.replace("/", "") for pair in PARTICLES)
+_SIMPLE_FILTERS: dict[str, Any] = {"krw": krw, "date": format_date, **dict.fromkeys(_PARTICLE_FILTERS)}
+#: the values :meth:`Renderer._simple` hands to a filter, and those it prints (``str``, as jinja2 prints them)
+_SIMPLE_INPUTS = frozenset({str, int, float, Decimal, bool, date, datetime, type(None)})
+_SIMPLE_OUTPUTS = frozenset({str, int, float, Decimal, bool})
 
 
 def _shorten(text: str, limit: int) -> str:
