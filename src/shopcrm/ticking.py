@@ -775,9 +775,10 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
-#: the fields of a planned message its outbox row takes, in one C call per message
-_MESSAGE_FIELDS = attrgetter("key", "customer_id", "campaign_id", "step", "occurrence", "variant", "purpose", "chain",
-                             "contacts", "due_at", "send_at", "estimated_cost", "friend")
+#: the fields of a planned message its outbox row takes, each read from every message in one C loop (a getter of all
+#: thirteen builds a tuple per message and transposes them: 0.54 s against 0.38 s for a broadcast's 637k messages)
+_MESSAGE_FIELDS = tuple(map(attrgetter, ("key", "customer_id", "campaign_id", "step", "occurrence", "variant", "purpose",
+                                         "chain", "contacts", "due_at", "send_at", "estimated_cost", "friend")))
 #: from how many planned messages a tick assembles their JSON in Arrow (below, per message in Python: no pyarrow)
 ARROW_MESSAGES = 20_000
 
@@ -792,7 +793,7 @@ def outbox_rows(result: Plan, campaigns: Iterable[Campaign], now: datetime) -> O
     encode = _MessageEncoder()
     messages = result.messages
     n = len(messages)
-    fields: list[Sequence[Any]] = list(zip(*map(_MESSAGE_FIELDS, messages), strict=True)) if n else [()] * 13
+    fields = [list(map(field, messages)) for field in _MESSAGE_FIELDS]
     keys, customers, campaign_ids, steps, occurrences, variants, purposes_of, chains, contacts, due, send, cost, friends = fields
     heads = list(map(itemgetter(0), chains))
     order: Any = None
@@ -805,9 +806,9 @@ def outbox_rows(result: Plan, campaigns: Iterable[Campaign], now: datetime) -> O
     else:
         texts = list(map(encode, messages))
     columns: list[Any] = [
-        list(keys), list(customers), list(campaign_ids), list(steps), list(occurrences), list(variants), list(purposes_of),
-        list(map(attrgetter("channel"), heads)), list(map(attrgetter("kind"), heads)), ["planned"] * n, list(due), list(send),
-        list(cost), [], [now] * n,
+        keys, customers, campaign_ids, steps, occurrences, variants, purposes_of,
+        list(map(attrgetter("channel"), heads)), list(map(attrgetter("kind"), heads)), ["planned"] * n, due, send,
+        cost, [], [now] * n,
     ]
     others = [
         OutboxRow(

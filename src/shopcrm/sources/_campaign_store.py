@@ -279,11 +279,15 @@ class OutboxBatch(Sequence[OutboxRow]):
         columns[_INDEX["message"]] = messages if ordered is None else ordered.texts
         if quoted is not None:
             columns[_INDEX["customer_id"]] = quoted
-        arrays = [column if isinstance(column, pa.Array | pa.ChunkedArray) else pa.array(
+        # a column of one value (a broadcast's campaign, step, status, ...) is that value repeated: no conversion
+        # per row, and in any order
+        same = [isinstance(column, list) and len(column) > 0 and column.count(column[0]) == len(column) for column in columns]
+        arrays = [column if isinstance(column, pa.Array | pa.ChunkedArray) else pa.repeat(pa.scalar(
+            column[0], pa.float64() if i == _INDEX["cost"] else pa.string()), len(column)) if same[i] else pa.array(
             column, pa.float64() if i == _INDEX["cost"] else pa.string()) for i, column in enumerate(columns)]
         if ordered is None:
             return arrays
-        return [array if i == _INDEX["message"] else (
+        return [array if i == _INDEX["message"] or same[i] else (
             array.combine_chunks() if isinstance(array, pa.ChunkedArray) else array).take(ordered.order)
             for i, array in enumerate(arrays)]
 
