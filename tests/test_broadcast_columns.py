@@ -115,10 +115,12 @@ def test_customer_ids_are_stored_as_their_json(ids: list[Any]) -> None:
     assert stored == [json.dumps(cid) for cid in ids]
 
 
+@pytest.mark.parametrize("in_file", [False, True])
 @pytest.mark.parametrize("arrow_rows", [1, 10**9])
 def test_a_tick_records_the_same_rows_through_arrow_as_through_list_parameters(
-    monkeypatch: pytest.MonkeyPatch, arrow_rows: int,
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Any, arrow_rows: int, in_file: bool,
 ) -> None:
+    """In memory and in a database file (where a view over the Arrow rows could not be stored)."""
     monkeypatch.setattr(DuckDBSource, "ARROW_ROWS", arrow_rows)
     through_arrow: list[bool] = []
     original = DuckDBSource._insert_arrow
@@ -132,7 +134,7 @@ def test_a_tick_records_the_same_rows_through_arrow_as_through_list_parameters(
     rows = [OutboxRow(f"k{i}", cid, "x", "main", "once", "a", "advertising", "sms", "sms", status, NOW,
                       None if status != "planned" else NOW + timedelta(hours=i), 12 if i else 0.5, '{"chain": []}', NOW)
             for i, (cid, status) in enumerate(zip(ids, ["planned", "holdout", "planned", "global_control"], strict=True))]
-    with shopcrm.Shop.open(":memory:") as shop:
+    with shopcrm.Shop.open(str(tmp_path / "shop.duckdb") if in_file else ":memory:") as shop:
         store = shop.source.campaign_store()
         store.record(rows, [("x", "once")], NOW)
         assert sorted(store.outbox(), key=lambda r: r.key) == [r._replace(cost=float(r.cost)) for r in rows]

@@ -39,3 +39,16 @@ def test_a_batch_stored_as_arrow_equals_its_rows_stored_as_lists(ids: list[Any])
     arrow = batch.stored(arrow=True)
     assert all(isinstance(column, pa.Array | pa.ChunkedArray) for column in arrow)
     assert [column.to_pylist() for column in arrow] == stored_columns(rows)
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.sampled_from([None, 12.0, 0.5]), min_size=1, max_size=6))
+def test_a_column_of_one_value_is_stored_as_that_value_repeated(costs: list[float | None]) -> None:
+    """Columns whose rows all hold one value (every send_at None, one cost, one campaign) go to the engine as the
+    value repeated; they equal the rows stored as lists."""
+    rows = [OutboxRow(f"k{i}", "c1", "x", "main", "once", "", "advertising", "", "", "holdout", NOW,
+                      None if cost is None else NOW, cost or 0.0, "{}", NOW) for i, cost in enumerate(costs)]
+    columns: list[Any] = [list(column) for column in zip(*rows, strict=True)]
+    columns[13] = pa.chunked_array([pa.array(columns[13], pa.string())])
+    arrow = OutboxBatch(columns).stored(arrow=True)
+    assert [column.to_pylist() for column in arrow] == stored_columns(rows)

@@ -74,6 +74,12 @@ def test_the_arrow_assembly_writes_each_message_as_the_encoder_does(result: Plan
     assert list(fast.column("message"))[:len(expected)] == expected
     assert list(fast) == list(slow)
     assert fast.stored() == slow.stored() == stored_columns(list(slow))
+    # handed to the engine as Arrow: the same rows, the messages in key order, then the other rows in key order
+    written = [column.to_pylist() for column in fast.stored(arrow=True)]
+    assert sorted(zip(*written, strict=True)) == sorted(zip(*slow.stored(), strict=True))
+    keys, n = written[0], len(result.messages)
+    assert keys[:n] == sorted(keys[:n])
+    assert keys[n:] == sorted(keys[n:])
     for text in fast.column("message"):
         json.loads(text)
 
@@ -150,3 +156,22 @@ def test_outbox_row_from_a_batch_is_an_outbox_row(monkeypatch: pytest.MonkeyPatc
     assert isinstance(row, OutboxRow)
     assert row == OutboxRow("k1", "c1", "sale", "main", "once", "a", "advertising", "sms", "sms", "planned", NOW, NOW, 8.4,
                             ticking._MessageEncoder()(message), NOW)
+
+
+@settings(max_examples=15, deadline=None)
+@given(plans())
+def test_a_batch_in_key_order_records_the_rows_the_row_by_row_path_records(result: Plan) -> None:
+    """The Arrow batch (messages assembled in key order, inserted through Arrow) and the Python batch (through
+    list parameters) leave the same outbox."""
+    import shopcrm
+
+    found = []
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        for arrow in (True, False):
+            batch = rows_of(result, arrow, monkeypatch)
+            monkeypatch.setattr(DuckDBSource, "ARROW_ROWS", 1 if arrow else 10**9)
+            with shopcrm.Shop.open(":memory:") as shop:
+                shop.source.campaign_store().record(batch, [("sale", "once")], NOW)
+                found.append(shop.source.campaign_store().outbox())
+    assert found[0] == found[1]
+    assert sorted(row.key for row in found[0]) == sorted(row.key for row in rows_of(result, False, pytest.MonkeyPatch()))

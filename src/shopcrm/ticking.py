@@ -69,7 +69,7 @@ from shopcrm.dsl._nodes import (
     Sample,
 )
 from shopcrm.recipients import RecipientColumns, with_opt_outs
-from shopcrm.sources._campaign_store import OutboxBatch, OutboxRow
+from shopcrm.sources._campaign_store import OrderedTexts, OutboxBatch, OutboxRow
 from shopcrm.sources._reads import EngineReader, Preloaded
 from shopcrm.sources._tick_marks import TickAdvance
 from shopcrm.timeline import to_utc_naive
@@ -678,11 +678,13 @@ class _MessageEncoder:
     #: how many messages :meth:`arrow` joins at a time (bounds its transient columns and each chunk's size)
     CHUNK = 25_000
 
-    def arrow(self, chains: Sequence[Sequence[Any]], contacts: Sequence[Sequence[str]], friends: Sequence[bool]) -> Any:
+    def arrow(self, chains: Sequence[Sequence[Any]], contacts: Sequence[Sequence[str]], friends: Sequence[bool],
+              order: Any = None) -> Any:
         """The JSON of many messages (their chains, contacts and friendship, in order) as an Arrow string array,
         each equal to :meth:`__call__`'s: the JSON around the contacts is built once per chain object and
         friendship (:meth:`pieces`), and each message's pieces are taken by index and joined with its contacts in
-        Arrow, without a Python string per message."""
+        Arrow, without a Python string per message.  With ``order`` (Arrow integers), the messages at those
+        positions, in that order."""
         import pyarrow as pa
         import pyarrow.compute as pc
 
@@ -716,8 +718,11 @@ class _MessageEncoder:
                 if not pc.all(pc.match_substring_regex(found, r"^[ !#-\[\]-~]*$")).as_py():  # _json_text's plain text
                     found = pa.array([_json_text(text)[1:-1] for text in texts], pa.string())
                 parts.append(found)
+        if order is not None:
+            index = index.take(order)
+            parts = [part if i % 2 == 0 else part.take(order) for i, part in enumerate(parts)]
         chunks = []
-        for start in range(0, len(chains), self.CHUNK):
+        for start in range(0, len(index), self.CHUNK):
             taken = index[start:start + self.CHUNK]
             chunks.append(pc.binary_join_element_wise(*[
                 part.take(taken) if i % 2 == 0 else part[start:start + self.CHUNK] for i, part in enumerate(parts)], ""))
@@ -770,9 +775,10 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
-#: the fields of a planned message its outbox row takes, in one C call per message
-_MESSAGE_FIELDS = attrgetter("key", "customer_id", "campaign_id", "step", "occurrence", "variant", "purpose", "chain",
-                             "contacts", "due_at", "send_at", "estimated_cost", "friend")
+#: the fields of a planned message its outbox row takes, each read from every message in one C loop (a getter of all
+#: thirteen builds a tuple per message and transposes them: 0.54 s against 0.38 s for a broadcast's 637k messages)
+_MESSAGE_FIELDS = tuple(map(attrgetter, ("key", "customer_id", "campaign_id", "step", "occurrence", "variant", "purpose",
+                                         "chain", "contacts", "due_at", "send_at", "estimated_cost", "friend")))
 #: from how many planned messages a tick assembles their JSON in Arrow (below, per message in Python: no pyarrow)
 ARROW_MESSAGES = 20_000
 
@@ -787,14 +793,22 @@ def outbox_rows(result: Plan, campaigns: Iterable[Campaign], now: datetime) -> O
     encode = _MessageEncoder()
     messages = result.messages
     n = len(messages)
-    fields: list[Sequence[Any]] = list(zip(*map(_MESSAGE_FIELDS, messages), strict=True)) if n else [()] * 13
+    fields = [list(map(field, messages)) for field in _MESSAGE_FIELDS]
     keys, customers, campaign_ids, steps, occurrences, variants, purposes_of, chains, contacts, due, send, cost, friends = fields
     heads = list(map(itemgetter(0), chains))
-    texts: Any = encode.arrow(chains, contacts, friends) if n >= ARROW_MESSAGES else list(map(encode, messages))
-    columns: list[list[Any]] = [
-        list(keys), list(customers), list(campaign_ids), list(steps), list(occurrences), list(variants), list(purposes_of),
-        list(map(attrgetter("channel"), heads)), list(map(attrgetter("kind"), heads)), ["planned"] * n, list(due), list(send),
-        list(cost), [], [now] * n,
+    order: Any = None
+    if n >= ARROW_MESSAGES:  # in key order, the order the store writes them in (see OrderedTexts)
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        order = pc.sort_indices(pa.array(keys, pa.string()))
+        texts: Any = encode.arrow(chains, contacts, friends, order)
+    else:
+        texts = list(map(encode, messages))
+    columns: list[Any] = [
+        keys, customers, campaign_ids, steps, occurrences, variants, purposes_of,
+        list(map(attrgetter("channel"), heads)), list(map(attrgetter("kind"), heads)), ["planned"] * n, due, send,
+        cost, [], [now] * n,
     ]
     others = [
         OutboxRow(
@@ -824,11 +838,12 @@ def outbox_rows(result: Plan, campaigns: Iterable[Campaign], now: datetime) -> O
             column.extend(values)
     if isinstance(texts, list):
         texts.extend(row.message for row in others)
-    elif others:
-        import pyarrow as pa
-
-        texts = pa.chunked_array([*texts.chunks, pa.array([row.message for row in others], pa.string())])
-    columns[13] = texts
+        columns[13] = texts
+    else:  # the messages in key order, then the other rows in key order
+        later = sorted(range(len(others)), key=lambda i: others[i].key)
+        columns[13] = OrderedTexts(
+            pa.chunked_array([*texts.chunks, pa.array([others[i].message for i in later], pa.string())], pa.string()),
+            pa.concat_arrays([order.cast(pa.int64()), pa.array([n + i for i in later], pa.int64())]))
     return OutboxBatch(columns)
 
 

@@ -22,7 +22,7 @@ from typing import Any, NamedTuple, overload
 from shopcrm.sources._library import LibraryStore, LibraryTables, stored_id
 from shopcrm.sources._tick_marks import MemoryTickMarks, SQLTickMarks, TickMarks
 
-__all__ = ["OUTBOX_COLUMNS", "CampaignStore", "MemoryCampaignStore", "OutboxBatch", "OutboxRow", "SQLCampaignStore", "TickConflict"]
+__all__ = ["OUTBOX_COLUMNS", "CampaignStore", "MemoryCampaignStore", "OrderedTexts", "OutboxBatch", "OutboxRow", "SQLCampaignStore", "TickConflict"]
 
 #: the outbox's columns, in order
 OUTBOX_COLUMNS = (
@@ -190,11 +190,37 @@ def _stored(columns: list[Any], *, ids: bool = True) -> list[Any]:
     return columns
 
 
+class OrderedTexts:
+    """A batch's message texts as an Arrow string array in another order than the batch's rows: ``texts[i]`` is the
+    message of row ``order[i]``.  A tick assembles a broadcast's messages in the order a store writes them (key
+    order: DuckDB adds keys to the primary key's index about three times faster in order, 1.1 s CPU instead of 3.5 s
+    for a broadcast's 700k random keys), so that a column of hundreds of megabytes is never copied to reorder it."""
+
+    __slots__ = ("order", "texts")
+
+    def __init__(self, texts: Any, order: Any) -> None:
+        if len(texts) != len(order):
+            raise ValueError(f"ordered texts need one position per text; {len(texts)} texts, {len(order)} positions")
+        #: the texts (an Arrow string array or chunked array) and, per text, the row it belongs to (Arrow integers)
+        self.texts, self.order = texts, order
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def in_rows(self) -> list[str]:
+        """The texts in the rows' order."""
+        out: list[str] = [""] * len(self.texts)
+        for position, text in zip(self.order.to_pylist(), self.texts.to_pylist(), strict=True):
+            out[position] = text
+        return out
+
+
 class OutboxBatch(Sequence[OutboxRow]):
     """Outbox rows held column by column, in :data:`OUTBOX_COLUMNS`' order, as a tick builds them: a million rows
     of a broadcast are never a million tuples.  Indexing builds a row on demand; a store inserts the columns
     (:meth:`stored`).  The ``message`` column may be an Arrow string array (a tick assembles a broadcast's
-    messages in Arrow); then :meth:`stored` can hand the engine Arrow arrays."""
+    messages in Arrow), or :class:`OrderedTexts` (then the engine gets the rows in the texts' order); then
+    :meth:`stored` can hand the engine Arrow arrays."""
 
     def __init__(self, columns: Sequence[Sequence[Any]]) -> None:
         if len(columns) != len(OUTBOX_COLUMNS):
@@ -232,12 +258,14 @@ class OutboxBatch(Sequence[OutboxRow]):
             return self._columns[_INDEX[name]]
         if self._texts is None:
             found: Any = self._columns[_INDEX["message"]]
-            self._texts = found if isinstance(found, list | tuple) else found.to_pylist()
+            self._texts = found if isinstance(found, list | tuple) else found.in_rows() if isinstance(
+                found, OrderedTexts) else found.to_pylist()
         return self._texts
 
     def stored(self, *, arrow: bool = False) -> list[Any]:
         """The columns as the tables store them (see :func:`stored_columns`); with ``arrow``, as Arrow arrays when
-        the messages already are one (a large batch), so that the engine takes them without Python objects."""
+        the messages already are one (a large batch), so that the engine takes them without Python objects (and
+        in the order of :class:`OrderedTexts` messages)."""
         messages = self._columns[_INDEX["message"]]
         quoted = None if not arrow or isinstance(messages, list | tuple) else _quoted_ids(self._columns[_INDEX["customer_id"]])
         columns = _stored([[] if i == _INDEX["message"] else list(column) for i, column in enumerate(self._columns)],
@@ -247,11 +275,21 @@ class OutboxBatch(Sequence[OutboxRow]):
             return columns
         import pyarrow as pa
 
-        columns[_INDEX["message"]] = messages
+        ordered = messages if isinstance(messages, OrderedTexts) else None
+        columns[_INDEX["message"]] = messages if ordered is None else ordered.texts
         if quoted is not None:
             columns[_INDEX["customer_id"]] = quoted
-        return [column if isinstance(column, pa.Array | pa.ChunkedArray) else pa.array(
+        # a column of one value (a broadcast's campaign, step, status, ...) is that value repeated: no conversion
+        # per row, and in any order
+        same = [isinstance(column, list) and len(column) > 0 and column.count(column[0]) == len(column) for column in columns]
+        arrays = [column if isinstance(column, pa.Array | pa.ChunkedArray) else pa.repeat(pa.scalar(
+            column[0], pa.float64() if i == _INDEX["cost"] else pa.string()), len(column)) if same[i] else pa.array(
             column, pa.float64() if i == _INDEX["cost"] else pa.string()) for i, column in enumerate(columns)]
+        if ordered is None:
+            return arrays
+        return [array if i == _INDEX["message"] or same[i] else (
+            array.combine_chunks() if isinstance(array, pa.ChunkedArray) else array).take(ordered.order)
+            for i, array in enumerate(arrays)]
 
 
 def _quoted_ids(ids: Sequence[Any]) -> Any:

@@ -333,14 +333,14 @@ class DuckDBSource(Transactions, Source):
             check_identifier(column, "column name")
             kind = declared.get(column)
             selected.append(f'"c{i}"' if kind is None or kind == '"NULL"' else f'CAST("c{i}" AS {kind})')
+        # registered, not a view: a view over a Python object cannot be stored in a database file
         view = "__shopcrm_rows"
-        self.con.from_arrow(pa.Table.from_arrays(arrays, names=[f"c{i}" for i in range(len(columns))])).create_view(
-            view, replace=True)
+        self.con.register(view, pa.Table.from_arrays(arrays, names=[f"c{i}" for i in range(len(columns))]))
         try:
             self._run(f"INSERT INTO {quoted} ({names}) SELECT {', '.join(selected)} FROM {view}")
         finally:
             with suppress(duckdb.Error):
-                self.con.execute(f"DROP VIEW IF EXISTS {view}")
+                self.con.unregister(view)
         return True
 
     def close(self) -> None:
