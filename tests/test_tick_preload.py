@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 
 import duckdb
+from sqlglot import exp
 
 from shopcrm.lifecycle import LifecyclePolicy
 from shopcrm.sources._reads import EngineReader
@@ -46,3 +47,36 @@ def test_selected_and_listed_customers_are_read_together_as_each_alone() -> None
         cid: sorted(map(repr, got)) for cid, got in expected_events.items()}
     assert together.rows == {cid: row for part in alone for cid, row in part.rows.items()}
     assert set(together.rows) > set(listed) - {"c9"}
+
+
+def test_histories_of_customers_needing_other_names_are_read_together_as_a_read_per_set_of_names() -> None:
+    from shopcrm.ticking import _history_events
+
+    reader, statements = _reader()
+    needs: dict[object, frozenset[str] | None] = {
+        "c0": frozenset({"cart_added"}), "c1": frozenset({"order_completed"}), "c2": frozenset({"cart_added", "order_completed"}),
+        "c3": None, "c4": frozenset({"order_completed"}), "c9": frozenset({"cart_added"}),  # c9: no event at all
+    }
+    got = _history_events(reader, needs, NOW)
+    assert len(statements) == 2  # the customers needing every event, and the others together
+    for cid, names in needs.items():
+        where = (exp.LTE(this=reader.ts("e"), expression=reader.at(NOW)) if names is None
+                 else reader.events_named(sorted(names), None))
+        alone = reader.events(where, [cid])
+        assert sorted(map(repr, got.get(cid, []))) == sorted(map(repr, alone)), cid
+        assert alone or cid == "c9"
+    assert {e["event"] for e in got["c3"]} == {"cart_added", "order_completed"}
+    assert {e["event"] for e in got["c1"]} == {"order_completed"}
+
+
+def test_preloaded_events_taken_by_name_are_those_of_a_plain_filter() -> None:
+    reader, _ = _reader()
+    pre = reader.preload(["c0", "c1", "c2", "c5", "c9"])
+    since = datetime(2026, 3, 1, 20)
+    for names in ({"cart_added"}, {"order_completed"}, {"cart_added", "order_completed"}, {"nothing"}):
+        for _ in range(2):  # the second from the index the first left
+            for ids in (["c0", "c2"], ["c9", "c5", "c1"], []):
+                for start in (None, since):
+                    assert pre.take(ids, names, start) == [
+                        e for cid in ids for e in pre.events.get(cid, ())
+                        if e["event"] in names and (start is None or e["ts"] >= start)]
