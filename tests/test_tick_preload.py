@@ -80,3 +80,43 @@ def test_preloaded_events_taken_by_name_are_those_of_a_plain_filter() -> None:
                     assert pre.take(ids, names, start) == [
                         e for cid in ids for e in pre.events.get(cid, ())
                         if e["event"] in names and (start is None or e["ts"] >= start)]
+
+
+def test_a_long_list_of_text_ids_reads_on_duckdb_what_literals_read() -> None:
+    from shopcrm.sources import _reads
+
+    con = duckdb.connect()
+    odd = ["a'b", "back\\slash", '"quoted"', "한글", "trailing ", "UPPER", "upper", "semi;colon", "[1]", "{}", "null", "ünï"]
+    con.execute("CREATE TABLE customers (customer_id VARCHAR, name VARCHAR)")
+    con.execute("INSERT INTO customers SELECT 'c' || i, 'n' || i FROM range(3000) t(i)")
+    con.executemany("INSERT INTO customers VALUES (?, ?)", [[v, v] for v in [*odd, "Upper", "trailing", "tab\there"]])
+    con.execute("CREATE TABLE events (customer_id VARCHAR, event VARCHAR, ts TIMESTAMP)")
+    con.execute("INSERT INTO events SELECT customer_id, 'order_completed', TIMESTAMP '2026-03-01' FROM customers")
+    source = DuckDBSource(connection=con)
+    reader = EngineReader(source, NOW, lifecycle_policy=LifecyclePolicy())
+    ids = [*odd, *(f"c{i}" for i in range(0, 3000, 2)), "c-none"]
+    assert len(ids) > _reads._LITERALS
+    statements: list[str] = []
+    fetch = source.fetch
+
+    def counted(query):  # type: ignore[no-untyped-def]
+        statements.append(query.sql("duckdb"))
+        return fetch(query)
+
+    source.fetch = counted  # type: ignore[method-assign]
+    unnested = sorted(row["customer_id"] for row in reader.customers(["customer_id", "name"], ids))
+    events = sorted(e["customer_id"] for e in reader.events(reader.events_named(["order_completed"], None), ids))
+    assert "JSON(" in statements[0]
+    assert "JSON(" in statements[1]
+    assert len(statements[0]) < 40_000
+    try:
+        _reads._LITERALS = 10**9  # every id a literal, as before
+        assert sorted(row["customer_id"] for row in reader.customers(["customer_id", "name"], ids)) == unnested
+        assert sorted(e["customer_id"] for e in reader.events(reader.events_named(["order_completed"], None), ids)) == events
+    finally:
+        _reads._LITERALS = 1000
+    assert "JSON(" not in statements[2]
+    assert unnested == sorted({*ids} - {"c-none"}) == events
+    # a control character in any id: every id a literal (JSON would carry it escaped)
+    assert sorted(row["customer_id"] for row in reader.customers(["customer_id"], [*ids, "tab\there"])) == sorted([*unnested, "tab\there"])
+    assert "JSON(" not in statements[-1]
