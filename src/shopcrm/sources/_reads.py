@@ -150,7 +150,8 @@ class EngineReader:
         DuckDB does not: one list, one scan); for :class:`_Either`, one condition: either of its parts."""
         column = self.col("customer_id", alias)
         if isinstance(ids, _Either):  # the query's ids and the listed ones, as one query (an OR of two INs is slow)
-            queries = [part if isinstance(part, exp.Select) else exp.select(exp.column("customer_id", table="v")).from_(
+            queries = [part if isinstance(part, exp.Select) else _unnested_texts(part) if _plain_texts(part) else exp.select(
+                exp.column("customer_id", table="v")).from_(
                 exp.Values(expressions=[exp.Tuple(expressions=[_literal(v)]) for v in part],
                            alias=exp.TableAlias(this=exp.to_identifier("v"), columns=[exp.to_identifier("customer_id")])))
                 for part in ids.parts if isinstance(part, exp.Select) or part]
