@@ -286,6 +286,7 @@ def gather(
     # needed decides nothing new)
     candidates: dict[str, list[Any]] = {}
     pre = Preloaded(events={}, rows={})
+    marked_rows: dict[str, list[OutboxRow]] = {}
     if fresh_from:
         arriving = [n for c, _ in scenarios if c.id in fresh_from for n in (c.schedule.on, *c.schedule.exit_on)]  # type: ignore[union-attr]
         arrived = reader.arrivals(arriving, min(fresh_from.values()))
@@ -302,6 +303,10 @@ def gather(
             new = {cid for cid, _ in arrived}
             pre = reader.preload([cid for cid in everybody if cid not in new], names=arriving, since=since_all,
                                  arrived=reader.arrived(arriving, min(fresh_from.values())) if new else None)
+            # and what the outbox decided for them in these scenarios, one read for all (each scenario keeps the rows
+            # of its triggered customers below, as a read of its own would give them, in the same order)
+            for row in store.outbox(campaign_ids=sorted(candidates), customer_ids=everybody):
+                marked_rows.setdefault(row.campaign_id, []).append(row)
     # the customers whose history a rule or a cart may need, per scenario: read after the loop, once for all
     later: list[_Needy] = []
     rows_of: dict[Any, dict[str, Any]] = dict(pre.rows)
@@ -345,7 +350,11 @@ def gather(
         wanted = [c for c in customer_columns if c in names]
         # what the outbox decided for these customers, at any date (re-entry rules read old entries): customers
         # with nothing left to decide need no history, so a steady stream of ticks reads only the new ones
-        decided = store.outbox(campaign_ids=[campaign.id], customer_ids=list(per_customer)) if per_customer else []
+        decided: list[OutboxRow] = []
+        if per_customer and marked:  # its triggered customers are among those read for all marked scenarios
+            decided = [r for r in marked_rows.get(campaign.id, ()) if r.customer_id in per_customer]
+        elif per_customer:
+            decided = store.outbox(campaign_ids=[campaign.id], customer_ids=list(per_customer))
         scenario_rows.update((r.key, r) for r in decided)
         keys = {r.key for r in decided}
         if any(not isinstance(r, Everyone) for r in rules[1:]):
