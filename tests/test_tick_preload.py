@@ -120,3 +120,58 @@ def test_a_long_list_of_text_ids_reads_on_duckdb_what_literals_read() -> None:
     # a control character in any id: every id a literal (JSON would carry it escaped)
     assert sorted(row["customer_id"] for row in reader.customers(["customer_id"], [*ids, "tab\there"])) == sorted([*unnested, "tab\there"])
     assert "JSON(" not in statements[-1]
+
+
+def test_the_outbox_rows_of_every_marked_scenario_are_read_once_and_decide_as_a_whole_tick() -> None:
+    from datetime import timedelta
+
+    import shopcrm
+    from shopcrm.campaigns import MessagingPolicy
+
+    start = datetime(2026, 3, 2, 1)
+    con = duckdb.connect()
+    con.execute("CREATE TABLE customers (customer_id VARCHAR, name VARCHAR, phone VARCHAR, sms_consent BOOLEAN, "
+                "night_consent BOOLEAN)")
+    con.execute("INSERT INTO customers SELECT 'c' || i, 'n' || i, '0101234' || lpad(i::VARCHAR, 4, '0'), true, true "
+                "FROM range(6) t(i)")
+    con.execute("CREATE TABLE events (customer_id VARCHAR, event VARCHAR, ts TIMESTAMP, product_id VARCHAR)")
+    con.execute("INSERT INTO events VALUES ('c1', 'order_completed', TIMESTAMP '2026-03-01 20:00', NULL), "
+                "('c2', 'cart_added', TIMESTAMP '2026-03-01 23:00', 'P9')")
+    shop = shopcrm.Shop(DuckDBSource(connection=con))
+    shop.messaging_policy = MessagingPolicy(sender_name="가게", sender_contact="1588-0000", opt_out_number="080-000-0000",
+                                            caps=())
+    for cid, on, reentry, steps in (("cart", "cart_added", "every_time", [{"wait": "1h"}, {"send": "reminder"}]),
+                                    ("thanks", "order_completed", "once", [{"send": "thanks"}])):
+        shop.save_campaign({"id": cid, "purpose": "informational", "audience": {"everyone": True}, "channels": ["sms"],
+                            "variants": [{"name": "a", "content": {"text": f"{cid} {{{{ name }}}}"}}], "max_delay": "1d",
+                            "schedule": {"kind": "triggered", "on": on, "reentry": reentry, "steps": steps,
+                                         "exit_on": ["order_completed"] if cid == "cart" else []}},
+                           now=start - timedelta(days=1))
+    shop.tick(now=start)  # reads both whole and leaves the marks
+    store = shop.source.campaign_store()
+    reads: list[object] = []
+    outbox = store.outbox
+
+    def counted(**kwargs):  # type: ignore[no-untyped-def]
+        if kwargs.get("customer_ids") is not None:
+            reads.append(kwargs.get("campaign_ids"))
+        return outbox(**kwargs)
+
+    store.outbox = counted  # type: ignore[method-assign]
+    arrivals = [("c1", "order_completed", 10), ("c3", "cart_added", 20), ("c3", "order_completed", 50),
+                ("c4", "cart_added", 70), ("c1", "cart_added", 80), ("c4", "order_completed", 130)]
+    for minutes in (30, 60, 90, 120, 150, 200):
+        for cid, name, at in arrivals:
+            if minutes - 30 < at <= minutes:
+                con.execute("INSERT INTO events VALUES (?, ?, ?, NULL)", [cid, name, start + timedelta(minutes=at)])
+        now = start + timedelta(minutes=minutes)
+        reads.clear()
+        marked = shop.tick(now=now, dry_run=True)
+        assert reads in ([], [["cart", "thanks"]])  # one read for both scenarios (none when nobody is read)
+        whole = shop.tick(now=now, dry_run=True, full=True)
+        assert sorted(marked.messages, key=lambda m: m.key) == sorted(whole.messages, key=lambda m: m.key)
+        assert sorted((s.key, s.reason) for s in marked.suppressions) == sorted((s.key, s.reason) for s in whole.suppressions)
+        shop.tick(now=now)
+    planned = {(row.campaign_id, row.customer_id) for row in store.outbox() if row.status == "planned"}
+    assert {("thanks", "c1"), ("thanks", "c3"), ("thanks", "c4"), ("cart", "c2")} <= planned
+    assert ("cart", "c3") not in planned  # ordered before the reminder was due
