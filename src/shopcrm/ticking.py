@@ -286,6 +286,7 @@ def gather(
     # needed decides nothing new)
     candidates: dict[str, list[Any]] = {}
     pre = Preloaded(events={}, rows={})
+    marked_rows: dict[str, list[OutboxRow]] = {}
     if fresh_from:
         arriving = [n for c, _ in scenarios if c.id in fresh_from for n in (c.schedule.on, *c.schedule.exit_on)]  # type: ignore[union-attr]
         arrived = reader.arrivals(arriving, min(fresh_from.values()))
@@ -302,6 +303,10 @@ def gather(
             new = {cid for cid, _ in arrived}
             pre = reader.preload([cid for cid in everybody if cid not in new], names=arriving, since=since_all,
                                  arrived=reader.arrived(arriving, min(fresh_from.values())) if new else None)
+            # and what the outbox decided for them in these scenarios, one read for all (each scenario keeps the rows
+            # of its triggered customers below, as a read of its own would give them, in the same order)
+            for row in store.outbox(campaign_ids=sorted(candidates), customer_ids=everybody):
+                marked_rows.setdefault(row.campaign_id, []).append(row)
     # the customers whose history a rule or a cart may need, per scenario: read after the loop, once for all
     later: list[_Needy] = []
     rows_of: dict[Any, dict[str, Any]] = dict(pre.rows)
@@ -345,7 +350,11 @@ def gather(
         wanted = [c for c in customer_columns if c in names]
         # what the outbox decided for these customers, at any date (re-entry rules read old entries): customers
         # with nothing left to decide need no history, so a steady stream of ticks reads only the new ones
-        decided = store.outbox(campaign_ids=[campaign.id], customer_ids=list(per_customer)) if per_customer else []
+        decided: list[OutboxRow] = []
+        if per_customer and marked:  # its triggered customers are among those read for all marked scenarios
+            decided = [r for r in marked_rows.get(campaign.id, ()) if r.customer_id in per_customer]
+        elif per_customer:
+            decided = store.outbox(campaign_ids=[campaign.id], customer_ids=list(per_customer))
         scenario_rows.update((r.key, r) for r in decided)
         keys = {r.key for r in decided}
         if any(not isinstance(r, Everyone) for r in rules[1:]):
@@ -361,7 +370,8 @@ def gather(
             fresh = [cid for cid in ids if cid in pre.rows and not (cid in built and have <= built[cid])]
             for cid in fresh:
                 built[cid] = built.get(cid, frozenset()) | have
-            data = {c: [pre.rows[cid][c] for cid in fresh] for c in read_columns}
+            picked = [pre.rows[cid] for cid in fresh]
+            data = {c: [row[c] for row in picked] for c in read_columns}
         else:
             data = reader.customer_columns(read_columns, ids)
         _merge(recipients, columns.recipients(data, now=now, attributes=wanted))
@@ -384,15 +394,7 @@ def gather(
             for cid in wants.needy:
                 so_far = needs.get(cid, frozenset())
                 needs[cid] = None if so_far is None or wants.events is None else so_far | wants.events
-    groups: dict[frozenset[str] | None, list[Any]] = defaultdict(list)
-    for cid, reading in needs.items():
-        groups[reading].append(cid)
-    history_events: dict[Any, list[dict[str, Any]]] = defaultdict(list)
-    for reading, group in groups.items():
-        where = (exp.LTE(this=reader.ts("e"), expression=reader.at(now)) if reading is None
-                 else reader.events_named(sorted(reading), None))
-        for event in reader.events(where, sorted(group, key=repr)):
-            history_events[event["customer_id"]].append(event)
+    history_events = _history_events(reader, needs, now)
     for wants in later:
         _histories(wants, history_events, rows_of, histories, contexts, shop.lifecycle_policy)
 
@@ -468,6 +470,25 @@ class _Needy:
     #: the event names its rules and carts read (None: every event)
     events: frozenset[str] | None
     cart: bool
+
+
+def _history_events(reader: EngineReader, needs: Mapping[Any, frozenset[str] | None], now: datetime) -> dict[Any, list[dict[str, Any]]]:
+    """Each customer's events up to ``now`` of the names it needs (None: every event), in two reads at most (a
+    scan of the events each): the customers needing every event, and the others with the union of the names they
+    need, each customer's events then kept to its own names (as a read per set of names would give them)."""
+    history_events: dict[Any, list[dict[str, Any]]] = defaultdict(list)
+    every = sorted((cid for cid, reading in needs.items() if reading is None), key=repr)
+    named = {cid: reading for cid, reading in needs.items() if reading is not None}
+    if every:
+        for event in reader.events(exp.LTE(this=reader.ts("e"), expression=reader.at(now)), every):
+            history_events[event["customer_id"]].append(event)
+    if named:
+        union = sorted(frozenset().union(*named.values()))
+        for event in reader.events(reader.events_named(union, None), sorted(named, key=repr)):
+            cid = event["customer_id"]
+            if event["event"] in named.get(cid, ()):  # (an id the engine matched but returns otherwise spelt: as before, unread)
+                history_events[cid].append(event)
+    return history_events
 
 
 def _histories(

@@ -10,6 +10,7 @@ the core (``shopcrm.compiler``, ``lifecycle._sql``, ``measurement._sql``, ``reco
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import datetime
@@ -37,11 +38,23 @@ class Preloaded:
 
     events: Mapping[Any, Sequence[dict[str, Any]]]
     rows: Mapping[Any, dict[str, Any]]
+    #: per set of names, each customer's events of those names (in the same order): a tick takes a few sets for
+    #: tens of thousands of customers, each scenario once or twice
+    _named: dict[frozenset[str], dict[Any, list[dict[str, Any]]]] = attrs.field(factory=dict, init=False, eq=False, repr=False)
 
     def take(self, ids: Iterable[Any], names: Collection[str] | None = None, since: datetime | None = None) -> list[dict[str, Any]]:
         """The events of these customers named ``names`` (any when None) at or after ``since``."""
-        return [e for cid in ids for e in self.events.get(cid, ())
-                if (names is None or e["event"] in names) and (since is None or e["ts"] >= since)]
+        if names is None:
+            return [e for cid in ids for e in self.events.get(cid, ()) if since is None or e["ts"] >= since]
+        key = frozenset(names)
+        named = self._named.get(key)
+        if named is None:
+            named = self._named[key] = {}
+            for cid, events in self.events.items():
+                kept = [e for e in events if e["event"] in key]
+                if kept:
+                    named[cid] = kept
+        return [e for cid in ids for e in named.get(cid, ()) if since is None or e["ts"] >= since]
 
 
 class EngineReader:
@@ -137,7 +150,8 @@ class EngineReader:
         DuckDB does not: one list, one scan); for :class:`_Either`, one condition: either of its parts."""
         column = self.col("customer_id", alias)
         if isinstance(ids, _Either):  # the query's ids and the listed ones, as one query (an OR of two INs is slow)
-            queries = [part if isinstance(part, exp.Select) else exp.select(exp.column("customer_id", table="v")).from_(
+            queries = [part if isinstance(part, exp.Select) else _unnested_texts(part) if _plain_texts(part) else exp.select(
+                exp.column("customer_id", table="v")).from_(
                 exp.Values(expressions=[exp.Tuple(expressions=[_literal(v)]) for v in part],
                            alias=exp.TableAlias(this=exp.to_identifier("v"), columns=[exp.to_identifier("customer_id")])))
                 for part in ids.parts if isinstance(part, exp.Select) or part]
@@ -150,6 +164,8 @@ class EngineReader:
                 ids = exp.select(exp.column("customer_id", table="limited")).from_(ids.subquery("limited"))
             return [column.isin(query=ids)]
         values = list(ids)
+        if self.source.dialect == "duckdb" and len(values) > _LITERALS and _plain_texts(values):
+            return [column.isin(query=_unnested_texts(values))]
         size = self._list_size()
         # literals built directly: ``isin`` deep-copies each one, which costs more than the query for 10,000 ids
         return [exp.In(this=column.copy(), expressions=[_literal(v) for v in values[i:i + size]])
@@ -202,6 +218,23 @@ class _Either:
     """The customers of any of ``parts`` (queries, lists), read in one statement (:meth:`EngineReader._in`)."""
 
     parts: Sequence[exp.Select | Sequence[Any]]
+
+
+#: on DuckDB, a longer list of text ids is one JSON text unnested (one literal, not thousands: building, copying and
+#: rendering thousands of literals costs more than the query, and DuckDB parses the JSON faster than the long IN list)
+_LITERALS = 1000
+
+
+def _plain_texts(values: Sequence[Any]) -> bool:
+    """Whether every value is text that a JSON array carries unchanged (no control character, no lone surrogate)."""
+    return all(isinstance(v, str) and v.isprintable() for v in values)
+
+
+def _unnested_texts(values: Sequence[str]) -> exp.Select:
+    """``SELECT UNNEST(CAST(JSON('[...]') AS TEXT[]))``: the values as rows of text, from one JSON literal."""
+    text = json.dumps(values, ensure_ascii=False)
+    return exp.select(exp.Unnest(expressions=[exp.cast(exp.Anonymous(this="json", expressions=[exp.Literal.string(text)]),
+                                                       exp.DataType.build("TEXT[]", dialect="duckdb"))]))
 
 
 def _literal(value: Any) -> exp.Expr:
