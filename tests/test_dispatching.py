@@ -330,9 +330,15 @@ def test_a_dispatcher_process_killed_at_random_points_loses_nothing_and_sends_no
     faults = FaultPlan(seed=seed, rate=0.15, kinds=("drop_after", "500_after", "drop_before", "503"))
     with solapi_server(SolapiBehaviour(delay_all=0.05, faults=faults)) as server:
         for _ in range(4):
+            before = server.requests
             worker = subprocess.Popen([sys.executable, str(tests / "dispatch_worker.py"), str(path), server.url], env=env,
                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-            time.sleep(rng.uniform(1.0, 2.5))  # start-up, then somewhere mid-batch
+            # killed somewhere mid-batch: after its first request reaches the server (start-up takes seconds on a
+            # loaded machine, and a worker killed while importing proves nothing), then a random while
+            deadline = time.monotonic() + 60
+            while server.requests == before and worker.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.02)
+            time.sleep(rng.uniform(0.0, 1.5))
             worker.send_signal(signal.SIGKILL)
             worker.wait()
             time.sleep(1.1)  # the dead worker's leases run out
