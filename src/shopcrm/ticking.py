@@ -47,9 +47,9 @@ from shopcrm.campaigns import (
 )
 from shopcrm.campaigns._models import reentry_blocks
 from shopcrm.campaigns._planner import (
+    KeyCache,
     due_occurrence,
     entry_decision,
-    idempotency_key,
     paused_gc,
     scenario_span,
 )
@@ -213,6 +213,7 @@ def _properties(event: Mapping[str, Any]) -> dict[str, Any]:
 def gather(
     shop: ShopView, campaigns: Sequence[tuple[Campaign, datetime]], now: datetime, policy: MessagingPolicy,
     *, step: Callable[[str], None] | None = None, full: bool = False, reads: dict[str, Read] | None = None,
+    key_cache: KeyCache | None = None,
 ) -> tuple[ShopState, list[tuple[str, str]]]:
     """The planner's input for a tick at ``now`` and the occurrences this tick plans; ``step`` is told each
     campaign read (a progress bar).
@@ -220,8 +221,10 @@ def gather(
     A triggered scenario ticked before (its :class:`~shopcrm.sources._tick_marks.TickMark`, the campaign as
     saved then) is read from its mark on: the customers with a trigger or exit event since the mark (less
     ``policy.late_events_within``) and those whose wake-up has come.  ``full`` reads every scenario whole.
-    ``reads`` receives, per scenario, what was read (the tick advances the marks with it once it has recorded)."""
+    ``reads`` receives, per scenario, what was read (the tick advances the marks with it once it has recorded).
+    ``key_cache`` remembers the idempotency keys asked to decide whom to read (the tick's plan asks them again)."""
     done = step or (lambda _: None)
+    keys_asked = KeyCache() if key_cache is None else key_cache
     reader = EngineReader(shop.source, now, lifecycle_policy=shop.lifecycle_policy,
                           triggers=_trigger_names(c for c, _ in campaigns))
     store = shop.source.campaign_store()
@@ -360,7 +363,7 @@ def gather(
         if any(not isinstance(r, Everyone) for r in rules[1:]):
             needy = set(per_customer)  # a branch may come due for anyone
         else:
-            undecided = _Undecided(campaign, schedule, now, cart="cart" in names)
+            undecided = _Undecided(campaign, schedule, now, cart="cart" in names, key_cache=keys_asked)
             needy = {cid for cid, times in per_customer.items() if undecided(cid, times, keys)}
         read_columns = list(dict.fromkeys(["customer_id", *contact_columns, *wanted]))
         if marked:
@@ -619,8 +622,8 @@ class _Undecided:
     not made moot by the re-entry rule), or, when templates read the cart, an entered occurrence with a send step
     still to decide (the scenario's constants computed once)."""
 
-    def __init__(self, campaign: Campaign, schedule: Triggered, now: datetime, *, cart: bool) -> None:
-        self.campaign, self.schedule, self.now, self.cart = campaign, schedule, now, cart
+    def __init__(self, campaign: Campaign, schedule: Triggered, now: datetime, *, cart: bool, key_cache: KeyCache) -> None:
+        self.campaign, self.schedule, self.now, self.cart, self.key_cache = campaign, schedule, now, cart, key_cache
         self.sends = [step.send for step in campaign.send_steps()]
         self.everyone = isinstance(campaign.audience, Everyone)
         self.walked_from = now - scenario_span(schedule.steps) - campaign.max_delay  # older entries are not walked
@@ -633,13 +636,13 @@ class _Undecided:
         for at in sorted({t for t in times if t <= self.now}):
             if reentry_blocks(schedule.reentry, entered, at):
                 continue
-            decision = True if self.everyone else entry_decision(campaign, customer_id, at, keys)
+            decision = True if self.everyone else entry_decision(campaign, customer_id, at, keys, self.key_cache)
             if decision is None:
                 return True
             if decision:
                 entered = at
                 if (self.cart and self.walked_from <= at <= self.sending_from
-                        and not all(idempotency_key(campaign.id, at.isoformat(), s, customer_id) in keys for s in self.sends)):
+                        and not all(self.key_cache.key(campaign.id, at.isoformat(), s, customer_id) in keys for s in self.sends)):
                     return True
         return False
 
@@ -903,10 +906,11 @@ def tick(shop: ShopView, now: datetime, *, dry_run: bool = False, progress: bool
     policy = shop.messaging_policy
     with paused_gc(), bar(progress, total=sum(1 for c, _ in campaigns if c.enabled) + 2, desc="tick") as shown:
         read: dict[str, Read] = {}
+        key_cache = KeyCache()  # the keys the reads ask, asked again by the plan (this tick's only)
         state, occurrences = gather(shop, campaigns, when, policy, step=lambda what: shown.step(f"reading {what}"),
-                                    full=full, reads=read)
+                                    full=full, reads=read, key_cache=key_cache)
         shown.note("planning")
-        result = plan([c for c, _ in campaigns], state, now=when, policy=policy)
+        result = plan([c for c, _ in campaigns], state, now=when, policy=policy, key_cache=key_cache)
         rows = outbox_rows(result, [c for c, _ in campaigns], when)
         shown.step(f"planned {len(result.messages):,}")
         del state

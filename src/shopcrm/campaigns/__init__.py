@@ -22,6 +22,7 @@ from shopcrm.campaigns._models import (
 )
 from shopcrm.campaigns._planner import (
     REASONS,
+    KeyCache,
     LedgerEntry,
     Plan,
     PlannedMessage,
@@ -69,6 +70,7 @@ __all__ = [
     "ChannelFunnel",
     "Content",
     "Decorations",
+    "KeyCache",
     "LedgerEntry",
     "MessagingPolicy",
     "OneOff",

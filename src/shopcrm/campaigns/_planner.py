@@ -21,7 +21,6 @@ from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
-from functools import lru_cache
 from importlib import import_module
 from itertools import accumulate
 from typing import Any, TypeVar, cast
@@ -90,6 +89,7 @@ __all__ = [
     "NOT_ENTERED",
     "REASONS",
     "Entry",
+    "KeyCache",
     "LedgerEntry",
     "Plan",
     "PlannedMessage",
@@ -316,6 +316,21 @@ _new_message = _maker(PlannedMessage)
 _new_suppression = _maker(Suppression)
 
 
+def _twin(made: Callable[..., Any], cls: type, names: tuple[str, ...]) -> type | None:
+    """The plain slotted twin ``_maker`` made for ``cls`` when its fields are exactly ``names`` (the ones the
+    broadcast's loop fills, in place of a call), else None (a changed class is built through ``made``)."""
+    fields = tuple(f.name for f in attrs.fields(cast(Any, cls)))
+    return made if isinstance(made, type) and fields == names else None
+
+
+#: their plain slotted twins: the broadcast fills one in its loop, saving a call per message and suppression
+_message_twin = _twin(_new_message, PlannedMessage, (
+    "key", "customer_id", "campaign_id", "step", "occurrence", "variant", "purpose", "chain", "contacts", "due_at",
+    "send_at", "estimated_cost", "deferred", "friend"))
+_suppression_twin = _twin(_new_suppression, Suppression, (
+    "customer_id", "campaign_id", "step", "reason", "detail", "key", "occurrence", "due_at"))
+
+
 def due_occurrence(campaign: Campaign, now: datetime, timezone: str = "Asia/Seoul") -> tuple[str, datetime] | None:
     """The latest occurrence of a one-off or recurring campaign due at or before ``now`` (naive UTC):
     its id (``once`` or the local date) and its UTC instant; None when none is due (or triggered)."""
@@ -416,15 +431,19 @@ def allowed_from(
     return at
 
 
-def entry_decision(campaign: Campaign, customer_id: Any, at: datetime, keys: Collection[str]) -> bool | None:
+def entry_decision(
+    campaign: Campaign, customer_id: Any, at: datetime, keys: Collection[str], cache: KeyCache | None = None,
+) -> bool | None:
     """Whether the trigger at ``at`` entered the scenario, as recorded keys tell: True when its entry (or a send
-    step of that occurrence) is recorded, False when its refusal is, None when nothing is recorded yet."""
+    step of that occurrence) is recorded, False when its refusal is, None when nothing is recorded yet.  The keys
+    are asked of ``cache`` when one is given (the same keys are asked again later in the tick)."""
+    key = idempotency_key if cache is None else cache.key
     occurrence = at.isoformat()
-    if idempotency_key(campaign.id, occurrence, ENTERED, customer_id) in keys:
+    if key(campaign.id, occurrence, ENTERED, customer_id) in keys:
         return True
-    if idempotency_key(campaign.id, occurrence, NOT_ENTERED, customer_id) in keys:
+    if key(campaign.id, occurrence, NOT_ENTERED, customer_id) in keys:
         return False
-    if any(idempotency_key(campaign.id, occurrence, step.send, customer_id) in keys for step in campaign.send_steps()):
+    if any(key(campaign.id, occurrence, step.send, customer_id) in keys for step in campaign.send_steps()):
         return True
     return None
 
@@ -435,17 +454,40 @@ bucket = sample_bucket
 
 def idempotency_key(campaign_id: str, occurrence: str, step: str, customer_id: Any) -> str:
     """Deterministic: the same campaign occurrence, step and customer always give the same key."""
-    if type(customer_id) is str or type(customer_id) is int:  # a scenario asks for the same keys again and again
-        return _remembered_key(campaign_id, occurrence, step, customer_id)
     raw = f"{campaign_id}\x1f{occurrence}\x1f{step}\x1f{customer_id!r}".encode()
     return hashlib.sha256(raw).hexdigest()[:32]
 
 
-@lru_cache(maxsize=1 << 16, typed=True)
-def _remembered_key(campaign_id: str, occurrence: str, step: str, customer_id: str | int) -> str:
-    """:func:`idempotency_key` of a text or integer customer id (equal ids of these types print alike), remembered."""
-    raw = f"{campaign_id}\x1f{occurrence}\x1f{step}\x1f{customer_id!r}".encode()
-    return hashlib.sha256(raw).hexdigest()[:32]
+class KeyCache:
+    """The idempotency keys one tick asks for, remembered for that tick only: the tick decides which scenario
+    customers it must read by the same keys (:func:`entry_decision`) that its plan asks again, so the tick makes
+    one cache and hands it to both (``plan(..., key_cache=...)``).  Nothing is global: a cache lives as long as
+    its owner keeps it.
+
+    Keys of text and integer customer ids are remembered (equal ids of these types print alike; other types,
+    e.g. a tuple, are hashed each time), at most :attr:`limit` of them; then the cache stops growing."""
+
+    __slots__ = ("_known", "limit")
+
+    def __init__(self, limit: int = 1 << 18) -> None:
+        self._known: dict[tuple[str, str, str, str | int], str] = {}
+        #: how many keys at most are remembered (a tick of a million scenario customers stays bounded)
+        self.limit = limit
+
+    def __len__(self) -> int:
+        return len(self._known)
+
+    def key(self, campaign_id: str, occurrence: str, step: str, customer_id: Any) -> str:
+        """:func:`idempotency_key`, remembered."""
+        if type(customer_id) is not str and type(customer_id) is not int:
+            return idempotency_key(campaign_id, occurrence, step, customer_id)
+        asked = (campaign_id, occurrence, step, customer_id)
+        known = self._known.get(asked)
+        if known is None:
+            known = idempotency_key(campaign_id, occurrence, step, customer_id)
+            if len(self._known) < self.limit:
+                self._known[asked] = known
+        return known
 
 
 def _choose(variants: Sequence[Variant], campaign_id: str, step: str, customer_id: Any) -> Variant:
@@ -596,6 +638,8 @@ class _Planner:
     batch: bool = True
     #: count a broadcast's messages and suppressions here instead of building them (a preview's one campaign)
     tally: _Tally | None = None
+    #: the idempotency keys asked, remembered for this plan (a tick hands in the cache its reads used)
+    key_cache: KeyCache = attrs.field(factory=KeyCache)
 
     def __attrs_post_init__(self) -> None:
         self.keys = {entry.key for entry in self.state.ledger}
@@ -631,7 +675,7 @@ class _Planner:
                 for customer_id in members:
                     got = last.get(customer_id)
                     if isinstance(schedule, Recurring) and reentry_blocks(schedule.reentry, got, due_at):
-                        key = idempotency_key(campaign.id, occurrence, step.send, customer_id)
+                        key = self.key_cache.key(campaign.id, occurrence, step.send, customer_id)
                         self.suppress(campaign, step.send, customer_id, "already_received", f"last {got}",
                                       key=key, occurrence=occurrence, due_at=due_at)
                         continue
@@ -659,11 +703,11 @@ class _Planner:
             for at in instants:
                 if reentry_blocks(schedule.reentry, entered[-1] if entered else None, at):
                     continue
-                decision = True if everyone else entry_decision(campaign, customer_id, at, self.keys)
+                decision = True if everyone else entry_decision(campaign, customer_id, at, self.keys, self.key_cache)
                 if decision is None:  # not decided before: the audience rule at that moment decides, once
                     decision = self.matches(campaign.audience, customer_id, at, campaign.id)
                     occurrence = at.isoformat()
-                    key = idempotency_key(campaign.id, occurrence, ENTERED if decision else NOT_ENTERED, customer_id)
+                    key = self.key_cache.key(campaign.id, occurrence, ENTERED if decision else NOT_ENTERED, customer_id)
                     if decision:
                         self.entries.append(Entry(key=key, customer_id=customer_id, campaign_id=campaign.id, at=at))
                     else:
@@ -721,12 +765,12 @@ class _Planner:
                 if woken not in self.wakeups or at < self.wakeups[woken]:
                     self.wakeups[woken] = at
                 if isinstance(step, Send):
-                    key = idempotency_key(campaign.id, occurrence, step.send, customer_id)
+                    key = self.key_cache.key(campaign.id, occurrence, step.send, customer_id)
                     if key not in self.keys:
                         self.pending.append((customer_id, campaign.id, step.send, at))
                 return None
             if any(entry < t <= at for t in exit_times):
-                exit_key = idempotency_key(campaign.id, occurrence, name, customer_id) if isinstance(step, Send) else None
+                exit_key = self.key_cache.key(campaign.id, occurrence, name, customer_id) if isinstance(step, Send) else None
                 if exit_key is not None and exit_key not in self.keys and self.now - at <= campaign.max_delay:
                     self.suppress(campaign, name, customer_id, "exited", key=exit_key, occurrence=occurrence, due_at=at)
                 return None
@@ -807,11 +851,25 @@ class _Planner:
         default_zone = policy.timezone
         tally = self.tally
         new_message, add_message = _new_message, self.messages.append
+        new_object, twin, suppression_twin = object.__new__, _message_twin, _suppression_twin
         if tally is None:
             add_suppression = self.suppressions.append
 
             def left_out(customer_id: Any, reason: str, detail: str, key: str) -> None:
-                add_suppression(_new_suppression(customer_id, campaign_id, name, reason, detail, key, occurrence, due_at))
+                if suppression_twin is None:
+                    add_suppression(_new_suppression(customer_id, campaign_id, name, reason, detail, key, occurrence, due_at))
+                    return
+                made: Any = new_object(suppression_twin)  # _new_suppression(...) inlined (see _maker)
+                made.customer_id = customer_id
+                made.campaign_id = campaign_id
+                made.step = name
+                made.reason = reason
+                made.detail = detail
+                made.key = key
+                made.occurrence = occurrence
+                made.due_at = due_at
+                made.__class__ = Suppression
+                add_suppression(made)
         else:
             counted = tally.reasons
 
@@ -978,9 +1036,28 @@ class _Planner:
                     phone,) * len(shown)
             else:
                 contacts = tuple([recipient.contact(c) or "" for c in shown])
-            add_message(new_message(key, customer_id, campaign_id, name, occurrence, variant_names[index], purpose, rendered,
-                                    contacts, due_at, send_at, remembered[2] if friend else remembered[3], found.deferred,
-                                    friend))
+            if twin is None:
+                add_message(new_message(key, customer_id, campaign_id, name, occurrence, variant_names[index], purpose,
+                                        rendered, contacts, due_at, send_at, remembered[2] if friend else remembered[3],
+                                        found.deferred, friend))
+            else:  # new_message(...) inlined: its plain slotted twin filled here, then given its class (see _maker)
+                made: Any = new_object(twin)
+                made.key = key
+                made.customer_id = customer_id
+                made.campaign_id = campaign_id
+                made.step = name
+                made.occurrence = occurrence
+                made.variant = variant_names[index]
+                made.purpose = purpose
+                made.chain = rendered
+                made.contacts = contacts
+                made.due_at = due_at
+                made.send_at = send_at
+                made.estimated_cost = remembered[2] if friend else remembered[3]
+                made.deferred = found.deferred
+                made.friend = friend
+                made.__class__ = PlannedMessage
+                add_message(made)
             keys.add(key)
         if tally is None and len(self.messages) > planned:
             self.caps.later(purpose, self.messages, planned, len(self.messages))
@@ -1029,7 +1106,7 @@ class _Planner:
         self, campaign: Campaign, step: Send, occurrence: str, customer_id: Any, due_at: datetime,
         *, quiet_duplicates: bool = False, entry: datetime | None = None,
     ) -> None:
-        key = idempotency_key(campaign.id, occurrence, step.send, customer_id)
+        key = self.key_cache.key(campaign.id, occurrence, step.send, customer_id)
         if key in self.keys:
             if not quiet_duplicates:
                 self.suppress(campaign, step.send, customer_id, "already_planned", key=key, occurrence=occurrence, due_at=due_at)
@@ -1221,14 +1298,17 @@ def plan(
     *,
     now: datetime,
     policy: MessagingPolicy | None = None,
+    key_cache: KeyCache | None = None,
 ) -> Plan:
     """Plan every enabled campaign as of ``now`` (naive UTC) against ``state``; nothing is sent.
 
     Campaigns run in priority order (higher first, then by id), so when a frequency cap binds the
-    more important campaign has already taken its place.
+    more important campaign has already taken its place.  ``key_cache`` remembers the idempotency keys asked
+    (a tick passes the one its reads used: they ask the same keys); without one the plan makes its own.
     """
     with paused_gc():
-        return _Planner(list(campaigns), state, to_utc_naive(now), policy or MessagingPolicy()).run()
+        return _Planner(list(campaigns), state, to_utc_naive(now), policy or MessagingPolicy(),
+                        key_cache=KeyCache() if key_cache is None else key_cache).run()
 
 
 @contextmanager
