@@ -49,7 +49,7 @@ def _empty_duckdb() -> duckdb.DuckDBPyConnection:
         _EMPTIED.pop().close()
     con = database.cursor()
     left = con.execute(_LEFT).fetchall()
-    for kind, schema, name in left:
+    for kind, _schema, name in left:
         if kind == "SCHEMA":
             con.execute(f'DROP SCHEMA "{name}" CASCADE')
         elif kind == "DATABASE":
