@@ -20,9 +20,54 @@ def _rows(rows: list[dict[str, Any]], columns: tuple[str, ...], convert: Any = N
     return [tuple(convert(r[c]) if convert else r[c] for c in columns) for r in rows]
 
 
+_EMPTIED: list[duckdb.DuckDBPyConnection] = []  # the one database, then the newest shop's connection to it
+_LEFT = (
+    "SELECT 'TABLE', schema_name, table_name FROM duckdb_tables() WHERE database_name = 'memory' AND NOT internal "
+    "UNION ALL SELECT 'VIEW', schema_name, view_name FROM duckdb_views() WHERE database_name = 'memory' AND NOT internal "
+    "UNION ALL SELECT 'SEQUENCE', schema_name, sequence_name FROM duckdb_sequences() WHERE database_name = 'memory' "
+    "UNION ALL SELECT 'TYPE', schema_name, type_name FROM duckdb_types() WHERE database_name = 'memory' AND NOT internal "
+    "UNION ALL SELECT 'SCHEMA', schema_name, schema_name FROM duckdb_schemas() WHERE database_name = 'memory' "
+    "AND NOT internal AND schema_name <> 'main' "
+    "UNION ALL SELECT 'DATABASE', database_name, database_name FROM duckdb_databases() WHERE NOT internal "
+    "AND database_name <> 'memory'"
+)
+
+
+def _empty_duckdb() -> duckdb.DuckDBPyConnection:
+    """A new connection to an empty in-memory database.
+
+    Opening a DuckDB database costs 15-70 ms on the CI machine, most of a small engine example's time, so one
+    database is opened once per test session; each shop gets a new connection to it (its own temporary tables,
+    registered views and settings) after everything the previous shop created was dropped, and the catalogue is
+    checked empty (of tables, views, sequences, types, schemas and attached databases: neither shopcrm nor these
+    tests create macros, and listing them costs 20 ms).  The previous shop's connection is closed: a test that still used it would fail loudly
+    (a closed connection), never read the next shop's tables."""
+    if not _EMPTIED:
+        _EMPTIED.append(duckdb.connect())
+    database = _EMPTIED[0]
+    if len(_EMPTIED) > 1:
+        _EMPTIED.pop().close()
+    con = database.cursor()
+    left = con.execute(_LEFT).fetchall()
+    for kind, _schema, name in left:
+        if kind == "SCHEMA":
+            con.execute(f'DROP SCHEMA "{name}" CASCADE')
+        elif kind == "DATABASE":
+            con.execute(f'DETACH "{name}"')
+    for kind, schema, name in left:
+        if kind in ("TABLE", "VIEW", "SEQUENCE", "TYPE") and schema == "main":
+            con.execute(f'DROP {kind} IF EXISTS main."{name}" CASCADE')
+    if left:
+        still = con.execute(_LEFT).fetchall()
+        assert not still, f"the test database could not be emptied: {still}"
+    _EMPTIED.append(con)
+    return con
+
+
 def duckdb_shop(shop: RandomShop) -> shopcrm.Shop:
-    """Through the embedded store's own loading path (dicts -> Arrow -> DuckDB)."""
-    con = duckdb.connect()
+    """Through the embedded store's own loading path (dicts -> Arrow -> DuckDB), in an empty database; the shop
+    returned before is closed (one DuckDB shop at a time: see _empty_duckdb)."""
+    con = _empty_duckdb()
     id_type = "BIGINT" if shop.id_kind == "int" else "VARCHAR"
     con.execute(
         f"CREATE TABLE customers (customer_id {id_type}, age BIGINT, grade VARCHAR, score DOUBLE, vip BOOLEAN, "

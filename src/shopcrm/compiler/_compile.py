@@ -580,7 +580,7 @@ class QueryBuilder:
         members = exp.select(exp.column("customer_id", table=_LIFECYCLE)).from_(_LIFECYCLE)
         if conditions:
             members = members.where(_and(conditions), copy=False)
-        return exp.In(this=self._col("customer_id", _CUSTOMERS), query=members.subquery())
+        return exp.In(this=self._col("customer_id", _CUSTOMERS), query=members.subquery(copy=False))
 
     def _attach_lifecycle(self, select: exp.Select) -> exp.Select:
         """Hoist the lifecycle query's CTEs into ``select``'s WITH, the query itself as ``shopcrm_lc``."""
@@ -668,7 +668,7 @@ class QueryBuilder:
             exp.alias_(exp.Coalesce(this=exp.Sum(this=exp.column(f"p{i}")), expressions=[zero]), f"c{i}")
             for i in range(len(preds))
         ]
-        query = exp.select(*columns).from_(flags.subquery("shopcrm_flags"))
+        query = exp.select(*columns).from_(flags.subquery("shopcrm_flags", copy=False), copy=False)
         if ctes is not None:
             query.set("with_", ctes)
         return query
@@ -687,7 +687,7 @@ class QueryBuilder:
         """Set operations nest safely as subqueries."""
         if isinstance(query, exp.SetOperation):
             n[0] += 1
-            return exp.select("customer_id").from_(query.subquery(f"s{n[0]}"))
+            return exp.select("customer_id").from_(query.subquery(f"s{n[0]}", copy=False), copy=False)
         return query
 
     def _explicit(self, part: tuple[exp.Query, bool, bool], n: list[int]) -> tuple[exp.Query, bool]:
@@ -777,11 +777,12 @@ class QueryBuilder:
             query = exp.except_(self._customers_set(), self._operand(query, n), distinct=True, copy=False)
         elif not subset:
             query = exp.intersect(self._customers_set(), self._operand(query, n), distinct=True, copy=False)
-        return exp.select("customer_id").from_(query.subquery("shopcrm_members"))
+        return exp.select("customer_id").from_(query.subquery("shopcrm_members", copy=False), copy=False)
 
     def count_by_sets(self, rule: Rule) -> exp.Select:
         members = self.members_by_sets(rule)
-        count = exp.select(exp.alias_(exp.Count(this=exp.Star()), "c0")).from_(members.subquery("shopcrm_count"))
+        count = exp.select(exp.alias_(exp.Count(this=exp.Star()), "c0")).from_(members.subquery("shopcrm_count", copy=False),
+                                                                             copy=False)
         return self._attach_lifecycle(count)
 
 

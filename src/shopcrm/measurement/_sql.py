@@ -91,8 +91,13 @@ def _ref(name: str, alias: str) -> exp.Expr:
 
 
 def _with(query: exp.Select, ctes: Sequence[tuple[str, exp.Query]]) -> exp.Select:
+    # the caller's query and CTEs stay as they were (they are shared): copied once each, then attached in place;
+    # a copying with_() per CTE deep-copied the growing query every time (and each CTE twice), most of the compile
+    if not ctes:
+        return query
+    query = query.copy()
     for name, cte in ctes:
-        query = query.with_(name, as_=cte.copy())
+        query = query.with_(name, as_=cte.copy(), copy=False)
     return query
 
 
