@@ -316,21 +316,6 @@ _new_message = _maker(PlannedMessage)
 _new_suppression = _maker(Suppression)
 
 
-def _twin(made: Callable[..., Any], cls: type, names: tuple[str, ...]) -> type | None:
-    """The plain slotted twin ``_maker`` made for ``cls`` when its fields are exactly ``names`` (the ones the
-    broadcast's loop fills, in place of a call), else None (a changed class is built through ``made``)."""
-    fields = tuple(f.name for f in attrs.fields(cast(Any, cls)))
-    return made if isinstance(made, type) and fields == names else None
-
-
-#: their plain slotted twins: the broadcast fills one in its loop, saving a call per message and suppression
-_message_twin = _twin(_new_message, PlannedMessage, (
-    "key", "customer_id", "campaign_id", "step", "occurrence", "variant", "purpose", "chain", "contacts", "due_at",
-    "send_at", "estimated_cost", "deferred", "friend"))
-_suppression_twin = _twin(_new_suppression, Suppression, (
-    "customer_id", "campaign_id", "step", "reason", "detail", "key", "occurrence", "due_at"))
-
-
 def due_occurrence(campaign: Campaign, now: datetime, timezone: str = "Asia/Seoul") -> tuple[str, datetime] | None:
     """The latest occurrence of a one-off or recurring campaign due at or before ``now`` (naive UTC):
     its id (``once`` or the local date) and its UTC instant; None when none is due (or triggered)."""
@@ -851,25 +836,11 @@ class _Planner:
         default_zone = policy.timezone
         tally = self.tally
         new_message, add_message = _new_message, self.messages.append
-        new_object, twin, suppression_twin = object.__new__, _message_twin, _suppression_twin
         if tally is None:
             add_suppression = self.suppressions.append
 
             def left_out(customer_id: Any, reason: str, detail: str, key: str) -> None:
-                if suppression_twin is None:
-                    add_suppression(_new_suppression(customer_id, campaign_id, name, reason, detail, key, occurrence, due_at))
-                    return
-                made: Any = new_object(suppression_twin)  # _new_suppression(...) inlined (see _maker)
-                made.customer_id = customer_id
-                made.campaign_id = campaign_id
-                made.step = name
-                made.reason = reason
-                made.detail = detail
-                made.key = key
-                made.occurrence = occurrence
-                made.due_at = due_at
-                made.__class__ = Suppression
-                add_suppression(made)
+                add_suppression(_new_suppression(customer_id, campaign_id, name, reason, detail, key, occurrence, due_at))
         else:
             counted = tally.reasons
 
@@ -1036,28 +1007,9 @@ class _Planner:
                     phone,) * len(shown)
             else:
                 contacts = tuple([recipient.contact(c) or "" for c in shown])
-            if twin is None:
-                add_message(new_message(key, customer_id, campaign_id, name, occurrence, variant_names[index], purpose,
-                                        rendered, contacts, due_at, send_at, remembered[2] if friend else remembered[3],
-                                        found.deferred, friend))
-            else:  # new_message(...) inlined: its plain slotted twin filled here, then given its class (see _maker)
-                made: Any = new_object(twin)
-                made.key = key
-                made.customer_id = customer_id
-                made.campaign_id = campaign_id
-                made.step = name
-                made.occurrence = occurrence
-                made.variant = variant_names[index]
-                made.purpose = purpose
-                made.chain = rendered
-                made.contacts = contacts
-                made.due_at = due_at
-                made.send_at = send_at
-                made.estimated_cost = remembered[2] if friend else remembered[3]
-                made.deferred = found.deferred
-                made.friend = friend
-                made.__class__ = PlannedMessage
-                add_message(made)
+            add_message(new_message(key, customer_id, campaign_id, name, occurrence, variant_names[index], purpose, rendered,
+                                    contacts, due_at, send_at, remembered[2] if friend else remembered[3], found.deferred,
+                                    friend))
             keys.add(key)
         if tally is None and len(self.messages) > planned:
             self.caps.later(purpose, self.messages, planned, len(self.messages))
