@@ -107,12 +107,16 @@ def test_to_sql_resolves_segments_and_unknown_dialects_are_named() -> None:
 
 def test_identical_conditions_are_computed_once_and_shared_by_count_many() -> None:
     viewed = {"performed": "product_viewed", "within": {"last": "30d"}}
-    query = compile_counts([parse_rule(viewed), parse_rule({"not": viewed}), parse_rule({"and": [viewed, {"attribute": "age", "gt": 1}]})],
-                           SCHEMA, now=NOW, dialect="duckdb")
-    sql = render(query, "duckdb")
+    rules = [parse_rule(viewed), parse_rule({"not": viewed}), parse_rule({"and": [viewed, {"attribute": "age", "gt": 1}]})]
+    sql = render(compile_counts(rules, SCHEMA, now=NOW, dialect="postgres"), "postgres")
     assert sql.count("COUNT(1) AS f0") == 1  # one feature column shared by the three rules (its window in WHERE)
     assert sql.count("AS f") == 1
     assert sql.count('FROM "events"') == 1
+    # DuckDB: the pass computes the shared test once, as bit 1 of its mask
+    sql = render(compile_counts(rules, SCHEMA, now=NOW, dialect="duckdb"), "duckdb")
+    assert sql.count("CASE WHEN COUNT(1) >= 1 THEN 1 ELSE 0 END AS m0") == 1
+    assert sql.count('FROM "events"') == 1
+    assert sql.count("(COALESCE(shopcrm_flags.m0, 0) & 1) <> 0") == 3
 
 
 def test_infer_schema_guesses_types_from_values() -> None:

@@ -51,6 +51,8 @@ _CUSTOMERS = "c"
 _EVENTS = "e"
 _FEATURES = "shopcrm_f"
 _LIFECYCLE = "shopcrm_lc"
+_FLAGS = "shopcrm_flags"
+_MASK_BITS = 62  # bits per mask column: a BIGINT, its sign bit unused
 _ORDER_OPS: dict[str, Callable[..., exp.Expression]] = {"lt": exp.LT, "lte": exp.LTE, "gt": exp.GT, "gte": exp.GTE}
 _ALL_OPS: dict[str, Callable[..., exp.Expression]] = {"eq": exp.EQ, "ne": exp.NEQ, **_ORDER_OPS}
 
@@ -163,6 +165,12 @@ class QueryBuilder:
         self._features: dict[str, dict[str, tuple[str, exp.Expression]]] = {}
         self._feature_conds: dict[str, dict[str, exp.Expression]] = {}
         self._feature_count = 0
+        self._feature_tables: dict[str, str] = {}  # pass CTE name -> its event
+        # count_many on a dialect with pass_masks: each test of a pass's features is one bit of a mask the pass
+        # computes per customer; {event: {test text: (test over feature columns, true without rows, bit)}}
+        self._masks = False
+        self._atoms: dict[str, dict[str, tuple[exp.Expression, bool, int]]] = {}
+        self._atom_count = 0
         self._current: tuple[str, exp.Expression] | None = None  # the last events-table leaf condition
         self._follows: dict[str, tuple[str, exp.Expression]] = {}
         # set form: a leaf's aggregate is inlined and its row filter recorded here
@@ -349,7 +357,32 @@ class QueryBuilder:
             self._feature_count += 1
             self._feature_conds.setdefault(event, {})[cond.sql()] = cond
         table = f"{_FEATURES}{list(self._features).index(event)}"
+        self._feature_tables[table] = event
         return exp.column(columns[token][0], table=table)
+
+    def _atom(self, pred: _Pred, absent: bool) -> _Pred:
+        """``pred``, a test of one grouped pass's features, as a bit of that pass's mask (mask mode only).
+
+        The pass sets the bit where the test is TRUE (``absent``: where it is not TRUE, for a test that holds for
+        a customer without rows, such as ``COALESCE(n, 0) = 0``), so a missing mask (0) reads as the test on no
+        rows. NULL becomes FALSE, which every use of a nullable predicate already assumes (``not`` reads it
+        through ``COALESCE(p, FALSE)``, a count through ``CASE WHEN``)."""
+        if not self._masks or self._inline:
+            return pred
+        tables = {c.table for c in pred.expr.find_all(exp.Column)}
+        if len(tables) != 1 or next(iter(tables)) not in self._feature_tables:
+            return pred
+        event = self._feature_tables[next(iter(tables))]
+        atoms = self._atoms.setdefault(event, {})
+        key = f"{absent}:{pred.expr.sql()}"
+        if key not in atoms:
+            atoms[key] = (pred.expr, absent, self._atom_count)
+            self._atom_count += 1
+        bit = atoms[key][2]
+        mask = exp.Coalesce(this=exp.column(f"m{bit // _MASK_BITS}", table=_FLAGS), expressions=[exp.Literal.number(0)])
+        test = exp.Paren(this=exp.BitwiseAnd(this=mask, expression=exp.Literal.number(1 << (bit % _MASK_BITS))))
+        zero = exp.Literal.number(0)
+        return _Pred(exp.EQ(this=test, expression=zero) if absent else exp.NEQ(this=test, expression=zero), False)
 
     def _performed(self, rule: Performed, path: str) -> _Pred:
         at = _join(path, "performed")
@@ -382,8 +415,9 @@ class QueryBuilder:
         Where 0 fails the operators, the NULL is left as it is (it fails them too, and the predicate is
         marked nullable, so that ``not`` reads it as FALSE): one COALESCE less per customer row."""
         if self._inline or _zero_ok(ops):
-            return _Pred(self._compare_number(exp.Coalesce(this=total, expressions=[exp.Literal.number(0)]), ops), False)
-        return _Pred(self._compare_number(total, ops), True)
+            return self._atom(_Pred(self._compare_number(exp.Coalesce(this=total, expressions=[exp.Literal.number(0)]), ops),
+                                    False), absent=True)
+        return self._atom(_Pred(self._compare_number(total, ops), True), absent=False)
 
     def _follow_count(self, rule: Performed, bounds: Sequence[TsBound], path: str) -> exp.Expression:
         follow = rule.not_followed_by
@@ -472,7 +506,7 @@ class QueryBuilder:
         if rule.aggregate in ("min", "max"):
             fn = exp.Min if rule.aggregate == "min" else exp.Max
             extreme = self._feature([rule.aggregate, *base], lambda: fn(this=case(value)))
-            return _Pred(self._compare_number(extreme, ops), True)
+            return self._atom(_Pred(self._compare_number(extreme, ops), True), absent=False)
         # avg, compared exactly: avg op v  <=>  sum op v * count  (count > 0)
         total = self._feature(["sum", *base], lambda: exp.Sum(this=case(value)))
         present = exp.And(this=cond, expression=exp.Not(this=exp.Is(this=value, expression=exp.Null())))
@@ -492,7 +526,7 @@ class QueryBuilder:
                 tests = [exp.EQ(this=total, expression=exp.Mul(this=_number(x), expression=count)) for x in v]
                 test = _paren(_or(tests))
                 parts.append(test if op == "in" else exp.Not(this=test))
-        return _Pred(_paren(_and(parts)), True)
+        return self._atom(_Pred(_paren(_and(parts)), True), absent=False)
 
     def _first_last(self, rule: FirstPerformed | LastPerformed, path: str) -> _Pred:
         first = isinstance(rule, FirstPerformed)
@@ -508,7 +542,7 @@ class QueryBuilder:
             lambda: fn(this=ts if self._inline else exp.Case(ifs=[exp.If(this=cond, true=ts)])),
         )
         parts = [self._bound(column, b) for b in rule.ago.bounds(self.now, _join(at, "ago"))]
-        return _Pred(_paren(_and(parts)), True)
+        return self._atom(_Pred(_paren(_and(parts)), True), absent=False)
 
     # ------------------------------------------------------------------ rules
     def predicate(self, rule: Rule, path: str = "") -> _Pred:
@@ -604,6 +638,7 @@ class QueryBuilder:
         """FROM customers, joined to the feature CTEs (with the CTEs attached)."""
         customer_id = self._col("customer_id", _CUSTOMERS)
         select = select.from_(self._table(self.schema.customers, _CUSTOMERS))
+        masks: list[exp.Select] = []
         for index, (event, columns) in enumerate(self._features.items()):
             name = f"{_FEATURES}{index}"
             customer = self._col("customer_id", _EVENTS)
@@ -619,19 +654,26 @@ class QueryBuilder:
                 ]
             )
             aggregates = [_within(agg, shared) if shared else agg for _, agg in columns.values()]
+            outputs = (self._pass_masks(name, event, dict(zip((col for col, _ in columns.values()), aggregates, strict=True)))
+                       if self._masks else
+                       [exp.alias_(agg, col) for (col, _), agg in zip(columns.values(), aggregates, strict=True)])
             features = (
-                exp.select(exp.alias_(customer, "customer_id"),
-                           *[exp.alias_(agg, col) for (col, _), agg in zip(columns.values(), aggregates, strict=True)])
+                exp.select(exp.alias_(customer, "customer_id"), *outputs)
                 .from_(self._table(self.schema.events, _EVENTS))
                 .where(rows, copy=False)
                 .group_by(self._col("customer_id", _EVENTS), copy=False)
             )
+            if self._masks:
+                masks.append(features)
+                continue
             select = select.with_(name, as_=features, copy=False).join(
                 exp.to_table(name),
                 on=exp.EQ(this=customer_id.copy(), expression=exp.column("customer_id", table=name)),
                 join_type="left",
                 copy=False,
             )
+        if masks:
+            select = self._join_masks(select, masks)
         for name, query in self._follows.values():
             select = select.with_(name, as_=query.copy(), copy=False).join(
                 exp.to_table(name),
@@ -641,20 +683,77 @@ class QueryBuilder:
             )
         return self._attach_lifecycle(select)
 
+    def _pass_masks(self, name: str, event: str, aggregates: dict[str, exp.Expression]) -> list[exp.Expr]:
+        """A grouped pass's outputs in mask mode: ``m<j>``, the sum of ``CASE WHEN test THEN bit ELSE 0 END`` over
+        the pass's tests whose bit is in mask column ``j`` (0 where none is), the tests reading the aggregates."""
+        def inline(node: exp.Expression) -> exp.Expression:
+            if isinstance(node, exp.Column) and node.table == name:
+                return aggregates[node.name].copy()
+            return node
+
+        zero = exp.Literal.number(0)
+        sums: list[list[exp.Expression]] = [[] for _ in range((self._atom_count + _MASK_BITS - 1) // _MASK_BITS)]
+        for test, absent, bit in self._atoms.get(event, {}).values():
+            flag = exp.Literal.number(1 << (bit % _MASK_BITS))
+            when = test.transform(inline)
+            sums[bit // _MASK_BITS].append(
+                exp.Case(ifs=[exp.If(this=when, true=zero.copy() if absent else flag)], default=flag if absent else zero.copy())
+            )
+        outputs: list[exp.Expr] = []
+        for j, parts in enumerate(sums):
+            total = parts[0] if parts else zero.copy()
+            for part in parts[1:]:
+                total = exp.Add(this=total, expression=part)
+            outputs.append(exp.alias_(total, f"m{j}"))
+        return outputs
+
+    def _join_masks(self, select: exp.Select, passes: Sequence[exp.Select]) -> exp.Select:
+        """customers LEFT JOIN one relation of (customer_id, m0, m1, ...): the single pass itself, or the passes'
+        rows (UNION ALL) merged per customer. One join of the customers instead of one per pass."""
+        names = [f"m{j}" for j in range((self._atom_count + _MASK_BITS - 1) // _MASK_BITS)]
+        if len(passes) == 1:
+            flags = passes[0]
+        else:
+            for index, query in enumerate(passes):
+                select = select.with_(f"{_FEATURES}{index}", as_=query, copy=False)
+            union: exp.Query = exp.select("customer_id", *names).from_(f"{_FEATURES}0")
+            for index in range(1, len(passes)):
+                union = exp.union(union, exp.select("customer_id", *names).from_(f"{_FEATURES}{index}"), distinct=False,
+                                  copy=False)
+            flags = (
+                exp.select(exp.column("customer_id"), *[exp.alias_(self.d.mask_union(exp.column(n)), n) for n in names])
+                .from_(union.subquery("shopcrm_rows", copy=False), copy=False)
+                .group_by(exp.column("customer_id"), copy=False)
+            )
+        return select.with_(_FLAGS, as_=flags, copy=False).join(
+            exp.to_table(_FLAGS),
+            on=exp.EQ(this=self._col("customer_id", _CUSTOMERS), expression=exp.column("customer_id", table=_FLAGS)),
+            join_type="left",
+            copy=False,
+        )
+
     def members(self, rule: Rule) -> exp.Select:
         """One-pass shape: customers joined to the grouped passes, filtered by the rule."""
         pred = self.predicate(rule)
         select = exp.select(exp.alias_(self._col("customer_id", _CUSTOMERS), "customer_id"))
         return self._from(select).where(pred.expr, copy=False)
 
-    def counts(self, rules: Sequence[Rule]) -> exp.Select:
+    def counts(self, rules: Sequence[Rule], *, masks: bool | None = None) -> exp.Select:
         """One row of counts: per rule, the customers whose predicate holds.
 
         ``COUNT(CASE WHEN rule THEN 1 END)`` over the joined customer rows, in one aggregate; when a
         rule reads the lifecycle (a subquery), the flags are computed in a derived table first and
         summed: MariaDB refuses subqueries inside an aggregate.
+
+        ``masks`` (default: the dialect's ``pass_masks``): each grouped pass computes its tests per customer as
+        bits of masks, and the passes' masks are merged into one relation joined once to the customers, where
+        the rules test bits (see :meth:`_atom`); otherwise each pass's aggregates are joined as columns.
         """
+        self._masks = self.d.pass_masks if masks is None else masks
         preds = [self.predicate(r, "" if len(rules) == 1 else f"[{i}]") for i, r in enumerate(rules)]
+        if self._masks and any(c.table in self._feature_tables for p in preds for c in p.expr.find_all(exp.Column)):
+            # a test the masks do not carry (none is known): the column form, from a fresh builder
+            return QueryBuilder(self.schema, self.now, self.d, self.lifecycle_policy).counts(rules, masks=False)
         one, zero = exp.Literal.number(1), exp.Literal.number(0)
         if self._lifecycle is None:
             return self._from(exp.select(*[
