@@ -138,6 +138,17 @@ def _within(aggregate: exp.Expression, shared: set[str]) -> exp.Expression:
     return aggregate.transform(reduce)
 
 
+def _any_of(conditions: Sequence[exp.Expression]) -> exp.Expression | None:
+    """``x IN (a, b, ...)`` for conditions that are all ``x = <literal>`` on one ``x`` (None otherwise): DuckDB
+    tests the list by one lookup per row where the ORs are tested one by one (ten category counts)."""
+    if len(conditions) < 2 or not all(isinstance(c, exp.EQ) and isinstance(c.expression, exp.Literal) for c in conditions):
+        return None
+    if len({c.this.sql() for c in conditions}) != 1:
+        return None
+    values = {c.expression.sql(): c.expression for c in conditions}
+    return exp.In(this=conditions[0].this.copy(), expressions=[v.copy() for v in values.values()])
+
+
 def _number(value: int | float) -> exp.Expression:
     if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
         return exp.Literal.number(int(value))
@@ -650,7 +661,7 @@ class QueryBuilder:
                     exp.EQ(this=self._col("event", _EVENTS), expression=exp.Literal.string(event)),
                     exp.Not(this=exp.Is(this=customer, expression=exp.Null())),
                     *common,
-                    *([_paren(_or([_paren(r) for r in rests]))] if rests else []),
+                    *([(self._masks and _any_of(rests)) or _paren(_or([_paren(r) for r in rests]))] if rests else []),
                 ]
             )
             aggregates = [_within(agg, shared) if shared else agg for _, agg in columns.values()]
