@@ -719,18 +719,24 @@ class QueryBuilder:
         return outputs
 
     def _join_masks(self, select: exp.Select, passes: Sequence[exp.Select]) -> exp.Select:
-        """customers LEFT JOIN one relation of (customer_id, m0, m1, ...): the single pass itself, or the passes'
-        rows (UNION ALL) merged per customer. One join of the customers instead of one per pass."""
+        """customers LEFT JOIN one relation of (customer_id, m0, m1, ...): the passes' rows (UNION ALL) merged per
+        customer. One join of the customers instead of one per pass.
+
+        A pass's row whose masks are all 0 reads exactly as no row (each bit is set where its test is TRUE, or for
+        a test true without rows where it is not TRUE), so those rows are dropped before the merge: a customer who
+        viewed a category once is in the views' pass, but no ">= 2 views" test needs that row."""
         names = [f"m{j}" for j in range((self._atom_count + _MASK_BITS - 1) // _MASK_BITS)]
-        if len(passes) == 1:
-            flags = passes[0]
+        rows: list[exp.Select] = []
+        for index, query in enumerate(passes):
+            select = select.with_(f"{_FEATURES}{index}", as_=query, copy=False)
+            some = _or([exp.NEQ(this=exp.column(n), expression=exp.Literal.number(0)) for n in names])
+            rows.append(exp.select("customer_id", *names).from_(f"{_FEATURES}{index}").where(some, copy=False))
+        if len(rows) == 1:
+            flags = rows[0]  # one row per customer already
         else:
-            for index, query in enumerate(passes):
-                select = select.with_(f"{_FEATURES}{index}", as_=query, copy=False)
-            union: exp.Query = exp.select("customer_id", *names).from_(f"{_FEATURES}0")
-            for index in range(1, len(passes)):
-                union = exp.union(union, exp.select("customer_id", *names).from_(f"{_FEATURES}{index}"), distinct=False,
-                                  copy=False)
+            union: exp.Query = rows[0]
+            for other in rows[1:]:
+                union = exp.union(union, other, distinct=False, copy=False)
             flags = (
                 exp.select(exp.column("customer_id"), *[exp.alias_(self.d.mask_union(exp.column(n)), n) for n in names])
                 .from_(union.subquery("shopcrm_rows", copy=False), copy=False)
