@@ -715,7 +715,7 @@ class QueryBuilder:
             total = parts[0] if parts else zero.copy()
             for part in parts[1:]:
                 total = exp.Add(this=total, expression=part)
-            outputs.append(exp.alias_(total, f"m{j}"))
+            outputs.append(exp.alias_(total, f"m{j}", copy=False))
         return outputs
 
     def _join_masks(self, select: exp.Select, passes: Sequence[exp.Select]) -> exp.Select:
@@ -738,7 +738,7 @@ class QueryBuilder:
             for other in rows[1:]:
                 union = exp.union(union, other, distinct=False, copy=False)
             flags = (
-                exp.select(exp.column("customer_id"), *[exp.alias_(self.d.mask_union(exp.column(n)), n) for n in names])
+                exp.select(exp.column("customer_id"), *[exp.alias_(self.d.mask_union(exp.column(n)), n, copy=False) for n in names])
                 .from_(union.subquery("shopcrm_rows", copy=False), copy=False)
                 .group_by(exp.column("customer_id"), copy=False)
             )
