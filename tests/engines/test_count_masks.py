@@ -30,7 +30,7 @@ def _counts(engine: shopcrm.Shop, many: Sequence[shopcrm.Rule], now: datetime, d
     return [int(v or 0) for v in engine.source.fetch(query)[0]]
 
 
-@settings(deadline=None, suppress_health_check=list(HealthCheck), max_examples=20)
+@settings(deadline=None, suppress_health_check=list(HealthCheck), max_examples=15)
 @given(shop=shops(), many=st.lists(rules(max_depth=2), min_size=2, max_size=6))
 def test_mask_counts_equal_the_reference_on_duckdb_and_sqlite(shop: RandomShop, many: list[shopcrm.Rule]) -> None:
     expected = [len(shopcrm.evaluate(r, shop.customers, shop.events, now=shop.now, schema=shop.schema)) for r in many]
