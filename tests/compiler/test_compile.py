@@ -116,7 +116,7 @@ def test_identical_conditions_are_computed_once_and_shared_by_count_many() -> No
     sql = render(compile_counts(rules, SCHEMA, now=NOW, dialect="duckdb"), "duckdb")
     assert sql.count("CASE WHEN COUNT(1) >= 1 THEN 1 ELSE 0 END AS m0") == 1
     assert sql.count('FROM "events"') == 1
-    assert sql.count("(COALESCE(shopcrm_flags.m0, 0) & 1) <> 0") == 3
+    assert sql.count("(COALESCE(shopcrm_masks.m0, 0) & 1) <> 0") == 3
 
 
 def test_infer_schema_guesses_types_from_values() -> None:
