@@ -592,10 +592,13 @@ def recommendations_for(
     return out
 
 
-def _merge(recipients: dict[Any, Recipient], found: Iterable[Recipient]) -> None:
+_CUSTOMER_ID = attrgetter("customer_id")
+
+
+def _merge(recipients: dict[Any, Recipient], found: Sequence[Recipient]) -> None:
     """Add recipients read for one campaign; a customer several campaigns read keeps every template field."""
     if not recipients:  # the first campaign read (a broadcast's million): nobody to merge with
-        recipients.update([(recipient.customer_id, recipient) for recipient in found])
+        recipients.update(zip(map(_CUSTOMER_ID, found), found, strict=True))
         return
     for recipient in found:
         known = recipients.get(recipient.customer_id)
@@ -717,18 +720,17 @@ class _MessageEncoder:
             chain, found = next((c, f) for c, f in zip(chains, contacts, strict=True) if len(c) != len(f))
             raise ValueError(f"a message has {len(chain)} renderings and {len(found)} contacts; they go in pairs")
         # each message's pieces: its chain object's number, twice, plus one for a channel friend
-        chain_of = dict(zip(map(id, chains), chains, strict=True))
-        numbers = {chain_id: 2 * number for number, chain_id in enumerate(chain_of)}
-        index = pc.add(pa.array(list(map(numbers.__getitem__, map(id, chains))), pa.int32()),
-                       pc.cast(pa.array(list(map(bool, friends)), pa.bool_()), pa.int32()))
+        ids = pa.array(list(map(id, chains)), pa.uint64())
+        numbered = ids.dictionary_encode()
+        distinct = list(map(chains.__getitem__, pc.index_in(numbered.dictionary, value_set=ids).to_pylist()))
+        index = pc.add(pc.multiply(numbered.indices, 2), pc.cast(pa.array(list(map(bool, friends)), pa.bool_()), pa.int32()))
         used = set(pc.unique(index).to_pylist())
         width = max(lengths, default=1)
         # per chain and friendship, the text before, between and after its contacts (quotes included); "" past its end
         segments: list[list[str]] = [[] for _ in range(width + 1)]
-        for chain_id, number in numbers.items():
-            chain = chain_of[chain_id]
+        for number, chain in enumerate(distinct):
             for friend in (False, True):
-                pieces, length = self.pieces(chain, friend) if number + friend in used else ("",) * (len(chain) + 1), len(chain)
+                pieces, length = self.pieces(chain, friend) if 2 * number + friend in used else ("",) * (len(chain) + 1), len(chain)
                 for j, column in enumerate(segments):
                     column.append("" if j > length else f'{pieces[0]}"' if j == 0 else f'"{pieces[j]}' if j == length
                                   else f'"{pieces[j]}"')
