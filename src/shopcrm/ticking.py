@@ -70,7 +70,7 @@ from shopcrm.dsl._nodes import (
     Sample,
 )
 from shopcrm.recipients import RecipientColumns, with_opt_outs
-from shopcrm.sources._campaign_store import OrderedTexts, OutboxBatch, OutboxRow
+from shopcrm.sources._campaign_store import OutboxBatch, OutboxRow, PiecedTexts
 from shopcrm.sources._reads import EngineReader, Preloaded
 from shopcrm.sources._tick_marks import TickAdvance
 from shopcrm.timeline import to_utc_naive
@@ -703,16 +703,15 @@ class _MessageEncoder:
             out += (_json_text(contact), after)
         return "".join(out)
 
-    #: how many messages :meth:`arrow` joins at a time (bounds its transient columns and each chunk's size)
+    #: how many messages :class:`PiecedTexts` joins at a time (bounds its transient columns and each chunk's size)
     CHUNK = 25_000
 
-    def arrow(self, chains: Sequence[Sequence[Any]], contacts: Sequence[Sequence[str]], friends: Sequence[bool],
-              order: Any = None) -> Any:
-        """The JSON of many messages (their chains, contacts and friendship, in order) as an Arrow string array,
-        each equal to :meth:`__call__`'s: the JSON around the contacts is built once per chain object and
-        friendship (:meth:`pieces`), and each message's pieces are taken by index and joined with its contacts in
-        Arrow, without a Python string per message.  With ``order`` (Arrow integers), the messages at those
-        positions, in that order."""
+    def pieced(self, chains: Sequence[Sequence[Any]], contacts: Sequence[Sequence[str]], friends: Sequence[bool],
+               tail: Sequence[str] = ()) -> PiecedTexts:
+        """The JSON of many messages (their chains, contacts and friendship, in order), then the ``tail`` texts, as
+        :class:`PiecedTexts`, each message's equal to :meth:`__call__`'s: the JSON around the contacts is built once
+        per chain object and friendship (:meth:`pieces`), each message takes its chain's pieces by index and its
+        contacts as Arrow columns, without a Python string per message; a tail text is a piece of its own."""
         import pyarrow as pa
         import pyarrow.compute as pc
 
@@ -720,7 +719,8 @@ class _MessageEncoder:
         if lengths != list(map(len, contacts)):
             chain, found = next((c, f) for c, f in zip(chains, contacts, strict=True) if len(c) != len(f))
             raise ValueError(f"a message has {len(chain)} renderings and {len(found)} contacts; they go in pairs")
-        # each message's pieces: its chain object's number, twice, plus one for a channel friend
+        # the chain objects numbered in order of first use, in Arrow (the messages hold their chains, so no two live
+        # chains share an id); each message's pieces are its chain's number, twice, plus one for a channel friend
         ids = pa.array(list(map(id, chains)), pa.uint64())
         numbered = ids.dictionary_encode()
         distinct = list(map(chains.__getitem__, pc.index_in(numbered.dictionary, value_set=ids).to_pylist()))
@@ -735,25 +735,22 @@ class _MessageEncoder:
                 for j, column in enumerate(segments):
                     column.append("" if j > length else f'{pieces[0]}"' if j == 0 else f'"{pieces[j]}' if j == length
                                   else f'"{pieces[j]}"')
-        parts: list[Any] = []
-        for j, column in enumerate(segments):
-            parts.append(pa.array(column, pa.string()))
-            if j < width:
-                texts = list(map(itemgetter(j), contacts)) if all(len(c) > j for c in contacts) else [
-                    c[j] if len(c) > j else "" for c in contacts]
-                found = pa.array(texts, pa.string())
-                if not pc.all(pc.match_substring_regex(found, r"^[ !#-\[\]-~]*$")).as_py():  # _json_text's plain text
-                    found = pa.array([_json_text(text)[1:-1] for text in texts], pa.string())
-                parts.append(found)
-        if order is not None:
-            index = index.take(order)
-            parts = [part if i % 2 == 0 else part.take(order) for i, part in enumerate(parts)]
-        chunks = []
-        for start in range(0, len(index), self.CHUNK):
-            taken = index[start:start + self.CHUNK]
-            chunks.append(pc.binary_join_element_wise(*[
-                part.take(taken) if i % 2 == 0 else part[start:start + self.CHUNK] for i, part in enumerate(parts)], ""))
-        return pa.chunked_array(chunks, pa.string())
+        # each distinct tail text is a piece before empty contacts
+        tails = pa.array(list(tail), pa.string()).dictionary_encode()
+        segments[0] += tails.dictionary.to_pylist()
+        for column in segments[1:]:
+            column += [""] * len(tails.dictionary)
+        index = pa.concat_arrays([index.cast(pa.int32()), pc.add(tails.indices, 2 * len(distinct)).cast(pa.int32())])
+        columns: list[Any] = []
+        for j in range(width):
+            texts = list(map(itemgetter(j), contacts)) if all(len(c) > j for c in contacts) else [
+                c[j] if len(c) > j else "" for c in contacts]
+            found = pa.array(texts, pa.string())
+            if not pc.all(pc.match_substring_regex(found, r"^[ !#-\[\]-~]*$")).as_py():  # _json_text's plain text
+                found = pa.array([_json_text(text)[1:-1] for text in texts], pa.string())
+            columns.append(pa.concat_arrays([found, pa.repeat(pa.scalar("", pa.string()), len(tail))]))
+        return PiecedTexts([pa.array(column, pa.string()) for column in segments], index, columns, leading=len(chains),
+                           chunk=self.CHUNK)
 
     def pieces(self, chain: Sequence[Any], friend: bool) -> tuple[str, ...]:
         """The message's JSON split where each contact goes: one more piece than the chain has renderings."""
@@ -814,7 +811,8 @@ def outbox_rows(result: Plan, campaigns: Iterable[Campaign], now: datetime) -> O
     """The rows a plan records: every planned message; holdouts and global control members; every failed rendering (``render_failed``, its
     reason in the message's ``detail``); every suppression of a scenario step; the scenario entries an audience
     rule decided.  Column by column: the planned messages' columns are taken from the messages in C loops, and
-    a large plan's message JSON is assembled in Arrow (see :meth:`_MessageEncoder.arrow`)."""
+    a large plan's message JSON is left as pieces around the contacts, for the engine to join (see
+    :meth:`_MessageEncoder.pieced`)."""
     scenarios = {c.id for c in campaigns if isinstance(c.schedule, Triggered)}
     purposes = {c.id: c.purpose for c in campaigns}
     encode = _MessageEncoder()
@@ -823,15 +821,8 @@ def outbox_rows(result: Plan, campaigns: Iterable[Campaign], now: datetime) -> O
     fields = [list(map(field, messages)) for field in _MESSAGE_FIELDS]
     keys, customers, campaign_ids, steps, occurrences, variants, purposes_of, chains, contacts, due, send, cost, friends = fields
     heads = list(map(itemgetter(0), chains))
-    order: Any = None
-    if n >= ARROW_MESSAGES:  # in key order, the order the store writes them in (see OrderedTexts)
-        import pyarrow as pa
-        import pyarrow.compute as pc
-
-        order = pc.sort_indices(pa.array(keys, pa.string()))
-        texts: Any = encode.arrow(chains, contacts, friends, order)
-    else:
-        texts = list(map(encode, messages))
+    large = n >= ARROW_MESSAGES  # the JSON as pieces for the engine to join (see PiecedTexts), else per message
+    texts: list[str] = [] if large else list(map(encode, messages))
     columns: list[Any] = [
         keys, customers, campaign_ids, steps, occurrences, variants, purposes_of,
         list(map(attrgetter("channel"), heads)), list(map(attrgetter("kind"), heads)), ["planned"] * n, due, send,
@@ -863,14 +854,11 @@ def outbox_rows(result: Plan, campaigns: Iterable[Campaign], now: datetime) -> O
     if others:
         for column, values in zip(columns, zip(*others, strict=True), strict=True):
             column.extend(values)
-    if isinstance(texts, list):
+    if large:
+        columns[13] = encode.pieced(chains, contacts, friends, [row.message for row in others])
+    else:
         texts.extend(row.message for row in others)
         columns[13] = texts
-    else:  # the messages in key order, then the other rows in key order
-        later = sorted(range(len(others)), key=lambda i: others[i].key)
-        columns[13] = OrderedTexts(
-            pa.chunked_array([*texts.chunks, pa.array([others[i].message for i in later], pa.string())], pa.string()),
-            pa.concat_arrays([order.cast(pa.int64()), pa.array([n + i for i in later], pa.int64())]))
     return OutboxBatch(columns)
 
 
