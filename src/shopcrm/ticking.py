@@ -19,6 +19,7 @@ planned occurrence is not planned again.
 from __future__ import annotations
 
 import gc
+import itertools
 import json
 from collections import Counter, defaultdict
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
@@ -753,14 +754,24 @@ class _MessageEncoder:
         for column in segments[1:]:
             column += [""] * len(tails.dictionary)
         index = pa.concat_arrays([index.cast(pa.int32()), pc.add(tails.indices, 2 * len(distinct)).cast(pa.int32())])
+        # every contact in one Arrow column, escaped as _json_text escapes it when one is not plain printable ASCII;
+        # the j-th contacts of the messages are taken from it by position ("" for a message with fewer)
+        every = list(itertools.chain.from_iterable(contacts))
+        found = pa.array(every, pa.string())
+        if not pc.all(pc.match_substring_regex(found, r"^[ !#-\[\]-~]*$")).as_py():  # _json_text's plain text
+            found = pa.array([_json_text(text)[1:-1] for text in every], pa.string())
+        counts = pa.array(lengths, pa.int64())
+        starts = pc.subtract(pc.cumulative_sum(counts), counts)
+        shortest = min(lengths, default=0)
         columns: list[Any] = []
         for j in range(width):
-            texts = list(map(itemgetter(j), contacts)) if all(len(c) > j for c in contacts) else [
-                c[j] if len(c) > j else "" for c in contacts]
-            found = pa.array(texts, pa.string())
-            if not pc.all(pc.match_substring_regex(found, r"^[ !#-\[\]-~]*$")).as_py():  # _json_text's plain text
-                found = pa.array([_json_text(text)[1:-1] for text in texts], pa.string())
-            columns.append(pa.concat_arrays([found, pa.repeat(pa.scalar("", pa.string()), len(tail))]))
+            if j < shortest:
+                column = found.take(pc.add(starts, j))
+            else:
+                has = pc.greater(counts, j)
+                column = pc.if_else(has, found.take(pc.if_else(has, pc.add(starts, j), 0)), "") if len(found) else pa.repeat(
+                    pa.scalar("", pa.string()), len(chains))
+            columns.append(pa.concat_arrays([column, pa.repeat(pa.scalar("", pa.string()), len(tail))]))
         return PiecedTexts([pa.array(column, pa.string()) for column in segments], index, columns, leading=len(chains),
                            chunk=self.CHUNK)
 
