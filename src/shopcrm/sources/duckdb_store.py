@@ -325,8 +325,9 @@ class DuckDBSource(Transactions, Source):
         a column's values are not all text, numbers, booleans or None (then the list parameters take them).
 
         A column of :class:`PiecedTexts` is joined here, in the statement: its pieces are a second table, each row
-        takes its pieces by index and puts its contacts between them, and the rows go in sorted by the first
-        column, the leading rows first."""
+        takes its pieces by index and puts its contacts between them, and the rows go in sorted by the first other
+        column (the outbox's key: DuckDB adds keys to the primary key's index faster in order), the leading rows
+        first."""
         import pyarrow as pa
 
         pieced = next((i for i, v in enumerate(values) if isinstance(v, PiecedTexts)), None)
@@ -364,7 +365,8 @@ class DuckDBSource(Transactions, Source):
             self.con.register(pieces_view, pa.Table.from_arrays(
                 [pa.array(range(len(texts.pieces[0])), pa.int32()), *texts.pieces],
                 names=["idx", *[f"s{j}" for j in range(len(texts.pieces))]]))
-            joined = f' JOIN {pieces_view} AS "p" ON "p"."idx" = "r"."m_index" ORDER BY "r"."m_part", "r"."c0"'
+            first = next((f'"r"."c{i}", ' for i in range(len(columns)) if i != pieced), "")
+            joined = f' JOIN {pieces_view} AS "p" ON "p"."idx" = "r"."m_index" ORDER BY "r"."m_part", {first}"r"."m_index"'
         self.con.register(view, pa.Table.from_arrays(arrays, names=names_in))
         try:
             self._run(f'INSERT INTO {quoted} ({names}) SELECT {", ".join(selected)} FROM {view} AS "r"{joined}')
