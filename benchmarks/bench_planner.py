@@ -168,6 +168,7 @@ def broadcast(scale: int, customers: Any, events: Any, campaign: Any, repeat: in
         ticked = shop.tick(now=NOW)
     tick_s, tick_cpu = time.perf_counter() - started, time.process_time() - used
     same = sorted(m.key for m in ticked.messages) == sorted(m.key for m in pure.messages)
+    same_rows = outbox_as_written_message_by_message(shop, ticked.plan, campaign)
     deferred = sum(m.deferred for m in pure.messages)
     line("build Recipient objects from Parquet (caller's side)", build_s)
     line("pure planner, member by member (before issue 15)", best[False],
@@ -182,9 +183,38 @@ def broadcast(scale: int, customers: Any, events: Any, campaign: Any, repeat: in
                                         for name, seconds in phases.items())
           + "  (before issue 15's third round, CPU, loaded: gather 5.5 s, plan 7.5 s, outbox rows 4.1 s, record 3.7 s)")
     print(f"  planned {len(pure.messages):,} ({deferred:,} deferred to 08:00); left out {len(pure.suppressions):,} "
-          f"{dict(pure.reasons().most_common())}; the two pure plans are equal: {same_plan}; tick plans the same keys: {same}")
+          f"{dict(pure.reasons().most_common())}; the two pure plans are equal: {same_plan}; tick plans the same keys: {same}; "
+          f"its outbox rows equal the message-by-message ones: {same_rows}")
     del pure, ticked
     shop.close()
+
+
+def outbox_as_written_message_by_message(shop: Any, result: Any, campaign: Any) -> bool:
+    """Whether the outbox rows the tick recorded (the message JSON joined by DuckDB from its pieces) are, byte for
+    byte, the rows of the same plan with each message's JSON written in Python (the small-plan path)."""
+    import pyarrow as pa
+
+    from shopcrm import ticking
+    from shopcrm.sources._campaign_store import OUTBOX_COLUMNS, _stamp
+
+    limit, ticking.ARROW_MESSAGES = ticking.ARROW_MESSAGES, 10**12
+    try:
+        stored = ticking.outbox_rows(result, [campaign], NOW).stored()
+    finally:
+        ticking.ARROW_MESSAGES = limit
+    con = shop.source.con
+    names = ["key_" if c == "key" else c for c in OUTBOX_COLUMNS]
+    con.register("__expected", pa.table(dict(zip(names, stored, strict=True))))
+    try:
+        recorded = f"SELECT {', '.join(names)} FROM shopcrm_outbox WHERE planned_at = ?"
+        expected = f"SELECT {', '.join(names)} FROM __expected"
+        stamp = [_stamp(NOW)]
+        count = con.execute(f"SELECT COUNT(*) FROM ({recorded})", stamp).fetchall()[0][0]
+        missing = con.execute(f"SELECT COUNT(*) FROM ({expected} EXCEPT ALL {recorded})", stamp).fetchall()[0][0]
+        extra = con.execute(f"SELECT COUNT(*) FROM ({recorded} EXCEPT ALL {expected})", stamp).fetchall()[0][0]
+    finally:
+        con.unregister("__expected")
+    return bool(count == len(stored[0]) and missing == 0 and extra == 0)
 
 
 def scenarios(customers: Any, events: Any) -> None:

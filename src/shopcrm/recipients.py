@@ -7,6 +7,7 @@ Recipient(customer_id='c1', phone='010-1234-5678', ...)
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -99,21 +100,36 @@ class RecipientColumns:
             found = values(name)
             if found is None:
                 return nothing
+            if _kept_texts(found):
+                return found
             return [None if v is None else ((v if type(v) is str else _text_of(v)).strip() or None) for v in found]
 
         def flags(name: str | None) -> Sequence[bool]:  # _flag of each value
             found = values(name)
             if found is None:
                 return [False] * count
+            if _BOOL.issuperset(map(type, found)):  # a boolean column without nulls: each value is its own flag
+                return found
             return [v is True or (v is not False and v is not None and _flag(v)) for v in found]
 
         everything = values(self.opted_out_all)
         # per consent group, when each customer gave it (None: not given), decided column by column
         groups: list[str] = []
         given_columns: list[Sequence[datetime | None]] = []
-        for group, column in self.consents.items():
-            if column not in columns:
-                continue
+        untimed = [(group, column) for group, column in self.consents.items() if column in columns]
+        if untimed and len(untimed) <= 6 and all(
+                values(self.consent_times.get(group)) is None and _BOOL_OR_NONE.issuperset(map(type, columns[column]))
+                for group, column in untimed):
+            # boolean consent columns without times (a true one given ``now``): each customer's consents are one of
+            # the dicts of the columns' value combinations, shared read-only (as below), looked up in C
+            combinations = {values: {group: now for (group, _), value in zip(untimed, values, strict=True) if value is True}
+                            for values in itertools.product((True, False, None), repeat=len(untimed))}
+            consented: list[dict[str, datetime]] = list(map(combinations.__getitem__, zip(
+                *[columns[column] for _, column in untimed], strict=True)))
+            untimed = []
+        else:
+            consented = []
+        for group, column in untimed:
             times = values(self.consent_times.get(group))
             groups.append(group)
             given_columns.append([
@@ -143,8 +159,8 @@ class RecipientColumns:
         # the consent dicts, one per distinct combination of consent instants (bare booleans give few): recipients
         # share them read-only, as they share the empty opt-out set
         given_of: dict[tuple[datetime | None, ...], dict[str, datetime]] = {}
-        consents: list[dict[str, datetime]] = []
-        for gave in zip(*given_columns, strict=True) if given_columns else [()] * count:
+        consents = consented
+        for gave in zip(*given_columns, strict=True) if given_columns or consented else [()] * count:
             found = given_of.get(gave)
             if found is None:
                 found = {group: when for group, when in zip(groups, gave, strict=True) if when is not None}
@@ -207,6 +223,17 @@ class RecipientColumns:
                 attributes={name: column[i] for name, column in shown},
             ))
         return out
+
+
+_BOOL = frozenset({bool})
+_BOOL_OR_NONE = frozenset({bool, type(None)})
+
+
+def _kept_texts(values: Sequence[Any]) -> bool:
+    """Whether :func:`_text` keeps every value as it is: text, not empty, without whitespace around it (a column
+    of phone numbers or addresses, read in C instead of value by value)."""
+    return (frozenset({str}).issuperset(map(type, values)) and "" not in values
+            and list(map(str.strip, values)) == values)
 
 
 def _text_of(value: Any) -> str:

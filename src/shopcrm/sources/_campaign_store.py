@@ -22,7 +22,7 @@ from typing import Any, NamedTuple, overload
 from shopcrm.sources._library import LibraryStore, LibraryTables, stored_id
 from shopcrm.sources._tick_marks import MemoryTickMarks, SQLTickMarks, TickMarks
 
-__all__ = ["OUTBOX_COLUMNS", "CampaignStore", "MemoryCampaignStore", "OrderedTexts", "OutboxBatch", "OutboxRow", "SQLCampaignStore", "TickConflict"]
+__all__ = ["OUTBOX_COLUMNS", "CampaignStore", "MemoryCampaignStore", "OutboxBatch", "OutboxRow", "PiecedTexts", "SQLCampaignStore", "TickConflict"]
 
 #: the outbox's columns, in order
 OUTBOX_COLUMNS = (
@@ -190,37 +190,65 @@ def _stored(columns: list[Any], *, ids: bool = True) -> list[Any]:
     return columns
 
 
-class OrderedTexts:
-    """A batch's message texts as an Arrow string array in another order than the batch's rows: ``texts[i]`` is the
-    message of row ``order[i]``.  A tick assembles a broadcast's messages in the order a store writes them (key
-    order: DuckDB adds keys to the primary key's index about three times faster in order, 1.1 s CPU instead of 3.5 s
-    for a broadcast's 700k random keys), so that a column of hundreds of megabytes is never copied to reorder it."""
+class PiecedTexts:
+    """A batch's message texts as pieces around contacts, for an engine to join: the text of row ``i`` is
+    ``pieces[0][index[i]] + contacts[0][i] + pieces[1][index[i]] + ... + pieces[w][index[i]]``.
 
-    __slots__ = ("order", "texts")
+    A broadcast's customers share their renderings, so its hundreds of megabytes of message JSON are a few
+    thousand distinct pieces around each customer's contacts.  DuckDB joins them itself while it inserts the rows
+    (:meth:`~shopcrm.sources.duckdb_store.DuckDBSource`'s Arrow insert), sorted by key, the first ``leading`` rows
+    (the messages) before the others, as a tick wrote them before (DuckDB adds keys to the primary key's index
+    about three times faster in order); any other engine, and anyone reading the batch, gets the joined texts
+    (:meth:`arrow`, :meth:`to_pylist`).  ``pieces`` and ``contacts`` are Arrow string arrays (``w + 1`` and ``w``
+    of them), ``index`` Arrow 32-bit integers, one per row; ``chunk`` bounds each joined chunk."""
 
-    def __init__(self, texts: Any, order: Any) -> None:
-        if len(texts) != len(order):
-            raise ValueError(f"ordered texts need one position per text; {len(texts)} texts, {len(order)} positions")
-        #: the texts (an Arrow string array or chunked array) and, per text, the row it belongs to (Arrow integers)
-        self.texts, self.order = texts, order
+    __slots__ = ("chunk", "contacts", "index", "leading", "pieces")
+
+    def __init__(self, pieces: Sequence[Any], index: Any, contacts: Sequence[Any], *, leading: int, chunk: int = 100_000) -> None:
+        if len(pieces) != len(contacts) + 1 or any(len(column) != len(index) for column in contacts) or not 0 <= leading <= len(index):
+            raise ValueError(f"pieced texts need one more column of pieces than of contacts ({len(pieces)} and "
+                             f"{len(contacts)}), each column of contacts as long as the index ({len(index)} rows), "
+                             f"and at most that many leading rows ({leading})")
+        if len(index) and (index.null_count or not 0 <= _min_max(index)[0] <= _min_max(index)[1] < len(pieces[0])):
+            raise ValueError(f"each row of pieced texts takes pieces that exist: indexes from 0 to {len(pieces[0]) - 1}, "
+                             f"not {_min_max(index)}")
+        self.pieces, self.index, self.contacts, self.leading, self.chunk = list(pieces), index, list(contacts), leading, chunk
 
     def __len__(self) -> int:
-        return len(self.texts)
+        return len(self.index)
 
-    def in_rows(self) -> list[str]:
-        """The texts in the rows' order."""
-        out: list[str] = [""] * len(self.texts)
-        for position, text in zip(self.order.to_pylist(), self.texts.to_pylist(), strict=True):
-            out[position] = text
-        return out
+    def arrow(self) -> Any:
+        """The texts, in row order, as an Arrow chunked string array."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        chunks = []
+        for start in range(0, len(self.index), self.chunk):
+            taken = self.index[start:start + self.chunk]
+            parts = [self.pieces[0].take(taken)]
+            for contact, piece in zip(self.contacts, self.pieces[1:], strict=True):
+                parts += (contact[start:start + self.chunk], piece.take(taken))
+            chunks.append(pc.binary_join_element_wise(*parts, ""))
+        return pa.chunked_array(chunks, pa.string())
+
+    def to_pylist(self) -> list[str]:
+        """The texts, in row order."""
+        texts: list[str] = self.arrow().to_pylist()
+        return texts
+
+
+def _min_max(values: Any) -> tuple[int, int]:
+    import pyarrow.compute as pc
+
+    found = pc.min_max(values)
+    return found["min"].as_py(), found["max"].as_py()
 
 
 class OutboxBatch(Sequence[OutboxRow]):
     """Outbox rows held column by column, in :data:`OUTBOX_COLUMNS`' order, as a tick builds them: a million rows
     of a broadcast are never a million tuples.  Indexing builds a row on demand; a store inserts the columns
-    (:meth:`stored`).  The ``message`` column may be an Arrow string array (a tick assembles a broadcast's
-    messages in Arrow), or :class:`OrderedTexts` (then the engine gets the rows in the texts' order); then
-    :meth:`stored` can hand the engine Arrow arrays."""
+    (:meth:`stored`).  The ``message`` column may be an Arrow string array, or :class:`PiecedTexts` (a tick's
+    broadcast messages: the engine joins them); then :meth:`stored` can hand the engine Arrow arrays."""
 
     def __init__(self, columns: Sequence[Sequence[Any]]) -> None:
         if len(columns) != len(OUTBOX_COLUMNS):
@@ -258,14 +286,13 @@ class OutboxBatch(Sequence[OutboxRow]):
             return self._columns[_INDEX[name]]
         if self._texts is None:
             found: Any = self._columns[_INDEX["message"]]
-            self._texts = found if isinstance(found, list | tuple) else found.in_rows() if isinstance(
-                found, OrderedTexts) else found.to_pylist()
+            self._texts = found if isinstance(found, list | tuple) else found.to_pylist()
         return self._texts
 
     def stored(self, *, arrow: bool = False) -> list[Any]:
         """The columns as the tables store them (see :func:`stored_columns`); with ``arrow``, as Arrow arrays when
-        the messages already are one (a large batch), so that the engine takes them without Python objects (and
-        in the order of :class:`OrderedTexts` messages)."""
+        the messages already are one or :class:`PiecedTexts` (a large batch; then they stay pieces for the engine
+        to join), so that the engine takes them without Python objects."""
         messages = self._columns[_INDEX["message"]]
         quoted = None if not arrow or isinstance(messages, list | tuple) else _quoted_ids(self._columns[_INDEX["customer_id"]])
         columns = _stored([[] if i == _INDEX["message"] else list(column) for i, column in enumerate(self._columns)],
@@ -275,21 +302,15 @@ class OutboxBatch(Sequence[OutboxRow]):
             return columns
         import pyarrow as pa
 
-        ordered = messages if isinstance(messages, OrderedTexts) else None
-        columns[_INDEX["message"]] = messages if ordered is None else ordered.texts
         if quoted is not None:
             columns[_INDEX["customer_id"]] = quoted
-        # a column of one value (a broadcast's campaign, step, status, ...) is that value repeated: no conversion
-        # per row, and in any order
+        # a column of one value (a broadcast's campaign, step, status, ...) is that value repeated: no conversion per row
         same = [isinstance(column, list) and len(column) > 0 and column.count(column[0]) == len(column) for column in columns]
         arrays = [column if isinstance(column, pa.Array | pa.ChunkedArray) else pa.repeat(pa.scalar(
             column[0], pa.float64() if i == _INDEX["cost"] else pa.string()), len(column)) if same[i] else pa.array(
             column, pa.float64() if i == _INDEX["cost"] else pa.string()) for i, column in enumerate(columns)]
-        if ordered is None:
-            return arrays
-        return [array if i == _INDEX["message"] or same[i] else (
-            array.combine_chunks() if isinstance(array, pa.ChunkedArray) else array).take(ordered.order)
-            for i, array in enumerate(arrays)]
+        arrays[_INDEX["message"]] = messages
+        return arrays
 
 
 def _quoted_ids(ids: Sequence[Any]) -> Any:

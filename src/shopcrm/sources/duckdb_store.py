@@ -17,7 +17,7 @@ from shopcrm.products._situations import ProductSituations
 from shopcrm.products._sql import saved_policy, with_policy
 from shopcrm.schema import ColumnType, Schema, Table, check_identifier
 from shopcrm.sources._base import SegmentStore, Source, column_type
-from shopcrm.sources._campaign_store import CampaignStore, SQLCampaignStore
+from shopcrm.sources._campaign_store import CampaignStore, PiecedTexts, SQLCampaignStore
 from shopcrm.sources._library import (
     LibraryStore,
     LibraryTables,
@@ -306,11 +306,13 @@ class DuckDBSource(Transactions, Source):
             check_identifier(part, "table name")
         names = ", ".join(f'"{c}"' for c in columns)
         quoted = ".".join(f'"{part}"' for part in table.split("."))
-        arrow = any(type(v).__module__.startswith("pyarrow") for v in values)  # a batch's ready Arrow columns
+        # a batch's ready Arrow columns, or its message texts as pieces for the engine to join
+        arrow = any(isinstance(v, PiecedTexts) or type(v).__module__.startswith("pyarrow") for v in values)
         if values and (arrow or len(values[0]) >= self.ARROW_ROWS) and self._insert_arrow(table, quoted, names, columns, values):
             return
         if arrow:
-            values = [v.to_pylist() if type(v).__module__.startswith("pyarrow") else v for v in values]  # type: ignore[attr-defined]
+            values = [v.to_pylist() if isinstance(v, PiecedTexts) or type(v).__module__.startswith("pyarrow") else v  # type: ignore[attr-defined]
+                      for v in values]
         rows, bound = self._unnested(table, columns, values)
         self._run(f"INSERT INTO {quoted} ({names}) {rows}", bound)
 
@@ -320,11 +322,18 @@ class DuckDBSource(Transactions, Source):
 
     def _insert_arrow(self, table: str, quoted: str, names: str, columns: Sequence[str], values: Sequence[Sequence[Any]]) -> bool:
         """The rows as Arrow arrays, each cast to the type the table declares for it; False (nothing inserted) when
-        a column's values are not all text, numbers, booleans or None (then the list parameters take them)."""
+        a column's values are not all text, numbers, booleans or None (then the list parameters take them).
+
+        A column of :class:`PiecedTexts` is joined here, in the statement: its pieces are a second table, each row
+        takes its pieces by index and puts its contacts between them, and the rows go in sorted by the first other
+        column (the outbox's key: DuckDB adds keys to the primary key's index faster in order), the leading rows
+        first."""
         import pyarrow as pa
 
+        pieced = next((i for i, v in enumerate(values) if isinstance(v, PiecedTexts)), None)
         try:
-            arrays = [v if isinstance(v, pa.Array | pa.ChunkedArray) else pa.array(v if isinstance(v, list) else list(v)) for v in values]
+            arrays = [v if isinstance(v, pa.Array | pa.ChunkedArray) else pa.array([]) if i == pieced else pa.array(
+                v if isinstance(v, list) else list(v)) for i, v in enumerate(values)]
         except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OverflowError):
             return False
         plain = (pa.string(), pa.float64(), pa.int64(), pa.bool_(), pa.null())
@@ -335,15 +344,36 @@ class DuckDBSource(Transactions, Source):
         for i, column in enumerate(columns):
             check_identifier(column, "column name")
             kind = declared.get(column)
-            selected.append(f'"c{i}"' if kind is None or kind == '"NULL"' else f'CAST("c{i}" AS {kind})')
-        # registered, not a view: a view over a Python object cannot be stored in a database file
-        view = "__shopcrm_rows"
-        self.con.register(view, pa.Table.from_arrays(arrays, names=[f"c{i}" for i in range(len(columns))]))
+            value = f'"r"."c{i}"'
+            if i == pieced:  # the pieces around the contacts: p.s0 || r.m0 || p.s1 || ... || p.sN
+                texts = values[i]
+                assert isinstance(texts, PiecedTexts)
+                value = " || ".join(f'"p"."s{j // 2}"' if j % 2 == 0 else f'"r"."m{j // 2}"' for j in range(2 * len(texts.contacts) + 1))
+            selected.append(value if kind is None or kind == '"NULL"' else f"CAST({value} AS {kind})")
+        names_in = [f"c{i}" for i in range(len(columns)) if i != pieced]
+        arrays = [array for i, array in enumerate(arrays) if i != pieced]
+        joined = ""
+        # registered, not views: a view over a Python object cannot be stored in a database file
+        view, pieces_view = "__shopcrm_rows", "__shopcrm_pieces"
+        if pieced is not None:
+            texts = values[pieced]
+            assert isinstance(texts, PiecedTexts)
+            part = pa.concat_arrays([pa.repeat(pa.scalar(0, pa.int8()), texts.leading),
+                                     pa.repeat(pa.scalar(1, pa.int8()), len(texts) - texts.leading)])
+            arrays += [texts.index, part, *texts.contacts]
+            names_in += ["m_index", "m_part", *[f"m{j}" for j in range(len(texts.contacts))]]
+            self.con.register(pieces_view, pa.Table.from_arrays(
+                [pa.array(range(len(texts.pieces[0])), pa.int32()), *texts.pieces],
+                names=["idx", *[f"s{j}" for j in range(len(texts.pieces))]]))
+            first = next((f'"r"."c{i}", ' for i in range(len(columns)) if i != pieced), "")
+            joined = f' JOIN {pieces_view} AS "p" ON "p"."idx" = "r"."m_index" ORDER BY "r"."m_part", {first}"r"."m_index"'
+        self.con.register(view, pa.Table.from_arrays(arrays, names=names_in))
         try:
-            self._run(f"INSERT INTO {quoted} ({names}) SELECT {', '.join(selected)} FROM {view}")
+            self._run(f'INSERT INTO {quoted} ({names}) SELECT {", ".join(selected)} FROM {view} AS "r"{joined}')
         finally:
-            with suppress(duckdb.Error):
-                self.con.unregister(view)
+            for registered in (view, pieces_view) if pieced is not None else (view,):
+                with suppress(duckdb.Error):
+                    self.con.unregister(registered)
         return True
 
     def close(self) -> None:
