@@ -73,19 +73,19 @@ def test_a_database_file_takes_pieced_texts_and_keeps_its_primary_key(result: Pl
 
 def test_pieces_that_do_not_fit_are_refused() -> None:
     pieces = [pa.array(["a", "b"]), pa.array(["c", "d"])]
-    texts = PiecedTexts(pieces, pa.array([1, 0], pa.int32()), [pa.array(["x", "y"])], leading=2)
+    texts = PiecedTexts(pieces, pa.array([1, 0], pa.int32()), [pa.array(["x", "y"])])
     assert texts.to_pylist() == ["bxd", "ayc"]
     with pytest.raises(ValueError, match="indexes from 0 to 1"):
-        PiecedTexts(pieces, pa.array([2, 0], pa.int32()), [pa.array(["x", "y"])], leading=2)
+        PiecedTexts(pieces, pa.array([2, 0], pa.int32()), [pa.array(["x", "y"])])
     with pytest.raises(ValueError, match="one more column of pieces"):
-        PiecedTexts(pieces, pa.array([1, 0], pa.int32()), [], leading=2)
+        PiecedTexts(pieces, pa.array([1, 0], pa.int32()), [])
     with pytest.raises(ValueError, match="as long as the index"):
-        PiecedTexts(pieces, pa.array([1, 0], pa.int32()), [pa.array(["x"])], leading=2)
+        PiecedTexts(pieces, pa.array([1, 0], pa.int32()), [pa.array(["x"])])
 
 
 def test_an_engine_without_arrow_gets_the_joined_texts() -> None:
     texts = PiecedTexts([pa.array(['{"a": "']), pa.array(['"}'])], pa.array([0, 0], pa.int32()),
-                        [pa.array(["1", "2"])], leading=2)
+                        [pa.array(["1", "2"])])
     row = ["k", "c", "x", "main", "once", "a", "advertising", "sms", "sms", "planned", NOW, NOW, 1.0]
     batch = OutboxBatch([[v, v] for v in row] + [texts, [NOW, NOW]])
     assert batch.stored()[13] == ['{"a": "1"}', '{"a": "2"}']

@@ -772,7 +772,7 @@ class _MessageEncoder:
                 column = pc.if_else(has, found.take(pc.if_else(has, pc.add(starts, j), 0)), "") if len(found) else pa.repeat(
                     pa.scalar("", pa.string()), len(chains))
             columns.append(pa.concat_arrays([column, pa.repeat(pa.scalar("", pa.string()), len(tail))]))
-        return PiecedTexts([pa.array(column, pa.string()) for column in segments], index, columns, leading=len(chains),
+        return PiecedTexts([pa.array(column, pa.string()) for column in segments], index, columns,
                            chunk=self.CHUNK)
 
     def pieces(self, chain: Sequence[Any], friend: bool) -> tuple[str, ...]:

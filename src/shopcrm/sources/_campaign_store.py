@@ -196,23 +196,21 @@ class PiecedTexts:
 
     A broadcast's customers share their renderings, so its hundreds of megabytes of message JSON are a few
     thousand distinct pieces around each customer's contacts.  DuckDB joins them itself while it inserts the rows
-    (:meth:`~shopcrm.sources.duckdb_store.DuckDBSource`'s Arrow insert), sorted by key, the first ``leading`` rows
-    (the messages) before the others, as a tick wrote them before (DuckDB adds keys to the primary key's index
-    about three times faster in order); any other engine, and anyone reading the batch, gets the joined texts
-    (:meth:`arrow`, :meth:`to_pylist`).  ``pieces`` and ``contacts`` are Arrow string arrays (``w + 1`` and ``w``
-    of them), ``index`` Arrow 32-bit integers, one per row; ``chunk`` bounds each joined chunk."""
+    (:meth:`~shopcrm.sources.duckdb_store.DuckDBSource`'s Arrow insert); any other engine, and anyone reading the
+    batch, gets the joined texts (:meth:`arrow`, :meth:`to_pylist`).  ``pieces`` and ``contacts`` are Arrow string
+    arrays (``w + 1`` and ``w`` of them), ``index`` Arrow 32-bit integers, one per row; ``chunk`` bounds each joined
+    chunk."""
 
-    __slots__ = ("chunk", "contacts", "index", "leading", "pieces")
+    __slots__ = ("chunk", "contacts", "index", "pieces")
 
-    def __init__(self, pieces: Sequence[Any], index: Any, contacts: Sequence[Any], *, leading: int, chunk: int = 100_000) -> None:
-        if len(pieces) != len(contacts) + 1 or any(len(column) != len(index) for column in contacts) or not 0 <= leading <= len(index):
+    def __init__(self, pieces: Sequence[Any], index: Any, contacts: Sequence[Any], *, chunk: int = 100_000) -> None:
+        if len(pieces) != len(contacts) + 1 or any(len(column) != len(index) for column in contacts):
             raise ValueError(f"pieced texts need one more column of pieces than of contacts ({len(pieces)} and "
-                             f"{len(contacts)}), each column of contacts as long as the index ({len(index)} rows), "
-                             f"and at most that many leading rows ({leading})")
+                             f"{len(contacts)}), and each column of contacts as long as the index ({len(index)} rows)")
         if len(index) and (index.null_count or not 0 <= _min_max(index)[0] <= _min_max(index)[1] < len(pieces[0])):
             raise ValueError(f"each row of pieced texts takes pieces that exist: indexes from 0 to {len(pieces[0]) - 1}, "
                              f"not {_min_max(index)}")
-        self.pieces, self.index, self.contacts, self.leading, self.chunk = list(pieces), index, list(contacts), leading, chunk
+        self.pieces, self.index, self.contacts, self.chunk = list(pieces), index, list(contacts), chunk
 
     def __len__(self) -> int:
         return len(self.index)
