@@ -412,8 +412,8 @@ def gather(
     apply_opt_outs(shop, recipients, now, deciding if by_id else None)
     longest_cap = max((cap.per for cap in policy.caps), default=timedelta(0))
     keys_seen: set[str] = set()
-    for sent in store.planned_sends_since(now - longest_cap, deciding if by_id else None):
-        ledger.append(LedgerEntry(*sent))
+    for sent in store.ledger_since(now - longest_cap, deciding if by_id else None):
+        ledger.append(sent)
         keys_seen.add(sent.key)
     for done_row in scenario_rows.values():
         if done_row.key in keys_seen:
@@ -1003,7 +1003,7 @@ def _preview_audience(shop: ShopView, reader: EngineReader, campaign: Campaign, 
 def _preview_ledger(shop: ShopView, now: datetime) -> list[LedgerEntry]:
     """The messages planned within the policy's longest frequency cap before ``now`` (what a preview's caps count)."""
     longest_cap = max((cap.per for cap in shop.messaging_policy.caps), default=timedelta(0))
-    return [LedgerEntry(*sent) for sent in shop.source.campaign_store().planned_sends_since(now - longest_cap)]
+    return shop.source.campaign_store().ledger_since(now - longest_cap)
 
 
 def preview_state(shop: ShopView, campaign: Campaign, now: datetime, *, step: Callable[[str], None] | None = None) -> ShopState:

@@ -19,11 +19,11 @@ from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
 from typing import Any, NamedTuple, overload
 
+from shopcrm.campaigns._planner import LedgerEntry
 from shopcrm.sources._library import LibraryStore, LibraryTables, stored_id
 from shopcrm.sources._tick_marks import MemoryTickMarks, SQLTickMarks, TickMarks
 
-__all__ = ["OUTBOX_COLUMNS", "CampaignStore", "MemoryCampaignStore", "OutboxBatch", "OutboxRow", "PiecedTexts", "PlannedSend", "SQLCampaignStore",
-           "TickConflict"]
+__all__ = ["OUTBOX_COLUMNS", "CampaignStore", "MemoryCampaignStore", "OutboxBatch", "OutboxRow", "PiecedTexts", "SQLCampaignStore", "TickConflict"]
 
 #: the outbox's columns, in order
 OUTBOX_COLUMNS = (
@@ -157,18 +157,6 @@ class SendRow(NamedTuple):
                 _stamp(self.next_at), _stamp(self.lease_until), self.claim, self.provider_id, self.code,
                 self.reason, float(self.cost), _stamp(self.updated_at), self.batch_ref, self.checks, self.channel,
                 self.kind, self.priced_as, self.price_source, _stamp(self.sent_at))
-
-
-class PlannedSend(NamedTuple):
-    """What frequency caps count of a planned message (:meth:`CampaignStore.planned_sends_since`): its key, customer,
-    campaign, purpose, first channel and send time, without its rendered chain."""
-
-    key: str
-    customer_id: Any
-    campaign_id: str
-    purpose: str
-    channel: str
-    send_at: datetime
 
 
 def _customer_id(stored: str) -> Any:
@@ -453,12 +441,13 @@ class CampaignStore(ABC):
         wanted = set(customer_ids)
         return [r for r in self.planned_since(since) if r.customer_id in wanted]
 
-    def planned_sends_since(self, since: datetime, customer_ids: Collection[Any] | None = None) -> list[PlannedSend]:
-        """What frequency caps count of :meth:`planned_since` (of these customers when given), without the messages:
-        a tick's ledger (a store reads only these columns: a shop that sent a broadcast today does not read its
-        hundreds of megabytes of message JSON at every tick)."""
+    def ledger_since(self, since: datetime, customer_ids: Collection[Any] | None = None) -> list[LedgerEntry]:
+        """What frequency caps count of :meth:`planned_since` (of these customers when given): each planned message's
+        key, customer, campaign, purpose, first channel and send time, without the message (a store reads only these
+        columns: a shop that sent a broadcast today does not read its hundreds of megabytes of message JSON at every
+        tick)."""
         rows = self.planned_since(since) if customer_ids is None else self.planned_since_of(since, customer_ids)
-        return [PlannedSend(r.key, r.customer_id, r.campaign_id, r.purpose, r.channel, r.send_at or r.due_at) for r in rows]
+        return [LedgerEntry(r.key, r.customer_id, r.campaign_id, r.purpose, r.channel, r.send_at or r.due_at) for r in rows]
 
     def tick_marks(self) -> TickMarks:
         """How far each scenario was ticked and when its customers' next steps come due; kept in memory unless the
@@ -817,7 +806,7 @@ class SQLCampaignStore(CampaignStore):
         rows = self._run(self._select() + f" WHERE status = 'planned' AND send_at >= {p}", (_stamp(since),))
         return [OutboxRow.from_tuple(r) for r in rows]
 
-    def planned_sends_since(self, since: datetime, customer_ids: Collection[Any] | None = None) -> list[PlannedSend]:
+    def ledger_since(self, since: datetime, customer_ids: Collection[Any] | None = None) -> list[LedgerEntry]:
         self._ensure()
         p = self._p
         select = f"SELECT key_, customer_id, campaign_id, purpose, channel, send_at FROM {self.OUTBOX} WHERE status = 'planned' AND send_at >= {p}"
@@ -828,7 +817,7 @@ class SQLCampaignStore(CampaignStore):
             for chunk in _chunks([json.dumps(c) for c in dict.fromkeys(customer_ids)], self._key_chunk):
                 with self._customers_in(chunk) as (clause, params):
                     found += self._run(f"{select} AND {clause}", [_stamp(since), *params])
-        return [PlannedSend(key, _customer_id(customer), campaign, purpose, channel, _instant(send))
+        return [LedgerEntry(key, _customer_id(customer), campaign, purpose, channel, _instant(send))
                 for key, customer, campaign, purpose, channel, send in found]
 
     def occurrences(self, campaign_ids: Sequence[str]) -> set[tuple[str, str]]:

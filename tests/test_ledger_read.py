@@ -1,4 +1,4 @@
-"""The tick's ledger read (issue 15): ``planned_sends_since`` reads what frequency caps count of the planned
+"""The tick's ledger read (issue 15): ``ledger_since`` reads what frequency caps count of the planned
 messages without their rendered chains, and must give exactly what ``planned_since`` (and ``planned_since_of``)
 give, field for field, on every store."""
 
@@ -13,7 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import shopcrm
-from shopcrm.sources._campaign_store import CampaignStore, MemoryCampaignStore, OutboxRow, PlannedSend
+from shopcrm.campaigns import LedgerEntry
+from shopcrm.sources._campaign_store import CampaignStore, MemoryCampaignStore, OutboxRow
 
 T0 = datetime(2026, 11, 24, 13)
 IDS = st.one_of(st.sampled_from(["C1", "C2", 'a"b', "a\\b", "김민서", "c\tt"]), st.integers(-5, 5))
@@ -48,12 +49,13 @@ def _sqlite() -> CampaignStore:
 STORES: dict[str, Callable[[], CampaignStore]] = {"duckdb": _duckdb, "sqlite": _sqlite, "memory": MemoryCampaignStore}
 
 
-def _as_sends(rows: list[OutboxRow]) -> list[PlannedSend]:
-    return sorted(PlannedSend(r.key, r.customer_id, r.campaign_id, r.purpose, r.channel, r.send_at or r.due_at) for r in rows)
-
-
-def _key(send: PlannedSend) -> Any:
+def _key(send: LedgerEntry) -> Any:
     return send.key
+
+
+def _as_sends(rows: list[OutboxRow]) -> list[LedgerEntry]:
+    return sorted((LedgerEntry(r.key, r.customer_id, r.campaign_id, r.purpose, r.channel, r.send_at or r.due_at) for r in rows),
+                  key=_key)
 
 
 @settings(max_examples=25, deadline=None)
@@ -67,8 +69,8 @@ def test_the_ledger_read_equals_the_planned_rows_it_stands_for(rows: list[Outbox
         store = make()
         store.record(rows, [], T0)
         assert _as_sends(store.planned_since(since)) == expected, name
-        assert sorted(store.planned_sends_since(since), key=_key) == expected, name
-        assert sorted(store.planned_sends_since(since, some), key=_key) == wanted, name
-        assert sorted(store.planned_sends_since(since, some), key=_key) == _as_sends(store.planned_since_of(since, some)), name
-        for send in store.planned_sends_since(since):
+        assert sorted(store.ledger_since(since), key=_key) == expected, name
+        assert sorted(store.ledger_since(since, some), key=_key) == wanted, name
+        assert sorted(store.ledger_since(since, some), key=_key) == _as_sends(store.planned_since_of(since, some)), name
+        for send in store.ledger_since(since):
             assert type(send.send_at) is datetime, name  # an instant, not its stored text
