@@ -3,6 +3,7 @@ recipients as the members query semi-joined with the table, so the same plan and
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -12,6 +13,7 @@ from shopcrm import Shop, ticking
 from shopcrm.campaigns import Campaign, MessagingPolicy
 from shopcrm.campaigns._planner import KeyCache
 from shopcrm.dsl import Everyone
+from shopcrm.sources._reads import EngineReader
 
 NOW = datetime(2026, 11, 25, 13)  # 22:00 in Seoul
 
@@ -41,20 +43,22 @@ def gathered(opened: Shop) -> Any:
 
 def test_everyone_read_in_one_scan_equals_the_members_query(monkeypatch: pytest.MonkeyPatch) -> None:
     scans: list[list[str]] = []
-    one_scan = ticking._every_customer
+    read = EngineReader.customer_columns
 
-    def spy(reader: Any, columns: list[str]) -> dict[str, list[Any]]:
-        scans.append(columns)
-        return one_scan(reader, columns)
+    def spy(reader: EngineReader, columns: Sequence[str], ids: Any) -> dict[str, list[Any]]:
+        if ids is None:  # the one scan of everyone
+            scans.append(list(columns))
+        return read(reader, columns, ids)
 
-    monkeypatch.setattr(ticking, "_every_customer", spy)
+    monkeypatch.setattr(EngineReader, "customer_columns", spy)
     with shop() as fast:
         found = gathered(fast)
         ticked = fast.tick(now=NOW)
         outbox = fast.outbox()
     assert scans
-    monkeypatch.setattr(ticking, "_every_customer", lambda reader, columns: reader.customer_columns(
-        columns, reader.members(Everyone())))
+    # everyone read as the members query semi-joined with the table, as any other audience is
+    monkeypatch.setattr(EngineReader, "customer_columns", lambda reader, columns, ids: read(
+        reader, columns, reader.members(Everyone()) if ids is None else ids))
     with shop() as slow:
         assert gathered(slow) == found
         assert slow.tick(now=NOW).plan == ticked.plan

@@ -183,10 +183,13 @@ class EngineReader:
             out += [dict(zip(columns, row, strict=True)) for row in self.source.fetch(query)]
         return out
 
-    def customer_columns(self, columns: Sequence[str], ids: exp.Select | Sequence[Any]) -> dict[str, list[Any]]:
-        """Like :meth:`customers`, column-wise (through Arrow where the engine speaks it)."""
+    def customer_columns(self, columns: Sequence[str], ids: exp.Select | Sequence[Any] | None) -> dict[str, list[Any]]:
+        """Like :meth:`customers`, column-wise (through Arrow where the engine speaks it); ``ids`` None: every customer
+        with an id (the members of ``everyone``), in one scan of the table rather than the table semi-joined with its
+        own ids (0.15 s of a 1M broadcast's read)."""
         out: dict[str, list[Any]] = {c: [] for c in columns}
-        for condition in self._in("c", ids):
+        everyone = [exp.not_(self.col("customer_id", "c").is_(exp.null()))]
+        for condition in everyone if ids is None else self._in("c", ids):
             query = exp.select(*[self.col(c, "c") for c in columns]).from_(self.customers_table("c")).where(
                 condition, copy=False)
             table = self.source.fetch_arrow(query, list(columns))
