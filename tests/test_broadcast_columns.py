@@ -18,7 +18,7 @@ from shopcrm.campaigns._templates import Rendered
 from shopcrm.recipients import RecipientColumns
 from shopcrm.sources._campaign_store import OutboxRow, TickConflict, stored_columns
 from shopcrm.sources.duckdb_store import DuckDBSource
-from shopcrm.ticking import _MessageEncoder, _plain
+from shopcrm.ticking import _fields_json, _MessageEncoder, _plain
 
 NOW = datetime(2026, 11, 24, 13)
 TEXT = st.one_of(st.none(), st.sampled_from(["", "  ", "010-1234-5678", " a@b.c ", "Asia/Seoul"]), st.text(max_size=6), st.integers(0, 9))
@@ -80,10 +80,14 @@ class RowByRowEncoder:
         return '{"chain": [' + ", ".join(parts) + "]}"
 
 
+TEXTS = st.text(max_size=10) | st.sampled_from(['"', "\\", "\n", "\u2028", "\x00", "😀", "주문번호 O-1"])
 RENDERED = st.builds(
-    Rendered, channel=st.sampled_from(["sms", "brand_message", "email", "push"]), kind=st.sampled_from(["sms", "lms", "brand_message"]),
-    text=st.text(max_size=10), subject=st.one_of(st.none(), st.text(max_size=4)),
-    buttons=st.lists(st.tuples(st.text(max_size=3), st.text(max_size=3)), max_size=1).map(tuple),
+    Rendered, channel=st.sampled_from(["sms", "brand_message", "email", "push", "alimtalk"]),
+    kind=st.sampled_from(["sms", "lms", "brand_message"]), text=TEXTS, subject=st.one_of(st.none(), st.text(max_size=4)),
+    buttons=st.lists(st.tuples(TEXTS, st.text(max_size=3)), max_size=2).map(tuple),
+    template_code=st.none() | TEXTS, variables=st.lists(st.tuples(TEXTS, TEXTS), max_size=2).map(tuple),
+    links=st.lists(TEXTS, max_size=2).map(tuple), layout=st.none() | st.just("list"),
+    items=st.lists(st.tuples(TEXTS, TEXTS, TEXTS, TEXTS, TEXTS), max_size=1).map(tuple),
 )
 
 
@@ -143,3 +147,14 @@ def test_a_tick_records_the_same_rows_through_arrow_as_through_list_parameters(
             store.record(rows[:1], [], NOW)
         assert len(store.outbox()) == len(rows)  # all or nothing
     assert (True in through_arrow) == (arrow_rows == 1)
+
+
+@settings(max_examples=300, deadline=None)
+@given(RENDERED)
+def test_a_rendering_is_encoded_field_by_field_as_the_encoder_writes_it(rendered: Rendered) -> None:
+    assert _fields_json(rendered) == json.dumps(attrs.asdict(rendered), ensure_ascii=False)
+
+
+def test_a_rendering_with_other_values_is_left_to_the_encoder() -> None:
+    assert _fields_json(Rendered(channel="sms", kind="sms", text="a", variables=(("n", 1),))) is None  # type: ignore[arg-type]
+

@@ -385,7 +385,11 @@ class Renderer:
         #: per compiled template (by id): the template and its globals as one dict (:meth:`_context`)
         self._globals: dict[int, tuple[jinja2.Template, dict[str, Any]]] = {}
         #: per text template source: its parts when it is simple enough to render without jinja2 (:meth:`_simple`)
-        self._simple_parts: dict[str, tuple[str | tuple[str, str | None, tuple[Any, ...]], ...] | None] = {}
+        self._simple_parts: dict[str, _SimplePlan | None] = {}
+        #: per (content, channel): the templates :meth:`_quick` renders, or None when it cannot (:meth:`_quick_sources`)
+        self._quick_plans: dict[tuple[int, str], tuple[Content, tuple[str, ...] | None]] = {}
+        #: the texts :meth:`_quick` rendered last, by source, and the read-only context they were rendered with
+        self._quick_last: tuple[Mapping[str, Any], dict[str, str]] | None = None
 
     def names(self, content: Content) -> tuple[str, ...]:
         """The context names ``content`` reads (every template of it), sorted; ``link`` when it makes tracked links."""
@@ -437,13 +441,13 @@ class Renderer:
         key = (id(content), channel, advertising, decorations, *_apart(values))
         try:
             found = self._rendered.get(key)
-        except TypeError:  # unhashable values (lists of cart items): render every time
-            return self.render(content, channel, context, advertising=advertising, decorations=decorations,
-                               message_key=message_key)
+        except TypeError:  # unhashable values (lists of cart items, an event's properties): render every time
+            return self._quick(content, channel, context, advertising=advertising, decorations=decorations) or self.render(
+                content, channel, context, advertising=advertising, decorations=decorations, message_key=message_key)
         if found is None:
             try:
-                found = self.render(content, channel, context, advertising=advertising, decorations=decorations,
-                                    message_key=message_key)
+                found = self._quick(content, channel, context, advertising=advertising, decorations=decorations) or self.render(
+                    content, channel, context, advertising=advertising, decorations=decorations, message_key=message_key)
             except CampaignError as error:
                 found = error
             if len(self._rendered) < 100_000:
@@ -569,28 +573,24 @@ class Renderer:
         output, and no limit, undefined value or failing filter can stop it (anything else goes to jinja2, which
         renders or reports it)."""
         if source in self._simple_parts:
-            parts = self._simple_parts[source]
+            plan = self._simple_parts[source]
         else:
-            parts = self._simple_parts[source] = self._simple_plan(source)
-        if parts is None:
+            plan = self._simple_parts[source] = self._simple_plan(source)
+        if plan is None:
             return None
-        limits = self.limits
-        out: list[str] = []
-        work = size = 0
-        for part in parts:
-            if isinstance(part, str):
-                out.append(part)
-                work += 2 + len(part) // 64
-                size += len(part)
-                continue
-            name, attribute, filters = part
+        pieces, outputs, work, size = plan
+        out = list(pieces)
+        for index, name, attribute, item, filters in outputs:
             value = reads.get(name, _MISSING)
             if value is _MISSING:
                 return None
             if attribute is not None:
                 if type(value) is not dict:
                     return None
-                value = self._text.getattr(value, attribute)
+                # jinja2 reads a dict's attribute as its item unless dict has an attribute of that name
+                value = value.get(attribute, _MISSING) if item else self._text.getattr(value, attribute)
+                if value is _MISSING:
+                    return None
             for function in filters:
                 if type(value) not in _SIMPLE_INPUTS or (type(value) is str and len(value) > 1000):
                     return None
@@ -599,32 +599,42 @@ class Renderer:
                 except Exception:  # jinja2 reports it, naming the template
                     return None
             kind = type(value)
-            if kind not in _SIMPLE_OUTPUTS or (kind is int and not -10**18 < value < 10**18):
+            if kind is str:
+                text = value
+            elif kind not in _SIMPLE_OUTPUTS or (kind is int and not -10**18 < value < 10**18):
                 return None
-            text = value if kind is str else str(value)
+            else:
+                text = str(value)
             if len(text) > 1000:
                 return None
-            out.append(text)
+            out[index] = text
             work += (1 + len(filters)) * 3 * (2 + len(text) // 64)
             size += len(text)
+        limits = self.limits
         if work > limits.max_work // 2 or size > limits.max_output_chars or size > limits.max_value_size:
             return None
         return "".join(out).strip()
 
-    def _simple_plan(self, source: str) -> tuple[str | tuple[str, str | None, tuple[Any, ...]], ...] | None:
-        """The parts :meth:`_simple` renders ``source`` from: its text pieces, and per output the name, the attribute
-        read from it (or None) and the filters' functions in the order applied; None for any other template."""
+    def _simple_plan(self, source: str) -> _SimplePlan | None:
+        """What :meth:`_simple` renders ``source`` from: its pieces (the text, "" where an output goes); per output
+        its piece's index, the name, the attribute read from it (or None), whether that attribute is read as the
+        dict's item, and the filters' functions in the order applied; the work and size of the text pieces.  None
+        for any other template."""
         try:
             tree = self._text.parse(source)
         except Exception:  # a syntax error: jinja2 reports it
             return None
-        parts: list[str | tuple[str, str | None, tuple[Any, ...]]] = []
+        pieces: list[str] = []
+        outputs: list[tuple[int, str, str | None, bool, tuple[Any, ...]]] = []
+        work = size = 0
         for statement in tree.body:
             if not isinstance(statement, jinja2.nodes.Output):
                 return None
             for output in statement.nodes:
                 if isinstance(output, jinja2.nodes.TemplateData):
-                    parts.append(output.data)
+                    pieces.append(output.data)
+                    work += 2 + len(output.data) // 64
+                    size += len(output.data)
                     continue
                 node: jinja2.nodes.Node | None = output
                 filters: list[Any] = []
@@ -641,8 +651,10 @@ class Renderer:
                     attribute, node = node.attr, node.node
                 if not isinstance(node, jinja2.nodes.Name) or node.ctx != "load":
                     return None
-                parts.append((node.name, attribute, tuple(reversed(filters))))
-        return tuple(parts)
+                outputs.append((len(pieces), node.name, attribute, attribute is not None and not hasattr(dict, attribute),
+                                tuple(reversed(filters))))
+                pieces.append("")
+        return tuple(pieces), tuple(outputs), work, size
 
     def _context(self, template: jinja2.Template, reads: dict[str, Any]) -> jinja2.runtime.Context:
         """What ``template.generate(reads)`` renders in: the template's globals (read once per template, not through
@@ -711,11 +723,21 @@ class Renderer:
         buttons = tuple((_fill_lines(self.text(b.name, context, where=f"{at}.buttons"), None),
                          _fill_lines(self.text(b.url, context, where=f"{at}.buttons"), None))
                         for b in content.buttons)
+        return self._assemble(content, channel, context, body, subject, buttons, advertising=advertising,
+                              decorations=decorations, at=at, key=key)
+
+    def _assemble(
+        self, content: Content, channel: str, context: Mapping[str, Any], body: str, subject: str | None,
+        buttons: tuple[tuple[str, str], ...], *, advertising: bool, decorations: Decorations, at: str, key: str,
+        variables: Mapping[str, str] | None = None,
+    ) -> Rendered:
+        """The message for ``channel`` from its rendered body, subject and buttons (``variables``: the AlimTalk
+        variables' texts, when rendered already)."""
         if channel == "sms":
             return self._sms(content, body, subject, context, advertising, decorations, at)
         body = _fill_lines(body, None)  # sms_line: every product (only SMS/LMS has a byte budget)
         if channel == "alimtalk":
-            return self._alimtalk(content, context, buttons, at)
+            return self._alimtalk(content, context, buttons, at, variables)
         if channel == "brand_message":
             if advertising and decorations.opt_out_line:
                 body = f"{body}\n{decorations.opt_out_line}"
@@ -758,6 +780,70 @@ class Renderer:
         if channel == "webhook":
             return Rendered(channel=channel, kind="webhook", text=body, subject=subject, buttons=buttons, image_url=content.image_url)
         raise CampaignError([(at, f"unknown channel {channel!r}")])
+
+    def _quick(
+        self, content: Content, channel: str, context: Mapping[str, Any], *, advertising: bool, decorations: Decorations,
+    ) -> Rendered | None:
+        """What :meth:`render` returns for ``content`` on ``channel``, or None (then :meth:`render` renders it or
+        reports what failed): for an SMS/LMS/MMS, AlimTalk, push or webhook message or a plain Brand Message whose
+        every template (text, subject, buttons, AlimTalk variables) is simple and has no side effect, each rendered
+        by :meth:`_simple` as :meth:`text` would render it, without the general path's bookkeeping (its caches, the
+        links' context; a triggered tick renders most messages once: an order confirmation names its order).  A
+        read-only context asked again (a chain's next channel) reuses the texts rendered for it."""
+        plan = self._quick_plans.get((id(content), channel))
+        if plan is None or plan[0] is not content:  # id(content) is stable while this entry keeps it alive
+            plan = self._quick_plans[(id(content), channel)] = (content, self._quick_sources(content, channel))
+        sources = plan[1]
+        if sources is None:
+            return None
+        last = self._quick_last
+        texts = last[1] if last is not None and last[0] is context and not isinstance(context, MutableMapping) else {}
+        for source in sources:
+            if source not in texts:
+                text = self._simple(source, self._reads(source, context))
+                if text is None or "\ue000" in text:  # not simple with these values, or a product line's mark
+                    return None
+                texts[source] = text
+        self._quick_last = (context, texts)
+        if advertising and "\ue000" in f"{decorations.ad_prefix}{decorations.sender_line}{decorations.opt_out_line}":
+            return None
+        try:
+            if advertising:
+                _require_ad_lines(channel, decorations, channel)
+            buttons = tuple((texts[b.name], texts[b.url]) for b in content.buttons)
+            variables = ({name: texts[source] for name, source in content.alimtalk.variables.items()}
+                         if channel == "alimtalk" and content.alimtalk is not None else None)
+            return self._assemble(content, channel, context, texts[content.text],
+                                  None if content.subject is None else texts[content.subject], buttons,
+                                  advertising=advertising, decorations=decorations, at=channel, key=SAMPLE_KEY,
+                                  variables=variables)
+        except CampaignError:  # the general path reports it, naming where
+            return None
+
+    def _quick_sources(self, content: Content, channel: str) -> tuple[str, ...] | None:
+        """The templates :meth:`_quick` renders for ``content`` on ``channel`` (each compiled, within the size
+        limit, simple and free of side effects), or None when it cannot render it."""
+        if channel not in ("sms", "alimtalk", "push", "webhook", "brand_message"):
+            return None  # e-mail: an unsubscribe link per customer and an HTML part
+        if channel == "brand_message" and content.brand_message is not None and content.brand_message.layout != "text":
+            return None
+        if channel == "alimtalk" and content.alimtalk is None:
+            return None
+        sources = [content.text, *([content.subject] if content.subject is not None else []),
+                   *(x for b in content.buttons for x in (b.name, b.url)),
+                   *(content.alimtalk.variables.values() if channel == "alimtalk" and content.alimtalk is not None else ())]
+        for source in sources:
+            if len(source) > self.limits.max_source_chars or not self._side_effect_free(source):
+                return None
+            if source not in self._simple_parts:
+                self._simple_parts[source] = self._simple_plan(source)
+            if self._simple_parts[source] is None:
+                return None
+            try:
+                self.template(source)
+            except CampaignError:
+                return None
+        return tuple(dict.fromkeys(sources))
 
     def _body(self, content: Content, context: Mapping[str, Any], at: str) -> str:
         """``self.text(content.text, ...)``, remembered by the values of the names the content reads when its text
@@ -883,11 +969,16 @@ class Renderer:
             kind = "lms"
         return Rendered(channel="sms", kind=kind, text=body, subject=subject if kind != "sms" else None, image_url=content.image_url)
 
-    def _alimtalk(self, content: Content, context: Mapping[str, Any], buttons: tuple[tuple[str, str], ...], at: str) -> Rendered:
+    def _alimtalk(
+        self, content: Content, context: Mapping[str, Any], buttons: tuple[tuple[str, str], ...], at: str,
+        rendered: Mapping[str, str] | None = None,
+    ) -> Rendered:
+        """The AlimTalk of ``content``: its approved body with every slot filled by its variable's template
+        (``rendered``: those texts, when rendered already)."""
         if content.alimtalk is None:
             raise CampaignError([(f"{at}", "AlimTalk needs a pre-approved template: set content.alimtalk (template_code, body, variables)")])
         template = content.alimtalk
-        slots = list(dict.fromkeys(_SLOT.findall(template.body)))
+        slots = list(_slots(template.body))
         problems: list[tuple[str, str]] = []
         missing = [s for s in slots if s not in template.variables]
         extra = [v for v in template.variables if v not in slots]
@@ -900,8 +991,9 @@ class Renderer:
             problems.append((f"{at}.body", f"{len(slots)} variables; AlimTalk allows at most {LIMITS['alimtalk_variables']}"))
         if problems:
             raise CampaignError(problems)
-        values = {name: _fill_lines(self.text(source, context, where=f"{at}.variables.{name}"), None)
-                  for name, source in template.variables.items()}
+        values = dict(rendered) if rendered is not None else {
+            name: _fill_lines(self.text(source, context, where=f"{at}.variables.{name}"), None)
+            for name, source in template.variables.items()}
         text = _SLOT.sub(lambda m: values[m.group(1)], template.body)
         if len(text) > LIMITS["alimtalk_chars"]:
             raise CampaignError([(at, f"{len(text):,} characters once filled in; AlimTalk holds at most {LIMITS['alimtalk_chars']:,}")])
@@ -918,6 +1010,15 @@ class Renderer:
             if len(name) > LIMITS["button_name_chars"]:
                 raise CampaignError([(f"{at}.buttons", f"button name {name!r} has {len(name)} characters; at most {LIMITS['button_name_chars']}")])
 
+
+@functools.lru_cache(maxsize=1024)
+def _slots(body: str) -> tuple[str, ...]:
+    """The slots (``#{name}``) of an AlimTalk body, each once, in order of first use."""
+    return tuple(dict.fromkeys(_SLOT.findall(body)))
+
+
+#: what :meth:`Renderer._simple` renders a template from (see :meth:`Renderer._simple_plan`)
+_SimplePlan = tuple[tuple[str, ...], tuple[tuple[int, str, str | None, bool, tuple[Any, ...]], ...], int, int]
 
 #: the types whose equal values may print differently: kept apart by their exact text in a cache key (:func:`_apart`)
 _BY_TEXT = frozenset({float, Decimal, datetime, time})

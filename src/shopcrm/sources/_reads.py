@@ -14,6 +14,8 @@ import json
 from collections import defaultdict
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import datetime
+from itertools import repeat
+from operator import attrgetter, itemgetter
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -176,11 +178,11 @@ class EngineReader:
         return 100_000 if self.source.dialect == "duckdb" else 1000
 
     def customers(self, columns: Sequence[str], ids: exp.Select | Sequence[Any] | _Either) -> list[dict[str, Any]]:
-        out = []
+        out: list[dict[str, Any]] = []
         for condition in self._in("c", ids):
             query = exp.select(*[self.col(c, "c") for c in columns]).from_(self.customers_table("c")).where(
                 condition, copy=False)
-            out += [dict(zip(columns, row, strict=True)) for row in self.source.fetch(query)]
+            out += map(dict, map(zip, repeat(columns), self.source.fetch(query)))
         return out
 
     def customer_columns(self, columns: Sequence[str], ids: exp.Select | Sequence[Any] | None) -> dict[str, list[Any]]:
@@ -199,16 +201,23 @@ class EngineReader:
 
     def events(self, where: exp.Expr, ids: exp.Select | Sequence[Any] | _Either) -> list[dict[str, Any]]:
         columns = list(self.schema.events.columns)
-        rows = []
+        at = columns.index("ts")
+        rows: list[dict[str, Any]] = []
         for condition in self._in("e", ids):
             query = exp.select(*[self.col(c, "e") for c in columns]).from_(self.events_table("e")).where(
                 exp.and_(where.copy(), condition, copy=False), copy=False)
-            for row in self.source.fetch(query):
-                event = dict(zip(columns, row, strict=True))
-                ts = event["ts"]
-                if not isinstance(ts, datetime) or ts.tzinfo is not None:
-                    event["ts"] = to_utc_naive(ts)
-                rows.append(event)
+            found = self.source.fetch(query)
+            if not found:
+                continue
+            # each row as a dict, made in C loops (a tick reads tens of thousands of events)
+            events = list(map(dict, map(zip, repeat(columns), found)))
+            stamps = list(map(itemgetter(at), found))
+            if set(map(type, stamps)) != {datetime} or any(map(attrgetter("tzinfo"), stamps)):
+                for event in events:  # text, dates or aware instants (the engine's types): naive UTC
+                    ts = event["ts"]
+                    if not isinstance(ts, datetime) or ts.tzinfo is not None:
+                        event["ts"] = to_utc_naive(ts)
+            rows += events
         return rows
 
     def members(self, rule: Rule) -> exp.Select:
