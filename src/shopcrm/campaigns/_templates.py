@@ -440,6 +440,8 @@ class Renderer:
         # id(content) is stable: self._names keeps every content seen alive
         key = (id(content), channel, advertising, decorations, *_apart(values))
         try:
+            if not _UNHASHABLE.isdisjoint(map(type, values)):
+                raise TypeError  # what hashing the key would raise, without hashing it
             found = self._rendered.get(key)
         except TypeError:  # unhashable values (lists of cart items, an event's properties): render every time
             return self._quick(content, channel, context, advertising=advertising, decorations=decorations) or self.render(
@@ -1017,6 +1019,8 @@ def _slots(body: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(_SLOT.findall(body)))
 
 
+#: the types of the context values a rendering is never remembered by (they cannot be hashed)
+_UNHASHABLE = frozenset({dict, list, set})
 #: what :meth:`Renderer._simple` renders a template from (see :meth:`Renderer._simple_plan`)
 _SimplePlan = tuple[tuple[str, ...], tuple[tuple[int, str, str | None, bool, tuple[Any, ...]], ...], int, int]
 
