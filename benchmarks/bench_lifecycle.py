@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 
-from bench_segments import NOW, best_of, dataset, peak_rss_mib
+from bench_segments import NOW, best_of, dataset, peak_rss_mib, yardstick
 
 import shopcrm
 from shopcrm.compiler import render
@@ -109,6 +109,7 @@ def main() -> None:
         rfm_s, rfm = best_of(repeat, lambda: shop.rfm(now=NOW))
         rule_s, count = best_of(repeat, lambda: shop.count({"lifecycle": "first_purchase", "moment": "cart_abandoned"}, now=NOW))
         print(f"\nshopcrm lifecycle benchmark: {scale:,} customers, best of {repeat}")
+        print(yardstick())
         same = "same rows" if hand.to_pylist() == table.to_pylist() else "ROWS DIFFER"
         print(f"{'hand-written DuckDB query (Arrow, sorted)':<52} {hand_s * 1000:>9.0f}ms")
         print(f"{'shop.lifecycle (Arrow table, sorted)':<52} {table_s * 1000:>9.0f}ms  "

@@ -21,6 +21,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from bench_segments import yardstick
+
 import shopcrm
 from shopcrm.demo import DEMO_NOW
 
@@ -90,6 +92,7 @@ def main() -> None:
     print(last)
     print(f"\n{'after one hour of ' + format(per_hour, ',') + ' events, ' + str(len(SEGMENTS)) + ' segments':<52} "
           f"{'best of ' + str(args.hours):>10}")
+    print(yardstick())
     print(f"{'incremental refresh (entries, exits, events)':<52} {incremental:>9.3f}s   target < 1 s")
     print(f"{'full recount of the same segments (members)':<52} {recount:>9.3f}s")
     print(f"{'ratio (recount / incremental)':<52} {recount / incremental:>9.1f}x")

@@ -26,7 +26,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pyarrow.parquet as pq
-from bench_segments import dataset, peak_rss_mib
+from bench_segments import dataset, peak_rss_mib, yardstick
 
 import shopcrm
 from shopcrm.campaigns import LedgerEntry, MessagingPolicy, Recipient, ShopState, parse_campaign, plan
@@ -121,6 +121,7 @@ def main() -> None:
     campaign = parse_campaign(BROADCAST)
 
     print(f"\nshopcrm planner benchmarks: {scale:,} customers")
+    print(f"  {yardstick()}")
     if args.only != "scenarios":
         broadcast(scale, customers, events, campaign, args.repeat)
     if args.only != "broadcast":

@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
-from bench_segments import DATA, dataset, peak_rss_mib
+from bench_segments import DATA, dataset, peak_rss_mib, yardstick
 
 import shopcrm
 from shopcrm.campaigns import MessagingPolicy
@@ -304,6 +304,7 @@ def measure(scale: int) -> None:
     print(f"  shop.program_lift          {programme_s:8.3f} s   ({programme.control.n:,} in the 5% global control "
           f"group, {programme.rest.n:,} others; hash {programme.method})")
     print(f"  peak RSS {peak_rss_mib():,.0f} MiB")
+    print(f"  {yardstick()}")
     wrong = []
     for cid, _ in CAMPAIGNS:
         want, count = hand.get(cid, (0.0, 0))

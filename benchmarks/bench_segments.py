@@ -41,6 +41,24 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def yardstick() -> str:
+    """How fast this machine is, in two figures that do not depend on the library: the best of 3 of a pure-Python
+    loop (the sum of 10 million integers, one core) and of a DuckDB aggregate (the hash of 50 million integers, every
+    core).  The benchmarks print it first: a figure from a machine whose yardstick is twice as long is not a
+    regression (docs/demo.md lists the yardsticks of the machines its figures come from)."""
+    import duckdb
+
+    def timed(work: Callable[[], object]) -> float:
+        started = time.perf_counter()
+        work()
+        return time.perf_counter() - started
+
+    python = min(timed(lambda: sum(range(10_000_000))) for _ in range(3))
+    con = duckdb.connect()
+    engine = min(timed(lambda: con.execute("SELECT sum(hash(i)) FROM range(50000000) t(i)").fetchall()) for _ in range(3))
+    return f"machine yardstick: Python loop {python * 1000:.0f} ms, DuckDB hash {engine * 1000:.0f} ms (lower is faster)"
+
+
 def dataset(scale: int) -> tuple[Path, Path]:
     # the generator's version is part of the name: v2 added the kakao_friend column
     folder = DATA / f"v2-scale-{scale}-seed-0"
@@ -175,6 +193,7 @@ def main() -> None:
     ratio_many = single_s / many_s
     print()
     print(f"shopcrm segment benchmarks: {scale:,} customers, {loaded_events:,} events, best of {repeat}")
+    print(yardstick())
     print(f"{'measure':<46} {'time':>10}  {'ratio':>8}  target")
     print(f"{'load customers + events from Parquet':<46} {results['load_s']:>9.2f}s  {'':>8}  < 10 s")
     print(f"{'seed rule: Shop.count':<46} {shop_s * 1000:>8.1f}ms  {'1.00x':>8}")

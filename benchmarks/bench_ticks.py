@@ -30,7 +30,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import duckdb
-from bench_segments import DATA, dataset, peak_rss_mib
+from bench_segments import DATA, dataset, peak_rss_mib, yardstick
 
 import shopcrm
 from shopcrm.campaigns import MessagingPolicy
@@ -102,6 +102,7 @@ def main() -> None:
     scale = 20_000 if args.quick else args.scale
     source = built(scale)
     print(f"\nshopcrm watermark ticks: {scale:,} customers, four scenarios, dry runs side by side (best of 3)")
+    print(f"  {yardstick()}")
     with tempfile.TemporaryDirectory() as folder:
         copy = Path(folder) / "shop.duckdb"
         shutil.copy(source, copy)
