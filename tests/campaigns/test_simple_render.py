@@ -136,7 +136,7 @@ def outcome(render: Callable[[], Rendered]) -> Rendered | tuple[str, Any]:
         return ("error", error.problems)
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(contents(), plain_contexts | plain_contexts | contexts, st.lists(st.sampled_from(["sms", "alimtalk", "push", "webhook", "brand_message", "email"]),
                                       min_size=1, max_size=3),
        st.booleans(), st.sampled_from(DECORATIONS), st.booleans())
