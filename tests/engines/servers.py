@@ -28,6 +28,14 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _one_worker(variable: str) -> None:
+    """An existing server is one database for every test worker (pytest-xdist): they would race on its tables."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        raise RuntimeError(f"{variable} points all {workers} test workers at one existing server, where they would "
+                           "race on the same tables; run these tests on one worker: pytest -n 0")
+
+
 def _postgres_bin() -> Path | None:
     candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), reverse=True)
     if candidates:
@@ -50,6 +58,7 @@ def postgres_server() -> Iterator[dict[str, Any] | None]:
     """Connection keywords for psycopg, or None when no server can be had."""
     dsn = os.environ.get("SHOPCRM_TEST_POSTGRES")
     if dsn:
+        _one_worker("SHOPCRM_TEST_POSTGRES")
         yield {"conninfo": dsn}
         return
     bindir = _postgres_bin()
@@ -101,6 +110,7 @@ def mysql_server() -> Iterator[dict[str, Any] | None]:
     """Connection keywords for PyMySQL, or None when no server can be had."""
     dsn = os.environ.get("SHOPCRM_TEST_MYSQL")
     if dsn:  # mysql://user:password@host:port/database
+        _one_worker("SHOPCRM_TEST_MYSQL")
         from urllib.parse import urlparse
 
         url = urlparse(dsn)
