@@ -444,12 +444,12 @@ class Renderer:
                 raise TypeError  # what hashing the key would raise, without hashing it
             found = self._rendered.get(key)
         except TypeError:  # unhashable values (lists of cart items, an event's properties): render every time
-            return self._quick(content, channel, context, advertising=advertising, decorations=decorations) or self.render(
-                content, channel, context, advertising=advertising, decorations=decorations, message_key=message_key)
+            return self._fresh(content, channel, context, advertising=advertising, decorations=decorations,
+                               message_key=message_key)
         if found is None:
             try:
-                found = self._quick(content, channel, context, advertising=advertising, decorations=decorations) or self.render(
-                    content, channel, context, advertising=advertising, decorations=decorations, message_key=message_key)
+                found = self._fresh(content, channel, context, advertising=advertising, decorations=decorations,
+                                    message_key=message_key)
             except CampaignError as error:
                 found = error
             if len(self._rendered) < 100_000:
@@ -457,6 +457,14 @@ class Renderer:
         if isinstance(found, CampaignError):
             raise CampaignError(found.problems)  # a fresh error: re-raising one object would pile up tracebacks
         return found
+
+    def _fresh(
+        self, content: Content, channel: str, context: Mapping[str, Any], *, advertising: bool, decorations: Decorations,
+        message_key: str | None,
+    ) -> Rendered:
+        """A rendering not remembered: :meth:`_quick` when it can, else :meth:`render`."""
+        return self._quick(content, channel, context, advertising=advertising, decorations=decorations) or self.render(
+            content, channel, context, advertising=advertising, decorations=decorations, message_key=message_key)
 
     def template(self, source: str, *, html: bool = False, where: str = "") -> jinja2.Template:
         key = (html, source)
