@@ -118,3 +118,40 @@ def test_an_instant_whose_look_back_reaches_before_the_year_1_is_left_to_the_ref
     decide = entry_rule(parse_rule({"lifecycle": "loyal"}), None)
     assert decide is not None
     assert decide({"customer_id": 1}, [], datetime(1, 6, 1)) is None
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@given(shops(max_customers=4, max_events=30), st.lists(stage_rules(), min_size=2, max_size=4), POLICIES)
+def test_rules_sharing_a_stage_memo_decide_as_each_alone(shop: RandomShop, rules: list[dict[str, Any]],
+                                                         policy: LifecyclePolicy | None) -> None:
+    """Rules of one plan share the stages they find (the same customer at the same instant): each decides as it does
+    alone, and a stage found from other events (a copy of the list, one event fewer) is not reused."""
+    memo: dict[Any, Any] = {}
+    shared = [entry_rule(parse_rule(r), policy, memo) for r in rules]
+    alone = [entry_rule(parse_rule(r), policy) for r in rules]
+    for customer in shop.customers:
+        mine = [e for e in shop.events if e["customer_id"] == customer["customer_id"]]
+        for events in (mine, list(mine), mine[1:]):
+            for now in sorted({shop.now, *(e["ts"] + timedelta(microseconds=1) for e in mine if isinstance(e.get("ts"), datetime))}):
+                for fast, slow in zip(shared, alone, strict=True):
+                    assert fast is not None
+                    assert slow is not None
+                    assert fast(customer, events, now) == slow(customer, events, now)
+
+
+def test_a_stage_memo_is_used() -> None:
+    """The second rule asked about the same customer, events and instant reads the first one's stage."""
+    start = datetime(2026, 3, 1)
+    person = {"customer_id": 7, "signed_up_at": start}
+    orders = [{"customer_id": 7, "event": "order_completed", "ts": start + timedelta(days=d), "amount": 100} for d in (1, 2, 3)]
+    memo: dict[Any, Any] = {}
+    loyal = entry_rule(parse_rule({"lifecycle": "loyal"}), None, memo)
+    first = entry_rule(parse_rule({"lifecycle": "first_purchase"}), None, memo)
+    assert loyal is not None
+    assert first is not None
+    at = start + timedelta(days=4)
+    assert loyal(person, orders, at) is True
+    assert memo == {(7, at): (person, orders, "loyal")}
+    memo[(7, at)] = (person, orders, "first_purchase")  # what the memo says is what the second rule decides by
+    assert first(person, orders, at) is True
+    assert first(person, list(orders), at) is False  # other events (a new list): found again

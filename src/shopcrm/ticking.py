@@ -368,7 +368,8 @@ def gather(
             needy = set(per_customer)  # a branch may come due for anyone
         else:
             undecided = _Undecided(campaign, schedule, now, cart="cart" in names, key_cache=keys_asked)
-            needy = {cid for cid, times in per_customer.items() if undecided(cid, times, keys)}
+            decided_ids = _hashed_ids(decided)
+            needy = {cid for cid, times in per_customer.items() if undecided(cid, times, keys, decided_ids)}
         read_columns = list(dict.fromkeys(["customer_id", *contact_columns, *wanted]))
         if marked:
             # a customer already made a recipient with these template fields (by an earlier scenario) is the same
@@ -425,7 +426,7 @@ def gather(
     state = ShopState(
         recipients=recipients, audiences=audiences, triggers=triggers, exits=exits, histories=histories,
         contexts=contexts, trigger_events=trigger_events, ledger=ledger, settled=frozenset(settled), received=received,
-        schema=reader.schema, lifecycle_policy=shop.lifecycle_policy,
+        recorded=_recorded(ledger, scenario_rows.values()), schema=reader.schema, lifecycle_policy=shop.lifecycle_policy,
         recommendations=recommendations_for(shop, [c for c, _ in enabled], audiences, triggers, trigger_events, now),
     )
     return state, occurrences
@@ -636,8 +637,13 @@ class _Undecided:
         # a step can send (and read the cart) only once the waits before it have passed
         self.sending_from = now - _lead(schedule.steps)
 
-    def __call__(self, customer_id: Any, times: Sequence[datetime], keys: set[str]) -> bool:
+    def __call__(self, customer_id: Any, times: Sequence[datetime], keys: set[str],
+                 decided: Collection[Any] | None = None) -> bool:
+        """``decided``: the customers with any of ``keys`` (None: not known); one not among them has nothing
+        recorded, so the first trigger up to now is undecided, and no key is hashed to find that out."""
         campaign, schedule = self.campaign, self.schedule
+        if decided is not None and not self.everyone and customer_id not in decided:
+            return any(t <= self.now for t in times)
         entered: datetime | None = None
         for at in sorted({t for t in times if t <= self.now}):
             if reentry_blocks(schedule.reentry, entered, at):
@@ -663,6 +669,23 @@ def _lead(steps: Sequence[Any]) -> timedelta:
         elif not isinstance(step, WaitUntil):
             break
     return lead
+
+
+def _hashed_ids(rows: Iterable[OutboxRow]) -> set[Any] | None:
+    """The customers of ``rows``, or None when an id cannot be hashed."""
+    try:
+        return {r.customer_id for r in rows}
+    except TypeError:
+        return None
+
+
+def _recorded(ledger: Iterable[LedgerEntry], rows: Iterable[OutboxRow]) -> frozenset[tuple[str, Any]] | None:
+    """``ShopState.recorded``: the (campaign id, customer id) of every key the plan starts from (the ledger's, and
+    the scenario rows' that are not in it), or None when an id cannot be hashed (every key is then asked)."""
+    try:
+        return frozenset([*((e.campaign_id, e.customer_id) for e in ledger), *((r.campaign_id, r.customer_id) for r in rows)])
+    except TypeError:
+        return None
 
 
 def _entry(row: OutboxRow) -> LedgerEntry:

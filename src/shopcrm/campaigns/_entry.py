@@ -27,7 +27,7 @@ from shopcrm.lifecycle import LifecyclePolicy
 from shopcrm.lifecycle._classify import stage_of
 from shopcrm.timeline import to_utc_naive
 
-__all__ = ["EntryRule", "entry_rule"]
+__all__ = ["EntryRule", "StageMemo", "entry_rule"]
 
 #: one customer's row, their events and the instant of evaluation -> whether the rule holds (None: ask the reference)
 EntryRule = Callable[[Mapping[str, Any], Sequence[Mapping[str, Any]], datetime], bool | None]
@@ -69,9 +69,17 @@ def _holds(rule: Rule, stage: str) -> bool:
     return True  # everyone
 
 
-def entry_rule(rule: Rule, policy: LifecyclePolicy | None) -> EntryRule | None:
+#: the stages already found in one plan, by (customer id, instant): the row and events they were found from, and the
+#: stage (scenarios on the same trigger ask the same customer at the same instant, each with its own stage rule)
+StageMemo = dict[tuple[Any, datetime], tuple[Mapping[str, Any], Sequence[Mapping[str, Any]], str]]
+
+
+def entry_rule(rule: Rule, policy: LifecyclePolicy | None, stages: StageMemo | None = None) -> EntryRule | None:
     """A function deciding ``rule`` for one customer exactly as :func:`shopcrm.reference.evaluate` does with
-    ``customers=[row]``, or None when ``rule`` is not made of lifecycle stages (and, or, not, everyone)."""
+    ``customers=[row]``, or None when ``rule`` is not made of lifecycle stages (and, or, not, everyone).
+
+    ``stages``: a memo shared by the rules of one plan (the same policy): a stage found for a customer at an
+    instant is reused by another rule asked about the same row and events (the same objects) at that instant."""
     if not _stages_only(rule):
         return None
     if not _uses_stage(rule):
@@ -86,6 +94,11 @@ def entry_rule(rule: Rule, policy: LifecyclePolicy | None) -> EntryRule | None:
         if customer_id is None:
             return False  # the reference evaluates no customer without an id
         now = to_utc_naive(now)
+        memo = stages if stages is not None and _hashable(customer_id) else None
+        if memo is not None:
+            known = memo.get((customer_id, now))
+            if known is not None and known[0] is person and known[1] is events:
+                return _holds(rule, known[2])
         try:
             lookback_start = now - lookback
         except OverflowError:
@@ -108,9 +121,20 @@ def entry_rule(rule: Rule, policy: LifecyclePolicy | None) -> EntryRule | None:
             count = len({key for _, e in orders if (key := e.get(order_id)) is not None})
         else:
             count = len(orders)
-        return _holds(rule, stage_of(count, chosen))
+        stage = stage_of(count, chosen)
+        if memo is not None:
+            memo[(customer_id, now)] = (person, events, stage)
+        return _holds(rule, stage)
 
     return decide
+
+
+def _hashable(value: Any) -> bool:
+    try:
+        hash(value)
+    except TypeError:  # an id that cannot be hashed: its stage is not remembered
+        return False
+    return True
 
 
 def _first(pair: tuple[datetime, Mapping[str, Any]]) -> datetime:

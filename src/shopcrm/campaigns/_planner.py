@@ -27,7 +27,7 @@ from typing import Any, TypeVar, cast
 
 import attrs
 
-from shopcrm.campaigns._entry import EntryRule, entry_rule
+from shopcrm.campaigns._entry import EntryRule, StageMemo, entry_rule
 from shopcrm.campaigns._models import (
     Branch,
     Campaign,
@@ -198,6 +198,10 @@ class ShopState:
     received: Mapping[str, Mapping[Any, datetime]] = attrs.field(factory=dict)
     #: keys decided earlier without a message (holdouts, suppressions): never planned again, never counted by caps
     settled: Collection[str] = frozenset()
+    #: (campaign id, customer id) of every key of ``ledger`` and ``settled``, when the shell knows them (a tick does):
+    #: a scenario's customer with none has nothing decided, and the plan does not hash their keys to find that out.
+    #: None: not known, every key is asked.
+    recorded: Collection[tuple[str, Any]] | None = None
     segments: Mapping[str, Any] = attrs.field(factory=dict)
     #: the shop's column types, so rules compare history values as the engine would (ISO text timestamps)
     schema: Schema | None = None
@@ -618,6 +622,11 @@ class _Planner:
     recommendation_views: dict[int, tuple[Any, tuple[Any, ...]]] = attrs.field(factory=dict)
     #: per scenario entry rule (by id): the rule and its one-customer form (:func:`entry_rule`), or None
     entry_rules: dict[int, tuple[Any, EntryRule | None]] = attrs.field(factory=dict)
+    #: the lifecycle stages the entry rules found, shared by them (:data:`StageMemo`)
+    stages: StageMemo = attrs.field(factory=dict)
+    #: (campaign id, customer id) with a key in :attr:`keys`, when the state says (``ShopState.recorded``), else None;
+    #: only scenarios ask it, so a broadcast's members are not added (a campaign is one or the other)
+    recorded: set[tuple[str, Any]] | None = attrs.field(init=False)
     #: plan a one-off or recurring campaign's members in one pass (:meth:`broadcast`) that decides what many members
     #: share once; False walks them one by one through :meth:`send` (the same plan: tests and benchmarks compare them)
     batch: bool = True
@@ -629,6 +638,7 @@ class _Planner:
     def __attrs_post_init__(self) -> None:
         self.keys = {entry.key for entry in self.state.ledger}
         self.keys.update(self.state.settled)
+        self.recorded = None if self.state.recorded is None else set(self.state.recorded)
         self.caps = _Caps(self.policy, self.state.ledger)
         self.decorations = self.policy.decorations()
 
@@ -679,6 +689,7 @@ class _Planner:
         # an entry whose every step came due longer than max_delay ago still counts for re-entry, but is not walked
         settled_before = self.now - scenario_span(schedule.steps) - campaign.max_delay
         everyone = isinstance(campaign.audience, Everyone)
+        recorded = self.recorded
         for customer_id in sorted(triggers, key=repr):
             instants = sorted({t for t in triggers[customer_id] if t <= self.now})  # one entry per instant
             if not instants or instants[-1] < settled_before:
@@ -688,7 +699,12 @@ class _Planner:
             for at in instants:
                 if reentry_blocks(schedule.reentry, entered[-1] if entered else None, at):
                     continue
-                decision = True if everyone else entry_decision(campaign, customer_id, at, self.keys, self.key_cache)
+                if everyone:
+                    decision: bool | None = True
+                elif recorded is not None and (campaign.id, customer_id) not in recorded:
+                    decision = None  # nothing of theirs is recorded for this scenario: no key to look up
+                else:
+                    decision = entry_decision(campaign, customer_id, at, self.keys, self.key_cache)
                 if decision is None:  # not decided before: the audience rule at that moment decides, once
                     decision = self.matches(campaign.audience, customer_id, at, campaign.id)
                     occurrence = at.isoformat()
@@ -698,7 +714,7 @@ class _Planner:
                     else:
                         self.suppress(campaign, NOT_ENTERED, customer_id, "not_in_audience", key=key,
                                       occurrence=occurrence, due_at=at)
-                    self.keys.add(key)
+                    self.record(key, campaign.id, customer_id)
                 if not decision:
                     continue
                 entered.append(at)
@@ -717,7 +733,7 @@ class _Planner:
         # events at exactly `at` count as before the step (the trigger itself is part of the moment)
         found = self.entry_rules.get(id(rule))
         if found is None or found[0] is not rule:
-            found = self.entry_rules[id(rule)] = (rule, entry_rule(rule, self.state.lifecycle_policy))
+            found = self.entry_rules[id(rule)] = (rule, entry_rule(rule, self.state.lifecycle_policy, self.stages))
         if found[1] is not None:  # a rule of lifecycle stages: decided without the reference's classification
             decided = found[1](person, events, at + timedelta(microseconds=1))
             if decided is not None:
@@ -1089,11 +1105,11 @@ class _Planner:
         if advertising and self.global_control(customer_id):
             self.suppress(campaign, step.send, customer_id, "global_control", f"would send at {send_at.isoformat()}",
                           key=key, occurrence=occurrence, due_at=due_at)
-            self.keys.add(key)
+            self.record(key, campaign.id, customer_id)
             return
         if campaign.holdout_percent and bucket(f"holdout:{campaign.id}", customer_id) < campaign.holdout_percent * 100:
             self.suppress(campaign, step.send, customer_id, "holdout", key=key, occurrence=occurrence, due_at=due_at)
-            self.keys.add(key)
+            self.record(key, campaign.id, customer_id)
             return
         variant = _choose(campaign.variants_of(step), campaign.id, step.send, customer_id)
         try:
@@ -1115,8 +1131,14 @@ class _Planner:
             contacts=tuple([recipient.contact(c) or "" for c in chain[:len(rendered)]]), due_at=due_at, send_at=send_at, deferred=send_at > earliest, estimated_cost=cost,
             friend=recipient.kakao_friend,
         ))
-        self.keys.add(key)
+        self.record(key, campaign.id, customer_id)
         self.caps.add(customer_id, campaign.purpose, chain[0], send_at)
+
+    def record(self, key: str, campaign_id: str, customer_id: Any) -> None:
+        """``key`` of ``customer_id`` for ``campaign_id`` is decided in this plan."""
+        self.keys.add(key)
+        if self.recorded is not None:
+            self.recorded.add((campaign_id, customer_id))
 
     def chain(self, campaign: Campaign, recipient: Recipient, advertising: bool) -> tuple[tuple[str, ...], list[tuple[str, str]]]:
         """The channels this recipient can get, and for each dropped one (channel, reason)."""
