@@ -987,8 +987,8 @@ class _Planner:
                             by_values = by_channel[index].setdefault(channel, {})
                             piece = by_values.get(memo)
                             if piece is None:  # remembered here (a failure too): the renderer's memo would repeat it
-                                try:
-                                    piece = renderer.render(content, channel, context, advertising=advertising,
+                                try:  # the quick path where it renders exactly as render does, else render
+                                    piece = renderer._fresh(content, channel, context, advertising=advertising,
                                                             decorations=decorations, message_key=key)
                                 except CampaignError as error:
                                     piece = error
