@@ -7,7 +7,8 @@
 The shop: the synthetic generator's customers and events (cached as Parquet like the other benchmarks) in a
 DuckDB file, the cart reminder, order confirmation, first-purchase cross-sell and VIP-upgrade playbooks enabled two
 days before the shop's last morning, and a first tick at 10:00 Seoul recorded (it reads every scenario whole and
-leaves the marks).  The file is built once (``benchmarks/data/ticks-v1-scale-N.duckdb``) and copied for each run.
+leaves the marks).  The file is built once (``benchmarks/data/ticks-v2-scale-N.duckdb``; v2: loaded since the customers
+load keeps its index on the ids) and copied for each run.
 
 Then, side by side in one process, each a dry run (nothing recorded, so it can be repeated: best of three,
 alternating), a watermark tick against the same tick reading every scenario whole (``full=True``):
@@ -41,7 +42,7 @@ PLAYBOOKS = ("cart_reminder", "order_completed", "first_purchase_cross_sell", "v
 
 
 def built(scale: int) -> Path:
-    path = DATA / f"ticks-v1-scale-{scale}.duckdb"
+    path = DATA / f"ticks-v2-scale-{scale}.duckdb"
     if path.exists():
         return path
     customers, events = dataset(scale)

@@ -232,3 +232,35 @@ def test_dispatching_from_a_duckdb_file_needs_neither_pyarrow_nor_pandas(tmp_pat
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["50", "False", "False"]
+
+
+def _indexes(shop: shopcrm.Shop) -> list[tuple[str, str]]:
+    return [(str(t), str(n)) for t, n in shop.source.con.execute(  # type: ignore[attr-defined]
+        "SELECT table_name, index_name FROM duckdb_indexes() ORDER BY 1, 2").fetchall()]
+
+
+def test_loaded_customers_are_indexed_by_id_through_replacements_retypes_and_failures(tmp_path: Path) -> None:
+    """Issue 15: a tick reads the rows of a few listed customers; the load keeps an index on the ids so that the read
+    does not scan every row. Replacing ids, a column whose first values were all NULL taking a type (DuckDB retypes no
+    column of an indexed table), a refused load and a reopened file all keep the index and the rows."""
+    path = tmp_path / "shop.duckdb"
+    shop = shopcrm.Shop.open(path)
+    shop.load_customers([{"customer_id": "a", "tier": None}, {"customer_id": "b", "tier": None}])
+    assert _indexes(shop) == [("customers", "shopcrm_customers_id")]
+    assert shop.source.con.execute(  # type: ignore[attr-defined]
+        "SELECT data_type FROM duckdb_columns() WHERE table_name = 'customers' AND column_name = 'tier'").fetchall() == [('"NULL"',)]
+    shop.load_customers([{"customer_id": "a", "tier": "gold", "age": 30}, {"customer_id": "c", "tier": "silver", "age": 41}])
+    assert _indexes(shop) == [("customers", "shopcrm_customers_id")]
+    assert shop.members({"attribute": "tier", "eq": "gold"}, now=NOW) == ["a"]
+    assert shop.members({"everyone": True}, now=NOW) == ["a", "b", "c"]
+    with pytest.raises(LoadError):
+        shop.load_customers([{"customer_id": "a", "age": "not a number"}])
+    assert _indexes(shop) == [("customers", "shopcrm_customers_id")]
+    rows = shop.source.con.execute(  # type: ignore[attr-defined]
+        "SELECT customer_id, tier, age FROM customers WHERE customer_id IN ('a', 'c') ORDER BY 1").fetchall()
+    assert rows == [("a", "gold", 30), ("c", "silver", 41)]
+    shop.close()
+    again = shopcrm.Shop.open(path)
+    assert _indexes(again) == [("customers", "shopcrm_customers_id")]
+    assert again.count({"attribute": "age", "gte": 30}, now=NOW) == 2
+    again.close()
