@@ -4,6 +4,7 @@ ones) are read in one statement per table, and read exactly what reading each pa
 from __future__ import annotations
 
 from datetime import datetime
+from pathlib import Path
 
 import duckdb
 from sqlglot import exp
@@ -175,3 +176,66 @@ def test_the_outbox_rows_of_every_marked_scenario_are_read_once_and_decide_as_a_
     planned = {(row.campaign_id, row.customer_id) for row in store.outbox() if row.status == "planned"}
     assert {("thanks", "c1"), ("thanks", "c3"), ("thanks", "c4"), ("cart", "c2")} <= planned
     assert ("cart", "c3") not in planned  # ordered before the reminder was due
+
+
+def test_a_tick_of_few_customers_reads_their_histories_in_its_preload_and_decides_as_a_whole_tick(tmp_path: Path) -> None:
+    """Issue 15: a watermark tick of at most ``_WIDE_PRELOAD`` customers reads their histories (the order events the
+    lifecycle entry rules count, the cart events a reminder shows) in the scan that reads their new events, not in a
+    second scan. Hour after hour of orders and carts on a demo shop with the four playbooks, that tick decides what the
+    same tick reading every scenario whole decides, and what the tick reading the histories apart decides; the second
+    scan is saved."""
+    from datetime import timedelta
+
+    import shopcrm
+    from shopcrm import ticking
+    from shopcrm.campaigns import MessagingPolicy
+    from shopcrm.demo import generate, write_parquet
+
+    start = datetime(2026, 11, 24, 1)
+    customers, events = write_parquet(generate(1_500, seed=5, now=start - timedelta(hours=1)), tmp_path)
+    shop = shopcrm.Shop.open(tmp_path / "shop.duckdb")
+    shop.load_customers(customers)
+    shop.load_events(events)
+    shop.messaging_policy = MessagingPolicy(sender_name="마음상점", sender_contact="1588-0000",
+                                            opt_out_number="080-123-4567")
+    for name in ("cart_reminder", "order_completed", "first_purchase_cross_sell", "vip_upgrade"):
+        shop.enable_playbook(name, now=start - timedelta(days=2))
+    shop.tick(now=start)
+    con = shop.source.con  # type: ignore[attr-defined]
+    source = shop.source
+    statements: list[str] = []
+    fetch = source.fetch
+
+    def counted(query):  # type: ignore[no-untyped-def]
+        statements.append(query.sql())
+        return fetch(query)
+
+    source.fetch = counted  # type: ignore[method-assign]
+    covered = 0
+    kept = ticking._WIDE_PRELOAD
+    for hour in range(1, 4):
+        con.execute(
+            "INSERT INTO events SELECT * REPLACE (CAST(? AS TIMESTAMP) + to_seconds(CAST(hash(customer_id, ts) % 3600 AS BIGINT)) "
+            "AS ts) FROM events WHERE event IN ('order_completed', 'cart_added') USING SAMPLE 120 ROWS",
+            [start + timedelta(hours=hour - 1)])
+        now = start + timedelta(hours=hour)
+        whole = shop.tick(now=now, dry_run=True, full=True)
+        results = {}
+        for wide in (True, False):
+            ticking._WIDE_PRELOAD = kept if wide else 0
+            statements.clear()
+            try:
+                results[wide] = shop.tick(now=now, dry_run=True)
+            finally:
+                ticking._WIDE_PRELOAD = kept
+            events_read = sum(1 for s in statements if 'FROM "events"' in s or "FROM events" in s)
+            if wide:
+                wide_reads = events_read
+            else:
+                covered += events_read - wide_reads
+        for got in results.values():
+            assert sorted(got.messages, key=lambda m: m.key) == sorted(whole.messages, key=lambda m: m.key)
+            assert sorted((s.key, s.reason) for s in got.suppressions) == sorted((s.key, s.reason) for s in whole.suppressions)
+        assert results[True].messages
+        shop.tick(now=now)
+    assert covered >= 3  # every hour, the wide tick read the events in one scan fewer

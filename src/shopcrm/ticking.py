@@ -293,6 +293,7 @@ def gather(
     # needed decides nothing new)
     candidates: dict[str, list[Any]] = {}
     pre = Preloaded(events={}, rows={})
+    history_of: frozenset[Any] = frozenset()  # the customers whose whole history (of the names read) pre holds
     marked_rows: dict[str, list[OutboxRow]] = {}
     if fresh_from:
         arriving = [n for c, _ in scenarios if c.id in fresh_from for n in (c.schedule.on, *c.schedule.exit_on)]  # type: ignore[union-attr]
@@ -306,9 +307,17 @@ def gather(
         if everybody:
             # their trigger and exit events since the earliest instant a scenario reads them from, and their rows:
             # the new arrivals selected by the query that found them (not listed), the woken customers listed
-            since_all = min(_reads_from(c, saved, now) for c, saved in scenarios if c.id in candidates)
+            since_all: datetime | None = min(_reads_from(c, saved, now) for c, saved in scenarios if c.id in candidates)
             new = {cid for cid, _ in arrived}
-            pre = reader.preload([cid for cid in everybody if cid not in new], names=arriving, since=since_all,
+            preload_names: list[str] | None = arriving
+            if len(everybody) <= _WIDE_PRELOAD:
+                # few customers (an idle tick's woken ones): their histories too, in the same scan, every instant up
+                # to now (a scan of the events saved; each read below keeps its own names and instants)
+                readings = [_history_reading(shop, c, renderer) for c, _ in scenarios if c.id in candidates]
+                preload_names = None if None in readings else sorted({*arriving, *(n for r in readings if r for n in r)})
+                since_all = None
+                history_of = frozenset(everybody)
+            pre = reader.preload([cid for cid in everybody if cid not in new], names=preload_names, since=since_all,
                                  arrived=reader.arrived(arriving, min(fresh_from.values())) if new else None)
             # and what the outbox decided for them in these scenarios, one read for all (each scenario keeps the rows
             # of its triggered customers below, as a read of its own would give them, in the same order)
@@ -384,12 +393,8 @@ def gather(
             data = reader.customer_columns(read_columns, ids)
         _merge(recipients, columns.recipients(data, now=now, attributes=wanted))
         if needy and (needs_rows or "cart" in names):
-            reading: frozenset[str] | None = frozenset()
-            if needs_events:  # only the events its rules and its carts read
-                parts = [history_names(r, shop.lifecycle_policy) for r in rules]
-                if "cart" in names:
-                    parts.append(_cart_names(shop.lifecycle_policy))
-                reading = None if None in parts else frozenset().union(*parts)  # type: ignore[arg-type]
+            # only the events its rules and its carts read
+            reading = _history_reading(shop, campaign, renderer) if needs_events else frozenset()
             wants = _Needy(needy=sorted(needy, key=repr), rows=needs_rows, events=reading, cart="cart" in names)
             later.append(wants)
             if needs_rows and not marked:
@@ -402,7 +407,10 @@ def gather(
             for cid in wants.needy:
                 so_far = needs.get(cid, frozenset())
                 needs[cid] = None if so_far is None or wants.events is None else so_far | wants.events
-    history_events = _history_events(reader, needs, now)
+    history_events = _history_events(reader, {c: n for c, n in needs.items() if c not in history_of}, now)
+    for cid, reading in needs.items():
+        if cid in history_of:  # read with the preload: its events of the names it needs
+            history_events[cid] = list(pre.take([cid], reading))
     for wants in later:
         _histories(wants, history_events, rows_of, histories, contexts, shop.lifecycle_policy)
 
@@ -465,6 +473,24 @@ def _reads_from(campaign: Campaign, saved_at: datetime, now: datetime) -> dateti
     assert isinstance(schedule, Triggered)
     window_start = max(now - scenario_span(schedule.steps) - campaign.max_delay, saved_at)
     return window_start if schedule.reentry == "every_time" else saved_at
+
+
+#: at most how many customers a watermark tick reads with their histories in one scan (see :func:`gather`)
+_WIDE_PRELOAD = 1_000
+
+
+def _history_reading(shop: ShopView, campaign: Campaign, renderer: Renderer) -> frozenset[str] | None:
+    """The event names a scenario's history reads for its rules and carts (None: every event; empty: none)."""
+    schedule = campaign.schedule
+    assert isinstance(schedule, Triggered)
+    rules = [shop._resolve(r) for r in [campaign.audience, *branch_rules(schedule.steps)]]
+    names = template_names(campaign, renderer)
+    if not any(reads_events(r) for r in rules) and "cart" not in names:
+        return frozenset()
+    parts = [history_names(r, shop.lifecycle_policy) for r in rules]
+    if "cart" in names:
+        parts.append(_cart_names(shop.lifecycle_policy))
+    return None if None in parts else frozenset().union(*parts)  # type: ignore[arg-type]
 
 
 @attrs.frozen

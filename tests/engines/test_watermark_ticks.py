@@ -28,6 +28,7 @@ from hypothesis import strategies as st
 
 import shopcrm
 from engines.loaders import CUSTOMER_COLS, EVENT_COLS, _rows
+from shopcrm import ticking
 from shopcrm.campaigns import MessagingPolicy
 from shopcrm.sources.duckdb_store import DuckDBSource
 from strategies import RandomShop, rule_dicts, shops
@@ -199,16 +200,30 @@ def _server(loader: Any, dialect: str, placeholder: str) -> Engine:
 
 
 # --------------------------------------------------------------------------------------------------- tests
-@common(40)
-@given(timelines(late=timedelta(days=1)))
-def test_duckdb_watermark_ticks_decide_what_whole_ticks_decide(timeline: Timeline) -> None:
-    _run(_duckdb, timeline)
+@contextmanager
+def _wide_preload(wide: bool) -> Iterator[None]:
+    """A tick reads the histories of at most ``_WIDE_PRELOAD`` customers with their new events (one scan); 0 makes
+    every tick read them apart, as a tick of more customers does."""
+    kept = ticking._WIDE_PRELOAD
+    ticking._WIDE_PRELOAD = kept if wide else 0
+    try:
+        yield
+    finally:
+        ticking._WIDE_PRELOAD = kept
 
 
 @common(40)
-@given(timelines(late=ALLOWANCE))
-def test_sqlite_watermark_ticks_decide_what_whole_ticks_decide(timeline: Timeline) -> None:
-    _run(_sqlite, timeline)
+@given(timelines(late=timedelta(days=1)), st.booleans())
+def test_duckdb_watermark_ticks_decide_what_whole_ticks_decide(timeline: Timeline, wide: bool) -> None:
+    with _wide_preload(wide):
+        _run(_duckdb, timeline)
+
+
+@common(40)
+@given(timelines(late=ALLOWANCE), st.booleans())
+def test_sqlite_watermark_ticks_decide_what_whole_ticks_decide(timeline: Timeline, wide: bool) -> None:
+    with _wide_preload(wide):
+        _run(_sqlite, timeline)
 
 
 @common(15)
