@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import duckdb
 from sqlglot import exp
 
+from playbook_hours import add_hour, playbook_shop
 from shopcrm.lifecycle import LifecyclePolicy
 from shopcrm.sources._reads import EngineReader
 from shopcrm.sources.duckdb_store import DuckDBSource
@@ -24,6 +26,11 @@ def _reader() -> tuple[EngineReader, list[str]]:
     con.execute("INSERT INTO events SELECT 'c' || (i % 8), CASE WHEN i % 3 = 0 THEN 'order_completed' ELSE 'cart_added' END, "
                 "TIMESTAMP '2026-03-01' + to_minutes(CAST(i * 37 AS BIGINT)), i FROM range(200) t(i)")
     source = DuckDBSource(connection=con)
+    return EngineReader(source, NOW, lifecycle_policy=LifecyclePolicy()), _counted(source)
+
+
+def _counted(source: Any) -> list[str]:
+    """The statements ``source`` fetches from now on, in order."""
     statements: list[str] = []
     fetch = source.fetch
 
@@ -31,8 +38,8 @@ def _reader() -> tuple[EngineReader, list[str]]:
         statements.append(query.sql())
         return fetch(query)
 
-    source.fetch = counted  # type: ignore[method-assign]
-    return EngineReader(source, NOW, lifecycle_policy=LifecyclePolicy()), statements
+    source.fetch = counted
+    return statements
 
 
 def test_selected_and_listed_customers_are_read_together_as_each_alone() -> None:
@@ -184,41 +191,14 @@ def test_a_tick_of_few_customers_reads_their_histories_in_its_preload_and_decide
     second scan. Hour after hour of orders and carts on a demo shop with the four playbooks, that tick decides what the
     same tick reading every scenario whole decides, and what the tick reading the histories apart decides; the second
     scan is saved."""
-    from datetime import timedelta
-
-    import shopcrm
     from shopcrm import ticking
-    from shopcrm.campaigns import MessagingPolicy
-    from shopcrm.demo import generate, write_parquet
 
-    start = datetime(2026, 11, 24, 1)
-    customers, events = write_parquet(generate(1_500, seed=5, now=start - timedelta(hours=1)), tmp_path)
-    shop = shopcrm.Shop.open(tmp_path / "shop.duckdb")
-    shop.load_customers(customers)
-    shop.load_events(events)
-    shop.messaging_policy = MessagingPolicy(sender_name="마음상점", sender_contact="1588-0000",
-                                            opt_out_number="080-123-4567")
-    for name in ("cart_reminder", "order_completed", "first_purchase_cross_sell", "vip_upgrade"):
-        shop.enable_playbook(name, now=start - timedelta(days=2))
-    shop.tick(now=start)
-    con = shop.source.con  # type: ignore[attr-defined]
-    source = shop.source
-    statements: list[str] = []
-    fetch = source.fetch
-
-    def counted(query):  # type: ignore[no-untyped-def]
-        statements.append(query.sql())
-        return fetch(query)
-
-    source.fetch = counted  # type: ignore[method-assign]
+    shop = playbook_shop(tmp_path, seed=5)
+    statements = _counted(shop.source)
     covered = 0
     kept = ticking._WIDE_PRELOAD
     for hour in range(1, 4):
-        con.execute(
-            "INSERT INTO events SELECT * REPLACE (CAST(? AS TIMESTAMP) + to_seconds(CAST(hash(customer_id, ts) % 3600 AS BIGINT)) "
-            "AS ts) FROM events WHERE event IN ('order_completed', 'cart_added') USING SAMPLE 120 ROWS",
-            [start + timedelta(hours=hour - 1)])
-        now = start + timedelta(hours=hour)
+        now = add_hour(shop, hour, 120)
         whole = shop.tick(now=now, dry_run=True, full=True)
         results = {}
         for wide in (True, False):

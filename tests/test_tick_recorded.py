@@ -4,7 +4,6 @@ without that hint (every key hashed and looked up), tick after tick of new event
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -12,15 +11,10 @@ import attrs
 import pytest
 
 import shopcrm
-from shopcrm.campaigns import MessagingPolicy
+from playbook_hours import POLICY, add_hour, playbook_shop
 from shopcrm.campaigns import _planner as planner_module
 from shopcrm.campaigns._planner import KeyCache, plan
-from shopcrm.demo import generate, write_parquet
 from shopcrm.ticking import gather
-
-START = datetime(2026, 11, 24, 1)  # 10:00 in Seoul, an hour after the demo shop's last event
-POLICY = MessagingPolicy(sender_name="마음상점", sender_contact="1588-0000", opt_out_number="080-123-4567")
-PLAYBOOKS = ("cart_reminder", "order_completed", "first_purchase_cross_sell", "vip_upgrade")
 
 
 def _planned(result: Any) -> tuple[list[Any], list[tuple[str, str]]]:
@@ -28,14 +22,7 @@ def _planned(result: Any) -> tuple[list[Any], list[tuple[str, str]]]:
 
 
 def test_plans_with_and_without_the_recorded_hint_are_equal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    customers, events = write_parquet(generate(1_500, seed=3, now=START - timedelta(hours=1)), tmp_path)
-    shop = shopcrm.Shop.open(tmp_path / "shop.duckdb")
-    shop.load_customers(customers)
-    shop.load_events(events)
-    shop.messaging_policy = POLICY
-    for name in PLAYBOOKS:
-        shop.enable_playbook(name, now=START - timedelta(days=2))
-    shop.tick(now=START)  # reads every scenario whole and leaves the marks
+    shop = playbook_shop(tmp_path, seed=3)
     asked: list[int] = []
     decide = planner_module.entry_decision
 
@@ -44,15 +31,9 @@ def test_plans_with_and_without_the_recorded_hint_are_equal(tmp_path: Path, monk
         return decide(*args, **kwargs)
 
     monkeypatch.setattr(planner_module, "entry_decision", counted)
-    con = shop.source.con  # type: ignore[attr-defined]
     hinted = unhinted = planned = 0
     for hour in range(1, 5):
-        # an hour of orders and carts: repeat buyers (the stage rules decide), first buyers and cart reminders
-        con.execute(
-            "INSERT INTO events SELECT * REPLACE (CAST(? AS TIMESTAMP) + to_seconds(CAST(hash(customer_id, ts) % 3600 AS BIGINT)) "
-            "AS ts) FROM events WHERE event IN ('order_completed', 'cart_added') USING SAMPLE 300 ROWS",
-            [START + timedelta(hours=hour - 1)])
-        now = START + timedelta(hours=hour)
+        now = add_hour(shop, hour, 300)
         campaigns = [(shopcrm.campaigns.Campaign.model_validate_json(d), saved)
                      for _, d, saved in shop.source.campaign_store().campaigns()]
         state, _ = gather(shop, campaigns, now, POLICY, key_cache=KeyCache())
