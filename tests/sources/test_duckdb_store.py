@@ -264,3 +264,21 @@ def test_loaded_customers_are_indexed_by_id_through_replacements_retypes_and_fai
     assert _indexes(again) == [("customers", "shopcrm_customers_id")]
     assert again.count({"attribute": "age", "gte": 30}, now=NOW) == 2
     again.close()
+
+
+@pytest.mark.parametrize("kind", ["dicts", "arrow", "parquet", "csv"])
+def test_a_result_left_unfinished_on_the_connection_does_not_stop_the_shop(kind: str, tmp_path: Path) -> None:
+    """A notebook reads one row of its own query on the shop's connection (``fetchone``) and goes on: DuckDB 2 refuses
+    to register data or run a relation while that result is open, so the shop ends it before loading, reading Arrow
+    or recording (a ResourceInUseException otherwise)."""
+    shop = shopcrm.Shop.open(tmp_path / "shop.duckdb")
+    con = shop.source.con  # type: ignore[attr-defined]
+    shop.load_customers(frames(kind, CUSTOMERS, tmp_path))
+    con.execute("SELECT * FROM range(10)").fetchone()
+    shop.load_events(frames(kind, EVENTS, tmp_path))
+    con.execute("SELECT * FROM range(10)").fetchone()
+    shop.load_customers(frames(kind, [{"customer_id": "c", "age": 33}], tmp_path))
+    con.execute("SELECT * FROM range(10)").fetchone()
+    assert shop.lifecycle(now=NOW).num_rows == 3
+    con.execute("SELECT * FROM range(10)").fetchone()
+    assert shop.members(BOUGHT, now=NOW) == ["a"]

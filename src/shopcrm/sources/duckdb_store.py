@@ -204,8 +204,15 @@ class DuckDBSource(Transactions, Source):
         return self.con.execute(render(query, self.dialect)).fetchall()
 
     def fetch_arrow(self, query: exp.Expression, columns: list[str]) -> Any:
+        self._settle()
         table = self.con.sql(render(query, self.dialect)).to_arrow_table()
         return table.rename_columns(columns)
+
+    def _settle(self) -> None:
+        """End a result a caller left unfinished on this connection (``shop.source.con.execute(...).fetchone()`` in a
+        notebook): DuckDB 2 refuses to register data or run a relation while one is open (ResourceInUseException),
+        and any statement fetched to its end closes it."""
+        self.con.execute("SELECT 1").fetchall()
 
     def segment_store(self) -> SegmentStore:
         return self._segments
@@ -359,6 +366,7 @@ class DuckDBSource(Transactions, Source):
         joined = ""
         # registered, not views: a view over a Python object cannot be stored in a database file
         view, pieces_view = "__shopcrm_rows", "__shopcrm_pieces"
+        self._settle()
         if pieced is not None:
             texts = values[pieced]
             assert isinstance(texts, PiecedTexts)
@@ -399,6 +407,7 @@ class DuckDBSource(Transactions, Source):
             raise _read_only()
         if table == PRODUCTS and at is None:
             raise ValueError("products are loaded at an instant: pass at= (the shop passes the current time)")
+        self._settle()
         relation = self._relation(data, table)
         incoming = {c: str(t) for c, t in zip(relation.columns, relation.types, strict=True)}
         for column in incoming:
