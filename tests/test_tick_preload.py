@@ -219,3 +219,46 @@ def test_a_tick_of_few_customers_reads_their_histories_in_its_preload_and_decide
         assert results[True].messages
         shop.tick(now=now)
     assert covered >= 3  # every hour, the wide tick read the events in one scan fewer
+
+
+def test_a_scenario_read_whole_beside_marked_ones_gets_its_own_history_names() -> None:
+    """A scenario saved again since the last tick is read whole while the others are read from their marks; its
+    customer may also be one of the few the marked scenarios preload with their histories. Its rule reads events the
+    marked scenarios do not (a promotion joined): that customer's history is read for it, and the tick decides as the
+    same tick reading every scenario whole."""
+    from datetime import timedelta
+
+    import shopcrm
+    from shopcrm.campaigns import MessagingPolicy
+
+    start = datetime(2026, 3, 2, 1)
+    con = duckdb.connect()
+    con.execute("CREATE TABLE customers (customer_id VARCHAR, name VARCHAR, phone VARCHAR, sms_consent BOOLEAN, "
+                "night_consent BOOLEAN)")
+    con.execute("INSERT INTO customers SELECT 'c' || i, 'n' || i, '0101234' || lpad(i::VARCHAR, 4, '0'), true, true "
+                "FROM range(4) t(i)")
+    con.execute("CREATE TABLE events (customer_id VARCHAR, event VARCHAR, ts TIMESTAMP)")
+    con.execute("INSERT INTO events VALUES ('c1', 'promotion_joined', TIMESTAMP '2026-02-20 10:00'), "
+                "('c2', 'session_started', TIMESTAMP '2026-02-20 10:00')")
+    shop = shopcrm.Shop(DuckDBSource(connection=con))
+    shop.messaging_policy = MessagingPolicy(sender_name="가게", sender_contact="1588-0000", opt_out_number="080-000-0000",
+                                            caps=())
+
+    def save(cid: str, on: str, audience: dict[str, Any], at: datetime) -> None:
+        shop.save_campaign({"id": cid, "purpose": "informational", "audience": audience, "channels": ["sms"],
+                            "variants": [{"name": "a", "content": {"text": f"{cid} {{{{ name }}}}"}}], "max_delay": "1d",
+                            "schedule": {"kind": "triggered", "on": on, "reentry": "every_time",
+                                         "steps": [{"send": "hello"}]}}, now=at)
+
+    save("carts", "cart_added", {"everyone": True}, start - timedelta(days=1))
+    save("joiners", "cart_added", {"performed": "promotion_joined"}, start - timedelta(days=1))
+    shop.tick(now=start)  # marks both
+    save("joiners", "cart_added", {"performed": "promotion_joined", "within": {"last": "30d"}}, start)  # read whole next
+    for cid, minutes in (("c1", 10), ("c2", 20)):
+        con.execute("INSERT INTO events VALUES (?, 'cart_added', ?)", [cid, start + timedelta(minutes=minutes)])
+    now = start + timedelta(minutes=30)
+    marked = shop.tick(now=now, dry_run=True)
+    whole = shop.tick(now=now, dry_run=True, full=True)
+    assert sorted(m.key for m in marked.messages) == sorted(m.key for m in whole.messages)
+    assert {(m.campaign_id, m.customer_id) for m in marked.messages} >= {("joiners", "c1"), ("carts", "c1"), ("carts", "c2")}
+    assert ("joiners", "c2") not in {(m.campaign_id, m.customer_id) for m in marked.messages}

@@ -294,6 +294,7 @@ def gather(
     candidates: dict[str, list[Any]] = {}
     pre = Preloaded(events={}, rows={})
     history_of: frozenset[Any] = frozenset()  # the customers whose whole history (of the names read) pre holds
+    history_names_read: frozenset[str] | None = frozenset()  # those names (None: every name)
     marked_rows: dict[str, list[OutboxRow]] = {}
     if fresh_from:
         arriving = [n for c, _ in scenarios if c.id in fresh_from for n in (c.schedule.on, *c.schedule.exit_on)]  # type: ignore[union-attr]
@@ -317,6 +318,7 @@ def gather(
                 preload_names = None if None in readings else sorted({*arriving, *(n for r in readings if r for n in r)})
                 since_all = None
                 history_of = frozenset(everybody)
+                history_names_read = None if preload_names is None else frozenset(preload_names)
             pre = reader.preload([cid for cid in everybody if cid not in new], names=preload_names, since=since_all,
                                  arrived=reader.arrived(arriving, min(fresh_from.values())) if new else None)
             # and what the outbox decided for them in these scenarios, one read for all (each scenario keeps the rows
@@ -407,10 +409,13 @@ def gather(
             for cid in wants.needy:
                 so_far = needs.get(cid, frozenset())
                 needs[cid] = None if so_far is None or wants.events is None else so_far | wants.events
-    history_events = _history_events(reader, {c: n for c, n in needs.items() if c not in history_of}, now)
-    for cid, reading in needs.items():
-        if cid in history_of:  # read with the preload: its events of the names it needs
-            history_events[cid] = list(pre.take([cid], reading))
+    # a customer read with the preload keeps its events of the names it needs, when the preload read them all (a
+    # scenario read whole this tick, its mark stale, may need other names of the same customer)
+    preloaded = {c for c, n in needs.items() if c in history_of and (
+        history_names_read is None or (n is not None and n <= history_names_read))}
+    history_events = _history_events(reader, {c: n for c, n in needs.items() if c not in preloaded}, now)
+    for cid in preloaded:
+        history_events[cid] = list(pre.take([cid], needs[cid]))
     for wants in later:
         _histories(wants, history_events, rows_of, histories, contexts, shop.lifecycle_policy)
 
