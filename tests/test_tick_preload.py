@@ -133,21 +133,10 @@ def test_a_long_list_of_text_ids_reads_on_duckdb_what_literals_read() -> None:
 def test_the_outbox_rows_of_every_marked_scenario_are_read_once_and_decide_as_a_whole_tick() -> None:
     from datetime import timedelta
 
-    import shopcrm
-    from shopcrm.campaigns import MessagingPolicy
 
     start = datetime(2026, 3, 2, 1)
-    con = duckdb.connect()
-    con.execute("CREATE TABLE customers (customer_id VARCHAR, name VARCHAR, phone VARCHAR, sms_consent BOOLEAN, "
-                "night_consent BOOLEAN)")
-    con.execute("INSERT INTO customers SELECT 'c' || i, 'n' || i, '0101234' || lpad(i::VARCHAR, 4, '0'), true, true "
-                "FROM range(6) t(i)")
-    con.execute("CREATE TABLE events (customer_id VARCHAR, event VARCHAR, ts TIMESTAMP, product_id VARCHAR)")
-    con.execute("INSERT INTO events VALUES ('c1', 'order_completed', TIMESTAMP '2026-03-01 20:00', NULL), "
-                "('c2', 'cart_added', TIMESTAMP '2026-03-01 23:00', 'P9')")
-    shop = shopcrm.Shop(DuckDBSource(connection=con))
-    shop.messaging_policy = MessagingPolicy(sender_name="가게", sender_contact="1588-0000", opt_out_number="080-000-0000",
-                                            caps=())
+    shop, con = _sms_shop(6, "product_id VARCHAR", "('c1', 'order_completed', TIMESTAMP '2026-03-01 20:00', NULL), "
+                                                   "('c2', 'cart_added', TIMESTAMP '2026-03-01 23:00', 'P9')")
     for cid, on, reentry, steps in (("cart", "cart_added", "every_time", [{"wait": "1h"}, {"send": "reminder"}]),
                                     ("thanks", "order_completed", "once", [{"send": "thanks"}])):
         shop.save_campaign({"id": cid, "purpose": "informational", "audience": {"everyone": True}, "channels": ["sms"],
@@ -228,21 +217,10 @@ def test_a_scenario_read_whole_beside_marked_ones_gets_its_own_history_names() -
     same tick reading every scenario whole."""
     from datetime import timedelta
 
-    import shopcrm
-    from shopcrm.campaigns import MessagingPolicy
 
     start = datetime(2026, 3, 2, 1)
-    con = duckdb.connect()
-    con.execute("CREATE TABLE customers (customer_id VARCHAR, name VARCHAR, phone VARCHAR, sms_consent BOOLEAN, "
-                "night_consent BOOLEAN)")
-    con.execute("INSERT INTO customers SELECT 'c' || i, 'n' || i, '0101234' || lpad(i::VARCHAR, 4, '0'), true, true "
-                "FROM range(4) t(i)")
-    con.execute("CREATE TABLE events (customer_id VARCHAR, event VARCHAR, ts TIMESTAMP)")
-    con.execute("INSERT INTO events VALUES ('c1', 'promotion_joined', TIMESTAMP '2026-02-20 10:00'), "
-                "('c2', 'session_started', TIMESTAMP '2026-02-20 10:00')")
-    shop = shopcrm.Shop(DuckDBSource(connection=con))
-    shop.messaging_policy = MessagingPolicy(sender_name="가게", sender_contact="1588-0000", opt_out_number="080-000-0000",
-                                            caps=())
+    shop, con = _sms_shop(4, "", "('c1', 'promotion_joined', TIMESTAMP '2026-02-20 10:00'), "
+                                 "('c2', 'session_started', TIMESTAMP '2026-02-20 10:00')")
 
     def save(cid: str, on: str, audience: dict[str, Any], at: datetime) -> None:
         shop.save_campaign({"id": cid, "purpose": "informational", "audience": audience, "channels": ["sms"],
@@ -262,3 +240,23 @@ def test_a_scenario_read_whole_beside_marked_ones_gets_its_own_history_names() -
     assert sorted(m.key for m in marked.messages) == sorted(m.key for m in whole.messages)
     assert {(m.campaign_id, m.customer_id) for m in marked.messages} >= {("joiners", "c1"), ("carts", "c1"), ("carts", "c2")}
     assert ("joiners", "c2") not in {(m.campaign_id, m.customer_id) for m in marked.messages}
+
+
+def _sms_shop(customers: int, extra_columns: str, events: str) -> tuple[Any, duckdb.DuckDBPyConnection]:
+    """A DuckDB shop of ``customers`` customers (c0, c1, ...) with phones and SMS and night consent, and these
+    ``events`` rows (customer, event, instant, then the ``extra_columns``), under a policy without caps."""
+    import shopcrm
+    from shopcrm.campaigns import MessagingPolicy
+
+    con = duckdb.connect()
+    con.execute("CREATE TABLE customers (customer_id VARCHAR, name VARCHAR, phone VARCHAR, sms_consent BOOLEAN, "
+                "night_consent BOOLEAN)")
+    con.execute("INSERT INTO customers SELECT 'c' || i, 'n' || i, '0101234' || lpad(i::VARCHAR, 4, '0'), true, true "
+                f"FROM range({int(customers)}) t(i)")
+    con.execute("CREATE TABLE events (customer_id VARCHAR, event VARCHAR, ts TIMESTAMP"
+                + (f", {extra_columns})" if extra_columns else ")"))
+    con.execute(f"INSERT INTO events VALUES {events}")
+    shop = shopcrm.Shop(DuckDBSource(connection=con))
+    shop.messaging_policy = MessagingPolicy(sender_name="가게", sender_contact="1588-0000", opt_out_number="080-000-0000",
+                                            caps=())
+    return shop, con
