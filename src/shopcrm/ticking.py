@@ -281,6 +281,9 @@ def gather(
     scenarios = [(c, saved) for c, saved in enabled if isinstance(c.schedule, Triggered)]
     marks = store.tick_marks()
     known = {} if full or not scenarios else marks.marks([c.id for c, _ in scenarios])
+    # each scenario's audience and branch rules, resolved once (a saved segment is read from its store)
+    scenario_rules = {c.id: [shop._resolve(r) for r in [c.audience, *branch_rules(c.schedule.steps)]]  # type: ignore[union-attr]
+                      for c, _ in scenarios}
     # the scenarios read from their marks on, and where their new events start
     fresh_from: dict[str, datetime] = {}
     for campaign, saved_at in scenarios:
@@ -314,7 +317,8 @@ def gather(
             if len(everybody) <= _WIDE_PRELOAD:
                 # few customers (an idle tick's woken ones): their histories too, in the same scan, every instant up
                 # to now (a scan of the events saved; each read below keeps its own names and instants)
-                readings = [_history_reading(shop, c, renderer) for c, _ in scenarios if c.id in candidates]
+                readings = [_history_reading(shop, scenario_rules[c.id], template_names(c, renderer))
+                            for c, _ in scenarios if c.id in candidates]
                 preload_names = None if None in readings else sorted({*arriving, *(n for r in readings if r for n in r)})
                 since_all = None
                 history_of = frozenset(everybody)
@@ -361,10 +365,9 @@ def gather(
                           else reader.events(reader.events_named(list(schedule.exit_on), window_start), ids)):
                 ended[event["customer_id"]].append(event["ts"])
             exits[campaign.id] = dict(ended)
-        rules = [shop._resolve(r) for r in [campaign.audience, *branch_rules(schedule.steps)]]
+        rules = scenario_rules[campaign.id]
         needs_rows = any(not isinstance(r, Everyone) for r in rules)
         names = template_names(campaign, renderer)
-        needs_events = any(reads_events(r) for r in rules) or "cart" in names
         wanted = [c for c in customer_columns if c in names]
         # what the outbox decided for these customers, at any date (re-entry rules read old entries): customers
         # with nothing left to decide need no history, so a steady stream of ticks reads only the new ones
@@ -395,8 +398,7 @@ def gather(
             data = reader.customer_columns(read_columns, ids)
         _merge(recipients, columns.recipients(data, now=now, attributes=wanted))
         if needy and (needs_rows or "cart" in names):
-            # only the events its rules and its carts read
-            reading = _history_reading(shop, campaign, renderer) if needs_events else frozenset()
+            reading = _history_reading(shop, rules, names)  # only the events its rules and its carts read
             wants = _Needy(needy=sorted(needy, key=repr), rows=needs_rows, events=reading, cart="cart" in names)
             later.append(wants)
             if needs_rows and not marked:
@@ -484,12 +486,9 @@ def _reads_from(campaign: Campaign, saved_at: datetime, now: datetime) -> dateti
 _WIDE_PRELOAD = 1_000
 
 
-def _history_reading(shop: ShopView, campaign: Campaign, renderer: Renderer) -> frozenset[str] | None:
-    """The event names a scenario's history reads for its rules and carts (None: every event; empty: none)."""
-    schedule = campaign.schedule
-    assert isinstance(schedule, Triggered)
-    rules = [shop._resolve(r) for r in [campaign.audience, *branch_rules(schedule.steps)]]
-    names = template_names(campaign, renderer)
+def _history_reading(shop: ShopView, rules: Sequence[Rule], names: Collection[str]) -> frozenset[str] | None:
+    """The event names a scenario's history reads for its (resolved) rules and, when its templates (reading
+    ``names``) show the cart, for its carts (None: every event; empty: none)."""
     if not any(reads_events(r) for r in rules) and "cart" not in names:
         return frozenset()
     parts = [history_names(r, shop.lifecycle_policy) for r in rules]
