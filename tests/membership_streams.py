@@ -9,7 +9,7 @@ promises to follow exactly; on the embedded store a customer's attributes may ch
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -88,9 +88,13 @@ Append = Callable[[shopcrm.Shop, list[dict[str, Any]]], None]
 Edit = Callable[[shopcrm.Shop, list[dict[str, Any]]], None]
 
 
-def check(load: Callable[[RandomShop], shopcrm.Shop], stream: Stream, append: Append, edit: Edit | None = None) -> None:
+def check(
+    load: Callable[[RandomShop], shopcrm.Shop], stream: Stream, append: Append, edit: Edit | None = None,
+    back: Sequence[timedelta] = (),
+) -> None:
     """Refresh at each instant on the engine; at each, the members kept, the entered and the exited equal the
-    reference's full recomputation (and the first refresh records members without entries)."""
+    reference's full recomputation (and the first refresh records members without entries).  ``back[i]``, when
+    positive: after refresh i, a refresh that far before it (a clock that went back) is skipped and changes nothing."""
     first = [e for e, at in zip(stream.shop.events, stream.arrivals, strict=True) if at == 0]
     engine = load(attrs.evolve(stream.shop, events=first))
     store = engine.source.membership_store()
@@ -130,7 +134,17 @@ def check(load: Callable[[RandomShop], shopcrm.Shop], stream: Stream, append: Ap
             written += [{"customer_id": c, "event": "segment_entered", "ts": now, "segment": SEGMENT} for c in result.entered]
             written += [{"customer_id": c, "event": "segment_exited", "ts": now, "segment": SEGMENT} for c in result.exited]
         before = expected
+        if i < len(back) and back[i] > timedelta(0):
+            stays = engine.segment_stays(SEGMENT)
+            jumped = engine.refresh_segments(now=now - back[i])
+            assert jumped[SEGMENT].skipped, jumped
+            assert jumped.events == 0
+            assert (jumped[SEGMENT].entered, jumped[SEGMENT].exited) == ((), ())
+            assert jumped[SEGMENT].members == len(expected)
+            assert set(store.members(SEGMENT)) == expected
+            assert engine.segment_stays(SEGMENT) == stays
     stays = engine.segment_stays(SEGMENT)
     assert {s.customer_id for s in stays if s.exited_at is None} == before
+    assert all(s.exited_at is None or s.entered_at <= s.exited_at for s in stays), stays
     engine.untrack_segment(SEGMENT)  # a server's library tables outlive the test: later tests tick this database
     engine.delete_segment(SEGMENT)

@@ -82,8 +82,13 @@ class SegmentChange:
     full: str | None = None
     #: the first refresh records the members without events (they did not *enter* now)
     initial: bool = False
+    #: why nothing was recomputed (``now`` before the segment's last refresh: a clock that went back); the members
+    #: recorded then stand, no event is written, and the next refresh at or after that instant goes on from there
+    skipped: str | None = None
 
     def __str__(self) -> str:
+        if self.skipped:
+            return f"{self.segment}: skipped, {self.skipped}; {self.members:,} members kept, no events"
         how = f"full ({self.full})" if self.full else f"{self.candidates:,} candidates rechecked"
         first = ", first refresh: no events" if self.initial else ""
         return (f"{self.segment}: {len(self.entered):,} entered, {len(self.exited):,} exited, "
@@ -275,6 +280,15 @@ def refresh(
     attributes: list[AttributeChange] = []
     events: list[dict[str, Any]] = []
     segments = {key.split(":", 1)[1]: state for key, state in tracked.items() if key.startswith("segment:")}
+    # a segment last refreshed after ``now`` (the clock went back) is left as it is: recomputed at the earlier instant,
+    # it would record exits before the entries they end, and events out of order
+    for name, state in list(segments.items()):
+        last = _watermark(state)
+        if last is not None and now < last:
+            del segments[name]
+            changes.append(SegmentChange(
+                name, (), (), int(state.get("members", 0)), None,
+                skipped=f"now ({now.isoformat(sep=' ')} UTC) is before its last refresh ({last.isoformat(sep=' ')} UTC)"))
     reasons = {name: _full_reason(source, rules[name], state, now=now, full=full, signature=signature)
                for name, state in segments.items()}
     # the candidates' scratch tables are made before the transaction: they are this connection's, not the shop's
@@ -306,6 +320,8 @@ def refresh(
     if events:
         events.sort(key=lambda e: (e["event"], json.dumps(e["customer_id"])))
         source.campaign_store().add_events(events)
+    order = [key.split(":", 1)[1] for key in tracked if key.startswith("segment:")]  # the skipped in their place
+    changes.sort(key=lambda change: order.index(change.segment))
     return SegmentRefresh(now, tuple(changes), tuple(attributes), len(events))
 
 
@@ -314,14 +330,19 @@ def _full_reason(
 ) -> str | None:
     """Why this refresh recomputes the segment for everyone (None: only its candidates)."""
     found = boundaries(rule)
-    watermark = datetime.fromisoformat(state["watermark"]) if state.get("watermark") else None
+    watermark = _watermark(state)
     situations = _situations_named(source, found)
     return ("asked (full=True)" if full else "first refresh" if watermark is None
             else "the rule changed" if state.get("rule") != rule.to_json()
             else found.full if found.full is not None
             else f"product situations ({situations}) change with the catalog" if situations
             else "the customers table changed" if signature is not None and state.get("customers") != signature
-            else "now is before the last refresh" if now < watermark else None)
+            else None)
+
+
+def _watermark(state: Mapping[str, Any]) -> datetime | None:
+    """The instant of a tracked segment's last refresh (None: never refreshed)."""
+    return datetime.fromisoformat(state["watermark"]) if state.get("watermark") else None
 
 
 def _situations_named(source: Source, found: Any) -> str:
