@@ -512,3 +512,51 @@ def test_a_filter_comparing_an_event_timestamp_by_age_keeps_every_new_event_of_i
                        "delivered_at": T0 + timedelta(minutes=5)}])
     assert shop.refresh_segments(now=T0 + timedelta(hours=1))["delivered"].entered == ()
     assert shop.refresh_segments(now=T0 + timedelta(days=1, hours=1))["delivered"].entered == (1,)
+
+
+_KILLED_BETWEEN_WRITES = """
+import os, sys
+from datetime import datetime, timedelta
+import shopcrm
+from shopcrm.sources.duckdb_store import DuckDBSource
+
+def killed(self, events):  # the stays are written; the process dies before the events that announce them
+    os._exit(9)
+
+DuckDBSource._write_message_events = killed
+with shopcrm.Shop.open(sys.argv[1]) as shop:
+    shop.refresh_segments(now=datetime.fromisoformat(sys.argv[2]))
+"""
+
+
+def test_a_process_killed_between_the_stays_and_their_events_loses_neither(tmp_path: Any) -> None:
+    import subprocess
+    import sys
+
+    path = tmp_path / "shop.duckdb"
+    with shopcrm.Shop.open(path) as shop:
+        shop.load_customers([{"customer_id": i, "name": f"고객{i}", "grade": "silver", "phone": f"0101234000{i}",
+                              "sms_opt_in": True} for i in range(1, 4)])
+        shop.load_events([{"customer_id": 1, "event": "order_completed", "ts": T0 - timedelta(days=1), "amount": 200}])
+        shop.save_segment("vip", {"aggregate": "sum", "of": "amount", "performed": "order_completed",
+                                  "within": {"last": "30d"}, "gte": 100})
+        shop.track_segment("vip")
+        shop.track_attribute("grade")
+        shop.refresh_segments(now=T0)
+        shop.load_events([{"customer_id": 2, "event": "order_completed", "ts": T0 + timedelta(minutes=10), "amount": 150}])
+        shop.load_customers([{"customer_id": i, "name": f"고객{i}", "grade": "gold" if i == 3 else "silver",
+                              "phone": f"0101234000{i}", "sms_opt_in": True} for i in range(1, 4)])
+    later = T0 + timedelta(hours=1)
+    done = subprocess.run([sys.executable, "-c", _KILLED_BETWEEN_WRITES, str(path), later.isoformat()], check=False)
+    assert done.returncode == 9
+    with shopcrm.Shop.open(path) as shop:
+        # nothing of the killed refresh stands: customer 2 has not entered, and no event says so
+        assert [s.customer_id for s in shop.segment_stays("vip")] == [1]
+        again = shop.refresh_segments(now=later)
+        assert again["vip"].entered == (2,)
+        assert again.attributes[0].changed == ((3, "silver", "gold"),)
+        written = shop.source.con.execute(
+            "SELECT event, customer_id FROM events WHERE event IN ('segment_entered', 'grade_changed') ORDER BY 1"
+        ).fetchall()
+        assert written == [("grade_changed", 3), ("segment_entered", 2)]
+        assert [(s.customer_id, s.exited_at) for s in shop.segment_stays("vip")] == [(1, None), (2, None)]

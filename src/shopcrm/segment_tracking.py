@@ -294,6 +294,9 @@ def refresh(
     # the candidates' scratch tables are made before the transaction: they are this connection's, not the shop's
     shared = _candidates(source, {name: segments[name] for name, reason in reasons.items() if reason is None},
                          rules, now, columns)
+    # the stays and the events that announce them commit together (where the store and the events share a
+    # database): a process killed between the two would otherwise keep an entry whose event never comes, and no
+    # later refresh would find that customer entering again
     with store.batch():
         writes: list[Refreshed] = []
         for name, state in segments.items():
@@ -306,20 +309,20 @@ def refresh(
             if key.startswith("attribute:"):
                 attributes.append(_refresh_attribute(source, key.split(":", 1)[1], state, now=now, full=full,
                                                      signature=signature))
-    for change in changes:
-        if not change.initial:
-            name = change.segment
-            events += [{"customer_id": cid, "event": ENTERED, "ts": now, "segment": name, "message_key": "", "cost": 0.0}
-                       for cid in change.entered]
-            events += [{"customer_id": cid, "event": EXITED, "ts": now, "segment": name, "message_key": "", "cost": 0.0}
-                       for cid in change.exited]
-    for found in attributes:
-        name = found.attribute
-        events += [{"customer_id": cid, "event": f"{name}_changed", "ts": now, f"old_{name}": old, f"new_{name}": new,
-                    "message_key": "", "cost": 0.0} for cid, old, new in found.changed]
-    if events:
-        events.sort(key=lambda e: (e["event"], json.dumps(e["customer_id"])))
-        source.campaign_store().add_events(events)
+        for change in changes:
+            if not change.initial:
+                name = change.segment
+                events += [{"customer_id": cid, "event": ENTERED, "ts": now, "segment": name, "message_key": "",
+                            "cost": 0.0} for cid in change.entered]
+                events += [{"customer_id": cid, "event": EXITED, "ts": now, "segment": name, "message_key": "",
+                            "cost": 0.0} for cid in change.exited]
+        for found in attributes:
+            name = found.attribute
+            events += [{"customer_id": cid, "event": f"{name}_changed", "ts": now, f"old_{name}": old,
+                        f"new_{name}": new, "message_key": "", "cost": 0.0} for cid, old, new in found.changed]
+        if events:
+            events.sort(key=lambda e: (e["event"], json.dumps(e["customer_id"])))
+            source.campaign_store().add_events(events)
     order = [key.split(":", 1)[1] for key in tracked if key.startswith("segment:")]  # the skipped in their place
     changes.sort(key=lambda change: order.index(change.segment))
     return SegmentRefresh(now, tuple(changes), tuple(attributes), len(events))
