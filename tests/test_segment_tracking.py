@@ -46,6 +46,38 @@ def test_a_refresh_before_the_last_one_is_skipped_and_changes_nothing(stream: St
     check(duckdb_shop, stream, _append, _edit, back=back)
 
 
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck), print_blob=True)
+@given(streams(edits=True, late=True))
+def test_events_arriving_late_on_the_embedded_store_are_counted_by_the_next_refresh(stream: Stream) -> None:
+    check(duckdb_shop, stream, _append, _edit)
+
+
+def test_a_late_order_enters_its_customer_at_the_next_incremental_refresh() -> None:
+    shop = _vip_shop()
+    shop.track_segment("vip")
+    shop.refresh_segments(now=T0)
+    shop.refresh_segments(now=T0 + timedelta(hours=1))
+    # an order placed at 09:30 reaches the shop only after the 10:00 refresh (a batch from a slow pipeline)
+    shop.load_events([{"customer_id": 3, "event": "order_completed", "ts": T0 + timedelta(minutes=30), "amount": 300}])
+    assert shop.source.membership_store().tracked()["segment:vip"]["since"] == "2026-03-01 09:30:00.000000"
+    later = shop.refresh_segments(now=T0 + timedelta(hours=2))
+    assert later["vip"].entered == (3,)
+    assert later["vip"].full is None  # incremental: the late order's customer is a candidate
+    assert later["vip"].candidates == 1
+    assert "since" not in shop.source.membership_store().tracked()["segment:vip"]
+    # an event at or after the last refresh is not late: nothing is rewound
+    shop.load_events([{"customer_id": 4, "event": "order_completed", "ts": T0 + timedelta(hours=2), "amount": 1}])
+    assert "since" not in shop.source.membership_store().tracked()["segment:vip"]
+
+
+def test_a_shop_that_tracks_nothing_gets_no_library_tables_from_loads() -> None:
+    shop = shopcrm.Shop.open(":memory:")
+    shop.load_customers([{"customer_id": 1, "name": "고객"}])
+    shop.load_events([{"customer_id": 1, "event": "order_completed", "ts": T0}])
+    shop.load_events([{"customer_id": 1, "event": "order_completed", "ts": T0 - timedelta(days=400)}])
+    assert not shop.source.library.has_table("tracked")
+
+
 def test_a_clock_gone_back_keeps_every_stay_and_writes_no_event() -> None:
     shop = _vip_shop()
     shop.track_segment("vip")

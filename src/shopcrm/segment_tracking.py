@@ -9,7 +9,8 @@ members kept from the last refresh stand.  It recomputes in full instead on the 
 ``cycle``), and when the customers table changed (detected on the embedded DuckDB store by a hash of its
 ids and of the columns tracked rules and attributes read; elsewhere pass ``full=True`` after reloading
 customers).  An event that arrives late, with a ``ts`` before the watermark, is seen by the next ``full=True``
-refresh.
+refresh; on the embedded DuckDB store the load itself moves each segment's candidates back to it (its state's
+``since``: :meth:`~shopcrm.sources._membership_store.MembershipStore.rewind`), so the next refresh counts it.
 
 Only new events a rule could count make candidates (a name it reads; when every node reading the name filters it,
 one of the filters holds).  Where the engine keeps scratch tables (DuckDB) the candidates' rows are copied once
@@ -384,7 +385,8 @@ def _candidates(
     if not segments:
         return None
     store = source.membership_store()
-    since = min(datetime.fromisoformat(state["watermark"]) for state in segments.values())
+    # from the last refresh on, or from the oldest event that arrived late since (MembershipStore.rewind)
+    since = min(datetime.fromisoformat(state.get("since") or state["watermark"]) for state in segments.values())
     scratch, scratch_ids = getattr(source, "scratch_table", None), getattr(source, "scratch_ids", None)
     materialised = scratch is not None and scratch_ids is not None
     reads = {name: _reads(rules[name]) for name in segments}

@@ -84,6 +84,19 @@ class MembershipStore(ABC):
     def due(self, segment: str, now: datetime) -> list[Any]:
         """The customers whose ``next_change_at`` is at or before ``now``."""
 
+    def rewind(self, to: datetime) -> None:
+        """Events stamped ``to`` (or later) arrived after a refresh that was later than ``to``: each such tracked
+        segment's next refresh takes as candidates every customer with an event at or after ``to`` (its state's
+        ``since``, dropped by that refresh), so those late events count without a full refresh."""
+        stamp = _stamp(to)
+        rewound = {key: {**state, "since": stamp} for key, state in self.tracked().items()
+                   if key.startswith("segment:") and (last := state.get("since") or state.get("watermark"))
+                   and datetime.fromisoformat(last) > to}
+        if rewound:  # (a shop that tracks nothing gets no tables for it)
+            with self.batch():
+                for key, state in rewound.items():
+                    self.put_tracked(key, state)
+
     def apply_many(self, refreshed: Sequence[Refreshed]) -> None:
         """:meth:`apply` of each, in one transaction (in a few statements where the store can)."""
         with self.batch():

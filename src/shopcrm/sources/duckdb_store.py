@@ -468,7 +468,9 @@ class DuckDBSource(Transactions, Source):
             self._rewind_marks(datetime.fromisoformat(str(oldest[0])))
 
     def _rewind_marks(self, to: datetime) -> None:
-        """Every watermark after ``to`` moved back to it (inside the caller's transaction)."""
+        """Every watermark after ``to`` moved back to it (inside the caller's transaction): the scenarios' tick marks,
+        and where the next refresh of each tracked segment takes its candidates from."""
+        self.membership_store().rewind(to)
         if not self._marks_present:
             self._marks_present = self.library.has_table("tick_marks")
             if not self._marks_present:
