@@ -42,6 +42,7 @@ from shopcrm.shop import Shop
 from shopcrm.sources import SavedSegment, Source
 from shopcrm.sources._campaign_store import OutboxRow, TickConflict
 from shopcrm.sources._library import ReadOnlyShopError, ShopLockedError, StoreVersionError
+from shopcrm.sources._membership_store import RefreshConflict
 from shopcrm.sources._store import Store  # issue 15: the library's tables beside any engine
 from shopcrm.ticking import TickResult
 from shopcrm.tracking import TrackingPolicy
@@ -71,6 +72,7 @@ __all__ = [
     "ReadOnlyShopError",
     "RecipientColumns",
     "RecommendError",
+    "RefreshConflict",
     "Rule",
     "RuleError",
     "SavedSegment",

@@ -299,6 +299,9 @@ def refresh(
     # database): a process killed between the two would otherwise keep an entry whose event never comes, and no
     # later refresh would find that customer entering again
     with store.batch():
+        # the states this refresh read, still the stored ones (held until it commits): else another refresh ran
+        store.claim({key: state for key, state in tracked.items()
+                     if not key.startswith("segment:") or key.split(":", 1)[1] in segments})
         writes: list[Refreshed] = []
         for name, state in segments.items():
             change, write = _refresh_segment(source, name, rules[name], state, now=now, reason=reasons[name],

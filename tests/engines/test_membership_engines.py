@@ -5,14 +5,16 @@ library's in the same database (in memory on Spark) (customers are not edited he
 from __future__ import annotations
 
 import os
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 
 import shopcrm
 from engines.loaders import EVENT_COLS, MySQLLoader, PostgresLoader, _iso, _rows, sqlite_shop
 from membership_streams import Stream, check, streams
+from strategies import RandomShop, _schema
 
 SCALE = float(os.environ.get("SHOPCRM_EXAMPLES_SCALE", "1"))
 
@@ -68,3 +70,143 @@ def _spark_append(shop: shopcrm.Shop, events: list[dict[str, Any]]) -> None:
 @given(stream=streams(max_events=12))
 def test_spark(spark_loader: Any, stream: Stream) -> None:
     check(spark_loader, stream, _spark_append)
+
+
+# -- two refreshes at once (a tick's and a manual one, two scheduler hosts): the one that commits second fails
+RACE_T0 = datetime(2026, 3, 2, 9)
+RACE_SEGMENT = "race_buyers"
+
+
+def _race_shop(id_kind: str = "int") -> RandomShop:
+    customers = [{"customer_id": i, "age": 30, "grade": "silver", "score": 1.0, "vip": False,
+                  "signed_up_at": RACE_T0 - timedelta(days=90)} for i in range(1, 5)]
+    events = [{"customer_id": 1, "event": "purchase", "ts": RACE_T0 - timedelta(days=1), "category": "shoes",
+               "product_id": "p1", "amount": 10, "price": 10.0, "promotion_id": None}]
+    return RandomShop(customers, events, RACE_T0, id_kind, _schema(id_kind))  # type: ignore[arg-type]
+
+
+def _no_segment_events(shop: shopcrm.Shop) -> None:
+    """The server's library tables outlive a test: the entries other tests announced are dropped first."""
+    table = shop.source.campaign_store().MESSAGE_EVENTS  # type: ignore[attr-defined]
+    shop.source._run(f"DELETE FROM {table} WHERE event IN ('segment_entered', 'segment_exited')", ())  # type: ignore[attr-defined]
+
+
+def _race(first: shopcrm.Shop, second: shopcrm.Shop, append: Any) -> None:
+    """``first`` reads the tracked state, then ``second`` refreshes and commits before ``first`` writes: ``first``
+    fails with RefreshConflict and keeps nothing; run again, it records nothing twice."""
+    first.save_segment(RACE_SEGMENT, {"performed": "purchase", "within": {"last": "30d"}})
+    first.track_segment(RACE_SEGMENT)
+    _no_segment_events(first)
+    try:
+        first.refresh_segments(now=RACE_T0)
+        append(first, [{"customer_id": 2, "event": "purchase", "ts": RACE_T0 + timedelta(minutes=5), "category": "shoes",
+                        "product_id": "p2", "amount": 20, "price": 20.0, "promotion_id": None}])
+        later = RACE_T0 + timedelta(hours=1)
+        store = first.source.membership_store()
+        claim = store.claim
+
+        def other_refresh_first(expected: Any) -> None:
+            store.claim = claim  # type: ignore[method-assign]
+            assert second.refresh_segments(now=later)[RACE_SEGMENT].entered == (2,)
+            claim(expected)
+
+        store.claim = other_refresh_first  # type: ignore[method-assign]
+        with pytest.raises(shopcrm.RefreshConflict, match=f"another refresh recorded segment:{RACE_SEGMENT}"):
+            first.refresh_segments(now=later)
+        again = first.refresh_segments(now=later)
+        assert again[RACE_SEGMENT].entered == ()
+        assert again[RACE_SEGMENT].exited == ()
+        stays = first.segment_stays(RACE_SEGMENT)
+        assert [(s.customer_id, s.exited_at) for s in stays] == [(1, None), (2, None)]
+        entered = [e for e in first.source.campaign_store().message_events() if e["event"] == "segment_entered"]
+        assert [e["customer_id"] for e in entered] == [2]
+    finally:
+        first.untrack_segment(RACE_SEGMENT)
+        first.delete_segment(RACE_SEGMENT)
+
+
+def test_two_refreshes_at_once_on_sqlite_record_nothing_twice(tmp_path: Any) -> None:
+    import sqlite3
+
+    path = tmp_path / "shop.sqlite"
+    made = sqlite_shop(_race_shop())
+    made.source.connection.backup(target := sqlite3.connect(path))  # type: ignore[attr-defined]
+    target.close()
+    first = shopcrm.Shop.from_dbapi(sqlite3.connect(path), dialect="sqlite")
+    second = shopcrm.Shop.from_dbapi(sqlite3.connect(path), dialect="sqlite")
+    _race(first, second, _sqlite_append)
+
+
+def test_two_refreshes_at_once_on_postgres_record_nothing_twice(postgres_loader: PostgresLoader) -> None:
+    import psycopg
+
+    first = postgres_loader(_race_shop())
+    other = psycopg.connect(postgres_loader.con.info.dsn)
+    try:
+        second = shopcrm.Shop.from_dbapi(other, dialect="postgres", customers="customers_int", events="events_int")
+        _race(first, second, _server_append("%s"))
+    finally:
+        other.close()
+
+
+def test_refreshes_racing_in_threads_on_postgres_enter_each_customer_once(postgres_loader: PostgresLoader) -> None:
+    """Two refreshes of the same instant in two threads, each on its own connection, as often as not overlapping
+    (the second blocks on the rows the first holds): whichever fails, the stays and events are each written once."""
+    import threading
+
+    import psycopg
+
+    first = postgres_loader(_race_shop())
+    first.save_segment(RACE_SEGMENT, {"performed": "purchase", "within": {"last": "30d"}})
+    first.track_segment(RACE_SEGMENT)
+    _no_segment_events(first)
+    connections = [psycopg.connect(postgres_loader.con.info.dsn) for _ in range(2)]
+    try:
+        first.refresh_segments(now=RACE_T0)
+        for step in range(1, 4):
+            now = RACE_T0 + timedelta(hours=step)
+            _server_append("%s")(first, [{"customer_id": step + 1, "event": "purchase", "ts": now - timedelta(minutes=5),
+                                          "category": "shoes", "product_id": "p", "amount": 1, "price": 1.0,
+                                          "promotion_id": None}])
+            shops = [shopcrm.Shop.from_dbapi(c, dialect="postgres", customers="customers_int", events="events_int")
+                     for c in connections]
+            outcomes: list[Any] = [None, None]
+
+            def run(i: int, now: datetime = now, shops: list[shopcrm.Shop] = shops, outcomes: list[Any] = outcomes) -> None:
+                try:
+                    outcomes[i] = shops[i].refresh_segments(now=now)[RACE_SEGMENT].entered
+                except shopcrm.RefreshConflict as error:
+                    outcomes[i] = error
+
+            threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(timeout=60)
+            entered = [o for o in outcomes if not isinstance(o, Exception)]
+            assert (step + 1,) in entered, outcomes  # one of them recorded the entry
+            assert all(o in ((step + 1,), ()) for o in entered), outcomes
+        stays = first.segment_stays(RACE_SEGMENT)
+        assert sorted(s.customer_id for s in stays) == [1, 2, 3, 4]
+        entered_events = [e["customer_id"] for e in first.source.campaign_store().message_events()
+                          if e["event"] == "segment_entered"]
+        assert sorted(entered_events) == [2, 3, 4]
+    finally:
+        for c in connections:
+            c.close()
+        first.untrack_segment(RACE_SEGMENT)
+        first.delete_segment(RACE_SEGMENT)
+
+
+def test_two_refreshes_at_once_on_mariadb_record_nothing_twice(mysql_loader: MySQLLoader) -> None:
+    import pymysql
+
+    first = mysql_loader(_race_shop())
+    made = mysql_loader.con
+    other = pymysql.connect(host=made.host, port=made.port, user=made.user, password=made.password, database=made.db,
+                            charset="utf8mb4", autocommit=False)
+    try:
+        second = shopcrm.Shop.from_dbapi(other, dialect="mysql", customers="customers_int", events="events_int")
+        _race(first, second, _server_append("%s"))
+    finally:
+        other.close()

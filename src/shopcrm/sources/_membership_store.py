@@ -20,7 +20,7 @@ from typing import Any, NamedTuple
 
 from shopcrm.sources._library import LibraryStore, stored_id
 
-__all__ = ["MembershipStore", "MemoryMembershipStore", "Refreshed", "SQLMembershipStore", "Stay"]
+__all__ = ["MembershipStore", "MemoryMembershipStore", "RefreshConflict", "Refreshed", "SQLMembershipStore", "Stay"]
 
 
 class Stay(NamedTuple):
@@ -61,6 +61,11 @@ def _key(customer_id: Any) -> str:
     return _stored(customer_id, type(customer_id).__name__)  # 1 and True are equal keys of a cache
 
 
+class RefreshConflict(RuntimeError):
+    """Another refresh recorded a tracked segment or attribute after this one read it; nothing of this refresh
+    was kept: run it again (it goes on from what the other recorded)."""
+
+
 class MembershipStore(ABC):
     """Tracked segments' members, their next changes and the tracking state."""
 
@@ -83,6 +88,13 @@ class MembershipStore(ABC):
     @abstractmethod
     def due(self, segment: str, now: datetime) -> list[Any]:
         """The customers whose ``next_change_at`` is at or before ``now``."""
+
+    def claim(self, expected: Mapping[str, Mapping[str, Any]]) -> None:
+        """Inside a refresh's transaction (:meth:`batch`), before it writes: hold the tracked rows of these keys
+        until it commits, and check that each still holds the state the refresh read (``expected``); else raise
+        :class:`RefreshConflict` (two refreshes at once, a tick's and a manual one, would otherwise both record the
+        same entries and write their events twice)."""
+        _check_states(expected, self.tracked())
 
     def rewind(self, to: datetime) -> None:
         """Events stamped ``to`` (or later) arrived after a refresh that was later than ``to``: each such tracked
@@ -139,6 +151,17 @@ class MembershipStore(ABC):
     @abstractmethod
     def put_values(self, attribute: str, values: Mapping[Any, Any], *, state: Mapping[str, Any], replace: bool) -> None:
         """Record values (all of them when ``replace``) and the attribute's ``state``, at once."""
+
+
+def _check_states(expected: Mapping[str, Mapping[str, Any]], found: Mapping[str, Mapping[str, Any]]) -> None:
+    changed = sorted(key for key, state in expected.items() if found.get(key) != dict(state))
+    if changed:
+        gone = [key for key in changed if key not in found]
+        raise RefreshConflict(
+            f"another refresh recorded {', '.join(changed)} after this one read {'it' if len(changed) == 1 else 'them'}"
+            + (f" ({', '.join(gone)} no longer tracked)" if gone else "")
+            + ": nothing of this refresh was kept; run it again (two refreshes at once would record the same entries "
+            "and write their events twice)")
 
 
 class MemoryMembershipStore(MembershipStore):
@@ -445,6 +468,22 @@ class SQLMembershipStore(MembershipStore):
                              [list(column) for column in zip(*fresh, strict=True)])
             for one in sparing:
                 self._put_tracked(f"segment:{one.segment}", one.state)
+
+    def claim(self, expected: Mapping[str, Mapping[str, Any]]) -> None:
+        if not expected:
+            return
+        self._ready()
+        p = self._p
+        keys = sorted(expected)
+        names = ", ".join([p] * len(keys))
+        with self._library._transaction():
+            # a write first: the rows stay locked until the refresh commits (PostgreSQL and MariaDB lock them, SQLite
+            # takes its write lock, DuckDB fails one of two transactions writing them), and the read below sees the
+            # last committed states
+            self._run(f"UPDATE {self.TRACKED} SET document = document WHERE name IN ({names})", keys)
+            found = {str(name): dict(json.loads(str(document))) for name, document in self._run(
+                f"SELECT name, document FROM {self.TRACKED} WHERE name IN ({names})", keys)}
+            _check_states(expected, found)
 
     def stays(self, segment: str) -> list[Stay]:
         if not self._readable():
