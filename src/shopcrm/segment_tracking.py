@@ -198,7 +198,7 @@ def _recent(source: Source, since: datetime, names: Sequence[str] | None = None)
                        ).distinct().from_(source.schema().events.relation("e")).where(
         exp.GTE(this=d.timestamp_column(exp.column("ts", table="e", quoted=True)), expression=d.timestamp_literal(since)))
     if names is not None:
-        query = query.where(exp.column("event", table="e", quoted=True).isin(*[exp.Literal.string(n) for n in names]))
+        query = query.where(d.one_of(exp.column("event", table="e", quoted=True), list(names)))
     return {(row[0], row[1]) for row in source.fetch(query)}
 
 
@@ -494,8 +494,8 @@ def _read_events(source: Source, rules: Sequence[Rule], read: Sequence[str], now
                              {name: found.get(name) for name in _reads(rule)})
     d = dialect_for(source.dialect)
     event, ts = exp.column("event", table="e", quoted=True), exp.column("ts", table="e", quoted=True)
-    whole = [exp.Literal.string(name) for name in read if horizons.get(name) is None]
-    parts: list[exp.Expr] = [event.copy().isin(*whole)] if whole else []
+    whole = [name for name in read if horizons.get(name) is None]
+    parts: list[exp.Expr] = [d.one_of(event.copy(), whole)] if whole else []
     for name in read:
         at = horizons.get(name)
         if at is not None:

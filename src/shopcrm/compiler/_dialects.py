@@ -9,7 +9,7 @@ integer) lives here.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, ClassVar
 
@@ -92,6 +92,10 @@ class Dialect:
     def concat(self, *parts: exp.Expression) -> exp.Expression:
         return exp.Concat(expressions=list(parts), safe=True)
 
+    def one_of(self, column: exp.Expression, values: Sequence[str]) -> exp.Expression:
+        """``column IN (values)`` for text literals, as a filter this engine applies best."""
+        return exp.In(this=column, expressions=[_lit(v) for v in values])
+
     # -- sample buckets -----------------------------------------------------
     def md5_hex(self, value: exp.Expression) -> exp.Expression:
         """Lower-case hex md5 of a text value."""
@@ -137,6 +141,14 @@ class DuckDB(Dialect):
 
     def mask_union(self, mask: exp.Expression) -> exp.Expression:
         return exp.BitwiseOrAgg(this=mask)  # BIT_OR keeps a BIGINT, where SUM would widen it to HUGEINT
+
+    def one_of(self, column: exp.Expression, values: Sequence[str]) -> exp.Expression:
+        """``column = ANY [values]``: DuckDB 2 makes ``IN`` of a few constants an optional zone-map filter and tests it
+        after the scan, which then reads every column of every row (10M of 11M events for a tick's histories, 2.3M
+        passing); the list is tested in the scan, so the other columns are read for the passing rows only."""
+        if len(values) == 1:
+            return exp.EQ(this=column, expression=_lit(values[0]))
+        return exp.EQ(this=column, expression=exp.Any(this=exp.Array(expressions=[_lit(v) for v in values])))
 
     def hex_to_int(self, hex8: exp.Expression) -> exp.Expression:
         return exp.cast(exp.DPipe(this=_lit("0x"), expression=hex8, safe=True), exp.DataType.build("BIGINT"))

@@ -89,7 +89,7 @@ class EngineReader:
     def events_named(self, names: Sequence[str], since: datetime | None, alias: str = "e") -> exp.Expr:
         """``event IN names AND since <= ts <= now`` on events aliased ``alias``."""
         conditions: list[exp.Expression] = [
-            self.col("event", alias).isin(*[exp.Literal.string(n) for n in names]),
+            self.quirks.one_of(self.col("event", alias), names),
             exp.LTE(this=self.ts(alias), expression=self.at(self.now)),
         ]
         if since is not None:
