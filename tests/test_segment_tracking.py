@@ -209,6 +209,29 @@ def test_grade_changes_between_refreshes_are_events_the_playbook_sends_on() -> N
     assert "silver" in planned.messages[0].chain[0].text
 
 
+def test_a_clock_gone_back_leaves_a_tracked_attribute_as_it_was_seen_last() -> None:
+    shop = _vip_shop()
+    shop.track_attribute("grade", now=T0)
+    shop.refresh_segments(now=T0)
+    shop.load_customers([{"customer_id": 2, "name": "고객2", "grade": "gold", "phone": "01012340002", "sms_opt_in": True}])
+    assert shop.refresh_segments(now=T0 + timedelta(hours=1)).attributes[0].changed == ((2, "silver", "gold"),)
+    events = shop.source.con.execute("SELECT count(*) FROM events WHERE event = 'grade_changed'").fetchone()
+    # customer 3 changes grade; at 09:30 the refresh at 10:00 had seen them silver, so a change stamped 09:30 would
+    # come before the look that still saw the old grade: nothing is read or written, and the refresh says why
+    shop.load_customers([{"customer_id": 3, "name": "고객3", "grade": "vip", "phone": "01012340003", "sms_opt_in": True}])
+    back = shop.refresh_segments(now=T0 + timedelta(minutes=30))
+    assert back.attributes[0].skipped
+    assert back.attributes[0].reason == "now (2026-03-01 09:30:00 UTC) is before its last refresh (2026-03-01 10:00:00 UTC)"
+    assert (back.attributes[0].changed, back.events) == ((), 0)
+    assert "grade: skipped, now (2026-03-01 09:30:00 UTC) is before its last refresh" in str(back)
+    assert shop.source.con.execute("SELECT count(*) FROM events WHERE event = 'grade_changed'").fetchone() == events
+    # the next refresh after the last look finds the change, stamped then
+    on = shop.refresh_segments(now=T0 + timedelta(hours=2))
+    assert on.attributes[0].changed == ((3, "silver", "vip"),)
+    assert shop.source.con.execute("SELECT customer_id, ts FROM events WHERE event = 'grade_changed' ORDER BY ts").fetchall() == [
+        (2, T0 + timedelta(hours=1)), (3, T0 + timedelta(hours=2))]
+
+
 def test_clear_errors() -> None:
     shop = _vip_shop()
     with pytest.raises(KeyError, match="no segment named 'nope'"):

@@ -103,11 +103,15 @@ class AttributeChange:
     attribute: str
     changed: tuple[tuple[Any, Any, Any], ...]
     initial: bool = False
+    #: nothing was read: the customers table is unchanged, or ``reason`` says why
     skipped: bool = False
+    #: why a skipped refresh read nothing other than an unchanged table (``now`` before the attribute's last look: a
+    #: clock that went back); the values recorded then stand, and the next refresh at or after that instant compares
+    reason: str | None = None
 
     def __str__(self) -> str:
         if self.skipped:
-            return f"{self.attribute}: the customers table is unchanged"
+            return f"{self.attribute}: skipped, {self.reason}" if self.reason else f"{self.attribute}: the customers table is unchanged"
         first = " (first refresh: values recorded, no events)" if self.initial else ""
         return f"{self.attribute}: {len(self.changed):,} changed{first}"
 
@@ -562,6 +566,11 @@ def _refresh_attribute(
 ) -> AttributeChange:
     store = source.membership_store()
     initial = not state.get("seen_at")
+    last = None if initial else datetime.fromisoformat(state["seen_at"])
+    if last is not None and now < last:
+        # a clock that went back: a change found now would be stamped before the look that still saw the old value
+        return AttributeChange(column, (), skipped=True, reason=(
+            f"now ({now.isoformat(sep=' ')} UTC) is before its last refresh ({last.isoformat(sep=' ')} UTC)"))
     if not initial and not full and signature is not None and state.get("customers") == signature:
         return AttributeChange(column, (), skipped=True)
     table = source.schema().customers
