@@ -31,6 +31,8 @@ def outputs(draw: st.DrawFn) -> str:
     name = draw(st.sampled_from(NAMES))
     if draw(st.booleans()):
         name += "." + draw(st.sampled_from(["amount", "order_id", "items", "keys", "_private", "missing"]))
+    if draw(st.booleans()):  # default('text'), the first filter (or, rarely, after another)
+        name += "|" + draw(st.sampled_from(["default", "d"])) + "('" + draw(st.text(alphabet="고객 님ab0%\n", max_size=4)) + "')"
     for _ in range(draw(st.integers(0, 2))):
         name += "|" + draw(st.sampled_from(FILTERS))
     return "{{ " + name + " }}"
@@ -62,7 +64,13 @@ def test_a_simple_template_renders_what_jinja2_renders(source: str, context: dic
     ("{{ name|은는 }} 겨울 세일 대상이에요.", True),
     ("{{ name }}님, 주문번호 {{ event.order_id }}, 결제금액 {{ event.amount|krw }}.", True),
     ("{{ name|upper }}", False),  # not one of the pure filters it applies itself
-    ("{{ event.product_name | default(event.product_id) }}", False),  # a filter with an argument
+    ("{{ event.product_name | default(event.product_id) }}", False),  # a filter with an argument that is not text
+    ("{{ grade_name | default('단골') }} 등급", True),  # undefined: the default's text
+    ("{{ event.missing | d('없음') }}", True),
+    ("{{ name | default('고객') | 은는 }}", True),
+    ("{{ name | 은는 | default('고객') }}", False),  # default after another filter
+    ("{{ range | default('x') }}", False),  # a global jinja2 reads, not undefined
+    ("{{ name | default('a', true) }}", False),
     ("{% if name %}{{ name }}{% endif %}", False),
     ("{{ link('https://shop.example') }}", False),
 ])

@@ -578,8 +578,9 @@ class Renderer:
     def _simple(self, source: str, reads: Mapping[str, Any]) -> str | None:
         """What jinja2 renders from the text template ``source`` with ``reads``, computed without it, or None (then
         jinja2 renders).  Only for a template made of text and ``{{ name }}``, ``{{ name.attribute }}`` outputs, each
-        with any of the pure one-value filters (``krw``, ``date``, the particles: ``{{ name|은는 }}``), when every
-        name is in ``reads`` and every value is plain and small: then jinja2 yields the text and ``str`` of each
+        with any of the pure one-value filters (``krw``, ``date``, the particles: ``{{ name|은는 }}``), first of them
+        perhaps ``default('text')`` (the text where the value is undefined), when every name is in ``reads`` (or
+        undefined under such a default) and every value is plain and small: then jinja2 yields the text and ``str`` of each
         output, and no limit, undefined value or failing filter can stop it (anything else goes to jinja2, which
         renders or reports it)."""
         if source in self._simple_parts:
@@ -590,17 +591,22 @@ class Renderer:
             return None
         pieces, outputs, work, size = plan
         out = list(pieces)
-        for index, name, attribute, item, filters in outputs:
+        for index, name, attribute, item, filters, fallback in outputs:
             value = reads.get(name, _MISSING)
             if value is _MISSING:
-                return None
-            if attribute is not None:
+                # undefined: ``default('text')`` gives its text, unless the name is a global jinja2 would read
+                if fallback is None or attribute is not None or name in self._text.globals:
+                    return None
+                value = fallback
+            elif attribute is not None:
                 if type(value) is not dict:
                     return None
                 # jinja2 reads a dict's attribute as its item unless dict has an attribute of that name
                 value = value.get(attribute, _MISSING) if item else self._text.getattr(value, attribute)
                 if value is _MISSING:
-                    return None
+                    if fallback is None:
+                        return None
+                    value = fallback  # a dict without the item: undefined, so the default's text
             for function in filters:
                 if type(value) not in _SIMPLE_INPUTS or (type(value) is str and len(value) > 1000):
                     return None
@@ -635,7 +641,7 @@ class Renderer:
         except Exception:  # a syntax error: jinja2 reports it
             return None
         pieces: list[str] = []
-        outputs: list[tuple[int, str, str | None, bool, tuple[Any, ...]]] = []
+        outputs: list[tuple[int, str, str | None, bool, tuple[Any, ...], str | None]] = []
         work = size = 0
         for statement in tree.body:
             if not isinstance(statement, jinja2.nodes.Output):
@@ -648,7 +654,19 @@ class Renderer:
                     continue
                 node: jinja2.nodes.Node | None = output
                 filters: list[Any] = []
+                fallback: str | None = None
                 while isinstance(node, jinja2.nodes.Filter):
+                    if fallback is not None:  # a filter under default(...): default must be applied first
+                        return None
+                    if (node.name in ("default", "d") and len(node.args) == 1 and not node.kwargs and not node.dyn_args
+                            and not node.dyn_kwargs and isinstance(node.args[0], jinja2.nodes.Const)
+                            and type(node.args[0].value) is str and len(node.args[0].value) <= 1000
+                            and getattr(self._text.filters.get(node.name), "__wrapped__", None) is jinja2.filters.do_default):
+                        # ``default('text')`` on the value read: the text where it is undefined, else the value
+                        fallback = node.args[0].value
+                        filters.append(_defined)
+                        node = node.node
+                        continue
                     if node.name not in _SIMPLE_FILTERS or node.args or node.kwargs or node.dyn_args or node.dyn_kwargs:
                         return None
                     function = getattr(self._text.filters.get(node.name), "__wrapped__", None)
@@ -661,8 +679,9 @@ class Renderer:
                     attribute, node = node.attr, node.node
                 if not isinstance(node, jinja2.nodes.Name) or node.ctx != "load":
                     return None
+                applied = tuple(f for f in reversed(filters) if f is not _defined)
                 outputs.append((len(pieces), node.name, attribute, attribute is not None and not hasattr(dict, attribute),
-                                tuple(reversed(filters))))
+                                applied if fallback is None else (_defined, *applied), fallback))
                 pieces.append("")
         return tuple(pieces), tuple(outputs), work, size
 
@@ -1030,7 +1049,7 @@ def _slots(body: str) -> tuple[str, ...]:
 #: the types of the context values a rendering is never remembered by (they cannot be hashed)
 _UNHASHABLE = frozenset({dict, list, set})
 #: what :meth:`Renderer._simple` renders a template from (see :meth:`Renderer._simple_plan`)
-_SimplePlan = tuple[tuple[str, ...], tuple[tuple[int, str, str | None, bool, tuple[Any, ...]], ...], int, int]
+_SimplePlan = tuple[tuple[str, ...], tuple[tuple[int, str, str | None, bool, tuple[Any, ...], str | None], ...], int, int]
 
 #: the types whose equal values may print differently: kept apart by their exact text in a cache key (:func:`_apart`)
 _BY_TEXT = frozenset({float, Decimal, datetime, time})
@@ -1053,6 +1072,11 @@ _SIMPLE_FILTERS: dict[str, Any] = {"krw": krw, "date": format_date, **dict.fromk
 #: the values :meth:`Renderer._simple` hands to a filter, and those it prints (``str``, as jinja2 prints them)
 _SIMPLE_INPUTS = frozenset({str, int, float, Decimal, bool, date, datetime, type(None)})
 _SIMPLE_OUTPUTS = frozenset({str, int, float, Decimal, bool})
+
+
+def _defined(value: Any) -> Any:
+    """``default('text')`` applied to a defined value: the value itself (the text replaces only an undefined one)."""
+    return value
 
 
 def _shorten(text: str, limit: int) -> str:
