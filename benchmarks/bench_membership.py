@@ -42,11 +42,11 @@ SEGMENTS: dict[str, dict[str, Any]] = {
 def hour_of_events(shop: shopcrm.Shop, events: Path, start: Any, count: int, seed: int) -> Any:
     """``count`` of the shop's events, sampled, spread evenly over the hour from ``start`` (an Arrow table)."""
     con = shop.source.con  # type: ignore[attr-defined]
-    return con.execute(
+    return con.sql(
         f"SELECT customer_id, event, CAST(? AS TIMESTAMP) + to_microseconds(CAST((row_number() OVER () - 1) * "
         f"3600000000 // {count} AS BIGINT)) AS ts, category, product_id, price, amount, order_id, promotion_id "
         f"FROM (SELECT * FROM read_parquet(?) USING SAMPLE reservoir({count} ROWS) REPEATABLE ({seed}))",
-        [start, str(events)]).to_arrow_table()
+        params=[start, str(events)]).to_arrow_table()
 
 
 def main() -> None:
