@@ -293,7 +293,7 @@ def refresh(
             del segments[name]
             changes.append(SegmentChange(
                 name, (), (), int(state.get("members", 0)), None,
-                skipped=f"now ({now.isoformat(sep=' ')} UTC) is before its last refresh ({last.isoformat(sep=' ')} UTC)"))
+                skipped=_clock_went_back(now, last)))
     reasons = {name: _full_reason(source, rules[name], state, now=now, full=full, signature=signature)
                for name, state in segments.items()}
     # the candidates' scratch tables are made before the transaction: they are this connection's, not the shop's
@@ -349,6 +349,11 @@ def _full_reason(
             else f"product situations ({situations}) change with the catalog" if situations
             else "the customers table changed" if signature is not None and state.get("customers") != signature
             else None)
+
+
+def _clock_went_back(now: datetime, last: datetime) -> str:
+    """Why a tracked segment or attribute is left as it is: ``now`` is before its last refresh."""
+    return f"now ({now.isoformat(sep=' ')} UTC) is before its last refresh ({last.isoformat(sep=' ')} UTC)"
 
 
 def _watermark(state: Mapping[str, Any]) -> datetime | None:
@@ -569,8 +574,7 @@ def _refresh_attribute(
     last = None if initial else datetime.fromisoformat(state["seen_at"])
     if last is not None and now < last:
         # a clock that went back: a change found now would be stamped before the look that still saw the old value
-        return AttributeChange(column, (), skipped=True, reason=(
-            f"now ({now.isoformat(sep=' ')} UTC) is before its last refresh ({last.isoformat(sep=' ')} UTC)"))
+        return AttributeChange(column, (), skipped=True, reason=_clock_went_back(now, last))
     if not initial and not full and signature is not None and state.get("customers") == signature:
         return AttributeChange(column, (), skipped=True)
     table = source.schema().customers

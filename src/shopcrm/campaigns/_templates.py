@@ -664,7 +664,6 @@ class Renderer:
                             and getattr(self._text.filters.get(node.name), "__wrapped__", None) is jinja2.filters.do_default):
                         # ``default('text')`` on the value read: the text where it is undefined, else the value
                         fallback = node.args[0].value
-                        filters.append(_defined)
                         node = node.node
                         continue
                     if node.name not in _SIMPLE_FILTERS or node.args or node.kwargs or node.dyn_args or node.dyn_kwargs:
@@ -679,9 +678,10 @@ class Renderer:
                     attribute, node = node.attr, node.node
                 if not isinstance(node, jinja2.nodes.Name) or node.ctx != "load":
                     return None
-                applied = tuple(f for f in reversed(filters) if f is not _defined)
+                # a default is the first filter applied (charged as one, like jinja2's)
+                applied = tuple(reversed(filters)) if fallback is None else (_defined, *reversed(filters))
                 outputs.append((len(pieces), node.name, attribute, attribute is not None and not hasattr(dict, attribute),
-                                applied if fallback is None else (_defined, *applied), fallback))
+                                applied, fallback))
                 pieces.append("")
         return tuple(pieces), tuple(outputs), work, size
 
