@@ -615,3 +615,110 @@ def test_a_process_killed_between_the_stays_and_their_events_loses_neither(tmp_p
         ).fetchall()
         assert written == [("grade_changed", 3), ("segment_entered", 2)]
         assert [(s.customer_id, s.exited_at) for s in shop.segment_stays("vip")] == [(1, None), (2, None)]
+
+
+# -- two refreshes at once on the embedded store: two shops over one DuckDB file in one process (a scheduler's tick
+# and a request handler's refresh); DuckDB has no row locks and fails the second writer of a row
+def _two_duckdb_shops(path: Any) -> tuple[shopcrm.Shop, shopcrm.Shop]:
+    first = shopcrm.Shop.open(path)
+    first.load_customers([{"customer_id": i, "grade": "silver", "signed_up_at": T0 - timedelta(days=90)} for i in range(1, 6)])
+    first.load_events([{"customer_id": 1, "event": "purchase", "ts": T0 - timedelta(days=1), "amount": 10}])
+    first.save_segment("buyers", {"performed": "purchase", "within": {"last": "30d"}})
+    first.track_segment("buyers")
+    first.track_attribute("grade")
+    first.refresh_segments(now=T0)
+    return first, shopcrm.Shop.open(path)
+
+
+def _entered_events(shop: shopcrm.Shop) -> list[Any]:
+    return [row[0] for row in shop.source.con.execute(  # type: ignore[attr-defined]
+        "SELECT customer_id FROM events WHERE event = 'segment_entered' ORDER BY ts, customer_id").fetchall()]
+
+
+def test_a_refresh_while_another_holds_the_tracked_rows_on_duckdb_fails_as_a_conflict(tmp_path: Any) -> None:
+    """The second of two overlapping refreshes is refused by DuckDB at its claim: it raises RefreshConflict (not the
+    driver's TransactionException), keeps nothing, and run again after the first it records nothing twice."""
+    first, second = _two_duckdb_shops(tmp_path / "shop.duckdb")
+    first.load_events([{"customer_id": 2, "event": "purchase", "ts": T0 + timedelta(minutes=5), "amount": 20}])
+    later = T0 + timedelta(hours=1)
+    store = first.source.membership_store()
+    claim = store.claim
+    refused: list[BaseException] = []
+
+    def claimed_then_the_other_refreshes(expected: Any) -> None:
+        store.claim = claim  # type: ignore[method-assign]
+        claim(expected)  # the first holds the rows, uncommitted
+        with pytest.raises(shopcrm.RefreshConflict, match=r"another refresh wrote .* at the same time") as raised:
+            second.refresh_segments(now=later)
+        refused.append(raised.value)
+
+    store.claim = claimed_then_the_other_refreshes  # type: ignore[method-assign]
+    assert first.refresh_segments(now=later)["buyers"].entered == (2,)
+    assert "Conflict" in str(refused[0].__cause__)
+    again = second.refresh_segments(now=later)
+    assert again["buyers"].entered == ()
+    assert again["buyers"].exited == ()
+    assert [(s.customer_id, s.exited_at) for s in second.segment_stays("buyers")] == [(1, None), (2, None)]
+    assert _entered_events(second) == [2]
+    first.close()
+    second.close()
+
+
+def test_a_refresh_that_read_before_another_committed_on_duckdb_fails_as_a_conflict(tmp_path: Any) -> None:
+    """The other refresh commits after this one read the tracked states but before its claim: the claim (the first
+    statement of its transaction to read the rows) finds the state the other recorded: RefreshConflict, nothing kept."""
+    first, second = _two_duckdb_shops(tmp_path / "shop.duckdb")
+    first.load_events([{"customer_id": 3, "event": "purchase", "ts": T0 + timedelta(minutes=5), "amount": 20}])
+    later = T0 + timedelta(hours=1)
+    store = first.source.membership_store()
+    claim = store.claim
+
+    def the_other_commits_first(expected: Any) -> None:
+        store.claim = claim  # type: ignore[method-assign]
+        assert second.refresh_segments(now=later)["buyers"].entered == (3,)
+        claim(expected)
+
+    store.claim = the_other_commits_first  # type: ignore[method-assign]
+    with pytest.raises(shopcrm.RefreshConflict, match="another refresh recorded segment:buyers"):
+        first.refresh_segments(now=later)
+    again = first.refresh_segments(now=later)
+    assert (again["buyers"].entered, again["buyers"].exited) == ((), ())
+    assert [(s.customer_id, s.exited_at) for s in first.segment_stays("buyers")] == [(1, None), (3, None)]
+    assert _entered_events(first) == [3]
+    first.close()
+    second.close()
+
+
+def test_refreshes_racing_in_threads_on_duckdb_enter_each_customer_once(tmp_path: Any) -> None:
+    """Two refreshes of the same instant in two threads over one DuckDB file: each either records or fails with
+    RefreshConflict (never a driver error), and every entry and its event is written once."""
+    import threading
+
+    first, second = _two_duckdb_shops(tmp_path / "shop.duckdb")
+    shops = [first, second]
+    for step in range(1, 5):
+        now = T0 + timedelta(hours=step)
+        first.load_events([{"customer_id": step + 1, "event": "purchase", "ts": now - timedelta(minutes=5), "amount": 1}])
+        outcomes: list[Any] = [None, None]
+
+        def run(i: int, now: datetime = now, outcomes: list[Any] = outcomes) -> None:
+            try:
+                outcomes[i] = shops[i].refresh_segments(now=now)["buyers"].entered
+            except shopcrm.RefreshConflict as error:
+                outcomes[i] = error
+            except Exception as error:  # a driver error is a failure of this test
+                outcomes[i] = ("unexpected", repr(error))
+
+        threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        assert not any(isinstance(o, tuple) and o[:1] == ("unexpected",) for o in outcomes), outcomes
+        entered = [o for o in outcomes if not isinstance(o, Exception)]
+        assert (step + 1,) in entered, outcomes
+        assert all(o in ((step + 1,), ()) for o in entered), outcomes
+    assert sorted(s.customer_id for s in first.segment_stays("buyers")) == [1, 2, 3, 4, 5]
+    assert sorted(_entered_events(first)) == [2, 3, 4, 5]
+    first.close()
+    second.close()

@@ -273,3 +273,82 @@ def test_a_template_failing_for_one_customer_is_recorded_as_render_failed_and_th
         ("c1", '{"detail": "sms.text: ZeroDivisionError: integer division or modulo by zero"}'),
     ]
     assert shop.tick(now=T0 + timedelta(minutes=2)).recorded == 0  # the occurrence is done: nothing planned twice
+
+
+# -- two ticks at once on the embedded store: two shops over one DuckDB file in one process (a scheduler thread and
+# a request handler); DuckDB has no row locks and refuses the second writer of a row
+def _two_ticking_shops(path: Any) -> tuple[Shop, Shop]:
+    first = Shop.open(path)
+    first.load_customers([customer(f"c{i}") for i in range(1, 6)])
+    first.load_events([{"customer_id": "c5", "event": name, "ts": T0 - timedelta(days=30), "product_id": "P1", "amount": None}
+                       for name in ("cart_added", "order_completed")])  # before the scenario began: no trigger
+    first.messaging_policy = POLICY
+    first.save_settings()
+    first.save_campaign(cart(), now=T0 - timedelta(days=1))
+    first.tick(now=T0)
+    return first, Shop.open(path)
+
+
+def test_a_tick_whose_marks_another_tick_advanced_at_once_keeps_its_result(tmp_path: Any) -> None:
+    """Two idle ticks at once: the second to write the scenario's marks is refused by DuckDB. It returns its result
+    like the other (its marks dropped, the other's standing) instead of failing with the driver's error, and the next
+    tick plans each reminder once."""
+    first, second = _two_ticking_shops(tmp_path / "shop.duckdb")
+    first.load_events([{"customer_id": "c2", "event": "cart_added", "ts": T0 + timedelta(minutes=1), "product_id": "P2",
+                        "amount": None}])
+    marks = first.source.campaign_store().tick_marks()
+    advance = marks.advance
+    seen: list[Any] = []
+
+    def the_other_ticks_while_these_marks_are_written(changes: Any) -> None:
+        marks.advance = advance  # type: ignore[method-assign]
+        with first.source._transaction():  # type: ignore[attr-defined]
+            advance(changes)  # written, not committed: the other tick's marks are refused
+            seen.append(second.tick(now=T0 + timedelta(minutes=5)))
+
+    marks.advance = the_other_ticks_while_these_marks_are_written  # type: ignore[method-assign]
+    mine = first.tick(now=T0 + timedelta(minutes=5))
+    assert mine.messages == ()
+    assert seen[0].messages == ()
+    due = first.tick(now=T0 + timedelta(hours=2))
+    assert [m.customer_id for m in due.messages] == ["c2"]
+    assert second.tick(now=T0 + timedelta(hours=2, minutes=5)).messages == ()
+    assert [r.customer_id for r in first.outbox() if r.campaign_id == "cart"] == ["c2"]
+    first.close()
+    second.close()
+
+
+def test_ticks_racing_in_threads_on_duckdb_record_each_decision_once(tmp_path: Any) -> None:
+    """Two ticks of the same instant in two threads over one DuckDB file, four times: each returns its plan or raises
+    TickConflict (never a driver error), and every reminder is recorded once."""
+    import threading
+
+    first, second = _two_ticking_shops(tmp_path / "shop.duckdb")
+    shops = [first, second]
+    for step in range(1, 5):
+        start = threading.Barrier(2)
+        first.load_events([{"customer_id": f"c{step}", "event": "cart_added", "ts": T0 + timedelta(hours=step - 1),
+                            "product_id": f"P{step}", "amount": None}])
+        now = T0 + timedelta(hours=step, minutes=30)
+        outcomes: list[Any] = [None, None]
+
+        def run(i: int, now: datetime = now, outcomes: list[Any] = outcomes, start: Any = start) -> None:
+            start.wait(timeout=60)
+            try:
+                outcomes[i] = [m.customer_id for m in shops[i].tick(now=now).messages]
+            except TickConflict as error:
+                outcomes[i] = error
+            except Exception as error:  # a driver error is a failure of this test
+                outcomes[i] = ("unexpected", repr(error))
+
+        threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        assert not any(isinstance(o, tuple) for o in outcomes), outcomes
+        assert [f"c{step}"] in outcomes, outcomes
+    reminders = sorted(r.customer_id for r in first.outbox() if r.campaign_id == "cart")
+    assert reminders == ["c1", "c2", "c3", "c4"]
+    first.close()
+    second.close()

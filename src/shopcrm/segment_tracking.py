@@ -27,7 +27,8 @@ one engine and the membership tables in another database.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -57,7 +58,7 @@ from shopcrm.dsl._nodes import (
     Sample,
 )
 from shopcrm.errors import RuleError, SchemaError
-from shopcrm.sources._membership_store import Refreshed
+from shopcrm.sources._membership_store import MembershipStore, RefreshConflict, Refreshed
 from shopcrm.timeline import to_utc_naive
 
 if TYPE_CHECKING:
@@ -302,7 +303,7 @@ def refresh(
     # the stays and the events that announce them commit together (where the store and the events share a
     # database): a process killed between the two would otherwise keep an entry whose event never comes, and no
     # later refresh would find that customer entering again
-    with store.batch():
+    with _refused_as_conflict(store), store.batch():
         # the states this refresh read, still the stored ones (held until it commits): else another refresh ran
         store.claim({key: state for key, state in tracked.items()
                      if not key.startswith("segment:") or key.split(":", 1)[1] in segments})
@@ -334,6 +335,23 @@ def refresh(
     order = [key.split(":", 1)[1] for key in tracked if key.startswith("segment:")]  # the skipped in their place
     changes.sort(key=lambda change: order.index(change.segment))
     return SegmentRefresh(now, tuple(changes), tuple(attributes), len(events))
+
+
+@contextmanager
+def _refused_as_conflict(store: MembershipStore) -> Iterator[None]:
+    """Around a refresh's transaction: the engine refusing it because another transaction wrote the same rows at once
+    (DuckDB's write conflict, a deadlock, a lock wait that ran out; see :meth:`MembershipStore.contended`) raises
+    :class:`RefreshConflict`, as the claim's own check does. The transaction was rolled back: nothing was kept."""
+    try:
+        yield
+    except RefreshConflict:
+        raise
+    except Exception as error:
+        if not store.contended(error):
+            raise
+        raise RefreshConflict(
+            f"another refresh wrote the tracked segments or attributes at the same time, and the database refused this "
+            f"one ({type(error).__name__}: {error}): nothing of this refresh was kept; run it again") from error
 
 
 def _full_reason(

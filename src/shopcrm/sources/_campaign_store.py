@@ -22,6 +22,7 @@ from typing import Any, NamedTuple, overload
 from shopcrm.campaigns._planner import LedgerEntry
 from shopcrm.sources._library import LibraryStore, LibraryTables, stored_id
 from shopcrm.sources._tick_marks import MemoryTickMarks, SQLTickMarks, TickMarks
+from shopcrm.sources._transactions import is_contention
 
 __all__ = ["OUTBOX_COLUMNS", "CampaignStore", "MemoryCampaignStore", "OutboxBatch", "OutboxRow", "PiecedTexts", "SQLCampaignStore", "TickConflict"]
 
@@ -927,7 +928,7 @@ class SQLCampaignStore(CampaignStore):
                         rows = self._run(self._send_select() + f" WHERE {in_keys} AND claim = {p} AND lease_until = {p}",
                                          (*params, claim, _stamp(lease_until)))
             except Exception as error:
-                if _is_contention(error):  # another dispatcher holds these rows: they are taken, not ours
+                if is_contention(error):  # another dispatcher holds these rows: they are taken, not ours
                     continue
                 raise
             taken += [SendRow.from_tuple(r) for r in rows]
@@ -1062,12 +1063,6 @@ class SQLCampaignStore(CampaignStore):
 
 _SEND_SELECT_COLUMNS = ", ".join("key_" if c == "key" else c for c in SEND_COLUMNS)
 
-
-
-def _is_contention(error: Exception) -> bool:
-    """A lock conflict between two dispatchers (a deadlock, a serialisation failure, DuckDB's write conflict)."""
-    text = str(error).lower()
-    return any(word in text for word in ("deadlock", "could not serialize", "lock wait timeout", "conflict", "database is locked"))
 
 
 def _chunks(values: Sequence[Any], size: int = 500) -> list[Sequence[Any]]:

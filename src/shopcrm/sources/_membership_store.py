@@ -19,6 +19,7 @@ from datetime import datetime
 from typing import Any, NamedTuple
 
 from shopcrm.sources._library import LibraryStore, stored_id
+from shopcrm.sources._transactions import is_contention
 
 __all__ = ["MembershipStore", "MemoryMembershipStore", "RefreshConflict", "Refreshed", "SQLMembershipStore", "Stay"]
 
@@ -95,6 +96,12 @@ class MembershipStore(ABC):
         :class:`RefreshConflict` (two refreshes at once, a tick's and a manual one, would otherwise both record the
         same entries and write their events twice)."""
         _check_states(expected, self.tracked())
+
+    def contended(self, error: Exception) -> bool:
+        """Whether ``error``, raised inside a refresh's transaction, is the engine refusing one of two transactions
+        that wrote the same rows (a write conflict, a deadlock, a serialisation failure, a lock wait that timed out):
+        then the refresh raises :class:`RefreshConflict` instead.  A store without transactions never sees one."""
+        return False
 
     def rewind(self, to: datetime) -> None:
         """Events stamped ``to`` (or later) arrived after a refresh that was later than ``to``: each such tracked
@@ -477,13 +484,24 @@ class SQLMembershipStore(MembershipStore):
         keys = sorted(expected)
         names = ", ".join([p] * len(keys))
         with self._library._transaction():
-            # a write first: the rows stay locked until the refresh commits (PostgreSQL and MariaDB lock them, SQLite
-            # takes its write lock, DuckDB fails one of two transactions writing them), and the read below sees the
-            # last committed states
-            self._run(f"UPDATE {self.TRACKED} SET document = document WHERE name IN ({names})", keys)
-            found = {str(name): dict(json.loads(str(document))) for name, document in self._run(
-                f"SELECT name, document FROM {self.TRACKED} WHERE name IN ({names})", keys)}
+            if self._library.dialect == "duckdb":
+                # DuckDB has no row locks, and skips an update that changes nothing: the rows are written again
+                # (deleted and put back), so that of two refreshes at once the second to write them fails here
+                # with a write conflict (see contended), before it has done any work
+                rows = self._run(f"SELECT name, document FROM {self.TRACKED} WHERE name IN ({names})", keys)
+                self._run(f"DELETE FROM {self.TRACKED} WHERE name IN ({names})", keys)
+                if rows:
+                    self._insert(self.TRACKED, ["name", "document"], [list(column) for column in zip(*rows, strict=True)])
+            else:
+                # a write first: the rows stay locked until the refresh commits (PostgreSQL and MariaDB lock them,
+                # SQLite takes its write lock), and the read below sees the last committed states
+                self._run(f"UPDATE {self.TRACKED} SET document = document WHERE name IN ({names})", keys)
+                rows = self._run(f"SELECT name, document FROM {self.TRACKED} WHERE name IN ({names})", keys)
+            found = {str(name): dict(json.loads(str(document))) for name, document in rows}
             _check_states(expected, found)
+
+    def contended(self, error: Exception) -> bool:
+        return is_contention(error)
 
     def stays(self, segment: str) -> list[Stay]:
         if not self._readable():

@@ -22,6 +22,8 @@ from typing import Any, NamedTuple
 
 import attrs
 
+from shopcrm.sources._transactions import is_contention
+
 __all__ = ["MemoryTickMarks", "SQLTickMarks", "TickAdvance", "TickMark", "TickMarks"]
 
 
@@ -59,7 +61,9 @@ class TickMarks(ABC):
 
     @abstractmethod
     def advance(self, changes: Sequence[TickAdvance]) -> None:
-        """Write what a tick learnt, all or nothing."""
+        """Write what a tick learnt, all or nothing, in a transaction of its own.  When another tick writes the same
+        marks at the same time, the other's stand and these are dropped (a later tick reads from the older of the
+        two and decides nothing twice)."""
 
 
 class MemoryTickMarks(TickMarks):
@@ -134,6 +138,18 @@ class SQLTickMarks(TickMarks):
         if not changes:
             return
         self._ensure()
+        try:
+            self._advance(changes)
+        except Exception as error:
+            text = str(error).lower()
+            if not (is_contention(error) or "duplicate" in text or "unique" in text):
+                raise
+            # another tick advanced these marks at the same time (two ticks at once: DuckDB refuses the second
+            # writer, PostgreSQL and MySQL find the other's new mark when this one inserts its own). This tick's
+            # rows are recorded already; its marks are dropped as if it had stopped before advancing them, and the
+            # other's stand: a later tick reads from them and decides nothing twice (the outbox's keys)
+
+    def _advance(self, changes: Sequence[TickAdvance]) -> None:
         p = self._p
         with self._transaction():
             for change in changes:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-__all__ = ["Transactions"]
+__all__ = ["Transactions", "is_contention"]
 
 
 class Transactions:
@@ -44,3 +44,12 @@ class Transactions:
             raise
         finally:
             self._depth = 0
+
+
+def is_contention(error: Exception) -> bool:
+    """Whether a driver's ``error`` is the engine refusing one of two transactions that wrote the same rows: a
+    deadlock or a serialisation failure (PostgreSQL ``40P01`` / ``40001``, MySQL 1213), a lock wait that timed out
+    (MySQL 1205), SQLite's ``database is locked`` or DuckDB's write conflict (``Conflict on update``).  Read from the
+    message, which every driver words so, without importing any of them."""
+    text = str(error).lower()
+    return any(word in text for word in ("deadlock", "could not serialize", "lock wait timeout", "conflict", "database is locked"))
