@@ -340,6 +340,46 @@ def test_a_second_dispatcher_taking_over_expired_leases_never_sends_twice(slow: 
     assert first.outcomes["sent"] + second.outcomes["sent"] == N - len(REFUSED)
 
 
+@pytest.mark.parametrize("round_", range(3))
+def test_two_dispatchers_in_threads_over_one_duckdb_file_both_finish_and_send_each_message_once(
+    tmp_path: Path, round_: int,
+) -> None:
+    """Two shops over one DuckDB file in one process (two worker threads), each running a dispatcher at the same
+    moment. The first outcome events add their columns to the events table: two transactions adding the same column
+    conflict in DuckDB's catalogue, and the second dispatcher's settle used to fail with TransactionException
+    ("Catalog write-write conflict"). Both now finish, and each message goes once."""
+    import threading
+
+    path = tmp_path / f"shop-{round_}.duckdb"
+    shop = shopcrm.Shop.open(path)
+    shop.load_customers([{"customer_id": c, "name": n, "phone": p} for c, n, p in _people()])
+    _plan(shop)
+    other = shopcrm.Shop.open(path)
+    world = World(random.Random(round_), faults=False)
+    start = threading.Barrier(2)
+    outcomes: list[Any] = [None, None]
+
+    def run(i: int, on: shopcrm.Shop) -> None:
+        clock = FakeClock(T0)
+        dispatcher = Dispatcher(on, {"sms": TwoPhaseProvider(world)}, clock=clock, sleep=clock.sleep, seed=i, lease=LEASE,
+                                batch=4, concurrency=2)
+        start.wait(timeout=60)
+        try:
+            outcomes[i] = asyncio.run(dispatcher.run(drain=True))
+        except Exception as error:  # the failure this test exists to catch
+            outcomes[i] = error
+
+    threads = [threading.Thread(target=run, args=(i, on)) for i, on in enumerate((shop, other))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not any(isinstance(o, Exception) or o is None for o in outcomes), outcomes
+    _check(shop, world, _events_of_duckdb(shop))
+    other.close()
+    shop.close()
+
+
 def test_two_dispatchers_queueing_and_claiming_the_same_rows_take_each_once(tmp_path: Path) -> None:
     path = tmp_path / "race.db"
     first = sqlite3.connect(path, timeout=10)

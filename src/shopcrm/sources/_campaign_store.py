@@ -642,6 +642,7 @@ class SQLCampaignStore(CampaignStore):
         is_conflict: Callable[[Exception], bool] = lambda e: "duplicate" in str(e).lower() or "unique" in str(e).lower()
         or "primary key" in str(e).lower(),
         write_events: Callable[[Sequence[Mapping[str, Any]]], None] | None = None,
+        prepare_events: Callable[[Sequence[Mapping[str, Any]]], None] | None = None,
         lock_rows: bool = False,
         key_set: KeySet | None = None,
         lookup_chunk: int | None = None,
@@ -661,6 +662,10 @@ class SQLCampaignStore(CampaignStore):
         self._is_conflict = is_conflict
         #: where outcome events go, inside the ledger's transaction (default: ``shopcrm_message_events``)
         self._write_events = write_events or self._insert_message_events
+        #: before the ledger's transaction, what ``write_events`` needs made for these events (DuckDB: the events
+        #: table's new columns, added in a transaction of their own: two transactions adding the same column at once
+        #: conflict, and the settle of a dispatcher running beside another would fail)
+        self._prepare_events = prepare_events
         #: ``SELECT ... FOR UPDATE`` before a conditional settle (servers with row locks: PostgreSQL, MySQL)
         self._for_update = " FOR UPDATE" if lock_rows else ""
         #: how a set of keys reaches a statement: placeholders (500 at a time), or the engine's own (a registered
@@ -963,6 +968,8 @@ class SQLCampaignStore(CampaignStore):
         p = self._p
         columns = ["key_" if c == "key" else c for c in SEND_COLUMNS]
         written: set[str] = set()
+        if events and self._prepare_events is not None:
+            self._prepare_events(events)
         with self._transaction():
             for part in _chunks([r.key for r in rows], self._key_chunk):
                 with self._key_set(part) as (in_keys, params):
@@ -1047,6 +1054,8 @@ class SQLCampaignStore(CampaignStore):
         if not events:
             return
         self._ensure()
+        if self._prepare_events is not None:
+            self._prepare_events(events)
         with self._transaction():
             self._write_events(events)
 

@@ -27,7 +27,7 @@ from shopcrm.sources._library import (
     SQLSettingsStore,
 )
 from shopcrm.sources._sql_segments import SQLSegmentStore
-from shopcrm.sources._transactions import Transactions
+from shopcrm.sources._transactions import Transactions, is_contention
 from shopcrm.timeline import to_utc_naive
 
 __all__ = ["DuckDBSource", "LoadError"]
@@ -240,7 +240,8 @@ class DuckDBSource(Transactions, Source):
         if self._campaigns is None:
             # delivery outcomes are events like any other: they go into the events table, in the ledger's transaction
             self._campaigns = SQLCampaignStore(self._run, self._insert, self._transaction,
-                                               write_events=self._write_message_events, key_set=self._key_set,
+                                               write_events=self._write_message_events,
+                                               prepare_events=self._event_columns_for, key_set=self._key_set,
                                                library=self.library, arrow=True)
         return self._campaigns
 
@@ -270,6 +271,38 @@ class DuckDBSource(Transactions, Source):
             if known:
                 self._types[table] = known
         return known
+
+    def _event_columns_for(self, events: Sequence[Mapping[str, Any]]) -> None:
+        """Before a transaction that writes ``events``: the columns the events table lacks for them, added in a
+        transaction of their own.  Two transactions adding the same column at once conflict in DuckDB's catalogue
+        (two dispatchers settling, a dispatcher beside a refresh): so the second to add it, refused, finds it
+        added by the other and goes on.  Inside a transaction already (its writes would be committed early) nothing
+        is done here, and the write adds the columns itself."""
+        if self._depth or self.read_only:
+            return
+        names = list(dict.fromkeys(name for event in events for name in event))
+        for _ in range(5):
+            try:
+                known: Mapping[str, Any] = self.schema().events.columns
+            except LoadError:
+                return  # no events table yet: the first write creates it
+            if all(name in known for name in names):
+                return
+            try:
+                with self._transaction():
+                    existing = self._columns(EVENTS)
+                    missing = [name for name in names if name not in existing]
+                    if missing:
+                        rows, bound = self._unnested(EVENTS, missing, [[e.get(name) for e in events] for name in missing])
+                        for name, kind, *_ in self.con.execute(f"DESCRIBE {rows}", bound).fetchall():
+                            declared = "VARCHAR" if str(kind) == '"NULL"' else kind
+                            self.con.execute(f'ALTER TABLE "{EVENTS}" ADD COLUMN IF NOT EXISTS "{name}" {declared}')
+            except duckdb.Error as error:
+                if not is_contention(error):
+                    raise  # (after five refusals, the write itself adds what is still missing)
+            finally:
+                self._schema = None
+                self._types.clear()
 
     def _write_message_events(self, events: Sequence[Mapping[str, Any]]) -> None:
         """Delivery outcomes into the events table (inside the caller's transaction): columns the table lacks
