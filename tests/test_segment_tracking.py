@@ -722,3 +722,31 @@ def test_refreshes_racing_in_threads_on_duckdb_enter_each_customer_once(tmp_path
     assert sorted(_entered_events(first)) == [2, 3, 4, 5]
     first.close()
     second.close()
+
+
+def test_a_refresh_adds_its_event_columns_before_its_transaction_so_others_can_write_events_meanwhile(tmp_path: Any) -> None:
+    """The first entry events add a ``segment`` column to the events table. Added inside the refresh's transaction,
+    DuckDB would refuse every other connection's insert into the events table until the refresh commits (a dispatcher
+    settling its outcomes beside it would fail): the column is added before, in a transaction of its own."""
+    first, second = _two_duckdb_shops(tmp_path / "shop.duckdb")
+    assert "segment" not in first.source.con.execute(  # type: ignore[attr-defined]
+        "SELECT column_name FROM duckdb_columns() WHERE table_name = 'events'").fetchall()
+    first.load_events([{"customer_id": 2, "event": "purchase", "ts": T0 + timedelta(minutes=5), "amount": 20}])
+    events = first.source.campaign_store()
+    add_events = events.add_events
+    written: list[int] = []
+
+    def another_connection_writes_events_meanwhile(found: Any) -> None:
+        add_events(found)  # inside the refresh's transaction, not committed
+        second.load_events([{"customer_id": 4, "event": "page_viewed", "ts": T0 + timedelta(minutes=30), "amount": None}])
+        written.append(len(found))
+
+    events.add_events = another_connection_writes_events_meanwhile  # type: ignore[method-assign]
+    changed = first.refresh_segments(now=T0 + timedelta(hours=1))
+    assert changed["buyers"].entered == (2,)
+    assert written == [1]
+    rows = first.source.con.execute(  # type: ignore[attr-defined]
+        "SELECT customer_id, event, segment FROM events WHERE event IN ('segment_entered', 'page_viewed') ORDER BY 2").fetchall()
+    assert rows == [(4, "page_viewed", None), (2, "segment_entered", "buyers")]
+    first.close()
+    second.close()

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping, Sequence
@@ -51,6 +52,7 @@ from shopcrm.channels import (
     Transient,
 )
 from shopcrm.sources._campaign_store import OutboxRow, SendRow
+from shopcrm.sources._transactions import is_contention
 
 if TYPE_CHECKING:
     from shopcrm._view import ShopView
@@ -392,7 +394,22 @@ class Dispatcher:
     def commit(self, settlement: _Settlement) -> None:
         """Write a batch's outcomes, with their events and opt-outs, in one transaction; only rows this
         dispatcher still holds are written (a row whose lease ran out belongs to whoever took it over)."""
-        self.store.settle(settlement.rows, settlement.events, settlement.opt_outs, held_by=self.claim_id)
+        self._settle(settlement, held_by=self.claim_id)
+
+    def _settle(self, settlement: _Settlement, **where: Any) -> set[str]:
+        """:meth:`CampaignStore.settle`, written again when the database refused it because another transaction
+        wrote the same table at once (DuckDB refuses an insert into a table whose columns an open transaction
+        changed, a deadlock, a lock wait that ran out): it was rolled back, and a settle only writes the rows still
+        held, so writing it again is safe.  It waits 0.05 s, then twice as long each time (the other transaction
+        ends meanwhile); the sixth refusal, after 1.55 s, is raised (the leases bring the rows back)."""
+        for attempt in range(6):
+            try:
+                return self.store.settle(settlement.rows, settlement.events, settlement.opt_outs, **where)
+            except Exception as error:
+                if attempt == 5 or not is_contention(error):
+                    raise
+                time.sleep(0.05 * 2 ** attempt)  # wall-clock time (not the injected clock): the other transaction ends in it
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _max_delay(self, campaign_id: str) -> timedelta:
         if campaign_id not in self._max_delays:  # read the campaigns once per campaign this dispatcher meets
@@ -540,7 +557,7 @@ class Dispatcher:
             else:
                 settlement.rows.append(self.reject(row, planned, reason, now, settlement.events, message=message, code=report.code))
             changed[settlement.rows[-1].state if settlement.rows[-1].state != "queued" else "fallback"] += 1
-        written = self.store.settle(settlement.rows, settlement.events, states=("sent", "unknown"))
+        written = self._settle(settlement, states=("sent", "unknown"))
         lost = len(settlement.rows) - len(written)
         if lost:  # changed by someone else meanwhile: not ours to count
             changed = Counter({k: v for k, v in changed.items() if k == "unmatched"})

@@ -300,6 +300,12 @@ def refresh(
     # the candidates' scratch tables are made before the transaction: they are this connection's, not the shop's
     shared = _candidates(source, {name: segments[name] for name, reason in reasons.items() if reason is None},
                          rules, now, columns)
+    if any(_watermark(state) is not None for state in segments.values()):
+        # the entry and exit events' columns, added before the transaction (in one of their own) where the events
+        # table lacks them: a transaction that changes a table's columns makes DuckDB refuse every other
+        # transaction's insert into it until it ends (a dispatcher settling meanwhile would fail)
+        source.campaign_store().prepare_events([{"customer_id": None, "event": ENTERED, "ts": now, "segment": "",
+                                                 "message_key": "", "cost": 0.0}])
     # the stays and the events that announce them commit together (where the store and the events share a
     # database): a process killed between the two would otherwise keep an entry whose event never comes, and no
     # later refresh would find that customer entering again

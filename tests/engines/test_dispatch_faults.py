@@ -380,6 +380,56 @@ def test_two_dispatchers_in_threads_over_one_duckdb_file_both_finish_and_send_ea
     shop.close()
 
 
+def test_a_settle_refused_while_another_transaction_alters_the_events_table_is_written_when_it_ends(tmp_path: Path) -> None:
+    """Another connection to the same DuckDB file has added a column to the events table and not yet committed (a
+    load of events with a new property, a refresh writing its first attribute change): DuckDB refuses every other
+    transaction's insert into that table until it ends. The dispatcher's settle is refused, waits, and is written
+    once the other commits, instead of failing the dispatcher."""
+    import threading
+
+    path = tmp_path / "shop.duckdb"
+    shop = shopcrm.Shop.open(path)
+    shop.load_customers([{"customer_id": c, "name": n, "phone": p} for c, n, p in _people()])
+    _plan(shop)
+    other = shopcrm.Shop.open(path)
+    con = other.source.con  # type: ignore[attr-defined]
+    world = World(random.Random(0), faults=False)
+    clock = FakeClock(T0)
+    store = shop.source.campaign_store()
+    settle = store.settle
+    refused = threading.Event()
+
+    def settle_noting_refusals(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return settle(*args, **kwargs)
+        except Exception:
+            refused.set()
+            raise
+
+    store.settle = settle_noting_refusals  # type: ignore[method-assign]
+    # the outcome events' columns are made first (as a first settle would), then the other transaction holds the table
+    store.prepare_events([{"customer_id": "c0", "event": "message_sent", "ts": T0, "message_key": "", "campaign_id": "",
+                           "channel": "", "kind": "", "attempt": 0, "purpose": "", "cost": 0.0, "provider_id": "",
+                           "reason": "", "code": "", "next_channel": "", "priced_as": "", "price_source": ""}])
+    con.begin()
+    con.execute("ALTER TABLE events ADD COLUMN coupon VARCHAR")
+
+    def commit_after_the_first_refusal() -> None:
+        refused.wait(timeout=30)
+        con.commit()
+
+    holder = threading.Thread(target=commit_after_the_first_refusal)
+    holder.start()
+    dispatcher = Dispatcher(shop, {"sms": TwoPhaseProvider(world)}, clock=clock, sleep=clock.sleep, lease=LEASE, batch=8)
+    report = asyncio.run(dispatcher.run(drain=True))
+    holder.join(timeout=30)
+    assert refused.is_set(), "the other transaction never made the settle wait: the test proved nothing"
+    assert report.remaining == 0
+    _check(shop, world, _events_of_duckdb(shop))
+    other.close()
+    shop.close()
+
+
 def test_two_dispatchers_queueing_and_claiming_the_same_rows_take_each_once(tmp_path: Path) -> None:
     path = tmp_path / "race.db"
     first = sqlite3.connect(path, timeout=10)

@@ -431,6 +431,13 @@ class CampaignStore(ABC):
     def add_events(self, events: Sequence[Mapping[str, Any]]) -> None:
         """Write message events (``message_clicked``) where :meth:`settle` writes outcome events, in one transaction."""
 
+    def prepare_events(self, events: Sequence[Mapping[str, Any]]) -> None:
+        """Before a transaction that will write events like these (a refresh's ``segment_entered``): make what the
+        write needs, in a transaction of its own, so that the later one changes no table's columns (DuckDB refuses
+        another transaction's insert into a table whose columns an open transaction changed).  A store whose events
+        table never changes its columns has nothing to make."""
+        return
+
     # watermark ticks (issue 15): what a tick that reads few customers reads of them only
     def opt_outs_of(self, customer_ids: Collection[Any]) -> dict[Any, dict[str, datetime]]:
         """:meth:`opt_outs` of these customers."""
@@ -968,8 +975,7 @@ class SQLCampaignStore(CampaignStore):
         p = self._p
         columns = ["key_" if c == "key" else c for c in SEND_COLUMNS]
         written: set[str] = set()
-        if events and self._prepare_events is not None:
-            self._prepare_events(events)
+        self.prepare_events(events)
         with self._transaction():
             for part in _chunks([r.key for r in rows], self._key_chunk):
                 with self._key_set(part) as (in_keys, params):
@@ -1050,12 +1056,15 @@ class SQLCampaignStore(CampaignStore):
                 values[i].append(value)
         self._insert(self.MESSAGE_EVENTS, list(self._EVENT_FIELDS), values)
 
+    def prepare_events(self, events: Sequence[Mapping[str, Any]]) -> None:
+        if events and self._prepare_events is not None:
+            self._prepare_events(events)
+
     def add_events(self, events: Sequence[Mapping[str, Any]]) -> None:
         if not events:
             return
         self._ensure()
-        if self._prepare_events is not None:
-            self._prepare_events(events)
+        self.prepare_events(events)
         with self._transaction():
             self._write_events(events)
 

@@ -50,6 +50,10 @@ def is_contention(error: Exception) -> bool:
     """Whether a driver's ``error`` is the engine refusing one of two transactions that wrote the same rows: a
     deadlock or a serialisation failure (PostgreSQL ``40P01`` / ``40001``, MySQL 1213), a lock wait that timed out
     (MySQL 1205), SQLite's ``database is locked`` or DuckDB's write conflict (``Conflict on update``).  Read from the
-    message, which every driver words so, without importing any of them."""
+    message, which every driver words so, without importing any of them; shopcrm's own errors never are one."""
+    from shopcrm.errors import ShopCRMError
+
+    if isinstance(error, ShopCRMError):
+        return False
     text = str(error).lower()
     return any(word in text for word in ("deadlock", "could not serialize", "lock wait timeout", "conflict", "database is locked"))
