@@ -62,8 +62,9 @@ class TickMarks(ABC):
     @abstractmethod
     def advance(self, changes: Sequence[TickAdvance]) -> None:
         """Write what a tick learnt, all or nothing, in a transaction of its own.  When another tick writes the same
-        marks at the same time, the other's stand and these are dropped (a later tick reads from the older of the
-        two and decides nothing twice)."""
+        marks at the same time, the other's stand and these are dropped, as if this tick had stopped before writing
+        them (a later tick reads on from the marks that stand, and the outbox's keys keep it from deciding anything
+        twice)."""
 
 
 class MemoryTickMarks(TickMarks):
