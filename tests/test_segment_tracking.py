@@ -750,3 +750,44 @@ def test_a_refresh_adds_its_event_columns_before_its_transaction_so_others_can_w
     assert rows == [(4, "page_viewed", None), (2, "segment_entered", "buyers")]
     first.close()
     second.close()
+
+
+def test_a_tick_whose_refresh_meets_another_refresh_plans_without_it_and_the_next_tick_sends_once(tmp_path: Any) -> None:
+    """A tick refreshes its tracked segments first. When another refresh holds them (a manual one, another tick),
+    the tick's refresh is refused and the tick plans without it instead of failing: the other records the entry,
+    and the next tick starts the scenario on its event, once."""
+    from shopcrm.campaigns import MessagingPolicy
+
+    path = tmp_path / "shop.duckdb"
+    first = shopcrm.Shop.open(path)
+    first.load_customers([{"customer_id": i, "name": f"고객{i}", "phone": f"0101234000{i}", "sms_opt_in": True}
+                          for i in range(1, 4)])
+    first.load_events([{"customer_id": 1, "event": "purchase", "ts": T0 - timedelta(days=1), "amount": 10}])
+    first.save_segment("buyers", {"performed": "purchase", "within": {"last": "30d"}})
+    first.track_segment("buyers", now=T0)
+    first.messaging_policy = MessagingPolicy(sender_name="샵", sender_contact="1588-0000", opt_out_number="080-123-4567")
+    first.save_settings()
+    first.save_campaign(_scenario({"segment": "buyers"}), now=T0)
+    assert first.tick(now=T0).messages == ()  # the first refresh records the members silently
+    second = shopcrm.Shop.open(path)
+    first.load_events([{"customer_id": 2, "event": "purchase", "ts": T0 + timedelta(minutes=5), "amount": 20}])
+    later = T0 + timedelta(hours=1)
+    store = second.source.membership_store()
+    claim = store.claim
+    ticked: list[Any] = []
+
+    def the_other_ticks_while_this_refresh_holds_the_rows(expected: Any) -> None:
+        store.claim = claim  # type: ignore[method-assign]
+        claim(expected)
+        ticked.append(first.tick(now=later))  # its refresh is refused: it plans without it
+
+    store.claim = the_other_ticks_while_this_refresh_holds_the_rows  # type: ignore[method-assign]
+    assert second.refresh_segments(now=later)["buyers"].entered == (2,)
+    assert ticked[0].messages == ()  # the entry was not recorded yet when it planned
+    following = first.tick(now=later + timedelta(minutes=5))
+    assert [m.customer_id for m in following.messages] == [2]
+    assert first.tick(now=later + timedelta(minutes=10)).messages == ()
+    assert [r.customer_id for r in first.outbox() if r.campaign_id == "vip_welcome"] == [2]
+    assert _entered_events(first) == [2]
+    first.close()
+    second.close()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
+from contextlib import suppress
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
@@ -32,6 +33,7 @@ from shopcrm.reference import CustomerId
 from shopcrm.schema import ColumnType, Schema
 from shopcrm.sources._base import SavedSegment, Source
 from shopcrm.sources._campaign_store import OutboxRow
+from shopcrm.sources._membership_store import RefreshConflict
 from shopcrm.ticking import TickResult
 from shopcrm.timeline import to_utc_naive
 
@@ -686,11 +688,16 @@ class Shop:
 
         A scenario is read from its last tick on: customers with trigger or exit events since then (less
         ``messaging_policy.late_events_within``) and those with a step come due; ``full=True`` reads every
-        scenario whole (after events older than that allowance were written by another pipeline)."""
+        scenario whole (after events older than that allowance were written by another pipeline).
+
+        Tracked segments are refreshed first.  When another refresh is recording them at the same moment (a
+        manual one, another tick), this tick's refresh is refused (:class:`RefreshConflict`) and the tick plans
+        without it: the other records the entries and exits, and the next tick reads their events."""
         from shopcrm.ticking import tick
 
         if not dry_run and self.source.membership_store().tracked():  # issue 15: entries and exits first
-            self.refresh_segments(now=now, full=full)
+            with suppress(RefreshConflict):  # another refresh records them (see above); nothing of this one was kept
+                self.refresh_segments(now=now, full=full)
         return tick(self, now, dry_run=dry_run, progress=progress, full=full)
 
     # ---- issue 15: tracked segments (members with entries and exits) and tracked attributes
