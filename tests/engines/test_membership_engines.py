@@ -210,3 +210,62 @@ def test_two_refreshes_at_once_on_mariadb_record_nothing_twice(mysql_loader: MyS
         _race(first, second, _server_append("%s"))
     finally:
         other.close()
+
+
+def test_a_refresh_caught_in_a_deadlock_on_postgres_raises_refresh_conflict(postgres_loader: PostgresLoader) -> None:
+    """Refreshes claim their tracking rows in the order of their names, so two refreshes never deadlock each other.
+    Another transaction taking the same rows in the other order can: it holds the second row, the refresh takes the
+    first and waits, the other then asks for the first. PostgreSQL aborts the refresh (it waited longest) with
+    "deadlock detected": that is a RefreshConflict with nothing kept, and the refresh run again records."""
+    import threading
+    import time
+
+    import psycopg
+
+    first = postgres_loader(_race_shop())
+    names = [f"{RACE_SEGMENT}_a", f"{RACE_SEGMENT}_b"]
+    for name in names:
+        first.save_segment(name, {"performed": "purchase", "within": {"last": "30d"}})
+        first.track_segment(name)
+    _no_segment_events(first)
+    tracked = first.source.membership_store().TRACKED  # type: ignore[attr-defined]
+    holder = psycopg.connect(postgres_loader.con.info.dsn)
+    other = psycopg.connect(postgres_loader.con.info.dsn)
+    try:
+        first.refresh_segments(now=RACE_T0)
+        _server_append("%s")(first, [{"customer_id": 2, "event": "purchase", "ts": RACE_T0 + timedelta(minutes=5),
+                                      "category": "shoes", "product_id": "p2", "amount": 20, "price": 20.0,
+                                      "promotion_id": None}])
+        later = RACE_T0 + timedelta(hours=1)
+        refreshing = shopcrm.Shop.from_dbapi(other, dialect="postgres", customers="customers_int", events="events_int")
+        with holder.cursor() as cursor:
+            cursor.execute(f"SELECT name FROM {tracked} WHERE name = %s FOR UPDATE", (f"segment:{names[1]}",))
+        outcome: list[Any] = []
+
+        def refresh() -> None:
+            try:
+                outcome.append(refreshing.refresh_segments(now=later))
+            except Exception as error:
+                outcome.append(error)
+
+        racer = threading.Thread(target=refresh)
+        racer.start()
+        time.sleep(0.3)  # the refresh holds the first row and waits for the second
+        assert racer.is_alive(), outcome
+        with holder.cursor() as cursor:  # waits for the first row: a deadlock, which PostgreSQL breaks
+            cursor.execute(f"UPDATE {tracked} SET document = document WHERE name = %s", (f"segment:{names[0]}",))
+        racer.join(timeout=30)
+        holder.rollback()
+        assert len(outcome) == 1, outcome
+        assert isinstance(outcome[0], shopcrm.RefreshConflict), outcome
+        assert "deadlock" in str(outcome[0].__cause__).lower()
+        again = refreshing.refresh_segments(now=later)
+        assert [again[name].entered for name in names] == [(2,), (2,)]
+        entered = [e["customer_id"] for e in first.source.campaign_store().message_events() if e["event"] == "segment_entered"]
+        assert entered == [2, 2]
+    finally:
+        holder.close()
+        other.close()
+        for name in names:
+            first.untrack_segment(name)
+            first.delete_segment(name)

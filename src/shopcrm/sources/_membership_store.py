@@ -492,9 +492,14 @@ class SQLMembershipStore(MembershipStore):
                 self._run(f"DELETE FROM {self.TRACKED} WHERE name IN ({names})", keys)
                 if rows:
                     self._insert(self.TRACKED, ["name", "document"], [list(column) for column in zip(*rows, strict=True)])
+            elif self._library.dialect in ("postgres", "mysql"):
+                # a locking read: the rows stay locked until the refresh commits, taken one by one in the order of
+                # their names (two refreshes claiming overlapping segments wait for each other, never deadlock), and
+                # read as last committed once the wait is over
+                rows = self._run(f"SELECT name, document FROM {self.TRACKED} WHERE name IN ({names}) ORDER BY name "
+                                 "FOR UPDATE", keys)
             else:
-                # a write first: the rows stay locked until the refresh commits (PostgreSQL and MariaDB lock them,
-                # SQLite takes its write lock), and the read below sees the last committed states
+                # a write first (SQLite takes its write lock), so that the read below sees the last committed states
                 self._run(f"UPDATE {self.TRACKED} SET document = document WHERE name IN ({names})", keys)
                 rows = self._run(f"SELECT name, document FROM {self.TRACKED} WHERE name IN ({names})", keys)
             found = {str(name): dict(json.loads(str(document))) for name, document in rows}
