@@ -263,3 +263,81 @@ def test_an_event_later_than_the_allowance_needs_a_full_tick() -> None:
     assert len(incremental.tick(now=now + timedelta(minutes=5), dry_run=True, full=True).messages) == 1
     assert len(incremental.tick(now=now + timedelta(minutes=6), full=True).messages) == 1
     assert incremental.tick(now=now + timedelta(minutes=7)).messages == ()
+
+
+T0 = datetime(2026, 11, 25, 1)
+
+
+def test_two_ticks_advancing_the_same_marks_on_postgres_both_return_their_plans(postgres_loader: Any) -> None:
+    """Two scheduler hosts tick the same PostgreSQL shop at once, and neither records a row. Both advance the
+    scenario's marks: the second waits for the first's, then meets its new mark as a duplicate key. That tick keeps its
+    result and drops its own marks instead of failing, and the reminder is planned once, when it comes due."""
+    import threading
+    import time
+
+    import psycopg
+
+    con = postgres_loader.con
+    with con.cursor() as cursor:
+        for table in ("shopcrm_outbox", "shopcrm_occurrences", "shopcrm_campaigns", "shopcrm_tick_marks",
+                      "shopcrm_wakeups", "shopcrm_sends", "shopcrm_opt_outs", "shopcrm_message_events",
+                      "m_customers", "m_events"):
+            cursor.execute(f"DROP TABLE IF EXISTS {table}")
+        cursor.execute("CREATE TABLE m_customers (customer_id VARCHAR(20), name VARCHAR(40), phone VARCHAR(20))")
+        cursor.execute("CREATE TABLE m_events (customer_id VARCHAR(20), event VARCHAR(40), ts TIMESTAMP)")
+        cursor.executemany("INSERT INTO m_customers VALUES (%s, %s, %s)",
+                           [(f"c{i}", "김민서", f"010-4000-{i:04d}") for i in range(3)])
+        cursor.execute("INSERT INTO m_events VALUES ('c0', 'cart_added', %s)", (T0 - timedelta(days=40),))
+    con.commit()
+    first = shopcrm.Shop.from_dbapi(con, dialect="postgres", customers="m_customers", events="m_events")
+    first.messaging_policy = MessagingPolicy(sender_name="샵", sender_contact="1588-0000", opt_out_number="080-123-4567")
+    first.save_settings()
+    first.save_campaign({"id": "cart", "purpose": "informational", "channels": ["sms"],
+                         "variants": [{"name": "a", "content": {"text": "{{ name }}님, 장바구니에 상품이 있어요"}}],
+                         "schedule": {"kind": "triggered", "on": "cart_added", "steps": [{"wait": "1h"}, {"send": "r"}]}},
+                        now=T0 - timedelta(days=1))
+    first.tick(now=T0)
+    with con.cursor() as cursor:
+        cursor.execute("INSERT INTO m_events VALUES ('c1', 'cart_added', %s)", (T0 + timedelta(minutes=1),))
+    con.commit()
+    other = psycopg.connect(con.info.dsn)
+    try:
+        second = shopcrm.Shop.from_dbapi(other, dialect="postgres", customers="m_customers", events="m_events")
+        marks: Any = first.source.campaign_store().tick_marks()
+        run = marks._run
+        holding, release = threading.Event(), threading.Event()
+
+        def run_then_hold_the_new_mark(sql: str, params: Any = ()) -> Any:
+            found = run(sql, params)
+            if sql.startswith(f"INSERT INTO {marks._marks_table}"):
+                holding.set()
+                release.wait(timeout=30)  # written, not committed: the other tick's advance waits for it
+            return found
+
+        marks._run = run_then_hold_the_new_mark
+        results: dict[str, Any] = {}
+
+        def tick(name: str, shop: shopcrm.Shop) -> None:
+            try:
+                results[name] = shop.tick(now=T0 + timedelta(minutes=5))
+            except Exception as error:  # the failure this test exists to catch
+                results[name] = error
+
+        holder = threading.Thread(target=tick, args=("first", first))
+        holder.start()
+        assert holding.wait(timeout=30)
+        marks._run = run
+        waiter = threading.Thread(target=tick, args=("second", second))
+        waiter.start()
+        time.sleep(0.5)  # the second tick planned and now waits for the first's marks
+        release.set()
+        holder.join(timeout=30)
+        waiter.join(timeout=30)
+        assert not any(isinstance(r, Exception) for r in results.values()), results
+        assert [r.messages for r in results.values()] == [(), ()]
+        due = first.tick(now=T0 + timedelta(hours=1, minutes=5))
+        assert [m.customer_id for m in due.messages] == ["c1"]
+        assert second.tick(now=T0 + timedelta(hours=1, minutes=10)).messages == ()
+        assert [r.customer_id for r in first.outbox() if r.campaign_id == "cart"] == ["c1"]
+    finally:
+        other.close()
