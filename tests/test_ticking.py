@@ -352,3 +352,24 @@ def test_ticks_racing_in_threads_on_duckdb_record_each_decision_once(tmp_path: A
     assert reminders == ["c1", "c2", "c3", "c4"]
     first.close()
     second.close()
+
+
+def test_a_tick_forgets_the_wake_ups_of_the_customers_it_examined(tmp_path: Any) -> None:
+    """A reminder's wake-up is kept until the tick that sends it examines its customer; that tick forgets it (one
+    delete for all the examined customers on DuckDB), so the next tick does not read that customer again."""
+    shop = Shop.open(tmp_path / "shop.duckdb")
+    shop.load_customers([customer(f"c{i}") for i in range(1, 4)])
+    shop.load_events([{"customer_id": "c3", "event": name, "ts": T0 - timedelta(days=30), "product_id": "P1", "amount": None}
+                      for name in ("cart_added", "order_completed")])
+    shop.messaging_policy = POLICY
+    shop.save_campaign(cart(), now=T0 - timedelta(days=1))
+    shop.tick(now=T0)
+    shop.load_events([{"customer_id": c, "event": "cart_added", "ts": T0 + timedelta(minutes=m), "product_id": "P2",
+                       "amount": None} for c, m in (("c1", 1), ("c2", 2))])
+    marks = shop.source.campaign_store().tick_marks()
+    assert shop.tick(now=T0 + timedelta(minutes=5)).messages == ()
+    assert sorted(marks.due("cart", T0 + timedelta(days=1))) == ["c1", "c2"]  # each waits an hour
+    sent = shop.tick(now=T0 + timedelta(hours=2))
+    assert sorted(m.customer_id for m in sent.messages) == ["c1", "c2"]
+    assert marks.due("cart", T0 + timedelta(days=365)) == []
+    shop.close()

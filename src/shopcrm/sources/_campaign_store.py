@@ -728,7 +728,8 @@ class SQLCampaignStore(CampaignStore):
             tables = self._library.tables
             marks = self._sql_marks = SQLTickMarks(
                 tables.tick_marks, tables.wakeups, self._run, self._insert, self._transaction, self._ensure,
-                placeholder=self._p, present=lambda: self._library.has_table("tick_marks"))
+                placeholder=self._p, present=lambda: self._library.has_table("tick_marks"),
+                list_parameter=self._library.dialect == "duckdb")
         return marks
 
     @contextmanager

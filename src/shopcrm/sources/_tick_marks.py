@@ -104,9 +104,13 @@ class SQLTickMarks(TickMarks):
         self, marks_table: str, wakeups_table: str, run: Callable[[str, Sequence[Any]], list[tuple[Any, ...]]],
         insert: Callable[[str, Sequence[str], Sequence[Sequence[Any]]], None],
         transaction: Callable[[], AbstractContextManager[None]], ensure: Callable[[], None], *, placeholder: str = "?",
-        present: Callable[[], bool] = lambda: True,
+        present: Callable[[], bool] = lambda: True, list_parameter: bool = False,
     ) -> None:
         self._marks_table, self._wakeups_table = marks_table, wakeups_table
+        #: a set of customers reaches a statement as one list parameter (DuckDB: ``IN (SELECT unnest(?))``, any number
+        #: at once), else as placeholders, 500 at a time (DuckDB binds hundreds of placeholders slowly: the 16,000
+        #: customers an hour's tick examined took 32 such deletes, 1.1 s of a 6 s tick)
+        self._list_parameter = list_parameter
         self._run, self._insert, self._transaction, self._ensure = run, insert, transaction, ensure
         self._p = placeholder
         #: whether the tables are there (a read-only shop written by an older shopcrm has none: no marks)
@@ -156,6 +160,11 @@ class SQLTickMarks(TickMarks):
             for change in changes:
                 if change.whole:
                     self._run(f"DELETE FROM {self._wakeups_table} WHERE campaign_id = {p}", (change.campaign_id,))
+                elif self._list_parameter:
+                    if change.examined:
+                        self._run(f"DELETE FROM {self._wakeups_table} WHERE campaign_id = {p} AND customer_id IN "
+                                  f"(SELECT unnest(CAST({p} AS VARCHAR[])))",
+                                  [change.campaign_id, [json.dumps(c) for c in change.examined]])
                 else:
                     for chunk in _chunks([json.dumps(c) for c in change.examined]):
                         self._run(f"DELETE FROM {self._wakeups_table} WHERE campaign_id = {p} AND customer_id IN "
