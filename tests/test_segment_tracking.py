@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 import shopcrm
 from engines.loaders import duckdb_shop
 from membership_streams import Stream, _timed, check, streams
+from races import at_once, once_claimed
 from shopcrm.dsl import parse_rule
 from shopcrm.errors import RuleError
 from shopcrm.reference import evaluate
@@ -641,18 +642,13 @@ def test_a_refresh_while_another_holds_the_tracked_rows_on_duckdb_fails_as_a_con
     first, second = _two_duckdb_shops(tmp_path / "shop.duckdb")
     first.load_events([{"customer_id": 2, "event": "purchase", "ts": T0 + timedelta(minutes=5), "amount": 20}])
     later = T0 + timedelta(hours=1)
-    store = first.source.membership_store()
-    claim = store.claim
-    refused: list[BaseException] = []
 
-    def claimed_then_the_other_refreshes(expected: Any) -> None:
-        store.claim = claim  # type: ignore[method-assign]
-        claim(expected)  # the first holds the rows, uncommitted
+    def the_other_refreshes() -> BaseException:
         with pytest.raises(shopcrm.RefreshConflict, match=r"another refresh wrote .* at the same time") as raised:
             second.refresh_segments(now=later)
-        refused.append(raised.value)
+        return raised.value
 
-    store.claim = claimed_then_the_other_refreshes  # type: ignore[method-assign]
+    refused = once_claimed(first.source.membership_store(), the_other_refreshes)  # the first holds the rows, uncommitted
     assert first.refresh_segments(now=later)["buyers"].entered == (2,)
     assert "Conflict" in str(refused[0].__cause__)
     again = second.refresh_segments(now=later)
@@ -670,17 +666,10 @@ def test_a_refresh_that_read_before_another_committed_on_duckdb_fails_as_a_confl
     first, second = _two_duckdb_shops(tmp_path / "shop.duckdb")
     first.load_events([{"customer_id": 3, "event": "purchase", "ts": T0 + timedelta(minutes=5), "amount": 20}])
     later = T0 + timedelta(hours=1)
-    store = first.source.membership_store()
-    claim = store.claim
-
-    def the_other_commits_first(expected: Any) -> None:
-        store.claim = claim  # type: ignore[method-assign]
-        assert second.refresh_segments(now=later)["buyers"].entered == (3,)
-        claim(expected)
-
-    store.claim = the_other_commits_first  # type: ignore[method-assign]
+    committed = once_claimed(first.source.membership_store(), lambda: second.refresh_segments(now=later), first=True)
     with pytest.raises(shopcrm.RefreshConflict, match="another refresh recorded segment:buyers"):
         first.refresh_segments(now=later)
+    assert committed[0]["buyers"].entered == (3,)
     again = first.refresh_segments(now=later)
     assert (again["buyers"].entered, again["buyers"].exited) == ((), ())
     assert [(s.customer_id, s.exited_at) for s in first.segment_stays("buyers")] == [(1, None), (3, None)]
@@ -692,29 +681,12 @@ def test_a_refresh_that_read_before_another_committed_on_duckdb_fails_as_a_confl
 def test_refreshes_racing_in_threads_on_duckdb_enter_each_customer_once(tmp_path: Any) -> None:
     """Two refreshes of the same instant in two threads over one DuckDB file: each either records or fails with
     RefreshConflict (never a driver error), and every entry and its event is written once."""
-    import threading
-
     first, second = _two_duckdb_shops(tmp_path / "shop.duckdb")
-    shops = [first, second]
     for step in range(1, 5):
         now = T0 + timedelta(hours=step)
         first.load_events([{"customer_id": step + 1, "event": "purchase", "ts": now - timedelta(minutes=5), "amount": 1}])
-        outcomes: list[Any] = [None, None]
-
-        def run(i: int, now: datetime = now, outcomes: list[Any] = outcomes) -> None:
-            try:
-                outcomes[i] = shops[i].refresh_segments(now=now)["buyers"].entered
-            except shopcrm.RefreshConflict as error:
-                outcomes[i] = error
-            except Exception as error:  # a driver error is a failure of this test
-                outcomes[i] = ("unexpected", repr(error))
-
-        threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(timeout=60)
-        assert not any(isinstance(o, tuple) and o[:1] == ("unexpected",) for o in outcomes), outcomes
+        outcomes = at_once(*[lambda shop=shop, now=now: shop.refresh_segments(now=now)["buyers"].entered
+                             for shop in (first, second)], refused=shopcrm.RefreshConflict)
         entered = [o for o in outcomes if not isinstance(o, Exception)]
         assert (step + 1,) in entered, outcomes
         assert all(o in ((step + 1,), ()) for o in entered), outcomes
@@ -772,16 +744,8 @@ def test_a_tick_whose_refresh_meets_another_refresh_plans_without_it_and_the_nex
     second = shopcrm.Shop.open(path)
     first.load_events([{"customer_id": 2, "event": "purchase", "ts": T0 + timedelta(minutes=5), "amount": 20}])
     later = T0 + timedelta(hours=1)
-    store = second.source.membership_store()
-    claim = store.claim
-    ticked: list[Any] = []
-
-    def the_other_ticks_while_this_refresh_holds_the_rows(expected: Any) -> None:
-        store.claim = claim  # type: ignore[method-assign]
-        claim(expected)
-        ticked.append(first.tick(now=later))  # its refresh is refused: it plans without it
-
-    store.claim = the_other_ticks_while_this_refresh_holds_the_rows  # type: ignore[method-assign]
+    # the other tick's refresh is refused while this refresh holds the rows: it plans without it
+    ticked = once_claimed(second.source.membership_store(), lambda: first.tick(now=later))
     assert second.refresh_segments(now=later)["buyers"].entered == (2,)
     assert ticked[0].messages == ()  # the entry was not recorded yet when it planned
     following = first.tick(now=later + timedelta(minutes=5))

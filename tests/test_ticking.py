@@ -8,6 +8,7 @@ from typing import Any
 import hypothesis
 import pytest
 
+from races import at_once
 from shopcrm import CampaignError, Shop
 from shopcrm.campaigns import MessagingPolicy
 from shopcrm.sources._campaign_store import TickConflict
@@ -321,32 +322,13 @@ def test_a_tick_whose_marks_another_tick_advanced_at_once_keeps_its_result(tmp_p
 def test_ticks_racing_in_threads_on_duckdb_record_each_decision_once(tmp_path: Any) -> None:
     """Two ticks of the same instant in two threads over one DuckDB file, four times: each returns its plan or raises
     TickConflict (never a driver error), and every reminder is recorded once."""
-    import threading
-
     first, second = _two_ticking_shops(tmp_path / "shop.duckdb")
-    shops = [first, second]
     for step in range(1, 5):
-        start = threading.Barrier(2)
         first.load_events([{"customer_id": f"c{step}", "event": "cart_added", "ts": T0 + timedelta(hours=step - 1),
                             "product_id": f"P{step}", "amount": None}])
         now = T0 + timedelta(hours=step, minutes=30)
-        outcomes: list[Any] = [None, None]
-
-        def run(i: int, now: datetime = now, outcomes: list[Any] = outcomes, start: Any = start) -> None:
-            start.wait(timeout=60)
-            try:
-                outcomes[i] = [m.customer_id for m in shops[i].tick(now=now).messages]
-            except TickConflict as error:
-                outcomes[i] = error
-            except Exception as error:  # a driver error is a failure of this test
-                outcomes[i] = ("unexpected", repr(error))
-
-        threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(timeout=60)
-        assert not any(isinstance(o, tuple) for o in outcomes), outcomes
+        outcomes = at_once(*[lambda shop=shop, now=now: [m.customer_id for m in shop.tick(now=now).messages]
+                             for shop in (first, second)], refused=TickConflict)
         assert [f"c{step}"] in outcomes, outcomes
     reminders = sorted(r.customer_id for r in first.outbox() if r.campaign_id == "cart")
     assert reminders == ["c1", "c2", "c3", "c4"]

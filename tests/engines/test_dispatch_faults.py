@@ -31,6 +31,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import shopcrm
+from races import at_once
 from shopcrm.campaigns import MessagingPolicy
 from shopcrm.channels import Accepted, Ambiguous, Channel, Message, Rejected, SendResult, Transient
 from shopcrm.dispatching import Dispatcher, RetryPolicy
@@ -348,33 +349,20 @@ def test_two_dispatchers_in_threads_over_one_duckdb_file_both_finish_and_send_ea
     moment. The first outcome events add their columns to the events table: two transactions adding the same column
     conflict in DuckDB's catalogue, and the second dispatcher's settle used to fail with TransactionException
     ("Catalog write-write conflict"). Both now finish, and each message goes once."""
-    import threading
-
     path = tmp_path / f"shop-{round_}.duckdb"
     shop = shopcrm.Shop.open(path)
     shop.load_customers([{"customer_id": c, "name": n, "phone": p} for c, n, p in _people()])
     _plan(shop)
     other = shopcrm.Shop.open(path)
     world = World(random.Random(round_), faults=False)
-    start = threading.Barrier(2)
-    outcomes: list[Any] = [None, None]
 
-    def run(i: int, on: shopcrm.Shop) -> None:
+    def dispatch(i: int, on: shopcrm.Shop) -> Any:
         clock = FakeClock(T0)
-        dispatcher = Dispatcher(on, {"sms": TwoPhaseProvider(world)}, clock=clock, sleep=clock.sleep, seed=i, lease=LEASE,
-                                batch=4, concurrency=2)
-        start.wait(timeout=60)
-        try:
-            outcomes[i] = asyncio.run(dispatcher.run(drain=True))
-        except Exception as error:  # the failure this test exists to catch
-            outcomes[i] = error
+        return asyncio.run(Dispatcher(on, {"sms": TwoPhaseProvider(world)}, clock=clock, sleep=clock.sleep, seed=i,
+                                      lease=LEASE, batch=4, concurrency=2).run(drain=True))
 
-    threads = [threading.Thread(target=run, args=(i, on)) for i, on in enumerate((shop, other))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
-    assert not any(isinstance(o, Exception) or o is None for o in outcomes), outcomes
+    reports = at_once(lambda: dispatch(0, shop), lambda: dispatch(1, other))  # either failing fails the test
+    assert all(report.remaining == 0 for report in reports), reports
     _check(shop, world, _events_of_duckdb(shop))
     other.close()
     shop.close()
