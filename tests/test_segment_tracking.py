@@ -696,14 +696,24 @@ def test_refreshes_racing_in_threads_on_duckdb_enter_each_customer_once(tmp_path
     second.close()
 
 
-def test_a_refresh_adds_its_event_columns_before_its_transaction_so_others_can_write_events_meanwhile(tmp_path: Any) -> None:
-    """The first entry events add a ``segment`` column to the events table. Added inside the refresh's transaction,
-    DuckDB would refuse every other connection's insert into the events table until the refresh commits (a dispatcher
-    settling its outcomes beside it would fail): the column is added before, in a transaction of its own."""
+@pytest.mark.parametrize("change", ["entry", "attribute"])
+def test_a_refresh_adds_its_event_columns_before_its_transaction_so_others_can_write_events_meanwhile(
+    tmp_path: Any, change: str,
+) -> None:
+    """The first entry events add a ``segment`` column to the events table, the first grade change ``old_grade`` and
+    ``new_grade``. Added inside the refresh's transaction, DuckDB would refuse every other connection's insert into
+    the events table until the refresh commits (a dispatcher settling its outcomes beside it would fail): they are
+    added before, in a transaction of their own."""
     first, second = _two_duckdb_shops(tmp_path / "shop.duckdb")
-    assert "segment" not in first.source.con.execute(  # type: ignore[attr-defined]
-        "SELECT column_name FROM duckdb_columns() WHERE table_name = 'events'").fetchall()
-    first.load_events([{"customer_id": 2, "event": "purchase", "ts": T0 + timedelta(minutes=5), "amount": 20}])
+    columns = "SELECT column_name FROM duckdb_columns() WHERE table_name = 'events'"
+    assert not {"segment", "old_grade", "new_grade"} & {c for (c,) in first.source.con.execute(columns).fetchall()}  # type: ignore[attr-defined]
+    if change == "entry":
+        first.load_events([{"customer_id": 2, "event": "purchase", "ts": T0 + timedelta(minutes=5), "amount": 20}])
+        written_event, shown = "segment_entered", "segment"
+    else:
+        first.load_customers([{"customer_id": i, "grade": "gold" if i == 3 else "silver",
+                               "signed_up_at": T0 - timedelta(days=90)} for i in range(1, 6)])
+        written_event, shown = "grade_changed", "new_grade"
     events = first.source.campaign_store()
     add_events = events.add_events
     written: list[int] = []
@@ -715,11 +725,14 @@ def test_a_refresh_adds_its_event_columns_before_its_transaction_so_others_can_w
 
     events.add_events = another_connection_writes_events_meanwhile  # type: ignore[method-assign]
     changed = first.refresh_segments(now=T0 + timedelta(hours=1))
-    assert changed["buyers"].entered == (2,)
     assert written == [1]
+    assert changed["buyers"].entered == ((2,) if change == "entry" else ())
+    assert changed.attributes[0].changed == (() if change == "entry" else ((3, "silver", "gold"),))
     rows = first.source.con.execute(  # type: ignore[attr-defined]
-        "SELECT customer_id, event, segment FROM events WHERE event IN ('segment_entered', 'page_viewed') ORDER BY 2").fetchall()
-    assert rows == [(4, "page_viewed", None), (2, "segment_entered", "buyers")]
+        f"SELECT customer_id, event, {shown} FROM events WHERE event IN ('{written_event}', 'page_viewed') ORDER BY 2"
+    ).fetchall()
+    assert rows == [(4, "page_viewed", None), (2, "segment_entered", "buyers")] if change == "entry" else [
+        (3, "grade_changed", "gold"), (4, "page_viewed", None)]
     first.close()
     second.close()
 

@@ -300,12 +300,11 @@ def refresh(
     # the candidates' scratch tables are made before the transaction: they are this connection's, not the shop's
     shared = _candidates(source, {name: segments[name] for name, reason in reasons.items() if reason is None},
                          rules, now, columns)
-    if any(_watermark(state) is not None for state in segments.values()):
-        # the entry and exit events' columns, added before the transaction (in one of their own) where the events
-        # table lacks them: a transaction that changes a table's columns makes DuckDB refuse every other
-        # transaction's insert into it until it ends (a dispatcher settling meanwhile would fail)
-        source.campaign_store().prepare_events([{"customer_id": None, "event": ENTERED, "ts": now, "segment": "",
-                                                 "message_key": "", "cost": 0.0}])
+    # the columns of the events this refresh may write, added before its transaction (in one of their own) where the
+    # events table lacks them: a transaction that changes a table's columns makes DuckDB refuse every other
+    # transaction's insert into it until it ends (a dispatcher settling meanwhile would fail)
+    if source.campaign_store().prepares_events:
+        source.campaign_store().prepare_events(_event_shapes(source, segments, tracked, now))
     # the stays and the events that announce them commit together (where the store and the events share a
     # database): a process killed between the two would otherwise keep an entry whose event never comes, and no
     # later refresh would find that customer entering again
@@ -341,6 +340,29 @@ def refresh(
     order = [key.split(":", 1)[1] for key in tracked if key.startswith("segment:")]  # the skipped in their place
     changes.sort(key=lambda change: order.index(change.segment))
     return SegmentRefresh(now, tuple(changes), tuple(attributes), len(events))
+
+
+def _event_shapes(
+    source: Source, segments: Mapping[str, Mapping[str, Any]], tracked: Mapping[str, Mapping[str, Any]], now: datetime,
+) -> list[dict[str, Any]]:
+    """An event of each kind this refresh may write whose columns the events table lacks: an entry (when a segment
+    was refreshed before: a first refresh writes none), and a change of each attribute seen before, its old and new
+    values a value of the customers column (the events' columns are typed from their values)."""
+    events = source.schema().events.columns
+    shapes: list[dict[str, Any]] = []
+    if "segment" not in events and any(_watermark(state) is not None for state in segments.values()):
+        shapes.append({"customer_id": None, "event": ENTERED, "ts": now, "segment": "", "message_key": "", "cost": 0.0})
+    table = source.schema().customers
+    for key, state in tracked.items():
+        name = key.split(":", 1)[1]
+        if not key.startswith("attribute:") or not state.get("seen_at") or {f"old_{name}", f"new_{name}"} <= set(events):
+            continue
+        column = exp.column(name, table="c", quoted=True)
+        found = source.fetch(exp.select(column).from_(table.relation("c")).where(column.copy().is_(exp.null()).not_()).limit(1))
+        value = _plain(found[0][0]) if found else None
+        shapes.append({"customer_id": None, "event": f"{name}_changed", "ts": now, f"old_{name}": value,
+                       f"new_{name}": value, "message_key": "", "cost": 0.0})
+    return shapes
 
 
 @contextmanager

@@ -438,6 +438,11 @@ class CampaignStore(ABC):
         table never changes its columns has nothing to make."""
         return
 
+    @property
+    def prepares_events(self) -> bool:
+        """Whether :meth:`prepare_events` makes anything (where events go into a table whose columns grow)."""
+        return False
+
     # watermark ticks (issue 15): what a tick that reads few customers reads of them only
     def opt_outs_of(self, customer_ids: Collection[Any]) -> dict[Any, dict[str, datetime]]:
         """:meth:`opt_outs` of these customers."""
@@ -1060,6 +1065,10 @@ class SQLCampaignStore(CampaignStore):
     def prepare_events(self, events: Sequence[Mapping[str, Any]]) -> None:
         if events and self._prepare_events is not None:
             self._prepare_events(events)
+
+    @property
+    def prepares_events(self) -> bool:
+        return self._prepare_events is not None
 
     def add_events(self, events: Sequence[Mapping[str, Any]]) -> None:
         if not events:
