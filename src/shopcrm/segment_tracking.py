@@ -303,8 +303,8 @@ def refresh(
     # the columns of the events this refresh may write, added before its transaction (in one of their own) where the
     # events table lacks them: a transaction that changes a table's columns makes DuckDB refuse every other
     # transaction's insert into it until it ends (a dispatcher settling meanwhile would fail)
-    if source.campaign_store().prepares_events:
-        source.campaign_store().prepare_events(_event_shapes(source, segments, tracked, now))
+    if (campaign_store := source.campaign_store()).prepares_events:
+        campaign_store.prepare_events(_event_shapes(source, segments, tracked, now))
     # the stays and the events that announce them commit together (where the store and the events share a
     # database): a process killed between the two would otherwise keep an entry whose event never comes, and no
     # later refresh would find that customer entering again
@@ -348,11 +348,11 @@ def _event_shapes(
     """An event of each kind this refresh may write whose columns the events table lacks: an entry (when a segment
     was refreshed before: a first refresh writes none), and a change of each attribute seen before, its old and new
     values a value of the customers column (the events' columns are typed from their values)."""
-    events = source.schema().events.columns
+    schema = source.schema()
+    events, table = schema.events.columns, schema.customers
     shapes: list[dict[str, Any]] = []
     if "segment" not in events and any(_watermark(state) is not None for state in segments.values()):
         shapes.append({"customer_id": None, "event": ENTERED, "ts": now, "segment": "", "message_key": "", "cost": 0.0})
-    table = source.schema().customers
     for key, state in tracked.items():
         name = key.split(":", 1)[1]
         if not key.startswith("attribute:") or not state.get("seen_at") or {f"old_{name}", f"new_{name}"} <= set(events):

@@ -22,7 +22,7 @@ from typing import Any, NamedTuple, overload
 from shopcrm.campaigns._planner import LedgerEntry
 from shopcrm.sources._library import LibraryStore, LibraryTables, stored_id
 from shopcrm.sources._tick_marks import MemoryTickMarks, SQLTickMarks, TickMarks
-from shopcrm.sources._transactions import is_contention
+from shopcrm.sources._transactions import is_contention, is_duplicate_key
 
 __all__ = ["OUTBOX_COLUMNS", "CampaignStore", "MemoryCampaignStore", "OutboxBatch", "OutboxRow", "PiecedTexts", "SQLCampaignStore", "TickConflict"]
 
@@ -651,8 +651,7 @@ class SQLCampaignStore(CampaignStore):
         transaction: Callable[[], AbstractContextManager[None]],
         *,
         placeholder: str = "?",
-        is_conflict: Callable[[Exception], bool] = lambda e: "duplicate" in str(e).lower() or "unique" in str(e).lower()
-        or "primary key" in str(e).lower(),
+        is_conflict: Callable[[Exception], bool] = is_duplicate_key,
         write_events: Callable[[Sequence[Mapping[str, Any]]], None] | None = None,
         prepare_events: Callable[[Sequence[Mapping[str, Any]]], None] | None = None,
         lock_rows: bool = False,

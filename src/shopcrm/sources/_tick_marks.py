@@ -22,7 +22,7 @@ from typing import Any, NamedTuple
 
 import attrs
 
-from shopcrm.sources._transactions import is_contention
+from shopcrm.sources._transactions import is_contention, is_duplicate_key
 
 __all__ = ["MemoryTickMarks", "SQLTickMarks", "TickAdvance", "TickMark", "TickMarks"]
 
@@ -146,8 +146,7 @@ class SQLTickMarks(TickMarks):
         try:
             self._advance(changes)
         except Exception as error:
-            text = str(error).lower()
-            if not (is_contention(error) or "duplicate" in text or "unique" in text):
+            if not (is_contention(error) or is_duplicate_key(error)):
                 raise
             # another tick advanced these marks at the same time (two ticks at once: DuckDB refuses the second
             # writer, PostgreSQL and MySQL find the other's new mark when this one inserts its own). This tick's

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-__all__ = ["Transactions", "is_contention"]
+__all__ = ["Transactions", "is_contention", "is_duplicate_key"]
 
 
 class Transactions:
@@ -57,3 +57,10 @@ def is_contention(error: Exception) -> bool:
         return False
     text = str(error).lower()
     return any(word in text for word in ("deadlock", "could not serialize", "lock wait timeout", "conflict", "database is locked"))
+
+
+def is_duplicate_key(error: Exception) -> bool:
+    """Whether a driver's ``error`` is a row refused because its key is taken (a primary key or unique constraint:
+    another writer inserted it first), read from the message as :func:`is_contention` does."""
+    text = str(error).lower()
+    return "duplicate" in text or "unique" in text or "primary key" in text

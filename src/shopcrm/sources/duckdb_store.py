@@ -291,18 +291,24 @@ class DuckDBSource(Transactions, Source):
             try:
                 with self._transaction():
                     existing = self._columns(EVENTS)
-                    missing = [name for name in names if name not in existing]
-                    if missing:
-                        rows, bound = self._unnested(EVENTS, missing, [[e.get(name) for e in events] for name in missing])
-                        for name, kind, *_ in self.con.execute(f"DESCRIBE {rows}", bound).fetchall():
-                            declared = "VARCHAR" if str(kind) == '"NULL"' else kind
-                            self.con.execute(f'ALTER TABLE "{EVENTS}" ADD COLUMN IF NOT EXISTS "{name}" {declared}')
+                    self._add_event_columns(events, [name for name in names if name not in existing])
             except duckdb.Error as error:
                 if not is_contention(error):
                     raise  # (after five refusals, the write itself adds what is still missing)
-            finally:
-                self._schema = None
+                self._schema = None  # the other adder's columns are read again
                 self._types.clear()
+
+    def _add_event_columns(self, events: Sequence[Mapping[str, Any]], names: Sequence[str]) -> None:
+        """The columns ``names`` added to the events table, each typed from the events' values (text where every
+        one is None)."""
+        if not names:
+            return
+        rows, bound = self._unnested(EVENTS, names, [[e.get(name) for e in events] for name in names])
+        for name, kind, *_ in self.con.execute(f"DESCRIBE {rows}", bound).fetchall():
+            declared = "VARCHAR" if str(kind) == '"NULL"' else kind
+            self.con.execute(f'ALTER TABLE "{EVENTS}" ADD COLUMN IF NOT EXISTS "{name}" {declared}')
+        self._schema = None
+        self._types.clear()
 
     def _write_message_events(self, events: Sequence[Mapping[str, Any]]) -> None:
         """Delivery outcomes into the events table (inside the caller's transaction): columns the table lacks
@@ -316,16 +322,8 @@ class DuckDBSource(Transactions, Source):
         if not existing:
             self.load(EVENTS, list(events))
             return
+        self._add_event_columns(events, [name for name in names if name not in existing])
         rows, bound = self._unnested(EVENTS, names, [[e.get(name) for e in events] for name in names])
-        missing = [name for name in names if name not in existing]
-        if missing:
-            described = self.con.execute(f"DESCRIBE {rows}", bound).fetchall()
-            for name, kind, *_ in described:
-                if name in missing:
-                    declared = "VARCHAR" if str(kind) == '"NULL"' else kind
-                    self.con.execute(f'ALTER TABLE "{EVENTS}" ADD COLUMN "{name}" {declared}')
-            self._schema = None
-            self._types.clear()
         self.con.execute(f'INSERT INTO "{EVENTS}" BY NAME {rows}', bound)
         instants = [e["ts"] for e in events if isinstance(e.get("ts"), datetime)]
         if instants:  # a report or click older than a tick's mark (issue 15)
