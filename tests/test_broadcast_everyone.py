@@ -45,10 +45,10 @@ def test_everyone_read_in_one_scan_equals_the_members_query(monkeypatch: pytest.
     scans: list[list[str]] = []
     read = EngineReader.customer_columns
 
-    def spy(reader: EngineReader, columns: Sequence[str], ids: Any) -> dict[str, list[Any]]:
+    def spy(reader: EngineReader, columns: Sequence[str], ids: Any, computed: Any = None) -> dict[str, list[Any]]:
         if ids is None:  # the one scan of everyone
             scans.append(list(columns))
-        return read(reader, columns, ids)
+        return read(reader, columns, ids, computed)
 
     monkeypatch.setattr(EngineReader, "customer_columns", spy)
     with shop() as fast:
@@ -57,8 +57,8 @@ def test_everyone_read_in_one_scan_equals_the_members_query(monkeypatch: pytest.
         outbox = fast.outbox()
     assert scans
     # everyone read as the members query semi-joined with the table, as any other audience is
-    monkeypatch.setattr(EngineReader, "customer_columns", lambda reader, columns, ids: read(
-        reader, columns, reader.members(Everyone()) if ids is None else ids))
+    monkeypatch.setattr(EngineReader, "customer_columns", lambda reader, columns, ids, computed=None: read(
+        reader, columns, reader.members(Everyone()) if ids is None else ids, computed))
     with shop() as slow:
         assert gathered(slow) == found
         assert slow.tick(now=NOW).plan == ticked.plan

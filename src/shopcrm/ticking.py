@@ -31,6 +31,7 @@ import attrs
 from sqlglot import exp
 
 from shopcrm.campaigns import (
+    AudienceHashes,
     Branch,
     Campaign,
     LedgerEntry,
@@ -71,6 +72,7 @@ from shopcrm.dsl._nodes import (
     Sample,
 )
 from shopcrm.recipients import RecipientColumns, with_opt_outs
+from shopcrm.sources._audience_hashes import audience_hashes, hash_expressions
 from shopcrm.sources._campaign_store import OutboxBatch, OutboxRow, PiecedTexts
 from shopcrm.sources._reads import EngineReader, Preloaded
 from shopcrm.sources._tick_marks import TickAdvance
@@ -243,6 +245,7 @@ def gather(
     trigger_events = _TriggerEvents()
     occurrences: list[tuple[str, str]] = []
     received: dict[str, dict[Any, datetime]] = {}
+    hashes: dict[str, AudienceHashes] = {}
     enabled = [(c, saved) for c, saved in campaigns if c.enabled]
 
     broadcasts = [(c, saved) for c, saved in enabled if not isinstance(c.schedule, Triggered)]
@@ -267,7 +270,13 @@ def gather(
         audience = shop._resolve(campaign.audience)
         members = reader.members(audience)
         fields = list(dict.fromkeys(["customer_id", *contact_columns, *wanted]))
-        data = reader.customer_columns(fields, None if isinstance(audience, Everyone) else members)
+        # the members' hashes (keys, control group, holdout, variant) by the engine, in the same read
+        id_type = reader.schema.customers.columns.get("customer_id")
+        computed = hash_expressions(reader.source.dialect, campaign, policy, due[0], id_type, reader.col("customer_id", "c"))
+        data = reader.customer_columns(fields, None if isinstance(audience, Everyone) else members, computed)
+        hashed = audience_hashes(campaign, due[0], id_type, data)
+        if hashed is not None:
+            hashes[campaign.id] = hashed
         audiences[campaign.id] = data["customer_id"]
         _merge(recipients, columns.recipients(data, now=now, attributes=wanted))
         if "cart" in read:  # every member's cart, from one query over the audience's cart and order events
@@ -443,6 +452,7 @@ def gather(
         contexts=contexts, trigger_events=trigger_events, ledger=ledger, settled=frozenset(settled), received=received,
         recorded=_recorded(ledger, scenario_rows.values()), schema=reader.schema, lifecycle_policy=shop.lifecycle_policy,
         recommendations=recommendations_for(shop, [c for c, _ in enabled], audiences, triggers, trigger_events, now),
+        hashes=hashes,
     )
     return state, occurrences
 

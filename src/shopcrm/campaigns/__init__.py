@@ -22,6 +22,7 @@ from shopcrm.campaigns._models import (
 )
 from shopcrm.campaigns._planner import (
     REASONS,
+    AudienceHashes,
     KeyCache,
     LedgerEntry,
     Plan,
@@ -61,6 +62,7 @@ from shopcrm.campaigns._validate import check_templates
 
 __all__ = [
     "AlimTalk",
+    "AudienceHashes",
     "Branch",
     "BrandLayout",
     "Button",

@@ -86,6 +86,7 @@ _UNSET: Any = object()
 
 __all__ = [
     "ENTERED",
+    "AudienceHashes",
     "NOT_ENTERED",
     "REASONS",
     "Entry",
@@ -207,6 +208,31 @@ class ShopState:
     schema: Schema | None = None
     #: the thresholds lifecycle, rfm and cycle rules use (the contract's defaults when None)
     lifecycle_policy: LifecyclePolicy | None = None
+    #: per one-off or recurring campaign id, its members' hashes an engine computed in bulk (:class:`AudienceHashes`);
+    #: a member without them is hashed here
+    hashes: Mapping[str, AudienceHashes] = attrs.field(factory=dict)
+
+
+@attrs.frozen(kw_only=True)
+class AudienceHashes:
+    """The hashes a one-off or recurring campaign's occurrence asks of each member, computed by an engine for the
+    whole audience in one query (hashing a million members in Python takes seconds; ``Shop.tick`` asks DuckDB,
+    PostgreSQL or MySQL for them).
+
+    ``of`` maps a customer id to a tuple: the idempotency key of ``step`` in ``occurrence``
+    (:func:`idempotency_key`), whether the member is in the shop's global control group
+    (:func:`~shopcrm.campaigns.in_global_control`), in the campaign's holdout, and the index of its variant in
+    ``Campaign.variants_of(step)``.  Any of them may be None: not computed, the planner hashes it itself.  The planner
+    takes them as given (they must be this campaign's under this policy); a plan of another occurrence or step, or a
+    member missing from ``of``, hashes in Python."""
+
+    occurrence: str
+    step: str
+    of: Mapping[Any, tuple[str | None, bool | None, bool | None, int | None]]
+
+
+#: a member without engine hashes: every hash computed by the planner
+_NO_HASHES: tuple[None, None, None, None] = (None, None, None, None)
 
 
 @attrs.frozen(kw_only=True, weakref_slot=False)
@@ -866,11 +892,17 @@ class _Planner:
         # a message key is needed to find this campaign's earlier decisions, a repeated member or a tracked link
         keyed = tally is None or bool(state.settled) or any(e.campaign_id == campaign_id for e in state.ledger) or len(
             set(members)) != len(members) or any(r is None for r in reads)
+        # the engine's hashes of this occurrence's members (a tick's), else each member is hashed below
+        engine = state.hashes.get(campaign_id)
+        hashed = engine.of if engine is not None and engine.occurrence == occurrence and engine.step == name else None
+        hashes: tuple[str | None, bool | None, bool | None, int | None] = _NO_HASHES
         key = ""
         index = 0
         for customer_id in members:
+            if hashed is not None:
+                hashes = hashed.get(customer_id, _NO_HASHES)
             if keyed:
-                key = sha256(f"{prefix}{customer_id!r}".encode()).digest()[:16].hex()  # hexdigest()[:32], cheaper
+                key = hashes[0] or sha256(f"{prefix}{customer_id!r}".encode()).digest()[:16].hex()  # hexdigest()[:32]
             if recurring is not None:
                 got = last.get(customer_id)
                 if reentry_blocks(recurring, got, due_at):
@@ -920,18 +952,19 @@ class _Planner:
                 if cap is not None:
                     left_out(customer_id, "capped", cap, key)
                     continue
-            if control and self.global_control(customer_id):
+            if control and (self.global_control(customer_id) if (controlled := hashes[1]) is None else controlled):
                 left_out(customer_id, "global_control", f"would send at {send_at.isoformat()}", key)
                 keys.add(key)
                 continue
-            if holdout and first_four(md5(f"{holdout_salt}{customer_id}".encode()).digest())[0] % 10000 < holdout:
+            if holdout and (first_four(md5(f"{holdout_salt}{customer_id}".encode()).digest())[0] % 10000 < holdout
+                            if (held := hashes[2]) is None else held):
                 left_out(customer_id, "holdout", "", key)
                 keys.add(key)
                 continue
             if choose:
                 # _choose: the first variant whose running total of weights exceeds the point (point < total)
                 index = bisect_right(totals, first_four(md5(f"{variant_salt}{customer_id}".encode()).digest())[0]
-                                     % 10000 * total // 10000)
+                                     % 10000 * total // 10000) if (chosen := hashes[3]) is None else chosen
             shown = found.shown
             one = plain_one[index]
             memo: Any = None

@@ -82,8 +82,9 @@ def register_sqlite_functions(source: Source) -> bool:
     return True
 
 
-def sha_hex16(dialect: str, text: exp.Expression) -> exp.Expression:
-    """The first 16 lower-case hex digits of SHA-256 of ``text`` (UTF-8), on DuckDB, PostgreSQL, MySQL, Spark or SQLite (with :func:`register_sqlite_functions`)."""
+def sha_hex16(dialect: str, text: exp.Expression, digits: int = 16) -> exp.Expression:
+    """The first 16 (or ``digits``) lower-case hex digits of SHA-256 of ``text`` (UTF-8), on DuckDB, PostgreSQL,
+    MySQL, Spark or SQLite (with :func:`register_sqlite_functions`)."""
     def _fn(name: str, *args: exp.Expression) -> exp.Expression:
         return exp.Anonymous(this=name, expressions=list(args))
 
@@ -98,4 +99,4 @@ def sha_hex16(dialect: str, text: exp.Expression) -> exp.Expression:
         digest = _fn(SQLITE_SHA, text)
     else:  # pragma: no cover - guarded by the caller
         raise ValueError(f"no SHA-256 in SQL for {dialect!r}")
-    return _fn("substr", digest, exp.Literal.number(1), exp.Literal.number(16))
+    return _fn("substr", digest, exp.Literal.number(1), exp.Literal.number(digits))
