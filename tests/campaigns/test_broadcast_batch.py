@@ -14,8 +14,18 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shopcrm.campaigns import Campaign, LedgerEntry, MessagingPolicy, Recipient, ShopState, parse_campaign
-from shopcrm.campaigns._planner import _Planner, idempotency_key, paused_gc
+from shopcrm.campaigns import (
+    AudienceHashes,
+    Campaign,
+    LedgerEntry,
+    MessagingPolicy,
+    Recipient,
+    ShopState,
+    bucket,
+    in_global_control,
+    parse_campaign,
+)
+from shopcrm.campaigns._planner import _choose, _Planner, due_occurrence, idempotency_key, paused_gc
 from shopcrm.campaigns._policy import Cap, Window
 from shopcrm.campaigns._preview import _preview
 from shopcrm.errors import CampaignError
@@ -80,6 +90,8 @@ def shops(draw: st.DrawFn) -> tuple[list[Campaign], ShopState, MessagingPolicy, 
     received: dict[str, dict[Any, datetime]] = {}
     settled: set[str] = set()
     planned: list[LedgerEntry] = []
+    recorded: set[tuple[str, Any]] = set()  # (campaign, customer) of every settled and ledger key
+    hashes: dict[str, AudienceHashes] = {}
     for k in range(draw(st.integers(1, 3))):
         texts = draw(st.lists(st.sampled_from(TEXTS), min_size=1, max_size=3))
         recurring = draw(st.booleans())
@@ -107,16 +119,25 @@ def shops(draw: st.DrawFn) -> tuple[list[Campaign], ShopState, MessagingPolicy, 
         for c in members:
             if draw(st.integers(0, 7)) == 0:
                 occurrence = "once" if not recurring else draw(st.sampled_from(["2026-11-24", "2026-11-25"]))
+                recorded.add((campaign.id, c))
                 if draw(st.booleans()):
                     settled.add(idempotency_key(campaign.id, occurrence, "main", c))
                 else:  # planned by an earlier tick: in the ledger
                     planned.append(LedgerEntry(idempotency_key(campaign.id, occurrence, "main", c), c, campaign.id,
                                                campaign.purpose, campaign.channels[0], now - timedelta(hours=1)))
+        due = due_occurrence(campaign, now)
+        if due is not None and draw(st.booleans()):  # an engine's hashes of some members, some of them missing
+            hashes[campaign.id] = AudienceHashes(occurrence=due[0], step="main", of={
+                c: tuple(draw(st.sampled_from([None, value])) for value in python_hashes(campaign, due[0], c))
+                for c in members if draw(st.booleans())})
+    if campaigns and draw(st.booleans()):  # a campaign listed twice: its second listing finds the first's keys
+        campaigns.append(draw(st.sampled_from(campaigns)))
     ledger = [
         LedgerEntry(f"old{i}", cid, "earlier", draw(st.sampled_from(["advertising", "informational"])),
                     draw(st.sampled_from(["sms", "brand_message"])), now - timedelta(hours=draw(st.integers(-30, 30))))
         for i, cid in enumerate(draw(st.lists(st.sampled_from(ids), max_size=15)))
     ] + planned
+    recorded.update((e.campaign_id, e.customer_id) for e in ledger)
     policy = MessagingPolicy(
         sender_name="s", sender_contact="1588", opt_out_number="080", unsubscribe_url="https://u/{customer_id}",
         consent_valid_for=draw(st.sampled_from([None, timedelta(days=730)])),
@@ -132,8 +153,17 @@ def shops(draw: st.DrawFn) -> tuple[list[Campaign], ShopState, MessagingPolicy, 
                                                             unsubscribe_url=draw(st.sampled_from(["", "https://t.example/u"])))])),
     )
     state = ShopState(recipients=people, audiences=audiences, ledger=ledger, received=received, settled=frozenset(settled),
-                      contexts=contexts)
+                      contexts=contexts, hashes=hashes, recorded=draw(st.sampled_from([None, frozenset(recorded)])))
     return campaigns, state, policy, now
+
+
+def python_hashes(campaign: Campaign, occurrence: str, customer_id: Any) -> tuple[Any, ...]:
+    """What an engine would compute for a member (``AudienceHashes``), by the planner's own functions."""
+    variants = campaign.variants_of(campaign.send_steps()[0])
+    policy = MessagingPolicy(global_control_percent=20.0)
+    return (idempotency_key(campaign.id, occurrence, "main", customer_id), in_global_control(customer_id, policy),
+            bucket(f"holdout:{campaign.id}", customer_id) < campaign.holdout_percent * 100,
+            variants.index(_choose(variants, campaign.id, "main", customer_id)))
 
 
 def run(campaigns: list[Campaign], state: ShopState, policy: MessagingPolicy, now: datetime, **options: Any) -> Any:
@@ -328,3 +358,33 @@ def test_members_whose_values_fail_the_template_render_it_once_per_channel(monke
     with paused_gc():
         _Planner([campaign], state, now, policy).run()
     assert renders == ["brand_message"]  # the chain's first channel fails: the member is left out there
+
+
+def test_the_planner_takes_the_engines_hashes_as_given() -> None:
+    """The hashes of ``ShopState.hashes`` decide (keys, holdout, variant), for the occurrence and step they name
+    only; members without them are hashed by the planner."""
+    people = {i: Recipient(customer_id=i, phone="010", consents={"sms": GIVEN}) for i in range(6)}
+    campaign = parse_campaign({
+        "id": "sale", "purpose": "informational", "channels": ["sms"], "holdout_percent": 10,
+        "variants": [{"name": "a", "content": {"text": "A"}}, {"name": "b", "content": {"text": "B"}}],
+        "schedule": {"kind": "one_off", "at": "2026-11-25T10:00:00"},
+    })
+    now = datetime(2026, 11, 25, 2)
+    given_hashes = {0: ("k0", None, True, None), 1: ("k1", None, False, 1), 2: (None, None, False, 0)}
+
+    def planned(occurrence: str) -> dict[Any, Any]:
+        state = ShopState(recipients=people, audiences={"sale": list(people)},
+                          hashes={"sale": AudienceHashes(occurrence=occurrence, step="main", of=given_hashes)})
+        result = run([campaign], state, MessagingPolicy(), now)
+        return {**{m.customer_id: (m.key, m.variant) for m in result.messages},
+                **{s.customer_id: (s.key, s.reason) for s in result.suppressions}}
+
+    found = planned("once")
+    python = run([campaign], ShopState(recipients=people, audiences={"sale": list(people)}), MessagingPolicy(), now)
+    expected = {m.customer_id: (m.key, m.variant) for m in python.messages} | {
+        s.customer_id: (s.key, s.reason) for s in python.suppressions}
+    assert found[0] == ("k0", "holdout")
+    assert found[1] == ("k1", "b")
+    assert found[2] == (expected[2][0], "a")  # its key by the planner, its variant as given
+    assert all(found[i] == expected[i] for i in (3, 4, 5))  # no hashes: the planner's
+    assert planned("2026-11-25") == expected  # another occurrence's hashes are not this one's

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import gc
 import hashlib
+import operator
 import struct
 from bisect import bisect_right
 from collections import Counter
@@ -22,7 +23,7 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, S
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from importlib import import_module
-from itertools import accumulate
+from itertools import accumulate, islice
 from typing import Any, TypeVar, cast
 
 import attrs
@@ -517,6 +518,14 @@ def _choose(variants: Sequence[Variant], campaign_id: str, step: str, customer_i
     return variants[-1]  # pragma: no cover - point < total
 
 
+def _repeats(members: Sequence[Any]) -> bool:
+    """Whether two of ``members`` (sorted by repr) have one key: one repr.  Integers and texts print alike exactly
+    when they are equal, and sorted by repr they sit side by side; other ids are compared by their reprs."""
+    if set(map(type, members)) <= {int, str}:
+        return any(map(operator.eq, members, islice(members, 1, None)))
+    return len(set(map(repr, members))) != len(members)
+
+
 class _Caps:
     """Per-customer send times per (purpose, channel), from the ledger and this plan.
 
@@ -660,6 +669,8 @@ class _Planner:
     tally: _Tally | None = None
     #: the idempotency keys asked, remembered for this plan (a tick hands in the cache its reads used)
     key_cache: KeyCache = attrs.field(factory=KeyCache)
+    #: the ids of the campaigns listed more than once (a later listing finds the keys of the first)
+    listed_twice: frozenset[str] = frozenset()
 
     def __attrs_post_init__(self) -> None:
         self.keys = {entry.key for entry in self.state.ledger}
@@ -678,6 +689,7 @@ class _Planner:
                                                 for step in c.send_steps() for v in c.variants_of(step))]
         if missing:  # fail closed: an advertising text without its sender and 080 lines is unlawful (K6, K7)
             raise CampaignError(missing)
+        self.listed_twice = frozenset(c for c, n in Counter(c.id for c in ordered).items() if n > 1)
         for campaign in ordered:
             if isinstance(campaign.schedule, Triggered):
                 self.triggered(campaign, campaign.schedule)
@@ -892,6 +904,16 @@ class _Planner:
         # a message key is needed to find this campaign's earlier decisions, a repeated member or a tracked link
         keyed = tally is None or bool(state.settled) or any(e.campaign_id == campaign_id for e in state.ledger) or len(
             set(members)) != len(members) or any(r is None for r in reads)
+        # whether a member's key must be looked up (and remembered): a key the plan starts from may be this
+        # campaign's (unless ShopState.recorded says none is), or a member is listed twice; other campaigns' keys
+        # never equal this one's (the campaign id is hashed into each)
+        if campaign_id in self.listed_twice:
+            earlier = True
+        elif self.recorded is not None:
+            earlier = any(c == campaign_id for c, _ in self.recorded)
+        else:
+            earlier = bool(state.settled) or any(e.campaign_id == campaign_id for e in state.ledger)
+        looked_up = keyed and (earlier or _repeats(members))
         # the engine's hashes of this occurrence's members (a tick's), else each member is hashed below
         engine = state.hashes.get(campaign_id)
         hashed = engine.of if engine is not None and engine.occurrence == occurrence and engine.step == name else None
@@ -908,7 +930,7 @@ class _Planner:
                 if reentry_blocks(recurring, got, due_at):
                     left_out(customer_id, "already_received", f"last {got}", key)
                     continue
-            if keyed and key in keys:
+            if looked_up and key in keys:
                 left_out(customer_id, "already_planned", "", key)
                 continue
             if expired:
@@ -954,12 +976,14 @@ class _Planner:
                     continue
             if control and (self.global_control(customer_id) if (controlled := hashes[1]) is None else controlled):
                 left_out(customer_id, "global_control", f"would send at {send_at.isoformat()}", key)
-                keys.add(key)
+                if looked_up:
+                    keys.add(key)
                 continue
             if holdout and (first_four(md5(f"{holdout_salt}{customer_id}".encode()).digest())[0] % 10000 < holdout
                             if (held := hashes[2]) is None else held):
                 left_out(customer_id, "holdout", "", key)
-                keys.add(key)
+                if looked_up:
+                    keys.add(key)
                 continue
             if choose:
                 # _choose: the first variant whose running total of weights exceeds the point (point < total)
@@ -1059,7 +1083,8 @@ class _Planner:
             add_message(new_message(key, customer_id, campaign_id, name, occurrence, variant_names[index], purpose, rendered,
                                     contacts, due_at, send_at, remembered[2] if friend else remembered[3], found.deferred,
                                     friend))
-            keys.add(key)
+            if looked_up:
+                keys.add(key)
         if tally is None and len(self.messages) > planned:
             self.caps.later(purpose, self.messages, planned, len(self.messages))
 
