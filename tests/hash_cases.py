@@ -58,7 +58,11 @@ def engine_hashes(source: Source, campaign: Campaign, policy: MessagingPolicy) -
     data = reader.customer_columns(["customer_id"], None, computed)
     found = audience_hashes(campaign, OCCURRENCE, id_type, data)
     assert set(data) == {"customer_id"}, "the hash columns are taken out of the recipient columns"
-    return None if found is None else dict(found.of)
+    if found is None:
+        return None
+    assert found.members is data["customer_id"]  # beside the audience as the tick hands it over
+    columns = found.columns()
+    return {m: tuple(None if column is None else column[i] for column in columns) for i, m in enumerate(found.members)}
 
 
 def python_hashes(campaign: Campaign, policy: MessagingPolicy, customer_id: Any) -> tuple[Any, ...]:

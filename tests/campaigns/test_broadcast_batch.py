@@ -126,10 +126,12 @@ def shops(draw: st.DrawFn) -> tuple[list[Campaign], ShopState, MessagingPolicy, 
                     planned.append(LedgerEntry(idempotency_key(campaign.id, occurrence, "main", c), c, campaign.id,
                                                campaign.purpose, campaign.channels[0], now - timedelta(hours=1)))
         due = due_occurrence(campaign, now)
-        if due is not None and draw(st.booleans()):  # an engine's hashes of some members, some of them missing
-            hashes[campaign.id] = AudienceHashes(occurrence=due[0], step="main", of={
-                c: tuple(draw(st.sampled_from([None, value])) for value in python_hashes(campaign, due[0], c))
-                for c in members if draw(st.booleans())})
+        if due is not None and draw(st.booleans()):  # an engine's hashes beside the audience, some of them missing
+            given = [python_hashes(campaign, due[0], c) for c in members]
+            columns = [None if draw(st.integers(0, 3)) == 0 else [draw(st.sampled_from([None, row[k]])) for row in given]
+                       for k in range(4)]
+            hashes[campaign.id] = AudienceHashes(occurrence=due[0], step="main", members=list(members), keys=columns[0],
+                                                 controlled=columns[1], held_out=columns[2], variant=columns[3])
     if campaigns and draw(st.booleans()):  # a campaign listed twice: its second listing finds the first's keys
         campaigns.append(draw(st.sampled_from(campaigns)))
     ledger = [
@@ -370,11 +372,13 @@ def test_the_planner_takes_the_engines_hashes_as_given() -> None:
         "schedule": {"kind": "one_off", "at": "2026-11-25T10:00:00"},
     })
     now = datetime(2026, 11, 25, 2)
-    given_hashes = {0: ("k0", None, True, None), 1: ("k1", None, False, 1), 2: (None, None, False, 0)}
+    audience = [5, 4, 3, 2, 1, 0]  # the planner sorts them by repr, their hashes with them
 
-    def planned(occurrence: str) -> dict[Any, Any]:
-        state = ShopState(recipients=people, audiences={"sale": list(people)},
-                          hashes={"sale": AudienceHashes(occurrence=occurrence, step="main", of=given_hashes)})
+    def planned(occurrence: str, members: list[Any] = audience) -> dict[Any, Any]:
+        given = AudienceHashes(occurrence=occurrence, step="main", members=members,
+                               keys=[None, None, None, None, "k1", "k0"], held_out=[None, None, None, False, False, True],
+                               variant=[None, None, None, 0, 1, None])
+        state = ShopState(recipients=people, audiences={"sale": audience}, hashes={"sale": given})
         result = run([campaign], state, MessagingPolicy(), now)
         return {**{m.customer_id: (m.key, m.variant) for m in result.messages},
                 **{s.customer_id: (s.key, s.reason) for s in result.suppressions}}
@@ -388,3 +392,4 @@ def test_the_planner_takes_the_engines_hashes_as_given() -> None:
     assert found[2] == (expected[2][0], "a")  # its key by the planner, its variant as given
     assert all(found[i] == expected[i] for i in (3, 4, 5))  # no hashes: the planner's
     assert planned("2026-11-25") == expected  # another occurrence's hashes are not this one's
+    assert planned("once", list(range(6))) == expected  # nor another audience's

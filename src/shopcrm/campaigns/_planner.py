@@ -23,7 +23,7 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, S
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from importlib import import_module
-from itertools import accumulate, islice
+from itertools import accumulate, islice, repeat
 from typing import Any, TypeVar, cast
 
 import attrs
@@ -220,16 +220,24 @@ class AudienceHashes:
     whole audience in one query (hashing a million members in Python takes seconds; ``Shop.tick`` asks DuckDB,
     PostgreSQL or MySQL for them).
 
-    ``of`` maps a customer id to a tuple: the idempotency key of ``step`` in ``occurrence``
-    (:func:`idempotency_key`), whether the member is in the shop's global control group
+    ``members`` is the campaign's audience as given in ``ShopState.audiences`` (the same ids in the same order);
+    each other field is a column beside it, or None when not computed: the idempotency key of ``step`` in
+    ``occurrence`` (:func:`idempotency_key`), whether the member is in the shop's global control group
     (:func:`~shopcrm.campaigns.in_global_control`), in the campaign's holdout, and the index of its variant in
-    ``Campaign.variants_of(step)``.  Any of them may be None: not computed, the planner hashes it itself.  The planner
-    takes them as given (they must be this campaign's under this policy); a plan of another occurrence or step, or a
-    member missing from ``of``, hashes in Python."""
+    ``Campaign.variants_of(step)``.  A None value in a column is one member's hash not computed.  The planner takes
+    them as given (they must be this campaign's under this policy) and hashes what is missing; for another
+    occurrence or step, or another audience, it hashes everything itself."""
 
     occurrence: str
     step: str
-    of: Mapping[Any, tuple[str | None, bool | None, bool | None, int | None]]
+    members: Sequence[Any]
+    keys: Sequence[str | None] | None = None
+    controlled: Sequence[bool | None] | None = None
+    held_out: Sequence[bool | None] | None = None
+    variant: Sequence[int | None] | None = None
+
+    def columns(self) -> list[Sequence[Any] | None]:
+        return [self.keys, self.controlled, self.held_out, self.variant]
 
 
 #: a member without engine hashes: every hash computed by the planner
@@ -698,12 +706,24 @@ class _Planner:
                 if due is None:
                     continue
                 occurrence, due_at = due
-                members = sorted(self.state.audiences.get(campaign.id, ()), key=repr)
                 step = campaign.send_steps()[0]
+                audience = self.state.audiences.get(campaign.id, ())
+                engine = self.state.hashes.get(campaign.id)
+                hashes: Iterable[tuple[Any, ...]] | None = None
+                if self.batch and engine is not None and engine.occurrence == occurrence and engine.step == step.send and (
+                        engine.members is audience or engine.members == audience):
+                    # the members sorted by repr as below, their hashes carried along in the same order
+                    reprs = list(map(repr, engine.members))
+                    order = sorted(range(len(reprs)), key=reprs.__getitem__)
+                    members = list(map(engine.members.__getitem__, order))
+                    hashes = zip(*[repeat(None) if column is None else map(column.__getitem__, order)
+                                   for column in engine.columns()], strict=False)
+                else:
+                    members = sorted(audience, key=repr)
                 schedule = campaign.schedule
                 last = self.state.received.get(campaign.id, {})
                 if self.batch:
-                    self.broadcast(campaign, step, occurrence, due_at, members, last)
+                    self.broadcast(campaign, step, occurrence, due_at, members, last, hashes)
                     continue
                 for customer_id in members:
                     got = last.get(customer_id)
@@ -827,7 +847,7 @@ class _Planner:
     # -- a broadcast ---------------------------------------------------------------------------
     def broadcast(
         self, campaign: Campaign, step: Send, occurrence: str, due_at: datetime, members: Sequence[Any],
-        last: Mapping[Any, datetime],
+        last: Mapping[Any, datetime], hashes: Iterable[tuple[Any, ...]] | None = None,
     ) -> None:
         """:meth:`send` for every member of a one-off or recurring campaign's occurrence, in order, with the same
         results: what is the same for many members is decided once (the channel chain per consent pattern, the
@@ -914,17 +934,12 @@ class _Planner:
         else:
             earlier = bool(state.settled) or any(e.campaign_id == campaign_id for e in state.ledger)
         looked_up = keyed and (earlier or _repeats(members))
-        # the engine's hashes of this occurrence's members (a tick's), else each member is hashed below
-        engine = state.hashes.get(campaign_id)
-        hashed = engine.of if engine is not None and engine.occurrence == occurrence and engine.step == name else None
-        hashes: tuple[str | None, bool | None, bool | None, int | None] = _NO_HASHES
         key = ""
         index = 0
-        for customer_id in members:
-            if hashed is not None:
-                hashes = hashed.get(customer_id, _NO_HASHES)
+        # each member with the engine's hashes (``hashes``, in the members' order), else none: hashed below
+        for customer_id, hashed in zip(members, repeat(_NO_HASHES) if hashes is None else hashes, strict=False):
             if keyed:
-                key = hashes[0] or sha256(f"{prefix}{customer_id!r}".encode()).digest()[:16].hex()  # hexdigest()[:32]
+                key = hashed[0] or sha256(f"{prefix}{customer_id!r}".encode()).digest()[:16].hex()  # hexdigest()[:32]
             if recurring is not None:
                 got = last.get(customer_id)
                 if reentry_blocks(recurring, got, due_at):
@@ -974,13 +989,13 @@ class _Planner:
                 if cap is not None:
                     left_out(customer_id, "capped", cap, key)
                     continue
-            if control and (self.global_control(customer_id) if (controlled := hashes[1]) is None else controlled):
+            if control and (self.global_control(customer_id) if (controlled := hashed[1]) is None else controlled):
                 left_out(customer_id, "global_control", f"would send at {send_at.isoformat()}", key)
                 if looked_up:
                     keys.add(key)
                 continue
             if holdout and (first_four(md5(f"{holdout_salt}{customer_id}".encode()).digest())[0] % 10000 < holdout
-                            if (held := hashes[2]) is None else held):
+                            if (held := hashed[2]) is None else held):
                 left_out(customer_id, "holdout", "", key)
                 if looked_up:
                     keys.add(key)
@@ -988,7 +1003,7 @@ class _Planner:
             if choose:
                 # _choose: the first variant whose running total of weights exceeds the point (point < total)
                 index = bisect_right(totals, first_four(md5(f"{variant_salt}{customer_id}".encode()).digest())[0]
-                                     % 10000 * total // 10000) if (chosen := hashes[3]) is None else chosen
+                                     % 10000 * total // 10000) if (chosen := hashed[3]) is None else chosen
             shown = found.shown
             one = plain_one[index]
             memo: Any = None

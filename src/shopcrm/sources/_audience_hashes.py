@@ -16,8 +16,7 @@ hash ``str(customer_id)``, the engine's text of an integer or a text column.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, MutableMapping
-from itertools import repeat
+from collections.abc import MutableMapping
 from typing import Any
 
 from sqlglot import exp
@@ -87,15 +86,11 @@ def audience_hashes(
             keys = None
     step = campaign.send_steps()[0]
 
-    def column(name: str, kind: type) -> Any:
+    def flags(name: str) -> list[bool | None] | None:
         values = found.get(name)
-        if values is None:
-            return repeat(None)
-        if kind is bool and not set(map(type, values)) <= {bool}:  # MySQL's booleans are 0 and 1
+        if values is not None and not set(map(type, values)) <= {bool}:  # MySQL's booleans are 0 and 1
             return [None if v is None else bool(v) for v in values]
         return values
 
-    of: Mapping[Any, tuple[str | None, bool | None, bool | None, int | None]] = dict(zip(ids, zip(
-        repeat(None) if keys is None else keys, column(_CONTROLLED, bool), column(_HELD_OUT, bool),
-        column(_VARIANT, int), strict=False), strict=False))
-    return AudienceHashes(occurrence=occurrence, step=step.send, of=of)
+    return AudienceHashes(occurrence=occurrence, step=step.send, members=ids, keys=keys, controlled=flags(_CONTROLLED),
+                          held_out=flags(_HELD_OUT), variant=found.get(_VARIANT))
