@@ -1,5 +1,5 @@
-"""A broadcast's hashes computed by PostgreSQL and MySQL (MariaDB) are the planner's own: idempotency keys of integer
-and plain text ids, global control, holdout and variant (as on DuckDB: ``tests/test_audience_hashes.py``)."""
+"""A broadcast's hashes computed by PostgreSQL, MySQL (MariaDB) and Spark are the planner's own: idempotency keys of
+integer and plain text ids, global control, holdout and variant (as on DuckDB: ``tests/test_audience_hashes.py``)."""
 
 from __future__ import annotations
 
@@ -30,10 +30,22 @@ def _source(dialect: str, con: Any, ids: list[Any], kind: str) -> Any:
     return shopcrm.Shop.from_dbapi(con, dialect=dialect, customers="hash_customers", events="hash_events").source
 
 
-@pytest.fixture(params=["postgres", "mysql"])
+def _spark_source(spark: Any, ids: list[Any], kind: str) -> Any:
+    from pyspark.sql import types as T
+
+    id_type = T.LongType() if kind == "int" else T.StringType()
+    spark.createDataFrame([(i, "x") for i in ids], T.StructType([
+        T.StructField("customer_id", id_type), T.StructField("name", T.StringType())])).createOrReplaceTempView("customers")
+    spark.createDataFrame([], T.StructType([
+        T.StructField("customer_id", id_type), T.StructField("event", T.StringType()),
+        T.StructField("ts", T.TimestampType())])).createOrReplaceTempView("events")
+    return shopcrm.Shop.from_spark(spark).source
+
+
+@pytest.fixture(params=["postgres", "mysql", "spark"])
 def engine(request: pytest.FixtureRequest) -> tuple[str, Any]:
     loader = request.getfixturevalue(f"{request.param}_loader")
-    return request.param, loader.con
+    return request.param, loader.spark if request.param == "spark" else loader.con
 
 
 @EXAMPLES
@@ -46,4 +58,5 @@ def test_the_engine_hashes_an_audience_as_python_does(
     if dialect == "mysql" and kind == "str":  # its default collation: ids equal up to case or trailing spaces are one
         members = list({m.lower().rstrip(): m for m in members}.values())
     campaign, policy = case
-    check(engine_hashes(_source(dialect, con, members, kind), campaign, policy), members, campaign, policy, keyed=True)
+    source = _spark_source(con, members, kind) if dialect == "spark" else _source(dialect, con, members, kind)
+    check(engine_hashes(source, campaign, policy), members, campaign, policy, keyed=True)

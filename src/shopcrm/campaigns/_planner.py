@@ -218,7 +218,7 @@ class ShopState:
 class AudienceHashes:
     """The hashes a one-off or recurring campaign's occurrence asks of each member, computed by an engine for the
     whole audience in one query (hashing a million members in Python takes seconds; ``Shop.tick`` asks DuckDB,
-    PostgreSQL or MySQL for them).
+    PostgreSQL, MySQL or Spark for them).
 
     ``members`` is the campaign's audience as given in ``ShopState.audiences`` (the same ids in the same order);
     each other field is a column beside it, or None when not computed: the idempotency key of ``step`` in

@@ -2,7 +2,7 @@
 
 A one-off or recurring campaign asks three or four hashes of every member: the idempotency key of its message
 (SHA-256), the global control group (SHA-256), the holdout and the variant (MD5 buckets).  In Python each costs
-a microsecond or two, seconds at a million members; DuckDB, PostgreSQL and MySQL hash a column at a time.  The
+a microsecond or two, seconds at a million members; DuckDB, PostgreSQL, MySQL and Spark hash a column at a time.  The
 tick reads them beside the recipient columns and hands them to the planner as
 :class:`~shopcrm.campaigns.AudienceHashes`; the planner hashes only what is missing.
 
@@ -29,8 +29,9 @@ from shopcrm.sources._event_values import sha_hex16
 
 __all__ = ["HASHED_DIALECTS", "audience_hashes", "hash_expressions"]
 
-#: the engines whose SHA-256, MD5 and text of an id are those of Python's hashlib and ``str``
-HASHED_DIALECTS = ("duckdb", "postgres", "mysql")
+#: the engines whose SHA-256, MD5 and text of an id are those of Python's hashlib and ``str`` (SQLite's are Python's
+#: own, registered on its connection: no faster than the planner's)
+HASHED_DIALECTS = ("duckdb", "postgres", "mysql", "spark")
 #: the names of the computed columns (never a customers column: the library's prefix)
 _KEY, _CONTROLLED, _HELD_OUT, _VARIANT = "__shopcrm_key", "__shopcrm_controlled", "__shopcrm_held_out", "__shopcrm_variant"
 _ASKED = {"controlled": _CONTROLLED, "held_out": _HELD_OUT, "variant": _VARIANT}
