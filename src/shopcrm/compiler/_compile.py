@@ -645,9 +645,7 @@ class QueryBuilder:
     def _sample(self, rule: Sample) -> exp.Expression:
         ident = self.d.to_text(self._col("customer_id", _CUSTOMERS))
         keyed = self.d.concat(exp.Literal.string(rule.sample.salt + ":"), ident)
-        hex8 = exp.Substring(this=self.d.md5_hex(keyed), start=exp.Literal.number(1), length=exp.Literal.number(8))
-        bucket = exp.Mod(this=_paren(self.d.hex_to_int(hex8)), expression=exp.Literal.number(10000))
-        return exp.LT(this=_paren(bucket), expression=_number(rule.sample.percent * 100))
+        return exp.LT(this=_paren(self.d.md5_bucket(keyed)), expression=_number(rule.sample.percent * 100))
 
     # ------------------------------------------------------------------ query
     def _from(self, select: exp.Select) -> exp.Select:

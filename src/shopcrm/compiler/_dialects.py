@@ -97,6 +97,12 @@ class Dialect:
         return exp.In(this=column, expressions=[_lit(v) for v in values])
 
     # -- sample buckets -----------------------------------------------------
+    def md5_bucket(self, text: exp.Expression) -> exp.Expression:
+        """The sample bucket of a text value: the first 8 hex digits of its md5 as an integer, mod 10,000 (the
+        ``sample`` rule, holdouts and variants)."""
+        number = self.hex_to_int(exp.Substring(this=self.md5_hex(text), start=_num(1), length=_num(8)))
+        return exp.Mod(this=number if isinstance(number, exp.Paren) else exp.Paren(this=number), expression=_num(10000))
+
     def md5_hex(self, value: exp.Expression) -> exp.Expression:
         """Lower-case hex md5 of a text value."""
         return exp.MD5(this=value)

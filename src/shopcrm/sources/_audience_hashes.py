@@ -47,12 +47,8 @@ def hash_expressions(
         return {}
     quirks = dialect_for(dialect)
 
-    def md5_bucket(text: exp.Expression) -> exp.Expression:
-        hex8 = exp.Substring(this=quirks.md5_hex(text), start=exp.Literal.number(1), length=exp.Literal.number(8))
-        return exp.Mod(this=exp.Paren(this=quirks.hex_to_int(hex8)), expression=exp.Literal.number(10000))
-
     found = hash_columns(campaign, policy, customer_id, to_text=quirks.to_text, concat=quirks.concat,
-                         md5_bucket=md5_bucket, sha_hex16=lambda t: sha_hex16(dialect, t),
+                         md5_bucket=quirks.md5_bucket, sha_hex16=lambda t: sha_hex16(dialect, t),
                          string_order=quirks.string_order)
     out = {_ASKED[name]: expression for name, expression in found.items()}
     step = campaign.send_steps()[0]

@@ -98,12 +98,8 @@ def grouped_preview(
                      .when(printable, exp.Literal.string("x"))
                      .when(blank_text(text), exp.Literal.string("")).else_(exp.Literal.string("x"))))
 
-    def md5_bucket(text: exp.Expression) -> exp.Expression:
-        hex8 = exp.Substring(this=quirks.md5_hex(text), start=exp.Literal.number(1), length=exp.Literal.number(8))
-        return exp.Mod(this=exp.Paren(this=quirks.hex_to_int(hex8)), expression=exp.Literal.number(10000))
-
     hashes = hash_columns(campaign, policy, col("customer_id"), to_text=quirks.to_text, concat=quirks.concat,
-                          md5_bucket=md5_bucket, sha_hex16=lambda t: sha_hex16(source.dialect, t),
+                          md5_bucket=quirks.md5_bucket, sha_hex16=lambda t: sha_hex16(source.dialect, t),
                           string_order=quirks.string_order)
     patterns_k = [e for _, e in keys]
     k_names = [f"k{i}" for i in range(len(patterns_k))]
