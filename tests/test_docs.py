@@ -57,6 +57,10 @@ def test_the_error_message_shown_in_the_reference_is_the_real_one() -> None:
     "segment-tracking.md",
     "lifecycle.md",
     "engines/index.md",
+    "segments.md",
+    "sources.md",
+    "engines/sqlite.md",
+    "engines/warehouses.md",
 ])
 def test_python_blocks_run_in_order(page: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)  # files a page creates (a shop's DuckDB file) land in a scratch folder

@@ -145,32 +145,3 @@ def test_a_sqlite_shop_keeps_its_library_tables_in_mariadb(mysql_loader: Any, tm
         assert cursor.fetchone() == (4,)
     connection.commit()
 
-
-@pytest.mark.spark
-@pytest.mark.postgres
-def test_the_spark_page_runs_against_spark_and_postgres(spark_loader: Any, postgres_loader: Any) -> None:
-    """docs/engines/spark.md's Python blocks, verbatim and in order, on the test's Spark session and PostgreSQL
-    server (``store_url`` the server's address, as the page says)."""
-    import re
-    import textwrap
-    from datetime import datetime
-
-    spark, pg = spark_loader.spark, postgres_loader.con
-    pg.execute(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE")
-    pg.commit()
-    _views(spark)
-    spark.table("store_customers").createOrReplaceTempView("crm_customers")
-    spark.table("store_events").createOrReplaceTempView("crm_events")
-    page = (Path(__file__).resolve().parents[2] / "docs" / "engines" / "spark.md").read_text(encoding="utf-8")
-    found = [textwrap.dedent(body) for _, body in re.findall(r"^([ ]*)```python\n(.*?)^\1```", page, re.S | re.M)]
-    assert len(found) == 2
-    namespace: dict[str, Any] = {"shopcrm": shopcrm, "spark": spark, "now": datetime(2026, 11, 24), "store_url": _url(pg),
-                                 "rule": {"performed": "order_completed", "within": {"last": "30d"}}}
-    for body in found:
-        exec(compile(body, "docs/engines/spark.md", "exec"), namespace)
-    assert namespace["shop"].count(namespace["rule"], now=namespace["now"]) == shopcrm.Shop.from_spark(
-        spark, customers="crm_customers", events="crm_events").count(namespace["rule"], now=namespace["now"])
-    pg.rollback()
-    [(saved,)] = pg.execute(f"SELECT count(*) FROM {SCHEMA}.shopcrm_segments WHERE name = 'buyers'").fetchall()
-    pg.commit()
-    assert saved == 1
