@@ -177,17 +177,17 @@ def next_changes_from_rows(
     in integer microseconds (an instant past the year 9999 is never), a datetime made once per customer."""
     now_us = (to_utc_naive(now) - _EPOCH) // _MICROSECOND
     best: dict[Any, int] = {}
+    known = best.get
     for rows, offsets in results:
-        shifts = [offset // _MICROSECOND for offset in offsets]
-        for row in rows:
-            at: int | None = None
-            for value, shift in zip(row[1:], shifts, strict=True):
-                if value is not None:
-                    moment = int(value) + shift
-                    if now_us <= moment <= _LAST and (at is None or moment < at):
-                        at = moment
-            if at is not None:
-                known = best.get(row[0])
-                if known is None or at < known:
-                    best[row[0]] = at
+        rows = rows if isinstance(rows, list) else list(rows)
+        # column by column: a value counts when now <= value + shift <= the last instant, i.e. within [low, high]
+        for column, offset in enumerate(offsets, 1):
+            shift = offset // _MICROSECOND
+            low, high = now_us - shift, _LAST - shift
+            for row in rows:
+                value = row[column]
+                if value is not None and low <= (value := int(value)) <= high:
+                    moment, earlier = value + shift, known(row[0])
+                    if earlier is None or moment < earlier:
+                        best[row[0]] = moment
     return {cid: _EPOCH + timedelta(microseconds=at) for cid, at in best.items()}

@@ -435,21 +435,28 @@ class SQLMembershipStore(MembershipStore):
                 if one.candidates is None:
                     self.apply(one.segment, entered=one.entered, exited=one.exited, at=one.at, changes=one.changes,
                                candidates=None, state=one.state)
+            # every id as stored, encoded once: a sparing segment's entered, exited and next changes are among its
+            # candidates, and the segments' candidates overlap
+            stored = {c: _key(c) for one in sparing for c in one.candidates or ()}
+
+            def as_stored(customer_id: Any) -> str:
+                found = stored.get(customer_id)
+                return _key(customer_id) if found is None else found
             # the open stays of the exited closed, then the entered opened
-            closing = [(one.segment, _key(c), _stamp(one.at)) for one in sparing for c in one.exited]
+            closing = [(one.segment, as_stored(c), _stamp(one.at)) for one in sparing for c in one.exited]
             if closing:
                 segments, keys, stamps = (list(column) for column in zip(*closing, strict=True))
                 self._run(f"UPDATE {self.STAYS} SET exited_at = x.t FROM (SELECT unnest(CAST(? AS VARCHAR[])) AS s, "
                           "unnest(CAST(? AS VARCHAR[])) AS k, unnest(CAST(? AS VARCHAR[])) AS t) AS x WHERE "
                           f"{self.STAYS}.segment = x.s AND {self.STAYS}.customer_id = x.k AND {self.STAYS}.exited_at IS NULL",
                           [segments, keys, stamps])
-            opening = [(one.segment, _key(c), _stamp(one.at)) for one in sparing for c in one.entered]
+            opening = [(one.segment, as_stored(c), _stamp(one.at)) for one in sparing for c in one.entered]
             if opening:
                 self._insert(self.STAYS, ["segment", "customer_id", "entered_at"],
                              [list(column) for column in zip(*opening, strict=True)])
             # the next changes: only the candidates' rows that went away or moved are deleted, only the new or
             # moved ones written (see apply); the kept rows of every segment's candidates read at once
-            candidates = {one.segment: [_key(c) for c in one.candidates or ()] for one in sparing}
+            candidates = {one.segment: [as_stored(c) for c in one.candidates or ()] for one in sparing}
             everyone = list(set().union(*candidates.values()))
             kept: dict[str, dict[str, str]] = {one.segment: {} for one in sparing}
             if everyone:
@@ -464,7 +471,7 @@ class SQLMembershipStore(MembershipStore):
             fresh: list[tuple[str, str, str]] = []
             for one in sparing:
                 mine = kept[one.segment]
-                new = {_key(c): _stamp(v) for c, v in one.changes.items()}
+                new = {as_stored(c): _stamp(v) for c, v in one.changes.items()}
                 gone += [(one.segment, key) for key in candidates[one.segment] if key in mine and new.get(key) != mine[key]]
                 fresh += [(one.segment, key, at) for key, at in new.items() if mine.get(key) != at]
             if gone:
