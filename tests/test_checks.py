@@ -337,7 +337,7 @@ def test_doctor_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     assert "[missing-consent-column]" in out
     assert "[policy-ad-lines]" in out
     policy = tmp_path / "policy.json"
-    policy.write_text(json.dumps({"sender_name": "모아샵", "opt_out_number": "080-123-4567"}), encoding="utf-8")
+    policy.write_text(json.dumps({"sender_name": "모아샵", "sender_contact": "1588-0000", "opt_out_number": "080-123-4567"}), encoding="utf-8")
     assert main(["doctor", "--db", str(broken), "--policy", str(policy), "--json"]) == 1
     document = json.loads(capsys.readouterr().out)
     assert document["ok"] is False

@@ -97,7 +97,7 @@ def test_db_takes_a_sqlite_url(tmp_path: Path, capsys: pytest.CaptureFixture[str
     connection.commit()
     now = datetime(2026, 11, 24, 1)
     shop = shopcrm.Shop.from_dbapi(connection, dialect="sqlite")
-    shop.messaging_policy = MessagingPolicy(sender_name="모아샵", opt_out_number="080-000-0000")
+    shop.messaging_policy = MessagingPolicy(sender_name="모아샵", sender_contact="1588-0000", opt_out_number="080-000-0000")
     shop.save_campaign({"id": "notice", "purpose": "informational", "channels": ["sms"],
                         "variants": [{"name": "a", "content": {"text": "{{ name }}님, 공지입니다."}}],
                         "schedule": {"kind": "one_off", "at": now.isoformat()}}, now=now - timedelta(days=1))

@@ -536,3 +536,42 @@ def test_a_deleted_campaigns_messages_keep_the_default_allowance(tmp_path: Path)
     fresh = planned_shop(2, purpose="informational", channels=("sms",))
     fresh.delete_campaign("sale")
     assert dispatch(fresh, {"sms": sms}, FakeClock(T0 + timedelta(hours=2))).outcomes == {"sent": 2}
+
+
+def test_a_message_the_night_rule_deferred_is_sent_at_eight_not_expired_by_a_short_max_delay(tmp_path: Path) -> None:
+    # K4: advertising due at 21:30 Seoul is deferred to the next 08:00, never dropped: the campaign's max_delay of
+    # 30 minutes counts from the instant the plan let it go, not from 21:30
+    shop = Shop.open()
+    shop.messaging_policy = POLICY
+    shop.load_customers([{"customer_id": "c0", "name": "김민서", "phone": "010-0000-0000", "sms_consent": True}])
+    shop.save_campaign({"id": "sale", "purpose": "advertising", "channels": ["sms"], "max_delay": "30m",
+                        "variants": [{"name": "a", "content": {"text": "{{ name }}님, 겨울 세일"}}],
+                        "schedule": {"kind": "one_off", "at": "2026-11-25T21:30:00"}}, now=T0 - timedelta(days=1))
+    [message] = shop.tick(now=datetime(2026, 11, 25, 12, 30)).messages  # 21:30 in Seoul
+    assert message.send_at == datetime(2026, 11, 25, 23)  # 08:00 in Seoul
+    sms = JsonlChannel(tmp_path / "sms.jsonl")
+    report = dispatch(shop, {"sms": sms}, FakeClock(datetime(2026, 11, 25, 23, 5)))
+    assert report.outcomes == {"sent": 1}
+    assert len(sms.written()) == 1
+    late = Shop.open()  # 30 minutes after 08:00 it has expired, saying when it was due and when planned
+    late.messaging_policy = POLICY
+    late.load_customers([{"customer_id": "c0", "name": "김민서", "phone": "010-0000-0000", "sms_consent": True}])
+    late.save_campaign({"id": "sale", "purpose": "advertising", "channels": ["sms"], "max_delay": "30m",
+                        "variants": [{"name": "a", "content": {"text": "{{ name }}님, 겨울 세일"}}],
+                        "schedule": {"kind": "one_off", "at": "2026-11-25T21:30:00"}}, now=T0 - timedelta(days=1))
+    late.tick(now=datetime(2026, 11, 25, 12, 30))
+    report = dispatch(late, {"sms": JsonlChannel(tmp_path / "late.jsonl")}, FakeClock(datetime(2026, 11, 25, 23, 31)))
+    assert report.outcomes == {"expired": 1}
+    [row] = late.source.campaign_store().sends()
+    assert "came due at 2026-11-25 12:30 UTC, planned at 2026-11-25 23:00 UTC" in row.reason
+
+
+def test_a_friendtalk_channel_carries_brand_messages_with_a_warning(tmp_path: Path) -> None:
+    shop = planned_shop(2, channels=("brand_message",))
+    kakao = JsonlChannel(tmp_path / "kakao.jsonl")
+    with pytest.warns(DeprecationWarning, match="'friendtalk' in the dispatcher's channels is read as 'brand_message'"):
+        report = dispatch(shop, {"friendtalk": kakao}, FakeClock(T0))
+    assert report.outcomes == {"sent": 2}
+    assert len(kakao.written()) == 2
+    with pytest.warns(DeprecationWarning, match="FriendTalk ended"), pytest.raises(ValueError, match="name 'brand_message' twice"):
+        Dispatcher(shop, {"friendtalk": kakao, "brand_message": kakao})

@@ -355,3 +355,21 @@ def test_a_tick_forgets_the_wake_ups_of_the_customers_it_examined(tmp_path: Any)
     assert sorted(m.customer_id for m in sent.messages) == ["c1", "c2"]
     assert marks.due("cart", T0 + timedelta(days=365)) == []
     shop.close()
+
+
+def test_a_holdouts_outbox_row_keeps_when_it_would_have_been_sent() -> None:
+    # measurement.md 6: a holdout's exposure is the time it would have been planned; due at 21:30 Seoul, the night
+    # rule moves the treatment to 08:00, and the holdout rows say 08:00 too (the report reads send_at, then due_at)
+    shop = Shop.open()
+    shop.messaging_policy = POLICY
+    shop.load_customers([customer(f"c{i}") for i in range(60)])
+    shop.save_campaign({"id": "sale", "purpose": "advertising", "channels": ["sms"], "holdout_percent": 30,
+                        "variants": [{"name": "a", "content": {"text": "{{ name }}님, 겨울 세일"}}],
+                        "schedule": {"kind": "one_off", "at": "2026-11-25T21:30:00"}}, now=T0)
+    result = shop.tick(now=datetime(2026, 11, 25, 12, 30))
+    rows = shop.source.campaign_store().outbox(campaign_ids=["sale"])
+    held = [r for r in rows if r.status == "holdout"]
+    assert held
+    assert len(held) + len(result.messages) == 60
+    assert {r.send_at for r in rows} == {datetime(2026, 11, 25, 23)}  # 08:00 in Seoul, treatment and holdout alike
+    assert {r.due_at for r in held} == {datetime(2026, 11, 25, 12, 30)}

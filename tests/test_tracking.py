@@ -205,7 +205,7 @@ def test_a_tracked_link_is_measured_before_the_sms_lms_choice() -> None:
 
 def test_link_without_a_tracking_base_is_refused_when_the_campaign_is_saved_or_previewed() -> None:
     shop = Shop.open()
-    shop.messaging_policy = MessagingPolicy(sender_name="마음상점", opt_out_number="080-123-4567")
+    shop.messaging_policy = MessagingPolicy(sender_name="마음상점", sender_contact="1588-0000", opt_out_number="080-123-4567")
     shop.load_customers([{"customer_id": "c0", "name": "김", "phone": "010-0000-0000", "sms_consent": True}])
     campaign = {"id": "sale", "purpose": "advertising", "channels": ["sms"],
                 "variants": [{"name": "a", "content": {"text": "{{ link('https://shop.example/') }}"}}],
@@ -244,7 +244,7 @@ def test_a_shop_on_its_own_database_records_the_click_in_the_message_events_tabl
     connection.execute("INSERT INTO customers VALUES ('c0', '김민서', '010-3000-0000')")
     connection.commit()
     shop = Shop.from_dbapi(connection, dialect="sqlite")
-    shop.messaging_policy = MessagingPolicy(sender_name="모아샵", opt_out_number="080-000-0000", tracking=TRACKING)
+    shop.messaging_policy = MessagingPolicy(sender_name="모아샵", sender_contact="1588-0000", opt_out_number="080-000-0000", tracking=TRACKING)
     shop.save_campaign({"id": "notice", "purpose": "informational", "channels": ["sms"],
                         "variants": [{"name": "a", "content": {"text": "공지 {{ link('https://shop.example/n/1') }}"}}],
                         "schedule": {"kind": "one_off", "at": T0.isoformat()}}, now=T0 - timedelta(days=1))

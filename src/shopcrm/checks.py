@@ -327,8 +327,10 @@ def check_shop(facts: ShopFacts) -> CheckReport:
                                      suggestion=closest(other, facts.segments)))
     for campaign in facts.campaigns:
         found += check_campaign(campaign, facts)
-    advertisers = [c.id for c in facts.campaigns if c.enabled and c.purpose == "advertising"]
-    problems = facts.messaging_policy.problems("advertising") if advertisers else []
+    advertising = [c for c in facts.campaigns if c.enabled and c.purpose == "advertising"]
+    advertisers = [c.id for c in advertising]
+    channels = {channel for c in advertising for channel in c.channels}
+    problems = facts.messaging_policy.problems("advertising", channels) if advertisers else []
     if problems:
         found.append(Finding(
             severity="error", code="policy-ad-lines", kind="policy", name="",

@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from shopcrm.campaigns import Campaign, MessagingPolicy
+from shopcrm.campaigns._friendtalk import brand_message_for
 from shopcrm.campaigns._planner import allowed_from, consent_block, needs_recheck
 from shopcrm.campaigns._policy import CONSENT_GROUP
 from shopcrm.channels import (
@@ -119,6 +120,18 @@ class _RateLimit:
 _EPOCH = datetime(1970, 1, 1)
 
 
+def _channels_by_name(channels: Mapping[str, Channel]) -> dict[str, Channel]:
+    """The dispatcher's channels by the chain name they carry; ``friendtalk`` is ``brand_message`` (FriendTalk ended)."""
+    named: dict[str, Channel] = {}
+    for name, channel in channels.items():
+        carried = brand_message_for(name, "the dispatcher's channels", stacklevel=4)
+        if carried in named:
+            raise ValueError(f"the dispatcher's channels name {carried!r} twice ('friendtalk' is read as 'brand_message', "
+                             "FriendTalk's replacement); give one channel for 'brand_message'")
+        named[carried] = channel
+    return named
+
+
 def _utcnow() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
@@ -164,7 +177,7 @@ class Dispatcher:
         progress: Callable[[Mapping[str, int]], None] | bool | None = None,
     ) -> None:
         self.shop = shop
-        self.channels = dict(channels)
+        self.channels = _channels_by_name(channels)
         self.policy = policy or shop.messaging_policy
         self.retry = retry or RetryPolicy()
         self.lease = lease
@@ -423,7 +436,8 @@ class Dispatcher:
         self, rows: Sequence[SendRow], outbox: Mapping[str, OutboxRow], now: datetime,
     ) -> dict[str, tuple[str | None, datetime | None, str | None]]:
         """Just before sending: (why blocked, when allowed if not now, why expired) per key that is not clear to
-        go.  Every message must still be within its campaign's ``max_delay`` of its due time; advertising (and
+        go.  Every message must still be within its campaign's ``max_delay`` of its due time (or of the later instant
+        its plan deferred it to); advertising (and
         every Brand Message, which reaches channel friends only) must still have the customer's consent and be
         within its sending hours."""
         out: dict[str, tuple[str | None, datetime | None, str | None]] = {}
@@ -432,8 +446,12 @@ class Dispatcher:
             if planned is None:
                 continue
             allowance = self._max_delay(planned.campaign_id)
-            if now > planned.due_at + allowance:
-                out[row.key] = (None, None, f"came due at {planned.due_at:%Y-%m-%d %H:%M} UTC; the campaign's max_delay "
+            # counted from when the plan let it go: a message the night rule (K4) or Kakao's hours deferred to 08:00
+            # is sent then, not dropped for the deferral (defer, never drop)
+            ready = max(planned.due_at, planned.send_at) if planned.send_at is not None else planned.due_at
+            if now > ready + allowance:
+                since = "came due" if ready == planned.due_at else f"came due at {planned.due_at:%Y-%m-%d %H:%M} UTC, planned"
+                out[row.key] = (None, None, f"{since} at {ready:%Y-%m-%d %H:%M} UTC; the campaign's max_delay "
                                             f"({allowance}) passed before it could be sent")
         checked = []
         for row in rows:

@@ -41,8 +41,8 @@ class RecipientColumns:
     ``consents`` maps a consent group (``sms``, ``kakao``, ``email``, ``push``) to a column that is
     either a boolean (true: consented) or a timestamp (when the consent was given or re-confirmed);
     ``consent_times`` optionally adds a timestamp column to a boolean one, which is what the
-    policy's ``consent_valid_for`` (K8, two years) checks.  A true boolean without a time counts as
-    current.  ``opted_out`` columns are booleans (true: opted out), which beat any consent; an
+    policy's ``consent_valid_years`` (K8: the same date two years on) checks.  A true boolean without a time
+    counts as current: the shop's column says the consent holds now (map ``consent_times`` where it does not).  ``opted_out`` columns are booleans (true: opted out), which beat any consent; an
     ``opted_out_all`` column opts out of everything.
     """
 

@@ -966,7 +966,7 @@ def outbox_rows(result: Plan, campaigns: Iterable[Campaign], now: datetime) -> O
             continue  # a broadcast's other reasons are re-derived; a failed rendering is kept with its reason
         others.append(OutboxRow(
             s.key, s.customer_id, s.campaign_id, s.step, s.occurrence, "", purposes.get(s.campaign_id, ""), "", "", s.reason,
-            s.due_at or now, None, 0.0,
+            s.due_at or now, s.send_at, 0.0,
             details.get(s.detail) or details.setdefault(s.detail, json.dumps({"detail": s.detail}, ensure_ascii=False)),
             now,
         ))

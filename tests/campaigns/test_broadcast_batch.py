@@ -141,11 +141,11 @@ def shops(draw: st.DrawFn) -> tuple[list[Campaign], ShopState, MessagingPolicy, 
     ] + planned
     recorded.update((e.campaign_id, e.customer_id) for e in ledger)
     policy = MessagingPolicy(
-        sender_name="s", sender_contact="1588", opt_out_number="080", unsubscribe_url="https://u/{customer_id}",
+        sender_name="s", sender_contact="1588", opt_out_number="080-000-0000", unsubscribe_url="https://u/{customer_id}",
         consent_valid_for=draw(st.sampled_from([None, timedelta(days=730)])),
         brand_message_friends_only=draw(st.booleans()),
         night_consent_lifts_quiet_hours=draw(st.booleans()),
-        quiet_hours=draw(st.sampled_from([Window(time(21), time(8)), Window(time(1), time(2))])),
+        quiet_hours=draw(st.sampled_from([Window(time(21), time(8)), Window(time(20), time(9))])),
         caps=draw(st.sampled_from([
             MessagingPolicy().caps, (), (Cap("advertising", 0, timedelta(days=1)),),
             (Cap("any", 2, timedelta(hours=12)), Cap("advertising", 1, timedelta(days=1), channel="sms")),
@@ -207,7 +207,7 @@ def test_members_sharing_template_values_share_one_rendering_object() -> None:
         "variants": [{"name": "a", "content": {"text": "{{ name }}님 세일"}}],
         "schedule": {"kind": "one_off", "at": "2026-11-25T10:00:00"},
     })
-    policy = MessagingPolicy(sender_name="s", sender_contact="1588", opt_out_number="080")
+    policy = MessagingPolicy(sender_name="s", sender_contact="1588", opt_out_number="080-000-0000")
     now = datetime(2026, 11, 25, 2)
     batch, walked = plans([campaign], ShopState(recipients=people, audiences={"sale": list(people)}), policy, now)
     assert batch == walked
@@ -226,7 +226,7 @@ def test_equal_values_that_print_differently_never_share_a_rendering() -> None:
         "variants": [{"name": "a", "content": {"text": "{{ n }}점"}}],
         "schedule": {"kind": "one_off", "at": "2026-11-25T10:00:00"},
     })
-    policy = MessagingPolicy(sender_name="s", sender_contact="1588", opt_out_number="080")
+    policy = MessagingPolicy(sender_name="s", sender_contact="1588", opt_out_number="080-000-0000")
     batch, walked = plans([campaign], ShopState(recipients=people, audiences={"sale": list(people)}),
                           policy, datetime(2026, 11, 25, 2))
     assert batch == walked
@@ -264,7 +264,7 @@ def test_members_alike_but_for_their_zone_or_night_consent_get_their_own_funnel_
         "variants": [{"name": "a", "content": {"text": "{{ name }}님 세일"}}],
         "schedule": {"kind": "one_off", "at": "2026-11-25T10:00:00"},
     })
-    policy = MessagingPolicy(sender_name="s", sender_contact="1588", opt_out_number="080")
+    policy = MessagingPolicy(sender_name="s", sender_contact="1588", opt_out_number="080-000-0000")
     now = datetime(2026, 11, 25, 14)  # 23:00 in Seoul, 09:00 in New York
     state = ShopState(recipients=people, audiences={"sale": list(people)})
     fast, slow = (_preview(campaign, state, now, policy, by_member=b) for b in (False, True))
@@ -288,7 +288,7 @@ def test_a_scenario_after_a_broadcast_counts_the_broadcasts_messages_against_its
         "variants": [{"name": "a", "content": {"text": "장바구니"}}],
         "schedule": {"kind": "triggered", "on": "cart_added", "steps": [{"send": "main"}, {"wait": "1h"}, {"send": "again"}]},
     })
-    policy = MessagingPolicy(sender_name="s", sender_contact="1588", opt_out_number="080",
+    policy = MessagingPolicy(sender_name="s", sender_contact="1588", opt_out_number="080-000-0000",
                              caps=(Cap("advertising", 2, timedelta(days=1)),))
     now = datetime(2026, 11, 25, 3)
     state = ShopState(recipients=people, audiences={"sale": ["c0", "c1"]},
@@ -317,7 +317,7 @@ def test_the_positional_constructors_give_the_real_frozen_class() -> None:
     assert message == PlannedMessage(key="k", customer_id="c1", campaign_id="sale", step="main", occurrence="once",
                                      variant="a", purpose="advertising", chain=(), contacts=("010",), due_at=GIVEN,
                                      send_at=GIVEN, estimated_cost=1.5, deferred=False, friend=True)
-    assert type(_new_suppression("c1", "sale", "main", "holdout", "", "k", "once", GIVEN)) is Suppression
+    assert type(_new_suppression("c1", "sale", "main", "holdout", "", "k", "once", GIVEN, GIVEN)) is Suppression
     with pytest.raises(attrs.exceptions.FrozenInstanceError):
         message.key = "other"  # type: ignore[misc]
 
@@ -343,7 +343,7 @@ def test_members_whose_values_fail_the_template_render_it_once_per_channel(monke
         "variants": [{"name": "a", "content": {"text": "{{ 100 // n }}% 할인"}}],
         "schedule": {"kind": "one_off", "at": "2026-11-25T10:00:00"},
     })
-    policy = MessagingPolicy(sender_name="s", sender_contact="1588", opt_out_number="080")
+    policy = MessagingPolicy(sender_name="s", sender_contact="1588", opt_out_number="080-000-0000")
     now = datetime(2026, 11, 25, 2)
     state = ShopState(recipients=people, audiences={"sale": list(people)})
     batch, walked = plans([campaign], state, policy, now)

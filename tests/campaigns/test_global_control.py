@@ -206,7 +206,10 @@ def test_a_tick_records_the_control_in_the_outbox_and_the_policy_survives_a_reop
     assert before.global_control == len(control) == result.rows_by_status["global_control"]
     rows = shop.outbox(campaign_id="winter-sale", status="global_control")
     assert {r.customer_id for r in rows} == control
-    assert all(r.due_at == DUE and r.send_at is None and r.cost == 0 and r.purpose == "advertising" for r in rows)
+    # the control's exposure is when the message would have been sent (measurement.md 6), like the treatment's
+    sent_at = {m.send_at for m in result.messages if m.campaign_id == "winter-sale"}
+    assert len(sent_at) == 1
+    assert all(r.due_at == DUE and r.send_at in sent_at and r.cost == 0 and r.purpose == "advertising" for r in rows)
     held = {r.customer_id for r in shop.outbox(campaign_id="winter-sale", status="holdout")}
     assert held
     assert held.isdisjoint(control)

@@ -57,7 +57,7 @@ def test_a_plan_fills_the_cache_it_is_given_and_plans_the_same_without_it() -> N
     })
     at = NOW - timedelta(hours=2)
     state = ShopState(recipients=people, triggers={"reminder": {c: [at] for c in people}})
-    policy = MessagingPolicy(sender_name="s", sender_contact="1588", opt_out_number="080")
+    policy = MessagingPolicy(sender_name="s", sender_contact="1588", opt_out_number="080-000-0000")
     cache = KeyCache()
     assert all(entry_decision(reminder, c, at, set(), cache) is None for c in people)
     asked = len(cache)

@@ -135,6 +135,18 @@ def test_holdout_is_the_dsl_sample_and_stable_across_ticks() -> None:
     assert len(result.messages) + len(held) == 400
 
 
+def test_a_holdout_is_exposed_when_it_would_have_been_sent() -> None:
+    # measurement.md 6: "for a holdout: the time it would have been planned": due at 22:00 Seoul, the treatment is
+    # deferred to 08:00 by the night rule, and so is every holdout's (and global control's) exposure
+    people = [person(f"c{i}") for i in range(200)]
+    campaign = broadcast(holdout_percent=25, schedule={"kind": "one_off", "at": "2026-11-25T22:00:00"})
+    result = plan([campaign], state(people), now=NIGHT, policy=POLICY)
+    held = [s for s in result.suppressions if s.reason == "holdout"]
+    assert held
+    assert {s.send_at for s in held} == {m.send_at for m in result.messages} == {datetime(2026, 11, 25, 23)}
+    assert {s.due_at for s in held} == {NIGHT}
+
+
 def test_running_a_tick_twice_plans_nothing_twice() -> None:
     people = [person(f"c{i}") for i in range(20)]
     first = plan([broadcast()], state(people), now=MORNING, policy=POLICY)
@@ -252,7 +264,7 @@ def worlds(draw: st.DrawFn) -> tuple[list[Campaign], ShopState, list[datetime]]:
 @given(worlds())
 def test_planner_invariants_over_sequences_of_ticks(world: tuple[list[Campaign], ShopState, list[datetime]]) -> None:
     campaigns, st_, ticks = world
-    policy = MessagingPolicy(sender_name="s", opt_out_number="080", unsubscribe_url="https://u/{customer_id}")
+    policy = MessagingPolicy(sender_name="s", sender_contact="1588", opt_out_number="080-000-0000", unsubscribe_url="https://u/{customer_id}")
     ledger: list[LedgerEntry] = []
     planned: list[Plan] = []
     seen_keys: set[str] = set()
@@ -271,8 +283,8 @@ def test_planner_invariants_over_sequences_of_ticks(world: tuple[list[Campaign],
                 non_email = [r for r in m.chain if r.channel != "email"]
                 if non_email and not recipient.night_consent:
                     assert not policy.quiet_hours.contains(hour), "advertising planned inside quiet hours"
-                if any(r.channel == "brand_message" for r in m.chain):
-                    assert not policy.brand_message_closed.contains(hour)
+                if any(r.channel == "brand_message" for r in m.chain):  # Kakao's hours are Korean time
+                    assert not policy.brand_message_closed.contains(local(m.send_at, "Asia/Seoul").time())
                     assert recipient.kakao_friend
         ledger += result.ledger_entries()
         # every audience member of every due campaign is planned or has a reason, exactly once

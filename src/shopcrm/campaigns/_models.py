@@ -10,7 +10,6 @@ event: wait, branch, send; exit events; re-entry rule).
 from __future__ import annotations
 
 import re
-import warnings
 from datetime import datetime, time, timedelta
 from typing import Annotated, Any, Literal, Union, get_args
 
@@ -25,6 +24,7 @@ from pydantic import (
     model_validator,
 )
 
+from shopcrm.campaigns._friendtalk import brand_messages_for
 from shopcrm.dsl import Everyone, Rule, parse_rule
 from shopcrm.errors import CampaignError
 from shopcrm.timeline import parse_duration
@@ -409,13 +409,7 @@ class Campaign(_Frozen):
     @classmethod
     def _friendtalk(cls, value: Any) -> Any:
         if isinstance(value, list | tuple) and "friendtalk" in value:
-            warnings.warn(
-                "Kakao FriendTalk ended on 2025-12-31; 'friendtalk' is read as 'brand_message' (브랜드 메시지), "
-                "its replacement. Write 'brand_message' to silence this warning.",
-                DeprecationWarning,
-                stacklevel=2,
-            )
-            value = ["brand_message" if c == "friendtalk" else c for c in value]
+            return brand_messages_for(value, "a campaign's channels", stacklevel=3)
         return value
 
     @field_validator("max_delay", mode="before")

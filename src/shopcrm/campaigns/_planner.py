@@ -41,7 +41,14 @@ from shopcrm.campaigns._models import (
     WaitUntil,
     reentry_blocks,
 )
-from shopcrm.campaigns._policy import CONSENT_GROUP, MessagingPolicy, in_global_control, local, utc
+from shopcrm.campaigns._policy import (
+    CONSENT_GROUP,
+    KAKAO_TIMEZONE,
+    MessagingPolicy,
+    in_global_control,
+    local,
+    utc,
+)
 from shopcrm.campaigns._templates import (
     _MISSING,
     Decorations,
@@ -286,6 +293,9 @@ class Suppression:
     #: the occurrence (``once``, the local date, or the scenario entry instant) and when the message came due
     occurrence: str = ""
     due_at: datetime | None = None
+    #: for a holdout or the global control group, when the message would have been sent (its exposure time in
+    #: measurement: the same clock rules as the treatment's planned send)
+    send_at: datetime | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -421,7 +431,8 @@ def consent_block(channel: str, recipient: Recipient, *, advertising: bool, poli
     given = recipient.consents.get(group)
     if given is None:
         return "no_consent"
-    if policy.consent_valid_for is not None and now - given > policy.consent_valid_for:
+    lapsed = policy.consent_lapsed_before(now)
+    if lapsed is not None and given < lapsed:
         return "consent_expired"
     if channel == "brand_message" and policy.brand_message_friends_only and not recipient.kakao_friend:
         return "not_friend"
@@ -438,7 +449,8 @@ def allowed_from(
     due: datetime, chain: Sequence[str], recipient: Recipient, zone: str, advertising: bool, policy: MessagingPolicy,
 ) -> datetime:
     """The first instant at or after ``due`` when every channel of ``chain`` may send to ``recipient``: out of
-    the quiet hours for advertising (unless night consent lifts them) and inside Kakao's Brand Message hours."""
+    the quiet hours for advertising (unless night consent lifts them; in the recipient's ``zone``) and inside Kakao's
+    Brand Message hours (Korean time)."""
     at = due
     for _ in range(4):
         moved = at
@@ -447,8 +459,8 @@ def allowed_from(
                 recipient.night_consent and policy.night_consent_lifts_quiet_hours
             ):
                 moved = max(moved, policy.quiet_hours.next_outside(moved, zone))
-            if channel == "brand_message":
-                moved = max(moved, policy.brand_message_closed.next_outside(moved, zone))
+            if channel == "brand_message":  # Kakao's hours are Korean time, wherever the recipient is
+                moved = max(moved, policy.brand_message_closed.next_outside(moved, KAKAO_TIMEZONE))
         if moved == at:
             return at
         at = moved
@@ -631,7 +643,7 @@ class _Tally:
 
     def suppress(
         self, campaign: Campaign, step: str, customer_id: Any, reason: str, detail: str = "", key: str | None = None,
-        occurrence: str = "", due_at: datetime | None = None,
+        occurrence: str = "", due_at: datetime | None = None, send_at: datetime | None = None,
     ) -> None:
         """:meth:`_Planner.suppress`, counted."""
         self.reasons[reason] += 1
@@ -689,7 +701,7 @@ class _Planner:
 
     def run(self) -> Plan:
         ordered = sorted((c for c in self.campaigns if c.enabled), key=lambda c: (-c.priority, c.id))
-        missing = [(c.id, problem) for c in ordered for problem in self.policy.problems(c.purpose)]
+        missing = [(c.id, problem) for c in ordered for problem in self.policy.problems(c.purpose, c.channels)]
         if self.policy.tracking is None:  # a tracked link with nowhere to point: refuse the campaign, not each message
             missing += [(c.id, "its templates use link() but no tracking base is configured: set MessagingPolicy.tracking = "
                                "TrackingPolicy(base_url='https://shop.example/r', secret=...)")
@@ -864,11 +876,10 @@ class _Planner:
         expired = now - due_at > campaign.max_delay
         earliest = max(due_at, now)
         groups = tuple(dict.fromkeys(g for c in campaign.channels if (g := CONSENT_GROUP[c]) is not None))
-        valid_for = policy.consent_valid_for
         # a chain with at most two consent groups reads them without a loop (a group it lacks reads as never given)
         quick_pattern = len(groups) <= 2
         first_group, second_group = (*groups, "", "")[:2]
-        stale = None if valid_for is None else now - valid_for  # `now - given > valid_for`, exactly, as `given < stale`
+        stale = policy.consent_lapsed_before(now)  # a consent given before it has lapsed (K8)
         #: per consent pattern: the chain (or () and why none, with the details), and for a chain the channels
         #: rendered, whether every one reaches the phone, the renderings per variant and the send times per zone
         chains: dict[tuple[Any, ...], _ChainPlan] = {}
@@ -913,12 +924,13 @@ class _Planner:
         if tally is None:
             add_suppression = self.suppressions.append
 
-            def left_out(customer_id: Any, reason: str, detail: str, key: str) -> None:
-                add_suppression(_new_suppression(customer_id, campaign_id, name, reason, detail, key, occurrence, due_at))
+            def left_out(customer_id: Any, reason: str, detail: str, key: str, send_at: datetime | None = None) -> None:
+                add_suppression(_new_suppression(customer_id, campaign_id, name, reason, detail, key, occurrence, due_at,
+                                                 send_at))
         else:
             counted = tally.reasons
 
-            def left_out(customer_id: Any, reason: str, detail: str, key: str) -> None:
+            def left_out(customer_id: Any, reason: str, detail: str, key: str, send_at: datetime | None = None) -> None:
                 counted[reason] += 1
 
         # a message key is needed to find this campaign's earlier decisions, a repeated member or a tracked link
@@ -968,7 +980,7 @@ class _Planner:
             else:
                 pattern = (recipient.phone is None, recipient.email is None, recipient.push_token is None, friend,
                            recipient.opted_out, recipient.timezone, recipient.night_consent, *[
-                               None if (given := consents.get(g)) is None else valid_for is not None and now - given > valid_for
+                               None if (given := consents.get(g)) is None else stale is not None and given < stale
                                for g in groups])
             found = chains.get(pattern)
             if found is None:
@@ -990,13 +1002,13 @@ class _Planner:
                     left_out(customer_id, "capped", cap, key)
                     continue
             if control and (self.global_control(customer_id) if (controlled := hashed[1]) is None else controlled):
-                left_out(customer_id, "global_control", f"would send at {send_at.isoformat()}", key)
+                left_out(customer_id, "global_control", f"would send at {send_at.isoformat()}", key, send_at)
                 if looked_up:
                     keys.add(key)
                 continue
             if holdout and (first_four(md5(f"{holdout_salt}{customer_id}".encode()).digest())[0] % 10000 < holdout
                             if (held := hashed[2]) is None else held):
-                left_out(customer_id, "holdout", "", key)
+                left_out(customer_id, "holdout", "", key, send_at)
                 if looked_up:
                     keys.add(key)
                 continue
@@ -1139,9 +1151,10 @@ class _Planner:
 
     def suppress(
         self, campaign: Campaign, step: str, customer_id: Any, reason: str, detail: str = "", key: str | None = None,
-        occurrence: str = "", due_at: datetime | None = None,
+        occurrence: str = "", due_at: datetime | None = None, send_at: datetime | None = None,
     ) -> None:
-        self.suppressions.append(_new_suppression(customer_id, campaign.id, step, reason, detail, key, occurrence, due_at))
+        self.suppressions.append(_new_suppression(customer_id, campaign.id, step, reason, detail, key, occurrence, due_at,
+                                                  send_at))
 
     def send(
         self, campaign: Campaign, step: Send, occurrence: str, customer_id: Any, due_at: datetime,
@@ -1177,11 +1190,12 @@ class _Planner:
         # planned (like a holdout), and the campaign's own holdout is drawn from the other members only
         if advertising and self.global_control(customer_id):
             self.suppress(campaign, step.send, customer_id, "global_control", f"would send at {send_at.isoformat()}",
-                          key=key, occurrence=occurrence, due_at=due_at)
+                          key=key, occurrence=occurrence, due_at=due_at, send_at=send_at)
             self.record(key, campaign.id, customer_id)
             return
         if campaign.holdout_percent and bucket(f"holdout:{campaign.id}", customer_id) < campaign.holdout_percent * 100:
-            self.suppress(campaign, step.send, customer_id, "holdout", key=key, occurrence=occurrence, due_at=due_at)
+            self.suppress(campaign, step.send, customer_id, "holdout", key=key, occurrence=occurrence, due_at=due_at,
+                          send_at=send_at)
             self.record(key, campaign.id, customer_id)
             return
         variant = _choose(campaign.variants_of(step), campaign.id, step.send, customer_id)

@@ -185,7 +185,8 @@ def _funnels(
     advertising = campaign.purpose == "advertising"
     channels = list(campaign.channels)
     groups = tuple(dict.fromkeys(g for c in channels if (g := CONSENT_GROUP[c]) is not None))
-    valid_for, now = rules.consent_valid_for, planner.now
+    now = planner.now
+    stale = rules.consent_lapsed_before(now)  # a consent given before it has lapsed (K8)
     sent, zero_limits, binding = planner.caps.sent, planner.caps.zero_limits, planner.caps.binding
     decided: dict[tuple[Any, ...], tuple[tuple[int, str, bool, datetime | None], ...]] = {}
     stages = {stage: [0] * len(channels) for stage in _STAGES if stage != "audience"}
@@ -200,7 +201,7 @@ def _funnels(
         zone = recipient.timezone or rules.timezone
         pattern = (recipient.phone is None, recipient.email is None, recipient.push_token is None, recipient.kakao_friend,
                    recipient.opted_out, zone, recipient.night_consent, *[
-                       None if (given := consents.get(g)) is None else valid_for is not None and now - given > valid_for
+                       None if (given := consents.get(g)) is None else stale is not None and given < stale
                        for g in groups])
         per = decided.get(pattern)
         if per is None:

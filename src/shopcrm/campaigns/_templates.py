@@ -77,8 +77,11 @@ class Decorations:
     sender_line: str = ""
     #: the last line of a text message, e.g. ``무료수신거부 080-123-4567`` (K7) or ``Reply STOP to opt out``
     opt_out_line: str = ""
-    #: the e-mail footer (postal address, unsubscribe link); ``{unsubscribe_url}`` is filled in
+    #: the e-mail footer (the sender, a postal address, the unsubscribe link); ``{unsubscribe_url}`` is filled in
     email_footer: str = "수신을 원하지 않으시면 여기에서 수신거부하세요: {unsubscribe_url}"
+    #: whether an advertising push carries the sender line and ends with the opt-out line, as a text message does
+    #: (Korea: K6, K7); else only the prefix
+    push_lines: bool = False
     #: the one-click unsubscribe URL template for e-mail (``{customer_id}`` is filled in)
     unsubscribe_url: str = ""
     #: where ``{{ link(url) }}`` points and the secret its tokens are signed with (None: ``link`` is refused);
@@ -801,7 +804,9 @@ class Renderer:
                 headers = (("List-Unsubscribe", f"<{url}>"), ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"))
             return Rendered(channel=channel, kind="email", text=body, subject=subject, html=html, headers=headers)
         if channel == "push":
-            if advertising and decorations.ad_prefix:
+            if advertising and decorations.push_lines:
+                body = _ad_text(body, decorations)
+            elif advertising and decorations.ad_prefix:
                 body = f"{decorations.ad_prefix} {body}"
             if len(body) > LIMITS["push_chars"]:
                 raise CampaignError([(at, f"{len(body):,} characters; a push body holds at most {LIMITS['push_chars']:,}")])
@@ -962,11 +967,7 @@ class Renderer:
         advertising: bool, decorations: Decorations, at: str,
     ) -> Rendered:
         if advertising:
-            head = " ".join(x for x in (decorations.ad_prefix, decorations.sender_line) if x)
-            lines = [f"{head}\n{body}" if head else body]
-            if decorations.opt_out_line:
-                lines.append(decorations.opt_out_line)
-            body = "\n".join(lines)
+            body = _ad_text(body, decorations)
         if "\ue000" in body:  # sms_line: products fill what the LMS leaves once the rest (ad lines included) is in
             rest = _LINE_MARK.sub("", body)
             try:
@@ -1084,12 +1085,22 @@ def _shorten(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
+def _ad_text(body: str, decorations: Decorations) -> str:
+    """An advertising text: the prefix and the sender line first (K5, K6), the opt-out line last (K7)."""
+    head = " ".join(x for x in (decorations.ad_prefix, decorations.sender_line) if x)
+    lines = [f"{head}\n{body}" if head else body]
+    if decorations.opt_out_line:
+        lines.append(decorations.opt_out_line)
+    return "\n".join(lines)
+
+
 def _require_ad_lines(channel: str, decorations: Decorations, at: str) -> None:
     """Fail closed: the lines an advertising text must carry (K6 sender, K7 opt-out) are there."""
     missing = []
-    if channel == "sms" and not decorations.sender_line.strip():
+    texts = ("sms", "push") if decorations.push_lines else ("sms",)
+    if channel in texts and not decorations.sender_line.strip():
         missing.append("the sender line (K6: set MessagingPolicy.sender_name and sender_contact)")
-    if channel in ("sms", "brand_message") and not decorations.opt_out_line.strip():
+    if channel in (*texts, "brand_message") and not decorations.opt_out_line.strip():
         missing.append("the free opt-out line (K7: set MessagingPolicy.opt_out_number, 무료수신거부 080-...)")
     if missing:
         raise CampaignError([(at, f"an advertising {channel} message needs {' and '.join(missing)}; refusing to render it without")])

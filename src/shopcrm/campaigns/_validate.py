@@ -35,7 +35,7 @@ def check_templates(
     rules = policy or MessagingPolicy()
     when = to_utc_naive(now)
     problems: dict[tuple[str, str], None] = {}
-    for message in rules.problems(campaign.purpose):
+    for message in rules.problems(campaign.purpose, campaign.channels):
         problems[("policy", message)] = None
     renderer = Renderer()
     advertising = campaign.purpose == "advertising"
