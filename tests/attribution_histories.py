@@ -3,7 +3,9 @@ as plain rows (instants in microseconds), the reference's answers, and a compari
 
 Histories provoke engines: keys that differ only in case or trailing spaces, clicks and purchases exactly on a
 window's edge (and one microsecond either side), orders repeated at one instant, NULL revenue, plugin channels
-without a receipt window, members exposed twice.
+without a receipt window, members exposed twice, rival sends (of campaigns or times a report leaves out) whose clicks
+compete for the last click, and a start (``since_us``) before which an order's first event makes its later events
+no conversion.
 """
 
 from __future__ import annotations
@@ -56,9 +58,13 @@ class History:
     events: list[dict[str, Any]]
     members: list[dict[str, Any]]
     now_us: int | None
+    #: sends the report leaves out (other campaigns, other times) whose clicks still compete for the last click
+    rivals: list[dict[str, Any]] = attrs.field(factory=list)
+    #: conversions (de-duplicated over every event) before this instant are dropped; None keeps every one
+    since_us: int | None = None
 
     def rows(self, name: str) -> list[tuple[Any, ...]]:
-        columns = {"sends": SEND_COLUMNS, "clicks": CLICK_COLUMNS, "events": EVENT_COLUMNS,
+        columns = {"sends": SEND_COLUMNS, "rivals": SEND_COLUMNS, "clicks": CLICK_COLUMNS, "events": EVENT_COLUMNS,
                    "members": MEMBER_INPUT_COLUMNS}[name]
         return [tuple(r[c] for c in columns) for r in getattr(self, name)]
 
@@ -83,6 +89,8 @@ def histories(draw: st.DrawFn) -> History:
             "sent_us": draw(st.sampled_from([T0, draw(base) + draw(st.sampled_from(EDGES)) + draw(st.integers(0, 3)) * HOUR])),
             "cost": draw(st.sampled_from([0.0, 10.0, 12.0, 39.0, 35.5])),
         })
+    # some sends are rivals: of a campaign or a time the report leaves out (their clicks compete all the same)
+    rivals = [s for s in sends if draw(st.booleans())] if draw(st.booleans()) else []
     keys = [s["message_key"] for s in sends] + ["unknown"]
     sent = {s["message_key"]: s["sent_us"] for s in sends}
     clicks = []
@@ -108,19 +116,26 @@ def histories(draw: st.DrawFn) -> History:
             "exposure_us": draw(st.sampled_from(anchors)) + draw(st.sampled_from(EDGES)),
         })
     now_us = draw(st.one_of(st.none(), st.sampled_from(anchors).map(lambda a: a + 2 * DAY)))
-    return History(id_kind, sends, clicks, events, members, now_us)
+    since_us = draw(st.one_of(st.none(), st.sampled_from(anchors).map(lambda a: a + draw(st.sampled_from(EDGES)))))
+    reported = [s for s in sends if not any(s is r for r in rivals)]
+    return History(id_kind, reported, clicks, events, members, now_us, rivals, since_us)
 
 
 def reference(history: History, by: tuple[str, ...]) -> dict[str, Any]:
     """What the pure reference says, as the rows an engine must return."""
-    sends = [Send(message_key=s["message_key"], customer_id=s["customer"], campaign_id=s["campaign_id"],
-                  variant=s["variant"], step=s["step"], channel=s["channel"], kind=s["kind"],
-                  sent_at=instant(s["sent_us"]), cost=s["cost"]) for s in history.sends]
+    def built(s: dict[str, Any]) -> Send:
+        return Send(message_key=s["message_key"], customer_id=s["customer"], campaign_id=s["campaign_id"],
+                    variant=s["variant"], step=s["step"], channel=s["channel"], kind=s["kind"],
+                    sent_at=instant(s["sent_us"]), cost=s["cost"])
+
+    sends = [built(s) for s in history.sends]
     clicks = [Click(message_key=c["message_key"], clicked_at=instant(c["clicked_us"])) for c in history.clicks]
     convs = conversions([{"customer_id": e["customer"], "event": "order_completed", "ts": instant(e["ts_us"]),
                           "properties": {"amount": e["revenue"], "order_id": e["order_id"]}} for e in history.events],
                         POLICY)
-    credits = attribute(sends, clicks, convs, POLICY)
+    if history.since_us is not None:  # de-duplicated over every event first, then cut
+        convs = [c for c in convs if c.ts >= instant(history.since_us)]
+    credits = attribute(sends, clicks, convs, POLICY, rivals=[built(s) for s in history.rivals])
     summary = [(s.campaign_id, *(v for _, v in s.cell), s.sends, s.recipients, s.clicked, s.attributed_conversions,
                 s.attributed_revenue, s.attributed_customers, s.influenced_conversions, s.influenced_revenue,
                 s.influenced_customers, s.cost) for s in summarise(credits, by)]

@@ -83,6 +83,10 @@ def _activity(treated: list[str], held: list[str], keys: dict[str, str]) -> tupl
         (held[0], T0 + timedelta(days=1), 30000.0, "o5"),
         (held[1], T0 + timedelta(days=8), 99000.0, "o6"),  # after now
         (t[6], T0 - timedelta(days=3), 7000.0, "o7"),  # before the campaign
+        # an order first recorded before the send, recorded again after it: one conversion, before the send (not
+        # credited, not in t[7]'s measurement window), also in a report whose range starts between the two
+        (t[7], T0 - timedelta(hours=1), 8000.0, "o8"),
+        (t[7], T0 + timedelta(hours=1), 8000.0, "o8"),
     ]
     return clicks, [{"customer_id": c, "event": "order_completed", "ts": ts, "amount": a, "order_id": o}
                     for c, ts, a, o in orders]
@@ -480,3 +484,107 @@ def test_customer_ids_that_are_not_plain_text_are_compared_exactly(odd: str) -> 
     assert shop.report("spring", now=NOW).lifts["spring"].holdout_conversions == 1
     _same_reports(shop, now=NOW)
     _same_reports(shop, now=NOW, by=("variant",))
+
+
+@pytest.mark.parametrize("build", [_embedded, _sqlite], ids=["duckdb", "sqlite"])
+def test_an_order_first_recorded_before_since_is_no_conversion_of_the_range(
+        build: Callable[[], tuple[Shop, list[str], list[str]]]) -> None:
+    """Contract section 1: one customer's events of one order are one conversion, the earliest.  treated[7]'s order
+    o8 was first recorded an hour before the send and again an hour after it: a report whose range starts between
+    the two must not turn the retry into a conversion (influenced by the AlimTalk, inside the measurement window)."""
+    shop, _, _ = build()
+    whole = shop.report("spring", now=NOW).row("spring")
+    for method in ("sql", "reference"):
+        ranged = shop.report("spring", since=T0 - timedelta(minutes=30), now=NOW, method=method).row("spring")
+        assert (ranged["influenced_conversions"], ranged["influenced_revenue"]) == (2, 60000.0), method
+        assert (ranged["treated_conversions"], ranged["holdout_conversions"]) == (4, 1), method
+        for column in ("sent", "attributed_conversions", "influenced_conversions", "treated_conversions",
+                       "holdout_conversions", "absolute_lift"):
+            assert ranged[column] == whole[column], (method, column)
+    _same_reports(shop, since=T0 - timedelta(minutes=30), now=NOW)
+    _same_reports(shop, since=T0 - timedelta(minutes=30), now=NOW, by="variant")
+
+
+def _contest(shop: Shop, load: Callable[[list[dict[str, Any]]], None]) -> None:
+    """Two campaigns of one AlimTalk each, ``spring`` at T0 and ``autumn`` a day later, to c0..c3 (no holdout).
+    c0 clicks spring, then autumn, then orders: autumn's click is the last.  c1 clicks autumn, then spring (its
+    message of the day before), then orders: spring's click is the last.  ``load`` adds the events to the shop."""
+    shop.messaging_policy = POLICY
+    for campaign, at in (("spring", "2026-11-25T10:00:00"), ("autumn", "2026-11-26T10:00:00")):
+        shop.save_campaign({**CAMPAIGN, "id": campaign, "holdout_percent": 0, "variants": CAMPAIGN["variants"][:1],
+                            "schedule": {"kind": "one_off", "at": at}}, now=T0 - timedelta(days=1))
+    accept = Scripted(lambda m: Accepted(provider_id="k"))
+    for day in (T0, T0 + timedelta(days=1)):
+        shop.tick(now=day)
+        asyncio.run(Dispatcher(shop, {"alimtalk": accept, "sms": accept}, clock=lambda day=day: day, seed=1).run())
+    keys = {(r.campaign_id, r.customer_id): r.key for r in shop.source.campaign_store().sends()}
+    assert len(keys) == 8
+
+    def click(customer: str, campaign: str, at: datetime) -> dict[str, Any]:
+        return {"customer_id": customer, "event": "message_clicked", "ts": at, "amount": None, "order_id": None,
+                "message_key": keys[(campaign, customer)], "campaign_id": campaign}
+
+    def bought(customer: str, at: datetime, amount: float) -> dict[str, Any]:
+        return {"customer_id": customer, "event": "order_completed", "ts": at, "amount": amount,
+                "order_id": f"o-{customer}", "message_key": None, "campaign_id": None}
+
+    day = T0 + timedelta(days=1)
+    load([click("c0", "spring", T0 + timedelta(hours=1)), click("c0", "autumn", day + timedelta(hours=1)),
+          bought("c0", day + timedelta(hours=2), 100.0),
+          click("c1", "autumn", day + timedelta(hours=1)), click("c1", "spring", day + timedelta(hours=3)),
+          bought("c1", day + timedelta(hours=4), 200.0)])
+
+
+def _check_contest(shop: Shop) -> None:
+    """Each order goes to its last click in every report, whichever campaigns and range the report selects; so the
+    campaigns' own reports add up to the whole, and the engine's figures equal the reference's."""
+    now = T0 + timedelta(days=7)
+    spring_only = T0 + timedelta(hours=12)  # until: spring's sends only; since: autumn's only
+
+    def credited(**kwargs: Any) -> dict[str, tuple[int, float, int]]:
+        found = {}
+        for method in ("sql", "reference"):
+            report = shop.report(now=now, method=method, **kwargs)
+            found[method] = {r["campaign_id"]: (r["attributed_conversions"], r["attributed_revenue"], r["clicked"])
+                             for r in report.rows}
+        assert found["sql"] == found["reference"], kwargs
+        return found["sql"]
+
+    whole = {"spring": (1, 200.0, 2), "autumn": (1, 100.0, 2)}
+    assert credited() == whole
+    assert credited(campaign="spring") == {"spring": whole["spring"]}
+    assert credited(campaign="autumn") == {"autumn": whole["autumn"]}
+    assert credited(until=spring_only) == {"spring": whole["spring"]}
+    assert credited(since=spring_only) == {"autumn": whole["autumn"]}
+    assert credited(campaign="spring", since=spring_only) == {}
+    for kwargs in ({}, {"campaign": "spring"}, {"campaign": "autumn", "by": "variant"}, {"until": spring_only},
+                   {"since": spring_only, "by": ("channel",)}):
+        _same_reports(shop, now=now, **kwargs)
+
+
+@pytest.mark.parametrize("engine", ["duckdb", "sqlite"])
+def test_the_last_click_is_chosen_among_every_campaigns_clicks(engine: str) -> None:
+    """Contract section 3: among the clicks covering a conversion the latest wins, whatever campaign or time its
+    message belongs to; a report of one campaign, or of a range, credits its sends only the conversions they win."""
+    if engine == "duckdb":
+        shop = Shop.open()
+        shop.load_customers(PEOPLE[:4])
+        _contest(shop, shop.load_events)
+    else:
+        con = sqlite3.connect(":memory:", check_same_thread=False)
+        con.execute("CREATE TABLE customers (customer_id TEXT, name TEXT, phone TEXT, sms_consent BOOLEAN, "
+                    "kakao_consent BOOLEAN, kakao_friend BOOLEAN, night_consent BOOLEAN)")
+        con.executemany("INSERT INTO customers VALUES (?, ?, ?, ?, ?, ?, ?)", [tuple(p.values()) for p in PEOPLE[:4]])
+        con.execute("CREATE TABLE events (customer_id TEXT, event TEXT, ts TIMESTAMP, amount REAL, order_id TEXT, "
+                    "message_key TEXT, campaign_id TEXT)")
+        con.commit()
+        shop = Shop.from_dbapi(con, dialect="sqlite")
+        columns = ("customer_id", "event", "ts", "amount", "order_id", "message_key", "campaign_id")
+
+        def load(events: list[dict[str, Any]]) -> None:
+            con.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?)",
+                            [tuple(e["ts"].isoformat(sep=" ") if c == "ts" else e[c] for c in columns) for e in events])
+            con.commit()
+
+        _contest(shop, load)
+    _check_contest(shop)

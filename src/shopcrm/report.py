@@ -13,6 +13,13 @@ Choices this module makes (also in ``docs/measurement.md``, "The campaign report
 - ``since``/``until`` select the messages: sends whose send time, and outbox decisions whose exposure time (the
   planned send time, else the due time), fall in ``[since, until)``.  Clicks and conversions count up to ``now``
   (never after it), so a report of last week read today includes this week's purchases inside the windows.
+- Conversions are de-duplicated by order over every conversion event before ``now`` (contract section 1), then
+  those from ``since`` on are kept: an order first recorded before ``since`` and recorded again inside the range is
+  no conversion of the range.
+- The last click is chosen among every click of every send before ``now`` (contract section 3), whatever its
+  campaign or send time: a report of some campaigns, or of a range, credits its sends only the conversions they win
+  (a conversion whose last click is on another campaign's message, or on one sent outside the range, goes to none
+  of them), so the campaigns' own reports never credit one conversion twice.
 - ``audience``, ``planned`` and ``held_out`` count outbox decisions (one per customer, step and occurrence):
   ``audience = planned + held_out``.  They have no carrying channel, so a breakdown by ``channel`` or ``kind``
   leaves them empty (null).
@@ -287,10 +294,10 @@ def _in(ts: datetime, since: datetime | None, until: datetime | None) -> bool:
 
 
 def _events(shop: Shop, names: Sequence[str], *, campaign_ids: Sequence[str] | None, before: datetime,
-            extra: Sequence[str] = (), since: datetime | None = None) -> list[dict[str, Any]]:
-    """Events named ``names`` before ``before`` (and at or after ``since``), from the shop's events table in one
-    query, plus (for message events) the library's ``shopcrm_message_events`` where the store keeps them beside a
-    shop whose events table is not its own.  ``extra`` names further columns to read when the table has them."""
+            extra: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """Events named ``names`` before ``before``, from the shop's events table in one query, plus (for message
+    events) the library's ``shopcrm_message_events`` where the store keeps them beside a shop whose events table is
+    not its own.  ``extra`` names further columns to read when the table has them."""
     from sqlglot import exp
 
     from shopcrm.compiler._dialects import dialect_for
@@ -306,8 +313,6 @@ def _events(shop: Shop, names: Sequence[str], *, campaign_ids: Sequence[str] | N
             exp.In(this=exp.column("event", table="e", quoted=True), expressions=[exp.Literal.string(n) for n in names]),
             exp.LT(this=ts, expression=quirks.timestamp_literal(before)),
         ]
-        if since is not None:
-            where.append(exp.GTE(this=ts.copy(), expression=quirks.timestamp_literal(since)))
         if campaign_ids is not None and table.has("campaign_id"):
             where.append(exp.In(this=exp.column("campaign_id", table="e", quoted=True),
                                 expressions=[exp.Literal.string(c) for c in campaign_ids]))
@@ -325,7 +330,7 @@ def _events(shop: Shop, names: Sequence[str], *, campaign_ids: Sequence[str] | N
         if event.get("ts") is None:
             continue
         event["ts"] = to_utc_naive(event["ts"])
-        if event["ts"] >= before or (since is not None and event["ts"] < since):
+        if event["ts"] >= before:
             continue
         mark = (event.get("event"), event.get("message_key"), event["ts"], json.dumps(event.get("customer_id"), default=str))
         if "message_key" in extra and mark in seen:
@@ -335,12 +340,11 @@ def _events(shop: Shop, names: Sequence[str], *, campaign_ids: Sequence[str] | N
     return out
 
 
-def _conversion_rows(shop: Shop, policy: AttributionPolicy, since: datetime | None, before: datetime) -> list[dict[str, Any]]:
-    """The conversion events in ``[since, before)`` as rows :func:`shopcrm.measurement.conversions` reads: the
-    revenue and order properties from their own columns, else from a JSON ``properties`` column."""
+def _conversion_rows(shop: Shop, policy: AttributionPolicy, before: datetime) -> list[dict[str, Any]]:
+    """Every conversion event before ``before`` as rows :func:`shopcrm.measurement.conversions` reads: the revenue
+    and order properties from their own columns, else from a JSON ``properties`` column."""
     props = (policy.revenue_property, policy.order_property)
-    rows = _events(shop, [policy.conversion_event], campaign_ids=None, before=before, since=since,
-                   extra=("properties", *props))
+    rows = _events(shop, [policy.conversion_event], campaign_ids=None, before=before, extra=("properties", *props))
     out = []
     for row in rows:
         properties: dict[str, Any] = {}
@@ -492,11 +496,13 @@ def _reference_figures(shop: Shop, ids: list[str] | None, lo: datetime | None, h
     decided = [r for r in decided if _exposure(r) < when and _in(_exposure(r), lo, hi)]
     planned_rows = {r.key: r for r in decided if r.status == "planned"}
 
-    # the ledger: sends (sent or delivered), failures; send times from message_sent events
-    ledger: list[SendRow] = [r for r in store.sends() if ids is None or r.campaign_id in ids]
+    # the ledger: sends (sent or delivered), failures; send times from message_sent events.  Every campaign's: the
+    # clicks of the sends the report leaves out (other campaigns, other times) compete for the last click
+    everything: list[SendRow] = store.sends()
+    ledger = [r for r in everything if ids is None or r.campaign_id in ids]
     sent_times: dict[str, datetime] = {}
     clicks: list[Click] = []
-    for event in _events(shop, _MESSAGE_EVENTS, campaign_ids=ids, before=when, extra=("message_key", "campaign_id")):
+    for event in _events(shop, _MESSAGE_EVENTS, campaign_ids=None, before=when, extra=("message_key", "campaign_id")):
         key = event.get("message_key")
         if not key:
             continue
@@ -506,31 +512,49 @@ def _reference_figures(shop: Shop, ids: list[str] | None, lo: datetime | None, h
         else:
             clicks.append(Click(message_key=str(key), clicked_at=event["ts"]))
     labels = segments.of(shop) if segments is not None else {}
-    missing = [r.key for r in ledger if r.key not in planned_rows]
+
+    def sent_at(row: SendRow) -> datetime:
+        return row.sent_at or sent_times.get(row.key, row.updated_at)
+
+    def chosen(row: SendRow) -> bool:
+        return (ids is None or row.campaign_id in ids) and _in(sent_at(row), lo, hi)
+
+    # the rivals: sends before now that the report leaves out, clicked (only their clicks matter)
+    clicked = {c.message_key for c in clicks}
+    rival_rows = [r for r in everything if r.state in _SENT_STATES and r.key in clicked and sent_at(r) < when
+                  and not chosen(r)]
+    missing = list(dict.fromkeys([*(r.key for r in ledger if r.key not in planned_rows),
+                                  *(r.key for r in rival_rows if not r.channel and r.key not in planned_rows)]))
     outbox_of = dict(planned_rows)
     outbox_of.update(store.outbox_by_keys(missing) if missing else {})
 
+    def channel_of(row: SendRow) -> str:
+        planned = outbox_of.get(row.key)
+        return row.channel or (planned.channel if planned else "")
+
+    rivals = [Send(message_key=r.key, customer_id=r.customer_id, campaign_id=r.campaign_id, channel=channel_of(r),
+                   sent_at=sent_at(r)) for r in rival_rows]
     sends: list[Send] = []
     states: dict[str, SendRow] = {}
     failed: list[SendRow] = []
     for row in ledger:
         planned = outbox_of.get(row.key)
         if row.state in _SENT_STATES:
-            at = row.sent_at or sent_times.get(row.key, row.updated_at)
+            at = sent_at(row)
             if at >= when or not _in(at, lo, hi):
                 continue
             sends.append(Send(message_key=row.key, customer_id=row.customer_id, campaign_id=row.campaign_id,
                               variant=planned.variant if planned else "", step=planned.step if planned else "",
-                              channel=row.channel or (planned.channel if planned else ""),
-                              kind=row.kind or (planned.kind if planned else ""), sent_at=at, cost=row.cost,
-                              segment=labels.get(_cid(row.customer_id), "")))
+                              channel=channel_of(row), kind=row.kind or (planned.kind if planned else ""), sent_at=at,
+                              cost=row.cost, segment=labels.get(_cid(row.customer_id), "")))
             states[row.key] = row
         elif row.state == "failed" and planned is not None and _in(_exposure(planned), lo, hi):
             failed.append(row)
 
-    # conversions from the report's start (all history without one) up to now
-    convs = conversions(_conversion_rows(shop, policy, lo, when), policy)
-    credits = attribute(sends, clicks, convs, policy)
+    # conversions de-duplicated by order over every conversion event before now, then those from the report's
+    # start (an order first recorded before it is no conversion of the range, contract section 1)
+    convs = [c for c in conversions(_conversion_rows(shop, policy, when), policy) if lo is None or c.ts >= lo]
+    credits = attribute(sends, clicks, convs, policy, rivals=rivals)
     summaries = summarise(credits, dims)
 
     def cell_of(values: Mapping[str, str], campaign_id: str) -> tuple[str, ...]:

@@ -163,20 +163,23 @@ class _Relations:
         return exp.and_(*parts)
 
     # -- message events -------------------------------------------------------------------------------------------
-    def message_events(self, name: str) -> exp.Query:
+    def message_events(self, name: str, *, every: bool = False) -> exp.Query:
         """``message_key, ts_us`` of the events named ``name`` before now, from the events table (when it keeps
-        message keys) and the library's ``message_events``."""
+        message keys) and the library's ``message_events``: of the chosen campaigns, or (``every``) of all."""
+        def chosen(column: exp.Expr) -> list[exp.Expr]:
+            return [] if every else self._campaigns(column)
+
         parts: list[exp.Select] = [
             exp.select(_as(_c("message_key", "x"), "message_key"), _as(self.text_us(_c("ts", "x")), "ts_us"))
             .from_(_table(self.tables.message_events, "x"), copy=False)
-            .where(exp.and_(exp.EQ(this=_c("event", "x"), expression=_s(name)), *self._campaigns(_c("campaign_id", "x")),
+            .where(exp.and_(exp.EQ(this=_c("event", "x"), expression=_s(name)), *chosen(_c("campaign_id", "x")),
                             exp.LT(this=self.text_us(_c("ts", "x")), expression=_n(self.now_us))), copy=False)
         ]
         if self.events.has("message_key"):
             where: list[exp.Expr] = [exp.EQ(this=_c("event", "e"), expression=_s(name)),
                                      self.event_before(_c("ts", "e"), self.now_us)]
             if self.events.has("campaign_id"):
-                where += self._campaigns(_c("campaign_id", "e"))
+                where += chosen(_c("campaign_id", "e"))
             parts.insert(0, exp.select(_as(_c("message_key", "e"), "message_key"),
                                        _as(self.event_us(_c("ts", "e")), "ts_us"))
                          .from_(self.events.relation("e"), copy=False).where(exp.and_(*where), copy=False))
@@ -186,10 +189,11 @@ class _Relations:
         return exp.select(_c("message_key", "u"), _c("ts_us", "u")).from_(_sub(union, "u"), copy=False)
 
     # -- the compiler's inputs ---------------------------------------------------------------------------------
-    def ledger_gaps(self) -> exp.Select:
-        """How many sent rows of the ledger do not name their carrying channel or kind, and how many lack their send
-        time (rows written before the ledger kept them): only then do the sends need the outbox, or the
-        ``message_sent`` events, for them."""
+    def ledger_gaps(self, *, every: bool = False) -> exp.Select:
+        """How many sent rows of the chosen campaigns' ledger do not name their carrying channel or kind, and how
+        many lack their send time (rows written before the ledger kept them): only then do the sends need the
+        outbox, or the ``message_sent`` events, for them.  ``every`` adds the same two counts over every campaign's
+        rows (for the rivals, see :meth:`sends`)."""
         def blank(name: str) -> exp.Expr:
             return exp.or_(exp.Is(this=_c(name, "l"), expression=exp.Null()),
                            exp.EQ(this=_c(name, "l"), expression=_s("")))
@@ -197,12 +201,17 @@ class _Relations:
         def count(condition: exp.Expr) -> exp.Expr:
             return exp.Sum(this=exp.Case().when(condition, _n(1)).else_(_n(0)))
 
-        return exp.select(count(exp.or_(blank("channel"), blank("kind"))), count(blank("sent_at"))).from_(
-            _table(self.tables.sends, "l"), copy=False).where(exp.and_(
-                exp.In(this=_c("state", "l"), expressions=[_s(s) for s in _SENT_STATES]),
-                *self._campaigns(_c("campaign_id", "l"))), copy=False)
+        gaps = (exp.or_(blank("channel"), blank("kind")), blank("sent_at"))
+        sent = exp.In(this=_c("state", "l"), expressions=[_s(s) for s in _SENT_STATES])
+        if every:
+            chosen = [count(exp.and_(*self._campaigns(_c("campaign_id", "l")), gap.copy())) for gap in gaps]
+            return exp.select(*chosen, *[count(gap) for gap in gaps]).from_(
+                _table(self.tables.sends, "l"), copy=False).where(sent, copy=False)
+        return exp.select(*[count(gap) for gap in gaps]).from_(_table(self.tables.sends, "l"), copy=False).where(
+            exp.and_(sent, *self._campaigns(_c("campaign_id", "l"))), copy=False)
 
-    def sends(self, *, outbox: bool = True, events: bool = True, joinable: bool = False) -> exp.Select:
+    def sends(self, *, outbox: bool = True, events: bool = True, joinable: bool = False,
+              rivals: bool = False) -> exp.Select:
         """Sent or delivered messages in range (send time: the ledger's ``sent_at``, the instant the dispatcher
         recorded the ``message_sent`` event; for rows without it the earliest ``message_sent`` event, else the
         ledger row's last update), with their ledger state and chain index.  ``outbox=False`` leaves out the join
@@ -212,9 +221,15 @@ class _Relations:
         grouping of a million events by message is most of what the sends cost.  ``joinable`` keeps only the sends
         that can meet something: of a customer with a conversion (``shopcrm_cv``) or an opt-out, or clicked (the
         clicks staged as ``shopcrm_k``; the caller counts every send apart, see
-        ``attribution_queries(send_counts=)``)."""
+        ``attribution_queries(send_counts=)``).
+
+        ``rivals`` gives instead the sends whose clicks compete for the last click with the chosen ones
+        (``attribution_queries(rivals=)``): of every campaign, sent at any time before now, clicked (a key in
+        ``shopcrm_k``, which then holds every campaign's clicks) and sent to a customer with a conversion
+        (``shopcrm_cv``).  The chosen sends are among them; that is allowed, and saves a join to leave them out."""
         first = (exp.select(_c("message_key", "f0"), _as(exp.Min(this=_c("ts_us", "f0")), "ts_us"))
-                 .from_(_sub(self.message_events("message_sent"), "f0"), copy=False).group_by(_c("message_key", "f0"), copy=False))
+                 .from_(_sub(self.message_events("message_sent", every=rivals), "f0"), copy=False)
+                 .group_by(_c("message_key", "f0"), copy=False))
         recorded = self.text_us(_c("sent_at", "l"))
         sent_us = exp.Coalesce(this=recorded, expressions=[
             *([_c("ts_us", "f")] if events else []), self.text_us(_c("updated_at", "l"))])
@@ -232,7 +247,7 @@ class _Relations:
             _as(planned("step"), "step"),
             _as(carried("channel"), "channel"), _as(carried("kind"), "kind"), _as(sent_us, "sent_us"),
             _as(_c("cost", "l"), "cost"), _as(_c("state", "l"), "state"), _as(_c("chain_index", "l"), "chain_index"),
-            *self.segment(self.customer(_c("customer_id", "l"))),
+            *([] if rivals else self.segment(self.customer(_c("customer_id", "l")))),
         ).from_(_table(self.tables.sends, "l"), copy=False)
         if outbox:
             inner = inner.join(_table(self.tables.outbox, "o"), on=exp.EQ(this=_c("key_", "o"), expression=_c("key_", "l")),
@@ -242,7 +257,18 @@ class _Relations:
                                join_type="left", copy=False)
         inner = inner.where(exp.and_(
                                exp.In(this=_c("state", "l"), expressions=[_s(s) for s in _SENT_STATES]),
-                               *self._campaigns(_c("campaign_id", "l"))), copy=False)
+                               *([] if rivals else self._campaigns(_c("campaign_id", "l")))), copy=False)
+        if rivals:
+            customer = self.quirks.string_equality(cast(exp.Expression, self.customer(_c("customer_id", "l"))))
+            bought = exp.select(_c("customer", "rc")).from_(_table("shopcrm_cv", "rc"), copy=False)
+            clicked = exp.select(_c("message_key", "rk")).from_(_table("shopcrm_k", "rk"), copy=False)
+            inner = inner.where(exp.and_(exp.In(this=_c("key_", "l"), query=clicked.subquery()),
+                                         exp.In(this=customer, query=bought.subquery())), append=True, copy=False)
+            if not events:
+                stamped = exp.Coalesce(this=_c("sent_at", "l"), expressions=[_c("updated_at", "l")])
+                return inner.where(exp.and_(*self._text_range(stamped, self.now_us, None)), append=True, copy=False)
+            return exp.select("*").from_(_sub(inner, "sb"), copy=False).where(
+                exp.LT(this=_c("sent_us", "sb"), expression=_n(self.now_us)), copy=False)
         if joinable:
             customer = self.quirks.string_equality(cast(exp.Expression, self.customer(_c("customer_id", "l"))))
             bought = exp.select(_c("customer", "jc")).from_(_table("shopcrm_cv", "jc"), copy=False)
@@ -261,12 +287,22 @@ class _Relations:
             exp.and_(self._range(_c("sent_us", "sb"), upper=self.hi_us),
                      exp.LT(this=_c("sent_us", "sb"), expression=_n(self.now_us))), copy=False)
 
-    def clicks(self) -> exp.Select:
+    def clicks(self, *, every: bool = False) -> exp.Select:
+        """``message_key, clicked_us`` of the clicks before now, on the chosen campaigns' messages or (``every``)
+        on any message."""
         return exp.select(_c("message_key", "kc"), _as(_c("ts_us", "kc"), "clicked_us")).from_(
-            _sub(self.message_events("message_clicked"), "kc"), copy=False)
+            _sub(self.message_events("message_clicked", every=every), "kc"), copy=False)
+
+    @property
+    def contested(self) -> bool:
+        """Whether sends the report leaves out can compete for its conversions' last click: unless the report
+        takes every campaign's sends before now (no campaigns chosen, no ``since``, ``until`` not before now)."""
+        return self.ids is not None or self.lo_us is not None or self.hi_us < self.now_us
 
     def conversion_events(self) -> exp.Select:
-        """``customer, ts_us, revenue, order_id`` of the conversion events from ``since`` to now."""
+        """``customer, ts_us, revenue, order_id`` of every conversion event before now: an order is de-duplicated
+        over all of its events (``attribution_queries(since_us=)`` then keeps the conversions from ``since``), so
+        one first recorded before ``since`` is no conversion of the range."""
         ts = self.event_us(_c("ts", "e"))
         customer: exp.Expr = _c("customer_id", "e")
         if self.json_keys:  # the id in quotes: its JSON text (plain ids only, see plain_conversions)
@@ -280,7 +316,7 @@ class _Relations:
                 "order_id"),
         ).from_(self.events.relation("e"), copy=False).where(exp.and_(
             exp.EQ(this=_c("event", "e"), expression=_s(self.policy.conversion_event)),
-            self.event_before(_c("ts", "e"), self.now_us, self.lo_us)), copy=False)
+            self.event_before(_c("ts", "e"), self.now_us)), copy=False)
         return inner
 
     def decisions(self, *, buyers: str | None = None) -> exp.Select:
@@ -519,7 +555,14 @@ def _figures(
     r = _Relations(shop, ids, lo, hi, now, policy, segments)
     r.json_keys = json_keys
     quirks = r.quirks
-    [(no_channel, no_sent_at)] = source.fetch(r.ledger_gaps())
+    # a report of chosen campaigns or of a range: the clicks of every other send before now compete for the last
+    # click of its conversions (contract section 3), so those sends come in as rivals
+    contested = r.contested
+    if contested:
+        [(no_channel, no_sent_at, any_no_channel, any_no_sent_at)] = source.fetch(r.ledger_gaps(every=True))
+    else:
+        [(no_channel, no_sent_at)] = source.fetch(r.ledger_gaps())
+        any_no_channel, any_no_sent_at = no_channel, no_sent_at
     outbox = bool({"variant", "step"} & set(dims)) or bool(no_channel)
     staged = source.dialect == "duckdb" and hasattr(source, "con")
     # DuckDB: the outbox read once for the repeat check, the decisions' sizes and (cells no finer than variant and
@@ -546,7 +589,10 @@ def _figures(
     queries = attribution_queries(
         send_counts="shopcrm_n" if narrow else None,
         sends=_sub(r.sends(outbox=outbox, events=bool(no_sent_at), joinable=narrow), "s"),
-        clicks=_ref("shopcrm_k", "k0") if narrow else _sub(r.clicks(), "k0"), events=_sub(r.conversion_events(), "e"),
+        clicks=_ref("shopcrm_k", "k0") if narrow or contested else _sub(r.clicks(), "k0"),
+        events=_sub(r.conversion_events(), "e"), since_us=r.lo_us,
+        rivals=_sub(r.sends(outbox=bool(any_no_channel), events=bool(any_no_sent_at), rivals=True), "r0")
+        if contested else None,
         members=_sub(r.decisions(buyers="shopcrm_cv" if buyers_only else None), "m0"),
         member_sizes=(_sizes(census) if census is not None else r.decision_sizes()) if buyers_only else None,
         dialect=quirks, policy=policy, by=dims, now_us=r.now_us,
@@ -564,7 +610,10 @@ def _figures(
             _as(exp.Count(this=exp.Star()), "sends"), _as(recipients, "recipients"), _as(exp.Sum(this=_c("cost", "sc")), "cost"),
             _as(delivered_n, "delivered"), _as(fallen_n, "fallen_back"),
         ).from_(_sub(every_send, "sc"), copy=False).group_by(*[c.copy() for c in cells], copy=False)
-        ctes[1:1] = [("shopcrm_n", counts), ("shopcrm_k", r.clicks())]  # after the conversions (checked first)
+        # after the conversions (checked first); every campaign's clicks when they compete (see rivals above)
+        ctes[1:1] = [("shopcrm_n", counts), ("shopcrm_k", r.clicks(every=contested))]
+    elif contested:
+        ctes.insert(1, ("shopcrm_k", r.clicks(every=True)))
     # the funnel's counts per cell: decisions (planned, held out) and, of the sends, delivered, fallen back and
     # recipients with an opt-out within the fatigue window after one of their sends
     group = [_c(n, "d") for n in ("campaign_id", *dims)] + [_c("status", "d")]

@@ -31,20 +31,23 @@ def _ddl(history: History, text: str, big: str, double: str) -> dict[str, str]:
     return {
         "sends": f"(message_key {text}, customer {id_type}, campaign_id {text}, variant {text}, step {text}, "
                  f"channel {text}, kind {text}, sent_us {big}, cost {double})",
+        "rivals": f"(message_key {text}, customer {id_type}, campaign_id {text}, variant {text}, step {text}, "
+                  f"channel {text}, kind {text}, sent_us {big}, cost {double})",
         "clicks": f"(message_key {text}, clicked_us {big})",
         "events": f"(customer {id_type}, ts_us {big}, revenue {double}, order_id {text})",
         "members": f"(campaign_id {text}, variant {text}, status {text}, customer {id_type}, exposure_us {big})",
     }
 
 
-COLUMNS = {"sends": SEND_COLUMNS, "clicks": CLICK_COLUMNS, "events": EVENT_COLUMNS, "members": MEMBER_INPUT_COLUMNS}
+COLUMNS = {"sends": SEND_COLUMNS, "rivals": SEND_COLUMNS, "clicks": CLICK_COLUMNS, "events": EVENT_COLUMNS, "members": MEMBER_INPUT_COLUMNS}
 
 
 def _queries(history: History, by: tuple[str, ...], dialect: str, prefix: str = "") -> Any:
     return attribution_queries(
         sends=exp.to_table(f"{prefix}sends").as_("s"), clicks=exp.to_table(f"{prefix}clicks").as_("k0"),
         events=exp.to_table(f"{prefix}events").as_("e"), members=exp.to_table(f"{prefix}members").as_("m0"),
-        dialect=dialect_for(dialect), policy=POLICY, by=by, now_us=history.now_us)
+        dialect=dialect_for(dialect), policy=POLICY, by=by, now_us=history.now_us,
+        rivals=exp.to_table(f"{prefix}rivals").as_("r0") if history.rivals else None, since_us=history.since_us)
 
 
 def _load_dbapi(con: Any, history: History, ddl: dict[str, str], mark: str, prefix: str) -> None:

@@ -204,6 +204,33 @@ def test_duplicate_message_keys_are_refused() -> None:
         attribute([send("m1"), send("m1")], [], [])
 
 
+def test_clicks_on_rival_sends_compete_but_take_no_credit() -> None:
+    """Contract section 3: the last click is chosen among every covering click, whatever campaign or time its
+    message belongs to; the sends reported get a conversion only when their click is that winner."""
+    spring = send("m-spring", campaign="spring", at=T0)
+    autumn = send("m-autumn", campaign="autumn", at=T0 + DAY, channel="sms", kind="lms")
+    clicks = [Click(message_key="m-spring", clicked_at=T0 + timedelta(hours=1)),
+              Click(message_key="m-autumn", clicked_at=T0 + DAY + timedelta(hours=1))]
+    events = [order(T0 + DAY + timedelta(hours=2), 100, order_id="o1")]
+    assert winner(attribute([spring, autumn], clicks, events)) == "m-autumn"
+    alone = attribute([spring], clicks, events, rivals=[autumn])    # spring's report: autumn's click wins
+    assert alone.attributed == ()
+    assert [k.message_key for k in alone.clicks] == ["m-spring"]   # spring was still clicked
+    assert [s.message_key for s in alone.sends] == ["m-spring"]
+    assert summarise(alone)[0].clicked == 1
+    assert winner(attribute([autumn], clicks, events, rivals=[spring])) == "m-autumn"
+    # influenced credit is per campaign: a rival takes none of it (the LMS covers the order for 12 hours)
+    assert [c.send.message_key for c in attribute([autumn], [], events, rivals=[spring]).receipts] == ["m-autumn"]
+    # a rival's click before its send, or on a message sent to another customer, competes for nothing
+    early = [clicks[0], Click(message_key="m-autumn", clicked_at=T0 + DAY - US)]
+    assert winner(attribute([spring], early, events, rivals=[autumn])) == "m-spring"
+    other = send("m-other", customer="c2", campaign="autumn", at=T0 + DAY)
+    late = [clicks[0], Click(message_key="m-other", clicked_at=T0 + DAY + timedelta(hours=1))]
+    assert winner(attribute([spring], late, events, rivals=[other])) == "m-spring"
+    with pytest.raises(ValueError, match="message key 'm-spring' is given for two sends"):
+        attribute([spring], clicks, events, rivals=[spring])
+
+
 # ------------------------------------------------------------------------------------------ influenced
 @pytest.mark.parametrize(("channel", "window"), [
     ("email", DAY), ("sms", timedelta(hours=12)), ("push", DAY), ("alimtalk", DAY),
@@ -374,3 +401,20 @@ def test_policy_round_trip_does_not_change_credit(history: tuple[list[Send], lis
     # built Conversion values give the same credit as the event rows
     sends, clicks, events = history
     assert attribute(sends, clicks, conversions(events), policy) == attribute(sends, clicks, events, policy)
+
+
+@settings(max_examples=200, deadline=None)
+@given(histories(), st.randoms(use_true_random=False))
+def test_a_subset_of_sends_with_the_rest_as_rivals_gets_the_wholes_credit(
+        history: tuple[list[Send], list[Click], list[dict[str, Any]]], rnd: random.Random) -> None:
+    """A report of some campaigns or some range gives each of its sends exactly the credit that send has when
+    every send is attributed at once: per-campaign reports never credit one conversion twice."""
+    sends, clicks, events = history
+    whole = attribute(sends, clicks, events)
+    chosen = [s for s in sends if rnd.random() < 0.5]
+    keys = {s.message_key for s in chosen}
+    part = attribute(chosen, clicks, events, rivals=[s for s in sends if s.message_key not in keys])
+    assert part.conversions == whole.conversions
+    assert part.attributed_rows() == sorted((row for row in whole.attributed_rows() if row[1] in keys), key=repr)
+    assert part.receipt_rows() == sorted((row for row in whole.receipt_rows() if row[1] in keys), key=repr)
+    assert part.clicks == tuple(k for k in whole.clicks if k.message_key in keys)

@@ -28,14 +28,15 @@ BYS = [(), ("variant",), ("step", "channel"), ("kind", "variant")]
 
 def _load(con: Any, history: History) -> None:
     id_type = "BIGINT" if history.id_kind == "int" else "VARCHAR"
-    con.execute(f"CREATE OR REPLACE TABLE sends (message_key VARCHAR, customer {id_type}, campaign_id VARCHAR, "
-                "variant VARCHAR, step VARCHAR, channel VARCHAR, kind VARCHAR, sent_us BIGINT, cost DOUBLE)")
+    for sends in ("sends", "rivals"):
+        con.execute(f"CREATE OR REPLACE TABLE {sends} (message_key VARCHAR, customer {id_type}, campaign_id VARCHAR, "
+                    "variant VARCHAR, step VARCHAR, channel VARCHAR, kind VARCHAR, sent_us BIGINT, cost DOUBLE)")
     con.execute("CREATE OR REPLACE TABLE clicks (message_key VARCHAR, clicked_us BIGINT)")
     con.execute(f"CREATE OR REPLACE TABLE events (customer {id_type}, ts_us BIGINT, revenue DOUBLE, order_id VARCHAR)")
     con.execute(f"CREATE OR REPLACE TABLE members (campaign_id VARCHAR, variant VARCHAR, status VARCHAR, "
                 f"customer {id_type}, exposure_us BIGINT)")
-    for name, columns in (("sends", SEND_COLUMNS), ("clicks", CLICK_COLUMNS), ("events", EVENT_COLUMNS),
-                          ("members", MEMBER_INPUT_COLUMNS)):
+    for name, columns in (("sends", SEND_COLUMNS), ("rivals", SEND_COLUMNS), ("clicks", CLICK_COLUMNS),
+                          ("events", EVENT_COLUMNS), ("members", MEMBER_INPUT_COLUMNS)):
         rows = history.rows(name)
         if rows:
             con.executemany(f"INSERT INTO {name} VALUES ({', '.join('?' * len(columns))})", rows)
@@ -45,7 +46,8 @@ def _queries(history: History, by: tuple[str, ...], dialect: str = "duckdb") -> 
     return attribution_queries(
         sends=exp.to_table("sends").as_("s"), clicks=exp.to_table("clicks").as_("k0"),
         events=exp.to_table("events").as_("e"), members=exp.to_table("members").as_("m0"),
-        dialect=dialect_for(dialect), policy=POLICY, by=by, now_us=history.now_us)
+        dialect=dialect_for(dialect), policy=POLICY, by=by, now_us=history.now_us,
+        rivals=exp.to_table("rivals").as_("r0") if history.rivals else None, since_us=history.since_us)
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -80,7 +82,7 @@ def test_the_window_of_an_unknown_channel_is_the_star_entry_or_nothing() -> None
 
 @pytest.mark.parametrize("dialect", ["duckdb", "sqlite", "postgres", "mysql", "spark", "trino", "bigquery", "snowflake"])
 def test_the_queries_compile_for_every_dialect(dialect: str) -> None:
-    history = History("str", [], [], [], [], 0)
+    history = History("str", [], [], [], [], 0, [{"message_key": "r"}], 0)  # with rivals and a start
     queries = _queries(history, ("variant",), dialect)
     for query in (queries.summary, queries.daily, queries.credits, queries.members):
         assert query is not None
@@ -100,3 +102,45 @@ def test_ties_go_to_the_later_send_then_the_smaller_key() -> None:
     assert [row[-1] for row in con.execute(_queries(history, ()).credits.sql("duckdb")).fetchall()] == ["a"]
     con.execute("UPDATE sends SET sent_us = -1 WHERE message_key IN ('a', 'b')")
     assert [row[-1] for row in con.execute(_queries(history, ()).credits.sql("duckdb")).fetchall()] == ["Z"]
+
+
+def test_a_rival_sends_later_click_takes_the_conversion_from_the_sends() -> None:
+    """Contract section 3: the last click is chosen among every click (``rivals``: the sends of campaigns or times
+    the report leaves out); a reported send gets the conversion only when its click is the winner."""
+    day = 86_400_000_000
+    base = {"customer": "c", "variant": "", "step": "s", "channel": "sms", "kind": "lms", "cost": 39.0}
+    spring = {**base, "message_key": "spring-1", "campaign_id": "spring", "sent_us": 0}
+    autumn = {**base, "message_key": "autumn-1", "campaign_id": "autumn", "sent_us": day}
+    clicks = [{"message_key": "spring-1", "clicked_us": 1}, {"message_key": "autumn-1", "clicked_us": day + 1}]
+    events = [{"customer": "c", "ts_us": day + 2, "revenue": 100.0, "order_id": "o"}]
+    con = duckdb.connect()
+    for mine, rivals, credited in (([spring], [autumn], []), ([autumn], [spring], ["autumn-1"])):
+        history = History("str", mine, clicks, events, [], None, rivals)
+        _load(con, history)
+        queries = _queries(history, ())
+        assert [row[-1] for row in con.execute(queries.credits.sql("duckdb")).fetchall()] == credited
+        [row] = con.execute(queries.summary.sql("duckdb")).fetchall()
+        assert row[3:5] == (1, len(credited))  # clicked, attributed conversions
+        check(lambda sql: con.execute(sql).fetchall(), queries, history, "duckdb")
+
+
+def test_an_order_first_recorded_before_the_start_is_no_conversion() -> None:
+    """Contract section 1: one customer's events of one order are one conversion, the earliest; an order first
+    recorded before ``since_us`` and retried after it is therefore no conversion of the range."""
+    day = 86_400_000_000
+    sends = [{"message_key": "k", "customer": "c", "campaign_id": "x", "variant": "", "step": "s", "channel": "sms",
+              "kind": "lms", "sent_us": 0, "cost": 39.0}]
+    events = [{"customer": "c", "ts_us": -day, "revenue": 100.0, "order_id": "o"},
+              {"customer": "c", "ts_us": 1, "revenue": 100.0, "order_id": "o"},     # the same order, retried
+              {"customer": "c", "ts_us": -day, "revenue": 7.0, "order_id": None},   # before the start: dropped
+              {"customer": "c", "ts_us": 2, "revenue": 5.0, "order_id": "p"}]
+    members = [{"campaign_id": "x", "variant": "", "status": "planned", "customer": "c", "exposure_us": 0}]
+    history = History("str", sends, [{"message_key": "k", "clicked_us": 0}], events, members, None, [], -1)
+    con = duckdb.connect()
+    _load(con, history)
+    queries = _queries(history, ())
+    [row] = con.execute(queries.summary.sql("duckdb")).fetchall()
+    assert (row[4], row[5], row[7], row[8]) == (1, 5.0, 1, 5.0)  # order p only, attributed and influenced
+    [member] = con.execute(queries.members.sql("duckdb")).fetchall()
+    assert member[3:6] == (1, 1, 5.0)
+    check(lambda sql: con.execute(sql).fetchall(), queries, history, "duckdb")

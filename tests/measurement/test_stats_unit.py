@@ -109,6 +109,54 @@ def test_a_group_without_conversions_has_no_interval_and_says_why() -> None:
     assert lift(5000, 0, 1000, 7).interval_note == "treated had no conversions; the interval is undefined"
 
 
+def test_a_revenue_interval_is_undefined_when_a_group_has_no_conversions() -> None:
+    """Contract section 6: revenue per member with Welch's interval; where a group has no conversions the interval
+    is undefined (None, shown as such), not printed.  The point estimate stays."""
+    result = lift(100, 12, 50, 0, treated_revenue=[10.0] * 12 + [0.0] * 88, holdout_revenue=[0.0] * 50, cost=100)
+    assert result.revenue is not None
+    assert result.revenue.difference == pytest.approx(1.2)
+    assert (result.revenue.mean_a, result.revenue.mean_b) == (pytest.approx(1.2), 0.0)
+    assert result.revenue.interval is None
+    assert result.revenue.note == "holdout had no conversions; the interval is undefined"
+    assert result.incremental_revenue == pytest.approx(120.0)
+    assert result.iroas == pytest.approx(1.2)
+    assert "1.20 undefined (holdout had no conversions; the interval is undefined)" in str(result)
+    # a treated group without conversions (whose members' revenue is all 0) likewise
+    none_treated = lift(100, 0, 50, 5, treated_revenue=[0.0] * 100, holdout_revenue=[4.0] * 5 + [0.0] * 45)
+    assert none_treated.revenue is not None
+    assert none_treated.revenue.interval is None
+    assert none_treated.revenue.difference == pytest.approx(-0.4)
+    assert none_treated.revenue.note == "treated had no conversions; the interval is undefined"
+    # with conversions in both groups the interval is Welch's, as before
+    both = lift(100, 12, 50, 5, treated_revenue=[10.0] * 12 + [0.0] * 88, holdout_revenue=[4.0] * 5 + [0.0] * 45)
+    assert both.revenue is not None
+    assert both.revenue.interval is not None
+    assert both.revenue.interval.method == "Welch"
+
+
+@pytest.mark.parametrize("sequential", [False, True], ids=["fixed", "sequential"])
+def test_an_ab_revenue_interval_is_undefined_when_a_variant_or_the_control_has_no_conversions(sequential: bool) -> None:
+    """Contract sections 6 and 7: the per-variant revenue comparison has no interval where the variant or the
+    control has no conversions; the difference is still given."""
+    variants = {"A": (7, 1, [10.0] + [0.0] * 6), "B": (8, 0, [0.0] * 8), "C": (8, 2, [10.0, 20.0] + [0.0] * 6)}
+    result = ab_test(variants, "A", sequential=sequential)
+    b = result.comparison("B").revenue
+    assert b is not None
+    assert b.interval is None
+    assert b.difference == pytest.approx(-10.0 / 7)
+    assert b.note == "'B' had no conversions; the interval is undefined"
+    assert "undefined ('B' had no conversions; the interval is undefined)" in str(result)
+    c = result.comparison("C").revenue
+    assert c is not None
+    assert c.interval is not None  # both converted: an interval
+    empty_control = ab_test({"A": (7, 0, [0.0] * 7), "B": (8, 2, [5.0, 5.0] + [0.0] * 6)}, "A", sequential=sequential)
+    revenue = empty_control.comparison("B").revenue
+    assert revenue is not None
+    assert revenue.interval is None
+    assert revenue.difference == pytest.approx(10.0 / 8)
+    assert revenue.note == "control 'A' had no conversions; the interval is undefined"
+
+
 def test_zero_denominators_are_none_never_zero_or_infinity() -> None:
     result = lift(100, 5, 0, 0, treated_revenue=[1.0] * 100, holdout_revenue=[], cost=0)
     assert result.holdout_rate is None

@@ -210,6 +210,8 @@ def attribute(
     clicks: Iterable[Click],
     conversion_events: Iterable[Mapping[str, Any]] | Iterable[Conversion],
     policy: AttributionPolicy | None = None,
+    *,
+    rivals: Iterable[Send] = (),
 ) -> Credits:
     """Credit each conversion under both models of the contract (section 3).
 
@@ -220,16 +222,22 @@ def attribute(
     - **Influenced** (receipt): every send to the converting customer with ``s <= t < s + receipt window``
       (``s`` the send time) covers it; :func:`influenced` counts each conversion once per campaign or cell.
 
+    ``rivals`` are sends left out of the result (a report's other campaigns, its sends outside the range) whose
+    clicks still compete for the last click: a conversion whose winning click is on a rival goes to none of
+    ``sends``, so that ``sends`` get exactly the credit they have when every send is attributed at once.  Rivals
+    get no credit, no receipt and no clicks in the result.
+
     ``conversion_events`` are event rows (see :func:`conversions`) or already built :class:`Conversion`
-    values.  Message keys must be unique among ``sends``."""
+    values.  Message keys must be unique among ``sends`` and ``rivals`` together."""
     policy = policy or AttributionPolicy()
     send_list = sorted(sends, key=lambda s: s.message_key)
     by_key: dict[str, Send] = {}
-    for send in send_list:
+    for send in [*send_list, *rivals]:
         if send.message_key in by_key:
             raise ValueError(f"message key {send.message_key!r} is given for two sends; each message is sent once, "
                              f"so give each send once")
         by_key[send.message_key] = send
+    reported = {send.message_key for send in send_list}
     rows: list[Any] = list(conversion_events)
     built = [c for c in rows if isinstance(c, Conversion)]
     if built and len(built) != len(rows):
@@ -242,7 +250,8 @@ def attribute(
         clicked = by_key.get(click.message_key)
         if clicked is None or click.clicked_at < clicked.sent_at:
             continue
-        valid.append(click)
+        if click.message_key in reported:
+            valid.append(click)
         clicks_of[_customer(clicked.customer_id)].append((click, clicked))
     sends_of: dict[tuple[str, CustomerId], list[Send]] = defaultdict(list)
     for send in send_list:
@@ -260,7 +269,8 @@ def attribute(
             covering.sort(key=lambda ks: ks[1].message_key)
             covering.sort(key=lambda ks: (ks[0].clicked_at, ks[1].sent_at), reverse=True)
             click, send = covering[0]
-            attributed.append(Credit(conv, send, click.clicked_at))
+            if send.message_key in reported:  # else a rival's click won: no reported send gets the conversion
+                attributed.append(Credit(conv, send, click.clicked_at))
         for send in sends_of.get(who, ()):
             if send.sent_at <= conv.ts < send.sent_at + policy.receipt_window(send.channel):
                 receipts.append(Credit(conv, send))

@@ -11,10 +11,14 @@ windows are integer comparisons on every engine; ``customer`` any comparable key
 
 - **sends**: ``message_key, customer, campaign_id, variant, step, channel, kind, sent_us, cost``
   (sent or delivered messages only; ``channel`` the carrying channel), and ``segment`` for a breakdown by it.
+- **rivals** (optional): sends as **sends** are (``message_key, customer, channel, sent_us`` are read) that the
+  report leaves out (other campaigns, other times) but whose clicks compete for the last click, as the
+  reference's ``attribute(..., rivals=)``.
 - **clicks**: ``message_key, clicked_us`` (every ``message_clicked`` event; clicks before their message's send
   time and clicks of messages that are not sends are dropped here, as in the reference).
 - **conversion events**: ``customer, ts_us, revenue, order_id`` (``revenue`` a double or NULL, NULL counting
-  as 0; ``order_id`` text or NULL, empty text being none).  :func:`conversions` de-duplicates them by order.
+  as 0; ``order_id`` text or NULL, empty text being none).  :func:`conversions` de-duplicates them by order,
+  over every event given (an order's first event may come before the report's start, ``since_us``).
 - **members** (incrementality and A/B): ``campaign_id, variant, status, customer, exposure_us`` with ``status``
   ``planned`` (treatment) or ``holdout``.
 """
@@ -101,21 +105,25 @@ def _with(query: exp.Select, ctes: Sequence[tuple[str, exp.Query]]) -> exp.Selec
     return query
 
 
-def conversions(events: exp.Expr, dialect: Dialect) -> exp.Select:
+def conversions(events: exp.Expr, dialect: Dialect, since_us: int | None = None) -> exp.Select:
     """One row per conversion from the conversion events relation ``events`` (see the module's docstring):
     ``conv_id, customer, ts_us, revenue``.  One customer's events with one order id are one conversion, the
-    earliest (at one instant the larger revenue); events without an order id are one each.  ``conv_id`` numbers
-    the conversions (unique within the query)."""
+    earliest (at one instant the larger revenue); events without an order id are one each.  With ``since_us``
+    the conversions before it are left out after the de-duplication (an order first recorded before it is no
+    conversion, however often it is recorded again after it; events before it without an order id are dropped
+    first, as they cannot matter).  ``conv_id`` numbers the conversions (unique within the query)."""
     order = exp.Nullif(this=_c("order_id", "e"), expression=_s(""))
     revenue = exp.Coalesce(this=_c("revenue", "e"), expressions=[exp.Literal.number(0)])
+    present: list[exp.Expr] = [exp.Not(this=exp.Is(this=_c("customer", "e"), expression=exp.Null())),
+                               exp.Not(this=exp.Is(this=_c("ts_us", "e"), expression=exp.Null()))]
+    if since_us is not None:
+        present.append(exp.or_(exp.GTE(this=_c("ts_us", "e"), expression=_n(since_us)),
+                               exp.Not(this=exp.Is(this=order.copy(), expression=exp.Null()))))
     cleaned = exp.select(
         _alias(dialect.string_equality(_c("customer", "e")), "customer"), _alias(_c("ts_us", "e"), "ts_us"),
         _alias(exp.cast(revenue, exp.DataType.build(dialect.double_type, dialect=dialect.name)), "revenue"),
         _alias(dialect.string_equality(order), "order_id"),
-    ).from_(events, copy=False).where(exp.and_(
-        exp.Not(this=exp.Is(this=_c("customer", "e"), expression=exp.Null())),
-        exp.Not(this=exp.Is(this=_c("ts_us", "e"), expression=exp.Null())),
-    ), copy=False)
+    ).from_(events, copy=False).where(exp.and_(*present), copy=False)
     first = exp.Window(
         this=exp.RowNumber(),
         partition_by=[_c("customer", "o"), _c("order_id", "o")],
@@ -125,8 +133,12 @@ def conversions(events: exp.Expr, dialect: Dialect) -> exp.Select:
     # one pass: events without an order id share a partition whose ranks are ignored
     ranked = exp.select(_c("customer", "o"), _c("ts_us", "o"), _c("revenue", "o"), _c("order_id", "o"),
                         _alias(first, "rank_")).from_(_sub(cleaned, "o"), copy=False)
+    kept: exp.Expr = exp.or_(exp.Is(this=_c("order_id", "r"), expression=exp.Null()),
+                             exp.EQ(this=_c("rank_", "r"), expression=_n(1)))
+    if since_us is not None:
+        kept = exp.and_(kept, exp.GTE(this=_c("ts_us", "r"), expression=_n(since_us)))
     union = exp.select(_c("customer", "r"), _c("ts_us", "r"), _c("revenue", "r")).from_(_sub(ranked, "r"), copy=False).where(
-        exp.or_(exp.Is(this=_c("order_id", "r"), expression=exp.Null()), exp.EQ(this=_c("rank_", "r"), expression=_n(1))), copy=False)
+        kept, copy=False)
     # any numbering will do; DuckDB numbers without sorting, which the engines that need an order cannot
     numbering = None if dialect.name == "duckdb" else exp.Order(expressions=[
         exp.Ordered(this=_c("customer", "u")), exp.Ordered(this=_c("ts_us", "u")), exp.Ordered(this=_c("revenue", "u"))])
@@ -182,6 +194,7 @@ def attribution_queries(
     policy: AttributionPolicy | None = None, by: Sequence[str] = (), members: exp.Expr | None = None,
     now_us: int | None = None, send_extra: Sequence[str] = (), member_extra: Sequence[str] = (),
     one_send_per_customer: bool = False, member_sizes: exp.Query | None = None, send_counts: str | None = None,
+    rivals: exp.Expr | None = None, since_us: int | None = None,
 ) -> AttributionQueries:
     """The report's aggregates as queries over the relations ``sends``, ``clicks`` and conversion ``events`` (and
     ``members``), each a table or aliased subquery whose columns the module's docstring names.
@@ -199,7 +212,15 @@ def attribution_queries(
     the caller adds to the common table expressions (``campaign_id, *by, sends, recipients, cost``: every send
     counted per cell, e.g. straight from its ledger): the summary takes the counts from there, and ``sends`` may
     then hold only the sends that can meet a click, a conversion or whatever else the caller joins them with.
-    ``shopcrm_cv`` comes first among the common table expressions, so that ``sends`` may read it by that name."""
+    ``shopcrm_cv`` comes first among the common table expressions, so that ``sends`` may read it by that name.
+
+    ``rivals`` (a relation aliased ``r0``, see the module's docstring) are the sends the report leaves out whose
+    clicks compete for the last click (contract section 3: the winner is chosen among every covering click): a
+    conversion whose winning click is a rival's goes to none of ``sends``.  Only the rivals of customers who have a
+    send matter (no other customer's conversion can go to a send), so the caller may give just those, or just those
+    clicked; a message among both ``sends`` and ``rivals`` must be the same send.  ``clicks`` then holds the rivals'
+    clicks too.  ``since_us`` leaves out the conversions before it, after they are de-duplicated over every event of
+    ``events`` (an order first recorded earlier is no conversion; see :func:`conversions`)."""
     policy = policy or AttributionPolicy()
     dims = _by(by)
     d = dialect
@@ -230,7 +251,7 @@ def attribution_queries(
                     exp.GTE(this=_c("clicked_us", "k"), expression=_c("sent_us", "sx"))),
         join_type="inner", copy=False,
     )
-    convs = conversions(events, d)
+    convs = conversions(events, d, since_us)
 
     # attributed: the latest covering click wins; then the later send; then the smaller message key
     covering = exp.and_(
@@ -238,19 +259,49 @@ def attribution_queries(
         exp.LTE(this=_c("clicked_us", "k"), expression=_c("ts_us", "cv")),
         exp.LT(this=_c("ts_us", "cv"), expression=exp.Add(this=_c("clicked_us", "k"), expression=_c("window_us", "k"))),
     )
-    winner = exp.Window(
-        this=exp.RowNumber(), partition_by=[_c("conv_id", "cv")],
-        order=exp.Order(expressions=[exp.Ordered(this=_c("clicked_us", "k"), desc=True),
-                                     exp.Ordered(this=_c("sent_us", "k"), desc=True),
-                                     exp.Ordered(this=d.string_order(_c("message_key", "k")))]),
-    )
+    ranking = [exp.Ordered(this=_c("clicked_us", "k"), desc=True), exp.Ordered(this=_c("sent_us", "k"), desc=True),
+               exp.Ordered(this=d.string_order(_c("message_key", "k")))]
+    contest: exp.Expr = _ref("shopcrm_v", "k")
+    rival_ctes: list[tuple[str, exp.Select]] = []
+    if rivals is not None:
+        # the rivals' valid clicks (of customers who have a send) compete with the sends' own; ``mine`` tells them
+        # apart (and, last in the ranking, makes a message given among both the send it is)
+        rival_sends = exp.select(
+            *[_alias(key(_c(n, "r0")), n) for n in ("message_key", "customer", "channel")],
+            _alias(_c("sent_us", "r0"), "sent_us"),
+        ).from_(rivals, copy=False).where(exp.In(
+            this=key(_c("customer", "r0")),
+            query=exp.select(_c("customer", "sr")).from_(_ref("shopcrm_s", "sr"), copy=False).subquery()), copy=False)
+        rival_clicks = exp.select(
+            _alias(_c("message_key", "rx"), "message_key"), _alias(_c("customer", "rx"), "customer"),
+            _alias(_c("clicked_us", "k"), "clicked_us"), _alias(_c("sent_us", "rx"), "sent_us"),
+            _alias(window_micros(_c("channel", "rx"), policy.click_windows), "window_us"),
+        ).from_(_sub(rival_sends, "rx"), copy=False).join(
+            exp.select(_alias(key(_c("message_key", "k0")), "message_key"), _alias(_c("clicked_us", "k0"), "clicked_us"))
+            .from_(clicks.copy(), copy=False).subquery("k"),
+            on=exp.and_(exp.EQ(this=_c("message_key", "k"), expression=_c("message_key", "rx")),
+                        exp.GTE(this=_c("clicked_us", "k"), expression=_c("sent_us", "rx"))),
+            join_type="inner", copy=False,
+        )
+        rival_ctes.append(("shopcrm_r", rival_clicks))
+        contested = ("message_key", "customer", "clicked_us", "sent_us", "window_us")
+        contest = _sub(exp.union(
+            exp.select(*[_c(n, "v1") for n in contested], _alias(_n(1), "mine")).from_(_ref("shopcrm_v", "v1"), copy=False),
+            exp.select(*[_c(n, "r1") for n in contested], _alias(_n(0), "mine")).from_(_ref("shopcrm_r", "r1"), copy=False),
+            distinct=False), "k")
+        ranking.append(exp.Ordered(this=_c("mine", "k"), desc=True))
+    winner = exp.Window(this=exp.RowNumber(), partition_by=[_c("conv_id", "cv")], order=exp.Order(expressions=ranking))
     candidates = exp.select(
         _alias(_c("conv_id", "cv"), "conv_id"), _alias(_c("customer", "cv"), "customer"),
         _alias(_c("ts_us", "cv"), "ts_us"), _alias(_c("revenue", "cv"), "revenue"),
         _alias(_c("message_key", "k"), "message_key"), _alias(winner, "rank_"),
-    ).from_(_ref("shopcrm_cv", "cv"), copy=False).join(_ref("shopcrm_v", "k"), on=covering, join_type="inner", copy=False)
+        *([_alias(_c("mine", "k"), "mine")] if rivals is not None else []),
+    ).from_(_ref("shopcrm_cv", "cv"), copy=False).join(contest, on=covering, join_type="inner", copy=False)
+    first: exp.Expr = exp.EQ(this=_c("rank_", "w"), expression=_n(1))
+    if rivals is not None:  # a rival's click won: no send gets the conversion
+        first = exp.and_(first, exp.EQ(this=_c("mine", "w"), expression=_n(1)))
     won = exp.select(*[_c(n, "w") for n in ("conv_id", "customer", "ts_us", "revenue", "message_key")]).from_(
-        _sub(candidates, "w"), copy=False).where(exp.EQ(this=_c("rank_", "w"), expression=_n(1)), copy=False)
+        _sub(candidates, "w"), copy=False).where(first, copy=False)
     credited = exp.select(
         _c("conv_id", "a"), _c("customer", "a"), _c("ts_us", "a"), _c("revenue", "a"),
         *[_alias(_c(n, "ss"), n) for n in ("campaign_id", *dims)],
@@ -329,7 +380,7 @@ def attribution_queries(
         _ref("shopcrm_w", "w"), copy=False)
 
     ctes: list[tuple[str, exp.Select]] = [("shopcrm_cv", convs), ("shopcrm_s", sends_q), ("shopcrm_v", valid),
-                                          ("shopcrm_w", won), ("shopcrm_a", credited)]
+                                          *rival_ctes, ("shopcrm_w", won), ("shopcrm_a", credited)]
     bare = {"summary": summary, "daily": daily, "credits": credits}
     if members is not None:
         m_cols = [_alias(d.string_equality(_c(n, "m0")), n) for n in ("campaign_id", "variant", "customer")]

@@ -365,6 +365,15 @@ def _no_conversion_note(group_a: str, conv_a: int, group_b: str, conv_b: int) ->
     return f"{' and '.join(empty)} had no conversions; the interval is undefined"
 
 
+def _without_conversions(revenue: MeanComparison, note: str | None) -> MeanComparison:
+    """``revenue`` with its interval undefined when a group had no conversions (``note`` says which; None keeps
+    it): the contract gives no interval then (section 6); the point estimate and the p-value stay.  An interval
+    undefined already (too few members, no variance) keeps its own reason."""
+    if note is None or (revenue.interval is None and revenue.note is not None):
+        return revenue
+    return attrs.evolve(revenue, interval=None, note=note)
+
+
 def lift(
     treated_n: int,
     treated_conversions: int,
@@ -418,7 +427,8 @@ def lift(
     if (t_rev is None) != (h_rev is None):
         raise ValueError("give revenue for both groups (treated_revenue and holdout_revenue) or for neither")
     if t_rev is not None and h_rev is not None:
-        revenue = welch(t_rev, h_rev, confidence=confidence)
+        revenue = _without_conversions(welch(t_rev, h_rev, confidence=confidence), _no_conversion_note(
+            "treated", treated_conversions, "holdout", holdout_conversions))
         if revenue.difference is not None:
             incremental_revenue = revenue.difference * treated_n
     iroas = _div(incremental_revenue, cost)
@@ -737,6 +747,7 @@ def ab_test(
             revenue = welch(rev, c_rev, confidence=confidence)
             if sequential:
                 revenue = _sequential_revenue(revenue, rev, c_rev, confidence, alpha / len(others), sequential_tuning)
+            revenue = _without_conversions(revenue, _no_conversion_note(repr(name), conv, f"control {control!r}", c_conv))
         chance = chance_to_beat(conv, n, c_conv, c_n) if n and c_n else None
         partial.append({
             "name": name, "n": n, "conversions": conv, "rate": rate, "absolute_lift": absolute,
