@@ -300,9 +300,10 @@ class _Relations:
         return self.ids is not None or self.lo_us is not None or self.hi_us < self.now_us
 
     def conversion_events(self) -> exp.Select:
-        """``customer, ts_us, revenue, order_id`` of every conversion event before now: an order is de-duplicated
-        over all of its events (``attribution_queries(since_us=)`` then keeps the conversions from ``since``), so
-        one first recorded before ``since`` is no conversion of the range."""
+        """``customer, ts_us, revenue, order_id`` of the conversion events before now that can matter: an order is
+        de-duplicated over all of its events (``attribution_queries(since_us=)`` then keeps the conversions from
+        ``since``), so one first recorded before ``since`` is no conversion of the range.  With a ``since``, the
+        events before it are read only for the orders that also have an event in range."""
         ts = self.event_us(_c("ts", "e"))
         customer: exp.Expr = _c("customer_id", "e")
         if self.json_keys:  # the id in quotes: its JSON text (plain ids only, see plain_conversions)
@@ -314,10 +315,19 @@ class _Relations:
                 "revenue"),
             _as(event_property(self.quirks, self.dialect, self.shop.source, self.policy.order_property, number=False),
                 "order_id"),
-        ).from_(self.events.relation("e"), copy=False).where(exp.and_(
-            exp.EQ(this=_c("event", "e"), expression=_s(self.policy.conversion_event)),
-            self.event_before(_c("ts", "e"), self.now_us)), copy=False)
-        return inner
+        ).from_(self.events.relation("e"), copy=False)
+        conversion = exp.EQ(this=_c("event", "e"), expression=_s(self.policy.conversion_event))
+        if self.lo_us is None:
+            return inner.where(exp.and_(conversion, self.event_before(_c("ts", "e"), self.now_us)), copy=False)
+        # from ``since`` on, and before it only the events of the orders recorded in range (an order that ends
+        # before ``since`` cannot be a conversion of the range, whatever its events): all history is not read
+        order = event_property(self.quirks, self.dialect, self.shop.source, self.policy.order_property, number=False)
+        in_range = exp.select(order).from_(self.events.relation("e"), copy=False).where(exp.and_(
+            conversion.copy(), self.event_before(_c("ts", "e"), self.now_us, self.lo_us)), copy=False)
+        earlier = exp.and_(self.event_before(_c("ts", "e"), self.now_us),
+                           exp.In(this=cast(exp.Expr, order.copy()), query=in_range.subquery(copy=False)))
+        return inner.where(exp.and_(conversion, exp.or_(self.event_before(_c("ts", "e"), self.now_us, self.lo_us),
+                                                        earlier)), copy=False)
 
     def decisions(self, *, buyers: str | None = None) -> exp.Select:
         """Planned and held-out outbox rows exposed in range: ``campaign_id, variant, step, status, customer,
