@@ -7,10 +7,12 @@ specification, not to be fast; every SQL engine must return exactly its answer
 
 from __future__ import annotations
 
+import functools
+import json
+import math
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
-from fractions import Fraction
 from typing import Any
 
 from shopcrm.dsl import (
@@ -36,6 +38,7 @@ from shopcrm.dsl import (
     sample_bucket,
     window_bounds,
 )
+from shopcrm.dsl._json import JsonKind, json_kind
 from shopcrm.dsl._parse import RuleLike
 from shopcrm.errors import RuleError, SchemaError
 from shopcrm.lifecycle import LifecyclePolicy
@@ -155,10 +158,11 @@ class _Evaluator:
             return stage_ok and (rule.moment is None or rule.moment in row.moments)
         if isinstance(rule, Rfm):
             assert self.lifecycle_policy is not None
-            if rule.rfm not in self.lifecycle_policy.rfm_segments:
-                known = ", ".join(sorted(self.lifecycle_policy.rfm_segments))
-                raise RuleError.at(_join(path, "rfm"), f"no RFM segment is named {rule.rfm!r}; the policy has {known}")
-            return bool(self.lifecycle[person["customer_id"]].rfm_segment == rule.rfm)
+            try:
+                segment = self.lifecycle_policy.rfm_segment(rule.rfm)
+            except ValueError as exc:
+                raise RuleError.at(_join(path, "rfm"), str(exc)) from None
+            return bool(self.lifecycle[person["customer_id"]].rfm_segment == segment)
         if isinstance(rule, Cycle):
             return bool(self.lifecycle[person["customer_id"]].cycle_status == rule.cycle)
         if isinstance(rule, InSegment):  # resolve_segments removed them all
@@ -210,13 +214,7 @@ class _Evaluator:
         ops = cond.operators() if isinstance(cond, Comparison) else {"eq": cond}
         if key.startswith("properties."):
             self._column_type("events", "properties", path)
-            props = row.get("properties")
-            if isinstance(props, str):
-                import json
-
-                props = json.loads(props)
-            value = props.get(key.split(".", 1)[1]) if isinstance(props, Mapping) else None
-            return self.compare(value, ops, ColumnType.JSON, key, path)
+            return _json_holds(_property(row, key), ops)
         kind = self._column_type("events", key, path)
         return self.compare(row.get(key), ops, kind, key, path)
 
@@ -241,11 +239,15 @@ class _Evaluator:
         bounds = window_bounds(rule.within, self.now, _join(path, "within"))
         matching = self._matching(rule.performed, rule.where, bounds, history, path)
         values: list[Any] = []
+        json_field = rule.of.startswith("properties.")
         for _, row in matching:
-            if rule.of.startswith("properties."):
-                props = row.get("properties")
-                value = props.get(rule.of.split(".", 1)[1]) if isinstance(props, Mapping) else None
-                value = float(value) if value is not None else None
+            if json_field:  # the JSON numbers (count_distinct: numbers, strings and booleans, each type apart)
+                value = _property(row, rule.of)
+                kind = _json_type(value)
+                if rule.aggregate == "count_distinct":
+                    value = None if kind is None else (kind, _double(value) if kind == "number" else value)
+                else:
+                    value = _double(value) if kind == "number" else None
             else:
                 self._column_type("events", rule.of, _join(path, "of"))
                 value = row.get(rule.of)
@@ -253,7 +255,7 @@ class _Evaluator:
                 values.append(value)
         ops = rule.operators()
         if rule.aggregate == "sum":
-            return _number_holds(sum(values), ops)
+            return _number_holds(_added(values), ops)
         if rule.aggregate == "count_distinct":
             return _number_holds(len(set(values)), ops)
         if not values:  # avg, min, max of nothing are NULL: no match
@@ -262,7 +264,9 @@ class _Evaluator:
             return _number_holds(min(values), ops)
         if rule.aggregate == "max":
             return _number_holds(max(values), ops)
-        total, count = Fraction(sum(Fraction(v) for v in values)), len(values)
+        # avg op v is sum op v * count, in doubles as every engine computes it: the sum (exact for integers, else
+        # added one by one) as a double, against the double v times the count
+        total, count = float(_added(values)), float(len(values))
         return _number_holds(total, {op: _scaled(v, count) for op, v in ops.items()})
 
     def _first_last(self, rule: FirstPerformed | LastPerformed, history: list[tuple[datetime, Row]], path: str) -> bool:
@@ -305,10 +309,6 @@ class _Evaluator:
         if op == "ago":
             ts = self._as_timestamp(value, name, path)
             return all(b.holds(ts) for b in expected.bounds(self.now, path))
-        if kind is ColumnType.JSON:
-            value = _json_scalar(value, expected[0] if isinstance(expected, tuple) else expected)
-            if value is None:
-                return False
         if op in ("contains", "starts_with"):
             if not isinstance(value, str):
                 raise RuleError.at(path, f"{op} works on strings; {name!r} holds {value!r}")
@@ -370,26 +370,57 @@ def _is_timestamp(value: Any, kind: ColumnType | None) -> bool:
     return kind is ColumnType.TIMESTAMP or isinstance(value, datetime)
 
 
-def _json_scalar(value: Any, expected: Any) -> Any:
-    """A JSON property as SQL engines read it: text for string rules, a number for numeric ones."""
-    import json
+@functools.lru_cache(maxsize=4096)
+def _loads(text: str) -> Any:
+    return json.loads(text)
 
-    if isinstance(expected, str):
-        return value if isinstance(value, str) else json.dumps(value)
+
+def _property(row: Row, field: str) -> Any:
+    """The value of ``properties.<key>`` in an event row: its ``properties`` is a mapping or JSON text (read alike
+    by filters and aggregates); None when there is no such key, or no object to hold it."""
+    properties = row.get("properties")
+    if isinstance(properties, str):
+        properties = _loads(properties)
+    return properties.get(field.split(".", 1)[1]) if isinstance(properties, Mapping) else None
+
+
+def _json_type(value: Any) -> JsonKind | None:
+    """The JSON type of a property's value that rules compare; None for null, arrays, objects (and anything else)."""
     if isinstance(value, bool):
-        return None
+        return "boolean"
     if isinstance(value, int | float):
-        return float(value)
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    return None
+
+
+def _double(number: int | float) -> float:
+    """A JSON number as the engines' double (an integer beyond the doubles' range is infinite, as they read it)."""
     try:
-        return float(value)
-    except (TypeError, ValueError):
-        return None
+        return float(number)
+    except OverflowError:
+        return math.inf if number > 0 else -math.inf
 
 
-def _scaled(value: Any, count: int) -> Any:
-    if isinstance(value, tuple):
-        return tuple(Fraction(v) * count for v in value)
-    return Fraction(value) * count
+def _json_holds(value: Any, ops: Mapping[str, Any]) -> bool:
+    """A JSON property against operators: each reads the value as the JSON type of its own rule value (a string
+    for contains and starts_with), and a value of another type satisfies none of them, as NULL; numbers compare as
+    doubles, as the engines compare them."""
+    for op, expected in ops.items():
+        if op == "is_null":
+            if (value is None) != expected:
+                return False
+            continue
+        if _json_type(value) != json_kind(op, expected):
+            return False
+        here, target = value, expected
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            here = _double(value)
+            target = tuple(float(v) for v in expected) if isinstance(expected, tuple) else float(expected)
+        if not _JSON_TESTS[op](here, target):
+            return False
+    return True
 
 
 _NUMBER_TESTS: dict[str, Callable[[Any, Any], bool]] = {
@@ -403,6 +434,30 @@ _NUMBER_TESTS: dict[str, Callable[[Any, Any], bool]] = {
     "in": lambda n, v: n in v,
     "not_in": lambda n, v: n not in v,
 }
+
+
+#: a JSON property's tests: the numeric ones, and the text ones (the value read as a string)
+_JSON_TESTS: dict[str, Callable[[Any, Any], bool]] = {
+    **_NUMBER_TESTS,
+    "contains": lambda n, v: v in n,
+    "starts_with": lambda n, v: n.startswith(v),
+}
+
+
+def _added(values: Sequence[Any]) -> Any:
+    """The values added one by one, in order, as the engines' ``SUM`` adds them: integers exactly, floats in double
+    arithmetic (a left fold: Python 3.12's ``sum`` compensates float rounding, which no engine does)."""
+    total: Any = 0
+    for value in values:
+        total = total + value
+    return total
+
+
+def _scaled(value: Any, count: float) -> Any:
+    """``value * count`` in doubles (an avg's comparison value)."""
+    if isinstance(value, tuple):
+        return tuple(float(v) * count for v in value)
+    return float(value) * count
 
 
 def _number_holds(number: Any, ops: Mapping[str, Any]) -> bool:

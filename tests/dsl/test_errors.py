@@ -294,6 +294,60 @@ def test_a_surrogate_in_a_field_name_makes_a_printable_message() -> None:
     assert error.path.startswith("performed.where.a")
 
 
+# ------------------------------------------------------------ strict values
+# "0 is not False": a value of the wrong JSON type is refused, with what would be right, never read leniently
+@pytest.mark.parametrize("flag", ["no", "yes", "true", "false", 1, 0, 1.0, "", [], {}])
+def test_is_null_takes_true_or_false_only(flag: Any) -> None:
+    for rule, path in (({"attribute": "age", "is_null": flag}, "attribute.is_null"),
+                       ({"performed": "x", "where": {"age": {"is_null": flag}}}, "performed.where.age.is_null")):
+        error = _raises_rule_error(lambda: parse_rule(rule), path, "is_null takes true or false")  # noqa: B023
+        assert "{'is_null': true}" in str(error)
+        _raises_rule_error(lambda: parse_rule(json.dumps(rule)), path)  # noqa: B023
+    _raises_rule_error(lambda: attr("age").is_null(flag), "attribute.is_null", "is_null takes true or false")
+
+
+@pytest.mark.parametrize(
+    ("between", "path"),
+    [
+        ([0, 1700000000], "performed.within.between[0]"),
+        (["2026-01-01T00:00:00", 1700000000], "performed.within.between[1]"),
+        ([1.5e9, "2026-01-01"], "performed.within.between[0]"),
+        ([True, "2026-01-01"], "performed.within.between[0]"),
+    ],
+)
+def test_a_between_window_takes_iso_datetimes_not_numbers(between: list[Any], path: str) -> None:
+    rule = {"performed": "x", "within": {"between": between}}
+    _raises_rule_error(lambda: parse_rule(rule), path, "is not an ISO 8601 datetime")
+    _raises_rule_error(lambda: did("x").within(between=tuple(between)), path, "Unix")
+    parse_rule({"performed": "x", "within": {"between": ["2026-01-01", datetime(2026, 2, 1)]}})  # text or datetimes
+
+
+@pytest.mark.parametrize("percent", ["50", "12.5", True, False, None, [50]])
+def test_a_sample_percent_is_a_number(percent: Any) -> None:
+    rule = {"sample": {"percent": percent, "salt": "s"}}
+    _raises_rule_error(lambda: parse_rule(rule), "sample.percent", "a number from 0 to 100")
+    _raises_rule_error(lambda: sample(percent, "s"), "sample.percent", "a number from 0 to 100")
+    assert parse_rule({"sample": {"percent": 12.5, "salt": "s"}}).sample.percent == 12.5  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("rule", "path", "fragment"),
+    [
+        ({"attribute": "age", "in": [1, "a"]}, "attribute.in", "mixes a number and a string"),
+        ({"attribute": "age", "not_in": ["a", True]}, "attribute.not_in", "mixes a string and true/false"),
+        ({"attribute": "age", "between": [1, "a"]}, "attribute.between", "mixes a number and a string"),
+        ({"performed": "x", "where": {"a": {"in": [True, 0]}}}, "performed.where.a.in", "mixes true/false and a number"),
+        ({"attribute": "vip", "gt": False}, "attribute.gt", "true and false have no order"),
+        ({"attribute": "vip", "between": [False, True]}, "attribute.between", "true and false have no order"),
+        ({"performed": "x", "where": {"properties.f": {"lte": True}}}, "performed.where.properties.f.lte", "no order"),
+    ],
+)
+def test_values_of_one_operator_are_of_one_kind(rule: dict[str, Any], path: str, fragment: str) -> None:
+    error = _raises_rule_error(lambda: parse_rule(rule), path, fragment)
+    assert "eq, ne, in or not_in" in str(error) or "of one kind" in str(error)
+    parse_rule({"attribute": "age", "in": [1, 2.5], "between": [0, 1e9]})  # integers and floats are one kind
+
+
 # -------------------------------------------------------------------- builder
 @pytest.mark.parametrize(
     ("build", "path"),

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from datetime import datetime, timedelta
+from fractions import Fraction
 from typing import Any
 
 import pytest
@@ -18,7 +20,7 @@ from hypothesis import strategies as st
 
 import shopcrm
 from engines.loaders import duckdb_shop, sqlite_shop
-from strategies import RandomShop, rules, shops, shops_and_rules, text_rules
+from strategies import RandomShop, _schema, rules, shops, shops_and_rules, text_rules
 
 SCALE = float(os.environ.get("SHOPCRM_EXAMPLES_SCALE", "1"))
 
@@ -96,6 +98,93 @@ def test_count_many_agrees_on_servers(postgres_loader: Any, mysql_loader: Any, c
 @given(case=shops_and_rules(max_customers=8, max_events=25))
 def test_spark_agrees(spark_loader: Any, case: tuple[RandomShop, shopcrm.Rule]) -> None:
     _check(spark_loader, *case)
+
+
+# ---------------------------------------------------------------- float sums and averages
+# sum and avg of floats are the engines' double arithmetic: the values added one by one in time order (the tables
+# hold them in that order here), then avg op v is sum op v * count in doubles; the reference does exactly that
+FLOATS: list[tuple[str, list[Any]]] = [
+    ("price", [1e16, 1.0, 1.0, -1e16]),
+    ("price", [0.1, 0.2, 0.3]),
+    ("price", [0.1, 0.7, 1e-05]),
+    ("amount", [2**53 + 1, 2**53 + 1, 1]),  # an exact integer sum, then a double
+    ("amount", [1, 0, 0, 0, 0, 0, 0, 0, 0, 0]),
+]
+FLOAT_RULES: list[dict[str, Any]] = [
+    {"aggregate": fn, "of": "price", "performed": "order_completed", op: v}
+    for fn in ("sum", "avg")
+    for op in ("eq", "gte", "lt")
+    for v in (0, 0.5, 2, 0.6, 0.6000000000000001, 0.2, 0.26667, 0.26667333333333333)
+] + [
+    {"aggregate": fn, "of": "amount", "performed": "order_completed", op: v}
+    for fn in ("sum", "avg")
+    for op in ("eq", "gte")
+    for v in (3, 9, 0.1, 0.09999999999999999, 2**53 + 3, 6004799503160665)
+]
+
+
+def _float_shop(column: str, values: list[Any]) -> RandomShop:
+    now = datetime(2026, 3, 1, 12)
+    base = {"category": None, "product_id": None, "amount": None, "price": None, "promotion_id": None}
+    events = [{**base, "customer_id": "a", "event": "order_completed", "ts": now - timedelta(hours=len(values) - i), column: v}
+              for i, v in enumerate(values)]
+    customers = [{"customer_id": "a", "age": None, "grade": None, "score": None, "vip": None, "signed_up_at": None}]
+    return RandomShop(customers, events, now, "str", _schema("str"))
+
+
+@pytest.mark.parametrize(("column", "values"), FLOATS)
+def test_float_sums_and_averages_agree_on_duckdb_and_sqlite(column: str, values: list[Any]) -> None:
+    shop = _float_shop(column, values)
+    for rule in FLOAT_RULES:
+        _check(duckdb_shop, shop, shopcrm.parse_rule(rule))
+        _check(sqlite_shop, shop, shopcrm.parse_rule(rule))
+
+
+def test_an_average_is_the_double_sum_over_the_count() -> None:
+    shop = _float_shop("price", [1e16, 1.0, 1.0, -1e16])
+    avg = {"aggregate": "avg", "of": "price", "performed": "order_completed"}
+    # 1e16 + 1 is 1e16 in doubles: the sum is 0, as for every engine, not the exact 2
+    assert shopcrm.evaluate({**avg, "eq": 0}, shop.customers, shop.events, now=shop.now) == {"a"}
+    assert shopcrm.evaluate({**avg, "eq": 0.5}, shop.customers, shop.events, now=shop.now) == set()
+    shop = _float_shop("price", [0.1, 0.2, 0.3])  # sum 0.6000000000000001, which is 0.2 * 3 in doubles
+    assert shopcrm.evaluate({**avg, "eq": 0.2}, shop.customers, shop.events, now=shop.now) == {"a"}
+
+
+_ROUNDING = st.lists(st.sampled_from([0.1, 0.2, 0.3, 0.7, 1.0, 1e-05, 1e16, -1e16, 2.5, 1 / 3]), min_size=1, max_size=6)
+
+
+@common(60)
+@given(_ROUNDING, st.sampled_from(["sum", "avg"]), st.sampled_from(["eq", "gte", "lt"]), st.data())
+def test_float_rounding_agrees_on_duckdb_and_sqlite(values: list[float], fn: str, op: str, data: st.DataObject) -> None:
+    """Values whose double sum depends on rounding: compared with the double sum, the exact sum and their
+    average, the engines and the reference decide alike."""
+    shop = _float_shop("price", values)
+    total = 0.0
+    for v in values:
+        total += v
+    exact = float(sum(Fraction(v) for v in values))
+    candidates = [total, exact, total / len(values), exact / len(values), values[0]]
+    rule = shopcrm.parse_rule({"aggregate": fn, "of": "price", "performed": "order_completed", op: data.draw(st.sampled_from(candidates))})
+    _check(duckdb_shop, shop, rule)
+    _check(sqlite_shop, shop, rule)
+
+
+@pytest.mark.postgres
+@pytest.mark.mysql
+@pytest.mark.parametrize(("column", "values"), FLOATS)
+def test_float_sums_and_averages_agree_on_servers(postgres_loader: Any, mysql_loader: Any, column: str, values: list[Any]) -> None:
+    shop = _float_shop(column, values)
+    for rule in FLOAT_RULES:
+        _check(postgres_loader, shop, shopcrm.parse_rule(rule))
+        _check(mysql_loader, shop, shopcrm.parse_rule(rule))
+
+
+@pytest.mark.spark
+@pytest.mark.parametrize(("column", "values"), FLOATS)
+def test_float_sums_and_averages_agree_on_spark(spark_loader: Any, column: str, values: list[Any]) -> None:
+    shop = _float_shop(column, values)
+    for rule in FLOAT_RULES:
+        _check(spark_loader, shop, shopcrm.parse_rule(rule))
 
 
 text_cases = st.tuples(shops(max_customers=8, max_events=30), text_rules())

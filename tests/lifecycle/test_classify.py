@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -40,6 +41,41 @@ def test_distinct_order_ids_count_once() -> None:
               ev("a", "order_completed", D * 2, order_id="O2")]
     assert rows([{"customer_id": "a"}], events)["a"].orders == 3
     assert rows([{"customer_id": "a"}], events, order_id_property="order_id")["a"].orders == 2
+
+
+def test_an_order_event_without_an_order_id_is_no_order_when_orders_are_counted_by_id() -> None:
+    """With ``order_id_property``, orders are the distinct non-null ids: an order event whose id is NULL counts
+    towards nothing, so a customer whose only order has none never purchased and has no RFM scores."""
+    customers = [{"customer_id": c} for c in "pqr"]
+    events = [ev("p", "order_completed", D, amount=5, order_id=None),
+              ev("q", "order_completed", D * 2, amount=5, order_id="A"),
+              ev("r", "order_completed", D * 3, amount=7, order_id="B"), ev("r", "order_completed", D, amount=100)]
+    got = rows(customers, events, order_id_property="order_id")
+    p, q, r = got["p"], got["q"], got["r"]
+    assert (p.stage, p.orders, p.frequency, p.monetary) == ("never_purchased", 0, 0, 0)
+    assert (p.r_score, p.f_score, p.m_score, p.rfm_segment, p.recency_days, p.cycle_status) == (None,) * 6
+    # the scored customers are q and r alone; r's last order (with an id) is 3 days ago, and its M is 7
+    assert (q.stage, q.orders, q.frequency, q.monetary, q.recency_days) == ("first_purchase", 1, 1, 5, 2.0)
+    assert (r.stage, r.orders, r.frequency, r.monetary, r.recency_days) == ("first_purchase", 1, 1, 7, 3.0)
+    assert (q.r_score, q.f_score, q.m_score) == (3, 1, 1)
+    assert (r.r_score, r.f_score, r.m_score) == (1, 1, 3)
+    # without the policy every order event is an order
+    plain = rows(customers, events)
+    assert (plain["p"].stage, plain["p"].r_score is not None, plain["r"].orders, plain["r"].monetary) == ("first_purchase", True, 2, 107)
+
+
+def test_an_order_counted_by_id_is_placed_at_its_first_event() -> None:
+    """A later event of an order (a re-sent order_completed) moves neither R nor F: the order was placed at its
+    first event, which may lie before the lookback."""
+    customers = [{"customer_id": c} for c in "st"]
+    events = [ev("s", "order_completed", D * 5, amount=3, order_id="A"), ev("s", "order_completed", D, amount=3, order_id="A"),
+              ev("t", "order_completed", D * 400, amount=9, order_id="B"), ev("t", "order_completed", D * 10, amount=9, order_id="B")]
+    got = rows(customers, events, order_id_property="order_id")
+    s, t = got["s"], got["t"]
+    assert (s.orders, s.frequency, s.monetary, s.recency_days, s.r_score) == (1, 1, 6, 5.0, 1)
+    # t's only order was placed 400 days ago: outside the lookback, so t has no RFM scores (its M still counts
+    # the event inside the lookback)
+    assert (t.orders, t.frequency, t.monetary, t.recency_days, t.r_score, t.rfm_segment) == (1, 0, 9, 400.0, None, None)
 
 
 def test_moments_on_their_edges() -> None:
@@ -103,6 +139,43 @@ def test_rfm_table_must_partition_the_grid() -> None:
         LifecyclePolicy(rfm_segments={**DEFAULT_RFM_SEGMENTS, "extra": ((1, 1),)})
     with pytest.raises(ValueError, match="at least 3"):
         LifecyclePolicy(loyal_min_orders=2)
+
+
+CELLS = [(r, f) for r in range(1, 6) for f in range(1, 6)]
+
+
+def test_a_replaced_rfm_table_is_named_in_rules_by_snake_case() -> None:
+    """A policy may replace the table, and rules name its segments in snake case: "Big Spenders" is
+    {"rfm": "big_spenders"}, as the default "Can't Lose Them" is {"rfm": "cant_lose_them"}."""
+    from shopcrm import RuleError, evaluate
+
+    policy = LifecyclePolicy(rfm_segments={"Big Spenders": [c for c in CELLS if c[0] >= 3 and c != (5, 5)],
+                                           "VIP 고객": [c for c in CELLS if c[0] < 3], "R5/F5": [(5, 5)]})
+    assert policy.rfm_rule_names == {"big_spenders": "Big Spenders", "vip_고객": "VIP 고객", "r5_f5": "R5/F5"}
+    customers = [{"customer_id": c} for c in "ab"]
+    events = [ev("a", "order_completed", D, amount=1), ev("b", "order_completed", D * 2, amount=1)]
+    got = rows(customers, events, rfm_segments=policy.rfm_segments)
+    assert (got["a"].rfm_segment, got["b"].rfm_segment) == ("Big Spenders", "VIP 고객")  # the name itself (R 3, R 1)
+    assert evaluate({"rfm": "big_spenders"}, customers, events, now=NOW, lifecycle_policy=policy) == {"a"}
+    assert evaluate({"rfm": "vip_고객"}, customers, events, now=NOW, lifecycle_policy=policy) == {"b"}
+    with pytest.raises(RuleError, match=r"rfm: no RFM segment is named 'champions'; the policy has big_spenders "
+                                        r"\(Big Spenders\), r5_f5 \(R5/F5\), vip_고객 \(VIP 고객\)"):
+        evaluate({"rfm": "champions"}, customers, events, now=NOW, lifecycle_policy=policy)
+    with pytest.raises(RuleError, match=r"rules write it in snake case.*did you mean 'big_spenders'"):
+        evaluate({"rfm": "Big Spenders"}, customers, events, now=NOW, lifecycle_policy=policy)
+
+
+@pytest.mark.parametrize(
+    ("segments", "message"),
+    [
+        ({"Big Spenders": CELLS[:12], "big-spenders": CELLS[12:]}, "'Big Spenders' and 'big-spenders' are both {'rfm': 'big_spenders'}"),
+        ({"Can't Lose": CELLS[:12], "cant lose": CELLS[12:]}, "are both {'rfm': 'cant_lose'}"),
+        ({"Big Spenders": CELLS[:12], "★★★": CELLS[12:]}, "'★★★' has no letter or digit"),
+    ],
+)
+def test_rfm_segment_names_that_rules_cannot_tell_apart_are_refused(segments: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        LifecyclePolicy(rfm_segments=segments)
 
 
 @given(st.lists(st.integers(0, 20), min_size=1, max_size=60))

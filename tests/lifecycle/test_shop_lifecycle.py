@@ -150,3 +150,20 @@ def test_lifecycle_and_rfm_sql_parse_back_in_every_dialect(shop: shopcrm.Shop, d
             tree = sqlglot.parse_one(sql, read=dialect)
             assert isinstance(tree, sqlglot.exp.Select)
             assert tuple(tree.named_selects) == columns
+
+
+def test_a_replaced_rfm_table_is_selected_by_snake_case_on_the_engines() -> None:
+    cells = [(r, f) for r in range(1, 6) for f in range(1, 6)]
+    policy = LifecyclePolicy(rfm_segments={"Big Spenders": cells[:12], "Everyone Else": cells[12:]})
+    shop = shopcrm.Shop.open(lifecycle_policy=policy)
+    shop.load_customers(CUSTOMERS)
+    shop.load_events(EVENTS)
+    for name in ("big_spenders", "everyone_else"):
+        expected = shopcrm.evaluate({"rfm": name}, CUSTOMERS, EVENTS, now=NOW, lifecycle_policy=policy)
+        assert set(shop.members({"rfm": name}, now=NOW)) == expected
+        assert shop.count_many([{"rfm": name}, {"not": {"rfm": name}}], now=NOW) == [len(expected), 3 - len(expected)]
+    assert set(shop.members({"rfm": "big_spenders"}, now=NOW)) | set(shop.members({"rfm": "everyone_else"}, now=NOW)) == {"once", "fan"}
+    for dialect in shopcrm.compiler.DIALECTS:  # the segment's own name is what the SQL compares
+        sql = shopcrm.compiler.render(shopcrm.compiler.compile_members(
+            shopcrm.parse_rule({"rfm": "big_spenders"}), shop.schema, now=NOW, dialect=dialect, lifecycle_policy=policy), dialect)
+        assert "'Big Spenders'" in sql

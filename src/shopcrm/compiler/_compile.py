@@ -18,6 +18,7 @@ joins (issue 15).
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, cast
@@ -46,6 +47,7 @@ from shopcrm.dsl import (
     Sample,
     window_bounds,
 )
+from shopcrm.dsl._json import json_ago_message, json_kind
 from shopcrm.errors import RuleError, SchemaError
 from shopcrm.schema import ColumnType, Schema, Table
 from shopcrm.timeline import TsBound, to_utc_naive
@@ -75,7 +77,8 @@ class _Field:
     expr: exp.Expression
     type: ColumnType
     name: str
-    json_key: bool = False
+    #: for ``properties.<key>``: the JSON column and the key
+    json: tuple[exp.Expression, str] | None = None
 
 
 def _join(path: str, *parts: str) -> str:
@@ -160,6 +163,18 @@ def _number(value: int | float) -> exp.Expression:
     return exp.Literal.number(repr(value) if isinstance(value, float) else value)
 
 
+_NOT_PLAIN = re.compile(r"[0-9eE.+-]+")
+
+
+def _plain_text(value: Any) -> bool:
+    """A string that no engine writes for a JSON number, boolean, null, array or object (then ``=`` on the text of
+    a property needs no test of its type)."""
+    return isinstance(value, str) and not (
+        _NOT_PLAIN.fullmatch(value) or value[:1] in ("[", "{")
+        or value.lower() in ("true", "false", "null", "nan", "inf", "+inf", "-inf", "infinity", "+infinity", "-infinity")
+    )
+
+
 def _did_you_mean(name: str, options: Sequence[str]) -> str:
     import difflib
 
@@ -221,7 +236,8 @@ class QueryBuilder:
                     f"{name!r} reads the JSON column 'properties', which the events table "
                     f"{table.name!r} does not have; its columns are {', '.join(sorted(table.columns))}",
                 )
-            return _Field(self.d.json_text(self._col("properties", alias), key), ColumnType.JSON, name, True)
+            column = self._col("properties", alias)
+            return _Field(self.d.json_text(column, key), ColumnType.JSON, name, (column, key))
         if not table.has(name):
             columns = sorted(table.columns)
             raise SchemaError.at(
@@ -236,12 +252,6 @@ class QueryBuilder:
         """(column side, literal side) for one value, checking that the types fit."""
         kind = field.type
         where = f"{field.name!r} ({kind.value})"
-        if kind is ColumnType.JSON:
-            if isinstance(value, str):
-                return field.expr, exp.Literal.string(value)
-            if isinstance(value, int | float) and not isinstance(value, bool):
-                return self.d.to_double(field.expr), _number(value)
-            raise RuleError.at(path, f"{value!r} cannot be compared with JSON property {field.name!r}; use a string or a number")
         if kind.is_numeric:
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise RuleError.at(path, f"{value!r} cannot be compared with numeric column {where}; use a number")
@@ -274,7 +284,7 @@ class QueryBuilder:
 
     def _cmp(self, field: _Field, op: str, value: Any, path: str) -> exp.Expression:
         left, right = self._value(field, value, op, path)
-        if field.type is ColumnType.STRING or (field.type is ColumnType.JSON and isinstance(value, str)):
+        if field.type is ColumnType.STRING:
             wrap = self.d.string_equality if op in ("eq", "ne") else self.d.string_order
             left, right = wrap(left), wrap(right)
         return _ALL_OPS[op](this=left, expression=right)
@@ -282,7 +292,38 @@ class QueryBuilder:
     def _bound(self, ts: exp.Expression, bound: TsBound) -> exp.Expression:
         return _ORDER_OPS[bound.op](this=ts, expression=self.d.timestamp_literal(bound.at))
 
+    def _compare_json(self, field: _Field, ops: dict[str, Any], path: str) -> _Pred:
+        """A JSON property against operators, each reading the value as the JSON type of its own rule value (a
+        string for ``contains`` and ``starts_with``): a value of another type satisfies none of them (see
+        ``docs/dsl.md``, JSON properties)."""
+        assert field.json is not None
+        column, key = field.json
+        parts: list[exp.Expression] = []
+        nullable = False
+        for op, value in ops.items():
+            if op == "is_null":
+                test = self.d.json_is_null(column.copy(), key)
+                parts.append(test if value else exp.Not(this=_paren(test)))
+                continue
+            if op == "ago":
+                raise RuleError.at(_join(path, op), json_ago_message(field.name))
+            kind = json_kind(op, value)
+            if kind == "string" and op in ("eq", "in") and all(_plain_text(v) for v in (value if op == "in" else (value,))):
+                # no other JSON type reads as this text on any engine: the text alone decides (and is cheaper)
+                typed = field.expr.copy()
+            else:
+                typed = {"number": self.d.json_number, "string": self.d.json_string, "boolean": self.d.json_boolean}[kind](
+                    column.copy(), key)
+            if kind == "number":  # as the engines compare a double with a literal: the literal as a double
+                value = tuple(float(v) for v in value) if isinstance(value, tuple) else float(value)
+            as_type = {"number": ColumnType.FLOAT, "string": ColumnType.STRING, "boolean": ColumnType.BOOLEAN}[kind]
+            parts.append(self._compare(_Field(typed, as_type, field.name), {op: value}, path).expr)
+            nullable = True
+        return _Pred(_paren(_and(parts)) if len(parts) > 1 else parts[0], nullable)
+
     def _compare(self, field: _Field, ops: dict[str, Any], path: str) -> _Pred:
+        if field.type is ColumnType.JSON:
+            return self._compare_json(field, ops, path)
         parts: list[exp.Expression] = []
         nullable = False
         for op, value in ops.items():
@@ -301,13 +342,13 @@ class QueryBuilder:
                 pairs = [self._value(field, v, op, f"{at}[{i}]") for i, v in enumerate(value)]
                 left = pairs[0][0]
                 rights = [p[1] for p in pairs]
-                if field.type is ColumnType.STRING or (field.type is ColumnType.JSON and isinstance(value[0], str)):
+                if field.type is ColumnType.STRING:
                     left = self.d.string_equality(left)
                     rights = [self.d.string_equality(r) for r in rights]
                 membership: exp.Expression = exp.In(this=left, expressions=rights)
                 parts.append(membership if op == "in" else exp.Not(this=exp.Paren(this=membership)))
             elif op in ("contains", "starts_with"):
-                if field.type not in (ColumnType.STRING, ColumnType.JSON):
+                if field.type is not ColumnType.STRING:
                     raise RuleError.at(at, f"{op} works on strings; {field.name!r} is {field.type.value}")
                 needle = exp.Literal.string(value)
                 if op == "contains":
@@ -490,8 +531,13 @@ class QueryBuilder:
         at = _join(path, "aggregate")
         bounds = window_bounds(rule.within, self.now, _join(at, "within"))
         field = self._event_field(rule.of, _join(at, "of"))
-        if field.type is ColumnType.JSON:
-            value: exp.Expression = self.d.to_double(field.expr)
+        # count_distinct of a JSON property counts its numbers, strings and booleans, each type apart
+        distinct_values: list[exp.Expression] = []
+        if field.json is not None:
+            column, key = field.json
+            value: exp.Expression = self.d.json_number(column.copy(), key)
+            distinct_values = [value, self.d.string_equality(self.d.json_string(column.copy(), key)),
+                               self.d.json_boolean(column.copy(), key)]
         elif field.type.is_numeric or (rule.aggregate == "count_distinct" and field.type is not ColumnType.OTHER):
             value = self.d.timestamp_column(field.expr) if field.type is ColumnType.TIMESTAMP else field.expr
             if field.type is ColumnType.STRING:
@@ -517,29 +563,45 @@ class QueryBuilder:
             total = self._feature(["sum", *base], lambda: exp.Sum(this=case(value)))
             return self._tally(total, ops)
         if rule.aggregate == "count_distinct":
-            distinct = self._feature(["count_distinct", *base], lambda: exp.Count(this=exp.Distinct(expressions=[case(value)])))
-            return self._tally(distinct, ops)
+            if not distinct_values:
+                distinct = self._feature(["count_distinct", *base], lambda: exp.Count(this=exp.Distinct(expressions=[case(value)])))
+                return self._tally(distinct, ops)
+            counts = [
+                self._feature(["count_distinct", *base, kind],
+                              lambda v=v: exp.Count(this=exp.Distinct(expressions=[case(v)])))
+                for kind, v in zip(("number", "string", "boolean"), distinct_values, strict=True)
+            ]
+            total = counts[0]
+            for part in counts[1:]:
+                total = exp.Add(this=total, expression=part)
+            return self._tally(total, ops)
         if rule.aggregate in ("min", "max"):
             fn = exp.Min if rule.aggregate == "min" else exp.Max
             extreme = self._feature([rule.aggregate, *base], lambda: fn(this=case(value)))
             return self._atom(_Pred(self._compare_number(extreme, ops), True), absent=False)
-        # avg, compared exactly: avg op v  <=>  sum op v * count  (count > 0)
-        total = self._feature(["sum", *base], lambda: exp.Sum(this=case(value)))
+        # avg op v  <=>  sum op v * count (count > 0), in doubles on every engine: the SUM as a double against the
+        # double v (its text read by the engine's correctly rounded parser) times the count
+        total_column = self._feature(["sum", *base], lambda: exp.Sum(this=case(value)))
         present = exp.And(this=cond, expression=exp.Not(this=exp.Is(this=value, expression=exp.Null())))
         count = self._feature(
             ["count", *base],
             lambda: exp.Count(this=value) if self._inline else
             exp.Count(this=exp.Case(ifs=[exp.If(this=present, true=exp.Literal.number(1))])),
         )
+        total = self.d.to_double(total_column)
+
+        def times(v: Any) -> exp.Expression:
+            return exp.Mul(this=self.d.to_double(exp.Literal.string(repr(float(v)))), expression=self.d.to_double(count.copy()))
+
         parts: list[exp.Expression] = [exp.GT(this=count, expression=zero)]
         for op, v in ops.items():
             if op in _ALL_OPS:
-                parts.append(_ALL_OPS[op](this=total, expression=exp.Mul(this=_number(v), expression=count)))
+                parts.append(_ALL_OPS[op](this=total.copy(), expression=times(v)))
             elif op == "between":
-                parts.append(exp.GTE(this=total, expression=exp.Mul(this=_number(v[0]), expression=count)))
-                parts.append(exp.LTE(this=total, expression=exp.Mul(this=_number(v[1]), expression=count)))
+                parts.append(exp.GTE(this=total.copy(), expression=times(v[0])))
+                parts.append(exp.LTE(this=total.copy(), expression=times(v[1])))
             else:
-                tests = [exp.EQ(this=total, expression=exp.Mul(this=_number(x), expression=count)) for x in v]
+                tests = [exp.EQ(this=total.copy(), expression=times(x)) for x in v]
                 test = _paren(_or(tests))
                 parts.append(test if op == "in" else exp.Not(this=test))
         return self._atom(_Pred(_paren(_and(parts)), True), absent=False)
@@ -621,10 +683,11 @@ class QueryBuilder:
                 flag = exp.column(rule.moment, table=_LIFECYCLE)
                 conditions.append(exp.EQ(this=flag, expression=self.d.boolean(True)))
         elif isinstance(rule, Rfm):
-            if rule.rfm not in policy.rfm_segments:
-                known = ", ".join(sorted(policy.rfm_segments))
-                raise RuleError.at(_join(path, "rfm"), f"no RFM segment is named {rule.rfm!r}; the policy has {known}")
-            conditions.append(exp.EQ(this=exp.column("rfm_segment", table=_LIFECYCLE), expression=exp.Literal.string(rule.rfm)))
+            try:
+                segment = policy.rfm_segment(rule.rfm)
+            except ValueError as exc:
+                raise RuleError.at(_join(path, "rfm"), str(exc)) from None
+            conditions.append(exp.EQ(this=exp.column("rfm_segment", table=_LIFECYCLE), expression=exp.Literal.string(segment)))
         else:
             conditions.append(exp.EQ(this=exp.column("cycle_status", table=_LIFECYCLE), expression=exp.Literal.string(rule.cycle)))
         members = exp.select(exp.column("customer_id", table=_LIFECYCLE)).from_(_LIFECYCLE)

@@ -15,6 +15,8 @@ from typing import Any, ClassVar
 
 from sqlglot import exp
 
+from shopcrm.dsl._json import JsonKind
+
 __all__ = ["DIALECTS", "SQLITE_FUNCTIONS", "Dialect", "dialect_for"]
 
 
@@ -28,6 +30,11 @@ def _num(value: int) -> exp.Expression:
 
 def _fn(name: str, *args: exp.Expression) -> exp.Expression:
     return exp.Anonymous(this=name, expressions=list(args))
+
+
+def _when(condition: exp.Expression, value: exp.Expression) -> exp.Expression:
+    """``CASE WHEN condition THEN value END``."""
+    return exp.Case(ifs=[exp.If(this=condition, true=value)])
 
 
 def _stamp(at: datetime) -> str:
@@ -122,9 +129,42 @@ class Dialect:
         return exp.Paren(this=total)
 
     # -- JSON properties ----------------------------------------------------
+    # A property compares by its JSON type: a number with numbers, a string with strings, true/false with booleans.
+    # ``json_number``, ``json_string`` and ``json_boolean`` are the value under a key when it is of that type and
+    # NULL otherwise (another type, an array, an object, JSON null, no such key), so that a comparison of the
+    # wrong type is false (as with NULL) and no engine ever converts a value that does not fit.
     def json_text(self, column: exp.Expression, key: str) -> exp.Expression:
         """The text of a scalar under ``key`` in a JSON column."""
         return exp.JSONExtractScalar(this=column, expression=_lit(f"$.{key}"))
+
+    def json_raw(self, column: exp.Expression, key: str) -> exp.Expression:
+        """The JSON text of the value under ``key`` (a string still in quotes); NULL when there is no such key."""
+        return _fn("JSON_QUERY", column.copy(), _lit(f"$.{key}"))
+
+    def json_is(self, column: exp.Expression, key: str, kind: JsonKind) -> exp.Expression:
+        """Whether the value under ``key`` is a JSON ``kind``: by the first character of its JSON text."""
+        first = exp.Substring(this=self.json_raw(column.copy(), key), start=_num(1), length=_num(1))
+        if kind == "string":
+            return exp.EQ(this=first, expression=_lit('"'))
+        if kind == "boolean":
+            return exp.In(this=first, expressions=[_lit("t"), _lit("f")])
+        return exp.In(this=first, expressions=[_lit(c) for c in "-0123456789"])
+
+    def json_number(self, column: exp.Expression, key: str) -> exp.Expression:
+        """The value under ``key`` as a double when it is a JSON number, else NULL."""
+        return _when(self.json_is(column.copy(), key, "number"), self.to_double(self.json_text(column.copy(), key)))
+
+    def json_string(self, column: exp.Expression, key: str) -> exp.Expression:
+        """The value under ``key`` when it is a JSON string, else NULL."""
+        return _when(self.json_is(column.copy(), key, "string"), self.json_text(column.copy(), key))
+
+    def json_boolean(self, column: exp.Expression, key: str) -> exp.Expression:
+        """The value under ``key`` as a boolean when it is JSON true or false, else NULL."""
+        return _when(self.json_is(column.copy(), key, "boolean"), exp.EQ(this=self.json_text(column.copy(), key), expression=_lit("true")))
+
+    def json_is_null(self, column: exp.Expression, key: str) -> exp.Expression:
+        """Whether there is no value under ``key``, or JSON null (``is_null``)."""
+        return exp.Is(this=self.json_text(column.copy(), key), expression=exp.Null())
 
     def to_double(self, value: exp.Expression) -> exp.Expression:
         return exp.cast(value, exp.DataType.build(self.double_type, dialect=self.name))
@@ -160,7 +200,17 @@ class DuckDB(Dialect):
         return exp.cast(exp.DPipe(this=_lit("0x"), expression=hex8, safe=True), exp.DataType.build("BIGINT"))
 
     def json_text(self, column: exp.Expression, key: str) -> exp.Expression:
-        return _fn("json_extract_string", column, _lit(f"$.{key}"))
+        return _fn("json_extract_string", column.copy(), _lit(f"$.{key}"))
+
+    def json_is(self, column: exp.Expression, key: str, kind: JsonKind) -> exp.Expression:
+        found = _fn("json_type", column.copy(), _lit(f"$.{key}"))
+        names = {"number": ("BIGINT", "UBIGINT", "DOUBLE"), "string": ("VARCHAR",), "boolean": ("BOOLEAN",)}[kind]
+        return exp.EQ(this=found, expression=_lit(names[0])) if len(names) == 1 else exp.In(
+            this=found, expressions=[_lit(n) for n in names])
+
+    def json_number(self, column: exp.Expression, key: str) -> exp.Expression:
+        number = exp.TryCast(this=self.json_text(column.copy(), key), to=exp.DataType.build("DOUBLE"))
+        return _when(self.json_is(column.copy(), key, "number"), number)
 
 
 class SQLite(Dialect):
@@ -196,7 +246,24 @@ class SQLite(Dialect):
         return _fn("md5", value)
 
     def json_text(self, column: exp.Expression, key: str) -> exp.Expression:
-        return _fn("json_extract", column, _lit(f"$.{key}"))
+        return _fn("json_extract", column.copy(), _lit(f"$.{key}"))
+
+    def _json_type(self, column: exp.Expression, key: str) -> exp.Expression:
+        return _fn("json_type", column.copy(), _lit(f"$.{key}"))
+
+    def json_is(self, column: exp.Expression, key: str, kind: JsonKind) -> exp.Expression:
+        names = {"number": ("integer", "real"), "string": ("text",), "boolean": ("true", "false")}[kind]
+        found = self._json_type(column.copy(), key)
+        return exp.EQ(this=found, expression=_lit(names[0])) if len(names) == 1 else exp.In(
+            this=found, expressions=[_lit(n) for n in names])
+
+    def json_number(self, column: exp.Expression, key: str) -> exp.Expression:
+        return _when(self.json_is(column.copy(), key, "number"), self.to_double(self.json_text(column.copy(), key)))
+
+    def json_boolean(self, column: exp.Expression, key: str) -> exp.Expression:
+        """json_extract reads true and false as 1 and 0 (so does a test against TRUE)."""
+        found = self._json_type(column.copy(), key)
+        return exp.Case(this=found, ifs=[exp.If(this=_lit("true"), true=_num(1)), exp.If(this=_lit("false"), true=_num(0))])
 
 
 class PostgreSQL(Dialect):
@@ -215,8 +282,16 @@ class PostgreSQL(Dialect):
         return exp.cast(bits, exp.DataType.build("BIGINT"))
 
     def json_text(self, column: exp.Expression, key: str) -> exp.Expression:
-        json_column = exp.cast(column, exp.DataType.build("JSONB", dialect="postgres"))
+        json_column = exp.cast(column.copy(), exp.DataType.build("JSONB", dialect="postgres"))
         return _fn("jsonb_extract_path_text", json_column, _lit(key))
+
+    def json_is(self, column: exp.Expression, key: str, kind: JsonKind) -> exp.Expression:
+        json_column = exp.cast(column.copy(), exp.DataType.build("JSONB", dialect="postgres"))
+        found = _fn("jsonb_typeof", _fn("jsonb_extract_path", json_column, _lit(key)))
+        return exp.EQ(this=found, expression=_lit(kind))
+
+    def json_boolean(self, column: exp.Expression, key: str) -> exp.Expression:
+        return _when(self.json_is(column.copy(), key, "boolean"), exp.cast(self.json_text(column.copy(), key), exp.DataType.build("BOOLEAN")))
 
 
 class MySQL(Dialect):
@@ -245,7 +320,22 @@ class MySQL(Dialect):
         return _fn("TIMESTAMPDIFF", exp.var("MICROSECOND"), _lit("1970-01-01 00:00:00"), column)
 
     def json_text(self, column: exp.Expression, key: str) -> exp.Expression:
-        return _fn("JSON_UNQUOTE", _fn("JSON_EXTRACT", column, _lit(f"$.{key}")))
+        return _fn("JSON_UNQUOTE", self.json_raw(column.copy(), key))
+
+    def json_raw(self, column: exp.Expression, key: str) -> exp.Expression:
+        return _fn("JSON_EXTRACT", column.copy(), _lit(f"$.{key}"))
+
+    def json_is(self, column: exp.Expression, key: str, kind: JsonKind) -> exp.Expression:
+        names = {"number": ("INTEGER", "UNSIGNED INTEGER", "DOUBLE", "DECIMAL"), "string": ("STRING",),
+                 "boolean": ("BOOLEAN",)}[kind]
+        found = _fn("JSON_TYPE", self.json_raw(column.copy(), key))
+        return exp.EQ(this=found, expression=_lit(names[0])) if len(names) == 1 else exp.In(
+            this=found, expressions=[_lit(n) for n in names])
+
+    def json_is_null(self, column: exp.Expression, key: str) -> exp.Expression:
+        """JSON_UNQUOTE reads JSON null as the text 'null': ask JSON_TYPE."""
+        found = exp.Coalesce(this=_fn("JSON_TYPE", self.json_raw(column.copy(), key)), expressions=[_lit("NULL")])
+        return exp.EQ(this=found, expression=_lit("NULL"))
 
 
 class Spark(Dialect):
@@ -259,7 +349,30 @@ class Spark(Dialect):
         return exp.cast(_fn("CONV", hex8, _num(16), _num(10)), exp.DataType.build("BIGINT"))
 
     def json_text(self, column: exp.Expression, key: str) -> exp.Expression:
-        return _fn("GET_JSON_OBJECT", column, _lit(f"$.{key}"))
+        return _fn("GET_JSON_OBJECT", column.copy(), _lit(f"$.{key}"))
+
+    def _variant(self, column: exp.Expression, key: str) -> exp.Expression:
+        """The value under ``key`` as a VARIANT (Spark 4): NULL for no key or text that is not JSON."""
+        return _fn("VARIANT_GET", _fn("TRY_PARSE_JSON", column.copy()), _lit(f"$.{key}"))
+
+    def json_is(self, column: exp.Expression, key: str, kind: JsonKind) -> exp.Expression:
+        found = _fn("SCHEMA_OF_VARIANT", self._variant(column.copy(), key))
+        if kind == "number":  # BIGINT, DOUBLE or DECIMAL(p,s), as the JSON text of the number asks
+            return exp.Or(this=exp.In(this=found, expressions=[_lit("BIGINT"), _lit("DOUBLE")]),
+                          expression=exp.Like(this=found.copy(), expression=_lit("DECIMAL(%")))
+        return exp.EQ(this=found, expression=_lit({"string": "STRING", "boolean": "BOOLEAN"}[kind]))
+
+    def _typed(self, column: exp.Expression, key: str, kind: JsonKind, to: str) -> exp.Expression:
+        return _when(self.json_is(column.copy(), key, kind), _fn("TRY_VARIANT_GET", self._variant(column.copy(), key), _lit("$"), _lit(to)))
+
+    def json_number(self, column: exp.Expression, key: str) -> exp.Expression:
+        return self._typed(column.copy(), key, "number", "double")
+
+    def json_string(self, column: exp.Expression, key: str) -> exp.Expression:
+        return self._typed(column.copy(), key, "string", "string")
+
+    def json_boolean(self, column: exp.Expression, key: str) -> exp.Expression:
+        return self._typed(column.copy(), key, "boolean", "boolean")
 
 
 class Trino(Dialect):
@@ -272,6 +385,9 @@ class Trino(Dialect):
 
     def hex_to_int(self, hex8: exp.Expression) -> exp.Expression:
         return _fn("from_base", hex8, _num(16))
+
+    def json_raw(self, column: exp.Expression, key: str) -> exp.Expression:
+        return _fn("json_format", _fn("json_extract", column.copy(), _lit(f"$.{key}")))
 
 
 class BigQuery(Dialect):
@@ -304,6 +420,9 @@ class Snowflake(Dialect):
 
     def json_text(self, column: exp.Expression, key: str) -> exp.Expression:
         return _fn("JSON_EXTRACT_PATH_TEXT", column, _lit(key))
+
+    def json_raw(self, column: exp.Expression, key: str) -> exp.Expression:
+        return _fn("TO_JSON", _fn("GET", _fn("PARSE_JSON", column.copy()), _lit(key)))
 
 
 _DIALECTS: dict[str, Dialect] = {

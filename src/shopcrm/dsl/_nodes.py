@@ -27,12 +27,15 @@ from pydantic import (
     StrictInt,
     StrictStr,
     Tag,
+    ValidationInfo,
     field_validator,
     model_serializer,
     model_validator,
 )
 
+from shopcrm.dsl._json import json_ago_message
 from shopcrm.errors import RuleError
+from shopcrm.lifecycle._policy import snake
 from shopcrm.timeline import TsBound, age_bounds, parse_duration, to_utc_naive
 
 __all__ = [
@@ -142,7 +145,37 @@ def _check_event(value: str) -> str:
     return _check_text(value)
 
 
+def _check_flag(value: Any) -> Any:
+    if not isinstance(value, bool):
+        raise ValueError(
+            f"{value!r} is not true or false: is_null takes true or false (JSON booleans), no other value; "
+            "use {'is_null': true} for a missing value and {'is_null': false} for a present one"
+        )
+    return value
+
+
+def _check_percent(value: Any) -> Any:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(
+            f"{value!r} is not a number: percent takes a number from 0 to 100, e.g. 10 or 12.5 (not text or true/false)"
+        )
+    return value
+
+
+def _check_instant(value: Any) -> Any:
+    if not isinstance(value, str | datetime):
+        shown = "true/false" if isinstance(value, bool) else repr(value)
+        raise ValueError(
+            f"{shown} is not an ISO 8601 datetime: between takes two of them, e.g. ['2026-01-01T00:00:00', "
+            "'2026-02-01T00:00:00+09:00'] (numbers such as Unix timestamps are not read as instants)"
+        )
+    return value
+
+
 Duration = Annotated[str, AfterValidator(_check_duration)]
+Flag = Annotated[bool, BeforeValidator(_check_flag)]
+Percent = Annotated[int | float, BeforeValidator(_check_percent)]
+Instant = Annotated[datetime, BeforeValidator(_check_instant)]
 FieldName = Annotated[str, AfterValidator(_check_field)]
 EventName = Annotated[str, AfterValidator(_check_event)]
 Text = Annotated[str, AfterValidator(_check_text)]
@@ -260,7 +293,7 @@ class Ago(_Frozen):
 class Between(_Frozen):
     """``{"between": [a, b]}``: absolute ``a <= ts < b`` (and still ``ts < now``)."""
 
-    between: tuple[datetime, datetime]
+    between: tuple[Instant, Instant]
 
     @field_validator("between", mode="before")
     @classmethod
@@ -334,8 +367,31 @@ class _Operators(_Frozen):
     not_in: tuple[Scalar, ...] | None = Field(default=None, min_length=1)
     contains: Text | None = None
     starts_with: Text | None = None
-    is_null: bool | None = None
+    is_null: Flag | None = None
     ago: AgeRange | None = None
+
+    @field_validator("lt", "lte", "gt", "gte")
+    @classmethod
+    def _ordered(cls, value: Any) -> Any:
+        if isinstance(value, bool):
+            raise ValueError(_NO_ORDER)
+        return value
+
+    @field_validator("between", "in_", "not_in")
+    @classmethod
+    def _one_kind(cls, value: tuple[Any, ...] | None, info: ValidationInfo) -> tuple[Any, ...] | None:
+        if value is None:
+            return value
+        name = "in" if info.field_name == "in_" else info.field_name
+        kinds = list(dict.fromkeys(_kind_of(v) for v in value))
+        if len(kinds) > 1:
+            raise ValueError(
+                f"{name} mixes {' and '.join(kinds)}: {list(value)!r}; give values of one kind (numbers, strings or "
+                "true/false); for values of several kinds, join rules of one kind each with or"
+            )
+        if name == "between" and kinds == ["true/false"]:
+            raise ValueError(_NO_ORDER)
+        return value
 
     def operators(self) -> dict[str, Any]:
         """The operators that are set, keyed by their JSON name (``in``, not ``in_``)."""
@@ -372,6 +428,16 @@ def _count_only(ops: _Operators, what: str) -> None:
         for v in values:
             if isinstance(v, bool) or not isinstance(v, int | float):
                 raise ValueError(f"{what} is compared with numbers, not {v!r}")
+
+
+_NO_ORDER = "true and false have no order: compare booleans with eq, ne, in or not_in"
+
+
+def _kind_of(value: Any) -> str:
+    """A scalar's kind in messages: ``a number``, ``a string``, ``true/false``."""
+    if isinstance(value, bool):
+        return "true/false"
+    return "a string" if isinstance(value, str) else "a number"
 
 
 def _filter_tag(value: Any) -> str:
@@ -569,7 +635,7 @@ def sample_bucket(salt: str, customer_id: Any) -> int:
 class SampleSpec(_Frozen):
     """A deterministic P% of customers, bucketed by md5 of ``salt:customer_id``."""
 
-    percent: int | float = Field(ge=0, le=100)
+    percent: Percent = Field(ge=0, le=100)
     salt: Text
 
 
@@ -589,10 +655,23 @@ class Lifecycle(_Node):
 
 
 class Rfm(_Node):
-    """``{"rfm": "champions"}``: the customer's named RFM segment (snake case)."""
+    """``{"rfm": "champions"}``: the customer's named RFM segment, by its name in snake case (a policy's segment
+    "Big Spenders" is ``{"rfm": "big_spenders"}``)."""
 
     KEY: ClassVar[str] = "rfm"
-    rfm: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    rfm: StrictStr
+
+    @field_validator("rfm")
+    @classmethod
+    def _snake_case(cls, value: str) -> str:
+        spelled = snake(value)
+        if not value or value != spelled:
+            hint = f"; did you mean {spelled!r}?" if spelled else ""
+            raise ValueError(
+                f"{value!r} is not an RFM segment's name in rules: rules write it in snake case (lower-case words "
+                f"joined by underscores), e.g. 'champions', 'cant_lose_them', 'big_spenders'{hint}"
+            )
+        return value
 
 
 class Cycle(_Node):
@@ -683,7 +762,8 @@ def check_windows(rule: Rule, now: datetime, path: str = "") -> None:
     """Every relative time of ``rule`` as an instant at ``now``, or a RuleError with its path.
 
     A window or range of ages reaching before the year 1, or a ``not_followed_by``
-    duration reaching past the year 9999, cannot be compared with timestamps. The
+    duration reaching past the year 9999, cannot be compared with timestamps; nor can
+    a key of the JSON properties column (``ago`` on ``properties.<key>``). The
     reference evaluator and the compiler both call this before anything else, so
     they refuse such a rule alike, whatever the data.
     """
@@ -721,6 +801,8 @@ def check_windows(rule: Rule, now: datetime, path: str = "") -> None:
 def _where_windows(where: dict[str, Any] | None, now: datetime, path: str) -> None:
     for key, cond in (where or {}).items():
         if isinstance(cond, Comparison) and cond.ago is not None:
+            if key.startswith("properties."):  # a JSON value is no timestamp (the compiler says the same)
+                raise RuleError.at(_join(path, "where", key, "ago"), json_ago_message(key))
             cond.ago.bounds(now, _join(path, "where", key, "ago"))
 
 

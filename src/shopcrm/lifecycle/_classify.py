@@ -48,9 +48,9 @@ class CustomerFacts:
     last_seen: datetime | None
     signed_up_at: datetime | None
     cart_abandoned: bool
-    frequency: int  # orders inside the RFM lookback
-    monetary: Any  # sum of the amount of order events inside the lookback
-    last_order_in_lookback: datetime | None
+    frequency: int  # orders placed inside the RFM lookback
+    monetary: Any  # sum of the amount of order events inside the lookback (with an id, when orders are counted by id)
+    last_order_in_lookback: datetime | None  # when the last order placed inside the lookback was placed
 
 
 def customer_facts(customer: Mapping[str, Any], events: Iterable[Mapping[str, Any]], now: datetime, policy: LifecyclePolicy) -> CustomerFacts:
@@ -61,20 +61,21 @@ def customer_facts(customer: Mapping[str, Any], events: Iterable[Mapping[str, An
         key=lambda pair: pair[0],
     )
     past = [(ts, e) for ts, e in past if ts < now]
-    order_rows = [(ts, e) for ts, e in past if e["event"] == policy.order_event]
+    order_events = [(ts, e) for ts, e in past if e["event"] == policy.order_event]
     lookback_start = now - policy.rfm_lookback
     if policy.order_id_property:
+        # orders are the distinct non-null ids, each placed at its first event: an order event without an id is no
+        # order (no stage, R, F or M), and a later event of an order placed earlier moves nothing
+        order_rows = [(ts, e) for ts, e in order_events if e.get(policy.order_id_property) is not None]
         first_seen: dict[Any, datetime] = {}
         for ts, e in order_rows:
-            key = e.get(policy.order_id_property)
-            if key is not None and key not in first_seen:
-                first_seen[key] = ts
+            first_seen.setdefault(e[policy.order_id_property], ts)
         order_times = tuple(sorted(first_seen.values()))
-        recent_ids = {e.get(policy.order_id_property) for ts, e in order_rows if ts > lookback_start} - {None}
-        frequency = len(recent_ids)
     else:
+        order_rows = order_events
         order_times = tuple(ts for ts, _ in order_rows)
-        frequency = sum(1 for ts in order_times if ts > lookback_start)
+    placed = [ts for ts in order_times if ts > lookback_start]  # the orders placed inside the lookback
+    frequency = len(placed)
     recent = [(ts, e) for ts, e in order_rows if ts > lookback_start]
     amounts = [e.get(policy.amount_property) for _, e in recent]
     monetary = sum(a for a in amounts if a is not None)
@@ -83,7 +84,7 @@ def customer_facts(customer: Mapping[str, Any], events: Iterable[Mapping[str, An
     signed_up_at = to_utc_naive(signed) if signed is not None else None
     last_seen = activity[-1] if activity else signed_up_at
     low, high = policy.cart_abandoned_ages
-    order_ts = [ts for ts, _ in order_rows]
+    order_ts = [ts for ts, _ in order_events]  # a cart is followed by an order event, with an id or not
     cart_abandoned = any(
         _aged(ts, now, low, high) and not any(ts < later for later in order_ts)
         for ts, e in past
@@ -98,7 +99,7 @@ def customer_facts(customer: Mapping[str, Any], events: Iterable[Mapping[str, An
         cart_abandoned=cart_abandoned,
         frequency=frequency,
         monetary=monetary,
-        last_order_in_lookback=recent[-1][0] if recent else None,
+        last_order_in_lookback=placed[-1] if placed else None,
     )
 
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from datetime import timedelta
 from typing import Any
 
 import attrs
 
-__all__ = ["DEFAULT_RFM_SEGMENTS", "MOMENTS", "STAGES", "LifecyclePolicy", "rfm_table"]
+__all__ = ["DEFAULT_RFM_SEGMENTS", "MOMENTS", "STAGES", "LifecyclePolicy", "rfm_table", "rule_names", "snake"]
 
 STAGES: tuple[str, ...] = ("never_purchased", "first_purchase", "repeat", "loyal")
 MOMENTS: tuple[str, ...] = ("cart_abandoned", "signup_dropoff", "cooling_off", "lapsed")
@@ -25,8 +26,11 @@ _DEFAULT_GRID: dict[int, tuple[str, str, str, str, str]] = {
 
 
 def snake(name: str) -> str:
-    """``"Can't Lose Them"`` -> ``"cant_lose_them"``: the DSL's spelling of a segment."""
-    return "_".join("".join(ch for ch in name.lower() if ch.isalnum() or ch == " ").split())
+    """A segment's name in rules (``{"rfm": ...}``): ``"Can't Lose Them"`` -> ``"cant_lose_them"``,
+    ``"Big Spenders"`` -> ``"big_spenders"``, ``"VIP 고객"`` -> ``"vip_고객"``. Letters and digits are kept, in lower
+    case; apostrophes are dropped; every other run of characters (spaces, hyphens, underscores, ...) is one
+    underscore between words."""
+    return "_".join(re.findall(r"[^\W_]+", "".join(ch for ch in name.lower() if ch not in "'\u2019")))
 
 
 DEFAULT_RFM_SEGMENTS: dict[str, tuple[tuple[int, int], ...]] = {}
@@ -53,9 +57,30 @@ def rfm_table(segments: Mapping[str, Iterable[tuple[int, int]]]) -> dict[tuple[i
     return table
 
 
+def rule_names(segments: Iterable[str]) -> dict[str, str]:
+    """Each segment's name in rules (:func:`snake`) -> its name, after checking that rules can name every segment
+    and no two alike."""
+    names: dict[str, str] = {}
+    for name in segments:
+        spelled = snake(name)
+        if not spelled:
+            raise ValueError(
+                f"RFM segment {name!r} has no letter or digit, so no rule can name it ({{'rfm': ...}} takes the name "
+                "in snake case); give it a name with letters, e.g. 'Big Spenders' ({'rfm': 'big_spenders'})"
+            )
+        if spelled in names:
+            raise ValueError(
+                f"RFM segments {names[spelled]!r} and {name!r} are both {{'rfm': {spelled!r}}} in rules, which name "
+                "segments in snake case; rename one of them"
+            )
+        names[spelled] = name
+    return names
+
+
 def _segments(value: Mapping[str, Iterable[tuple[int, int]]]) -> dict[str, tuple[tuple[int, int], ...]]:
     out = {name: tuple((int(r), int(f)) for r, f in cells) for name, cells in value.items()}
     rfm_table(out)
+    rule_names(out)
     return out
 
 
@@ -134,3 +159,17 @@ class LifecyclePolicy:
     @property
     def rfm_lookup(self) -> dict[tuple[int, int], str]:
         return rfm_table(self.rfm_segments)
+
+    @property
+    def rfm_rule_names(self) -> dict[str, str]:
+        """The name of each RFM segment in rules, its snake case (``{"rfm": "big_spenders"}`` for a segment named
+        "Big Spenders"), -> the segment's name."""
+        return rule_names(self.rfm_segments)
+
+    def rfm_segment(self, rule_name: str) -> str:
+        """The segment ``{"rfm": rule_name}`` selects; a ValueError naming the segments rules can name otherwise."""
+        names = self.rfm_rule_names
+        if rule_name not in names:
+            known = ", ".join(n if n == names[n] else f"{n} ({names[n]})" for n in sorted(names))
+            raise ValueError(f"no RFM segment is named {rule_name!r}; the policy has {known}")
+        return names[rule_name]

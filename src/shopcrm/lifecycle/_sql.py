@@ -205,25 +205,45 @@ class _Lifecycle:
         has_amount = events.has(p.amount_property)
         has_id = self._has_order_id()
         e_ts = self.ts(_col("ts", "e"))
-        frequency: exp.Expression = (
-            exp.Count(this=exp.Distinct(expressions=[_col(p.order_id_property, "e")]))
-            if has_id and p.order_id_property
-            else exp.Count(this=exp.Star())
-        )
-        facts = exp.select(
-            exp.alias_(_col("customer_id", "e"), "customer_id"),
-            exp.alias_(exp.Max(this=e_ts), "last_lb"),
-            exp.alias_(frequency, "frequency"),
-            exp.alias_(
-                exp.Coalesce(this=exp.Sum(this=_col(p.amount_property, "e") if has_amount else _no_amount()), expressions=[_num(0)]),
-                "monetary",
-            ),
-        ).from_(self.table("events", "e")).where(_and([
+        orders_before_now = [
             exp.Not(this=exp.Is(this=_col("customer_id", "e"), expression=exp.Null())),
             self.string_eq(_col("event", "e"), p.order_event),
             exp.LT(this=e_ts, expression=self.at(self.now)),
-            exp.GT(this=e_ts, expression=self.at(self.now - p.rfm_lookback)),
-        ])).group_by(_col("customer_id", "e"))
+        ]
+        in_lookback = exp.GT(this=e_ts.copy(), expression=self.at(self.now - p.rfm_lookback))
+        amount = exp.Coalesce(this=exp.Sum(this=_col(p.amount_property, "e") if has_amount else _no_amount()), expressions=[_num(0)])
+        extra: list[tuple[str, exp.Expression]] = []
+        if has_id and p.order_id_property:
+            # orders are the distinct ids, each placed at its first event (which may lie before the lookback); an
+            # order event without an id is no order. F and R: the orders placed inside the lookback; M: the order
+            # events with an id inside it
+            has = exp.Not(this=exp.Is(this=_col(p.order_id_property, "e"), expression=exp.Null()))
+            placed = exp.select(
+                exp.alias_(_col("customer_id", "e"), "customer_id"), exp.alias_(exp.Min(this=e_ts.copy()), "ts"),
+            ).from_(self.table("events", "e")).where(_and([*orders_before_now, has])).group_by(
+                _col("customer_id", "e"), _col(p.order_id_property, "e"))
+            money = exp.select(exp.alias_(_col("customer_id", "e"), "customer_id"), exp.alias_(amount, "monetary")).from_(
+                self.table("events", "e")).where(_and([*[c.copy() for c in orders_before_now], has.copy(), in_lookback])).group_by(
+                _col("customer_id", "e"))
+            counted = exp.select(
+                _col("customer_id"), exp.alias_(exp.Max(this=_col("ts")), "last_lb"), exp.alias_(exp.Count(this=exp.Star()), "frequency"),
+            ).from_("shopcrm_rfm_orders").where(exp.GT(this=_col("ts"), expression=self.at(self.now - p.rfm_lookback))).group_by(
+                _col("customer_id"))
+            facts = exp.select(
+                _col("customer_id", "k"), _col("last_lb", "k"), _col("frequency", "k"),
+                exp.alias_(exp.Coalesce(this=_col("monetary", "mo"), expressions=[_num(0)]), "monetary"),
+            ).from_(counted.subquery("k")).join(
+                exp.to_table("shopcrm_rfm_money").as_("mo"), on=exp.EQ(this=_col("customer_id", "k"), expression=_col("customer_id", "mo")),
+                join_type="left",
+            )
+            extra = [("shopcrm_rfm_orders", placed), ("shopcrm_rfm_money", money)]
+        else:
+            facts = exp.select(
+                exp.alias_(_col("customer_id", "e"), "customer_id"),
+                exp.alias_(exp.Max(this=e_ts), "last_lb"),
+                exp.alias_(exp.Count(this=exp.Star()), "frequency"),
+                exp.alias_(amount, "monetary"),
+            ).from_(self.table("events", "e")).where(_and([*orders_before_now, in_lookback])).group_by(_col("customer_id", "e"))
         # Scores without joining anything back by value. A score never falls as its measure grows, so each
         # score is 1 + the number of four cut points the measure reaches (one row of cuts per measure,
         # cross-joined), which spares three hash joins of every scored row:
@@ -274,7 +294,7 @@ class _Lifecycle:
             *[_col(c) for c in RFM_COLUMNS[:-1]], exp.alias_(self.segment(), "rfm_segment")
         ).from_(scored.subquery("shopcrm_rfm"))
         histograms = [c for c in self.score_ctes("shopcrm_rfm_facts") if c[0] != "shopcrm_r_scores"]
-        for name, cte in [("shopcrm_rfm_facts", facts), *histograms, *cuts]:
+        for name, cte in [*extra, ("shopcrm_rfm_facts", facts), *histograms, *cuts]:
             final = final.with_(name, as_=cte, copy=False)
         return final
 
@@ -350,19 +370,30 @@ class _Lifecycle:
         ]
         ctes: list[tuple[str, exp.Expression]] = [("shopcrm_o", o), ("shopcrm_orders", orders), ("shopcrm_gaps", gaps)]
         if has_id:
-            frequency = exp.Count(this=exp.Distinct(expressions=[_case((in_lookback, _col("oid")))]))
+            # orders are the distinct ids, each placed at its first event (shopcrm_orders): F counts and R reads
+            # the orders placed inside the lookback; M sums the order events with an id inside it. An order event
+            # without an id is no order (the cart moment still reads every order event: last_order_event)
+            an_order = _and([in_lookback, exp.Not(this=exp.Is(this=_col("oid"), expression=exp.Null()))])
             order_stats = exp.select(
                 _col("customer_id"),
                 exp.alias_(exp.Max(this=_col("ts")), "last_order_event"),
-                exp.alias_(exp.Max(this=_case((in_lookback, _col("ts")))), "last_lb"),
-                exp.alias_(frequency, "frequency"),
-                exp.alias_(exp.Coalesce(this=exp.Sum(this=_case((in_lookback, _col("amount")))), expressions=[_num(0)]), "monetary"),
+                exp.alias_(exp.Coalesce(this=exp.Sum(this=_case((an_order, _col("amount")))), expressions=[_num(0)]), "monetary"),
             ).from_("shopcrm_o").group_by(_col("customer_id"))
+            placed = in_lookback.copy()
             order_count = exp.select(
-                _col("customer_id"), exp.alias_(exp.Count(this=exp.Star()), "n_orders"), exp.alias_(exp.Max(this=_col("ts")), "last_order")
+                _col("customer_id"), exp.alias_(exp.Count(this=exp.Star()), "n_orders"), exp.alias_(exp.Max(this=_col("ts")), "last_order"),
+                exp.alias_(exp.Count(this=_case((placed, _num(1)))), "frequency"),
+                exp.alias_(exp.Max(this=_case((placed.copy(), _col("ts")))), "last_lb"),
             ).from_("shopcrm_orders").group_by(_col("customer_id"))
+            order_facts = exp.select(
+                _col("customer_id", "oc"), _col("last_lb", "oc"), _col("frequency", "oc"), _col("monetary", "os"),
+            ).from_(exp.to_table("shopcrm_order_count").as_("oc")).join(
+                exp.to_table("shopcrm_order_stats").as_("os"),
+                on=exp.EQ(this=_col("customer_id", "oc"), expression=_col("customer_id", "os")), join_type="left",
+            )
             seen = exp.select(*seen_columns)
-            ctes += [("shopcrm_order_stats", order_stats), ("shopcrm_order_count", order_count)]
+            ctes += [("shopcrm_order_stats", order_stats), ("shopcrm_order_count", order_count),
+                     ("shopcrm_order_facts", order_facts)]
             fact_tables = {"os": "shopcrm_order_stats", "oc": "shopcrm_order_count", "sn": "shopcrm_seen"}
         else:
             # every order event is an order: all per-customer facts in one pass over the events
@@ -396,7 +427,7 @@ class _Lifecycle:
         signed = self.ts(_col(p.signed_up_attribute, "c")) if customers.has(p.signed_up_attribute) else exp.Null()
         n_orders = exp.Coalesce(this=fact("n_orders", "oc"), expressions=[_num(0)])
         last_seen = exp.Coalesce(this=fact("last_activity", "sn"), expressions=[signed])
-        facts = fact_tables.get("os", "shopcrm_seen")
+        facts = "shopcrm_order_facts" if has_id else "shopcrm_seen"
         ctes += self.score_ctes(facts)
 
         stage = _case(
@@ -433,7 +464,7 @@ class _Lifecycle:
                 exp.alias_(n_orders, "orders"),
                 exp.alias_(last_seen, "last_seen"),
                 exp.alias_(recency, "recency_us"),
-                exp.alias_(exp.Coalesce(this=fact("frequency", "os"), expressions=[_num(0)]), "frequency"),
+                exp.alias_(exp.Coalesce(this=fact("frequency", "oc"), expressions=[_num(0)]), "frequency"),
                 exp.alias_(exp.Coalesce(this=fact("monetary", "os"), expressions=[_num(0)]), "monetary"),
                 exp.alias_(_col("score", "rs"), "r_score"),
                 exp.alias_(_col("score", "fs"), "f_score"),

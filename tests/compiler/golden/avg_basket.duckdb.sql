@@ -21,8 +21,8 @@ FROM (
   HAVING
     (
       COUNT("e"."amount") > 0
-      AND SUM("e"."amount") >= 30000 * COUNT("e"."amount")
-      AND SUM("e"."amount") <= 80000.5 * COUNT("e"."amount")
+      AND CAST(SUM("e"."amount") AS DOUBLE) >= CAST('30000.0' AS DOUBLE) * CAST(COUNT("e"."amount") AS DOUBLE)
+      AND CAST(SUM("e"."amount") AS DOUBLE) <= CAST('80000.5' AS DOUBLE) * CAST(COUNT("e"."amount") AS DOUBLE)
     )
   INTERSECT
   SELECT

@@ -36,8 +36,8 @@ WHERE
   (
     (
       shopcrm_f0.f1 > 0
-      AND shopcrm_f0.f0 >= 30000 * shopcrm_f0.f1
-      AND shopcrm_f0.f0 <= 80000.5 * shopcrm_f0.f1
+      AND CAST(shopcrm_f0.f0 AS DOUBLE) >= CAST('30000.0' AS DOUBLE) * CAST(shopcrm_f0.f1 AS DOUBLE)
+      AND CAST(shopcrm_f0.f0 AS DOUBLE) <= CAST('80000.5' AS DOUBLE) * CAST(shopcrm_f0.f1 AS DOUBLE)
     )
     AND (
       shopcrm_f1.f2 < CAST('2026-03-01 12:00:00.000000' AS DATETIME(6))

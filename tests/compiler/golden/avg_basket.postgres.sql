@@ -34,8 +34,8 @@ WHERE
   (
     (
       shopcrm_f0.f1 > 0
-      AND shopcrm_f0.f0 >= 30000 * shopcrm_f0.f1
-      AND shopcrm_f0.f0 <= 80000.5 * shopcrm_f0.f1
+      AND CAST(shopcrm_f0.f0 AS DOUBLE PRECISION) >= CAST('30000.0' AS DOUBLE PRECISION) * CAST(shopcrm_f0.f1 AS DOUBLE PRECISION)
+      AND CAST(shopcrm_f0.f0 AS DOUBLE PRECISION) <= CAST('80000.5' AS DOUBLE PRECISION) * CAST(shopcrm_f0.f1 AS DOUBLE PRECISION)
     )
     AND (
       shopcrm_f1.f2 < CAST('2026-03-01 12:00:00.000000' AS TIMESTAMP)

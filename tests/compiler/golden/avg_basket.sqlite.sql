@@ -34,8 +34,8 @@ WHERE
   (
     (
       shopcrm_f0.f1 > 0
-      AND shopcrm_f0.f0 >= 30000 * shopcrm_f0.f1
-      AND shopcrm_f0.f0 <= 80000.5 * shopcrm_f0.f1
+      AND CAST(shopcrm_f0.f0 AS REAL) >= CAST('30000.0' AS REAL) * CAST(shopcrm_f0.f1 AS REAL)
+      AND CAST(shopcrm_f0.f0 AS REAL) <= CAST('80000.5' AS REAL) * CAST(shopcrm_f0.f1 AS REAL)
     )
     AND (
       shopcrm_f1.f2 < '2026-03-01 12:00:00.000'
