@@ -135,7 +135,7 @@ def test_the_positional_constructors_build_what_the_classes_build() -> None:
     with pytest.raises(attrs.exceptions.FrozenInstanceError):
         made.key = "other"  # type: ignore[misc]
     left = {"customer_id": 1, "campaign_id": "sale", "step": "main", "reason": "holdout", "detail": "", "key": "k",
-            "occurrence": "once", "due_at": NOW}
+            "occurrence": "once", "due_at": NOW, "send_at": NOW}
     assert _new_suppression(*left.values()) == Suppression(**left)
 
     @attrs.frozen
