@@ -65,17 +65,31 @@ def test_an_order_event_without_an_order_id_is_no_order_when_orders_are_counted_
 
 
 def test_an_order_counted_by_id_is_placed_at_its_first_event() -> None:
-    """A later event of an order (a re-sent order_completed) moves neither R nor F: the order was placed at its
-    first event, which may lie before the lookback."""
+    """A later event of an order (a re-sent order_completed) moves none of R, F and M: the order was placed at its
+    first event, which may lie before the lookback, and its amount is that event's (as a conversion's revenue in
+    measurement.md), counted once."""
     customers = [{"customer_id": c} for c in "st"]
     events = [ev("s", "order_completed", D * 5, amount=3, order_id="A"), ev("s", "order_completed", D, amount=3, order_id="A"),
               ev("t", "order_completed", D * 400, amount=9, order_id="B"), ev("t", "order_completed", D * 10, amount=9, order_id="B")]
     got = rows(customers, events, order_id_property="order_id")
     s, t = got["s"], got["t"]
-    assert (s.orders, s.frequency, s.monetary, s.recency_days, s.r_score) == (1, 1, 6, 5.0, 1)
-    # t's only order was placed 400 days ago: outside the lookback, so t has no RFM scores (its M still counts
-    # the event inside the lookback)
-    assert (t.orders, t.frequency, t.monetary, t.recency_days, t.r_score, t.rfm_segment) == (1, 0, 9, 400.0, None, None)
+    assert (s.orders, s.frequency, s.monetary, s.recency_days, s.r_score) == (1, 1, 3, 5.0, 1)
+    # t's only order was placed 400 days ago: outside the lookback, so t has no RFM scores and no M
+    assert (t.orders, t.frequency, t.monetary, t.recency_days, t.r_score, t.rfm_segment) == (1, 0, 0, 400.0, None, None)
+
+
+def test_an_order_counted_by_id_has_the_amount_of_its_first_event() -> None:
+    """Of an order's events the first one's amount counts; at one instant the larger (a missing amount the
+    smallest), and a first event without an amount adds nothing even if a later one has one."""
+    customers = [{"customer_id": c} for c in "uvw"]
+    events = [ev("u", "order_completed", D * 3, amount=10, order_id="A"), ev("u", "order_completed", D * 2, amount=99, order_id="A"),
+              ev("u", "order_completed", D * 2, amount=5, order_id="B"),
+              ev("v", "order_completed", D * 3, amount=4, order_id="C"), ev("v", "order_completed", D * 3, amount=8, order_id="C"),
+              ev("v", "order_completed", D * 3, amount=None, order_id="C"),
+              ev("w", "order_completed", D * 3, amount=None, order_id="E"), ev("w", "order_completed", D, amount=50, order_id="E"),
+              ev("w", "order_completed", D * 2, amount=1, order_id="F")]
+    got = rows(customers, events, order_id_property="order_id")
+    assert {c: (got[c].frequency, got[c].monetary) for c in "uvw"} == {"u": (2, 15), "v": (1, 8), "w": (2, 1)}
 
 
 def test_moments_on_their_edges() -> None:

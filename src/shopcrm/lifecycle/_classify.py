@@ -49,7 +49,7 @@ class CustomerFacts:
     signed_up_at: datetime | None
     cart_abandoned: bool
     frequency: int  # orders placed inside the RFM lookback
-    monetary: Any  # sum of the amount of order events inside the lookback (with an id, when orders are counted by id)
+    monetary: Any  # sum of the amounts of the orders placed inside the lookback (by id: each first event's)
     last_order_in_lookback: datetime | None  # when the last order placed inside the lookback was placed
 
 
@@ -65,20 +65,26 @@ def customer_facts(customer: Mapping[str, Any], events: Iterable[Mapping[str, An
     lookback_start = now - policy.rfm_lookback
     if policy.order_id_property:
         # orders are the distinct non-null ids, each placed at its first event: an order event without an id is no
-        # order (no stage, R, F or M), and a later event of an order placed earlier moves nothing
-        order_rows = [(ts, e) for ts, e in order_events if e.get(policy.order_id_property) is not None]
-        first_seen: dict[Any, datetime] = {}
-        for ts, e in order_rows:
-            first_seen.setdefault(e[policy.order_id_property], ts)
-        order_times = tuple(sorted(first_seen.values()))
+        # order (no stage, R, F or M), and a later event of an order placed earlier moves nothing (not even its
+        # order); its amount is its first event's (at one instant the largest; a missing amount the smallest), as a
+        # conversion's revenue is in measurement.md, so a re-sent event adds nothing to M
+        first_seen: dict[Any, tuple[datetime, Any]] = {}
+        for ts, e in order_events:
+            oid = e.get(policy.order_id_property)
+            if oid is None:
+                continue
+            amount = e.get(policy.amount_property)
+            seen = first_seen.get(oid)
+            if seen is None or (seen[0] == ts and amount is not None and (seen[1] is None or amount > seen[1])):
+                first_seen[oid] = (ts, amount)
+        orders = sorted(first_seen.values(), key=lambda order: order[0])
     else:
-        order_rows = order_events
-        order_times = tuple(ts for ts, _ in order_rows)
-    placed = [ts for ts in order_times if ts > lookback_start]  # the orders placed inside the lookback
+        orders = [(ts, e.get(policy.amount_property)) for ts, e in order_events]
+    order_times = tuple(ts for ts, _ in orders)
+    placed = [(ts, amount) for ts, amount in orders if ts > lookback_start]  # the orders placed inside the lookback
     frequency = len(placed)
-    recent = [(ts, e) for ts, e in order_rows if ts > lookback_start]
-    amounts = [e.get(policy.amount_property) for _, e in recent]
-    monetary = sum(a for a in amounts if a is not None)
+    # a left fold in event order, as the engines add
+    monetary = sum((amount for _, amount in placed if amount is not None), start=0)
     activity = [ts for ts, e in past if e["event"] in policy.activity_events]
     signed = customer.get(policy.signed_up_attribute)
     signed_up_at = to_utc_naive(signed) if signed is not None else None
@@ -99,7 +105,7 @@ def customer_facts(customer: Mapping[str, Any], events: Iterable[Mapping[str, An
         cart_abandoned=cart_abandoned,
         frequency=frequency,
         monetary=monetary,
-        last_order_in_lookback=placed[-1] if placed else None,
+        last_order_in_lookback=placed[-1][0] if placed else None,
     )
 
 

@@ -198,6 +198,21 @@ class _Lifecycle:
             for r, cells in by_r.items()
         ])
 
+    def orders_by_id(self, events: str, first: str) -> tuple[exp.Select, exp.Select]:
+        """The CTE ``first`` (each order's id and first instant) and the query of one row per order
+        (``customer_id, ts, amount``) over the CTE ``events`` (``customer_id, ts, amount, oid``, order events):
+        an order is placed at its first event and has that event's amount, at one instant the largest (MAX skips
+        a missing one), as a conversion has in measurement.md; an event without an id is no order."""
+        firsts = exp.select(_col("customer_id"), _col("oid"), exp.alias_(exp.Min(this=_col("ts")), "ts")).from_(events).where(
+            exp.Not(this=exp.Is(this=_col("oid"), expression=exp.Null()))).group_by(_col("customer_id"), _col("oid"))
+        same = _and([exp.EQ(this=_col(c, "o"), expression=_col(c, "f")) for c in ("customer_id", "oid", "ts")])
+        orders = exp.select(
+            exp.alias_(_col("customer_id", "f"), "customer_id"), exp.alias_(_col("ts", "f"), "ts"),
+            exp.alias_(exp.Max(this=_col("amount", "o")), "amount"),
+        ).from_(exp.to_table(first).as_("f")).join(exp.to_table(events).as_("o"), on=same).group_by(
+            _col("customer_id", "f"), _col("oid", "f"), _col("ts", "f"))
+        return firsts, orders
+
     def build_rfm(self) -> exp.Select:
         """Recency, frequency, monetary, scores and segment of every customer with an order in the lookback."""
         p = self.p
@@ -214,29 +229,20 @@ class _Lifecycle:
         amount = exp.Coalesce(this=exp.Sum(this=_col(p.amount_property, "e") if has_amount else _no_amount()), expressions=[_num(0)])
         extra: list[tuple[str, exp.Expression]] = []
         if has_id and p.order_id_property:
-            # orders are the distinct ids, each placed at its first event (which may lie before the lookback); an
-            # order event without an id is no order. F and R: the orders placed inside the lookback; M: the order
-            # events with an id inside it
-            has = exp.Not(this=exp.Is(this=_col(p.order_id_property, "e"), expression=exp.Null()))
-            placed = exp.select(
-                exp.alias_(_col("customer_id", "e"), "customer_id"), exp.alias_(exp.Min(this=e_ts.copy()), "ts"),
-            ).from_(self.table("events", "e")).where(_and([*orders_before_now, has])).group_by(
-                _col("customer_id", "e"), _col(p.order_id_property, "e"))
-            money = exp.select(exp.alias_(_col("customer_id", "e"), "customer_id"), exp.alias_(amount, "monetary")).from_(
-                self.table("events", "e")).where(_and([*[c.copy() for c in orders_before_now], has.copy(), in_lookback])).group_by(
-                _col("customer_id", "e"))
-            counted = exp.select(
+            # orders are the distinct ids, each placed at its first event (which may lie before the lookback) with
+            # that event's amount (orders_by_id). R, F and M: the orders placed inside the lookback
+            o = exp.select(
+                exp.alias_(_col("customer_id", "e"), "customer_id"), exp.alias_(e_ts.copy(), "ts"),
+                exp.alias_(_col(p.amount_property, "e") if has_amount else _no_amount(), "amount"),
+                exp.alias_(_col(p.order_id_property, "e"), "oid"),
+            ).from_(self.table("events", "e")).where(_and(orders_before_now))
+            firsts, placed = self.orders_by_id("shopcrm_rfm_o", "shopcrm_rfm_first")
+            facts = exp.select(
                 _col("customer_id"), exp.alias_(exp.Max(this=_col("ts")), "last_lb"), exp.alias_(exp.Count(this=exp.Star()), "frequency"),
+                exp.alias_(exp.Coalesce(this=exp.Sum(this=_col("amount")), expressions=[_num(0)]), "monetary"),
             ).from_("shopcrm_rfm_orders").where(exp.GT(this=_col("ts"), expression=self.at(self.now - p.rfm_lookback))).group_by(
                 _col("customer_id"))
-            facts = exp.select(
-                _col("customer_id", "k"), _col("last_lb", "k"), _col("frequency", "k"),
-                exp.alias_(exp.Coalesce(this=_col("monetary", "mo"), expressions=[_num(0)]), "monetary"),
-            ).from_(counted.subquery("k")).join(
-                exp.to_table("shopcrm_rfm_money").as_("mo"), on=exp.EQ(this=_col("customer_id", "k"), expression=_col("customer_id", "mo")),
-                join_type="left",
-            )
-            extra = [("shopcrm_rfm_orders", placed), ("shopcrm_rfm_money", money)]
+            extra = [("shopcrm_rfm_o", o), ("shopcrm_rfm_first", firsts), ("shopcrm_rfm_orders", placed)]
         else:
             facts = exp.select(
                 exp.alias_(_col("customer_id", "e"), "customer_id"),
@@ -331,13 +337,10 @@ class _Lifecycle:
             ])
         )
         # one row per order
+        firsts: list[tuple[str, exp.Expression]] = []
         if has_id:
-            orders = (
-                exp.select(_col("customer_id"), exp.alias_(exp.Min(this=_col("ts")), "ts"))
-                .from_("shopcrm_o")
-                .where(exp.Not(this=exp.Is(this=_col("oid"), expression=exp.Null())))
-                .group_by(_col("customer_id"), _col("oid"))
-            )
+            first, orders = self.orders_by_id("shopcrm_o", "shopcrm_first")
+            firsts = [("shopcrm_first", first)]
         else:
             orders = exp.select(_col("customer_id"), _col("ts")).from_("shopcrm_o")
         lagged = exp.select(
@@ -368,25 +371,23 @@ class _Lifecycle:
                 "last_cart",
             ),
         ]
-        ctes: list[tuple[str, exp.Expression]] = [("shopcrm_o", o), ("shopcrm_orders", orders), ("shopcrm_gaps", gaps)]
+        ctes: list[tuple[str, exp.Expression]] = [("shopcrm_o", o), *firsts, ("shopcrm_orders", orders), ("shopcrm_gaps", gaps)]
         if has_id:
-            # orders are the distinct ids, each placed at its first event (shopcrm_orders): F counts and R reads
-            # the orders placed inside the lookback; M sums the order events with an id inside it. An order event
-            # without an id is no order (the cart moment still reads every order event: last_order_event)
-            an_order = _and([in_lookback, exp.Not(this=exp.Is(this=_col("oid"), expression=exp.Null()))])
+            # orders are the distinct ids, each placed at its first event with its amount (shopcrm_orders): R, F
+            # and M read the orders placed inside the lookback. An order event without an id is no order (the cart
+            # moment still reads every order event: last_order_event)
             order_stats = exp.select(
-                _col("customer_id"),
-                exp.alias_(exp.Max(this=_col("ts")), "last_order_event"),
-                exp.alias_(exp.Coalesce(this=exp.Sum(this=_case((an_order, _col("amount")))), expressions=[_num(0)]), "monetary"),
+                _col("customer_id"), exp.alias_(exp.Max(this=_col("ts")), "last_order_event"),
             ).from_("shopcrm_o").group_by(_col("customer_id"))
-            placed = in_lookback.copy()
+            placed = in_lookback
             order_count = exp.select(
                 _col("customer_id"), exp.alias_(exp.Count(this=exp.Star()), "n_orders"), exp.alias_(exp.Max(this=_col("ts")), "last_order"),
                 exp.alias_(exp.Count(this=_case((placed, _num(1)))), "frequency"),
                 exp.alias_(exp.Max(this=_case((placed.copy(), _col("ts")))), "last_lb"),
+                exp.alias_(exp.Coalesce(this=exp.Sum(this=_case((placed.copy(), _col("amount")))), expressions=[_num(0)]), "monetary"),
             ).from_("shopcrm_orders").group_by(_col("customer_id"))
             order_facts = exp.select(
-                _col("customer_id", "oc"), _col("last_lb", "oc"), _col("frequency", "oc"), _col("monetary", "os"),
+                _col("customer_id", "oc"), _col("last_lb", "oc"), _col("frequency", "oc"), _col("monetary", "oc"),
             ).from_(exp.to_table("shopcrm_order_count").as_("oc")).join(
                 exp.to_table("shopcrm_order_stats").as_("os"),
                 on=exp.EQ(this=_col("customer_id", "oc"), expression=_col("customer_id", "os")), join_type="left",
@@ -465,7 +466,7 @@ class _Lifecycle:
                 exp.alias_(last_seen, "last_seen"),
                 exp.alias_(recency, "recency_us"),
                 exp.alias_(exp.Coalesce(this=fact("frequency", "oc"), expressions=[_num(0)]), "frequency"),
-                exp.alias_(exp.Coalesce(this=fact("monetary", "os"), expressions=[_num(0)]), "monetary"),
+                exp.alias_(exp.Coalesce(this=fact("monetary", "oc"), expressions=[_num(0)]), "monetary"),
                 exp.alias_(_col("score", "rs"), "r_score"),
                 exp.alias_(_col("score", "fs"), "f_score"),
                 exp.alias_(_col("score", "ms"), "m_score"),
