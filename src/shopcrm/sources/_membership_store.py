@@ -50,6 +50,17 @@ def _stamp(value: datetime) -> str:
     return value.isoformat(sep=" ", timespec="microseconds")
 
 
+def _moved(candidates: Sequence[str], kept: Mapping[str, str], new: Mapping[str, datetime]
+           ) -> tuple[list[str], dict[str, datetime]]:
+    """Of a segment's candidates (ids as stored), those whose kept next change (``kept``: as stored) must be
+    deleted, and of their ``new`` next changes those to write: a kept row stays only when its customer's next
+    change is the same instant.  The kept instants are read back (``fromisoformat``, a sixth of the cost of
+    writing one), so only the rows written are stamped."""
+    instants = {key: datetime.fromisoformat(at) for key, at in kept.items()}
+    gone = [key for key in candidates if key in instants and new.get(key) != instants[key]]
+    return gone, {key: at for key, at in new.items() if instants.get(key) != at}
+
+
 @functools.lru_cache(maxsize=1 << 20)
 def _stored(customer_id: Any, kind: str) -> str:
     return json.dumps(customer_id)
@@ -396,7 +407,7 @@ class SQLMembershipStore(MembershipStore):
             # candidates whose kept next change went away or moved are deleted, and only the new or moved ones
             # written (the table has no key there: one row per customer is kept by deleting first)
             # every id and instant encoded once, as stored
-            fresh = {_key(c): _stamp(v) for c, v in changes.items()}
+            new = {_key(c): v for c, v in changes.items()}
             gone: list[str] | None = None if candidates is None else [_key(c) for c in candidates]
             if sparing and gone:
                 kept: dict[str, str] = {}
@@ -405,9 +416,8 @@ class SQLMembershipStore(MembershipStore):
                         kept.update((str(c), str(v)) for c, v in self._run(
                             f"SELECT customer_id, next_change_at FROM {self.CHANGES} WHERE segment = {p} AND {condition}",
                             [segment, *params]))
-                # a kept row stays only when its customer's next change is the same instant
-                gone = [key for key in gone if key in kept and fresh.get(key) != kept[key]]
-                fresh = {key: instant for key, instant in fresh.items() if kept.get(key) != instant}
+                gone, new = _moved(gone, kept, new)
+            fresh = {key: _stamp(instant) for key, instant in new.items()}
             if gone is None:
                 self._run(f"DELETE FROM {self.CHANGES} WHERE segment = {p}", (segment,))
             elif gone:
@@ -470,10 +480,10 @@ class SQLMembershipStore(MembershipStore):
             gone: list[tuple[str, str]] = []
             fresh: list[tuple[str, str, str]] = []
             for one in sparing:
-                mine = kept[one.segment]
-                new = {as_stored(c): _stamp(v) for c, v in one.changes.items()}
-                gone += [(one.segment, key) for key in candidates[one.segment] if key in mine and new.get(key) != mine[key]]
-                fresh += [(one.segment, key, at) for key, at in new.items() if mine.get(key) != at]
+                went, moved = _moved(candidates[one.segment], kept[one.segment],
+                                     {as_stored(c): v for c, v in one.changes.items()})
+                gone += [(one.segment, key) for key in went]
+                fresh += [(one.segment, key, _stamp(at)) for key, at in moved.items()]
             if gone:
                 self._run(f"DELETE FROM {self.CHANGES} USING {pairs} WHERE {self.CHANGES}.segment = x.s AND "
                           f"{self.CHANGES}.customer_id = x.k", [list(column) for column in zip(*gone, strict=True)])
