@@ -5,8 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from shopcrm.timeline import TsBound, age_bounds, parse_duration, to_utc_naive
+from shopcrm.timeline import TsBound, age_bounds, iso_duration, parse_duration, to_utc_naive
 
 
 @pytest.mark.parametrize(
@@ -28,6 +30,21 @@ def test_months_and_years_are_rejected_with_the_reason(text: str) -> None:
 def test_other_nonsense_is_rejected_with_examples(text: str) -> None:
     with pytest.raises(ValueError, match="use forms like"):
         parse_duration(text)
+
+
+@given(st.timedeltas(min_value=timedelta(0), max_value=timedelta(days=20_000)))
+def test_a_duration_written_in_days_reads_back_exactly(value: timedelta) -> None:
+    """``iso_duration`` never writes years (pydantic writes 365 days as ``P1Y``, which no parse accepts)."""
+    text = iso_duration(value)
+    assert "Y" not in text
+    assert parse_duration(text) == value
+
+
+def test_iso_seconds_may_have_a_fraction() -> None:
+    assert parse_duration("PT1.5S") == timedelta(seconds=1.5)
+    assert parse_duration("P2DT0.000001S") == timedelta(days=2, microseconds=1)
+    assert iso_duration(timedelta(days=365)) == "P365D"
+    assert iso_duration(timedelta(0)) == "P0D"
 
 
 def test_instants_are_naive_utc() -> None:

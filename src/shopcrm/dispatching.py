@@ -40,6 +40,7 @@ import attrs
 
 from shopcrm.campaigns import Campaign, MessagingPolicy
 from shopcrm.campaigns._friendtalk import brand_message_for
+from shopcrm.campaigns._models import stored_campaign
 from shopcrm.campaigns._planner import allowed_from, consent_block, needs_recheck
 from shopcrm.campaigns._policy import CONSENT_GROUP
 from shopcrm.channels import (
@@ -427,7 +428,7 @@ class Dispatcher:
     def _max_delay(self, campaign_id: str) -> timedelta:
         if campaign_id not in self._max_delays:  # read the campaigns once per campaign this dispatcher meets
             for found, document, _ in self.store.campaigns():
-                self._max_delays[found] = Campaign.model_validate_json(document).max_delay
+                self._max_delays[found] = stored_campaign(document).max_delay
             # a deleted campaign's messages keep the default allowance (remembered: not read again per batch)
             self._max_delays.setdefault(campaign_id, Campaign.model_fields["max_delay"].default)
         return self._max_delays[campaign_id]

@@ -17,6 +17,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, overload
 
 from shopcrm.campaigns import Campaign, MessagingPolicy
+from shopcrm.campaigns._models import stored_campaign
 from shopcrm.campaigns._preview import Preview
 from shopcrm.compiler import compile_counts, compile_members, render
 from shopcrm.dsl import Rule, parse_rule, resolve_segments
@@ -669,13 +670,13 @@ class Shop:
         """The campaign saved under ``campaign_id``."""
         for found, document, _ in self.source.campaign_store().campaigns():
             if found == campaign_id:
-                return Campaign.model_validate_json(document)
+                return stored_campaign(document)
         known = [c for c, _, _ in self.source.campaign_store().campaigns()]
         raise KeyError(f"no campaign {campaign_id!r}; saved campaigns: {', '.join(known) or 'none'}")
 
     def campaigns(self) -> list[Campaign]:
         """Every saved campaign, by id."""
-        return [Campaign.model_validate_json(d) for _, d, _ in self.source.campaign_store().campaigns()]
+        return [stored_campaign(d) for _, d, _ in self.source.campaign_store().campaigns()]
 
     def delete_campaign(self, campaign_id: str) -> None:
         """Delete a campaign (what it planned stays in the outbox)."""

@@ -48,7 +48,7 @@ from shopcrm.campaigns import (
     WaitUntil,
     plan,
 )
-from shopcrm.campaigns._models import reentry_blocks
+from shopcrm.campaigns._models import reentry_blocks, stored_campaign
 from shopcrm.campaigns._planner import (
     KeyCache,
     due_occurrence,
@@ -1029,7 +1029,7 @@ def tick(shop: ShopView, now: datetime, *, dry_run: bool = False, progress: bool
 
     when = to_utc_naive(now)
     store = shop.source.campaign_store()
-    campaigns = [(Campaign.model_validate_json(document), saved) for _, document, saved in store.campaigns()]
+    campaigns = [(stored_campaign(document), saved) for _, document, saved in store.campaigns()]
     policy = shop.messaging_policy
     collecting = gc.isenabled()
     with paused_gc(), bar(progress, total=sum(1 for c, _ in campaigns if c.enabled) + 2, desc="tick") as shown:

@@ -17,17 +17,33 @@ import attrs
 
 __all__ = [
     "TsBound",
+    "iso_duration",
     "parse_duration",
     "to_utc_naive",
 ]
 
 _SHORT = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
 _ISO = re.compile(
-    r"^P(?:(?P<w>\d+)W)?(?:(?P<d>\d+)D)?(?:T(?:(?P<h>\d+)H)?(?:(?P<m>\d+)M)?(?:(?P<s>\d+)S)?)?$"
+    r"^P(?:(?P<w>\d+)W)?(?:(?P<d>\d+)D)?(?:T(?:(?P<h>\d+)H)?(?:(?P<m>\d+)M)?(?:(?P<s>\d+(?:\.\d{1,6})?)S)?)?$"
 )
 _ISO_CALENDAR = re.compile(r"^P(?:\d+Y)?(?:\d+M)?(?:\d+W)?(?:\d+D)?(?:T.*)?$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 DURATION_HINT = "use forms like '30d', '12h', 'P30D'"
+
+
+def iso_duration(value: timedelta) -> str:
+    """``value`` as ISO 8601 in days, hours, minutes and seconds (``"P400DT5S"``, ``"PT1.5S"``), which
+    :func:`parse_duration` reads back exactly.  (pydantic writes 365 days as ``"P1Y"``, a year this library refuses to
+    read as a duration.)"""
+    if value < timedelta(0):
+        raise ValueError(f"{value!r} is negative: a duration here is at least 0")
+    minutes, seconds = divmod(value.seconds, 60)
+    hours, minutes = divmod(minutes, 60)
+    second = f"{seconds}.{value.microseconds:06d}".rstrip("0") if value.microseconds else str(seconds)
+    clock = "".join(f"{n}{unit}" for n, unit in ((hours, "H"), (minutes, "M")) if n)
+    clock += f"{second}S" if value.seconds % 60 or value.microseconds else ""
+    day = f"{value.days}D" if value.days else ""
+    return f"P{day}T{clock}" if clock else f"P{day or '0D'}"
 
 
 def parse_duration(text: str) -> timedelta:
@@ -42,13 +58,15 @@ def parse_duration(text: str) -> timedelta:
         return timedelta(seconds=int(short.group(1)) * _UNIT_SECONDS[short.group(2)])
     iso = _ISO.match(text.strip().upper())
     if iso and text.strip().upper() not in ("P", "PT") and any(iso.groupdict().values()):
-        parts = {k: int(v) for k, v in iso.groupdict().items() if v}
+        parts = {k: int(v) for k, v in iso.groupdict().items() if v and k != "s"}
+        seconds, _, fraction = (iso.group("s") or "0").partition(".")
         return timedelta(
             weeks=parts.get("w", 0),
             days=parts.get("d", 0),
             hours=parts.get("h", 0),
             minutes=parts.get("m", 0),
-            seconds=parts.get("s", 0),
+            seconds=int(seconds),
+            microseconds=int(fraction.ljust(6, "0")) if fraction else 0,
         )
     stripped = text.strip()
     if re.match(r"^\d+\s*(mo|mon|month|months|y|yr|year|years|M|Y)$", stripped) or (

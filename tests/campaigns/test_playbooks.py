@@ -160,4 +160,6 @@ def test_a_playbook_adapts_without_touching_the_original() -> None:
         # issue 14
         "pending_payment", "cart_price_drop", "wishlist_low_stock", "grade_changed", "points_earned", "points_expiring",
         "membership_savings", "personal_gift", "last_chance_sale", "review_cross_sell",
+        # the consent notices (K8, K9)
+        "consent_reconfirmation", "consent_result",
     ]

@@ -30,7 +30,7 @@ from shopcrm.tracking import TrackingPolicy
 
 ZONE = "Asia/Seoul"
 D0 = datetime(2026, 11, 23)  # a Monday, local time; day 8 is the 1st of December
-NEW = list(PLAYBOOKS)[11:]
+NEW = list(PLAYBOOKS)[11:21]  # the consent notices after them: tests/campaigns/test_playbooks_consent.py
 TRACKING = TrackingPolicy(base_url="https://shop.example.com/r", secret="a-test-secret-of-enough-bytes")
 
 

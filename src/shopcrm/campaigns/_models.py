@@ -10,6 +10,7 @@ event: wait, branch, send; exit events; re-entry rule).
 from __future__ import annotations
 
 import re
+from contextvars import ContextVar
 from datetime import datetime, time, timedelta
 from typing import Annotated, Any, Literal, Union, get_args
 
@@ -18,6 +19,7 @@ from pydantic import (
     ConfigDict,
     Discriminator,
     Field,
+    PlainSerializer,
     Tag,
     ValidationError,
     field_validator,
@@ -27,7 +29,7 @@ from pydantic import (
 from shopcrm.campaigns._friendtalk import brand_messages_for
 from shopcrm.dsl import Everyone, Rule, parse_rule
 from shopcrm.errors import CampaignError
-from shopcrm.timeline import parse_duration
+from shopcrm.timeline import iso_duration, parse_duration
 
 __all__ = [
     "CHANNELS",
@@ -65,18 +67,31 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+#: a campaign document saved by shopcrm 0.x before durations were written in days: pydantic wrote 365 days as
+#: ``P1Y`` (``P<years>Y<days>D...``, a year being 365 days), which :func:`stored_campaign` reads back
+_PYDANTIC_YEARS = re.compile(r"^P(\d+)Y((?:\d+D)?(?:T.*)?)$")
+_reading_stored: ContextVar[bool] = ContextVar("shopcrm_reading_stored_campaign", default=False)
+
+
 def _duration(value: Any, what: str) -> timedelta:
     if isinstance(value, timedelta):
         return value
     if not isinstance(value, str):
         raise ValueError(f"{what} is a duration such as '30m', '1d' or 'P1D', not {value!r}")
+    years = _PYDANTIC_YEARS.match(value) if _reading_stored.get() else None
+    if years is not None:
+        rest = years.group(2)
+        return timedelta(days=365 * int(years.group(1))) + (parse_duration(f"P{rest}") if rest else timedelta(0))
     try:
         return parse_duration(value)
     except ValueError:
         raise ValueError(f"{what}: {value!r} is not a duration; use forms like '30m', '1d', 'P1D'") from None
 
 
-Reentry = Literal["once", "every_time"] | timedelta
+#: a duration, written to JSON in days (``"P400D"``): pydantic's own form counts years (``"P1Y35D"``), which the
+#: duration parser refuses (a year has no fixed length), so a saved campaign could not be read back
+Duration = Annotated[timedelta, PlainSerializer(iso_duration, return_type=str, when_used="json")]
+Reentry = Literal["once", "every_time"] | Duration
 
 
 def reentry_blocks(reentry: Reentry, last: datetime | None, at: datetime) -> bool:
@@ -245,7 +260,7 @@ class Recurring(_Frozen):
 class Wait(_Frozen):
     """``{"wait": "1d"}``: wait a duration."""
 
-    wait: timedelta
+    wait: Duration
 
     @field_validator("wait", mode="before")
     @classmethod
@@ -390,7 +405,7 @@ class Campaign(_Frozen):
     holdout_percent: float = Field(default=0, ge=0, lt=100)
     schedule: Schedule
     priority: int = 0
-    max_delay: timedelta = timedelta(days=1)
+    max_delay: Duration = timedelta(days=1)
     enabled: bool = True
 
     @field_validator("id")
@@ -453,6 +468,15 @@ class Campaign(_Frozen):
 
     def to_json(self) -> str:
         return self.model_dump_json(by_alias=True)
+
+
+def stored_campaign(document: str | bytes) -> Campaign:
+    """A campaign as a store keeps it (its JSON): also one saved before durations were written in days."""
+    token = _reading_stored.set(True)
+    try:
+        return Campaign.model_validate_json(document)
+    finally:
+        _reading_stored.reset(token)
 
 
 def parse_campaign(document: Campaign | dict[str, Any] | str | bytes) -> Campaign:

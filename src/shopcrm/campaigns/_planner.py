@@ -1299,7 +1299,7 @@ class _ContextView(Mapping[str, Any]):
         if name == "campaign":
             return {"id": self._campaign.id, "name": self._campaign.name, "step": self._step}
         if name == "shop":
-            return {"name": self._policy.sender_name, "contact": self._policy.sender_contact}
+            return shop_values(self._policy)
         if name == "now":
             return local(self._due_at, self._zone)
         if name == "event" and self._event is not None:
@@ -1335,18 +1335,24 @@ class _ContextView(Mapping[str, Any]):
         return len(self._names())
 
 
+def shop_values(policy: MessagingPolicy) -> dict[str, str]:
+    """What a template sees as ``shop``: the sender's name and contact and the free opt-out number (the K8
+    re-confirmation and K9 result notices name them in an informational message, which gets no ad lines)."""
+    return {"name": policy.sender_name, "contact": policy.sender_contact, "opt_out_number": policy.opt_out_number}
+
+
 def message_context(
     recipient: Recipient, extra: Mapping[str, Any], campaign: Campaign, step: str, local_now: datetime,
     policy: MessagingPolicy, *, event: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """What a template sees: the customer's attributes, the shell's extra values (cart, coupons), and
-    ``customer_id``, ``campaign`` (id, name, step), ``shop`` (name, contact), ``now`` (local) and, in a
+    ``customer_id``, ``campaign`` (id, name, step), ``shop`` (name, contact, opt_out_number), ``now`` (local) and, in a
     scenario, ``event`` (the trigger event's properties)."""
     context: dict[str, Any] = dict(recipient.attributes)
     context.update(extra)
     context.setdefault("customer_id", recipient.customer_id)
     context["campaign"] = {"id": campaign.id, "name": campaign.name, "step": step}
-    context["shop"] = {"name": policy.sender_name, "contact": policy.sender_contact}
+    context["shop"] = shop_values(policy)
     context["now"] = local_now
     if event is not None:
         context["event"] = dict(event)

@@ -489,7 +489,67 @@ _BOOKS += [
     ),
 ]
 
-#: every playbook by name, in the order of a customer's life (the first eleven), then the ones issue 14 added
+_CONSENT_URL = "{{ consent_url | default('https://shop.example.com/my/consent') }}"
+
+_BOOKS += [
+    Playbook(
+        name="consent_reconfirmation",
+        title="광고성 정보 수신동의 재확인 (2년)",
+        situation="Advertising consent lapses two years after it was given or last re-confirmed (K8). Customers whose "
+                  "SMS consent is 700 to 729 days old hear, once, when they consented, that it is confirmed every "
+                  "two years, and how to keep it or withdraw (the free 080 number). Informational: a notice the law "
+                  "asks for, with no offer in it. Keeping the consent means the shop writes a new sms_consent_at.",
+        needs=("customer sms_consent_at (when the SMS consent was given or last re-confirmed)",
+               "MessagingPolicy sender_name and opt_out_number", "optional template value consent_url"),
+        document={
+            "id": "consent_reconfirmation", "name": "수신동의 재확인 안내", "purpose": "informational", "priority": 85,
+            "audience": {"attribute": "sms_consent_at", "ago": {"gte": "700d", "lt": "730d"}},
+            "channels": ["alimtalk", "sms"],
+            "variants": _variant(
+                "[{{ shop.name }}] {{ name }}님은 {{ sms_consent_at|date }}에 광고성 정보(문자) 수신에 동의하셨습니다. "
+                "관련 법령에 따라 2년마다 수신 동의 여부를 확인해 드립니다. 계속 받으시려면 " + _CONSENT_URL + " 에서 "
+                "동의를 다시 확인해 주세요. 원하지 않으시면 무료수신거부 {{ shop.opt_out_number }}",
+                alimtalk={
+                    "template_code": "SHOPCRM_CONSENT_RECONFIRM",
+                    "body": "[#{보낸이}] #{고객명}님은 #{동의일}에 광고성 정보 수신에 동의하셨습니다.\n"
+                            "관련 법령에 따라 2년마다 수신 동의 여부를 확인해 드립니다.\n"
+                            "계속 받기: #{확인링크}\n수신 거부: #{수신거부번호}",
+                    "variables": {"보낸이": "{{ shop.name }}", "고객명": "{{ name }}", "동의일": "{{ sms_consent_at|date }}",
+                                  "확인링크": _CONSENT_URL, "수신거부번호": "{{ shop.opt_out_number }}"},
+                },
+            ),
+            "schedule": {"kind": "recurring", "at": "10:00", "reentry": "365d"},
+        },
+    ),
+    Playbook(
+        name="consent_result",
+        title="수신동의·거부 처리 결과 안내",
+        situation="A customer's SMS advertising consent was given or withdrawn between two loads of the customers: "
+                  "the result, with its date and the sender, within the 14 days the law allows (K9), at the next "
+                  "10:00. Informational (an opted-out customer still gets it).",
+        needs=("event sms_consent_changed (old_sms_consent, new_sms_consent): shop.track_attribute('sms_consent') "
+               "writes them at each tick", "MessagingPolicy sender_name"),
+        document={
+            "id": "consent_result", "name": "수신동의 처리 결과", "purpose": "informational", "priority": 80,
+            "channels": ["alimtalk", "sms"], "max_delay": "13d",
+            "variants": _variant(
+                "[{{ shop.name }}] {{ name }}님, {{ event.ts|date }}에 광고성 정보(문자) 수신 "
+                "{{ '동의' if event.new_sms_consent else '거부' }} 처리가 완료되었습니다.",
+                alimtalk={
+                    "template_code": "SHOPCRM_CONSENT_RESULT",
+                    "body": "[#{보낸이}] #{고객명}님, 광고성 정보 수신 #{처리내용} 처리가 완료되었습니다.\n처리일: #{처리일}",
+                    "variables": {"보낸이": "{{ shop.name }}", "고객명": "{{ name }}", "처리일": "{{ event.ts|date }}",
+                                  "처리내용": "{{ '동의' if event.new_sms_consent else '거부' }}"},
+                },
+            ),
+            "schedule": {"kind": "triggered", "on": "sms_consent_changed", "reentry": "every_time",
+                         "steps": [{"wait_until": "10:00"}, {"send": "result"}]},
+        },
+    ),
+]
+
+#: every playbook by name, in the order of a customer's life (the first eleven), then the ones issue 14 added,
+#: then the consent notices (K8, K9)
 PLAYBOOKS: dict[str, Playbook] = {book.name: book for book in _BOOKS}
 
 
