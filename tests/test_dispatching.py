@@ -381,6 +381,9 @@ def test_a_provider_opt_out_stops_advertising_at_once_until_consent_is_given_aga
         solapi = SolapiChannel(api_key=KEY, api_secret=SECRET, sender="0215880000", pf_id=PF_ID, base_url=server.url)
         dispatch(shop, {"sms": solapi}, FakeClock(T0))
     assert shop.source.campaign_store().opt_outs() == {"c1": {"sms": T0}}
+    # written with the opt-out, in the same transaction: the event the K9 result notice sends on
+    assert shop.source.con.execute(  # type: ignore[attr-defined]
+        "SELECT customer_id, ts, channel FROM events WHERE event = 'opted_out'").fetchall() == [("c1", T0, "sms")]
     shop.save_campaign({"id": "next-sale", "purpose": "advertising", "channels": ["sms"],
                         "variants": [{"name": "a", "content": {"text": "{{ name }}님, 다음 세일"}}],
                         "schedule": {"kind": "one_off", "at": "2026-11-26T10:00:00"}}, now=T0)

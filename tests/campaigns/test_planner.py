@@ -76,6 +76,21 @@ def test_informational_messages_need_no_marketing_consent() -> None:
     assert "(광고)" not in result.messages[0].chain[0].text
 
 
+def test_a_template_sees_instants_in_the_recipients_local_time() -> None:
+    """Naive instants are UTC throughout the library; a message shows them as its recipient reads a clock: 23:30 UTC
+    on 24 November is 08:30 on the 25th in Seoul and 18:30 on the 24th in New York (aware values are converted)."""
+    from datetime import UTC
+
+    campaign = broadcast(purpose="informational", variants=[{"name": "a", "content": {
+        "text": "{{ joined_at|date('time') }} / {{ paid_at|date('time') }} / {{ name }}"}}])
+    joined, paid = datetime(2026, 11, 24, 23, 30), datetime(2026, 11, 24, 23, 30, tzinfo=UTC)
+    people = [person("seoul", attributes={"name": "S", "joined_at": joined, "paid_at": paid}),
+              person("ny", timezone="America/New_York", attributes={"name": "N", "joined_at": joined, "paid_at": paid})]
+    result = plan([campaign], state(people), now=MORNING, policy=POLICY)
+    texts = {m.customer_id: m.chain[0].text for m in result.messages}
+    assert texts == {"seoul": "11월 25일 08:30 / 11월 25일 08:30 / S", "ny": "11월 24일 18:30 / 11월 24일 18:30 / N"}
+
+
 def test_quiet_hours_defer_advertising_to_the_next_eight_oclock_unless_night_consent_or_email() -> None:
     campaign = broadcast(schedule={"kind": "one_off", "at": "2026-11-25T22:00:00"})
     people = [person("night", night_consent=True), person("day"),

@@ -60,7 +60,8 @@ LIVE = [  # arriving while the clock runs
     event("receiver", "order_delivered", kst(1, 15), order_id="V1"),
     event("regular", "order_completed", kst(2, 12), order_id="R3", amount=60_000),
     event("dropper", "price_dropped", kst(2, 22), product_name="패딩", old_price=100_000, new_price=80_000),
-    event("holder", "coupon_expiring", kst(3, 9), coupon_name="겨울 쿠폰", expires_at=kst(4, 0)),
+    event("holder", "coupon_expiring", kst(3, 9), coupon_name="겨울 쿠폰",
+          expires_at=kst(4, 0) - timedelta(seconds=1)),  # the end of the 26th, Seoul time
 ]
 
 
@@ -161,5 +162,5 @@ def test_a_playbook_adapts_without_touching_the_original() -> None:
         "pending_payment", "cart_price_drop", "wishlist_low_stock", "grade_changed", "points_earned", "points_expiring",
         "membership_savings", "personal_gift", "last_chance_sale", "review_cross_sell",
         # the consent notices (K8, K9)
-        "consent_reconfirmation", "consent_result",
+        "consent_reconfirmation", "opt_out_result", "consent_result",
     ]

@@ -39,6 +39,7 @@ CUSTOMERS = [
     person("unknown", None),  # no consent time: nothing to count from
     person("withdrawer", 300),
     person("joiner", None, sms_consent=False),
+    person("leaver", 200),
 ]
 
 
@@ -49,7 +50,8 @@ def run() -> dict[str, Any]:
     shop.load_customers(CUSTOMERS)
     shop.load_events([{"customer_id": "due", "event": "session_started", "ts": kst(-1, 9)}])
     shop.track_attribute("sms_consent", now=kst(0, 0) - timedelta(minutes=2))
-    shop.enable_playbook("consent_reconfirmation", now=kst(0, 0) - timedelta(minutes=1))
+    for name in ("consent_reconfirmation", "opt_out_result"):
+        shop.enable_playbook(name, now=kst(0, 0) - timedelta(minutes=1))
     # before the first change the events have no new_sms_consent column: saved, with a warning that says so
     with pytest.warns(CampaignWarning, match="new_sms_consent"):
         shop.enable_playbook("consent_result", now=kst(0, 0) - timedelta(minutes=1))
@@ -59,6 +61,8 @@ def run() -> dict[str, Any]:
         if now == kst(1, 22):  # the customers are loaded again: one withdrew, one consented
             shop.load_customers([person("withdrawer", 300, sms_consent=False),
                                  person("joiner", 0.5, sms_consent=True, sms_consent_at=kst(1, 21))])
+        if now == kst(2, 9):  # an 080 call, recorded a little late (at 09:00, for 08:30)
+            shop.record_opt_out("leaver", "sms", at=kst(2, 8.5), reason="080 수신거부")
         messages += shop.tick(now=now).messages
     return {"shop": shop, "messages": messages}
 
@@ -104,3 +108,16 @@ def test_the_result_of_a_withdrawal_or_a_consent_is_told_the_next_morning(run: d
     assert "수신 동의 처리가 완료" in texts["joiner"]
     assert all(text.startswith("[하늘상점]") and korean_date(kst(1, 22)) in text for text in texts.values())
 
+
+
+def test_a_recorded_opt_out_is_an_event_and_its_result_is_told(run: dict[str, Any]) -> None:
+    events = run["shop"].source.con.execute(
+        "SELECT customer_id, ts, channel, reason FROM events WHERE event = 'opted_out'").fetchall()
+    assert events == [("leaver", kst(2, 8.5), "sms", "080 수신거부")]
+    assert sent(run, "opt_out_result") == [("leaver", D0 + timedelta(days=2, hours=10), "alimtalk")]
+    message = next(m for m in run["messages"] if m.campaign_id == "opt_out_result")
+    assert message.purpose == "informational"
+    assert message.chain[0].text.startswith("[하늘상점] 김하늘님, 요청하신 광고성 정보 수신거부가 처리되었습니다.")
+    assert "대상: 문자" in message.chain[0].text
+    assert "처리일: " + korean_date(kst(2, 8.5)) in message.chain[0].text
+    assert "문자 광고성 정보 수신거부가 처리되었습니다" in message.chain[1].text

@@ -77,7 +77,8 @@ LIVE = [
     event("wisher", "wishlist_item_low_stock", kst(2, 15), product_id="P8", name="캐시미어 니트", stock=3),
     *[{**dict.fromkeys(COLUMNS), **e} for e in grade_changed_events(BEFORE, CUSTOMERS[:8], at=kst(3, 9))],
     event("earner", "points_earned", kst(3, 14), points=1_500, balance=12_000),
-    event("expirer", "points_expiring", kst(4, 9), points=3_000, expires_at=kst(11, 0)),
+    event("expirer", "points_expiring", kst(4, 9), points=3_000,
+          expires_at=kst(11, 0) - timedelta(seconds=1)),  # the end of 3 December, Seoul time
     event("browser", "product_viewed", kst(3, 20), product_id="P9"),
     event("receiver", "order_delivered", kst(1, 15), order_id="V1", product_id="P5"),
     event("returner", "order_delivered", kst(1, 16), order_id="V2", product_id="P6"),

@@ -21,7 +21,7 @@ from bisect import bisect_right
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from importlib import import_module
 from itertools import accumulate, islice, repeat
 from typing import Any, TypeVar, cast
@@ -1303,12 +1303,13 @@ class _ContextView(Mapping[str, Any]):
         if name == "now":
             return local(self._due_at, self._zone)
         if name == "event" and self._event is not None:
-            return dict(self._event)
+            return in_zone(self._event, self._zone)
         if name in self._extra:
             return self._extra[name]
         attributes = self._recipient.attributes
         if name in attributes:
-            return attributes[name]
+            value = attributes[name]
+            return local_instant(value, self._zone) if isinstance(value, datetime) else value
         if name == "customer_id":
             return self._recipient.customer_id
         raise KeyError(name)
@@ -1335,6 +1336,20 @@ class _ContextView(Mapping[str, Any]):
         return len(self._names())
 
 
+def local_instant(value: datetime, zone: str) -> datetime:
+    """An instant as the recipient reads it: naive local time in ``zone`` (a naive instant is UTC, as everywhere in
+    the library; an aware one is converted), so ``{{ event.expires_at|date }}`` shows the recipient's date."""
+    if value.tzinfo is not None:
+        value = value.astimezone(UTC).replace(tzinfo=None)
+    return local(value, zone)
+
+
+def in_zone(values: Mapping[str, Any], zone: str) -> dict[str, Any]:
+    """``values`` (a customer's attributes, an event's properties) with every instant in ``zone``
+    (:func:`local_instant`)."""
+    return {k: local_instant(v, zone) if isinstance(v, datetime) else v for k, v in values.items()}
+
+
 def shop_values(policy: MessagingPolicy) -> dict[str, str]:
     """What a template sees as ``shop``: the sender's name and contact and the free opt-out number (the K8
     re-confirmation and K9 result notices name them in an informational message, which gets no ad lines)."""
@@ -1345,17 +1360,19 @@ def message_context(
     recipient: Recipient, extra: Mapping[str, Any], campaign: Campaign, step: str, local_now: datetime,
     policy: MessagingPolicy, *, event: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """What a template sees: the customer's attributes, the shell's extra values (cart, coupons), and
+    """What a template sees: the customer's attributes (instants in the recipient's local time), the shell's extra
+    values (cart, coupons), and
     ``customer_id``, ``campaign`` (id, name, step), ``shop`` (name, contact, opt_out_number), ``now`` (local) and, in a
     scenario, ``event`` (the trigger event's properties)."""
-    context: dict[str, Any] = dict(recipient.attributes)
+    zone = recipient.timezone or policy.timezone
+    context: dict[str, Any] = in_zone(recipient.attributes, zone)
     context.update(extra)
     context.setdefault("customer_id", recipient.customer_id)
     context["campaign"] = {"id": campaign.id, "name": campaign.name, "step": step}
     context["shop"] = shop_values(policy)
     context["now"] = local_now
     if event is not None:
-        context["event"] = dict(event)
+        context["event"] = in_zone(event, zone)
     return context
 
 

@@ -490,6 +490,8 @@ _BOOKS += [
 ]
 
 _CONSENT_URL = "{{ consent_url | default('https://shop.example.com/my/consent') }}"
+#: the consent group of an ``opted_out`` event, in Korean
+_GROUP = ("{{ {'sms': '문자', 'kakao': '카카오톡', 'email': '이메일', 'push': '앱 푸시'}.get(event.channel, '모든 채널의') }}")
 
 _BOOKS += [
     Playbook(
@@ -519,6 +521,32 @@ _BOOKS += [
                 },
             ),
             "schedule": {"kind": "recurring", "at": "10:00", "reentry": "365d"},
+        },
+    ),
+    Playbook(
+        name="opt_out_result",
+        title="수신거부 처리 결과 안내",
+        situation="An opt-out the library recorded (shop.record_opt_out: an 080 call; a one-click unsubscribe; a "
+                  "provider's opted-out code) is confirmed to the customer, with its date, the channel and the "
+                  "sender, at the next 10:00: within the 14 days the law allows (K9). Informational.",
+        needs=("event opted_out (channel: the consent group, reason): written with every recorded opt-out",
+               "MessagingPolicy sender_name"),
+        document={
+            "id": "opt_out_result", "name": "수신거부 처리 결과", "purpose": "informational", "priority": 80,
+            "channels": ["alimtalk", "sms"], "max_delay": "13d",
+            "variants": _variant(
+                "[{{ shop.name }}] {{ name }}님, {{ event.ts|date }}에 요청하신 " + _GROUP + " 광고성 정보 수신거부가 "
+                "처리되었습니다. 앞으로 광고성 정보를 보내 드리지 않습니다.",
+                alimtalk={
+                    "template_code": "SHOPCRM_OPT_OUT_RESULT",
+                    "body": "[#{보낸이}] #{고객명}님, 요청하신 광고성 정보 수신거부가 처리되었습니다.\n"
+                            "대상: #{대상}\n처리일: #{처리일}",
+                    "variables": {"보낸이": "{{ shop.name }}", "고객명": "{{ name }}", "대상": _GROUP,
+                                  "처리일": "{{ event.ts|date }}"},
+                },
+            ),
+            "schedule": {"kind": "triggered", "on": "opted_out", "reentry": "every_time",
+                         "steps": [{"wait_until": "10:00"}, {"send": "result"}]},
         },
     ),
     Playbook(

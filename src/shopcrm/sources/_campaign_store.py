@@ -329,6 +329,18 @@ def _quoted_ids(ids: Sequence[Any]) -> Any:
     return pc.binary_join_element_wise(pa.scalar('"'), found, pa.scalar('"'), "")
 
 
+#: the event each recorded opt-out writes (K9: its result is told to the customer within 14 days; the
+#: ``opt_out_result`` playbook sends on it)
+OPTED_OUT = "opted_out"
+
+
+def opt_out_events(rows: Sequence[tuple[Any, str, datetime, str]]) -> list[dict[str, Any]]:
+    """An ``opted_out`` event per opt-out (customer id, consent group or ``all``, when, why): ``channel`` is the
+    consent group, ``reason`` why (an 080 call, an unsubscribe link, a provider's code)."""
+    return [{"customer_id": customer_id, "event": OPTED_OUT, "ts": at, "channel": group, "reason": reason,
+             "message_key": "", "cost": 0.0} for customer_id, group, at, reason in rows]
+
+
 class CampaignStore(ABC):
     """Campaign documents, the outbox and planned occurrences."""
 
@@ -587,8 +599,7 @@ class MemoryCampaignStore(CampaignStore):
             written = {r.key for r in rows if _may_settle(self._sends.get(r.key), held_by, states)}
             self._sends.update((r.key, r) for r in rows if r.key in written)
             self._events += [dict(e) for e in events if e["message_key"] in written]
-            for customer_id, group, at, reason in opt_outs:
-                self._opt_outs[(json.dumps(customer_id), group)] = (at, reason)
+            self._put_opt_outs(opt_outs)
         return written
 
     def outbox_by_keys(self, keys: Sequence[str]) -> dict[str, OutboxRow]:
@@ -596,8 +607,12 @@ class MemoryCampaignStore(CampaignStore):
 
     def add_opt_outs(self, rows: Sequence[tuple[Any, str, datetime, str]]) -> None:
         with self._lock:
-            for customer_id, group, at, reason in rows:
-                self._opt_outs[(json.dumps(customer_id), group)] = (at, reason)
+            self._put_opt_outs(rows)
+
+    def _put_opt_outs(self, rows: Sequence[tuple[Any, str, datetime, str]]) -> None:
+        for customer_id, group, at, reason in rows:
+            self._opt_outs[(json.dumps(customer_id), group)] = (at, reason)
+        self._events += opt_out_events(rows)
 
     def message_events(self) -> list[dict[str, Any]]:
         return sorted((dict(e) for e in self._events), key=lambda e: e["ts"])
@@ -980,7 +995,7 @@ class SQLCampaignStore(CampaignStore):
         p = self._p
         columns = ["key_" if c == "key" else c for c in SEND_COLUMNS]
         written: set[str] = set()
-        self.prepare_events(events)
+        self.prepare_events([*events, *opt_out_events(opt_outs)])
         with self._transaction():
             for part in _chunks([r.key for r in rows], self._key_chunk):
                 with self._key_set(part) as (in_keys, params):
@@ -1024,10 +1039,15 @@ class SQLCampaignStore(CampaignStore):
         if not rows:
             return
         self._ensure()
+        self.prepare_events(opt_out_events(rows))
         with self._transaction():
             self._put_opt_outs(rows)
 
     def _put_opt_outs(self, rows: Sequence[tuple[Any, str, datetime, str]]) -> None:
+        """The opt-outs and their ``opted_out`` events (inside the caller's transaction: an opt-out is never kept
+        without the event that announces it, nor the event without the opt-out)."""
+        if not rows:
+            return
         p = self._p
         latest = {(json.dumps(c), g): (_stamp(at), reason) for c, g, at, reason in rows}
         for customer, group in latest:  # inside the caller's transaction
@@ -1036,6 +1056,7 @@ class SQLCampaignStore(CampaignStore):
             [c for c, _ in latest], [g for _, g in latest], [v[0] for v in latest.values()], [v[1] for v in latest.values()],
         ]
         self._insert(self.OPT_OUTS, ["customer_id", "consent_group", "opted_out_at", "reason"], values)
+        self._write_events(opt_out_events(rows))
 
     def opt_outs(self) -> dict[Any, dict[str, datetime]]:
         self._ensure()
