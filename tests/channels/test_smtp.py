@@ -25,6 +25,7 @@ class Mailbox:
 
     def __init__(self) -> None:
         self.mails: list[Any] = []
+        self.raw: list[bytes] = []  # each mail as it came over the wire
         self.temporary: set[str] = set()
         self.drop_at_rcpt: set[str] = set()
         self.drop_after_data: set[str] = set()
@@ -47,6 +48,7 @@ class Mailbox:
         if to in self.refuse_data:
             return self.refuse_data[to]
         self.mails.append(message_from_bytes(envelope.content))
+        self.raw.append(envelope.content)
         if to in self.drop_after_data:
             server.transport.abort()  # the mail is taken; its answer never leaves
         return "250 Message accepted"
@@ -93,6 +95,26 @@ def test_mails_arrive_with_their_unsubscribe_headers_and_key_message_ids(mailbox
     parts = [part.get_content_type() for part in received.walk()]
     assert "text/plain" in parts
     assert "text/html" in parts
+
+
+def test_a_long_unsubscribe_url_arrives_whole_on_one_line(mailbox: tuple[Mailbox, int]) -> None:
+    """Folded at 78 characters, a URL of 76 or more became RFC 2047 encoded-words, and no mail client could find
+    the one-click unsubscribe link (RFC 8058) in them: the header goes on one line as it is."""
+    box, port = mailbox
+    url = "https://www.example-shop.co.kr/crm/u/" + "AAEjRWeJq83vASNFZ4mrze883bYauzsxDwKgSGHYB0P5" * 3
+    channel = SmtpChannel("127.0.0.1", port, sender="sale@shop.example", sender_name="마음상점")
+    long_subject = "(광고) " + "아주 긴 겨울 세일 제목 " * 8
+    [result] = asyncio.run(channel.send([mail("k1", "a@example.com", subject=long_subject, headers=(
+        ("List-Unsubscribe", f"<{url}>"), ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click")))]))
+    assert isinstance(result, Accepted)
+    [received] = box.mails
+    assert received["List-Unsubscribe"] == f"<{url}>"
+    raw = box.raw[0].decode("ascii")
+    assert f"List-Unsubscribe: <{url}>\r\n" in raw
+    assert "=?" not in raw.split("List-Unsubscribe: ", 1)[1].split("\r\n", 1)[0]
+    # the other headers are still folded, and encoded where they are not ASCII (RFC 2047 words of at most 75)
+    assert str(message_from_bytes(box.raw[0], policy=email.policy.default)["Subject"]) == long_subject
+    assert max(len(line) for line in raw.split("\r\n") if not line.startswith("List-Unsubscribe:")) <= 78
 
 
 def test_a_temporary_refusal_and_an_unreachable_server_are_transient(mailbox: tuple[Mailbox, int]) -> None:

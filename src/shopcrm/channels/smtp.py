@@ -35,7 +35,10 @@ __all__ = ["SmtpChannel"]
 
 #: the policy mails are built with: CRLF line ends, and bodies in 7-bit transfer encodings (base64 or
 #: quoted-printable) so that any server takes them without 8BITMIME
-_POLICY = email.policy.SMTP.clone(cte_type="7bit")
+_POLICY = email.policy.SMTP.clone(cte_type="7bit", refold_source="none")
+#: the headers written as they are, on one line (RFC 8058's List-Unsubscribe: folded at 78 characters, a long URL
+#: became RFC 2047 encoded-words, and no mail client finds the unsubscribe link in those)
+_UNFOLDED = frozenset({"list-unsubscribe", "list-unsubscribe-post"})
 #: a header field name (RFC 5322 section 3.6.8: printable ASCII but the colon)
 _FIELD_NAME = re.compile(r"[!-9;-~]+")
 #: characters that may never appear in a header value, an address or a subject (they would end the field)
@@ -134,6 +137,12 @@ class SmtpChannel(Channel):
                 for url in re.findall(r"<([^>]*)>", value) or [value]:
                     if not _URL.fullmatch(url):
                         raise ValueError(f"the List-Unsubscribe URL {url!r} has characters that must be URL-encoded")
+            if name.lower() in _UNFOLDED:
+                if not value.isascii() or len(name) + 2 + len(value) > 998:
+                    raise ValueError(f"the header {name} must be ASCII on one line of at most 998 characters "
+                                     f"(RFC 5322); got {len(value)} characters")
+                mail.set_raw(name, value)  # not refolded: _POLICY keeps a raw header as it is
+                continue
             try:
                 mail[name] = value
             except ValueError as error:
