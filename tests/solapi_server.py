@@ -221,10 +221,13 @@ def _status(message: dict[str, Any], behaviour: SolapiBehaviour, seen: set[str],
             return "1031", "메시지 길이 초과"
         if len((message.get("subject") or "").encode("cp949")) > 40:
             return "1014", "제목은 40byte까지"
-    elif kind in ("ATA", "BMS_TEXT", "CTA"):
+    elif kind in ("ATA", "BMS_TEXT", "BMS_IMAGE", "CTA"):
         options = message.get("kakaoOptions") or {}
         if options.get("pfId") != PF_ID:
             return "1041", "유효하지 않은 채널"
+        if any(len(str(b.get("linkMo") or b.get("linkMobile") or "")) > 100
+               for b in [*(options.get("buttons") or []), *((options.get("bms") or {}).get("buttons") or [])]):
+            return "1048", "버튼 URL은 최대 100자"
         if kind == "ATA":
             body = behaviour.templates.get(options.get("templateId", ""))
             if body is None:
@@ -241,7 +244,8 @@ def _status(message: dict[str, Any], behaviour: SolapiBehaviour, seen: set[str],
 _STATUS_TEXT = {"2000": "정상 접수(이통사로 접수 예정)", "3000": "이통사 접수", "1062": "발신번호 미등록",
                 "1011": "수신번호 형식 오류", "1061": "080 수신거부", "1026": "중복 수신번호", "1029": "EUC-KR 범위 밖의 문자",
                 "1013": "SMS는 제목을 가질 수 없습니다", "1031": "메시지 길이 초과", "1014": "제목은 40byte까지",
-                "1041": "유효하지 않은 채널", "1042": "유효하지 않은 템플릿", "1043": "템플릿 내용 불일치"}
+                "1041": "유효하지 않은 채널", "1042": "유효하지 않은 템플릿", "1043": "템플릿 내용 불일치",
+                "1048": "버튼 URL은 최대 100자"}
 
 
 def _message_id(number: int) -> str:

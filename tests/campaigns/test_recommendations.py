@@ -17,6 +17,7 @@ import shopcrm.ticking
 from shopcrm.campaigns import (
     SAMPLE_RECOMMENDATIONS,
     BrandLayout,
+    Button,
     Content,
     Decorations,
     MessagingPolicy,
@@ -216,6 +217,12 @@ def test_a_brand_message_list_holds_three_or_four_pictured_products() -> None:
         layout="list", header="{{ name }}님만을 위해 고른 이번 주 추천 상품 모음")})
     with pytest.raises(CampaignError, match=r"brand_message\.header: the list header .* it needs 1 to 20"):
         render(long_header, "brand_message", items)
+    # a list's buttons are named in at most 8 characters (a text Brand Message's in 14: providers.md 2.3)
+    wide = content.model_copy(update={"buttons": (Button(name="이번 주 추천 더 보기", url="https://shop.example"),)})
+    with pytest.raises(CampaignError, match="button name '이번 주 추천 더 보기' has 12 characters; at most 8"):
+        render(wide, "brand_message", items)
+    assert render(wide.model_copy(update={"brand_message": None, "recommend": None}), "brand_message", []).buttons == (
+        ("이번 주 추천 더 보기", "https://shop.example"),)
 
 
 def test_a_brand_message_carousel_makes_a_card_per_product() -> None:

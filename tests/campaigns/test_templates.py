@@ -31,6 +31,21 @@ def test_sandbox_forbids_attribute_escapes() -> None:
         Renderer().text("{{ name.__class__.__mro__[1].__subclasses__() }}", CTX)
 
 
+def test_an_empty_subject_is_none_and_every_line_break_is_one() -> None:
+    """An empty subject would make an LMS (billed as one, its subject dropped by the provider); a value's CR LF and
+    CR are line breaks like LF (the providers count a break as the bytes they see)."""
+    out = render(Content(text="{{ name }}님\r\n{{ note }}", subject="{{ title }}"), "sms", advertising=False,
+                 context={**CTX, "title": " ", "note": "a\r\nb\rc"})
+    assert (out.kind, out.subject, out.text) == ("sms", None, "김민준님\na\nb\nc")
+
+
+def test_a_brand_message_holds_at_most_99_line_breaks_with_its_opt_out_line() -> None:
+    assert render(Content(text="\n".join(["줄"] * 99)), "brand_message").text.count("\n") == 99  # 98 + the 080 line
+    with pytest.raises(CampaignError, match=r"100 line breaks .* at most 99"):
+        render(Content(text="\n".join(["줄"] * 100)), "brand_message")
+    assert render(Content(text="\n".join(["줄"] * 100)), "brand_message", advertising=False).text.count("\n") == 99
+
+
 def test_advertising_sms_carries_prefix_sender_and_opt_out_and_counts_those_bytes() -> None:
     short = render(Content(text="{{ name }}님 쿠폰"), "sms", advertising=False)
     assert (short.kind, short.text) == ("sms", "김민준님 쿠폰")

@@ -95,7 +95,26 @@ def test_sms_lms_alimtalk_and_brand_messages_are_taken_and_bad_ones_refused_with
     assert sent["k2"]["subject"] == "공지"
     assert sent["k3"]["kakaoOptions"]["disableSms"] is False  # Solapi substitutes an SMS when Kakao cannot deliver
     assert sent["k4"]["type"] == "BMS_TEXT"
-    assert sent["k4"]["kakaoOptions"]["bms"] == {"targeting": "I"}
+    # a Brand Message's buttons go in bms, in its shape (as a list's do), not the AlimTalk's kakaoOptions.buttons
+    assert sent["k4"]["kakaoOptions"] == {"pfId": PF_ID, "bms": {"targeting": "I", "chatBubbleType": "TEXT", "buttons": [
+        {"name": "보기", "linkType": "WL", "linkMobile": "https://s.example", "linkPc": "https://s.example"}]}}
+
+
+def test_a_brand_message_with_an_image_is_sent_as_bms_image_and_long_button_urls_are_refused_before_sending() -> None:
+    pictured = message("k1", kind="brand_message", channel="brand_message", text="겨울 세일", image_url="https://img/x.jpg")
+    long_link = message("k2", kind="brand_message", channel="brand_message", text="겨울 세일",
+                        buttons=(("보기", "https://s.example/" + "a" * 90),))
+    with solapi_server() as server:
+        mapped = channel(server.url, image_ids={"https://img/x.jpg": "ST01FZ"})
+        assert channel(server.url).validate(pictured) == [
+            "the Brand Message image 'https://img/x.jpg' has no Solapi file id (storage type BMS): upload it and map it "
+            "in image_ids"]
+        assert "Solapi takes at most 100 (error 1048)" in " ".join(mapped.validate(long_link))
+        [taken] = asyncio.run(mapped.send([pictured]))
+    assert isinstance(taken, Accepted)
+    [sent] = server.accepted
+    assert sent["type"] == "BMS_IMAGE"
+    assert sent["kakaoOptions"]["bms"] == {"targeting": "I", "chatBubbleType": "IMAGE", "imageId": "ST01FZ"}
 
 
 def test_http_failures_map_to_transient_or_rejected() -> None:

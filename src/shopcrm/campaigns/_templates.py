@@ -52,6 +52,8 @@ LIMITS: dict[str, int] = {
     "brand_list_main_title_chars": 25,
     "brand_list_title_chars": 30,
     "brand_list_buttons": 2,
+    "brand_list_button_chars": 8,  # a button of any layout but text and image (section 2.3; Solapi's bmsConstraints)
+    "brand_message_line_breaks": 99,
     "brand_card_header_chars": 20,
     "brand_card_text_chars": 180,
 }
@@ -779,6 +781,9 @@ class Renderer:
             self._check_buttons(buttons, at)
             if len(body) > LIMITS["brand_message_chars"]:
                 raise CampaignError([(at, f"{len(body):,} characters; a Brand Message holds at most {LIMITS['brand_message_chars']:,}")])
+            if (breaks := _line_breaks(body)) > LIMITS["brand_message_line_breaks"]:
+                raise CampaignError([(at, f"{breaks} line breaks (the opt-out line's included); a Brand Message holds at "
+                                          f"most {LIMITS['brand_message_line_breaks']}")])
             return Rendered(channel=channel, kind="brand_message", text=body, buttons=buttons, image_url=content.image_url)
         if channel == "email":
             if subject is None:
@@ -958,7 +963,7 @@ class Renderer:
         if problems:
             raise CampaignError(problems)
         if layout == "list":
-            self._check_buttons(buttons, at)
+            self._check_buttons(buttons, at, name_chars=LIMITS["brand_list_button_chars"])
         return Rendered(channel="brand_message", kind="brand_message", text=body, buttons=buttons if layout == "list" else (),
                         layout=layout, header=header if layout == "list" else None, items=tuple(items))
 
@@ -966,6 +971,11 @@ class Renderer:
         self, content: Content, body: str, subject: str | None, context: Mapping[str, Any],
         advertising: bool, decorations: Decorations, at: str,
     ) -> Rendered:
+        # one line break is one byte pair however it came (a value's CR LF or CR included); an empty subject is none
+        # (an LMS billed for a subject nobody sees)
+        body = body.replace("\r\n", "\n").replace("\r", "\n")
+        if subject is not None and not subject.strip():
+            subject = None
         if advertising:
             body = _ad_text(body, decorations)
         if "\ue000" in body:  # sms_line: products fill what the LMS leaves once the rest (ad lines included) is in
@@ -1033,12 +1043,17 @@ class Renderer:
             variables=tuple((f"#{{{k}}}", v) for k, v in values.items()), buttons=buttons,
         )
 
-    def _check_buttons(self, buttons: Sequence[tuple[str, str]], at: str) -> None:
+    def _check_buttons(self, buttons: Sequence[tuple[str, str]], at: str, *, name_chars: int = LIMITS["button_name_chars"]) -> None:
         if len(buttons) > LIMITS["buttons"]:
             raise CampaignError([(f"{at}.buttons", f"{len(buttons)} buttons; Kakao messages allow at most {LIMITS['buttons']}")])
         for name, _ in buttons:
-            if len(name) > LIMITS["button_name_chars"]:
-                raise CampaignError([(f"{at}.buttons", f"button name {name!r} has {len(name)} characters; at most {LIMITS['button_name_chars']}")])
+            if len(name) > name_chars:
+                raise CampaignError([(f"{at}.buttons", f"button name {name!r} has {len(name)} characters; at most {name_chars}")])
+
+
+def _line_breaks(text: str) -> int:
+    """The line breaks of ``text``: CR LF, CR and LF each one."""
+    return text.count("\n") + text.count("\r") - text.count("\r\n")
 
 
 @functools.lru_cache(maxsize=1024)

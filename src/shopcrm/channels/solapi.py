@@ -110,6 +110,9 @@ def authorization(api_key: str, api_secret: str, date: str, salt: str) -> str:
     return f"HMAC-SHA256 apiKey={api_key}, date={date}, salt={salt}, signature={signature}"
 
 
+#: the longest button URL Solapi takes (providers.md section 2.1: error 1048)
+_BUTTON_URL_CHARS = 100
+
 def _digits(number: str) -> str:
     return re.sub(r"[^0-9]", "", number)
 
@@ -191,6 +194,14 @@ class SolapiChannel(Channel):
             if missing:
                 problems.append(f"the Brand Message {message.layout}'s product images {missing[:3]} have no Solapi file id "
                                 "(storage type BMS): upload them and map them in image_ids")
+        if message.kind == "brand_message" and message.layout in (None, "text") and message.image_url \
+                and message.image_url not in self.image_ids:
+            problems.append(f"the Brand Message image {message.image_url!r} has no Solapi file id (storage type BMS): "
+                            "upload it and map it in image_ids")
+        long = [url for _, url in message.buttons if len(url) > _BUTTON_URL_CHARS]
+        if message.kind in ("alimtalk", "brand_message", "friendtalk") and long:
+            problems.append(f"a button URL of {len(long[0])} characters; Solapi takes at most {_BUTTON_URL_CHARS} (error "
+                            f"1048): shorten it (a tracked link counts too): {long[0][:60]}...")
         if not 9 <= len(_digits(message.to)) <= 11:
             problems.append(f"{message.to!r} is not a Korean mobile number")
         return problems
@@ -224,8 +235,14 @@ class SolapiChannel(Channel):
                 item["type"], bms = self._bms_layout(message)
                 item["kakaoOptions"] = {"pfId": self.pf_id, "bms": {"targeting": targeting, **bms}}
                 return item
-            item["kakaoOptions"] = {"pfId": self.pf_id, "bms": {"targeting": targeting},
-                                    **({"buttons": buttons} if buttons else {})}
+            # text, or an image over it (BMS_IMAGE); buttons in bms, in its shape (as the list's)
+            bubble: dict[str, Any] = {"targeting": targeting, "chatBubbleType": "TEXT"}
+            if message.image_url:
+                item["type"] = "BMS_IMAGE"
+                bubble.update(chatBubbleType="IMAGE", imageId=self.image_ids[message.image_url])
+            if message.buttons:
+                bubble["buttons"] = [{"name": n, "linkType": "WL", "linkMobile": u, "linkPc": u} for n, u in message.buttons]
+            item["kakaoOptions"] = {"pfId": self.pf_id, "bms": bubble}
         else:  # the legacy FriendTalk type, for accounts that still accept it
             item["type"] = "CTA"
             item["kakaoOptions"] = {"pfId": self.pf_id, "adFlag": message.purpose == "advertising",
