@@ -437,6 +437,27 @@ def test_delivery_reports_confirm_fall_back_and_settle_unknowns() -> None:
     assert SolapiChannel.delivery_reports({"statusCode": "4000"}) == []  # not ours: no shopcrm key
 
 
+def test_a_carriers_spam_block_in_a_delivery_report_is_an_opt_out() -> None:
+    """3054/3055 arrive only in delivery reports (the carrier took the message, then blocked it): the opt-out is
+    recorded with the outcome (K3), with its opted_out event, and advertising on SMS stops for that customer."""
+    from shopcrm.channels import SolapiChannel
+    from solapi_server import KEY, PF_ID, SECRET, solapi_server
+
+    shop = planned_shop(2, channels=("sms",))
+    with solapi_server() as server:
+        solapi = SolapiChannel(api_key=KEY, api_secret=SECRET, sender="0215880000", pf_id=PF_ID, base_url=server.url)
+        dispatch(shop, {"sms": solapi}, FakeClock(T0))
+    row = next(r for r in shop.source.campaign_store().sends() if r.customer_id == "c1")
+    [report] = SolapiChannel.delivery_reports({"messageId": row.provider_id, "statusCode": "3054", "statusMessage": "스팸 차단",
+                                               "dateReported": "2026-11-25T01:00:05Z", "customFields": {"shopcrmKey": row.key}})
+    assert report.opted_out
+    assert shop.record_deliveries([report], now=T0 + timedelta(minutes=1)) == {"failed": 1}
+    assert shop.source.campaign_store().opt_outs() == {"c1": {"sms": T0 + timedelta(seconds=5)}}
+    assert shop.source.con.execute(  # type: ignore[attr-defined]
+        "SELECT customer_id, channel FROM events WHERE event = 'opted_out'").fetchall() == [("c1", "sms")]
+    assert not SolapiChannel.delivery_reports({"messageId": "M", "statusCode": "3104", "customFields": {"shopcrmKey": "k"}})[0].opted_out
+
+
 def test_a_delivery_report_settles_a_message_a_crash_left_unknown() -> None:
     shop = planned_shop(1, channels=("sms",))
     store = shop.source.campaign_store()

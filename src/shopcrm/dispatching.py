@@ -533,7 +533,8 @@ class Dispatcher:
         changes nothing (it cannot be verified, and a fallback would be a second text).  Repeated reports
         (providers resend webhooks) and reports of messages shopcrm did not send change nothing.  AlimTalk
         failures do not fall back here: the provider's own SMS substitution already answers them
-        (``substitute_sms``).  Returns what changed, counted."""
+        (``substitute_sms``).  A report that the recipient opted out or blocks the sender (``opted_out``: a carrier's
+        spam block) records the opt-out with the outcome, as a refused send does.  Returns what changed, counted."""
         now = self.clock()
         latest = {r.key: r for r in reports}
         rows = {r.key: r for r in self.store.sends(keys=sorted(latest)) if r.state in ("sent", "unknown")}
@@ -569,6 +570,9 @@ class Dispatcher:
                 changed["delivered"] += 1
                 continue
             reason = f"not delivered: {report.code} {report.reason}".strip()
+            group = CONSENT_GROUP.get(message.channel) if message is not None else None
+            if report.opted_out and group is not None:  # K3, as when a send is refused so: recorded with the outcome
+                settlement.opt_outs.append((row.customer_id, group, when, f"{message.channel if message else ''}: {reason}"))
             if item.get("kind") == "alimtalk":
                 settlement.rows.append(self.final(row, "failed", now, code=report.code,
                                                   reason=f"{reason} (the provider's SMS substitution answers it)"))

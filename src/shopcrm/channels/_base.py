@@ -154,6 +154,9 @@ class DeliveryReport:
     reason: str = ""
     provider_id: str = ""
     at: datetime | None = None
+    #: the provider says the recipient opted out or blocks the sender (a carrier's spam block, an 080 opt-out):
+    #: advertising on the channel's consent group stops at once (K3), as when a send is refused so
+    opted_out: bool = False
 
 
 class Channel(ABC):

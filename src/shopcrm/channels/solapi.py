@@ -496,7 +496,8 @@ class SolapiChannel(Channel):
     def delivery_reports(payload: Any) -> list[DeliveryReport]:
         """The delivery reports in a Solapi webhook body: one report (``messageId``, ``statusCode``, ...,
         ``customFields``) or a list of ``{"eventDataId", "data", "retryCount"}``.  Status ``4000`` is delivered;
-        another 3xxx code is a carrier or Kakao failure; reports of messages shopcrm did not send are skipped."""
+        another 3xxx code is a carrier or Kakao failure (3054/3055, a carrier's spam block, is an opt-out); reports of
+        messages shopcrm did not send are skipped."""
         items = payload if isinstance(payload, list) else [payload]
         reports = []
         for item in items:
@@ -512,7 +513,7 @@ class SolapiChannel(Channel):
                 at = None
             reports.append(DeliveryReport(
                 key=key, delivered=code == "4000", code=code, reason=str(data.get("statusMessage", "")),
-                provider_id=str(data.get("messageId", "")), at=at,
+                provider_id=str(data.get("messageId", "")), at=at, opted_out=code != "4000" and _PERMANENT.get(code, False),
             ))
         return reports
 
