@@ -103,8 +103,8 @@ def test_a_brand_message_to_a_non_friend_costs_the_non_friend_price() -> None:
     assert sent_events(shop)["c1"]["cost"] == 35.0
     # Solapi targets the friend I and the non-friend M (marketing-consent users)
     solapi = SolapiChannel(api_key="k", api_secret="s", sender="0215880000", pf_id="KA01PF")
-    bodies = {m.customer_id: solapi.body(m)["kakaoOptions"]["bms"] for m in kakao.seen}
-    assert bodies == {"c0": {"targeting": "I"}, "c1": {"targeting": "M"}}
+    bodies = {m.customer_id: solapi.body(m)["kakaoOptions"]["bms"]["targeting"] for m in kakao.seen}
+    assert bodies == {"c0": "I", "c1": "M"}
     assert policy.priced("brand_message", "brand_message", friend=False) == (35.0, "brand_message:non_friend")
 
 

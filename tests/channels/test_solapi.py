@@ -96,7 +96,8 @@ def test_sms_lms_alimtalk_and_brand_messages_are_taken_and_bad_ones_refused_with
     assert sent["k3"]["kakaoOptions"]["disableSms"] is False  # Solapi substitutes an SMS when Kakao cannot deliver
     assert sent["k4"]["type"] == "BMS_TEXT"
     # a Brand Message's buttons go in bms, in its shape (as a list's do), not the AlimTalk's kakaoOptions.buttons
-    assert sent["k4"]["kakaoOptions"] == {"pfId": PF_ID, "bms": {"targeting": "I", "chatBubbleType": "TEXT", "buttons": [
+    # and never Solapi's own SMS substitute, which would lack the ad lines: the chain's SMS is the fallback (K11)
+    assert sent["k4"]["kakaoOptions"] == {"pfId": PF_ID, "disableSms": True, "bms": {"targeting": "I", "chatBubbleType": "TEXT", "buttons": [
         {"name": "보기", "linkType": "WL", "linkMobile": "https://s.example", "linkPc": "https://s.example"}]}}
 
 

@@ -233,7 +233,7 @@ class SolapiChannel(Channel):
             targeting = "M" if message.friend is False else "I"
             if message.layout in ("list", "carousel"):
                 item["type"], bms = self._bms_layout(message)
-                item["kakaoOptions"] = {"pfId": self.pf_id, "bms": {"targeting": targeting, **bms}}
+                item["kakaoOptions"] = {"pfId": self.pf_id, "disableSms": True, "bms": {"targeting": targeting, **bms}}
                 return item
             # text, or an image over it (BMS_IMAGE); buttons in bms, in its shape (as the list's)
             bubble: dict[str, Any] = {"targeting": targeting, "chatBubbleType": "TEXT"}
@@ -242,10 +242,12 @@ class SolapiChannel(Channel):
                 bubble.update(chatBubbleType="IMAGE", imageId=self.image_ids[message.image_url])
             if message.buttons:
                 bubble["buttons"] = [{"name": n, "linkType": "WL", "linkMobile": u, "linkPc": u} for n, u in message.buttons]
-            item["kakaoOptions"] = {"pfId": self.pf_id, "bms": bubble}
+            # never Solapi's own SMS substitute: it would carry the Kakao text without the (광고) and sender lines;
+            # the campaign's chain falls back to a compliant advertising SMS instead (K11)
+            item["kakaoOptions"] = {"pfId": self.pf_id, "disableSms": True, "bms": bubble}
         else:  # the legacy FriendTalk type, for accounts that still accept it
             item["type"] = "CTA"
-            item["kakaoOptions"] = {"pfId": self.pf_id, "adFlag": message.purpose == "advertising",
+            item["kakaoOptions"] = {"pfId": self.pf_id, "adFlag": message.purpose == "advertising", "disableSms": True,
                                     **({"buttons": buttons} if buttons else {})}
         return item
 
