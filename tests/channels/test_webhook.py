@@ -60,8 +60,10 @@ def test_a_proxy_error_after_processing_is_ambiguous(status: int) -> None:
 
 
 def test_a_read_timeout_is_ambiguous() -> None:
-    with webhook_receiver(Behaviour(slow_first=1, slow_seconds=1.0)) as receiver:
-        [result] = send(WebhookChannel(receiver.url, secret="s3cret", timeout=0.2), hook_message())
+    # the timeout covers the connection too: 1 s (not less), so that a loaded CI machine's slow loopback connect
+    # is not taken for the read timeout this is about (a connect timeout is transient: nothing was sent)
+    with webhook_receiver(Behaviour(slow_first=1, slow_seconds=3.0)) as receiver:
+        [result] = send(WebhookChannel(receiver.url, secret="s3cret", timeout=1.0), hook_message())
     assert isinstance(result, Ambiguous)
     assert result.code == "timeout"
 
