@@ -105,7 +105,7 @@ def test_mysql_agrees(mysql_loader: Any, history: History) -> None:
     con.commit()
 
 
-@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(history=histories())
 def test_spark_agrees(spark_loader: Any, history: History) -> None:
     from pyspark.sql import types as T

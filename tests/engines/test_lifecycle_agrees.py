@@ -81,7 +81,7 @@ def test_postgres_and_mysql(postgres_loader: Any, mysql_loader: Any, shop: Rando
 
 
 @pytest.mark.spark
-@cases(15)
+@cases(8)  # seconds per Spark query in local mode: 15 took 260 s of CI
 @given(shop=shops(max_customers=8, max_events=30))
 def test_spark(spark_loader: Any, shop: RandomShop) -> None:
     _check(spark_loader, shop)
