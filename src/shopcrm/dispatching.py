@@ -571,8 +571,8 @@ class Dispatcher:
                 continue
             reason = f"not delivered: {report.code} {report.reason}".strip()
             group = CONSENT_GROUP.get(message.channel) if message is not None else None
-            if report.opted_out and group is not None:  # K3, as when a send is refused so: recorded with the outcome
-                settlement.opt_outs.append((row.customer_id, group, when, f"{message.channel if message else ''}: {reason}"))
+            if report.opted_out and message is not None and group is not None:  # K3, as a refused send: with the outcome
+                settlement.opt_outs.append((row.customer_id, group, when, f"{message.channel}: {reason}"))
             if item.get("kind") == "alimtalk":
                 settlement.rows.append(self.final(row, "failed", now, code=report.code,
                                                   reason=f"{reason} (the provider's SMS substitution answers it)"))
