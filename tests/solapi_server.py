@@ -7,7 +7,8 @@ CP949 and byte limits, AlimTalk templates, duplicate recipients), plus the fault
 Faults come from a :class:`FaultPlan`, per step of the protocol (``create``, ``add``, ``send``,
 ``group``, ``messages``, ``delete``, ``send-many``): refused before processing (``drop_before``: the
 connection is closed before the body is read; ``503``; ``429``) or processed and then the answer lost
-(``drop_after``: the connection is closed instead of answering; ``500_after``: a proxy's 500).  The old
+(``drop_after``: the connection is closed instead of answering; ``500_after``: a proxy's 500; ``503_after``:
+a gateway's 503 after Solapi took the request).  The old
 ``SolapiBehaviour`` counters (``fail_first``, ``drop_first``, ``slow_first``, ``delay_all``) still apply
 to every request, counted across all endpoints.
 
@@ -46,8 +47,8 @@ KEY, SECRET, SENDER, PF_ID = "NCS-TEST-KEY", "test-secret-0123456789", "02158800
 STEPS = ("create", "add", "send", "group", "messages", "delete", "send-many")
 #: faults refused before anything is processed (the request certainly had no effect)
 REFUSALS = ("drop_before", "503", "429")
-#: faults after the request was processed (its answer is lost)
-LOSSES = ("drop_after", "500_after")
+#: faults after the request was processed (its answer is lost; a gateway's 503 after a slow answer)
+LOSSES = ("drop_after", "500_after", "503_after")
 FAULTS = REFUSALS + LOSSES
 #: the most messages one PUT (or send-many request) may carry, and the largest page of a group's messages
 MAX_PER_REQUEST, MAX_PAGE = 10_000, 500
@@ -440,6 +441,8 @@ def _handler(server: SolapiServer) -> type[BaseHTTPRequestHandler]:
                 return None
             if fault == "500_after":
                 return self._answer(500, {"errorCode": "InternalError", "errorMessage": "bad gateway after processing"})
+            if fault == "503_after":  # a load balancer gave up waiting for the answer of a request Solapi took
+                return self._answer(503, {"errorCode": "ServiceUnavailable", "errorMessage": "upstream timed out"})
             return self._answer(status, answer)
 
     return Handler

@@ -226,6 +226,25 @@ def test_a_put_whose_answer_is_lost_abandons_its_group_and_the_messages_go_once_
     assert server.keys() == ["k1"]
 
 
+def test_a_503_to_a_groups_send_is_settled_from_the_groups_status_so_a_send_solapi_took_is_not_repeated() -> None:
+    # a gateway's 503 after Solapi took the send (its answer was slow) looks like "busy": the group says it went
+    with solapi_server(SolapiBehaviour(faults=FaultPlan(plan={"send": ["503_after"]}))) as server:
+        ref, [went] = asyncio.run(begin_and_send(channel(server.url), [message("k1")]))
+        assert isinstance(went, Accepted)
+        assert went.provider_id == server.sent_ids()["k1"]
+        assert server.groups[ref].status == "SENDING"
+    assert server.keys() == ["k1"]
+    # a 503 before Solapi took it: the group is still PENDING, so the messages wait and go later, once
+    with solapi_server(SolapiBehaviour(faults=FaultPlan(plan={"send": ["503"]}))) as server:
+        ref, [busy] = asyncio.run(begin_and_send(channel(server.url), [message("k1")]))
+        assert isinstance(busy, Transient)
+        assert busy.code == "ServiceUnavailable"
+        assert server.groups[ref].status == "PENDING"
+        _, [later] = asyncio.run(begin_and_send(channel(server.url), [message("k1", attempt=2)]))
+        assert isinstance(later, Accepted)
+    assert server.keys() == ["k1"]
+
+
 def test_a_group_is_never_filled_twice_so_a_resend_under_an_old_reference_cannot_duplicate() -> None:
     with solapi_server(SolapiBehaviour(faults=FaultPlan(plan={"send": ["503"]}))) as server:
         solapi = channel(server.url)

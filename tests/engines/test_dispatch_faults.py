@@ -470,7 +470,7 @@ def _solapi_through_deaths(shop: shopcrm.Shop, seed: int) -> tuple[Any, World]:
     heal = _kill_inside_writes(shop, world)
     # answers lost after Solapi acted, for sure at the add and send steps; refused before or lost after at random at
     # every other step (create, and the reads reconciliation makes)
-    order = random.Random(seed).sample(["drop_after", "500_after", "drop_before", "503", None, None], 6)
+    order = random.Random(seed).sample(["drop_after", "500_after", "503_after", "drop_before", "503", None, None], 7)
     faults = FaultPlan(plan={"send": ["drop_after", *order], "add": [None, "500_after", *order]}, seed=seed, rate=0.12)
     with solapi_server(SolapiBehaviour(faults=faults)) as server:
         for life in range(40):

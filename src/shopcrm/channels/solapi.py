@@ -22,7 +22,8 @@ reused signature is refused as ``DuplicatedSignature``); every message carries
 
 A request that certainly did not reach Solapi (connection refused, ``429``/``503`` answered,
 ``RequestTimeTooSkewed``) is :class:`~shopcrm.channels.Transient`; one whose answer was lost is settled
-as above, or answered :class:`~shopcrm.channels.Ambiguous` when Solapi cannot be asked right now.  Codes
+as above (so is a ``503`` to a group's send: a gateway answers it too when Solapi took the send and was slow
+to say so, and the group's status tells which), or answered :class:`~shopcrm.channels.Ambiguous` when Solapi cannot be asked right now.  Codes
 that mean "never on this channel" reject (invalid number, 080 opt-out, template mismatch, ...); a low
 balance and sending hours are transient.  AlimTalk goes with ``disableSms: false`` when
 ``substitute_sms`` is on: Solapi itself sends the text as SMS/LMS when Kakao cannot deliver.  Brand
@@ -102,6 +103,8 @@ class _Reply:
     kind: Literal["ok", "not_taken", "refused", "lost"]
     answer: dict[str, Any]
     result: Transient | Rejected | Ambiguous | None
+    #: the HTTP status of the answer (0 when there was none)
+    status: int = 0
 
 
 def authorization(api_key: str, api_secret: str, date: str, salt: str) -> str:
@@ -303,11 +306,12 @@ class SolapiChannel(Channel):
         details: dict[str, Any] = body if isinstance(body, dict) else {}
         code = str(details.get("errorCode") or response.status_code)
         reason = f"HTTP {response.status_code} {code}: {details.get('errorMessage') or response.text[:200]}"
-        if response.status_code in (429, 503) or code in ("RequestTimeTooSkewed", "DuplicatedSignature"):
-            return _Reply("not_taken", details, Transient(reason, code=code, retry_after=_retry_after(response)))
-        if response.status_code >= 500:  # a proxy's or the server's error after the request went in
-            return _Reply("lost", details, Ambiguous(reason, code=code))
-        return _Reply("refused", details, Rejected(reason, code=code))
+        status = response.status_code
+        if status in (429, 503) or code in ("RequestTimeTooSkewed", "DuplicatedSignature"):
+            return _Reply("not_taken", details, Transient(reason, code=code, retry_after=_retry_after(response)), status)
+        if status >= 500:  # a proxy's or the server's error after the request went in
+            return _Reply("lost", details, Ambiguous(reason, code=code), status)
+        return _Reply("refused", details, Rejected(reason, code=code), status)
 
     # ---------------------------------------------------------------- sending
     async def begin(self, batch: Sequence[Message]) -> str:
@@ -376,16 +380,17 @@ class SolapiChannel(Channel):
             reply = await self._call("POST", f"{path}/send")
             if reply.kind == "ok":
                 return None, _unit_prices(reply.answer)
-            if reply.kind == "not_taken":
+            if reply.kind == "not_taken" and reply.status != 503:
                 return reply.result, {}
-            # lost, or refused (perhaps because an earlier attempt did send it): the group's status says
+            # lost, refused (perhaps because an earlier attempt did send it) or a 503, which a gateway also
+            # answers when Solapi took the send but was slow to answer it: the group's status says
             state = await self._call("GET", path)
             if state.kind != "ok":
                 return Ambiguous(f"sending group {group} went unanswered and its status could not be read "
                                  f"({state.result.reason if state.result else state.answer})", code="group_unknown"), {}
             status = str(state.answer.get("status", ""))
             if status == "PENDING":
-                if reply.kind == "refused":
+                if reply.kind != "lost":  # refused or busy: not sent, and sent again later (after retry_after)
                     return reply.result, {}
                 continue  # not sent: send it again
             if status == "DELETED" and not state.answer.get("dateSent"):
