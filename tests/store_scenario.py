@@ -68,6 +68,11 @@ def live(make: Callable[[], shopcrm.Shop], tmp_path: Path) -> dict[str, Any]:
     report = shop.report(now=T0 + timedelta(hours=3))
     seen["report"] = [dict(row) for row in report.rows]
     shop.record_opt_out("c1", "sms", at=T0 + timedelta(minutes=4))
+    # K2 evidence: c1 consents again to SMS (lifting the opt-out before it), c2 withdraws every consent
+    shop.record_consent("c1", "sms", granted=True, how="app settings", by="app", text_version="mkt-v2",
+                        at=T0 + timedelta(minutes=5), now=T0 + timedelta(minutes=5))
+    shop.record_consent("c2", "all", granted=False, how="080 call", by="080-service", at=T0 + timedelta(minutes=6),
+                        now=T0 + timedelta(minutes=7))
     shop.close()
 
     again = make()  # another process, later: the store has kept everything
@@ -76,6 +81,8 @@ def live(make: Callable[[], shopcrm.Shop], tmp_path: Path) -> dict[str, Any]:
     seen["later_outbox"] = sorted((r.campaign_id, str(r.customer_id)) for r in again.outbox())
     seen["later_ledger"] = _ledger(again)
     seen["later_opt_outs"] = {str(c): sorted(g) for c, g in again.source.campaign_store().opt_outs().items()}
+    seen["later_consents"] = [(str(r.customer_id), r.group, r.granted, r.at, r.how, r.text_version, r.by, r.recorded_at)
+                              for r in again.consent_log()]
     seen["later_tick"] = len(again.tick(now=T0 + timedelta(minutes=30)).messages)
     later = JsonlChannel(tmp_path / "later.jsonl")
     _dispatch(again, later, T0 + timedelta(minutes=31))
@@ -104,7 +111,11 @@ def check(seen: dict[str, Any]) -> None:
     assert seen["later_campaigns"] == ["cart", "notice"]
     assert len(seen["later_outbox"]) == 4
     assert seen["later_ledger"] == seen["ledger"]
-    assert seen["later_opt_outs"] == {"c1": ["sms"]}
+    assert seen["later_opt_outs"] == {"c2": ["all"]}
+    assert seen["later_consents"] == [
+        ("c1", "sms", True, T0 + timedelta(minutes=5), "app settings", "mkt-v2", "app", T0 + timedelta(minutes=5)),
+        ("c2", "all", False, T0 + timedelta(minutes=6), "080 call", None, "080-service", T0 + timedelta(minutes=7)),
+    ]
     assert seen["later_tick"] == 0
     assert seen["later_written"] == 0
 

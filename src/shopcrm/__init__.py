@@ -11,6 +11,7 @@ from shopcrm import _version
 from shopcrm._connect import connect
 from shopcrm.checks import CheckReport, Finding
 from shopcrm.compiler import to_sql
+from shopcrm.consents import ConsentRecord  # K2: consent evidence
 from shopcrm.dsl import Rule, parse_rule, rule_json_schema
 from shopcrm.errors import (
     CampaignError,
@@ -55,6 +56,7 @@ __all__ = [
     "CampaignWarning",
     "CheckReport",
     "ColumnType",
+    "ConsentRecord",
     "CustomersMap",
     "EventsMap",
     "Explanation",

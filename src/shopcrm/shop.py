@@ -20,6 +20,7 @@ from shopcrm.campaigns import Campaign, MessagingPolicy
 from shopcrm.campaigns._models import stored_campaign
 from shopcrm.campaigns._preview import Preview
 from shopcrm.compiler import compile_counts, compile_members, render
+from shopcrm.consents import ConsentRecord
 from shopcrm.dsl import Rule, parse_rule, resolve_segments
 from shopcrm.dsl._parse import RuleLike
 from shopcrm.errors import RuleError
@@ -881,6 +882,31 @@ class Shop:
         stamp = to_utc_naive(at) if at else datetime.now(UTC).replace(tzinfo=None)
         self.source.campaign_store().add_opt_outs([(self._customer_id(customer_id), group, stamp, reason)])
 
+    def record_consent(
+        self, customer_id: Any, group: str, *, granted: bool, how: str, by: str, text_version: str | None = None,
+        at: datetime | None = None, now: datetime | None = None,
+    ) -> ConsentRecord:
+        """Keep the evidence of a consent to advertising given (``granted=True``) or withdrawn (K2): the consent
+        group (``sms``, ``kakao``, ``email``, ``push``; ``all`` for a withdrawal of every group), ``how`` the
+        customer did it, ``text_version`` the consent text they agreed to (required for a consent given), ``by``
+        who records it, ``at`` when the customer did it (default ``now``, which defaults to the clock).
+
+        The record is appended and never changed.  A withdrawal is an opt-out at once (K3, with its ``opted_out``
+        event, K9); a consent given lifts an opt-out of its group made before it.  Whether a customer consents now
+        is still the customers table's consent column (set it too): this is the proof of how it came to be."""
+        from shopcrm.consents import consent_record
+
+        clock = to_utc_naive(now) if now else datetime.now(UTC).replace(tzinfo=None)
+        record = consent_record(self._customer_id(customer_id), group, granted=granted, how=how, by=by,
+                                text_version=text_version, at=to_utc_naive(at) if at else clock, recorded_at=clock)
+        self.source.campaign_store().add_consents([record])
+        return record
+
+    def consent_log(self, customer_id: Any | None = None) -> list[ConsentRecord]:
+        """The consent evidence :meth:`record_consent` kept (of one customer when given), oldest first."""
+        store = self.source.campaign_store()
+        return store.consents() if customer_id is None else store.consents([self._customer_id(customer_id)])
+
     def _customer_id(self, customer_id: Any) -> Any:
         """``customer_id`` as the customers table holds it (``"1"`` for a text column given ``1``, ``1`` for an
         integer column given ``"1"``); a KeyError when no customer has it."""
@@ -906,7 +932,7 @@ class Shop:
         ).where(exp.EQ(this=exp.column("customer_id", table="c", quoted=True), expression=exp.convert(value))).limit(1)
         found = self.source.fetch(query)
         if not found:
-            raise KeyError(f"no customer {customer_id!r} in {table.name!r}; an opt-out names a customer of that table")
+            raise KeyError(f"no customer {customer_id!r} in {table.name!r}; an opt-out or a consent names a customer of that table")
         return found[0][0]
 
     def outbox(

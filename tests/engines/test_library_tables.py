@@ -23,7 +23,7 @@ NOW = datetime(2026, 11, 24, 1)
 POLICY = MessagingPolicy(sender_name="모아샵", sender_contact="1588-0000", opt_out_number="080-000-0000")
 LIBRARY = {f"shopcrm_{n}" for n in ("campaigns", "outbox", "occurrences", "sends", "opt_outs", "message_events",
                                     "segments", "settings", "memberships", "membership_changes", "tracked",
-                                    "tracked_values", "tick_marks", "wakeups")}  # issue 15: tracked segments, ticks
+                                    "tracked_values", "tick_marks", "wakeups", "consents")}  # issue 15; K2 consent evidence
 
 
 def _url(connection: Any, query: str = "") -> str:

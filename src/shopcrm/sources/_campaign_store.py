@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import json
 import threading
+import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
@@ -20,6 +21,7 @@ from datetime import datetime
 from typing import Any, NamedTuple, overload
 
 from shopcrm.campaigns._planner import LedgerEntry
+from shopcrm.consents import ConsentRecord, opt_outs_after, withdrawal_reason
 from shopcrm.sources._library import LibraryStore, LibraryTables, stored_id
 from shopcrm.sources._tick_marks import MemoryTickMarks, SQLTickMarks, TickMarks
 from shopcrm.sources._transactions import is_contention, is_duplicate_key
@@ -334,6 +336,19 @@ def _quoted_ids(ids: Sequence[Any]) -> Any:
 OPTED_OUT = "opted_out"
 
 
+def _withdrawals(records: Sequence[ConsentRecord]) -> list[tuple[Any, str, datetime, str]]:
+    """The opt-outs the withdrawals among ``records`` are (customer, group, when, why)."""
+    return [(r.customer_id, r.group, r.at, withdrawal_reason(r)) for r in records if not r.granted]
+
+
+def _by_customer(records: Sequence[ConsentRecord]) -> dict[str, list[ConsentRecord]]:
+    """The records per stored customer id."""
+    out: dict[str, list[ConsentRecord]] = {}
+    for record in records:
+        out.setdefault(json.dumps(record.customer_id), []).append(record)
+    return out
+
+
 def opt_out_events(rows: Sequence[tuple[Any, str, datetime, str]]) -> list[dict[str, Any]]:
     """An ``opted_out`` event per opt-out (customer id, consent group or ``all``, when, why): ``channel`` is the
     consent group, ``reason`` why (an 080 call, an unsubscribe link, a provider's code)."""
@@ -455,6 +470,18 @@ class CampaignStore(ABC):
         """Whether :meth:`prepare_events` makes anything (where events go into a table whose columns grow)."""
         return False
 
+    # consent evidence (K2): append-only
+    def add_consents(self, records: Sequence[ConsentRecord]) -> None:
+        """Append the records, and in the same transaction apply them to the opt-outs: a withdrawal opts its group
+        out (with its ``opted_out`` event), a consent given lifts an earlier opt-out of its group
+        (:func:`shopcrm.consents.opt_outs_after`)."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no consent evidence")
+
+    def consents(self, customer_ids: Collection[Any] | None = None) -> list[ConsentRecord]:
+        """The consent records (of these customers when given), by the instant each was given or withdrawn, then
+        by when it was recorded."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no consent evidence")
+
     # watermark ticks (issue 15): what a tick that reads few customers reads of them only
     def opt_outs_of(self, customer_ids: Collection[Any]) -> dict[Any, dict[str, datetime]]:
         """:meth:`opt_outs` of these customers."""
@@ -491,6 +518,7 @@ class MemoryCampaignStore(CampaignStore):
         self._rows: dict[str, OutboxRow] = {}
         self._sends: dict[str, SendRow] = {}
         self._opt_outs: dict[tuple[Any, str], tuple[datetime, str]] = {}
+        self._consents: list[ConsentRecord] = []
         self._events: list[dict[str, Any]] = []
         self._occurrences: set[tuple[str, str]] = set()
         self._lock = threading.Lock()
@@ -627,6 +655,22 @@ class MemoryCampaignStore(CampaignStore):
             out.setdefault(json.loads(customer), {})[group] = at
         return out
 
+    def add_consents(self, records: Sequence[ConsentRecord]) -> None:
+        with self._lock:
+            self._consents += records
+            for customer, mine in _by_customer(records).items():
+                current = {g: v for (c, g), v in self._opt_outs.items() if c == customer}
+                after = opt_outs_after(current, mine)
+                for group in current.keys() - after.keys():
+                    del self._opt_outs[(customer, group)]
+                self._opt_outs.update(((customer, g), v) for g, v in after.items())
+            self._events += opt_out_events(_withdrawals(records))
+
+    def consents(self, customer_ids: Collection[Any] | None = None) -> list[ConsentRecord]:
+        wanted = None if customer_ids is None else {json.dumps(c) for c in customer_ids}
+        return sorted((r for r in self._consents if wanted is None or json.dumps(r.customer_id) in wanted),
+                      key=lambda r: (r.at, r.recorded_at))
+
 
 def _may_settle(row: SendRow | None, held_by: str | None, states: Sequence[str] | None) -> bool:
     if row is None:
@@ -681,6 +725,7 @@ class SQLCampaignStore(CampaignStore):
         tables = self._library.tables
         self.CAMPAIGNS, self.OUTBOX, self.OCCURRENCES = tables.campaigns, tables.outbox, tables.occurrences
         self.SENDS, self.OPT_OUTS, self.MESSAGE_EVENTS = tables.sends, tables.opt_outs, tables.message_events
+        self.CONSENTS = tables.consents
         self._run = run
         self._insert = insert
         self._transaction = transaction
@@ -1064,6 +1109,59 @@ class SQLCampaignStore(CampaignStore):
         for customer, group, at in self._run(f"SELECT customer_id, consent_group, opted_out_at FROM {self.OPT_OUTS}", ()):
             out.setdefault(json.loads(customer), {})[str(group)] = datetime.fromisoformat(str(at))
         return out
+
+    # -- consent evidence (K2) -------------------------------------------------------
+    _CONSENT_FIELDS = ("record_id", "customer_id", "consent_group", "granted", "given_at", "how", "text_version",
+                       "recorded_by", "recorded_at")
+
+    def add_consents(self, records: Sequence[ConsentRecord]) -> None:
+        if not records:
+            return
+        self._ensure()
+        self._library.writable("record consents")
+        withdrawals = _withdrawals(records)
+        self.prepare_events(opt_out_events(withdrawals))
+        p = self._p
+        with self._transaction():
+            values: list[list[Any]] = [
+                [uuid.uuid4().hex for _ in records], [json.dumps(r.customer_id) for r in records], [r.group for r in records],
+                [int(r.granted) for r in records], [_stamp(r.at) for r in records], [r.how for r in records],
+                [r.text_version for r in records], [r.by for r in records], [_stamp(r.recorded_at) for r in records],
+            ]
+            self._insert(self.CONSENTS, list(self._CONSENT_FIELDS), values)
+            for customer, mine in _by_customer(records).items():  # the opt-outs they change, read and written here
+                current = {str(g): (datetime.fromisoformat(str(at)), str(why or "")) for g, at, why in self._run(
+                    f"SELECT consent_group, opted_out_at, reason FROM {self.OPT_OUTS} WHERE customer_id = {p}{self._for_update}",
+                    (customer,))}
+                after = opt_outs_after(current, mine)
+                for group in current.keys() | after.keys():
+                    if current.get(group) == after.get(group):
+                        continue
+                    self._run(f"DELETE FROM {self.OPT_OUTS} WHERE customer_id = {p} AND consent_group = {p}", (customer, group))
+                    if group in after:
+                        self._run(f"INSERT INTO {self.OPT_OUTS} (customer_id, consent_group, opted_out_at, reason) "
+                                  f"VALUES ({p}, {p}, {p}, {p})", (customer, group, _stamp(after[group][0]), after[group][1]))
+            if withdrawals:
+                self._write_events(opt_out_events(withdrawals))
+
+    def consents(self, customer_ids: Collection[Any] | None = None) -> list[ConsentRecord]:
+        self._ensure()
+        if self._library.read_only and not self._library.has_table("consents"):
+            return []  # written by a shopcrm before the consent evidence: none recorded
+        select = f"SELECT {', '.join(self._CONSENT_FIELDS[1:])} FROM {self.CONSENTS}"
+        rows: list[tuple[Any, ...]] = []
+        if customer_ids is None:
+            rows = self._run(select, ())
+        else:
+            for chunk in _chunks([json.dumps(c) for c in dict.fromkeys(customer_ids)], self._key_chunk):
+                with self._customers_in(chunk) as (clause, params):
+                    rows += self._run(f"{select} WHERE {clause}", params)
+        found = [ConsentRecord(customer_id=json.loads(c), group=str(g), granted=bool(granted),
+                               at=datetime.fromisoformat(str(at)), how=str(how),
+                               text_version=None if version is None else str(version), by=str(by),
+                               recorded_at=datetime.fromisoformat(str(recorded)))
+                 for c, g, granted, at, how, version, by, recorded in rows]
+        return sorted(found, key=lambda r: (r.at, r.recorded_at))
 
     # -- delivery events (for sources whose events table is not ours) -------------------
     _EVENT_FIELDS = ("customer_id", "event", "ts", "message_key", "campaign_id", "channel", "kind", "cost", "provider_id",

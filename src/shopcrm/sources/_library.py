@@ -114,6 +114,11 @@ class LibraryTables:
         return self.name("message_events")
 
     @property
+    def consents(self) -> str:
+        """K2: the append-only evidence of consents given and withdrawn (nothing updates or deletes a row)."""
+        return self.name("consents")
+
+    @property
     def segments(self) -> str:
         return self.name("segments")
 
@@ -202,6 +207,10 @@ class LibraryTables:
             "channel VARCHAR(20), kind VARCHAR(20), priced_as VARCHAR(60), price_source VARCHAR(20), sent_at VARCHAR(32))",
             f"CREATE TABLE IF NOT EXISTS {self.opt_outs} (customer_id VARCHAR(200) NOT NULL, consent_group VARCHAR(20) NOT NULL, "
             "opted_out_at VARCHAR(32) NOT NULL, reason TEXT, PRIMARY KEY (customer_id, consent_group))",
+            f"CREATE TABLE IF NOT EXISTS {self.consents} (record_id VARCHAR(32) PRIMARY KEY, customer_id VARCHAR(200) NOT NULL, "
+            "consent_group VARCHAR(20) NOT NULL, granted INTEGER NOT NULL, given_at VARCHAR(32) NOT NULL, "
+            "how VARCHAR(200) NOT NULL, text_version VARCHAR(200), recorded_by VARCHAR(200) NOT NULL, "
+            "recorded_at VARCHAR(32) NOT NULL)",
             f"CREATE TABLE IF NOT EXISTS {self.message_events} (customer_id VARCHAR(200) NOT NULL, event VARCHAR(40) NOT NULL, "
             "ts VARCHAR(32) NOT NULL, message_key VARCHAR(64) NOT NULL, campaign_id VARCHAR(100), channel VARCHAR(20), "
             "kind VARCHAR(20), cost DOUBLE PRECISION, provider_id VARCHAR(200), reason TEXT, code VARCHAR(64), "
