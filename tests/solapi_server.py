@@ -214,7 +214,11 @@ def _status(message: dict[str, Any], behaviour: SolapiBehaviour, seen: set[str],
     if kind in ("SMS", "LMS", "MMS"):
         try:
             size = len(text.encode("cp949"))
+            # "EUC-KR(완성형 한글) 범위 안에 있는 문자만": a syllable outside KS X 1001 (똠) is refused too
+            wansung = all(len(c.encode("euc-kr")) == 2 for c in set(text) if ord(c) >= 0x80)
         except UnicodeEncodeError:
+            wansung = False
+        if not wansung:
             return "1029", "EUC-KR 범위 밖의 문자"
         if kind == "SMS" and message.get("subject"):
             return "1013", "SMS는 제목을 가질 수 없습니다"

@@ -210,6 +210,21 @@ def test_a_policy_without_the_080_number_is_an_error_once_an_advertising_campaig
     assert "opt_out_number" in finding.message
 
 
+def test_an_sms_text_outside_ks_x_1001_warns_on_save_and_an_alimtalk_only_text_does_not(shop: Shop) -> None:
+    with pytest.warns(CampaignWarning) as caught:
+        shop.save_campaign(promo("{{ name }}님, 똠얌꿍 밀키트 세일"), now=NOW)
+    [warning] = [w.message for w in caught.list if isinstance(w.message, CampaignWarning)]
+    assert warning.findings.codes() == ["sms-outside-ks-x-1001"]
+    [finding] = shop.check(now=NOW).findings
+    assert finding.severity == "warning"
+    assert "the SMS text of main.a has '똠', outside KS X 1001" in finding.message  # step main (one-off), variant a
+    assert "1029" in finding.message
+    shop.delete_campaign("promo")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        shop.save_campaign({**promo("{{ name }}님, 봄 세일이 시작됐어요")}, now=NOW)
+
+
 def test_an_unknown_segment_reference_is_an_error(shop: Shop) -> None:
     shop.save_segment("buyers", did("order_completed"))
     shop.save_segment("vip", {"in_segment": "buyers"})

@@ -395,6 +395,28 @@ def check_campaign(campaign: Campaign, facts: ShopFacts) -> list[Finding]:
                 event_finding(event, f"branch: {what}", "warning")
     out += _template_findings(campaign, facts, kind, name)
     out += _channel_findings(campaign, facts, kind, name)
+    out += _text_findings(campaign, kind, name)
+    return out
+
+
+def _text_findings(campaign: Campaign, kind: str, name: str) -> list[Finding]:
+    """SMS texts written with syllables outside KS X 1001 (K12 counts them; strict EUC-KR carriers and Solapi do not
+    take them)."""
+    from shopcrm.campaigns._korean import outside_ks_x_1001
+
+    if "sms" not in campaign.channels:
+        return []
+    out: list[Finding] = []
+    for step in campaign.send_steps():
+        for variant in campaign.variants_of(step):
+            content = variant.content
+            found = outside_ks_x_1001(f"{content.text}{content.subject or ''}")
+            if found:
+                out.append(Finding(
+                    severity="warning", code="sms-outside-ks-x-1001", kind=kind, name=name,
+                    message=f"the SMS text of {step.send}.{variant.name} has {', '.join(map(repr, found))}, outside KS X "
+                            "1001 (EUC-KR's 2,350 syllables): carriers that read strict EUC-KR garble them and Solapi "
+                            "refuses the message (error 1029); write the word another way"))
     return out
 
 

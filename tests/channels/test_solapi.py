@@ -74,10 +74,13 @@ def test_sms_lms_alimtalk_and_brand_messages_are_taken_and_bad_ones_refused_with
                     variables=(("#{고객명}", "김민서"), ("#{주문번호}", "B1"))),
             message("k7", to="010-1234-5678", text="같은 번호, 다른 메시지"),  # same number twice: both go
             message("k8", text="😀"),  # not CP949
+            message("k9", text="똠얌꿍 세트"),  # CP949, but outside EUC-KR's 완성형 (KS X 1001)
         ]
         results = asyncio.run(channel(server.url).send(batch))
     assert [type(r).__name__ for r in results] == ["Accepted", "Accepted", "Accepted", "Accepted", "Rejected", "Rejected",
-                                                   "Accepted", "Rejected"]
+                                                   "Accepted", "Rejected", "Rejected"]
+    assert isinstance(results[8], Rejected)
+    assert results[8].code == "1029"
     assert isinstance(results[4], Rejected)
     assert results[4].code == "1061"
     assert results[4].opted_out
@@ -224,6 +227,18 @@ def test_a_put_whose_answer_is_lost_abandons_its_group_and_the_messages_go_once_
         assert server.groups[first_ref].status == "PENDING"  # registered, never sent
         assert server.groups[second_ref].status == "SENDING"
     assert server.keys() == ["k1"]
+
+
+def test_a_text_outside_ks_x_1001_is_refused_before_solapi_and_a_campaign_check_warns_of_it() -> None:
+    from shopcrm.campaigns._korean import cp949_length, outside_ks_x_1001
+
+    solapi = channel("http://x")
+    [problem] = solapi.validate(message("k1", text="오늘의 똠얌꿍, 뷁 세일"))
+    assert "'똠', '뷁', outside EUC-KR's KS X 1001" in problem
+    assert "1029" in problem
+    assert solapi.validate(message("k2", text="오늘의 똠얌꿍", kind="alimtalk", channel="alimtalk", template_code="T")) == []
+    assert outside_ks_x_1001("가나다 ♥ ※ ￦ abc") == []
+    assert cp949_length("똠") == 2  # K12 counts it as CP949 does
 
 
 def test_a_503_to_a_groups_send_is_settled_from_the_groups_status_so_a_send_solapi_took_is_not_repeated() -> None:

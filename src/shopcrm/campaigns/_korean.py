@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
-__all__ = ["PARTICLES", "cp949_length", "format_date", "krw", "particle", "with_particle"]
+__all__ = ["PARTICLES", "cp949_length", "format_date", "krw", "outside_ks_x_1001", "particle", "with_particle"]
 
 #: the particle pairs the template filters know: (after a consonant, after a vowel)
 PARTICLES: dict[str, tuple[str, str]] = {
@@ -138,3 +138,21 @@ def cp949_length(text: str) -> int:
             f"{bad!r} (U+{ord(bad[0]):04X}) cannot be sent by SMS: it has no CP949 encoding; "
             "remove it or use a plain-text equivalent (e.g. 원 for ₩, no emoji)"
         ) from None
+
+
+def outside_ks_x_1001(text: str) -> list[str]:
+    """The characters of ``text`` that CP949 encodes but KS X 1001 (EUC-KR's 2,350 precomposed syllables and its
+    symbols) lacks, each once: ``똠``, ``뷁``.  K12 counts them (2 bytes each), but carriers that read strict EUC-KR
+    may garble them, and Solapi refuses them (error 1029: "EUC-KR(완성형 한글) 범위 안에 있는 문자만")."""
+    out: list[str] = []
+    for char in dict.fromkeys(text):
+        if ord(char) < 0x80:
+            continue
+        try:
+            strict = len(char.encode("euc-kr")) == 2  # CPython spells a syllable outside KS X 1001 in 8 bytes
+            char.encode("cp949")
+        except UnicodeEncodeError:
+            continue  # not sendable at all: cp949_length says so
+        if not strict:
+            out.append(char)
+    return out

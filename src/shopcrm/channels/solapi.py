@@ -52,6 +52,7 @@ from typing import Any, Literal
 import attrs
 import httpx
 
+from shopcrm.campaigns._korean import outside_ks_x_1001
 from shopcrm.channels._base import (
     Accepted,
     Ambiguous,
@@ -205,6 +206,10 @@ class SolapiChannel(Channel):
         if message.kind in ("alimtalk", "brand_message", "friendtalk") and long:
             problems.append(f"a button URL of {len(long[0])} characters; Solapi takes at most {_BUTTON_URL_CHARS} (error "
                             f"1048): shorten it (a tracked link counts too): {long[0][:60]}...")
+        strict = outside_ks_x_1001(f"{message.text}{message.subject or ''}") if message.kind in ("sms", "lms", "mms") else []
+        if strict:
+            problems.append(f"the {message.kind.upper()} has {', '.join(map(repr, strict))}, outside EUC-KR's KS X 1001 "
+                            "(완성형): Solapi refuses it (error 1029); write the word another way, or send it by AlimTalk")
         if not 9 <= len(_digits(message.to)) <= 11:
             problems.append(f"{message.to!r} is not a Korean mobile number")
         return problems
