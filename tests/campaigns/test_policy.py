@@ -7,6 +7,8 @@ from __future__ import annotations
 from datetime import datetime, time, timedelta
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from shopcrm.campaigns import Cap, MessagingPolicy, Recipient, ShopState, Window, parse_campaign, plan
 
@@ -177,3 +179,46 @@ def test_friendtalk_names_brand_message_in_caps_and_exemptions_with_a_warning() 
     with pytest.warns(DeprecationWarning, match="MessagingPolicy.quiet_hours_exempt"):
         policy = MessagingPolicy.united_states(quiet_hours_exempt={"email", "friendtalk"})
     assert policy.quiet_hours_exempt == frozenset({"email", "brand_message"})
+
+
+# ------------------------------------------------------------------ local time, by the hour's offset
+_ZONES = ("Asia/Seoul", "America/New_York", "Europe/London", "Australia/Lord_Howe", "Asia/Kathmandu",
+          "Pacific/Chatham", "America/St_Johns", "UTC", "Europe/Dublin", "Africa/Casablanca")
+
+
+def _exact_local(when: datetime, zone: str) -> datetime:
+    from datetime import UTC
+    from zoneinfo import ZoneInfo
+
+    return when.replace(tzinfo=UTC).astimezone(ZoneInfo(zone)).replace(tzinfo=None)
+
+
+@given(when=st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30)), zone=st.sampled_from(_ZONES))
+def test_local_time_by_the_hours_offset_is_the_zones_own_fold_included(when: datetime, zone: str) -> None:
+    from shopcrm.campaigns._policy import local
+
+    got, exact = local(when, zone), _exact_local(when, zone)
+    assert (got, got.fold) == (exact, exact.fold)
+
+
+def test_local_time_is_exact_minute_by_minute_across_the_days_zones_change_their_offsets() -> None:
+    from datetime import UTC
+    from zoneinfo import ZoneInfo
+
+    from shopcrm.campaigns._policy import local, utc
+
+    for zone in _ZONES:
+        tz = ZoneInfo(zone)
+        day = datetime(2025, 12, 31, 12)
+        changes = []
+        while day < datetime(2027, 1, 1):  # the days of 2026 whose offset differs from the day before
+            after = day + timedelta(days=1)
+            if day.replace(tzinfo=UTC).astimezone(tz).utcoffset() != after.replace(tzinfo=UTC).astimezone(tz).utcoffset():
+                changes.append(day)
+            day = after
+        for start in changes:
+            for minute in range(0, 24 * 60 + 1, 1):
+                when = start + timedelta(minutes=minute, seconds=59, microseconds=999_999 * (minute % 2))
+                got, exact = local(when, zone), _exact_local(when, zone)
+                assert (got, got.fold) == (exact, exact.fold), (zone, when)
+                assert utc(got, zone) == when, (zone, when)  # the way back

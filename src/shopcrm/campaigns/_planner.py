@@ -675,6 +675,8 @@ class _Planner:
     #: render the fallback channels of each chain too (a preview needs only the first, for the cost)
     render_fallbacks: bool = True
     recommendation_views: dict[int, tuple[Any, tuple[Any, ...]]] = attrs.field(factory=dict)
+    #: each trigger event's properties in a recipient's zone, made once (a chain's templates read ``event`` each)
+    event_views: dict[tuple[int, str], tuple[Mapping[str, Any], dict[str, Any]]] = attrs.field(factory=dict)
     #: per scenario entry rule (by id): the rule and its one-customer form (:func:`entry_rule`), or None
     entry_rules: dict[int, tuple[Any, EntryRule | None]] = attrs.field(factory=dict)
     #: the lifecycle stages the entry rules found, shared by them (:data:`StageMemo`)
@@ -1271,6 +1273,7 @@ class _Planner:
             extra = {**extra, "recommendations": self.recommended(found)}
         return _ContextView(
             recipient, extra, campaign, step.send, due_at, recipient.timezone or self.policy.timezone, self.policy, event,
+            self.event_views,
         )
 
     def recommended(self, found: Sequence[Mapping[str, Any]]) -> tuple[Any, ...]:
@@ -1286,14 +1289,16 @@ class _ContextView(Mapping[str, Any]):
     """:func:`message_context` computed name by name: the render cache asks only for the names a template
     reads, so most customers never get a context dict (or a local time) built for them."""
 
-    __slots__ = ("_campaign", "_due_at", "_event", "_extra", "_policy", "_recipient", "_step", "_zone")
+    __slots__ = ("_campaign", "_due_at", "_event", "_events_in_zone", "_extra", "_policy", "_recipient", "_step", "_zone")
 
     def __init__(
         self, recipient: Recipient, extra: Mapping[str, Any], campaign: Campaign, step: str, due_at: datetime,
         zone: str, policy: MessagingPolicy, event: Mapping[str, Any] | None,
+        events_in_zone: dict[tuple[int, str], tuple[Mapping[str, Any], dict[str, Any]]] | None = None,
     ) -> None:
         self._recipient, self._extra, self._campaign, self._step = recipient, extra, campaign, step
         self._due_at, self._zone, self._policy, self._event = due_at, zone, policy, event
+        self._events_in_zone = {} if events_in_zone is None else events_in_zone
 
     def __getitem__(self, name: str) -> Any:
         if name == "campaign":
@@ -1303,7 +1308,11 @@ class _ContextView(Mapping[str, Any]):
         if name == "now":
             return local(self._due_at, self._zone)
         if name == "event" and self._event is not None:
-            return in_zone(self._event, self._zone)
+            key = (id(self._event), self._zone)
+            found = self._events_in_zone.get(key)
+            if found is None or found[0] is not self._event:  # an id is reused only once its event is gone
+                found = self._events_in_zone[key] = (self._event, in_zone(self._event, self._zone))
+            return found[1]
         if name in self._extra:
             return self._extra[name]
         attributes = self._recipient.attributes

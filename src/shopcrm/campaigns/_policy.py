@@ -49,8 +49,31 @@ def _zone(name: str) -> ZoneInfo:
 
 
 def local(when: datetime, zone: str) -> datetime:
-    """A naive UTC instant as a naive local time in ``zone``."""
+    """A naive UTC instant as a naive local time in ``zone``.
+
+    A template reads tens of thousands of instants a tick: the zone's offset is looked up once per hour of UTC
+    time (zones change their offsets on whole UTC hours; an hour whose two ends disagree is converted exactly)."""
+    offset = _hour_offset(zone, when.toordinal(), when.hour)
+    if offset is not None:
+        try:
+            return when + offset
+        except OverflowError:  # the last hours a datetime holds
+            pass
     return when.replace(tzinfo=_UTC).astimezone(_zone(zone)).replace(tzinfo=None)
+
+
+@lru_cache(maxsize=65_536)
+def _hour_offset(zone: str, ordinal: int, hour: int) -> timedelta | None:
+    """``zone``'s UTC offset through one hour of UTC time (its date's ordinal, its hour), or None when it is not
+    the same at both ends of the hour, the hour is a repeated one, or an end is out of a datetime's range."""
+    tz = _zone(zone)
+    start = datetime.fromordinal(ordinal).replace(hour=hour, tzinfo=_UTC)
+    try:
+        first, last = start.astimezone(tz), (start + timedelta(hours=1, microseconds=-1)).astimezone(tz)
+    except OverflowError:
+        return None
+    # a repeated hour (fold 1) is converted exactly: its local times must keep their fold for the way back (utc)
+    return first.utcoffset() if first.utcoffset() == last.utcoffset() and not first.fold and not last.fold else None
 
 
 def utc(when: datetime, zone: str) -> datetime:
