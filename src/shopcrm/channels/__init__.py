@@ -1,7 +1,8 @@
 """Channels: providers that carry rendered messages (the dispatcher drives them).
 
 Built in: ``console`` and ``jsonl`` for development, ``webhook`` (HMAC-signed JSON over HTTP), ``smtp``, and
-``solapi`` (SMS, LMS, MMS, AlimTalk and Brand Message through Solapi's HTTP API).  More
+``solapi`` (SMS, LMS, MMS, AlimTalk and Brand Message through Solapi's HTTP API), ``nhncloud`` (SMS, LMS and MMS
+through NHN Cloud's SMS API v3.0).  More
 arrive as plugins under the entry-point group ``shopcrm.channels``.
 """
 
@@ -18,6 +19,7 @@ from shopcrm.channels._base import (
 )
 from shopcrm.channels.console import ConsoleChannel
 from shopcrm.channels.jsonl import JsonlChannel
+from shopcrm.channels.nhncloud import NhnCloudSmsChannel
 from shopcrm.channels.smtp import SmtpChannel
 from shopcrm.channels.solapi import SolapiChannel
 from shopcrm.channels.webhook import WebhookChannel
@@ -31,6 +33,7 @@ __all__ = [
     "DeliveryReport",
     "JsonlChannel",
     "Message",
+    "NhnCloudSmsChannel",
     "Rejected",
     "SendResult",
     "SmtpChannel",
