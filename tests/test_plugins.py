@@ -104,5 +104,5 @@ def test_a_broken_channel_plugin_is_named_and_the_builtins_still_load(tmp_path: 
     with pytest.raises(shopcrm.PluginError, match=r"plugin 'line' in shopcrm.channels \(entry point shop_channels:Missing from shop-channels 0.9\) failed to import"):
         registry.get("shopcrm.channels", "line")
     statuses = {info.name: info.status for info in registry.available("shopcrm.channels")}
-    assert {statuses[name] for name in ("console", "jsonl", "webhook", "smtp", "solapi", "nhncloud")} == {"ok"}
+    assert {statuses[name] for name in ("console", "jsonl", "webhook", "smtp", "solapi", "nhncloud", "nhncloud_kakao")} == {"ok"}
     assert statuses["line"].startswith("error: plugin 'line'")

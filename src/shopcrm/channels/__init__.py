@@ -2,7 +2,8 @@
 
 Built in: ``console`` and ``jsonl`` for development, ``webhook`` (HMAC-signed JSON over HTTP), ``smtp``, and
 ``solapi`` (SMS, LMS, MMS, AlimTalk and Brand Message through Solapi's HTTP API), ``nhncloud`` (SMS, LMS and MMS
-through NHN Cloud's SMS API v3.0).  More
+through NHN Cloud's SMS API v3.0) and ``nhncloud_kakao`` (AlimTalk and text Brand Messages through NHN Cloud's
+KakaoTalk Bizmessage API).  More
 arrive as plugins under the entry-point group ``shopcrm.channels``.
 """
 
@@ -20,6 +21,7 @@ from shopcrm.channels._base import (
 from shopcrm.channels.console import ConsoleChannel
 from shopcrm.channels.jsonl import JsonlChannel
 from shopcrm.channels.nhncloud import NhnCloudSmsChannel
+from shopcrm.channels.nhncloud_kakao import NhnCloudKakaoChannel
 from shopcrm.channels.smtp import SmtpChannel
 from shopcrm.channels.solapi import SolapiChannel
 from shopcrm.channels.webhook import WebhookChannel
@@ -33,6 +35,7 @@ __all__ = [
     "DeliveryReport",
     "JsonlChannel",
     "Message",
+    "NhnCloudKakaoChannel",
     "NhnCloudSmsChannel",
     "Rejected",
     "SendResult",

@@ -73,6 +73,19 @@ _TRANSIENT: dict[str, str] = {"-2052": "the organisation's monthly sending quota
 _UNSURE: dict[str, str] = {"-9999": "NHN's system error (unexpected)"}
 
 
+def required_settings(product: str, given: Mapping[str, tuple[str | None, str]]) -> dict[str, str]:
+    """Each setting (name -> (the argument, its environment variable)) from its argument, else the environment;
+    a ValueError naming what is missing, or a secret key that cannot go in a header."""
+    found = {name: value or os.environ.get(env, "") for name, (value, env) in given.items()}
+    missing = [(name, env) for name, (_, env) in given.items() if not found[name]]
+    if missing:
+        raise ValueError(f"{product} needs {' and '.join(n for n, _ in missing)}: pass "
+                         f"{'it' if len(missing) == 1 else 'them'} or set {' and '.join(e for _, e in missing)}")
+    if "secret_key" in found and not re.fullmatch(r"[\x21-\x7e]+", found["secret_key"]):
+        raise ValueError("the NHN secret key must be printable ASCII without spaces (it is sent as a header)")
+    return found
+
+
 def _digits(number: str) -> str:
     return re.sub(r"[^0-9]", "", number)
 
@@ -149,22 +162,14 @@ class NhnCloudSmsChannel(Channel):
         image_ids: Mapping[str, str] | None = None,
         rate_per_second: float | None = None,
     ) -> None:
-        settings = {
-            "app_key": (app_key or os.environ.get("NHN_SMS_APP_KEY", ""), "NHN_SMS_APP_KEY"),
-            "secret_key": (secret_key or os.environ.get("NHN_SMS_SECRET_KEY", ""), "NHN_SMS_SECRET_KEY"),
-            "send_no": (send_no or os.environ.get("NHN_SMS_SEND_NO", ""), "NHN_SMS_SEND_NO"),
-        }
-        missing = [(name, env) for name, (value, env) in settings.items() if not value]
-        if missing:
-            raise ValueError(f"NHN Cloud SMS needs {' and '.join(n for n, _ in missing)}: pass "
-                             f"{'it' if len(missing) == 1 else 'them'} or set {' and '.join(e for _, e in missing)}")
-        self.app_key = settings["app_key"][0]
-        self.secret_key = settings["secret_key"][0]
-        if not re.fullmatch(r"[\x21-\x7e]+", self.secret_key):
-            raise ValueError("the NHN secret key must be printable ASCII without spaces (it is sent as a header)")
-        self.send_no = _digits(settings["send_no"][0])
+        settings = required_settings("NHN Cloud SMS", {
+            "app_key": (app_key, "NHN_SMS_APP_KEY"), "secret_key": (secret_key, "NHN_SMS_SECRET_KEY"),
+            "send_no": (send_no, "NHN_SMS_SEND_NO"),
+        })
+        self.app_key, self.secret_key = settings["app_key"], settings["secret_key"]
+        self.send_no = _digits(settings["send_no"])
         if not 8 <= len(self.send_no) <= 11:
-            raise ValueError(f"send_no {settings['send_no'][0]!r} is not a registered Korean number (8 to 11 digits)")
+            raise ValueError(f"send_no {settings['send_no']!r} is not a registered Korean number (8 to 11 digits)")
         self.base_url = base_url.rstrip("/")
         self.image_ids = dict(image_ids or {})
         self.rate_per_second = rate_per_second
