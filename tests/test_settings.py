@@ -127,12 +127,12 @@ def test_the_printed_ddl_is_what_a_store_creates_in_its_schema(tmp_path: Path, c
     assert created == _columns(reviewed, "crm")
     assert {t for t, *_ in created} == {f"shopcrm_{n}" for n in (
         "campaigns", "outbox", "occurrences", "sends", "opt_outs", "message_events", "segments", "settings",
-        "tick_marks", "wakeups", "memberships", "membership_changes", "tracked", "tracked_values")}  # issue 15
+        "tick_marks", "wakeups", "memberships", "membership_changes", "tracked", "tracked_values", "consents")}  # issue 15; K2
     assert main_tables == [("customers",), ("events",)]  # nothing of the library's outside its schema
     assert main(["ddl", "--dialect", "postgresql", "--library-prefix", "crm_"]) == 0
     statements = capsys.readouterr().out.strip().split(";\n")
     assert all(s.startswith("CREATE TABLE IF NOT EXISTS crm_") for s in statements)
-    assert len(statements) == 14  # issue 15: tick marks, wake-ups and four tables of tracked segments
+    assert len(statements) == 15  # issue 15: tick marks, wake-ups and four tables of tracked segments; K2: consents
     assert main(["ddl", "--dialect", "mysql", "--library-schema", "crm"]) == 0
     assert capsys.readouterr().out.startswith("CREATE SCHEMA IF NOT EXISTS crm CHARACTER SET utf8mb4;\n")
     assert main(["ddl", "--dialect", "oracle"]) == 2
