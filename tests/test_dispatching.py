@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from fake_clock import FakeClock
 from loopback import Behaviour, webhook_receiver
 from shopcrm import Shop
 from shopcrm.campaigns import MessagingPolicy
@@ -21,22 +22,6 @@ from shopcrm.dispatching import Dispatcher, RetryPolicy
 
 T0 = datetime(2026, 11, 25, 1)  # 10:00 in Seoul
 POLICY = MessagingPolicy(sender_name="마음상점", sender_contact="1588-0000", opt_out_number="080-123-4567")
-
-
-class FakeClock:
-    """The dispatcher's clock and sleep: sleeping moves time forward at once."""
-
-    def __init__(self, start: datetime) -> None:
-        self.now = start
-        self.slept: list[float] = []
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        self.now += timedelta(seconds=seconds)
-        await asyncio.sleep(0)
 
 
 def planned_shop(n: int = 6, *, purpose: str = "advertising", channels: Sequence[str] = ("brand_message", "sms"),

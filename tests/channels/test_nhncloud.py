@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from engines.servers import free_port
+from fake_clock import FakeClock
 from nhncloud_server import APP_KEY, SECRET_KEY, SEND_NO, NhnBehaviour, NhnServer, nhn_server
 from shopcrm import Shop
 from shopcrm.campaigns import MessagingPolicy
@@ -338,20 +339,6 @@ class TestNhnCloudContract(ChannelContract):
 # ----------------------------------------------------------------------------------------- the dispatcher
 T0 = datetime(2026, 11, 25, 1)  # 10:00 in Seoul
 POLICY = MessagingPolicy(sender_name="마음상점", sender_contact="1588-0000", opt_out_number="080-123-4567")
-
-
-class FakeClock:
-    """The dispatcher's clock and sleep: sleeping moves time forward at once."""
-
-    def __init__(self, start: datetime) -> None:
-        self.now = start
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
-        await asyncio.sleep(0)
 
 
 def planned_shop(n: int) -> Shop:

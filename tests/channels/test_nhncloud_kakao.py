@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import attrs
@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from engines.servers import free_port
+from fake_clock import FakeClock
 from nhncloud_kakao_server import (
     APP_KEY,
     KST,
@@ -492,23 +493,6 @@ class TestNhnCloudKakaoContract(ChannelContract):
 T0 = datetime(2026, 11, 25, 1)  # 10:00 in Seoul
 POLICY = MessagingPolicy(sender_name="마음상점", sender_contact="1588-0000", opt_out_number="080-123-4567")
 ORDER = {"ORDER1": "#{고객명}님, 주문이 완료되었습니다."}
-
-
-class FakeClock:
-    """The dispatcher's clock (naive UTC) and sleep, and the channel's (aware): sleeping moves time forward."""
-
-    def __init__(self, start: datetime) -> None:
-        self.now = start
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def aware(self) -> datetime:
-        return self.now.replace(tzinfo=UTC)
-
-    async def sleep(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
-        await asyncio.sleep(0)
 
 
 def planned_shop(n: int) -> Shop:

@@ -31,6 +31,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import shopcrm
+from fake_clock import FakeClock
 from races import at_once
 from shopcrm.campaigns import MessagingPolicy
 from shopcrm.channels import Accepted, Ambiguous, Channel, Message, Rejected, SendResult, Transient
@@ -133,18 +134,6 @@ class TwoPhaseProvider(Channel):
             else:
                 answers.append(Transient("not in the sent batch", code="not_taken"))
         return answers
-
-
-class FakeClock:
-    def __init__(self, start: datetime) -> None:
-        self.now = start
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
-        await asyncio.sleep(0)
 
 
 def _plan(shop: shopcrm.Shop) -> None:

@@ -29,7 +29,7 @@ import asyncio
 import json
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
 
@@ -84,6 +84,50 @@ def required_settings(product: str, given: Mapping[str, tuple[str | None, str]])
     if "secret_key" in found and not re.fullmatch(r"[\x21-\x7e]+", found["secret_key"]):
         raise ValueError("the NHN secret key must be printable ASCII without spaces (it is sent as a header)")
     return found
+
+
+async def post(client: httpx.AsyncClient, url: str, build: Callable[[], Mapping[str, Any]],
+               headers: Mapping[str, str]) -> SendResult | httpx.Response:
+    """One request to NHN (its body made by ``build``), or the result that says why there is no answer to read:
+    not built (Rejected), never left (Transient), or written and its answer lost (Ambiguous)."""
+    try:
+        content = json.dumps(build(), ensure_ascii=False).encode("utf-8")
+    except (KeyError, TypeError, ValueError) as error:  # an unmapped image, a lone surrogate: validate says so
+        return Rejected(f"the request cannot be built: {type(error).__name__}: {error}", code="invalid")
+    try:
+        return await client.post(url, content=content, headers=dict(headers))
+    except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol) as error:
+        return Transient(f"not sent: {type(error).__name__}: {error}", code="connection")
+    except httpx.TimeoutException as error:  # written, then no answer in time
+        return Ambiguous(f"no answer after the request was sent: {type(error).__name__}", code="timeout")
+    except httpx.TransportError as error:  # written (maybe wholly), then the connection failed
+        return Ambiguous(f"connection failed after the request was sent: {type(error).__name__}: {error}",
+                         code="connection")
+
+
+def read_answer(
+    response: httpx.Response, status_of: Callable[[str, str], SendResult],
+) -> tuple[dict[str, Any], dict[str, Any]] | SendResult:
+    """NHN's JSON answer and its ``header`` (whose ``isSuccessful`` is a boolean), or the result the HTTP answer
+    means: 429 or 503 answered before processing (Transient), another 5xx (Ambiguous), a refusal (``status_of``
+    the code NHN gave, else the HTTP status), or an unreadable answer (Ambiguous)."""
+    status = response.status_code
+    try:
+        answer = response.json()
+    except ValueError:
+        answer = None
+    header = answer.get("header") if isinstance(answer, dict) else None
+    if status in (429, 503):  # answered before processing: NHN did not take it
+        return Transient(f"HTTP {status}: {response.text[:200]}", code=str(status), retry_after=_retry_after(response))
+    if status >= 500:  # a proxy's or NHN's error after the request went in
+        return Ambiguous(f"HTTP {status} (NHN may have taken the message): {response.text[:200]}", code=str(status))
+    if not 200 <= status < 300:  # refused (a bad secret key, a malformed request): NHN's code when it gave one
+        code = _code(header.get("resultCode")) if isinstance(header, dict) else ""
+        reason = str(header.get("resultMessage") or "") if isinstance(header, dict) else response.text[:200]
+        return status_of(code or str(status), f"HTTP {status}: {reason}")
+    if not isinstance(answer, dict) or not isinstance(header, dict) or not isinstance(header.get("isSuccessful"), bool):
+        return Ambiguous(f"unreadable answer (NHN may have taken the message): {response.text[:200]}", code="answer")
+    return answer, header
 
 
 def _digits(number: str) -> str:
@@ -259,42 +303,17 @@ class NhnCloudSmsChannel(Channel):
         return list(await asyncio.gather(*(one(m) for m in batch)))
 
     async def _send_one(self, message: Message) -> SendResult:
-        try:
-            content = json.dumps(self.body(message), ensure_ascii=False).encode("utf-8")
-        except (KeyError, TypeError, ValueError) as error:  # an unmapped image, a lone surrogate: validate says so
-            return Rejected(f"the request cannot be built: {type(error).__name__}: {error}", code="invalid")
-        try:
-            response = await self._client.post(f"{self.base_url}{self.path(message)}", content=content,
-                                               headers=self.headers())
-        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol) as error:
-            return Transient(f"not sent: {type(error).__name__}: {error}", code="connection")
-        except httpx.TimeoutException as error:  # written, then no answer in time
-            return Ambiguous(f"no answer after the request was sent: {type(error).__name__}", code="timeout")
-        except httpx.TransportError as error:  # written (maybe wholly), then the connection failed
-            return Ambiguous(f"connection failed after the request was sent: {type(error).__name__}: {error}",
-                             code="connection")
-        return self._result(message, response)
+        reply = await post(self._client, f"{self.base_url}{self.path(message)}", lambda: self.body(message), self.headers())
+        return reply if not isinstance(reply, httpx.Response) else self._result(message, reply)
 
     @staticmethod
     def _result(message: Message, response: httpx.Response) -> SendResult:
         """What NHN's answer means for ``message``."""
-        status = response.status_code
-        try:
-            answer = response.json()
-        except ValueError:
-            answer = None
-        header = answer.get("header") if isinstance(answer, dict) else None
-        if status in (429, 503):  # answered before processing: NHN did not take it
-            return Transient(f"HTTP {status}: {response.text[:200]}", code=str(status), retry_after=_retry_after(response))
-        if status >= 500:  # a proxy's or NHN's error after the request went in
-            return Ambiguous(f"HTTP {status} (NHN may have taken the message): {response.text[:200]}", code=str(status))
-        if not 200 <= status < 300:  # refused (a bad secret key, a malformed request): NHN's code when it gave one
-            code = _code(header.get("resultCode")) if isinstance(header, dict) else ""
-            reason = str(header.get("resultMessage") or "") if isinstance(header, dict) else response.text[:200]
-            return _status(code or str(status), f"HTTP {status}: {reason}")
-        if not isinstance(header, dict) or not isinstance(header.get("isSuccessful"), bool):
-            return Ambiguous(f"unreadable answer (NHN may have taken the message): {response.text[:200]}", code="answer")
-        body = answer.get("body") if isinstance(answer, dict) else None
+        read = read_answer(response, _status)
+        if not isinstance(read, tuple):
+            return read
+        answer, header = read
+        body = answer.get("body")
         data = body.get("data") if isinstance(body, dict) else None
         items = data.get("sendResultList") if isinstance(data, dict) else None
         item = _item(message, items)

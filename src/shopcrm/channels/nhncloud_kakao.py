@@ -58,7 +58,6 @@ Facts and codes: the provider notes in ``docs/channels.md`` (NHN Cloud's KakaoTa
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 import secrets
 from collections.abc import Callable, Sequence
@@ -77,9 +76,10 @@ from shopcrm.channels.nhncloud import (
     _digits,
     _item,
     _recipient,
+    post,
+    read_answer,
     required_settings,
 )
-from shopcrm.channels.webhook import _retry_after
 
 __all__ = ["IDEMPOTENCY_WINDOW", "NHN_KAKAO_URL", "NhnCloudKakaoChannel"]
 
@@ -313,20 +313,8 @@ class NhnCloudKakaoChannel(Channel):
         return reply if not isinstance(reply, httpx.Response) else _result(message, reply)[0]
 
     async def _post(self, message: Message) -> SendResult | httpx.Response:
-        try:
-            content = json.dumps(self.body(message), ensure_ascii=False).encode("utf-8")
-        except (KeyError, TypeError, ValueError) as error:  # a lone surrogate: validate says so
-            return Rejected(f"the request cannot be built: {type(error).__name__}: {error}", code="invalid")
-        try:
-            return await self._client.post(f"{self.base_url}{self.path(message)}", content=content,
-                                           headers=self.headers(message))
-        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol) as error:
-            return Transient(f"not sent: {type(error).__name__}: {error}", code="connection")
-        except httpx.TimeoutException as error:  # written, then no answer in time
-            return Ambiguous(f"no answer after the request was sent: {type(error).__name__}", code="timeout")
-        except httpx.TransportError as error:  # written (maybe wholly), then the connection failed
-            return Ambiguous(f"connection failed after the request was sent: {type(error).__name__}: {error}",
-                             code="connection")
+        return await post(self._client, f"{self.base_url}{self.path(message)}", lambda: self.body(message),
+                          self.headers(message))
 
     # ---------------------------------------------------------- reconciling
     async def reconcile(self, messages: Sequence[Message]) -> list[SendResult | None]:
@@ -367,23 +355,11 @@ def _result(message: Message, response: httpx.Response) -> tuple[SendResult, boo
     """What NHN's answer means for ``message``, and whether it tells what became of an earlier request with the same
     idempotency header: ``-1005`` (taken), or NHN taking this request (a successful header with this recipient's own
     result: the header was free, so the earlier one was not taken)."""
-    status = response.status_code
-    try:
-        answer = response.json()
-    except ValueError:
-        answer = None
-    header = answer.get("header") if isinstance(answer, dict) else None
-    if status in (429, 503):  # answered before processing: NHN did not take it
-        return Transient(f"HTTP {status}: {response.text[:200]}", code=str(status), retry_after=_retry_after(response)), False
-    if status >= 500:  # a proxy's or NHN's error after the request went in
-        return Ambiguous(f"HTTP {status} (NHN may have taken the message): {response.text[:200]}", code=str(status)), False
-    if not 200 <= status < 300:  # refused (a bad secret key, a malformed request): NHN's code when it gave one
-        code = _code(header.get("resultCode")) if isinstance(header, dict) else ""
-        reason = str(header.get("resultMessage") or "") if isinstance(header, dict) else response.text[:200]
-        return _status(code or str(status), f"HTTP {status}: {reason}"), code == _DUPLICATE
-    if not isinstance(header, dict) or not isinstance(header.get("isSuccessful"), bool):
-        return Ambiguous(f"unreadable answer (NHN may have taken the message): {response.text[:200]}", code="answer"), False
-    body = answer.get("message") if isinstance(answer, dict) else None
+    read = read_answer(response, _status)
+    if not isinstance(read, tuple):  # an HTTP error or an unreadable answer: only -1005 says what became of the first
+        return read, isinstance(read, Accepted)
+    answer, header = read
+    body = answer.get("message")
     item = _item(message, body.get("sendResults") if isinstance(body, dict) else None)
     text = str(header.get("resultMessage") or "")
     if not header["isSuccessful"]:  # the request failed: the recipient's own code, else the header's
